@@ -1,0 +1,61 @@
+"""
+The C{dicomd} command: DCMTK-compatible front doors.
+
+    dicomd echoscu [options] peer port
+"""
+
+import sys
+
+from twisted.internet import task
+
+from dicomd import __version__
+from dicomd.cli import logs
+from dicomd.cli.options import UsageError
+
+#: Subcommand name -> module with C{COMMAND_LINE} and C{run(reactor, values)}.
+COMMANDS = {
+    "echoscu": "dicomd.cli.echoscu",
+}
+
+
+def _usage() -> str:
+    return "usage: dicomd COMMAND [options] ...\n\ncommands:\n" + "".join(
+        "  %s\n" % name for name in sorted(COMMANDS)
+    )
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        sys.stdout.write(_usage())
+        sys.exit(0 if argv else 1)
+    name = argv[0]
+    if name not in COMMANDS:
+        sys.stderr.write("dicomd: unknown command %r\n%s" % (name, _usage()))
+        sys.exit(1)
+    module = __import__(COMMANDS[name], fromlist=["run"])
+    commandLine = module.COMMAND_LINE
+    try:
+        values = commandLine.parse(argv[1:])
+    except UsageError as e:
+        sys.stderr.write("dicomd %s: %s\n" % (name, e))
+        sys.stderr.write("Try 'dicomd %s --help' for more information.\n" % (name,))
+        sys.exit(1)
+    if values.get("help"):
+        sys.stdout.write(commandLine.help())
+        sys.exit(0)
+    if values.get("version"):
+        sys.stdout.write("dicomd %s %s\n" % (name, __version__))
+        sys.exit(0)
+    logs.startLogging(logs.levelFromOptions(values))
+    task.react(lambda reactor: module.run(reactor, values).addCallback(_exit))
+
+
+def _exit(status: int) -> None:
+    # task.react exits 0 for any result; a SystemExit failure carries ours.
+    if status:
+        raise SystemExit(status)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,336 @@
+"""
+DIMSE-C command sets (PS3.7 section 9.3 and Annex E).
+
+Each message of the composite services (C-ECHO, C-STORE, C-FIND, C-MOVE,
+C-GET, C-CANCEL) is a data class whose fields are the command elements of
+PS3.7 Table E.1-1 under their standard names.  L{encodeCommand} writes a
+command set in group 0000, implicit VR little endian, with its group
+length; L{decodeCommand} reads one back, ignoring the group length's value
+(a wrong one must not make us misread what follows) and refusing elements
+that run past the end or are not in group 0000.
+"""
+
+import struct
+from dataclasses import dataclass, field, fields
+from typing import Dict, List, Optional, Tuple
+
+#: CommandDataSetType values (PS3.7 E.1-1): 0x0101 means no data set; we
+#: send 0x0001 for "present", as DCMTK does.
+DATA_SET_PRESENT = 0x0001
+DATA_SET_ABSENT = 0x0101
+
+PRIORITY_MEDIUM = 0x0000
+PRIORITY_HIGH = 0x0001
+PRIORITY_LOW = 0x0002
+
+
+class DIMSEDecodeError(ValueError):
+    """
+    A command set does not follow PS3.7 Annex E.
+    """
+
+
+# Element tag (element number in group 0000) and VR of each command field.
+_ELEMENTS: Dict[str, Tuple[int, str]] = {
+    "affectedSOPClassUID": (0x0002, "UI"),
+    "requestedSOPClassUID": (0x0003, "UI"),
+    "messageID": (0x0110, "US"),
+    "messageIDBeingRespondedTo": (0x0120, "US"),
+    "moveDestination": (0x0600, "AE"),
+    "priority": (0x0700, "US"),
+    "status": (0x0900, "US"),
+    "offendingElement": (0x0901, "AT"),
+    "errorComment": (0x0902, "LO"),
+    "errorID": (0x0903, "US"),
+    "affectedSOPInstanceUID": (0x1000, "UI"),
+    "requestedSOPInstanceUID": (0x1001, "UI"),
+    "numberOfRemainingSuboperations": (0x1020, "US"),
+    "numberOfCompletedSuboperations": (0x1021, "US"),
+    "numberOfFailedSuboperations": (0x1022, "US"),
+    "numberOfWarningSuboperations": (0x1023, "US"),
+    "moveOriginatorApplicationEntityTitle": (0x1030, "AE"),
+    "moveOriginatorMessageID": (0x1031, "US"),
+}
+_GROUP_LENGTH = 0x0000
+_COMMAND_FIELD = 0x0100
+_COMMAND_DATA_SET_TYPE = 0x0800
+
+_ELEMENT_HEADER = struct.Struct("<HHL")
+_US = struct.Struct("<H")
+_UL = struct.Struct("<L")
+
+
+def _encodeString(value: str, padding: bytes) -> bytes:
+    raw = value.encode("ascii")
+    return raw + padding if len(raw) % 2 else raw
+
+
+def _encodeValue(vr: str, value) -> bytes:
+    if vr == "US":
+        return _US.pack(value)
+    if vr == "UI":
+        return _encodeString(value, b"\x00")
+    if vr == "AE":
+        return value.encode("ascii").ljust(16, b" ")
+    if vr == "LO":
+        return _encodeString(value, b" ")
+    if vr == "AT":
+        return b"".join(struct.pack("<HH", tag >> 16, tag & 0xFFFF) for tag in value)
+    raise AssertionError(vr)
+
+
+def _decodeValue(vr: str, raw: memoryview):
+    if vr == "US":
+        if len(raw) != 2:
+            raise DIMSEDecodeError("US command element of %d bytes" % (len(raw),))
+        return _US.unpack(raw)[0]
+    if vr == "AT":
+        if len(raw) % 4:
+            raise DIMSEDecodeError("AT command element of %d bytes" % (len(raw),))
+        return [(group << 16) | element for group, element in struct.iter_unpack("<HH", raw)]
+    text = bytes(raw).decode("latin-1")
+    if vr == "UI":
+        return text.rstrip("\x00 ")
+    return text.strip(" \x00")
+
+
+@dataclass(slots=True)
+class Message:
+    """
+    A DIMSE message's command set.  Subclasses set C{commandField} and
+    declare the elements they carry as fields; C{None} leaves an element
+    out.
+
+    @ivar hasDataSet: whether a data set follows the command
+        (CommandDataSetType other than 0x0101).
+    """
+
+    hasDataSet: bool = False
+
+    commandField = 0
+    #: The elements a received command set must have.
+    required = ()
+
+    @property
+    def isResponse(self) -> bool:
+        return bool(self.commandField & 0x8000)
+
+
+@dataclass(slots=True)
+class Request(Message):
+    messageID: int = 0
+
+    required = ("messageID",)
+
+
+@dataclass(slots=True)
+class Response(Message):
+    messageIDBeingRespondedTo: int = 0
+    status: int = 0x0000
+    offendingElement: Optional[List[int]] = None
+    errorComment: Optional[str] = None
+    errorID: Optional[int] = None
+
+    required = ("messageIDBeingRespondedTo", "status")
+
+
+@dataclass(slots=True)
+class CEchoRQ(Request):
+    """C-ECHO-RQ (PS3.7 9.3.5.1)."""
+
+    affectedSOPClassUID: str = "1.2.840.10008.1.1"
+    commandField = 0x0030
+
+
+@dataclass(slots=True)
+class CEchoRSP(Response):
+    """C-ECHO-RSP (PS3.7 9.3.5.2)."""
+
+    affectedSOPClassUID: Optional[str] = "1.2.840.10008.1.1"
+    commandField = 0x8030
+
+
+@dataclass(slots=True)
+class CStoreRQ(Request):
+    """C-STORE-RQ (PS3.7 9.3.1.1)."""
+
+    affectedSOPClassUID: str = ""
+    affectedSOPInstanceUID: str = ""
+    priority: int = PRIORITY_MEDIUM
+    moveOriginatorApplicationEntityTitle: Optional[str] = None
+    moveOriginatorMessageID: Optional[int] = None
+    hasDataSet: bool = True
+    commandField = 0x0001
+
+
+@dataclass(slots=True)
+class CStoreRSP(Response):
+    """C-STORE-RSP (PS3.7 9.3.1.2)."""
+
+    affectedSOPClassUID: Optional[str] = None
+    affectedSOPInstanceUID: Optional[str] = None
+    commandField = 0x8001
+
+
+@dataclass(slots=True)
+class CFindRQ(Request):
+    """C-FIND-RQ (PS3.7 9.3.2.1); the identifier follows as the data set."""
+
+    affectedSOPClassUID: str = ""
+    priority: int = PRIORITY_MEDIUM
+    hasDataSet: bool = True
+    commandField = 0x0020
+
+
+@dataclass(slots=True)
+class CFindRSP(Response):
+    """C-FIND-RSP (PS3.7 9.3.2.2); pending responses carry an identifier."""
+
+    affectedSOPClassUID: Optional[str] = None
+    commandField = 0x8020
+
+
+@dataclass(slots=True)
+class _RetrieveRSP(Response):
+    affectedSOPClassUID: Optional[str] = None
+    numberOfRemainingSuboperations: Optional[int] = None
+    numberOfCompletedSuboperations: Optional[int] = None
+    numberOfFailedSuboperations: Optional[int] = None
+    numberOfWarningSuboperations: Optional[int] = None
+
+
+@dataclass(slots=True)
+class CMoveRQ(Request):
+    """C-MOVE-RQ (PS3.7 9.3.4.1)."""
+
+    affectedSOPClassUID: str = ""
+    priority: int = PRIORITY_MEDIUM
+    moveDestination: str = ""
+    hasDataSet: bool = True
+    commandField = 0x0021
+
+
+@dataclass(slots=True)
+class CMoveRSP(_RetrieveRSP):
+    """C-MOVE-RSP (PS3.7 9.3.4.2)."""
+
+    commandField = 0x8021
+
+
+@dataclass(slots=True)
+class CGetRQ(Request):
+    """C-GET-RQ (PS3.7 9.3.3.1)."""
+
+    affectedSOPClassUID: str = ""
+    priority: int = PRIORITY_MEDIUM
+    hasDataSet: bool = True
+    commandField = 0x0010
+
+
+@dataclass(slots=True)
+class CGetRSP(_RetrieveRSP):
+    """C-GET-RSP (PS3.7 9.3.3.2)."""
+
+    commandField = 0x8010
+
+
+@dataclass(slots=True)
+class CCancelRQ(Message):
+    """C-CANCEL-RQ (PS3.7 9.3.2.3): cancels the request it names."""
+
+    messageIDBeingRespondedTo: int = 0
+    commandField = 0x0FFF
+    required = ("messageIDBeingRespondedTo",)
+
+
+@dataclass(slots=True)
+class UnrecognizedMessage(Message):
+    """
+    A command set whose Command Field is not one of the DIMSE-C messages
+    above (an N-service, or garbage).  It is kept so that the receiver can
+    answer "unrecognized operation".
+    """
+
+    commandField: int = 0
+    messageID: Optional[int] = None
+    messageIDBeingRespondedTo: Optional[int] = None
+    status: Optional[int] = None
+    affectedSOPClassUID: Optional[str] = None
+
+
+MESSAGE_CLASSES = {
+    cls.commandField: cls
+    for cls in (CEchoRQ, CEchoRSP, CStoreRQ, CStoreRSP, CFindRQ, CFindRSP, CMoveRQ, CMoveRSP, CGetRQ, CGetRSP, CCancelRQ)
+}
+
+
+def _layout(cls) -> List[Tuple[str, int, str]]:
+    """
+    The command elements a message class carries, in tag order.
+    """
+    names = [f.name for f in fields(cls) if f.name in _ELEMENTS]
+    return sorted(((name,) + _ELEMENTS[name] for name in names), key=lambda entry: entry[1])
+
+
+_LAYOUTS = {cls: _layout(cls) for cls in list(MESSAGE_CLASSES.values()) + [UnrecognizedMessage]}
+
+
+def encodeCommand(message: Message) -> bytes:
+    """
+    Encode a command set: group 0000, implicit VR little endian, with the
+    Command Group Length first.
+    """
+    elements = []
+    for name, element, vr in _LAYOUTS[type(message)]:
+        value = getattr(message, name)
+        if value is None:
+            continue
+        elements.append((element, _encodeValue(vr, value)))
+    elements.append((_COMMAND_FIELD, _US.pack(message.commandField)))
+    elements.append((_COMMAND_DATA_SET_TYPE, _US.pack(DATA_SET_PRESENT if message.hasDataSet else DATA_SET_ABSENT)))
+    elements.sort(key=lambda item: item[0])
+    body = b"".join(_ELEMENT_HEADER.pack(0x0000, element, len(value)) + value for element, value in elements)
+    return _ELEMENT_HEADER.pack(0x0000, _GROUP_LENGTH, 4) + _UL.pack(len(body)) + body
+
+
+def decodeCommand(data) -> Message:
+    """
+    Decode a command set.
+
+    @param data: the whole command set, as bytes or a memoryview.
+    @raise DIMSEDecodeError: the bytes are not a command set, or lack the
+        Command Field.
+    """
+    view = memoryview(data)
+    end = len(view)
+    pos = 0
+    raw = {}
+    while pos < end:
+        if end - pos < 8:
+            raise DIMSEDecodeError("command set ends inside an element header")
+        group, element, length = _ELEMENT_HEADER.unpack_from(view, pos)
+        pos += 8
+        if group != 0x0000:
+            raise DIMSEDecodeError("element (%04X,%04X) is not in the command group" % (group, element))
+        if length > end - pos:
+            raise DIMSEDecodeError("element (0000,%04X) of %d bytes runs past the command set" % (element, length))
+        raw[element] = view[pos:pos + length]
+        pos += length
+    if _COMMAND_FIELD not in raw:
+        raise DIMSEDecodeError("command set without a Command Field (0000,0100)")
+    commandField = _decodeValue("US", raw[_COMMAND_FIELD])
+    dataSetType = raw.get(_COMMAND_DATA_SET_TYPE)
+    hasDataSet = dataSetType is not None and _decodeValue("US", dataSetType) != DATA_SET_ABSENT
+    cls = MESSAGE_CLASSES.get(commandField)
+    values = {"hasDataSet": hasDataSet}
+    if cls is None:
+        cls = UnrecognizedMessage
+        values["commandField"] = commandField
+    for name, element, vr in _LAYOUTS[cls]:
+        value = raw.get(element)
+        if value is not None:
+            values[name] = _decodeValue(vr, value)
+    missing = [name for name in cls.required if name not in values]
+    if missing:
+        raise DIMSEDecodeError("%s without %s" % (cls.__name__, ", ".join(missing)))
+    return cls(**values)

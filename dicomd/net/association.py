@@ -1,0 +1,518 @@
+"""
+An established association as its DIMSE service user sees it (PS3.7
+sections 7 and 9).
+
+L{Association} sits between the transport adapter
+(L{dicomd.net.protocol.AssociationProtocol}) and the services.  It turns
+P-DATA indications into DIMSE messages with the pure
+L{dicomd.dimse.pdv.MessageAssembler}, hands requests to the L{IService}
+registered for their command field, streams data sets into the consumers
+those services return, and matches responses to the requests this side
+sent.  The same object serves both roles: an acceptor receives requests,
+a requestor sends them, and C-GET makes a requestor receive C-STORE
+sub-operations on the association it opened.
+"""
+
+from typing import Callable, Dict, Optional
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from dicomd.dimse import status as _status
+from dicomd.dimse.commands import MESSAGE_CLASSES, CCancelRQ, CEchoRQ, Message, UnrecognizedMessage, encodeCommand
+from dicomd.dimse.pdv import CommandReceived, DIMSEProtocolError, MessageAssembler, fragment, maximumFragmentLength
+from dicomd.interfaces import IDataSetConsumer
+from dicomd.ul.negotiation import NegotiatedContext
+
+VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
+
+#: The largest data set we keep in memory for a response (a C-FIND match,
+#: a C-MOVE failed-instance list).
+MAXIMUM_RESPONSE_DATA_SET = 16 << 20
+
+
+class AssociationError(Exception):
+    """
+    Base of the ways an association, or a request on it, can fail.
+    """
+
+
+class AssociationRejected(AssociationError):
+    """
+    The peer answered A-ASSOCIATE-RJ.
+
+    @ivar reject: the L{dicomd.ul.pdu.AAssociateRJ}.
+    """
+
+    def __init__(self, reject):
+        super().__init__(describeRejection(reject))
+        self.reject = reject
+
+
+class AssociationAborted(AssociationError):
+    """
+    The association ended by A-ABORT, A-P-ABORT or a lost connection while
+    something was still expected of it.
+    """
+
+
+class DIMSETimeout(AssociationError):
+    """
+    No response arrived within the DIMSE timeout; the association was
+    aborted.
+    """
+
+
+class NoPresentationContext(AssociationError):
+    """
+    No accepted presentation context fits the request.
+    """
+
+
+_REJECT_REASONS = {
+    (1, 1): "no reason given",
+    (1, 2): "application context name not supported",
+    (1, 3): "calling AE title not recognized",
+    (1, 7): "called AE title not recognized",
+    (2, 1): "no reason given",
+    (2, 2): "protocol version not supported",
+    (3, 1): "temporary congestion",
+    (3, 2): "local limit exceeded",
+}
+_REJECT_SOURCES = {1: "service user", 2: "service provider (ACSE)", 3: "service provider (presentation)"}
+
+
+def describeRejection(reject) -> str:
+    """
+    A-ASSOCIATE-RJ in words, as DCMTK's tools print it.
+    """
+    return "association rejected (%s, source: %s, reason: %s)" % (
+        {1: "permanent", 2: "transient"}.get(reject.result, "result %d" % reject.result),
+        _REJECT_SOURCES.get(reject.source, "source %d" % reject.source),
+        _REJECT_REASONS.get((reject.source, reject.reason), "reason %d" % reject.reason),
+    )
+
+
+@implementer(IDataSetConsumer)
+class _BufferedDataSet:
+    """
+    Collects a small data set in memory and passes it on when complete.
+    """
+
+    def __init__(self, whenComplete: Callable[[bytes], None], limit: int = MAXIMUM_RESPONSE_DATA_SET):
+        self._parts = []
+        self._length = 0
+        self._limit = limit
+        self._whenComplete = whenComplete
+
+    def write(self, fragment):
+        self._length += len(fragment)
+        if self._length > self._limit:
+            raise DIMSEProtocolError("data set larger than %d bytes where a small one was expected" % self._limit)
+        self._parts.append(fragment)
+
+    def finish(self):
+        self._whenComplete(b"".join(self._parts))
+
+    def abandon(self, reason):
+        self._parts = []
+
+
+@implementer(IDataSetConsumer)
+class _DiscardedDataSet:
+    """
+    Reads a data set nobody wants, then runs C{whenComplete}.
+    """
+
+    def __init__(self, whenComplete: Callable[[], None]):
+        self._whenComplete = whenComplete
+
+    def write(self, fragment):
+        pass
+
+    def finish(self):
+        self._whenComplete()
+
+    def abandon(self, reason):
+        pass
+
+
+class _Outstanding:
+    """
+    A request this side sent, waiting for its final response.
+    """
+
+    __slots__ = ("deferred", "onPending", "timer")
+
+    def __init__(self, deferred, onPending, timer):
+        self.deferred = deferred
+        self.onPending = onPending
+        self.timer = timer
+
+
+def responseTo(request: Message, status: int, **fields) -> Message:
+    """
+    The response message of the same operation as C{request}, carrying
+    C{status}.
+    """
+    cls = MESSAGE_CLASSES.get(request.commandField | 0x8000)
+    if cls is None:
+        return UnrecognizedMessage(
+            commandField=request.commandField | 0x8000,
+            messageIDBeingRespondedTo=getattr(request, "messageID", 0) or 0,
+            status=status,
+            affectedSOPClassUID=getattr(request, "affectedSOPClassUID", None),
+        )
+    response = cls(messageIDBeingRespondedTo=request.messageID, status=status, **fields)
+    if hasattr(response, "affectedSOPClassUID") and "affectedSOPClassUID" not in fields:
+        response.affectedSOPClassUID = request.affectedSOPClassUID
+    return response
+
+
+class Association:
+    """
+    The DIMSE service user of one established association.
+
+    @ivar callingAETitle: the requestor's AE title.
+    @ivar calledAETitle: the AE title the requestor called.
+    @ivar isRequestor: C{True} on the side that opened the association.
+    @ivar associateRequest: the L{dicomd.ul.pdu.AAssociateRQ} that opened it.
+    @ivar contexts: the accepted presentation contexts, by ID.
+    @ivar peerAddress: the peer's L{twisted.internet.interfaces.IAddress}.
+    @ivar counters: per DIMSE operation name, a count of the requests this
+        side answered, by status category, for the association's log line.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        protocol,
+        *,
+        isRequestor: bool,
+        associateRequest,
+        contexts: Dict[int, NegotiatedContext],
+        peerMaximumLength: int,
+        services=None,
+        reactor=None,
+        dimseTimeout: Optional[float] = None,
+        peerAddress=None,
+    ):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.protocol = protocol
+        self.isRequestor = isRequestor
+        self.associateRequest = associateRequest
+        self.callingAETitle = associateRequest.callingAETitle
+        self.calledAETitle = associateRequest.calledAETitle
+        self.contexts = contexts
+        self.services = services or {}
+        self.peerAddress = peerAddress
+        self.dimseTimeout = dimseTimeout
+        self.counters: Dict[str, Dict[str, int]] = {}
+        self._reactor = reactor
+        self._fragmentLength = maximumFragmentLength(peerMaximumLength)
+        self._assembler = MessageAssembler()
+        self._consumer = None
+        self._outstanding: Dict[int, _Outstanding] = {}
+        self._serving: Dict[int, Optional[Callable[[], None]]] = {}
+        self._nextMessageID = 1
+        self._ended = False
+        self._closedWaiters = []
+
+    # -- presentation contexts -----------------------------------------------
+
+    def contextFor(self, abstractSyntax: str, transferSyntax: Optional[str] = None) -> NegotiatedContext:
+        """
+        An accepted presentation context for C{abstractSyntax} (and, if
+        given, C{transferSyntax}) on which this side may invoke operations.
+
+        @raise NoPresentationContext: none was accepted.
+        """
+        for context in self.contexts.values():
+            if context.abstractSyntax != abstractSyntax:
+                continue
+            if transferSyntax is not None and context.transferSyntax != transferSyntax:
+                continue
+            if self.isRequestor and not context.scuRole:
+                continue
+            return context
+        raise NoPresentationContext(
+            "no accepted presentation context for %s%s"
+            % (abstractSyntax, "" if transferSyntax is None else " with transfer syntax " + transferSyntax)
+        )
+
+    # -- sending ----------------------------------------------------------------
+
+    @property
+    def fragmentLength(self) -> int:
+        """
+        The most data one PDV may carry to this peer.
+        """
+        return self._fragmentLength
+
+    def send(self, contextID: int, message: Message, dataSet=None) -> None:
+        """
+        Send a message, with its data set when it has one.
+
+        @param dataSet: the encoded data set (bytes or a memoryview), in the
+            context's transfer syntax.
+        """
+        if self._ended:
+            return
+        pieces = fragment(contextID, True, encodeCommand(message), self._fragmentLength)
+        if dataSet is not None:
+            pieces += fragment(contextID, False, dataSet, self._fragmentLength)
+        if message.isResponse:
+            self._responseSent(message)
+        self.protocol.sendPData(pieces)
+
+    def sendDataSetFragment(self, contextID: int, data, isLast: bool) -> None:
+        """
+        Send the next piece of a data set whose command was sent with
+        C{send(contextID, message)} and no data set.  Callers stream large
+        data sets this way, one piece at a time.
+        """
+        if not self._ended:
+            self.protocol.sendPData(fragment(contextID, False, data, self._fragmentLength, isLast))
+
+    def _responseSent(self, response: Message) -> None:
+        if _status.category(response.status) is _status.Category.PENDING:
+            return
+        if self._serving.pop(response.messageIDBeingRespondedTo, None) is not None:
+            operation = _OPERATION_NAMES.get(response.commandField & 0x7FFF, "0x%04X" % response.commandField)
+            counts = self.counters.setdefault(operation, {})
+            outcome = _status.category(response.status).name.lower()
+            counts[outcome] = counts.get(outcome, 0) + 1
+
+    def request(self, contextID: int, message: Message, dataSet=None, onPending=None) -> defer.Deferred:
+        """
+        Send a request and wait for its final response.
+
+        The message ID is assigned here.
+
+        @param onPending: called as C{onPending(response, dataSet)} for each
+            pending response; the data set is bytes or C{None}.
+        @return: a L{Deferred} firing with C{(response, dataSet)} for the
+            final response, or failing with an L{AssociationError}.
+        """
+        if self._ended:
+            return defer.fail(AssociationAborted("the association has ended"))
+        messageID = self._allocateMessageID()
+        message.messageID = messageID
+        deferred = defer.Deferred()
+        self._outstanding[messageID] = _Outstanding(deferred, onPending, self._startDIMSETimer(messageID))
+        self.send(contextID, message, dataSet)
+        return deferred
+
+    def cancel(self, contextID: int, messageID: int) -> None:
+        """
+        Send C-CANCEL-RQ for one of our outstanding requests.
+        """
+        self.send(contextID, CCancelRQ(messageIDBeingRespondedTo=messageID))
+
+    def echo(self) -> defer.Deferred:
+        """
+        C-ECHO (PS3.4 Annex A).
+
+        @return: a L{Deferred} firing with the response status.
+        """
+        context = self.contextFor(VERIFICATION_SOP_CLASS)
+        return self.request(context.contextID, CEchoRQ()).addCallback(lambda result: result[0].status)
+
+    def release(self) -> defer.Deferred:
+        """
+        A-RELEASE: end the association in order.
+
+        @return: a L{Deferred} that fires when the connection has closed.
+        """
+        closed = self.whenClosed()
+        if not self._ended:
+            self.protocol.requestRelease()
+        return closed
+
+    def abort(self) -> defer.Deferred:
+        """
+        A-ABORT from this service user.
+
+        @return: a L{Deferred} that fires when the connection has closed.
+        """
+        closed = self.whenClosed()
+        self.protocol.abort()
+        return closed
+
+    def whenClosed(self) -> defer.Deferred:
+        """
+        A L{Deferred} that fires with C{None} once the transport connection
+        of this association has closed.
+        """
+        if self._closedWaiters is None:
+            return defer.succeed(None)
+        deferred = defer.Deferred()
+        self._closedWaiters.append(deferred)
+        return deferred
+
+    def _allocateMessageID(self) -> int:
+        messageID = self._nextMessageID
+        self._nextMessageID = messageID % 0xFFFF + 1
+        return messageID
+
+    def _startDIMSETimer(self, messageID: int):
+        if not self.dimseTimeout:
+            return None
+        return self._reactor.callLater(self.dimseTimeout, self._dimseTimedOut, messageID)
+
+    def _dimseTimedOut(self, messageID: int) -> None:
+        outstanding = self._outstanding.pop(messageID, None)
+        if outstanding is None:
+            return
+        self.log.warn(
+            "No response to message {messageID} within the DIMSE timeout of {timeout} s; aborting",
+            messageID=messageID,
+            timeout=self.dimseTimeout,
+        )
+        outstanding.deferred.errback(DIMSETimeout("no response within %s s" % (self.dimseTimeout,)))
+        self.protocol.abort()
+
+    # -- receiving --------------------------------------------------------------
+
+    @property
+    def isBusy(self) -> bool:
+        """
+        Whether the peer is waiting on this side (a request being served
+        once its data set is in) or this side on the peer's response, which
+        the DIMSE timeout governs: the idle timeout does not apply then.
+        """
+        return bool(self._outstanding) or (bool(self._serving) and not self._assembler.inDataSet)
+
+    def pDataReceived(self, pdu) -> None:
+        """
+        P-DATA indication from the Upper Layer.
+        """
+        try:
+            for event in self._assembler.receive(pdu):
+                if type(event) is CommandReceived:
+                    self._commandReceived(event.contextID, event.message)
+                else:
+                    consumer = self._consumer
+                    consumer.write(event.data)
+                    if event.isLast:
+                        self._consumer = None
+                        consumer.finish()
+        except DIMSEProtocolError as e:
+            self.log.warn("DIMSE protocol error from {peer}: {error}; aborting", peer=self.callingAETitle, error=str(e))
+            self.protocol.abort()
+        except Exception:
+            self.log.failure("Error handling a message from {peer}; aborting", peer=self.callingAETitle)
+            self.protocol.abort()
+
+    def _commandReceived(self, contextID: int, message: Message) -> None:
+        context = self.contexts.get(contextID)
+        if context is None:
+            raise DIMSEProtocolError("message on presentation context %d, which was not accepted" % (contextID,))
+        if message.isResponse:
+            self._responseReceived(message)
+            return
+        if type(message) is CCancelRQ:
+            canceller = self._serving.get(message.messageIDBeingRespondedTo)
+            if canceller is not None:
+                canceller()
+            return
+        messageID = getattr(message, "messageID", None)
+        if messageID is None or messageID in self._serving:
+            raise DIMSEProtocolError("request without a fresh message ID")
+        self._serving[messageID] = _noCancel
+        service = self.services.get(message.commandField)
+        consumer = None
+        if service is None:
+            refusal = responseTo(message, _status.UNRECOGNIZED_OPERATION)
+            self.log.info(
+                "Refusing {operation} from {peer}: no service for it on this AE",
+                operation=_OPERATION_NAMES.get(message.commandField, "command 0x%04X" % message.commandField),
+                peer=self.callingAETitle,
+            )
+            if not message.hasDataSet:
+                self.send(contextID, refusal)
+            else:
+                consumer = _DiscardedDataSet(lambda: self.send(contextID, refusal))
+        else:
+            consumer = service.messageReceived(self, context, message)
+        if message.hasDataSet:
+            self._consumer = consumer
+
+    def onCancel(self, messageID: int, canceller: Callable[[], None]) -> None:
+        """
+        Have C-CANCEL-RQ for the peer's request C{messageID} call
+        C{canceller}, until its final response is sent.  The canceller is
+        also called when the association ends first.
+        """
+        if messageID in self._serving:
+            self._serving[messageID] = canceller
+
+    def _responseReceived(self, message: Message) -> None:
+        outstanding = self._outstanding.get(message.messageIDBeingRespondedTo)
+        if outstanding is None:
+            raise DIMSEProtocolError("response to message %s, which is not outstanding" % message.messageIDBeingRespondedTo)
+        if message.hasDataSet:
+            self._consumer = _BufferedDataSet(lambda data: self._deliverResponse(outstanding, message, data))
+        else:
+            self._deliverResponse(outstanding, message, None)
+
+    def _deliverResponse(self, outstanding: _Outstanding, message: Message, dataSet) -> None:
+        if _status.category(message.status) is _status.Category.PENDING:
+            if outstanding.timer is not None:
+                outstanding.timer.reset(self.dimseTimeout)
+            if outstanding.onPending is not None:
+                outstanding.onPending(message, dataSet)
+            return
+        del self._outstanding[message.messageIDBeingRespondedTo]
+        if outstanding.timer is not None:
+            outstanding.timer.cancel()
+        outstanding.deferred.callback((message, dataSet))
+
+    # -- the end ------------------------------------------------------------
+
+    def ended(self, reason: Optional[AssociationError]) -> None:
+        """
+        The association is over: released (C{reason} is C{None}) or aborted.
+        Abandon the data set being received, fail our outstanding requests
+        and stop the work still running for the peer's.
+        """
+        if self._ended:
+            return
+        self._ended = True
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.abandon(str(reason or "association released during a data set"))
+        outstanding, self._outstanding = self._outstanding, {}
+        for entry in outstanding.values():
+            if entry.timer is not None:
+                entry.timer.cancel()
+            entry.deferred.errback(Failure(reason or AssociationAborted("association released before the response")))
+        serving, self._serving = self._serving, {}
+        for canceller in serving.values():
+            canceller()
+
+    def connectionClosed(self) -> None:
+        """
+        The transport connection is closed.
+        """
+        waiters, self._closedWaiters = self._closedWaiters, None
+        for deferred in waiters or ():
+            deferred.callback(None)
+
+
+def _noCancel() -> None:
+    pass
+
+
+_OPERATION_NAMES = {
+    0x0001: "C-STORE",
+    0x0010: "C-GET",
+    0x0020: "C-FIND",
+    0x0021: "C-MOVE",
+    0x0030: "C-ECHO",
+    0x0FFF: "C-CANCEL",
+}

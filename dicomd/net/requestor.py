@@ -1,0 +1,174 @@
+"""
+Requesting associations (PS3.8 section 7.1, requestor side).
+
+L{connect} takes any Twisted client endpoint (C{tcp:}, C{tls:}...) and the
+association parameters, raises A-ASSOCIATE request (Evt1) on a fresh
+L{ULProvider}, opens the transport the provider asks for and returns a
+L{Deferred} that fires with the established
+L{dicomd.net.association.Association}.  The ACSE timeout bounds the wait
+for the peer's A-ASSOCIATE-AC or -RJ.
+"""
+
+from typing import Iterable, Mapping, Optional, Sequence, Tuple
+
+from twisted.internet import defer, protocol
+from twisted.python.failure import Failure
+
+from dicomd import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from dicomd.net.association import Association, AssociationAborted, AssociationRejected
+from dicomd.net.protocol import AssociationProtocol
+from dicomd.ul.negotiation import acceptedPresentationContexts, proposePresentationContexts
+from dicomd.ul.pdu import AAssociateRQ, SCPSCURoleSelection, UserInformation
+from dicomd.ul.provider import ULProvider
+
+
+class ACSETimeout(AssociationAborted):
+    """
+    The peer did not answer the A-ASSOCIATE-RQ within the ACSE timeout.
+    """
+
+
+class RequestorProtocol(AssociationProtocol):
+    """
+    The requestor's side of one connection.
+
+    @ivar established: fires with the L{Association} once accepted, or
+        fails with L{AssociationRejected} or L{AssociationAborted}.
+    """
+
+    def __init__(self, provider, request, *, services, dimseTimeout, acseTimeout, **kwargs):
+        AssociationProtocol.__init__(self, provider, **kwargs)
+        self.request = request
+        self.services = services
+        self.dimseTimeout = dimseTimeout
+        self.acseTimeout = acseTimeout
+        self.established = defer.Deferred()
+        self._acseTimer = None
+
+    def transportOpened(self) -> list:
+        if self.acseTimeout:
+            self._acseTimer = self.reactor.callLater(self.acseTimeout, self._acseExpired)
+        return self.provider.transportConnected()
+
+    def _acseExpired(self) -> None:
+        self._acseTimer = None
+        self.settle("aborted: no answer within the ACSE timeout")
+        self._fail(ACSETimeout("no A-ASSOCIATE response within %s s" % (self.acseTimeout,)))
+        self.abort()
+        self._closeTransport()
+
+    def _stopACSETimer(self) -> None:
+        if self._acseTimer is not None and self._acseTimer.active():
+            self._acseTimer.cancel()
+        self._acseTimer = None
+
+    def _fail(self, error) -> None:
+        if not self.established.called:
+            self.established.errback(Failure(error))
+
+    def associateAccepted(self, accept) -> None:
+        self._stopACSETimer()
+        contexts = acceptedPresentationContexts(
+            self.request.presentationContexts,
+            accept.presentationContexts,
+            accept.userInformation.roleSelections,
+        )
+        self.association = Association(
+            self,
+            isRequestor=True,
+            associateRequest=self.request,
+            contexts=contexts,
+            peerMaximumLength=accept.userInformation.maximumLength or 0,
+            services=self.services,
+            reactor=self.reactor,
+            dimseTimeout=self.dimseTimeout,
+            peerAddress=self.peerAddress,
+        )
+        self.established.callback(self.association)
+
+    def associateRejected(self, reject) -> None:
+        self._stopACSETimer()
+        self.settle("rejected")
+        self._fail(AssociationRejected(reject))
+
+    def _abortIndication(self, output) -> None:
+        AssociationProtocol._abortIndication(self, output)
+        self._stopACSETimer()
+        self._fail(AssociationAborted(self.outcome))
+
+    def connectionLost(self, reason) -> None:
+        self._stopACSETimer()
+        AssociationProtocol.connectionLost(self, reason)
+        self._fail(AssociationAborted("connection closed before the association was established"))
+
+
+class _RequestorFactory(protocol.Factory):
+    noisy = False
+
+    def __init__(self, build):
+        self._build = build
+
+    def buildProtocol(self, addr):
+        return self._build()
+
+
+def connect(
+    endpoint,
+    *,
+    calledAETitle: str = "ANY-SCP",
+    callingAETitle: str = "DICOMD",
+    presentationContexts: Iterable[Tuple[str, Sequence[str]]],
+    roleSelections: Iterable[SCPSCURoleSelection] = (),
+    maximumLength: int = 16384,
+    services: Optional[Mapping[int, object]] = None,
+    userIdentity=None,
+    reactor=None,
+    acseTimeout: Optional[float] = 30.0,
+    dimseTimeout: Optional[float] = None,
+    idleTimeout: Optional[float] = None,
+    artimTimeout: float = 30.0,
+) -> defer.Deferred:
+    """
+    Request an association.
+
+    @param endpoint: an L{twisted.internet.interfaces.IStreamClientEndpoint}.
+    @param presentationContexts: C{(abstractSyntax, transferSyntaxes)}
+        pairs, numbered 1, 3, 5... in this order.
+    @param services: command field -> L{dicomd.interfaces.IService} for
+        requests the peer sends us (C-STORE sub-operations of C-GET).
+    @param userIdentity: a L{dicomd.ul.pdu.UserIdentityRQ}, or C{None}.
+    @return: a L{Deferred} firing with the L{Association}.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    request = AAssociateRQ(
+        calledAETitle,
+        callingAETitle,
+        proposePresentationContexts(presentationContexts),
+        UserInformation(
+            maximumLength=maximumLength,
+            implementationClassUID=IMPLEMENTATION_CLASS_UID,
+            implementationVersionName=IMPLEMENTATION_VERSION_NAME,
+            roleSelections=list(roleSelections),
+            userIdentityRQ=userIdentity,
+        ),
+    )
+    provider = ULProvider(isRequestor=True, maximumLength=maximumLength)
+    # Evt1 in Sta1 asks for the transport connection (AE-1), which is
+    # what endpoint.connect() below opens.
+    provider.requestAssociation(request)
+
+    def build():
+        return RequestorProtocol(
+            provider,
+            request,
+            services=services or {},
+            dimseTimeout=dimseTimeout,
+            acseTimeout=acseTimeout,
+            reactor=reactor,
+            artimTimeout=artimTimeout,
+            idleTimeout=idleTimeout,
+        )
+
+    connecting = endpoint.connect(_RequestorFactory(build))
+    return connecting.addCallback(lambda proto: proto.established)

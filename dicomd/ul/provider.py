@@ -1,0 +1,582 @@
+"""
+The DICOM Upper Layer service provider (PS3.8 section 9), without I/O.
+
+L{ULProvider} owns one association's side of the protocol: it frames the
+incoming byte stream into PDUs, raises the event of PS3.8 Table 9-10 for
+each one, runs the action the table names and reports what the caller must
+do as a list of outputs: bytes to send, the ARTIM timer to start or stop, the
+transport to open or close, and indications and confirmations for the local
+user.  It never touches a socket, a clock or the reactor, so every cell of
+the state table can be driven by a test.
+
+Framing works over a single buffer with a read offset, copying each byte at
+most once, and refuses a PDU whose header announces more than this side
+accepts before a byte of its body is buffered.
+"""
+
+import struct
+from dataclasses import dataclass
+from typing import List, Optional, Union
+
+from dicomd.ul import pdu as _pdu
+from dicomd.ul.fsm import PDU_EVENTS, TRANSITIONS, Event, ProtocolError, State
+from dicomd.ul.pdu import (
+    ABORT_REASON_INVALID_PDU_PARAMETER_VALUE,
+    ABORT_REASON_NOT_SPECIFIED,
+    ABORT_REASON_UNEXPECTED_PDU,
+    ABORT_SOURCE_SERVICE_PROVIDER,
+    ABORT_SOURCE_SERVICE_USER,
+    AAbort,
+    AAssociateAC,
+    AAssociateRJ,
+    AAssociateRQ,
+    AReleaseRP,
+    AReleaseRQ,
+    PDataTF,
+    PDUDecodeError,
+)
+
+# -- outputs -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendPDU:
+    """
+    Write these bytes (one or more whole PDUs) to the transport.
+    """
+
+    data: Union[bytes, list]
+
+
+@dataclass(frozen=True, slots=True)
+class StartARTIM:
+    """
+    Start, or restart, the association request/reject/release timer.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class StopARTIM:
+    """
+    Stop the ARTIM timer if it runs.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class OpenTransport:
+    """
+    TRANSPORT CONNECT request: open the connection to the peer (AE-1).
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class CloseTransport:
+    """
+    Close the transport connection.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class AssociateIndication:
+    """
+    A-ASSOCIATE indication: a peer asks for an association; answer it with
+    L{ULProvider.acceptAssociation} or L{ULProvider.rejectAssociation}.
+    """
+
+    request: AAssociateRQ
+
+
+@dataclass(frozen=True, slots=True)
+class AssociateAccepted:
+    """
+    A-ASSOCIATE confirmation (accept).
+    """
+
+    accept: AAssociateAC
+
+
+@dataclass(frozen=True, slots=True)
+class AssociateRejected:
+    """
+    A-ASSOCIATE confirmation (reject).
+    """
+
+    reject: AAssociateRJ
+
+
+@dataclass(frozen=True, slots=True)
+class PDataIndication:
+    """
+    P-DATA indication: the presentation data values of one P-DATA-TF PDU.
+    """
+
+    pdu: PDataTF
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseIndication:
+    """
+    A-RELEASE indication: the peer asks to release; answer with
+    L{ULProvider.respondRelease}.
+
+    @ivar collision: C{True} when both sides asked at once (AR-8).
+    """
+
+    collision: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseConfirmation:
+    """
+    A-RELEASE confirmation: the peer answered our release request.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class AbortIndication:
+    """
+    A-ABORT indication: the peer's service user aborted the association.
+    """
+
+    source: int
+    reason: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderAbortIndication:
+    """
+    A-P-ABORT indication: the association ended abnormally because of the
+    service provider (a protocol error, the peer's provider, or the
+    transport connection closing).
+
+    @ivar source: who aborted, as an A-ABORT source value; C{None} when
+        the transport connection closed without an A-ABORT.
+    @ivar reason: the A-ABORT reason sent or received.
+    @ivar description: what happened, for the log.
+    """
+
+    source: Optional[int]
+    reason: int
+    description: str
+
+
+_START_ARTIM = StartARTIM()
+_STOP_ARTIM = StopARTIM()
+_CLOSE = CloseTransport()
+
+_HEADER = struct.Struct(">BBL")
+
+#: The largest A-ASSOCIATE-RQ or -AC we read.  128 presentation contexts
+#: with many transfer syntaxes and a user identity fit easily.
+MAXIMUM_ASSOCIATE_PDU_LENGTH = 1 << 20
+
+#: The largest P-DATA-TF we read when we advertised no limit (0).
+MAXIMUM_UNLIMITED_PDU_LENGTH = 1 << 26
+
+#: A-ASSOCIATE-RJ, A-RELEASE-RQ/RP and A-ABORT have 4-byte bodies.
+_FIXED_BODY_LENGTH = 4
+
+
+class ULProvider:
+    """
+    One side of one association, as the DICOM UL protocol machine.
+
+    Every public method is an event of PS3.8 Table 9-10 and returns the list
+    of outputs that event produced, in the order they must be applied.
+
+    @ivar state: the current L{State}.
+    @ivar isRequestor: C{True} on the side that sent the A-ASSOCIATE-RQ;
+        it decides the release collision states (AR-8).
+    @ivar maximumLength: the largest P-DATA-TF variable field this side
+        accepts, as advertised in its user information; 0 for no limit.
+    """
+
+    def __init__(self, isRequestor: bool, maximumLength: int = 16384):
+        self.state = State.Sta1
+        self.isRequestor = isRequestor
+        self.maximumLength = maximumLength
+        self._buffer = bytearray()
+        self._discarding = False
+        # Parameters of the event being handled, read by the actions.
+        self._outputs: List = []
+        self._pdu = None
+        self._abortSource = ABORT_SOURCE_SERVICE_USER
+        self._abortReason = ABORT_REASON_NOT_SPECIFIED
+        self._errorDescription = ""
+
+    # -- events from the local user ------------------------------------------
+
+    def requestAssociation(self, request: AAssociateRQ) -> list:
+        """
+        Evt1: A-ASSOCIATE request from the local user.
+        """
+        self._pdu = request
+        return self._handle(Event.Evt1)
+
+    def transportConnected(self) -> list:
+        """
+        Evt2: the transport connection we asked for is open.
+        """
+        return self._handle(Event.Evt2)
+
+    def transportAccepted(self) -> list:
+        """
+        Evt5: a peer opened a transport connection to us.
+        """
+        return self._handle(Event.Evt5)
+
+    def acceptAssociation(self, accept: AAssociateAC) -> list:
+        """
+        Evt7: the local user accepts the association.
+        """
+        self._pdu = accept
+        return self._handle(Event.Evt7)
+
+    def rejectAssociation(self, reject: AAssociateRJ) -> list:
+        """
+        Evt8: the local user rejects the association.
+        """
+        self._pdu = reject
+        return self._handle(Event.Evt8)
+
+    def sendData(self, data: Union[bytes, list]) -> list:
+        """
+        Evt9: P-DATA request.
+
+        @param data: one or more whole, encoded P-DATA-TF PDUs.
+        """
+        self._pdu = data
+        return self._handle(Event.Evt9)
+
+    def requestRelease(self) -> list:
+        """
+        Evt11: A-RELEASE request from the local user.
+        """
+        return self._handle(Event.Evt11)
+
+    def respondRelease(self) -> list:
+        """
+        Evt14: A-RELEASE response from the local user.
+        """
+        return self._handle(Event.Evt14)
+
+    def abort(self, source: int = ABORT_SOURCE_SERVICE_USER, reason: int = ABORT_REASON_NOT_SPECIFIED) -> list:
+        """
+        Evt15: A-ABORT request from the local user.
+
+        Aborting in a state that has no association (Sta1, Sta2, Sta13) does
+        nothing: there is nothing to abort, and a caller tearing down need
+        not know the state.
+        """
+        if Event.Evt15 not in _allowed(self.state):
+            return []
+        self._abortSource = source
+        self._abortReason = reason
+        return self._handle(Event.Evt15)
+
+    # -- events from the transport -------------------------------------------
+
+    def connectionLost(self) -> list:
+        """
+        Evt17: the transport connection closed.
+        """
+        if self.state is State.Sta1:
+            return []
+        return self._handle(Event.Evt17)
+
+    def artimExpired(self) -> list:
+        """
+        Evt18: the ARTIM timer expired.
+        """
+        if Event.Evt18 not in _allowed(self.state):
+            # A late timer call after the state moved on: nothing to do.
+            return []
+        return self._handle(Event.Evt18)
+
+    def dataReceived(self, data) -> list:
+        """
+        Frame received bytes into PDUs and raise one event per PDU.
+        """
+        if self._discarding:
+            return []
+        outputs = []
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            view = memoryview(buffer)
+        else:
+            view = memoryview(data)
+        pos = 0
+        end = len(view)
+        while end - pos >= 6:
+            pduType, _, length = _HEADER.unpack_from(view, pos)
+            limit = self._limit(pduType)
+            if length > limit:
+                outputs += self._invalid(
+                    "PDU type 0x%02X announces %d bytes, more than the %d accepted" % (pduType, length, limit),
+                    ABORT_REASON_INVALID_PDU_PARAMETER_VALUE,
+                )
+                break
+            if end - pos - 6 < length:
+                break
+            body = view[pos + 6 : pos + 6 + length]
+            if buffer:
+                # The buffer will be reused: the PDU gets its own bytes.
+                body = memoryview(bytes(body))
+            pos += 6 + length
+            outputs += self._received(pduType, body)
+            if self._discarding:
+                break
+        if self._discarding:
+            view.release()
+            buffer.clear()
+            return outputs
+        if buffer:
+            view.release()
+            del buffer[:pos]
+        elif pos < end:
+            buffer += view[pos:]
+        return outputs
+
+    def _limit(self, pduType: int) -> int:
+        if pduType == _pdu.P_DATA_TF:
+            return self.maximumLength or MAXIMUM_UNLIMITED_PDU_LENGTH
+        if pduType in (_pdu.A_ASSOCIATE_RQ, _pdu.A_ASSOCIATE_AC):
+            return MAXIMUM_ASSOCIATE_PDU_LENGTH
+        # Known fixed-size PDUs, and unknown types, which are refused once
+        # read; a few bytes more than needed lets them reach the decoder.
+        return 64
+
+    def _received(self, pduType: int, body) -> list:
+        try:
+            decoded = _pdu.decodePDU(pduType, body)
+        except PDUDecodeError as e:
+            return self._invalid(str(e), e.reason)
+        self._pdu = decoded
+        return self._handle(PDU_EVENTS[pduType])
+
+    def _invalid(self, description: str, reason: int) -> list:
+        """
+        Evt19: an unrecognized or invalid PDU.  Nothing after it can be
+        framed, so the rest of the stream is discarded.
+        """
+        self._discarding = True
+        self._abortReason = reason
+        self._errorDescription = description
+        return self._handle(Event.Evt19)
+
+    # -- the machine ----------------------------------------------------------
+
+    def _handle(self, event: Event) -> list:
+        action = TRANSITIONS[event].get(self.state)
+        if action is None:
+            raise ProtocolError(self.state, event)
+        self._outputs = outputs = []
+        self._event = event
+        self.state = _ACTIONS[action](self)
+        self._pdu = None
+        return outputs
+
+    def _send(self, pdu) -> None:
+        self._outputs.append(SendPDU(pdu.encode()))
+
+    # Association establishment (PS3.8 Table 9-6)
+
+    def _ae1(self) -> State:
+        self._request = self._pdu
+        self._outputs.append(OpenTransport())
+        return State.Sta4
+
+    def _ae2(self) -> State:
+        self._send(self._request)
+        return State.Sta5
+
+    def _ae3(self) -> State:
+        self._outputs.append(AssociateAccepted(self._pdu))
+        return State.Sta6
+
+    def _ae4(self) -> State:
+        self._outputs.append(AssociateRejected(self._pdu))
+        self._outputs.append(_CLOSE)
+        return State.Sta1
+
+    def _ae5(self) -> State:
+        self._outputs.append(_START_ARTIM)
+        return State.Sta2
+
+    def _ae6(self) -> State:
+        self._outputs.append(_STOP_ARTIM)
+        request = self._pdu
+        if not request.protocolVersion & 0x0001:
+            # Only the service provider (ACSE) can judge this one.
+            self._send(
+                AAssociateRJ(
+                    _pdu.REJECT_RESULT_PERMANENT,
+                    _pdu.REJECT_SOURCE_SERVICE_PROVIDER_ACSE,
+                    _pdu.REJECT_REASON_PROTOCOL_VERSION_NOT_SUPPORTED,
+                )
+            )
+            self._outputs.append(_START_ARTIM)
+            return State.Sta13
+        self._outputs.append(AssociateIndication(request))
+        return State.Sta3
+
+    def _ae7(self) -> State:
+        self._send(self._pdu)
+        return State.Sta6
+
+    def _ae8(self) -> State:
+        self._send(self._pdu)
+        self._outputs.append(_START_ARTIM)
+        return State.Sta13
+
+    # Data transfer (PS3.8 Table 9-7)
+
+    def _dt1(self) -> State:
+        self._outputs.append(SendPDU(self._pdu))
+        return State.Sta6
+
+    def _dt2(self) -> State:
+        self._outputs.append(PDataIndication(self._pdu))
+        return State.Sta6
+
+    # Association release (PS3.8 Table 9-8)
+
+    def _ar1(self) -> State:
+        self._send(AReleaseRQ())
+        return State.Sta7
+
+    def _ar2(self) -> State:
+        self._outputs.append(ReleaseIndication())
+        return State.Sta8
+
+    def _ar3(self) -> State:
+        self._outputs.append(ReleaseConfirmation())
+        self._outputs.append(_CLOSE)
+        return State.Sta1
+
+    def _ar4(self) -> State:
+        self._send(AReleaseRP())
+        self._outputs.append(_START_ARTIM)
+        return State.Sta13
+
+    def _ar5(self) -> State:
+        self._outputs.append(_STOP_ARTIM)
+        return State.Sta1
+
+    def _ar6(self) -> State:
+        self._outputs.append(PDataIndication(self._pdu))
+        return State.Sta7
+
+    def _ar7(self) -> State:
+        self._outputs.append(SendPDU(self._pdu))
+        return State.Sta8
+
+    def _ar8(self) -> State:
+        self._outputs.append(ReleaseIndication(collision=True))
+        return State.Sta9 if self.isRequestor else State.Sta10
+
+    def _ar9(self) -> State:
+        self._send(AReleaseRP())
+        return State.Sta11
+
+    def _ar10(self) -> State:
+        self._outputs.append(ReleaseConfirmation())
+        return State.Sta12
+
+    # Association abort (PS3.8 Table 9-9)
+
+    def _aa1(self) -> State:
+        if self._event is Event.Evt15:
+            self._send(AAbort(self._abortSource, self._abortReason))
+        else:
+            # A PDU other than A-ASSOCIATE-RQ opened the connection (Sta2):
+            # the provider, not a user, refuses it.
+            reason = self._abortReason if self._event is Event.Evt19 else ABORT_REASON_UNEXPECTED_PDU
+            self._send(AAbort(ABORT_SOURCE_SERVICE_PROVIDER, reason))
+        self._outputs.append(_START_ARTIM)
+        return State.Sta13
+
+    def _aa2(self) -> State:
+        self._outputs.append(_STOP_ARTIM)
+        self._outputs.append(_CLOSE)
+        return State.Sta1
+
+    def _aa3(self) -> State:
+        received = self._pdu
+        if received.source == ABORT_SOURCE_SERVICE_USER:
+            self._outputs.append(AbortIndication(received.source, received.reason))
+        else:
+            self._outputs.append(
+                ProviderAbortIndication(received.source, received.reason, "A-ABORT received from the peer's provider")
+            )
+        self._outputs.append(_CLOSE)
+        return State.Sta1
+
+    def _aa4(self) -> State:
+        self._outputs.append(
+            ProviderAbortIndication(None, ABORT_REASON_NOT_SPECIFIED, "transport connection closed by the peer")
+        )
+        return State.Sta1
+
+    def _aa5(self) -> State:
+        self._outputs.append(_STOP_ARTIM)
+        return State.Sta1
+
+    def _aa6(self) -> State:
+        return State.Sta13
+
+    def _aa7(self) -> State:
+        reason = self._abortReason if self._event is Event.Evt19 else ABORT_REASON_UNEXPECTED_PDU
+        self._send(AAbort(ABORT_SOURCE_SERVICE_PROVIDER, reason))
+        return State.Sta13
+
+    def _aa8(self) -> State:
+        if self._event is Event.Evt19:
+            reason, description = self._abortReason, self._errorDescription
+        else:
+            reason = ABORT_REASON_UNEXPECTED_PDU
+            description = "unexpected %s in %s" % (self._event.value, self.state.name)
+        self._send(AAbort(ABORT_SOURCE_SERVICE_PROVIDER, reason))
+        self._outputs.append(ProviderAbortIndication(ABORT_SOURCE_SERVICE_PROVIDER, reason, description))
+        self._outputs.append(_START_ARTIM)
+        return State.Sta13
+
+
+_ACTIONS = {
+    "AE-1": ULProvider._ae1,
+    "AE-2": ULProvider._ae2,
+    "AE-3": ULProvider._ae3,
+    "AE-4": ULProvider._ae4,
+    "AE-5": ULProvider._ae5,
+    "AE-6": ULProvider._ae6,
+    "AE-7": ULProvider._ae7,
+    "AE-8": ULProvider._ae8,
+    "DT-1": ULProvider._dt1,
+    "DT-2": ULProvider._dt2,
+    "AR-1": ULProvider._ar1,
+    "AR-2": ULProvider._ar2,
+    "AR-3": ULProvider._ar3,
+    "AR-4": ULProvider._ar4,
+    "AR-5": ULProvider._ar5,
+    "AR-6": ULProvider._ar6,
+    "AR-7": ULProvider._ar7,
+    "AR-8": ULProvider._ar8,
+    "AR-9": ULProvider._ar9,
+    "AR-10": ULProvider._ar10,
+    "AA-1": ULProvider._aa1,
+    "AA-2": ULProvider._aa2,
+    "AA-3": ULProvider._aa3,
+    "AA-4": ULProvider._aa4,
+    "AA-5": ULProvider._aa5,
+    "AA-6": ULProvider._aa6,
+    "AA-7": ULProvider._aa7,
+    "AA-8": ULProvider._aa8,
+}
+
+
+def _allowed(state: State) -> set:
+    return _EVENTS_BY_STATE[state]
+
+
+_EVENTS_BY_STATE = {state: {event for event, row in TRANSITIONS.items() if state in row} for state in State}

@@ -1,0 +1,40 @@
+#!/bin/sh
+# Install everything the test suite needs and run it.
+#
+#   sh tests/run.sh [trial arguments]
+#
+# Installs Debian's dcmtk when it is missing and we are root, creates .venv,
+# installs dicomd with its test extras into it, runs the whole suite with
+# trial and ends with a line "N passed, N failed".
+set -eu
+cd "$(dirname "$0")/.."
+
+as_root() { [ "$(id -u)" = 0 ]; }
+
+if ! [ -x /usr/bin/storescp ] || ! [ -x /usr/bin/dcmqrscp ]; then
+    if as_root && command -v apt-get >/dev/null; then
+        echo "Installing Debian's dcmtk for the interoperability tests..."
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk >/dev/null
+    else
+        echo "warning: DCMTK is not installed and we are not root: its interoperability tests will fail" >&2
+    fi
+fi
+
+if ! [ -x .venv/bin/python ]; then
+    if ! python3 -m venv .venv 2>/dev/null; then
+        if as_root && command -v apt-get >/dev/null; then
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+            rm -rf .venv
+            python3 -m venv .venv
+        else
+            echo "error: python3 -m venv failed; install python3-venv" >&2
+            exit 2
+        fi
+    fi
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q '.[test]'
+
+# Tests import dicomd from this checkout; the twistd and dicomd processes
+# they start run the installed copy, which proves the wheel is complete.
+exec .venv/bin/python tests/summarize.py .venv/bin/trial --jobs=2 "${@:-tests}"
