@@ -22,11 +22,14 @@ from zope.interface import implementer
 
 from dicomd.dimse import status as _status
 from dicomd.dimse.commands import MESSAGE_CLASSES, CCancelRQ, CEchoRQ, Message, UnrecognizedMessage, encodeCommand
-from dicomd.dimse.pdv import CommandReceived, DIMSEProtocolError, MessageAssembler, fragment, maximumFragmentLength
+from dicomd.dimse.pdv import CommandReceived, DIMSEProtocolError, MessageAssembler, maximumFragmentLength
 from dicomd.interfaces import IDataSetConsumer
+from dicomd.net.sending import MessageSender
 from dicomd.ul.negotiation import NegotiatedContext
 
 VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
+
+_BUFFER_TYPES = (bytes, bytearray, memoryview)
 
 #: The largest data set we keep in memory for a response (a C-FIND match,
 #: a C-MOVE failed-instance list).
@@ -213,12 +216,13 @@ class Association:
         self.dimseTimeout = dimseTimeout
         self.counters: Dict[str, Dict[str, int]] = {}
         self._reactor = reactor
-        self._fragmentLength = maximumFragmentLength(peerMaximumLength)
+        self._sender = MessageSender(protocol, maximumFragmentLength(peerMaximumLength))
         self._assembler = MessageAssembler()
         self._consumer = None
         self._outstanding: Dict[int, _Outstanding] = {}
         self._serving: Dict[int, Optional[Callable[[], None]]] = {}
         self._nextMessageID = 1
+        self._pauses = 0
         self._ended = False
         self._closedWaiters = []
 
@@ -251,32 +255,29 @@ class Association:
         """
         The most data one PDV may carry to this peer.
         """
-        return self._fragmentLength
+        return self._sender.fragmentLength
 
     def send(self, contextID: int, message: Message, dataSet=None) -> None:
         """
-        Send a message, with its data set when it has one.
+        Send a message, with its data set when it has one.  Messages go out
+        whole and in order: one sent while a data set streams waits.
 
-        @param dataSet: the encoded data set (bytes or a memoryview), in the
-            context's transfer syntax.
+        @param dataSet: the encoded data set in the context's transfer
+            syntax: bytes, a memoryview, or an
+            L{dicomd.net.sending.IDataSetSource} streamed as the transport
+            drains.
         """
         if self._ended:
+            if dataSet is not None and not isinstance(dataSet, _BUFFER_TYPES):
+                dataSet.close()
             return
-        pieces = fragment(contextID, True, encodeCommand(message), self._fragmentLength)
-        if dataSet is not None:
-            pieces += fragment(contextID, False, dataSet, self._fragmentLength)
         if message.isResponse:
             self._responseSent(message)
-        self.protocol.sendPData(pieces)
+        self._sender.send(contextID, encodeCommand(message), dataSet, self._sendFailed)
 
-    def sendDataSetFragment(self, contextID: int, data, isLast: bool) -> None:
-        """
-        Send the next piece of a data set whose command was sent with
-        C{send(contextID, message)} and no data set.  Callers stream large
-        data sets this way, one piece at a time.
-        """
-        if not self._ended:
-            self.protocol.sendPData(fragment(contextID, False, data, self._fragmentLength, isLast))
+    def _sendFailed(self, error) -> None:
+        if error is not None and not self._ended:
+            self.log.warn("Could not send a data set to {peer}: {error}", peer=self.calledAETitle, error=str(error))
 
     def _responseSent(self, response: Message) -> None:
         if _status.category(response.status) is _status.Category.PENDING:
@@ -299,6 +300,8 @@ class Association:
             final response, or failing with an L{AssociationError}.
         """
         if self._ended:
+            if dataSet is not None and not isinstance(dataSet, _BUFFER_TYPES):
+                dataSet.close()
             return defer.fail(AssociationAborted("the association has ended"))
         messageID = self._allocateMessageID()
         message.messageID = messageID
@@ -377,6 +380,24 @@ class Association:
         self.protocol.abort()
 
     # -- receiving --------------------------------------------------------------
+
+    def pauseReceiving(self) -> None:
+        """
+        Stop reading from the transport until every caller of this method
+        has called L{resumeReceiving}: a consumer that cannot keep up (a
+        slow disk) slows the peer down instead of filling memory.
+        """
+        self._pauses += 1
+        if self._pauses == 1:
+            self.protocol.pauseReading()
+
+    def resumeReceiving(self) -> None:
+        """
+        Undo one L{pauseReceiving}.
+        """
+        self._pauses -= 1
+        if self._pauses == 0:
+            self.protocol.resumeReading()
 
     @property
     def isBusy(self) -> bool:
@@ -483,6 +504,7 @@ class Association:
         if self._ended:
             return
         self._ended = True
+        self._sender.stopProducing()
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             consumer.abandon(str(reason or "association released during a data set"))

@@ -121,10 +121,10 @@ class AssociationProtocol(protocol.Protocol):
         transport = self.transport
         if transport is None:
             return
-        if type(output.data) is list:
-            transport.writeSequence(output.data)
-        else:
-            transport.write(output.data)
+        data = output.data
+        # Pieces are headers and memoryview slices of a data set; one join
+        # copies them once, the copy Twisted's write buffer would make.
+        transport.write(b"".join(data) if type(data) is list else data)
 
     def _startARTIM(self, output=None) -> None:
         self._stopARTIM()
@@ -255,6 +255,20 @@ class AssociationProtocol(protocol.Protocol):
         P-DATA request: send whole P-DATA-TF PDUs.
         """
         self._apply(self.provider.sendData(pieces))
+
+    def pauseReading(self) -> None:
+        """
+        Stop reading from the transport.
+        """
+        if self.transport is not None:
+            self.transport.pauseProducing()
+
+    def resumeReading(self) -> None:
+        """
+        Start reading from the transport again.
+        """
+        if self.transport is not None and self.transport.connected:
+            self.transport.resumeProducing()
 
     def requestRelease(self) -> None:
         """

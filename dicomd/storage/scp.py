@@ -1,0 +1,455 @@
+"""
+The Storage service class, SCP role (PS3.4 Annex B): C-STORE.
+
+Each C-STORE-RQ gets an L{IncomingInstance}, which streams the data set as it
+arrives into a temporary file in the storage area's C{.incoming} directory,
+behind a File Meta Information group built from the command.  When the last
+fragment is in, one worker-thread job reads the attributes it needs from the
+data set's first bytes (or the file, when they are not enough), checks that
+the data set is the instance the command announced, chooses the final name,
+renames the file into place atomically and records it in the index.  Only
+then is the C-STORE-RSP sent, so a success response always means the file
+is complete under its final name.  Anything that fails before that removes
+the temporary file: an aborted association, a full disk (answered with
+0xA700), a data set that does not match its command (0xA900).
+"""
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+from pydicom.dataset import Dataset
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from dicomd.dimse import status as _status
+from dicomd.interfaces import IDataSetConsumer, IService
+from dicomd.net.association import responseTo
+from dicomd.storage.part10 import encodeFileMeta, readFileHead, readHead
+from dicomd.storage.spool import SpoolFile
+
+#: How much of a data set's beginning is kept in memory to read its
+#: attributes without going back to the file.
+HEAD_LIMIT = 64 << 10
+
+INCOMING = ".incoming"
+
+
+class StoreRefused(Exception):
+    """
+    A received object cannot be accepted; C{status} says why.
+    """
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class ReceivedInstance:
+    """
+    What the storage SCP knows about one object once it is stored.
+
+    @ivar path: the file's final absolute path, or C{None} when the SCP
+        stores nothing (C{--ignore}).
+    @ivar attributes: the data set's attributes before the pixel data.
+    """
+
+    sopClassUID: str
+    sopInstanceUID: str
+    transferSyntaxUID: str
+    callingAETitle: str
+    calledAETitle: str
+    peerHost: str
+    receivedAt: float
+    size: int = 0
+    attributes: Dataset = field(default_factory=Dataset)
+    path: Optional[str] = None
+
+
+class StorageArea:
+    """
+    A directory that received objects are stored under, and how they are
+    named and indexed there.
+
+    @ivar directory: the area's root, absolute.
+    @ivar naming: an object whose C{place(received)} returns the path of the
+        object relative to C{directory}; it is called from worker threads,
+        under a lock.
+    @ivar index: an object whose C{add(received)} records a stored object
+        and returns the path of a file it replaced (or C{None}); called from
+        worker threads.  C{None} for no index.
+    @ivar sync: C{fsync} files and directories before answering.
+    """
+
+    def __init__(self, directory: str, naming, index=None, sync: bool = False):
+        self.directory = os.path.abspath(directory)
+        self.naming = naming
+        self.index = index
+        self.sync = sync
+        self.incoming = os.path.join(self.directory, INCOMING)
+        self._lock = threading.Lock()
+        self._counter = 0
+
+    def prepare(self) -> None:
+        """
+        Create the area and remove what a crash left in C{.incoming}: a
+        file there was never acknowledged.
+        """
+        os.makedirs(self.incoming, exist_ok=True)
+        for name in os.listdir(self.incoming):
+            os.unlink(os.path.join(self.incoming, name))
+
+    def temporaryPath(self) -> str:
+        """
+        A fresh name in C{.incoming}, beside the final location so that
+        the final rename stays on one file system.
+        """
+        self._counter += 1
+        return os.path.join(self.incoming, "%d-%d.part" % (os.getpid(), self._counter))
+
+    def settle(self, temporaryPath: str, received: ReceivedInstance) -> None:
+        """
+        Move a complete temporary file to its final place and index it
+        (in a worker thread).  On failure nothing is left under a final
+        name.
+        """
+        with self._lock:
+            relative = self.naming.place(received)
+            final = self.resolve(relative)
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+        os.replace(temporaryPath, final)
+        received.path = final
+        if self.sync:
+            _syncDirectory(os.path.dirname(final))
+        if self.index is not None:
+            try:
+                replaced = self.index.add(received)
+            except BaseException:
+                os.unlink(final)
+                raise
+            if replaced and os.path.abspath(replaced) != final:
+                try:
+                    os.unlink(replaced)
+                except FileNotFoundError:
+                    pass
+
+    def resolve(self, relative: str) -> str:
+        """
+        The absolute path of C{relative} inside the area.
+
+        @raise ValueError: it would be outside the area (defence in depth:
+            names are sanitised before they get here).
+        """
+        final = os.path.abspath(os.path.join(self.directory, relative))
+        if os.path.commonpath([final, self.directory]) != self.directory or final == self.directory:
+            raise ValueError("%r is not a path inside %s" % (relative, self.directory))
+        if os.path.commonpath([final, self.incoming]) == self.incoming:
+            raise ValueError("%r names the incoming directory" % (relative,))
+        return final
+
+
+def _syncDirectory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@implementer(IService)
+class StorageSCP:
+    """
+    Answers C-STORE-RQ by storing the data set in a L{StorageArea}.
+
+    @ivar area: where objects go, or C{None} to receive and answer without
+        storing anything (storescp's C{--ignore}).
+    @ivar observers: callables run with each L{ReceivedInstance} before the
+        response is sent; one may return a L{Deferred} to hold the response
+        back until it fires (C{--exec-sync}).
+    @ivar abortDuring: abort the association after the first fragment of
+        each data set (storescp's C{--abort-during}).
+    @ivar abortAfter: store the object, then abort instead of answering, and
+        remove the object again (C{--abort-after}).
+    @ivar sleepAfter: seconds to wait before answering (C{--sleep-after}).
+    @ivar sleepDuring: seconds to stop reading after each fragment
+        (C{--sleep-during}).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        area: Optional[StorageArea],
+        *,
+        reactor=None,
+        threadpool=None,
+        observers: Optional[List[Callable]] = None,
+        abortDuring: bool = False,
+        abortAfter: bool = False,
+        sleepAfter: float = 0,
+        sleepDuring: float = 0,
+    ):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.area = area
+        self.reactor = reactor
+        self.threadpool = threadpool if threadpool is not None else reactor.getThreadPool()
+        self.observers = list(observers or [])
+        self.abortDuring = abortDuring
+        self.abortAfter = abortAfter
+        self.sleepAfter = sleepAfter
+        self.sleepDuring = sleepDuring
+
+    def messageReceived(self, association, context, message):
+        if message.affectedSOPClassUID != context.abstractSyntax:
+            return _Refused(
+                association,
+                context,
+                message,
+                StoreRefused(
+                    _status.SOP_CLASS_NOT_SUPPORTED,
+                    "C-STORE of %s on a context for %s" % (message.affectedSOPClassUID, context.abstractSyntax),
+                ),
+            )
+        return IncomingInstance(self, association, context, message)
+
+    def inThread(self, function, *args) -> defer.Deferred:
+        return deferToThreadPool(self.reactor, self.threadpool, function, *args)
+
+
+@implementer(IDataSetConsumer)
+class _Refused:
+    """
+    Reads and drops the data set of a C-STORE that was refused at once,
+    then answers with the refusal's status.
+    """
+
+    def __init__(self, association, context, request, refusal: StoreRefused):
+        self._association = association
+        self._context = context
+        self._request = request
+        self._refusal = refusal
+
+    def write(self, fragment):
+        pass
+
+    def finish(self):
+        StorageSCP.log.warn("C-STORE refused: {why}", why=str(self._refusal))
+        response = responseTo(
+            self._request,
+            self._refusal.status,
+            affectedSOPInstanceUID=self._request.affectedSOPInstanceUID,
+            errorComment=str(self._refusal)[:64],
+        )
+        self._association.send(self._context.contextID, response)
+
+    def abandon(self, reason):
+        pass
+
+
+@implementer(IDataSetConsumer)
+class IncomingInstance:
+    """
+    One C-STORE data set on its way to disk.
+    """
+
+    def __init__(self, scp: StorageSCP, association, context, request):
+        self._scp = scp
+        self._association = association
+        self._context = context
+        self._request = request
+        self._head: List = []
+        self._headSize = 0
+        self._abandoned = False
+        self._sleeping = False
+        self.received = ReceivedInstance(
+            sopClassUID=request.affectedSOPClassUID,
+            sopInstanceUID=request.affectedSOPInstanceUID,
+            transferSyntaxUID=context.transferSyntax,
+            callingAETitle=association.callingAETitle,
+            calledAETitle=association.calledAETitle,
+            peerHost=getattr(association.peerAddress, "host", ""),
+            receivedAt=scp.reactor.seconds(),
+        )
+        area = scp.area
+        self._spool = None
+        if area is not None:
+            self._spool = SpoolFile(
+                area.temporaryPath(),
+                encodeFileMeta(
+                    request.affectedSOPClassUID,
+                    request.affectedSOPInstanceUID,
+                    context.transferSyntax,
+                    association.callingAETitle,
+                ),
+                reactor=scp.reactor,
+                threadpool=scp.threadpool,
+                pause=association.pauseReceiving,
+                resume=association.resumeReceiving,
+                sync=area.sync,
+            )
+
+    def write(self, fragment):
+        if self._abandoned:
+            return
+        self.received.size += len(fragment)
+        if self._headSize < HEAD_LIMIT:
+            self._head.append(fragment)
+            self._headSize += len(fragment)
+        if self._spool is not None:
+            self._spool.write(fragment)
+        scp = self._scp
+        if scp.abortDuring:
+            scp.log.info("Aborting during C-STORE (--abort-during)")
+            self._association.abort()
+        elif scp.sleepDuring and not self._sleeping:
+            self._sleeping = True
+            self._association.pauseReceiving()
+            scp.reactor.callLater(scp.sleepDuring, self._wakeUp)
+
+    def _wakeUp(self):
+        self._sleeping = False
+        self._association.resumeReceiving()
+
+    def finish(self):
+        if self._spool is None:
+            result = defer.succeed(None)
+        else:
+            head = b"".join(self._head)
+            complete = self._headSize == self.received.size
+            self._head = []
+            result = self._spool.close(lambda: self._settle(head, complete))
+        result.addCallback(self._notify)
+        result.addCallbacks(self._stored, self._failed)
+
+    def _settle(self, head: bytes, complete: bool) -> None:
+        """
+        In a worker thread: check the object and move it into place.
+        """
+        spool = self._spool
+        received = self.received
+        try:
+            attributes = readHead(head, received.transferSyntaxUID, complete)
+            if attributes is None:
+                attributes = readFileHead(spool.path)
+            received.attributes = attributes
+            _checkIdentity(attributes, self._request)
+            self._scp.area.settle(spool.path, received)
+        except BaseException:
+            _removeQuietly(spool.path)
+            raise
+
+    def _notify(self, _) -> defer.Deferred:
+        if self._abandoned:
+            return None
+        waits = [observer(self.received) for observer in self._scp.observers]
+        return defer.gatherResults([w for w in waits if isinstance(w, defer.Deferred)], consumeErrors=True)
+
+    def _stored(self, _) -> None:
+        if self._abandoned:
+            self._unstore()
+            return
+        scp = self._scp
+        if scp.abortAfter:
+            scp.log.info("Aborting after C-STORE, before the response (--abort-after)")
+            self._association.abort()
+            self._unstore()
+            return
+        self._respond(_status.SUCCESS)
+
+    def _unstore(self) -> None:
+        """
+        Remove an object stored for an association that ended before it
+        could be acknowledged.
+        """
+        path = self.received.path
+        if path is None:
+            return
+        area = self._scp.area
+        index = area.index
+
+        def remove():
+            if index is not None:
+                index.remove(self.received)
+            _removeQuietly(path)
+
+        self._scp.inThread(remove).addErrback(
+            lambda f: self._scp.log.failure("Could not remove unacknowledged {path}", f, path=path)
+        )
+
+    def _failed(self, failure) -> None:
+        if self._spool is not None:
+            self._spool.discard()
+        error = failure.value
+        if isinstance(error, StoreRefused):
+            statusValue = error.status
+        elif isinstance(error, OSError):
+            statusValue = _status.OUT_OF_RESOURCES
+        else:
+            statusValue = _status.CANNOT_UNDERSTAND
+        self._scp.log.warn(
+            "C-STORE of {uid} from {calling} failed ({status}): {error}",
+            uid=self.received.sopInstanceUID,
+            calling=self.received.callingAETitle,
+            status=_status.describe(statusValue),
+            error=str(error),
+        )
+        if not self._abandoned:
+            self._respond(statusValue, str(error))
+
+    def _respond(self, statusValue: int, comment: Optional[str] = None) -> None:
+        response = responseTo(
+            self._request,
+            statusValue,
+            affectedSOPInstanceUID=self._request.affectedSOPInstanceUID,
+            errorComment=comment[:64] if comment else None,
+        )
+        delay = self._scp.sleepAfter
+        if delay:
+            self._scp.reactor.callLater(delay, self._association.send, self._context.contextID, response)
+        else:
+            self._association.send(self._context.contextID, response)
+
+    def abandon(self, reason):
+        self._abandoned = True
+        self._head = []
+        if self._spool is not None:
+            self._spool.discard()
+        self._scp.log.info(
+            "C-STORE of {uid} from {calling} abandoned: {reason}",
+            uid=self.received.sopInstanceUID,
+            calling=self.received.callingAETitle,
+            reason=reason,
+        )
+
+
+def _checkIdentity(attributes: Dataset, request) -> None:
+    """
+    Refuse a data set that is not the instance its command announced, with
+    the status DCMTK's storescp answers (0xA900).
+    """
+    sopClass = str(attributes.get("SOPClassUID", "")).rstrip("\x00 ")
+    sopInstance = str(attributes.get("SOPInstanceUID", "")).rstrip("\x00 ")
+    if not sopClass or not sopInstance:
+        raise StoreRefused(_status.CANNOT_UNDERSTAND, "data set without SOP Class or SOP Instance UID")
+    if sopClass != request.affectedSOPClassUID:
+        raise StoreRefused(
+            _status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+            "data set SOP Class UID %s differs from the command's %s" % (sopClass, request.affectedSOPClassUID),
+        )
+    if sopInstance != request.affectedSOPInstanceUID:
+        raise StoreRefused(
+            _status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+            "data set SOP Instance UID %s differs from the command's %s" % (sopInstance, request.affectedSOPInstanceUID),
+        )
+
+
+def _removeQuietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
