@@ -2,6 +2,7 @@
 The C{dicomd} command: DCMTK-compatible front doors.
 
     dicomd echoscu [options] peer port
+    dicomd storescu [options] peer port dcmfile-in...
 """
 
 import sys
@@ -15,6 +16,7 @@ from dicomd.cli.options import UsageError
 #: Subcommand name -> module with C{COMMAND_LINE} and C{run(reactor, values)}.
 COMMANDS = {
     "echoscu": "dicomd.cli.echoscu",
+    "storescu": "dicomd.cli.storescu",
 }
 
 
@@ -37,6 +39,8 @@ def main(argv=None) -> None:
     commandLine = module.COMMAND_LINE
     try:
         values = commandLine.parse(argv[1:])
+        if not (values.get("help") or values.get("version")):
+            getattr(module, "validate", lambda values: None)(values)
     except UsageError as e:
         sys.stderr.write("dicomd %s: %s\n" % (name, e))
         sys.stderr.write("Try 'dicomd %s --help' for more information.\n" % (name,))

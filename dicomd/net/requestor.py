@@ -36,9 +36,10 @@ class RequestorProtocol(AssociationProtocol):
         fails with L{AssociationRejected} or L{AssociationAborted}.
     """
 
-    def __init__(self, provider, request, *, services, dimseTimeout, acseTimeout, **kwargs):
+    def __init__(self, provider, request, *, services, dimseTimeout, acseTimeout, maximumSendLength=None, **kwargs):
         AssociationProtocol.__init__(self, provider, **kwargs)
         self.request = request
+        self.maximumSendLength = maximumSendLength
         self.services = services
         self.dimseTimeout = dimseTimeout
         self.acseTimeout = acseTimeout
@@ -78,7 +79,7 @@ class RequestorProtocol(AssociationProtocol):
             isRequestor=True,
             associateRequest=self.request,
             contexts=contexts,
-            peerMaximumLength=accept.userInformation.maximumLength or 0,
+            peerMaximumLength=_limited(accept.userInformation.maximumLength or 0, self.maximumSendLength),
             services=self.services,
             reactor=self.reactor,
             dimseTimeout=self.dimseTimeout,
@@ -102,6 +103,16 @@ class RequestorProtocol(AssociationProtocol):
         self._fail(AssociationAborted("connection closed before the association was established"))
 
 
+def _limited(peerMaximumLength: int, ourLimit: Optional[int]) -> int:
+    """
+    The PDU length to send with: the peer's maximum (0 is none), cut to
+    our own limit if we have one.
+    """
+    if not ourLimit:
+        return peerMaximumLength
+    return min(peerMaximumLength, ourLimit) if peerMaximumLength else ourLimit
+
+
 class _RequestorFactory(protocol.Factory):
     noisy = False
 
@@ -120,6 +131,7 @@ def connect(
     presentationContexts: Iterable[Tuple[str, Sequence[str]]],
     roleSelections: Iterable[SCPSCURoleSelection] = (),
     maximumLength: int = 16384,
+    maximumSendLength: Optional[int] = None,
     services: Optional[Mapping[int, object]] = None,
     userIdentity=None,
     reactor=None,
@@ -136,6 +148,8 @@ def connect(
         pairs, numbered 1, 3, 5... in this order.
     @param services: command field -> L{dicomd.interfaces.IService} for
         requests the peer sends us (C-STORE sub-operations of C-GET).
+    @param maximumSendLength: send PDUs no longer than this even when the
+        peer accepts longer ones.
     @param userIdentity: a L{dicomd.ul.pdu.UserIdentityRQ}, or C{None}.
     @return: a L{Deferred} firing with the L{Association}.
     """
@@ -165,6 +179,7 @@ def connect(
             services=services or {},
             dimseTimeout=dimseTimeout,
             acseTimeout=acseTimeout,
+            maximumSendLength=maximumSendLength,
             reactor=reactor,
             artimTimeout=artimTimeout,
             idleTimeout=idleTimeout,
