@@ -35,6 +35,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q '.[test]'
 
-# Tests import dicomd from this checkout; the twistd and dicomd processes
-# they start run the installed copy, which proves the wheel is complete.
+# Tests import dicomd from this checkout, and so do the twistd and dicomd
+# processes they start (tests/support.py puts the checkout first on their
+# PYTHONPATH); tests/test_packaging.py checks the installed wheel.
 exec .venv/bin/python tests/summarize.py .venv/bin/trial --jobs=2 "${@:-tests}"

@@ -224,6 +224,7 @@ class Association:
         self._nextMessageID = 1
         self._pauses = 0
         self._ended = False
+        self._releasing = False
         self._closedWaiters = []
 
     # -- presentation contexts -----------------------------------------------
@@ -267,7 +268,9 @@ class Association:
             L{dicomd.net.sending.IDataSetSource} streamed as the transport
             drains.
         """
-        if self._ended:
+        if self._ended or self._releasing:
+            # After our A-RELEASE-RQ no P-DATA may follow (Evt9 has no cell
+            # in Sta7): the message is dropped.
             if dataSet is not None and not isinstance(dataSet, _BUFFER_TYPES):
                 dataSet.close()
             return
@@ -299,10 +302,12 @@ class Association:
         @return: a L{Deferred} firing with C{(response, dataSet)} for the
             final response, or failing with an L{AssociationError}.
         """
-        if self._ended:
+        if self._ended or self._releasing:
             if dataSet is not None and not isinstance(dataSet, _BUFFER_TYPES):
                 dataSet.close()
-            return defer.fail(AssociationAborted("the association has ended"))
+            return defer.fail(
+                AssociationAborted("the association is being released" if self._releasing else "the association has ended")
+            )
         messageID = self._allocateMessageID()
         message.messageID = messageID
         deferred = defer.Deferred()
@@ -332,7 +337,10 @@ class Association:
         @return: a L{Deferred} that fires when the connection has closed.
         """
         closed = self.whenClosed()
-        if not self._ended:
+        if not self._ended and not self._releasing:
+            # No more requests from this side (Evt9 has no cell in Sta7);
+            # responses to ours may still arrive (AR-6).
+            self._releasing = True
             self.protocol.requestRelease()
         return closed
 

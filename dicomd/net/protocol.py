@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from dicomd.net.association import AssociationAborted
 from dicomd.ul import provider as _ul
+from dicomd.ul.fsm import State
 from dicomd.ul.pdu import ABORT_REASON_NOT_SPECIFIED, ABORT_SOURCE_SERVICE_USER
 
 _ABORT_SOURCES = {0: "service user", 2: "service provider"}
@@ -235,12 +236,20 @@ class AssociationProtocol(protocol.Protocol):
         self.settle("released by the peer")
         if self.association is not None:
             self.association.ended(None)
+        if output.collision and self.provider.state is State.Sta10:
+            # Release collision, acceptor side: the peer confirms our
+            # A-RELEASE-RQ first (AR-10), then we answer its own (AR-4).
+            return
         self._apply(self.provider.respondRelease())
 
     def _releaseConfirmation(self, output) -> None:
         self.settle("released")
         if self.association is not None:
             self.association.ended(None)
+        if self.provider.state is State.Sta12:
+            # Release collision, acceptor side: now answer the peer's
+            # A-RELEASE-RQ (AR-4).
+            self._apply(self.provider.respondRelease())
 
     def _abortIndication(self, output) -> None:
         description = getattr(output, "description", None) or describeAbort(output.source, output.reason)

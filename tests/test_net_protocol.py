@@ -1,0 +1,672 @@
+"""
+Tests for L{dicomd.net}: the Twisted adapters around the pure Upper Layer,
+driven without sockets or sleeping.
+
+Acceptors run on L{StringTransport}s where a test plays the peer byte by
+byte; requestor and acceptor pairs talk through L{twisted.test.iosim}; all
+timers run on a L{MemoryReactorClock} that the tests advance.
+"""
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.test.iosim import ConnectionCompleter, FakeTransport, makeFakeClient, makeFakeServer
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from dicomd.dimse.commands import CEchoRQ, CStoreRQ
+from dicomd.interfaces import IDataSetConsumer, IService
+from dicomd.net.acceptor import AcceptorFactory, ApplicationEntity
+from dicomd.net.association import (
+    VERIFICATION_SOP_CLASS,
+    AssociationAborted,
+    AssociationError,
+    AssociationRejected,
+    DIMSETimeout,
+)
+from dicomd.net.requestor import ACSETimeout, connect
+from dicomd.net.sending import IDataSetSource
+from dicomd.ul.fsm import State
+from dicomd.ul.negotiation import IMPLICIT_VR_LITTLE_ENDIAN, UNCOMPRESSED, AcceptorPolicy, proposePresentationContexts
+from dicomd.ul.pdu import AAbort, AAssociateAC, AAssociateRJ, AAssociateRQ, UserInformation, decodePDU
+from tests.support import verificationEntity
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+#: The A-ASSOCIATE-RJ for one association too many: transient (2),
+#: service provider, presentation related (3), local limit exceeded (2).
+TOO_MANY = AAssociateRJ(2, 3, 2).encode()
+
+#: Where the in-memory acceptor listens.
+PORT = 11112
+
+PEER = IPv4Address("TCP", "127.0.0.1", 50123)
+
+
+def associateRequestBytes(contexts=((VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN]),), maximumLength=16384):
+    """
+    An encoded A-ASSOCIATE-RQ from C{TESTSCU} to C{DICOMD}.
+    """
+    return AAssociateRQ(
+        "DICOMD",
+        "TESTSCU",
+        proposePresentationContexts(contexts),
+        UserInformation(maximumLength=maximumLength, implementationClassUID="1.2.826.0.1.3680043.9.7433.1"),
+    ).encode()
+
+
+def splitPDUs(data: bytes) -> list:
+    """
+    Decode a byte stream of whole PDUs.
+    """
+    pdus = []
+    pos = 0
+    while pos < len(data):
+        pduType = data[pos]
+        length = int.from_bytes(data[pos + 2 : pos + 6], "big")
+        pdus.append(decodePDU(pduType, memoryview(data[pos + 6 : pos + 6 + length])))
+        pos += 6 + length
+    return pdus
+
+
+@implementer(IDataSetConsumer)
+class RecordingConsumer:
+    """
+    A data set consumer that remembers what happened to it.
+    """
+
+    def __init__(self):
+        self.received = bytearray()
+        self.finished = False
+        self.abandoned = []
+
+    def write(self, fragment):
+        self.received += fragment
+
+    def finish(self):
+        self.finished = True
+
+    def abandon(self, reason):
+        self.abandoned.append(reason)
+
+
+@implementer(IService)
+class SilentService:
+    """
+    A service that takes requests and never answers them; requests with a
+    data set stream it into a L{RecordingConsumer}.
+    """
+
+    def __init__(self):
+        self.requests = []
+        self.consumers = []
+
+    def messageReceived(self, association, context, message):
+        self.requests.append(message)
+        if message.hasDataSet:
+            consumer = RecordingConsumer()
+            self.consumers.append(consumer)
+            return consumer
+        return None
+
+
+class NoDelayRecordingTransport(StringTransport):
+    """
+    A L{StringTransport} that records C{setTcpNoDelay} calls, as a TCP
+    transport would receive them.
+    """
+
+    def __init__(self, *args, **kwargs):
+        StringTransport.__init__(self, *args, **kwargs)
+        self.noDelayCalls = []
+
+    def setTcpNoDelay(self, enabled):
+        self.noDelayCalls.append(enabled)
+
+    def getTcpNoDelay(self):
+        return bool(self.noDelayCalls and self.noDelayCalls[-1])
+
+
+class SilentPeer(Protocol):
+    """
+    A server that reads everything and never answers.
+    """
+
+    def __init__(self):
+        self.received = bytearray()
+        self.lost = False
+
+    def dataReceived(self, data):
+        self.received += data
+
+    def connectionLost(self, reason):
+        self.lost = True
+
+
+class CongestedTransport(FakeTransport):
+    """
+    An iosim transport whose peer stops reading after C{window} bytes: like
+    a TCP transport whose send buffer is full, every write beyond the
+    window pauses the registered streaming producer, and nothing resumes
+    it.
+    """
+
+    def __init__(self, protocol, isServer, window):
+        FakeTransport.__init__(self, protocol, isServer)
+        self.window = window
+        self.written = 0
+
+    def write(self, data):
+        FakeTransport.write(self, data)
+        self.written += len(data)
+        if self.written > self.window and self.producer is not None and self.streamingProducer:
+            self.producer.pauseProducing()
+
+
+@implementer(IDataSetSource)
+class BytesSource:
+    """
+    A data set source over bytes that remembers whether it was closed.
+    """
+
+    def __init__(self, data: bytes):
+        self._data = memoryview(data)
+        self.length = len(data)
+        self.closed = 0
+
+    def read(self, size):
+        start = len(self._data) - self.length
+        self.length -= size
+        return self._data[start : start + size]
+
+    def close(self):
+        self.closed += 1
+
+
+class Network:
+    """
+    An in-memory network: an L{AcceptorFactory} listening on a
+    L{MemoryReactorClock}, and requestors connecting to it with
+    L{dicomd.net.requestor.connect}, each connection pumped by iosim.
+
+    @ivar clock: the reactor of both sides.
+    @ivar factory: the acceptor's factory.
+    """
+
+    def __init__(self, entity=None, **factoryKwargs):
+        self.clock = MemoryReactorClock()
+        self.factory = AcceptorFactory(entity or verificationEntity(), reactor=self.clock, **factoryKwargs)
+
+    def connect(
+        self,
+        contexts=((VERIFICATION_SOP_CLASS, UNCOMPRESSED),),
+        clientTransportFactory=makeFakeClient,
+        **connectKwargs,
+    ):
+        """
+        Request an association and let the bytes flow until nothing moves.
+
+        @param clientTransportFactory: makes the requestor's transport from
+            its protocol.
+        @return: C{(Deferred of connect(), IOPump)}; the pump's C{server}
+            is the L{AcceptorProtocol}.
+        """
+        requested = connect(
+            TCP4ClientEndpoint(self.clock, "127.0.0.1", PORT),
+            calledAETitle="DICOMD",
+            callingAETitle="TESTSCU",
+            presentationContexts=list(contexts),
+            reactor=self.clock,
+            **connectKwargs,
+        )
+        host, port, clientFactory, _, _ = self.clock.tcpClients[-1]
+        client = clientFactory.buildProtocol(IPv4Address("TCP", host, port))
+        server = self.factory.buildProtocol(PEER)
+        pump = iosim.connect(
+            server,
+            makeFakeServer(server),
+            client,
+            clientTransportFactory(client),
+            clock=self.clock,
+        )
+        pump.flush()
+        return requested, pump
+
+
+class ARTIMTests(SynchronousTestCase):
+    """
+    The ARTIM timer of an acceptor waiting for an A-ASSOCIATE-RQ.
+    """
+
+    def setUp(self):
+        self.clock = MemoryReactorClock()
+        self.factory = AcceptorFactory(verificationEntity(), reactor=self.clock, artimTimeout=30, idleTimeout=60)
+        self.protocol = self.factory.buildProtocol(PEER)
+        self.transport = StringTransport(peerAddress=PEER)
+        self.protocol.makeConnection(self.transport)
+
+    def test_expiryClosesSilentConnection(self):
+        """
+        A connection that sends nothing is closed, without a PDU, when the
+        ARTIM timeout expires, and no timer outlives it.
+        """
+        self.clock.advance(29.9)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.1)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.transport.value(), b"")
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertIs(self.protocol.provider.state, State.Sta1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_truncatedRequestStillExpires(self):
+        """
+        Half an A-ASSOCIATE-RQ does not stop ARTIM: the connection is
+        closed when it expires.
+        """
+        request = associateRequestBytes()
+        self.protocol.dataReceived(request[: len(request) // 2])
+        self.clock.advance(30)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.transport.value(), b"")
+
+    def test_requestStopsARTIM(self):
+        """
+        A complete A-ASSOCIATE-RQ stops ARTIM: the association is accepted
+        and still open after the ARTIM timeout.
+        """
+        self.protocol.dataReceived(associateRequestBytes())
+        [accept] = splitPDUs(self.transport.value())
+        self.assertIsInstance(accept, AAssociateAC)
+        self.clock.advance(31)
+        self.assertFalse(self.transport.disconnecting)
+        self.assertIs(self.protocol.provider.state, State.Sta6)
+
+
+class AssociationTests(SynchronousTestCase):
+    """
+    A requestor made by L{connect} and an acceptor made by
+    L{AcceptorFactory}, connected in memory.
+    """
+
+    def test_echoAndRelease(self):
+        """
+        The association is established, C-ECHO answers success, and
+        release closes the connection on both sides with no timer left.
+        """
+        network = Network()
+        requested, pump = network.connect()
+        association = self.successResultOf(requested)
+        self.assertEqual(association.calledAETitle, "DICOMD")
+        self.assertEqual(len(network.factory.associations), 1)
+        echoed = association.echo()
+        pump.flush()
+        self.assertEqual(self.successResultOf(echoed), 0x0000)
+        released = association.release()
+        pump.flush()
+        self.assertIsNone(self.successResultOf(released))
+        server = pump.server
+        self.assertEqual(association.protocol.outcome, "released")
+        self.assertEqual(server.outcome, "released by the peer")
+        self.assertEqual(server.association.counters, {"C-ECHO": {"success": 1}})
+        self.assertIs(server.provider.state, State.Sta1)
+        self.assertIs(association.protocol.provider.state, State.Sta1)
+        self.assertEqual(network.factory.associations, set())
+        self.assertEqual(network.clock.getDelayedCalls(), [])
+
+    def test_releaseCollision(self):
+        """
+        When both sides request release at once (PS3.8 AR-8 to AR-10), the
+        association is released cleanly on both sides: no A-ABORT, both
+        connections closed, both state machines back in Sta1.
+        """
+        network = Network()
+        requested, pump = network.connect()
+        association = self.successResultOf(requested)
+        server = pump.server
+        clientClosed = association.release()
+        serverClosed = server.association.release()
+        pump.flush()
+        self.assertIsNone(self.successResultOf(clientClosed))
+        self.assertIsNone(self.successResultOf(serverClosed))
+        self.assertIs(association.protocol.provider.state, State.Sta1)
+        self.assertIs(server.provider.state, State.Sta1)
+        self.assertFalse(association.protocol.outcome.startswith("aborted"), association.protocol.outcome)
+        self.assertFalse(server.outcome.startswith("aborted"), server.outcome)
+        self.assertEqual(network.clock.getDelayedCalls(), [])
+
+    def test_responseAfterOurReleaseRequest(self):
+        """
+        A response that arrives after this side sent A-RELEASE-RQ (P-DATA
+        in Sta7, PS3.8 AR-6) still completes its request, and the
+        association is then released.
+        """
+        network = Network()
+        requested, pump = network.connect()
+        association = self.successResultOf(requested)
+        echoed = association.echo()
+        released = association.release()
+        pump.flush()
+        self.assertEqual(self.successResultOf(echoed), 0x0000)
+        self.successResultOf(released)
+        self.assertEqual(association.protocol.outcome, "released")
+
+    def test_releaseTwice(self):
+        """
+        Asking to release an association twice sends one A-RELEASE-RQ;
+        both calls' L{Deferred}s fire once the connection has closed.
+        """
+        network = Network()
+        requested, pump = network.connect()
+        association = self.successResultOf(requested)
+        first = association.release()
+        second = association.release()
+        pump.flush()
+        self.assertIsNone(self.successResultOf(first))
+        self.assertIsNone(self.successResultOf(second))
+        self.assertEqual(association.protocol.outcome, "released")
+
+    def test_requestWhileReleasing(self):
+        """
+        A request made after release() fails its L{Deferred} with an
+        L{AssociationError} instead of raising, and the release completes.
+        """
+        network = Network()
+        requested, pump = network.connect()
+        association = self.successResultOf(requested)
+        released = association.release()
+        echoed = association.echo()
+        self.failureResultOf(echoed, AssociationError)
+        pump.flush()
+        self.successResultOf(released)
+        self.assertEqual(association.protocol.outcome, "released")
+
+    def test_associationLimit(self):
+        """
+        With C{maximumAssociations=1}, a second association is rejected as
+        transient, service provider (presentation), local limit exceeded
+        while the first is open; once the first is released, a new one is
+        accepted.
+        """
+        network = Network(maximumAssociations=1)
+        firstRequested, firstPump = network.connect()
+        first = self.successResultOf(firstRequested)
+
+        secondRequested, secondPump = network.connect()
+        rejection = self.failureResultOf(secondRequested, AssociationRejected).value
+        self.assertEqual((rejection.reject.result, rejection.reject.source, rejection.reject.reason), (2, 3, 2))
+        self.assertTrue(secondPump.clientIO.disconnected)
+        self.assertEqual(secondPump.server.outcome, "rejected")
+
+        released = first.release()
+        firstPump.flush()
+        self.successResultOf(released)
+        thirdRequested, thirdPump = network.connect()
+        third = self.successResultOf(thirdRequested)
+        echoed = third.echo()
+        thirdPump.flush()
+        self.assertEqual(self.successResultOf(echoed), 0x0000)
+
+    def test_associationLimitOnTheWire(self):
+        """
+        The rejection for one association too many is the A-ASSOCIATE-RJ
+        PDU C{03 00 00000004 00 02 03 02}.
+        """
+        network = Network(maximumAssociations=1)
+        requested, pump = network.connect()
+        self.successResultOf(requested)
+        second = network.factory.buildProtocol(PEER)
+        transport = StringTransport(peerAddress=PEER)
+        second.makeConnection(transport)
+        second.dataReceived(associateRequestBytes())
+        self.assertEqual(transport.value(), TOO_MANY)
+
+
+class AbortTests(SynchronousTestCase):
+    """
+    A-ABORT in the middle of a message: a C-STORE whose command has been
+    sent and whose data set is half sent, because the acceptor stopped
+    reading.
+    """
+
+    def setUp(self):
+        self.store = SilentService()
+        entity = ApplicationEntity(
+            "DICOMD",
+            AcceptorPolicy({CT_IMAGE_STORAGE: UNCOMPRESSED}),
+            {CStoreRQ.commandField: self.store},
+        )
+        self.network = Network(entity)
+        requested, self.pump = self.network.connect(
+            contexts=[(CT_IMAGE_STORAGE, [IMPLICIT_VR_LITTLE_ENDIAN])],
+            clientTransportFactory=lambda protocol: CongestedTransport(protocol, False, window=100000),
+        )
+        self.association = self.successResultOf(requested)
+        self.server = self.pump.server
+        context = self.association.contextFor(CT_IMAGE_STORAGE)
+        self.source = BytesSource(b"\x08\x00" * 1000000)
+        self.stored = self.association.request(
+            context.contextID,
+            CStoreRQ(affectedSOPClassUID=CT_IMAGE_STORAGE, affectedSOPInstanceUID="1.2.826.0.1.3680043.9.7433.2"),
+            self.source,
+        )
+        self.pump.flush()
+        [self.consumer] = self.store.consumers
+        self.assertGreater(len(self.consumer.received), 0)
+        self.assertLess(len(self.consumer.received), 2000000)
+        self.assertGreater(self.source.length, 0)
+        self.assertEqual((self.consumer.abandoned, self.consumer.finished, self.source.closed), ([], False, 0))
+
+    def assertEndedEverywhere(self):
+        """
+        Both connections closed, both state machines idle, the source
+        closed once, no timer left.
+        """
+        self.assertTrue(self.pump.clientIO.disconnected)
+        self.assertTrue(self.pump.serverIO.disconnected)
+        self.assertIs(self.association.protocol.provider.state, State.Sta1)
+        self.assertIs(self.server.provider.state, State.Sta1)
+        self.assertEqual(self.source.closed, 1)
+        self.assertIsNone(self.pump.clientIO.producer)
+        self.assertEqual(self.network.clock.getDelayedCalls(), [])
+
+    def test_requestorAborts(self):
+        """
+        An A-ABORT from the requestor mid data set makes the acceptor
+        abandon the consumer it was feeding; the requestor's outstanding
+        request fails with L{AssociationAborted}; both connections close.
+        """
+        closed = self.association.abort()
+        self.pump.flush()
+        self.failureResultOf(self.stored, AssociationAborted)
+        self.assertIsNone(self.successResultOf(closed))
+        self.assertEqual(len(self.consumer.abandoned), 1)
+        self.assertFalse(self.consumer.finished)
+        self.assertTrue(self.server.outcome.startswith("aborted"), self.server.outcome)
+        self.assertEndedEverywhere()
+
+    def test_acceptorAborts(self):
+        """
+        An A-ABORT arriving at the requestor while its request is
+        outstanding and its data set half sent fails that request with
+        L{AssociationAborted} and stops the stream; the acceptor's consumer
+        is abandoned.
+        """
+        closed = self.association.whenClosed()
+        self.server.association.abort()
+        self.pump.flush()
+        failure = self.failureResultOf(self.stored, AssociationAborted)
+        self.assertIn("A-ABORT", str(failure.value))
+        self.assertIsNone(self.successResultOf(closed))
+        self.assertEqual(len(self.consumer.abandoned), 1)
+        self.assertTrue(self.association.protocol.outcome.startswith("aborted"))
+        self.assertEndedEverywhere()
+
+    def test_abortPDUFromThePeer(self):
+        """
+        An A-ABORT PDU that the peer writes between two data set fragments
+        abandons the consumer, and the acceptor closes the connection.
+        """
+        self.pump.clientIO.write(AAbort(0, 0).encode())
+        self.pump.flush()
+        self.assertEqual(len(self.consumer.abandoned), 1)
+        self.assertTrue(self.server.outcome.startswith("aborted"), self.server.outcome)
+        self.failureResultOf(self.stored, AssociationAborted)
+        self.assertEndedEverywhere()
+
+
+class TimeoutTests(SynchronousTestCase):
+    """
+    The idle, ACSE and DIMSE timeouts.
+    """
+
+    def test_idleTimeoutAbortsMidPDU(self):
+        """
+        An association whose peer stops in the middle of a P-DATA-TF PDU
+        is aborted with an A-ABORT and closed once the idle timeout has
+        passed since the last byte.
+        """
+        clock = MemoryReactorClock()
+        factory = AcceptorFactory(verificationEntity(), reactor=clock, idleTimeout=10)
+        protocol = factory.buildProtocol(PEER)
+        transport = StringTransport(peerAddress=PEER)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(associateRequestBytes())
+        transport.clear()
+        clock.advance(8)
+        # A P-DATA-TF announcing 100 bytes, of which 4 arrive.
+        protocol.dataReceived(b"\x04\x00\x00\x00\x00\x64\x00\x00\x00\x60")
+        clock.advance(9.9)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(transport.value(), b"")
+        clock.advance(0.1)
+        [abort] = splitPDUs(transport.value())
+        self.assertIsInstance(abort, AAbort)
+        self.assertTrue(transport.disconnecting)
+        self.assertTrue(protocol.outcome.startswith("aborted: idle timeout"), protocol.outcome)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_idleTimeoutSparesWaitingRequest(self):
+        """
+        The idle timeout does not abort an association on which the peer
+        waits for our response (the service is working on it).
+        """
+        silent = SilentService()
+        entity = ApplicationEntity("DICOMD", AcceptorPolicy({VERIFICATION_SOP_CLASS: UNCOMPRESSED}), {CEchoRQ.commandField: silent})
+        network = Network(entity, idleTimeout=10)
+        requested, pump = network.connect()
+        association = self.successResultOf(requested)
+        echoed = association.echo()
+        pump.flush()
+        self.assertEqual(len(silent.requests), 1)
+        network.clock.advance(25)
+        pump.flush()
+        self.assertNoResult(echoed)
+        self.assertFalse(pump.serverIO.disconnecting)
+
+    def test_acseTimeout(self):
+        """
+        connect() fails with L{ACSETimeout} when the peer never answers the
+        A-ASSOCIATE-RQ, sends an A-ABORT and closes the connection.
+        """
+        clock = MemoryReactorClock()
+        peers = []
+
+        def buildPeer():
+            peer = SilentPeer()
+            peers.append(peer)
+            return peer
+
+        TCP4ServerEndpoint(clock, PORT).listen(Factory.forProtocol(buildPeer))
+        requested = connect(
+            TCP4ClientEndpoint(clock, "127.0.0.1", PORT),
+            presentationContexts=[(VERIFICATION_SOP_CLASS, UNCOMPRESSED)],
+            reactor=clock,
+            acseTimeout=15,
+        )
+        pump = ConnectionCompleter(clock).succeedOnce()
+        pump.flush()
+        [peer] = peers
+        self.assertEqual(peer.received[:1], b"\x01")
+        clock.advance(14.9)
+        pump.flush()
+        self.assertNoResult(requested)
+        clock.advance(0.1)
+        pump.flush()
+        self.failureResultOf(requested, ACSETimeout)
+        [request, abort] = splitPDUs(bytes(peer.received))
+        self.assertIsInstance(request, AAssociateRQ)
+        self.assertIsInstance(abort, AAbort)
+        self.assertTrue(peer.lost)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_dimseTimeout(self):
+        """
+        A request with no response fails with L{DIMSETimeout} after the
+        DIMSE timeout, and the association is aborted on both sides.
+        """
+        silent = SilentService()
+        entity = ApplicationEntity("DICOMD", AcceptorPolicy({VERIFICATION_SOP_CLASS: UNCOMPRESSED}), {CEchoRQ.commandField: silent})
+        network = Network(entity, idleTimeout=None)
+        requested, pump = network.connect(dimseTimeout=5)
+        association = self.successResultOf(requested)
+        echoed = association.echo()
+        pump.flush()
+        network.clock.advance(4.9)
+        pump.flush()
+        self.assertNoResult(echoed)
+        network.clock.advance(0.1)
+        pump.flush()
+        self.failureResultOf(echoed, DIMSETimeout)
+        self.assertTrue(pump.server.outcome.startswith("aborted"), pump.server.outcome)
+        self.assertTrue(pump.clientIO.disconnected)
+        self.assertEqual(network.clock.getDelayedCalls(), [])
+
+
+class NoDelayTests(SynchronousTestCase):
+    """
+    Both sides turn Nagle's algorithm off on their TCP transport.
+    """
+
+    def test_acceptor(self):
+        """
+        An acceptor's protocol calls C{setTcpNoDelay(True)} when connected.
+        """
+        factory = AcceptorFactory(verificationEntity(), reactor=MemoryReactorClock())
+        protocol = factory.buildProtocol(PEER)
+        transport = NoDelayRecordingTransport(peerAddress=PEER)
+        protocol.makeConnection(transport)
+        self.assertEqual(transport.noDelayCalls, [True])
+
+    def test_requestor(self):
+        """
+        A requestor's protocol, built by L{connect}, calls
+        C{setTcpNoDelay(True)} when connected.
+        """
+        clock = MemoryReactorClock()
+        connect(
+            TCP4ClientEndpoint(clock, "127.0.0.1", PORT),
+            presentationContexts=[(VERIFICATION_SOP_CLASS, UNCOMPRESSED)],
+            reactor=clock,
+        )
+        [(host, port, factory, timeout, bindAddress)] = clock.tcpClients
+        protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
+        transport = NoDelayRecordingTransport(peerAddress=IPv4Address("TCP", host, port))
+        protocol.makeConnection(transport)
+        self.assertEqual(transport.noDelayCalls, [True])
+        self.assertEqual(transport.value()[:1], b"\x01")
+
+    def test_interfaces(self):
+        """
+        The test doubles provide the interfaces dicomd expects of services
+        and consumers, so the other tests exercise the real contract.
+        """
+        self.assertTrue(verifyObject(IService, SilentService()))
+        self.assertTrue(verifyObject(IDataSetSource, BytesSource(b"")))
+        self.assertTrue(verifyObject(IDataSetConsumer, RecordingConsumer()))
