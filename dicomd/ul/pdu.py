@@ -359,6 +359,8 @@ class UserInformation:
     def decode(cls, value) -> "UserInformation":
         info = cls()
         for itemType, sub in _Reader(value).items():
+            if itemType in _FIXED_SUB_ITEM_LENGTHS and len(sub) != _FIXED_SUB_ITEM_LENGTHS[itemType]:
+                raise PDUDecodeError("user information sub-item 0x%02X of %d bytes" % (itemType, len(sub)))
             if itemType == ITEM_MAXIMUM_LENGTH:
                 info.maximumLength = _Reader(sub).uint32()
             elif itemType == ITEM_IMPLEMENTATION_CLASS_UID:
@@ -380,6 +382,10 @@ class UserInformation:
                 info.userIdentityAC = UserIdentityAC.decode(sub)
             # PS3.7 D.3.3: unknown sub-items are ignored.
         return info
+
+
+#: Sub-items whose item length is fixed (PS3.8 D.1, PS3.7 D.3.3.3).
+_FIXED_SUB_ITEM_LENGTHS = {ITEM_MAXIMUM_LENGTH: 4, ITEM_ASYNCHRONOUS_OPERATIONS_WINDOW: 4}
 
 
 # -- presentation contexts (PS3.8 9.3.2.2 and 9.3.3.2) ----------------------
@@ -444,9 +450,9 @@ class PresentationContextAC:
         return self.result == PC_ACCEPTANCE
 
     def encode(self) -> bytes:
-        value = bytes((self.contextID, 0, self.result, 0))
-        if self.transferSyntax or self.accepted:
-            value += _item(ITEM_TRANSFER_SYNTAX, _uid(self.transferSyntax))
+        # PS3.8 9.3.3.2: the item always holds one transfer syntax
+        # sub-item; it is not significant unless the context is accepted.
+        value = bytes((self.contextID, 0, self.result, 0)) + _item(ITEM_TRANSFER_SYNTAX, _uid(self.transferSyntax))
         return _item(ITEM_PRESENTATION_CONTEXT_AC, value)
 
     @classmethod

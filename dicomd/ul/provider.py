@@ -24,6 +24,7 @@ from dicomd.ul.pdu import (
     ABORT_REASON_INVALID_PDU_PARAMETER_VALUE,
     ABORT_REASON_NOT_SPECIFIED,
     ABORT_REASON_UNEXPECTED_PDU,
+    ABORT_REASON_UNRECOGNIZED_PDU,
     ABORT_SOURCE_SERVICE_PROVIDER,
     ABORT_SOURCE_SERVICE_USER,
     AAbort,
@@ -310,6 +311,10 @@ class ULProvider:
         end = len(view)
         while end - pos >= 6:
             pduType, _, length = _HEADER.unpack_from(view, pos)
+            if pduType not in PDU_EVENTS:
+                # Whatever its length, an unknown type cannot be framed.
+                outputs += self._invalid("unrecognized PDU type 0x%02X" % (pduType,), ABORT_REASON_UNRECOGNIZED_PDU)
+                break
             limit = self._limit(pduType)
             if length > limit:
                 outputs += self._invalid(
@@ -343,8 +348,8 @@ class ULProvider:
             return self.maximumLength or MAXIMUM_UNLIMITED_PDU_LENGTH
         if pduType in (_pdu.A_ASSOCIATE_RQ, _pdu.A_ASSOCIATE_AC):
             return MAXIMUM_ASSOCIATE_PDU_LENGTH
-        # Known fixed-size PDUs, and unknown types, which are refused once
-        # read; a few bytes more than needed lets them reach the decoder.
+        # Fixed-size PDUs: a few bytes more than needed lets a wrong length
+        # reach the decoder, which names the fault.
         return 64
 
     def _received(self, pduType: int, body) -> list:

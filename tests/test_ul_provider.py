@@ -1,0 +1,977 @@
+"""
+Tests for L{dicomd.ul.provider}: the Upper Layer protocol machine of PS3.8
+section 9.2 and the framing of the received byte stream.
+
+L{StateTableTests} holds one generated test per cell of PS3.8 Table 9-10
+and per association side that can reach the cell's state: the provider is
+brought into the state by real event sequences, the event is raised, and
+the outputs and the next state are compared with what the action
+definitions of PS3.8 9.2 (Tables 9-6 to 9-9) prescribe.  The expected
+actions come from L{tests.test_ul_fsm.STANDARD_TABLE}, not from the
+provider's own table.
+"""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from dicomd.ul.fsm import Event, ProtocolError, State
+from dicomd.ul.pdu import (
+    AAssociateRJ,
+    AAssociateRQ,
+    PDataTF,
+    PresentationContextRQ,
+    PresentationDataValue,
+    UserInformation,
+    encodePDataTF,
+)
+from dicomd.ul.provider import (
+    MAXIMUM_ASSOCIATE_PDU_LENGTH,
+    MAXIMUM_UNLIMITED_PDU_LENGTH,
+    AbortIndication,
+    AssociateAccepted,
+    AssociateIndication,
+    AssociateRejected,
+    CloseTransport,
+    OpenTransport,
+    PDataIndication,
+    ProviderAbortIndication,
+    ReleaseConfirmation,
+    ReleaseIndication,
+    SendPDU,
+    StartARTIM,
+    StopARTIM,
+    ULProvider,
+)
+from tests.test_ul_fsm import standardAction
+from tests.test_ul_pdu import (
+    ASSOCIATE_AC,
+    ASSOCIATE_AC_BYTES,
+    ASSOCIATE_RJ_BYTES,
+    ASSOCIATE_RQ,
+    ASSOCIATE_RQ_BYTES,
+    P_DATA_TF_BYTES,
+    RELEASE_RP_BYTES,
+    RELEASE_RQ_BYTES,
+)
+
+REQUESTOR = "Requestor"
+ACCEPTOR = "Acceptor"
+
+ASSOCIATE_RJ = AAssociateRJ(1, 1, 7)
+P_DATA_TF = PDataTF([PresentationDataValue(1, 0x03, b"ABCD"), PresentationDataValue(1, 0x02, b"xyz")])
+
+#: A-ABORT from the peer's service user.
+USER_ABORT_BYTES = bytes.fromhex("07 00 00000004 00 00 00 00")
+
+#: An A-RELEASE-RQ whose PDU-length is 2 instead of 4: an invalid PDU
+#: (Evt19), reported with reason 6, invalid-PDU-parameter value.
+INVALID_PDU_BYTES = bytes.fromhex("05 00 00000002 0000")
+INVALID_PDU_REASON = 6
+
+#: A PDU of type 08H, which PS3.8 does not define: unrecognized (reason 1).
+UNKNOWN_PDU_BYTES = bytes.fromhex("08 00 00000004 00000000")
+
+
+def abortBytes(source: int, reason: int) -> bytes:
+    """
+    An A-ABORT PDU (PS3.8 Table 9-26), field by field.
+    """
+    return bytes((0x07, 0x00, 0, 0, 0, 4, 0x00, 0x00, source, reason))
+
+
+def rejectBytes(result: int, source: int, reason: int) -> bytes:
+    """
+    An A-ASSOCIATE-RJ PDU (PS3.8 Table 9-21), field by field.
+    """
+    return bytes((0x03, 0x00, 0, 0, 0, 4, 0x00, result, source, reason))
+
+
+class _AnyDescription:
+    """
+    Equal to any non-empty string: the free-text description of a
+    L{ProviderAbortIndication}.
+    """
+
+    def __eq__(self, other):
+        return isinstance(other, str) and bool(other)
+
+    def __repr__(self) -> str:
+        return "<any description>"
+
+
+ANY_DESCRIPTION = _AnyDescription()
+
+
+# -- bringing a provider into each state by real event sequences ------------
+
+#: The states each side of an association can be in.
+REACHABLE = {
+    REQUESTOR: [
+        State.Sta1,
+        State.Sta4,
+        State.Sta5,
+        State.Sta6,
+        State.Sta7,
+        State.Sta8,
+        State.Sta9,
+        State.Sta11,
+        State.Sta13,
+    ],
+    ACCEPTOR: [
+        State.Sta1,
+        State.Sta2,
+        State.Sta3,
+        State.Sta6,
+        State.Sta7,
+        State.Sta8,
+        State.Sta10,
+        State.Sta12,
+        State.Sta13,
+    ],
+}
+
+
+def _step(provider: ULProvider, event, expected: State) -> ULProvider:
+    """
+    Raise C{event} on C{provider} and check that it reached C{expected}.
+    """
+    event(provider)
+    if provider.state is not expected:
+        raise AssertionError("expected %s, reached %s" % (expected, provider.state))
+    return provider
+
+
+def providerIn(state: State, side: str, **kwargs) -> ULProvider:
+    """
+    A provider on C{side} brought into C{state} through the events that
+    lead there.
+    """
+    if side == REQUESTOR:
+        return _requestorIn(state, **kwargs)
+    return _acceptorIn(state, **kwargs)
+
+
+def _requestorIn(state: State, **kwargs) -> ULProvider:
+    """
+    A requestor brought into C{state}: A-ASSOCIATE request, transport
+    connected, A-ASSOCIATE-AC, then on to release, collision or abort.
+    """
+    provider = ULProvider(isRequestor=True, **kwargs)
+    path = [
+        (State.Sta4, lambda p: p.requestAssociation(ASSOCIATE_RQ)),
+        (State.Sta5, lambda p: p.transportConnected()),
+        (State.Sta6, lambda p: p.dataReceived(ASSOCIATE_AC_BYTES)),
+    ]
+    if state is State.Sta8:
+        path.append((State.Sta8, lambda p: p.dataReceived(RELEASE_RQ_BYTES)))
+    elif state is State.Sta13:
+        path.append((State.Sta13, lambda p: p.abort()))
+    else:
+        path += [
+            (State.Sta7, lambda p: p.requestRelease()),
+            (State.Sta9, lambda p: p.dataReceived(RELEASE_RQ_BYTES)),
+            (State.Sta11, lambda p: p.respondRelease()),
+        ]
+    for reached, event in path:
+        if provider.state is state:
+            break
+        _step(provider, event, reached)
+    if provider.state is not state:
+        raise AssertionError("no path to %s for the requestor" % (state,))
+    return provider
+
+
+def _acceptorIn(state: State, **kwargs) -> ULProvider:
+    """
+    An acceptor brought into C{state}: transport accepted, A-ASSOCIATE-RQ,
+    then rejected, or accepted and on to release or collision.
+    """
+    provider = ULProvider(isRequestor=False, **kwargs)
+    path = [
+        (State.Sta2, lambda p: p.transportAccepted()),
+        (State.Sta3, lambda p: p.dataReceived(ASSOCIATE_RQ_BYTES)),
+    ]
+    if state is State.Sta13:
+        path.append((State.Sta13, lambda p: p.rejectAssociation(ASSOCIATE_RJ)))
+    else:
+        path.append((State.Sta6, lambda p: p.acceptAssociation(ASSOCIATE_AC)))
+        if state is State.Sta8:
+            path.append((State.Sta8, lambda p: p.dataReceived(RELEASE_RQ_BYTES)))
+        else:
+            path += [
+                (State.Sta7, lambda p: p.requestRelease()),
+                (State.Sta10, lambda p: p.dataReceived(RELEASE_RQ_BYTES)),
+                (State.Sta12, lambda p: p.dataReceived(RELEASE_RP_BYTES)),
+            ]
+    for reached, event in path:
+        if provider.state is state:
+            break
+        _step(provider, event, reached)
+    if provider.state is not state:
+        raise AssertionError("no path to %s for the acceptor" % (state,))
+    return provider
+
+
+# -- raising each event -------------------------------------------------------
+
+#: How to raise each event of Table 9-10 on a provider.
+RAISE = {
+    Event.Evt1: lambda p: p.requestAssociation(ASSOCIATE_RQ),
+    Event.Evt2: lambda p: p.transportConnected(),
+    Event.Evt3: lambda p: p.dataReceived(ASSOCIATE_AC_BYTES),
+    Event.Evt4: lambda p: p.dataReceived(ASSOCIATE_RJ_BYTES),
+    Event.Evt5: lambda p: p.transportAccepted(),
+    Event.Evt6: lambda p: p.dataReceived(ASSOCIATE_RQ_BYTES),
+    Event.Evt7: lambda p: p.acceptAssociation(ASSOCIATE_AC),
+    Event.Evt8: lambda p: p.rejectAssociation(ASSOCIATE_RJ),
+    Event.Evt9: lambda p: p.sendData(P_DATA_TF_BYTES),
+    Event.Evt10: lambda p: p.dataReceived(P_DATA_TF_BYTES),
+    Event.Evt11: lambda p: p.requestRelease(),
+    Event.Evt12: lambda p: p.dataReceived(RELEASE_RQ_BYTES),
+    Event.Evt13: lambda p: p.dataReceived(RELEASE_RP_BYTES),
+    Event.Evt14: lambda p: p.respondRelease(),
+    Event.Evt15: lambda p: p.abort(),
+    Event.Evt16: lambda p: p.dataReceived(USER_ABORT_BYTES),
+    Event.Evt17: lambda p: p.connectionLost(),
+    Event.Evt18: lambda p: p.artimExpired(),
+    Event.Evt19: lambda p: p.dataReceived(INVALID_PDU_BYTES),
+}
+
+#: Events the local user (or its transport service) raises by calling a
+#: method; an empty cell for one of them is a L{ProtocolError}.
+LOCAL_EVENTS = {Event.Evt1, Event.Evt2, Event.Evt5, Event.Evt7, Event.Evt8, Event.Evt9, Event.Evt11, Event.Evt14}
+
+#: Events raised by the arrival of bytes.
+RECEIVED_EVENTS = {
+    Event.Evt3,
+    Event.Evt4,
+    Event.Evt6,
+    Event.Evt10,
+    Event.Evt12,
+    Event.Evt13,
+    Event.Evt16,
+    Event.Evt19,
+}
+
+
+def _unexpectedReason(event: Event) -> int:
+    """
+    The A-ABORT reason the provider gives for a PDU it did not expect:
+    the decoder's reason for an invalid PDU, unexpected-PDU (2) otherwise.
+    """
+    return INVALID_PDU_REASON if event is Event.Evt19 else 2
+
+
+def expectedOutcome(action: str, event: Event, side: str):
+    """
+    The outputs and next state of C{action}, as PS3.8 Tables 9-6 to 9-9
+    define it, when C{event} triggered it.
+
+    @return: C{(outputs, nextState)}.
+    """
+    if action == "AE-1":
+        # Issue TRANSPORT CONNECT request primitive to local transport service.
+        return [OpenTransport()], State.Sta4
+    if action == "AE-2":
+        # Send A-ASSOCIATE-RQ-PDU.
+        return [SendPDU(ASSOCIATE_RQ_BYTES)], State.Sta5
+    if action == "AE-3":
+        # Issue A-ASSOCIATE confirmation (accept) primitive.
+        return [AssociateAccepted(ASSOCIATE_AC)], State.Sta6
+    if action == "AE-4":
+        # Issue A-ASSOCIATE confirmation (reject) primitive and close
+        # transport connection.
+        return [AssociateRejected(ASSOCIATE_RJ), CloseTransport()], State.Sta1
+    if action == "AE-5":
+        # Issue Transport connection response primitive; start ARTIM timer.
+        return [StartARTIM()], State.Sta2
+    if action == "AE-6":
+        # Stop ARTIM timer and, the A-ASSOCIATE-RQ being acceptable by the
+        # service-provider, issue A-ASSOCIATE indication primitive.
+        return [StopARTIM(), AssociateIndication(ASSOCIATE_RQ)], State.Sta3
+    if action == "AE-7":
+        # Send A-ASSOCIATE-AC PDU.
+        return [SendPDU(ASSOCIATE_AC_BYTES)], State.Sta6
+    if action == "AE-8":
+        # Send A-ASSOCIATE-RJ PDU and start ARTIM timer.
+        return [SendPDU(ASSOCIATE_RJ_BYTES), StartARTIM()], State.Sta13
+    if action == "DT-1":
+        # Send P-DATA-TF PDU.
+        return [SendPDU(P_DATA_TF_BYTES)], State.Sta6
+    if action == "DT-2":
+        # Send P-DATA indication primitive.
+        return [PDataIndication(P_DATA_TF)], State.Sta6
+    if action == "AR-1":
+        # Send A-RELEASE-RQ PDU.
+        return [SendPDU(RELEASE_RQ_BYTES)], State.Sta7
+    if action == "AR-2":
+        # Issue A-RELEASE indication primitive.
+        return [ReleaseIndication(collision=False)], State.Sta8
+    if action == "AR-3":
+        # Issue A-RELEASE confirmation primitive, and close transport
+        # connection.
+        return [ReleaseConfirmation(), CloseTransport()], State.Sta1
+    if action == "AR-4":
+        # Issue A-RELEASE-RP PDU and start ARTIM timer.
+        return [SendPDU(RELEASE_RP_BYTES), StartARTIM()], State.Sta13
+    if action == "AR-5":
+        # Stop ARTIM timer.
+        return [StopARTIM()], State.Sta1
+    if action == "AR-6":
+        # Issue P-DATA indication.
+        return [PDataIndication(P_DATA_TF)], State.Sta7
+    if action == "AR-7":
+        # Issue P-DATA-TF PDU.
+        return [SendPDU(P_DATA_TF_BYTES)], State.Sta8
+    if action == "AR-8":
+        # Issue A-RELEASE indication (release collision); Sta9 on the
+        # association-requestor, Sta10 on the acceptor.
+        return [ReleaseIndication(collision=True)], State.Sta9 if side == REQUESTOR else State.Sta10
+    if action == "AR-9":
+        # Send A-RELEASE-RP PDU.
+        return [SendPDU(RELEASE_RP_BYTES)], State.Sta11
+    if action == "AR-10":
+        # Issue A-RELEASE confirmation primitive.
+        return [ReleaseConfirmation()], State.Sta12
+    if action == "AA-1":
+        # Send A-ABORT PDU (service-user source) and start (or restart)
+        # ARTIM timer.  That is what the local user's A-ABORT request sends.
+        # For a PDU other than A-ASSOCIATE-RQ opening the connection (Sta2)
+        # dicomd departs from the letter of AA-1, deliberately: no user is
+        # involved yet, so it sends a service-provider abort whose reason
+        # names the fault (unexpected PDU, or the decoder's reason).
+        if event is Event.Evt15:
+            return [SendPDU(abortBytes(0, 0)), StartARTIM()], State.Sta13
+        return [SendPDU(abortBytes(2, _unexpectedReason(event))), StartARTIM()], State.Sta13
+    if action == "AA-2":
+        # Stop ARTIM timer if running. Close transport connection.
+        return [StopARTIM(), CloseTransport()], State.Sta1
+    if action == "AA-3":
+        # The peer's service user aborted: issue A-ABORT indication and
+        # close transport connection.
+        return [AbortIndication(0, 0), CloseTransport()], State.Sta1
+    if action == "AA-4":
+        # Issue A-P-ABORT indication primitive.
+        return [ProviderAbortIndication(None, 0, ANY_DESCRIPTION)], State.Sta1
+    if action == "AA-5":
+        # Stop ARTIM timer.
+        return [StopARTIM()], State.Sta1
+    if action == "AA-6":
+        # Ignore PDU.
+        return [], State.Sta13
+    if action == "AA-7":
+        # Send A-ABORT PDU.
+        return [SendPDU(abortBytes(2, _unexpectedReason(event)))], State.Sta13
+    if action == "AA-8":
+        # Send A-ABORT PDU (service-provider source), issue an A-P-ABORT
+        # indication, and start ARTIM timer.
+        reason = _unexpectedReason(event)
+        return [
+            SendPDU(abortBytes(2, reason)),
+            ProviderAbortIndication(2, reason, ANY_DESCRIPTION),
+            StartARTIM(),
+        ], State.Sta13
+    raise AssertionError("unknown action %r" % (action,))
+
+
+class StateTableTests(SynchronousTestCase):
+    """
+    Every cell of PS3.8 Table 9-10, driven through L{ULProvider}.  The
+    C{test_evtNInStaM...} methods are generated below, one per cell and
+    side.
+    """
+
+    def assertCell(self, event: Event, state: State, side: str) -> None:
+        """
+        Raise C{event} on a provider in C{state} and check the outcome
+        against the standard's action for that cell.
+        """
+        provider = providerIn(state, side)
+        action = standardAction(event, state)
+        if action is not None:
+            outputs = RAISE[event](provider)
+            expectedOutputs, expectedState = expectedOutcome(action, event, side)
+            self.assertEqual(outputs, expectedOutputs)
+            self.assertIs(provider.state, expectedState)
+        elif event in LOCAL_EVENTS or event in RECEIVED_EVENTS:
+            # No action: the local user asked for something this state
+            # does not allow, or bytes arrived with no connection.
+            error = self.assertRaises(ProtocolError, RAISE[event], provider)
+            self.assertIs(error.event, event)
+            self.assertIs(error.state, state)
+            self.assertIs(provider.state, state)
+        else:
+            # Evt15 with no association to abort, Evt17 when idle, and a
+            # late Evt18: nothing happens.
+            self.assertIn(event, (Event.Evt15, Event.Evt17, Event.Evt18))
+            self.assertEqual(RAISE[event](provider), [])
+            self.assertIs(provider.state, state)
+
+    def test_everyCellGenerated(self):
+        """
+        There is a generated test for every (event, state) cell, for each
+        side that can be in that state.
+        """
+        names = {name for name in dir(self) if name.startswith("test_evt")}
+        expected = {
+            _cellTestName(event, state, side)
+            for event in Event
+            for state in State
+            for side in (REQUESTOR, ACCEPTOR)
+            if state in REACHABLE[side]
+        }
+        self.assertEqual(names, expected)
+        self.assertEqual({state for side in REACHABLE for state in REACHABLE[side]}, set(State))
+        self.assertEqual(len(names), 19 * (9 + 9))
+
+
+def _cellTestName(event: Event, state: State, side: str) -> str:
+    """
+    The name of the generated test for one cell and side.
+    """
+    return "test_%sIn%sAs%s" % (event.name.lower(), state.name, side)
+
+
+def _makeCellTest(event: Event, state: State, side: str):
+    """
+    A test method checking one cell of Table 9-10 on one side.
+    """
+    def test(self):
+        self.assertCell(event, state, side)
+
+    action = standardAction(event, state)
+    if action is None:
+        test.__doc__ = "%s (%s) in %s on the %s side has no action." % (
+            event.name,
+            event.value,
+            state.name,
+            side.lower(),
+        )
+    else:
+        test.__doc__ = "%s (%s) in %s on the %s side runs %s." % (
+            event.name,
+            event.value,
+            state.name,
+            side.lower(),
+            action,
+        )
+    test.__name__ = _cellTestName(event, state, side)
+    return test
+
+
+for _event in Event:
+    for _state in State:
+        for _side in (REQUESTOR, ACCEPTOR):
+            if _state in REACHABLE[_side]:
+                setattr(StateTableTests, _cellTestName(_event, _state, _side), _makeCellTest(_event, _state, _side))
+del _event, _state, _side
+
+
+class Pair:
+    """
+    A requestor and an acceptor whose sent PDUs are delivered to each
+    other only when a test says so.
+    """
+
+    def __init__(self):
+        self.requestor = ULProvider(isRequestor=True)
+        self.acceptor = ULProvider(isRequestor=False)
+
+    @staticmethod
+    def sent(outputs) -> bytes:
+        """
+        The bytes of the L{SendPDU} outputs in C{outputs}.
+        """
+        return b"".join(output.data for output in outputs if isinstance(output, SendPDU))
+
+
+class AssociationLifecycleTests(SynchronousTestCase):
+    """
+    Two providers talk to each other through whole lifecycles, each PDU
+    one side sends delivered to the other.
+    """
+
+    def establish(self) -> Pair:
+        """
+        Establish an association between a fresh pair.
+        """
+        pair = Pair()
+        self.assertEqual(pair.requestor.requestAssociation(ASSOCIATE_RQ), [OpenTransport()])
+        self.assertEqual(pair.acceptor.transportAccepted(), [StartARTIM()])
+        request = Pair.sent(pair.requestor.transportConnected())
+        self.assertEqual(request, ASSOCIATE_RQ_BYTES)
+        self.assertEqual(pair.acceptor.dataReceived(request), [StopARTIM(), AssociateIndication(ASSOCIATE_RQ)])
+        accept = Pair.sent(pair.acceptor.acceptAssociation(ASSOCIATE_AC))
+        self.assertEqual(pair.requestor.dataReceived(accept), [AssociateAccepted(ASSOCIATE_AC)])
+        self.assertIs(pair.requestor.state, State.Sta6)
+        self.assertIs(pair.acceptor.state, State.Sta6)
+        return pair
+
+    def test_dataBothWays(self):
+        """
+        P-DATA-TF PDUs sent by either side arrive as P-DATA indications.
+        """
+        pair = self.establish()
+        sent = Pair.sent(pair.requestor.sendData(P_DATA_TF_BYTES))
+        self.assertEqual(pair.acceptor.dataReceived(sent), [PDataIndication(P_DATA_TF)])
+        sent = Pair.sent(pair.acceptor.sendData(P_DATA_TF_BYTES))
+        self.assertEqual(pair.requestor.dataReceived(sent), [PDataIndication(P_DATA_TF)])
+
+    def test_sendDataSequence(self):
+        """
+        DT-1 passes a list of byte strings (for C{writeSequence}) through
+        unchanged.
+        """
+        pair = self.establish()
+        header = encodePDataTF(1, 0x03, 4)
+        payload = memoryview(b"ABCD")
+        self.assertEqual(pair.requestor.sendData([header, payload]), [SendPDU([header, payload])])
+
+    def test_normalRelease(self):
+        """
+        The requestor releases: AR-1, AR-2, AR-4, AR-3, then AR-5 when the
+        acceptor sees the connection close.
+        """
+        pair = self.establish()
+        request = Pair.sent(pair.requestor.requestRelease())
+        self.assertEqual(pair.acceptor.dataReceived(request), [ReleaseIndication()])
+        self.assertIs(pair.acceptor.state, State.Sta8)
+        outputs = pair.acceptor.respondRelease()
+        self.assertEqual(outputs, [SendPDU(RELEASE_RP_BYTES), StartARTIM()])
+        self.assertEqual(pair.requestor.dataReceived(Pair.sent(outputs)), [ReleaseConfirmation(), CloseTransport()])
+        self.assertIs(pair.requestor.state, State.Sta1)
+        self.assertEqual(pair.acceptor.connectionLost(), [StopARTIM()])
+        self.assertIs(pair.acceptor.state, State.Sta1)
+
+    def test_dataWhileAwaitingReleaseResponse(self):
+        """
+        After a release request, the side that asked still receives data
+        (AR-6) and the other side may still send it (AR-7).
+        """
+        pair = self.establish()
+        request = Pair.sent(pair.requestor.requestRelease())
+        pair.acceptor.dataReceived(request)
+        sent = Pair.sent(pair.acceptor.sendData(P_DATA_TF_BYTES))
+        self.assertIs(pair.acceptor.state, State.Sta8)
+        self.assertEqual(pair.requestor.dataReceived(sent), [PDataIndication(P_DATA_TF)])
+        self.assertIs(pair.requestor.state, State.Sta7)
+
+    def test_releaseCollision(self):
+        """
+        Both sides ask to release at once: the requestor goes
+        Sta7 -> Sta9 -> Sta11 -> Sta1, the acceptor Sta7 -> Sta10 -> Sta12
+        -> Sta13 -> Sta1 (AR-8, AR-9, AR-10, AR-4, AR-3, AR-5).
+        """
+        pair = self.establish()
+        requestorRQ = pair.requestor.requestRelease()
+        acceptorRQ = pair.acceptor.requestRelease()
+        self.assertEqual(requestorRQ, [SendPDU(RELEASE_RQ_BYTES)])
+        self.assertEqual(acceptorRQ, [SendPDU(RELEASE_RQ_BYTES)])
+        self.assertIs(pair.requestor.state, State.Sta7)
+        self.assertIs(pair.acceptor.state, State.Sta7)
+
+        # Each receives the other's A-RELEASE-RQ: AR-8.
+        self.assertEqual(pair.requestor.dataReceived(Pair.sent(acceptorRQ)), [ReleaseIndication(collision=True)])
+        self.assertIs(pair.requestor.state, State.Sta9)
+        self.assertEqual(pair.acceptor.dataReceived(Pair.sent(requestorRQ)), [ReleaseIndication(collision=True)])
+        self.assertIs(pair.acceptor.state, State.Sta10)
+
+        # The requestor's user answers first: AR-9.
+        requestorRP = pair.requestor.respondRelease()
+        self.assertEqual(requestorRP, [SendPDU(RELEASE_RP_BYTES)])
+        self.assertIs(pair.requestor.state, State.Sta11)
+
+        # The acceptor reads that answer: AR-10.
+        self.assertEqual(pair.acceptor.dataReceived(Pair.sent(requestorRP)), [ReleaseConfirmation()])
+        self.assertIs(pair.acceptor.state, State.Sta12)
+
+        # Then the acceptor's user answers: AR-4.
+        acceptorRP = pair.acceptor.respondRelease()
+        self.assertEqual(acceptorRP, [SendPDU(RELEASE_RP_BYTES), StartARTIM()])
+        self.assertIs(pair.acceptor.state, State.Sta13)
+
+        # The requestor reads it and closes: AR-3.
+        self.assertEqual(pair.requestor.dataReceived(Pair.sent(acceptorRP)), [ReleaseConfirmation(), CloseTransport()])
+        self.assertIs(pair.requestor.state, State.Sta1)
+
+        # The acceptor sees the close: AR-5.
+        self.assertEqual(pair.acceptor.connectionLost(), [StopARTIM()])
+        self.assertIs(pair.acceptor.state, State.Sta1)
+
+    def test_rejection(self):
+        """
+        The acceptor rejects (AE-8), the requestor is told and closes
+        (AE-4), and the acceptor's ARTIM timer expiring would close too.
+        """
+        pair = Pair()
+        pair.requestor.requestAssociation(ASSOCIATE_RQ)
+        pair.acceptor.transportAccepted()
+        pair.acceptor.dataReceived(Pair.sent(pair.requestor.transportConnected()))
+        reject = pair.acceptor.rejectAssociation(ASSOCIATE_RJ)
+        self.assertEqual(reject, [SendPDU(ASSOCIATE_RJ_BYTES), StartARTIM()])
+        self.assertEqual(
+            pair.requestor.dataReceived(Pair.sent(reject)), [AssociateRejected(ASSOCIATE_RJ), CloseTransport()]
+        )
+        self.assertIs(pair.requestor.state, State.Sta1)
+        self.assertEqual(pair.acceptor.artimExpired(), [StopARTIM(), CloseTransport()])
+        self.assertIs(pair.acceptor.state, State.Sta1)
+
+    def test_userAbort(self):
+        """
+        A user abort with a source and reason reaches the peer as an
+        A-ABORT indication carrying them (AA-1, AA-3).
+        """
+        pair = self.establish()
+        outputs = pair.requestor.abort(source=0, reason=0)
+        self.assertEqual(outputs, [SendPDU(abortBytes(0, 0)), StartARTIM()])
+        self.assertEqual(pair.acceptor.dataReceived(Pair.sent(outputs)), [AbortIndication(0, 0), CloseTransport()])
+        self.assertEqual(pair.requestor.connectionLost(), [StopARTIM()])
+
+    def test_abortSourceAndReasonPassedThrough(self):
+        """
+        The source and reason given to L{ULProvider.abort} are those of the
+        A-ABORT PDU sent.
+        """
+        provider = providerIn(State.Sta6, ACCEPTOR)
+        self.assertEqual(provider.abort(source=2, reason=5), [SendPDU(abortBytes(2, 5)), StartARTIM()])
+
+    def test_providerAbortReceived(self):
+        """
+        An A-ABORT from the peer's service provider raises an A-P-ABORT
+        indication with its reason (AA-3, otherwise branch).
+        """
+        provider = providerIn(State.Sta6, REQUESTOR)
+        self.assertEqual(
+            provider.dataReceived(abortBytes(2, 6)),
+            [ProviderAbortIndication(2, 6, ANY_DESCRIPTION), CloseTransport()],
+        )
+        self.assertIs(provider.state, State.Sta1)
+
+    def test_protocolVersionNotSupported(self):
+        """
+        An A-ASSOCIATE-RQ without bit 0 of its protocol version set is
+        rejected by the service provider (AE-6, otherwise branch): result
+        permanent, source 2, reason 2 (protocol-version-not-supported).
+        """
+        provider = providerIn(State.Sta2, ACCEPTOR)
+        request = AAssociateRQ(
+            "ANY-SCP",
+            "ECHOSCU",
+            [PresentationContextRQ(1, "1.2.840.10008.1.1", ["1.2.840.10008.1.2"])],
+            UserInformation(maximumLength=16384),
+            protocolVersion=2,
+        )
+        self.assertEqual(
+            provider.dataReceived(request.encode()),
+            [StopARTIM(), SendPDU(rejectBytes(1, 2, 2)), StartARTIM()],
+        )
+        self.assertIs(provider.state, State.Sta13)
+
+    def test_artimExpiresWhileAwaitingRequest(self):
+        """
+        A peer that connects and sends nothing is disconnected when ARTIM
+        expires (AE-5, then AA-2).
+        """
+        provider = ULProvider(isRequestor=False)
+        self.assertEqual(provider.transportAccepted(), [StartARTIM()])
+        self.assertEqual(provider.artimExpired(), [StopARTIM(), CloseTransport()])
+        self.assertIs(provider.state, State.Sta1)
+
+    def test_lateArtimIgnored(self):
+        """
+        An ARTIM expiry reported after the state moved on does nothing.
+        """
+        provider = providerIn(State.Sta3, ACCEPTOR)
+        self.assertEqual(provider.artimExpired(), [])
+        self.assertIs(provider.state, State.Sta3)
+
+
+class FramingTests(SynchronousTestCase):
+    """
+    L{ULProvider.dataReceived} cuts the byte stream into PDUs however it
+    arrives, without copying whole PDUs and without buffering more than
+    this side accepts.
+    """
+
+    def test_associateRQSplitAtEveryByte(self):
+        """
+        An A-ASSOCIATE-RQ split in two at any byte raises one A-ASSOCIATE
+        indication, after its last byte.
+        """
+        for split in range(1, len(ASSOCIATE_RQ_BYTES)):
+            provider = providerIn(State.Sta2, ACCEPTOR)
+            self.assertEqual(provider.dataReceived(ASSOCIATE_RQ_BYTES[:split]), [])
+            self.assertEqual(
+                provider.dataReceived(ASSOCIATE_RQ_BYTES[split:]), [StopARTIM(), AssociateIndication(ASSOCIATE_RQ)]
+            )
+
+    def test_pDataTFSplitAtEveryByte(self):
+        """
+        A P-DATA-TF split in two at any byte is delivered once, whole.
+        """
+        for split in range(1, len(P_DATA_TF_BYTES)):
+            provider = providerIn(State.Sta6, REQUESTOR)
+            self.assertEqual(provider.dataReceived(P_DATA_TF_BYTES[:split]), [])
+            self.assertEqual(provider.dataReceived(P_DATA_TF_BYTES[split:]), [PDataIndication(P_DATA_TF)])
+
+    def test_everyPDUByteByByte(self):
+        """
+        Each PDU type fed one byte at a time gives the same outputs as fed
+        whole.
+        """
+        cases = [
+            (State.Sta2, ACCEPTOR, ASSOCIATE_RQ_BYTES),
+            (State.Sta5, REQUESTOR, ASSOCIATE_AC_BYTES),
+            (State.Sta5, REQUESTOR, ASSOCIATE_RJ_BYTES),
+            (State.Sta6, REQUESTOR, P_DATA_TF_BYTES),
+            (State.Sta6, ACCEPTOR, RELEASE_RQ_BYTES),
+            (State.Sta7, REQUESTOR, RELEASE_RP_BYTES),
+            (State.Sta6, ACCEPTOR, USER_ABORT_BYTES),
+        ]
+        for state, side, data in cases:
+            whole = providerIn(state, side).dataReceived(data)
+            provider = providerIn(state, side)
+            outputs = []
+            for index in range(len(data)):
+                outputs += provider.dataReceived(data[index : index + 1])
+            self.assertEqual(outputs, whole)
+            self.assertNotEqual(outputs, [])
+
+    @settings(database=None, deadline=None, max_examples=300)
+    @given(st.lists(st.integers(min_value=0, max_value=len(P_DATA_TF_BYTES) * 3 + len(RELEASE_RQ_BYTES))))
+    def test_anyChunking(self, cuts):
+        """
+        A stream of several PDUs cut into chunks anywhere gives the same
+        outputs as the stream in one piece.
+        """
+        stream = P_DATA_TF_BYTES * 3 + RELEASE_RQ_BYTES
+        bounds = [0] + sorted(cuts) + [len(stream)]
+        provider = providerIn(State.Sta6, ACCEPTOR)
+        outputs = []
+        for start, end in zip(bounds, bounds[1:]):
+            outputs += provider.dataReceived(stream[start:end])
+        self.assertEqual(outputs, [PDataIndication(P_DATA_TF)] * 3 + [ReleaseIndication()])
+        self.assertIs(provider.state, State.Sta8)
+
+    def test_severalPDUsInOneChunk(self):
+        """
+        Several PDUs in one chunk raise one event each, in order.
+        """
+        provider = providerIn(State.Sta6, ACCEPTOR)
+        outputs = provider.dataReceived(P_DATA_TF_BYTES + P_DATA_TF_BYTES + RELEASE_RQ_BYTES)
+        self.assertEqual(outputs, [PDataIndication(P_DATA_TF), PDataIndication(P_DATA_TF), ReleaseIndication()])
+        self.assertIs(provider.state, State.Sta8)
+
+    def test_severalPDUsWithPartialTail(self):
+        """
+        A chunk holding whole PDUs and the start of another delivers the
+        whole ones and keeps the rest for the next chunk.
+        """
+        provider = providerIn(State.Sta6, ACCEPTOR)
+        stream = P_DATA_TF_BYTES * 3
+        first = provider.dataReceived(stream[:40])
+        self.assertEqual(first, [PDataIndication(P_DATA_TF)] * (40 // len(P_DATA_TF_BYTES)))
+        second = provider.dataReceived(stream[40:])
+        self.assertEqual(len(first) + len(second), 3)
+        self.assertEqual(second, [PDataIndication(P_DATA_TF)] * len(second))
+
+    def test_wholePDUNotCopied(self):
+        """
+        When a P-DATA-TF arrives whole in one chunk, its PDV data are
+        memoryview slices of the very bytes passed in.
+        """
+        provider = providerIn(State.Sta6, REQUESTOR)
+        chunk = P_DATA_TF_BYTES + P_DATA_TF_BYTES
+        outputs = provider.dataReceived(chunk)
+        self.assertEqual(len(outputs), 2)
+        for output in outputs:
+            for pdv in output.pdu.values:
+                self.assertIsInstance(pdv.data, memoryview)
+                self.assertIs(pdv.data.obj, chunk)
+
+    def test_bufferedPDUDataStaysValid(self):
+        """
+        PDV data of a PDU assembled from several chunks keep their value
+        after more bytes are received into the provider's buffer.
+        """
+        provider = providerIn(State.Sta6, REQUESTOR)
+        provider.dataReceived(P_DATA_TF_BYTES[:7])
+        outputs = provider.dataReceived(P_DATA_TF_BYTES[7:] + P_DATA_TF_BYTES[:9])
+        self.assertEqual(outputs, [PDataIndication(P_DATA_TF)])
+        provider.dataReceived(P_DATA_TF_BYTES[9:] + b"\x04\x00\x00\x00")
+        self.assertEqual([bytes(pdv.data) for pdv in outputs[0].pdu.values], [b"ABCD", b"xyz"])
+
+    def test_bytearrayAndMemoryviewInput(self):
+        """
+        Chunks may be bytearrays or memoryviews as well as bytes.
+        """
+        provider = providerIn(State.Sta6, REQUESTOR)
+        self.assertEqual(provider.dataReceived(bytearray(P_DATA_TF_BYTES)), [PDataIndication(P_DATA_TF)])
+        self.assertEqual(provider.dataReceived(memoryview(P_DATA_TF_BYTES)), [PDataIndication(P_DATA_TF)])
+
+    def assertRefused(self, provider: ULProvider, outputs: list, reason: int) -> None:
+        """
+        C{outputs} are AA-8's for an invalid PDU with C{reason}, the
+        provider holds no received bytes and reads nothing more.
+        """
+        self.assertEqual(
+            outputs,
+            [SendPDU(abortBytes(2, reason)), ProviderAbortIndication(2, reason, ANY_DESCRIPTION), StartARTIM()],
+        )
+        self.assertIs(provider.state, State.Sta13)
+        self.assertEqual(len(provider._buffer), 0)
+        self.assertEqual(provider.dataReceived(RELEASE_RQ_BYTES + b"\x00" * 1000), [])
+        self.assertEqual(len(provider._buffer), 0)
+
+    def test_oversizedPDataTFRefusedAtHeader(self):
+        """
+        A P-DATA-TF announcing one byte more than our maximum length is
+        refused as soon as its 6-byte header is seen, with A-ABORT source
+        2 reason 6, nothing of it buffered.
+        """
+        provider = providerIn(State.Sta6, REQUESTOR, maximumLength=16384)
+        header = encodePDataTF(1, 0x02, 16384 - 6 + 1)[:6]
+        self.assertEqual(header, bytes.fromhex("04 00 00004001"))
+        self.assertRefused(provider, provider.dataReceived(header), 6)
+
+    def test_fourGigabytePDataTFRefused(self):
+        """
+        A P-DATA-TF announcing 0xFFFFFFFF bytes is refused at its header,
+        even when this side set no limit (maximum length 0).
+        """
+        for maximumLength in (16384, 0):
+            provider = providerIn(State.Sta6, REQUESTOR, maximumLength=maximumLength)
+            self.assertRefused(provider, provider.dataReceived(bytes.fromhex("04 00 FFFFFFFF 0000")), 6)
+
+    def test_oversizedHeaderSplit(self):
+        """
+        An oversized P-DATA-TF header split over two chunks is refused when
+        its sixth byte arrives.
+        """
+        provider = providerIn(State.Sta6, ACCEPTOR, maximumLength=4096)
+        self.assertEqual(provider.dataReceived(bytes.fromhex("04 00 00")), [])
+        self.assertRefused(provider, provider.dataReceived(bytes.fromhex("00 10 01")), 6)
+
+    def test_oversizedAfterValidPDU(self):
+        """
+        A valid PDU before an oversized one in the same chunk is delivered;
+        then the oversized one is refused.
+        """
+        provider = providerIn(State.Sta6, REQUESTOR, maximumLength=4096)
+        outputs = provider.dataReceived(P_DATA_TF_BYTES + bytes.fromhex("04 00 00001001"))
+        self.assertEqual(outputs[0], PDataIndication(P_DATA_TF))
+        self.assertRefused(provider, outputs[1:], 6)
+
+    def test_maximumLengthAccepted(self):
+        """
+        A P-DATA-TF exactly as long as our maximum length is accepted.
+        """
+        provider = providerIn(State.Sta6, REQUESTOR, maximumLength=4096)
+        data = b"\x55" * (4096 - 6)
+        outputs = provider.dataReceived(encodePDataTF(1, 0x02, len(data)) + data)
+        self.assertEqual(outputs, [PDataIndication(PDataTF([PresentationDataValue(1, 0x02, data)]))])
+
+    def test_unlimitedMaximumLength(self):
+        """
+        With maximum length 0 (no limit), P-DATA-TFs larger than the usual
+        limits are read, up to L{MAXIMUM_UNLIMITED_PDU_LENGTH}.
+        """
+        provider = providerIn(State.Sta6, REQUESTOR, maximumLength=0)
+        data = b"\x01" * 100000
+        outputs = provider.dataReceived(encodePDataTF(1, 0x02, len(data)) + data)
+        self.assertEqual(len(outputs), 1)
+        self.assertEqual(bytes(outputs[0].pdu.values[0].data), data)
+        header = (MAXIMUM_UNLIMITED_PDU_LENGTH + 1).to_bytes(4, "big")
+        self.assertRefused(provider, provider.dataReceived(b"\x04\x00" + header), 6)
+
+    def test_oversizedAssociateRQRefused(self):
+        """
+        An A-ASSOCIATE-RQ longer than L{MAXIMUM_ASSOCIATE_PDU_LENGTH} is
+        refused at its header (AA-1 in Sta2, service-provider source,
+        reason 6).
+        """
+        provider = providerIn(State.Sta2, ACCEPTOR)
+        header = b"\x01\x00" + (MAXIMUM_ASSOCIATE_PDU_LENGTH + 1).to_bytes(4, "big")
+        self.assertEqual(provider.dataReceived(header), [SendPDU(abortBytes(2, 6)), StartARTIM()])
+        self.assertIs(provider.state, State.Sta13)
+        self.assertEqual(len(provider._buffer), 0)
+
+    def test_oversizedFixedLengthPDURefused(self):
+        """
+        An A-RELEASE-RQ announcing a huge body is refused at its header.
+        """
+        provider = providerIn(State.Sta6, REQUESTOR)
+        self.assertRefused(provider, provider.dataReceived(bytes.fromhex("05 00 40000000")), 6)
+
+    def test_unknownPDUType(self):
+        """
+        A PDU of an unknown type is refused with reason 1 (unrecognized
+        PDU).
+        """
+        provider = providerIn(State.Sta6, REQUESTOR)
+        self.assertRefused(provider, provider.dataReceived(UNKNOWN_PDU_BYTES), 1)
+
+    def test_unknownPDUTypeWithHugeLength(self):
+        """
+        An unknown PDU type is refused with reason 1 at its header,
+        whatever length it announces.
+        """
+        for length in (0x41, 0x7FFFFFFF, 0xFFFFFFFF):
+            provider = providerIn(State.Sta6, ACCEPTOR)
+            self.assertRefused(provider, provider.dataReceived(b"\x09\x00" + length.to_bytes(4, "big")), 1)
+
+    def test_garbageOpeningConnection(self):
+        """
+        Something that is not DICOM (an HTTP request) opening a connection
+        gets an A-ABORT naming an unrecognized PDU (AA-1 in Sta2), and the
+        rest of it is ignored.
+        """
+        provider = providerIn(State.Sta2, ACCEPTOR)
+        outputs = provider.dataReceived(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n")
+        self.assertEqual(outputs, [SendPDU(abortBytes(2, 1)), StartARTIM()])
+        self.assertIs(provider.state, State.Sta13)
+        self.assertEqual(provider.dataReceived(ASSOCIATE_RQ_BYTES), [])
+        self.assertEqual(provider.artimExpired(), [StopARTIM(), CloseTransport()])
+
+    def test_garbageDuringAssociation(self):
+        """
+        Random bytes on an established association abort it.
+        """
+        provider = providerIn(State.Sta6, REQUESTOR)
+        self.assertRefused(provider, provider.dataReceived(b"\xde\xad\xbe\xef" * 8), 1)
+
+    def test_invalidPDUReason(self):
+        """
+        A PDU of a known type that fails to decode is refused with the
+        decoder's reason.
+        """
+        provider = providerIn(State.Sta6, REQUESTOR)
+        self.assertRefused(provider, provider.dataReceived(INVALID_PDU_BYTES), INVALID_PDU_REASON)
+
+    def test_bytesAfterInvalidPDUDiscarded(self):
+        """
+        Bytes following an invalid PDU, in the same chunk or later, are
+        discarded: a valid A-RELEASE-RQ after it raises nothing.
+        """
+        provider = providerIn(State.Sta6, REQUESTOR)
+        outputs = provider.dataReceived(INVALID_PDU_BYTES + RELEASE_RQ_BYTES + P_DATA_TF_BYTES)
+        self.assertRefused(provider, outputs, INVALID_PDU_REASON)
+
+    def test_bytesAfterInvalidBufferedPDUDiscarded(self):
+        """
+        An invalid PDU completed from buffered bytes discards what follows
+        it and empties the buffer.
+        """
+        provider = providerIn(State.Sta6, REQUESTOR)
+        self.assertEqual(provider.dataReceived(INVALID_PDU_BYTES[:3]), [])
+        outputs = provider.dataReceived(INVALID_PDU_BYTES[3:] + RELEASE_RQ_BYTES[:5])
+        self.assertRefused(provider, outputs, INVALID_PDU_REASON)
+
+    def test_dataWithoutConnection(self):
+        """
+        Bytes delivered to an idle provider are a programming error.
+        """
+        provider = ULProvider(isRequestor=False)
+        error = self.assertRaises(ProtocolError, provider.dataReceived, RELEASE_RQ_BYTES)
+        self.assertIs(error.event, Event.Evt12)
