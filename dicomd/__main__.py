@@ -3,6 +3,7 @@ The C{dicomd} command: DCMTK-compatible front doors.
 
     dicomd echoscu [options] peer port
     dicomd storescu [options] peer port dcmfile-in...
+    dicomd storescp [options] [port]
 """
 
 import sys
@@ -17,6 +18,7 @@ from dicomd.cli.options import UsageError
 COMMANDS = {
     "echoscu": "dicomd.cli.echoscu",
     "storescu": "dicomd.cli.storescu",
+    "storescp": "dicomd.cli.storescp",
 }
 
 

@@ -1,48 +1,55 @@
 """
 The C{twistd dicomd} plugin: command-line options and the service tree.
 
-C{twistd -n dicomd} with no options listens on C{tcp:11112} as AE C{DICOMD}.
-Listening addresses are Twisted endpoint strings, repeatable with
-C{--listen}.
+C{twistd -n dicomd} with no options listens on C{tcp:11112} as AE C{DICOMD},
+answers C-ECHO and stores what it receives under C{dicomd-data/}, one
+directory per study.  Listening addresses are Twisted endpoint strings,
+repeatable with C{--listen}.  Storage options have storescp's long names
+and meanings.
 """
 
 from twisted.application import service, strports
 from twisted.python import usage
 
-from dicomd.dimse.commands import CEchoRQ
+from dicomd.cli.common import TRANSFER_SYNTAX_OPTIONS
+from dicomd.dimse.commands import CEchoRQ, CStoreRQ
 from dicomd.net.acceptor import AcceptorFactory, ApplicationEntity
 from dicomd.services.verification import VerificationSCP
-from dicomd.net.association import VERIFICATION_SOP_CLASS
-from dicomd.ul.negotiation import ACCEPTOR_PREFERENCES, AcceptorPolicy
+from dicomd.storage import naming
+from dicomd.storage.receiver import (
+    SORT_PATIENT_NAME,
+    SORT_STUDY_UID,
+    SORT_TIMESTAMP,
+    AreaService,
+    StorageOptions,
+    buildReceiver,
+    storagePolicy,
+)
+from dicomd.ul.negotiation import ACCEPTOR_PREFERENCES
 
 DEFAULT_LISTEN = "tcp:11112"
+DEFAULT_DATA_DIRECTORY = "dicomd-data"
 
 #: storescp's long options for the preferred network transfer syntaxes, and
-#: the short form each stands for in L{ACCEPTOR_PREFERENCES}.
+#: the key each stands for in L{ACCEPTOR_PREFERENCES}.
 TRANSFER_SYNTAX_FLAGS = [
-    ("prefer-uncompr", "+x=", "Prefer explicit VR local byte order (default)."),
-    ("prefer-little", "+xe", "Prefer explicit VR little endian."),
-    ("prefer-big", "+xb", "Prefer explicit VR big endian."),
-    ("prefer-lossless", "+xs", "Prefer default JPEG lossless."),
-    ("prefer-jpeg8", "+xy", "Prefer default JPEG lossy for 8 bit data."),
-    ("prefer-jpeg12", "+xx", "Prefer default JPEG lossy for 12 bit data."),
-    ("prefer-j2k-lossless", "+xv", "Prefer JPEG 2000 lossless."),
-    ("prefer-j2k-lossy", "+xw", "Prefer JPEG 2000 lossy."),
-    ("prefer-jls-lossless", "+xt", "Prefer JPEG-LS lossless."),
-    ("prefer-jls-lossy", "+xu", "Prefer JPEG-LS lossy."),
-    ("prefer-mpeg2", "+xm", "Prefer MPEG2 Main Profile @ Main Level."),
-    ("prefer-mpeg2-high", "+xh", "Prefer MPEG2 Main Profile @ High Level."),
-    ("prefer-mpeg4", "+xn", "Prefer MPEG4 AVC/H.264 High Profile / Level 4.1."),
-    ("prefer-mpeg4-bd", "+xl", "Prefer MPEG4 AVC/H.264 BD-compatible High Profile / Level 4.1."),
-    ("prefer-mpeg4-2-2d", "+x2", "Prefer MPEG4 AVC/H.264 High Profile / Level 4.2 for 2D video."),
-    ("prefer-mpeg4-2-3d", "+x3", "Prefer MPEG4 AVC/H.264 High Profile / Level 4.2 for 3D video."),
-    ("prefer-mpeg4-2-st", "+xo", "Prefer MPEG4 AVC/H.264 Stereo High Profile / Level 4.2."),
-    ("prefer-hevc", "+x4", "Prefer HEVC H.265 Main Profile / Level 5.1."),
-    ("prefer-hevc10", "+x5", "Prefer HEVC H.265 Main 10 Profile / Level 5.1."),
-    ("prefer-rle", "+xr", "Prefer RLE lossless."),
-    ("prefer-deflated", "+xd", "Prefer deflated explicit VR little endian."),
+    ("prefer-" + name, "+x" + suffix, "Prefer %s." % (meaning,)) for suffix, name, meaning in TRANSFER_SYNTAX_OPTIONS
+] + [
     ("implicit", "+xi", "Accept implicit VR little endian only."),
     ("accept-all", "+xa", "Accept all supported transfer syntaxes."),
+]
+
+#: Storage flags: (name, help).
+STORAGE_FLAGS = [
+    ("promiscuous", "Accept unknown SOP classes."),
+    ("ignore", "Receive and answer, but store nothing."),
+    ("sort-on-patientname", "Sort studies into directories named by Patient's Name and a timestamp."),
+    ("flat", "Do not sort: store every file in the output directory."),
+    ("unique-filenames", "Generate unique file names (+uf)."),
+    ("timenames", "Generate file names from the creation time (-tn)."),
+    ("rename-on-eostudy", "At the end of a study, rename its files to a counter (-rns)."),
+    ("exec-sync", "Wait for the reception command before answering (-xs)."),
+    ("fsync", "fsync each file and its directory before answering."),
 ]
 
 
@@ -66,8 +73,8 @@ class Options(usage.Options):
 
     synopsis = "[options]"
     longdesc = (
-        "A DICOM network daemon.  Without options it listens on tcp:11112 as AE "
-        "title DICOMD and answers C-ECHO."
+        "A DICOM network daemon.  Without options it listens on tcp:11112 as AE title DICOMD, "
+        "answers C-ECHO and stores received objects under dicomd-data/, one directory per study."
     )
 
     optParameters = [
@@ -77,9 +84,18 @@ class Options(usage.Options):
         ["acse-timeout", None, 30.0, "Seconds to wait for association messages (ARTIM).", _positive("acse-timeout", float)],
         ["dimse-timeout", None, None, "Seconds to wait for a DIMSE response (default: unlimited).", _positive("dimse-timeout", float)],
         ["idle-timeout", None, 60.0, "Seconds of silence before an idle association is aborted (0: never).", float],
+        ["output-directory", "o", DEFAULT_DATA_DIRECTORY, "Store received objects under this directory."],
+        ["sort-on-study-uid", None, None, "Sort studies into PREFIX_<StudyInstanceUID> directories (default: no prefix)."],
+        ["sort-conc-studies", None, None, "Sort studies into PREFIX_<timestamp> directories."],
+        ["filename-extension", None, "", "Append this to every file name."],
+        ["exec-on-reception", None, None, "Run this command for each received object (#p #f #a #c #r)."],
+        ["exec-on-eostudy", None, None, "Run this command at the end of each study (#p #a #c #r)."],
+        ["eostudy-timeout", None, None, "Seconds without an object after which a study ends.", _positive("eostudy-timeout", float)],
     ]
 
-    optFlags = [[name, None, help] for name, _, help in TRANSFER_SYNTAX_FLAGS]
+    optFlags = [[name, None, help] for name, _, help in TRANSFER_SYNTAX_FLAGS] + [
+        [name, None, help] for name, help in STORAGE_FLAGS
+    ]
 
     def __init__(self):
         usage.Options.__init__(self)
@@ -108,19 +124,63 @@ class Options(usage.Options):
         chosen = [name for name, _, _ in TRANSFER_SYNTAX_FLAGS if self[name]]
         if len(chosen) > 1:
             raise usage.UsageError("choose one transfer syntax preference, not --%s" % (" and --".join(chosen),))
-        self["transfer-syntaxes"] = ACCEPTOR_PREFERENCES[
-            dict((name, short) for name, short, _ in TRANSFER_SYNTAX_FLAGS)[chosen[0]] if chosen else "+x="
+        key = dict((name, short) for name, short, _ in TRANSFER_SYNTAX_FLAGS)[chosen[0]] if chosen else "+x="
+        self["transfer-syntaxes"] = ACCEPTOR_PREFERENCES[key]
+        self["storage"] = self._storageOptions()
+
+    def _storageOptions(self) -> StorageOptions:
+        sorts = [
+            (flag, mode, prefix)
+            for flag, mode, prefix in [
+                ("sort-on-study-uid", SORT_STUDY_UID, self["sort-on-study-uid"]),
+                ("sort-conc-studies", SORT_TIMESTAMP, self["sort-conc-studies"]),
+                ("sort-on-patientname", SORT_PATIENT_NAME, "" if self["sort-on-patientname"] else None),
+                ("flat", None, "" if self["flat"] else None),
+            ]
+            if prefix is not None
         ]
+        if len(sorts) > 1:
+            raise usage.UsageError("choose one of --%s" % (", --".join(flag for flag, _, _ in sorts),))
+        sortMode, sortPrefix = (sorts[0][1], sorts[0][2]) if sorts else (SORT_STUDY_UID, "")
+        if self["unique-filenames"] and self["timenames"]:
+            raise usage.UsageError("choose one of --unique-filenames and --timenames")
+        if self["rename-on-eostudy"] and sortMode is None:
+            raise usage.UsageError("--rename-on-eostudy needs the files sorted into study directories, not --flat")
+        fileNames = naming.FileNameScheme.INSTANCE_UID
+        if self["unique-filenames"]:
+            fileNames = naming.FileNameScheme.UNIQUE
+        elif self["timenames"]:
+            fileNames = naming.FileNameScheme.TIME
+        return StorageOptions(
+            outputDirectory=self["output-directory"],
+            ignore=bool(self["ignore"]),
+            fileNames=fileNames,
+            extension=self["filename-extension"],
+            sortMode=sortMode,
+            sortPrefix=sortPrefix,
+            execOnReception=self["exec-on-reception"],
+            execOnEndOfStudy=self["exec-on-eostudy"],
+            renameOnEndOfStudy=bool(self["rename-on-eostudy"]),
+            endOfStudyTimeout=self["eostudy-timeout"],
+            execSync=bool(self["exec-sync"]),
+            sync=bool(self["fsync"]),
+        )
 
 
 def makeService(options) -> service.MultiService:
     """
-    Build the service tree: one listening service per C{--listen}.
+    Build the service tree: the storage area and actions, then one
+    listening service per C{--listen}.
     """
+    top = service.MultiService()
+    receiver = buildReceiver(options["storage"])
+    if receiver.area is not None:
+        AreaService(receiver.area).setServiceParent(top)
+    receiver.actions.setServiceParent(top)
     entity = ApplicationEntity(
         options["aetitle"],
-        AcceptorPolicy({VERIFICATION_SOP_CLASS: options["transfer-syntaxes"]}),
-        {CEchoRQ.commandField: VerificationSCP()},
+        storagePolicy(options["transfer-syntaxes"], bool(options["promiscuous"])),
+        {CEchoRQ.commandField: VerificationSCP(), CStoreRQ.commandField: receiver.scp},
         maximumLength=options["max-pdu"],
     )
     factory = AcceptorFactory(
@@ -130,7 +190,6 @@ def makeService(options) -> service.MultiService:
         idleTimeout=options["idle-timeout"] or None,
         dimseTimeout=options["dimse-timeout"],
     )
-    top = service.MultiService()
     for description in options["listen"]:
         strports.service(description, factory).setServiceParent(top)
     return top

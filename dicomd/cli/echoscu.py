@@ -6,7 +6,7 @@ command line.
 from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 
-from dicomd.cli.options import CommandLine, Option, Parameter, aeTitle, generalOptions, integer, string
+from dicomd.cli.options import CommandLine, Option, Parameter, aeTitle, generalOptions, integer
 from dicomd.dimse.status import SUCCESS, describe
 from dicomd.net.association import VERIFICATION_SOP_CLASS, AssociationAborted, AssociationError, AssociationRejected
 from dicomd.net.requestor import connect

@@ -11,7 +11,7 @@ that run past the end or are not in group 0000.
 """
 
 import struct
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Dict, List, Optional, Tuple
 
 #: CommandDataSetType values (PS3.7 E.1-1): 0x0101 means no data set; we

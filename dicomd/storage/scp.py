@@ -83,13 +83,17 @@ class StorageArea:
         and returns the path of a file it replaced (or C{None}); called from
         worker threads.  C{None} for no index.
     @ivar sync: C{fsync} files and directories before answering.
+    @ivar recode: C{recode(path)} rewrites a complete temporary file in
+        place before it is moved (the re-encoding output options), or
+        C{None} to store files bit for bit as received.
     """
 
-    def __init__(self, directory: str, naming, index=None, sync: bool = False):
+    def __init__(self, directory: str, naming, index=None, sync: bool = False, recode=None):
         self.directory = os.path.abspath(directory)
         self.naming = naming
         self.index = index
         self.sync = sync
+        self.recode = recode
         self.incoming = os.path.join(self.directory, INCOMING)
         self._lock = threading.Lock()
         self._counter = 0
@@ -117,6 +121,8 @@ class StorageArea:
         (in a worker thread).  On failure nothing is left under a final
         name.
         """
+        if self.recode is not None:
+            self.recode(temporaryPath)
         with self._lock:
             relative = self.naming.place(received)
             final = self.resolve(relative)

@@ -1,0 +1,303 @@
+"""
+C{dicomd storescp}: the Storage SCP (PS3.4 Annex B) with DCMTK storescp
+3.6.8's command line, running the same service objects as C{twistd dicomd}.
+
+Differences from DCMTK's storescp, all documented in docs/storage.md: every
+association runs concurrently on one reactor (C{--fork} and
+C{--single-process} are accepted and change nothing); data sets are stored
+bit for bit by default (storescp's C{+B}), and sorting works with it; a data
+set that does not match its C-STORE-RQ is answered 0xA900 and not kept.
+"""
+
+import socket
+import sys
+
+from twisted.internet import defer, endpoints
+from twisted.logger import Logger
+
+from dicomd.asconfig import AsConfigError, acceptorPolicy, readProfiles
+from dicomd.cli.common import preferredSyntaxOptions, tlsOptions, tlsSettings
+from dicomd.cli.options import CommandLine, Option, Parameter, UsageError, aeTitle, generalOptions, integer, string
+from dicomd.dimse.commands import CEchoRQ, CStoreRQ
+from dicomd.net.acceptor import AcceptorFactory, ApplicationEntity
+from dicomd.services.verification import VerificationSCP
+from dicomd.storage import naming
+from dicomd.storage.receiver import SORT_PATIENT_NAME, SORT_STUDY_UID, SORT_TIMESTAMP, StorageOptions, buildReceiver, storagePolicy
+from dicomd.storage import recode
+from dicomd.storage.recode import GROUP_LENGTH_CREATE, GROUP_LENGTH_RECALCULATE, GROUP_LENGTH_REMOVE, RecodeOptions
+from dicomd.ul.negotiation import (
+    ACCEPTOR_PREFERENCES,
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    AcceptorPolicy,
+)
+
+log = Logger(namespace="storescp")
+
+EXIT_CANNOT_LISTEN = 64
+
+_SECONDS = (("s]econds", integer(0)),)
+
+
+def _sortedBy(mode: str):
+    """
+    The converter of C{-ss} and C{-su}'s prefix: it records which of the two
+    set it, as C{(mode, prefix)}.
+    """
+
+    def convert(prefix: str):
+        return (mode, prefix)
+
+    convert.kind = "string"
+    return convert
+
+
+COMMAND_LINE = CommandLine(
+    "storescp",
+    "DICOM storage (C-STORE) SCP",
+    [Parameter("port", "tcp/ip port number to listen on", integer(1, 65535), required=False)],
+    [
+        generalOptions(),
+        (
+            "multi-process options",
+            [
+                Option(("--single-process",), "fork", "single process mode (default)", const=False),
+                Option(("--fork",), "fork", "fork child process for each association (associations are concurrent anyway)"),
+            ],
+        ),
+        (
+            "network options",
+            [
+                Option(("-xf", "--config-file"), "configFile", "use profile p from config file f", (("f]ilename", string), ("p]rofile", string))),
+            ]
+            + preferredSyntaxOptions("+", "prefer", "preferred", "prefer")
+            + [
+                Option(("+xi", "--implicit"), "preferred", "accept implicit VR little endian TS only", const="+xi"),
+                Option(("+xa", "--accept-all"), "preferred", "accept all supported transfer syntaxes", const="+xa"),
+                Option(("-ac", "--access-full"), "accessControl", "accept connections from any host (default)", const=False),
+                Option(("+ac", "--access-control"), "accessControl", "enforce host access control rules (TCP wrappers: not supported)"),
+                Option(("-id", "--inetd"), "inetd", "run from inetd super server (not with --fork)"),
+                Option(("-ts", "--socket-timeout"), "socketTimeout", "timeout for network socket (0 for none, default: 60)", _SECONDS),
+                Option(("-ta", "--acse-timeout"), "acseTimeout", "timeout for ACSE messages (default: 30)", (("s]econds", integer(1)),)),
+                Option(("-td", "--dimse-timeout"), "dimseTimeout", "timeout for DIMSE messages (default: unlimited)", (("s]econds", integer(1)),)),
+                Option(("-aet", "--aetitle"), "aetitle", "set my AE title (default: STORESCP)", (("a]etitle", aeTitle),)),
+                Option(("-pdu", "--max-pdu"), "maxPDU", "set max receive pdu to n bytes (default: 16384)", (("n]umber of bytes", integer(4096, 131072)),)),
+                Option(("-dhl", "--disable-host-lookup"), "disableHostLookup", "disable hostname lookup (dicomd never looks names up)"),
+                Option(("--refuse",), "refuse", "refuse association"),
+                Option(("--reject",), "reject", "reject association if no implementation class UID"),
+                Option(("--ignore",), "ignore", "ignore store data, receive but do not store"),
+                Option(("--sleep-after",), "sleepAfter", "sleep s seconds after store (default: 0)", _SECONDS),
+                Option(("--sleep-during",), "sleepDuring", "sleep s seconds during store (default: 0)", _SECONDS),
+                Option(("--abort-after",), "abortAfter", "abort association after receipt of C-STORE-RQ (but before sending response)"),
+                Option(("--abort-during",), "abortDuring", "abort association during receipt of C-STORE-RQ"),
+                Option(("-pm", "--promiscuous"), "promiscuous", "promiscuous mode, accept unknown SOP classes"),
+                Option(("-up", "--uid-padding"), "uidPadding", "silently correct space-padded UIDs (always done)"),
+            ],
+        ),
+        tlsOptions(server=True),
+        (
+            "output options",
+            [
+                Option(("-od", "--output-directory"), "outputDirectory", 'write received objects to existing directory d (default: ".")', (("d]irectory", string),)),
+                Option(("-B", "--normal"), "bitPreserving", "allow implicit format conversions", const=False),
+                Option(("+B", "--bit-preserving"), "bitPreserving", "write data exactly as read (dicomd's default)"),
+                Option(("+F", "--write-file"), "writeDataSetOnly", "write file format (default)", const=False),
+                Option(("-F", "--write-dataset"), "writeDataSetOnly", "write data set without file meta information"),
+                Option(("+t=", "--write-xfer-same"), "writeTransferSyntax", "write with same TS as input (default)", const=None),
+                Option(("+te", "--write-xfer-little"), "writeTransferSyntax", "write with explicit VR little endian TS", const=EXPLICIT_VR_LITTLE_ENDIAN),
+                Option(("+tb", "--write-xfer-big"), "writeTransferSyntax", "write with explicit VR big endian TS", const=EXPLICIT_VR_BIG_ENDIAN),
+                Option(("+ti", "--write-xfer-implicit"), "writeTransferSyntax", "write with implicit VR little endian TS", const=IMPLICIT_VR_LITTLE_ENDIAN),
+                Option(("+td", "--write-xfer-deflated"), "writeTransferSyntax", "write with deflated explicit VR little endian TS", const=DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN),
+                Option(("+u", "--enable-new-vr"), "newVRs", "enable support for new VRs (UN/UT) (default)", const=True),
+                Option(("-u", "--disable-new-vr"), "newVRs", "disable support for new VRs, convert to OB", const=False),
+                Option(("+g=", "--group-length-recalc"), "groupLength", "recalculate group lengths if present (default)", const=GROUP_LENGTH_RECALCULATE),
+                Option(("+g", "--group-length-create"), "groupLength", "always write with group length elements", const=GROUP_LENGTH_CREATE),
+                Option(("-g", "--group-length-remove"), "groupLength", "always write without group length elements", const=GROUP_LENGTH_REMOVE),
+                Option(("+e", "--length-explicit"), "undefinedLengths", "write with explicit lengths (default)", const=False),
+                Option(("-e", "--length-undefined"), "undefinedLengths", "write with undefined lengths", const=True),
+                Option(("-p", "--padding-off"), "padding", "no padding (default)", const=None),
+                Option(("+p", "--padding-create"), "padding", "align file on multiple of f bytes and items on multiple of i bytes", (("f]ile-pad", integer(0)), ("i]tem-pad", integer(0)))),
+                Option(("-uc", "--retain-un"), "convertUN", "retain elements as UN (default)", const=False),
+                Option(("+uc", "--convert-un"), "convertUN", "convert to real VR if known"),
+                Option(("+cl", "--compression-level"), "compressionLevel", "0=uncompressed, 1=fastest, 9=best compression (default: 6)", (("l]evel", integer(0, 9)),)),
+                Option(("-ss", "--sort-conc-studies"), "sort", "sort studies using prefix p and a timestamp", (("p]refix", _sortedBy(SORT_TIMESTAMP)),)),
+                Option(("-su", "--sort-on-study-uid"), "sort", "sort studies using prefix p and the Study Instance UID", (("p]refix", _sortedBy(SORT_STUDY_UID)),)),
+                Option(("-sp", "--sort-on-patientname"), "sort", "sort studies using the Patient's Name and a timestamp", const=(SORT_PATIENT_NAME, "")),
+                Option(("-uf", "--default-filenames"), "fileNames", "generate filename from instance UID (default)", const=naming.FileNameScheme.INSTANCE_UID),
+                Option(("+uf", "--unique-filenames"), "fileNames", "generate unique filenames", const=naming.FileNameScheme.UNIQUE),
+                Option(("-tn", "--timenames"), "fileNames", "generate filename from creation time", const=naming.FileNameScheme.TIME),
+                Option(("-fe", "--filename-extension"), "extension", "append e to all filenames", (("e]xtension", string),)),
+                Option(("--fsync",), "sync", "fsync each file and its directory before answering (dicomd only)"),
+            ],
+        ),
+        (
+            "event options",
+            [
+                Option(("-xcr", "--exec-on-reception"), "execOnReception", "execute command c after having received and processed one C-STORE-RQ message", (("c]ommand", string),)),
+                Option(("-xcs", "--exec-on-eostudy"), "execOnEndOfStudy", "execute command c after having received and processed all C-STORE-RQ messages that belong to one study", (("c]ommand", string),)),
+                Option(("-rns", "--rename-on-eostudy"), "renameOnEndOfStudy", "having received and processed all C-STORE-RQ messages that belong to one study, rename output files according to a certain pattern"),
+                Option(("-tos", "--eostudy-timeout"), "endOfStudyTimeout", "specifies a timeout of t seconds for end-of-study", (("t]imeout", integer(0)),)),
+                Option(("-xs", "--exec-sync"), "execSync", "execute command synchronously (the response waits, other associations do not)"),
+            ],
+        ),
+    ],
+    defaults={"aetitle": "STORESCP", "maxPDU": 16384, "acseTimeout": 30, "socketTimeout": 60, "outputDirectory": ".", "compressionLevel": 6},
+)
+
+def validate(values) -> None:
+    """
+    The option combinations storescp refuses, with the same wording.
+    """
+    if values.get("port") is None and not values.get("inetd"):
+        raise UsageError("missing parameter port")
+    if values.get("inetd") and values.get("fork"):
+        raise UsageError("--inetd and --fork are mutually exclusive")
+    if values.get("accessControl"):
+        raise UsageError("+ac (--access-control): TCP wrapper access control is not supported; use the dcmqrscp.cfg or dicomd.toml access rules")
+    if values.get("configFile") and (values.get("preferred") or values.get("promiscuous")):
+        raise UsageError("--config-file cannot be combined with transfer syntax options or --promiscuous")
+    if values.get("renameOnEndOfStudy") and not values.get("sort"):
+        raise UsageError("--rename-on-eostudy requires one of --sort-conc-studies, --sort-on-study-uid, --sort-on-patientname")
+    if values.get("endOfStudyTimeout") is not None and not (
+        values.get("sort") or values.get("execOnEndOfStudy") or values.get("renameOnEndOfStudy")
+    ):
+        raise UsageError("--eostudy-timeout requires --sort-xxx, --exec-on-eostudy or --rename-on-eostudy")
+    if values.get("ignore") and (values.get("sort") or values.get("renameOnEndOfStudy")):
+        raise UsageError("--ignore cannot be combined with sorting or renaming")
+    if values.get("bitPreserving") and not recodeOptions(values).isIdentity:
+        raise UsageError("+B (--bit-preserving) cannot be combined with options that re-encode files")
+
+
+def recodeOptions(values) -> RecodeOptions:
+    return RecodeOptions(
+        writeDataSetOnly=bool(values.get("writeDataSetOnly")),
+        transferSyntax=values.get("writeTransferSyntax"),
+        groupLength=values.get("groupLength") or GROUP_LENGTH_RECALCULATE,
+        undefinedLengths=bool(values.get("undefinedLengths")),
+        padding=values.get("padding"),
+        newVRs=values.get("newVRs", True) is not False,
+        convertUN=bool(values.get("convertUN")),
+        compressionLevel=values["compressionLevel"],
+    )
+
+
+def storageOptions(values) -> StorageOptions:
+    """
+    Translate storescp's options into L{StorageOptions}.
+    """
+    sortMode, sortPrefix = values.get("sort") or (None, "")
+    recoding = recodeOptions(values)
+    return StorageOptions(
+        outputDirectory=values["outputDirectory"],
+        ignore=bool(values.get("ignore")),
+        fileNames=values.get("fileNames") or naming.FileNameScheme.INSTANCE_UID,
+        extension=values.get("extension") or "",
+        sortMode=sortMode,
+        sortPrefix=sortPrefix,
+        execOnReception=values.get("execOnReception"),
+        execOnEndOfStudy=values.get("execOnEndOfStudy"),
+        renameOnEndOfStudy=bool(values.get("renameOnEndOfStudy")),
+        endOfStudyTimeout=values.get("endOfStudyTimeout") or None,
+        execSync=bool(values.get("execSync")),
+        sleepAfter=values.get("sleepAfter") or 0,
+        sleepDuring=values.get("sleepDuring") or 0,
+        abortAfter=bool(values.get("abortAfter")),
+        abortDuring=bool(values.get("abortDuring")),
+        sync=bool(values.get("sync")),
+        recode=None if recoding.isIdentity else recode.recoder(recoding),
+    )
+
+
+def acceptancePolicy(values) -> AcceptorPolicy:
+    """
+    Which presentation contexts storescp accepts: a profile from C{-xf},
+    or Verification and every storage SOP class with the C{+x?} syntaxes
+    (any SOP class with C{--promiscuous}).
+
+    @raise UsageError: the profile cannot be read.
+    """
+    if values.get("configFile"):
+        path, profile = values["configFile"]
+        try:
+            return acceptorPolicy(readProfiles(path).profile(profile))
+        except (AsConfigError, OSError, KeyError) as e:
+            raise UsageError("--config-file %s %s: %s" % (path, profile, e))
+    return storagePolicy(ACCEPTOR_PREFERENCES[values.get("preferred") or "+x="], bool(values.get("promiscuous")))
+
+
+def run(reactor, values):
+    """
+    Listen (or serve the connection on standard input with C{--inetd})
+    until stopped.
+    """
+    if values.get("fork"):
+        log.info("--fork: associations already run concurrently on one reactor; running in one process")
+    receiver = buildReceiver(storageOptions(values), reactor=reactor)
+    if receiver.area is not None:
+        receiver.area.prepare()
+    receiver.actions.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", receiver.actions.stopService)
+    entity = ApplicationEntity(
+        values["aetitle"],
+        acceptancePolicy(values),
+        {CEchoRQ.commandField: VerificationSCP(), CStoreRQ.commandField: receiver.scp},
+        requireImplementationClassUID=bool(values.get("reject")),
+        refuseAll=bool(values.get("refuse")),
+        maximumLength=values["maxPDU"],
+    )
+    factory = AcceptorFactory(
+        entity,
+        reactor=reactor,
+        artimTimeout=values["acseTimeout"],
+        idleTimeout=values["socketTimeout"] or None,
+        dimseTimeout=values.get("dimseTimeout"),
+    )
+    if values.get("inetd"):
+        return _serveInetd(reactor, factory)
+    return _listen(reactor, values, factory)
+
+
+def _serveInetd(reactor, factory):
+    """
+    Serve the one connection inetd passed on standard input, then exit.
+    """
+    family = socket.socket(fileno=0).family
+    done = defer.Deferred()
+    build = factory.buildProtocol
+
+    def buildProtocol(address):
+        proto = build(address)
+        lost = proto.connectionLost
+
+        def connectionLost(reason):
+            lost(reason)
+            done.callback(0)
+
+        proto.connectionLost = connectionLost
+        return proto
+
+    factory.buildProtocol = buildProtocol
+    reactor.adoptStreamConnection(sys.stdin.fileno(), family, factory)
+    return done
+
+
+@defer.inlineCallbacks
+def _listen(reactor, values, factory):
+    port = values["port"]
+    if values.get("tls"):
+        try:
+            options = tlsSettings(values).certificateOptions(isServer=True)
+        except ValueError as e:
+            raise UsageError(str(e))
+        endpoint = endpoints.SSL4ServerEndpoint(reactor, port, options)
+    else:
+        endpoint = endpoints.TCP4ServerEndpoint(reactor, port)
+    try:
+        yield endpoint.listen(factory)
+    except Exception as e:
+        log.critical("cannot listen on port {port}: {why}", port=port, why=str(e))
+        return EXIT_CANNOT_LISTEN
+    log.info("Listening on port {port} as {aet}", port=port, aet=values["aetitle"])
+    yield defer.Deferred()

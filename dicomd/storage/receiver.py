@@ -1,0 +1,268 @@
+"""
+Assembling the receiving side of storage from storescp's options
+(PS3.4 Annex B, SCP role, as DCMTK's storescp 3.6.8 configures it).
+
+L{StorageOptions} is what every front door produces: C{dicomd storescp}'s
+command line, C{twistd dicomd}'s flags and the configuration file all
+translate into it.  L{buildReceiver} turns it into the service objects: a
+L{StorageArea} named by a L{StudyLayout}, the L{StorageSCP}, and the
+L{dicomd.actions.Actions} service that runs commands and tracks the end of
+studies.
+"""
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable, Dict, List, Optional
+
+from pydicom.uid import generate_uid
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+from dicomd.actions import CommandAction
+from dicomd.net.association import VERIFICATION_SOP_CLASS
+from dicomd.storage import naming
+from dicomd.storage.scp import ReceivedInstance, StorageArea, StorageSCP
+from dicomd.storage.sopclasses import STORAGE_SOP_CLASSES
+from dicomd.storage.studies import StudyEpisode, StudyTracker
+from dicomd.ul.negotiation import UNCOMPRESSED, AcceptorPolicy
+
+SORT_TIMESTAMP = "-ss"
+SORT_STUDY_UID = "-su"
+SORT_PATIENT_NAME = "-sp"
+
+
+@dataclass
+class StorageOptions:
+    """
+    The storage options of storescp's manual, by meaning.
+
+    @ivar sortMode: L{SORT_TIMESTAMP}, L{SORT_STUDY_UID},
+        L{SORT_PATIENT_NAME} or C{None}.
+    @ivar endOfStudyTimeout: seconds, or C{None} for storescp's rule alone.
+    @ivar sync: C{fsync} each file and its directory before answering.
+    @ivar recode: a callable C{recode(path)} that rewrites a stored file in
+        place (the re-encoding output options), or C{None} to keep files bit
+        for bit as received.
+    """
+
+    outputDirectory: str = "."
+    ignore: bool = False
+    fileNames: naming.FileNameScheme = naming.FileNameScheme.INSTANCE_UID
+    extension: str = ""
+    sortMode: Optional[str] = None
+    sortPrefix: str = ""
+    execOnReception: Optional[str] = None
+    execOnEndOfStudy: Optional[str] = None
+    renameOnEndOfStudy: bool = False
+    endOfStudyTimeout: Optional[float] = None
+    execSync: bool = False
+    sleepAfter: float = 0
+    sleepDuring: float = 0
+    abortAfter: bool = False
+    abortDuring: bool = False
+    sync: bool = False
+    recode: Optional[Callable[[str], None]] = None
+
+    @property
+    def tracksStudies(self) -> bool:
+        return bool(self.execOnEndOfStudy or self.renameOnEndOfStudy or self.sortMode or self.endOfStudyTimeout)
+
+
+class StudyLayout:
+    """
+    Where a received instance goes: its file name (L{naming.FileNamer}) in
+    its study's directory (C{-ss}, C{-su}, C{-sp}) or the area's root.
+
+    Called from worker threads under the area's lock.  A study keeps its
+    directory until L{studyEnded} (from the reactor) says its episode is
+    over; its next instance then starts a new directory, as storescp starts
+    one when a study comes back after another.
+    """
+
+    def __init__(self, fileNamer: naming.FileNamer, sortMode: Optional[str] = None, sortPrefix: str = ""):
+        self.fileNamer = fileNamer
+        self.sortMode = sortMode
+        self.sortPrefix = sortPrefix
+        self._directories: Dict[str, str] = {}
+
+    def place(self, received: ReceivedInstance) -> str:
+        name = self.fileNamer.fileName(received.sopClassUID, received.sopInstanceUID)
+        if self.sortMode is None:
+            return name
+        studyUID = str(received.attributes.get("StudyInstanceUID", "") or "")
+        if not studyUID:
+            raise ValueError("no Study Instance UID to sort by")
+        directory = self._directories.get(studyUID)
+        if directory is None:
+            directory = self._directories[studyUID] = self._directoryFor(studyUID, received)
+            self.fileNamer.newStudy()
+        return os.path.join(directory, name)
+
+    def _directoryFor(self, studyUID: str, received: ReceivedInstance) -> str:
+        arrival = datetime.fromtimestamp(received.receivedAt)
+        if self.sortMode == SORT_STUDY_UID:
+            return naming.studyDirectoryName(self.sortPrefix, studyUID)
+        if self.sortMode == SORT_TIMESTAMP:
+            return naming.timestampDirectoryName(self.sortPrefix, arrival)
+        element = received.attributes.get_item("PatientName") if "PatientName" in received.attributes else None
+        raw = element.value if element is not None else None
+        if isinstance(raw, str):
+            raw = raw.encode("latin-1", "replace")
+        return naming.patientDirectoryName(raw, arrival)
+
+    def studyEnded(self, studyInstanceUID: str) -> None:
+        self._directories.pop(studyInstanceUID, None)
+
+
+class AreaService(service.Service):
+    """
+    Prepares a L{StorageArea} when the daemon starts (after twistd has
+    dropped privileges, so the directories belong to the daemon's user).
+    """
+
+    def __init__(self, area: StorageArea):
+        self.area = area
+
+    def startService(self) -> None:
+        self.area.prepare()
+        service.Service.startService(self)
+
+
+class Actions(service.Service):
+    """
+    The storage events' consumer: commands on reception and at the end of a
+    study, renaming at the end of a study, and the study tracker.
+
+    Pending end-of-study work is not lost at a clean stop: stopping the
+    service ends every open study, runs its actions, and waits for them.
+
+    @ivar tracker: the L{StudyTracker}, or C{None} when nothing needs it.
+    """
+
+    log = Logger()
+
+    def __init__(self, options: StorageOptions, area: Optional[StorageArea], layout: Optional[StudyLayout], *, reactor, threadpool):
+        self.options = options
+        self.area = area
+        self.layout = layout
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self.onReception = (
+            CommandAction(options.execOnReception, synchronous=options.execSync, reactor=reactor)
+            if options.execOnReception
+            else None
+        )
+        self.onEndOfStudy = (
+            CommandAction(options.execOnEndOfStudy, synchronous=options.execSync, reactor=reactor)
+            if options.execOnEndOfStudy
+            else None
+        )
+        self.tracker = (
+            StudyTracker(self._studyEnded, timeout=options.endOfStudyTimeout, reactor=reactor)
+            if options.tracksStudies
+            else None
+        )
+
+    def instanceStored(self, received: ReceivedInstance) -> Optional[defer.Deferred]:
+        """
+        The L{StorageSCP} observer: track the study, run the reception
+        command (holding the response back with C{--exec-sync}).
+        """
+        if self.tracker is not None:
+            self.tracker.instanceStored(received)
+        if self.onReception is None:
+            return None
+        directory, fileName = os.path.split(received.path) if received.path else ("", "")
+        return self.onReception.run(_placeholders(received, directory, fileName))
+
+    def _studyEnded(self, episode: StudyEpisode) -> Optional[defer.Deferred]:
+        if self.layout is not None:
+            self.layout.studyEnded(episode.studyInstanceUID)
+        renaming = defer.succeed(None)
+        if self.options.renameOnEndOfStudy and episode.files:
+            renaming = self._inThread(self._rename, list(episode.files))
+        if self.onEndOfStudy is None:
+            return renaming
+        directory = os.path.dirname(episode.files[0]) if episode.files else (self.area.directory if self.area else "")
+        return renaming.addCallback(lambda _: self.onEndOfStudy.run(_placeholders(episode.lastObject, directory, None)))
+
+    def _inThread(self, function, *args) -> defer.Deferred:
+        return deferToThreadPool(self._reactor, self._threadpool, function, *args)
+
+    def _rename(self, paths: List[str]) -> None:
+        """
+        C{--rename-on-eostudy}, in a worker thread: number the study's files
+        in arrival order, and tell the index their new names.
+        """
+        timeNames = self.options.fileNames is naming.FileNameScheme.TIME
+        renamed = naming.renamedFileNames([os.path.basename(path) for path in paths], timeNames)
+        for path, (_, newName) in zip(paths, renamed):
+            target = os.path.join(os.path.dirname(path), newName)
+            os.replace(path, target)
+            if self.area is not None and self.area.index is not None:
+                self.area.index.moved(path, target)
+
+    def stopService(self) -> Optional[defer.Deferred]:
+        service.Service.stopService(self)
+        if self.tracker is not None:
+            return self.tracker.endAll()
+        return None
+
+
+def _placeholders(received: Optional[ReceivedInstance], directory: str, fileName: Optional[str]) -> Dict[str, str]:
+    values = {"p": directory, "f": fileName or ""}
+    if received is not None:
+        values.update(a=received.callingAETitle, c=received.calledAETitle, r=received.peerHost)
+    return values
+
+
+@dataclass
+class Receiver:
+    """
+    The receiving side, assembled: add C{actions} to the service tree and
+    register C{scp} for C-STORE.
+    """
+
+    scp: StorageSCP
+    area: Optional[StorageArea]
+    actions: Actions
+
+
+def storagePolicy(transferSyntaxes, promiscuous: bool = False) -> AcceptorPolicy:
+    """
+    What storescp accepts without a profile: Verification, and every
+    storage SOP class with C{transferSyntaxes} (in preference order); with
+    C{promiscuous}, any other abstract syntax too.
+    """
+    accepted = {uid: tuple(transferSyntaxes) for uid in STORAGE_SOP_CLASSES}
+    accepted[VERIFICATION_SOP_CLASS] = UNCOMPRESSED
+    return AcceptorPolicy(accepted, defaultTransferSyntaxes=tuple(transferSyntaxes) if promiscuous else None)
+
+
+def buildReceiver(options: StorageOptions, *, reactor=None, threadpool=None, index=None) -> Receiver:
+    """
+    The storage service objects for C{options}.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    threadpool = threadpool if threadpool is not None else reactor.getThreadPool()
+    area = layout = None
+    if not options.ignore:
+        fileNamer = naming.FileNamer(options.fileNames, options.extension, clock=datetime.now, uidGenerator=lambda: str(generate_uid()))
+        layout = StudyLayout(fileNamer, options.sortMode, options.sortPrefix)
+        area = StorageArea(options.outputDirectory, layout, index=index, sync=options.sync, recode=options.recode)
+    actions = Actions(options, area, layout, reactor=reactor, threadpool=threadpool)
+    scp = StorageSCP(
+        area,
+        reactor=reactor,
+        threadpool=threadpool,
+        observers=[actions.instanceStored],
+        abortDuring=options.abortDuring,
+        abortAfter=options.abortAfter,
+        sleepAfter=options.sleepAfter,
+        sleepDuring=options.sleepDuring,
+    )
+    return Receiver(scp, area, actions)
