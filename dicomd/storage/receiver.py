@@ -27,7 +27,7 @@ from dicomd.storage import naming
 from dicomd.storage.scp import ReceivedInstance, StorageArea, StorageSCP
 from dicomd.storage.sopclasses import STORAGE_SOP_CLASSES
 from dicomd.storage.studies import StudyEpisode, StudyTracker
-from dicomd.ul.negotiation import UNCOMPRESSED, AcceptorPolicy
+from dicomd.ul.negotiation import AcceptorPolicy
 
 SORT_TIMESTAMP = "-ss"
 SORT_STUDY_UID = "-su"
@@ -233,12 +233,12 @@ class Receiver:
 
 def storagePolicy(transferSyntaxes, promiscuous: bool = False) -> AcceptorPolicy:
     """
-    What storescp accepts without a profile: Verification, and every
-    storage SOP class with C{transferSyntaxes} (in preference order); with
+    What storescp accepts without a profile: Verification and every
+    storage SOP class, with C{transferSyntaxes} (in preference order); with
     C{promiscuous}, any other abstract syntax too.
     """
     accepted = {uid: tuple(transferSyntaxes) for uid in STORAGE_SOP_CLASSES}
-    accepted[VERIFICATION_SOP_CLASS] = UNCOMPRESSED
+    accepted[VERIFICATION_SOP_CLASS] = tuple(transferSyntaxes)
     return AcceptorPolicy(accepted, defaultTransferSyntaxes=tuple(transferSyntaxes) if promiscuous else None)
 
 
