@@ -1,0 +1,992 @@
+"""
+The archive's index: which instances each storage area holds, where their
+files are, and the attributes C-FIND matches on (the job of dcmqrscp's
+C{index.dat}, C{dcmqrdb/libsrc/dcmqrdbi.cc}).
+
+This module and nothing else in the project speaks SQL.  Services use the
+L{IArchiveIndex} interface, blocking, from a thread, or through
+L{AsyncArchiveIndex}, whose methods return Deferreds; L{SQLiteArchiveIndex}
+is the embedded default, and another database would be another provider
+of L{IArchiveIndex} that compiles the conditions of
+L{dicomd.archive.matching} into its own dialect.
+
+The schema (L{SCHEMA}) keeps one table per Query/Retrieve level, each row
+belonging to one storage area, named by the AE title that owns it:
+C{patient} (unique by PatientID), C{study}, C{series} and C{instance}
+(unique by their UIDs), children referring to their parent.  Columns are
+named by the keywords of L{dicomd.archive.matching.KEYS}; DA and TM keys
+have a second column, C{<keyword>Sortable}, holding the
+L{sortable<dicomd.archive.matching.sortableValue>} form that range
+matching compares.  An instance row also keeps its SOP Class UID, the
+Specific Character Set and transfer syntax it was stored with, its file's
+path relative to its storage area and size, when it was received and from
+which AE title; a study row keeps when it was last updated, which orders
+quota eviction.
+
+Adding an instance again (same SOP Instance UID in the same area) replaces
+its row.  Patient, study and series attributes are taken from each
+instance added; an empty value does not erase a known one.  An instance
+whose study or series now belongs elsewhere moves its parent there, and a
+patient, study or series left without children is removed.
+"""
+
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import islice
+
+from pydicom import dcmread
+from twisted.internet.threads import deferToThreadPool
+from zope.interface import Interface, implementer
+
+from dicomd.archive.matching import (
+    Level,
+    Range,
+    SingleValue,
+    UIDList,
+    Unmatchable,
+    Wildcard,
+    attributeText,
+    checkFindIdentifier,
+    checkRetrieveIdentifier,
+    elementText,
+    keysOfLevel,
+    parseIdentifier,
+    sortableValue,
+    uniqueKey,
+)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """
+    What the index needs to know about an instance's file that its header
+    does not say.
+
+    @ivar path: the file's path relative to its storage area.
+    @ivar size: its size in bytes.
+    @ivar transferSyntaxUID: the transfer syntax it is stored in.
+    @ivar received: when it was received, in seconds since the epoch.
+    @ivar callingAETitle: the AE title that sent it, or C{""}.
+    """
+
+    path: str
+    size: int
+    transferSyntaxUID: str
+    received: float
+    callingAETitle: str = ""
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """
+    An indexed instance, as retrieval and quotas need it.
+
+    @ivar sopClassUID: its SOP Class UID.
+    @ivar sopInstanceUID: its SOP Instance UID.
+    @ivar transferSyntaxUID: the transfer syntax of its file.
+    @ivar path: its file, relative to its storage area.
+    @ivar size: the file's size in bytes.
+    @ivar received: when it was received, in seconds since the epoch.
+    """
+
+    sopClassUID: str
+    sopInstanceUID: str
+    transferSyntaxUID: str
+    path: str
+    size: int
+    received: float
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """
+    How much of a storage area one study uses.
+
+    @ivar studyInstanceUID: the study.
+    @ivar lastUpdated: when an instance of it was last received, in seconds
+        since the epoch.
+    @ivar instances: how many instances it has.
+    @ivar size: the size of their files, in bytes.
+    """
+
+    studyInstanceUID: str
+    lastUpdated: float
+    instances: int
+    size: int
+
+
+@dataclass(frozen=True)
+class ReindexReport:
+    """
+    What L{reindex} did.
+
+    @ivar indexed: how many files it indexed.
+    @ivar removed: how many rows it dropped because their file is gone.
+    @ivar skipped: the paths (relative to the storage area) of the files it
+        could not read as DICOM.
+    """
+
+    indexed: int
+    removed: int
+    skipped: tuple
+
+
+class IArchiveIndex(Interface):
+    """
+    The index of the instances kept in storage areas.  Every method blocks;
+    call them from a thread (see L{AsyncArchiveIndex}).  C{area} is the AE
+    title that owns a storage area.
+    """
+
+    def addInstance(area, header, stored):
+        """
+        Index an instance, replacing the row of an instance with the same
+        SOP Instance UID in that area.
+
+        @param header: a pydicom C{Dataset} with (at least) the attributes
+            of L{dicomd.archive.matching.KEYS} and Specific Character Set.
+        @param stored: the L{StoredFile}.
+        @return: the path of the file the instance had before when it was
+            indexed already with another file, which the caller deletes;
+            otherwise C{None}.
+        """
+
+    def addInstances(area, items):
+        """
+        Index many instances in one transaction.
+
+        @param items: an iterable of (header, L{StoredFile}) pairs.
+        @return: the list of replaced paths, as L{addInstance} returns them.
+        """
+
+    def removeInstance(area, sopInstanceUID):
+        """
+        Forget an instance (and its series, study and patient when it was
+        their last).
+
+        @return: the path of its file, or C{None} if it was not indexed.
+        """
+
+    def removeStudy(area, studyInstanceUID):
+        """
+        Forget a study with its series and instances (and its patient when
+        it was the last study).
+
+        @return: the paths of its files, for the caller to delete.
+        """
+
+    def studyCount(area):
+        """
+        @return: how many studies the area holds.
+        """
+
+    def studyUsage(area, studyInstanceUID):
+        """
+        @return: the L{StudySummary} of a study, or C{None} if the area has
+            no such study.
+        """
+
+    def studiesByLastUpdate(area, limit=None):
+        """
+        @param limit: how many studies to list at most, or C{None}.
+        @return: the L{StudySummary} of the area's studies, least recently
+            updated first (the order of quota eviction).
+        """
+
+    def instancesOfStudy(area, studyInstanceUID):
+        """
+        @return: the L{StoredInstance}s of a study, oldest reception first.
+        """
+
+    def storedPaths(area):
+        """
+        @return: a C{dict} of every indexed file of the area: SOP Instance
+            UID to path.
+        """
+
+    def find(area, model, identifier, checkIdentifier=False):
+        """
+        Answer a C-FIND.
+
+        @param model: the L{dicomd.archive.matching.InformationModel}.
+        @param identifier: the request identifier, a pydicom C{Dataset}.
+        @param checkIdentifier: apply the strict rules of
+            L{dicomd.archive.matching.checkFindIdentifier} first.
+        @return: an iterator of response identifiers, one per match, in the
+            order the entities were first indexed; it reads the database as
+            it goes, so it must be exhausted or closed, and it may not be
+            advanced by two threads at once.
+        @raise dicomd.archive.matching.QueryError: at once, when the
+            identifier cannot be matched.
+        """
+
+    def instancesFor(area, model, identifier, checkIdentifier=False):
+        """
+        The instances a C-MOVE or C-GET identifier designates.
+
+        @param checkIdentifier: apply the strict rules of
+            L{dicomd.archive.matching.checkRetrieveIdentifier} first.
+        @return: a list of L{StoredInstance}s.
+        @raise dicomd.archive.matching.QueryError: when the identifier
+            cannot be matched.
+        """
+
+    def close():
+        """
+        Release the database.
+        """
+
+
+#: The SQLite schema, version 1 (C{PRAGMA user_version}).
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS patient (
+    id INTEGER PRIMARY KEY,
+    area TEXT NOT NULL,
+    PatientID TEXT NOT NULL,
+    PatientName TEXT NOT NULL DEFAULT '',
+    IssuerOfPatientID TEXT NOT NULL DEFAULT '',
+    PatientBirthDate TEXT NOT NULL DEFAULT '',
+    PatientBirthDateSortable TEXT NOT NULL DEFAULT '',
+    PatientBirthTime TEXT NOT NULL DEFAULT '',
+    PatientBirthTimeSortable TEXT NOT NULL DEFAULT '',
+    PatientSex TEXT NOT NULL DEFAULT '',
+    OtherPatientIDs TEXT NOT NULL DEFAULT '',
+    OtherPatientNames TEXT NOT NULL DEFAULT '',
+    EthnicGroup TEXT NOT NULL DEFAULT '',
+    PatientComments TEXT NOT NULL DEFAULT '',
+    UNIQUE (area, PatientID)
+);
+CREATE INDEX IF NOT EXISTS patientName ON patient (area, PatientName);
+CREATE INDEX IF NOT EXISTS patientBirthDate
+    ON patient (area, PatientBirthDateSortable);
+
+CREATE TABLE IF NOT EXISTS study (
+    id INTEGER PRIMARY KEY,
+    patient INTEGER NOT NULL REFERENCES patient (id) ON DELETE CASCADE,
+    area TEXT NOT NULL,
+    StudyInstanceUID TEXT NOT NULL,
+    StudyDate TEXT NOT NULL DEFAULT '',
+    StudyDateSortable TEXT NOT NULL DEFAULT '',
+    StudyTime TEXT NOT NULL DEFAULT '',
+    StudyTimeSortable TEXT NOT NULL DEFAULT '',
+    AccessionNumber TEXT NOT NULL DEFAULT '',
+    ReferringPhysicianName TEXT NOT NULL DEFAULT '',
+    StudyDescription TEXT NOT NULL DEFAULT '',
+    NameOfPhysiciansReadingStudy TEXT NOT NULL DEFAULT '',
+    AdmittingDiagnosesDescription TEXT NOT NULL DEFAULT '',
+    PatientAge TEXT NOT NULL DEFAULT '',
+    PatientSize TEXT NOT NULL DEFAULT '',
+    PatientWeight TEXT NOT NULL DEFAULT '',
+    Occupation TEXT NOT NULL DEFAULT '',
+    AdditionalPatientHistory TEXT NOT NULL DEFAULT '',
+    StudyID TEXT NOT NULL DEFAULT '',
+    OtherStudyNumbers TEXT NOT NULL DEFAULT '',
+    lastUpdated REAL NOT NULL,
+    UNIQUE (area, StudyInstanceUID)
+);
+CREATE INDEX IF NOT EXISTS studyPatient ON study (patient);
+CREATE INDEX IF NOT EXISTS studyDate ON study (area, StudyDateSortable);
+CREATE INDEX IF NOT EXISTS studyAccessionNumber
+    ON study (area, AccessionNumber);
+CREATE INDEX IF NOT EXISTS studyLastUpdated ON study (area, lastUpdated);
+
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    study INTEGER NOT NULL REFERENCES study (id) ON DELETE CASCADE,
+    area TEXT NOT NULL,
+    SeriesInstanceUID TEXT NOT NULL,
+    Modality TEXT NOT NULL DEFAULT '',
+    SeriesNumber TEXT NOT NULL DEFAULT '',
+    UNIQUE (area, SeriesInstanceUID)
+);
+CREATE INDEX IF NOT EXISTS seriesStudy ON series (study);
+
+CREATE TABLE IF NOT EXISTS instance (
+    id INTEGER PRIMARY KEY,
+    series INTEGER NOT NULL REFERENCES series (id) ON DELETE CASCADE,
+    area TEXT NOT NULL,
+    SOPInstanceUID TEXT NOT NULL,
+    SOPClassUID TEXT NOT NULL DEFAULT '',
+    InstanceNumber TEXT NOT NULL DEFAULT '',
+    SpecificCharacterSet TEXT NOT NULL DEFAULT '',
+    TransferSyntaxUID TEXT NOT NULL DEFAULT '',
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    received REAL NOT NULL,
+    callingAETitle TEXT NOT NULL DEFAULT '',
+    UNIQUE (area, SOPInstanceUID)
+);
+CREATE INDEX IF NOT EXISTS instanceSeries ON instance (series);
+"""
+
+SCHEMA_VERSION = 1
+
+#: The table of each level, and the column that refers to its parent.
+_TABLES = {
+    Level.PATIENT: ("patient", None),
+    Level.STUDY: ("study", "patient"),
+    Level.SERIES: ("series", "study"),
+    Level.IMAGE: ("instance", "series"),
+}
+
+
+def _columns(level, header):
+    """
+    The key columns of one level for an instance's header.
+
+    @return: a list of (column, value, text) triples; C{text} is the value
+        of the attribute the column comes from, which decides whether a
+        later instance overwrites it.
+    """
+    columns = []
+    for key in keysOfLevel(level):
+        text = attributeText(header, key)
+        columns.append((key.keyword, text, text))
+        if key.ordered:
+            columns.append((key.keyword + "Sortable", sortableValue(key, text), text))
+    return columns
+
+
+def _fromClause(level):
+    """
+    The table of a level joined with those of every level above it.
+    """
+    clause = _TABLES[level][0]
+    for child in range(level, Level.PATIENT, -1):
+        table, parentColumn = _TABLES[Level(child)]
+        parentTable = _TABLES[Level(child - 1)][0]
+        clause += f" JOIN {parentTable} ON {table}.{parentColumn} = {parentTable}.id"
+    return clause
+
+
+def _column(key):
+    table = _TABLES[key.level][0]
+    suffix = "Sortable" if key.ordered else ""
+    return f"{table}.{key.keyword}{suffix}"
+
+
+def _singleValue(condition):
+    return f"{_column(condition.key)} = ?", [condition.value]
+
+
+def _wildcard(condition):
+    # In a GLOB pattern "*" and "?" are what they are in DICOM, and "[" opens
+    # a character class: "[[]" is a literal "[".
+    return f"{_column(condition.key)} GLOB ?", [
+        condition.pattern.replace("[", "[[]")
+    ]
+
+
+def _range(condition):
+    column = _column(condition.key)
+    terms, parameters = [f"{column} != ''"], []
+    if condition.low is not None:
+        terms.append(f"{column} >= ?")
+        parameters.append(condition.low)
+    if condition.high is not None:
+        terms.append(f"{column} <= ?")
+        parameters.append(condition.high)
+    return " AND ".join(terms), parameters
+
+
+def _uidList(condition):
+    marks = ", ".join("?" * len(condition.uids))
+    return f"{_column(condition.key)} IN ({marks})", list(condition.uids)
+
+
+def _unmatchable(condition):
+    return "0", []
+
+
+_COMPILERS = {
+    SingleValue: _singleValue,
+    Wildcard: _wildcard,
+    Range: _range,
+    UIDList: _uidList,
+    Unmatchable: _unmatchable,
+}
+
+
+def _whereClause(area, level, conditions):
+    """
+    Compile the conditions of a query on the tables of a level and above.
+
+    The storage area is required of the tables the conditions are on (of
+    the level's table when there are none), where it leads the indexes
+    that serve those conditions; the rows joined to them belong to the
+    same area.  Requiring it of every table would tempt SQLite into
+    scanning a whole area by its (area, UID) index.
+
+    @return: the SQL after C{WHERE}, and its parameters.
+    """
+    tables = {_TABLES[condition.key.level][0] for condition in conditions}
+    terms = [f"{table}.area = ?" for table in sorted(tables or {_TABLES[level][0]})]
+    parameters = [area] * len(terms)
+    for condition in conditions:
+        term, values = _COMPILERS[type(condition)](condition)
+        terms.append(term)
+        parameters.extend(values)
+    return " AND ".join(terms), parameters
+
+
+_INSTANCE_COLUMNS = (
+    "instance.SOPClassUID, instance.SOPInstanceUID, "
+    "instance.TransferSyntaxUID, instance.path, instance.size, "
+    "instance.received"
+)
+
+
+@implementer(IArchiveIndex)
+class SQLiteArchiveIndex:
+    """
+    The index in an SQLite database file, in WAL mode so that queries run
+    while instances are added.
+
+    Each call takes a connection from a pool, so the index may be used from
+    any number of threads; SQLite serialises the writers (a writer waits up
+    to C{timeout} seconds for another).
+
+    @ivar path: the database file.
+    """
+
+    def __init__(self, path, timeout=30.0):
+        """
+        Open the database, creating it and its schema if needed.
+
+        @param path: the database file.
+        @param timeout: how long a writer waits for another, in seconds.
+        """
+        self.path = path
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._idle = []
+        self._closed = False
+        with self._connection() as db:
+            db.execute("PRAGMA journal_mode = WAL")
+            self._createSchema(db)
+
+    def _connect(self):
+        db = sqlite3.connect(
+            self.path,
+            timeout=self._timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA synchronous = NORMAL")
+        return db
+
+    @contextmanager
+    def _connection(self):
+        with self._lock:
+            if self._closed:
+                raise sqlite3.ProgrammingError("the index is closed")
+            db = self._idle.pop() if self._idle else None
+        if db is None:
+            db = self._connect()
+        try:
+            yield db
+        finally:
+            with self._lock:
+                if self._closed:
+                    db.close()
+                else:
+                    self._idle.append(db)
+
+    @contextmanager
+    def _transaction(self):
+        with self._connection() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _createSchema(self, db):
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version == SCHEMA_VERSION:
+            return
+        if version != 0:
+            raise sqlite3.DatabaseError(
+                f"{self.path}: index schema version {version}, "
+                f"expected {SCHEMA_VERSION}"
+            )
+        db.executescript(
+            f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        )
+
+    def close(self):
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for db in idle:
+            db.close()
+
+    def addInstance(self, area, header, stored):
+        with self._transaction() as db:
+            return self._add(db, area, header, stored)
+
+    def addInstances(self, area, items):
+        with self._transaction() as db:
+            replaced = [self._add(db, area, header, stored) for header, stored in items]
+        return [path for path in replaced if path is not None]
+
+    def _add(self, db, area, header, stored):
+        sopInstanceUID = attributeText(header, uniqueKey(Level.IMAGE))
+        if not sopInstanceUID:
+            raise ValueError("an instance without SOP Instance UID")
+        patient, _ = self._upsert(db, area, Level.PATIENT, header, None)
+        study, oldPatient = self._upsert(db, area, Level.STUDY, header, patient)
+        db.execute(
+            "UPDATE study SET lastUpdated = MAX(lastUpdated, ?) WHERE id = ?",
+            (stored.received, study),
+        )
+        series, oldStudy = self._upsert(db, area, Level.SERIES, header, study)
+        old = db.execute(
+            "SELECT id, series, path FROM instance WHERE area = ? AND SOPInstanceUID = ?",
+            (area, sopInstanceUID),
+        ).fetchone()
+        columns = [(name, value) for name, value, _ in _columns(Level.IMAGE, header)]
+        columns += [
+            ("series", series),
+            ("area", area),
+            ("SpecificCharacterSet", elementText(header.get(0x00080005))),
+            ("TransferSyntaxUID", stored.transferSyntaxUID),
+            ("path", stored.path),
+            ("size", stored.size),
+            ("received", stored.received),
+            ("callingAETitle", stored.callingAETitle),
+        ]
+        if old is None:
+            self._insert(db, "instance", columns)
+        else:
+            assignments = ", ".join(f"{name} = ?" for name, _ in columns)
+            db.execute(
+                f"UPDATE instance SET {assignments} WHERE id = ?",
+                [value for _, value in columns] + [old["id"]],
+            )
+            self._pruneSeries(db, old["series"])
+        self._pruneStudy(db, oldStudy)
+        self._prunePatient(db, oldPatient)
+        if old is not None and old["path"] != stored.path:
+            return old["path"]
+        return None
+
+    def _insert(self, db, table, columns):
+        names = ", ".join(name for name, _ in columns)
+        marks = ", ".join("?" * len(columns))
+        cursor = db.execute(
+            f"INSERT INTO {table} ({names}) VALUES ({marks})",
+            [value for _, value in columns],
+        )
+        return cursor.lastrowid
+
+    def _upsert(self, db, area, level, header, parent):
+        """
+        Insert or update the row of a patient, study or series.
+
+        @param parent: the id of the parent row, or C{None} for a patient.
+        @return: the row's id, and the id of its former parent if it had
+            another one (else C{None}).
+        """
+        table, parentColumn = _TABLES[level]
+        unique = uniqueKey(level)
+        uid = attributeText(header, unique)
+        columns = _columns(level, header)
+        selected = "id" if parentColumn is None else f"id, {parentColumn}"
+        row = db.execute(
+            f"SELECT {selected} FROM {table} WHERE area = ? AND {unique.keyword} = ?",
+            (area, uid),
+        ).fetchone()
+        if row is None:
+            values = [(name, value) for name, value, _ in columns]
+            values.append(("area", area))
+            if parentColumn is not None:
+                values.append((parentColumn, parent))
+            if level is Level.STUDY:
+                values.append(("lastUpdated", 0.0))
+            return self._insert(db, table, values), None
+        # An empty value never erases a known one.
+        assignments = [
+            f"{name} = CASE WHEN ? = '' THEN {name} ELSE ? END"
+            for name, _, _ in columns
+        ]
+        parameters = [p for _, value, text in columns for p in (text, value)]
+        if parentColumn is not None:
+            assignments.append(f"{parentColumn} = ?")
+            parameters.append(parent)
+        db.execute(
+            f"UPDATE {table} SET {', '.join(assignments)} WHERE id = ?",
+            parameters + [row["id"]],
+        )
+        if parentColumn is not None and row[parentColumn] != parent:
+            return row["id"], row[parentColumn]
+        return row["id"], None
+
+    def _pruneSeries(self, db, series):
+        if series is None or db.execute(
+            "SELECT 1 FROM instance WHERE series = ? LIMIT 1", (series,)
+        ).fetchone():
+            return
+        row = db.execute("SELECT study FROM series WHERE id = ?", (series,)).fetchone()
+        if row is not None:
+            db.execute("DELETE FROM series WHERE id = ?", (series,))
+            self._pruneStudy(db, row["study"])
+
+    def _pruneStudy(self, db, study):
+        if study is None or db.execute(
+            "SELECT 1 FROM series WHERE study = ? LIMIT 1", (study,)
+        ).fetchone():
+            return
+        row = db.execute("SELECT patient FROM study WHERE id = ?", (study,)).fetchone()
+        if row is not None:
+            db.execute("DELETE FROM study WHERE id = ?", (study,))
+            self._prunePatient(db, row["patient"])
+
+    def _prunePatient(self, db, patient):
+        if patient is not None and not db.execute(
+            "SELECT 1 FROM study WHERE patient = ? LIMIT 1", (patient,)
+        ).fetchone():
+            db.execute("DELETE FROM patient WHERE id = ?", (patient,))
+
+    def removeInstance(self, area, sopInstanceUID):
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT id, series, path FROM instance"
+                " WHERE area = ? AND SOPInstanceUID = ?",
+                (area, sopInstanceUID),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM instance WHERE id = ?", (row["id"],))
+            self._pruneSeries(db, row["series"])
+            return row["path"]
+
+    def removeStudy(self, area, studyInstanceUID):
+        with self._transaction() as db:
+            study = db.execute(
+                "SELECT id, patient FROM study WHERE area = ? AND StudyInstanceUID = ?",
+                (area, studyInstanceUID),
+            ).fetchone()
+            if study is None:
+                return []
+            paths = [
+                row["path"]
+                for row in db.execute(
+                    "SELECT instance.path FROM instance"
+                    " JOIN series ON instance.series = series.id"
+                    " WHERE series.study = ? ORDER BY instance.id",
+                    (study["id"],),
+                )
+            ]
+            db.execute("DELETE FROM study WHERE id = ?", (study["id"],))
+            self._prunePatient(db, study["patient"])
+            return paths
+
+    def studyCount(self, area):
+        with self._connection() as db:
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM study WHERE area = ?", (area,)
+            ).fetchone()
+            return count
+
+    @staticmethod
+    def _summaries(db, studies, parameters):
+        """
+        The L{StudySummary} of each study a query selects.
+
+        @param studies: a query selecting the C{id}, C{StudyInstanceUID}
+            and C{lastUpdated} of studies.
+        """
+        rows = db.execute(
+            "SELECT study.StudyInstanceUID, study.lastUpdated,"
+            " COUNT(instance.id), COALESCE(SUM(instance.size), 0)"
+            f" FROM ({studies}) AS study"
+            " JOIN series ON series.study = study.id"
+            " JOIN instance ON instance.series = series.id"
+            " GROUP BY study.id ORDER BY study.lastUpdated, study.id",
+            parameters,
+        )
+        return [StudySummary(*row) for row in rows]
+
+    def studyUsage(self, area, studyInstanceUID):
+        with self._connection() as db:
+            summaries = self._summaries(
+                db,
+                "SELECT id, StudyInstanceUID, lastUpdated FROM study"
+                " WHERE area = ? AND StudyInstanceUID = ?",
+                (area, studyInstanceUID),
+            )
+        return summaries[0] if summaries else None
+
+    def studiesByLastUpdate(self, area, limit=None):
+        with self._connection() as db:
+            return self._summaries(
+                db,
+                "SELECT id, StudyInstanceUID, lastUpdated FROM study"
+                " WHERE area = ? ORDER BY lastUpdated, id LIMIT ?",
+                (area, -1 if limit is None else limit),
+            )
+
+    def instancesOfStudy(self, area, studyInstanceUID):
+        with self._connection() as db:
+            rows = db.execute(
+                f"SELECT {_INSTANCE_COLUMNS} FROM {_fromClause(Level.IMAGE)}"
+                " WHERE study.area = ? AND study.StudyInstanceUID = ?"
+                " ORDER BY instance.received, instance.id",
+                (area, studyInstanceUID),
+            ).fetchall()
+        return [StoredInstance(*row) for row in rows]
+
+    def storedPaths(self, area):
+        with self._connection() as db:
+            return dict(
+                db.execute(
+                    "SELECT SOPInstanceUID, path FROM instance WHERE area = ?", (area,)
+                ).fetchall()
+            )
+
+    def find(self, area, model, identifier, checkIdentifier=False):
+        if checkIdentifier:
+            checkFindIdentifier(model, identifier)
+        query = parseIdentifier(model, identifier)
+        table = _TABLES[query.level][0]
+        selected = [f"{table}.id"] + [
+            f"{_TABLES[key.level][0]}.{key.keyword} AS {key.keyword}"
+            for key in query.storedKeys
+        ]
+        where, parameters = _whereClause(area, query.level, query.conditions)
+        statement = (
+            f"SELECT {', '.join(selected)} FROM {_fromClause(query.level)}"
+            f" WHERE {where} ORDER BY {table}.id"
+        )
+        return self._responses(statement, parameters, query.response)
+
+    def _responses(self, statement, parameters, response):
+        with self._connection() as db:
+            cursor = db.execute(statement, parameters)
+            try:
+                for row in cursor:
+                    yield response(row)
+            finally:
+                cursor.close()
+
+    def instancesFor(self, area, model, identifier, checkIdentifier=False):
+        if checkIdentifier:
+            checkRetrieveIdentifier(model, identifier)
+        query = parseIdentifier(model, identifier)
+        where, parameters = _whereClause(area, Level.IMAGE, query.conditions)
+        with self._connection() as db:
+            rows = db.execute(
+                f"SELECT {_INSTANCE_COLUMNS} FROM {_fromClause(Level.IMAGE)}"
+                f" WHERE {where} ORDER BY instance.id",
+                parameters,
+            ).fetchall()
+        return [StoredInstance(*row) for row in rows]
+
+
+def _readStoredFile(directory, relativePath):
+    """
+    Read the header of a file of a storage area.
+
+    @return: (header, L{StoredFile}), or C{None} if it is not DICOM.
+    """
+    fullPath = os.path.join(directory, relativePath)
+    try:
+        dataset = dcmread(fullPath, stop_before_pixels=True)
+    except Exception:
+        # Whatever pydicom fails on (not DICOM, truncated, unreadable) is
+        # reported as skipped rather than ending the whole reindexing.
+        return None
+    meta = dataset.file_meta
+    if not dataset.get("SOPInstanceUID"):
+        if not meta.get("MediaStorageSOPInstanceUID"):
+            return None
+        dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    if not dataset.get("SOPClassUID") and meta.get("MediaStorageSOPClassUID"):
+        dataset.SOPClassUID = meta.MediaStorageSOPClassUID
+    status = os.stat(fullPath)
+    return dataset, StoredFile(
+        path=relativePath,
+        size=status.st_size,
+        transferSyntaxUID=str(meta.get("TransferSyntaxUID", "")),
+        received=status.st_mtime,
+        callingAETitle=str(meta.get("SourceApplicationEntityTitle", "")).strip(),
+    )
+
+
+def _filesUnder(directory):
+    """
+    The files of a storage area, relative to it, in a stable order; names
+    beginning with a dot (files being written) are left out.
+    """
+    for parent, directories, files in os.walk(directory):
+        directories[:] = sorted(d for d in directories if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield os.path.relpath(os.path.join(parent, name), directory)
+
+
+def reindex(index, area, directory, batchSize=500):
+    """
+    Rebuild the rows of a storage area from its files: index every DICOM
+    file under C{directory} (reading headers only), and drop the rows whose
+    file was not found.  Files are never deleted.  This backs
+    C{dicomd reindex DIR}.
+
+    @param index: an L{IArchiveIndex} provider.
+    @param area: the AE title that owns the storage area.
+    @param directory: the storage area's directory.
+    @param batchSize: how many files to index per transaction.
+    @return: a L{ReindexReport}.
+    """
+    indexed, skipped, found = 0, [], set()
+    files = _filesUnder(directory)
+    while True:
+        names = list(islice(files, batchSize))
+        if not names:
+            break
+        batch = []
+        for relativePath in names:
+            item = _readStoredFile(directory, relativePath)
+            if item is None:
+                skipped.append(relativePath)
+            else:
+                batch.append(item)
+                found.add(relativePath)
+        index.addInstances(area, batch)
+        indexed += len(batch)
+    removed = 0
+    for sopInstanceUID, path in index.storedPaths(area).items():
+        if path not in found:
+            index.removeInstance(area, sopInstanceUID)
+            removed += 1
+    return ReindexReport(indexed, removed, tuple(skipped))
+
+
+class PendingResponses:
+    """
+    The responses of a C-FIND, read from the index in a thread pool batch
+    by batch, so that the SCP sends each batch as pending responses while
+    the next one is read.
+
+    Call L{next} again only after its previous Deferred has fired, and
+    L{close} when abandoning the responses (C-CANCEL, association lost)
+    before L{next} has returned an empty list.
+    """
+
+    def __init__(self, call, responses):
+        """
+        @param call: runs a function in the thread pool, returning a
+            Deferred (L{AsyncArchiveIndex}'s).
+        @param responses: the iterator of L{IArchiveIndex.find}.
+        """
+        self._call = call
+        self._responses = responses
+
+    def next(self, count=100):
+        """
+        Read the next responses.
+
+        @param count: how many at most.
+        @return: a Deferred firing with a list of response identifiers,
+            empty when there are no more.
+        """
+        return self._call(lambda: list(islice(self._responses, count)))
+
+    def close(self):
+        """
+        Stop reading and release the database.
+
+        @return: a Deferred firing with C{None} when done.
+        """
+        return self._call(self._responses.close)
+
+
+class AsyncArchiveIndex:
+    """
+    An L{IArchiveIndex} for the reactor thread: each method runs the
+    blocking method of the same name in a thread pool and returns a
+    Deferred of its result.
+    """
+
+    def __init__(self, index, reactor=None, threadpool=None):
+        """
+        @param index: the L{IArchiveIndex} provider to run.
+        @param reactor: the reactor the results are delivered through; the
+            global one by default.
+        @param threadpool: the thread pool to run in (anything with
+            C{callInThreadWithCallback}); the reactor's by default.
+        """
+        if reactor is None:
+            from twisted.internet import reactor
+        if threadpool is None:
+            threadpool = reactor.getThreadPool()
+        self._index = index
+        self._reactor = reactor
+        self._threadpool = threadpool
+
+    def _call(self, function, *args, **kwargs):
+        return deferToThreadPool(
+            self._reactor, self._threadpool, function, *args, **kwargs
+        )
+
+    def addInstance(self, area, header, stored):
+        return self._call(self._index.addInstance, area, header, stored)
+
+    def addInstances(self, area, items):
+        return self._call(self._index.addInstances, area, list(items))
+
+    def removeInstance(self, area, sopInstanceUID):
+        return self._call(self._index.removeInstance, area, sopInstanceUID)
+
+    def removeStudy(self, area, studyInstanceUID):
+        return self._call(self._index.removeStudy, area, studyInstanceUID)
+
+    def studyCount(self, area):
+        return self._call(self._index.studyCount, area)
+
+    def studyUsage(self, area, studyInstanceUID):
+        return self._call(self._index.studyUsage, area, studyInstanceUID)
+
+    def studiesByLastUpdate(self, area, limit=None):
+        return self._call(self._index.studiesByLastUpdate, area, limit)
+
+    def instancesOfStudy(self, area, studyInstanceUID):
+        return self._call(self._index.instancesOfStudy, area, studyInstanceUID)
+
+    def storedPaths(self, area):
+        return self._call(self._index.storedPaths, area)
+
+    def find(self, area, model, identifier, checkIdentifier=False):
+        """
+        Answer a C-FIND.
+
+        @return: a Deferred firing with the L{PendingResponses}, or failing
+            with L{dicomd.archive.matching.QueryError}.
+        """
+        d = self._call(self._index.find, area, model, identifier, checkIdentifier)
+        d.addCallback(lambda responses: PendingResponses(self._call, responses))
+        return d
+
+    def instancesFor(self, area, model, identifier, checkIdentifier=False):
+        return self._call(
+            self._index.instancesFor, area, model, identifier, checkIdentifier
+        )
+
+    def reindex(self, area, directory):
+        """
+        Run L{reindex} on the index.
+
+        @return: a Deferred firing with the L{ReindexReport}.
+        """
+        return self._call(reindex, self._index, area, directory)
+
+    def close(self):
+        return self._call(self._index.close)

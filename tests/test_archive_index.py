@@ -1,0 +1,1600 @@
+"""
+Tests for L{dicomd.archive.index}: C-FIND matching at every level of every
+model, retrieval, updates, quotas and reindexing, on a small archive of
+patients named in ASCII, Latin-1 and UTF-8.
+"""
+
+import os
+import sqlite3
+import threading
+import warnings
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from dicomd.archive.index import (
+    SCHEMA_VERSION,
+    AsyncArchiveIndex,
+    IArchiveIndex,
+    PendingResponses,
+    ReindexReport,
+    SQLiteArchiveIndex,
+    StoredFile,
+    StoredInstance,
+    StudySummary,
+    reindex,
+)
+from dicomd.archive.matching import (
+    KEYS,
+    PATIENT_ROOT,
+    PATIENT_STUDY_ONLY,
+    STUDY_ROOT,
+    IdentifierError,
+    Level,
+    QueryError,
+)
+from dicomd.dimse.status import UNABLE_TO_PROCESS
+
+AREA = "ARCHIVE"
+CT = "1.2.840.10008.5.1.4.1.1.2"
+MR = "1.2.840.10008.5.1.4.1.1.4"
+EXPLICIT = "1.2.840.10008.1.2.1"
+
+
+def roundTrip(dataset):
+    """
+    Encode a dataset in its own Specific Character Set and decode it again,
+    as a received header or request identifier is.  The pre-1993 date and
+    time forms of the archive are valid for DCMTK, not for pydicom, which
+    warns about them.
+    """
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        write_dataset(out, dataset)
+        decoded = read_dataset(DicomBytesIO(out.getvalue()), True, True)
+        decoded.decode()
+    return decoded
+
+
+#: The patients of the archive: (character set, attributes).
+PATIENTS = {
+    "P1": (None, dict(PatientName="Doe^John", PatientBirthDate="19700101",
+                      PatientSex="M", IssuerOfPatientID="HOSP")),
+    "P2": ("ISO_IR 100", dict(PatientName="Müller^Jürgen",
+                              PatientBirthDate="19651224", PatientSex="M")),
+    "P3": ("ISO_IR 192", dict(PatientName="Wang^Xiaodong=王^小东",
+                              PatientBirthDate="19800229", PatientSex="F")),
+    "P4": (None, dict(PatientName="Doe^Jane", PatientSex="F")),
+    "P%_5": (None, dict(PatientName="O'Brien_[x]%^Pat", PatientSex="O",
+                        PatientBirthDate="2001.02.03")),
+    "P6": ("ISO_IR 192", dict(PatientName="Jürgensen^Åsa",
+                              PatientBirthDate="19900101", PatientSex="F")),
+}
+
+#: The studies: UID -> (patient, attributes).
+STUDIES = {
+    "1.1": ("P1", dict(StudyDate="20200115", StudyTime="101500",
+                       AccessionNumber="ACC1", StudyDescription="CT Chest",
+                       ReferringPhysicianName="Ref^Doc", StudyID="1",
+                       PatientAge="050Y", PatientWeight="80.5")),
+    "1.2": ("P1", dict(StudyDate="20210610", StudyTime="083000.5",
+                       AccessionNumber="ACC2", StudyDescription="MR Head",
+                       StudyID="2")),
+    "2.1": ("P2", dict(StudyDate="20201231", StudyTime="2359",
+                       AccessionNumber="ACC3", StudyDescription="Röntgen Thorax")),
+    "3.1": ("P3", dict(StudyDate="2019.03.01", StudyTime="12:00",
+                       AccessionNumber="ACC4", StudyDescription="US Abdomen")),
+    "4.1": ("P4", dict(StudyDate="20220101", AccessionNumber="",
+                       StudyDescription="CT Knee")),
+    "5.1": ("P%_5", dict(StudyDate="20230101", StudyTime="0700",
+                         AccessionNumber="A%_[1]", StudyDescription="OT")),
+    "6.1": ("P6", dict(StudyDate="20240229", StudyTime="1600",
+                       AccessionNumber="ACC6", StudyDescription="MR Knee")),
+}
+
+#: The series: UID -> (study, modality, series number, instance count).
+SERIES = {
+    "1.1.1": ("1.1", "CT", "1", 2),
+    "1.1.2": ("1.1", "SR", "2", 1),
+    "1.2.1": ("1.2", "MR", "1", 2),
+    "2.1.1": ("2.1", "CR", "1", 1),
+    "3.1.1": ("3.1", "US", "1", 1),
+    "4.1.1": ("4.1", "CT", "3", 1),
+    "5.1.1": ("5.1", "OT", "1", 1),
+    "6.1.1": ("6.1", "MR", "7", 1),
+}
+
+
+def header(seriesUID, number, **overrides):
+    """
+    The header of the instance C{number} of a series of the archive.
+    """
+    studyUID, modality, seriesNumber, _ = SERIES[seriesUID]
+    patientID, studyAttributes = STUDIES[studyUID]
+    characterSet, patientAttributes = PATIENTS[patientID]
+    dataset = Dataset()
+    if characterSet:
+        dataset.SpecificCharacterSet = characterSet
+    dataset.PatientID = patientID
+    dataset.StudyInstanceUID = studyUID
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        dataset.update(patientAttributes)
+        dataset.update(studyAttributes)
+    dataset.SeriesInstanceUID = seriesUID
+    dataset.Modality = modality
+    dataset.SeriesNumber = seriesNumber
+    dataset.SOPInstanceUID = f"{seriesUID}.{number}"
+    dataset.SOPClassUID = MR if modality == "MR" else CT
+    dataset.InstanceNumber = str(number)
+    dataset.update(overrides)
+    return roundTrip(dataset)
+
+
+def stored(sopInstanceUID, received, size=1000, path=None):
+    return StoredFile(
+        path=path or f"{sopInstanceUID}.dcm",
+        size=size,
+        transferSyntaxUID=EXPLICIT,
+        received=received,
+        callingAETitle="MODALITY",
+    )
+
+
+def archiveItems():
+    """
+    Every instance of the archive with its file, received one second apart
+    in the order of L{SERIES}.
+    """
+    items = []
+    for seriesUID, (_, _, _, count) in SERIES.items():
+        for number in range(1, count + 1):
+            dataset = header(seriesUID, number)
+            items.append(
+                (dataset, stored(dataset.SOPInstanceUID, 1000.0 + len(items)))
+            )
+    return items
+
+
+def identifier(level, characterSet=None, **keys):
+    """
+    A request identifier, encoded in its character set and decoded again.
+    (Query values such as C{-} or C{?R} are not valid values for pydicom.)
+    """
+    dataset = Dataset()
+    if characterSet:
+        dataset.SpecificCharacterSet = characterSet
+    dataset.QueryRetrieveLevel = level
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for keyword, value in keys.items():
+            setattr(dataset, keyword, value)
+    return roundTrip(dataset)
+
+
+class ArchiveMixin:
+    """
+    An index holding the archive.
+    """
+
+    def setUp(self):
+        self.index = SQLiteArchiveIndex(self.mktemp())
+        self.addCleanup(self.index.close)
+        self.index.addInstances(AREA, archiveItems())
+
+    def find(self, model, level, characterSet=None, **keys):
+        return list(
+            self.index.find(AREA, model, identifier(level, characterSet, **keys))
+        )
+
+    def matches(self, model, level, keyword, **keys):
+        """
+        The values of C{keyword} in the responses to a query that returns it.
+        """
+        keys.setdefault(keyword, "")
+        return [str(response[keyword].value) for response in self.find(model, level, **keys)]
+
+
+class SchemaTests(SynchronousTestCase):
+    """
+    Tests for the SQLite schema.
+    """
+
+    def setUp(self):
+        self.path = self.mktemp()
+        self.index = SQLiteArchiveIndex(self.path)
+        self.addCleanup(self.index.close)
+
+    def columns(self, table):
+        db = sqlite3.connect(self.path)
+        self.addCleanup(db.close)
+        return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+    def test_provides(self):
+        """
+        L{SQLiteArchiveIndex} provides L{IArchiveIndex}.
+        """
+        self.assertTrue(verifyObject(IArchiveIndex, self.index))
+
+    def test_everyKeyHasAColumn(self):
+        """
+        Each query key has a column in the table of its level, and a
+        sortable column when it is a date or time.
+        """
+        tables = {Level.PATIENT: "patient", Level.STUDY: "study",
+                  Level.SERIES: "series", Level.IMAGE: "instance"}
+        for key in KEYS:
+            columns = self.columns(tables[key.level])
+            self.assertIn(key.keyword, columns)
+            if key.ordered:
+                self.assertIn(key.keyword + "Sortable", columns)
+
+    def test_instanceFacts(self):
+        """
+        An instance row keeps its file's facts.
+        """
+        self.assertTrue(
+            {"SpecificCharacterSet", "TransferSyntaxUID", "path", "size",
+             "received", "callingAETitle", "area"} <= self.columns("instance")
+        )
+
+    def test_walMode(self):
+        """
+        The database is in WAL mode.
+        """
+        db = sqlite3.connect(self.path)
+        self.addCleanup(db.close)
+        self.assertEqual(db.execute("PRAGMA journal_mode").fetchone()[0], "wal")
+
+    def test_version(self):
+        """
+        The schema version is recorded, and reopening keeps the data.
+        """
+        self.index.addInstance(AREA, header("1.1.1", 1), stored("1.1.1.1", 1.0))
+        self.index.close()
+        reopened = SQLiteArchiveIndex(self.path)
+        self.addCleanup(reopened.close)
+        self.assertEqual(reopened.studyCount(AREA), 1)
+        db = sqlite3.connect(self.path)
+        self.addCleanup(db.close)
+        self.assertEqual(db.execute("PRAGMA user_version").fetchone()[0], SCHEMA_VERSION)
+
+    def test_unknownVersion(self):
+        """
+        A database of another schema version is refused.
+        """
+        self.index.close()
+        db = sqlite3.connect(self.path)
+        db.execute("PRAGMA user_version = 99")
+        db.close()
+        self.assertRaises(sqlite3.DatabaseError, SQLiteArchiveIndex, self.path)
+
+    def test_foreignKeys(self):
+        """
+        Foreign keys are enforced: an instance needs its series.
+        """
+        with self.index._connection() as db:
+            self.assertRaises(
+                sqlite3.IntegrityError,
+                db.execute,
+                "INSERT INTO instance (series, area, SOPInstanceUID, path, size,"
+                " received) VALUES (42, 'A', '1', 'f', 1, 0)",
+            )
+
+    def test_closed(self):
+        """
+        A closed index refuses calls.
+        """
+        self.index.close()
+        self.assertRaises(sqlite3.ProgrammingError, self.index.studyCount, AREA)
+
+
+class PatientRootPatientLevelTests(ArchiveMixin, SynchronousTestCase):
+    """
+    C-FIND at the PATIENT level of the Patient Root model.
+    """
+
+    def names(self, **keys):
+        return self.matches(PATIENT_ROOT, "PATIENT", "PatientName", **keys)
+
+    def test_universal(self):
+        """
+        An empty key matches every patient, once each, in the order they
+        were indexed.
+        """
+        self.assertEqual(
+            self.matches(PATIENT_ROOT, "PATIENT", "PatientID"),
+            ["P1", "P2", "P3", "P4", "P%_5", "P6"],
+        )
+
+    def test_singleValueID(self):
+        """
+        A patient ID matches exactly.
+        """
+        self.assertEqual(self.names(PatientID="P2"), ["Müller^Jürgen"])
+        self.assertEqual(self.names(PatientID="P"), [])
+
+    def test_singleValueName(self):
+        """
+        A person name matches as a whole, case-sensitively.
+        """
+        self.assertEqual(self.names(PatientName="Doe^John"), ["Doe^John"])
+        self.assertEqual(self.names(PatientName="DOE^JOHN"), [])
+        self.assertEqual(self.names(PatientName="Doe"), [])
+
+    def test_wildcardAsterisk(self):
+        """
+        C{*} matches any sequence of characters, across components.
+        """
+        self.assertEqual(self.names(PatientName="Doe*"), ["Doe^John", "Doe^Jane"])
+        self.assertEqual(self.names(PatientName="*J*hn"), ["Doe^John"])
+        self.assertEqual(self.names(PatientName="*=王*"), ["Wang^Xiaodong=王^小东"])
+
+    def test_wildcardQuestionMark(self):
+        """
+        C{?} matches exactly one character, a non-ASCII one included.
+        """
+        self.assertEqual(self.names(PatientName="Doe^Ja?e"), ["Doe^Jane"])
+        self.assertEqual(self.names(PatientName="M?ller*"), ["Müller^Jürgen"])
+        self.assertEqual(self.names(PatientName="Doe^J?"), [])
+
+    def test_wildcardCaseSensitive(self):
+        """
+        Wildcard matching is case-sensitive for names too.
+        """
+        self.assertEqual(self.names(PatientName="doe*"), [])
+
+    def test_birthDateRange(self):
+        """
+        Closed and open-ended date ranges; the pre-1993 form is a date.
+        """
+        self.assertEqual(
+            self.names(PatientBirthDate="19650101-19751231"),
+            ["Doe^John", "Müller^Jürgen"],
+        )
+        self.assertEqual(
+            self.names(PatientBirthDate="19850101-"),
+            ["O'Brien_[x]%^Pat", "Jürgensen^Åsa"],
+        )
+        self.assertEqual(self.names(PatientBirthDate="-19651224"), ["Müller^Jürgen"])
+        self.assertEqual(self.names(PatientBirthDate="20010203"), ["O'Brien_[x]%^Pat"])
+
+    def test_rangeSkipsEmptyDates(self):
+        """
+        A range never matches a patient without birth date.
+        """
+        self.assertNotIn("Doe^Jane", self.names(PatientBirthDate="-"))
+        self.assertEqual(len(self.names(PatientBirthDate="-")), 5)
+
+    def test_code(self):
+        """
+        A code string matches exactly.
+        """
+        self.assertEqual(self.names(PatientSex="F"), [
+            "Wang^Xiaodong=王^小东", "Doe^Jane", "Jürgensen^Åsa"])
+
+    def test_severalKeys(self):
+        """
+        Every key must match.
+        """
+        self.assertEqual(self.names(PatientName="Doe*", PatientSex="M"), ["Doe^John"])
+
+    def test_latin1QueryLatin1Stored(self):
+        """
+        A Latin-1 query matches a name stored from Latin-1.
+        """
+        self.assertEqual(
+            self.names(characterSet="ISO_IR 100", PatientName="Müller*"),
+            ["Müller^Jürgen"],
+        )
+
+    def test_utf8QueryLatin1Stored(self):
+        """
+        A UTF-8 query matches a name stored from Latin-1.
+        """
+        self.assertEqual(
+            self.names(characterSet="ISO_IR 192", PatientName="Müller^Jürgen"),
+            ["Müller^Jürgen"],
+        )
+
+    def test_latin1QueryUTF8Stored(self):
+        """
+        A Latin-1 query matches a name stored from UTF-8.
+        """
+        self.assertEqual(
+            self.names(characterSet="ISO_IR 100", PatientName="Jürgensen^Åsa"),
+            ["Jürgensen^Åsa"],
+        )
+
+    def test_asciiQueryAnyStored(self):
+        """
+        An ASCII query with wildcards matches names stored in any
+        character set.
+        """
+        self.assertEqual(
+            self.names(PatientName="*^J*"), ["Doe^John", "Müller^Jürgen", "Doe^Jane"]
+        )
+
+
+class PatientRootStudyLevelTests(ArchiveMixin, SynchronousTestCase):
+    """
+    C-FIND at the STUDY level of the Patient Root model.
+    """
+
+    def studies(self, **keys):
+        keys.setdefault("PatientID", "")
+        return self.matches(PATIENT_ROOT, "STUDY", "StudyInstanceUID", **keys)
+
+    def test_patientIDRequired(self):
+        """
+        Without the patient's ID the query cannot be processed.
+        """
+        error = self.assertRaises(
+            QueryError, self.find, PATIENT_ROOT, "STUDY", StudyInstanceUID=""
+        )
+        self.assertEqual(error.status, UNABLE_TO_PROCESS)
+
+    def test_emptyPatientID(self):
+        """
+        An empty patient ID matches the studies of every patient.
+        """
+        self.assertEqual(self.studies(), list(STUDIES))
+
+    def test_patientID(self):
+        """
+        The patient ID selects the patient's studies.
+        """
+        self.assertEqual(self.studies(PatientID="P1"), ["1.1", "1.2"])
+
+    def test_patientIDWildcard(self):
+        """
+        The unique key above the level is matched with its VR's matching.
+        """
+        self.assertEqual(self.studies(PatientID="P?"), [
+            "1.1", "1.2", "2.1", "3.1", "4.1", "6.1"])
+
+    def test_patientKeysNotMatched(self):
+        """
+        Patient keys other than the ID are not matched at the STUDY level.
+        """
+        self.assertEqual(self.studies(PatientID="P1", PatientName="Nobody"), ["1.1", "1.2"])
+
+    def test_studyDateSingle(self):
+        """
+        A single date, in either form.
+        """
+        self.assertEqual(self.studies(StudyDate="20201231"), ["2.1"])
+        self.assertEqual(self.studies(StudyDate="2019.03.01"), ["3.1"])
+
+    def test_studyDateClosedRange(self):
+        """
+        A closed date range includes both ends.
+        """
+        self.assertEqual(self.studies(StudyDate="20200115-20201231"), ["1.1", "2.1"])
+
+    def test_studyDateOpenRanges(self):
+        """
+        Open-ended date ranges.
+        """
+        self.assertEqual(self.studies(StudyDate="20220101-"), ["4.1", "5.1", "6.1"])
+        self.assertEqual(self.studies(StudyDate="-20200115"), ["1.1", "3.1"])
+
+    def test_studyDateInvalid(self):
+        """
+        A query date that does not parse matches nothing.
+        """
+        self.assertEqual(self.studies(StudyDate="2020"), [])
+
+    def test_studyTimeRange(self):
+        """
+        Time ranges compare parsed times, whatever their precision or form.
+        """
+        self.assertEqual(self.studies(StudyTime="0800-1200"), ["1.1", "1.2", "3.1"])
+        self.assertEqual(self.studies(StudyTime="083000.5"), ["1.2"])
+        self.assertEqual(self.studies(StudyTime="2300-"), ["2.1"])
+        self.assertEqual(self.studies(StudyTime="-0700"), ["5.1"])
+
+    def test_studyTimeRangeEndsAtTheInstant(self):
+        """
+        The end of a time range is the instant it names.
+        """
+        self.assertEqual(self.studies(StudyTime="-0830"), ["5.1"])
+
+    def test_studyTimeAbsent(self):
+        """
+        A study without time matches a time range of nothing.
+        """
+        self.assertNotIn("4.1", self.studies(StudyTime="-"))
+
+    def test_accessionNumber(self):
+        """
+        An accession number matches exactly.
+        """
+        self.assertEqual(self.studies(AccessionNumber="ACC3"), ["2.1"])
+
+    def test_studyUIDList(self):
+        """
+        A list of UIDs matches any of them.
+        """
+        self.assertEqual(
+            self.studies(StudyInstanceUID=["1.2", "3.1", "9.9"]), ["1.2", "3.1"]
+        )
+
+    def test_studyUIDSingle(self):
+        """
+        A single UID matches exactly.
+        """
+        self.assertEqual(self.studies(StudyInstanceUID="1.1"), ["1.1"])
+
+    def test_descriptionWildcard(self):
+        """
+        Wildcards on a long string, with a non-ASCII value.
+        """
+        self.assertEqual(self.studies(StudyDescription="*Knee"), ["4.1", "6.1"])
+        self.assertEqual(self.studies(StudyDescription="R?ntgen*"), ["2.1"])
+
+    def test_numbersMatchLiterally(self):
+        """
+        Decimal strings and ages match as text.
+        """
+        self.assertEqual(self.studies(PatientWeight="80.5"), ["1.1"])
+        self.assertEqual(self.studies(PatientWeight="80.50"), [])
+        self.assertEqual(self.studies(PatientAge="050Y"), ["1.1"])
+
+    def test_referringPhysician(self):
+        """
+        Study-level person names match.
+        """
+        self.assertEqual(self.studies(ReferringPhysicianName="Ref*"), ["1.1"])
+
+
+class PatientRootSeriesLevelTests(ArchiveMixin, SynchronousTestCase):
+    """
+    C-FIND at the SERIES level of the Patient Root model.
+    """
+
+    def series(self, **keys):
+        keys.setdefault("PatientID", "")
+        keys.setdefault("StudyInstanceUID", "")
+        return self.matches(PATIENT_ROOT, "SERIES", "SeriesInstanceUID", **keys)
+
+    def test_studyUIDRequired(self):
+        """
+        Without the study's UID the query cannot be processed.
+        """
+        self.assertRaises(
+            QueryError, self.find, PATIENT_ROOT, "SERIES", PatientID="P1", Modality=""
+        )
+
+    def test_ofStudy(self):
+        """
+        The series of one study.
+        """
+        self.assertEqual(
+            self.series(PatientID="P1", StudyInstanceUID="1.1"), ["1.1.1", "1.1.2"]
+        )
+
+    def test_ofStudies(self):
+        """
+        A list of study UIDs above the query level is matched.
+        """
+        self.assertEqual(
+            self.series(StudyInstanceUID=["1.2", "2.1"]), ["1.2.1", "2.1.1"]
+        )
+
+    def test_mismatchedPatient(self):
+        """
+        A study UID of another patient matches nothing.
+        """
+        self.assertEqual(self.series(PatientID="P2", StudyInstanceUID="1.1"), [])
+
+    def test_modality(self):
+        """
+        Modality matches exactly, or with wildcards.
+        """
+        self.assertEqual(self.series(Modality="CT"), ["1.1.1", "4.1.1"])
+        self.assertEqual(self.series(Modality="?R"), ["1.1.2", "1.2.1", "2.1.1", "6.1.1"])
+
+    def test_seriesNumber(self):
+        """
+        Series Number matches as text.
+        """
+        self.assertEqual(self.series(SeriesNumber="7"), ["6.1.1"])
+
+    def test_seriesUIDList(self):
+        """
+        A list of series UIDs.
+        """
+        self.assertEqual(
+            self.series(SeriesInstanceUID="3.1.1\\5.1.1"), ["3.1.1", "5.1.1"]
+        )
+
+
+class PatientRootImageLevelTests(ArchiveMixin, SynchronousTestCase):
+    """
+    C-FIND at the IMAGE level of the Patient Root model.
+    """
+
+    def images(self, **keys):
+        for keyword in ["PatientID", "StudyInstanceUID", "SeriesInstanceUID"]:
+            keys.setdefault(keyword, "")
+        return self.matches(PATIENT_ROOT, "IMAGE", "SOPInstanceUID", **keys)
+
+    def test_seriesUIDRequired(self):
+        """
+        Without the series' UID the query cannot be processed.
+        """
+        self.assertRaises(
+            QueryError, self.find, PATIENT_ROOT, "IMAGE",
+            PatientID="", StudyInstanceUID="", SOPInstanceUID="",
+        )
+
+    def test_ofSeries(self):
+        """
+        The instances of one series.
+        """
+        self.assertEqual(
+            self.images(PatientID="P1", StudyInstanceUID="1.2", SeriesInstanceUID="1.2.1"),
+            ["1.2.1.1", "1.2.1.2"],
+        )
+
+    def test_instanceNumber(self):
+        """
+        Instance Number matches as text.
+        """
+        self.assertEqual(self.images(InstanceNumber="2"), ["1.1.1.2", "1.2.1.2"])
+
+    def test_sopInstanceUIDList(self):
+        """
+        A list of SOP Instance UIDs.
+        """
+        self.assertEqual(
+            self.images(SOPInstanceUID=["1.1.1.2", "6.1.1.1"]), ["1.1.1.2", "6.1.1.1"]
+        )
+
+    def test_sopClassUID(self):
+        """
+        SOP Class UID is matched and returned.
+        """
+        self.assertEqual(self.images(SOPClassUID=MR), ["1.2.1.1", "1.2.1.2", "6.1.1.1"])
+        responses = self.find(
+            PATIENT_ROOT, "IMAGE", PatientID="P1", StudyInstanceUID="1.1",
+            SeriesInstanceUID="1.1.1", SOPInstanceUID="1.1.1.1", SOPClassUID="",
+        )
+        self.assertEqual([r.SOPClassUID for r in responses], [CT])
+
+
+class StudyRootTests(ArchiveMixin, SynchronousTestCase):
+    """
+    C-FIND in the Study Root model.
+    """
+
+    def test_noPatientLevel(self):
+        """
+        The PATIENT level cannot be processed.
+        """
+        error = self.assertRaises(
+            QueryError, self.find, STUDY_ROOT, "PATIENT", PatientID=""
+        )
+        self.assertEqual(error.status, UNABLE_TO_PROCESS)
+
+    def test_studyLevelAll(self):
+        """
+        A study query needs no patient ID.
+        """
+        self.assertEqual(
+            self.matches(STUDY_ROOT, "STUDY", "StudyInstanceUID"), list(STUDIES)
+        )
+
+    def test_studyLevelPatientName(self):
+        """
+        Patient keys are matched at the STUDY level.
+        """
+        self.assertEqual(
+            self.matches(STUDY_ROOT, "STUDY", "StudyInstanceUID", PatientName="Doe*"),
+            ["1.1", "1.2", "4.1"],
+        )
+
+    def test_studyLevelPatientBirthDate(self):
+        """
+        Patient dates are range-matched at the STUDY level.
+        """
+        self.assertEqual(
+            self.matches(STUDY_ROOT, "STUDY", "StudyInstanceUID",
+                         PatientBirthDate="-19691231"),
+            ["2.1"],
+        )
+
+    def test_studyLevelCombined(self):
+        """
+        Patient and study keys together.
+        """
+        self.assertEqual(
+            self.matches(STUDY_ROOT, "STUDY", "StudyInstanceUID",
+                         PatientID="P1", StudyDate="2021"),
+            [],
+        )
+        self.assertEqual(
+            self.matches(STUDY_ROOT, "STUDY", "StudyInstanceUID",
+                         PatientID="P1", StudyDate="20210101-"),
+            ["1.2"],
+        )
+
+    def test_seriesLevel(self):
+        """
+        A series query needs the study UID only; patient keys are returned,
+        not matched.
+        """
+        responses = self.find(
+            STUDY_ROOT, "SERIES", StudyInstanceUID="2.1", SeriesInstanceUID="",
+            PatientName="Nobody",
+        )
+        self.assertEqual([r.SeriesInstanceUID for r in responses], ["2.1.1"])
+        self.assertEqual(responses[0].PatientName, "Müller^Jürgen")
+
+    def test_seriesLevelModality(self):
+        """
+        Series keys are matched across studies.
+        """
+        self.assertEqual(
+            self.matches(STUDY_ROOT, "SERIES", "SeriesInstanceUID",
+                         StudyInstanceUID="", Modality="MR"),
+            ["1.2.1", "6.1.1"],
+        )
+
+    def test_imageLevel(self):
+        """
+        An image query needs the study and series UIDs.
+        """
+        self.assertEqual(
+            self.matches(STUDY_ROOT, "IMAGE", "SOPInstanceUID",
+                         StudyInstanceUID="1.1", SeriesInstanceUID="1.1.1",
+                         InstanceNumber="1"),
+            ["1.1.1.1"],
+        )
+        self.assertRaises(
+            QueryError, self.find, STUDY_ROOT, "IMAGE", SeriesInstanceUID="1.1.1",
+            SOPInstanceUID="",
+        )
+
+
+class PatientStudyOnlyTests(ArchiveMixin, SynchronousTestCase):
+    """
+    C-FIND in the Patient/Study Only model.
+    """
+
+    def test_patientLevel(self):
+        """
+        Patient queries match as in the Patient Root model.
+        """
+        self.assertEqual(
+            self.matches(PATIENT_STUDY_ONLY, "PATIENT", "PatientID", PatientName="*s*"),
+            ["P6"],
+        )
+
+    def test_studyLevel(self):
+        """
+        Study queries need the patient ID.
+        """
+        self.assertEqual(
+            self.matches(PATIENT_STUDY_ONLY, "STUDY", "StudyDate",
+                         PatientID="P1", StudyDate="2020*"),
+            [],
+        )
+        self.assertEqual(
+            self.matches(PATIENT_STUDY_ONLY, "STUDY", "StudyDate",
+                         PatientID="P1", StudyDate="20200101-20201231"),
+            ["20200115"],
+        )
+
+    def test_noSeriesLevel(self):
+        """
+        The SERIES level cannot be processed.
+        """
+        self.assertRaises(
+            QueryError, self.find, PATIENT_STUDY_ONLY, "SERIES",
+            PatientID="P1", StudyInstanceUID="1.1", SeriesInstanceUID="",
+        )
+
+
+class ReturnKeyTests(ArchiveMixin, SynchronousTestCase):
+    """
+    What C-FIND responses carry.
+    """
+
+    def study(self, studyUID, **keys):
+        (response,) = self.find(
+            STUDY_ROOT, "STUDY", StudyInstanceUID=studyUID, **keys
+        )
+        return response
+
+    def test_storedValues(self):
+        """
+        Keys requested but not matched come back with their stored values,
+        the patient's and the study's.
+        """
+        response = self.study(
+            "1.1", PatientName="", PatientBirthDate="", IssuerOfPatientID="",
+            StudyDate="", StudyTime="", AccessionNumber="", StudyID="",
+        )
+        self.assertEqual(response.PatientName, "Doe^John")
+        self.assertEqual(response.PatientBirthDate, "19700101")
+        self.assertEqual(response.IssuerOfPatientID, "HOSP")
+        self.assertEqual(response.StudyDate, "20200115")
+        self.assertEqual(response.StudyTime, "101500")
+        self.assertEqual(response.AccessionNumber, "ACC1")
+        self.assertEqual(response.StudyID, "1")
+
+    def test_originalDateForm(self):
+        """
+        Dates and times come back as they were stored.
+        """
+        response = self.study("3.1", StudyDate="", StudyTime="")
+        self.assertEqual(response.StudyDate, "2019.03.01")
+        self.assertEqual(response.StudyTime, "12:00")
+
+    def test_nothingStored(self):
+        """
+        A key without stored value comes back empty.
+        """
+        response = self.study("4.1", PatientBirthDate="", StudyTime="")
+        self.assertIn("PatientBirthDate", response)
+        self.assertFalse(response.PatientBirthDate)
+        self.assertFalse(response.StudyTime)
+
+    def test_keyBelowLevel(self):
+        """
+        A key below the query level comes back empty.
+        """
+        response = self.study("1.1", Modality="", SOPInstanceUID="")
+        self.assertIn("Modality", response)
+        self.assertFalse(response.Modality)
+        self.assertFalse(response.SOPInstanceUID)
+
+    def test_unsupportedKeysDropped(self):
+        """
+        Keys the archive does not support are left out.
+        """
+        response = self.study("1.1", ModalitiesInStudy="", NumberOfStudyRelatedInstances="")
+        self.assertNotIn("ModalitiesInStudy", response)
+        self.assertNotIn("NumberOfStudyRelatedInstances", response)
+
+    def test_level(self):
+        """
+        Each response carries the Query/Retrieve Level.
+        """
+        self.assertEqual(self.study("1.1").QueryRetrieveLevel, "STUDY")
+
+    def test_asciiResponse(self):
+        """
+        An ASCII request with ASCII results gets no Specific Character Set.
+        """
+        self.assertNotIn("SpecificCharacterSet", self.study("1.1", PatientName=""))
+
+    def test_asciiRequestUTF8Response(self):
+        """
+        An ASCII request whose results are not ASCII gets them in UTF-8.
+        """
+        response = self.study("2.1", PatientName="")
+        self.assertEqual(response.SpecificCharacterSet, "ISO_IR 192")
+        self.assertEqual(roundTrip(response).PatientName, "Müller^Jürgen")
+
+    def test_latin1Response(self):
+        """
+        A Latin-1 request gets Latin-1 when it can hold the values, even
+        those stored from UTF-8.
+        """
+        (response,) = self.find(
+            STUDY_ROOT, "STUDY", "ISO_IR 100", StudyInstanceUID="6.1", PatientName=""
+        )
+        self.assertEqual(response.SpecificCharacterSet, "ISO_IR 100")
+        self.assertEqual(roundTrip(response).PatientName, "Jürgensen^Åsa")
+
+    def test_latin1RequestUTF8Response(self):
+        """
+        A Latin-1 request gets UTF-8 when Latin-1 cannot hold a value.
+        """
+        (response,) = self.find(
+            STUDY_ROOT, "STUDY", "ISO_IR 100", StudyInstanceUID="3.1", PatientName=""
+        )
+        self.assertEqual(response.SpecificCharacterSet, "ISO_IR 192")
+        self.assertEqual(roundTrip(response).PatientName, "Wang^Xiaodong=王^小东")
+
+
+class EscapingTests(ArchiveMixin, SynchronousTestCase):
+    """
+    Characters special to SQL, LIKE and GLOB are ordinary in DICOM matching.
+    """
+
+    def test_literalMetacharacters(self):
+        """
+        C{%}, C{_}, C{[} and C{]} match themselves.
+        """
+        self.assertEqual(
+            self.matches(STUDY_ROOT, "STUDY", "PatientName",
+                         PatientName="O'Brien_[x]%^Pat"),
+            ["O'Brien_[x]%^Pat"],
+        )
+        self.assertEqual(
+            self.matches(STUDY_ROOT, "STUDY", "StudyInstanceUID",
+                         AccessionNumber="A%_[1]*"),
+            ["5.1"],
+        )
+
+    def test_noLikeWildcards(self):
+        """
+        C{%} and C{_} are not wildcards.
+        """
+        self.assertEqual(
+            self.matches(PATIENT_ROOT, "PATIENT", "PatientID", PatientName="Doe_John"), []
+        )
+        self.assertEqual(
+            self.matches(PATIENT_ROOT, "PATIENT", "PatientID", PatientName="%"), []
+        )
+        self.assertEqual(
+            self.matches(PATIENT_ROOT, "PATIENT", "PatientID", PatientID="P%_5"), ["P%_5"]
+        )
+
+    def test_noGlobClasses(self):
+        """
+        C{[...]} is not a character class.
+        """
+        self.assertEqual(
+            self.matches(PATIENT_ROOT, "PATIENT", "PatientID", PatientName="[D]oe*"), []
+        )
+        self.assertEqual(
+            self.matches(PATIENT_ROOT, "PATIENT", "PatientID", PatientName="*[x]*"),
+            ["P%_5"],
+        )
+
+    def test_quotes(self):
+        """
+        Quotes in a value are data, not SQL.
+        """
+        self.assertEqual(
+            self.matches(PATIENT_ROOT, "PATIENT", "PatientID",
+                         PatientName="x' OR '1'='1"),
+            [],
+        )
+
+
+class CheckedQueryTests(ArchiveMixin, SynchronousTestCase):
+    """
+    C-FIND and retrieval with identifier checking (C{--check-find},
+    C{--check-move}).
+    """
+
+    def test_findChecked(self):
+        """
+        A non-hierarchical C-FIND identifier is rejected when checked,
+        answered otherwise.
+        """
+        request = identifier("STUDY", StudyInstanceUID="", Modality="")
+        self.assertRaises(
+            IdentifierError,
+            self.index.find, AREA, STUDY_ROOT, request, checkIdentifier=True,
+        )
+        self.assertEqual(len(list(self.index.find(AREA, STUDY_ROOT, request))), 7)
+
+    def test_retrieveChecked(self):
+        """
+        A non-hierarchical retrieval identifier is rejected when checked,
+        answered otherwise.
+        """
+        request = identifier("STUDY", StudyInstanceUID="1.1", PatientID="P1")
+        self.assertRaises(
+            IdentifierError,
+            self.index.instancesFor, AREA, STUDY_ROOT, request, checkIdentifier=True,
+        )
+        self.assertEqual(len(self.index.instancesFor(AREA, STUDY_ROOT, request)), 3)
+
+
+class RetrieveTests(ArchiveMixin, SynchronousTestCase):
+    """
+    Tests for L{SQLiteArchiveIndex.instancesFor}: what a C-MOVE or C-GET
+    sends.
+    """
+
+    def uids(self, model, level, **keys):
+        return [
+            instance.sopInstanceUID
+            for instance in self.index.instancesFor(
+                AREA, model, identifier(level, **keys)
+            )
+        ]
+
+    def test_patient(self):
+        """
+        A patient retrieval sends all the patient's instances.
+        """
+        self.assertEqual(
+            self.uids(PATIENT_ROOT, "PATIENT", PatientID="P1"),
+            ["1.1.1.1", "1.1.1.2", "1.1.2.1", "1.2.1.1", "1.2.1.2"],
+        )
+
+    def test_studies(self):
+        """
+        A list of studies.
+        """
+        self.assertEqual(
+            self.uids(STUDY_ROOT, "STUDY", StudyInstanceUID="1.2\\2.1"),
+            ["1.2.1.1", "1.2.1.2", "2.1.1.1"],
+        )
+
+    def test_series(self):
+        """
+        One series.
+        """
+        self.assertEqual(
+            self.uids(PATIENT_ROOT, "SERIES", PatientID="P1",
+                      StudyInstanceUID="1.1", SeriesInstanceUID="1.1.2"),
+            ["1.1.2.1"],
+        )
+
+    def test_image(self):
+        """
+        One instance, with what sending it needs.
+        """
+        (instance,) = self.index.instancesFor(
+            AREA, STUDY_ROOT,
+            identifier("IMAGE", StudyInstanceUID="1.2", SeriesInstanceUID="1.2.1",
+                       SOPInstanceUID="1.2.1.2"),
+        )
+        self.assertEqual(
+            instance,
+            StoredInstance(MR, "1.2.1.2", EXPLICIT, "1.2.1.2.dcm", 1000, 1004.0),
+        )
+
+    def test_nothing(self):
+        """
+        An unknown UID designates nothing.
+        """
+        self.assertEqual(self.uids(STUDY_ROOT, "STUDY", StudyInstanceUID="9.9"), [])
+
+    def test_otherArea(self):
+        """
+        Another storage area's instances are not this area's.
+        """
+        self.assertEqual(
+            self.index.instancesFor(
+                "OTHER", STUDY_ROOT, identifier("STUDY", StudyInstanceUID="1.1")
+            ),
+            [],
+        )
+
+
+class UpdateTests(ArchiveMixin, SynchronousTestCase):
+    """
+    Adding instances again, and removing them.
+    """
+
+    def counts(self):
+        with self.index._connection() as db:
+            return [
+                db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                for table in ["patient", "study", "series", "instance"]
+            ]
+
+    def test_archiveCounts(self):
+        """
+        The archive has 6 patients, 7 studies, 8 series and 10 instances.
+        """
+        self.assertEqual(self.counts(), [6, 7, 8, 10])
+
+    def test_sameFileAgain(self):
+        """
+        Adding an instance again with the same file changes nothing and
+        replaces no file.
+        """
+        self.assertIsNone(
+            self.index.addInstance(AREA, header("1.1.1", 1), stored("1.1.1.1", 2000.0))
+        )
+        self.assertEqual(self.counts(), [6, 7, 8, 10])
+
+    def test_newFile(self):
+        """
+        Adding an instance again with another file replaces its row and
+        returns the old file.
+        """
+        replaced = self.index.addInstance(
+            AREA, header("1.1.1", 1), stored("1.1.1.1", 2000.0, 7, path="new.dcm")
+        )
+        self.assertEqual(replaced, "1.1.1.1.dcm")
+        self.assertEqual(self.counts(), [6, 7, 8, 10])
+        self.assertIn("new.dcm", self.index.storedPaths(AREA).values())
+        self.assertEqual(self.index.studyUsage(AREA, "1.1").size, 2007)
+
+    def test_addInstancesReplaced(self):
+        """
+        L{SQLiteArchiveIndex.addInstances} lists the replaced files.
+        """
+        replaced = self.index.addInstances(AREA, [
+            (header("1.1.1", 1), stored("1.1.1.1", 2000.0, path="a.dcm")),
+            (header("1.1.1", 3), stored("1.1.1.3", 2000.0)),
+        ])
+        self.assertEqual(replaced, ["1.1.1.1.dcm"])
+
+    def test_attributesUpdated(self):
+        """
+        A later instance updates the attributes of its patient and study.
+        """
+        self.index.addInstance(
+            AREA, header("1.1.1", 3, PatientName="Doe^Johnny", StudyDescription="CT"),
+            stored("1.1.1.3", 2000.0),
+        )
+        self.assertEqual(
+            self.matches(STUDY_ROOT, "STUDY", "PatientName", StudyInstanceUID="1.1"),
+            ["Doe^Johnny"],
+        )
+        self.assertEqual(
+            self.matches(STUDY_ROOT, "STUDY", "StudyDescription", StudyInstanceUID="1.1"),
+            ["CT"],
+        )
+
+    def test_emptyDoesNotErase(self):
+        """
+        An empty value in a later instance keeps the known one.
+        """
+        self.index.addInstance(
+            AREA, header("1.1.1", 3, PatientBirthDate="", StudyDate=""),
+            stored("1.1.1.3", 2000.0),
+        )
+        self.assertEqual(
+            self.matches(STUDY_ROOT, "STUDY", "StudyInstanceUID",
+                         PatientBirthDate="19700101", StudyDate="20200115"),
+            ["1.1"],
+        )
+
+    def test_studyMovesToOtherPatient(self):
+        """
+        A study whose instances now name another patient moves to it; the
+        patient left without studies is removed.
+        """
+        self.index.addInstance(
+            AREA, header("4.1.1", 1, PatientID="P1", PatientName="Doe^John"),
+            stored("4.1.1.1", 2000.0),
+        )
+        self.assertEqual(self.counts(), [5, 7, 8, 10])
+        self.assertEqual(
+            self.matches(PATIENT_ROOT, "STUDY", "StudyInstanceUID", PatientID="P1"),
+            ["1.1", "1.2", "4.1"],
+        )
+
+    def test_instanceMovesToOtherSeries(self):
+        """
+        An instance whose header names another series moves to it; the
+        series, study and patient left empty are removed.
+        """
+        self.index.addInstance(
+            AREA, header("1.1.1", 3, SOPInstanceUID="2.1.1.1"), stored("2.1.1.1", 2000.0)
+        )
+        self.assertEqual(self.counts(), [5, 6, 7, 10])
+
+    def test_removeInstance(self):
+        """
+        Removing an instance returns its file and keeps its non-empty
+        series.
+        """
+        self.assertEqual(self.index.removeInstance(AREA, "1.1.1.2"), "1.1.1.2.dcm")
+        self.assertEqual(self.counts(), [6, 7, 8, 9])
+
+    def test_removeLastInstance(self):
+        """
+        Removing the last instance of a patient removes its series, study
+        and patient.
+        """
+        self.index.removeInstance(AREA, "2.1.1.1")
+        self.assertEqual(self.counts(), [5, 6, 7, 9])
+
+    def test_removeUnknownInstance(self):
+        """
+        Removing an instance that is not indexed returns C{None}.
+        """
+        self.assertIsNone(self.index.removeInstance(AREA, "9.9"))
+        self.assertIsNone(self.index.removeInstance("OTHER", "1.1.1.1"))
+
+    def test_removeStudy(self):
+        """
+        Removing a study returns its files, in the order they were indexed,
+        and keeps the patient's other study.
+        """
+        self.assertEqual(
+            self.index.removeStudy(AREA, "1.1"),
+            ["1.1.1.1.dcm", "1.1.1.2.dcm", "1.1.2.1.dcm"],
+        )
+        self.assertEqual(self.counts(), [6, 6, 6, 7])
+
+    def test_removeLastStudy(self):
+        """
+        Removing a patient's last study removes the patient.
+        """
+        self.index.removeStudy(AREA, "1.1")
+        self.index.removeStudy(AREA, "1.2")
+        self.assertEqual(self.counts(), [5, 5, 5, 5])
+
+    def test_removeUnknownStudy(self):
+        """
+        Removing a study that is not indexed returns no files.
+        """
+        self.assertEqual(self.index.removeStudy(AREA, "9.9"), [])
+
+    def test_areasApart(self):
+        """
+        The same instance in two areas is two rows; each area sees its own.
+        """
+        self.index.addInstance("OTHER", header("1.1.1", 1), stored("1.1.1.1", 1.0))
+        self.assertEqual(self.index.studyCount("OTHER"), 1)
+        self.assertEqual(self.index.studyCount(AREA), 7)
+        self.index.removeStudy("OTHER", "1.1")
+        self.assertEqual(self.counts(), [6, 7, 8, 10])
+
+    def test_noSOPInstanceUID(self):
+        """
+        An instance without SOP Instance UID is refused, and the
+        transaction rolled back.
+        """
+        dataset = header("1.1.1", 1, PatientID="P9")
+        del dataset.SOPInstanceUID
+        self.assertRaises(
+            ValueError, self.index.addInstance, AREA, dataset, stored("x", 1.0)
+        )
+        self.assertEqual(self.counts(), [6, 7, 8, 10])
+
+
+class QuotaTests(ArchiveMixin, SynchronousTestCase):
+    """
+    The helpers of dcmqrscp's quotas: study count, size per study, least
+    recently updated study first.
+    """
+
+    def test_studyCount(self):
+        """
+        The number of studies of an area.
+        """
+        self.assertEqual(self.index.studyCount(AREA), 7)
+        self.assertEqual(self.index.studyCount("OTHER"), 0)
+
+    def test_studyUsage(self):
+        """
+        Instances and bytes of one study, and when it was last updated.
+        """
+        self.assertEqual(
+            self.index.studyUsage(AREA, "1.1"), StudySummary("1.1", 1002.0, 3, 3000)
+        )
+        self.assertIsNone(self.index.studyUsage(AREA, "9.9"))
+
+    def test_lastUpdatedOrder(self):
+        """
+        Studies are listed least recently updated first.
+        """
+        self.assertEqual(
+            [s.studyInstanceUID for s in self.index.studiesByLastUpdate(AREA)],
+            ["1.1", "1.2", "2.1", "3.1", "4.1", "5.1", "6.1"],
+        )
+
+    def test_updateMovesStudyBack(self):
+        """
+        Receiving an instance makes its study the most recently updated.
+        """
+        self.index.addInstance(AREA, header("1.1.2", 2), stored("1.1.2.2", 5000.0, 10))
+        summaries = self.index.studiesByLastUpdate(AREA)
+        self.assertEqual(summaries[-1], StudySummary("1.1", 5000.0, 4, 3010))
+        self.assertEqual(summaries[0].studyInstanceUID, "1.2")
+
+    def test_olderReceptionKeepsLastUpdate(self):
+        """
+        An instance received with an older time does not make its study
+        older.
+        """
+        self.index.addInstance(AREA, header("6.1.1", 2), stored("6.1.1.2", 1.0))
+        self.assertEqual(self.index.studyUsage(AREA, "6.1").lastUpdated, 1009.0)
+
+    def test_limit(self):
+        """
+        The list can stop at the oldest studies.
+        """
+        self.assertEqual(
+            [s.studyInstanceUID for s in self.index.studiesByLastUpdate(AREA, limit=2)],
+            ["1.1", "1.2"],
+        )
+
+    def test_instancesOfStudy(self):
+        """
+        A study's instances, oldest reception first, for trimming a study to
+        its byte quota.
+        """
+        self.index.addInstance(AREA, header("1.1.1", 1), stored("1.1.1.1", 3000.0))
+        self.assertEqual(
+            [i.sopInstanceUID for i in self.index.instancesOfStudy(AREA, "1.1")],
+            ["1.1.1.2", "1.1.2.1", "1.1.1.1"],
+        )
+
+
+def writeFile(path, dataset, sourceAETitle=None):
+    """
+    Write a dataset as a DICOM file, with its file meta information.
+    """
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    meta.TransferSyntaxUID = EXPLICIT
+    if sourceAETitle:
+        meta.SourceApplicationEntityTitle = sourceAETitle
+    dataset.file_meta = meta
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    dataset.save_as(path, enforce_file_format=True)
+
+
+class ReindexTests(SynchronousTestCase):
+    """
+    Tests for L{reindex}.
+    """
+
+    def setUp(self):
+        self.directory = self.mktemp()
+        self.index = SQLiteArchiveIndex(self.mktemp())
+        self.addCleanup(self.index.close)
+        for seriesUID in ["1.1.1", "2.1.1"]:
+            for number in (1, 2):
+                dataset = header(seriesUID, number)
+                writeFile(
+                    os.path.join(self.directory, seriesUID[0], f"{number}.{seriesUID}.dcm"),
+                    dataset,
+                    sourceAETitle="MODALITY",
+                )
+        with open(os.path.join(self.directory, "README"), "w") as f:
+            f.write("not DICOM\n")
+        writeFile(os.path.join(self.directory, ".partial"), header("3.1.1", 1))
+
+    def test_indexes(self):
+        """
+        Every DICOM file is indexed with its facts; other files are skipped,
+        dot-files are not even read.
+        """
+        report = reindex(self.index, AREA, self.directory)
+        self.assertEqual(report, ReindexReport(4, 0, ("README",)))
+        self.assertEqual(
+            self.index.storedPaths(AREA),
+            {
+                "1.1.1.1": os.path.join("1", "1.1.1.1.dcm"),
+                "1.1.1.2": os.path.join("1", "2.1.1.1.dcm"),
+                "2.1.1.1": os.path.join("2", "1.2.1.1.dcm"),
+                "2.1.1.2": os.path.join("2", "2.2.1.1.dcm"),
+            },
+        )
+        (instance, _) = self.index.instancesOfStudy(AREA, "2.1")
+        fullPath = os.path.join(self.directory, instance.path)
+        self.assertEqual(instance.size, os.path.getsize(fullPath))
+        self.assertEqual(instance.received, os.path.getmtime(fullPath))
+        self.assertEqual(instance.transferSyntaxUID, EXPLICIT)
+        with self.index._connection() as db:
+            (ae,) = db.execute("SELECT DISTINCT callingAETitle FROM instance").fetchone()
+        self.assertEqual(ae, "MODALITY")
+
+    def test_queryable(self):
+        """
+        Reindexed headers are matched like received ones, decoded with their
+        character set.
+        """
+        reindex(self.index, AREA, self.directory)
+        responses = self.index.find(
+            AREA, STUDY_ROOT, identifier("STUDY", PatientName="Müller*", StudyDate="")
+        )
+        self.assertEqual([r.StudyDate for r in responses], ["20201231"])
+
+    def test_dropsGoneFiles(self):
+        """
+        Rows whose file is gone are dropped, with their empty parents.
+        """
+        reindex(self.index, AREA, self.directory)
+        os.remove(os.path.join(self.directory, "2", "1.2.1.1.dcm"))
+        os.remove(os.path.join(self.directory, "2", "2.2.1.1.dcm"))
+        report = reindex(self.index, AREA, self.directory)
+        self.assertEqual(report, ReindexReport(2, 2, ("README",)))
+        self.assertEqual(self.index.studyCount(AREA), 1)
+
+    def test_idempotent(self):
+        """
+        Reindexing twice gives the same rows.
+        """
+        reindex(self.index, AREA, self.directory)
+        before = self.index.storedPaths(AREA)
+        reindex(self.index, AREA, self.directory, batchSize=1)
+        self.assertEqual(self.index.storedPaths(AREA), before)
+
+    def test_uidsFromFileMeta(self):
+        """
+        A data set without SOP Instance and Class UIDs takes those of its
+        file meta information.
+        """
+        dataset = header("3.1.1", 1)
+        writeFile(os.path.join(self.directory, "3", "bare.dcm"), dataset)
+        del dataset.SOPInstanceUID, dataset.SOPClassUID
+        dataset.save_as(
+            os.path.join(self.directory, "3", "bare.dcm"), enforce_file_format=True
+        )
+        reindex(self.index, AREA, self.directory)
+        (instance,) = self.index.instancesOfStudy(AREA, "3.1")
+        self.assertEqual((instance.sopInstanceUID, instance.sopClassUID), ("3.1.1.1", CT))
+
+    def test_otherAreaUntouched(self):
+        """
+        Reindexing an area leaves the others alone.
+        """
+        self.index.addInstance("OTHER", header("4.1.1", 1), stored("4.1.1.1", 1.0))
+        reindex(self.index, AREA, self.directory)
+        self.assertEqual(self.index.studyCount("OTHER"), 1)
+
+
+class ImmediateReactor:
+    """
+    Delivers results from the thread pool at once.
+    """
+
+    def callFromThread(self, function, *args, **kwargs):
+        function(*args, **kwargs)
+
+
+class ImmediateThreadPool:
+    """
+    Runs each call at once, in the calling thread.
+    """
+
+    def callInThreadWithCallback(self, onResult, function, *args, **kwargs):
+        try:
+            result = function(*args, **kwargs)
+        except BaseException:
+            onResult(False, Failure())
+        else:
+            onResult(True, result)
+
+
+class AsyncArchiveIndexTests(SynchronousTestCase):
+    """
+    Tests for L{AsyncArchiveIndex}.
+    """
+
+    def setUp(self):
+        self.directory = self.mktemp()
+        index = SQLiteArchiveIndex(self.mktemp())
+        self.index = AsyncArchiveIndex(index, ImmediateReactor(), ImmediateThreadPool())
+        self.addCleanup(index.close)
+        self.successResultOf(self.index.addInstances(AREA, archiveItems()))
+
+    def test_results(self):
+        """
+        Each method fires its Deferred with the blocking method's result.
+        """
+        self.assertEqual(self.successResultOf(self.index.studyCount(AREA)), 7)
+        self.assertEqual(
+            self.successResultOf(self.index.studyUsage(AREA, "2.1")),
+            StudySummary("2.1", 1005.0, 1, 1000),
+        )
+        self.assertEqual(
+            len(self.successResultOf(self.index.studiesByLastUpdate(AREA, 3))), 3
+        )
+        self.assertEqual(
+            len(self.successResultOf(self.index.instancesOfStudy(AREA, "1.1"))), 3
+        )
+        self.assertEqual(len(self.successResultOf(self.index.storedPaths(AREA))), 10)
+        self.assertEqual(
+            len(self.successResultOf(self.index.instancesFor(
+                AREA, STUDY_ROOT, identifier("STUDY", StudyInstanceUID="1.2")))),
+            2,
+        )
+
+    def test_updates(self):
+        """
+        Adding and removing go through the thread pool too.
+        """
+        self.assertEqual(
+            self.successResultOf(self.index.addInstance(
+                AREA, header("1.1.1", 1), stored("1.1.1.1", 1.0, path="b.dcm"))),
+            "1.1.1.1.dcm",
+        )
+        self.assertEqual(
+            self.successResultOf(self.index.removeInstance(AREA, "1.1.1.1")), "b.dcm"
+        )
+        self.assertEqual(
+            self.successResultOf(self.index.removeStudy(AREA, "2.1")), ["2.1.1.1.dcm"]
+        )
+
+    def test_findInBatches(self):
+        """
+        C-FIND responses come in batches until an empty one.
+        """
+        responses = self.successResultOf(
+            self.index.find(AREA, STUDY_ROOT, identifier("STUDY", StudyInstanceUID=""))
+        )
+        self.assertIsInstance(responses, PendingResponses)
+        batches = [self.successResultOf(responses.next(3)) for _ in range(4)]
+        self.assertEqual([len(batch) for batch in batches], [3, 3, 1, 0])
+        self.assertEqual(batches[2][0].StudyInstanceUID, "6.1")
+
+    def test_findClosed(self):
+        """
+        Closing the responses early releases the connection.
+        """
+        responses = self.successResultOf(
+            self.index.find(AREA, STUDY_ROOT, identifier("STUDY", StudyInstanceUID=""))
+        )
+        self.successResultOf(responses.next(1))
+        self.assertIsNone(self.successResultOf(responses.close()))
+        self.assertEqual(self.successResultOf(responses.next(1)), [])
+
+    def test_findError(self):
+        """
+        An identifier that cannot be matched fails the Deferred.
+        """
+        failure = self.failureResultOf(
+            self.index.find(AREA, STUDY_ROOT, identifier("PATIENT")), QueryError
+        )
+        self.assertEqual(failure.value.status, UNABLE_TO_PROCESS)
+
+    def test_reindex(self):
+        """
+        Reindexing runs in the thread pool.
+        """
+        writeFile(os.path.join(self.directory, "a.dcm"), header("1.1.1", 1))
+        report = self.successResultOf(self.index.reindex("OTHER", self.directory))
+        self.assertEqual(report, ReindexReport(1, 0, ()))
+
+    def test_close(self):
+        """
+        Closing closes the index.
+        """
+        self.successResultOf(self.index.close())
+        self.failureResultOf(self.index.studyCount(AREA), sqlite3.ProgrammingError)
+
+
+class ThreadTests(SynchronousTestCase):
+    """
+    The index used from several threads at once, as Twisted's thread pool
+    uses it.
+    """
+
+    def test_concurrentWritersAndReaders(self):
+        """
+        Threads adding instances while others query lose nothing.
+        """
+        index = SQLiteArchiveIndex(self.mktemp())
+        self.addCleanup(index.close)
+        errors = []
+
+        def write(worker):
+            try:
+                for number in range(1, 21):
+                    index.addInstance(
+                        AREA,
+                        header("1.1.1", number, SOPInstanceUID=f"9.{worker}.{number}",
+                               SeriesInstanceUID=f"9.{worker}",
+                               StudyInstanceUID=f"9.{worker}.0"),
+                        stored(f"9.{worker}.{number}", float(number)),
+                    )
+            except Exception as e:
+                errors.append(e)
+
+        def read():
+            try:
+                for _ in range(20):
+                    list(index.find(AREA, STUDY_ROOT,
+                                    identifier("STUDY", StudyInstanceUID="")))
+            except Exception as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+        threads += [threading.Thread(target=read) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(len(index.storedPaths(AREA)), 80)
+        self.assertEqual(index.studyCount(AREA), 4)
