@@ -2,19 +2,24 @@
 The C{twistd dicomd} plugin: command-line options and the service tree.
 
 C{twistd -n dicomd} with no options listens on C{tcp:11112} as AE C{DICOMD},
-answers C-ECHO and stores what it receives under C{dicomd-data/}, one
-directory per study.  Listening addresses are Twisted endpoint strings,
-repeatable with C{--listen}.  Storage options have storescp's long names
-and meanings.
+answers C-ECHO, stores what it receives under C{dicomd-data/} (one
+directory per study, indexed in an SQLite database there) and answers
+C-FIND and C-GET on it in the Patient Root and Study Root models, and
+C-MOVE to the peers given with C{--peer}.  Listening addresses are Twisted
+endpoint strings, repeatable with C{--listen}.  Storage options have
+storescp's long names and meanings.
 """
+
+import os
 
 from twisted.application import service, strports
 from twisted.python import usage
 
+from dicomd.archive.area import IndexedArea
+from dicomd.archive.matching import PATIENT_ROOT, STUDY_ROOT
+from dicomd.archive.service import INDEX_FILE, Archive, Peer, QueryRetrieveOptions, destinationTable, queryRetrieveEntity
 from dicomd.cli.common import TRANSFER_SYNTAX_OPTIONS
-from dicomd.dimse.commands import CEchoRQ, CStoreRQ
-from dicomd.net.acceptor import AcceptorFactory, ApplicationEntity
-from dicomd.services.verification import VerificationSCP
+from dicomd.net.acceptor import AcceptorFactory
 from dicomd.storage import naming
 from dicomd.storage.receiver import (
     SORT_PATIENT_NAME,
@@ -23,7 +28,6 @@ from dicomd.storage.receiver import (
     AreaService,
     StorageOptions,
     buildReceiver,
-    storagePolicy,
 )
 from dicomd.ul.negotiation import ACCEPTOR_PREFERENCES
 
@@ -50,6 +54,7 @@ STORAGE_FLAGS = [
     ("rename-on-eostudy", "At the end of a study, rename its files to a counter (-rns)."),
     ("exec-sync", "Wait for the reception command before answering (-xs)."),
     ("fsync", "fsync each file and its directory before answering."),
+    ("disable-get", "Do not offer C-GET."),
 ]
 
 
@@ -100,6 +105,7 @@ class Options(usage.Options):
     def __init__(self):
         usage.Options.__init__(self)
         self["listen"] = []
+        self["peers"] = []
 
     def opt_listen(self, endpoint):
         """
@@ -109,6 +115,16 @@ class Options(usage.Options):
         self["listen"].append(endpoint)
 
     opt_l = opt_listen
+
+    def opt_peer(self, description):
+        """
+        A C-MOVE destination, AETITLE:HOST:PORT (repeatable).
+        """
+        try:
+            aeTitle, host, port = description.rsplit(":", 2) if description.count(":") >= 2 else ("", "", "")
+            self["peers"].append(Peer(aeTitle, host, int(port)))
+        except ValueError:
+            raise usage.UsageError("--peer takes AETITLE:HOST:PORT, not %r" % (description,))
 
     def postOptions(self):
         if not self["listen"]:
@@ -173,14 +189,27 @@ def makeService(options) -> service.MultiService:
     listening service per C{--listen}.
     """
     top = service.MultiService()
-    receiver = buildReceiver(options["storage"])
+    storage = options["storage"]
+    title = options["aetitle"]
+    archive = Archive(os.path.join(storage.outputDirectory, INDEX_FILE))
+    archive.setServiceParent(top)
+    receiver = buildReceiver(storage, index=IndexedArea(archive.index, title, storage.outputDirectory))
     if receiver.area is not None:
         AreaService(receiver.area).setServiceParent(top)
     receiver.actions.setServiceParent(top)
-    entity = ApplicationEntity(
-        options["aetitle"],
-        storagePolicy(options["transfer-syntaxes"], bool(options["promiscuous"])),
-        {CEchoRQ.commandField: VerificationSCP(), CStoreRQ.commandField: receiver.scp},
+    entity = queryRetrieveEntity(
+        title,
+        archive,
+        title,
+        storage.outputDirectory,
+        QueryRetrieveOptions(
+            models=(PATIENT_ROOT, STUDY_ROOT),
+            get=not options["disable-get"],
+            destinations=destinationTable(options["peers"], title),
+            transferSyntaxes=options["transfer-syntaxes"],
+            promiscuous=bool(options["promiscuous"]),
+        ),
+        storage=receiver.scp,
         maximumLength=options["max-pdu"],
     )
     factory = AcceptorFactory(

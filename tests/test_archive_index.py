@@ -210,6 +210,7 @@ class SchemaTests(SynchronousTestCase):
     def setUp(self):
         self.path = self.mktemp()
         self.index = SQLiteArchiveIndex(self.path)
+        self.index.open()
         self.addCleanup(self.index.close)
 
     def columns(self, table):
@@ -274,7 +275,18 @@ class SchemaTests(SynchronousTestCase):
         db = sqlite3.connect(self.path)
         db.execute("PRAGMA user_version = 99")
         db.close()
-        self.assertRaises(sqlite3.DatabaseError, SQLiteArchiveIndex, self.path)
+        self.assertRaises(sqlite3.DatabaseError, SQLiteArchiveIndex(self.path).open)
+
+    def test_openedLazily(self):
+        """
+        Constructing the index touches no file; L{SQLiteArchiveIndex.open}
+        or the first use creates it.
+        """
+        path = self.mktemp()
+        index = SQLiteArchiveIndex(path)
+        self.assertFalse(os.path.exists(path))
+        self.assertEqual(index.studyCount(AREA), 0)
+        self.assertTrue(os.path.exists(path))
 
     def test_foreignKeys(self):
         """

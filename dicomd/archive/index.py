@@ -170,6 +170,15 @@ class IArchiveIndex(Interface):
         @return: the path of its file, or C{None} if it was not indexed.
         """
 
+    def movePath(area, oldPath, newPath):
+        """
+        Record that an indexed file was renamed (C{--rename-on-eostudy}).
+
+        @param oldPath: its old path, relative to the storage area.
+        @param newPath: its new path, relative to the storage area.
+        @return: whether a row had C{oldPath}.
+        """
+
     def removeStudy(area, studyInstanceUID):
         """
         Forget a study with its series and instances (and its patient when
@@ -454,7 +463,8 @@ class SQLiteArchiveIndex:
 
     def __init__(self, path, timeout=30.0):
         """
-        Open the database, creating it and its schema if needed.
+        Describe the database; it is opened (and created with its schema
+        if needed) by L{open} or on first use.
 
         @param path: the database file.
         @param timeout: how long a writer waits for another, in seconds.
@@ -464,9 +474,7 @@ class SQLiteArchiveIndex:
         self._lock = threading.Lock()
         self._idle = []
         self._closed = False
-        with self._connection() as db:
-            db.execute("PRAGMA journal_mode = WAL")
-            self._createSchema(db)
+        self._opened = False
 
     def _connect(self):
         db = sqlite3.connect(
@@ -480,8 +488,28 @@ class SQLiteArchiveIndex:
         db.execute("PRAGMA synchronous = NORMAL")
         return db
 
+    def open(self):
+        """
+        Create the database and its schema if needed.  The first use opens
+        it anyway; a daemon calls this when it starts, after dropping
+        privileges, so that the file belongs to its user and a broken
+        index stops it at once.
+        """
+        with self._lock:
+            if self._opened:
+                return
+            db = self._connect()
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+                self._createSchema(db)
+            finally:
+                db.close()
+            self._opened = True
+
     @contextmanager
     def _connection(self):
+        if not self._opened:
+            self.open()
         with self._lock:
             if self._closed:
                 raise sqlite3.ProgrammingError("the index is closed")
@@ -667,6 +695,14 @@ class SQLiteArchiveIndex:
             db.execute("DELETE FROM instance WHERE id = ?", (row["id"],))
             self._pruneSeries(db, row["series"])
             return row["path"]
+
+    def movePath(self, area, oldPath, newPath):
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE instance SET path = ? WHERE area = ? AND path = ?",
+                (newPath, area, oldPath),
+            )
+            return cursor.rowcount > 0
 
     def removeStudy(self, area, studyInstanceUID):
         with self._transaction() as db:
@@ -945,6 +981,9 @@ class AsyncArchiveIndex:
 
     def removeInstance(self, area, sopInstanceUID):
         return self._call(self._index.removeInstance, area, sopInstanceUID)
+
+    def movePath(self, area, oldPath, newPath):
+        return self._call(self._index.movePath, area, oldPath, newPath)
 
     def removeStudy(self, area, studyInstanceUID):
         return self._call(self._index.removeStudy, area, studyInstanceUID)

@@ -99,7 +99,7 @@ def describeRejection(reject) -> str:
 
 
 @implementer(IDataSetConsumer)
-class _BufferedDataSet:
+class BufferedDataSet:
     """
     Collects a small data set in memory and passes it on when complete.
     """
@@ -232,7 +232,10 @@ class Association:
     def contextFor(self, abstractSyntax: str, transferSyntax: Optional[str] = None) -> NegotiatedContext:
         """
         An accepted presentation context for C{abstractSyntax} (and, if
-        given, C{transferSyntax}) on which this side may invoke operations.
+        given, C{transferSyntax}) on which this side may invoke operations:
+        the requestor where it kept the SCU role, the acceptor where the
+        requestor took the SCP role (C-STORE sub-operations of C-GET,
+        PS3.7 D.3.3.4).
 
         @raise NoPresentationContext: none was accepted.
         """
@@ -241,7 +244,7 @@ class Association:
                 continue
             if transferSyntax is not None and context.transferSyntax != transferSyntax:
                 continue
-            if self.isRequestor and not context.scuRole:
+            if not (context.scuRole if self.isRequestor else context.scpRole):
                 continue
             return context
         raise NoPresentationContext(
@@ -485,7 +488,7 @@ class Association:
         if outstanding is None:
             raise DIMSEProtocolError("response to message %s, which is not outstanding" % message.messageIDBeingRespondedTo)
         if message.hasDataSet:
-            self._consumer = _BufferedDataSet(lambda data: self._deliverResponse(outstanding, message, data))
+            self._consumer = BufferedDataSet(lambda data: self._deliverResponse(outstanding, message, data))
         else:
             self._deliverResponse(outstanding, message, None)
 

@@ -196,20 +196,44 @@ class Actions(service.Service):
         """
         C{--rename-on-eostudy}, in a worker thread: number the study's files
         in arrival order, and tell the index their new names.
+
+        A file that is gone (removed since it was stored) is skipped; a new
+        name already taken in the directory (by an earlier episode of the
+        same study under C{-su}, or by a file put there by hand) is not
+        overwritten: the counter moves on to a free number.
         """
         timeNames = self.options.fileNames is naming.FileNameScheme.TIME
-        renamed = naming.renamedFileNames([os.path.basename(path) for path in paths], timeNames)
-        for path, (_, newName) in zip(paths, renamed):
-            target = os.path.join(os.path.dirname(path), newName)
-            os.replace(path, target)
+        number = 0
+        for path in paths:
+            if not os.path.exists(path):
+                self.log.warn("Cannot rename {path} at the end of its study: it is gone", path=path)
+                continue
+            directory = os.path.dirname(path)
+            while True:
+                number += 1
+                target = os.path.join(directory, naming.renamedFileName(os.path.basename(path), number, timeNames))
+                if target == path or not os.path.lexists(target):
+                    break
+            if target == path:
+                continue
+            os.rename(path, target)
             if self.area is not None and self.area.index is not None:
                 self.area.index.moved(path, target)
 
-    def stopService(self) -> Optional[defer.Deferred]:
+    def stopService(self) -> defer.Deferred:
+        """
+        End every open study now, run its end-of-study actions, and wait
+        for them and for every command still running.
+        """
         service.Service.stopService(self)
-        if self.tracker is not None:
-            return self.tracker.endAll()
-        return None
+        ending = self.tracker.endAll() if self.tracker is not None else defer.succeed(None)
+
+        def commandsDone(_):
+            return defer.DeferredList(
+                [action.whenIdle() for action in (self.onReception, self.onEndOfStudy) if action is not None]
+            )
+
+        return ending.addCallback(commandsDone)
 
 
 def _placeholders(received: Optional[ReceivedInstance], directory: str, fileName: Optional[str]) -> Dict[str, str]:
@@ -242,16 +266,21 @@ def storagePolicy(transferSyntaxes, promiscuous: bool = False) -> AcceptorPolicy
     return AcceptorPolicy(accepted, defaultTransferSyntaxes=tuple(transferSyntaxes) if promiscuous else None)
 
 
-def buildReceiver(options: StorageOptions, *, reactor=None, threadpool=None, index=None) -> Receiver:
+def buildReceiver(options: StorageOptions, *, reactor=None, threadpool=None, index=None, wallClock=datetime.now) -> Receiver:
     """
     The storage service objects for C{options}.
+
+    @param index: what records stored objects, such as an
+        L{dicomd.archive.area.IndexedArea}; see L{StorageArea}.
+    @param wallClock: returns the local time that C{-tn} file names are
+        made from (tests give a fixed one).
     """
     if reactor is None:
         from twisted.internet import reactor
     threadpool = threadpool if threadpool is not None else reactor.getThreadPool()
     area = layout = None
     if not options.ignore:
-        fileNamer = naming.FileNamer(options.fileNames, options.extension, clock=datetime.now, uidGenerator=lambda: str(generate_uid()))
+        fileNamer = naming.FileNamer(options.fileNames, options.extension, clock=wallClock, uidGenerator=lambda: str(generate_uid()))
         layout = StudyLayout(fileNamer, options.sortMode, options.sortPrefix)
         area = StorageArea(options.outputDirectory, layout, index=index, sync=options.sync, recode=options.recode)
     actions = Actions(options, area, layout, reactor=reactor, threadpool=threadpool)

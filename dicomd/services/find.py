@@ -1,0 +1,120 @@
+"""
+The Query/Retrieve service class, C-FIND SCP (PS3.4 C.4.1), for the
+Patient Root, Study Root and Patient/Study Only information models.
+
+Matches are read from the archive index in a worker thread, a batch at a
+time, and each batch goes out as pending responses while the next is read;
+C-CANCEL stops them between responses with status 0xFE00.
+"""
+
+from typing import Optional
+
+from pydicom.dataset import Dataset
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from dicomd.archive.matching import QueryError, modelForSOPClass
+from dicomd.dataset import decodeDataSet, encodeDataSet
+from dicomd.dimse import status as _status
+from dicomd.dimse.commands import CFindRSP
+from dicomd.interfaces import IService
+from dicomd.net.association import BufferedDataSet, responseTo
+
+#: How many matches are read from the index per thread job.
+BATCH = 100
+
+
+class Cancellation:
+    """
+    Whether the peer has cancelled a request (C-CANCEL) or gone away.
+    """
+
+    def __init__(self, association, messageID: int):
+        self.cancelled = False
+        association.onCancel(messageID, self.cancel)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def _refuse(association, context, message, statusValue: int, comment: str) -> None:
+    association.send(context.contextID, responseTo(message, statusValue, errorComment=comment[:64]))
+
+
+@implementer(IService)
+class FindSCP:
+    """
+    Answers C-FIND-RQ from one storage area of the archive.
+
+    @ivar index: an L{dicomd.archive.index.AsyncArchiveIndex}.
+    @ivar area: the storage area searched (its name in the index).
+    @ivar models: the information models offered, from
+        L{dicomd.archive.matching.MODELS}.
+    @ivar checkIdentifier: refuse identifiers that break the hierarchical
+        rules (dcmqrscp's C{--check-find}).
+    @ivar retrieveAETitle: the Retrieve AE Title (0008,0054) put in each
+        match, as dcmqrscp does; C{None} for the called AE title.
+    """
+
+    log = Logger()
+
+    def __init__(self, index, area: str, *, models, checkIdentifier: bool = False, retrieveAETitle: Optional[str] = None):
+        self.index = index
+        self.area = area
+        self.models = models
+        self.checkIdentifier = checkIdentifier
+        self.retrieveAETitle = retrieveAETitle
+
+    def messageReceived(self, association, context, message):
+        return BufferedDataSet(lambda data: self._find(association, context, message, data))
+
+    @defer.inlineCallbacks
+    def _find(self, association, context, message, data: bytes):
+        model = modelForSOPClass(message.affectedSOPClassUID)
+        if model is None or model not in self.models or message.affectedSOPClassUID != context.abstractSyntax:
+            _refuse(association, context, message, _status.SOP_CLASS_NOT_SUPPORTED, "C-FIND model not supported")
+            return
+        cancellation = Cancellation(association, message.messageID)
+        try:
+            identifier = decodeDataSet(data, context.transferSyntax)
+            responses = yield self.index.find(self.area, model, identifier, self.checkIdentifier)
+        except QueryError as e:
+            self.log.info("C-FIND from {peer} refused: {why}", peer=association.callingAETitle, why=str(e))
+            _refuse(association, context, message, e.status, str(e))
+            return
+        except ValueError as e:
+            _refuse(association, context, message, _status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(e))
+            return
+        matches = 0
+        try:
+            while not cancellation.cancelled:
+                batch = yield responses.next(BATCH)
+                if not batch:
+                    break
+                for match in batch:
+                    if cancellation.cancelled:
+                        break
+                    self._sendMatch(association, context, message, match)
+                    matches += 1
+        finally:
+            yield responses.close()
+        final = _status.CANCEL if cancellation.cancelled else _status.SUCCESS
+        self.log.info(
+            "C-FIND {model} from {peer}: {matches} matches, {status}",
+            model=model.name,
+            peer=association.callingAETitle,
+            matches=matches,
+            status=_status.describe(final),
+        )
+        association.send(context.contextID, responseTo(message, final))
+
+    def _sendMatch(self, association, context, message, match: Dataset) -> None:
+        match.RetrieveAETitle = self.retrieveAETitle or association.calledAETitle
+        pending = CFindRSP(
+            messageIDBeingRespondedTo=message.messageID,
+            affectedSOPClassUID=message.affectedSOPClassUID,
+            status=_status.PENDING,
+            hasDataSet=True,
+        )
+        association.send(context.contextID, pending, encodeDataSet(match, context.transferSyntax))

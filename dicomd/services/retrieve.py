@@ -1,0 +1,265 @@
+"""
+The Query/Retrieve service class, C-MOVE and C-GET SCPs (PS3.4 C.4.2 and
+C.4.3).
+
+Both find the instances an identifier selects in the archive index and send
+each as a C-STORE sub-operation, with the storage SCU of
+L{dicomd.storage.scu}: C-MOVE on a new association to the move destination,
+C-GET back on the requesting association (whose requestor took the SCP
+role for the storage SOP classes).  After each sub-operation a pending
+response carries the remaining, completed, failed and warning counts;
+C-CANCEL is honoured between sub-operations.  The final status is success,
+0xB000 when some sub-operations failed (with the Failed SOP Instance UID
+List), 0xA702 when all failed, or 0xFE00 when cancelled.
+"""
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+from pydicom.dataset import Dataset
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from dicomd.archive.matching import QueryError, modelForSOPClass
+from dicomd.dataset import decodeDataSet, encodeDataSet
+from dicomd.dimse import status as _status
+from dicomd.interfaces import IService
+from dicomd.net.association import AssociationError, BufferedDataSet, responseTo
+from dicomd.services.find import Cancellation, _refuse
+from dicomd.storage.scu import DicomFile, StoreFailed, proposePresentationContexts, readFileMeta, store
+
+
+@dataclass
+class SubOperations:
+    """
+    The counters of a retrieval (PS3.4 C.4.2.1.2).
+    """
+
+    remaining: int
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    failedInstances: List[str] = field(default_factory=list)
+
+    def record(self, sopInstanceUID: str, statusValue: Optional[int]) -> None:
+        """
+        Count one finished sub-operation; C{statusValue} is C{None} when it
+        could not be sent at all.
+        """
+        self.remaining -= 1
+        category = _status.category(statusValue) if statusValue is not None else _status.Category.FAILURE
+        if category is _status.Category.SUCCESS:
+            self.completed += 1
+        elif category is _status.Category.WARNING:
+            self.warning += 1
+        else:
+            self.failed += 1
+            self.failedInstances.append(sopInstanceUID)
+
+    def fields(self, final: bool) -> dict:
+        return {
+            "numberOfRemainingSuboperations": None if final and not self.remaining else self.remaining,
+            "numberOfCompletedSuboperations": self.completed,
+            "numberOfFailedSuboperations": self.failed,
+            "numberOfWarningSuboperations": self.warning,
+        }
+
+    def finalStatus(self, cancelled: bool) -> int:
+        if cancelled:
+            return _status.CANCEL
+        if self.failed and not (self.completed or self.warning):
+            return _status.OUT_OF_RESOURCES_SUB_OPERATIONS
+        if self.failed or self.warning:
+            return _status.SUB_OPERATIONS_COMPLETE_WITH_FAILURES
+        return _status.SUCCESS
+
+
+class RetrieveSCP:
+    """
+    What C-MOVE and C-GET share: reading the identifier, finding the
+    instances, running the sub-operations and answering.  Subclasses
+    provide C{storageAssociation(association, message, instances)}, a
+    L{Deferred} of the association to send the sub-operations on, and
+    C{finished(storageAssociation)}.
+
+    @ivar index: an L{dicomd.archive.index.AsyncArchiveIndex}.
+    @ivar area: the storage area retrieved from (its name in the index).
+    @ivar directory: that area's directory.
+    @ivar models: the information models offered.
+    @ivar checkIdentifier: refuse identifiers that break the rules
+        (dcmqrscp's C{--check-move}).
+    """
+
+    log = Logger()
+    operation = "C-RETRIEVE"
+
+    def __init__(self, index, area: str, directory: str, *, models, checkIdentifier: bool = False, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.index = index
+        self.area = area
+        self.directory = directory
+        self.models = models
+        self.checkIdentifier = checkIdentifier
+        self.reactor = reactor
+
+    def messageReceived(self, association, context, message):
+        return BufferedDataSet(lambda data: self._retrieve(association, context, message, data))
+
+    @defer.inlineCallbacks
+    def _retrieve(self, association, context, message, data: bytes):
+        model = modelForSOPClass(message.affectedSOPClassUID)
+        if model is None or model not in self.models or message.affectedSOPClassUID != context.abstractSyntax:
+            _refuse(association, context, message, _status.SOP_CLASS_NOT_SUPPORTED, "%s model not supported" % self.operation)
+            return
+        cancellation = Cancellation(association, message.messageID)
+        try:
+            identifier = decodeDataSet(data, context.transferSyntax)
+            instances = yield self.index.instancesFor(self.area, model, identifier, self.checkIdentifier)
+        except QueryError as e:
+            _refuse(association, context, message, e.status, str(e))
+            return
+        except ValueError as e:
+            _refuse(association, context, message, _status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(e))
+            return
+        counts = SubOperations(len(instances))
+        if instances:
+            try:
+                target = yield self.storageAssociation(association, message, instances)
+            except _Refusal as e:
+                _refuse(association, context, message, e.status, str(e))
+                return
+            except Exception as e:
+                self.log.warn("{operation}: cannot open the storage association: {why}", operation=self.operation, why=str(e))
+                _refuse(association, context, message, _status.OUT_OF_RESOURCES_SUB_OPERATIONS, str(e))
+                return
+            try:
+                yield self._subOperations(association, context, message, target, instances, counts, cancellation)
+            finally:
+                yield self.finished(target)
+        final = counts.finalStatus(cancellation.cancelled)
+        self.log.info(
+            "{operation} from {peer}: {completed} completed, {failed} failed, {warning} warnings, {status}",
+            operation=self.operation,
+            peer=association.callingAETitle,
+            completed=counts.completed,
+            failed=counts.failed,
+            warning=counts.warning,
+            status=_status.describe(final),
+        )
+        failedList = None
+        if counts.failedInstances or (cancellation.cancelled and counts.remaining):
+            failedList = Dataset()
+            failedList.FailedSOPInstanceUIDList = counts.failedInstances
+            failedList = encodeDataSet(failedList, context.transferSyntax)
+        response = responseTo(message, final, hasDataSet=failedList is not None, **counts.fields(final=True))
+        association.send(context.contextID, response, failedList)
+
+    @defer.inlineCallbacks
+    def _subOperations(self, association, context, message, target, instances, counts: SubOperations, cancellation):
+        for instance in instances:
+            if cancellation.cancelled:
+                return
+            path = os.path.join(self.directory, instance.path)
+            try:
+                result = yield store(
+                    target,
+                    _dicomFile(path),
+                    moveOriginatorAETitle=self.moveOriginator(association),
+                    moveOriginatorMessageID=message.messageID if self.moveOriginator(association) else None,
+                    reactor=self.reactor,
+                )
+            except (StoreFailed, OSError) as e:
+                self.log.warn("{operation} of {uid} failed: {why}", operation=self.operation, uid=instance.sopInstanceUID, why=str(e))
+                counts.record(instance.sopInstanceUID, None)
+            except AssociationError as e:
+                self.log.warn("{operation}: storage association lost: {why}", operation=self.operation, why=str(e))
+                counts.record(instance.sopInstanceUID, None)
+                for rest in instances[instances.index(instance) + 1:]:
+                    counts.record(rest.sopInstanceUID, None)
+                return
+            else:
+                counts.record(instance.sopInstanceUID, result.status)
+            if counts.remaining:
+                pending = responseTo(message, _status.PENDING, **counts.fields(final=False))
+                association.send(context.contextID, pending)
+
+    def moveOriginator(self, association) -> Optional[str]:
+        return None
+
+    def finished(self, target):
+        return None
+
+
+def _dicomFile(path: str) -> DicomFile:
+    return readFileMeta(path)
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Destination:
+    """
+    A move destination: how to reach an AE title.
+
+    @ivar connect: called with the proposed presentation contexts, returns
+        a L{Deferred} of an association to the destination.
+    @ivar host: its host, for C{--move-host}.
+    """
+
+    aeTitle: str
+    host: str
+    connect: Callable
+
+
+@implementer(IService)
+class MoveSCP(RetrieveSCP):
+    """
+    C-MOVE SCP: sub-operations on a new association to the destination.
+
+    @ivar destinations: called with an AE title, returns its L{Destination}
+        or C{None} when it is unknown (0xA801).
+    @ivar allowed: called with (requesting association, destination),
+        returns a reason string to refuse the move, or C{None}
+        (dcmqrscp's C{--move-aetitle}, C{--move-host}, C{--move-vendor}).
+    """
+
+    operation = "C-MOVE"
+
+    def __init__(self, index, area, directory, *, destinations, allowed=None, **kwargs):
+        RetrieveSCP.__init__(self, index, area, directory, **kwargs)
+        self.destinations = destinations
+        self.allowed = allowed or (lambda association, destination: None)
+
+    def storageAssociation(self, association, message, instances):
+        destination = self.destinations(message.moveDestination)
+        if destination is None:
+            return defer.fail(_Refusal(_status.MOVE_DESTINATION_UNKNOWN, "move destination %s unknown" % message.moveDestination))
+        refusal = self.allowed(association, destination)
+        if refusal is not None:
+            return defer.fail(_Refusal(_status.MOVE_DESTINATION_UNKNOWN, refusal))
+        return destination.connect(proposePresentationContexts(instances))
+
+    def moveOriginator(self, association) -> Optional[str]:
+        return association.callingAETitle
+
+    def finished(self, target):
+        return target.release()
+
+
+@implementer(IService)
+class GetSCP(RetrieveSCP):
+    """
+    C-GET SCP: sub-operations on the requesting association.
+    """
+
+    operation = "C-GET"
+
+    def storageAssociation(self, association, message, instances):
+        return defer.succeed(association)
