@@ -14,7 +14,7 @@ value as data, never as code, whatever it contains.
 """
 
 import os
-from typing import Dict, Optional
+from typing import Dict, Optional, Set
 
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
@@ -97,6 +97,7 @@ class CommandAction:
         self.command = shellCommand(template)
         self.synchronous = synchronous
         self._reactor = reactor
+        self._running: Set[defer.Deferred] = set()
 
     def run(self, values: Dict[str, Optional[str]]) -> Optional[defer.Deferred]:
         """
@@ -110,11 +111,32 @@ class CommandAction:
         """
         environment = dict(os.environ)
         for letter, variable in PLACEHOLDERS.items():
-            environment[variable] = values.get(letter) or ""
+            # An environment string cannot hold NUL; nothing else is changed.
+            environment[variable] = (values.get(letter) or "").replace("\0", "")
         done = defer.Deferred()
         done.addCallback(self._ended)
-        self._reactor.spawnProcess(_Collector(done), "/bin/sh", ["/bin/sh", "-c", self.command], env=environment)
+        try:
+            self._reactor.spawnProcess(_Collector(done), "/bin/sh", ["/bin/sh", "-c", self.command], env=environment)
+        except Exception:
+            self.log.failure("Could not start {command!r}", command=self.template)
+            return None
+        self._running.add(done)
+        done.addBoth(self._forget, done)
         return done if self.synchronous else None
+
+    def _forget(self, result, done: defer.Deferred):
+        self._running.discard(done)
+        return result
+
+    def whenIdle(self) -> defer.Deferred:
+        """
+        A L{Deferred} firing once every command started so far has exited
+        (at shutdown, so that no command is left unreaped).
+        """
+        running = [defer.Deferred() for _ in self._running]
+        for waiter, done in zip(running, list(self._running)):
+            done.addBoth(lambda result, waiter=waiter: (waiter.callback(None), result)[1])
+        return defer.DeferredList(running)
 
     def _ended(self, result) -> int:
         exitCode, output = result
