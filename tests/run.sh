@@ -34,6 +34,9 @@ if ! [ -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q '.[test]'
+# pip builds in the source tree; its leftovers would shadow the installed
+# metadata that tests/test_packaging.py reads.
+rm -rf build dicomd.egg-info
 
 # Tests import dicomd from this checkout, and so do the twistd and dicomd
 # processes they start (tests/support.py puts the checkout first on their

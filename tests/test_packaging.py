@@ -31,6 +31,13 @@ class DistributionTests(SynchronousTestCase):
         """
         self.assertIn("twisted/plugins/dicomd_plugin.py", self.files())
 
+    def test_endpointPluginInstalled(self):
+        """
+        The wheel installs twisted/plugins/dicomd_endpoints.py, which
+        registers the C{dicomtls:} endpoint prefix.
+        """
+        self.assertIn("twisted/plugins/dicomd_endpoints.py", self.files())
+
     def test_noTwistedPackageInit(self):
         """
         The wheel does not install a twisted/__init__.py or
