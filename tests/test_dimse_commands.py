@@ -363,6 +363,9 @@ class HandBuiltVectorTests(SynchronousTestCase):
         primitive.Priority = PRIORITY_LOW
         primitive.MoveOriginatorApplicationEntityTitle = "ORIGIN"
         primitive.MoveOriginatorMessageID = 3
+        # With its data set, as pynetdicom sends it: Command Data Set Type
+        # 0x0001 (a C-STORE-RQ without one is refused).
+        primitive.DataSet = BytesIO(b"\x08\x00\x18\x00\x00\x00\x00\x00")
         message = C_STORE_RQ()
         message.primitive_to_message(primitive)
         from pynetdicom.dsutils import encode
@@ -530,6 +533,7 @@ class LenientDecodeTests(SynchronousTestCase):
                 + element(0x0100, us(0x0021))
                 + element(0x0110, us(1))
                 + element(0x0600, padded)
+                + element(0x0800, us(0x0001))
             )
             self.assertEqual(decodeCommand(data).moveDestination, "STORESCP")
 

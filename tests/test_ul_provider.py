@@ -242,6 +242,11 @@ RAISE = {
 #: method; an empty cell for one of them is a L{ProtocolError}.
 LOCAL_EVENTS = {Event.Evt1, Event.Evt2, Event.Evt5, Event.Evt7, Event.Evt8, Event.Evt9, Event.Evt11, Event.Evt14}
 
+#: Local primitives that answer or send to the peer: in Sta13 the
+#: association has ended and they do nothing (the local user may answer an
+#: indication that a later PDU of the same chunk ended).
+LATE_ANSWER_EVENTS = {Event.Evt7, Event.Evt8, Event.Evt9, Event.Evt11, Event.Evt14}
+
 #: Events raised by the arrival of bytes.
 RECEIVED_EVENTS = {
     Event.Evt3,
@@ -394,6 +399,10 @@ class StateTableTests(SynchronousTestCase):
             expectedOutputs, expectedState = expectedOutcome(action, event, side)
             self.assertEqual(outputs, expectedOutputs)
             self.assertIs(provider.state, expectedState)
+        elif state is State.Sta13 and event in LATE_ANSWER_EVENTS:
+            # The association has ended: a late answer does nothing.
+            self.assertEqual(RAISE[event](provider), [])
+            self.assertIs(provider.state, state)
         elif event in LOCAL_EVENTS or event in RECEIVED_EVENTS:
             # No action: the local user asked for something this state
             # does not allow, or bytes arrived with no connection.

@@ -60,8 +60,14 @@ _US = struct.Struct("<H")
 _UL = struct.Struct("<L")
 
 
+# Command sets have no Specific Character Set: their strings are ASCII.  A
+# peer may send any byte, though, and a response echoes the request's UIDs,
+# so strings are read as Latin-1 (one character per byte) and written the
+# same way: whatever was decoded encodes back to the same bytes.
+
+
 def _encodeString(value: str, padding: bytes) -> bytes:
-    raw = value.encode("ascii")
+    raw = value.encode("latin-1")
     return raw + padding if len(raw) % 2 else raw
 
 
@@ -71,7 +77,7 @@ def _encodeValue(vr: str, value) -> bytes:
     if vr == "UI":
         return _encodeString(value, b"\x00")
     if vr == "AE":
-        return value.encode("ascii").ljust(16, b" ")
+        return value.encode("latin-1").ljust(16, b" ")
     if vr == "LO":
         return _encodeString(value, b" ")
     if vr == "AT":
@@ -274,6 +280,11 @@ def _layout(cls) -> List[Tuple[str, int, str]]:
 
 _LAYOUTS = {cls: _layout(cls) for cls in list(MESSAGE_CLASSES.values()) + [UnrecognizedMessage]}
 
+#: The requests whose Command Data Set Type "shall be set to a value other
+#: than 0101H" (PS3.7 Tables 9.3-1, 9.3-2, 9.3-3, 9.3-4): the operation
+#: cannot be performed without its data set or identifier.
+_DATA_SET_REQUIRED = (CStoreRQ, CFindRQ, CMoveRQ, CGetRQ)
+
 
 def encodeCommand(message: Message) -> bytes:
     """
@@ -298,8 +309,10 @@ def decodeCommand(data) -> Message:
     Decode a command set.
 
     @param data: the whole command set, as bytes or a memoryview.
-    @raise DIMSEDecodeError: the bytes are not a command set, or lack the
-        Command Field.
+    @raise DIMSEDecodeError: the bytes are not a command set, lack the
+        Command Field or an element their message requires, or a request
+        that needs a data set (C-STORE, C-FIND, C-MOVE, C-GET) announces
+        none.
     """
     view = memoryview(data)
     end = len(view)
@@ -333,4 +346,8 @@ def decodeCommand(data) -> Message:
     missing = [name for name in cls.required if name not in values]
     if missing:
         raise DIMSEDecodeError("%s without %s" % (cls.__name__, ", ".join(missing)))
+    if cls in _DATA_SET_REQUIRED and not hasDataSet:
+        # Waiting for a data set that never comes would keep the request
+        # open, and the association with it, for as long as the peer likes.
+        raise DIMSEDecodeError("%s without a data set" % (cls.__name__,))
     return cls(**values)

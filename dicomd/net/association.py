@@ -422,13 +422,21 @@ class Association:
     def pDataReceived(self, pdu) -> None:
         """
         P-DATA indication from the Upper Layer.
+
+        Once the association has ended (this side aborted it on an earlier
+        PDU of the same chunk of bytes, whose indications are applied after
+        the whole chunk was read) P-DATA is ignored.
         """
+        if self._ended:
+            return
         try:
             for event in self._assembler.receive(pdu):
                 if type(event) is CommandReceived:
                     self._commandReceived(event.contextID, event.message)
                 else:
                     consumer = self._consumer
+                    if consumer is None:
+                        raise DIMSEProtocolError("a data set nobody expects")
                     consumer.write(event.data)
                     if event.isLast:
                         self._consumer = None
@@ -451,6 +459,10 @@ class Association:
             canceller = self._serving.get(message.messageIDBeingRespondedTo)
             if canceller is not None:
                 canceller()
+            if message.hasDataSet:
+                # C-CANCEL-RQ carries none (PS3.7 9.3.2.3); one sent anyway
+                # is read and dropped.
+                self._consumer = _DiscardedDataSet(_noCancel)
             return
         messageID = getattr(message, "messageID", None)
         if messageID is None or messageID in self._serving:
@@ -472,7 +484,10 @@ class Association:
         else:
             consumer = service.messageReceived(self, context, message)
         if message.hasDataSet:
-            self._consumer = consumer
+            # A service that expects no data set (C-ECHO) returns no
+            # consumer, whatever the peer's CommandDataSetType says: a data
+            # set it sends anyway is read and dropped.
+            self._consumer = consumer if consumer is not None else _DiscardedDataSet(_noCancel)
 
     def onCancel(self, messageID: int, canceller: Callable[[], None]) -> None:
         """

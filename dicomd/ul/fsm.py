@@ -115,7 +115,10 @@ class ProtocolError(Exception):
     For events from the network this cannot happen (every state with an
     open transport connection has a cell for every PDU); it is raised when
     the local user asks for something the current state does not allow,
-    such as sending data before the association is established.
+    such as sending data before the association is established.  A local
+    primitive that answers the peer (Evt7, Evt8, Evt9, Evt11, Evt14) once
+    the association has ended, in Sta13 or back in Sta1, is not an error:
+    the provider ignores it, as it ignores an abort with nothing to abort.
     """
 
     def __init__(self, state: State, event: Event):

@@ -212,11 +212,21 @@ TOO_MANY_ASSOCIATIONS = AAssociateRJ(
 )
 
 
+#: The longest UID (PS3.5 9.1).
+MAXIMUM_UID_LENGTH = 64
+
+
 def acceptPresentationContexts(
     request: AAssociateRQ, policy: AcceptorPolicy
 ) -> Tuple[List[PresentationContextAC], List[SCPSCURoleSelection], Dict[int, NegotiatedContext]]:
     """
     Answer every proposed presentation context and role selection.
+
+    The answer always fits an A-ASSOCIATE-AC: each context ID is answered
+    once (so at most 256 role selections are granted) and an abstract
+    syntax longer than a UID is refused, so the granted role selections,
+    which echo abstract syntaxes, fit the user information item whatever
+    the request held.
 
     @return: the presentation context items and role selection items for
         the A-ASSOCIATE-AC, and the accepted contexts by ID.
@@ -225,7 +235,18 @@ def acceptPresentationContexts(
     answers = []
     accepted = {}
     grantedRoles = {}
+    answered = set()
     for context in request.presentationContexts:
+        if context.contextID in answered:
+            # A context ID proposed twice is answered once, for its first
+            # proposal: the peer could not tell two answers apart.
+            continue
+        answered.add(context.contextID)
+        if len(context.abstractSyntax) > MAXIMUM_UID_LENGTH:
+            # Not a UID (PS3.5 9.1), whatever the policy: nor is it echoed
+            # in a role selection, whose item it could overflow.
+            answers.append(PresentationContextAC(context.contextID, PC_ABSTRACT_SYNTAX_NOT_SUPPORTED))
+            continue
         preferences = policy.preferencesFor(context.abstractSyntax)
         if preferences is None:
             answers.append(PresentationContextAC(context.contextID, PC_ABSTRACT_SYNTAX_NOT_SUPPORTED))

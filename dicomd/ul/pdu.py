@@ -111,17 +111,23 @@ def _pdu(pduType: int, body: bytes) -> bytes:
     return _HEADER.pack(pduType, 0, len(body)) + body
 
 
+# UIDs, AE titles and names are ASCII in the standard, but a peer may send
+# any byte: they are read as Latin-1, which maps every byte to one
+# character, and written the same way, so whatever was decoded (an AE title
+# or a role selection an acceptor echoes) encodes back to the same bytes.
+
+
 def _uid(value: str) -> bytes:
-    return value.encode("ascii")
+    return value.encode("latin-1")
 
 
 def _decodeUID(raw) -> str:
     # Some implementations pad UIDs in PDUs with a NUL or a space.
-    return bytes(raw).rstrip(b"\x00 ").decode("ascii", "replace")
+    return bytes(raw).rstrip(b"\x00 ").decode("latin-1")
 
 
 def _aeTitle(value: str) -> bytes:
-    raw = value.encode("ascii")
+    raw = value.encode("latin-1")
     if len(raw) > 16:
         raise ValueError("AE title %r is longer than 16 characters" % (value,))
     return raw.ljust(16, b" ")
@@ -346,7 +352,7 @@ class UserInformation:
             parts.append(_item(ITEM_ASYNCHRONOUS_OPERATIONS_WINDOW, struct.pack(">HH", invoked, performed)))
         parts.extend(role.encode() for role in self.roleSelections)
         if self.implementationVersionName is not None:
-            parts.append(_item(ITEM_IMPLEMENTATION_VERSION_NAME, self.implementationVersionName.encode("ascii")))
+            parts.append(_item(ITEM_IMPLEMENTATION_VERSION_NAME, self.implementationVersionName.encode("latin-1")))
         parts.extend(item.encode() for item in self.extendedNegotiations)
         parts.extend(item.encode() for item in self.commonExtendedNegotiations)
         if self.userIdentityRQ is not None:

@@ -9,8 +9,9 @@ transport to open or close, and indications and confirmations for the local
 user.  It never touches a socket, a clock or the reactor, so every cell of
 the state table can be driven by a test.
 
-Framing works over a single buffer with a read offset, copying each byte at
-most once, and refuses a PDU whose header announces more than this side
+Framing hands on PDUs that arrive whole as slices of the received chunk,
+joins those that span chunks once, when complete (each byte is copied at
+most once), and refuses a PDU whose header announces more than this side
 accepts before a byte of its body is buffered.
 """
 
@@ -196,8 +197,16 @@ class ULProvider:
         self.state = State.Sta1
         self.isRequestor = isRequestor
         self.maximumLength = maximumLength
-        self._buffer = bytearray()
+        # The received bytes of an incomplete PDU, as the chunks (or the
+        # tail of a chunk) they came in, and how many bytes the first PDU
+        # in them needs to be complete (6 while its header is incomplete).
+        self._buffer: List = []
+        self._bufferedLength = 0
+        self._needed = 6
         self._discarding = False
+        # Whether the association has ended and its connection closed (or
+        # is closing): the machine is back in Sta1 and stays there.
+        self._ended = False
         # Parameters of the event being handled, read by the actions.
         self._outputs: List = []
         self._pdu = None
@@ -231,14 +240,14 @@ class ULProvider:
         Evt7: the local user accepts the association.
         """
         self._pdu = accept
-        return self._handle(Event.Evt7)
+        return self._answer(Event.Evt7)
 
     def rejectAssociation(self, reject: AAssociateRJ) -> list:
         """
         Evt8: the local user rejects the association.
         """
         self._pdu = reject
-        return self._handle(Event.Evt8)
+        return self._answer(Event.Evt8)
 
     def sendData(self, data: Union[bytes, list]) -> list:
         """
@@ -247,19 +256,37 @@ class ULProvider:
         @param data: one or more whole, encoded P-DATA-TF PDUs.
         """
         self._pdu = data
-        return self._handle(Event.Evt9)
+        return self._answer(Event.Evt9)
 
     def requestRelease(self) -> list:
         """
         Evt11: A-RELEASE request from the local user.
         """
-        return self._handle(Event.Evt11)
+        return self._answer(Event.Evt11)
 
     def respondRelease(self) -> list:
         """
         Evt14: A-RELEASE response from the local user.
         """
-        return self._handle(Event.Evt14)
+        return self._answer(Event.Evt14)
+
+    def _answer(self, event: Event) -> list:
+        """
+        Raise a local primitive that answers or sends to the peer (Evt7,
+        Evt8, Evt9, Evt11, Evt14).
+
+        Once the association has ended (Sta13, or Sta1 after the connection
+        closed) such a primitive does nothing, as L{abort} does: the outputs
+        of one chunk of received bytes are applied after the whole chunk
+        was read, so the local user may answer an indication (accept an
+        association, respond to a P-DATA or a release) that a later PDU of
+        the same chunk has already ended.  In any other state an event
+        without a cell is still a L{ProtocolError}.
+        """
+        if self.state is State.Sta13 or (self.state is State.Sta1 and self._ended):
+            self._pdu = None
+            return []
+        return self._handle(event)
 
     def abort(self, source: int = ABORT_SOURCE_SERVICE_USER, reason: int = ABORT_REASON_NOT_SPECIFIED) -> list:
         """
@@ -297,18 +324,34 @@ class ULProvider:
     def dataReceived(self, data) -> list:
         """
         Frame received bytes into PDUs and raise one event per PDU.
+
+        A PDU that arrives whole in one chunk is decoded from memoryview
+        slices of that chunk, without copying.  The start of a PDU that
+        does not is kept as it came (a slice of its chunk) with the chunks
+        that follow, and they are joined once, when the last byte the PDU
+        needs has arrived: every byte is copied at most once, however the
+        stream is cut.
         """
         if self._discarding:
             return []
+        if type(data) is not bytes:
+            # Slices of what we are given outlive this call: a mutable
+            # buffer the caller may reuse is copied first.
+            data = bytes(data)
+        pending = self._buffer
+        if pending:
+            pending.append(data)
+            self._bufferedLength += len(data)
+            if self._bufferedLength < self._needed:
+                return []
+            data = b"".join(pending)
+            self._buffer = []
+            self._bufferedLength = 0
         outputs = []
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            view = memoryview(buffer)
-        else:
-            view = memoryview(data)
+        view = memoryview(data)
         pos = 0
-        end = len(view)
+        end = len(data)
+        needed = 6
         while end - pos >= 6:
             pduType, _, length = _HEADER.unpack_from(view, pos)
             if pduType not in PDU_EVENTS:
@@ -323,24 +366,21 @@ class ULProvider:
                 )
                 break
             if end - pos - 6 < length:
+                needed = 6 + length
                 break
-            body = view[pos + 6 : pos + 6 + length]
-            if buffer:
-                # The buffer will be reused: the PDU gets its own bytes.
-                body = memoryview(bytes(body))
-            pos += 6 + length
-            outputs += self._received(pduType, body)
+            start = pos + 6
+            pos = start + length
+            outputs += self._received(pduType, view[start:pos])
             if self._discarding:
                 break
         if self._discarding:
-            view.release()
-            buffer.clear()
+            self._buffer = []
+            self._bufferedLength = 0
             return outputs
-        if buffer:
-            view.release()
-            del buffer[:pos]
-        elif pos < end:
-            buffer += view[pos:]
+        if pos < end:
+            self._buffer = [view[pos:]]
+            self._bufferedLength = end - pos
+            self._needed = needed
         return outputs
 
     def _limit(self, pduType: int) -> int:
@@ -379,6 +419,12 @@ class ULProvider:
         self._outputs = outputs = []
         self._event = event
         self.state = _ACTIONS[action](self)
+        if self.state is State.Sta1:
+            # The connection is closed or closing (AE-4, AR-3, AR-5, AA-2 to
+            # AA-5): bytes after this PDU, in this chunk or a later one,
+            # belong to no association and are discarded.
+            self._ended = True
+            self._discarding = True
         self._pdu = None
         return outputs
 
