@@ -15,17 +15,3 @@ IMPLEMENTATION_CLASS_UID = "2.25.35357045051586428076269356577191777566"
 #: Our Implementation Version Name (at most 16 characters).
 IMPLEMENTATION_VERSION_NAME = "DICOMD_" + __version__
 
-
-def _quietPydicom() -> None:
-    """
-    dicomd checks what it needs of received data itself, and answers with
-    DIMSE statuses; pydicom's own warnings about values that do not follow
-    their VR (a range like C{20200101-} in a query, say) would only fill
-    the log, so they are turned off once, here.
-    """
-    from pydicom import config
-
-    config.settings.reading_validation_mode = config.IGNORE
-
-
-_quietPydicom()

@@ -19,6 +19,21 @@ from pydicom.uid import UID
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 
 
+def quietPydicom() -> None:
+    """
+    Turn off pydicom's warnings about values that do not follow their VR
+    (a range like C{20200101-} in a query, say): dicomd checks what it
+    needs of received data itself and answers with DIMSE statuses, so they
+    would only fill the log.  The modules that decode network data with
+    pydicom call this when they are imported; it changes pydicom's
+    process-wide settings, and only a process that loads pydicom pays for
+    the import.
+    """
+    from pydicom import config
+
+    config.settings.reading_validation_mode = config.IGNORE
+
+
 def decodeDataSet(data: bytes, transferSyntaxUID: str) -> Dataset:
     """
     Decode an encoded data set.
@@ -49,3 +64,6 @@ def encodeDataSet(dataset: Dataset, transferSyntaxUID: str, compressionLevel: in
         compressor = zlib.compressobj(compressionLevel, zlib.DEFLATED, -zlib.MAX_WBITS)
         data = compressor.compress(data) + compressor.flush()
     return data
+
+
+quietPydicom()

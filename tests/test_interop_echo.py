@@ -146,7 +146,7 @@ class DCMTKEchoscuTests(unittest.TestCase):
         daemon = yield startDaemon(self)
         output = yield self.echo(daemon, "-d", "-pdu", "4096")
         self.assertRegex(output, r"Our Max PDU Receive Size:\s+4096")
-        self.assertRegex(output, r"Their Max PDU Receive Size:\s+16384")
+        self.assertRegex(output, r"Their Max PDU Receive Size:\s+131072")
 
     @defer.inlineCallbacks
     def test_largestPDU(self):
@@ -157,7 +157,7 @@ class DCMTKEchoscuTests(unittest.TestCase):
         daemon = yield startDaemon(self)
         output = yield self.echo(daemon, "-d", "-pdu", "131072")
         self.assertRegex(output, r"Our Max PDU Receive Size:\s+131072")
-        self.assertRegex(output, r"Their Max PDU Receive Size:\s+16384")
+        self.assertRegex(output, r"Their Max PDU Receive Size:\s+131072")
 
     @defer.inlineCallbacks
     def test_daemonMaximumPDU(self):

@@ -6,18 +6,32 @@ a data set's first bytes.
 Received data sets are stored bit for bit as they arrived; only the
 preamble and the File Meta Information group are ours, built from the
 C-STORE command and the accepted transfer syntax (as DCMTK's storescp does).
+
+The attributes before the pixel data are read by L{scanHead}, a small
+element scanner for the little endian encodings (PS3.5 section 7): it
+walks the element headers, skips sequences to their delimiters, and
+returns a pydicom L{Dataset} of undecoded elements, which pydicom decodes
+only when one is looked at.  That is several times faster than pydicom's
+own reader, and every storage SCP pays it once per object.  Big endian and
+deflated data sets, and anything the scanner does not understand, are read
+by pydicom (L{readHead}).
 """
 
+import functools
 import struct
 from io import BytesIO
 from typing import Optional
 
 from pydicom import dcmread
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
+from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from dicomd import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from dicomd.dataset import quietPydicom
 
 PREAMBLE = bytes(128) + b"DICM"
 
@@ -36,18 +50,31 @@ def encodeFileMeta(sopClassUID: str, sopInstanceUID: str, transferSyntaxUID: str
 
     @param sourceAETitle: the AE title that sent the data set (0002,0016).
     """
-    body = b"".join(
+    before, after = _fileMetaAround(sopClassUID, transferSyntaxUID, sourceAETitle)
+    instance = _element(0x00020003, b"UI", sopInstanceUID.encode("ascii"), b"\x00")
+    length = len(before) + len(instance) + len(after)
+    return b"".join((PREAMBLE, struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, length), before, instance, after))
+
+
+@functools.lru_cache(maxsize=256)
+def _fileMetaAround(sopClassUID: str, transferSyntaxUID: str, sourceAETitle: str):
+    """
+    The File Meta Information elements before and after the Media Storage
+    SOP Instance UID, which are the same for every object of one class and
+    transfer syntax from one AE.
+    """
+    before = struct.pack("<HH2sHL", 0x0002, 0x0001, b"OB", 0, 2) + b"\x00\x01" + _element(
+        0x00020002, b"UI", sopClassUID.encode("ascii"), b"\x00"
+    )
+    after = b"".join(
         [
-            struct.pack("<HH2sHL", 0x0002, 0x0001, b"OB", 0, 2) + b"\x00\x01",
-            _element(0x00020002, b"UI", sopClassUID.encode("ascii"), b"\x00"),
-            _element(0x00020003, b"UI", sopInstanceUID.encode("ascii"), b"\x00"),
             _element(0x00020010, b"UI", transferSyntaxUID.encode("ascii"), b"\x00"),
             _element(0x00020012, b"UI", IMPLEMENTATION_CLASS_UID.encode("ascii"), b"\x00"),
             _element(0x00020013, b"SH", IMPLEMENTATION_VERSION_NAME.encode("ascii"), b" "),
             _element(0x00020016, b"AE", sourceAETitle.encode("ascii", "replace"), b" "),
         ]
     )
-    return PREAMBLE + struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, len(body)) + body
+    return before, after
 
 
 class _StopAt:
@@ -89,6 +116,222 @@ def readHead(head: bytes, transferSyntaxUID: str, complete: bool) -> Optional[Da
     return dataset
 
 
+#: Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5
+#: Table 7.1-1); every other VR has a 2-byte length.
+_LONG_VRS = frozenset((b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"))
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_ITEM = 0xFFFEE000
+_ITEM_DELIMITATION = 0xFFFEE00D
+_SEQUENCE_DELIMITATION = 0xFFFEE0DD
+_SPECIFIC_CHARACTER_SET = 0x00080005
+
+_TAG = struct.Struct("<HH")
+_UL = struct.Struct("<L")
+_US = struct.Struct("<H")
+_IMPLICIT_HEADER = struct.Struct("<HHL")
+_EXPLICIT_HEADER = struct.Struct("<HH2sH")
+
+#: The VRs of PS3.5 Table 6.2-1, as bytes -> as pydicom names them.
+_VR_NAMES = {
+    vr.encode("ascii"): vr
+    for vr in (
+        "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV"
+    ).split()
+}
+
+
+class _Truncated(Exception):
+    """
+    The bytes end inside an element.
+    """
+
+
+class _NotUnderstood(Exception):
+    """
+    An encoding the scanner leaves to pydicom.
+    """
+
+
+def _skipSequence(data, pos: int, end: int, implicit: bool) -> int:
+    """
+    Skip the items of a sequence of undefined length that starts at C{pos}.
+
+    @return: the position of its Sequence Delimitation Item.
+    """
+    while True:
+        if pos + 8 > end:
+            raise _Truncated()
+        group, element, length = _IMPLICIT_HEADER.unpack_from(data, pos)
+        tag = (group << 16) | element
+        if tag == _SEQUENCE_DELIMITATION:
+            return pos
+        if tag != _ITEM:
+            raise _NotUnderstood("tag (%04X,%04X) in a sequence" % (group, element))
+        pos += 8
+        if length == _UNDEFINED_LENGTH:
+            pos = _skipItem(data, pos, end, implicit)
+        else:
+            pos += length
+            if pos > end:
+                raise _Truncated()
+
+
+def _skipItem(data, pos: int, end: int, implicit: bool) -> int:
+    """
+    Skip the elements of an item of undefined length.
+
+    @return: the position after its Item Delimitation Item.
+    """
+    while True:
+        if pos + 8 > end:
+            raise _Truncated()
+        group, element = _TAG.unpack_from(data, pos)
+        tag = (group << 16) | element
+        if tag == _ITEM_DELIMITATION:
+            return pos + 8
+        pos, _, length, valuePosition = _elementHeader(data, pos, end, implicit, group)
+        if length == _UNDEFINED_LENGTH:
+            pos = _skipSequence(data, valuePosition, end, implicit) + 8
+        else:
+            pos = valuePosition + length
+            if pos > end:
+                raise _Truncated()
+
+
+def _elementHeader(data, pos: int, end: int, implicit: bool, group: int):
+    """
+    The element header at C{pos}: C{(pos, vr, length, valuePosition)},
+    C{vr} being C{None} in implicit VR.
+    """
+    if implicit or group == 0xFFFE:
+        length = _UL.unpack_from(data, pos + 4)[0]
+        if length == _UNDEFINED_LENGTH and not implicit and group != 0xFFFE:
+            raise _NotUnderstood("undefined length")
+        return pos, None, length, pos + 8
+    vr = bytes(data[pos + 4 : pos + 6])
+    if vr in _LONG_VRS:
+        if pos + 12 > end:
+            raise _Truncated()
+        length = _UL.unpack_from(data, pos + 8)[0]
+        if length == _UNDEFINED_LENGTH and vr != b"SQ":
+            # An undefined length UN (a sequence in implicit VR) or
+            # encapsulated data before the pixel data: pydicom knows these.
+            raise _NotUnderstood("undefined length %s" % (vr,))
+        return pos, vr, length, pos + 12
+    return pos, vr, _US.unpack_from(data, pos + 6)[0], pos + 8
+
+
+_SCANNABLE = {}
+
+
+def _scannable(transferSyntaxUID: str) -> Optional[bool]:
+    """
+    Whether data sets in this transfer syntax are in implicit VR (C{True})
+    or explicit VR (C{False}) little endian, not deflated; C{None} for
+    the others.
+    """
+    try:
+        return _SCANNABLE[transferSyntaxUID]
+    except KeyError:
+        pass
+    syntax = UID(transferSyntaxUID)
+    if syntax.is_transfer_syntax and syntax.is_little_endian and not syntax.is_deflated:
+        implicit = bool(syntax.is_implicit_VR)
+    else:
+        implicit = None
+    if len(_SCANNABLE) < 1024:
+        _SCANNABLE[transferSyntaxUID] = implicit
+    return implicit
+
+
+def scanHead(head, transferSyntaxUID: str, complete: bool) -> Optional[Dataset]:
+    """
+    Read the attributes before the pixel data from the first bytes of a
+    data set encoded in little endian, without decoding them.
+
+    @param head: the data set's first bytes.
+    @param complete: whether C{head} is the whole data set.
+    @return: a L{Dataset} of undecoded elements (pydicom decodes each when
+        it is first used), or C{None} when C{head} ends before the pixel
+        data (so the file must be read instead) or is encoded in a way left
+        to L{readHead}.
+    """
+    implicit = _scannable(transferSyntaxUID)
+    if implicit is None:
+        return readHead(head, transferSyntaxUID, complete)
+    data = head if type(head) is bytes else bytes(head)
+    end = len(data)
+    pos = 0
+    elements = {}
+    unpackTag = _TAG.unpack_from
+    unpackHeader = _EXPLICIT_HEADER.unpack_from
+    unpackLength = _UL.unpack_from
+    vrNames = _VR_NAMES
+    longVRs = _LONG_VRS
+    make = RawDataElement._make
+    try:
+        while pos < end:
+            if pos + 8 > end:
+                raise _Truncated()
+            if implicit:
+                group, element = unpackTag(data, pos)
+                vr = None
+                length = unpackLength(data, pos + 4)[0]
+                valuePosition = pos + 8
+            else:
+                group, element, vrBytes, length = unpackHeader(data, pos)
+                if vrBytes in longVRs or group == 0xFFFE:
+                    _, vrBytes, length, valuePosition = _elementHeader(data, pos, end, False, group)
+                    vr = None if vrBytes is None else vrNames[vrBytes]
+                else:
+                    vr = vrNames.get(vrBytes) or vrBytes.decode("ascii", "replace")
+                    valuePosition = pos + 8
+            tag = (group << 16) | element
+            if tag >= _PIXEL_DATA:
+                break
+            if length == _UNDEFINED_LENGTH:
+                delimiter = _skipSequence(data, valuePosition, end, implicit)
+                value = data[valuePosition:delimiter]
+                pos = delimiter + 8
+            else:
+                pos = valuePosition + length
+                if pos > end:
+                    raise _Truncated()
+                value = data[valuePosition:pos]
+            tag = BaseTag(tag)
+            elements[tag] = make((tag, vr, len(value), value, valuePosition, implicit, True, True, False))
+        else:
+            if not complete:
+                return None
+    except _Truncated:
+        return None
+    except (_NotUnderstood, struct.error):
+        return readHead(head, transferSyntaxUID, complete)
+    dataset = Dataset(elements)
+    encoding = default_encoding
+    if _SPECIFIC_CHARACTER_SET in elements:
+        try:
+            encoding = convert_encodings(dataset.SpecificCharacterSet)
+        except Exception:
+            encoding = default_encoding
+    dataset.set_original_encoding(implicit, True, encoding)
+    return dataset
+
+
+def uidValue(dataset: Dataset, keyword: str, tag: int) -> str:
+    """
+    The value of a UI element of C{dataset}, padding removed, read without
+    decoding the element when it is still raw; C{""} when absent.
+    """
+    element = dataset.get_item(tag)
+    if element is None:
+        return ""
+    if isinstance(element, RawDataElement):
+        value = element.value or b""
+        return value.decode("ascii", "replace").rstrip("\x00 ")
+    return str(dataset.get(keyword, "") or "").rstrip("\x00 ")
+
+
 def readFileHead(path: str) -> Dataset:
     """
     Read the attributes before the pixel data from a stored file.
@@ -96,3 +339,6 @@ def readFileHead(path: str) -> Dataset:
     @raise Exception: pydicom's error when the file is not DICOM.
     """
     return dcmread(path, stop_before_pixels=True)
+
+
+quietPydicom()

@@ -3,15 +3,20 @@ The Storage service class, SCP role (PS3.4 Annex B): C-STORE.
 
 Each C-STORE-RQ gets an L{IncomingInstance}, which streams the data set as it
 arrives into a temporary file in the storage area's C{.incoming} directory,
-behind a File Meta Information group built from the command.  When the last
-fragment is in, one worker-thread job reads the attributes it needs from the
+behind a File Meta Information group built from the command.  Where the
+system allows it the temporary file is an unnamed one made ahead of need
+(L{dicomd.storage.spool.SpareFiles}): creating a file is the slowest step
+of storing a small object on some file systems, and an unnamed file leaves
+nothing behind if we crash.  When the last fragment is in, one worker-thread
+job writes what is still waiting, reads the attributes it needs from the
 data set's first bytes (or the file, when they are not enough), checks that
 the data set is the instance the command announced, chooses the final name,
-renames the file into place atomically and records it in the index.  Only
-then is the C-STORE-RSP sent, so a success response always means the file
-is complete under its final name.  Anything that fails before that removes
-the temporary file: an aborted association, a full disk (answered with
-0xA700), a data set that does not match its command (0xA900).
+moves the file into place atomically (an unnamed file is linked there
+directly) and records it in the index.  Only then is the C-STORE-RSP sent,
+so a success response always means the file is complete under its final
+name.  Anything that fails before that removes the temporary file: an
+aborted association, a full disk (answered with 0xA700), a data set that
+does not match its command (0xA900).
 """
 
 import os
@@ -28,8 +33,8 @@ from zope.interface import implementer
 from dicomd.dimse import status as _status
 from dicomd.interfaces import IDataSetConsumer, IService
 from dicomd.net.association import responseTo
-from dicomd.storage.part10 import encodeFileMeta, readFileHead, readHead
-from dicomd.storage.spool import SpoolFile
+from dicomd.storage.part10 import encodeFileMeta, readFileHead, scanHead, uidValue
+from dicomd.storage.spool import SpareFiles, SpoolFile
 
 #: How much of a data set's beginning is kept in memory to read its
 #: attributes without going back to the file.
@@ -97,6 +102,9 @@ class StorageArea:
         self.incoming = os.path.join(self.directory, INCOMING)
         self._lock = threading.Lock()
         self._counter = 0
+        # Directories known to exist, so that storing into one costs no
+        # system call beyond the rename; one that disappears is made again.
+        self._directories = set()
 
     def prepare(self) -> None:
         """
@@ -115,19 +123,42 @@ class StorageArea:
         self._counter += 1
         return os.path.join(self.incoming, "%d-%d.part" % (os.getpid(), self._counter))
 
-    def settle(self, temporaryPath: str, received: ReceivedInstance) -> None:
+    def settle(self, temporary, received: ReceivedInstance) -> None:
         """
         Move a complete temporary file to its final place and index it
         (in a worker thread).  On failure nothing is left under a final
         name.
+
+        @param temporary: the temporary file's path, or the
+            L{dicomd.storage.spool.SpoolFile} being finished (whose file
+            may not have a name yet).
         """
+        if isinstance(temporary, str):
+            temporaryPath, move = temporary, None
+        else:
+            temporaryPath, move = temporary.path, temporary.moveInThread
         if self.recode is not None:
+            if move is not None:
+                temporary.nameInThread()
             self.recode(temporaryPath)
         with self._lock:
             relative = self.naming.place(received)
             final = self.resolve(relative)
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-        os.replace(temporaryPath, final)
+            directory = os.path.dirname(final)
+            if directory not in self._directories:
+                os.makedirs(directory, exist_ok=True)
+                self._directories.add(directory)
+        if move is None:
+            move = lambda final: os.replace(temporaryPath, final)  # noqa: E731
+        try:
+            move(final)
+        except FileNotFoundError:
+            if os.path.isdir(directory):
+                raise
+            # The directory was removed since we made it.
+            self._directories.discard(directory)
+            os.makedirs(directory, exist_ok=True)
+            move(final)
         received.path = final
         if self.sync:
             _syncDirectory(os.path.dirname(final))
@@ -150,10 +181,12 @@ class StorageArea:
         @raise ValueError: it would be outside the area (defence in depth:
             names are sanitised before they get here).
         """
-        final = os.path.abspath(os.path.join(self.directory, relative))
-        if os.path.commonpath([final, self.directory]) != self.directory or final == self.directory:
+        # Both paths are absolute and normalised, so "inside" is a prefix
+        # ending at a separator.
+        final = os.path.normpath(os.path.join(self.directory, relative))
+        if not final.startswith(self.directory.rstrip(os.sep) + os.sep) or final == self.directory:
             raise ValueError("%r is not a path inside %s" % (relative, self.directory))
-        if os.path.commonpath([final, self.incoming]) == self.incoming:
+        if final == self.incoming or final.startswith(self.incoming + os.sep):
             raise ValueError("%r names the incoming directory" % (relative,))
         return final
 
@@ -180,7 +213,8 @@ class StorageSCP:
         each data set (storescp's C{--abort-during}).
     @ivar abortAfter: store the object, then abort instead of answering, and
         remove the object again (C{--abort-after}).
-    @ivar sleepAfter: seconds to wait before answering (C{--sleep-after}).
+    @ivar sleepAfter: seconds to stop reading after each response, as
+        storescp sleeps after a store (C{--sleep-after}).
     @ivar sleepDuring: seconds to stop reading after each fragment
         (C{--sleep-during}).
     """
@@ -209,6 +243,24 @@ class StorageSCP:
         self.abortAfter = abortAfter
         self.sleepAfter = sleepAfter
         self.sleepDuring = sleepDuring
+        self._spares = None
+
+    def spareFile(self) -> Optional[int]:
+        """
+        An unnamed file already created in the area's incoming directory,
+        or C{None} (see L{SpareFiles}): the caller owns it.
+        """
+        if self._spares is None:
+            self._spares = SpareFiles(self.area.incoming, self.threadpool)
+        return self._spares.take()
+
+    def refillSpares(self) -> None:
+        """
+        In a worker thread that has done its work: make spare files for
+        the objects to come (see L{SpareFiles.refill}).
+        """
+        if self._spares is not None:
+            self._spares.refill()
 
     def messageReceived(self, association, context, message):
         if message.affectedSOPClassUID != context.abstractSyntax:
@@ -272,6 +324,7 @@ class IncomingInstance:
         self._headSize = 0
         self._abandoned = False
         self._sleeping = False
+        self._finishWhenAwake = False
         self.received = ReceivedInstance(
             sopClassUID=request.affectedSOPClassUID,
             sopInstanceUID=request.affectedSOPInstanceUID,
@@ -297,6 +350,8 @@ class IncomingInstance:
                 pause=association.pauseReceiving,
                 resume=association.resumeReceiving,
                 sync=area.sync,
+                spare=scp.spareFile(),
+                afterwards=scp.refillSpares,
             )
 
     def write(self, fragment):
@@ -304,8 +359,11 @@ class IncomingInstance:
             return
         self.received.size += len(fragment)
         if self._headSize < HEAD_LIMIT:
-            self._head.append(fragment)
-            self._headSize += len(fragment)
+            # Keep no more than the head: a whole 128 KiB PDV need not be
+            # copied to read the attributes from its first bytes.
+            piece = fragment[: HEAD_LIMIT - self._headSize]
+            self._head.append(piece)
+            self._headSize += len(piece)
         if self._spool is not None:
             self._spool.write(fragment)
         scp = self._scp
@@ -313,6 +371,7 @@ class IncomingInstance:
             scp.log.info("Aborting during C-STORE (--abort-during)")
             self._association.abort()
         elif scp.sleepDuring and not self._sleeping:
+            scp.log.info("Sleeping {seconds} s during C-STORE (--sleep-during)", seconds=scp.sleepDuring)
             self._sleeping = True
             self._association.pauseReceiving()
             scp.reactor.callLater(scp.sleepDuring, self._wakeUp)
@@ -320,8 +379,17 @@ class IncomingInstance:
     def _wakeUp(self):
         self._sleeping = False
         self._association.resumeReceiving()
+        if self._finishWhenAwake:
+            self._finishWhenAwake = False
+            if not self._abandoned:
+                self.finish()
 
     def finish(self):
+        if self._sleeping:
+            # --sleep-during: storescp sleeps in the middle of receiving,
+            # so the last fragment is not handled before it wakes up.
+            self._finishWhenAwake = True
+            return
         if self._spool is None:
             result = defer.succeed(None)
         else:
@@ -339,21 +407,26 @@ class IncomingInstance:
         spool = self._spool
         received = self.received
         try:
-            attributes = readHead(head, received.transferSyntaxUID, complete)
+            attributes = scanHead(head, received.transferSyntaxUID, complete)
             if attributes is None:
-                attributes = readFileHead(spool.path)
+                attributes = readFileHead(spool.nameInThread())
             received.attributes = attributes
             _checkIdentity(attributes, self._request)
-            self._scp.area.settle(spool.path, received)
+            self._scp.area.settle(spool, received)
         except BaseException:
             _removeQuietly(spool.path)
             raise
 
     def _notify(self, _) -> defer.Deferred:
-        if self._abandoned:
+        if self._abandoned or self._scp.abortAfter:
+            # With --abort-after the object is never acknowledged, so, as
+            # in storescp, it raises no event (no command, no study).
             return None
         waits = [observer(self.received) for observer in self._scp.observers]
-        return defer.gatherResults([w for w in waits if isinstance(w, defer.Deferred)], consumeErrors=True)
+        waits = [w for w in waits if isinstance(w, defer.Deferred)]
+        if not waits:
+            return None
+        return defer.gatherResults(waits, consumeErrors=True)
 
     def _stored(self, _) -> None:
         if self._abandoned:
@@ -388,8 +461,7 @@ class IncomingInstance:
         )
 
     def _failed(self, failure) -> None:
-        if self._spool is not None:
-            self._spool.discard()
+        removed = self._spool.discard() if self._spool is not None else defer.succeed(None)
         error = failure.value
         if isinstance(error, StoreRefused):
             statusValue = error.status
@@ -404,8 +476,14 @@ class IncomingInstance:
             status=_status.describe(statusValue),
             error=str(error),
         )
-        if not self._abandoned:
-            self._respond(statusValue, str(error))
+
+        def respond(_):
+            # Answer once the partial file is gone: after a full disk, the
+            # peer's next object finds the space this one took free again.
+            if not self._abandoned:
+                self._respond(statusValue, str(error))
+
+        removed.addBoth(respond)
 
     def _respond(self, statusValue: int, comment: Optional[str] = None) -> None:
         response = responseTo(
@@ -414,11 +492,14 @@ class IncomingInstance:
             affectedSOPInstanceUID=self._request.affectedSOPInstanceUID,
             errorComment=comment[:64] if comment else None,
         )
+        self._association.send(self._context.contextID, response)
         delay = self._scp.sleepAfter
         if delay:
-            self._scp.reactor.callLater(delay, self._association.send, self._context.contextID, response)
-        else:
-            self._association.send(self._context.contextID, response)
+            # storescp answers, then sleeps before it reads the next
+            # message; only this association waits.
+            self._scp.log.info("Sleeping {seconds} s after C-STORE (--sleep-after)", seconds=delay)
+            self._association.pauseReceiving()
+            self._scp.reactor.callLater(delay, self._association.resumeReceiving)
 
     def abandon(self, reason):
         self._abandoned = True
@@ -438,8 +519,8 @@ def _checkIdentity(attributes: Dataset, request) -> None:
     Refuse a data set that is not the instance its command announced, with
     the status DCMTK's storescp answers (0xA900).
     """
-    sopClass = str(attributes.get("SOPClassUID", "")).rstrip("\x00 ")
-    sopInstance = str(attributes.get("SOPInstanceUID", "")).rstrip("\x00 ")
+    sopClass = uidValue(attributes, "SOPClassUID", 0x00080016)
+    sopInstance = uidValue(attributes, "SOPInstanceUID", 0x00080018)
     if not sopClass or not sopInstance:
         raise StoreRefused(_status.CANNOT_UNDERSTAND, "data set without SOP Class or SOP Instance UID")
     if sopClass != request.affectedSOPClassUID:

@@ -8,13 +8,25 @@ bytes are waiting (the disk is slower than the network) it asks its owner to
 stop reading from the transport, and asks it to resume once the backlog is
 below C{lowWater}.  Memory per file is therefore bounded whatever the size of
 the object.  Nothing here knows about DICOM.
+
+L{SpareFiles} keeps a few unnamed files (Linux's C{O_TMPFILE}) open in a
+directory, created by a worker thread ahead of need: on some file systems
+creating a file (allocating its inode) costs far more than writing a small
+object, and a spool file that starts from a spare leaves that cost out of
+the time between the last fragment and the response.  An unnamed file gets
+its name only when it is complete (C{linkat} through C{/proc/self/fd}), so
+nothing is left behind by an abort or a crash.
 """
 
+import errno
 import os
+import threading
+from collections import deque
 from typing import Callable, List, Optional
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 
 #: Start a write job once this much is waiting.
 FLUSH_SIZE = 1 << 20
@@ -41,11 +53,113 @@ def _writeAll(fd: int, chunks: List) -> None:
                 batch[0] = batch[0][written:]
 
 
+def _linkUnnamed(fd: int, path: str) -> None:
+    """
+    Give the unnamed file open on C{fd} the name C{path}:
+    C{linkat(AT_FDCWD, "/proc/self/fd/FD", AT_FDCWD, path, AT_SYMLINK_FOLLOW)},
+    which needs no privilege (C{AT_EMPTY_PATH} would).  Python calls plain
+    C{link()}, which does not follow the magic link, unless a directory
+    descriptor is given; the source path being absolute, the kernel ignores
+    the one passed here.
+    """
+    os.link("/proc/self/fd/%d" % (fd,), path, src_dir_fd=fd, follow_symlinks=True)
+
+
+class SpareFiles:
+    """
+    Unnamed files kept open in one directory for L{SpoolFile}s to start
+    from.
+
+    L{take} is called on the reactor thread and never blocks: it returns a
+    spare, or C{None} when there is none (the spool file then creates its
+    file itself).  The pool is topped up by L{refill}, which a spool file's
+    last job calls in its worker thread once it has handed its result back:
+    a thread that is running anyway makes the next file while the response
+    goes out, so keeping the pool full costs no thread wake-up of its own.
+    Only an empty pool that nobody is refilling gets a job of its own.
+    Where unnamed files are not supported (not Linux, or a file system
+    without C{O_TMPFILE}) the first attempt finds out and the pool stays
+    empty.
+
+    @ivar directory: where the files are created (they can only be linked
+        into the same file system).
+    @ivar size: how many spares to keep.
+    """
+
+    _FLAGS = getattr(os, "O_TMPFILE", 0) | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
+
+    def __init__(self, directory: str, threadpool, size: int = 2):
+        self.directory = directory
+        self.size = size
+        self._threadpool = threadpool
+        self._spares = deque()
+        self._lock = threading.Lock()
+        self._filling = 0
+        self.supported = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+
+    def take(self) -> Optional[int]:
+        """
+        A spare file descriptor, which the caller now owns, or C{None}.
+        """
+        if not self.supported:
+            return None
+        try:
+            return self._spares.popleft()
+        except IndexError:
+            pass
+        with self._lock:
+            idle = not self._filling
+        if idle:
+            self._threadpool.callInThread(self.refill)
+        return None
+
+    def refill(self) -> None:
+        """
+        In a worker thread: create spares until there are C{size}.
+        """
+        with self._lock:
+            if self._filling >= 1 or len(self._spares) >= self.size:
+                return
+            self._filling += 1
+        try:
+            while self.supported and len(self._spares) < self.size:
+                try:
+                    fd = os.open(self.directory, self._FLAGS, 0o644)
+                except OSError as e:
+                    if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                        # This kernel or file system has no O_TMPFILE.
+                        self.supported = False
+                    # Otherwise (a full disk, a missing directory) try
+                    # again next time.
+                    return
+                if not self.supported:
+                    os.close(fd)
+                    return
+                self._spares.append(fd)
+        finally:
+            with self._lock:
+                self._filling -= 1
+
+    def close(self) -> None:
+        """
+        Close the spares (they vanish: they have no name).
+        """
+        self.supported = False
+        while self._spares:
+            try:
+                os.close(self._spares.popleft())
+            except (IndexError, OSError):
+                pass
+
+
 class SpoolFile:
     """
     A file being written from a stream of fragments.
 
-    @ivar path: the file's path; it is created exclusively by the first job.
+    @ivar path: the file's temporary path.  It is created exclusively by
+        the first job; a spool that starts from an unnamed spare file gets
+        a name only once complete, in its last job (L{nameInThread}), or
+        goes straight to its final name (L{moveInThread}).
     @ivar size: the number of bytes handed to L{write} so far.
     """
 
@@ -62,12 +176,20 @@ class SpoolFile:
         highWater: int = HIGH_WATER,
         lowWater: int = LOW_WATER,
         flushSize: int = FLUSH_SIZE,
+        spare: Optional[int] = None,
+        afterwards: Optional[Callable[[], None]] = None,
     ):
         """
         @param header: bytes written before the first fragment.
         @param pause: called when reading from the network should stop.
         @param resume: called when it may start again.
         @param sync: C{fsync} the file before L{close} reports success.
+        @param spare: an unnamed file (from L{SpareFiles.take}) to write
+            into instead of creating C{path}; this spool owns it.
+        @param afterwards: called in the worker thread of the last job,
+            after its result has been handed to the reactor (and its
+            errors ignored): work that should not delay the response,
+            such as L{SpareFiles.refill}.
         """
         self.path = path
         self.size = 0
@@ -81,7 +203,10 @@ class SpoolFile:
         self._flushSize = flushSize
         self._waiting: List = [header] if header else []
         self._waitingSize = len(header)
-        self._fd: Optional[int] = None
+        self._fd: Optional[int] = spare
+        self._unnamed = spare is not None
+        self._afterwards = afterwards
+        self._moved = False
         self._job: Optional[defer.Deferred] = None
         self._paused = False
         self._error: Optional[BaseException] = None
@@ -152,8 +277,29 @@ class SpoolFile:
     def _startJob(self, final: bool) -> None:
         chunks, self._waiting = self._waiting, []
         self._waitingSize = 0
-        job = self._job = self._inThread(self._writeInThread, chunks, final)
+        if final:
+            job = self._job = defer.Deferred()
+            self._threadpool.callInThread(self._lastJobInThread, chunks, job)
+        else:
+            job = self._job = self._inThread(self._writeInThread, chunks, False)
         job.addCallbacks(self._jobDone, self._jobFailed, callbackArgs=(final,))
+
+    def _lastJobInThread(self, chunks: List, job: defer.Deferred) -> None:
+        """
+        The last job: write, close, run C{then}, hand the outcome to the
+        reactor, and only then run C{afterwards}.
+        """
+        try:
+            result = self._writeInThread(chunks, True)
+        except BaseException:
+            self._reactor.callFromThread(job.errback, Failure())
+        else:
+            self._reactor.callFromThread(job.callback, result)
+        if self._afterwards is not None:
+            try:
+                self._afterwards()
+            except Exception:
+                pass
 
     def _writeInThread(self, chunks: List, final: bool):
         if self._fd is None:
@@ -166,10 +312,51 @@ class SpoolFile:
             self._closeInThread()
             raise
         if final:
+            if self._unnamed and self._then is not None:
+                # The file stays open and unnamed while C{then} runs, so
+                # that L{moveInThread} can link it straight to its final
+                # name; if C{then} does not, closing it makes it vanish.
+                try:
+                    return self._then()
+                finally:
+                    self._closeInThread()
+            self.nameInThread()
             self._closeInThread()
             if self._then is not None:
                 return self._then()
         return None
+
+    def nameInThread(self) -> str:
+        """
+        In the last job: make sure the file exists under L{path} (an
+        unnamed spare gets that name), and return it.
+        """
+        if self._unnamed:
+            _linkUnnamed(self._fd, self.path)
+            self._unnamed = False
+        return self.path
+
+    def moveInThread(self, final: str) -> None:
+        """
+        In the last job: give the complete file its final name,
+        atomically replacing a file of that name.  An unnamed file is
+        linked there directly when the name is free (one directory
+        operation instead of a link and a rename).
+
+        @raise OSError: it could not be moved; it keeps its temporary
+            name, if it has one.
+        """
+        if self._unnamed:
+            try:
+                _linkUnnamed(self._fd, final)
+            except FileExistsError:
+                pass
+            else:
+                self._unnamed = False
+                self._moved = True
+                return
+        os.replace(self.nameInThread(), final)
+        self._moved = True
 
     def _closeInThread(self) -> None:
         if self._fd is not None:
@@ -178,6 +365,10 @@ class SpoolFile:
 
     def _removeInThread(self) -> None:
         self._closeInThread()
+        if self._unnamed or self._moved:
+            # It never had a name, and closing it was enough; or it is
+            # not ours any more.
+            return
         try:
             os.unlink(self.path)
         except FileNotFoundError:

@@ -1,0 +1,1043 @@
+"""
+The streaming guarantees of the storage SCP (issue 3): a received data set
+goes to disk as it arrives, so memory stays flat whatever the object's
+size; a slow disk slows the peer down instead of filling memory; an abort
+or a failed write leaves nothing behind; and the association and the
+daemon survive a full disk.
+
+The interoperability tests run the real C{dicomd storescp} as a child
+process and DCMTK's C{storescu} (or dicomd's own requestor) as the sender;
+the unit tests drive the acceptor on a L{StringTransport} with a thread pool
+the test controls, so that a "slow disk" is a write job the test has not
+run yet.
+"""
+
+import errno
+import hashlib
+import os
+import signal
+import struct
+import subprocess
+
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from dicomd.dimse import status as _status
+from dicomd.dimse.commands import CEchoRQ, CStoreRQ, decodeCommand, encodeCommand
+from dicomd.dimse.pdv import fragment, maximumFragmentLength
+from dicomd.net.acceptor import AcceptorFactory, ApplicationEntity
+from dicomd.net.requestor import connect
+from dicomd.services.verification import VerificationSCP
+from dicomd.storage import spool as _spool
+from dicomd.storage.receiver import StorageOptions, buildReceiver, storagePolicy
+from dicomd.ul.fsm import State
+from dicomd.ul.negotiation import UNCOMPRESSED, proposePresentationContexts
+from dicomd.ul.pdu import AAssociateRQ, UserInformation
+from tests.dicomfiles import CT_IMAGE_STORAGE, MULTIFRAME_GRAYSCALE_WORD_SC_STORAGE, makeDataset, writeFile
+from tests.support import (
+    LOCALHOST,
+    dcmtk,
+    dcmtkEnvironment,
+    dicomdArgv,
+    listenInProcess,
+    makeDirectory,
+    pythonEnvironment,
+    runCommand,
+    spawn,
+    startPeer,
+    waitUntil,
+)
+
+MB = 1 << 20
+
+#: The most a receiver's peak RSS may grow while it stores one big object.
+RSS_GROWTH_LIMIT = 64 * MB
+
+#: The peer of the unit tests' acceptor.
+PEER = IPv4Address("TCP", "127.0.0.1", 50123)
+
+
+# -- files ---------------------------------------------------------------------------
+
+
+def writeLargeFile(path: str, frames: int, rows: int = 512, columns: int = 512) -> str:
+    """
+    Write a multi-frame 16-bit object of C{frames} frames without holding
+    its pixel data in memory: pydicom writes everything before the pixel
+    data, the pixel data element is appended in 1 MiB pieces.
+
+    @return: its SOP Instance UID.
+    """
+    dataset = makeDataset(
+        rows=rows, columns=columns, frames=frames, sopClassUID=MULTIFRAME_GRAYSCALE_WORD_SC_STORAGE, modality="OT", pixelData=b""
+    )
+    del dataset.PixelData
+    writeFile(path, dataset)
+    size = rows * columns * 2 * frames
+    block = os.urandom(MB)
+    with open(path, "ab") as f:
+        f.write(struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OW", 0, size))
+        left = size
+        while left:
+            piece = block[: min(left, MB)]
+            f.write(piece)
+            left -= len(piece)
+    return str(dataset.SOPInstanceUID)
+
+
+def dataSetOffset(path: str) -> int:
+    """
+    Where the data set of a Part-10 file starts: after the preamble,
+    C{DICM} and the File Meta Information group, whose length is its first
+    element's value.
+    """
+    with open(path, "rb") as f:
+        head = f.read(144)
+    if head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
+        raise ValueError("%s is not a Part-10 file with a group length" % (path,))
+    return 144 + struct.unpack_from("<L", head, 140)[0]
+
+
+def dataSetDigest(path: str) -> str:
+    """
+    The SHA-256 of a Part-10 file's data set (everything after its File
+    Meta Information): what was sent and what was stored must agree on it,
+    whoever built the meta information.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(dataSetOffset(path))
+        for block in iter(lambda: f.read(MB), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def storedFiles(directory: str) -> list:
+    """
+    The files stored under an output directory, outside C{.incoming}.
+    """
+    found = []
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = [d for d in dirs if d != ".incoming"]
+        found.extend(os.path.join(root, name) for name in files)
+    return sorted(found)
+
+
+def incomingFiles(directory: str) -> list:
+    incoming = os.path.join(directory, ".incoming")
+    return sorted(os.listdir(incoming)) if os.path.isdir(incoming) else []
+
+
+# -- the receiving process --------------------------------------------------------------
+
+
+def procStatus(pid: int) -> dict:
+    """
+    C{VmRSS} and C{VmHWM} (peak RSS) of a process, in bytes.
+    """
+    values = {}
+    with open("/proc/%d/status" % (pid,)) as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                values[name] = int(rest.split()[0]) * 1024
+    return values
+
+
+def bytesWritten(pid: int) -> int:
+    """
+    The bytes a process has passed to write system calls so far (C{wchar}
+    of C{/proc/PID/io}): it grows as the receiver spools a data set.
+    """
+    with open("/proc/%d/io" % (pid,)) as f:
+        for line in f:
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    raise AssertionError("no wchar in /proc/%d/io" % (pid,))
+
+
+def openDataFiles(pid: int) -> list:
+    """
+    The regular files with data that a process holds open, by descriptor:
+    a spool file of an abandoned object would be one (spare files, made
+    ahead of need, are empty).
+    """
+    found = []
+    directory = "/proc/%d/fd" % (pid,)
+    for name in os.listdir(directory):
+        try:
+            info = os.stat(os.path.join(directory, name))
+        except OSError:
+            continue
+        if (info.st_mode & 0o170000) == 0o100000 and info.st_size > 0:
+            found.append(os.readlink(os.path.join(directory, name)))
+    return found
+
+
+def startStorescp(testCase, outputDirectory: str, *options: str) -> defer.Deferred:
+    """
+    Start C{dicomd storescp -v} storing into C{outputDirectory} on a free
+    port of 127.0.0.1.
+    """
+    return startPeer(
+        testCase,
+        lambda port: dicomdArgv("storescp", "-v", *options, "-od", outputDirectory, str(port)),
+        env=pythonEnvironment(),
+        name="dicomd storescp",
+    )
+
+
+def storescuArgv(port: int, paths, *options: str) -> list:
+    return [dcmtk("storescu"), *options, "-aec", "STORESCP", LOCALHOST, str(port)] + list(paths)
+
+
+class StreamingInteropTestCase(TestCase):
+    """
+    Helpers for tests against a C{dicomd storescp} process.
+    """
+
+    timeout = 120
+
+    def assertNothingLeft(self, outputDirectory: str, daemon) -> None:
+        """
+        Nothing is stored, nothing waits in C{.incoming}, and the daemon
+        holds no file with data open.
+        """
+        self.assertEqual(storedFiles(outputDirectory), [])
+        self.assertEqual(incomingFiles(outputDirectory), [])
+        self.assertEqual(openDataFiles(daemon.transport.pid), [])
+
+    @defer.inlineCallbacks
+    def assertEchoes(self, daemon):
+        """
+        The daemon still answers C-ECHO.
+        """
+        result = yield runCommand([dcmtk("echoscu"), LOCALHOST, str(daemon.port)], env=dcmtkEnvironment())
+        self.assertEqual(result.exitCode, 0, result.describe())
+        self.assertTrue(daemon.running, daemon.describe())
+
+
+class LargeObjectTests(StreamingInteropTestCase):
+    """
+    A big object streams to disk: the receiver's memory does not grow with
+    its size.
+    """
+
+    @defer.inlineCallbacks
+    def test_multiFrame200MBWithFlatMemory(self):
+        """
+        A 200 MB multi-frame object from DCMTK storescu is stored bit for bit while dicomd's peak RSS grows by less than 64 MB.
+        """
+        sources = makeDirectory(self)
+        source = os.path.join(sources, "big.dcm")
+        uid = writeLargeFile(source, frames=400)
+        self.assertGreaterEqual(os.path.getsize(source), 200 * 1000 * 1000)
+        output = makeDirectory(self)
+        daemon = yield startStorescp(self, output)
+        pid = daemon.transport.pid
+        startRSS = procStatus(pid)["VmRSS"]
+
+        result = yield runCommand(storescuArgv(daemon.port, [source]), env=dcmtkEnvironment(), timeout=90)
+        self.assertEqual(result.exitCode, 0, result.describe() + daemon.describe())
+
+        peak = procStatus(pid)["VmHWM"]
+        growth = peak - startRSS
+        self.assertLess(
+            growth,
+            RSS_GROWTH_LIMIT,
+            "peak RSS %.1f MB, %.1f MB after start-up: grew %.1f MB" % (peak / MB, startRSS / MB, growth / MB),
+        )
+        stored = storedFiles(output)
+        self.assertEqual([os.path.basename(path) for path in stored], ["SCw." + uid])
+        self.assertEqual(dataSetDigest(stored[0]), dataSetDigest(source))
+        self.assertEqual(incomingFiles(output), [])
+
+
+class AbortTests(StreamingInteropTestCase):
+    """
+    A peer that goes away in the middle of an object leaves nothing behind,
+    and the daemon carries on.
+    """
+
+    @defer.inlineCallbacks
+    def whenSpooling(self, daemon, atLeast: int = 4 * MB):
+        """
+        Wait until the daemon has written C{atLeast} bytes more than now:
+        it is in the middle of spooling a data set.
+        """
+        pid = daemon.transport.pid
+        start = bytesWritten(pid)
+        yield waitUntil(lambda: bytesWritten(pid) - start >= atLeast, timeout=30, interval=0.002, message="spooling")
+
+    @defer.inlineCallbacks
+    def test_storescuKilledMidObject(self):
+        """
+        DCMTK storescu killed (SIGKILL) while a 200 MB object streams leaves no file, in the output directory or .incoming.
+        """
+        sources = makeDirectory(self)
+        source = os.path.join(sources, "big.dcm")
+        writeLargeFile(source, frames=400)
+        output = makeDirectory(self)
+        daemon = yield startStorescp(self, output)
+        sender = spawn(self, storescuArgv(daemon.port, [source]), env=dcmtkEnvironment(), name="storescu")
+        yield self.whenSpooling(daemon)
+        # Freeze the receiver so that the sender cannot finish, kill the
+        # sender, then let the receiver find the connection gone.
+        os.kill(daemon.transport.pid, signal.SIGSTOP)
+        try:
+            sender.signalProcess("KILL")
+            yield sender.whenEnded()
+        finally:
+            os.kill(daemon.transport.pid, signal.SIGCONT)
+        yield daemon.waitForOutput(r"abandoned", timeout=30)
+        yield waitUntil(lambda: not openDataFiles(daemon.transport.pid), timeout=10, message="spool file closed")
+        self.assertNothingLeft(output, daemon)
+        yield self.assertEchoes(daemon)
+
+    @defer.inlineCallbacks
+    def test_requestorAbortsMidObject(self):
+        """
+        A requestor that sends half of a data set and then A-ABORT leaves no file, and the daemon stores the next object.
+        """
+        output = makeDirectory(self)
+        daemon = yield startStorescp(self, output)
+        from twisted.internet import reactor
+
+        association = yield connect(
+            TCP4ClientEndpoint(reactor, LOCALHOST, daemon.port),
+            calledAETitle="STORESCP",
+            callingAETitle="HALFWAY",
+            presentationContexts=[(CT_IMAGE_STORAGE, [ExplicitVRLittleEndian])],
+            maximumLength=131072,
+            reactor=reactor,
+        )
+        context = association.contextFor(CT_IMAGE_STORAGE)
+        request = CStoreRQ(messageID=1, affectedSOPClassUID=CT_IMAGE_STORAGE, affectedSOPInstanceUID=generate_uid())
+        half = os.urandom(16 * MB)
+        pieces = fragment(context.contextID, True, encodeCommand(request), association.fragmentLength)
+        pieces += fragment(context.contextID, False, half, association.fragmentLength, isLast=False)
+        association.protocol.sendPData(pieces)
+        yield self.whenSpooling(daemon)
+        yield association.abort()
+        yield daemon.waitForOutput(r"abandoned", timeout=30)
+        yield waitUntil(lambda: not openDataFiles(daemon.transport.pid), timeout=10, message="spool file closed")
+        self.assertNothingLeft(output, daemon)
+
+        sources = makeDirectory(self)
+        path = writeFile(os.path.join(sources, "next.dcm"), makeDataset())
+        result = yield runCommand(storescuArgv(daemon.port, [path]), env=dcmtkEnvironment())
+        self.assertEqual(result.exitCode, 0, result.describe())
+        self.assertEqual(len(storedFiles(output)), 1)
+
+
+class ConcurrentSendersTests(StreamingInteropTestCase):
+    """
+    Associations store concurrently on one reactor.
+    """
+
+    @defer.inlineCallbacks
+    def test_tenSendersOfTwentyObjects(self):
+        """
+        Ten DCMTK storescu processes sending 20 objects each at once all succeed, and each of the 200 files holds the data set sent.
+        """
+        sources = makeDirectory(self)
+        batches = []
+        digests = {}
+        for sender in range(10):
+            batch = []
+            for index in range(20):
+                dataset = makeDataset(rows=128, columns=128, patientID="P%d" % (sender,))
+                path = writeFile(os.path.join(sources, "%02d-%02d.dcm" % (sender, index)), dataset)
+                digests["CT." + str(dataset.SOPInstanceUID)] = dataSetDigest(path)
+                batch.append(path)
+            batches.append(batch)
+        output = makeDirectory(self)
+        daemon = yield startStorescp(self, output)
+
+        results = yield defer.gatherResults(
+            [runCommand(storescuArgv(daemon.port, batch), env=dcmtkEnvironment(), timeout=90) for batch in batches]
+        )
+        for result in results:
+            self.assertEqual(result.exitCode, 0, result.describe())
+        stored = storedFiles(output)
+        self.assertEqual(len(stored), 200)
+        self.assertEqual({os.path.basename(path): dataSetDigest(path) for path in stored}, digests)
+        self.assertEqual(incomingFiles(output), [])
+
+
+# -- unit tests: the acceptor on a StringTransport -------------------------------------
+
+
+class _Reactor(MemoryReactorClock):
+    """
+    A memory reactor whose C{callFromThread} runs the call at once: worker
+    jobs report back synchronously.
+    """
+
+    def callFromThread(self, f, *args, **kwargs):
+        f(*args, **kwargs)
+
+
+class _HeldThreadPool:
+    """
+    A thread pool whose jobs wait until the test runs them: a disk as slow
+    as the test wants.
+
+    @ivar held: the jobs not run yet, oldest first.
+    @ivar immediate: run jobs at once instead of holding them.
+    """
+
+    def __init__(self, immediate: bool = False):
+        self.held = []
+        self.immediate = immediate
+
+    def callInThreadWithCallback(self, onResult, function, *args, **kwargs):
+        def job():
+            try:
+                result = function(*args, **kwargs)
+            except BaseException:
+                onResult(False, Failure())
+            else:
+                onResult(True, result)
+
+        if self.immediate:
+            job()
+        else:
+            self.held.append(job)
+
+    def callInThread(self, function, *args, **kwargs):
+        self.callInThreadWithCallback(lambda ok, result: None, function, *args, **kwargs)
+
+    def runOne(self) -> None:
+        self.held.pop(0)()
+
+    def runAll(self) -> None:
+        while self.held:
+            self.runOne()
+
+
+def _pdus(data: bytes) -> list:
+    """
+    The C{(type, body)} of each whole PDU in C{data}.
+    """
+    found = []
+    pos = 0
+    while pos + 6 <= len(data):
+        pduType = data[pos]
+        length = struct.unpack_from(">L", data, pos + 2)[0]
+        found.append((pduType, data[pos + 6 : pos + 6 + length]))
+        pos += 6 + length
+    return found
+
+
+def _responses(data: bytes) -> list:
+    """
+    The DIMSE commands in the P-DATA-TF PDUs of C{data} (one PDV each, as
+    dicomd sends them).
+    """
+    commands = []
+    for pduType, body in _pdus(data):
+        if pduType == 0x04 and body[5] & 0x01:
+            commands.append(decodeCommand(body[6:]))
+    return commands
+
+
+class AcceptorHarness:
+    """
+    A storage acceptor on a L{StringTransport}, with its thread pool in the
+    test's hands, and a peer that speaks through L{send}.
+    """
+
+    maximumLength = 131072
+
+    def __init__(self, testCase, pool: _HeldThreadPool):
+        self.testCase = testCase
+        self.reactor = _Reactor()
+        self.pool = pool
+        self.output = makeDirectory(testCase)
+        receiver = buildReceiver(StorageOptions(outputDirectory=self.output), reactor=self.reactor, threadpool=pool)
+        receiver.area.prepare()
+        self.scp = receiver.scp
+        entity = ApplicationEntity(
+            "STORESCP",
+            storagePolicy([ExplicitVRLittleEndian]),
+            {CEchoRQ.commandField: VerificationSCP(), CStoreRQ.commandField: receiver.scp},
+            maximumLength=self.maximumLength,
+        )
+        self.factory = AcceptorFactory(entity, reactor=self.reactor)
+        self.protocol = self.factory.buildProtocol(PEER)
+        self.transport = StringTransport(peerAddress=PEER)
+        self.protocol.makeConnection(self.transport)
+        request = AAssociateRQ(
+            "STORESCP",
+            "SLOWDISK",
+            proposePresentationContexts([(CT_IMAGE_STORAGE, [ExplicitVRLittleEndian])]),
+            UserInformation(maximumLength=self.maximumLength, implementationClassUID="1.2.3.4"),
+        ).encode()
+        self.protocol.dataReceived(request)
+        testCase.assertEqual(_pdus(self.transport.value())[0][0], 0x02, "A-ASSOCIATE-AC expected")
+        self.transport.clear()
+        self.fragmentLength = maximumFragmentLength(self.maximumLength)
+        self._messageID = 0
+
+    def command(self, sopInstanceUID: str) -> None:
+        """
+        Send the C-STORE-RQ of an object.
+        """
+        self._messageID += 1
+        request = CStoreRQ(
+            messageID=self._messageID, affectedSOPClassUID=CT_IMAGE_STORAGE, affectedSOPInstanceUID=sopInstanceUID
+        )
+        self.send(fragment(1, True, encodeCommand(request), self.fragmentLength))
+
+    def data(self, data: bytes, isLast: bool) -> None:
+        """
+        Send a piece of the data set, as PDUs of our maximum length.
+        """
+        self.send(fragment(1, False, data, self.fragmentLength, isLast))
+
+    def send(self, pieces) -> None:
+        self.protocol.dataReceived(b"".join(bytes(piece) for piece in pieces))
+
+    def responses(self) -> list:
+        return _responses(self.transport.value())
+
+    def storeWhole(self, dataset) -> bytes:
+        """
+        Send a whole C-STORE of C{dataset}; return its encoded data set.
+        """
+        encoded = encodedDataSet(dataset)
+        self.command(str(dataset.SOPInstanceUID))
+        self.data(encoded, True)
+        return encoded
+
+
+def encodedDataSet(dataset) -> bytes:
+    """
+    C{dataset} in explicit VR little endian, as a C-STORE carries it.
+    """
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = False
+    write_dataset(fp, dataset)
+    return fp.getvalue()
+
+
+class SlowDiskTests(SynchronousTestCase):
+    """
+    When the disk is slower than the network, the transport stops being
+    read until the write jobs catch up, so memory stays bounded.
+    """
+
+    def test_slowDiskPausesAndResumesTheTransport(self):
+        """
+        With write jobs held back, the transport is paused once 8 MiB wait; running them resumes it, and the object is then stored whole.
+        """
+        pool = _HeldThreadPool()
+        harness = AcceptorHarness(self, pool)
+        dataset = makeDataset(rows=1024, columns=1024, frames=8)  # 16 MiB of pixels
+        encoded = encodedDataSet(dataset)
+        harness.command(str(dataset.SOPInstanceUID))
+        spool = None
+        sent = 0
+        step = harness.fragmentLength
+        while harness.transport.producerState == "producing":
+            harness.data(encoded[sent : sent + step], False)
+            sent += step
+            consumer = harness.protocol.association._consumer
+            spool = consumer._spool
+            self.assertLessEqual(spool._waitingSize, _spool.HIGH_WATER + step)
+            self.assertLess(sent, len(encoded) - step, "never paused")
+        self.assertEqual(harness.transport.producerState, "paused")
+        self.assertGreaterEqual(sent, _spool.HIGH_WATER)
+        self.assertEqual(harness.responses(), [])
+
+        # The disk catches up: the jobs run, and reading resumes.
+        pool.runAll()
+        self.assertEqual(harness.transport.producerState, "producing")
+        harness.data(encoded[sent:], True)
+        pool.runAll()
+        self.assertEqual(harness.transport.producerState, "producing")
+        [response] = harness.responses()
+        self.assertEqual(response.status, _status.SUCCESS)
+        [stored] = storedFiles(harness.output)
+        with open(stored, "rb") as f:
+            f.seek(dataSetOffset(stored))
+            self.assertEqual(f.read(), encoded)
+
+    def test_pausedOnceForSeveralReasons(self):
+        """
+        A transport paused by the spool stays paused until the spool's backlog and every other pauser have let go.
+        """
+        pool = _HeldThreadPool()
+        harness = AcceptorHarness(self, pool)
+        association = harness.protocol.association
+        association.pauseReceiving()
+        self.assertEqual(harness.transport.producerState, "paused")
+        dataset = makeDataset(rows=1024, columns=1024, frames=6)  # 12 MiB
+        encoded = encodedDataSet(dataset)
+        harness.command(str(dataset.SOPInstanceUID))
+        harness.data(encoded[: 9 * MB], False)
+        pool.runAll()
+        self.assertEqual(harness.transport.producerState, "paused")
+        association.resumeReceiving()
+        self.assertEqual(harness.transport.producerState, "producing")
+
+
+class WriteFailureTests(SynchronousTestCase):
+    """
+    A write that fails (a full disk) answers 0xA700 ("out of resources"),
+    leaves no file, and the association goes on.
+    """
+
+    def test_noSpaceAnswersOutOfResourcesAndTheAssociationGoesOn(self):
+        """
+        ENOSPC from the spool's writes answers 0xA700 and leaves no file; the next C-STORE on the same association succeeds once space is back.
+        """
+        harness = AcceptorHarness(self, _HeldThreadPool(immediate=True))
+
+        def noSpace(fd, chunks):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        self.patch(_spool, "_writeAll", noSpace)
+        harness.storeWhole(makeDataset(rows=512, columns=512, frames=4))
+        [refused] = harness.responses()
+        self.assertEqual(refused.status, _status.OUT_OF_RESOURCES)
+        self.assertEqual(storedFiles(harness.output), [])
+        self.assertEqual(incomingFiles(harness.output), [])
+        self.assertIs(harness.protocol.provider.state, State.Sta6)
+
+        harness.transport.clear()
+        self.patch(_spool, "_writeAll", _originalWriteAll)
+        dataset = makeDataset()
+        encoded = harness.storeWhole(dataset)
+        [stored] = harness.responses()
+        self.assertEqual(stored.status, _status.SUCCESS)
+        [path] = storedFiles(harness.output)
+        self.assertEqual(os.path.basename(path), "CT." + str(dataset.SOPInstanceUID))
+        with open(path, "rb") as f:
+            f.seek(dataSetOffset(path))
+            self.assertEqual(f.read(), encoded)
+
+    def test_failureAfterSomeWritesRemovesThePartialFile(self):
+        """
+        A disk that fills up after the first megabytes of an object: 0xA700, and the partial file is gone.
+        """
+        harness = AcceptorHarness(self, _HeldThreadPool(immediate=True))
+        original = _spool._writeAll
+        written = []
+
+        def fillsUp(fd, chunks):
+            if written:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written.append(True)
+            original(fd, chunks)
+
+        self.patch(_spool, "_writeAll", fillsUp)
+        harness.storeWhole(makeDataset(rows=1024, columns=1024, frames=3))
+        [refused] = harness.responses()
+        self.assertEqual(refused.status, _status.OUT_OF_RESOURCES)
+        self.assertEqual(written, [True])
+        self.assertEqual(storedFiles(harness.output), [])
+        self.assertEqual(incomingFiles(harness.output), [])
+
+
+_originalWriteAll = _spool._writeAll
+
+
+def _writesCappedAt(limit: int):
+    """
+    A stand-in for the spool's writer on a file system of C{limit} bytes
+    holding one file: a write that would take a file past C{limit} fails
+    with ENOSPC.
+    """
+
+    def write(fd, chunks):
+        if os.fstat(fd).st_size + sum(len(chunk) for chunk in chunks) > limit:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        _originalWriteAll(fd, chunks)
+
+    return write
+
+
+class FullFileSystemTests(StreamingInteropTestCase):
+    """
+    A real full file system: C{dicomd storescp} storing into a 4 MiB tmpfs.
+
+    Mounting needs root, as the suite has in CI.  Where mounting is not
+    permitted the same exchange runs against a receiver in the test's own
+    process whose writes fail past 4 MiB, so the test still proves the
+    behaviour, with an injected fault instead of a real one.
+    """
+
+    @defer.inlineCallbacks
+    def mountSmallFileSystem(self):
+        """
+        Mount a 4 MiB tmpfs on a new directory, unmounted again by the
+        test's cleanup.
+
+        @return: a L{Deferred} firing with the directory, or C{None} when
+            mounting is not permitted here.
+        """
+        directory = makeDirectory(self)
+        result = yield runCommand(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", directory], env=dict(os.environ))
+        if result.exitCode != 0:
+            return None
+
+        def unmount():
+            subprocess.run(["umount", "-l", directory], check=False)
+
+        self.addCleanup(unmount)
+        return directory
+
+    def receiveInProcess(self, output: str) -> int:
+        """
+        Listen in the test's reactor with a storage SCP whose file system
+        holds 4 MiB per file.
+
+        @return: the port.
+        """
+        self.patch(_spool, "_writeAll", _writesCappedAt(4 * MB))
+        receiver = buildReceiver(StorageOptions(outputDirectory=output))
+        receiver.area.prepare()
+        entity = ApplicationEntity(
+            "STORESCP",
+            storagePolicy(UNCOMPRESSED),
+            {CEchoRQ.commandField: VerificationSCP(), CStoreRQ.commandField: receiver.scp},
+            maximumLength=131072,
+        )
+        port, _ = listenInProcess(self, entity)
+        return port
+
+    @defer.inlineCallbacks
+    def test_fullDiskAnswersOutOfResourcesAndTheDaemonGoesOn(self):
+        """
+        On a 4 MiB file system an 8 MiB object is refused with 0xA700 and leaves nothing; the next object on the same association is stored.
+        """
+        sources = makeDirectory(self)
+        big = writeFile(os.path.join(sources, "1-big.dcm"), makeDataset(rows=1024, columns=1024, frames=4))
+        smallDataset = makeDataset()
+        small = writeFile(os.path.join(sources, "2-small.dcm"), smallDataset)
+        output = yield self.mountSmallFileSystem()
+        daemon = None
+        if output is not None:
+            daemon = yield startStorescp(self, output)
+            port = daemon.port
+        else:
+            output = makeDirectory(self)
+            port = self.receiveInProcess(output)
+
+        result = yield runCommand(storescuArgv(port, [big, small], "-nh", "-v"), env=dcmtkEnvironment(), timeout=60)
+        # DCMTK's words for 0xA700, then success, on one association.
+        responses = [line for line in result.output.splitlines() if "Received Store Response" in line]
+        self.assertEqual(len(responses), 2, result.describe())
+        self.assertIn("Refused: OutOfResources", responses[0])
+        self.assertIn("(Success)", responses[1])
+        self.assertEqual(result.output.count("Requesting Association"), 1, result.describe())
+        stored = storedFiles(output)
+        self.assertEqual([os.path.basename(path) for path in stored], ["CT." + str(smallDataset.SOPInstanceUID)])
+        self.assertEqual(dataSetDigest(stored[0]), dataSetDigest(small))
+        self.assertEqual(incomingFiles(output), [])
+        if daemon is not None:
+            yield daemon.waitForOutput(r"0xA700", timeout=10)
+            self.assertEqual(openDataFiles(daemon.transport.pid), [])
+            yield self.assertEchoes(daemon)
+        else:
+            echo = yield runCommand([dcmtk("echoscu"), LOCALHOST, str(port)], env=dcmtkEnvironment())
+            self.assertEqual(echo.exitCode, 0, echo.describe())
+
+
+# -- the pieces of the receive path -------------------------------------------------------
+
+
+def _encodedVariants():
+    """
+    One data set with nested sequences, a private element and Latin-1
+    text, encoded in implicit and explicit VR little endian with sequences
+    and items of defined and of undefined length: C{(transfer syntax,
+    encoded bytes)} pairs.
+    """
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    dataset = makeDataset(rows=16, columns=16, characterSet="ISO_IR 100", patientName="M\u00fcller^J\u00fcrgen")
+    item = Dataset()
+    item.ReferencedSOPClassUID = CT_IMAGE_STORAGE
+    item.ReferencedSOPInstanceUID = "1.2.3.4"
+    code = Dataset()
+    code.CodeValue = "121311"
+    code.CodingSchemeDesignator = "DCM"
+    code.CodeMeaning = "Localizer"
+    item.PurposeOfReferenceCodeSequence = Sequence([code])
+    dataset.ReferencedImageSequence = Sequence([item, item])
+    dataset[0x00091010] = pydicom.DataElement(0x00091010, "LO", "private")
+    variants = []
+    for transferSyntax in ("1.2.840.10008.1.2", ExplicitVRLittleEndian):
+        for undefined in (True, False):
+            sequence = dataset.ReferencedImageSequence
+            sequence.is_undefined_length = undefined
+            for each in sequence:
+                each.is_undefined_length_sequence_item = undefined
+                each.PurposeOfReferenceCodeSequence.is_undefined_length = undefined
+            from pydicom.filebase import DicomBytesIO
+            from pydicom.filewriter import write_dataset
+
+            fp = DicomBytesIO()
+            fp.is_little_endian = True
+            fp.is_implicit_VR = transferSyntax == "1.2.840.10008.1.2"
+            write_dataset(fp, dataset)
+            variants.append((transferSyntax, fp.getvalue()))
+    return variants
+
+
+class HeadScanTests(SynchronousTestCase):
+    """
+    L{scanHead} reads the attributes before the pixel data as pydicom
+    does, from the first bytes of a data set.
+    """
+
+    def assertSameAttributes(self, scanned, read) -> None:
+        self.assertEqual([(e.tag, e.VR, e.value) for e in scanned], [(e.tag, e.VR, e.value) for e in read])
+
+    def test_sameAsPydicom(self):
+        """
+        Implicit and explicit VR, sequences of defined and undefined length: the attributes are pydicom's, values included.
+        """
+        from dicomd.storage.part10 import readHead, scanHead
+
+        for transferSyntax, encoded in _encodedVariants():
+            scanned = scanHead(encoded, transferSyntax, True)
+            self.assertIsNotNone(scanned)
+            self.assertSameAttributes(scanned, readHead(encoded, transferSyntax, True))
+            self.assertEqual(str(scanned.PatientName), "M\u00fcller^J\u00fcrgen")
+            self.assertEqual(scanned.ReferencedImageSequence[1].PurposeOfReferenceCodeSequence[0].CodeMeaning, "Localizer")
+            self.assertNotIn(0x7FE00010, scanned)
+
+    def test_headEndingInPixelData(self):
+        """
+        A head that ends inside the pixel data is enough.
+        """
+        from dicomd.storage.part10 import scanHead
+
+        for transferSyntax, encoded in _encodedVariants():
+            pixelData = encoded.index(b"\xe0\x7f\x10\x00")
+            scanned = scanHead(encoded[: pixelData + 20], transferSyntax, False)
+            self.assertEqual(str(scanned.SOPInstanceUID), str(scanHead(encoded, transferSyntax, True).SOPInstanceUID))
+
+    def test_headEndingBeforePixelData(self):
+        """
+        A head that ends inside an element before the pixel data is not enough (None: read the file), unless it is the whole data set.
+        """
+        from dicomd.storage.part10 import scanHead
+
+        for transferSyntax, encoded in _encodedVariants():
+            sequence = encoded.index(b"\x08\x00\x40\x11")  # ReferencedImageSequence
+            self.assertIsNone(scanHead(encoded[: sequence + 30], transferSyntax, False))
+            self.assertIsNone(scanHead(encoded[: sequence + 30], transferSyntax, True))
+            withoutPixels = encoded[: encoded.index(b"\xe0\x7f\x10\x00")]
+            self.assertIsNone(scanHead(withoutPixels, transferSyntax, False))
+            self.assertIsNotNone(scanHead(withoutPixels, transferSyntax, True))
+
+    def test_otherEncodingsReadByPydicom(self):
+        """
+        Big endian is read by pydicom; a deflated data set is left to the file (None).
+        """
+        from dicomd.storage.part10 import readHead, scanHead
+
+        dataset = makeDataset(rows=8, columns=8)
+        from pydicom.filebase import DicomBytesIO
+        from pydicom.filewriter import write_dataset
+
+        fp = DicomBytesIO()
+        fp.is_little_endian = False
+        fp.is_implicit_VR = False
+        write_dataset(fp, dataset)
+        bigEndian = fp.getvalue()
+        self.assertSameAttributes(
+            scanHead(bigEndian, "1.2.840.10008.1.2.2", True), readHead(bigEndian, "1.2.840.10008.1.2.2", True)
+        )
+        self.assertIsNone(scanHead(b"\x78\x9c", "1.2.840.10008.1.2.1.99", True))
+
+    def test_uidValue(self):
+        """
+        uidValue reads a UI element without its padding, raw or decoded, and gives "" for a missing one.
+        """
+        from dicomd.storage.part10 import scanHead, uidValue
+
+        transferSyntax, encoded = _encodedVariants()[1]
+        scanned = scanHead(encoded, transferSyntax, True)
+        uid = uidValue(scanned, "SOPInstanceUID", 0x00080018)
+        # Looking at the element decodes it; uidValue reads it either way.
+        self.assertEqual(uid, str(scanned.SOPInstanceUID))
+        self.assertEqual(uidValue(scanned, "SOPInstanceUID", 0x00080018), uid)
+        self.assertEqual(uidValue(scanned, "StorageMediaFileSetUID", 0x00880140), "")
+
+
+class SpoolFileTests(SynchronousTestCase):
+    """
+    L{SpoolFile} and L{SpareFiles}: a spool that starts from an unnamed
+    spare gets a name only when complete, and leaves nothing when
+    discarded.
+    """
+
+    def setUp(self):
+        self.directory = makeDirectory(self)
+        self.reactor = _Reactor()
+        self.pool = _HeldThreadPool(immediate=True)
+        self.spares = _spool.SpareFiles(self.directory, self.pool)
+        self.addCleanup(self.spares.close)
+
+    def spool(self, spare=None) -> "_spool.SpoolFile":
+        return _spool.SpoolFile(
+            os.path.join(self.directory, "object.part"),
+            b"HEAD",
+            reactor=self.reactor,
+            threadpool=self.pool,
+            pause=lambda: None,
+            resume=lambda: None,
+            spare=spare,
+            afterwards=self.spares.refill,
+        )
+
+    def take(self) -> int:
+        fd = self.spares.take()
+        if fd is None:
+            fd = self.spares.take()
+        self.assertIsNotNone(fd, "no O_TMPFILE spare on this system")
+        return fd
+
+    def test_spareLinkedStraightToItsFinalName(self):
+        """
+        A spool started from a spare is linked to its final name when complete, and never had a temporary one.
+        """
+        self.assertEqual(os.listdir(self.directory), [])
+        spool = self.spool(self.take())
+        spool.write(b"data" * 1000)
+        final = os.path.join(self.directory, "final")
+        namesWhenComplete = []
+
+        def settle():
+            namesWhenComplete.append(sorted(os.listdir(self.directory)))
+            spool.moveInThread(final)
+
+        self.successResultOf(spool.close(settle))
+        self.assertEqual(namesWhenComplete, [[]])
+        self.assertEqual(sorted(os.listdir(self.directory)), ["final"])
+        with open(final, "rb") as f:
+            self.assertEqual(f.read(), b"HEAD" + b"data" * 1000)
+
+    def test_existingFileReplaced(self):
+        """
+        A file already under the final name is replaced atomically, through the temporary name.
+        """
+        final = os.path.join(self.directory, "final")
+        with open(final, "wb") as f:
+            f.write(b"old")
+        spool = self.spool(self.take())
+        spool.write(b"new")
+        self.successResultOf(spool.close(lambda: spool.moveInThread(final)))
+        self.assertEqual(sorted(os.listdir(self.directory)), ["final"])
+        with open(final, "rb") as f:
+            self.assertEqual(f.read(), b"HEADnew")
+
+    def test_discardedSpareLeavesNothing(self):
+        """
+        A spool started from a spare and discarded leaves no file and closes its descriptor.
+        """
+        fd = self.take()
+        spool = self.spool(fd)
+        spool.write(b"x" * (2 * MB))
+        self.successResultOf(spool.discard())
+        self.assertEqual(os.listdir(self.directory), [])
+        self.assertRaises(OSError, os.fstat, fd)
+
+    def test_withoutSpareFileCreatedByName(self):
+        """
+        Without a spare the spool creates its temporary file, which a failed close leaves for the caller to remove.
+        """
+        spool = self.spool()
+        spool.write(b"abc")
+        self.successResultOf(spool.close(lambda: None))
+        with open(os.path.join(self.directory, "object.part"), "rb") as f:
+            self.assertEqual(f.read(), b"HEADabc")
+        self.successResultOf(spool.discard())
+        self.assertEqual(os.listdir(self.directory), [])
+
+    def test_sparesRefilledByTheLastJob(self):
+        """
+        Taking spares empties the pool; the last job of a spool refills it after handing back its result.
+        """
+        first, second = self.take(), self.spares.take()
+        self.assertIsNotNone(second)
+        self.assertEqual(len(self.spares._spares), 0)
+        spool = self.spool(first)
+        self.successResultOf(spool.close(lambda: spool.moveInThread(os.path.join(self.directory, "done"))))
+        self.assertEqual(len(self.spares._spares), self.spares.size)
+        os.close(second)
+
+
+class ReceiveBufferTests(SynchronousTestCase):
+    """
+    The Upper Layer's framing and the transport adapter on the receive
+    path.
+    """
+
+    def test_pduAcrossChunksKeptAsReceivedUntilComplete(self):
+        """
+        The chunks of a PDU that spans several reads are kept as they came (not copied) until its last byte, then joined once.
+        """
+        from dicomd.ul.provider import PDataIndication, ULProvider
+
+        provider = ULProvider(isRequestor=False, maximumLength=131072)
+        provider.state = State.Sta6
+        data = os.urandom(100000)
+        stream = b"".join(bytes(piece) for piece in fragment(1, False, data, maximumFragmentLength(131072)))
+        chunks = [stream[i : i + 10000] for i in range(0, len(stream), 10000)]
+        for index, chunk in enumerate(chunks[:-1]):
+            self.assertEqual(provider.dataReceived(chunk), [])
+            if index:
+                self.assertIs(provider._buffer[-1], chunk)
+        [indication] = provider.dataReceived(chunks[-1])
+        self.assertIsInstance(indication, PDataIndication)
+        self.assertEqual(bytes(indication.pdu.values[0].data), data)
+        self.assertEqual(provider._buffer, [])
+
+    def test_readSizeAndQuickAck(self):
+        """
+        A TCP transport reads 256 KiB at a time, and every read renews TCP_QUICKACK on its socket (where the system has it).
+        """
+        import socket
+
+        from dicomd.net import protocol as _protocol
+
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(tcp.close)
+
+        class TCPTransport(StringTransport):
+            bufferSize = 65536
+
+            def getHandle(self):
+                return tcp
+
+        reactor = _Reactor()
+        factory = AcceptorFactory(ApplicationEntity("STORESCP", storagePolicy([ExplicitVRLittleEndian]), {}), reactor=reactor)
+        protocol = factory.buildProtocol(PEER)
+        transport = TCPTransport(peerAddress=PEER)
+        protocol.makeConnection(transport)
+        self.assertEqual(transport.bufferSize, _protocol.READ_SIZE)
+        self.assertEqual(_protocol.READ_SIZE, 256 << 10)
+        if getattr(socket, "TCP_QUICKACK", None) is None:
+            self.assertIsNone(protocol._quickAckSocket)
+            return
+        tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+        protocol.dataReceived(b"\x07\x00")
+        self.assertEqual(tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK), 1)
