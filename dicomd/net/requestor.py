@@ -11,14 +11,14 @@ for the peer's A-ASSOCIATE-AC or -RJ.
 
 from typing import Iterable, Mapping, Optional, Sequence, Tuple
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, error, protocol
 from twisted.python.failure import Failure
 
 from dicomd import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomd.net.association import Association, AssociationAborted, AssociationRejected
 from dicomd.net.protocol import AssociationProtocol
 from dicomd.ul.negotiation import acceptedPresentationContexts, proposePresentationContexts
-from dicomd.ul.pdu import AAssociateRQ, SCPSCURoleSelection, UserInformation
+from dicomd.ul.pdu import AAssociateRQ, SCPSCURoleSelection, SOPClassExtendedNegotiation, UserInformation
 from dicomd.ul.provider import ULProvider
 
 
@@ -34,7 +34,11 @@ class RequestorProtocol(AssociationProtocol):
 
     @ivar established: fires with the L{Association} once accepted, or
         fails with L{AssociationRejected} or L{AssociationAborted}.
+    @ivar accept: the peer's L{dicomd.ul.pdu.AAssociateAC} once accepted
+        (its user identity response, say).
     """
+
+    accept = None
 
     def __init__(self, provider, request, *, services, dimseTimeout, acseTimeout, maximumSendLength=None, **kwargs):
         AssociationProtocol.__init__(self, provider, **kwargs)
@@ -69,6 +73,7 @@ class RequestorProtocol(AssociationProtocol):
 
     def associateAccepted(self, accept) -> None:
         self._stopACSETimer()
+        self.accept = accept
         contexts = acceptedPresentationContexts(
             self.request.presentationContexts,
             accept.presentationContexts,
@@ -99,6 +104,10 @@ class RequestorProtocol(AssociationProtocol):
 
     def connectionLost(self, reason) -> None:
         self._stopACSETimer()
+        if not reason.check(error.ConnectionDone):
+            # A TLS handshake that failed, a reset: say so, rather than
+            # only that the connection closed.
+            self._fail(AssociationAborted("connection lost before the association was established: %s" % (reason.getErrorMessage(),)))
         AssociationProtocol.connectionLost(self, reason)
         self._fail(AssociationAborted("connection closed before the association was established"))
 
@@ -130,6 +139,7 @@ def connect(
     callingAETitle: str = "DICOMD",
     presentationContexts: Iterable[Tuple[str, Sequence[str]]],
     roleSelections: Iterable[SCPSCURoleSelection] = (),
+    extendedNegotiations: Iterable[SOPClassExtendedNegotiation] = (),
     maximumLength: int = 16384,
     maximumSendLength: Optional[int] = None,
     services: Optional[Mapping[int, object]] = None,
@@ -150,6 +160,8 @@ def connect(
         requests the peer sends us (C-STORE sub-operations of C-GET).
     @param maximumSendLength: send PDUs no longer than this even when the
         peer accepts longer ones.
+    @param extendedNegotiations: L{dicomd.ul.pdu.SOPClassExtendedNegotiation}
+        items to propose (an association negotiation profile's).
     @param userIdentity: a L{dicomd.ul.pdu.UserIdentityRQ}, or C{None}.
     @return: a L{Deferred} firing with the L{Association}.
     """
@@ -164,6 +176,7 @@ def connect(
             implementationClassUID=IMPLEMENTATION_CLASS_UID,
             implementationVersionName=IMPLEMENTATION_VERSION_NAME,
             roleSelections=list(roleSelections),
+            extendedNegotiations=list(extendedNegotiations),
             userIdentityRQ=userIdentity,
         ),
     )

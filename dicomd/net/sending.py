@@ -3,24 +3,35 @@ Sending DIMSE messages one at a time (PS3.7 section 9.3 and PS3.8 Annex E):
 the fragments of one message are never interleaved with another's.
 
 L{MessageSender} writes a message's command and data set as P-DATA-TF PDUs.
-A data set given as bytes goes out at once; one given as a
-L{IDataSetSource} (a file) is read piece by piece as the transport drains:
-the sender registers with the transport as a push producer, so a slow
-receiver pauses the reading instead of filling memory.  Messages sent while
-a data set is streaming wait their turn in a queue.
+A small data set given as bytes goes out at once with its command; a large
+one, or one given as an L{IDataSetSource} (a file), is written piece by
+piece as the transport drains: the sender registers with the transport as
+a push producer, so a slow receiver pauses the reading instead of filling
+memory.  Messages sent while a data set is streaming wait their turn in a
+queue, and go out whole after it.
 """
 
 from collections import deque
 from typing import Optional
 
 from twisted.internet.interfaces import IPushProducer
-from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from dicomd.dimse.pdv import fragment
 
-#: How much of a streamed data set is read per step, at least.
+#: How much of a streamed data set is read and written per step, rounded
+#: down to whole PDVs (at least one): big enough that the per-step cost
+#: (a read, a reactor iteration) is small beside the copying, small enough
+#: that what waits in memory for a slow receiver stays small.
 READ_SIZE = 256 << 10
+
+#: The most a TCP transport hands the kernel per C{send()}: Twisted's
+#: default (128 KiB) cuts each step in two or three system calls and
+#: reactor iterations; this lets a step go in one when the socket buffer
+#: has room.
+SEND_LIMIT = 1 << 20
+
+_BUFFER_TYPES = (bytes, bytearray, memoryview)
 
 
 class IDataSetSource(Interface):
@@ -46,13 +57,43 @@ class IDataSetSource(Interface):
         """
 
 
-class _Streaming:
-    __slots__ = ("contextID", "source", "whenSent")
+@implementer(IDataSetSource)
+class _BufferSource:
+    """
+    An encoded data set already in memory (a converted one, say), read in
+    slices without copying.
+    """
 
-    def __init__(self, contextID, source, whenSent):
+    def __init__(self, data):
+        self._view = memoryview(data)
+        self._position = 0
+        self.length = len(self._view)
+
+    def read(self, size: int):
+        chunk = self._view[self._position : self._position + size]
+        self._position += len(chunk)
+        self.length -= len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        self._view = None
+
+
+class _Streaming:
+    """
+    The message whose data set is being written.
+
+    @ivar head: the command's PDUs, written with the first piece of the
+        data set.
+    """
+
+    __slots__ = ("contextID", "source", "whenSent", "head")
+
+    def __init__(self, contextID, source, whenSent, head):
         self.contextID = contextID
         self.source = source
         self.whenSent = whenSent
+        self.head = head
 
 
 @implementer(IPushProducer)
@@ -60,16 +101,19 @@ class MessageSender:
     """
     The outgoing half of one association's DIMSE traffic.
 
-    @ivar fragmentLength: the most data per PDV, from the peer's maximum
-        length.
+    @ivar fragmentLength: the most data per PDV: what the peer's maximum
+        length allows, rounded down to an even number, since every fragment
+        but a data set's last must be of even length (DCMTK refuses odd
+        ones).
     """
-
-    log = Logger()
 
     def __init__(self, protocol, fragmentLength: int):
         self._protocol = protocol
-        self.fragmentLength = fragmentLength
-        self._readSize = fragmentLength * max(1, READ_SIZE // fragmentLength)
+        self.fragmentLength = max(2, fragmentLength - fragmentLength % 2)
+        self._readSize = self.fragmentLength * max(1, READ_SIZE // self.fragmentLength)
+        transport = getattr(protocol, "transport", None)
+        if getattr(transport, "SEND_LIMIT", SEND_LIMIT) < SEND_LIMIT:
+            transport.SEND_LIMIT = SEND_LIMIT
         self._queue = deque()
         self._streaming: Optional[_Streaming] = None
         self._paused = False
@@ -80,13 +124,13 @@ class MessageSender:
         Send an encoded command set and its data set, now or after the
         message being streamed.
 
-        @param dataSet: C{None}, bytes, or an L{IDataSetSource}.
+        @param dataSet: C{None}, bytes (or a memoryview), or an
+            L{IDataSetSource}.
         @param whenSent: called with C{None} once the last byte is handed to
             the transport, or with the exception that stopped the message.
         """
         if self._stopped:
-            if dataSet is not None and not isinstance(dataSet, (bytes, bytearray, memoryview)):
-                dataSet.close()
+            _close(dataSet)
             return
         if self._streaming is not None or self._queue:
             self._queue.append((contextID, command, dataSet, whenSent))
@@ -95,17 +139,20 @@ class MessageSender:
 
     def _write(self, contextID, command, dataSet, whenSent) -> None:
         pieces = fragment(contextID, True, command, self.fragmentLength)
-        if dataSet is None or isinstance(dataSet, (bytes, bytearray, memoryview)):
-            if dataSet is not None:
+        if isinstance(dataSet, _BUFFER_TYPES):
+            if len(dataSet) > self._readSize:
+                dataSet = _BufferSource(dataSet)
+            else:
                 pieces += fragment(contextID, False, dataSet, self.fragmentLength)
+                dataSet = None
+        if dataSet is None:
             self._protocol.sendPData(pieces)
             if whenSent is not None:
                 whenSent(None)
             return
-        self._protocol.sendPData(pieces)
-        self._streaming = _Streaming(contextID, dataSet, whenSent)
-        self._protocol.transport.registerProducer(self, True)
+        self._streaming = _Streaming(contextID, dataSet, whenSent, pieces)
         self._paused = False
+        self._protocol.transport.registerProducer(self, True)
         self._pump()
 
     def _pump(self) -> None:
@@ -119,8 +166,12 @@ class MessageSender:
                 self._protocol.abort()
                 return
             isLast = source.length == 0
-            self._protocol.sendPData(fragment(streaming.contextID, False, chunk, self.fragmentLength, isLast))
-            if isLast:
+            pieces = fragment(streaming.contextID, False, chunk, self.fragmentLength, isLast)
+            if streaming.head is not None:
+                pieces[:0] = streaming.head
+                streaming.head = None
+            self._protocol.sendPData(pieces)
+            if isLast and self._streaming is streaming:
                 self._finishStream(None)
                 self._drainQueue()
 
@@ -134,7 +185,7 @@ class MessageSender:
             streaming.whenSent(error)
 
     def _drainQueue(self) -> None:
-        while self._streaming is None and self._queue:
+        while self._streaming is None and self._queue and not self._stopped:
             self._write(*self._queue.popleft())
 
     # IPushProducer
@@ -155,7 +206,11 @@ class MessageSender:
             self._finishStream(ConnectionError("the connection closed while a data set was being sent"))
         queued, self._queue = self._queue, deque()
         for _, _, dataSet, whenSent in queued:
-            if dataSet is not None and not isinstance(dataSet, (bytes, bytearray, memoryview)):
-                dataSet.close()
+            _close(dataSet)
             if whenSent is not None:
                 whenSent(ConnectionError("the connection closed before the message was sent"))
+
+
+def _close(dataSet) -> None:
+    if dataSet is not None and not isinstance(dataSet, _BUFFER_TYPES):
+        dataSet.close()

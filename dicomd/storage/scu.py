@@ -1,29 +1,31 @@
 """
 The Storage service class, SCU role (PS3.4 Annex B): C-STORE from files.
 
-L{readFileMeta} reads just a file's File Meta Information (PS3.10 7.1), which
-names its SOP class, instance and transfer syntax and where its data set
-starts.  L{store} sends one file or data set on an association: when the
-peer accepted the file's own transfer syntax, the data set is streamed from
-disk as the transport drains (L{FileDataSet}); when it accepted only another
-little-endian uncompressed syntax, the data set is converted with pydicom in
-a worker thread first.  L{proposePresentationContexts} builds the
-presentation contexts for a set of files the way DCMTK's storescu does.
+L{readFileMeta} reads just a file's File Meta Information (PS3.10 7.1),
+which names its SOP class, instance and transfer syntax and where its data
+set starts; L{readDataSetFile} does the same for a file holding a bare data
+set.  L{store} sends one file or data set on an association: when the peer
+accepted the file's own transfer syntax, the data set is streamed from disk
+as the transport drains (L{FileDataSet}); when it accepted only another
+little-endian uncompressed syntax, the data set is converted with pydicom
+in a worker thread first.  L{proposePresentationContexts} builds the
+presentation contexts for a set of files the way DCMTK's storescu does, and
+L{splitProposals} cuts them into groups that fit one association each.
+
+pydicom is imported only when a data set has to be parsed (a conversion, a
+bare data set file): sending Part-10 files as they are never needs it.
 """
 
 import os
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from pydicom import dcmread
-from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
-from pydicom.uid import UID
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from dicomd.dimse.commands import PRIORITY_MEDIUM, CStoreRQ
@@ -31,21 +33,38 @@ from dicomd.net.association import NoPresentationContext
 from dicomd.net.sending import IDataSetSource
 from dicomd.ul.negotiation import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
     UNCOMPRESSED,
 )
 
-#: The syntaxes we convert between with pydicom.  Big endian is left out:
-#: pydicom does not swap the bytes of 16-bit pixel data.
+#: The syntaxes we convert between with pydicom, in the order a conversion
+#: target is looked for.  Big endian is left out: pydicom does not swap the
+#: bytes of 16-bit pixel data.
 CONVERTIBLE = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN)
 
+#: zlib's level for deflated explicit VR little endian, as DCMTK's C{+cl}.
+DEFAULT_COMPRESSION_LEVEL = 6
+
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_META_ELEMENT = struct.Struct("<HH2sH")
+_UINT32 = struct.Struct("<L")
+
+log = Logger()
 
 
 class NotDICOM(ValueError):
     """
-    A file is not a DICOM Part-10 file.
+    A file is not a DICOM file we can send: no Part-10 preamble, a broken
+    File Meta Information, or no SOP class or instance UID.
+    """
+
+
+class NoPreamble(NotDICOM):
+    """
+    A file has no DICOM file preamble and "DICM" prefix: it may still be a
+    bare data set (L{readDataSetFile}).
     """
 
 
@@ -59,9 +78,11 @@ class StoreFailed(Exception):
 @dataclass(frozen=True)
 class DicomFile:
     """
-    A Part-10 file, as its File Meta Information describes it.
+    A file to send, as its File Meta Information (or its data set)
+    describes it.
 
     @ivar dataSetOffset: where the data set starts in the file.
+    @ivar size: the file's size.
     """
 
     path: str
@@ -72,93 +93,224 @@ class DicomFile:
     size: int
 
 
+def _uid(value: bytes) -> str:
+    # Trailing NUL or space padding is dropped: the command carries the
+    # UID without it (DCMTK's --uid-padding, always on here).
+    return value.decode("ascii", "replace").rstrip("\x00 ")
+
+
 def readFileMeta(path: str) -> DicomFile:
     """
-    Read a file's preamble and File Meta Information group.
+    Read a Part-10 file's preamble and File Meta Information group.
 
-    @raise NotDICOM: no "DICM" prefix, or the meta information lacks the
-        SOP class, instance or transfer syntax.
+    @raise NoPreamble: no "DICM" prefix after the preamble.
+    @raise NotDICOM: the meta information is cut short, or lacks the SOP
+        class, instance or transfer syntax.
     @raise OSError: the file cannot be read.
     """
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        head = f.read(132)
-        if len(head) < 132 or head[128:] != b"DICM":
-            raise NotDICOM("%s has no DICOM file preamble" % (path,))
+    with open(path, "rb", buffering=0) as f:
+        return _MetaReader(path, f).read()
+
+
+class _MetaReader:
+    """
+    Parses one file's File Meta Information from its first bytes, read in
+    one system call for the usual file, more only when the group is longer.
+    """
+
+    chunk = 4096
+
+    def __init__(self, path: str, f):
+        self.path = path
+        self.file = f
+        self.size = os.fstat(f.fileno()).st_size
+        self.head = f.read(self.chunk)
+
+    def _have(self, end: int) -> bool:
+        """
+        Read until the first C{end} bytes are in, or the file ends.
+        """
+        while len(self.head) < end:
+            more = self.file.read(max(self.chunk, end - len(self.head)))
+            if not more:
+                return False
+            self.head += more
+        return True
+
+    def _truncated(self) -> NotDICOM:
+        return NotDICOM("%s ends inside its File Meta Information" % (self.path,))
+
+    def read(self) -> DicomFile:
+        head = self.head
+        if len(head) < 132 or head[128:132] != b"DICM":
+            raise NoPreamble("%s has no DICOM file preamble" % (self.path,))
         values: Dict[int, str] = {}
+        position = 132
         while True:
-            start = f.tell()
-            header = f.read(8)
-            if len(header) < 8:
+            if not self._have(position + 8):
+                if position < self.size:
+                    raise self._truncated()
                 break
-            group, element, vr = struct.unpack("<HH2s", header[:6])
+            group, element, vr, length = _META_ELEMENT.unpack_from(self.head, position)
             if group != 0x0002:
                 break
+            headerLength = 8
             if vr in _LONG_VRS:
-                length = struct.unpack("<L", f.read(4))[0]
-            else:
-                length = struct.unpack("<H", header[6:8])[0]
-            value = f.read(length)
-            if len(value) < length:
-                raise NotDICOM("%s ends inside its File Meta Information" % (path,))
+                if not self._have(position + 12):
+                    raise self._truncated()
+                length = _UINT32.unpack_from(self.head, position + 8)[0]
+                headerLength = 12
+            end = position + headerLength + length
+            if end > self.size:
+                raise self._truncated()
             if element in (0x0002, 0x0003, 0x0010):
-                values[element] = value.decode("ascii", "replace").rstrip("\x00 ")
-            start = f.tell()
-    missing = [name for element, name in ((0x0002, "SOP class"), (0x0003, "SOP instance"), (0x0010, "transfer syntax")) if not values.get(element)]
-    if missing:
-        raise NotDICOM("%s: File Meta Information without %s UID" % (path, " and ".join(missing)))
-    return DicomFile(path, values[0x0002], values[0x0003], values[0x0010], start, size)
+                self._have(end)
+                values[element] = _uid(self.head[position + headerLength : end])
+            position = end
+        missing = [
+            name
+            for element, name in ((0x0002, "SOP class"), (0x0003, "SOP instance"), (0x0010, "transfer syntax"))
+            if not values.get(element)
+        ]
+        if missing:
+            raise NotDICOM("%s: File Meta Information without %s UID" % (self.path, " and ".join(missing)))
+        return DicomFile(self.path, values[0x0002], values[0x0003], values[0x0010], position, self.size)
+
+
+def readDataSetFile(path: str) -> DicomFile:
+    """
+    Read a file that holds a bare data set (DCMTK's C{--read-dataset}):
+    its SOP class and instance come from the data set, its transfer syntax
+    is what pydicom detects (implicit or explicit VR, little or big
+    endian).
+
+    @raise NotDICOM: it is a Part-10 file, or pydicom finds no data set
+        with a SOP class and instance UID in it.
+    @raise OSError: the file cannot be read.
+    """
+    from pydicom import dcmread
+
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if f.read(132)[128:] == b"DICM":
+            raise NotDICOM("%s is a DICOM file with File Meta Information, not a bare data set" % (path,))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = dcmread(path, force=True, stop_before_pixels=True, defer_size=1024)
+            sopClassUID = str(dataset.get("SOPClassUID", "") or "").rstrip("\x00 ")
+            sopInstanceUID = str(dataset.get("SOPInstanceUID", "") or "").rstrip("\x00 ")
+            implicit, little = dataset.original_encoding
+    except OSError:
+        raise
+    except Exception as e:
+        raise NotDICOM("%s is not a DICOM data set: %s" % (path, e))
+    if not sopClassUID or not sopInstanceUID:
+        raise NotDICOM("%s is not a DICOM file or data set: no SOP class or instance UID" % (path,))
+    if implicit:
+        syntax = IMPLICIT_VR_LITTLE_ENDIAN
+    else:
+        syntax = EXPLICIT_VR_LITTLE_ENDIAN if little else EXPLICIT_VR_BIG_ENDIAN
+    return DicomFile(path, sopClassUID, sopInstanceUID, syntax, 0, size)
+
+
+#: How L{readDicomFile} reads its input, as DCMTK's C{+f}, C{+fo}, C{-f}.
+READ_FILE_OR_DATA_SET = "file or data set"
+READ_FILE_ONLY = "file only"
+READ_DATA_SET = "data set"
+
+
+def readDicomFile(path: str, mode: str = READ_FILE_OR_DATA_SET) -> DicomFile:
+    """
+    Read a file to send: a Part-10 file, a bare data set, or (the default)
+    a Part-10 file or else a bare data set.
+
+    @raise NotDICOM: it is not what C{mode} accepts.
+    @raise OSError: it cannot be read.
+    """
+    if mode == READ_DATA_SET:
+        return readDataSetFile(path)
+    try:
+        return readFileMeta(path)
+    except NoPreamble:
+        if mode == READ_FILE_ONLY:
+            raise
+    return readDataSetFile(path)
 
 
 @implementer(IDataSetSource)
 class FileDataSet:
     """
-    The data set of a Part-10 file, read from disk in order.
+    The data set of a file, read from disk in order.
     """
 
     def __init__(self, dicomFile: DicomFile):
-        self._file = open(dicomFile.path, "rb")
+        self._file = open(dicomFile.path, "rb", buffering=0)
         self._file.seek(dicomFile.dataSetOffset)
         self.length = dicomFile.size - dicomFile.dataSetOffset
 
     def read(self, size: int) -> bytes:
         data = self._file.read(size)
         if len(data) < size:
-            raise OSError("%s is shorter than when it was opened" % (self._file.name,))
-        self.length -= len(data)
+            data += self._readRest(size - len(data))
+        self.length -= size
         return data
+
+    def _readRest(self, size: int) -> bytes:
+        # An unbuffered read may return less than asked; only end of file
+        # ends the loop.
+        parts = []
+        while size:
+            data = self._file.read(size)
+            if not data:
+                raise OSError("%s is shorter than when it was opened" % (self._file.name,))
+            parts.append(data)
+            size -= len(data)
+        return b"".join(parts)
 
     def close(self) -> None:
         self._file.close()
 
 
-def encodeDataSet(dataset: Dataset, transferSyntaxUID: str) -> bytes:
+def encodeDataSet(dataset, transferSyntaxUID: str, compressionLevel: int = DEFAULT_COMPRESSION_LEVEL) -> bytes:
     """
-    Encode a data set (without File Meta Information) in one of the
-    L{CONVERTIBLE} transfer syntaxes.
+    Encode a pydicom data set (without its File Meta Information) in one
+    of the L{CONVERTIBLE} transfer syntaxes.
+
+    @param compressionLevel: zlib's level (0 to 9) for deflated explicit VR
+        little endian, whose stream is padded to an even length.
     """
-    syntax = UID(transferSyntaxUID)
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
     fp = DicomBytesIO()
     fp.is_little_endian = True
-    fp.is_implicit_VR = syntax == IMPLICIT_VR_LITTLE_ENDIAN
+    fp.is_implicit_VR = transferSyntaxUID == IMPLICIT_VR_LITTLE_ENDIAN
     write_dataset(fp, dataset)
     data = fp.getvalue()
-    if syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-        compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    if transferSyntaxUID == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        compressor = zlib.compressobj(compressionLevel, zlib.DEFLATED, -zlib.MAX_WBITS)
         data = compressor.compress(data) + compressor.flush()
+        if len(data) % 2:
+            # PDV fragments must have an even length (DCMTK refuses odd
+            # ones); inflating stops at the end of the stream, before this.
+            data += b"\x00"
     return data
 
 
-def _convert(path: Optional[str], dataset: Optional[Dataset], transferSyntaxUID: str) -> bytes:
+def _convert(path: Optional[str], dataset, transferSyntaxUID: str, compressionLevel: int) -> bytes:
     if dataset is None:
-        dataset = dcmread(path)
-    return encodeDataSet(dataset, transferSyntaxUID)
+        from pydicom import dcmread
+
+        dataset = dcmread(path, force=True)
+    return encodeDataSet(dataset, transferSyntaxUID, compressionLevel)
 
 
 @dataclass(frozen=True)
 class StoreResult:
     """
-    The outcome of one C-STORE: the response's status and error comment.
+    The outcome of one C-STORE: the response's status and error comment,
+    the transfer syntax the data set went in and its size.
     """
 
     sopInstanceUID: str
@@ -168,23 +320,25 @@ class StoreResult:
     size: int = 0
 
 
-def chooseContext(association, sopClassUID: str, transferSyntaxUID: str):
+def chooseContext(association, sopClassUID: str, transferSyntaxUID: str, preferDeflated: bool = False):
     """
     The accepted context to send an object of C{transferSyntaxUID} on: one
     with that very syntax, else one with a syntax we can convert to.
 
+    @param preferDeflated: look for deflated explicit VR little endian
+        first when the object is in a syntax we convert (DCMTK's C{-xd}).
     @raise StoreFailed: neither exists.
     """
-    try:
-        return association.contextFor(sopClassUID, transferSyntaxUID)
-    except NoPresentationContext:
-        pass
+    candidates = [transferSyntaxUID]
     if transferSyntaxUID in CONVERTIBLE:
-        for candidate in CONVERTIBLE:
-            try:
-                return association.contextFor(sopClassUID, candidate)
-            except NoPresentationContext:
-                continue
+        if preferDeflated:
+            candidates.insert(0, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN)
+        candidates.extend(CONVERTIBLE)
+    for candidate in candidates:
+        try:
+            return association.contextFor(sopClassUID, candidate)
+        except NoPresentationContext:
+            continue
     raise StoreFailed(
         "no presentation context for %s in %s, nor one it can be converted to" % (sopClassUID, transferSyntaxUID)
     )
@@ -197,13 +351,20 @@ def store(
     priority: int = PRIORITY_MEDIUM,
     moveOriginatorAETitle: Optional[str] = None,
     moveOriginatorMessageID: Optional[int] = None,
+    preferDeflated: bool = False,
+    compressionLevel: int = DEFAULT_COMPRESSION_LEVEL,
     reactor=None,
     threadpool=None,
 ) -> defer.Deferred:
     """
     C-STORE one object.
 
-    @param source: a file path, a L{DicomFile}, or a pydicom L{Dataset}.
+    @param source: a file path (a Part-10 file), a L{DicomFile}, or a
+        pydicom C{Dataset}.
+    @param preferDeflated: send objects in an uncompressed syntax deflated
+        when the peer accepted that (DCMTK's C{-xd}).
+    @param compressionLevel: zlib's level when deflating.
+    @param threadpool: where conversions run; the reactor's by default.
     @return: a L{Deferred} firing with a L{StoreResult}, or failing with
         L{StoreFailed} (nothing was sent) or an
         L{dicomd.net.association.AssociationError}.
@@ -211,16 +372,17 @@ def store(
     if reactor is None:
         from twisted.internet import reactor
     try:
-        if isinstance(source, Dataset):
+        if isinstance(source, (str, os.PathLike)):
+            source = readFileMeta(os.fspath(source))
+        if isinstance(source, DicomFile):
+            dataset, dicomFile = None, source
+            sopClass, sopInstance = source.sopClassUID, source.sopInstanceUID
+            sourceSyntax = source.transferSyntaxUID
+        else:
             dataset, dicomFile = source, None
             sopClass, sopInstance = str(source.SOPClassUID), str(source.SOPInstanceUID)
-            fileSyntax = IMPLICIT_VR_LITTLE_ENDIAN
-        else:
-            dicomFile = source if isinstance(source, DicomFile) else readFileMeta(source)
-            dataset = None
-            sopClass, sopInstance = dicomFile.sopClassUID, dicomFile.sopInstanceUID
-            fileSyntax = dicomFile.transferSyntaxUID
-        context = chooseContext(association, sopClass, fileSyntax)
+            sourceSyntax = IMPLICIT_VR_LITTLE_ENDIAN
+        context = chooseContext(association, sopClass, sourceSyntax, preferDeflated)
     except (OSError, NotDICOM, StoreFailed, AttributeError) as e:
         return defer.fail(StoreFailed(str(e)))
     request = CStoreRQ(
@@ -230,29 +392,47 @@ def store(
         moveOriginatorApplicationEntityTitle=moveOriginatorAETitle,
         moveOriginatorMessageID=moveOriginatorMessageID,
     )
-    if dicomFile is not None and context.transferSyntax == fileSyntax:
+    if dicomFile is not None and context.transferSyntax == sourceSyntax:
         try:
-            payload = FileDataSet(dicomFile)
+            prepared = defer.succeed(FileDataSet(dicomFile))
         except OSError as e:
             return defer.fail(StoreFailed(str(e)))
-        prepared = defer.succeed(payload)
     else:
+        if dicomFile is not None:
+            log.info(
+                "Converting {path} from {source} to {target}",
+                path=dicomFile.path,
+                source=sourceSyntax,
+                target=context.transferSyntax,
+            )
         pool = threadpool if threadpool is not None else reactor.getThreadPool()
         prepared = deferToThreadPool(
-            reactor, pool, _convert, dicomFile.path if dicomFile else None, dataset, context.transferSyntax
+            reactor,
+            pool,
+            _convert,
+            dicomFile.path if dicomFile else None,
+            dataset,
+            context.transferSyntax,
+            compressionLevel,
         )
-        prepared.addErrback(lambda f: defer.fail(StoreFailed("cannot convert to %s: %s" % (context.transferSyntax, f.value))))
+        prepared.addErrback(
+            lambda f: defer.fail(StoreFailed("cannot convert to %s: %s" % (context.transferSyntax, f.value)))
+        )
 
     def send(payload):
-        size = payload.length if not isinstance(payload, bytes) else len(payload)
+        size = len(payload) if isinstance(payload, bytes) else payload.length
         sent = association.request(context.contextID, request, payload)
         return sent.addCallback(
-            lambda result: StoreResult(
-                sopInstance, result[0].status, result[0].errorComment, context.transferSyntax, size
-            )
+            lambda result: StoreResult(sopInstance, result[0].status, result[0].errorComment, context.transferSyntax, size)
         )
 
     return prepared.addCallback(send)
+
+
+#: Preferred syntaxes proposed without a fallback context, as in DCMTK's
+#: storescu: implicit VR little endian (every peer supports it) and the
+#: video syntaxes (which cannot be converted to anything).
+_NO_FALLBACK = {IMPLICIT_VR_LITTLE_ENDIAN} | {"1.2.840.10008.1.2.4.%d" % n for n in range(100, 109)}
 
 
 def proposePresentationContexts(
@@ -262,10 +442,11 @@ def proposePresentationContexts(
 ) -> List[Tuple[str, List[str]]]:
     """
     Presentation contexts for sending C{files}, as DCMTK's storescu builds
-    them: for each SOP class, one context with the preferred transfer syntax
-    and one with the other uncompressed syntaxes as a fallback (one context
-    with both when C{combine}); plus a context for each compressed syntax
-    the files of that class are in, so they can go as they are.
+    them with C{--required}: for each SOP class found in the files, one
+    context with the preferred transfer syntax and one with the other
+    uncompressed syntaxes as a fallback (one context with both when
+    C{combine}); plus a context for each other compressed syntax the files
+    of that class are in, so they can go as they are.
 
     @param preferred: the preferred syntax (storescu's C{-x=}, C{-xe}...);
         explicit VR little endian by default.  Implicit VR little endian and
@@ -292,10 +473,9 @@ def proposePresentationContexts(
     return proposals
 
 
-_NO_FALLBACK = {IMPLICIT_VR_LITTLE_ENDIAN} | {"1.2.840.10008.1.2.4.%d" % n for n in range(100, 109)}
-
-
-def splitProposals(proposals: Sequence[Tuple[str, List[str]]], limit: int = 128) -> List[List[Tuple[str, List[str]]]]:
+def splitProposals(
+    proposals: Sequence[Tuple[str, List[str]]], limit: int = 128
+) -> List[List[Tuple[str, List[str]]]]:
     """
     Cut proposals into groups of at most C{limit} contexts, keeping all the
     contexts of one SOP class in the same group, for one association each.
@@ -305,8 +485,7 @@ def splitProposals(proposals: Sequence[Tuple[str, List[str]]], limit: int = 128)
     for proposal in proposals:
         byClass.setdefault(proposal[0], []).append(proposal)
     for contexts in byClass.values():
-        if len(groups[-1]) + len(contexts) > limit:
+        if groups[-1] and len(groups[-1]) + len(contexts) > limit:
             groups.append([])
         groups[-1].extend(contexts)
     return [group for group in groups if group]
-

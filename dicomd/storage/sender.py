@@ -1,15 +1,17 @@
 """
 Sending many files: the storage SCU's batch job (PS3.4 Annex B, SCU role).
 
-L{sendFiles} proposes presentation contexts for the files, splits them into
+L{sendFiles} proposes presentation contexts for the files (or takes a fixed
+list, such as an association negotiation profile's), splits them into
 groups that fit the 128 contexts of one association, and sends each group's
 files over one or several associations at once, each association carrying
 one C-STORE at a time.  It reports every file's outcome as it happens and a
-L{SendReport} at the end; a failed file stops the job unless told to go on,
-as in DCMTK's storescu.
+L{SendReport} at the end.  A failed file stops the job unless told to go
+on, as in DCMTK's storescu; when going on, an association that ends under
+a file is replaced by a new one for the next.
 """
 
-import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -18,7 +20,32 @@ from twisted.logger import Logger
 
 from dicomd.dimse import status as _status
 from dicomd.net.association import AssociationError
-from dicomd.storage.scu import DicomFile, StoreFailed, proposePresentationContexts, splitProposals, store
+from dicomd.storage.scu import (
+    DEFAULT_COMPRESSION_LEVEL,
+    DicomFile,
+    StoreFailed,
+    proposePresentationContexts,
+    splitProposals,
+    store,
+)
+from dicomd.ul.negotiation import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+
+log = Logger()
+
+
+@dataclass(frozen=True)
+class FailedStore:
+    """
+    A C-STORE that failed.
+
+    @ivar reason: why, in words.
+    @ivar status: the status the peer answered, or C{None} when the failure
+        was not the peer's answer (nothing sendable, association ended).
+    """
+
+    path: str
+    reason: str
+    status: Optional[int] = None
 
 
 @dataclass
@@ -26,50 +53,72 @@ class SendReport:
     """
     What a batch achieved.
 
-    @ivar failures: C{(path, reason)} for each file that was not stored.
+    @ivar sent: C-STOREs answered with success or a warning.
+    @ivar warnings: those of C{sent} answered with a warning.
+    @ivar failed: C-STOREs that failed: refused by the peer, not sendable
+        (no presentation context, no conversion), or cut off by the end of
+        their association.
+    @ivar unsent: files never tried: the job halted first, or no
+        association could be established for them.
+    @ivar bytes: data set bytes of the files sent.
+    @ivar failures: a L{FailedStore} for each failed C-STORE, in order.
+    @ivar associationErrors: why associations could not be established or
+        ended under a C-STORE, in order.
     """
 
     sent: int = 0
     warnings: int = 0
     failed: int = 0
+    unsent: int = 0
     bytes: int = 0
     seconds: float = 0.0
-    failures: List[Tuple[str, str]] = field(default_factory=list)
+    failures: List[FailedStore] = field(default_factory=list)
+    associationErrors: List[Exception] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        """
+        Whether every file was sent and stored.
+        """
+        return not (self.failed or self.unsent or self.associationErrors)
 
     @property
     def megabytesPerSecond(self) -> float:
         return self.bytes / 1e6 / self.seconds if self.seconds else 0.0
 
     def summary(self) -> str:
-        return "%d sent (%d with warnings), %d failed, %d bytes in %.2f s (%.1f MB/s)" % (
+        return "%d sent (%d with warnings), %d failed%s, %d bytes in %.2f s (%.1f MB/s)" % (
             self.sent,
             self.warnings,
             self.failed,
+            ", %d not sent" % (self.unsent,) if self.unsent else "",
             self.bytes,
             self.seconds,
             self.megabytesPerSecond,
         )
 
 
-class _Halted(Exception):
+def isStored(result) -> bool:
     """
-    Another file failed and the job stops.
+    Whether a C-STORE's L{dicomd.storage.scu.StoreResult} means the peer
+    stored the object: success or warning.  Any other status, including
+    one no standard defines, is a failure.
     """
-
-
-log = Logger()
+    return _status.category(result.status) in (_status.Category.SUCCESS, _status.Category.WARNING)
 
 
 def sendFiles(
     connectAssociation: Callable[[Sequence[Tuple[str, List[str]]]], defer.Deferred],
     files: Sequence[DicomFile],
     *,
+    proposals: Optional[Sequence[Tuple[str, Sequence[str]]]] = None,
     preferred: Optional[str] = None,
     combine: bool = False,
     associations: int = 1,
     repeat: int = 1,
     halt: bool = True,
     abort: bool = False,
+    compressionLevel: int = DEFAULT_COMPRESSION_LEVEL,
     onResult: Optional[Callable[[DicomFile, Optional[object], Optional[str]], None]] = None,
     reactor=None,
 ) -> defer.Deferred:
@@ -78,80 +127,111 @@ def sendFiles(
 
     @param connectAssociation: called with the proposed contexts, returns a
         L{Deferred} firing with an established association.
+    @param proposals: the presentation contexts to propose, all on each
+        association (at most 128); by default they are built from the
+        files with L{proposePresentationContexts} and split as needed.
+    @param preferred: the preferred transfer syntax of the built proposals
+        (storescu's C{-x...} options); deflated explicit VR little endian
+        also makes uncompressed files go deflated when the peer accepts it.
+    @param combine: one context per SOP class with all the syntaxes
+        (storescu's C{+C}).
     @param associations: how many associations may carry files at once.
     @param repeat: send each file this many times (storescu's C{--repeat}).
     @param halt: stop at the first failed file (storescu's default).
     @param abort: end associations with A-ABORT instead of A-RELEASE.
-    @param onResult: called for each attempt as C{onResult(file, result,
-        reason)}: the L{dicomd.storage.scu.StoreResult} (with C{reason}
-        C{None}), or C{None} and the reason it failed.
-    @return: a L{Deferred} firing with the L{SendReport}.
+    @param compressionLevel: zlib's level for deflated data sets.
+    @param onResult: called for each C-STORE tried as C{onResult(file,
+        result, reason)}: the L{dicomd.storage.scu.StoreResult} (with
+        C{reason} C{None}), or C{None} and the reason it failed.
+    @return: a L{Deferred} firing with the L{SendReport}; it does not fail.
     """
     if reactor is None:
         from twisted.internet import reactor
     report = SendReport()
     started = reactor.seconds()
     halted = []
+    preferDeflated = preferred == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
 
     def record(dicomFile, result, reason):
-        if reason is None and _status.category(result.status) in (_status.Category.SUCCESS, _status.Category.WARNING):
+        if reason is None and isStored(result):
             report.sent += 1
             report.bytes += result.size
             if _status.category(result.status) is _status.Category.WARNING:
                 report.warnings += 1
         else:
             report.failed += 1
-            why = reason or _status.describe(result.status)
-            report.failures.append((dicomFile.path, why))
+            if reason is None:
+                report.failures.append(FailedStore(dicomFile.path, _status.describe(result.status), result.status))
+            else:
+                report.failures.append(FailedStore(dicomFile.path, reason))
             if halt:
                 halted.append(dicomFile)
         if onResult is not None:
             onResult(dicomFile, result, reason)
 
     @defer.inlineCallbacks
-    def worker(proposals, queue):
+    def worker(group, queue):
         association = None
         try:
             while queue and not halted:
                 if association is None:
-                    association = yield connectAssociation(proposals)
-                dicomFile = queue.pop(0)
+                    try:
+                        association = yield connectAssociation(group)
+                    except Exception as e:
+                        # Refused, rejected, timed out: nothing left in
+                        # this group can go.
+                        report.associationErrors.append(e)
+                        report.unsent += len(queue)
+                        queue.clear()
+                        return
+                    # Other associations may have taken the last files,
+                    # or the job halted, while this one was being set up.
+                    continue
+                dicomFile = queue.popleft()
                 for _ in range(repeat):
                     if halted:
                         break
                     try:
-                        result = yield store(association, dicomFile, reactor=reactor)
+                        result = yield store(
+                            association,
+                            dicomFile,
+                            preferDeflated=preferDeflated,
+                            compressionLevel=compressionLevel,
+                            reactor=reactor,
+                        )
                     except StoreFailed as e:
                         record(dicomFile, None, str(e))
                     except AssociationError as e:
+                        report.associationErrors.append(e)
                         record(dicomFile, None, str(e))
-                        raise
+                        # That association is over; the next file gets a
+                        # new one, unless the job halts.
+                        association = None
+                        break
                     else:
                         record(dicomFile, result, None)
-        except Exception as e:
-            # A refused connection, a rejection or an abort: what is left in
-            # this worker's queue cannot be sent.
-            for dicomFile in queue:
-                record(dicomFile, None, "not sent: %s" % (e,))
-            del queue[:]
-            raise
         finally:
             if association is not None:
                 yield association.abort() if abort else association.release()
 
     @defer.inlineCallbacks
     def run():
-        proposals = proposePresentationContexts(files, preferred=preferred, combine=combine)
-        for group in splitProposals(proposals):
-            classes = {abstractSyntax for abstractSyntax, _ in group}
-            queue = [dicomFile for dicomFile in files if dicomFile.sopClassUID in classes]
-            workers = [worker(group, queue) for _ in range(max(1, min(associations, len(queue))))]
-            results = yield defer.DeferredList(workers, consumeErrors=True)
-            for ok, failure in results:
-                if not ok:
-                    log.error("Association failed: {why}", why=str(failure.value))
-            if halted:
-                break
+        if proposals is None:
+            groups = []
+            for group in splitProposals(proposePresentationContexts(files, preferred=preferred, combine=combine)):
+                classes = {abstractSyntax for abstractSyntax, _ in group}
+                groups.append((group, [dicomFile for dicomFile in files if dicomFile.sopClassUID in classes]))
+        else:
+            groups = [(list(proposals), list(files))]
+        for group, groupFiles in groups:
+            queue = deque(groupFiles)
+            if not halted:
+                workers = [worker(group, queue) for _ in range(max(1, min(associations, len(queue))))]
+                results = yield defer.DeferredList(workers, consumeErrors=True)
+                for ok, failure in results:
+                    if not ok:
+                        log.failure("Sending files failed", failure)
+            report.unsent += len(queue)
         report.seconds = reactor.seconds() - started
         return report
 
