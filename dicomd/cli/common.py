@@ -1,14 +1,18 @@
 """
 Option groups the front doors share: DCMTK's TLS options, the transfer
-syntax option families, and turning them into endpoints and settings.
+syntax option families, DCMTK options known but refused
+(L{UnsupportedOptions}), command files (C{@file}), and turning options into
+endpoints and settings.
 """
 
-from typing import Dict, List, Tuple
+import shlex
+import sys
+from typing import Dict, List, Sequence, Tuple
 
-from twisted.internet import endpoints
 
-from dicomd.cli.options import Option, UsageError, string
-from dicomd.tls import VERIFY_NONE, VERIFY_OPTIONAL, VERIFY_REQUIRE, TLSSettings
+from dicomd import endpoints as dicomdEndpoints
+from dicomd.cli.options import CommandLine, Option, UsageError, string
+from dicomd.tls import CRL_CHAIN, CRL_LEAF, PROFILES, VERIFY_NONE, VERIFY_OPTIONAL, VERIFY_REQUIRE, TLSSettings, describeCipherSuites
 from dicomd.ul.negotiation import ACCEPTOR_PREFERENCES
 
 #: The two-letter suffixes of DCMTK's transfer syntax options with their
@@ -59,7 +63,12 @@ def preferredTransferSyntax(key: str) -> str:
 
 def tlsOptions(server: bool) -> Tuple[str, List[Option]]:
     """
-    DCMTK's "transport layer security (TLS) options" group.
+    DCMTK's "transport layer security (TLS) options" group, for an
+    acceptor (C{server}) or a requestor, mapped onto L{TLSSettings} by
+    L{tlsSettings}: keys, certificates, revocation lists, security
+    profiles, cipher suites, DH parameters (acceptor), server name
+    indication and peer authentication.  The seed options are not here
+    (see L{tlsProfileOptions}).
     """
     options = [
         Option(("-tls", "--disable-tls"), "tls", "use normal TCP/IP connection (default)", const=None),
@@ -76,10 +85,44 @@ def tlsOptions(server: bool) -> Tuple[str, List[Option]]:
         Option(("-der", "--der-keys"), "der", "read keys and certificates as DER file", const=True),
         Option(("+cf", "--add-cert-file"), "certFiles", "add certificate file to list of certificates", (("f]ilename", string),), append=True),
         Option(("+cd", "--add-cert-dir"), "certDirs", "add certificates in d to list of certificates", (("d]irectory", string),), append=True),
-        Option(("-rc", "--require-peer-cert"), "verify", "verify peer certificate, fail if absent (default)", const=VERIFY_REQUIRE),
-        Option(("-vc", "--verify-peer-cert"), "verify", "verify peer certificate if present", const=VERIFY_OPTIONAL),
-        Option(("-ic", "--ignore-peer-cert"), "verify", "don't verify peer certificate", const=VERIFY_NONE),
+        Option(
+            ("+crl", "--add-crl-file"),
+            "crlFiles",
+            "add certificate revocation list file (implies --enable-crl-vfy)",
+            (("f]ilename", string),),
+            append=True,
+        ),
+        Option(("+crv", "--enable-crl-vfy"), "crlCheck", "enable leaf CRL verification", const=CRL_LEAF),
+        Option(("+cra", "--enable-crl-all"), "crlCheck", "enable full chain CRL verification", const=CRL_CHAIN),
     ]
+    options += [
+        Option(profile.options, "tlsProfile", profile.title, const=name) for name, profile in PROFILES.items()
+    ]
+    options += [
+        Option(("+cc", "--list-ciphers"), "listCiphers", "show list of supported TLS ciphersuites and exit"),
+        Option(
+            ("+cs", "--cipher"),
+            "cipherSuites",
+            "add ciphersuite to list of negotiated suites (not with --profile-bcp195-ex)",
+            (("c]iphersuite name", string),),
+            append=True,
+        ),
+    ]
+    if server:
+        options += [
+            Option(("+dp", "--dhparam"), "dhParameters", "read DH parameters for DH/DSS ciphersuites", (("f]ilename", string),)),
+            Option(("--expect-sni",), "sni", "expect requests for server name s (SNI)", (("s]erver name", string),)),
+        ]
+    else:
+        options += [
+            Option(("--request-sni",), "sni", "request server name s (SNI)", (("s]erver name", string),)),
+        ]
+    options += [
+        Option(("-rc", "--require-peer-cert"), "verify", "verify peer certificate, fail if absent (default)", const=VERIFY_REQUIRE),
+    ]
+    if server:
+        options.append(Option(("-vc", "--verify-peer-cert"), "verify", "verify peer certificate if present", const=VERIFY_OPTIONAL))
+    options.append(Option(("-ic", "--ignore-peer-cert"), "verify", "don't verify peer certificate", const=VERIFY_NONE))
     if not server:
         options.insert(2, Option(("+tla", "--anonymous-tls"), "tls", "use secure TLS connection without certificate", const=(None, None)))
     return ("transport layer security (TLS) options", options)
@@ -98,21 +141,163 @@ def tlsSettings(values: Dict) -> TLSSettings:
         verify=values.get("verify") or VERIFY_REQUIRE,
         password=values.get("password"),
         der=bool(values.get("der")),
+        profile=values.get("tlsProfile") or "bcp195-nd",
+        ciphers=list(values.get("cipherSuites") or []),
+        dhParameters=values.get("dhParameters"),
+        crls=list(values.get("crlFiles") or []),
+        crlCheck=values.get("crlCheck"),
+        sni=values.get("sni"),
     )
+
+
+#: L{TLSSettings} field -> the DCMTK option that sets it, for messages.
+TLS_OPTION_OF_SETTING = {
+    "privateKey": "+tls (--enable-tls)",
+    "certificate": "+tls (--enable-tls)",
+    "trusted": "+cf (--add-cert-file)",
+    "trustedDirectories": "+cd (--add-cert-dir)",
+    "password": "+pw (--use-passwd)",
+    "profile": "the security profile",
+    "ciphers": "+cs (--cipher)",
+    "dhParameters": "+dp (--dhparam)",
+    "crls": "+crl (--add-crl-file)",
+    "crlCheck": "+crv/+cra",
+    "sni": "--expect-sni/--request-sni",
+}
+
+
+def tlsUsageError(error) -> UsageError:
+    """
+    A L{UsageError} for a L{dicomd.tls.TLSConfigurationError}, naming the
+    DCMTK option at fault.
+    """
+    return UsageError("%s: %s" % (TLS_OPTION_OF_SETTING.get(getattr(error, "setting", None), "+tls (--enable-tls)"), error))
 
 
 def clientEndpoint(reactor, values: Dict, host: str, port: int):
     """
     A client endpoint to C{host:port}: TCP, wrapped in TLS when C{+tls} or
-    C{+tla} was given.
+    C{+tla} was given (with C{values["tlsOptions"]} when a front door's
+    validation built them already); see L{dicomd.endpoints.clientEndpoint}.
 
     @raise UsageError: the TLS files cannot be used.
     """
-    endpoint = endpoints.HostnameEndpoint(reactor, host, port, timeout=values.get("timeout") or 30)
-    if not values.get("tls"):
-        return endpoint
-    try:
-        options = tlsSettings(values).certificateOptions(isServer=False)
-    except ValueError as e:
-        raise UsageError(str(e))
-    return endpoints.wrapClientTLS(options, endpoint)
+    tls = None
+    if values.get("tls"):
+        tls = values.get("tlsOptions")
+        if tls is None:
+            try:
+                tls = tlsSettings(values).certificateOptions(isServer=False)
+            except ValueError as e:
+                raise tlsUsageError(e)
+    return dicomdEndpoints.clientEndpoint(reactor, host, port, tls, timeout=values.get("timeout") or 30)
+
+
+def spelled(names: Sequence[str]) -> str:
+    """
+    C{"+II (--invent-instance)"}: an option's short and long spellings.
+    """
+    return names[0] if len(names) == 1 else "%s (%s)" % (names[0], names[-1])
+
+
+class UnsupportedOptions:
+    """
+    DCMTK options a front door knows but does not honour.  Each parses,
+    with its arguments, so that L{check} can refuse it with a usage error
+    that names it and says why, instead of "unknown option".
+    """
+
+    def __init__(self):
+        self._reasons: Dict[str, Tuple[Sequence[str], str]] = {}
+
+    def option(self, names: Tuple[str, ...], meaning: str, why: str, arguments=()) -> Option:
+        """
+        Declare one refused option.
+
+        @param meaning: what it does in DCMTK, for the help text.
+        @param why: why dicomd refuses it.
+        """
+        option = Option(names, "unsupported " + names[-1], "%s (not supported: %s)" % (meaning, why), arguments)
+        self._reasons[option.dest] = (names, why)
+        return option
+
+    def check(self, values: Dict) -> None:
+        """
+        @raise UsageError: a refused option was given.
+        """
+        for dest, (names, why) in self._reasons.items():
+            if dest in values:
+                raise UsageError("%s is not supported: %s" % (spelled(names), why))
+
+
+_OPENSSL_SEEDS = "OpenSSL seeds its generator from the operating system; there is no seed file"
+
+
+def tlsProfileOptions(unsupported: UnsupportedOptions) -> List[Option]:
+    """
+    The TLS options of DCMTK that dicomd refuses (through
+    C{unsupported}): the random seed files.  Every other TLS option is in
+    L{tlsOptions}.
+    """
+    return [
+        unsupported.option(("+rs", "--seed"), "seed random generator with contents of f", _OPENSSL_SEEDS, (("f]ilename", string),)),
+        unsupported.option(("+ws", "--write-seed"), "write back modified seed (only with --seed)", _OPENSSL_SEEDS),
+        unsupported.option(
+            ("+wf", "--write-seed-file"), "write modified seed to file f (only with --seed)", _OPENSSL_SEEDS, (("f]ilename", string),)
+        ),
+    ]
+
+
+def listCiphers(stream=None) -> int:
+    """
+    C{+cc}: print the TLS cipher suites this OpenSSL supports and each
+    security profile's; the exit status is 0.
+    """
+    stream = stream or sys.stdout
+    stream.write(describeCipherSuites())
+    stream.flush()
+    return 0
+
+
+def expandCommandFiles(argv: Sequence[str]) -> List[str]:
+    """
+    Replace each C{@file} argument by the words of that file, as DCMTK's
+    tools do: white space separates words except between double quotes,
+    and a command file cannot name another one.
+
+    @raise UsageError: a command file cannot be read or parsed.
+    """
+    expanded = []
+    for arg in argv:
+        if len(arg) < 2 or not arg.startswith("@"):
+            expanded.append(arg)
+            continue
+        try:
+            with open(arg[1:], encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise UsageError("cannot read command file %s: %s" % (arg[1:], e.strerror))
+        lexer = shlex.shlex(text, posix=True)
+        lexer.whitespace_split = True
+        lexer.quotes = '"'
+        lexer.escape = ""
+        lexer.commenters = ""
+        try:
+            expanded.extend(lexer)
+        except ValueError as e:
+            raise UsageError("command file %s: %s" % (arg[1:], e))
+    return expanded
+
+
+class CommandFileCommandLine(CommandLine):
+    """
+    A L{CommandLine} that expands DCMTK's C{@file} command files first and
+    keeps the expanded arguments as C{values["expandedArguments"]}, for
+    C{--arguments}.
+    """
+
+    def parse(self, argv):
+        expanded = expandCommandFiles(argv)
+        values = CommandLine.parse(self, expanded)
+        values["expandedArguments"] = expanded
+        return values

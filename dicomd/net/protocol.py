@@ -13,17 +13,40 @@ It also owns the one timer the Upper Layer does not define: an idle timeout
 that aborts an association on which nothing has arrived for a while and
 nobody is waiting on this side (a peer that stopped mid-PDU, or that holds an
 association open and silent).
+
+On a TLS connection (PS3.15 Annex B) the peer is named with its
+certificate's subject in every log line (L{peerCertificateSubject}), and
+an acceptor rejects an association whose calling AE title is bound to
+another certificate (L{dicomd.tls.certificateBindingAllows}) before its AE
+sees it.
 """
 
+import socket
 from typing import Optional
 
+from OpenSSL import SSL
 from twisted.internet import protocol
 from twisted.logger import Logger
 
 from dicomd.net.association import AssociationAborted
 from dicomd.ul import provider as _ul
 from dicomd.ul.fsm import State
-from dicomd.ul.pdu import ABORT_REASON_NOT_SPECIFIED, ABORT_SOURCE_SERVICE_USER
+from dicomd.tls import certificateBindingAllows, certificateSubject
+from dicomd.ul.pdu import (
+    ABORT_REASON_NOT_SPECIFIED,
+    ABORT_SOURCE_SERVICE_USER,
+    REJECT_REASON_CALLING_AE_NOT_RECOGNIZED,
+    REJECT_RESULT_PERMANENT,
+    REJECT_SOURCE_SERVICE_USER,
+    AAssociateRJ,
+)
+
+#: How much a TCP transport reads at a time (Twisted's default is 64 KiB):
+#: two of the largest PDUs DCMTK sends, so that a 128 KiB P-DATA-TF mostly
+#: arrives in one read, whole, and is handed on without copying.  It is
+#: also the size above which Twisted pauses a producer writing to the
+#: transport.
+READ_SIZE = 256 << 10
 
 _ABORT_SOURCES = {0: "service user", 2: "service provider"}
 _ABORT_REASONS = {
@@ -50,6 +73,85 @@ def describeAbort(source: Optional[int], reason: int) -> str:
     )
 
 
+#: The rejection of an association whose calling AE title is bound to
+#: another certificate (permanent, service user, calling AE title not
+#: recognized).
+CALLING_AE_TITLE_NOT_RECOGNIZED = AAssociateRJ(
+    REJECT_RESULT_PERMANENT, REJECT_SOURCE_SERVICE_USER, REJECT_REASON_CALLING_AE_NOT_RECOGNIZED
+)
+
+
+def peerCertificate(transport):
+    """
+    The peer's certificate on a TLS transport (a pyOpenSSL C{X509}), or
+    C{None} when the peer sent none or the transport is not TLS.
+    """
+    getter = getattr(transport, "getPeerCertificate", None)
+    if getter is None:
+        return None
+    try:
+        return getter()
+    except Exception:
+        return None
+
+
+def isTLS(transport) -> bool:
+    """
+    Whether C{transport} is a TLS connection (Twisted's TLS transports, and
+    wrappers of them, have C{getPeerCertificate}).
+    """
+    try:
+        return callable(getattr(transport, "getPeerCertificate", None))
+    except Exception:
+        return False
+
+
+def peerCertificateSubject(transport) -> Optional[str]:
+    """
+    What the log says about a TLS peer: its certificate's subject (RFC
+    4514, C{"CN=modality,O=Hospital"}) or C{"no certificate"}; C{None} when
+    the transport is not TLS.
+    """
+    if not isTLS(transport):
+        return None
+    certificate = peerCertificate(transport)
+    if certificate is None:
+        return "no certificate"
+    try:
+        return certificateSubject(certificate)
+    except Exception:
+        return "unreadable certificate"
+
+
+def tlsOptionsOf(transport):
+    """
+    The L{dicomd.tls.DICOMTLSOptions} of the C{dicomtls:} endpoint a
+    transport came from, or C{None}: the TLS layer's factory carries them
+    (L{dicomd.endpoints.DICOMTLSFactory}), under any protocol wrappers.
+    """
+    for _ in range(4):
+        if transport is None:
+            return None
+        options = getattr(getattr(transport, "factory", None), "tlsOptions", None)
+        if options is not None:
+            return options
+        transport = getattr(transport, "transport", None)
+    return None
+
+
+def describeTLSError(error) -> str:
+    """
+    An OpenSSL error in words: the reasons OpenSSL queued, such as
+    C{"certificate verify failed"} or C{"peer did not return a
+    certificate"}.
+    """
+    reasons = []
+    for entry in error.args[0] if error.args and isinstance(error.args[0], list) else ():
+        if isinstance(entry, tuple) and entry and entry[-1]:
+            reasons.append(str(entry[-1]))
+    return "; ".join(reasons) or str(error) or error.__class__.__name__
+
+
 def setNoDelay(transport) -> None:
     """
     Turn off Nagle's algorithm: DICOM's request/response rhythm otherwise
@@ -59,6 +161,24 @@ def setNoDelay(transport) -> None:
     setter = getattr(transport, "setTcpNoDelay", None)
     if setter is not None:
         setter(True)
+
+
+#: Linux's TCP_QUICKACK (absent elsewhere).
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+
+def tcpSocket(transport) -> Optional[socket.socket]:
+    """
+    The TCP socket under a transport (a TLS transport's too), or C{None}.
+    """
+    for _ in range(3):
+        if transport is None:
+            return None
+        handle = getattr(transport, "getHandle", lambda: None)()
+        if isinstance(handle, socket.socket):
+            return handle
+        transport = getattr(transport, "transport", None)
+    return None
 
 
 class AssociationProtocol(protocol.Protocol):
@@ -82,6 +202,7 @@ class AssociationProtocol(protocol.Protocol):
     log = Logger()
     association = None
     outcome = None
+    _quickAckSocket = None
 
     def __init__(self, provider, *, reactor=None, artimTimeout: float = 30.0, idleTimeout: Optional[float] = None):
         if reactor is None:
@@ -91,6 +212,7 @@ class AssociationProtocol(protocol.Protocol):
         self.artimTimeout = artimTimeout
         self.idleTimeout = idleTimeout
         self.peerAddress = None
+        self._tlsPeer = None
         self._artim = None
         self._idle = None
         self._lastActivity = 0.0
@@ -101,7 +223,7 @@ class AssociationProtocol(protocol.Protocol):
             _ul.StopARTIM: self._stopARTIM,
             _ul.OpenTransport: _ignore,
             _ul.CloseTransport: self._closeTransport,
-            _ul.AssociateIndication: lambda output: self.associateIndication(output.request),
+            _ul.AssociateIndication: self._associateIndication,
             _ul.AssociateAccepted: lambda output: self.associateAccepted(output.accept),
             _ul.AssociateRejected: lambda output: self.associateRejected(output.reject),
             _ul.PDataIndication: lambda output: self.association.pDataReceived(output.pdu),
@@ -155,6 +277,10 @@ class AssociationProtocol(protocol.Protocol):
 
     def connectionMade(self) -> None:
         setNoDelay(self.transport)
+        if hasattr(self.transport, "bufferSize"):
+            self.transport.bufferSize = READ_SIZE
+        if _TCP_QUICKACK is not None:
+            self._quickAckSocket = tcpSocket(self.transport)
         self.peerAddress = self.transport.getPeer()
         self._startedAt = self._lastActivity = self.reactor.seconds()
         if self.idleTimeout:
@@ -163,9 +289,31 @@ class AssociationProtocol(protocol.Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self._lastActivity = self.reactor.seconds()
+        if self._tlsPeer is None:
+            # Application data means the TLS handshake is over.
+            self._tlsPeer = peerCertificateSubject(self.transport) or ""
+        quickAck = self._quickAckSocket
+        if quickAck is not None:
+            # Acknowledge what arrives next at once instead of delaying
+            # the ACK (Linux leaves quick-ACK mode by itself, so this is
+            # renewed after each read).  A sender that leaves Nagle's
+            # algorithm on (DCMTK without TCP_NODELAY=1) holds back the
+            # last small segment of a data set until everything before it
+            # is acknowledged: with delayed ACKs every C-STORE would wait
+            # some 40 ms for that ACK.
+            try:
+                quickAck.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+            except OSError:
+                self._quickAckSocket = None
         self._apply(self.provider.dataReceived(data))
 
     def connectionLost(self, reason) -> None:
+        if self.association is None and self.outcome is None and reason.check(SSL.Error):
+            self.log.info(
+                "TLS connection with {peer} failed: {why}",
+                peer=self._peerText(),
+                why=describeTLSError(reason.value),
+            )
         self._stopARTIM()
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
@@ -219,9 +367,47 @@ class AssociationProtocol(protocol.Protocol):
     def _peerText(self) -> str:
         address = self.peerAddress
         host = getattr(address, "host", None)
-        if host is None:
-            return str(address)
-        return "%s:%s" % (host, address.port)
+        text = str(address) if host is None else "%s:%s" % (host, address.port)
+        if self._tlsPeer:
+            text += " (TLS: %s)" % (self._tlsPeer,)
+        return text
+
+    # -- TLS ----------------------------------------------------------------------
+
+    def certificateBindings(self):
+        """
+        Calling AE title -> allowed certificates for this connection: those
+        of the C{dicomtls:} endpoint it came in on, or C{None}.
+        """
+        options = tlsOptionsOf(self.transport)
+        return getattr(options, "certificateBindings", None) or None
+
+    def _associateIndication(self, output) -> None:
+        """
+        An A-ASSOCIATE indication: rejected here when its calling AE title
+        is bound to another certificate than the peer's, else handed to
+        C{associateIndication}.
+
+        Outputs are applied after the whole chunk they came from was read:
+        when a later PDU of the same chunk already aborted the association
+        (the provider left Sta3), there is nothing left to answer.
+        """
+        if self.provider.state is not State.Sta3:
+            return
+        request = output.request
+        bindings = self.certificateBindings()
+        if bindings and not certificateBindingAllows(bindings, request.callingAETitle, peerCertificate(self.transport)):
+            self.settle("rejected")
+            self.log.info(
+                "Association {calling} -> {called} from {peer} rejected: calling AE title not recognized "
+                "(bound to another certificate)",
+                calling=request.callingAETitle,
+                called=request.calledAETitle,
+                peer=self._peerText(),
+            )
+            self._apply(self.provider.rejectAssociation(CALLING_AE_TITLE_NOT_RECOGNIZED))
+            return
+        self.associateIndication(request)
 
     def settle(self, outcome: str) -> None:
         """
@@ -233,6 +419,9 @@ class AssociationProtocol(protocol.Protocol):
     # -- indications ------------------------------------------------------------
 
     def _releaseIndication(self, output) -> None:
+        if self.provider.state not in (State.Sta8, State.Sta9, State.Sta10):
+            # A later PDU of the same chunk ended the association first.
+            return
         self.settle("released by the peer")
         if self.association is not None:
             self.association.ended(None)
