@@ -20,7 +20,7 @@ from dicomd.archive.matching import PATIENT_ROOT, STUDY_ROOT
 from dicomd.archive.service import INDEX_FILE, Archive, Peer, QueryRetrieveOptions, destinationTable, queryRetrieveEntity
 from dicomd.cli.common import TRANSFER_SYNTAX_OPTIONS
 from dicomd.net.acceptor import AcceptorFactory
-from dicomd.storage import naming
+from dicomd.storage import naming, recode
 from dicomd.storage.receiver import (
     SORT_PATIENT_NAME,
     SORT_STUDY_UID,
@@ -57,6 +57,22 @@ STORAGE_FLAGS = [
     ("disable-get", "Do not offer C-GET."),
 ]
 
+#: storescp's re-encoding output options (see docs/storage.md): flag,
+#: L{recode.RecodeOptions} field, value, help.  Without any of them files
+#: are stored bit for bit as received.
+RECODE_FLAGS = [
+    ("write-dataset", "writeDataSetOnly", True, "Write the data set without file meta information (-F)."),
+    ("write-xfer-little", "transferSyntax", "1.2.840.10008.1.2.1", "Write with explicit VR little endian (+te)."),
+    ("write-xfer-big", "transferSyntax", "1.2.840.10008.1.2.2", "Write with explicit VR big endian (+tb)."),
+    ("write-xfer-implicit", "transferSyntax", "1.2.840.10008.1.2", "Write with implicit VR little endian (+ti)."),
+    ("write-xfer-deflated", "transferSyntax", "1.2.840.10008.1.2.1.99", "Write with deflated explicit VR little endian (+td)."),
+    ("group-length-create", "groupLength", recode.GROUP_LENGTH_CREATE, "Always write group length elements (+g)."),
+    ("group-length-remove", "groupLength", recode.GROUP_LENGTH_REMOVE, "Always write without group length elements (-g)."),
+    ("length-undefined", "undefinedLengths", True, "Write sequences and items with undefined length (-e)."),
+    ("disable-new-vr", "newVRs", False, "Write UN, UT and the other post-1993 VRs as OB (-u)."),
+    ("convert-un", "convertUN", True, "Give elements received as UN their VR from the dictionary (+uc)."),
+]
+
 
 def _positive(name, convert=int):
     def check(value):
@@ -84,7 +100,7 @@ class Options(usage.Options):
 
     optParameters = [
         ["aetitle", "a", "DICOMD", "Our AE title."],
-        ["max-pdu", None, 16384, "Maximum P-DATA-TF length we receive (4096..131072, or 0 for no limit).", int],
+        ["max-pdu", None, 131072, "Maximum P-DATA-TF length we receive (4096..131072, or 0 for no limit; default 131072, the most DCMTK sends).", int],
         ["max-associations", None, 64, "Simultaneous associations before new ones are rejected.", _positive("max-associations")],
         ["acse-timeout", None, 30.0, "Seconds to wait for association messages (ARTIM).", _positive("acse-timeout", float)],
         ["dimse-timeout", None, None, "Seconds to wait for a DIMSE response (default: unlimited).", _positive("dimse-timeout", float)],
@@ -96,11 +112,15 @@ class Options(usage.Options):
         ["exec-on-reception", None, None, "Run this command for each received object (#p #f #a #c #r)."],
         ["exec-on-eostudy", None, None, "Run this command at the end of each study (#p #a #c #r)."],
         ["eostudy-timeout", None, None, "Seconds without an object after which a study ends.", _positive("eostudy-timeout", float)],
+        ["padding-create", None, None, "FILE,ITEM: align the file on FILE bytes and items on ITEM bytes (+p)."],
+        ["compression-level", None, 6, "zlib level 0..9 with --write-xfer-deflated (+cl).", int],
     ]
 
-    optFlags = [[name, None, help] for name, _, help in TRANSFER_SYNTAX_FLAGS] + [
-        [name, None, help] for name, help in STORAGE_FLAGS
-    ]
+    optFlags = (
+        [[name, None, help] for name, _, help in TRANSFER_SYNTAX_FLAGS]
+        + [[name, None, help] for name, help in STORAGE_FLAGS]
+        + [[name, None, help] for name, _, _, help in RECODE_FLAGS]
+    )
 
     def __init__(self):
         usage.Options.__init__(self)
@@ -169,6 +189,7 @@ class Options(usage.Options):
             fileNames = naming.FileNameScheme.TIME
         return StorageOptions(
             outputDirectory=self["output-directory"],
+            recode=self._recoder(),
             ignore=bool(self["ignore"]),
             fileNames=fileNames,
             extension=self["filename-extension"],
@@ -181,6 +202,32 @@ class Options(usage.Options):
             execSync=bool(self["exec-sync"]),
             sync=bool(self["fsync"]),
         )
+
+
+    def _recoder(self):
+        """
+        The re-encoding the output options ask for, or C{None} to store
+        files as received.
+        """
+        fields, setBy = {}, {}
+        for flag, field, value, _ in RECODE_FLAGS:
+            if self[flag]:
+                if field in fields:
+                    raise usage.UsageError("choose one of --%s and --%s" % (setBy[field], flag))
+                fields[field], setBy[field] = value, flag
+        if self["padding-create"] is not None:
+            try:
+                fields["padding"] = tuple(int(part) for part in self["padding-create"].split(","))
+                if len(fields["padding"]) != 2:
+                    raise ValueError()
+            except ValueError:
+                raise usage.UsageError("--padding-create takes FILE,ITEM (two numbers), not %r" % (self["padding-create"],))
+        options = recode.RecodeOptions(compressionLevel=self["compression-level"], **fields)
+        try:
+            recode.checkOptions(options)
+        except ValueError as e:
+            raise usage.UsageError(str(e))
+        return None if options.isIdentity else recode.recoder(options)
 
 
 def makeService(options) -> service.MultiService:

@@ -7,16 +7,25 @@ association runs concurrently on one reactor (C{--fork} and
 C{--single-process} are accepted and change nothing); data sets are stored
 bit for bit by default (storescp's C{+B}), and sorting works with it; a data
 set that does not match its C-STORE-RQ is answered 0xA900 and not kept.
+
+Every option of the 3.6.8 manual is known here: those dicomd cannot honour
+(TCP wrappers, oflog configuration files, TLS random seed files...)
+are declared with L{_unsupported} and refused by L{validate} with a message
+naming the option and saying why.
 """
 
+import os
+import shlex
 import socket
+import stat
 import sys
+from typing import Dict, List, Tuple
 
 from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 
 from dicomd.asconfig import AsConfigError, acceptorPolicy, readProfiles
-from dicomd.cli.common import preferredSyntaxOptions, tlsOptions, tlsSettings
+from dicomd.cli.common import listCiphers, preferredSyntaxOptions, tlsOptions, tlsSettings, tlsUsageError
 from dicomd.cli.options import CommandLine, Option, Parameter, UsageError, aeTitle, generalOptions, integer, string
 from dicomd.dimse.commands import CEchoRQ, CStoreRQ
 from dicomd.net.acceptor import AcceptorFactory, ApplicationEntity
@@ -54,12 +63,103 @@ def _sortedBy(mode: str):
     return convert
 
 
-COMMAND_LINE = CommandLine(
+#: dest -> (spellings, why) of every option declared by L{_unsupported}.
+UNSUPPORTED: Dict[str, Tuple[Tuple[str, ...], str]] = {}
+
+
+def _unsupported(names: Tuple[str, ...], meaning: str, why: str, arguments=()) -> Option:
+    """
+    An option of DCMTK's storescp that dicomd knows but does not honour:
+    it parses (with its arguments) so that L{validate} can refuse it with a
+    message naming it and saying C{why}.
+    """
+    option = Option(names, "unsupported " + names[-1], "%s (not supported: %s)" % (meaning, why), arguments)
+    UNSUPPORTED[option.dest] = (names, why)
+    return option
+
+
+def _generalOptions():
+    title, options = generalOptions()
+    options = list(options)
+    options.insert(2, Option(("--arguments",), "printArguments", "print expanded command line arguments"))
+    options.extend(
+        [
+            _unsupported(
+                ("-lc", "--log-config"),
+                "use config file f for the logger",
+                "oflog configuration files are not read; choose the level with -q, -v, -d or -ll, "
+                "or run twistd dicomd for log files and syslog",
+                (("f]ilename", string),),
+            ),
+            Option(("+v", "--verbose-pc"), "verbosePC", "show presentation contexts in verbose mode (implies -v)"),
+        ]
+    )
+    return title, options
+
+
+_OPENSSL_SEEDS = "OpenSSL seeds its generator from the operating system; there is no seed file"
+
+
+def _tlsOptions():
+    # Every DCMTK TLS option but the seed files maps onto dicomd.tls (see
+    # dicomd.cli.common.tlsOptions and docs/tls.md).
+    title, options = tlsOptions(server=True)
+    return title, list(options) + [
+        _unsupported(("+rs", "--seed"), "seed random generator with contents of f", _OPENSSL_SEEDS, (("f]ilename", string),)),
+        _unsupported(("+ws", "--write-seed"), "write back modified seed (only with --seed)", _OPENSSL_SEEDS),
+        _unsupported(("+wf", "--write-seed-file"), "write modified seed to file f (only with --seed)", _OPENSSL_SEEDS, (("f]ilename", string),)),
+    ]
+
+
+def expandCommandFiles(argv: List[str]) -> List[str]:
+    """
+    Replace each C{@file} argument by the words of that file, as DCMTK's
+    tools do: whitespace separates words except between double quotes, and
+    a command file cannot name another one (an C{@} inside stays a word).
+
+    @raise UsageError: a command file cannot be read.
+    """
+    expanded = []
+    for arg in argv:
+        if len(arg) > 1 and arg.startswith("@"):
+            try:
+                with open(arg[1:], encoding="utf-8") as f:
+                    text = f.read()
+            except OSError as e:
+                raise UsageError("cannot read command file %s: %s" % (arg[1:], e.strerror))
+            lexer = shlex.shlex(text, posix=True)
+            lexer.whitespace_split = True
+            lexer.quotes = '"'
+            lexer.escape = ""
+            lexer.commenters = ""
+            try:
+                expanded.extend(lexer)
+            except ValueError as e:
+                raise UsageError("command file %s: %s" % (arg[1:], e))
+        else:
+            expanded.append(arg)
+    return expanded
+
+
+class StorescpCommandLine(CommandLine):
+    """
+    storescp's command line: L{CommandLine} with DCMTK's C{@file} command
+    files, and the expanded argument list kept for C{--arguments}.
+    """
+
+    def parse(self, argv):
+        expanded = expandCommandFiles(list(argv))
+        values = CommandLine.parse(self, expanded)
+        values["expandedArguments"] = expanded
+        return values
+
+
+COMMAND_LINE = StorescpCommandLine(
     "storescp",
     "DICOM storage (C-STORE) SCP",
     [Parameter("port", "tcp/ip port number to listen on", integer(1, 65535), required=False)],
     [
-        generalOptions(),
+        _generalOptions(),
         (
             "multi-process options",
             [
@@ -77,13 +177,18 @@ COMMAND_LINE = CommandLine(
                 Option(("+xi", "--implicit"), "preferred", "accept implicit VR little endian TS only", const="+xi"),
                 Option(("+xa", "--accept-all"), "preferred", "accept all supported transfer syntaxes", const="+xa"),
                 Option(("-ac", "--access-full"), "accessControl", "accept connections from any host (default)", const=False),
-                Option(("+ac", "--access-control"), "accessControl", "enforce host access control rules (TCP wrappers: not supported)"),
+                _unsupported(
+                    ("+ac", "--access-control"),
+                    "enforce host access control rules",
+                    "TCP wrapper (hosts.allow/hosts.deny) access control is not available; "
+                    "use a firewall, or dicomd's calling AE and host rules (dcmqrscp.cfg)",
+                ),
                 Option(("-id", "--inetd"), "inetd", "run from inetd super server (not with --fork)"),
                 Option(("-ts", "--socket-timeout"), "socketTimeout", "timeout for network socket (0 for none, default: 60)", _SECONDS),
                 Option(("-ta", "--acse-timeout"), "acseTimeout", "timeout for ACSE messages (default: 30)", (("s]econds", integer(1)),)),
                 Option(("-td", "--dimse-timeout"), "dimseTimeout", "timeout for DIMSE messages (default: unlimited)", (("s]econds", integer(1)),)),
                 Option(("-aet", "--aetitle"), "aetitle", "set my AE title (default: STORESCP)", (("a]etitle", aeTitle),)),
-                Option(("-pdu", "--max-pdu"), "maxPDU", "set max receive pdu to n bytes (default: 16384)", (("n]umber of bytes", integer(4096, 131072)),)),
+                Option(("-pdu", "--max-pdu"), "maxPDU", "set max receive pdu to n bytes (default: 131072; DCMTK: 16384)", (("n]umber of bytes", integer(4096, 131072)),)),
                 Option(("-dhl", "--disable-host-lookup"), "disableHostLookup", "disable hostname lookup (dicomd never looks names up)"),
                 Option(("--refuse",), "refuse", "refuse association"),
                 Option(("--reject",), "reject", "reject association if no implementation class UID"),
@@ -96,7 +201,7 @@ COMMAND_LINE = CommandLine(
                 Option(("-up", "--uid-padding"), "uidPadding", "silently correct space-padded UIDs (always done)"),
             ],
         ),
-        tlsOptions(server=True),
+        _tlsOptions(),
         (
             "output options",
             [
@@ -143,19 +248,28 @@ COMMAND_LINE = CommandLine(
             ],
         ),
     ],
-    defaults={"aetitle": "STORESCP", "maxPDU": 16384, "acseTimeout": 30, "socketTimeout": 60, "outputDirectory": ".", "compressionLevel": 6},
+    defaults={"aetitle": "STORESCP", "maxPDU": 131072, "acseTimeout": 30, "socketTimeout": 60, "outputDirectory": ".", "compressionLevel": 6},
 )
 
 def validate(values) -> None:
     """
-    The option combinations storescp refuses, with the same wording.
+    Refuse what storescp refuses (with the same wording where it has one)
+    and every option dicomd does not honour, naming it; check the files
+    the options name (C{-od}, C{-xf}, the TLS key and certificates) so
+    that a mistake is reported before anything listens.
     """
+    for dest, (names, why) in UNSUPPORTED.items():
+        if dest in values:
+            raise UsageError("%s is not supported: %s" % (_spelled(names), why))
+    if values.get("listCiphers"):
+        return
     if values.get("port") is None and not values.get("inetd"):
         raise UsageError("missing parameter port")
     if values.get("inetd") and values.get("fork"):
         raise UsageError("--inetd and --fork are mutually exclusive")
-    if values.get("accessControl"):
-        raise UsageError("+ac (--access-control): TCP wrapper access control is not supported; use the dcmqrscp.cfg or dicomd.toml access rules")
+    if values.get("verbosePC"):
+        # DCMTK refuses +v without verbose mode; we turn verbose mode on.
+        values["verbose"] = True
     if values.get("configFile") and (values.get("preferred") or values.get("promiscuous")):
         raise UsageError("--config-file cannot be combined with transfer syntax options or --promiscuous")
     if values.get("renameOnEndOfStudy") and not values.get("sort"):
@@ -166,8 +280,33 @@ def validate(values) -> None:
         raise UsageError("--eostudy-timeout requires --sort-xxx, --exec-on-eostudy or --rename-on-eostudy")
     if values.get("ignore") and (values.get("sort") or values.get("renameOnEndOfStudy")):
         raise UsageError("--ignore cannot be combined with sorting or renaming")
-    if values.get("bitPreserving") and not recodeOptions(values).isIdentity:
+    recoding = recodeOptions(values)
+    if values.get("bitPreserving") and not recoding.isIdentity:
         raise UsageError("+B (--bit-preserving) cannot be combined with options that re-encode files")
+    checkRecoding = getattr(recode, "checkOptions", None)
+    if checkRecoding is not None:
+        try:
+            checkRecoding(recoding)
+        except ValueError as e:
+            raise UsageError(str(e))
+    directory = values["outputDirectory"]
+    if not os.path.isdir(directory):
+        raise UsageError("-od (--output-directory) %s: specified output directory does not exist" % (directory,))
+    if not values.get("ignore") and not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError("-od (--output-directory) %s: specified output directory is not writeable" % (directory,))
+    values["policy"] = acceptancePolicy(values)
+    if values.get("tls"):
+        try:
+            values["tlsContext"] = tlsSettings(values).certificateOptions(isServer=True)
+        except ValueError as e:
+            raise tlsUsageError(e)
+
+
+def _spelled(names: Tuple[str, ...]) -> str:
+    """
+    C{"+ac (--access-control)"}: an option's short and long spellings.
+    """
+    return names[0] if len(names) == 1 else "%s (%s)" % (names[0], names[-1])
 
 
 def recodeOptions(values) -> RecodeOptions:
@@ -231,17 +370,35 @@ def run(reactor, values):
     """
     Listen (or serve the connection on standard input with C{--inetd})
     until stopped.
+
+    @param values: the parsed command line, checked by L{validate}.
+    @return: a L{Deferred} firing with the exit status.
     """
+    if values.get("inetd"):
+        # Before anything is logged: inetd hands the connection over as
+        # standard input, output and error alike.
+        connection = _takeInetdConnection()
+    if values.get("printArguments"):
+        arguments = values.get("expandedArguments") or []
+        sys.stdout.write("expanded command line to %d arguments:\n%s\n" % (len(arguments), " ".join(arguments)))
+        sys.stdout.flush()
+    if values.get("listCiphers"):
+        return defer.succeed(_listCiphers())
     if values.get("fork"):
-        log.info("--fork: associations already run concurrently on one reactor; running in one process")
+        log.warn("--fork: dicomd does not fork; associations already run concurrently on one reactor in one process")
+    elif values.get("fork") is False:
+        log.info("--single-process: dicomd always runs in one process; associations run concurrently on one reactor")
+    if values.get("inetd") and values.get("port") is not None:
+        log.warn("Parameter port not required in inetd mode")
     receiver = buildReceiver(storageOptions(values), reactor=reactor)
     if receiver.area is not None:
         receiver.area.prepare()
     receiver.actions.startService()
     reactor.addSystemEventTrigger("before", "shutdown", receiver.actions.stopService)
-    entity = ApplicationEntity(
+    entityClass = ContextLoggingEntity if values.get("verbosePC") else ApplicationEntity
+    entity = entityClass(
         values["aetitle"],
-        acceptancePolicy(values),
+        values.get("policy") or acceptancePolicy(values),
         {CEchoRQ.commandField: VerificationSCP(), CStoreRQ.commandField: receiver.scp},
         requireImplementationClassUID=bool(values.get("reject")),
         refuseAll=bool(values.get("refuse")),
@@ -255,15 +412,108 @@ def run(reactor, values):
         dimseTimeout=values.get("dimseTimeout"),
     )
     if values.get("inetd"):
-        return _serveInetd(reactor, factory)
+        return _serveInetd(reactor, factory, connection, values.get("tlsContext"))
     return _listen(reactor, values, factory)
 
 
-def _serveInetd(reactor, factory):
+def _listCiphers() -> int:
+    """
+    C{+cc}: the TLS cipher suites and security profiles dicomd offers.
+    """
+    return listCiphers()
+
+
+class ContextLoggingEntity(ApplicationEntity):
+    """
+    An L{ApplicationEntity} that logs every proposed presentation context
+    and what became of it (storescp's C{+v}, C{--verbose-pc}).
+    """
+
+    def negotiate(self, request):
+        answer, contexts = ApplicationEntity.negotiate(self, request)
+        log.info("{text}", text=describePresentationContexts(request, answer))
+        return answer, contexts
+
+
+_CONTEXT_RESULTS = {
+    0: "Accepted",
+    1: "User Rejection",
+    2: "Provider Rejection",
+    3: "Abstract Syntax Not Supported",
+    4: "Transfer Syntaxes Not Supported",
+}
+
+
+def _uidName(uid: str) -> str:
+    from pydicom.uid import UID
+
+    name = UID(uid).name
+    return uid if name == uid else "=" + name.replace(" ", "")
+
+
+def describePresentationContexts(request, answer) -> str:
+    """
+    The proposed presentation contexts of an A-ASSOCIATE-RQ and their
+    results in C{answer}, as DCMTK's tools print them with C{+v}.
+    """
+    results = {context.contextID: context for context in getattr(answer, "presentationContexts", None) or ()}
+    lines = ["Presentation Contexts:"]
+    for proposed in request.presentationContexts:
+        result = results.get(proposed.contextID)
+        outcome = "Rejected (association)" if result is None else _CONTEXT_RESULTS.get(result.result, "Result %d" % result.result)
+        lines.append("  Context ID:        %d (%s)" % (proposed.contextID, outcome))
+        lines.append("    Abstract Syntax: %s" % (_uidName(proposed.abstractSyntax),))
+        lines.append("    Proposed Transfer Syntax(es):")
+        lines.extend("      %s" % (_uidName(uid),) for uid in proposed.transferSyntaxes)
+        if result is not None and result.accepted:
+            lines.append("    Accepted Transfer Syntax: %s" % (_uidName(result.transferSyntax),))
+    return "\n".join(lines)
+
+
+def _takeInetdConnection() -> int:
+    """
+    Take the connection inetd passed on standard input, as storescp does:
+    keep a duplicate of it, and put C{/dev/null} in place of standard input
+    and of standard output and error where they are that socket too, so
+    that nothing written there can reach the peer.  (Standard error that is
+    a pipe or a file, as under a service manager or a test, stays for the
+    log.)
+
+    @return: the duplicate's file descriptor.
+    """
+    fd = os.dup(0)
+    nullInput = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(nullInput, 0)
+    os.close(nullInput)
+    nullOutput = os.open(os.devnull, os.O_WRONLY)
+    for stream in (1, 2):
+        try:
+            isSocket = stat.S_ISSOCK(os.fstat(stream).st_mode)
+        except OSError:
+            isSocket = False
+        if isSocket:
+            os.dup2(nullOutput, stream)
+    os.close(nullOutput)
+    return fd
+
+
+def _serveInetd(reactor, factory, fd: int, tlsContext=None):
     """
     Serve the one connection inetd passed on standard input, then exit.
+
+    @param fd: the connection's file descriptor (see L{_takeInetdConnection}).
+    @param tlsContext: TLS options for C{+tls}, or C{None}.
+    @return: a L{Deferred} firing with the exit status once the connection
+        has closed.
     """
-    family = socket.socket(fileno=0).family
+    try:
+        probe = socket.socket(fileno=fd)
+    except OSError as e:
+        os.close(fd)
+        log.critical("--inetd: standard input is not a connected socket: {why}", why=str(e))
+        return defer.succeed(1)
+    family = probe.family
+    probe.detach()
     done = defer.Deferred()
     build = factory.buildProtocol
 
@@ -273,13 +523,25 @@ def _serveInetd(reactor, factory):
 
         def connectionLost(reason):
             lost(reason)
-            done.callback(0)
+            if not done.called:
+                done.callback(0)
 
         proto.connectionLost = connectionLost
         return proto
 
     factory.buildProtocol = buildProtocol
-    reactor.adoptStreamConnection(sys.stdin.fileno(), family, factory)
+    if tlsContext is not None:
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        factory = TLSMemoryBIOFactory(tlsContext, False, factory)
+    try:
+        reactor.adoptStreamConnection(fd, family, factory)
+    except OSError as e:
+        log.critical("--inetd: cannot use standard input: {why}", why=str(e))
+        return defer.succeed(1)
+    finally:
+        # The reactor holds its own duplicate.
+        os.close(fd)
     return done
 
 
@@ -287,10 +549,7 @@ def _serveInetd(reactor, factory):
 def _listen(reactor, values, factory):
     port = values["port"]
     if values.get("tls"):
-        try:
-            options = tlsSettings(values).certificateOptions(isServer=True)
-        except ValueError as e:
-            raise UsageError(str(e))
+        options = values.get("tlsContext") or tlsSettings(values).certificateOptions(isServer=True)
         endpoint = endpoints.SSL4ServerEndpoint(reactor, port, options)
     else:
         endpoint = endpoints.TCP4ServerEndpoint(reactor, port)
