@@ -4,6 +4,8 @@ The C{dicomd} command: DCMTK-compatible front doors.
     dicomd echoscu [options] peer port
     dicomd storescu [options] peer port dcmfile-in...
     dicomd storescp [options] [port]
+    dicomd qrscp [options] [port]
+    dicomd reindex [options] directory
 """
 
 import sys
@@ -19,6 +21,8 @@ COMMANDS = {
     "echoscu": "dicomd.cli.echoscu",
     "storescu": "dicomd.cli.storescu",
     "storescp": "dicomd.cli.storescp",
+    "qrscp": "dicomd.cli.qrscp",
+    "reindex": "dicomd.cli.reindex",
 }
 
 

@@ -7,30 +7,80 @@ L{Archive} owns the index database: it opens it when the daemon starts
 (after twistd has dropped privileges) and closes it last.
 L{queryRetrieveEntity} assembles one AE: its presentation contexts and the
 services for C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET.
+
+L{ArchiveEntity} applies dcmqrscp's association rules on top of
+presentation context negotiation (DCMTK C{dcmqrdb/libsrc/dcmqrsrv.cc},
+C{negotiateAssociation} and C{waitForAssociation}):
+
+  - a peer that the AE's peer list does not name (AE title and host) is
+    rejected before negotiation: permanent, service user, "called AE title
+    not recognized", the reason dcmqrscp gives for an unknown calling AE,
+    host or called AE alike;
+  - an association that negotiates DCMTK's private shutdown SOP class
+    (C{--allow-shutdown}) is rejected (permanent, service user, no reason)
+    and the server stops;
+  - accepted contexts are then refused (result 1, user rejection) where
+    the AE's rules say so: storage contexts of a read-only AE (C{R}),
+    except those where the requestor takes only the SCP role, which carry
+    the sub-operations of a C-GET; query/retrieve contexts of a write-only
+    AE (C{W}; dcmqrscp 3.6.7 does not enforce this); a C-MOVE context
+    without an accepted C-FIND context of its model (C{--require-find};
+    dcmqrscp checks C-MOVE only, not C-GET, whatever its manual says);
+    storage contexts while another association of the same AE holds some
+    (C{--no-parallel-store}).
+
+L{PeerHosts} decides which configured host name a peer's address is, for
+the peer lists and C{--move-host}; L{moveRestriction} is C{--move-aetitle},
+C{--move-host} and C{--move-vendor}; L{configuredPeers} and
+L{destinationTable} resolve C-MOVE destinations; L{ResponseCharacterSet}
+converts C-FIND responses as dcmqrscp's character set options ask.
 """
 
 import os
-from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+import socket
+import unicodedata
+from dataclasses import dataclass, field, replace
+from typing import Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from pydicom.charset import convert_encodings
+from pydicom.dataset import Dataset
 from twisted.application import service
 from twisted.internet import endpoints
+from twisted.logger import Logger
 
+from dicomd.archive.dcmqrcfg import ANY
 from dicomd.archive.index import AsyncArchiveIndex, SQLiteArchiveIndex
 from dicomd.archive.matching import MODELS
 from dicomd.dimse.commands import CEchoRQ, CFindRQ, CGetRQ, CMoveRQ, CStoreRQ
-from dicomd.net.acceptor import ApplicationEntity
+from dicomd.net.acceptor import CALLED_AE_TITLE_NOT_RECOGNIZED, ApplicationEntity
 from dicomd.net.association import VERIFICATION_SOP_CLASS
-from dicomd.services.find import FindSCP
 from dicomd.net.requestor import connect
+from dicomd.services.find import FindSCP
 from dicomd.services.retrieve import Destination, GetSCP, MoveSCP
 from dicomd.services.verification import VerificationSCP
 from dicomd.storage.sopclasses import STORAGE_SOP_CLASSES
 from dicomd.ul.negotiation import UNCOMPRESSED, AcceptorPolicy
+from dicomd.ul.pdu import (
+    PC_USER_REJECTION,
+    REJECT_REASON_NO_REASON,
+    REJECT_RESULT_PERMANENT,
+    REJECT_SOURCE_SERVICE_USER,
+    AAssociateRJ,
+    PresentationContextAC,
+)
 
 #: The index database's file name inside the default data directory; the
 #: leading dot keeps it out of reindexing and file listings.
 INDEX_FILE = ".dicomd-index.sqlite"
+
+#: DCMTK's private SOP class whose negotiation stops dcmqrscp
+#: (C{--allow-shutdown}); C{UID_PrivateShutdownSOPClass} in DCMTK.
+PRIVATE_SHUTDOWN_SOP_CLASS = "1.2.276.0.7230010.3.4.1915765545.18030.917282194.0"
+
+#: What dcmqrscp answers the association that shuts it down.
+SHUTDOWN_REJECTION = AAssociateRJ(REJECT_RESULT_PERMANENT, REJECT_SOURCE_SERVICE_USER, REJECT_REASON_NO_REASON)
+
+_log = Logger(namespace="dicomd.archive")
 
 
 class Archive(service.Service):
@@ -55,58 +105,275 @@ class Archive(service.Service):
         self.index.close()
 
 
-@dataclass
-class QueryRetrieveOptions:
-    """
-    What one AE of the archive offers, as dcmqrscp's options and
-    configuration describe it.
+# -- character sets of C-FIND responses ---------------------------------------------
 
-    @ivar models: the information models offered (C{-QP}, C{-QS}, C{-QO}
-        remove some).
-    @ivar readable: answer C-FIND, C-MOVE and C-GET (access C{R}).
-    @ivar writable: accept storage (access C{W}).
-    @ivar get: offer C-GET (C{--disable-get} turns it off).
-    @ivar destinations: for C-MOVE, AE title -> L{Destination} or C{None}.
-    @ivar moveAllowed: for C-MOVE, (association, destination) -> refusal
-        reason or C{None}.
-    @ivar transferSyntaxes: the syntaxes accepted, in preference order.
-    @ivar promiscuous: also accept storage of unknown SOP classes.
-    """
+#: The value representations whose values Specific Character Set affects.
+_CHARACTER_SET_VRS = frozenset(["LO", "LT", "PN", "SH", "ST", "UC", "UT"])
 
-    models: Sequence = MODELS
-    readable: bool = True
-    writable: bool = True
-    get: bool = True
-    checkFind: bool = False
-    checkMove: bool = False
-    destinations: Callable = field(default=lambda aeTitle: None)
-    moveAllowed: Optional[Callable] = None
-    transferSyntaxes: Sequence[str] = UNCOMPRESSED
-    promiscuous: bool = False
+_ASCII_TERMS = frozenset(["", "ISO_IR 6", "ISO 2022 IR 6"])
 
 
-def queryRetrievePolicy(options: QueryRetrieveOptions) -> AcceptorPolicy:
+def characterSetTerms(value) -> Tuple[str, ...]:
     """
-    The presentation contexts an archive AE accepts: Verification; storage
-    when writable; the FIND, MOVE (and GET) classes of its models when
-    readable, with the SCP role for storage granted to C-GET requestors.
+    The defined terms of a Specific Character Set value (a string with
+    terms separated by backslashes, a list, or C{None}), without those
+    that only name ASCII; C{()} means ASCII.
     """
-    syntaxes = tuple(options.transferSyntaxes)
-    accepted = {VERIFICATION_SOP_CLASS: syntaxes}
-    if options.writable:
-        accepted.update((uid, syntaxes) for uid in STORAGE_SOP_CLASSES)
-    scpRoles = frozenset()
-    if options.readable:
-        for model in options.models:
-            find, move, get = model.sopClassUIDs
-            accepted[find] = syntaxes
-            accepted[move] = syntaxes
-            if options.get:
-                accepted[get] = syntaxes
-        if options.get:
-            scpRoles = frozenset(STORAGE_SOP_CLASSES)
-    promiscuous = syntaxes if options.writable and options.promiscuous else None
-    return AcceptorPolicy(accepted, defaultTransferSyntaxes=promiscuous, scpRoleSOPClasses=scpRoles)
+    if value is None:
+        return ()
+    terms = value.split("\\") if isinstance(value, str) else list(value)
+    terms = tuple((term or "").strip() for term in terms)
+    return () if all(term in _ASCII_TERMS for term in terms) else terms
+
+
+def _encodings(terms: Tuple[str, ...]) -> List[str]:
+    return ["ascii"] if not terms else convert_encodings(list(terms))
+
+
+def _representable(character: str, encodings: Sequence[str]) -> bool:
+    for encoding in encodings:
+        try:
+            character.encode(encoding)
+        except UnicodeError:
+            continue
+        return True
+    return False
+
+
+@dataclass(frozen=True)
+class ResponseCharacterSet:
+    """
+    How C-FIND responses are converted, as dcmqrscp's character set
+    options and the C{SpecificCharacterSet} line of its configuration
+    describe it (DCMTK C{dcmqrdbi.cc}, C{nextFindResponse}).
+
+    A response goes in the request's character set, or with C{override} in
+    C{characterSet}; when that cannot represent its values, in the other of
+    the two if C{fallback}; when neither can, it is left as the index made
+    it (in the request's character set if possible, else UTF-8).
+
+    @ivar characterSet: the defined terms of C{--convert-to-xxx}; C{()}
+        for ASCII (C{+A7}, the default).
+    @ivar override: C{-Cr}: convert to C{characterSet} first.
+    @ivar fallback: try the other character set when the first fails.
+    @ivar transliterate: C{-Ct}: replace a character the target cannot
+        represent by its base letter (C{é} becomes C{e}), or C{?}.
+    @ivar discard: C{-Cd}: drop the characters the target cannot
+        represent.
+    """
+
+    characterSet: Tuple[str, ...] = ()
+    override: bool = False
+    fallback: bool = True
+    transliterate: bool = False
+    discard: bool = False
+
+    def convert(self, response: Dataset, requested: Tuple[str, ...]) -> Dataset:
+        """
+        Convert one response in place.
+
+        @param requested: the request's L{characterSetTerms}.
+        @return: C{response}.
+        """
+        first, second = (self.characterSet, requested) if self.override else (requested, self.characterSet)
+        targets = [first] + ([second] if self.fallback and second != first else [])
+        elements = [element for element in response if element.VR in _CHARACTER_SET_VRS and element.value]
+        for target in targets:
+            converted = self._values(elements, _encodings(target))
+            if converted is None:
+                continue
+            for element, value in zip(elements, converted):
+                if value != str(element.value):
+                    element.value = value
+            if target:
+                response.SpecificCharacterSet = target[0] if len(target) == 1 else list(target)
+            elif "SpecificCharacterSet" in response:
+                del response.SpecificCharacterSet
+            break
+        return response
+
+    def _values(self, elements, encodings: Sequence[str]) -> Optional[List[str]]:
+        values = []
+        for element in elements:
+            text = self._text(str(element.value), encodings)
+            if text is None:
+                return None
+            values.append(text)
+        return values
+
+    def _text(self, text: str, encodings: Sequence[str]) -> Optional[str]:
+        pieces = []
+        for character in text:
+            if _representable(character, encodings):
+                pieces.append(character)
+                continue
+            if self.transliterate:
+                base = "".join(
+                    c for c in unicodedata.normalize("NFKD", character) if not unicodedata.combining(c) and _representable(c, encodings)
+                )
+                if base or not self.discard:
+                    pieces.append(base or "?")
+                    continue
+            if not self.discard:
+                return None
+        return "".join(pieces)
+
+
+class _ConvertedResponses:
+    """
+    The L{dicomd.archive.index.PendingResponses} of a C-FIND, converted by
+    a L{ResponseCharacterSet} as they are read.
+    """
+
+    def __init__(self, responses, conversion: ResponseCharacterSet, requested: Tuple[str, ...]):
+        self._responses = responses
+        self._conversion = conversion
+        self._requested = requested
+
+    def next(self, count: int = 100):
+        return self._responses.next(count).addCallback(
+            lambda batch: [self._conversion.convert(response, self._requested) for response in batch]
+        )
+
+    def close(self):
+        return self._responses.close()
+
+
+class ConvertingIndex:
+    """
+    An L{AsyncArchiveIndex} whose C-FIND responses are converted by a
+    L{ResponseCharacterSet}; its other methods are the index's own.
+    """
+
+    def __init__(self, index: AsyncArchiveIndex, conversion: ResponseCharacterSet):
+        self._index = index
+        self._conversion = conversion
+
+    def __getattr__(self, name):
+        return getattr(self._index, name)
+
+    def find(self, area, model, identifier, checkIdentifier=False):
+        requested = characterSetTerms(identifier.get("SpecificCharacterSet"))
+        found = self._index.find(area, model, identifier, checkIdentifier)
+        return found.addCallback(lambda responses: _ConvertedResponses(responses, self._conversion, requested))
+
+
+# -- peers, their hosts, and move destinations --------------------------------------
+
+
+class PeerHosts:
+    """
+    Which configured host name a peer's address stands for.
+
+    dcmqrscp compares the host name of a peer (looked up from its address,
+    unless C{--disable-host-lookup}) with the host names of its
+    configuration.  We do the reverse, which needs no PTR records: the
+    configuration's host names are resolved once, and a peer is on a host
+    when its address is one of that name's addresses, or is the name
+    itself written as an address.
+    """
+
+    def __init__(self, addresses: Optional[Mapping[str, Iterable[str]]] = None):
+        """
+        @param addresses: host name -> its addresses; names are compared
+            ignoring case.
+        """
+        self._addresses: Dict[str, FrozenSet[str]] = {
+            name.lower(): frozenset(found) for name, found in (addresses or {}).items()
+        }
+
+    @classmethod
+    def resolve(cls, names: Iterable[str], lookup=socket.getaddrinfo) -> Tuple["PeerHosts", Tuple[str, ...]]:
+        """
+        Look the host names up (blocking: call it from a thread).  A name
+        that does not resolve keeps no address, and matches only itself
+        written as an address.
+
+        @param lookup: C{getaddrinfo}'s signature.
+        @return: the L{PeerHosts}, and the names that did not resolve.
+        """
+        addresses, unresolved = {}, []
+        for name in sorted(set(names)):
+            try:
+                addresses[name] = {info[4][0] for info in lookup(name, None)}
+            except (OSError, UnicodeError):
+                unresolved.append(name)
+        return cls(addresses), tuple(unresolved)
+
+    def matches(self, hostName: str, address: str) -> bool:
+        """
+        Whether the peer at C{address} is on C{hostName}.
+        """
+        return hostName.lower() == address.lower() or address in self._addresses.get(hostName.lower(), ())
+
+
+def hostNames(config) -> List[str]:
+    """
+    Every host name a L{dicomd.archive.dcmqrcfg.QueryRetrieveConfig} names.
+    """
+    peerLists = list(config.hostTable.values()) + list(config.vendorTable.values())
+    peerLists.extend(entry.peers for entry in config.aeTable.values() if entry.peers is not ANY)
+    return sorted({peer.hostName for peers in peerLists for peer in peers})
+
+
+def _host(address) -> str:
+    return str(getattr(address, "host", address))
+
+
+def peerRule(config, hosts: PeerHosts, aeTitle: str) -> Optional[Callable[[str, object], bool]]:
+    """
+    The peers that may call one of our AE titles, as its AETable line
+    says: C{None} for C{ANY}, else a predicate on (calling AE title, peer
+    address).
+    """
+    peers = config.aeTable[aeTitle].peers
+    if peers is ANY:
+        return None
+
+    def allowed(callingAETitle: str, address) -> bool:
+        host = _host(address)
+        return any(peer.aeTitle == callingAETitle and hosts.matches(peer.hostName, host) for peer in peers)
+
+    return allowed
+
+
+def moveRestriction(config, hosts: PeerHosts, *, sameAETitle: bool = False, sameHost: bool = False, sameVendor: bool = False):
+    """
+    dcmqrscp's restrictions on C-MOVE destinations (DCMTK C{dcmqrcbm.cc},
+    C{mapMoveDestination}), as the C{allowed} hook of L{MoveSCP}: a
+    refused destination is answered 0xA801, like an unknown one.
+
+    @param sameAETitle: C{--move-aetitle}: only to the requesting AE title.
+    @param sameHost: C{--move-host}: only to the requesting host.
+    @param sameVendor: C{--move-vendor}: only to an AE title of the
+        requestor's vendor (the VendorTable).
+    @return: the hook, or C{None} when nothing is restricted.
+    """
+    if not (sameAETitle or sameHost or sameVendor):
+        return None
+
+    def refusal(association, destination: Destination) -> Optional[str]:
+        calling = association.callingAETitle
+        if sameAETitle and destination.aeTitle != calling:
+            return "move destination %s is not the requesting AE title %s" % (destination.aeTitle, calling)
+        requestingHost = _host(association.peerAddress)
+        if sameHost and not hosts.matches(destination.host, requestingHost):
+            return "move destination %s is on %s, not on the requesting host %s" % (
+                destination.aeTitle,
+                destination.host,
+                requestingHost,
+            )
+        if sameVendor and not config.sameVendor(calling, destination.aeTitle):
+            return "move destination %s is not of the vendor of %s" % (destination.aeTitle, calling)
+        return None
+
+    def allowed(association, destination: Destination) -> Optional[str]:
+        why = refusal(association, destination)
+        if why is not None:
+            _log.info("C-MOVE from {calling} refused: {why}", calling=association.callingAETitle, why=why)
+        return why
+
+    return allowed
 
 
 @dataclass(frozen=True)
@@ -124,10 +391,64 @@ class Peer:
     tls: object = None
 
 
-def destinationTable(peers: Sequence[Peer], callingAETitle: str, *, reactor=None) -> Callable[[str], Optional[Destination]]:
+def configuredPeers(config, tls=None) -> List[Peer]:
+    """
+    The move destinations of a configuration: each AE title of its peers
+    where dcmqrscp finds it (C{peerForAETitle}), in the AETable's peer
+    lists first, then in the HostTable.
+
+    @param tls: the L{dicomd.tls.TLSSettings} to reach them with, or
+        C{None}.
+    """
+    peerLists = [entry.peers for entry in config.aeTable.values() if entry.peers is not ANY]
+    peerLists.extend(config.hostTable.values())
+    found: Dict[str, Peer] = {}
+    for peers in peerLists:
+        for peer in peers:
+            found.setdefault(peer.aeTitle, Peer(peer.aeTitle, peer.hostName, peer.port, tls))
+    return list(found.values())
+
+
+def proposing(transferSyntaxes: Sequence[str]) -> Callable[[list], list]:
+    """
+    Rewrite the presentation contexts of a C-MOVE sub-association as
+    dcmqrscp's C{-x=}, C{-xe}, C{-xi}, C{-xs}... ask: each SOP class with
+    C{transferSyntaxes}, and with a context of its own for each other
+    compressed syntax its files are stored in, which they go in as they
+    are.
+    """
+
+    def propose(proposals):
+        rewritten, classes = [], set()
+        for abstractSyntax, syntaxes in proposals:
+            if abstractSyntax not in classes:
+                classes.add(abstractSyntax)
+                rewritten.append((abstractSyntax, list(transferSyntaxes)))
+            for syntax in syntaxes:
+                if syntax not in UNCOMPRESSED and syntax not in transferSyntaxes and (abstractSyntax, [syntax]) not in rewritten:
+                    rewritten.append((abstractSyntax, [syntax]))
+        return rewritten
+
+    return propose
+
+
+def destinationTable(
+    peers: Sequence[Peer],
+    callingAETitle: str,
+    *,
+    reactor=None,
+    propose: Optional[Callable[[list], list]] = None,
+    timeout: Optional[float] = None,
+) -> Callable[[str], Optional[Destination]]:
     """
     The C-MOVE destinations: an AE title's L{Destination}, which opens an
-    association from C{callingAETitle} to it, or C{None}.
+    association from C{callingAETitle} to it, or C{None}.  When C{peers}
+    names an AE title twice, the last one counts.
+
+    @param propose: rewrites the presentation contexts proposed to a
+        destination (see L{proposing}), or C{None}.
+    @param timeout: seconds to wait for the TCP connection (dcmqrscp's
+        C{--timeout}); Twisted's default when C{None}.
     """
     if reactor is None:
         from twisted.internet import reactor
@@ -139,20 +460,194 @@ def destinationTable(peers: Sequence[Peer], callingAETitle: str, *, reactor=None
             return None
 
         def connectTo(proposals):
-            endpoint = endpoints.HostnameEndpoint(reactor, peer.host, peer.port)
+            endpoint = endpoints.HostnameEndpoint(reactor, peer.host, peer.port, **({"timeout": timeout} if timeout else {}))
             if peer.tls is not None:
                 endpoint = endpoints.wrapClientTLS(peer.tls.certificateOptions(isServer=False), endpoint)
             return connect(
                 endpoint,
                 calledAETitle=peer.aeTitle,
                 callingAETitle=callingAETitle,
-                presentationContexts=proposals,
+                presentationContexts=propose(proposals) if propose is not None else proposals,
                 reactor=reactor,
             )
 
         return Destination(peer.aeTitle, peer.host, connectTo)
 
     return destination
+
+
+# -- what one AE offers ------------------------------------------------------------------
+
+
+@dataclass
+class QueryRetrieveOptions:
+    """
+    What one AE of the archive offers, as dcmqrscp's options and
+    configuration describe it.
+
+    @ivar models: the information models offered (C{-QP}, C{-QS}, C{-QO}
+        remove some).
+    @ivar readable: answer C-FIND, C-MOVE and C-GET (access C{R}).
+    @ivar writable: accept storage (access C{W}).
+    @ivar get: offer C-GET (C{--disable-get} turns it off).
+    @ivar checkFind: refuse C-FIND identifiers that break the rules
+        (C{--check-find}).
+    @ivar checkMove: the same for C-MOVE and C-GET (C{--check-move}).
+    @ivar destinations: for C-MOVE, AE title -> L{Destination} or C{None}.
+    @ivar moveAllowed: for C-MOVE, (association, destination) -> refusal
+        reason or C{None}.
+    @ivar transferSyntaxes: the syntaxes accepted, in preference order.
+    @ivar promiscuous: also accept storage of unknown SOP classes.
+    @ivar storagePolicy: the storage contexts accepted, from an
+        association negotiation profile (C{-xf}), or C{None} for every
+        storage SOP class with C{transferSyntaxes}.
+    @ivar requireFind: refuse a C-MOVE context without a C-FIND context of
+        its model (C{--require-find}).
+    @ivar parallelStore: accept storage contexts while another association
+        of this AE holds some (C{--no-parallel-store} turns it off).
+    @ivar characterSets: how C-FIND responses are converted, or C{None}
+        to leave them as the index makes them.
+    """
+
+    models: Sequence = MODELS
+    readable: bool = True
+    writable: bool = True
+    get: bool = True
+    checkFind: bool = False
+    checkMove: bool = False
+    destinations: Callable = field(default=lambda aeTitle: None)
+    moveAllowed: Optional[Callable] = None
+    transferSyntaxes: Sequence[str] = UNCOMPRESSED
+    promiscuous: bool = False
+    storagePolicy: Optional[AcceptorPolicy] = None
+    requireFind: bool = False
+    parallelStore: bool = True
+    characterSets: Optional[ResponseCharacterSet] = None
+
+
+def queryRetrievePolicy(options: QueryRetrieveOptions, *, shutdown: bool = False) -> AcceptorPolicy:
+    """
+    The presentation contexts an archive AE accepts, before its access
+    rules (L{ArchiveEntity}): Verification, storage, and the FIND, MOVE
+    (and GET) classes of its models, with the SCP role for storage granted
+    to C-GET requestors; with C{shutdown}, DCMTK's private shutdown class.
+    """
+    syntaxes = tuple(options.transferSyntaxes)
+    profile = options.storagePolicy
+    if profile is not None:
+        accepted = {uid: tuple(preferences) for uid, preferences in profile.transferSyntaxes.items()}
+    else:
+        accepted = {uid: syntaxes for uid in STORAGE_SOP_CLASSES}
+    accepted[VERIFICATION_SOP_CLASS] = syntaxes
+    for model in options.models:
+        find, move, get = model.sopClassUIDs
+        accepted[find] = syntaxes
+        accepted[move] = syntaxes
+        if options.get:
+            accepted[get] = syntaxes
+    if shutdown:
+        accepted[PRIVATE_SHUTDOWN_SOP_CLASS] = syntaxes
+    scpRoles = frozenset()
+    if options.get:
+        scpRoles = profile.scpRoleSOPClasses if profile is not None else frozenset(STORAGE_SOP_CLASSES)
+    promiscuous = syntaxes if options.writable and options.promiscuous and profile is None else None
+    return AcceptorPolicy(accepted, defaultTransferSyntaxes=promiscuous, scpRoleSOPClasses=scpRoles)
+
+
+_QUERY_RETRIEVE_SOP_CLASSES = frozenset(uid for model in MODELS for uid in model.sopClassUIDs)
+_NOT_STORAGE = _QUERY_RETRIEVE_SOP_CLASSES | {VERIFICATION_SOP_CLASS, PRIVATE_SHUTDOWN_SOP_CLASS}
+
+
+def _isGetStorage(context) -> bool:
+    """
+    A storage context on which the requestor only takes the SCP role: the
+    C-STORE sub-operations of a C-GET come back on it.
+    """
+    return context.scpRole and not context.scuRole
+
+
+class ArchiveEntity(ApplicationEntity):
+    """
+    An AE of the archive: an L{ApplicationEntity} with dcmqrscp's
+    association rules (see the module docstring).
+
+    @ivar options: the L{QueryRetrieveOptions} whose access rules apply.
+    @ivar peers: C{(callingAETitle, peerAddress) -> bool} for the peers
+        allowed to associate, or C{None} for any.
+    @ivar shutdown: called when an association negotiates the private
+        shutdown SOP class, or C{None} when that class is not accepted.
+    @ivar storing: the established associations holding storage contexts
+        (for C{--no-parallel-store}).
+    """
+
+    log = Logger()
+
+    def __init__(self, title, policy, services, *, options: QueryRetrieveOptions, peers=None, shutdown=None, **kwargs):
+        ApplicationEntity.__init__(self, title, policy, services, **kwargs)
+        self.options = options
+        self.peers = peers
+        self.shutdown = shutdown
+        self.storing = set()
+
+    def admit(self, request, peerAddress) -> Optional[AAssociateRJ]:
+        # dcmqrscp's --refuse comes first: negotiate() rejects everyone.
+        if self.refuseAll or self.peers is None or self.peers(request.callingAETitle, peerAddress):
+            return None
+        self.log.info(
+            "Peer {host}:{calling} is not permitted to access {called} (see the configuration file)",
+            host=_host(peerAddress),
+            calling=request.callingAETitle,
+            called=request.calledAETitle,
+        )
+        return CALLED_AE_TITLE_NOT_RECOGNIZED
+
+    def negotiate(self, request):
+        answer, contexts = ApplicationEntity.negotiate(self, request)
+        if contexts is None:
+            return answer, contexts
+        if self.shutdown is not None and any(c.abstractSyntax == PRIVATE_SHUTDOWN_SOP_CLASS for c in contexts.values()):
+            self.log.info("Shutting down: {calling} negotiated the private shutdown SOP class", calling=request.callingAETitle)
+            self.shutdown()
+            return SHUTDOWN_REJECTION, None
+        refused = self.refusedContexts(contexts)
+        if not refused:
+            return answer, contexts
+        answer = replace(
+            answer,
+            presentationContexts=[
+                PresentationContextAC(item.contextID, PC_USER_REJECTION) if item.contextID in refused else item
+                for item in answer.presentationContexts
+            ],
+        )
+        return answer, {contextID: context for contextID, context in contexts.items() if contextID not in refused}
+
+    def refusedContexts(self, contexts) -> FrozenSet[int]:
+        """
+        The IDs of the accepted contexts this AE's rules refuse.
+
+        @param contexts: context ID -> L{NegotiatedContext}, as accepted.
+        """
+        options = self.options
+        accepted = {context.abstractSyntax for context in contexts.values()}
+        refuseStorage = not options.writable or (not options.parallelStore and bool(self.storing))
+        refused = set()
+        for contextID, context in contexts.items():
+            syntax = context.abstractSyntax
+            if syntax not in _NOT_STORAGE:
+                if refuseStorage and not _isGetStorage(context):
+                    refused.add(contextID)
+            elif syntax in _QUERY_RETRIEVE_SOP_CLASSES and not options.readable:
+                refused.add(contextID)
+            elif options.requireFind and any(
+                syntax == model.sopClassUIDs[1] and model.sopClassUIDs[0] not in accepted for model in options.models
+            ):
+                refused.add(contextID)
+        return frozenset(refused)
+
+    def associationEstablished(self, association) -> None:
+        if any(context.abstractSyntax not in _NOT_STORAGE and context.scuRole for context in association.contexts.values()):
+            self.storing.add(association)
+            association.whenClosed().addBoth(lambda _: self.storing.discard(association))
 
 
 def queryRetrieveEntity(
@@ -165,8 +660,12 @@ def queryRetrieveEntity(
     storage=None,
     maximumLength: int = 16384,
     callingAETitles=None,
+    peers=None,
+    shutdown=None,
+    requireImplementationClassUID: bool = False,
+    refuseAll: bool = False,
     reactor=None,
-) -> ApplicationEntity:
+) -> ArchiveEntity:
     """
     One AE of the archive.
 
@@ -174,13 +673,16 @@ def queryRetrieveEntity(
     @param directory: the storage area's directory.
     @param storage: the L{dicomd.storage.scp.StorageSCP} storing into the
         area, when it is writable.
+    @param peers: see L{ArchiveEntity.peers}.
+    @param shutdown: see L{ArchiveEntity.shutdown}.
     """
     services = {CEchoRQ.commandField: VerificationSCP()}
     if options.writable and storage is not None:
         services[CStoreRQ.commandField] = storage
     if options.readable:
         index = archive.asyncIndex
-        services[CFindRQ.commandField] = FindSCP(index, area, models=options.models, checkIdentifier=options.checkFind)
+        findIndex = index if options.characterSets is None else ConvertingIndex(index, options.characterSets)
+        services[CFindRQ.commandField] = FindSCP(findIndex, area, models=options.models, checkIdentifier=options.checkFind)
         services[CMoveRQ.commandField] = MoveSCP(
             index,
             area,
@@ -195,10 +697,15 @@ def queryRetrieveEntity(
             services[CGetRQ.commandField] = GetSCP(
                 index, area, directory, models=options.models, checkIdentifier=options.checkMove, reactor=reactor
             )
-    return ApplicationEntity(
+    return ArchiveEntity(
         title,
-        queryRetrievePolicy(options),
+        queryRetrievePolicy(options, shutdown=shutdown is not None),
         services,
+        options=options,
+        peers=peers,
+        shutdown=shutdown,
         callingAETitles=callingAETitles,
+        requireImplementationClassUID=requireImplementationClassUID,
+        refuseAll=refuseAll,
         maximumLength=maximumLength,
     )

@@ -5,12 +5,14 @@ An L{ApplicationEntity} describes a local AE: its title, what it accepts
 and which services carry its operations.  L{AcceptorFactory} is the Twisted
 factory for any listening endpoint: it builds an L{AcceptorProtocol} per
 connection, enforces the limit on simultaneous associations and hands each
-A-ASSOCIATE indication to the AE to negotiate.
+A-ASSOCIATE indication to an AE to negotiate: to its one AE, or, when it
+serves several AE titles on one port (as dcmqrscp does), to the AE named
+by the called AE title, rejecting an unknown one.
 """
 
 from typing import Mapping, Optional
 
-from twisted.internet import protocol
+from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
 from dicomd import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -23,6 +25,7 @@ from dicomd.ul.negotiation import (
     checkAssociationRequest,
 )
 from dicomd.ul.pdu import (
+    REJECT_REASON_CALLED_AE_NOT_RECOGNIZED,
     REJECT_REASON_NO_REASON,
     REJECT_RESULT_PERMANENT,
     REJECT_SOURCE_SERVICE_USER,
@@ -31,6 +34,12 @@ from dicomd.ul.pdu import (
     UserInformation,
 )
 from dicomd.ul.provider import ULProvider
+
+#: The rejection of an association whose called AE title no AE of a
+#: listening port answers to (permanent, service user).
+CALLED_AE_TITLE_NOT_RECOGNIZED = AAssociateRJ(
+    REJECT_RESULT_PERMANENT, REJECT_SOURCE_SERVICE_USER, REJECT_REASON_CALLED_AE_NOT_RECOGNIZED
+)
 
 
 class ApplicationEntity:
@@ -68,6 +77,26 @@ class ApplicationEntity:
         self.requireImplementationClassUID = requireImplementationClassUID
         self.refuseAll = refuseAll
         self.maximumLength = maximumLength
+
+    def admit(self, request, peerAddress) -> Optional[AAssociateRJ]:
+        """
+        Decide whether the peer at C{peerAddress} may associate at all,
+        before negotiation.  Every peer may; subclasses with access rules
+        (dcmqrscp's peers of an AE title) override this.
+
+        @param request: the L{AAssociateRQ}.
+        @param peerAddress: the connection's peer, an
+            L{twisted.internet.interfaces.IAddress}.
+        @return: the rejection to send, or C{None}.
+        """
+        return None
+
+    def associationEstablished(self, association) -> None:
+        """
+        Called with each L{Association} this AE accepted, once it is
+        established; subclasses that follow their associations override
+        this.
+        """
 
     def negotiate(self, request):
         """
@@ -109,13 +138,22 @@ class AcceptorProtocol(AssociationProtocol):
     def transportOpened(self) -> list:
         return self.provider.transportAccepted()
 
+    def connectionMade(self) -> None:
+        self.factory.connections.add(self)
+        AssociationProtocol.connectionMade(self)
+
     def associateIndication(self, request) -> None:
         factory = self.factory
-        entity = factory.entity
-        if len(factory.associations) >= factory.maximumAssociations:
-            answer, contexts = TOO_MANY_ASSOCIATIONS, None
+        entity = factory.entityFor(request.calledAETitle)
+        contexts = None
+        if entity is None:
+            answer = CALLED_AE_TITLE_NOT_RECOGNIZED
         else:
-            answer, contexts = entity.negotiate(request)
+            answer = entity.admit(request, self.peerAddress)
+            if answer is None and len(factory.associations) >= factory.maximumAssociations:
+                answer = TOO_MANY_ASSOCIATIONS
+            if answer is None:
+                answer, contexts = entity.negotiate(request)
         if contexts is None:
             self.settle("rejected")
             self.log.info(
@@ -148,10 +186,13 @@ class AcceptorProtocol(AssociationProtocol):
             proposed=len(request.presentationContexts),
         )
         self._apply(self.provider.acceptAssociation(answer))
+        entity.associationEstablished(self.association)
 
     def connectionLost(self, reason) -> None:
         AssociationProtocol.connectionLost(self, reason)
-        self.factory.associations.discard(self)
+        factory = self.factory
+        factory.associations.discard(self)
+        factory.connectionClosed(self)
 
 
 class AcceptorFactory(protocol.Factory):
@@ -159,6 +200,12 @@ class AcceptorFactory(protocol.Factory):
     Builds an L{AcceptorProtocol} for each connection to a listening
     endpoint.
 
+    @ivar entity: the one L{ApplicationEntity} answering every association,
+        or C{None} when C{entities} is used.
+    @ivar entities: called AE title -> L{ApplicationEntity}, or C{None}
+        when C{entity} is used.
+    @ivar connections: the protocols whose connections are open, whatever
+        their association's state.
     @ivar associations: the protocols whose associations are established
         and not yet closed.
     @ivar maximumAssociations: more simultaneous associations than this are
@@ -170,30 +217,88 @@ class AcceptorFactory(protocol.Factory):
 
     def __init__(
         self,
-        entity: ApplicationEntity,
+        entity: Optional[ApplicationEntity] = None,
         *,
+        entities: Optional[Mapping[str, ApplicationEntity]] = None,
         reactor=None,
         maximumAssociations: int = 64,
         artimTimeout: float = 30.0,
         idleTimeout: Optional[float] = 60.0,
         dimseTimeout: Optional[float] = None,
     ):
+        """
+        @param entity: the AE that answers every association, whatever its
+            called AE title (the AE checks that itself: see
+            L{ApplicationEntity.calledAETitles}).
+        @param entities: instead of C{entity}, several AEs on this endpoint
+            by AE title: each association goes to the AE of its called AE
+            title, and one calling another AE title is rejected (permanent,
+            service user, called AE title not recognized).
+        @raise TypeError: not exactly one of C{entity} and C{entities}.
+        """
+        if (entity is None) == (entities is None):
+            raise TypeError("AcceptorFactory takes an entity or a mapping of entities, not both or neither")
         if reactor is None:
             from twisted.internet import reactor
         self.entity = entity
+        self.entities = dict(entities) if entities is not None else None
         self.reactor = reactor
         self.maximumAssociations = maximumAssociations
         self.artimTimeout = artimTimeout
         self.idleTimeout = idleTimeout
         self.dimseTimeout = dimseTimeout
+        self.connections = set()
         self.associations = set()
+        self._idleWaiters = []
+
+    def entityFor(self, calledAETitle: str) -> Optional[ApplicationEntity]:
+        """
+        The AE that answers an association calling C{calledAETitle}, or
+        C{None} if none does.
+        """
+        if self.entities is None:
+            return self.entity
+        return self.entities.get(calledAETitle)
+
+    def _receiveLimit(self) -> int:
+        """
+        The longest PDU any of our AEs receives (0 for no limit; 16384
+        when there is no AE): the connection's AE is not known until its
+        A-ASSOCIATE-RQ has arrived.
+        """
+        entities = [self.entity] if self.entities is None else list(self.entities.values())
+        limits = [entity.maximumLength for entity in entities]
+        return 0 if 0 in limits else max(limits, default=16384)
 
     def buildProtocol(self, addr) -> AcceptorProtocol:
         proto = AcceptorProtocol(
-            ULProvider(isRequestor=False, maximumLength=self.entity.maximumLength),
+            ULProvider(isRequestor=False, maximumLength=self._receiveLimit()),
             reactor=self.reactor,
             artimTimeout=self.artimTimeout,
             idleTimeout=self.idleTimeout,
         )
         proto.factory = self
         return proto
+
+    def connectionClosed(self, proto: AcceptorProtocol) -> None:
+        """
+        A connection of this factory has closed.
+        """
+        self.connections.discard(proto)
+        if not self.connections:
+            waiters, self._idleWaiters = self._idleWaiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def whenIdle(self) -> defer.Deferred:
+        """
+        A L{Deferred} that fires with C{None} once no connection is open
+        (at once if none is): after a listening port has stopped, the
+        moment the last association, or a rejection on its way out, is
+        over.
+        """
+        if not self.connections:
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        self._idleWaiters.append(waiter)
+        return waiter

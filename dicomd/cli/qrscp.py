@@ -1,0 +1,607 @@
+"""
+C{dicomd qrscp}: the image archive (storage and query/retrieve, PS3.4
+Annexes B and C) with DCMTK dcmqrscp 3.6.7's command line and its
+C{dcmqrscp.cfg}, running the same service objects as C{twistd dicomd}.
+
+Every AE title of the configuration's AETable is served on the one
+listening port, each with its storage area, access (C{R}, C{RW}, C{W}),
+quota and peers; the association rules of dcmqrscp are
+L{dicomd.archive.service.ArchiveEntity}'s.  Differences from dcmqrscp,
+documented in docs/queryretrieve.md:
+
+  - associations run concurrently on one reactor: C{--fork} and
+    C{--single-process} change nothing;
+  - one SQLite index serves every storage area, instead of an
+    C{index.dat} in each: by default C{.dicomd-index.sqlite} beside the
+    configuration file (the image database directory in DCMTK's
+    C{dcmqrset.txt}), or the file C{--database} names;
+  - a storage area that does not exist stops the start with an error
+    (dcmqrscp starts, then aborts every association to that AE);
+  - peers' hosts are matched by resolving the configuration's host names
+    once at start (L{dicomd.archive.service.PeerHosts}); C{-dhl} compares
+    addresses literally;
+  - a write-only AE (C{W}) refuses query/retrieve contexts;
+  - the C{--allow-shutdown} server stops listening at once and exits when
+    its last association has ended;
+  - TLS (C{+tls}...) is dicomd's: dcmqrscp has none.  It applies to the
+    listening port and to the associations of C-MOVE sub-operations;
+  - received objects are kept bit for bit (C{+B}) unless an output option
+    asks for re-encoding; C{-F} is refused, since retrieval needs the File
+    Meta Information.
+
+Options dicomd cannot honour are declared through
+L{dicomd.cli.common.UnsupportedOptions} and refused with a message naming
+them.
+"""
+
+import grp
+import os
+import pwd
+import sqlite3
+import sys
+from dataclasses import replace
+
+from pydicom.charset import python_encoding
+from twisted.internet import defer, endpoints, threads
+from twisted.logger import Logger
+
+from dicomd.archive.area import IndexedArea
+from dicomd.archive.dcmqrcfg import ConfigError, readConfig
+from dicomd.archive.matching import PATIENT_ROOT, PATIENT_STUDY_ONLY, STUDY_ROOT
+from dicomd.archive.service import (
+    INDEX_FILE,
+    Archive,
+    PeerHosts,
+    QueryRetrieveOptions,
+    ResponseCharacterSet,
+    characterSetTerms,
+    configuredPeers,
+    destinationTable,
+    hostNames,
+    moveRestriction,
+    peerRule,
+    proposing,
+    queryRetrieveEntity,
+)
+from dicomd.asconfig import AsConfigError, acceptorPolicy, readProfiles
+from dicomd.cli.common import (
+    CommandFileCommandLine,
+    UnsupportedOptions,
+    listCiphers,
+    preferredSyntaxOptions,
+    tlsOptions,
+    tlsProfileOptions,
+    tlsSettings,
+    tlsUsageError,
+)
+from dicomd.cli.options import Option, Parameter, UsageError, generalOptions, integer, string
+from dicomd.net.acceptor import AcceptorFactory
+from dicomd.storage import recode
+from dicomd.storage.receiver import SORT_STUDY_UID, StorageOptions, buildReceiver
+from dicomd.ul.negotiation import (
+    ACCEPTOR_PREFERENCES,
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+)
+
+log = Logger(namespace="qrscp")
+
+#: dcmqrscp's default configuration file, as Debian's dcmtk installs it.
+DEFAULT_CONFIG = "/etc/dcmtk/dcmqrscp.cfg"
+
+#: The exit status when the server cannot start (dcmqrscp's for fatal
+#: errors): the port or the index database cannot be opened.
+EXIT_FATAL = 10
+
+UNSUPPORTED = UnsupportedOptions()
+
+_SECONDS = (("s]econds", integer(1)),)
+
+#: Values of the C{moveRestriction} option block: the keyword arguments of
+#: L{moveRestriction}.
+_MOVE_RESTRICTIONS = {
+    None: {},
+    "aetitle": {"sameAETitle": True},
+    "host": {"sameHost": True},
+    "vendor": {"sameVendor": True},
+}
+
+
+def defaultDatabase(configFile: str) -> str:
+    """
+    Where C{dicomd qrscp -c configFile} keeps its index without
+    C{--database}: beside the configuration file.
+    """
+    return os.path.join(os.path.dirname(os.path.abspath(configFile)), INDEX_FILE)
+
+
+def _generalOptions():
+    title, options = generalOptions()
+    options = list(options)
+    options.insert(2, Option(("--arguments",), "printArguments", "print expanded command line arguments"))
+    options += [
+        UNSUPPORTED.option(
+            ("-lc", "--log-config"),
+            "use config file f for the logger",
+            "oflog configuration files are not read; choose the level with -q, -v, -d or -ll",
+            (("f]ilename", string),),
+        ),
+        Option(("-c", "--config"), "configFile", "use specific configuration file (default: %s)" % (DEFAULT_CONFIG,), (("f]ilename", string),)),
+    ]
+    return title, options
+
+
+def _tlsOptions():
+    title, options = tlsOptions(server=True)
+    return title, list(options) + tlsProfileOptions(UNSUPPORTED)
+
+
+COMMAND_LINE = CommandFileCommandLine(
+    "qrscp",
+    "DICOM image archive (central test node)",
+    [Parameter("port", "tcp/ip port number to listen on (default: in config file)", integer(1, 65535), required=False)],
+    [
+        _generalOptions(),
+        (
+            "multi-process options",
+            [
+                Option(("-s", "--single-process"), "fork", "single process mode (associations are concurrent anyway)", const=False),
+                Option(("--fork",), "fork", "fork child process for each association (associations are concurrent anyway)"),
+            ],
+        ),
+        (
+            "database options",
+            [
+                Option(("--require-find",), "requireFind", "reject all MOVE presentation contexts for which no corresponding FIND context is proposed"),
+                Option(("--no-parallel-store",), "noParallelStore", "reject multiple simultaneous STORE presentation contexts for one application entity title"),
+                Option(("--disable-get",), "disableGet", "disable C-GET support"),
+                Option(("--allow-shutdown",), "allowShutdown", "allow external shutdown via a private SOP class"),
+                Option(("-XF", "--check-find"), "checkFind", "check C-FIND identifier validity"),
+                Option(("--no-check-find",), "checkFind", "do not check C-FIND identifier validity (default)", const=False),
+                Option(("-XM", "--check-move"), "checkMove", "check C-MOVE identifier validity"),
+                Option(("--no-check-move",), "checkMove", "do not check C-MOVE identifier validity (default)", const=False),
+                Option(("--move-unrestricted",), "moveRestriction", "do not restrict move destination (default)", const=None),
+                Option(("-ZA", "--move-aetitle"), "moveRestriction", "restrict move destination to requesting AE title", const="aetitle"),
+                Option(("-ZH", "--move-host"), "moveRestriction", "restrict move destination to requesting host", const="host"),
+                Option(("-ZV", "--move-vendor"), "moveRestriction", "restrict move destination to requesting vendor", const="vendor"),
+                Option(("-QP", "--no-patient-root"), "noPatientRoot", "do not support Patient Root Q/R models"),
+                Option(("-QS", "--no-study-root"), "noStudyRoot", "do not support Study Root Q/R models"),
+                Option(("-QO", "--no-patient-study"), "noPatientStudy", "do not support Patient/Study Only Q/R models"),
+                Option(
+                    ("--database",),
+                    "database",
+                    "keep the index of every storage area in SQLite database f (dicomd; default: %s beside the config file)" % (INDEX_FILE,),
+                    (("f]ilename", string),),
+                ),
+            ],
+        ),
+        (
+            "network options",
+            [
+                Option(
+                    ("-xf", "--assoc-config-file"),
+                    "assocConfig",
+                    "use profile i from f for incoming associations, profile o for outgoing associations",
+                    (("f]ilename", string), ("i]n-profile", string), ("o]ut-profile", string)),
+                ),
+            ]
+            + preferredSyntaxOptions("+", "prefer", "preferred", "prefer")
+            + [Option(("+xi", "--implicit"), "preferred", "accept implicit VR little endian TS only", const="+xi")]
+            + preferredSyntaxOptions("-", "propose", "proposed", "propose")
+            + [
+                Option(("-xi", "--propose-implicit"), "proposed", "propose implicit VR little endian TS only", const="+xi"),
+                Option(("-ac", "--access-full"), "accessControl", "accept connections from any host (default)", const=False),
+                UNSUPPORTED.option(
+                    ("+ac", "--access-control"),
+                    "enforce host access control rules",
+                    "TCP wrapper (hosts.allow/hosts.deny) access control is not available; "
+                    "use the peers of the AETable, or a firewall",
+                ),
+                Option(("-to", "--timeout"), "timeout", "timeout for connection requests (default: unlimited)", _SECONDS),
+                Option(("-ta", "--acse-timeout"), "acseTimeout", "timeout for ACSE messages (default: 30)", _SECONDS),
+                Option(("-td", "--dimse-timeout"), "dimseTimeout", "timeout for DIMSE messages (default: unlimited; idle associations end after 60)", _SECONDS),
+                Option(("-pdu", "--max-pdu"), "maxPDU", "set max receive pdu to n bytes (default: use value from configuration file)", (("n]umber of bytes", integer(4096, 131072)),)),
+                Option(("-dhl", "--disable-host-lookup"), "disableHostLookup", "disable hostname lookup: compare peer addresses with the config's host names as written"),
+                Option(("--refuse",), "refuse", "refuse association"),
+                Option(("--reject",), "reject", "reject association if no implementation class UID"),
+                Option(("--ignore",), "ignore", "ignore store data, receive but do not store"),
+                Option(("-up", "--uid-padding"), "uidPadding", "silently correct space-padded UIDs (always done)"),
+            ],
+        ),
+        _tlsOptions(),
+        (
+            "processing options (specific character set)",
+            [
+                Option(("+Cr", "--use-request-charset"), "charsetOverride", "try to convert all element values that are affected by Specific Character Set (0008,0005) to the one specified in the request data set, fall back to the one specified via --convert-to-xxx if that is not possible (default, unless overridden by config file)", const=False),
+                Option(("-Cr", "--override-charset"), "charsetOverride", "convert affected element values to the character set specified via --convert-to-xxx, ignoring the one specified in the request", const=True),
+                Option(("+A7", "--convert-to-ascii"), "charsetTarget", "convert affected element values to 7-bit ASCII (default, unless overridden by config file)", const=""),
+                Option(("+U8", "--convert-to-utf8"), "charsetTarget", "convert affected element values to UTF-8", const="ISO_IR 192"),
+                Option(("+L1", "--convert-to-latin1"), "charsetTarget", "convert affected element values to ISO 8859-1", const="ISO_IR 100"),
+                Option(("+C", "--convert-to-charset"), "charsetTarget", "convert affected element values to the character set specified by the DICOM defined term c", (("c]harset", string),)),
+                Option(("-Ct", "--transliterate"), "transliterate", "try to approximate characters that cannot be represented through similar looking characters"),
+                Option(("-Cd", "--discard-illegal"), "discardIllegal", "discard characters that cannot be represented in destination character set"),
+            ],
+        ),
+        (
+            "output options",
+            [
+                Option(("-B", "--normal"), "bitPreserving", "allow implicit format conversions", const=False),
+                Option(("+B", "--bit-preserving"), "bitPreserving", "write data exactly as read (dicomd's default)"),
+                Option(("+F", "--write-file"), "writeFile", "write file format (default)"),
+                UNSUPPORTED.option(
+                    ("-F", "--write-dataset"),
+                    "write data set without file meta information",
+                    "the archive keeps Part 10 files: C-MOVE and C-GET read their File Meta Information",
+                ),
+                Option(("+t=", "--write-xfer-same"), "writeTransferSyntax", "write with same TS as input (default)", const=None),
+                Option(("+te", "--write-xfer-little"), "writeTransferSyntax", "write with explicit VR little endian TS", const=EXPLICIT_VR_LITTLE_ENDIAN),
+                Option(("+tb", "--write-xfer-big"), "writeTransferSyntax", "write with explicit VR big endian TS", const=EXPLICIT_VR_BIG_ENDIAN),
+                Option(("+ti", "--write-xfer-implicit"), "writeTransferSyntax", "write with implicit VR little endian TS", const=IMPLICIT_VR_LITTLE_ENDIAN),
+                Option(("+td", "--write-xfer-deflated"), "writeTransferSyntax", "write with deflated explicit VR little endian TS", const=DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN),
+                Option(("+u", "--enable-new-vr"), "newVRs", "enable support for new VRs (UN/UT) (default)", const=True),
+                Option(("-u", "--disable-new-vr"), "newVRs", "disable support for new VRs, convert to OB", const=False),
+                Option(("+g=", "--group-length-recalc"), "groupLength", "recalculate group lengths if present (default)", const=recode.GROUP_LENGTH_RECALCULATE),
+                Option(("+g", "--group-length-create"), "groupLength", "always write with group length elements", const=recode.GROUP_LENGTH_CREATE),
+                Option(("-g", "--group-length-remove"), "groupLength", "always write without group length elements", const=recode.GROUP_LENGTH_REMOVE),
+                Option(("+e", "--length-explicit"), "undefinedLengths", "write with explicit lengths (default)", const=False),
+                Option(("-e", "--length-undefined"), "undefinedLengths", "write with undefined lengths", const=True),
+                Option(("-p", "--padding-off"), "padding", "no padding (default)", const=None),
+                Option(("+p", "--padding-create"), "padding", "align file on multiple of f bytes and items on multiple of i bytes", (("f]ile-pad", integer(0)), ("i]tem-pad", integer(0)))),
+                Option(("+cl", "--compression-level"), "compressionLevel", "0=uncompressed, 1=fastest, 9=best compression (default: 6)", (("l]evel", integer(0, 9)),)),
+            ],
+        ),
+    ],
+    defaults={"configFile": DEFAULT_CONFIG, "acseTimeout": 30, "compressionLevel": 6},
+)
+
+
+def validate(values) -> None:
+    """
+    Refuse what dcmqrscp refuses and every option dicomd does not honour;
+    read the configuration file, the association profiles, the TLS files,
+    and check the storage areas, so that every mistake is reported before
+    anything listens.  What the run needs is added to C{values}.
+    """
+    UNSUPPORTED.check(values)
+    if values.get("listCiphers"):
+        return
+    if values.get("noPatientRoot") and values.get("noStudyRoot") and values.get("noPatientStudy"):
+        raise UsageError("cannot disable all Q/R models")
+    try:
+        config = readConfig(values["configFile"])
+    except ConfigError as e:
+        raise UsageError("bad config file: %s" % (e,))
+    if not 4096 <= config.maxPDUSize <= 131072:
+        raise UsageError("bad config file: %s: invalid MaxPDUSize %d (4096..131072)" % (values["configFile"], config.maxPDUSize))
+    values["config"] = config
+    values["listenPort"] = values.get("port") or config.networkTCPPort or 104
+    values["receiveLimit"] = values.get("maxPDU") or config.maxPDUSize
+    values["database"] = values.get("database") or defaultDatabase(values["configFile"])
+    _checkStorageAreas(config, values)
+    if values.get("assocConfig"):
+        _readProfiles(values)
+    values["characterSets"] = _characterSets(config.characterSetOptions, values)
+    values["recoding"] = _recoding(values)
+    values["identity"] = _identity(config)
+    if values.get("tls"):
+        try:
+            settings = tlsSettings(values)
+            values["tlsContext"] = settings.certificateOptions(isServer=True)
+        except ValueError as e:
+            raise tlsUsageError(e)
+        values["tlsSettings"] = settings
+
+
+def _checkStorageAreas(config, values) -> None:
+    """
+    Every storage area must be a directory, and a writable one where the
+    AE stores (dcmqrset.txt: create them before starting dcmqrscp).
+    """
+    for entry in config.aeTable.values():
+        area = entry.storageArea
+        if not os.path.isdir(area):
+            raise UsageError("%s: storage area %s of %s does not exist (create it first)" % (values["configFile"], area, entry.aeTitle))
+        if entry.writable and not values.get("ignore") and not os.access(area, os.W_OK | os.X_OK):
+            raise UsageError("%s: storage area %s of %s (access %s) is not writable" % (values["configFile"], area, entry.aeTitle, entry.access))
+
+
+def _readProfiles(values) -> None:
+    """
+    C{-xf FILE IN OUT}: the storage contexts accepted come from profile
+    IN, the contexts proposed for C-MOVE sub-operations from profile OUT.
+    """
+    for conflicting in ("preferred", "proposed"):
+        if values.get(conflicting):
+            raise UsageError("--assoc-config-file cannot be combined with transfer syntax options")
+    path, incoming, outgoing = values["assocConfig"]
+    try:
+        values["storagePolicy"] = acceptorPolicy(readProfiles(path).profile(incoming))
+        values["outgoingProfile"] = readProfiles(path, requestor=True).profile(outgoing)
+    except (AsConfigError, OSError) as e:
+        raise UsageError("--assoc-config-file %s: %s" % (path, e))
+
+
+def _knownTerms(terms, where: str):
+    unknown = [term for term in terms if term not in python_encoding]
+    if unknown:
+        raise UsageError("%s: %r is not a DICOM defined term for a character set" % (where, unknown[0]))
+    return terms
+
+
+def _characterSets(configured, values):
+    """
+    The L{ResponseCharacterSet} of the configuration's
+    C{SpecificCharacterSet} line (dcmqrscp's default when there is none:
+    the request's character set, falling back to ASCII) changed by the
+    command line's character set options; C{None} when that changes
+    nothing.
+    """
+    if configured is None:
+        conversion = ResponseCharacterSet()
+    else:
+        conversion = ResponseCharacterSet(
+            characterSet=characterSetTerms(_knownTerms(configured.characterSet.split("\\"), values["configFile"] + ": SpecificCharacterSet")),
+            override=configured.override,
+            fallback=configured.fallback,
+            transliterate=configured.transliterate,
+            discard=configured.discard,
+        )
+    if values.get("charsetOverride") is not None:
+        conversion = replace(conversion, override=values["charsetOverride"])
+    if values.get("charsetTarget") is not None:
+        terms = _knownTerms(values["charsetTarget"].split("\\"), "+C (--convert-to-charset)")
+        conversion = replace(conversion, characterSet=characterSetTerms(terms))
+    if values.get("transliterate"):
+        conversion = replace(conversion, transliterate=True)
+    if values.get("discardIllegal"):
+        conversion = replace(conversion, discard=True)
+    return None if conversion == ResponseCharacterSet() else conversion
+
+
+def _recoding(values):
+    """
+    The re-encoding the output options ask for, or C{None} to keep files
+    as received.
+    """
+    options = recode.RecodeOptions(
+        transferSyntax=values.get("writeTransferSyntax"),
+        groupLength=values.get("groupLength") or recode.GROUP_LENGTH_RECALCULATE,
+        undefinedLengths=bool(values.get("undefinedLengths")),
+        padding=values.get("padding"),
+        newVRs=values.get("newVRs", True) is not False,
+        compressionLevel=values["compressionLevel"],
+    )
+    if options.isIdentity:
+        return None
+    if values.get("bitPreserving"):
+        raise UsageError("+B (--bit-preserving) cannot be combined with options that re-encode files")
+    try:
+        recode.checkOptions(options)
+    except ValueError as e:
+        raise UsageError(str(e))
+    return recode.recoder(options)
+
+
+# -- running ------------------------------------------------------------------------
+
+
+def _models(values):
+    excluded = {
+        PATIENT_ROOT: values.get("noPatientRoot"),
+        STUDY_ROOT: values.get("noStudyRoot"),
+        PATIENT_STUDY_ONLY: values.get("noPatientStudy"),
+    }
+    return tuple(model for model, off in excluded.items() if not off)
+
+
+def buildArchive(values, archive: Archive, hosts: PeerHosts, *, shutdown=None, reactor=None):
+    """
+    The AEs of the configuration, each serving its storage area from
+    C{archive}.
+
+    @param values: the command line, checked by L{validate}.
+    @param hosts: the L{PeerHosts} of the configuration's host names.
+    @param shutdown: called when an association asks the server to stop
+        (C{--allow-shutdown}), or C{None}.
+    @return: C{(entities, receivers)}: AE title -> L{ArchiveEntity}, and the
+        L{dicomd.storage.receiver.Receiver}s of the writable areas.
+    """
+    config = values["config"]
+    profile = values.get("outgoingProfile")
+    if profile is not None:
+
+        def propose(proposals):
+            return [(uid, list(syntaxes)) for uid, syntaxes in profile.presentationContexts]
+
+    else:
+        propose = proposing(ACCEPTOR_PREFERENCES[values.get("proposed") or "+x="])
+    peers = configuredPeers(config, tls=values.get("tlsSettings"))
+    template = QueryRetrieveOptions(
+        models=_models(values),
+        get=not values.get("disableGet"),
+        checkFind=bool(values.get("checkFind")),
+        checkMove=bool(values.get("checkMove")),
+        moveAllowed=moveRestriction(config, hosts, **_MOVE_RESTRICTIONS[values.get("moveRestriction")]),
+        transferSyntaxes=ACCEPTOR_PREFERENCES[values.get("preferred") or "+x="],
+        storagePolicy=values.get("storagePolicy"),
+        requireFind=bool(values.get("requireFind")),
+        parallelStore=not values.get("noParallelStore"),
+        characterSets=values.get("characterSets"),
+    )
+    entities, receivers = {}, []
+    for title, entry in config.aeTable.items():
+        storage = None
+        if entry.writable:
+            receiver = buildReceiver(
+                StorageOptions(outputDirectory=entry.storageArea, ignore=bool(values.get("ignore")), sortMode=SORT_STUDY_UID, recode=values.get("recoding")),
+                index=IndexedArea(archive.index, title, entry.storageArea, entry.quota),
+                reactor=reactor,
+            )
+            receivers.append(receiver)
+            storage = receiver.scp
+        options = replace(
+            template,
+            readable="R" in entry.access,
+            writable=entry.writable,
+            destinations=destinationTable(peers, title, reactor=reactor, propose=propose, timeout=values.get("timeout")),
+        )
+        entities[title] = queryRetrieveEntity(
+            title,
+            archive,
+            title,
+            entry.storageArea,
+            options,
+            storage=storage,
+            maximumLength=values["receiveLimit"],
+            peers=peerRule(config, hosts, title),
+            shutdown=shutdown,
+            requireImplementationClassUID=bool(values.get("reject")),
+            refuseAll=bool(values.get("refuse")),
+            reactor=reactor,
+        )
+    return entities, receivers
+
+
+def _identity(config):
+    """
+    The user and group ids to become once the port is open, as dcmqrscp
+    does with the configuration's C{UserName} and C{GroupName}: only when
+    running as root (another user cannot become someone else, and ignores
+    them); C{None} for each that stays.
+
+    @raise UsageError: the user or group does not exist.
+    """
+    if os.geteuid() != 0:
+        return None, None
+    try:
+        uid = pwd.getpwnam(config.userName).pw_uid if config.userName else None
+    except KeyError:
+        raise UsageError("bad config file: bad user name %s" % (config.userName,))
+    try:
+        gid = grp.getgrnam(config.groupName).gr_gid if config.groupName else None
+    except KeyError:
+        raise UsageError("bad config file: bad group name %s" % (config.groupName,))
+    return uid, gid
+
+
+def _dropPrivileges(identity) -> None:
+    uid, gid = identity
+    if gid is not None:
+        os.setgroups([])
+        os.setgid(gid)
+    if uid is not None:
+        os.setuid(uid)
+
+
+def run(reactor, values):
+    """
+    Listen until stopped, or until an association asks the server to
+    stop with C{--allow-shutdown}.
+
+    @param values: the parsed command line, checked by L{validate}.
+    @return: a L{Deferred} firing with the exit status.
+    """
+    if values.get("printArguments"):
+        arguments = values.get("expandedArguments") or []
+        sys.stdout.write("expanded command line to %d arguments:\n%s\n" % (len(arguments), " ".join(arguments)))
+        sys.stdout.flush()
+    if values.get("listCiphers"):
+        return defer.succeed(listCiphers())
+    if values.get("fork"):
+        log.info("--fork: dicomd does not fork; associations are concurrent on one reactor in one process")
+    elif values.get("fork") is False:
+        log.info("--single-process: dicomd always runs in one process; associations are concurrent on one reactor")
+    return _serve(reactor, values)
+
+
+class Shutdown:
+    """
+    C{--allow-shutdown}: called when an association negotiates the private
+    shutdown SOP class, it stops listening at once, and fires C{done} with
+    exit status 0 once the last association (the rejected one that asked
+    included) is over.
+
+    @ivar port: the listening port, once listening.
+    @ivar factory: its L{AcceptorFactory}.
+    """
+
+    def __init__(self, reactor):
+        self.reactor = reactor
+        self.done = defer.Deferred()
+        self.port = None
+        self.factory = None
+        self._asked = False
+
+    def __call__(self) -> None:
+        if not self._asked:
+            self._asked = True
+            self.reactor.callLater(0, self._stop)
+
+    @defer.inlineCallbacks
+    def _stop(self):
+        yield self.port.stopListening()
+        yield self.factory.whenIdle()
+        log.info("Shut down by the private shutdown SOP class")
+        self.done.callback(0)
+
+
+@defer.inlineCallbacks
+def _serve(reactor, values):
+    config = values["config"]
+    if values.get("disableHostLookup"):
+        hosts = PeerHosts()
+    else:
+        hosts, unresolved = yield threads.deferToThreadPool(reactor, reactor.getThreadPool(), PeerHosts.resolve, hostNames(config))
+        for name in unresolved:
+            log.warn("Host name {name} of the configuration file does not resolve: only an address written that way matches it", name=name)
+    archive = Archive(values["database"], reactor=reactor)
+    shutdown = Shutdown(reactor)
+    entities, receivers = buildArchive(values, archive, hosts, shutdown=shutdown if values.get("allowShutdown") else None, reactor=reactor)
+    factory = AcceptorFactory(
+        entities=entities,
+        reactor=reactor,
+        maximumAssociations=config.maxAssociations,
+        artimTimeout=values["acseTimeout"],
+        idleTimeout=values.get("dimseTimeout") or 60,
+        dimseTimeout=values.get("dimseTimeout"),
+    )
+    port = values["listenPort"]
+    if values.get("tlsContext") is not None:
+        endpoint = endpoints.SSL4ServerEndpoint(reactor, port, values["tlsContext"])
+    else:
+        endpoint = endpoints.TCP4ServerEndpoint(reactor, port)
+    try:
+        shutdown.port = yield endpoint.listen(factory)
+    except Exception as e:
+        log.critical("cannot listen on port {port}: {why}", port=port, why=str(e))
+        return EXIT_FATAL
+    shutdown.factory = factory
+    if values["identity"] == (None, None) and (config.userName or config.groupName):
+        log.info("Not running as root: UserName and GroupName of the configuration file are ignored")
+    _dropPrivileges(values["identity"])
+    try:
+        archive.startService()
+        for receiver in receivers:
+            if receiver.area is not None:
+                receiver.area.prepare()
+    except (OSError, sqlite3.Error) as e:
+        log.critical("cannot open the index {path} or a storage area: {why}", path=values["database"], why=str(e))
+        yield shutdown.port.stopListening()
+        return EXIT_FATAL
+    for receiver in receivers:
+        receiver.actions.startService()
+
+    def stopServices():
+        stopping = [receiver.actions.stopService() for receiver in receivers]
+        return defer.DeferredList([d for d in stopping if d is not None]).addCallback(lambda _: archive.stopService())
+
+    reactor.addSystemEventTrigger("before", "shutdown", stopServices)
+    log.info("Listening on port {port} as {titles}", port=port, titles=_describe(config) or "no AE title (the AETable is empty)")
+    status = yield shutdown.done
+    return status
+
+
+def _describe(config) -> str:
+    return ", ".join("%s (%s, %s)" % (title, entry.access, entry.storageArea) for title, entry in config.aeTable.items())

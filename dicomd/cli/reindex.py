@@ -1,0 +1,112 @@
+"""
+C{dicomd reindex}: bring the archive index back in line with the files of
+one storage area (the job DCMTK's C{dcmqridx} does for C{index.dat}).
+
+Every DICOM file under the directory is indexed again from its header,
+and the rows whose file is gone are dropped; files are never deleted or
+moved.  The area is named in the index by the AE title that owns it, and
+the index is found where the daemon keeps it:
+
+  - for C{twistd dicomd}, C{.dicomd-index.sqlite} in its data directory,
+    under the AE title C{DICOMD} (the defaults here);
+  - for C{dicomd qrscp -c FILE}, beside the configuration file: with
+    C{-c FILE}, the database and the AE title are taken from it (the AE
+    whose storage area the directory is).
+
+It may run while the daemon runs: SQLite serialises the writers.
+"""
+
+import os
+import sys
+
+from twisted.internet import defer, threads
+
+from dicomd.archive.dcmqrcfg import ConfigError, readConfig
+from dicomd.archive.index import SQLiteArchiveIndex, reindex
+from dicomd.archive.service import INDEX_FILE
+from dicomd.cli.options import CommandLine, Option, Parameter, UsageError, aeTitle, generalOptions, string
+from dicomd.cli.qrscp import defaultDatabase
+
+DEFAULT_AE_TITLE = "DICOMD"
+
+COMMAND_LINE = CommandLine(
+    "reindex",
+    "rebuild the archive index of a storage area from its files",
+    [Parameter("directory", "the storage area's directory")],
+    [
+        generalOptions(),
+        (
+            "index options",
+            [
+                Option(
+                    ("-db", "--database"),
+                    "database",
+                    "the index database (default: %s in the directory, or beside the config file of -c)" % (INDEX_FILE,),
+                    (("f]ilename", string),),
+                ),
+                Option(
+                    ("-aet", "--aetitle"),
+                    "aetitle",
+                    "the AE title owning the area (default: %s, or the AE of -c whose storage area the directory is)" % (DEFAULT_AE_TITLE,),
+                    (("a]etitle", aeTitle),),
+                ),
+                Option(("-c", "--config"), "configFile", "take the database and AE title from this dcmqrscp.cfg, as dicomd qrscp does", (("f]ilename", string),)),
+            ],
+        ),
+    ],
+)
+
+
+def validate(values) -> None:
+    """
+    Check the directory and choose the database and AE title.
+    """
+    directory = values["directory"]
+    if not os.path.isdir(directory):
+        raise UsageError("%s is not a directory" % (directory,))
+    configFile = values.get("configFile")
+    if configFile is None:
+        values["database"] = values.get("database") or os.path.join(directory, INDEX_FILE)
+        values["aetitle"] = values.get("aetitle") or DEFAULT_AE_TITLE
+        return
+    try:
+        config = readConfig(configFile)
+    except ConfigError as e:
+        raise UsageError("bad config file: %s" % (e,))
+    values["database"] = values.get("database") or defaultDatabase(configFile)
+    if values.get("aetitle") is None:
+        owners = [title for title, entry in config.aeTable.items() if _same(entry.storageArea, directory)]
+        if not owners:
+            raise UsageError("no AE title of %s has the storage area %s" % (configFile, directory))
+        values["aetitle"] = owners[0]
+
+
+def _same(one: str, other: str) -> bool:
+    return os.path.realpath(one) == os.path.realpath(other)
+
+
+def _reindex(values):
+    index = SQLiteArchiveIndex(values["database"])
+    try:
+        return reindex(index, values["aetitle"], values["directory"])
+    finally:
+        index.close()
+
+
+@defer.inlineCallbacks
+def run(reactor, values):
+    """
+    Reindex the area, in a thread, and print what was done.
+
+    @return: a L{Deferred} firing with the exit status: 0.
+    """
+    report = yield threads.deferToThreadPool(reactor, reactor.getThreadPool(), _reindex, values)
+    sys.stdout.write(
+        "%s: %d files indexed for %s in %s; %d rows of missing files removed; %d files skipped (not DICOM)\n"
+        % (values["directory"], report.indexed, values["aetitle"], values["database"], report.removed, len(report.skipped))
+    )
+    if values.get("verbose") or values.get("debug"):
+        for path in report.skipped:
+            sys.stdout.write("skipped %s\n" % (path,))
+    sys.stdout.flush()
+    return 0
