@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from dicomd.archive.matching import QueryError, modelForSOPClass
+from dicomd.archive.matching import QueryError, encodeResponse, modelForSOPClass
 from dicomd.dataset import decodeDataSet, encodeDataSet
 from dicomd.dimse import status as _status
 from dicomd.dimse.commands import CFindRSP
@@ -36,6 +36,24 @@ class Cancellation:
 
     def cancel(self) -> None:
         self.cancelled = True
+
+
+_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+_IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+
+
+def _encodeMatch(match: Dataset, transferSyntax: str) -> bytes:
+    """
+    Encode a response identifier: directly in the little endian
+    uncompressed syntaxes when it is made of the index's raw elements
+    (L{encodeResponse}, several times faster than pydicom's writer), with
+    pydicom otherwise.
+    """
+    if transferSyntax in (_EXPLICIT_VR_LITTLE_ENDIAN, _IMPLICIT_VR_LITTLE_ENDIAN):
+        data = encodeResponse(match, implicit=transferSyntax == _IMPLICIT_VR_LITTLE_ENDIAN)
+        if data is not None:
+            return data
+    return encodeDataSet(match, transferSyntax)
 
 
 def _refuse(association, context, message, statusValue: int, comment: str) -> None:
@@ -117,4 +135,4 @@ class FindSCP:
             status=_status.PENDING,
             hasDataSet=True,
         )
-        association.send(context.contextID, pending, encodeDataSet(match, context.transferSyntax))
+        association.send(context.contextID, pending, _encodeMatch(match, context.transferSyntax))

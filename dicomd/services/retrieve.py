@@ -125,6 +125,7 @@ class RetrieveSCP:
             _refuse(association, context, message, _status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(e))
             return
         counts = SubOperations(len(instances))
+        errorComment = None
         if instances:
             try:
                 target = yield self.storageAssociation(association, message, instances)
@@ -132,21 +133,25 @@ class RetrieveSCP:
                 _refuse(association, context, message, e.status, str(e))
                 return
             except Exception as e:
+                # As dcmqrscp: every sub-operation failed (0xA702), and the
+                # response lists them all.
                 self.log.warn("{operation}: cannot open the storage association: {why}", operation=self.operation, why=str(e))
-                _refuse(association, context, message, _status.OUT_OF_RESOURCES_SUB_OPERATIONS, str(e))
-                return
-            try:
-                yield self._subOperations(association, context, message, target, instances, counts, cancellation)
-            finally:
-                yield self.finished(target)
+                for instance in instances:
+                    counts.record(instance.sopInstanceUID, None)
+                errorComment = str(e)[:64]
+            else:
+                try:
+                    yield self._subOperations(association, context, message, target, instances, counts, cancellation)
+                finally:
+                    yield self.finished(target)
         final = counts.finalStatus(cancellation.cancelled)
         self.log.info(
-            "{operation} from {peer}: {completed} completed, {failed} failed, {warning} warnings, {status}",
+            "{operation} from {peer}: {completed} completed, {failed} failed, {warned} warnings, {status}",
             operation=self.operation,
             peer=association.callingAETitle,
             completed=counts.completed,
             failed=counts.failed,
-            warning=counts.warning,
+            warned=counts.warning,
             status=_status.describe(final),
         )
         failedList = None
@@ -154,7 +159,9 @@ class RetrieveSCP:
             failedList = Dataset()
             failedList.FailedSOPInstanceUIDList = counts.failedInstances
             failedList = encodeDataSet(failedList, context.transferSyntax)
-        response = responseTo(message, final, hasDataSet=failedList is not None, **counts.fields(final=True))
+        response = responseTo(
+            message, final, hasDataSet=failedList is not None, errorComment=errorComment, **counts.fields(final=True)
+        )
         association.send(context.contextID, response, failedList)
 
     @defer.inlineCallbacks

@@ -1,0 +1,1541 @@
+"""
+Query/retrieve with real peers (issue 5): DCMTK's C{findscu}, C{movescu}
+and C{getscu}, and pynetdicom's SCU, against dicomd's C-FIND, C-MOVE and
+C-GET SCPs, with DCMTK's C{storescp} as the move destination.
+
+The archive is made once per trial worker: DICOM files written with
+pydicom (four patients named in ASCII, ISO_IR 100 Latin-1 and ISO_IR 192
+UTF-8, five studies on different dates and times, six series, eight
+instances of three SOP classes) are sent with DCMTK's C{storescu} to the
+real C{twistd -n dicomd}, which stores and indexes them.  Each test then
+serves that index with dicomd's acceptor in the test's reactor, as an AE
+offering every information model (the daemon offers Patient Root and
+Study Root only), except L{DaemonTests}, which runs the real daemon on a
+copy of it.
+
+Matching follows dcmqrscp (see L{dicomd.archive.matching}): these tests
+check what a real SCU sees of it, one matching type at a time, with the
+values dcmqrscp would return, and note where dicomd differs from it.
+"""
+
+import glob
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+from pydicom import dcmread
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from tests.dicomfiles import (
+    CT_IMAGE_STORAGE,
+    MR_IMAGE_STORAGE,
+    SECONDARY_CAPTURE_STORAGE,
+    makeDataset,
+    writeFile,
+)
+from tests.support import (
+    dcmtk,
+    dcmtkEnvironment,
+    listenInProcess,
+    makeDirectory,
+    runCommand,
+    runPythonScript,
+    startDaemon,
+    startDCMTKServer,
+)
+
+TITLE = "DICOMD"
+DESTINATION = "STORESCP"
+ROOT = "1.2.826.0.1.3680043.9.7433.3"
+
+# -- the archive ------------------------------------------------------------------
+
+#: Patients: PatientID -> (Specific Character Set, attributes).
+PATIENTS = {
+    "P001": (None, dict(PatientName="Doe^John", PatientBirthDate="19700101", PatientSex="M")),
+    "P002": ("ISO_IR 100", dict(PatientName="Müller^Jürgen", PatientBirthDate="19651224", PatientSex="M")),
+    "P003": ("ISO_IR 192", dict(PatientName="Wang^XiaoDong=王^小東", PatientBirthDate="19800229", PatientSex="F")),
+    "P004": (None, dict(PatientName="Doe^Jane", PatientBirthDate="", PatientSex="F")),
+}
+
+#: Studies: number -> (PatientID, attributes).  Study 5 has no referring
+#: physician: that key comes back empty.
+STUDIES = {
+    1: ("P001", dict(StudyDate="20240102", StudyTime="101500", AccessionNumber="ACC1",
+                     StudyDescription="CT CHEST", ReferringPhysicianName="Ref^Alice", StudyID="11")),
+    2: ("P001", dict(StudyDate="20230615", StudyTime="143000.25", AccessionNumber="ACC2",
+                     StudyDescription="MR BRAIN", ReferringPhysicianName="Ref^Bob", StudyID="12")),
+    3: ("P002", dict(StudyDate="20220301", StudyTime="083000", AccessionNumber="ACC3",
+                     StudyDescription="CT ABDOMEN", ReferringPhysicianName="Ref^Alice", StudyID="21")),
+    4: ("P003", dict(StudyDate="20240110", StudyTime="235959", AccessionNumber="ACC4",
+                     StudyDescription="CT HEAD", ReferringPhysicianName="Ref^Carol", StudyID="31")),
+    5: ("P004", dict(StudyDate="19991231", StudyTime="000000", AccessionNumber="ACC5",
+                     StudyDescription="SCREEN CAPTURE", StudyID="41")),
+}
+
+#: Series: (study, series) -> (Modality, SOP Class UID, number of images).
+SERIES = {
+    (1, 1): ("CT", CT_IMAGE_STORAGE, 2),
+    (1, 2): ("CT", CT_IMAGE_STORAGE, 1),
+    (2, 1): ("MR", MR_IMAGE_STORAGE, 1),
+    (3, 1): ("CT", CT_IMAGE_STORAGE, 2),
+    (4, 1): ("CT", CT_IMAGE_STORAGE, 1),
+    (5, 1): ("OT", SECONDARY_CAPTURE_STORAGE, 1),
+}
+
+
+def studyUID(study: int) -> str:
+    return "%s.%d" % (ROOT, study)
+
+
+def seriesUID(study: int, series: int) -> str:
+    return "%s.%d.%d" % (ROOT, study, series)
+
+
+def instanceUID(study: int, series: int, number: int) -> str:
+    return "%s.%d.%d.%d" % (ROOT, study, series, number)
+
+
+def instanceUIDs(patient: Optional[str] = None, study: Optional[int] = None, series: Optional[int] = None) -> List[str]:
+    """
+    The SOP Instance UIDs of the archive under a patient, study or series,
+    in the order they were stored.
+    """
+    uids = []
+    for (s, r), (_, _, count) in SERIES.items():
+        if patient is not None and STUDIES[s][0] != patient:
+            continue
+        if (study is not None and s != study) or (series is not None and r != series):
+            continue
+        uids.extend(instanceUID(s, r, n) for n in range(1, count + 1))
+    return uids
+
+
+def archiveDatasets():
+    """
+    The data sets of the archive, by SOP Instance UID.
+    """
+    datasets = {}
+    for (s, r), (modality, sopClass, count) in SERIES.items():
+        patientID, studyAttributes = STUDIES[s]
+        characterSet, patientAttributes = PATIENTS[patientID]
+        for n in range(1, count + 1):
+            dataset = makeDataset(
+                rows=8,
+                columns=8,
+                sopClassUID=sopClass,
+                patientID=patientID,
+                patientName=patientAttributes["PatientName"],
+                studyInstanceUID=studyUID(s),
+                seriesInstanceUID=seriesUID(s, r),
+                sopInstanceUID=instanceUID(s, r, n),
+                modality=modality,
+                characterSet=characterSet,
+            )
+            for keyword, value in list(patientAttributes.items()) + list(studyAttributes.items()):
+                setattr(dataset, keyword, value)
+            dataset.SeriesNumber = r
+            dataset.InstanceNumber = n
+            datasets[dataset.SOPInstanceUID] = dataset
+    return datasets
+
+
+@dataclass(frozen=True)
+class StoredArchive:
+    """
+    The archive as C{twistd dicomd} stored it.
+
+    @ivar sources: the paths of the files sent, by SOP Instance UID.
+    @ivar data: the daemon's data directory (its storage area and index).
+    """
+
+    sources: Dict[str, str]
+    data: str
+
+    @property
+    def index(self) -> str:
+        from dicomd.archive.service import INDEX_FILE
+
+        return os.path.join(self.data, INDEX_FILE)
+
+
+_ARCHIVE: Dict[str, StoredArchive] = {}
+
+
+@defer.inlineCallbacks
+def storedArchive(testCase):
+    """
+    The archive of this trial worker, made by the first test that asks:
+    written with pydicom, sent with DCMTK's storescu to C{twistd dicomd}.
+
+    @return: a L{Deferred} firing with the L{StoredArchive}.
+    """
+    if "archive" in _ARCHIVE:
+        return _ARCHIVE["archive"]
+    root = os.path.abspath(testCase.mktemp())
+    sourceDirectory, data = os.path.join(root, "sources"), os.path.join(root, "data")
+    os.makedirs(sourceDirectory)
+    sources = {}
+    for number, (uid, dataset) in enumerate(archiveDatasets().items(), 1):
+        sources[uid] = writeFile(os.path.join(sourceDirectory, "%02d.dcm" % (number,)), dataset)
+    daemon = yield startDaemon(testCase, "--output-directory", data)
+    result = yield runCommand(
+        [dcmtk("storescu"), "-aec", TITLE, "127.0.0.1", str(daemon.port)] + list(sources.values()),
+        env=dcmtkEnvironment(),
+    )
+    testCase.assertEqual(result.exitCode, 0, result.describe() + daemon.describe())
+    yield daemon.stop()
+    _ARCHIVE["archive"] = StoredArchive(sources, data)
+    return _ARCHIVE["archive"]
+
+
+def serveArchive(testCase, archive: Optional[StoredArchive], *, peers=(), models=None, get=True, index=None, data=None):
+    """
+    Serve an index with dicomd's acceptor in the test's reactor: one AE,
+    C{DICOMD}, as L{dicomd.archive.service.queryRetrieveEntity} builds it.
+
+    @param archive: the L{StoredArchive} whose index and files to serve,
+        or C{None} with C{index} and C{data}.
+
+    @param peers: the C-MOVE destinations, L{dicomd.archive.service.Peer}s.
+    @param models: the information models offered (all three by default).
+    @return: the port it listens on.
+    """
+    from dicomd.archive.matching import MODELS
+    from dicomd.archive.service import Archive, QueryRetrieveOptions, destinationTable, queryRetrieveEntity
+
+    served = Archive(index or archive.index)
+    served.startService()
+    testCase.addCleanup(served.stopService)
+    entity = queryRetrieveEntity(
+        TITLE,
+        served,
+        TITLE,
+        data or archive.data,
+        QueryRetrieveOptions(
+            models=tuple(models or MODELS),
+            get=get,
+            destinations=destinationTable(list(peers), TITLE),
+        ),
+    )
+    port, _ = listenInProcess(testCase, entity)
+    return port
+
+
+def latin1Argument(text: str) -> str:
+    """
+    A command-line argument whose bytes are C{text} in Latin-1 (Python
+    passes lone surrogates through as the bytes they escape).
+    """
+    return text.encode("latin-1").decode("utf-8", "surrogateescape")
+
+
+# -- DCMTK's SCUs ---------------------------------------------------------------------
+
+MODEL_FLAGS = {"P": "-P", "S": "-S", "O": "-O"}
+
+
+@dataclass
+class FindResult:
+    """
+    What findscu saw: the final status as it names it, and the responses
+    (extracted with C{-X}), in order.
+    """
+
+    status: Optional[str]
+    responses: list
+    output: str
+
+    def values(self, keyword: str) -> List[str]:
+        return [str(response[keyword].value or "") if keyword in response else None for response in self.responses]
+
+
+@defer.inlineCallbacks
+def findscu(testCase, port: int, model: str, *keys: str, extra=(), extract=True):
+    """
+    Run DCMTK's findscu (C{-P}, C{-S} or C{-O}) with C{-k} keys.
+
+    findscu exits 0 whether the C-FIND succeeded or not (and 2 when it
+    could not even ask): the final status is read from its output.
+
+    @param extract: have findscu write the responses (C{-X}) and read them;
+        otherwise L{FindResult.responses} has one C{None} per pending
+        response findscu logged.
+    """
+    directory = makeDirectory(testCase)
+    argv = [dcmtk("findscu"), MODEL_FLAGS[model], "-v", "-od", directory, "-aec", TITLE] + (["-X"] if extract else [])
+    argv += list(extra)
+    for key in keys:
+        argv += ["-k", key]
+    argv += ["127.0.0.1", str(port)]
+    result = yield runCommand(argv, env=dcmtkEnvironment(), cwd=directory)
+    match = re.search(r"Received Final Find Response \(([^)]*)\)", result.output)
+    if extract:
+        responses = [dcmread(path) for path in sorted(glob.glob(os.path.join(directory, "rsp*.dcm")))]
+    else:
+        responses = [None] * len(re.findall(r"^I: Find Response: \d+ \(Pending\)", result.output, re.MULTILINE))
+    return FindResult(match.group(1) if match else None, responses, result.output)
+
+
+@dataclass
+class RetrieveResult:
+    """
+    The final C-MOVE-RSP or C-GET-RSP as DCMTK's C{-d} output shows it.
+    """
+
+    status: Optional[int]
+    counts: Dict[str, Optional[int]]
+    failed: List[str]
+    pending: int
+    output: str
+
+
+_COUNT = re.compile(r"^D: (Remaining|Completed|Failed|Warning) Suboperations\s*: (\S+)", re.MULTILINE)
+
+
+def parseRetrieve(output: str, operation: str) -> RetrieveResult:
+    """
+    Read the last C-MOVE-RSP or C-GET-RSP of DCMTK's debug output.
+    """
+    blocks = output.split("Message Type                  : %s RSP" % (operation,))
+    final = blocks[-1] if len(blocks) > 1 else ""
+    status = re.search(r"DIMSE Status\s*: 0x([0-9a-fA-F]{4})", final)
+    counts = {name.lower(): (None if value == "none" else int(value)) for name, value in _COUNT.findall(final)}
+    failed = re.search(r"\(0008,0058\) UI \[([^\]]*)\]", final)
+    statuses = [re.search(r"DIMSE Status\s*: 0x([0-9a-fA-F]{4})", block) for block in blocks[1:]]
+    pending = sum(1 for found in statuses if found and found.group(1).lower() == "ff00")
+    return RetrieveResult(
+        int(status.group(1), 16) if status else None,
+        counts,
+        failed.group(1).split("\\") if failed else [],
+        pending,
+        output,
+    )
+
+
+@defer.inlineCallbacks
+def movescu(testCase, port: int, model: str, destination: str, *keys: str, extra=()):
+    """
+    Run DCMTK's movescu (C{-d}, to see every response) with C{-k} keys.
+
+    @return: the L{RetrieveResult}.
+    """
+    argv = [dcmtk("movescu"), MODEL_FLAGS[model], "-d", "-aec", TITLE, "-aem", destination]
+    argv += list(extra)
+    for key in keys:
+        argv += ["-k", key]
+    argv += ["127.0.0.1", str(port)]
+    result = yield runCommand(argv, env=dcmtkEnvironment(), cwd=makeDirectory(testCase))
+    # movescu exits with a status of its own when the C-MOVE failed.
+    return parseRetrieve(result.output, "C-MOVE")
+
+
+@defer.inlineCallbacks
+def getscu(testCase, port: int, model: str, *keys: str, extra=()):
+    """
+    Run DCMTK's getscu; it stores what it receives in a fresh directory.
+
+    @return: the L{RetrieveResult} and that directory.
+    """
+    directory = makeDirectory(testCase)
+    argv = [dcmtk("getscu"), MODEL_FLAGS[model], "-d", "-aec", TITLE, "-od", directory]
+    argv += list(extra)
+    for key in keys:
+        argv += ["-k", key]
+    argv += ["127.0.0.1", str(port)]
+    result = yield runCommand(argv, env=dcmtkEnvironment(), cwd=directory)
+    return parseRetrieve(result.output, "C-GET"), directory
+
+
+def receivedFiles(directory: str) -> Dict[str, str]:
+    """
+    The DICOM files in a directory, by SOP Instance UID.
+    """
+    files = {}
+    for path in glob.glob(os.path.join(directory, "*")):
+        if os.path.isfile(path):
+            files[str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)] = path
+    return files
+
+
+#: An association negotiation profile for DCMTK's storescp that accepts
+#: CT Image Storage only: MR and secondary capture sub-operations fail.
+CT_ONLY_PROFILE = r"""
+[[TransferSyntaxes]]
+[Uncompressed]
+TransferSyntax1 = LocalEndianExplicit
+TransferSyntax2 = OppositeEndianExplicit
+TransferSyntax3 = LittleEndianImplicit
+
+[[PresentationContexts]]
+[CTOnly]
+PresentationContext1 = VerificationSOPClass\Uncompressed
+PresentationContext2 = CTImageStorage\Uncompressed
+
+[[Profiles]]
+[CTOnly]
+PresentationContexts = CTOnly
+"""
+
+
+@defer.inlineCallbacks
+def startDestination(testCase, *options: str):
+    """
+    Start DCMTK's storescp as the move destination C{STORESCP}.
+
+    @return: its L{ChildProcess} and the directory it stores into.
+    """
+    directory = makeDirectory(testCase)
+    storescp = yield startDCMTKServer(testCase, "storescp", "-aet", DESTINATION, "-od", directory, *options)
+    return storescp, directory
+
+
+def destinationPeer(storescp):
+    from dicomd.archive.service import Peer
+
+    return Peer(DESTINATION, "127.0.0.1", storescp.port)
+
+
+class ArchiveTestCase(unittest.TestCase):
+    """
+    A test with the stored archive, served in the test's reactor.
+    """
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.archive = yield storedArchive(self)
+
+    def serve(self, **kwargs) -> int:
+        return serveArchive(self, self.archive, **kwargs)
+
+    def assertSameDataSets(self, received: Dict[str, str], uids: List[str]):
+        """
+        The files received are those of C{uids}, with the data sets sent.
+        """
+        self.assertEqual(sorted(received), sorted(uids))
+        for uid in uids:
+            sent = dcmread(self.archive.sources[uid])
+            got = dcmread(received[uid])
+            self.assertEqual(got.SOPInstanceUID, uid)
+            sentElements = {element.tag: element.value for element in sent}
+            gotElements = {element.tag: element.value for element in got}
+            self.assertEqual(gotElements, sentElements, uid)
+
+
+# -- C-FIND with findscu ----------------------------------------------------------------
+
+
+class FindscuLevelTests(ArchiveTestCase):
+    """
+    DCMTK's findscu at every level of the three information models.
+    """
+
+    @defer.inlineCallbacks
+    def test_patientRootPatientLevel(self):
+        """
+        A universal PATIENT query returns every patient once, with the
+        stored patient attributes; Retrieve AE Title is the called AE.
+        """
+        port = self.serve()
+        result = yield findscu(
+            self, port, "P", "QueryRetrieveLevel=PATIENT", "PatientID", "PatientName", "PatientBirthDate", "PatientSex"
+        )
+        self.assertEqual(result.status, "Success", result.output)
+        self.assertEqual(result.values("PatientID"), ["P001", "P002", "P003", "P004"])
+        self.assertEqual(result.values("PatientName"), ["Doe^John", "Müller^Jürgen", "Wang^XiaoDong=王^小東", "Doe^Jane"])
+        self.assertEqual(result.values("PatientBirthDate"), ["19700101", "19651224", "19800229", ""])
+        self.assertEqual(result.values("PatientSex"), ["M", "M", "F", "F"])
+        self.assertEqual(result.values("QueryRetrieveLevel"), ["PATIENT"] * 4)
+        self.assertEqual(result.values("RetrieveAETitle"), [TITLE] * 4)
+
+    @defer.inlineCallbacks
+    def test_patientRootStudyLevel(self):
+        """
+        A STUDY query in the Patient Root model names its patient by
+        PatientID and returns that patient's studies.
+        """
+        port = self.serve()
+        result = yield findscu(
+            self, port, "P", "QueryRetrieveLevel=STUDY", "PatientID=P001", "StudyInstanceUID", "StudyDate", "AccessionNumber"
+        )
+        self.assertEqual(result.status, "Success", result.output)
+        self.assertEqual(result.values("StudyInstanceUID"), [studyUID(1), studyUID(2)])
+        self.assertEqual(result.values("AccessionNumber"), ["ACC1", "ACC2"])
+        self.assertEqual(result.values("PatientID"), ["P001", "P001"])
+
+    @defer.inlineCallbacks
+    def test_patientRootSeriesLevel(self):
+        """
+        A SERIES query names its patient and study; Modality and
+        SeriesNumber come back.
+        """
+        port = self.serve()
+        result = yield findscu(
+            self,
+            port,
+            "P",
+            "QueryRetrieveLevel=SERIES",
+            "PatientID=P001",
+            "StudyInstanceUID=" + studyUID(1),
+            "SeriesInstanceUID",
+            "Modality",
+            "SeriesNumber",
+        )
+        self.assertEqual(result.status, "Success", result.output)
+        self.assertEqual(result.values("SeriesInstanceUID"), [seriesUID(1, 1), seriesUID(1, 2)])
+        self.assertEqual(result.values("Modality"), ["CT", "CT"])
+        self.assertEqual(result.values("SeriesNumber"), ["1", "2"])
+
+    @defer.inlineCallbacks
+    def test_patientRootImageLevel(self):
+        """
+        An IMAGE query names patient, study and series; SOP Instance UID,
+        SOP Class UID and Instance Number come back.
+        """
+        port = self.serve()
+        result = yield findscu(
+            self,
+            port,
+            "P",
+            "QueryRetrieveLevel=IMAGE",
+            "PatientID=P001",
+            "StudyInstanceUID=" + studyUID(1),
+            "SeriesInstanceUID=" + seriesUID(1, 1),
+            "SOPInstanceUID",
+            "SOPClassUID",
+            "InstanceNumber",
+        )
+        self.assertEqual(result.status, "Success", result.output)
+        self.assertEqual(result.values("SOPInstanceUID"), instanceUIDs(study=1, series=1))
+        self.assertEqual(result.values("SOPClassUID"), [CT_IMAGE_STORAGE] * 2)
+        self.assertEqual(result.values("InstanceNumber"), ["1", "2"])
+
+    @defer.inlineCallbacks
+    def test_studyRootStudyLevel(self):
+        """
+        In the Study Root model a STUDY query needs no patient key, and
+        patient keys are matched too (a PatientName wildcard here).
+        """
+        port = self.serve()
+        everything = yield findscu(self, port, "S", "QueryRetrieveLevel=STUDY", "StudyInstanceUID", "PatientID")
+        self.assertEqual(everything.status, "Success", everything.output)
+        self.assertEqual(everything.values("StudyInstanceUID"), [studyUID(s) for s in range(1, 6)])
+        self.assertEqual(everything.values("PatientID"), ["P001", "P001", "P002", "P003", "P004"])
+        does = yield findscu(self, port, "S", "QueryRetrieveLevel=STUDY", "StudyInstanceUID", "PatientName=Doe^*")
+        self.assertEqual(does.values("StudyInstanceUID"), [studyUID(1), studyUID(2), studyUID(5)])
+
+    @defer.inlineCallbacks
+    def test_studyRootSeriesLevel(self):
+        """
+        A SERIES query in the Study Root model names its study only.
+        """
+        port = self.serve()
+        result = yield findscu(
+            self, port, "S", "QueryRetrieveLevel=SERIES", "StudyInstanceUID=" + studyUID(2), "SeriesInstanceUID", "Modality"
+        )
+        self.assertEqual(result.status, "Success", result.output)
+        self.assertEqual(result.values("SeriesInstanceUID"), [seriesUID(2, 1)])
+        self.assertEqual(result.values("Modality"), ["MR"])
+
+    @defer.inlineCallbacks
+    def test_studyRootImageLevel(self):
+        """
+        An IMAGE query in the Study Root model names study and series;
+        keys of the levels above come back with their stored values.
+        """
+        port = self.serve()
+        result = yield findscu(
+            self,
+            port,
+            "S",
+            "QueryRetrieveLevel=IMAGE",
+            "StudyInstanceUID=" + studyUID(3),
+            "SeriesInstanceUID=" + seriesUID(3, 1),
+            "SOPInstanceUID",
+            "StudyDate",
+        )
+        self.assertEqual(result.status, "Success", result.output)
+        self.assertEqual(result.values("SOPInstanceUID"), instanceUIDs(study=3))
+        self.assertEqual(result.values("StudyDate"), ["20220301", "20220301"])
+
+    @defer.inlineCallbacks
+    def test_patientStudyOnly(self):
+        """
+        The Patient/Study Only model answers PATIENT and STUDY queries, and
+        refuses a SERIES query with 0xC001 "unable to process" (dcmqrscp
+        happens to answer that one).
+        """
+        port = self.serve()
+        patients = yield findscu(self, port, "O", "QueryRetrieveLevel=PATIENT", "PatientID=P00[23]", "PatientName")
+        self.assertEqual(patients.status, "Success", patients.output)
+        # "[" is no wildcard: nothing is called that.
+        self.assertEqual(patients.responses, [])
+        patients = yield findscu(self, port, "O", "QueryRetrieveLevel=PATIENT", "PatientID=P003", "PatientName")
+        self.assertEqual(patients.values("PatientName"), ["Wang^XiaoDong=王^小東"])
+        studies = yield findscu(self, port, "O", "QueryRetrieveLevel=STUDY", "PatientID=P002", "StudyInstanceUID")
+        self.assertEqual(studies.status, "Success", studies.output)
+        self.assertEqual(studies.values("StudyInstanceUID"), [studyUID(3)])
+        series = yield findscu(
+            self, port, "O", "QueryRetrieveLevel=SERIES", "PatientID=P002", "StudyInstanceUID=" + studyUID(3), "SeriesInstanceUID"
+        )
+        self.assertEqual(series.status, "Failed: UnableToProcess", series.output)
+        self.assertEqual(series.responses, [])
+
+    @defer.inlineCallbacks
+    def test_identifierErrors(self):
+        """
+        A query without Query/Retrieve Level fails with 0xA900; an unknown
+        level, or a STUDY query in the Patient Root model without PatientID,
+        with 0xC001.
+        """
+        port = self.serve()
+        noLevel = yield findscu(self, port, "P", "PatientID")
+        self.assertEqual(noLevel.status, "Error: DataSetDoesNotMatchSOPClass", noLevel.output)
+        badLevel = yield findscu(self, port, "P", "QueryRetrieveLevel=FRAME", "PatientID")
+        self.assertEqual(badLevel.status, "Failed: UnableToProcess", badLevel.output)
+        noPatient = yield findscu(self, port, "P", "QueryRetrieveLevel=STUDY", "StudyInstanceUID")
+        self.assertEqual(noPatient.status, "Failed: UnableToProcess", noPatient.output)
+
+    @defer.inlineCallbacks
+    def test_modelNotOffered(self):
+        """
+        An AE that does not offer a model rejects its presentation context:
+        findscu has nothing to send on.
+        """
+        from dicomd.archive.matching import PATIENT_ROOT, STUDY_ROOT
+
+        port = self.serve(models=(PATIENT_ROOT, STUDY_ROOT))
+        result = yield findscu(self, port, "O", "QueryRetrieveLevel=PATIENT", "PatientID")
+        self.assertIsNone(result.status)
+        self.assertIn("No Acceptable Presentation Contexts", result.output)
+
+
+class FindscuMatchingTests(ArchiveTestCase):
+    """
+    Each matching type of PS3.4 C.2.2.2, as dcmqrscp does it, through
+    findscu.
+    """
+
+    @defer.inlineCallbacks
+    def studies(self, *keys, model="S"):
+        """
+        The StudyInstanceUIDs of a Study Root STUDY query, by study number.
+        """
+        port = getattr(self, "port", None) or self.serve()
+        self.port = port
+        result = yield findscu(self, port, model, "QueryRetrieveLevel=STUDY", "StudyInstanceUID", *keys)
+        self.assertEqual(result.status, "Success", result.output)
+        numbers = [int(uid.rsplit(".", 1)[1]) for uid in result.values("StudyInstanceUID")]
+        return numbers
+
+    @defer.inlineCallbacks
+    def test_singleValue(self):
+        """
+        Single value matching, text and date, is exact.
+        """
+        self.assertEqual((yield self.studies("AccessionNumber=ACC3")), [3])
+        self.assertEqual((yield self.studies("StudyDate=20240110")), [4])
+        self.assertEqual((yield self.studies("StudyDescription=CT")), [])
+        self.assertEqual((yield self.studies("PatientID=P001")), [1, 2])
+        self.assertEqual((yield self.studies("StudyID=31")), [4])
+
+    @defer.inlineCallbacks
+    def test_universal(self):
+        """
+        An empty value, or one of only "*", matches everything, empty
+        stored values included.
+        """
+        self.assertEqual((yield self.studies("ReferringPhysicianName")), [1, 2, 3, 4, 5])
+        self.assertEqual((yield self.studies("ReferringPhysicianName=*")), [1, 2, 3, 4, 5])
+        self.assertEqual((yield self.studies("StudyDescription=**")), [1, 2, 3, 4, 5])
+
+    @defer.inlineCallbacks
+    def test_wildcards(self):
+        """
+        "*" stands for any sequence, "?" for exactly one character.
+        """
+        self.assertEqual((yield self.studies("StudyDescription=CT*")), [1, 3, 4])
+        self.assertEqual((yield self.studies("StudyDescription=*EN*")), [3, 5])
+        self.assertEqual((yield self.studies("AccessionNumber=ACC?")), [1, 2, 3, 4, 5])
+        self.assertEqual((yield self.studies("AccessionNumber=AC?")), [])
+        self.assertEqual((yield self.studies("PatientID=P00?", "ReferringPhysicianName=Ref^A*")), [1, 3])
+
+    @defer.inlineCallbacks
+    def test_dateRanges(self):
+        """
+        Closed and open-ended date ranges, bounds included.
+        """
+        self.assertEqual((yield self.studies("StudyDate=20230101-20231231")), [2])
+        self.assertEqual((yield self.studies("StudyDate=20220301-20240102")), [1, 2, 3])
+        self.assertEqual((yield self.studies("StudyDate=20240101-")), [1, 4])
+        self.assertEqual((yield self.studies("StudyDate=-20221231")), [3, 5])
+        self.assertEqual((yield self.studies("StudyDate=20250101-")), [])
+
+    @defer.inlineCallbacks
+    def test_invalidDates(self):
+        """
+        A value or bound that is no date matches nothing (dcmqrscp parses
+        dates the same way); the pre-1993 form C{YYYY.MM.DD} is a date.
+        """
+        self.assertEqual((yield self.studies("StudyDate=2024")), [])
+        self.assertEqual((yield self.studies("StudyDate=2024-")), [])
+        self.assertEqual((yield self.studies("StudyDate=20241301")), [])
+        self.assertEqual((yield self.studies("StudyDate=2022.03.01")), [3])
+
+    @defer.inlineCallbacks
+    def test_timeRanges(self):
+        """
+        Time ranges compare the parsed times: 143000.25 lies between 1400
+        and 1500; the end of a range is the instant it names.
+        """
+        self.assertEqual((yield self.studies("StudyTime=080000-120000")), [1, 3])
+        self.assertEqual((yield self.studies("StudyTime=1400-1500")), [2])
+        self.assertEqual((yield self.studies("StudyTime=-083000")), [3, 5])
+        self.assertEqual((yield self.studies("StudyTime=2359-")), [4])
+        self.assertEqual((yield self.studies("StudyTime=143000.25")), [2])
+        self.assertEqual((yield self.studies("StudyTime=-143000")), [1, 3, 5])
+
+    @defer.inlineCallbacks
+    def test_uidList(self):
+        """
+        A list of UIDs matches any of them.
+        """
+        self.assertEqual((yield self.studies("StudyInstanceUID=%s\\%s\\1.2.3" % (studyUID(4), studyUID(2)))), [2, 4])
+
+    @defer.inlineCallbacks
+    def test_uidListInRetrieveKeys(self):
+        """
+        A list of UIDs as the unique key of the level above: the series of
+        two studies.
+        """
+        port = self.serve()
+        result = yield findscu(
+            self,
+            port,
+            "S",
+            "QueryRetrieveLevel=SERIES",
+            "StudyInstanceUID=%s\\%s" % (studyUID(1), studyUID(5)),
+            "SeriesInstanceUID",
+        )
+        self.assertEqual(result.values("SeriesInstanceUID"), [seriesUID(1, 1), seriesUID(1, 2), seriesUID(5, 1)])
+
+    @defer.inlineCallbacks
+    def test_personNames(self):
+        """
+        Person names match as dcmqrscp matches them: the whole value,
+        character for character, case-sensitively, wildcards spanning
+        components; no component-wise or case-insensitive matching.
+        """
+        self.assertEqual((yield self.studies("PatientName=Doe^John")), [1, 2])
+        self.assertEqual((yield self.studies("PatientName=Doe*")), [1, 2, 5])
+        self.assertEqual((yield self.studies("PatientName=*^J*")), [1, 2, 3, 5])
+        self.assertEqual((yield self.studies("PatientName=doe*")), [])
+        self.assertEqual((yield self.studies("PatientName=DOE^JOHN")), [])
+        self.assertEqual((yield self.studies("PatientName=Doe")), [])
+        self.assertEqual((yield self.studies("PatientName=Doe^John^^^")), [])
+        self.assertEqual((yield self.studies("PatientName=Wang^XiaoDong=*")), [4])
+        self.assertEqual((yield self.studies("SpecificCharacterSet=ISO_IR 192", "PatientName=*=王^小東")), [4])
+        # "?" is one character, not one byte of UTF-8 (dcmqrscp: one byte).
+        self.assertEqual((yield self.studies("PatientName=*=?^??")), [4])
+
+    @defer.inlineCallbacks
+    def test_severalKeys(self):
+        """
+        Every condition must hold.
+        """
+        self.assertEqual((yield self.studies("PatientName=Doe*", "StudyDate=20230101-", "StudyTime=-120000")), [1])
+
+    @defer.inlineCallbacks
+    def test_returnKeys(self):
+        """
+        Requested keys that are not matched come back with the stored
+        value, or empty when nothing is stored; keys dcmqrscp does not
+        support (Modalities in Study) are left out, and keys below the
+        query level come back empty.
+        """
+        port = self.serve()
+        result = yield findscu(
+            self,
+            port,
+            "S",
+            "QueryRetrieveLevel=STUDY",
+            "StudyInstanceUID=%s\\%s" % (studyUID(1), studyUID(5)),
+            "StudyDescription",
+            "ReferringPhysicianName",
+            "PatientBirthDate",
+            "IssuerOfPatientID",
+            "ModalitiesInStudy",
+            "SeriesInstanceUID",
+        )
+        self.assertEqual(result.status, "Success", result.output)
+        self.assertEqual(result.values("StudyDescription"), ["CT CHEST", "SCREEN CAPTURE"])
+        self.assertEqual(result.values("ReferringPhysicianName"), ["Ref^Alice", ""])
+        self.assertEqual(result.values("PatientBirthDate"), ["19700101", ""])
+        self.assertEqual(result.values("IssuerOfPatientID"), ["", ""])
+        self.assertEqual(result.values("SeriesInstanceUID"), ["", ""])
+        self.assertEqual(result.values("ModalitiesInStudy"), [None, None])
+
+
+class FindscuCharacterSetTests(ArchiveTestCase):
+    """
+    Names stored in ASCII, ISO_IR 100 (Latin-1) and ISO_IR 192 (UTF-8),
+    queried in each.
+    """
+
+    @defer.inlineCallbacks
+    def patients(self, *keys):
+        port = getattr(self, "port", None) or self.serve()
+        self.port = port
+        result = yield findscu(self, port, "P", "QueryRetrieveLevel=PATIENT", "PatientID", "PatientName", *keys)
+        self.assertEqual(result.status, "Success", result.output)
+        return result
+
+    @defer.inlineCallbacks
+    def test_latin1Query(self):
+        """
+        A Latin-1 query matches a name stored in Latin-1, and the response
+        comes back in Latin-1.
+        """
+        result = yield self.patients("SpecificCharacterSet=ISO_IR 100", latin1Argument("PatientName=Müller*"))
+        self.assertEqual(result.values("PatientID"), ["P002"])
+        response = result.responses[0]
+        self.assertEqual(response.SpecificCharacterSet, "ISO_IR 100")
+        self.assertEqual(response.get_item(0x00100010).value.rstrip(b" "), "Müller^Jürgen".encode("latin-1"))
+        self.assertEqual(str(response.PatientName), "Müller^Jürgen")
+
+    @defer.inlineCallbacks
+    def test_latin1QuestionMark(self):
+        """
+        "?" stands for one accented Latin-1 character.
+        """
+        result = yield self.patients("SpecificCharacterSet=ISO_IR 100", "PatientName=M?ller^J?rgen")
+        self.assertEqual(result.values("PatientID"), ["P002"])
+
+    @defer.inlineCallbacks
+    def test_utf8QueryOfLatin1Name(self):
+        """
+        A UTF-8 query matches the name stored in Latin-1: values are
+        compared as characters, not bytes; the response is in UTF-8.
+        """
+        result = yield self.patients("SpecificCharacterSet=ISO_IR 192", "PatientName=*ü*")
+        self.assertEqual(result.values("PatientID"), ["P002"])
+        response = result.responses[0]
+        self.assertEqual(response.SpecificCharacterSet, "ISO_IR 192")
+        self.assertEqual(response.get_item(0x00100010).value.rstrip(b" "), "Müller^Jürgen".encode("utf-8"))
+
+    @defer.inlineCallbacks
+    def test_utf8QueryOfUTF8Name(self):
+        """
+        Chinese ideographs stored in UTF-8, queried in UTF-8.
+        """
+        result = yield self.patients("SpecificCharacterSet=ISO_IR 192", "PatientName=*王*")
+        self.assertEqual(result.values("PatientID"), ["P003"])
+        self.assertEqual(result.values("PatientName"), ["Wang^XiaoDong=王^小東"])
+        self.assertEqual(result.responses[0].SpecificCharacterSet, "ISO_IR 192")
+
+    @defer.inlineCallbacks
+    def test_latin1QueryOfUTF8Name(self):
+        """
+        A Latin-1 query whose response cannot be said in Latin-1 gets it
+        in UTF-8, with its Specific Character Set saying so.
+        """
+        result = yield self.patients("SpecificCharacterSet=ISO_IR 100", "PatientName=Wang*")
+        self.assertEqual(result.values("PatientID"), ["P003"])
+        self.assertEqual(result.responses[0].SpecificCharacterSet, "ISO_IR 192")
+        self.assertEqual(result.values("PatientName"), ["Wang^XiaoDong=王^小東"])
+
+    @defer.inlineCallbacks
+    def test_undeclaredNonASCII(self):
+        """
+        Bytes above 0x7F in a query without Specific Character Set are read
+        as UTF-8 when they are valid UTF-8 (findscu typed in a UTF-8
+        terminal: dcmqrscp matches those bytes against the UTF-8 form of
+        the stored names), else as Latin-1.
+        """
+        utf8 = yield self.patients("PatientName=Müller*")
+        self.assertEqual(utf8.values("PatientID"), ["P002"])
+        ideographs = yield self.patients("PatientName=*=王^小東")
+        self.assertEqual(ideographs.values("PatientID"), ["P003"])
+        latin1 = yield self.patients(latin1Argument("PatientName=Müller*"))
+        self.assertEqual(latin1.values("PatientID"), ["P002"])
+
+    @defer.inlineCallbacks
+    def test_asciiQuery(self):
+        """
+        A query without Specific Character Set gets plain ASCII responses
+        without it, and the others in UTF-8.
+        """
+        result = yield self.patients()
+        self.assertEqual(result.values("PatientID"), ["P001", "P002", "P003", "P004"])
+        self.assertEqual(
+            [response.get("SpecificCharacterSet") for response in result.responses], [None, "ISO_IR 192", "ISO_IR 192", None]
+        )
+        self.assertEqual(result.values("PatientName")[1], "Müller^Jürgen")
+
+
+#: How many patients the index of the C-CANCEL tests holds.
+MANY_PATIENTS = 1500
+
+
+def serveManyPatients(testCase) -> int:
+    """
+    Serve an index of L{MANY_PATIENTS} patients, each with one instance,
+    written directly (C-FIND needs no files): enough pending responses
+    for a C-CANCEL to arrive among them.
+
+    @return: the port.
+    """
+    from pydicom.dataset import Dataset
+
+    from dicomd.archive.index import SQLiteArchiveIndex, StoredFile
+
+    data = makeDirectory(testCase)
+    indexPath = os.path.join(data, "index.sqlite")
+    index = SQLiteArchiveIndex(indexPath)
+    items = []
+    for n in range(MANY_PATIENTS):
+        header = Dataset()
+        header.PatientID = "C%05d" % (n,)
+        header.PatientName = "Cancel^%d" % (n,)
+        header.StudyInstanceUID = "%s.9.%d" % (ROOT, n)
+        header.SeriesInstanceUID = "%s.9.%d.1" % (ROOT, n)
+        header.SOPInstanceUID = "%s.9.%d.1.1" % (ROOT, n)
+        header.SOPClassUID = CT_IMAGE_STORAGE
+        items.append((header, StoredFile("absent", 0, "1.2.840.10008.1.2.1", 0.0)))
+    index.addInstances(TITLE, items)
+    index.close()
+    return serveArchive(testCase, None, index=indexPath, data=data)
+
+
+class FindscuCancelTests(unittest.TestCase):
+    """
+    C-CANCEL during a C-FIND with many matches: findscu's C{--cancel}.
+    """
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_cancel(self):
+        """
+        Without C-CANCEL every match arrives; after C-CANCEL following the
+        first response, the pending responses stop and the final status is
+        0xFE00.
+        """
+        port = serveManyPatients(self)
+        everything = yield findscu(self, port, "P", "QueryRetrieveLevel=PATIENT", "PatientID", extract=False)
+        self.assertEqual(everything.status, "Success", everything.output[-2000:])
+        self.assertEqual(len(everything.responses), MANY_PATIENTS)
+        cancelled = yield findscu(
+            self, port, "P", "QueryRetrieveLevel=PATIENT", "PatientID", extra=["--cancel", "1"], extract=False
+        )
+        self.assertIn("Sending Cancel Request", cancelled.output)
+        self.assertEqual(cancelled.status, "Cancel: MatchingTerminatedDueToCancelRequest", cancelled.output[-2000:])
+        self.assertGreaterEqual(len(cancelled.responses), 1)
+        self.assertLess(len(cancelled.responses), MANY_PATIENTS)
+
+
+# -- C-MOVE with movescu ------------------------------------------------------------------
+
+
+class MovescuTests(ArchiveTestCase):
+    """
+    DCMTK's movescu asks dicomd to send to DCMTK's storescp.
+    """
+
+    @defer.inlineCallbacks
+    def test_moveStudy(self):
+        """
+        Study Root, STUDY level: every image of the study arrives with the
+        data set that was stored, after a pending response per
+        sub-operation but the last.
+        """
+        storescp, directory = yield startDestination(self)
+        port = self.serve(peers=[destinationPeer(storescp)])
+        result = yield movescu(self, port, "S", DESTINATION, "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + studyUID(1))
+        self.assertEqual(result.status, 0x0000, result.output)
+        self.assertEqual(result.counts, {"remaining": None, "completed": 3, "failed": 0, "warning": 0})
+        self.assertEqual(result.pending, 2, result.output)
+        self.assertSameDataSets(receivedFiles(directory), instanceUIDs(study=1))
+
+    @defer.inlineCallbacks
+    def test_moveEveryLevel(self):
+        """
+        Patient Root at the PATIENT, STUDY, SERIES and IMAGE levels (a list
+        of SOP Instance UIDs), and Patient/Study Only at the STUDY level.
+        """
+        storescp, directory = yield startDestination(self)
+        port = self.serve(peers=[destinationPeer(storescp)])
+        moves = [
+            ("P", ["QueryRetrieveLevel=PATIENT", "PatientID=P002"], instanceUIDs(patient="P002")),
+            ("P", ["QueryRetrieveLevel=STUDY", "PatientID=P003", "StudyInstanceUID=" + studyUID(4)], instanceUIDs(study=4)),
+            (
+                "P",
+                ["QueryRetrieveLevel=SERIES", "PatientID=P001", "StudyInstanceUID=" + studyUID(1), "SeriesInstanceUID=" + seriesUID(1, 2)],
+                instanceUIDs(study=1, series=2),
+            ),
+            (
+                "P",
+                [
+                    "QueryRetrieveLevel=IMAGE",
+                    "PatientID=P001",
+                    "StudyInstanceUID=" + studyUID(1),
+                    "SeriesInstanceUID=" + seriesUID(1, 1),
+                    "SOPInstanceUID=%s\\%s" % (instanceUID(1, 1, 2), instanceUID(1, 1, 1)),
+                ],
+                instanceUIDs(study=1, series=1),
+            ),
+            ("O", ["QueryRetrieveLevel=STUDY", "PatientID=P004", "StudyInstanceUID=" + studyUID(5)], instanceUIDs(study=5)),
+        ]
+        expected = []
+        for model, keys, uids in moves:
+            result = yield movescu(self, port, model, DESTINATION, *keys)
+            self.assertEqual(result.status, 0x0000, result.output)
+            self.assertEqual(result.counts["completed"], len(uids), result.output)
+            expected.extend(uids)
+            self.assertEqual(sorted(receivedFiles(directory)), sorted(expected))
+        self.assertSameDataSets(receivedFiles(directory), expected)
+
+    @defer.inlineCallbacks
+    def test_nothingMatches(self):
+        """
+        A move that selects nothing succeeds with no sub-operation.
+        """
+        storescp, directory = yield startDestination(self)
+        port = self.serve(peers=[destinationPeer(storescp)])
+        result = yield movescu(self, port, "S", DESTINATION, "QueryRetrieveLevel=STUDY", "StudyInstanceUID=1.2.3.4.5")
+        self.assertEqual(result.status, 0x0000, result.output)
+        self.assertEqual(result.counts["completed"], 0)
+        self.assertEqual(receivedFiles(directory), {})
+
+    @defer.inlineCallbacks
+    def test_unknownDestination(self):
+        """
+        A destination the configuration does not know is refused with
+        0xA801, and nothing is sent.
+        """
+        port = self.serve()
+        result = yield movescu(self, port, "S", "NOWHERE", "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + studyUID(1))
+        self.assertEqual(result.status, 0xA801, result.output)
+        self.assertIn("Refused: MoveDestinationUnknown", result.output)
+
+    @defer.inlineCallbacks
+    def test_someSubOperationsFail(self):
+        """
+        A destination that accepts CT only: the CT images arrive, the MR
+        image fails, and the final status is 0xB000 with the MR image in
+        the Failed SOP Instance UID List.
+        """
+        profile = os.path.join(makeDirectory(self), "ct-only.cfg")
+        with open(profile, "w") as f:
+            f.write(CT_ONLY_PROFILE)
+        storescp, directory = yield startDestination(self, "-xf", profile, "CTOnly")
+        port = self.serve(peers=[destinationPeer(storescp)])
+        result = yield movescu(self, port, "P", DESTINATION, "QueryRetrieveLevel=PATIENT", "PatientID=P001")
+        self.assertEqual(result.status, 0xB000, result.output)
+        self.assertEqual(result.counts, {"remaining": None, "completed": 3, "failed": 1, "warning": 0})
+        self.assertEqual(result.failed, instanceUIDs(study=2))
+        self.assertSameDataSets(receivedFiles(directory), instanceUIDs(study=1))
+
+    @defer.inlineCallbacks
+    def test_allSubOperationsFail(self):
+        """
+        When every sub-operation fails the final status is 0xA702, with
+        every instance in the Failed SOP Instance UID List (as dcmqrscp).
+        """
+        profile = os.path.join(makeDirectory(self), "ct-only.cfg")
+        with open(profile, "w") as f:
+            f.write(CT_ONLY_PROFILE)
+        storescp, directory = yield startDestination(self, "-xf", profile, "CTOnly")
+        port = self.serve(peers=[destinationPeer(storescp)])
+        result = yield movescu(self, port, "S", DESTINATION, "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + studyUID(2))
+        self.assertEqual(result.status, 0xA702, result.output)
+        self.assertEqual(result.counts["failed"], 1)
+        self.assertEqual(result.failed, instanceUIDs(study=2))
+        self.assertEqual(receivedFiles(directory), {})
+
+    @defer.inlineCallbacks
+    def test_destinationDown(self):
+        """
+        A known destination that does not answer: every sub-operation
+        fails, 0xA702 with every instance in the failed list.
+        """
+        from dicomd.archive.service import Peer
+        from tests.support import freePort
+
+        port = self.serve(peers=[Peer(DESTINATION, "127.0.0.1", freePort())])
+        result = yield movescu(self, port, "P", DESTINATION, "QueryRetrieveLevel=PATIENT", "PatientID=P001")
+        self.assertEqual(result.status, 0xA702, result.output)
+        self.assertEqual(result.counts["failed"], 4, result.output)
+        self.assertEqual(sorted(result.failed), sorted(instanceUIDs(patient="P001")))
+
+    @defer.inlineCallbacks
+    def test_cancel(self):
+        """
+        movescu's C-CANCEL after the first pending response stops the
+        sub-operations before the last: the final status is 0xFE00 and
+        fewer images arrive than were selected.  (The destination sleeps a
+        second after each image, so the cancel comes between
+        sub-operations.)
+        """
+        storescp, directory = yield startDestination(self, "--sleep-after", "1")
+        port = self.serve(peers=[destinationPeer(storescp)])
+        result = yield movescu(
+            self, port, "P", DESTINATION, "QueryRetrieveLevel=PATIENT", "PatientID=P001", extra=["--cancel", "1"]
+        )
+        self.assertIn("Sending Cancel Request", result.output)
+        self.assertEqual(result.status, 0xFE00, result.output)
+        self.assertGreaterEqual(result.counts["completed"], 1)
+        self.assertGreater(result.counts["remaining"], 0)
+        received = receivedFiles(directory)
+        self.assertEqual(len(received), result.counts["completed"])
+        self.assertLess(len(received), len(instanceUIDs(patient="P001")))
+
+
+# -- C-GET with getscu -----------------------------------------------------------------------
+
+
+class GetscuTests(ArchiveTestCase):
+    """
+    DCMTK's getscu retrieves over its own association.
+    """
+
+    @defer.inlineCallbacks
+    def test_getEveryModel(self):
+        """
+        Patient Root (PATIENT), Study Root (SERIES, IMAGE) and Patient/Study
+        Only (STUDY): every image arrives with the data set stored.
+        """
+        port = self.serve()
+        gets = [
+            ("P", ["QueryRetrieveLevel=PATIENT", "PatientID=P001"], instanceUIDs(patient="P001")),
+            ("S", ["QueryRetrieveLevel=SERIES", "StudyInstanceUID=" + studyUID(3), "SeriesInstanceUID=" + seriesUID(3, 1)], instanceUIDs(study=3)),
+            (
+                "S",
+                [
+                    "QueryRetrieveLevel=IMAGE",
+                    "StudyInstanceUID=" + studyUID(1),
+                    "SeriesInstanceUID=" + seriesUID(1, 1),
+                    "SOPInstanceUID=" + instanceUID(1, 1, 2),
+                ],
+                [instanceUID(1, 1, 2)],
+            ),
+            ("O", ["QueryRetrieveLevel=STUDY", "PatientID=P003", "StudyInstanceUID=" + studyUID(4)], instanceUIDs(study=4)),
+        ]
+        for model, keys, uids in gets:
+            result, directory = yield getscu(self, port, model, *keys)
+            self.assertEqual(result.status, 0x0000, result.output)
+            self.assertEqual(result.counts, {"remaining": None, "completed": len(uids), "failed": 0, "warning": 0})
+            self.assertSameDataSets(receivedFiles(directory), uids)
+
+    @defer.inlineCallbacks
+    def test_getDisabled(self):
+        """
+        Without C-GET (C{--disable-get}) the GET contexts are rejected.
+        """
+        port = self.serve(get=False)
+        result, directory = yield getscu(self, port, "P", "QueryRetrieveLevel=PATIENT", "PatientID=P001")
+        self.assertIsNone(result.status)
+        self.assertEqual(receivedFiles(directory), {})
+
+
+# -- pynetdicom --------------------------------------------------------------------------
+
+#: pynetdicom as Query/Retrieve SCU: C{script REQUEST}, REQUEST a JSON
+#: object (see the functions below).  Prints one JSON line: the responses.
+PYNETDICOM_SCU = r"""
+import json
+import os
+import socket
+import sys
+import threading
+import time
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, build_role, evt
+
+MODELS = {
+    "P": ("1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.1.2", "1.2.840.10008.5.1.4.1.2.1.3"),
+    "S": ("1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.1.2.2.2", "1.2.840.10008.5.1.4.1.2.2.3"),
+    "O": ("1.2.840.10008.5.1.4.1.2.3.1", "1.2.840.10008.5.1.4.1.2.3.2", "1.2.840.10008.5.1.4.1.2.3.3"),
+}
+request = json.loads(sys.argv[1])
+
+
+def identifier(keys):
+    ds = Dataset()
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def text(value):
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return [str(item) for item in value]
+    return str(value)
+
+
+def failedList(identifier):
+    value = identifier.FailedSOPInstanceUIDList
+    return [str(uid) for uid in value] if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [str(value)]
+
+
+def describeStatus(status):
+    if "Status" not in status:
+        return {"status": None}
+    entry = {"status": int(status.Status)}
+    for keyword in (
+        "NumberOfRemainingSuboperations",
+        "NumberOfCompletedSuboperations",
+        "NumberOfFailedSuboperations",
+        "NumberOfWarningSuboperations",
+    ):
+        if keyword in status:
+            entry[keyword] = status.get(keyword)
+    return entry
+
+
+def associate(contexts, roles=(), handlers=()):
+    ae = AE(ae_title="PYNETDICOM")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    for context in contexts:
+        ae.add_requested_context(*context)
+    assoc = ae.associate("127.0.0.1", request["port"], ae_title="DICOMD", ext_neg=list(roles), evt_handlers=list(handlers))
+    if not assoc.is_established:
+        print(json.dumps({"error": "association not established"}))
+        sys.exit(2)
+    return assoc
+
+
+def find():
+    results = []
+    for search in request["searches"]:
+        model = MODELS[search["model"]][0]
+        assoc = associate([(model,)])
+        answers = []
+        for query in search["queries"]:
+            responses = []
+            cancelAfter = query.get("cancelAfter")
+            pending = 0
+            for status, matched in assoc.send_c_find(identifier(query["keys"]), model):
+                entry = describeStatus(status)
+                if matched is not None:
+                    entry["identifier"] = {element.keyword: text(element.value) for element in matched}
+                    pending += 1
+                    if cancelAfter is not None and pending == cancelAfter:
+                        assoc.send_c_cancel(1, query_model=model)
+                responses.append(entry)
+            answers.append(responses)
+        assoc.release()
+        results.append(answers)
+    return results
+
+
+def move():
+    model = MODELS[request["model"]][1]
+    assoc = associate([(model,)])
+    responses = []
+    pending = 0
+    for status, failed in assoc.send_c_move(identifier(request["keys"]), request["destination"], model):
+        entry = describeStatus(status)
+        if failed is not None and "FailedSOPInstanceUIDList" in failed:
+            entry["failed"] = failedList(failed)
+        responses.append(entry)
+        if entry["status"] in (0xFF00, 0xFF01):
+            pending += 1
+            if pending == request.get("cancelAfter"):
+                assoc.send_c_cancel(1, query_model=model)
+    assoc.release()
+    return responses
+
+
+def get():
+    model = MODELS[request["model"]][2]
+    directory = request["directory"]
+    storage = request["storage"]
+    refuse = set(request.get("refuse", ()))
+
+    def onStore(event):
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        uid = str(ds.SOPInstanceUID)
+        if uid in refuse:
+            return 0xA700
+        ds.save_as(os.path.join(directory, uid + ".dcm"), enforce_file_format=True)
+        time.sleep(request.get("storeDelay", 0))
+        return 0x0000
+
+    contexts = [(model,)] + [(uid,) for uid in storage]
+    roles = [build_role(uid, scp_role=True) for uid in storage]
+    assoc = associate(contexts, roles, [(evt.EVT_C_STORE, onStore)])
+    responses = []
+    pending = 0
+    for status, failed in assoc.send_c_get(identifier(request["keys"]), model):
+        entry = describeStatus(status)
+        if failed is not None and "FailedSOPInstanceUIDList" in failed:
+            entry["failed"] = failedList(failed)
+        responses.append(entry)
+        if entry["status"] in (0xFF00, 0xFF01):
+            pending += 1
+            if pending == request.get("cancelAfter"):
+                assoc.send_c_cancel(1, query_model=model)
+    assoc.release()
+    return responses
+
+
+print(json.dumps({"find": find, "move": move, "get": get}[request["op"]]()))
+"""
+
+
+class PynetdicomTests(ArchiveTestCase):
+    """
+    pynetdicom's SCU, through its AE API, in a child process.
+    """
+
+    @defer.inlineCallbacks
+    def pynetdicom(self, **request):
+        result = yield runPythonScript(self, PYNETDICOM_SCU, json.dumps(request))
+        self.assertEqual(result.exitCode, 0, result.describe())
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    @defer.inlineCallbacks
+    def test_find(self):
+        """
+        C-FIND in each model: matches as pending responses (0xFF00), then
+        success; a Latin-1 query of a Latin-1 name.
+        """
+        port = self.serve()
+        searches = [
+            (
+                "P",
+                [
+                    {"QueryRetrieveLevel": "PATIENT", "PatientID": "", "PatientName": "Doe*"},
+                    {"QueryRetrieveLevel": "IMAGE", "PatientID": "P002", "StudyInstanceUID": studyUID(3),
+                     "SeriesInstanceUID": seriesUID(3, 1), "SOPInstanceUID": "", "InstanceNumber": ""},
+                ],
+            ),
+            (
+                "S",
+                [
+                    {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "", "StudyDate": "20230101-", "PatientName": ""},
+                    {"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": studyUID(1), "SeriesInstanceUID": "", "Modality": "CT"},
+                    {"QueryRetrieveLevel": "PATIENT", "PatientID": ""},
+                ],
+            ),
+            (
+                "O",
+                [
+                    {"QueryRetrieveLevel": "PATIENT", "SpecificCharacterSet": "ISO_IR 100", "PatientID": "", "PatientName": "M*"},
+                    {"QueryRetrieveLevel": "STUDY", "PatientID": "P001", "StudyInstanceUID": "", "StudyTime": "-120000"},
+                ],
+            ),
+        ]
+        results = yield self.pynetdicom(
+            op="find",
+            port=port,
+            searches=[{"model": model, "queries": [{"keys": q} for q in queries]} for model, queries in searches],
+        )
+        answers = dict(zip("PSO", results))
+
+        def matches(responses, keyword):
+            self.assertEqual(responses[-1], {"status": 0})
+            self.assertTrue(all(r["status"] == 0xFF00 for r in responses[:-1]), responses)
+            return [r["identifier"][keyword] for r in responses[:-1]]
+
+        patients, images = answers["P"]
+        self.assertEqual(matches(patients, "PatientID"), ["P001", "P004"])
+        self.assertEqual(matches(images, "SOPInstanceUID"), instanceUIDs(study=3))
+        self.assertEqual(matches(images, "InstanceNumber"), ["1", "2"])
+        studies, series, patientLevel = answers["S"]
+        self.assertEqual(matches(studies, "StudyInstanceUID"), [studyUID(1), studyUID(2), studyUID(4)])
+        self.assertEqual(matches(studies, "PatientName"), ["Doe^John", "Doe^John", "Wang^XiaoDong=王^小東"])
+        self.assertEqual(matches(series, "SeriesInstanceUID"), [seriesUID(1, 1), seriesUID(1, 2)])
+        # PATIENT is no level of the Study Root model.
+        self.assertEqual(patientLevel, [{"status": 0xC001}])
+        patientsOnly, studiesOnly = answers["O"]
+        self.assertEqual(matches(patientsOnly, "PatientName"), ["Müller^Jürgen"])
+        self.assertEqual(patientsOnly[0]["identifier"]["SpecificCharacterSet"], "ISO_IR 100")
+        self.assertEqual(matches(studiesOnly, "StudyInstanceUID"), [studyUID(1)])
+
+    @defer.inlineCallbacks
+    def test_findCancel(self):
+        """
+        pynetdicom's C-CANCEL after the first match of a C-FIND on a big
+        index: 0xFE00, with fewer matches than there are.
+        """
+        port = serveManyPatients(self)
+        ((responses,),) = yield self.pynetdicom(
+            op="find",
+            port=port,
+            searches=[{"model": "P", "queries": [{"keys": {"QueryRetrieveLevel": "PATIENT", "PatientID": ""}, "cancelAfter": 1}]}],
+        )
+        self.assertEqual(responses[-1]["status"], 0xFE00)
+        self.assertLess(len(responses) - 1, MANY_PATIENTS)
+
+    @defer.inlineCallbacks
+    def test_move(self):
+        """
+        C-MOVE to storescp: pending responses count down the remaining
+        sub-operations, the final one has the totals.
+        """
+        storescp, directory = yield startDestination(self)
+        port = self.serve(peers=[destinationPeer(storescp)])
+        responses = yield self.pynetdicom(
+            op="move",
+            port=port,
+            model="S",
+            destination=DESTINATION,
+            keys={"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": studyUID(1), "SeriesInstanceUID": "%s\\%s" % (seriesUID(1, 1), seriesUID(1, 2))},
+        )
+        self.assertEqual(
+            [(r["status"], r.get("NumberOfRemainingSuboperations"), r.get("NumberOfCompletedSuboperations")) for r in responses],
+            [(0xFF00, 2, 1), (0xFF00, 1, 2), (0x0000, None, 3)],
+        )
+        self.assertEqual(responses[-1]["NumberOfFailedSuboperations"], 0)
+        self.assertSameDataSets(receivedFiles(directory), instanceUIDs(study=1))
+
+    @defer.inlineCallbacks
+    def test_moveSomeFail(self):
+        """
+        C-MOVE of everything to a CT-only storescp: 0xB000 and the failed
+        UID list names the MR and secondary capture images.
+        """
+        profile = os.path.join(makeDirectory(self), "ct-only.cfg")
+        with open(profile, "w") as f:
+            f.write(CT_ONLY_PROFILE)
+        storescp, directory = yield startDestination(self, "-xf", profile, "CTOnly")
+        port = self.serve(peers=[destinationPeer(storescp)])
+        responses = yield self.pynetdicom(
+            op="move", port=port, model="S", destination=DESTINATION, keys={"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": ""}
+        )
+        final = responses[-1]
+        self.assertEqual(final["status"], 0xB000)
+        self.assertEqual(sorted(final["failed"]), sorted(instanceUIDs(study=2) + instanceUIDs(study=5)))
+        self.assertEqual((final["NumberOfCompletedSuboperations"], final["NumberOfFailedSuboperations"]), (6, 2))
+        self.assertEqual(len(receivedFiles(directory)), 6)
+
+    @defer.inlineCallbacks
+    def test_getRefusedSOPClass(self):
+        """
+        A C-GET requestor that takes the storage SCP role for CT only: the
+        CT images arrive, the MR one cannot be sent (no context), and the
+        final status is 0xB000 with it in the failed list.
+        """
+        port = self.serve()
+        directory = makeDirectory(self)
+        responses = yield self.pynetdicom(
+            op="get",
+            port=port,
+            model="P",
+            directory=directory,
+            storage=[CT_IMAGE_STORAGE],
+            keys={"QueryRetrieveLevel": "PATIENT", "PatientID": "P001"},
+        )
+        final = responses[-1]
+        self.assertEqual(final["status"], 0xB000, responses)
+        self.assertEqual(final["failed"], instanceUIDs(study=2))
+        self.assertEqual((final["NumberOfCompletedSuboperations"], final["NumberOfFailedSuboperations"]), (3, 1))
+        self.assertSameDataSets(receivedFiles(directory), instanceUIDs(study=1))
+
+    @defer.inlineCallbacks
+    def test_getStoreFailure(self):
+        """
+        A C-GET requestor that answers one C-STORE with a failure status:
+        that instance is in the failed list; when it is the only one, the
+        status is 0xA702.
+        """
+        port = self.serve()
+        directory = makeDirectory(self)
+        responses = yield self.pynetdicom(
+            op="get",
+            port=port,
+            model="S",
+            directory=directory,
+            storage=[CT_IMAGE_STORAGE],
+            refuse=[instanceUID(3, 1, 1)],
+            keys={"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": studyUID(3)},
+        )
+        self.assertEqual(responses[-1]["status"], 0xB000, responses)
+        self.assertEqual(responses[-1]["failed"], [instanceUID(3, 1, 1)])
+        self.assertEqual(sorted(receivedFiles(directory)), [instanceUID(3, 1, 2)])
+        responses = yield self.pynetdicom(
+            op="get",
+            port=port,
+            model="S",
+            directory=makeDirectory(self),
+            storage=[CT_IMAGE_STORAGE],
+            refuse=[instanceUID(4, 1, 1)],
+            keys={"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": studyUID(4)},
+        )
+        self.assertEqual(responses[-1]["status"], 0xA702, responses)
+        self.assertEqual(responses[-1]["failed"], [instanceUID(4, 1, 1)])
+
+    @defer.inlineCallbacks
+    def test_getCancel(self):
+        """
+        C-CANCEL of a C-GET after its first pending response: the
+        sub-operations stop (the requestor takes half a second per image),
+        0xFE00 with images remaining.
+        """
+        port = self.serve()
+        directory = makeDirectory(self)
+        responses = yield self.pynetdicom(
+            op="get",
+            port=port,
+            model="P",
+            directory=directory,
+            storage=[CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, SECONDARY_CAPTURE_STORAGE],
+            storeDelay=0.5,
+            cancelAfter=1,
+            keys={"QueryRetrieveLevel": "PATIENT", "PatientID": ""},
+        )
+        final = responses[-1]
+        self.assertEqual(final["status"], 0xFE00, responses)
+        self.assertGreater(final["NumberOfRemainingSuboperations"], 0)
+        self.assertEqual(len(receivedFiles(directory)), final["NumberOfCompletedSuboperations"])
+        self.assertLess(final["NumberOfCompletedSuboperations"], len(archiveDatasets()))
+
+
+# -- the real daemon ------------------------------------------------------------------------
+
+
+class DaemonTests(ArchiveTestCase):
+    """
+    The real C{twistd -n dicomd} on a copy of the archive, as configured
+    out of the box plus C{--peer}: C-FIND and C-GET in the Patient Root
+    and Study Root models, C-MOVE to the peer.
+    """
+
+    @defer.inlineCallbacks
+    def test_queryRetrieve(self):
+        data = os.path.join(makeDirectory(self), "data")
+        shutil.copytree(self.archive.data, data)
+        storescp, directory = yield startDestination(self)
+        daemon = yield startDaemon(
+            self, "--output-directory", data, "--peer", "%s:127.0.0.1:%d" % (DESTINATION, storescp.port)
+        )
+        patients = yield findscu(
+            self, daemon.port, "P", "QueryRetrieveLevel=PATIENT", "SpecificCharacterSet=ISO_IR 192", "PatientID", "PatientName=*ü*"
+        )
+        self.assertEqual(patients.status, "Success", patients.output + daemon.describe())
+        self.assertEqual(patients.values("PatientID"), ["P002"])
+        studies = yield findscu(self, daemon.port, "S", "QueryRetrieveLevel=STUDY", "StudyInstanceUID", "StudyDate=20240101-")
+        self.assertEqual(studies.values("StudyInstanceUID"), [studyUID(1), studyUID(4)])
+        # Patient/Study Only is not offered by the daemon's default AE.
+        only = yield findscu(self, daemon.port, "O", "QueryRetrieveLevel=PATIENT", "PatientID")
+        self.assertIn("No Acceptable Presentation Contexts", only.output)
+        moved = yield movescu(self, daemon.port, "S", DESTINATION, "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + studyUID(4))
+        self.assertEqual(moved.status, 0x0000, moved.output + daemon.describe())
+        self.assertSameDataSets(receivedFiles(directory), instanceUIDs(study=4))
+        unknown = yield movescu(self, daemon.port, "S", "NOWHERE", "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + studyUID(4))
+        self.assertEqual(unknown.status, 0xA801, unknown.output)
+        got, getDirectory = yield getscu(self, daemon.port, "P", "QueryRetrieveLevel=PATIENT", "PatientID=P002")
+        self.assertEqual(got.status, 0x0000, got.output + daemon.describe())
+        self.assertSameDataSets(receivedFiles(getDirectory), instanceUIDs(patient="P002"))
