@@ -41,4 +41,6 @@ rm -rf build dicomd.egg-info
 # Tests import dicomd from this checkout, and so do the twistd and dicomd
 # processes they start (tests/support.py puts the checkout first on their
 # PYTHONPATH); tests/test_packaging.py checks the installed wheel.
+PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH
 exec .venv/bin/python tests/summarize.py .venv/bin/trial --jobs=2 "${@:-tests}"
