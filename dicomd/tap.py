@@ -5,34 +5,28 @@ C{twistd -n dicomd} with no options listens on C{tcp:11112} as AE C{DICOMD},
 answers C-ECHO, stores what it receives under C{dicomd-data/} (one
 directory per study, indexed in an SQLite database there) and answers
 C-FIND and C-GET on it in the Patient Root and Study Root models, and
-C-MOVE to the peers given with C{--peer}.  Listening addresses are Twisted
-endpoint strings, repeatable with C{--listen}.  Storage options have
-storescp's long names and meanings.
+C-MOVE to the peers given with C{--peer}.
+
+C{--config FILE} reads a configuration file (L{dicomd.config}) describing
+any number of AEs, peers and limits; the command-line options given
+override it for its first AE (the default AE) and add to it, also when
+the file is reloaded with SIGHUP.  Listening addresses are Twisted endpoint
+strings, repeatable with C{--listen}.  Storage options have storescp's
+long names and meanings.
 """
 
-import os
+from dataclasses import replace
 
-from twisted.application import service, strports
 from twisted.python import usage
 
-from dicomd.archive.area import IndexedArea
-from dicomd.archive.matching import PATIENT_ROOT, STUDY_ROOT
-from dicomd.archive.service import INDEX_FILE, Archive, Peer, QueryRetrieveOptions, destinationTable, queryRetrieveEntity
+from dicomd import observers
 from dicomd.cli.common import TRANSFER_SYNTAX_OPTIONS
-from dicomd.net.acceptor import AcceptorFactory
+from dicomd.cli.logs import LEVELS
+from dicomd.config import DEFAULT_DIRECTORY, ConfigError, DaemonConfig, PeerConfig, readConfig
+from dicomd.daemon import DicomdService
 from dicomd.storage import naming, recode
-from dicomd.storage.receiver import (
-    SORT_PATIENT_NAME,
-    SORT_STUDY_UID,
-    SORT_TIMESTAMP,
-    AreaService,
-    StorageOptions,
-    buildReceiver,
-)
+from dicomd.storage.receiver import SORT_PATIENT_NAME, SORT_STUDY_UID, SORT_TIMESTAMP
 from dicomd.ul.negotiation import ACCEPTOR_PREFERENCES
-
-DEFAULT_LISTEN = "tcp:11112"
-DEFAULT_DATA_DIRECTORY = "dicomd-data"
 
 #: storescp's long options for the preferred network transfer syntaxes, and
 #: the key each stands for in L{ACCEPTOR_PREFERENCES}.
@@ -99,13 +93,17 @@ class Options(usage.Options):
     )
 
     optParameters = [
+        ["config", "c", None, "Read this configuration file (TOML; see etc/dicomd.toml)."],
+        ["status", None, None, "Serve the status page (JSON at /, Prometheus at /metrics) on this endpoint."],
         ["aetitle", "a", "DICOMD", "Our AE title."],
         ["max-pdu", None, 131072, "Maximum P-DATA-TF length we receive (4096..131072, or 0 for no limit; default 131072, the most DCMTK sends).", int],
         ["max-associations", None, 64, "Simultaneous associations before new ones are rejected.", _positive("max-associations")],
+        ["max-associations-per-host", None, 16, "Simultaneous associations from one host.", _positive("max-associations-per-host")],
+        ["shutdown-grace", None, 30.0, "Seconds running associations get to finish when stopping.", float],
         ["acse-timeout", None, 30.0, "Seconds to wait for association messages (ARTIM).", _positive("acse-timeout", float)],
         ["dimse-timeout", None, None, "Seconds to wait for a DIMSE response (default: unlimited).", _positive("dimse-timeout", float)],
         ["idle-timeout", None, 60.0, "Seconds of silence before an idle association is aborted (0: never).", float],
-        ["output-directory", "o", DEFAULT_DATA_DIRECTORY, "Store received objects under this directory."],
+        ["output-directory", "o", DEFAULT_DIRECTORY, "Store received objects under this directory."],
         ["sort-on-study-uid", None, None, "Sort studies into PREFIX_<StudyInstanceUID> directories (default: no prefix)."],
         ["sort-conc-studies", None, None, "Sort studies into PREFIX_<timestamp> directories."],
         ["filename-extension", None, "", "Append this to every file name."],
@@ -114,10 +112,16 @@ class Options(usage.Options):
         ["eostudy-timeout", None, None, "Seconds without an object after which a study ends.", _positive("eostudy-timeout", float)],
         ["padding-create", None, None, "FILE,ITEM: align the file on FILE bytes and items on ITEM bytes (+p)."],
         ["compression-level", None, 6, "zlib level 0..9 with --write-xfer-deflated (+cl).", int],
+        ["log-level", None, None, "fatal, error, warn, info (default) or debug, with --logger=dicomd.observers.text or .json."],
     ]
 
     optFlags = (
-        [[name, None, help] for name, _, help in TRANSFER_SYNTAX_FLAGS]
+        [
+            ["quiet", "q", "Log errors only (DCMTK's -q), with --logger=dicomd.observers.*."],
+            ["verbose", "v", "Log processing details (DCMTK's -v; the default)."],
+            ["debug", "d", "Log debug information (DCMTK's -d)."],
+        ]
+        + [[name, None, help] for name, _, help in TRANSFER_SYNTAX_FLAGS]
         + [[name, None, help] for name, help in STORAGE_FLAGS]
         + [[name, None, help] for name, _, _, help in RECODE_FLAGS]
     )
@@ -142,13 +146,20 @@ class Options(usage.Options):
         """
         try:
             aeTitle, host, port = description.rsplit(":", 2) if description.count(":") >= 2 else ("", "", "")
-            self["peers"].append(Peer(aeTitle, host, int(port)))
+            self["peers"].append(PeerConfig(aeTitle, host, int(port)))
         except ValueError:
             raise usage.UsageError("--peer takes AETITLE:HOST:PORT, not %r" % (description,))
 
+    def given(self, name: str) -> bool:
+        """
+        Whether an option was given on the command line.
+        """
+        if name in self.defaults:
+            return self[name] != self.defaults[name]
+        return bool(self[name])
+
     def postOptions(self):
-        if not self["listen"]:
-            self["listen"] = [DEFAULT_LISTEN]
+        self._setLogLevel()
         title = self["aetitle"]
         if not 0 < len(title) <= 16 or not title.isascii() or "\\" in title:
             raise usage.UsageError("--aetitle must be 1 to 16 ASCII characters without backslash, not %r" % (title,))
@@ -162,9 +173,29 @@ class Options(usage.Options):
             raise usage.UsageError("choose one transfer syntax preference, not --%s" % (" and --".join(chosen),))
         key = dict((name, short) for name, short, _ in TRANSFER_SYNTAX_FLAGS)[chosen[0]] if chosen else "+x="
         self["transfer-syntaxes"] = ACCEPTOR_PREFERENCES[key]
-        self["storage"] = self._storageOptions()
+        self["transfer-syntax-given"] = bool(chosen)
+        self._checkStorage()
+        self["recode"] = self._recoder()
+        try:
+            self["base"] = readConfig(self["config"]) if self["config"] else DaemonConfig()
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
 
-    def _storageOptions(self) -> StorageOptions:
+    def _setLogLevel(self) -> None:
+        if self["log-level"] is not None and self["log-level"] not in LEVELS:
+            raise usage.UsageError("--log-level takes one of %s, not %r" % (", ".join(LEVELS), self["log-level"]))
+        if self["log-level"]:
+            observers.level = LEVELS[self["log-level"]]
+        elif self["debug"]:
+            observers.level = LEVELS["debug"]
+        elif self["quiet"]:
+            observers.level = LEVELS["error"]
+
+    def _sortMode(self):
+        """
+        The sorting the command line asks for, as C{(mode, prefix)}, or
+        C{None} when it says nothing about sorting.
+        """
         sorts = [
             (flag, mode, prefix)
             for flag, mode, prefix in [
@@ -177,32 +208,77 @@ class Options(usage.Options):
         ]
         if len(sorts) > 1:
             raise usage.UsageError("choose one of --%s" % (", --".join(flag for flag, _, _ in sorts),))
-        sortMode, sortPrefix = (sorts[0][1], sorts[0][2]) if sorts else (SORT_STUDY_UID, "")
+        return (sorts[0][1], sorts[0][2]) if sorts else None
+
+    def _checkStorage(self) -> None:
+        self._sortMode()
         if self["unique-filenames"] and self["timenames"]:
             raise usage.UsageError("choose one of --unique-filenames and --timenames")
-        if self["rename-on-eostudy"] and sortMode is None:
+        if self["rename-on-eostudy"] and self["flat"]:
             raise usage.UsageError("--rename-on-eostudy needs the files sorted into study directories, not --flat")
-        fileNames = naming.FileNameScheme.INSTANCE_UID
-        if self["unique-filenames"]:
-            fileNames = naming.FileNameScheme.UNIQUE
-        elif self["timenames"]:
-            fileNames = naming.FileNameScheme.TIME
-        return StorageOptions(
-            outputDirectory=self["output-directory"],
-            recode=self._recoder(),
-            ignore=bool(self["ignore"]),
-            fileNames=fileNames,
-            extension=self["filename-extension"],
-            sortMode=sortMode,
-            sortPrefix=sortPrefix,
-            execOnReception=self["exec-on-reception"],
-            execOnEndOfStudy=self["exec-on-eostudy"],
-            renameOnEndOfStudy=bool(self["rename-on-eostudy"]),
-            endOfStudyTimeout=self["eostudy-timeout"],
-            execSync=bool(self["exec-sync"]),
-            sync=bool(self["fsync"]),
-        )
 
+    def overrides(self, config: DaemonConfig) -> DaemonConfig:
+        """
+        Apply the options given on the command line to a configuration:
+        limits, endpoints and peers, and the settings of its first AE.
+        """
+        limits = config.limits
+        for option, name in [
+            ("max-pdu", "maxPDU"),
+            ("max-associations", "maxAssociations"),
+            ("max-associations-per-host", "maxAssociationsPerHost"),
+            ("acse-timeout", "acseTimeout"),
+            ("dimse-timeout", "dimseTimeout"),
+            ("idle-timeout", "idleTimeout"),
+            ("shutdown-grace", "shutdownGrace"),
+        ]:
+            if self.given(option):
+                value = self[option]
+                limits = replace(limits, **{name: (value or None) if option == "idle-timeout" else value})
+        changes = {"limits": limits, "peers": list(config.peers) + list(self["peers"])}
+        if self["listen"]:
+            changes["listen"] = tuple(self["listen"])
+        if self.given("status"):
+            changes["status"] = self["status"]
+        entities = list(config.entities)
+        entities[0] = self._overrideEntity(entities[0])
+        changes["entities"] = entities
+        return replace(config, **changes)
+
+    def _overrideEntity(self, entity):
+        storage = entity.storage
+        changes = {}
+        for option, name in [
+            ("output-directory", "outputDirectory"),
+            ("filename-extension", "extension"),
+            ("exec-on-reception", "execOnReception"),
+            ("exec-on-eostudy", "execOnEndOfStudy"),
+            ("eostudy-timeout", "endOfStudyTimeout"),
+        ]:
+            if self.given(option):
+                changes[name] = self[option]
+        for option, name in [("ignore", "ignore"), ("rename-on-eostudy", "renameOnEndOfStudy"), ("exec-sync", "execSync"), ("fsync", "sync")]:
+            if self[option]:
+                changes[name] = True
+        sort = self._sortMode()
+        if sort is not None:
+            changes["sortMode"], changes["sortPrefix"] = sort
+        if self["unique-filenames"]:
+            changes["fileNames"] = naming.FileNameScheme.UNIQUE
+        elif self["timenames"]:
+            changes["fileNames"] = naming.FileNameScheme.TIME
+        if self["recode"] is not None:
+            changes["recode"] = self["recode"]
+        entityChanges = {"storage": replace(storage, **changes)}
+        if self.given("aetitle"):
+            entityChanges["title"] = self["aetitle"]
+        if self["transfer-syntax-given"]:
+            entityChanges["transferSyntaxes"] = self["transfer-syntaxes"]
+        if self["promiscuous"]:
+            entityChanges["promiscuous"] = True
+        if self["disable-get"]:
+            entityChanges["get"] = False
+        return replace(entity, **entityChanges)
 
     def _recoder(self):
         """
@@ -230,42 +306,9 @@ class Options(usage.Options):
         return None if options.isIdentity else recode.recoder(options)
 
 
-def makeService(options) -> service.MultiService:
+def makeService(options) -> DicomdService:
     """
-    Build the service tree: the storage area and actions, then one
-    listening service per C{--listen}.
+    Build the daemon from the configuration file (or the embedded
+    defaults) with the command line's overrides.
     """
-    top = service.MultiService()
-    storage = options["storage"]
-    title = options["aetitle"]
-    archive = Archive(os.path.join(storage.outputDirectory, INDEX_FILE))
-    archive.setServiceParent(top)
-    receiver = buildReceiver(storage, index=IndexedArea(archive.index, title, storage.outputDirectory))
-    if receiver.area is not None:
-        AreaService(receiver.area).setServiceParent(top)
-    receiver.actions.setServiceParent(top)
-    entity = queryRetrieveEntity(
-        title,
-        archive,
-        title,
-        storage.outputDirectory,
-        QueryRetrieveOptions(
-            models=(PATIENT_ROOT, STUDY_ROOT),
-            get=not options["disable-get"],
-            destinations=destinationTable(options["peers"], title),
-            transferSyntaxes=options["transfer-syntaxes"],
-            promiscuous=bool(options["promiscuous"]),
-        ),
-        storage=receiver.scp,
-        maximumLength=options["max-pdu"],
-    )
-    factory = AcceptorFactory(
-        entity,
-        maximumAssociations=options["max-associations"],
-        artimTimeout=options["acse-timeout"],
-        idleTimeout=options["idle-timeout"] or None,
-        dimseTimeout=options["dimse-timeout"],
-    )
-    for description in options["listen"]:
-        strports.service(description, factory).setServiceParent(top)
-    return top
+    return DicomdService(options["base"], overrides=options.overrides)

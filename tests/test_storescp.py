@@ -1288,7 +1288,7 @@ class TwistdOptionsTests(unittest.SynchronousTestCase):
 
         options = Options()
         options.parseOptions(list(arguments))
-        return options["storage"]
+        return options.overrides(options["base"]).entities[0].storage
 
     def test_defaults(self):
         """twistd sorts by Study UID without prefix, names <MOD>.<UID> and stores as received by default."""

@@ -10,6 +10,7 @@ serves several AE titles on one port (as dcmqrscp does), to the AE named
 by the called AE title, rejecting an unknown one.
 """
 
+from collections import OrderedDict
 from typing import Mapping, Optional
 
 from twisted.internet import defer, protocol
@@ -139,23 +140,25 @@ class AcceptorProtocol(AssociationProtocol):
         return self.provider.transportAccepted()
 
     def connectionMade(self) -> None:
-        self.factory.connections.add(self)
+        self.factory.connectionOpened(self)
         AssociationProtocol.connectionMade(self)
 
     def associateIndication(self, request) -> None:
         factory = self.factory
+        factory.requestReceived(self)
         entity = factory.entityFor(request.calledAETitle)
         contexts = None
         if entity is None:
             answer = CALLED_AE_TITLE_NOT_RECOGNIZED
         else:
             answer = entity.admit(request, self.peerAddress)
-            if answer is None and len(factory.associations) >= factory.maximumAssociations:
+            if answer is None and not factory.hasRoomFor(self.peerAddress):
                 answer = TOO_MANY_ASSOCIATIONS
             if answer is None:
                 answer, contexts = entity.negotiate(request)
         if contexts is None:
             self.settle("rejected")
+            factory.statistics.rejected(entity.title if entity is not None else request.calledAETitle)
             self.log.info(
                 "Association {calling} -> {called} from {peer} rejected: {why}",
                 calling=request.callingAETitle,
@@ -177,6 +180,8 @@ class AcceptorProtocol(AssociationProtocol):
             peerAddress=self.peerAddress,
         )
         factory.associations.add(self)
+        self.entityTitle = entity.title
+        factory.statistics.accepted(entity.title)
         self.log.info(
             "Association {calling} -> {called} from {peer} accepted: {accepted} of {proposed} presentation contexts",
             calling=request.callingAETitle,
@@ -191,7 +196,9 @@ class AcceptorProtocol(AssociationProtocol):
     def connectionLost(self, reason) -> None:
         AssociationProtocol.connectionLost(self, reason)
         factory = self.factory
-        factory.associations.discard(self)
+        if self in factory.associations:
+            factory.associations.discard(self)
+            factory.statistics.ended(self.entityTitle, self.association, self.outcome)
         factory.connectionClosed(self)
 
 
@@ -210,6 +217,14 @@ class AcceptorFactory(protocol.Factory):
         and not yet closed.
     @ivar maximumAssociations: more simultaneous associations than this are
         rejected (transient, local limit exceeded).
+    @ivar maximumAssociationsPerHost: the same limit for the associations
+        of one calling host.
+    @ivar maximumPendingConnections: connections that have not yet sent an
+        A-ASSOCIATE-RQ; one more closes the oldest of them, so that a flood
+        of silent connections cannot keep real peers out (each would be
+        closed by the ARTIM timer anyway).
+    @ivar statistics: what the status page reports; see
+        L{dicomd.status.Statistics}.
     """
 
     log = Logger()
@@ -220,8 +235,12 @@ class AcceptorFactory(protocol.Factory):
         entity: Optional[ApplicationEntity] = None,
         *,
         entities: Optional[Mapping[str, ApplicationEntity]] = None,
+        defaultEntity: Optional[ApplicationEntity] = None,
         reactor=None,
         maximumAssociations: int = 64,
+        maximumAssociationsPerHost: Optional[int] = None,
+        maximumPendingConnections: int = 256,
+        statistics=None,
         artimTimeout: float = 30.0,
         idleTimeout: Optional[float] = 60.0,
         dimseTimeout: Optional[float] = None,
@@ -234,6 +253,9 @@ class AcceptorFactory(protocol.Factory):
             by AE title: each association goes to the AE of its called AE
             title, and one calling another AE title is rejected (permanent,
             service user, called AE title not recognized).
+        @param defaultEntity: with C{entities}, the AE that answers calls to
+            AE titles none of them has, instead of rejecting them (as
+            storescp answers to any called AE title).
         @raise TypeError: not exactly one of C{entity} and C{entities}.
         """
         if (entity is None) == (entities is None):
@@ -242,13 +264,18 @@ class AcceptorFactory(protocol.Factory):
             from twisted.internet import reactor
         self.entity = entity
         self.entities = dict(entities) if entities is not None else None
+        self.defaultEntity = defaultEntity
         self.reactor = reactor
         self.maximumAssociations = maximumAssociations
+        self.maximumAssociationsPerHost = maximumAssociationsPerHost
+        self.maximumPendingConnections = maximumPendingConnections
+        self.statistics = statistics if statistics is not None else _NoStatistics()
         self.artimTimeout = artimTimeout
         self.idleTimeout = idleTimeout
         self.dimseTimeout = dimseTimeout
         self.connections = set()
         self.associations = set()
+        self._pending = OrderedDict()
         self._idleWaiters = []
 
     def entityFor(self, calledAETitle: str) -> Optional[ApplicationEntity]:
@@ -258,7 +285,7 @@ class AcceptorFactory(protocol.Factory):
         """
         if self.entities is None:
             return self.entity
-        return self.entities.get(calledAETitle)
+        return self.entities.get(calledAETitle, self.defaultEntity)
 
     def _receiveLimit(self) -> int:
         """
@@ -280,10 +307,47 @@ class AcceptorFactory(protocol.Factory):
         proto.factory = self
         return proto
 
+    def connectionOpened(self, proto: AcceptorProtocol) -> None:
+        """
+        A connection was accepted: it waits for its A-ASSOCIATE-RQ, and the
+        oldest waiting one goes if there are too many.
+        """
+        self.connections.add(proto)
+        self._pending[proto] = None
+        if len(self._pending) > self.maximumPendingConnections:
+            oldest, _ = self._pending.popitem(last=False)
+            self.log.warn(
+                "Closing a connection from {peer} that sent no A-ASSOCIATE-RQ: "
+                "more than {limit} connections are waiting for one",
+                peer=oldest._peerText(),
+                limit=self.maximumPendingConnections,
+            )
+            oldest.transport.abortConnection()
+
+    def requestReceived(self, proto: AcceptorProtocol) -> None:
+        """
+        A connection sent its A-ASSOCIATE-RQ: it no longer waits.
+        """
+        self._pending.pop(proto, None)
+
+    def hasRoomFor(self, peerAddress) -> bool:
+        """
+        Whether one more association fits the limits, overall and for the
+        peer's host.
+        """
+        if len(self.associations) >= self.maximumAssociations:
+            return False
+        if self.maximumAssociationsPerHost is None:
+            return True
+        host = getattr(peerAddress, "host", None)
+        fromHost = sum(1 for proto in self.associations if getattr(proto.peerAddress, "host", None) == host)
+        return fromHost < self.maximumAssociationsPerHost
+
     def connectionClosed(self, proto: AcceptorProtocol) -> None:
         """
         A connection of this factory has closed.
         """
+        self._pending.pop(proto, None)
         self.connections.discard(proto)
         if not self.connections:
             waiters, self._idleWaiters = self._idleWaiters, []
@@ -302,3 +366,18 @@ class AcceptorFactory(protocol.Factory):
         waiter = defer.Deferred()
         self._idleWaiters.append(waiter)
         return waiter
+
+
+class _NoStatistics:
+    """
+    The statistics of a factory nobody reports on.
+    """
+
+    def accepted(self, calledAETitle):
+        pass
+
+    def rejected(self, calledAETitle):
+        pass
+
+    def ended(self, entityTitle, association, outcome):
+        pass

@@ -1,0 +1,287 @@
+"""
+The daemon's service tree, built from a L{dicomd.config.DaemonConfig}.
+
+    DicomdService
+      |-- Archive                  the index database
+      |-- EntityService per AE     storage area, actions, the AE itself
+      |-- listening services       one per endpoint string, one factory
+      `-- status page              optional
+
+Stopping is ordered, which C{MultiService} alone does not do: listening
+stops first, running associations get the grace period to finish and are
+aborted after it, then each AE ends its open studies (running their
+actions), and the index closes last.  SIGHUP reloads the configuration
+file: new, changed and removed AEs and peers take effect for new
+associations, running ones finish as they started; a file that does not
+read leaves everything as it was and says why in the log.
+"""
+
+import ipaddress
+import signal
+import socket
+from typing import Callable, Dict, Optional
+
+from twisted.application import service, strports
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import server
+
+from dicomd.archive.area import IndexedArea
+from dicomd.archive.service import INDEX_FILE, Archive, Peer, QueryRetrieveOptions, destinationTable, queryRetrieveEntity
+from dicomd.asconfig import acceptorPolicy, readProfiles
+from dicomd.config import ConfigError, DaemonConfig, EntityConfig, readConfig
+from dicomd.net.acceptor import AcceptorFactory
+from dicomd.status import Statistics, StatusResource
+from dicomd.storage.receiver import AreaService, buildReceiver
+
+
+def hostRule(hosts, lookup=socket.getaddrinfo) -> Optional[Callable]:
+    """
+    The C{peers} rule of an AE whose C{hosts} are networks or host names:
+    names are resolved now, and a peer must come from one of them.
+    """
+    if hosts is None:
+        return None
+    networks = [host for host in hosts if not isinstance(host, str)]
+    addresses = set()
+    for name in (host for host in hosts if isinstance(host, str)):
+        try:
+            addresses.update(info[4][0] for info in lookup(name, None))
+        except OSError as e:
+            DicomdService.log.warn("Cannot resolve allowed host {name}: {why}", name=name, why=str(e))
+
+    def allowed(callingAETitle: str, peerAddress) -> bool:
+        host = getattr(peerAddress, "host", "")
+        if host in addresses:
+            return True
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in networks)
+
+    return allowed
+
+
+class EntityService(service.MultiService):
+    """
+    One configured AE: its storage area and actions as child services, and
+    the L{dicomd.archive.service.ArchiveEntity} that answers its
+    associations.
+    """
+
+    def __init__(self, config: EntityConfig, archive: Archive, destinations, limits, *, reactor=None):
+        service.MultiService.__init__(self)
+        self.config = config
+        directory = config.storage.outputDirectory
+        receiver = None
+        if config.writable:
+            indexed = IndexedArea(archive.index, config.title, directory, config.quota)
+            receiver = buildReceiver(config.storage, index=indexed, reactor=reactor)
+            if receiver.area is not None:
+                AreaService(receiver.area).setServiceParent(self)
+            receiver.actions.setServiceParent(self)
+        self.actions = receiver.actions if receiver is not None else None
+        profile = None
+        if config.profile is not None:
+            path, name = config.profile
+            profile = acceptorPolicy(readProfiles(path).profile(name))
+        options = QueryRetrieveOptions(
+            models=config.models,
+            readable=config.readable,
+            writable=config.writable,
+            get=config.get,
+            destinations=destinations,
+            transferSyntaxes=config.transferSyntaxes,
+            promiscuous=config.promiscuous,
+            storagePolicy=profile,
+        )
+        self.entity = queryRetrieveEntity(
+            config.title,
+            archive,
+            config.title,
+            directory,
+            options,
+            storage=receiver.scp if receiver is not None else None,
+            maximumLength=limits.maxPDU,
+            callingAETitles=config.callingAETitles,
+            peers=hostRule(config.hosts),
+            reactor=reactor,
+        )
+
+    @property
+    def pendingStudies(self) -> int:
+        if self.actions is None or self.actions.tracker is None:
+            return 0
+        return len(self.actions.tracker.open)
+
+
+class DicomdService(service.MultiService):
+    """
+    The whole daemon.
+
+    @ivar config: the L{DaemonConfig} in force.
+    @ivar overrides: applied to every configuration read, including on
+        reload: the command line's settings for the default AE.
+    @ivar factory: the one L{AcceptorFactory} every endpoint listens with.
+    """
+
+    log = Logger()
+
+    def __init__(self, config: DaemonConfig, *, overrides: Callable[[DaemonConfig], DaemonConfig] = lambda c: c, reactor=None):
+        service.MultiService.__init__(self)
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.overrides = overrides
+        self.config = config = overrides(config)
+        self.statistics = Statistics()
+        database = config.database or "%s/%s" % (config.entities[0].storage.outputDirectory, INDEX_FILE)
+        self.archive = Archive(database, reactor=reactor)
+        self.archive.setServiceParent(self)
+        self.entityServices: Dict[str, EntityService] = {}
+        limits = config.limits
+        self.factory = AcceptorFactory(
+            entities={},
+            reactor=reactor,
+            maximumAssociations=limits.maxAssociations,
+            maximumAssociationsPerHost=limits.maxAssociationsPerHost,
+            statistics=self.statistics,
+            artimTimeout=limits.acseTimeout,
+            idleTimeout=limits.idleTimeout,
+            dimseTimeout=limits.dimseTimeout,
+        )
+        self._setEntities(config)
+        self.listening = [strports.service(description, self.factory) for description in config.listen]
+        for listener in self.listening:
+            listener.setServiceParent(self)
+        if config.status:
+            page = StatusResource(self.statistics, [self.factory], self.pendingStudies, reactor)
+            strports.service(config.status, server.Site(page)).setServiceParent(self)
+
+    def _destinations(self, config: DaemonConfig, callingAETitle: str):
+        peers = [Peer(peer.title, peer.host, peer.port, peer.tls) for peer in config.peers]
+        return destinationTable(peers, callingAETitle, reactor=self.reactor)
+
+    def _setEntities(self, config: DaemonConfig) -> None:
+        """
+        Build the services of every AE the configuration names that is not
+        running with the same settings already, and put the AEs in force.
+        """
+        entities = {}
+        kept = added = changed = 0
+        for entityConfig in config.entities:
+            current = self.entityServices.get(entityConfig.title)
+            if current is not None and current.config == entityConfig and config.peers == self.config.peers:
+                entities[entityConfig.title] = current
+                kept += 1
+                continue
+            fresh = EntityService(
+                entityConfig,
+                self.archive,
+                self._destinations(config, entityConfig.title),
+                config.limits,
+                reactor=self.reactor,
+            )
+            entities[entityConfig.title] = fresh
+            changed += current is not None
+            added += current is None
+        removed = [title for title in self.entityServices if title not in entities or entities[title] is not self.entityServices[title]]
+        for title in removed:
+            self.entityServices[title].disownServiceParent()
+        for title, entityService in entities.items():
+            if entityService.parent is None:
+                entityService.setServiceParent(self)
+        self.entityServices = entities
+        self.factory.entities = {title: entityService.entity for title, entityService in entities.items()}
+        first = entities[config.entities[0].title].entity
+        self.factory.defaultEntity = first if config.answerAnyCalledAETitle else None
+        self.log.info(
+            "AE titles in force: {titles} ({kept} kept, {added} added, {changed} changed, {removed} removed)",
+            titles=", ".join(entities),
+            kept=kept,
+            added=added,
+            changed=changed,
+            removed=len([title for title in removed if title not in entities]),
+        )
+
+    def pendingStudies(self) -> Dict[str, int]:
+        return {title: entityService.pendingStudies for title, entityService in self.entityServices.items()}
+
+    def reload(self) -> bool:
+        """
+        Read the configuration file again and put it in force for new
+        associations.
+
+        @return: whether the new file was taken.
+        """
+        path = self.config.path
+        if path is None:
+            self.log.warn("SIGHUP: no configuration file to reload (dicomd runs on its defaults)")
+            return False
+        try:
+            config = self.overrides(readConfig(path))
+        except ConfigError as e:
+            self.log.error("SIGHUP: not reloading, the configuration is invalid: {error}", error=str(e))
+            return False
+        try:
+            self._checkRestartOnly(config)
+            self._setEntities(config)
+        except Exception as e:
+            self.log.error("SIGHUP: not reloading {path}: {error}", path=path, error=str(e))
+            return False
+        limits = config.limits
+        factory = self.factory
+        factory.maximumAssociations = limits.maxAssociations
+        factory.maximumAssociationsPerHost = limits.maxAssociationsPerHost
+        factory.artimTimeout = limits.acseTimeout
+        factory.idleTimeout = limits.idleTimeout
+        factory.dimseTimeout = limits.dimseTimeout
+        self.config = config
+        self.log.info("SIGHUP: reloaded {path}", path=path)
+        return True
+
+    def _checkRestartOnly(self, config: DaemonConfig) -> None:
+        old = self.config
+        for name in ("listen", "status", "database"):
+            if getattr(config, name) != getattr(old, name):
+                self.log.warn("SIGHUP: {name} changed in {path}; that takes a restart", name=name, path=config.path)
+        if config.limits.maxPDU != old.limits.maxPDU:
+            self.log.warn("SIGHUP: max-pdu changed; new AEs use it, a restart applies it everywhere")
+
+    def startService(self) -> None:
+        service.MultiService.startService(self)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, lambda number, frame: self.reactor.callFromThread(self.reload))
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        """
+        Stop listening, let running associations finish for the grace
+        period (then abort them), end the AEs (their open studies and
+        actions), close the index.
+        """
+        service.Service.stopService(self)
+        yield defer.gatherResults([defer.maybeDeferred(listener.stopService) for listener in self.listening])
+        yield self._drain(self.config.limits.shutdownGrace)
+        others = [child for child in self if child not in self.listening and child is not self.archive and child.running]
+        yield defer.gatherResults([defer.maybeDeferred(child.stopService) for child in others])
+        yield defer.maybeDeferred(self.archive.stopService)
+
+    def _drain(self, grace: float) -> defer.Deferred:
+        factory = self.factory
+        idle = factory.whenIdle()
+        if idle.called:
+            return idle
+        self.log.info(
+            "Stopping: waiting up to {grace} s for {count} connections to finish", grace=grace, count=len(factory.connections)
+        )
+
+        def abortTheRest():
+            self.log.warn("Stopping: aborting {count} connections still open after {grace} s", count=len(factory.connections), grace=grace)
+            for proto in list(factory.connections):
+                proto.abort()
+                proto.transport.abortConnection()
+
+        timer = self.reactor.callLater(grace, abortTheRest)
+        return idle.addBoth(lambda result: timer.cancel() if timer.active() else None)
