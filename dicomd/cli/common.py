@@ -7,7 +7,7 @@ endpoints and settings.
 
 import shlex
 import sys
-from typing import Dict, List, Sequence, Tuple
+from typing import Optional, Dict, List, Sequence, Tuple
 
 
 from dicomd import endpoints as dicomdEndpoints
@@ -257,6 +257,28 @@ def listCiphers(stream=None) -> int:
     stream.write(describeCipherSuites())
     stream.flush()
     return 0
+
+
+def serverPreamble(values: Dict, log) -> Optional[int]:
+    """
+    What the server front doors (storescp, qrscp) do before serving:
+    C{--arguments} prints the expanded command line, C{+cc} lists the
+    cipher suites, C{--fork} and C{--single-process} are explained.
+
+    @return: the exit status when the command is done (C{+cc}), else
+        C{None}.
+    """
+    if values.get("printArguments"):
+        arguments = values.get("expandedArguments") or []
+        sys.stdout.write("expanded command line to %d arguments:\n%s\n" % (len(arguments), " ".join(arguments)))
+        sys.stdout.flush()
+    if values.get("listCiphers"):
+        return listCiphers()
+    if values.get("fork"):
+        log.warn("--fork: dicomd does not fork; associations already run concurrently on one reactor in one process")
+    elif values.get("fork") is False:
+        log.info("--single-process: dicomd always runs in one process, where associations are concurrent on one reactor")
+    return None
 
 
 def expandCommandFiles(argv: Sequence[str]) -> List[str]:

@@ -38,7 +38,6 @@ import grp
 import os
 import pwd
 import sqlite3
-import sys
 from dataclasses import replace
 
 from pydicom.charset import python_encoding
@@ -67,7 +66,7 @@ from dicomd.asconfig import AsConfigError, acceptorPolicy, readProfiles
 from dicomd.cli.common import (
     CommandFileCommandLine,
     UnsupportedOptions,
-    listCiphers,
+    serverPreamble,
     preferredSyntaxOptions,
     tlsOptions,
     tlsProfileOptions,
@@ -503,16 +502,9 @@ def run(reactor, values):
     @param values: the parsed command line, checked by L{validate}.
     @return: a L{Deferred} firing with the exit status.
     """
-    if values.get("printArguments"):
-        arguments = values.get("expandedArguments") or []
-        sys.stdout.write("expanded command line to %d arguments:\n%s\n" % (len(arguments), " ".join(arguments)))
-        sys.stdout.flush()
-    if values.get("listCiphers"):
-        return defer.succeed(listCiphers())
-    if values.get("fork"):
-        log.info("--fork: dicomd does not fork; associations are concurrent on one reactor in one process")
-    elif values.get("fork") is False:
-        log.info("--single-process: dicomd always runs in one process; associations are concurrent on one reactor")
+    done = serverPreamble(values, log)
+    if done is not None:
+        return defer.succeed(done)
     return _serve(reactor, values)
 
 

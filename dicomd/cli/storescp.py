@@ -15,18 +15,25 @@ naming the option and saying why.
 """
 
 import os
-import shlex
 import socket
 import stat
-import sys
-from typing import Dict, List, Tuple
+
 
 from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 
 from dicomd.asconfig import AsConfigError, acceptorPolicy, readProfiles
-from dicomd.cli.common import listCiphers, preferredSyntaxOptions, tlsOptions, tlsSettings, tlsUsageError
-from dicomd.cli.options import CommandLine, Option, Parameter, UsageError, aeTitle, generalOptions, integer, string
+from dicomd.cli.common import (
+    CommandFileCommandLine,
+    UnsupportedOptions,
+    serverPreamble,
+    preferredSyntaxOptions,
+    tlsOptions,
+    tlsProfileOptions,
+    tlsSettings,
+    tlsUsageError,
+)
+from dicomd.cli.options import Option, Parameter, UsageError, aeTitle, generalOptions, integer, string
 from dicomd.dimse.commands import CEchoRQ, CStoreRQ
 from dicomd.net.acceptor import AcceptorFactory, ApplicationEntity
 from dicomd.services.verification import VerificationSCP
@@ -63,19 +70,7 @@ def _sortedBy(mode: str):
     return convert
 
 
-#: dest -> (spellings, why) of every option declared by L{_unsupported}.
-UNSUPPORTED: Dict[str, Tuple[Tuple[str, ...], str]] = {}
-
-
-def _unsupported(names: Tuple[str, ...], meaning: str, why: str, arguments=()) -> Option:
-    """
-    An option of DCMTK's storescp that dicomd knows but does not honour:
-    it parses (with its arguments) so that L{validate} can refuse it with a
-    message naming it and saying C{why}.
-    """
-    option = Option(names, "unsupported " + names[-1], "%s (not supported: %s)" % (meaning, why), arguments)
-    UNSUPPORTED[option.dest] = (names, why)
-    return option
+UNSUPPORTED = UnsupportedOptions()
 
 
 def _generalOptions():
@@ -84,7 +79,7 @@ def _generalOptions():
     options.insert(2, Option(("--arguments",), "printArguments", "print expanded command line arguments"))
     options.extend(
         [
-            _unsupported(
+            UNSUPPORTED.option(
                 ("-lc", "--log-config"),
                 "use config file f for the logger",
                 "oflog configuration files are not read; choose the level with -q, -v, -d or -ll, "
@@ -97,64 +92,14 @@ def _generalOptions():
     return title, options
 
 
-_OPENSSL_SEEDS = "OpenSSL seeds its generator from the operating system; there is no seed file"
-
-
 def _tlsOptions():
     # Every DCMTK TLS option but the seed files maps onto dicomd.tls (see
     # dicomd.cli.common.tlsOptions and docs/tls.md).
     title, options = tlsOptions(server=True)
-    return title, list(options) + [
-        _unsupported(("+rs", "--seed"), "seed random generator with contents of f", _OPENSSL_SEEDS, (("f]ilename", string),)),
-        _unsupported(("+ws", "--write-seed"), "write back modified seed (only with --seed)", _OPENSSL_SEEDS),
-        _unsupported(("+wf", "--write-seed-file"), "write modified seed to file f (only with --seed)", _OPENSSL_SEEDS, (("f]ilename", string),)),
-    ]
+    return title, list(options) + tlsProfileOptions(UNSUPPORTED)
 
 
-def expandCommandFiles(argv: List[str]) -> List[str]:
-    """
-    Replace each C{@file} argument by the words of that file, as DCMTK's
-    tools do: whitespace separates words except between double quotes, and
-    a command file cannot name another one (an C{@} inside stays a word).
-
-    @raise UsageError: a command file cannot be read.
-    """
-    expanded = []
-    for arg in argv:
-        if len(arg) > 1 and arg.startswith("@"):
-            try:
-                with open(arg[1:], encoding="utf-8") as f:
-                    text = f.read()
-            except OSError as e:
-                raise UsageError("cannot read command file %s: %s" % (arg[1:], e.strerror))
-            lexer = shlex.shlex(text, posix=True)
-            lexer.whitespace_split = True
-            lexer.quotes = '"'
-            lexer.escape = ""
-            lexer.commenters = ""
-            try:
-                expanded.extend(lexer)
-            except ValueError as e:
-                raise UsageError("command file %s: %s" % (arg[1:], e))
-        else:
-            expanded.append(arg)
-    return expanded
-
-
-class StorescpCommandLine(CommandLine):
-    """
-    storescp's command line: L{CommandLine} with DCMTK's C{@file} command
-    files, and the expanded argument list kept for C{--arguments}.
-    """
-
-    def parse(self, argv):
-        expanded = expandCommandFiles(list(argv))
-        values = CommandLine.parse(self, expanded)
-        values["expandedArguments"] = expanded
-        return values
-
-
-COMMAND_LINE = StorescpCommandLine(
+COMMAND_LINE = CommandFileCommandLine(
     "storescp",
     "DICOM storage (C-STORE) SCP",
     [Parameter("port", "tcp/ip port number to listen on", integer(1, 65535), required=False)],
@@ -177,7 +122,7 @@ COMMAND_LINE = StorescpCommandLine(
                 Option(("+xi", "--implicit"), "preferred", "accept implicit VR little endian TS only", const="+xi"),
                 Option(("+xa", "--accept-all"), "preferred", "accept all supported transfer syntaxes", const="+xa"),
                 Option(("-ac", "--access-full"), "accessControl", "accept connections from any host (default)", const=False),
-                _unsupported(
+                UNSUPPORTED.option(
                     ("+ac", "--access-control"),
                     "enforce host access control rules",
                     "TCP wrapper (hosts.allow/hosts.deny) access control is not available; "
@@ -258,9 +203,7 @@ def validate(values) -> None:
     the options name (C{-od}, C{-xf}, the TLS key and certificates) so
     that a mistake is reported before anything listens.
     """
-    for dest, (names, why) in UNSUPPORTED.items():
-        if dest in values:
-            raise UsageError("%s is not supported: %s" % (_spelled(names), why))
+    UNSUPPORTED.check(values)
     if values.get("listCiphers"):
         return
     if values.get("port") is None and not values.get("inetd"):
@@ -300,13 +243,6 @@ def validate(values) -> None:
             values["tlsContext"] = tlsSettings(values).certificateOptions(isServer=True)
         except ValueError as e:
             raise tlsUsageError(e)
-
-
-def _spelled(names: Tuple[str, ...]) -> str:
-    """
-    C{"+ac (--access-control)"}: an option's short and long spellings.
-    """
-    return names[0] if len(names) == 1 else "%s (%s)" % (names[0], names[-1])
 
 
 def recodeOptions(values) -> RecodeOptions:
@@ -378,16 +314,9 @@ def run(reactor, values):
         # Before anything is logged: inetd hands the connection over as
         # standard input, output and error alike.
         connection = _takeInetdConnection()
-    if values.get("printArguments"):
-        arguments = values.get("expandedArguments") or []
-        sys.stdout.write("expanded command line to %d arguments:\n%s\n" % (len(arguments), " ".join(arguments)))
-        sys.stdout.flush()
-    if values.get("listCiphers"):
-        return defer.succeed(_listCiphers())
-    if values.get("fork"):
-        log.warn("--fork: dicomd does not fork; associations already run concurrently on one reactor in one process")
-    elif values.get("fork") is False:
-        log.info("--single-process: dicomd always runs in one process; associations run concurrently on one reactor")
+    done = serverPreamble(values, log)
+    if done is not None:
+        return defer.succeed(done)
     if values.get("inetd") and values.get("port") is not None:
         log.warn("Parameter port not required in inetd mode")
     receiver = buildReceiver(storageOptions(values), reactor=reactor)
@@ -414,13 +343,6 @@ def run(reactor, values):
     if values.get("inetd"):
         return _serveInetd(reactor, factory, connection, values.get("tlsContext"))
     return _listen(reactor, values, factory)
-
-
-def _listCiphers() -> int:
-    """
-    C{+cc}: the TLS cipher suites and security profiles dicomd offers.
-    """
-    return listCiphers()
 
 
 class ContextLoggingEntity(ApplicationEntity):
