@@ -286,22 +286,59 @@ _LAYOUTS = {cls: _layout(cls) for cls in list(MESSAGE_CLASSES.values()) + [Unrec
 _DATA_SET_REQUIRED = (CStoreRQ, CFindRQ, CMoveRQ, CGetRQ)
 
 
+# What encodeCommand writes for each message class, in tag order: the
+# class's elements, the Command Field and the Command Data Set Type.  Each
+# entry is (field name or None, element, VR, constant bytes or None).
+_US_ELEMENT = struct.Struct("<HHLH")
+_GROUP_LENGTH_ELEMENT = struct.Struct("<HHLL")
+_DATA_SET_TYPE_ELEMENTS = (
+    _US_ELEMENT.pack(0x0000, _COMMAND_DATA_SET_TYPE, 2, DATA_SET_ABSENT),
+    _US_ELEMENT.pack(0x0000, _COMMAND_DATA_SET_TYPE, 2, DATA_SET_PRESENT),
+)
+
+
+def _encoding(cls) -> Tuple[tuple, ...]:
+    entries = [(name, element, vr) for name, element, vr in _LAYOUTS[cls]]
+    entries.append(("commandField", _COMMAND_FIELD, "US"))
+    entries.append(("hasDataSet", _COMMAND_DATA_SET_TYPE, "DS"))
+    entries.sort(key=lambda entry: entry[1])
+    return tuple(entries)
+
+
+_ENCODINGS = {cls: _encoding(cls) for cls in _LAYOUTS}
+
+# What decodeCommand reads for each message class: element -> (field
+# name, VR).
+_DECODINGS = {cls: {element: (name, vr) for name, element, vr in layout} for cls, layout in _LAYOUTS.items()}
+
+
 def encodeCommand(message: Message) -> bytes:
     """
     Encode a command set: group 0000, implicit VR little endian, with the
     Command Group Length first.
     """
-    elements = []
-    for name, element, vr in _LAYOUTS[type(message)]:
+    parts = [b""]
+    usElement = _US_ELEMENT.pack
+    header = _ELEMENT_HEADER.pack
+    for name, element, vr in _ENCODINGS[type(message)]:
         value = getattr(message, name)
         if value is None:
             continue
-        elements.append((element, _encodeValue(vr, value)))
-    elements.append((_COMMAND_FIELD, _US.pack(message.commandField)))
-    elements.append((_COMMAND_DATA_SET_TYPE, _US.pack(DATA_SET_PRESENT if message.hasDataSet else DATA_SET_ABSENT)))
-    elements.sort(key=lambda item: item[0])
-    body = b"".join(_ELEMENT_HEADER.pack(0x0000, element, len(value)) + value for element, value in elements)
-    return _ELEMENT_HEADER.pack(0x0000, _GROUP_LENGTH, 4) + _UL.pack(len(body)) + body
+        if vr == "US":
+            parts.append(usElement(0x0000, element, 2, value))
+        elif vr == "DS":
+            parts.append(_DATA_SET_TYPE_ELEMENTS[bool(value)])
+        else:
+            if vr == "UI":
+                raw = value.encode("latin-1")
+                if len(raw) % 2:
+                    raw += b"\x00"
+            else:
+                raw = _encodeValue(vr, value)
+            parts.append(header(0x0000, element, len(raw)))
+            parts.append(raw)
+    body = b"".join(parts)
+    return _GROUP_LENGTH_ELEMENT.pack(0x0000, _GROUP_LENGTH, 4, len(body)) + body
 
 
 def decodeCommand(data) -> Message:
@@ -314,24 +351,29 @@ def decodeCommand(data) -> Message:
         that needs a data set (C-STORE, C-FIND, C-MOVE, C-GET) announces
         none.
     """
-    view = memoryview(data)
-    end = len(view)
+    if type(data) is not bytes:
+        # A command set is small (MessageAssembler caps it): one copy makes
+        # every value below a cheap bytes slice.
+        data = bytes(data)
+    end = len(data)
     pos = 0
     raw = {}
+    unpack = _ELEMENT_HEADER.unpack_from
     while pos < end:
         if end - pos < 8:
             raise DIMSEDecodeError("command set ends inside an element header")
-        group, element, length = _ELEMENT_HEADER.unpack_from(view, pos)
+        group, element, length = unpack(data, pos)
         pos += 8
         if group != 0x0000:
             raise DIMSEDecodeError("element (%04X,%04X) is not in the command group" % (group, element))
         if length > end - pos:
             raise DIMSEDecodeError("element (0000,%04X) of %d bytes runs past the command set" % (element, length))
-        raw[element] = view[pos:pos + length]
+        raw[element] = data[pos : pos + length]
         pos += length
-    if _COMMAND_FIELD not in raw:
+    commandFieldValue = raw.get(_COMMAND_FIELD)
+    if commandFieldValue is None:
         raise DIMSEDecodeError("command set without a Command Field (0000,0100)")
-    commandField = _decodeValue("US", raw[_COMMAND_FIELD])
+    commandField = _decodeValue("US", commandFieldValue)
     dataSetType = raw.get(_COMMAND_DATA_SET_TYPE)
     hasDataSet = dataSetType is not None and _decodeValue("US", dataSetType) != DATA_SET_ABSENT
     cls = MESSAGE_CLASSES.get(commandField)
@@ -339,14 +381,23 @@ def decodeCommand(data) -> Message:
     if cls is None:
         cls = UnrecognizedMessage
         values["commandField"] = commandField
-    for name, element, vr in _LAYOUTS[cls]:
-        value = raw.get(element)
-        if value is not None:
+    decoding = _DECODINGS[cls]
+    for element, value in raw.items():
+        entry = decoding.get(element)
+        if entry is None:
+            continue
+        name, vr = entry
+        if vr == "US" and len(value) == 2:
+            values[name] = value[0] | (value[1] << 8)
+        elif vr == "UI":
+            values[name] = value.decode("latin-1").rstrip("\x00 ")
+        else:
             values[name] = _decodeValue(vr, value)
-    missing = [name for name in cls.required if name not in values]
-    if missing:
-        raise DIMSEDecodeError("%s without %s" % (cls.__name__, ", ".join(missing)))
-    if cls in _DATA_SET_REQUIRED and not hasDataSet:
+    for name in cls.required:
+        if name not in values:
+            missing = [name for name in cls.required if name not in values]
+            raise DIMSEDecodeError("%s without %s" % (cls.__name__, ", ".join(missing)))
+    if not hasDataSet and cls in _DATA_SET_REQUIRED:
         # Waiting for a data set that never comes would keep the request
         # open, and the association with it, for as long as the peer likes.
         raise DIMSEDecodeError("%s without a data set" % (cls.__name__,))
