@@ -22,7 +22,8 @@ from dicomd.archive.dcmqrcfg import Quota
 from dicomd.archive.matching import PATIENT_ROOT, PATIENT_STUDY_ONLY, STUDY_ROOT
 from dicomd.storage import naming
 from dicomd.storage.receiver import SORT_PATIENT_NAME, SORT_STUDY_UID, SORT_TIMESTAMP, StorageOptions
-from dicomd.tls import TLSSettings
+from dicomd.asconfig import AsConfigError, acceptorPolicy, readProfiles
+from dicomd.tls import CRL_CHECKS, DEFAULT_PROFILE, PROFILES, VERIFY_MODES, VERIFY_REQUIRE, TLSConfigurationError, TLSSettings
 from dicomd.ul.negotiation import ACCEPTOR_PREFERENCES
 
 DEFAULT_TITLE = "DICOMD"
@@ -37,6 +38,10 @@ FILE_NAMES = {
     "time": naming.FileNameScheme.TIME,
 }
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|mb|gb|tb)?\s*$", re.IGNORECASE)
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+#: TLSSettings fields -> the keys of a peer's tls table.
+_TLS_KEYS = {"privateKey": "private-key", "certificate": "certificate", "trusted": "ca", "crls": "crl", "crlCheck": "crl-check", "sni": "server-name", "profile": "profile"}
 _UNITS = {None: 1, "b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}
 
 
@@ -129,7 +134,9 @@ class DaemonConfig:
     """
     Everything C{twistd dicomd} runs.
 
-    @ivar path: the file it was read from, or C{None} for the defaults.
+    @ivar path: the file it was read from (absolute, so that a reload
+        finds it whatever the working directory), or C{None} for the
+        defaults.
     @ivar database: the index database file, or C{None} for the first
         AE's directory's C{.dicomd-index.sqlite}.
     @ivar status: an endpoint string for the status page, or C{None}.
@@ -163,9 +170,38 @@ def readConfig(path: str) -> DaemonConfig:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        match = re.search(r"line (\d+)", str(e))
-        raise ConfigError(path, int(match.group(1)) if match else None, "", "not valid TOML: %s" % (e,))
+        message = str(e)
+        match = re.search(r"\(at line (\d+), column \d+\)", message)
+        if match:
+            line = int(match.group(1))
+        elif "end of document" in message:
+            line = max(1, len(text.splitlines()))
+        else:
+            line = None
+        reason = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", message)
+        key = _Reader(path, text).keyAt(line) if line else ""
+        raise ConfigError(path, line, key, "not valid TOML: %s" % (reason,))
     return _Reader(path, text).daemon(document)
+
+
+def checkEndpoint(description: str, reactor=None) -> None:
+    """
+    Check that a Twisted server endpoint string parses (without listening):
+    a known prefix with valid arguments, and for C{dicomtls:} usable keys
+    and certificates.
+
+    @raise ValueError: it does not; the message says why.
+    """
+    from twisted.internet import endpoints
+
+    if reactor is None:
+        from twisted.internet import reactor
+    if not isinstance(description, str) or not description.strip():
+        raise ValueError("an endpoint string such as tcp:11112 is needed")
+    try:
+        endpoints.serverFromString(reactor, description)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError("%r is not a usable endpoint: %s" % (description, e))
 
 
 class _Reader:
@@ -180,6 +216,29 @@ class _Reader:
 
     # -- locating keys ---------------------------------------------------------
 
+    def _statements(self):
+        """
+        The key paths the document sets, in order, as C{(line number,
+        path, isHeader)}; a path is a list of C{(name, index)} with the
+        index of the entry for arrays of tables (C{[[ae]]}).  Comments and
+        the continuation lines of multi-line strings and arrays are
+        skipped, so a value that looks like a key is not taken for one.
+        """
+        current: List[Tuple[str, Optional[int]]] = []
+        arrays: Dict[Tuple[str, ...], int] = {}
+        for number, statement in _statementLines(self.lines):
+            header = re.match(r"^(\[\[?)\s*([^\]]+?)\s*\]", statement)
+            if header:
+                names = _dotted(header.group(2))
+                if header.group(1) == "[[":
+                    arrays[tuple(names)] = arrays.get(tuple(names), -1) + 1
+                current = [(name, arrays.get(tuple(names[: i + 1]))) for i, name in enumerate(names)]
+                yield number, current, True
+                continue
+            assignment = re.match(r"^((?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'))*)\s*=", statement)
+            if assignment:
+                yield number, current + [(name, None) for name in _dotted(assignment.group(1))], False
+
     def _line(self, key: str) -> Optional[int]:
         """
         The line where a dotted key (C{ae[1].quota.max-studies}) is set:
@@ -187,29 +246,30 @@ class _Reader:
         table header (an inline table, a list entry).
         """
         wanted = [_part(part) for part in key.split(".")]
-        current: List[Tuple[str, Optional[int]]] = []
-        arrays: Dict[Tuple[str, ...], int] = {}
         nearest = None
-        for number, line in enumerate(self.lines, 1):
-            stripped = line.strip()
-            header = re.match(r"^(\[\[?)\s*([^\]]+?)\s*\]", stripped)
-            if header:
-                names = [name.strip().strip("\"'") for name in header.group(2).split(".")]
-                if header.group(1) == "[[":
-                    arrays[tuple(names)] = arrays.get(tuple(names), -1) + 1
-                current = [(name, arrays.get(tuple(names[: i + 1]))) for i, name in enumerate(names)]
-                found = current
-            else:
-                assignment = re.match(r"^([^=#\[]+?)\s*=", stripped)
-                if assignment is None:
-                    continue
-                found = current + [(name.strip().strip("\"'"), None) for name in assignment.group(1).split(".")]
+        depth = 0
+        for number, found, isHeader in self._statements():
             if _matches(found, wanted):
                 if len(found) == len(wanted):
                     return number
-                if len(found) > len(current) or not nearest:
-                    nearest = number
+                if len(found) > depth:
+                    nearest, depth = number, len(found)
         return nearest
+
+    def keyAt(self, line: int) -> str:
+        """
+        The dotted key set on a line (or the table its header opens), or
+        C{""}; for messages about lines that are not valid TOML.
+        """
+        result = ""
+        for number, found, isHeader in self._statements():
+            if number > line:
+                break
+            if number == line or isHeader:
+                result = ".".join(name if index is None else "%s[%d]" % (name, index) for name, index in found)
+            if number == line:
+                return result
+        return ""
 
     def error(self, key: str, message: str) -> ConfigError:
         return ConfigError(self.path, self._line(key), key, message)
@@ -228,7 +288,9 @@ class _Reader:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self.error(self._key(key, name), "expected %s, not %r" % (_KIND_NAMES.get(kind, kind.__name__), value))
+            kinds = kind if isinstance(kind, tuple) else (kind,)
+            expected = " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
+            raise self.error(self._key(key, name), "expected %s, not %r" % (expected, value))
         return value
 
     @staticmethod
@@ -256,36 +318,60 @@ class _Reader:
     def _path(self, value: str) -> str:
         return os.path.normpath(os.path.join(self.base, os.path.expanduser(value)))
 
-    def _aeTitle(self, key: str, value: str) -> str:
-        if not 0 < len(value) <= 16 or not value.isascii() or "\\" in value or not value.isprintable():
-            raise self.error(key, "%r is not an AE title (1 to 16 printable ASCII characters, no backslash)" % (value,))
-        return value
+    def _aeTitle(self, key: str, value) -> str:
+        """
+        An AE title: 1 to 16 printable ASCII characters without backslash,
+        not all spaces.  Leading and trailing spaces are not significant
+        (PS3.5's AE value representation), so they are dropped.
+        """
+        if not isinstance(value, str):
+            raise self.error(key, "expected an AE title (a string), not %r" % (value,))
+        if not 0 < len(value) <= 16 or not value.strip() or not value.isascii() or "\\" in value or not value.isprintable():
+            raise self.error(key, "%r is not an AE title (1 to 16 printable ASCII characters, no backslash, not all spaces)" % (value,))
+        return value.strip()
 
     # -- sections ---------------------------------------------------------------
 
     def daemon(self, document: Dict) -> DaemonConfig:
         self._check(document, "", ["listen", "status", "database", "answer-any-called-ae", "limits", "ae", "peer"])
         listen = self._get(document, "", "listen", list, list(DEFAULT_LISTEN))
-        for position, endpoint in enumerate(listen):
-            if not isinstance(endpoint, str) or not endpoint:
-                raise self.error("listen", "entry %d is not an endpoint string" % (position + 1,))
         if not listen:
             raise self.error("listen", "no endpoint to listen on")
+        for position, endpoint in enumerate(listen):
+            if not isinstance(endpoint, str):
+                raise self.error("listen", "entry %d is not an endpoint string: %r" % (position + 1, endpoint))
+            self._endpoint("listen", endpoint)
         status = self._get(document, "", "status", str, None)
+        if status is not None:
+            self._endpoint("status", status)
         database = self._get(document, "", "database", str, None)
+        if database is not None and not database.strip():
+            raise self.error("database", "expected a file name")
         limits = self.limits(self._get(document, "", "limits", dict, {}))
+        if isinstance(document.get("ae"), dict):
+            raise self.error("ae", "write [[ae]] (a list of tables, one per AE title), not [ae]")
         entityTables = self._get(document, "", "ae", list, None)
         if entityTables is None:
             entities = [EntityConfig(storage=replace(EntityConfig().storage, outputDirectory=self._path(DEFAULT_DIRECTORY)))]
         else:
-            entities = [self.entity(table, "ae[%d]" % position) for position, table in enumerate(entityTables)]
+            entities = []
+            for position, table in enumerate(entityTables):
+                key = "ae[%d]" % position
+                if not isinstance(table, dict):
+                    raise self.error(key, "expected a table, not %r" % (table,))
+                entities.append(self.entity(table, key))
         if not entities:
             raise self.error("ae", "no AE title configured")
-        titles = [entity.title for entity in entities]
-        for title in titles:
-            if titles.count(title) > 1:
-                raise self.error("ae[%d].title" % titles.index(title, titles.index(title) + 1), "AE title %r configured twice" % (title,))
-        peers = [self.peer(table, "peer[%d]" % position) for position, table in enumerate(self._get(document, "", "peer", list, []))]
+        self._unique("ae", [entity.title for entity in entities], "AE title")
+        if isinstance(document.get("peer"), dict):
+            raise self.error("peer", "write [[peer]] (a list of tables, one per peer), not [peer]")
+        peers = []
+        for position, table in enumerate(self._get(document, "", "peer", list, [])):
+            key = "peer[%d]" % position
+            if not isinstance(table, dict):
+                raise self.error(key, "expected a table, not %r" % (table,))
+            peers.append(self.peer(table, key))
+        self._unique("peer", [peer.title for peer in peers], "peer AE title")
         return DaemonConfig(
             listen=tuple(listen),
             entities=entities,
@@ -294,8 +380,21 @@ class _Reader:
             database=self._path(database) if database else None,
             status=status,
             answerAnyCalledAETitle=self._get(document, "", "answer-any-called-ae", bool, True),
-            path=self.path,
+            path=os.path.abspath(self.path),
         )
+
+    def _unique(self, section: str, titles: List[str], what: str) -> None:
+        seen = set()
+        for position, title in enumerate(titles):
+            if title in seen:
+                raise self.error("%s[%d].title" % (section, position), "%s %r configured twice" % (what, title))
+            seen.add(title)
+
+    def _endpoint(self, key: str, description: str) -> None:
+        try:
+            checkEndpoint(description)
+        except ValueError as e:
+            raise self.error(key, str(e))
 
     def limits(self, table: Dict) -> Limits:
         key = "limits"
@@ -323,8 +422,14 @@ class _Reader:
             acseTimeout=self._positive(table, key, "acse-timeout", float, defaults.acseTimeout),
             dimseTimeout=self._positive(table, key, "dimse-timeout", float, defaults.dimseTimeout, zeroMeans=None),
             idleTimeout=self._positive(table, key, "idle-timeout", float, defaults.idleTimeout, zeroMeans=None),
-            shutdownGrace=self._get(table, key, "shutdown-grace", float, defaults.shutdownGrace),
+            shutdownGrace=self._notNegative(table, key, "shutdown-grace", defaults.shutdownGrace),
         )
+
+    def _notNegative(self, table, key, name, default) -> float:
+        value = self._get(table, key, name, float, default)
+        if value < 0:
+            raise self.error(self._key(key, name), "must not be negative, not %r" % (value,))
+        return value
 
     def entity(self, table: Dict, key: str) -> EntityConfig:
         self._check(
@@ -355,20 +460,27 @@ class _Reader:
         if access not in ("R", "W", "RW", "WR"):
             raise self.error(self._key(key, "access"), "expected R, W or RW, not %r" % (access,))
         syntaxes = self._transferSyntaxes(table, key)
+        promiscuous = self._get(table, key, "promiscuous", bool, False)
         profile = None
         if "profile" in table:
-            if "transfer-syntaxes" in table or table.get("promiscuous"):
-                raise self.error(self._key(key, "profile"), "a profile replaces transfer-syntaxes and promiscuous")
+            if "transfer-syntaxes" in table or promiscuous:
+                raise self.error(self._key(key, "profile"), "a profile replaces transfer-syntaxes and promiscuous: give one or the other")
             profile = self._profile(self._get(table, key, "profile", dict, None), self._key(key, "profile"))
         models = self._get(table, key, "models", list, ["patient-root", "study-root"])
+        if not models:
+            raise self.error(self._key(key, "models"), "name at least one model (or set query-retrieve = false)")
         for name in models:
             if name not in MODELS:
                 raise self.error(self._key(key, "models"), "unknown model %r (known: %s)" % (name, ", ".join(MODELS)))
         callingAETitles = self._get(table, key, "calling-ae-titles", list, None)
         if callingAETitles is not None:
-            callingAETitles = tuple(self._aeTitle(self._key(key, "calling-ae-titles"), str(t)) for t in callingAETitles)
+            if not callingAETitles:
+                raise self.error(self._key(key, "calling-ae-titles"), "an empty list lets nobody in; omit the key to let anyone in")
+            callingAETitles = tuple(self._aeTitle(self._key(key, "calling-ae-titles"), title) for title in callingAETitles)
         hosts = self._get(table, key, "hosts", list, None)
         if hosts is not None:
+            if not hosts:
+                raise self.error(self._key(key, "hosts"), "an empty list lets nobody in; omit the key to let anyone in")
             hosts = tuple(self._host(self._key(key, "hosts"), value) for value in hosts)
         quota = None
         if "quota" in table:
@@ -384,7 +496,7 @@ class _Reader:
             storage=storage,
             transferSyntaxes=syntaxes,
             profile=profile,
-            promiscuous=self._get(table, key, "promiscuous", bool, False),
+            promiscuous=promiscuous,
             access="RW" if access == "WR" else access,
             queryRetrieve=self._get(table, key, "query-retrieve", bool, True),
             get=self._get(table, key, "get", bool, True),
@@ -401,15 +513,26 @@ class _Reader:
             if value not in ACCEPTOR_PREFERENCES:
                 raise self.error(name, "expected one of storescp's %s or a list of UIDs, not %r" % (", ".join(ACCEPTOR_PREFERENCES), value))
             return ACCEPTOR_PREFERENCES[value]
-        if not isinstance(value, list) or not value or not all(isinstance(uid, str) and re.match(r"^[0-9.]+$", uid) for uid in value):
-            raise self.error(name, "expected a non-empty list of transfer syntax UIDs")
+        if not isinstance(value, list) or not value:
+            raise self.error(name, "expected storescp's option (\"+x=\"...) or a non-empty list of transfer syntax UIDs, not %r" % (value,))
+        for uid in value:
+            if not isinstance(uid, str) or not _UID.match(uid) or len(uid) > 64:
+                raise self.error(name, "%r is not a transfer syntax UID" % (uid,))
+        if len(set(value)) != len(value):
+            raise self.error(name, "a transfer syntax is listed twice")
         return tuple(value)
 
     def _profile(self, table, key) -> Tuple[str, str]:
         self._check(table, key, ["file", "name"])
         if "file" not in table or "name" not in table:
             raise self.error(key, "a profile needs a file and a name")
-        return (self._path(self._get(table, key, "file", str, None)), self._get(table, key, "name", str, None))
+        path = self._path(self._get(table, key, "file", str, None))
+        name = self._get(table, key, "name", str, None)
+        try:
+            acceptorPolicy(readProfiles(path).profile(name))
+        except (AsConfigError, OSError) as e:
+            raise self.error(key, "cannot use profile %r of %s: %s" % (name, path, getattr(e, "strerror", None) or e))
+        return (path, name)
 
     def _host(self, key, value):
         if not isinstance(value, str):
@@ -417,7 +540,10 @@ class _Reader:
         try:
             return ipaddress.ip_network(value, strict=False)
         except ValueError:
-            return value
+            pass
+        if not _HOST_NAME.match(value) or len(value) > 253:
+            raise self.error(key, "%r is neither a host name nor an address or network (10.0.0.0/8, fd00::/8)" % (value,))
+        return value
 
     def _quota(self, table, key) -> Quota:
         self._check(table, key, ["max-studies", "max-bytes-per-study"])
@@ -449,55 +575,103 @@ class _Reader:
         sortMode = self._choice(table, storageKey, "sort", SORTS, SORT_STUDY_UID)
         rename = self._get(actions, actionsKey, "rename-on-end-of-study", bool, False)
         if rename and sortMode is None:
-            raise self.error(self._key(actionsKey, "rename-on-end-of-study"), "needs the files sorted into study directories")
+            raise self.error(self._key(actionsKey, "rename-on-end-of-study"), "needs the files sorted into study directories (sort is \"none\")")
         return StorageOptions(
             outputDirectory=directory,
             ignore=self._get(table, storageKey, "ignore", bool, False),
             fileNames=self._choice(table, storageKey, "file-names", FILE_NAMES, naming.FileNameScheme.INSTANCE_UID),
-            extension=self._get(table, storageKey, "extension", str, ""),
+            extension=self._namePart(table, storageKey, "extension"),
             sortMode=sortMode,
-            sortPrefix=self._get(table, storageKey, "sort-prefix", str, ""),
-            execOnReception=self._get(actions, actionsKey, "on-reception", str, None),
-            execOnEndOfStudy=self._get(actions, actionsKey, "on-end-of-study", str, None),
+            sortPrefix=self._namePart(table, storageKey, "sort-prefix"),
+            execOnReception=self._command(actions, actionsKey, "on-reception"),
+            execOnEndOfStudy=self._command(actions, actionsKey, "on-end-of-study"),
             renameOnEndOfStudy=rename,
             endOfStudyTimeout=self._positive(actions, actionsKey, "end-of-study-timeout", float, None),
             execSync=self._get(actions, actionsKey, "synchronous", bool, False),
             sync=self._get(table, storageKey, "fsync", bool, False),
         )
 
+    def _namePart(self, table, key, name) -> str:
+        """
+        A piece of a file or directory name: no path separator, no NUL.
+        """
+        value = self._get(table, key, name, str, "")
+        if "/" in value or "\x00" in value or value in (".", ".."):
+            raise self.error(self._key(key, name), "%r cannot be part of a file name" % (value,))
+        return value
+
+    def _command(self, table, key, name) -> Optional[str]:
+        value = self._get(table, key, name, str, None)
+        if value is not None and not value.strip():
+            raise self.error(self._key(key, name), "an empty command; omit the key to run none")
+        return value
+
     def peer(self, table: Dict, key: str) -> PeerConfig:
         self._check(table, key, ["title", "host", "port", "tls"])
         for required in ("title", "host", "port"):
             if required not in table:
                 raise self.error(key, "a [[peer]] needs %s" % (required,))
+        title = self._aeTitle(self._key(key, "title"), table["title"])
+        host = self._get(table, key, "host", str, None)
+        if not host.strip() or (not _HOST_NAME.match(host) and not _isAddress(host)):
+            raise self.error(self._key(key, "host"), "%r is neither a host name nor an address" % (host,))
         port = self._get(table, key, "port", int, None)
         if not 0 < port < 65536:
-            raise self.error(self._key(key, "port"), "not a port number: %d" % (port,))
+            raise self.error(self._key(key, "port"), "not a port number: %d (1 to 65535)" % (port,))
         tls = None
         if "tls" in table:
             tls = self._tls(self._get(table, key, "tls", dict, None), self._key(key, "tls"))
-        return PeerConfig(
-            self._aeTitle(self._key(key, "title"), self._get(table, key, "title", str, None)),
-            self._get(table, key, "host", str, None),
-            port,
-            tls,
-        )
+        return PeerConfig(title, host, port, tls)
+
+    def _paths(self, table, key, name) -> List[str]:
+        value = self._get(table, key, name, (list, str), [])
+        paths = [value] if isinstance(value, str) else value
+        for path in paths:
+            if not isinstance(path, str) or not path:
+                raise self.error(self._key(key, name), "expected a file name or a list of them, not %r" % (path,))
+        return [self._path(path) for path in paths]
 
     def _tls(self, table, key) -> TLSSettings:
-        self._check(table, key, ["private-key", "certificate", "ca", "verify", "password"])
-        trusted = self._get(table, key, "ca", list, [])
-        verify = self._choice(table, key, "verify", {"require": "require", "optional": "optional", "none": "none"}, "require")
+        """
+        The TLS settings of a peer, checked now: the files are read and
+        the key must belong to the certificate, so that a mistake stops the
+        start (or the reload) rather than the first C-MOVE.
+        """
+        self._check(
+            table, key, ["private-key", "certificate", "ca", "verify", "password", "profile", "crl", "crl-check", "server-name"]
+        )
+        verify = self._choice(table, key, "verify", {mode: mode for mode in VERIFY_MODES}, VERIFY_REQUIRE)
         privateKey = self._get(table, key, "private-key", str, None)
         certificate = self._get(table, key, "certificate", str, None)
         if (privateKey is None) != (certificate is None):
-            raise self.error(key, "private-key and certificate go together")
-        return TLSSettings(
+            given, missing = ("private-key", "certificate") if certificate is None else ("certificate", "private-key")
+            raise self.error(self._key(key, given), "private-key and certificate go together: %s without %s" % (given, missing))
+        settings = TLSSettings(
             privateKey=self._path(privateKey) if privateKey else None,
             certificate=self._path(certificate) if certificate else None,
-            trusted=[self._path(path) for path in trusted],
+            trusted=self._paths(table, key, "ca"),
             verify=verify,
-            password=self._get(table, key, "password", str, None),
+            # No password: the key must not be encrypted (a daemon has no
+            # terminal to ask on); the empty one fails to decrypt it.
+            password=self._get(table, key, "password", str, ""),
+            profile=self._choice(table, key, "profile", {name: name for name in PROFILES}, DEFAULT_PROFILE),
+            crls=self._paths(table, key, "crl"),
+            crlCheck=self._choice(table, key, "crl-check", {check: check for check in CRL_CHECKS}, None),
+            sni=self._get(table, key, "server-name", str, None),
         )
+        try:
+            settings.certificateOptions(isServer=False)
+        except TLSConfigurationError as e:
+            raise self.error(self._key(key, _TLS_KEYS.get(e.setting, "")) if e.setting in _TLS_KEYS else key, str(e))
+        return settings
+
+
+def _isAddress(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _part(text: str) -> Tuple[str, Optional[int]]:
@@ -507,15 +681,76 @@ def _part(text: str) -> Tuple[str, Optional[int]]:
 
 def _matches(found, wanted) -> bool:
     """
-    Whether the key path C{found} is C{wanted} or encloses it; a wanted
-    part without an index matches any entry of a list of tables.
+    Whether the key path C{found} is C{wanted} or encloses it.  A wanted
+    part without an index matches any entry of a list of tables, and a
+    found part without one (C{ae = [{...}, {...}]}, an inline array)
+    matches any wanted entry.
     """
     if len(found) > len(wanted):
         return False
     for (name, index), (wantedName, wantedIndex) in zip(found, wanted):
-        if name != wantedName or (wantedIndex is not None and index != wantedIndex):
+        if name != wantedName or (wantedIndex is not None and index is not None and index != wantedIndex):
             return False
     return True
+
+
+def _dotted(text: str) -> List[str]:
+    """
+    The parts of a dotted TOML key (C{ae.storage}, C{"a.b".c}), unquoted.
+    """
+    return [
+        part[1:-1] if part[:1] in "\"'" else part.strip()
+        for part in re.findall(r"\"[^\"]*\"|'[^']*'|[^.\s]+", text)
+    ]
+
+
+def _statementLines(lines: Sequence[str]):
+    """
+    The lines of a TOML document that begin a statement (a table header or
+    a key), as C{(line number, stripped text)}: not comments, blank lines,
+    nor the continuation lines of multi-line strings and arrays.
+    """
+    depth = 0
+    inString = None
+    for number, line in enumerate(lines, 1):
+        position = 0
+        if inString is None and depth == 0:
+            stripped = line.strip()
+            if not stripped or stripped.startswith("#"):
+                continue
+            yield number, stripped
+            if stripped.startswith("["):
+                # A table header: its brackets open no value.
+                continue
+        while position < len(line):
+            if inString is not None:
+                if inString in ('"', '"""'):
+                    if line[position] == "\\":
+                        position += 2
+                        continue
+                if line.startswith(inString, position):
+                    position += len(inString)
+                    inString = None
+                else:
+                    position += 1
+                continue
+            character = line[position]
+            if character == "#":
+                break
+            quote = next((q for q in ('"""', "'''", '"', "'") if line.startswith(q, position)), None)
+            if quote is not None:
+                inString = quote
+                position += len(quote)
+                continue
+            if character in "[{":
+                depth += 1
+            elif character in "]}" and depth:
+                depth -= 1
+            position += 1
+        if inString in ('"', "'"):
+            # A one-line string does not go on to the next line (the line
+            # is invalid TOML, which tomllib reports).
+            inString = None
 
 
 _KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list", dict: "a table"}

@@ -108,6 +108,24 @@ class EntityService(service.MultiService):
             peers=hostRule(config.hosts),
             reactor=reactor,
         )
+        # Follow the associations this AE accepts, so that a reload that
+        # replaces or removes it stops its storage area and actions only
+        # once they have ended.
+        self.associations = set()
+        self._established = self.entity.associationEstablished
+        self.entity.associationEstablished = self._associationEstablished
+
+    def _associationEstablished(self, association) -> None:
+        self._established(association)
+        self.associations.add(association)
+        association.whenClosed().addBoth(lambda _: self.associations.discard(association))
+
+    def whenUnused(self) -> defer.Deferred:
+        """
+        A L{Deferred} that fires once no association this AE accepted is
+        open any more (at once if none is).
+        """
+        return defer.DeferredList([association.whenClosed() for association in list(self.associations)]).addCallback(lambda _: None)
 
     @property
     def pendingStudies(self) -> int:
@@ -156,7 +174,7 @@ class DicomdService(service.MultiService):
         for listener in self.listening:
             listener.setServiceParent(self)
         if config.status:
-            page = StatusResource(self.statistics, [self.factory], self.pendingStudies, reactor)
+            page = StatusResource(self.statistics, [self.factory], self.pendingStudies, reactor, titles=lambda: list(self.entityServices))
             strports.service(config.status, server.Site(page)).setServiceParent(self)
 
     def _destinations(self, config: DaemonConfig, callingAETitle: str):
@@ -165,34 +183,45 @@ class DicomdService(service.MultiService):
 
     def _setEntities(self, config: DaemonConfig) -> None:
         """
-        Build the services of every AE the configuration names that is not
-        running with the same settings already, and put the AEs in force.
+        Build and start the services of every AE the configuration names
+        that is not running with the same settings already, then put the
+        AEs in force for new associations.  An AE replaced or removed
+        stops once its running associations have ended (they finish with
+        the settings they started with).
+
+        @raise Exception: an AE could not be built or started; the AEs in
+            force are left as they were.
         """
-        entities = {}
-        kept = added = changed = 0
+        entities: Dict[str, EntityService] = {}
+        fresh = []
         for entityConfig in config.entities:
             current = self.entityServices.get(entityConfig.title)
             if current is not None and current.config == entityConfig and config.peers == self.config.peers:
                 entities[entityConfig.title] = current
-                kept += 1
                 continue
-            fresh = EntityService(
+            entities[entityConfig.title] = EntityService(
                 entityConfig,
                 self.archive,
                 self._destinations(config, entityConfig.title),
                 config.limits,
                 reactor=self.reactor,
             )
-            entities[entityConfig.title] = fresh
-            changed += current is not None
-            added += current is None
-        removed = [title for title in self.entityServices if title not in entities or entities[title] is not self.entityServices[title]]
-        for title in removed:
-            self.entityServices[title].disownServiceParent()
-        for title, entityService in entities.items():
-            if entityService.parent is None:
+            fresh.append(entities[entityConfig.title])
+        started = []
+        try:
+            for entityService in fresh:
+                started.append(entityService)
                 entityService.setServiceParent(self)
+        except BaseException:
+            for entityService in started:
+                if entityService.parent is not None:
+                    entityService.disownServiceParent()
+            raise
+        retired = [entityService for title, entityService in self.entityServices.items() if entities.get(title) is not entityService]
+        kept = len(entities) - len(fresh)
+        changed = len([e for e in fresh if e.config.title in self.entityServices])
         self.entityServices = entities
+        self.statistics.titles = set(entities)
         self.factory.entities = {title: entityService.entity for title, entityService in entities.items()}
         first = entities[config.entities[0].title].entity
         self.factory.defaultEntity = first if config.answerAnyCalledAETitle else None
@@ -200,9 +229,32 @@ class DicomdService(service.MultiService):
             "AE titles in force: {titles} ({kept} kept, {added} added, {changed} changed, {removed} removed)",
             titles=", ".join(entities),
             kept=kept,
-            added=added,
+            added=len(fresh) - changed,
             changed=changed,
-            removed=len([title for title in removed if title not in entities]),
+            removed=len([e for e in retired if e.config.title not in entities]),
+        )
+        for entityService in retired:
+            self._retire(entityService)
+
+    def _retire(self, entityService: EntityService) -> None:
+        """
+        Stop an AE that is no longer in force once its associations have
+        ended.
+        """
+        title = entityService.config.title
+        if entityService.associations:
+            self.log.info(
+                "AE {title}: {count} associations started before the reload finish with its former settings",
+                title=title,
+                count=len(entityService.associations),
+            )
+
+        def stop(_):
+            if entityService.parent is not None:
+                return entityService.disownServiceParent()
+
+        entityService.whenUnused().addCallback(stop).addErrback(
+            lambda failure: self.log.failure("Stopping the former AE {title}", failure, title=title)
         )
 
     def pendingStudies(self) -> Dict[str, int]:

@@ -17,6 +17,7 @@ from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
     LogLevelFilterPredicate,
+    formatEvent,
     jsonFileLogObserver,
     textFileLogObserver,
 )
@@ -39,6 +40,25 @@ def text():
 
 def json():
     """
-    One JSON object per line on standard output (twisted.logger's format).
+    One JSON object per line on standard output: the event as
+    C{twisted.logger} serializes it (C{log_level}, C{log_namespace},
+    C{log_time}, C{log_format} and the event's own fields, such as
+    C{calling}, C{called} and C{peer} of an association line), plus
+    C{log_text}, the formatted message.  Lines are plain JSON, without
+    the RFC 7464 record separator that C{twist --log-format=json} writes,
+    so that C{jq} and log shippers read them as they are;
+    L{twisted.logger.eventsFromJSONLogFile} reads both.
     """
-    return _filtered(jsonFileLogObserver(sys.stdout))
+    return _filtered(_withText(jsonFileLogObserver(sys.stdout, recordSeparator="")))
+
+
+def _withText(observer):
+    """
+    An observer that adds C{log_text} (the formatted message) to each
+    event before handing a copy to C{observer}.
+    """
+
+    def observe(event):
+        observer(dict(event, log_text=formatEvent(event)))
+
+    return observe

@@ -10,7 +10,7 @@ is happening now: open associations and studies waiting for their end.
 
 import json
 from collections import defaultdict
-from typing import Callable, Dict, Iterable
+from typing import Callable, Dict, Iterable, Optional, Set
 
 from twisted.web import resource
 
@@ -23,16 +23,26 @@ class Statistics:
         C{released}, C{aborted}) -> count.
     @ivar operations: AE title -> operation (C{C-STORE}...) -> outcome
         (C{success}, C{warning}, C{failure}, C{cancel}) -> count.
+    @ivar titles: our AE titles, or C{None}: rejections of associations
+        calling any other title are counted under L{OTHER_TITLE}, so that
+        peers calling made-up titles cannot grow the counters without
+        bound.
     """
+
+    #: Where rejections of calls to AE titles we do not have are counted.
+    OTHER_TITLE = "(other)"
 
     def __init__(self):
         self.associations: Dict[str, Dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.operations: Dict[str, Dict[str, Dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
+        self.titles: Optional[Set[str]] = None
 
     def accepted(self, calledAETitle: str) -> None:
         self.associations[calledAETitle]["accepted"] += 1
 
     def rejected(self, calledAETitle: str) -> None:
+        if self.titles is not None and calledAETitle not in self.titles:
+            calledAETitle = self.OTHER_TITLE
         self.associations[calledAETitle]["rejected"] += 1
 
     def ended(self, title: str, association, outcome) -> None:
@@ -58,20 +68,32 @@ class StatusResource(resource.Resource):
     @ivar factories: the acceptor factories whose open associations count.
     @ivar pendingStudies: returns AE title -> number of studies waiting for
         their end.
+    @ivar titles: returns the AE titles in force, which are shown with 0
+        open associations when they have none; or C{None}.
     """
 
     isLeaf = True
 
-    def __init__(self, statistics: Statistics, factories: Iterable, pendingStudies: Callable[[], Dict[str, int]], clock):
+    def __init__(
+        self,
+        statistics: Statistics,
+        factories: Iterable,
+        pendingStudies: Callable[[], Dict[str, int]],
+        clock,
+        titles: Optional[Callable[[], Iterable[str]]] = None,
+    ):
         resource.Resource.__init__(self)
         self.statistics = statistics
         self.factories = list(factories)
         self.pendingStudies = pendingStudies
         self.clock = clock
+        self.titles = titles
         self.startedAt = clock.seconds()
 
     def _openAssociations(self) -> Dict[str, int]:
         counts: Dict[str, int] = defaultdict(int)
+        for title in self.titles() if self.titles is not None else ():
+            counts[title] = 0
         for factory in self.factories:
             for proto in factory.associations:
                 counts[proto.entityTitle] += 1

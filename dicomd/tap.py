@@ -22,7 +22,7 @@ from twisted.python import usage
 from dicomd import observers
 from dicomd.cli.common import TRANSFER_SYNTAX_OPTIONS
 from dicomd.cli.logs import LEVELS
-from dicomd.config import DEFAULT_DIRECTORY, ConfigError, DaemonConfig, PeerConfig, readConfig
+from dicomd.config import DEFAULT_DIRECTORY, ConfigError, DaemonConfig, PeerConfig, checkEndpoint, readConfig
 from dicomd.daemon import DicomdService
 from dicomd.storage import naming, recode
 from dicomd.storage.receiver import SORT_PATIENT_NAME, SORT_STUDY_UID, SORT_TIMESTAMP
@@ -168,6 +168,14 @@ class Options(usage.Options):
             raise usage.UsageError("--max-pdu must be 0 or between 4096 and 131072, not %d" % (maxPDU,))
         if self["idle-timeout"] < 0:
             raise usage.UsageError("--idle-timeout must not be negative")
+        if self["shutdown-grace"] < 0:
+            raise usage.UsageError("--shutdown-grace must not be negative")
+        for option, descriptions in [("listen", self["listen"]), ("status", [self["status"]] if self["status"] else [])]:
+            for description in descriptions:
+                try:
+                    checkEndpoint(description)
+                except ValueError as e:
+                    raise usage.UsageError("--%s: %s" % (option, e))
         chosen = [name for name, _, _ in TRANSFER_SYNTAX_FLAGS if self[name]]
         if len(chosen) > 1:
             raise usage.UsageError("choose one transfer syntax preference, not --%s" % (" and --".join(chosen),))

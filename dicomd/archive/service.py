@@ -45,13 +45,13 @@ from typing import Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional,
 from pydicom.charset import convert_encodings
 from pydicom.dataset import Dataset
 from twisted.application import service
-from twisted.internet import endpoints
 from twisted.logger import Logger
 
 from dicomd.archive.dcmqrcfg import ANY
 from dicomd.archive.index import AsyncArchiveIndex, SQLiteArchiveIndex
 from dicomd.archive.matching import MODELS
 from dicomd.dimse.commands import CEchoRQ, CFindRQ, CGetRQ, CMoveRQ, CStoreRQ
+from dicomd.endpoints import clientEndpoint
 from dicomd.net.acceptor import CALLED_AE_TITLE_NOT_RECOGNIZED, ApplicationEntity
 from dicomd.net.association import VERIFICATION_SOP_CLASS
 from dicomd.net.requestor import connect
@@ -460,9 +460,7 @@ def destinationTable(
             return None
 
         def connectTo(proposals):
-            endpoint = endpoints.HostnameEndpoint(reactor, peer.host, peer.port, **({"timeout": timeout} if timeout else {}))
-            if peer.tls is not None:
-                endpoint = endpoints.wrapClientTLS(peer.tls.certificateOptions(isServer=False), endpoint)
+            endpoint = clientEndpoint(reactor, peer.host, peer.port, peer.tls, **({"timeout": timeout} if timeout else {}))
             return connect(
                 endpoint,
                 calledAETitle=peer.aeTitle,
