@@ -99,15 +99,18 @@ class CommandAction:
         self._reactor = reactor
         self._running: Set[defer.Deferred] = set()
 
-    def run(self, values: Dict[str, Optional[str]]) -> Optional[defer.Deferred]:
+    def run(self, values: Dict[str, Optional[str]], *, untilExit: bool = False) -> Optional[defer.Deferred]:
         """
         Start the command.
 
         @param values: placeholder letter -> value; missing ones expand to
             the empty string.
-        @return: when synchronous, a L{Deferred} that fires when the command
-            has exited; otherwise C{None} (it runs in the background and its
-            outcome is only logged).
+        @param untilExit: return the L{Deferred} of the command's exit even
+            when it runs in the background, for a caller that records when
+            the work is done (the L{dicomd.storage.studies.StudyJournal}).
+        @return: when synchronous or C{untilExit}, a L{Deferred} that fires
+            when the command has exited; otherwise C{None} (it runs in the
+            background and its outcome is only logged).
         """
         environment = dict(os.environ)
         for letter, variable in PLACEHOLDERS.items():
@@ -122,7 +125,7 @@ class CommandAction:
             return None
         self._running.add(done)
         done.addBoth(self._forget, done)
-        return done if self.synchronous else None
+        return done if self.synchronous or untilExit else None
 
     def _forget(self, result, done: defer.Deferred):
         self._running.discard(done)

@@ -8,6 +8,7 @@ worker-thread jobs run at once, so nothing here waits or touches the
 network.
 """
 
+import json
 import os
 
 from pydicom.dataset import Dataset
@@ -18,7 +19,7 @@ from twisted.trial import unittest
 from dicomd.storage import naming
 from dicomd.storage.receiver import SORT_STUDY_UID, SORT_TIMESTAMP, Actions, StorageOptions, StudyLayout
 from dicomd.storage.scp import ReceivedInstance, StorageArea
-from dicomd.storage.studies import StudyTracker
+from dicomd.storage.studies import StudyJournal, StudyTracker
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
@@ -446,3 +447,106 @@ class ActionsTests(unittest.SynchronousTestCase):
         actions.stopService().addCallback(stopped.append)
         self.assertEqual(len(stopped), 1)
         self.assertEqual(self.reactor.spawned, [])
+
+
+class StudyJournalTests(unittest.SynchronousTestCase):
+    """
+    L{StudyJournal} and L{Actions} with it: end-of-study work pending when
+    a run is killed is done at the next start, once.
+    """
+
+    def setUp(self):
+        self.reactor = _Reactor()
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(self.directory, "S_1"))
+        self.journalPath = os.path.join(self.directory, StudyJournal.FILE_NAME)
+
+    def actions(self, **options):
+        storage = StorageOptions(outputDirectory=self.directory, sortMode=SORT_TIMESTAMP, **options)
+        layout = StudyLayout(naming.FileNamer(), storage.sortMode, storage.sortPrefix)
+        area = StorageArea(self.directory, layout)
+        return Actions(storage, area, layout, reactor=self.reactor, threadpool=_ThreadPool())
+
+    def store(self, actions, studyUID, name, calling="MODALITY"):
+        path = os.path.join(self.directory, "S_1", name)
+        with open(path, "wb") as f:
+            f.write(b"x")
+        actions.instanceStored(received(studyUID, calling=calling, path=path, at=self.reactor.seconds()))
+        return path
+
+    def journalLines(self):
+        with open(self.journalPath) as f:
+            return [json.loads(line) for line in f]
+
+    def test_journaledBeforeTheResponse(self):
+        """Each object of a study with end-of-study work is in the journal once instanceStored returns."""
+        actions = self.actions(execOnEndOfStudy="done #p")
+        actions.startService()
+        first = self.store(actions, "1.1", "CT.1")
+        self.store(actions, "1.1", "CT.2")
+        lines = self.journalLines()
+        self.assertEqual([line["file"] for line in lines], [first, os.path.join(self.directory, "S_1", "CT.2")])
+        self.assertEqual({line["study"] for line in lines}, {"1.1"})
+        self.assertEqual(len({line["episode"] for line in lines}), 1)
+        self.assertEqual(lines[0]["calling"], "MODALITY")
+
+    def test_noJournalWithoutEndOfStudyWork(self):
+        """Sorting alone has no end-of-study work to keep: no journal is written."""
+        actions = self.actions(endOfStudyTimeout=5)
+        actions.startService()
+        self.store(actions, "1.1", "CT.1")
+        self.assertIsNone(actions.journal)
+        self.assertFalse(os.path.exists(self.journalPath))
+
+    def test_killedRunResumes(self):
+        """A journal left by a killed run: the next start ends its open study once, with its directory and AE titles."""
+        killed = self.actions(execOnEndOfStudy="done #p #a")
+        killed.startService()
+        self.store(killed, "1.1", "CT.1", calling="CT1")
+        # No stopService: the run was killed.
+        restarted = self.actions(execOnEndOfStudy="done #p #a")
+        restarted.startService()
+        [env] = self.reactor.environments()
+        self.assertEqual(env["DICOMD_PATH"], os.path.join(self.directory, "S_1"))
+        self.assertEqual(env["DICOMD_CALLING_AE"], "CT1")
+        self.reactor.exit(0)
+        self.assertEqual(os.path.getsize(self.journalPath), 0)
+        again = self.actions(execOnEndOfStudy="done #p #a")
+        again.startService()
+        self.assertEqual(len(self.reactor.spawned), 1)
+
+    def test_endedEpisodesAreNotResumed(self):
+        """An episode whose work was done is not done again; one still open is."""
+        killed = self.actions(execOnEndOfStudy="done #a")
+        killed.startService()
+        self.store(killed, "1.1", "CT.1", calling="A")
+        self.store(killed, "2.1", "CT.2", calling="B")
+        self.store(killed, "2.2", "CT.3", calling="B")
+        self.reactor.exit(0)
+        self.assertEqual([env["DICOMD_CALLING_AE"] for env in self.reactor.environments()], ["B"])
+        restarted = self.actions(execOnEndOfStudy="done #a")
+        restarted.startService()
+        self.assertEqual(sorted(env["DICOMD_CALLING_AE"] for env in self.reactor.environments()[1:]), ["A", "B"])
+        resumedStudies = sorted(os.path.basename(os.path.dirname(line["file"])) + line["study"] for line in self.journalLines())
+        self.assertEqual(resumedStudies, ["S_11.1", "S_12.2"])
+
+    def test_cleanStopRemovesTheJournal(self):
+        """At a clean stop every open study ends and the journal goes."""
+        actions = self.actions(execOnEndOfStudy="done #p")
+        actions.startService()
+        self.store(actions, "1.1", "CT.1")
+        stopped = []
+        actions.stopService().addCallback(stopped.append)
+        self.reactor.exit(0)
+        self.assertEqual(len(stopped), 1)
+        self.assertFalse(os.path.exists(self.journalPath))
+
+    def test_damagedLinesSkipped(self):
+        """A line cut short by a crash, or naming a file outside the area, is skipped; the rest is resumed."""
+        good = {"episode": "e1", "study": "1.1", "file": os.path.join(self.directory, "S_1", "CT.1"), "calling": "A", "called": "B", "peer": "h", "at": 1.0}
+        outside = dict(good, episode="e2", file=os.path.join(os.path.dirname(self.directory), "elsewhere"))
+        with open(self.journalPath, "w") as f:
+            f.write(json.dumps(good) + "\n" + json.dumps(outside) + "\n" + '{"episode": "e3", "stu')
+        episodes = StudyJournal(self.directory).recover()
+        self.assertEqual([(episode.key, episode.files) for episode in episodes], [("e1", [good["file"]])])
+        self.assertEqual(self.journalLines(), [good])

@@ -26,7 +26,7 @@ from dicomd.net.association import VERIFICATION_SOP_CLASS
 from dicomd.storage import naming
 from dicomd.storage.scp import ReceivedInstance, StorageArea, StorageSCP
 from dicomd.storage.sopclasses import STORAGE_SOP_CLASSES
-from dicomd.storage.studies import StudyEpisode, StudyTracker
+from dicomd.storage.studies import StudyEpisode, StudyJournal, StudyTracker
 from dicomd.ul.negotiation import AcceptorPolicy
 
 SORT_TIMESTAMP = "-ss"
@@ -138,8 +138,13 @@ class Actions(service.Service):
 
     Pending end-of-study work is not lost at a clean stop: stopping the
     service ends every open study, runs its actions, and waits for them.
+    Nor is it lost when the daemon is killed: with end-of-study work to do
+    (C{--exec-on-eostudy}, C{--rename-on-eostudy}) and a storage area,
+    open studies are kept in a L{StudyJournal}, and starting the service
+    ends the studies a killed run left open.
 
     @ivar tracker: the L{StudyTracker}, or C{None} when nothing needs it.
+    @ivar journal: the L{StudyJournal}, or C{None}.
     """
 
     log = Logger()
@@ -165,6 +170,23 @@ class Actions(service.Service):
             if options.tracksStudies
             else None
         )
+        self.journal = (
+            StudyJournal(area.directory, sync=options.sync)
+            if area is not None and (options.execOnEndOfStudy or options.renameOnEndOfStudy)
+            else None
+        )
+        self._endingEpisodes = 0
+
+    def startService(self) -> None:
+        """
+        End the studies that a killed run left open (their files are
+        there: each was journaled before it was acknowledged).
+        """
+        service.Service.startService(self)
+        if self.journal is None:
+            return
+        for episode in self.journal.recover():
+            self.tracker.end(episode, "it was open when dicomd last stopped without ending it")
 
     def instanceStored(self, received: ReceivedInstance) -> Optional[defer.Deferred]:
         """
@@ -173,12 +195,34 @@ class Actions(service.Service):
         """
         if self.tracker is not None:
             self.tracker.instanceStored(received)
+            if self.journal is not None and received.path is not None:
+                episode = self.tracker.open.get(str(received.attributes.get("StudyInstanceUID", "") or ""))
+                if episode is not None:
+                    self.journal.stored(episode, received)
         if self.onReception is None:
             return None
         directory, fileName = os.path.split(received.path) if received.path else ("", "")
         return self.onReception.run(_placeholders(received, directory, fileName))
 
-    def _studyEnded(self, episode: StudyEpisode) -> Optional[defer.Deferred]:
+    def _studyEnded(self, episode: StudyEpisode) -> defer.Deferred:
+        """
+        Do an episode's end-of-study work, then, once its command has
+        exited, strike it from the journal: work a crash cut short is done
+        again at the next start (at least once, never lost).
+        """
+        work = defer.maybeDeferred(self._endOfStudyWork, episode)
+        if self.journal is None:
+            return work
+        self._endingEpisodes += 1
+
+        def done(result):
+            self._endingEpisodes -= 1
+            self.journal.ended(episode, idle=not self.tracker.open and not self._endingEpisodes)
+            return result
+
+        return work.addBoth(done)
+
+    def _endOfStudyWork(self, episode: StudyEpisode) -> defer.Deferred:
         if self.layout is not None:
             self.layout.studyEnded(episode.studyInstanceUID)
         renaming = defer.succeed(None)
@@ -187,7 +231,8 @@ class Actions(service.Service):
         if self.onEndOfStudy is None:
             return renaming
         directory = os.path.dirname(episode.files[0]) if episode.files else (self.area.directory if self.area else "")
-        return renaming.addCallback(lambda _: self.onEndOfStudy.run(_placeholders(episode.lastObject, directory, None)))
+        values = _placeholders(episode.lastObject, directory, None)
+        return renaming.addCallback(lambda _: self.onEndOfStudy.run(values, untilExit=self.journal is not None))
 
     def _inThread(self, function, *args) -> defer.Deferred:
         return deferToThreadPool(self._reactor, self._threadpool, function, *args)
@@ -233,7 +278,10 @@ class Actions(service.Service):
                 [action.whenIdle() for action in (self.onReception, self.onEndOfStudy) if action is not None]
             )
 
-        return ending.addCallback(commandsDone)
+        ending.addCallback(commandsDone)
+        if self.journal is not None:
+            ending.addCallback(lambda result: self.journal.close() or result)
+        return ending
 
 
 def _placeholders(received: Optional[ReceivedInstance], directory: str, fileName: Optional[str]) -> Dict[str, str]:

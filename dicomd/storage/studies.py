@@ -14,13 +14,22 @@ study ends when every sender has left it, or when none of its objects has
 arrived for the timeout.  Each study episode ends exactly once.  Every open
 study has one L{IDelayedCall} on the injected clock, reset by each of its
 objects, so tests advance time instead of waiting.
+
+The L{StudyJournal} keeps open studies across a crash: storescp forgets
+the end-of-study work of a study that was still open when it was killed;
+dicomd runs it at its next start.
 """
 
+import json
+import os
+import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import defer
 from twisted.logger import Logger
+
+from dicomd.storage.scp import ReceivedInstance
 
 Sender = Tuple[str, str]
 
@@ -33,6 +42,7 @@ class StudyEpisode:
     @ivar files: the stored files' paths, in order of arrival.
     @ivar lastObject: the last L{dicomd.storage.scp.ReceivedInstance}, whose
         AE titles and address the end-of-study command gets.
+    @ivar key: names the episode in the L{StudyJournal}.
     """
 
     studyInstanceUID: str
@@ -41,6 +51,7 @@ class StudyEpisode:
     senders: Set[Sender] = field(default_factory=set)
     lastObject: object = None
     timer: object = None
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 class StudyTracker:
@@ -82,7 +93,7 @@ class StudyTracker:
             if episode is not None:
                 episode.senders.discard(sender)
                 if not episode.senders:
-                    self._end(episode, "its senders moved on to other studies")
+                    self.end(episode, "its senders moved on to other studies")
         self._currentStudy[sender] = studyUID
         episode = self.open.get(studyUID)
         if episode is None:
@@ -101,10 +112,15 @@ class StudyTracker:
         episode = self.open.get(studyUID)
         if episode is not None:
             episode.timer = None
-            self._end(episode, "no object for %s s" % (self.timeout,))
+            self.end(episode, "no object for %s s" % (self.timeout,))
 
-    def _end(self, episode: StudyEpisode, why: str) -> None:
-        del self.open[episode.studyInstanceUID]
+    def end(self, episode: StudyEpisode, why: str) -> None:
+        """
+        End an episode now: an open one, or one recovered from a
+        L{StudyJournal}, which is not open here.
+        """
+        if self.open.get(episode.studyInstanceUID) is episode:
+            del self.open[episode.studyInstanceUID]
         if episode.timer is not None:
             episode.timer.cancel()
             episode.timer = None
@@ -129,5 +145,153 @@ class StudyTracker:
         end-of-study actions, these and those already running.
         """
         for episode in list(self.open.values()):
-            self._end(episode, "dicomd is stopping")
+            self.end(episode, "dicomd is stopping")
         return defer.DeferredList(list(self._running))
+
+
+class StudyJournal:
+    """
+    The open study episodes whose end-of-study work is still to do, in a
+    file of the storage area, so that a daemon killed (SIGKILL, power cut)
+    runs that work at its next start instead of forgetting it.
+
+    The file has one JSON object per line: C{{"episode", "study", "file",
+    "calling", "called", "peer", "at"}} for each object stored in a
+    tracked study, written before the object's C-STORE-RSP is sent, and
+    C{{"ended": episode}} once an episode's end-of-study work is done.  It
+    is emptied whenever no episode is open or running, and removed at a
+    clean stop, so it stays small.
+
+    @ivar path: the journal file.
+    @ivar directory: the storage area; a recovered file outside it is
+        dropped.
+    @ivar sync: C{fsync} each line (with storescp's C{--fsync}), so that
+        the journal survives a power cut as the stored files do.
+    """
+
+    FILE_NAME = ".dicomd-eostudy.journal"
+
+    log = Logger()
+
+    def __init__(self, directory: str, *, sync: bool = False):
+        self.directory = os.path.realpath(directory)
+        self.path = os.path.join(self.directory, self.FILE_NAME)
+        self.sync = sync
+        self._file = None
+
+    def recover(self) -> List[StudyEpisode]:
+        """
+        Read the journal a previous run left, and start a new one that
+        holds just the episodes it left open.
+
+        @return: those episodes, in the order they began, with their files
+            and their last object's AE titles and address.
+        """
+        episodes: Dict[str, StudyEpisode] = {}
+        lines: Dict[str, List[str]] = {}
+        try:
+            with open(self.path, encoding="utf-8") as journal:
+                for number, line in enumerate(journal, 1):
+                    entry = self._parse(line, number)
+                    if entry is None:
+                        continue
+                    if "ended" in entry:
+                        episodes.pop(entry["ended"], None)
+                        lines.pop(entry["ended"], None)
+                        continue
+                    episode = episodes.get(entry["episode"])
+                    if episode is None:
+                        episode = episodes[entry["episode"]] = StudyEpisode(entry["study"], entry["at"], key=entry["episode"])
+                    episode.files.append(entry["file"])
+                    episode.lastObject = ReceivedInstance(
+                        sopClassUID="",
+                        sopInstanceUID="",
+                        transferSyntaxUID="",
+                        callingAETitle=entry["calling"],
+                        calledAETitle=entry["called"],
+                        peerHost=entry["peer"],
+                        receivedAt=entry["at"],
+                        path=entry["file"],
+                    )
+                    lines.setdefault(entry["episode"], []).append(line if line.endswith("\n") else line + "\n")
+        except FileNotFoundError:
+            pass
+        temporary = self.path + ".new"
+        with open(temporary, "w", encoding="utf-8") as journal:
+            journal.writelines(line for episodeLines in lines.values() for line in episodeLines)
+        os.replace(temporary, self.path)
+        return list(episodes.values())
+
+    def _parse(self, line: str, number: int) -> Optional[dict]:
+        """
+        One journal line, checked; C{None} (with a warning) for a line a
+        crash cut short or anything else unusable.
+        """
+        try:
+            entry = json.loads(line)
+            if isinstance(entry, dict) and set(entry) == {"ended"} and isinstance(entry["ended"], str):
+                return entry
+            texts = ("episode", "study", "file", "calling", "called", "peer")
+            if not isinstance(entry, dict) or not all(isinstance(entry.get(name), str) for name in texts):
+                raise ValueError("not a journal entry")
+            if not isinstance(entry.get("at"), (int, float)):
+                raise ValueError("no arrival time")
+        except ValueError as e:
+            self.log.warn("Ignoring line {number} of {path}: {why}", number=number, path=self.path, why=e)
+            return None
+        if os.path.commonpath([self.directory, os.path.realpath(entry["file"])]) != self.directory:
+            self.log.warn("Ignoring line {number} of {path}: {file} is outside the storage area", number=number, path=self.path, file=entry["file"])
+            return None
+        return entry
+
+    def stored(self, episode: StudyEpisode, received: ReceivedInstance) -> None:
+        """
+        Record an object stored in an open episode.
+        """
+        self._write(
+            {
+                "episode": episode.key,
+                "study": episode.studyInstanceUID,
+                "file": received.path,
+                "calling": received.callingAETitle,
+                "called": received.calledAETitle,
+                "peer": received.peerHost,
+                "at": received.receivedAt,
+            }
+        )
+
+    def ended(self, episode: StudyEpisode, *, idle: bool) -> None:
+        """
+        An episode's end-of-study work is done.
+
+        @param idle: no other episode is open or running: the journal is
+            emptied instead.
+        """
+        if idle:
+            self._open().truncate(0)
+        else:
+            self._write({"ended": episode.key})
+
+    def close(self) -> None:
+        """
+        At a clean stop, with every episode ended: remove the journal.
+        """
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def _open(self):
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8")
+        return self._file
+
+    def _write(self, entry: dict) -> None:
+        journal = self._open()
+        journal.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        journal.flush()
+        if self.sync:
+            os.fsync(journal.fileno())
