@@ -179,7 +179,13 @@ class DicomdService(service.MultiService):
 
     def _destinations(self, config: DaemonConfig, callingAETitle: str):
         peers = [Peer(peer.title, peer.host, peer.port, peer.tls) for peer in config.peers]
-        return destinationTable(peers, callingAETitle, reactor=self.reactor)
+        return destinationTable(
+            peers,
+            callingAETitle,
+            reactor=self.reactor,
+            acseTimeout=config.limits.acseTimeout,
+            dimseTimeout=config.limits.dimseTimeout,
+        )
 
     def _setEntities(self, config: DaemonConfig) -> None:
         """

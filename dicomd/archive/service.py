@@ -439,6 +439,8 @@ def destinationTable(
     reactor=None,
     propose: Optional[Callable[[list], list]] = None,
     timeout: Optional[float] = None,
+    acseTimeout: Optional[float] = 30.0,
+    dimseTimeout: Optional[float] = None,
 ) -> Callable[[str], Optional[Destination]]:
     """
     The C-MOVE destinations: an AE title's L{Destination}, which opens an
@@ -449,6 +451,11 @@ def destinationTable(
         destination (see L{proposing}), or C{None}.
     @param timeout: seconds to wait for the TCP connection (dcmqrscp's
         C{--timeout}); Twisted's default when C{None}.
+    @param acseTimeout: seconds to wait for the destination's A-ASSOCIATE
+        answer.
+    @param dimseTimeout: seconds to wait for each C-STORE-RSP, or C{None}
+        for ever: a destination that stops answering otherwise holds the
+        C-MOVE, and the association that asked for it, open for good.
     """
     if reactor is None:
         from twisted.internet import reactor
@@ -467,6 +474,8 @@ def destinationTable(
                 callingAETitle=callingAETitle,
                 presentationContexts=propose(proposals) if propose is not None else proposals,
                 reactor=reactor,
+                acseTimeout=acseTimeout,
+                dimseTimeout=dimseTimeout,
             )
 
         return Destination(peer.aeTitle, peer.host, connectTo)

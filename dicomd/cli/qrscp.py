@@ -444,7 +444,15 @@ def buildArchive(values, archive: Archive, hosts: PeerHosts, *, shutdown=None, r
             template,
             readable="R" in entry.access,
             writable=entry.writable,
-            destinations=destinationTable(peers, title, reactor=reactor, propose=propose, timeout=values.get("timeout")),
+            destinations=destinationTable(
+                peers,
+                title,
+                reactor=reactor,
+                propose=propose,
+                timeout=values.get("timeout"),
+                acseTimeout=values["acseTimeout"],
+                dimseTimeout=values.get("dimseTimeout"),
+            ),
         )
         entities[title] = queryRetrieveEntity(
             title,
