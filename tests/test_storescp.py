@@ -579,7 +579,7 @@ class SortingTests(_Mixin, unittest.TestCase):
         server = yield startStorescp(self, "-sp")
         result = yield storescu(server, [latin, anonymous])
         self.assertSent(result, 2)
-        directories = sorted(name for name in os.listdir(server.outputDirectory) if name != ".incoming")
+        directories = sorted(name for name in os.listdir(server.outputDirectory) if not name.startswith("."))
         self.assertEqual(len(directories), 2)
         self.assertRegex(directories[0], r"^ANONYMOUS_\d{8}_\d{9}$")
         self.assertRegex(directories[1], r"^Mueller_Juergen_\d{8}_\d{9}$")
@@ -797,7 +797,7 @@ class EventTests(_Mixin, unittest.TestCase):
         self.assertSent(result, 3)
         yield waitUntil(lambda: len(readLines(log)) >= 3, timeout=15, message=server.describe())
         self.assertEqual(readLines(log), ["CT000001", "CT000003", "MR000002"])
-        [directory] = [name for name in os.listdir(server.outputDirectory) if name != ".incoming"]
+        [directory] = [name for name in os.listdir(server.outputDirectory) if not name.startswith(".")]
         stored = os.path.join(server.outputDirectory, directory)
         self.assertEqual(sorted(os.listdir(stored)), ["CT000001", "CT000003", "MR000002"])
         self.assertEqual(pydicom.dcmread(os.path.join(stored, "MR000002")).Modality, "MR")

@@ -259,11 +259,10 @@ def listCiphers(stream=None) -> int:
     return 0
 
 
-def serverPreamble(values: Dict, log) -> Optional[int]:
+def commandPreamble(values: Dict) -> Optional[int]:
     """
-    What the server front doors (storescp, qrscp) do before serving:
-    C{--arguments} prints the expanded command line, C{+cc} lists the
-    cipher suites, C{--fork} and C{--single-process} are explained.
+    What every front door does first: C{--arguments} prints the expanded
+    command line, C{+cc} lists the cipher suites (and is all it does).
 
     @return: the exit status when the command is done (C{+cc}), else
         C{None}.
@@ -274,6 +273,20 @@ def serverPreamble(values: Dict, log) -> Optional[int]:
         sys.stdout.flush()
     if values.get("listCiphers"):
         return listCiphers()
+    return None
+
+
+def serverPreamble(values: Dict, log) -> Optional[int]:
+    """
+    What the server front doors (storescp, qrscp) do before serving: the
+    L{commandPreamble}, and C{--fork} and C{--single-process} explained.
+
+    @return: the exit status when the command is done (C{+cc}), else
+        C{None}.
+    """
+    done = commandPreamble(values)
+    if done is not None:
+        return done
     if values.get("fork"):
         log.warn("--fork: dicomd does not fork; associations already run concurrently on one reactor in one process")
     elif values.get("fork") is False:

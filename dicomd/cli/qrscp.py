@@ -66,8 +66,8 @@ from dicomd.asconfig import AsConfigError, acceptorPolicy, readProfiles
 from dicomd.cli.common import (
     CommandFileCommandLine,
     UnsupportedOptions,
-    serverPreamble,
     preferredSyntaxOptions,
+    serverPreamble,
     tlsOptions,
     tlsProfileOptions,
     tlsSettings,

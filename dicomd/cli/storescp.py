@@ -26,8 +26,8 @@ from dicomd.asconfig import AsConfigError, acceptorPolicy, readProfiles
 from dicomd.cli.common import (
     CommandFileCommandLine,
     UnsupportedOptions,
-    serverPreamble,
     preferredSyntaxOptions,
+    serverPreamble,
     tlsOptions,
     tlsProfileOptions,
     tlsSettings,

@@ -13,7 +13,6 @@ are refused with a usage error naming them.
 
 import fnmatch
 import os
-import sys
 from typing import List
 
 from twisted.internet import defer
@@ -23,7 +22,7 @@ from dicomd.cli.common import (
     CommandFileCommandLine,
     UnsupportedOptions,
     clientEndpoint,
-    listCiphers,
+    commandPreamble,
     preferredSyntaxOptions,
     preferredTransferSyntax,
     tlsOptions,
@@ -406,12 +405,9 @@ def run(reactor, values):
     """
     Send the files; the L{Deferred} fires with the exit status.
     """
-    if values.get("printArguments"):
-        arguments = values.get("expandedArguments") or []
-        sys.stdout.write("expanded command line to %d arguments:\n%s\n" % (len(arguments), " ".join(arguments)))
-        sys.stdout.flush()
-    if values.get("listCiphers"):
-        return listCiphers()
+    done = commandPreamble(values)
+    if done is not None:
+        return done
     try:
         files = readInputFiles(values)
     except _NoInput as e:
