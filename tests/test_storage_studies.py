@@ -460,6 +460,7 @@ class StudyJournalTests(unittest.SynchronousTestCase):
         self.directory = os.path.abspath(self.mktemp())
         os.makedirs(os.path.join(self.directory, "S_1"))
         self.journalPath = os.path.join(self.directory, StudyJournal.FILE_NAME)
+        self.addCleanup(StudyJournal._open.clear)
 
     def actions(self, **options):
         storage = StorageOptions(outputDirectory=self.directory, sortMode=SORT_TIMESTAMP, **options)
@@ -473,6 +474,14 @@ class StudyJournalTests(unittest.SynchronousTestCase):
             f.write(b"x")
         actions.instanceStored(received(studyUID, calling=calling, path=path, at=self.reactor.seconds()))
         return path
+
+    def kill(self, actions):
+        """
+        What SIGKILL does to C{actions}: its process, and the journal it
+        had open there, are gone without a word.
+        """
+        actions.journal._file.close()
+        del StudyJournal._open[actions.journal.directory]
 
     def journalLines(self):
         with open(self.journalPath) as f:
@@ -503,7 +512,7 @@ class StudyJournalTests(unittest.SynchronousTestCase):
         killed = self.actions(execOnEndOfStudy="done #p #a")
         killed.startService()
         self.store(killed, "1.1", "CT.1", calling="CT1")
-        # No stopService: the run was killed.
+        self.kill(killed)
         restarted = self.actions(execOnEndOfStudy="done #p #a")
         restarted.startService()
         [env] = self.reactor.environments()
@@ -511,6 +520,7 @@ class StudyJournalTests(unittest.SynchronousTestCase):
         self.assertEqual(env["DICOMD_CALLING_AE"], "CT1")
         self.reactor.exit(0)
         self.assertEqual(os.path.getsize(self.journalPath), 0)
+        self.kill(restarted)
         again = self.actions(execOnEndOfStudy="done #p #a")
         again.startService()
         self.assertEqual(len(self.reactor.spawned), 1)
@@ -524,6 +534,7 @@ class StudyJournalTests(unittest.SynchronousTestCase):
         self.store(killed, "2.2", "CT.3", calling="B")
         self.reactor.exit(0)
         self.assertEqual([env["DICOMD_CALLING_AE"] for env in self.reactor.environments()], ["B"])
+        self.kill(killed)
         restarted = self.actions(execOnEndOfStudy="done #a")
         restarted.startService()
         self.assertEqual(sorted(env["DICOMD_CALLING_AE"] for env in self.reactor.environments()[1:]), ["A", "B"])
@@ -550,3 +561,81 @@ class StudyJournalTests(unittest.SynchronousTestCase):
         episodes = StudyJournal(self.directory).recover()
         self.assertEqual([(episode.key, episode.files) for episode in episodes], [("e1", [good["file"]])])
         self.assertEqual(self.journalLines(), [good])
+
+    def test_sharedAreaRecoveredOnce(self):
+        """Two AEs storing in one area share its journal: what a killed run left is ended once, not once per AE."""
+        killed = self.actions(execOnEndOfStudy="done")
+        killed.startService()
+        self.store(killed, "1.1", "CT.1")
+        self.kill(killed)
+        first, second = self.actions(execOnEndOfStudy="done"), self.actions(execOnEndOfStudy="done")
+        first.startService()
+        second.startService()
+        self.assertIs(first.journal, second.journal)
+        self.assertEqual(len(self.reactor.spawned), 1)
+        self.reactor.exit(0)
+        stopped = []
+        first.stopService().addCallback(stopped.append)
+        self.assertTrue(os.path.exists(self.journalPath))
+        second.stopService().addCallback(stopped.append)
+        self.assertEqual(len(stopped), 2)
+        self.assertFalse(os.path.exists(self.journalPath))
+
+
+class ReloadTests(unittest.SynchronousTestCase):
+    """
+    L{Actions.takeOver}: a reload that rebuilds an AE neither ends its
+    open studies early nor ends them twice.
+    """
+
+    def setUp(self):
+        self.reactor = _Reactor()
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(self.directory, "S_1"))
+        self.addCleanup(StudyJournal._open.clear)
+
+    def actions(self, command, timeout=10):
+        storage = StorageOptions(outputDirectory=self.directory, sortMode=SORT_TIMESTAMP, execOnEndOfStudy=command, endOfStudyTimeout=timeout)
+        layout = StudyLayout(naming.FileNamer(), storage.sortMode, storage.sortPrefix)
+        return Actions(storage, StorageArea(self.directory, layout), layout, reactor=self.reactor, threadpool=_ThreadPool())
+
+    def store(self, actions, name, study="1.1"):
+        path = os.path.join(self.directory, "S_1", name)
+        with open(path, "wb") as f:
+            f.write(b"x")
+        actions.instanceStored(received(study, path=path, at=self.reactor.seconds()))
+
+    def test_openStudyContinuesAfterReload(self):
+        """The study open at the reload ends once, with the new command, after the new timeout from the reload; the old AE's late objects count in it."""
+        old = self.actions("old #p", timeout=10)
+        old.startService()
+        self.store(old, "CT.1")
+        self.reactor.advance(5)
+        new = self.actions("new #p", timeout=20)
+        new.takeOver(old)
+        new.startService()
+        stopped = []
+        self.store(old, "CT.2")
+        old.stopService().addCallback(stopped.append)
+        self.assertEqual(len(stopped), 1)
+        self.assertEqual(self.reactor.spawned, [])
+        self.reactor.advance(19)
+        self.assertEqual(self.reactor.spawned, [])
+        self.reactor.advance(1)
+        [(_, argv, env)] = self.reactor.spawned
+        self.assertEqual(argv[-1], "new \"${DICOMD_PATH}\"")
+        self.assertEqual(env["DICOMD_PATH"], os.path.join(self.directory, "S_1"))
+
+    def test_otherAreaIsNotTakenOver(self):
+        """A reload that moves the AE to another directory leaves the old studies to the old AE, which ends them as it stops."""
+        old = self.actions("old")
+        old.startService()
+        self.store(old, "CT.1")
+        other = os.path.abspath(self.mktemp())
+        storage = StorageOptions(outputDirectory=other, sortMode=SORT_TIMESTAMP, execOnEndOfStudy="new", endOfStudyTimeout=10)
+        layout = StudyLayout(naming.FileNamer(), storage.sortMode, storage.sortPrefix)
+        new = Actions(storage, StorageArea(other, layout), layout, reactor=self.reactor, threadpool=_ThreadPool())
+        new.takeOver(old)
+        old.stopService()
+        [(_, argv, _)] = self.reactor.spawned
+        self.assertEqual(argv[-1], "old")

@@ -116,6 +116,14 @@ class StudyLayout:
     def studyEnded(self, studyInstanceUID: str) -> None:
         self._directories.pop(studyInstanceUID, None)
 
+    def shareStudies(self, other: "StudyLayout") -> None:
+        """
+        Keep the studies' directories in one table with C{other} (the
+        layout of the AE a reload replaced), so that a study open across
+        the reload stays in its directory.
+        """
+        self._directories = other._directories
+
 
 class AreaService(service.Service):
     """
@@ -170,21 +178,40 @@ class Actions(service.Service):
             if options.tracksStudies
             else None
         )
-        self.journal = (
-            StudyJournal(area.directory, sync=options.sync)
-            if area is not None and (options.execOnEndOfStudy or options.renameOnEndOfStudy)
-            else None
-        )
-        self._endingEpisodes = 0
+        self._journaled = area is not None and bool(options.execOnEndOfStudy or options.renameOnEndOfStudy)
+        self.journal: Optional[StudyJournal] = None
+        self._successor: Optional["Actions"] = None
+
+    def takeOver(self, previous: "Actions") -> None:
+        """
+        A reload built this in place of C{previous}, whose associations
+        may still be storing: when both track studies the same way in the
+        same storage area, the studies open there continue here, and what
+        C{previous}'s associations store is tracked here too, so that a
+        reload neither ends a study early nor ends it twice.  (Their
+        reception commands stay C{previous}'s.)  Call before starting.
+        """
+        if self.tracker is None or previous.tracker is None or self.area is None or previous.area is None:
+            return
+        if self._journaled != previous._journaled:
+            return
+        if os.path.realpath(self.area.directory) != os.path.realpath(previous.area.directory):
+            return
+        previous.tracker.handOver(self.tracker)
+        if (self.layout.sortMode, self.layout.sortPrefix) == (previous.layout.sortMode, previous.layout.sortPrefix):
+            self.layout.shareStudies(previous.layout)
+        previous._successor = self
 
     def startService(self) -> None:
         """
-        End the studies that a killed run left open (their files are
-        there: each was journaled before it was acknowledged).
+        Open the study journal, and end the studies a killed run left
+        open in it (their files are there: each was journaled before it
+        was acknowledged).
         """
         service.Service.startService(self)
-        if self.journal is None:
+        if not self._journaled:
             return
+        self.journal = StudyJournal.forDirectory(self.area.directory, sync=self.options.sync)
         for episode in self.journal.recover():
             self.tracker.end(episode, "it was open when dicomd last stopped without ending it")
 
@@ -193,16 +220,23 @@ class Actions(service.Service):
         The L{StorageSCP} observer: track the study, run the reception
         command (holding the response back with C{--exec-sync}).
         """
-        if self.tracker is not None:
-            self.tracker.instanceStored(received)
-            if self.journal is not None and received.path is not None:
-                episode = self.tracker.open.get(str(received.attributes.get("StudyInstanceUID", "") or ""))
-                if episode is not None:
-                    self.journal.stored(episode, received)
+        (self._successor or self).track(received)
         if self.onReception is None:
             return None
         directory, fileName = os.path.split(received.path) if received.path else ("", "")
         return self.onReception.run(_placeholders(received, directory, fileName))
+
+    def track(self, received: ReceivedInstance) -> None:
+        """
+        Follow a stored object's study, in the journal too.
+        """
+        if self.tracker is None:
+            return
+        self.tracker.instanceStored(received)
+        if self.journal is not None and received.path is not None:
+            episode = self.tracker.open.get(str(received.attributes.get("StudyInstanceUID", "") or ""))
+            if episode is not None:
+                self.journal.stored(episode, received)
 
     def _studyEnded(self, episode: StudyEpisode) -> defer.Deferred:
         """
@@ -211,13 +245,12 @@ class Actions(service.Service):
         again at the next start (at least once, never lost).
         """
         work = defer.maybeDeferred(self._endOfStudyWork, episode)
-        if self.journal is None:
+        journal = self.journal
+        if journal is None:
             return work
-        self._endingEpisodes += 1
 
         def done(result):
-            self._endingEpisodes -= 1
-            self.journal.ended(episode, idle=not self.tracker.open and not self._endingEpisodes)
+            journal.ended(episode)
             return result
 
         return work.addBoth(done)
@@ -232,7 +265,7 @@ class Actions(service.Service):
             return renaming
         directory = os.path.dirname(episode.files[0]) if episode.files else (self.area.directory if self.area else "")
         values = _placeholders(episode.lastObject, directory, None)
-        return renaming.addCallback(lambda _: self.onEndOfStudy.run(values, untilExit=self.journal is not None))
+        return renaming.addCallback(lambda _: self.onEndOfStudy.run(values, untilExit=self._journaled))
 
     def _inThread(self, function, *args) -> defer.Deferred:
         return deferToThreadPool(self._reactor, self._threadpool, function, *args)
@@ -280,7 +313,8 @@ class Actions(service.Service):
 
         ending.addCallback(commandsDone)
         if self.journal is not None:
-            ending.addCallback(lambda result: self.journal.close() or result)
+            journal, self.journal = self.journal, None
+            ending.addCallback(lambda result: journal.release() or result)
         return ending
 
 

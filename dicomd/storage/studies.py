@@ -108,6 +108,23 @@ class StudyTracker:
             else:
                 episode.timer.reset(self.timeout)
 
+    def handOver(self, successor: "StudyTracker") -> None:
+        """
+        Move every open episode, and the study each sender is on, to
+        C{successor} (the tracker of the AE a reload built in place of
+        this one's), so that each ends once, there, after its timeout.
+        """
+        for episode in self.open.values():
+            if episode.timer is not None:
+                episode.timer.cancel()
+                episode.timer = None
+            successor.open[episode.studyInstanceUID] = episode
+            if successor.timeout:
+                episode.timer = successor._reactor.callLater(successor.timeout, successor._timedOut, episode.studyInstanceUID)
+        successor._currentStudy.update(self._currentStudy)
+        self.open.clear()
+        self._currentStudy.clear()
+
     def _timedOut(self, studyUID: str) -> None:
         episode = self.open.get(studyUID)
         if episode is not None:
@@ -151,42 +168,71 @@ class StudyTracker:
 
 class StudyJournal:
     """
-    The open study episodes whose end-of-study work is still to do, in a
-    file of the storage area, so that a daemon killed (SIGKILL, power cut)
-    runs that work at its next start instead of forgetting it.
+    The study episodes whose end-of-study work is still to do, in a file
+    of the storage area, so that a daemon killed (SIGKILL, power cut) runs
+    that work at its next start instead of forgetting it.
 
     The file has one JSON object per line: C{{"episode", "study", "file",
     "calling", "called", "peer", "at"}} for each object stored in a
     tracked study, written before the object's C-STORE-RSP is sent, and
     C{{"ended": episode}} once an episode's end-of-study work is done.  It
-    is emptied whenever no episode is open or running, and removed at a
-    clean stop, so it stays small.
+    is emptied whenever no episode is pending, and removed when its last
+    user stops, so it stays small.
+
+    One process keeps one journal per directory (L{forDirectory}): the AEs
+    sharing a storage area, and the AE that a reload builds while the one
+    it replaces finishes its associations, write to the same one, and only
+    the first to start reads what a previous run left.
 
     @ivar path: the journal file.
     @ivar directory: the storage area; a recovered file outside it is
         dropped.
     @ivar sync: C{fsync} each line (with storescp's C{--fsync}), so that
         the journal survives a power cut as the stored files do.
+    @ivar pending: the keys of the episodes not ended yet.
     """
 
     FILE_NAME = ".dicomd-eostudy.journal"
 
     log = Logger()
 
+    _open: Dict[str, "StudyJournal"] = {}
+
     def __init__(self, directory: str, *, sync: bool = False):
         self.directory = os.path.realpath(directory)
         self.path = os.path.join(self.directory, self.FILE_NAME)
         self.sync = sync
+        self.pending: Set[str] = set()
         self._file = None
+        self._users = 0
+        self._recovered = False
+
+    @classmethod
+    def forDirectory(cls, directory: str, *, sync: bool = False) -> "StudyJournal":
+        """
+        The journal of a storage area, shared by its users in this process;
+        each user calls L{release} when it stops.
+        """
+        key = os.path.realpath(directory)
+        journal = cls._open.get(key)
+        if journal is None:
+            journal = cls._open[key] = cls(key, sync=sync)
+        journal.sync = journal.sync or sync
+        journal._users += 1
+        return journal
 
     def recover(self) -> List[StudyEpisode]:
         """
         Read the journal a previous run left, and start a new one that
-        holds just the episodes it left open.
+        holds just the episodes it left open; the second call in a
+        process, and later ones, find nothing.
 
         @return: those episodes, in the order they began, with their files
             and their last object's AE titles and address.
         """
+        if self._recovered:
+            return []
+        self._recovered = True
         episodes: Dict[str, StudyEpisode] = {}
         lines: Dict[str, List[str]] = {}
         try:
@@ -220,6 +266,7 @@ class StudyJournal:
         with open(temporary, "w", encoding="utf-8") as journal:
             journal.writelines(line for episodeLines in lines.values() for line in episodeLines)
         os.replace(temporary, self.path)
+        self.pending.update(episodes)
         return list(episodes.values())
 
     def _parse(self, line: str, number: int) -> Optional[dict]:
@@ -248,6 +295,7 @@ class StudyJournal:
         """
         Record an object stored in an open episode.
         """
+        self.pending.add(episode.key)
         self._write(
             {
                 "episode": episode.key,
@@ -260,37 +308,42 @@ class StudyJournal:
             }
         )
 
-    def ended(self, episode: StudyEpisode, *, idle: bool) -> None:
+    def ended(self, episode: StudyEpisode) -> None:
         """
-        An episode's end-of-study work is done.
-
-        @param idle: no other episode is open or running: the journal is
-            emptied instead.
+        An episode's end-of-study work is done; when it was the last
+        pending one, the journal is emptied.
         """
-        if idle:
-            self._open().truncate(0)
-        else:
+        self.pending.discard(episode.key)
+        if self.pending:
             self._write({"ended": episode.key})
+        else:
+            self._writable().truncate(0)
 
-    def close(self) -> None:
+    def release(self) -> None:
         """
-        At a clean stop, with every episode ended: remove the journal.
+        A user stops.  When it was the last, and nothing is pending (a
+        clean stop), the journal is removed.
         """
+        self._users -= 1
+        if self._users > 0:
+            return
+        del self._open[self.directory]
         if self._file is not None:
             self._file.close()
             self._file = None
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        if not self.pending:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
 
-    def _open(self):
+    def _writable(self):
         if self._file is None:
             self._file = open(self.path, "a", encoding="utf-8")
         return self._file
 
     def _write(self, entry: dict) -> None:
-        journal = self._open()
+        journal = self._writable()
         journal.write(json.dumps(entry, separators=(",", ":")) + "\n")
         journal.flush()
         if self.sync:
