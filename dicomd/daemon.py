@@ -3,7 +3,8 @@ The daemon's service tree, built from a L{dicomd.config.DaemonConfig}.
 
     DicomdService
       |-- Archive                  the index database
-      |-- EntityService per AE     storage area, actions, the AE itself
+      |-- StorageService per AE    storage area and actions (writable AEs)
+      |-- EntityService per AE     the AE itself
       |-- listening services       one per endpoint string, one factory
       `-- status page              optional
 
@@ -12,7 +13,8 @@ stops first, running associations get the grace period to finish and are
 aborted after it, then each AE ends its open studies (running their
 actions), and the index closes last.  SIGHUP reloads the configuration
 file: new, changed and removed AEs and peers take effect for new
-associations, running ones finish as they started; a file that does not
+associations, running ones finish as they started, and open studies of
+an AE whose storage settings did not change go on; a file that does not
 read leaves everything as it was and says why in the log.
 """
 
@@ -63,24 +65,77 @@ def hostRule(hosts, lookup=socket.getaddrinfo) -> Optional[Callable]:
     return allowed
 
 
-class EntityService(service.MultiService):
+def storageKey(config: EntityConfig):
     """
-    One configured AE: its storage area and actions as child services, and
-    the L{dicomd.archive.service.ArchiveEntity} that answers its
-    associations.
+    What an AE's L{StorageService} is built from: two configurations with
+    equal keys can share one.
+    """
+    return (config.title, config.storage, config.quota)
+
+
+class StorageService(service.MultiService):
+    """
+    The receiving side of one writable AE: its storage area and its
+    actions (with the end-of-study tracker and journal) as child services,
+    and the receiver built on them.
+
+    It is a service of its own, beside the L{EntityService} that uses it,
+    so that a reload that changes an AE but not how it stores (its access
+    rules, transfer syntaxes, the peers...) hands the running receiver to
+    the new AE: open studies go on, their end-of-study work runs once,
+    when they end.  When the storage settings did change, the new one
+    takes the open studies over (L{takeOver}) instead of the former
+    ending them when it is retired.
+
+    @ivar key: the L{storageKey} it was built from.
+    @ivar receiver: the L{dicomd.storage.receiver.Receiver}.
     """
 
-    def __init__(self, config: EntityConfig, archive: Archive, destinations, limits, *, reactor=None):
+    def __init__(self, config: EntityConfig, archive: Archive, *, reactor=None):
+        service.MultiService.__init__(self)
+        self.key = storageKey(config)
+        indexed = IndexedArea(archive.index, config.title, config.storage.outputDirectory, config.quota)
+        self.receiver = buildReceiver(config.storage, index=indexed, reactor=reactor)
+        if self.receiver.area is not None:
+            AreaService(self.receiver.area).setServiceParent(self)
+        self.receiver.actions.setServiceParent(self)
+
+    def takeOver(self, previous: "StorageService") -> None:
+        """
+        Continue the studies open in C{previous}, the storage of the AE
+        that a reload replaces with settings that changed, when both store
+        into the same area (see L{dicomd.storage.receiver.Actions.takeOver},
+        which decides); call before starting.
+        """
+        self.receiver.actions.takeOver(previous.receiver.actions)
+
+
+class EntityService(service.MultiService):
+    """
+    One configured AE: the L{dicomd.archive.service.ArchiveEntity} that
+    answers its associations, storing through a L{StorageService} when it
+    is writable.
+
+    @ivar storage: that L{StorageService}, or C{None}.
+    """
+
+    def __init__(
+        self,
+        config: EntityConfig,
+        archive: Archive,
+        destinations,
+        limits,
+        *,
+        storage: Optional[StorageService] = None,
+        reactor=None,
+    ):
         service.MultiService.__init__(self)
         self.config = config
         directory = config.storage.outputDirectory
-        receiver = None
-        if config.writable:
-            indexed = IndexedArea(archive.index, config.title, directory, config.quota)
-            receiver = buildReceiver(config.storage, index=indexed, reactor=reactor)
-            if receiver.area is not None:
-                AreaService(receiver.area).setServiceParent(self)
-            receiver.actions.setServiceParent(self)
+        if config.writable and storage is None:
+            raise ValueError("a writable AE needs its StorageService")
+        self.storage = storage if config.writable else None
+        receiver = self.storage.receiver if self.storage is not None else None
         self.actions = receiver.actions if receiver is not None else None
         profile = None
         if config.profile is not None:
@@ -193,35 +248,54 @@ class DicomdService(service.MultiService):
         that is not running with the same settings already, then put the
         AEs in force for new associations.  An AE replaced or removed
         stops once its running associations have ended (they finish with
-        the settings they started with).
+        the settings they started with).  A replaced AE whose storage
+        settings did not change hands its L{StorageService} (and so its
+        open studies) to its successor.
 
         @raise Exception: an AE could not be built or started; the AEs in
             force are left as they were.
         """
         entities: Dict[str, EntityService] = {}
         fresh = []
+        freshStorage = []
+        successions = []
         for entityConfig in config.entities:
             current = self.entityServices.get(entityConfig.title)
             if current is not None and current.config == entityConfig and config.peers == self.config.peers:
                 entities[entityConfig.title] = current
                 continue
+            storage = None
+            if entityConfig.writable:
+                if current is not None and current.storage is not None and current.storage.key == storageKey(entityConfig):
+                    storage = current.storage
+                else:
+                    storage = StorageService(entityConfig, self.archive, reactor=self.reactor)
+                    if current is not None and current.storage is not None:
+                        successions.append((storage, current.storage))
+                    freshStorage.append(storage)
             entities[entityConfig.title] = EntityService(
                 entityConfig,
                 self.archive,
                 self._destinations(config, entityConfig.title),
                 config.limits,
+                storage=storage,
                 reactor=self.reactor,
             )
             fresh.append(entities[entityConfig.title])
+        # Once everything is built (which is where a mistake usually shows):
+        # a storage that did not start after this would leave the studies
+        # it took over to the journal, that is to the next start.
+        for storage, previous in successions:
+            storage.takeOver(previous)
         started = []
         try:
-            for entityService in fresh:
-                started.append(entityService)
-                entityService.setServiceParent(self)
+            for child in freshStorage + fresh:
+                started.append(child)
+                child.setServiceParent(self)
         except BaseException:
-            for entityService in started:
-                if entityService.parent is not None:
-                    entityService.disownServiceParent()
+            for child in started:
+                if child.parent is not None:
+                    child.disownServiceParent()
             raise
         retired = [entityService for title, entityService in self.entityServices.items() if entities.get(title) is not entityService]
         kept = len(entities) - len(fresh)
@@ -245,7 +319,8 @@ class DicomdService(service.MultiService):
     def _retire(self, entityService: EntityService) -> None:
         """
         Stop an AE that is no longer in force once its associations have
-        ended.
+        ended, and its L{StorageService} too unless an AE in force took
+        it over.
         """
         title = entityService.config.title
         if entityService.associations:
@@ -256,8 +331,17 @@ class DicomdService(service.MultiService):
             )
 
         def stop(_):
+            stopping = []
             if entityService.parent is not None:
-                return entityService.disownServiceParent()
+                stopping.append(defer.maybeDeferred(entityService.disownServiceParent))
+            storage = entityService.storage
+            if (
+                storage is not None
+                and storage.parent is not None
+                and all(other.storage is not storage for other in self.entityServices.values())
+            ):
+                stopping.append(defer.maybeDeferred(storage.disownServiceParent))
+            return defer.gatherResults(stopping, consumeErrors=True)
 
         entityService.whenUnused().addCallback(stop).addErrback(
             lambda failure: self.log.failure("Stopping the former AE {title}", failure, title=title)
@@ -271,8 +355,14 @@ class DicomdService(service.MultiService):
         Read the configuration file again and put it in force for new
         associations.
 
+        Not while stopping: the listening ports are closed and the
+        services stopping, so a new AE could not be started.
+
         @return: whether the new file was taken.
         """
+        if not self.running:
+            self.log.warn("SIGHUP: not reloading, dicomd is stopping")
+            return False
         path = self.config.path
         if path is None:
             self.log.warn("SIGHUP: no configuration file to reload (dicomd runs on its defaults)")
@@ -308,9 +398,23 @@ class DicomdService(service.MultiService):
             self.log.warn("SIGHUP: max-pdu changed; new AEs use it, a restart applies it everywhere")
 
     def startService(self) -> None:
+        """
+        Start the services, and handle SIGHUP (reload) and, until the
+        reactor runs and installs its own handler, SIGTERM.
+
+        twistd starts the services before it runs the reactor, and only
+        C{reactor.run()} installs the SIGTERM handler: a SIGTERM in
+        between (a stop right after a start, while the AEs recover their
+        studies) would kill the process without the ordered stop.  The
+        reactor's own handler, installed now, asks for the same stop once
+        the reactor runs.
+        """
         service.MultiService.startService(self)
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda number, frame: self.reactor.callFromThread(self.reload))
+        sigTerm = getattr(self.reactor, "sigTerm", None)
+        if sigTerm is not None and not getattr(self.reactor, "running", True):
+            signal.signal(signal.SIGTERM, sigTerm)
 
     @defer.inlineCallbacks
     def stopService(self):

@@ -95,23 +95,23 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", None, "Read this configuration file (TOML; see etc/dicomd.toml)."],
         ["status", None, None, "Serve the status page (JSON at /, Prometheus at /metrics) on this endpoint."],
-        ["aetitle", "a", "DICOMD", "Our AE title."],
-        ["max-pdu", None, 131072, "Maximum P-DATA-TF length we receive (4096..131072, or 0 for no limit; default 131072, the most DCMTK sends).", int],
-        ["max-associations", None, 64, "Simultaneous associations before new ones are rejected.", _positive("max-associations")],
-        ["max-associations-per-host", None, 16, "Simultaneous associations from one host.", _positive("max-associations-per-host")],
-        ["shutdown-grace", None, 30.0, "Seconds running associations get to finish when stopping.", float],
-        ["acse-timeout", None, 30.0, "Seconds to wait for association messages (ARTIM).", _positive("acse-timeout", float)],
+        ["aetitle", "a", None, "Our AE title (default: DICOMD)."],
+        ["max-pdu", None, None, "Maximum P-DATA-TF length we receive (4096..131072, or 0 for no limit; default 131072, the most DCMTK sends).", int],
+        ["max-associations", None, None, "Simultaneous associations before new ones are rejected (default: 64).", _positive("max-associations")],
+        ["max-associations-per-host", None, None, "Simultaneous associations from one host (default: 16).", _positive("max-associations-per-host")],
+        ["shutdown-grace", None, None, "Seconds running associations get to finish when stopping (default: 30).", float],
+        ["acse-timeout", None, None, "Seconds to wait for association messages (ARTIM; default: 30).", _positive("acse-timeout", float)],
         ["dimse-timeout", None, None, "Seconds to wait for a DIMSE response (default: unlimited).", _positive("dimse-timeout", float)],
-        ["idle-timeout", None, 60.0, "Seconds of silence before an idle association is aborted (0: never).", float],
-        ["output-directory", "o", DEFAULT_DIRECTORY, "Store received objects under this directory."],
+        ["idle-timeout", None, None, "Seconds of silence before an idle association is aborted (0: never; default: 60).", float],
+        ["output-directory", "o", None, "Store received objects under this directory (default: %s)." % (DEFAULT_DIRECTORY,)],
         ["sort-on-study-uid", None, None, "Sort studies into PREFIX_<StudyInstanceUID> directories (default: no prefix)."],
         ["sort-conc-studies", None, None, "Sort studies into PREFIX_<timestamp> directories."],
-        ["filename-extension", None, "", "Append this to every file name."],
+        ["filename-extension", None, None, "Append this to every file name."],
         ["exec-on-reception", None, None, "Run this command for each received object (#p #f #a #c #r)."],
         ["exec-on-eostudy", None, None, "Run this command at the end of each study (#p #a #c #r)."],
         ["eostudy-timeout", None, None, "Seconds without an object after which a study ends.", _positive("eostudy-timeout", float)],
         ["padding-create", None, None, "FILE,ITEM: align the file on FILE bytes and items on ITEM bytes (+p)."],
-        ["compression-level", None, 6, "zlib level 0..9 with --write-xfer-deflated (+cl).", int],
+        ["compression-level", None, None, "zlib level 0..9 with --write-xfer-deflated (+cl; default: 6).", int],
         ["log-level", None, None, "fatal, error, warn, info (default) or debug, with --logger=dicomd.observers.text or .json."],
     ]
 
@@ -152,23 +152,26 @@ class Options(usage.Options):
 
     def given(self, name: str) -> bool:
         """
-        Whether an option was given on the command line.
+        Whether an option was given on the command line.  Parameters have
+        no default here (their help says what applies without them), so
+        that one given with the embedded default's value still overrides
+        the configuration file.
         """
-        if name in self.defaults:
-            return self[name] != self.defaults[name]
-        return bool(self[name])
+        if name in {flag[0] for flag in self.optFlags}:
+            return bool(self[name])
+        return self[name] is not None and self[name] != []
 
     def postOptions(self):
         self._setLogLevel()
         title = self["aetitle"]
-        if not 0 < len(title) <= 16 or not title.isascii() or "\\" in title:
+        if title is not None and (not 0 < len(title) <= 16 or not title.isascii() or "\\" in title):
             raise usage.UsageError("--aetitle must be 1 to 16 ASCII characters without backslash, not %r" % (title,))
         maxPDU = self["max-pdu"]
-        if maxPDU != 0 and not 4096 <= maxPDU <= 131072:
+        if maxPDU is not None and maxPDU != 0 and not 4096 <= maxPDU <= 131072:
             raise usage.UsageError("--max-pdu must be 0 or between 4096 and 131072, not %d" % (maxPDU,))
-        if self["idle-timeout"] < 0:
+        if self.given("idle-timeout") and self["idle-timeout"] < 0:
             raise usage.UsageError("--idle-timeout must not be negative")
-        if self["shutdown-grace"] < 0:
+        if self.given("shutdown-grace") and self["shutdown-grace"] < 0:
             raise usage.UsageError("--shutdown-grace must not be negative")
         for option, descriptions in [("listen", self["listen"]), ("status", [self["status"]] if self["status"] else [])]:
             for description in descriptions:
@@ -306,7 +309,7 @@ class Options(usage.Options):
                     raise ValueError()
             except ValueError:
                 raise usage.UsageError("--padding-create takes FILE,ITEM (two numbers), not %r" % (self["padding-create"],))
-        options = recode.RecodeOptions(compressionLevel=self["compression-level"], **fields)
+        options = recode.RecodeOptions(compressionLevel=6 if self["compression-level"] is None else self["compression-level"], **fields)
         try:
             recode.checkOptions(options)
         except ValueError as e:
