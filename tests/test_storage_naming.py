@@ -77,6 +77,16 @@ class SafeComponentTests(SynchronousTestCase):
         self.assertEqual(safeComponent("..."), "___")
         self.assertEqual(safeComponent(""), "_")
 
+    def test_tooLong(self) -> None:
+        """
+        A name longer than a file name may be (255 bytes: a UID of 300 characters, a Patient's Name of 200 non-ASCII ones) is refused with C{ValueError} rather than cut; 255 bytes pass.
+        """
+        self.assertEqual(safeComponent("1." + "9" * 253), "1." + "9" * 253)
+        self.assertRaises(ValueError, safeComponent, "1." + "9" * 254)
+        self.assertRaises(ValueError, safeComponent, "CT.1." + "9" * 300)
+        self.assertRaises(ValueError, safeComponent, "\u00e9" * 128)
+        self.assertRaises(ValueError, defaultFileName, "1.2.840.10008.5.1.4.1.1.2", "1." + "9" * 300)
+
 
 class JoinUnderTests(SynchronousTestCase):
     """

@@ -650,6 +650,59 @@ class WriteFailureTests(SynchronousTestCase):
         self.assertEqual(incomingFiles(harness.output), [])
 
 
+class MalformedDataSetTests(SynchronousTestCase):
+    """
+    A data set that cannot be parsed is refused with 0xC000 ("cannot
+    understand"), not 0xA700 ("out of resources", which invites the peer to
+    send the same object again), and leaves no file.
+    """
+
+    def unterminatedSequence(self):
+        """
+        A data set without pixel data ending inside a sequence of undefined
+        length (no Sequence Delimitation Item), and its SOP Instance UID.
+        """
+        dataset = makeDataset(rows=8, columns=8)
+        del dataset.PixelData
+        inner = struct.pack("<HH2sH", 0x0008, 0x1150, b"UI", 6) + b"1.2.3\x00"
+        items = (struct.pack("<HHL", 0xFFFE, 0xE000, len(inner)) + inner) * 3
+        sequence = struct.pack("<HH2sHL", 0x5200, 0x9230, b"SQ", 0, 0xFFFFFFFF) + items
+        return str(dataset.SOPInstanceUID), encodedDataSet(dataset) + sequence
+
+    def test_unterminatedSequenceCannotBeUnderstood(self):
+        """
+        A sequence of undefined length that ends with the data set (pydicom's C{OSError} without an errno): 0xC000, no file, and the association goes on.
+        """
+        harness = AcceptorHarness(self, _HeldThreadPool(immediate=True))
+        uid, encoded = self.unterminatedSequence()
+        harness.command(uid)
+        harness.data(encoded, True)
+        [refused] = harness.responses()
+        self.assertEqual(refused.status, _status.CANNOT_UNDERSTAND)
+        self.assertEqual(storedFiles(harness.output), [])
+        self.assertEqual(incomingFiles(harness.output), [])
+        self.assertIs(harness.protocol.provider.state, State.Sta6)
+
+    def test_readErrorIsOutOfResources(self):
+        """
+        An C{OSError} with an errno while the file is read back (EIO) is the disk's fault: still 0xA700.
+        """
+        from dicomd.storage import scp as _scp
+
+        def failing(path):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        self.patch(_scp, "readFileHead", failing)
+        harness = AcceptorHarness(self, _HeldThreadPool(immediate=True))
+        uid, encoded = self.unterminatedSequence()
+        harness.command(uid)
+        harness.data(encoded, True)
+        [refused] = harness.responses()
+        self.assertEqual(refused.status, _status.OUT_OF_RESOURCES)
+        self.assertEqual(storedFiles(harness.output), [])
+        self.assertEqual(incomingFiles(harness.output), [])
+
+
 _originalWriteAll = _spool._writeAll
 
 

@@ -60,6 +60,11 @@ _TRANSLITERATION = (
 )
 
 
+#: The longest file name, in bytes, that common file systems take (Linux's
+#: C{NAME_MAX}).
+NAME_MAX = 255
+
+
 def safeComponent(name: str) -> str:
     """
     Make C{name} one harmless path component: C{/}, C{\\}, NUL and the
@@ -68,10 +73,21 @@ def safeComponent(name: str) -> str:
 
     Names DCMTK would write unchanged (a well-formed UID, a modality code)
     come back unchanged.
+
+    @raise ValueError: the name is longer than L{NAME_MAX} bytes in UTF-8.
+        Only a malformed value makes one (a UID has at most 64
+        characters): it is refused rather than cut, since cutting could
+        give two objects one name, and refused here, as data that cannot
+        be understood (0xC000), rather than by the file system, whose error
+        would read as "out of resources" (0xA700) and invite a retry.
     """
     safe = "".join(_safeCharacter(character) for character in name)
     if safe.strip(".") == "":
         return "_" * max(len(safe), 1)
+    if len(safe) > NAME_MAX // 4:
+        size = len(safe.encode("utf-8", "surrogatepass"))
+        if size > NAME_MAX:
+            raise ValueError("a name of %d bytes is longer than a file name may be: %r..." % (size, safe[:64]))
     return safe
 
 

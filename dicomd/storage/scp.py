@@ -409,7 +409,7 @@ class IncomingInstance:
         try:
             attributes = scanHead(head, received.transferSyntaxUID, complete)
             if attributes is None:
-                attributes = readFileHead(spool.nameInThread())
+                attributes = _readAttributes(spool.nameInThread())
             received.attributes = attributes
             _checkIdentity(attributes, self._request)
             self._scp.area.settle(spool, received)
@@ -533,6 +533,25 @@ def _checkIdentity(attributes: Dataset, request) -> None:
             _status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
             "data set SOP Instance UID %s differs from the command's %s" % (sopInstance, request.affectedSOPInstanceUID),
         )
+
+
+def _readAttributes(path: str) -> Dataset:
+    """
+    Read the attributes of a complete temporary file that its first bytes
+    were not enough for.
+
+    @raise StoreRefused: the data set cannot be parsed (0xC000).  pydicom
+        reports some malformed data sets, such as a sequence of undefined
+        length that ends with the data set, as an C{OSError} without an
+        C{errno}; only an C{OSError} with one is the disk's fault, answered
+        with "out of resources" (0xA700), which invites a retry.
+    """
+    try:
+        return readFileHead(path)
+    except OSError as e:
+        if e.errno is not None:
+            raise
+        raise StoreRefused(_status.CANNOT_UNDERSTAND, "data set cannot be parsed: %s" % (e,))
 
 
 def _removeQuietly(path: str) -> None:
