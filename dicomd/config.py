@@ -73,8 +73,8 @@ class Limits:
         the daemon stops, before they are aborted.
     """
 
-    maxAssociations: int = 64
-    maxAssociationsPerHost: int = 16
+    maxAssociations: int = 128
+    maxAssociationsPerHost: int = 64
     maxPDU: int = 131072
     acseTimeout: float = 30.0
     dimseTimeout: Optional[float] = None

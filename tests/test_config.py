@@ -92,8 +92,8 @@ class ExampleFileTests(_ConfigFileMixin, unittest.TestCase):
         self.assertEqual(
             config.limits,
             Limits(
-                maxAssociations=64,
-                maxAssociationsPerHost=16,
+                maxAssociations=128,
+                maxAssociationsPerHost=64,
                 maxPDU=131072,
                 acseTimeout=30.0,
                 dimseTimeout=None,
@@ -239,8 +239,8 @@ class DefaultsTests(_ConfigFileMixin, unittest.TestCase):
         self.assertEqual(config.listen, ("tcp:11112",))
         self.assertIsNone(config.path)
         self.assertEqual(config.entities[0].storage.outputDirectory, DEFAULT_DIRECTORY)
-        self.assertEqual(Limits().maxAssociations, 64)
-        self.assertEqual(Limits().maxAssociationsPerHost, 16)
+        self.assertEqual(Limits().maxAssociations, 128)
+        self.assertEqual(Limits().maxAssociationsPerHost, 64)
 
     def test_zeroMeansNoTimeout(self):
         """
