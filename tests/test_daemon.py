@@ -594,7 +594,6 @@ class ReloadTests(DaemonTestCase):
         self.assertEqual(status, 0x0000)
         self.assertEqual(dicomFiles(alpha), [os.path.join(alpha, held.study, "CT." + held.uid)])
 
-    @defer.inlineCallbacks
     def test_openStudyOutlivesReload(self):
         """
         A reload that rebuilds ALPHA (a [[peer]] is added, which every AE
@@ -603,40 +602,24 @@ class ReloadTests(DaemonTestCase):
         command runs once, at the stop, after a second object of it was
         stored through the new AE.
         """
-        home = makeDirectory(self)
-        log = os.path.join(home, "eostudy.log")
-        actions = '[ae.actions]\non-end-of-study = "echo #p >> %s"\nend-of-study-timeout = 3600\n' % (log,)
-        text = twoEntityConfig(home, entities=("ALPHA",)) + actions
-        daemon = yield startConfigured(self, configWriter(home, text))
-        alpha = os.path.join(home, "alpha")
-        study = generate_uid()
-        [(first, _)] = writeImages(self, study=study)
-        stored = yield storescu(daemon.port, "ALPHA", [first])
-        self.assertEqual(stored.output.count(STORED), 1, stored.describe())
-        with open(os.path.join(home, "dicomd.toml"), "w") as f:
-            f.write(text % {"port": daemon.port} + '[[peer]]\ntitle = "SOMEWHERE"\nhost = "127.0.0.1"\nport = 1\n')
-        daemon.signalProcess("HUP")
-        yield daemon.waitForOutput(r"SIGHUP: reloaded", timeout=20)
-        self.assertIn("AE titles in force: ALPHA (0 kept, 0 added, 1 changed, 0 removed)", daemon.output)
-        [(second, _)] = writeImages(self, study=study)
-        stored = yield storescu(daemon.port, "ALPHA", [second])
-        self.assertEqual(stored.output.count(STORED), 1, stored.describe())
-        yield waitUntil(lambda: daemon.output.count(" released by the peer ") == 2, timeout=20, message="second store logged")
-        self.assertNotIn("End of study", daemon.output)
-        self.assertFalse(os.path.exists(log), "the reload ended the open study")
-        yield daemon.stop(timeout=30)
-        self.assertCleanStop(daemon)
-        with open(log) as f:
-            self.assertEqual(f.read().splitlines(), [os.path.join(alpha, study)])
-        self.assertEqual(len(dicomFiles(os.path.join(alpha, study))), 2)
+        return self.assertOpenStudyOutlives('[[peer]]\ntitle = "SOMEWHERE"\nhost = "127.0.0.1"\nport = 1\n')
 
-    @defer.inlineCallbacks
     def test_openStudyOutlivesStorageChange(self):
         """
         A reload that changes how ALPHA stores (fsync) but not where: the
         study open since before the reload goes on in the new AE, and
         its end-of-study command runs once, at the stop.
         """
+        return self.assertOpenStudyOutlives("[ae.storage]\nfsync = true\n")
+
+    @defer.inlineCallbacks
+    def assertOpenStudyOutlives(self, addition: str):
+        """
+        Store one object of a study into ALPHA, whose end-of-study command
+        logs its directory, reload with C{addition} at the end of the
+        file, store a second object of the study: the study ends once, at
+        the stop, with both objects.
+        """
         home = makeDirectory(self)
         log = os.path.join(home, "eostudy.log")
         actions = '[ae.actions]\non-end-of-study = "echo #p >> %s"\nend-of-study-timeout = 3600\n' % (log,)
@@ -648,7 +631,7 @@ class ReloadTests(DaemonTestCase):
         stored = yield storescu(daemon.port, "ALPHA", [first])
         self.assertEqual(stored.output.count(STORED), 1, stored.describe())
         with open(os.path.join(home, "dicomd.toml"), "w") as f:
-            f.write(text % {"port": daemon.port} + "[ae.storage]\nfsync = true\n")
+            f.write(text % {"port": daemon.port} + addition)
         daemon.signalProcess("HUP")
         yield daemon.waitForOutput(r"SIGHUP: reloaded", timeout=20)
         self.assertIn("AE titles in force: ALPHA (0 kept, 0 added, 1 changed, 0 removed)", daemon.output)
