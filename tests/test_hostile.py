@@ -28,6 +28,9 @@ does about each.
   - calling and called AE titles with shell metacharacters reach
     C{--exec-on-reception} and C{--exec-on-eostudy} commands as single
     arguments, never as code.
+  - a peer that pipelines requests and never reads the responses is no
+    longer read once its responses fill the write buffer, so the daemon's
+    memory stays flat and others are still served.
 
 The same faults are proven without a network in L{tests.test_net_protocol}
 (timers), L{tests.test_fuzz} (codecs), L{tests.test_storage_naming} and
@@ -38,6 +41,7 @@ then still answers DCMTK's C{echoscu}.  Nothing sleeps: every wait polls.
 import os
 import resource
 import shlex
+import socket
 import sqlite3
 import struct
 import time
@@ -49,6 +53,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from twisted.internet import defer, error, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.python import log
 from twisted.trial import unittest
 
 from dicomd.dimse import status as _status
@@ -82,6 +87,7 @@ from tests.support import (
     LOCALHOST,
     dcmtk,
     dcmtkEnvironment,
+    deferLater,
     makeDirectory,
     pythonEnvironment,
     runCommand,
@@ -428,7 +434,9 @@ class SilentPeerTests(HostileTestCase):
             # The idle timeout (1 s), not the ARTIM timer (30 s).
             self.assertGreaterEqual(peer.lostAt - sent, 0.8)
             self.assertLess(peer.lostAt - sent, 15)
-        self.assertEqual(daemon.output.count("aborted: idle timeout"), 2, daemon.output)
+        # The daemon logs each association's end as its connection goes:
+        # the peers may see both closes before the second line is out.
+        yield waitUntil(lambda: daemon.output.count("aborted: idle timeout") == 2, timeout=10, message=daemon.output)
         yield assertEchoes(self, daemon)
 
 
@@ -940,3 +948,103 @@ class ShellMetacharacterTests(HostileTestCase):
         for marker in markers:
             self.assertFalse(os.path.exists(os.path.join(work, marker)))
         yield assertEchoes(self, daemon)
+
+
+# -- 9: responses never read --------------------------------------------------------------
+
+
+class UnreadResponsesTests(HostileTestCase):
+    """
+    A peer that pipelines C-ECHO-RQs as fast as it can and never reads a
+    response.
+
+    The daemon writes responses until its write buffer for the connection
+    is full, then stops reading from that peer until the buffer drains
+    (L{dicomd.net.sending.MessageSender} is the connection's push producer
+    and pauses its association's reading), so the peer's sending stalls
+    and the daemon's memory stays flat however much the peer has to send;
+    other peers are served meanwhile.  Without that back-pressure the
+    daemon would read on and keep every unread response in memory.
+    """
+
+    #: The most the peer tries to send, and for how long.
+    BUDGET = 200 << 20
+    SECONDS = 12.0
+    #: No byte accepted for this long: the daemon stopped reading.
+    STALL = 3.0
+    #: The daemon's resident memory may grow by less than this.
+    GROWTH = 64 << 20
+
+    @defer.inlineCallbacks
+    def test_pipelinedEchoesNeverRead(self):
+        """A peer with a 4 KiB receive buffer pipelines C-ECHO-RQ P-DATA-TF PDUs without reading: within 12 s its sending stalls (the daemon stopped reading it), the daemon's resident memory grows by less than 64 MB, echoscu is served meanwhile, and the connection's end is logged once the peer closes it."""
+        from twisted.internet import reactor
+
+        daemon = yield startDaemon(self, "--idle-timeout", "60")
+        pid = daemon.transport.pid
+        peer = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(peer.close)
+        # Before connecting, so that the advertised window stays small.
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        peer.settimeout(10)
+        peer.connect((LOCALHOST, daemon.port))
+        peer.sendall(associateRequest("PIPELINE"))
+        answer = b""
+        while len(answer) < 6 or len(answer) < 6 + struct.unpack_from(">L", answer, 2)[0]:
+            chunk = peer.recv(65536)
+            self.assertTrue(chunk, "connection closed before A-ASSOCIATE-AC")
+            answer += chunk
+        self.assertEqual(answer[0], A_ASSOCIATE_AC)
+        accept = AAssociateAC.decode(answer[6 : 6 + struct.unpack_from(">L", answer, 2)[0]])
+        # Verification was proposed first, as context 1.
+        self.assertIn(1, [c.contextID for c in accept.presentationContexts if c.accepted])
+        contextID = 1
+        # 4096 requests with distinct message IDs, sent over and over; each
+        # is answered at once, so its ID is free again by the next round.
+        block = memoryview(
+            b"".join(pData(contextID, COMMAND | LAST, encodeCommand(CEchoRQ(messageID=i))) for i in range(1, 4097))
+        )
+
+        before = peak = residentMemory(pid)
+        peer.setblocking(False)
+        sent = offset = 0
+        started = progressAt = time.monotonic()
+        stalled = False
+        while sent < self.BUDGET and time.monotonic() - started < self.SECONDS:
+            try:
+                count = peer.send(block[offset:])
+            except BlockingIOError:
+                count = 0
+            now = time.monotonic()
+            if count:
+                sent += count
+                offset = (offset + count) % len(block)
+                progressAt = now
+            elif now - progressAt >= self.STALL:
+                stalled = True
+                break
+            peak = max(peak, residentMemory(pid))
+            # Let the reactor read the daemon's log meanwhile.
+            yield deferLater(reactor, 0 if count else 0.01)
+        elapsed = time.monotonic() - started
+        peak = max(peak, residentMemory(pid))
+        measured = "sent %.1f MB in %.1f s; daemon RSS %.1f MB -> peak %.1f MB (+%.1f MB)" % (
+            sent / 1e6,
+            elapsed,
+            before / 1e6,
+            peak / 1e6,
+            (peak - before) / 1e6,
+        )
+        log.msg("UnreadResponsesTests: " + measured)
+        self.assertTrue(daemon.running, daemon.describe())
+        self.assertLess(peak - before, self.GROWTH, measured)
+        self.assertTrue(stalled, "the daemon kept reading: " + measured)
+
+        # Another peer is served while this one sits blocked.
+        yield assertEchoes(self, daemon)
+        self.assertLess(residentMemory(pid) - before, self.GROWTH, measured)
+
+        # Closing with unread data resets the connection; the daemon ends
+        # the association instead of holding on to it.
+        peer.close()
+        yield daemon.waitForOutput(r"Association PIPELINE -> DICOMD from \S+ aborted", timeout=20)

@@ -19,7 +19,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from dicomd.dimse.commands import CEchoRQ, CStoreRQ
+from dicomd.dimse.commands import CEchoRQ, CStoreRQ, encodeCommand
+from dicomd.dimse.pdv import fragment
 from dicomd.interfaces import IDataSetConsumer, IService
 from dicomd.net.acceptor import AcceptorFactory, ApplicationEntity
 from dicomd.net.association import (
@@ -33,7 +34,7 @@ from dicomd.net.requestor import ACSETimeout, connect
 from dicomd.net.sending import IDataSetSource
 from dicomd.ul.fsm import State
 from dicomd.ul.negotiation import IMPLICIT_VR_LITTLE_ENDIAN, UNCOMPRESSED, AcceptorPolicy, proposePresentationContexts
-from dicomd.ul.pdu import AAbort, AAssociateAC, AAssociateRJ, AAssociateRQ, UserInformation, decodePDU
+from dicomd.ul.pdu import AAbort, AAssociateAC, AAssociateRJ, AAssociateRQ, AReleaseRP, AReleaseRQ, PDataTF, UserInformation, decodePDU
 from tests.support import verificationEntity
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -627,6 +628,191 @@ class TimeoutTests(SynchronousTestCase):
         self.assertTrue(pump.server.outcome.startswith("aborted"), pump.server.outcome)
         self.assertTrue(pump.clientIO.disconnected)
         self.assertEqual(network.clock.getDelayedCalls(), [])
+
+
+class UnreadTransport(StringTransport):
+    """
+    A L{StringTransport} whose peer reads nothing until L{drain}: like
+    Twisted's TCP transport it pauses its streaming producer once more than
+    C{bufferSize} bytes wait (the protocol sets that size), and resumes it
+    when they have all been written.  Its own C{producerState} says whether
+    the protocol reads from it.
+
+    @ivar producerAtClose: the producer registered when C{loseConnection}
+        was called.
+    """
+
+    bufferSize = 65536
+
+    def __init__(self, *args, **kwargs):
+        StringTransport.__init__(self, *args, **kwargs)
+        self.waiting = 0
+        self.producerPaused = False
+        self.producerAtClose = "never closed"
+
+    def write(self, data):
+        StringTransport.write(self, data)
+        self.waiting += len(data)
+        if self.producer is not None and self.streaming and self.waiting > self.bufferSize and not self.producerPaused:
+            self.producerPaused = True
+            self.producer.pauseProducing()
+
+    def drain(self):
+        """
+        The peer read everything that waits.
+        """
+        self.waiting = 0
+        if self.producer is not None and self.producerPaused:
+            self.producerPaused = False
+            self.producer.resumeProducing()
+
+    def loseConnection(self):
+        if not self.disconnecting:
+            self.producerAtClose = self.producer
+        StringTransport.loseConnection(self)
+
+
+def echoRequests(first: int, count: int, contextID: int = 1) -> bytes:
+    """
+    C{count} C-ECHO-RQs in P-DATA-TF PDUs, message IDs from C{first}.
+    """
+    return b"".join(
+        bytes(piece)
+        for n in range(first, first + count)
+        for piece in fragment(contextID, True, encodeCommand(CEchoRQ(messageID=n)), 16384)
+    )
+
+
+class WriteBackPressureTests(SynchronousTestCase):
+    """
+    A peer that pipelines requests and does not read the responses: the
+    association's L{dicomd.net.sending.MessageSender} is the transport's
+    push producer from the start, and a full write buffer stops the
+    reading of requests until it drains, so the responses kept in memory
+    are bounded by what one read brings.
+    """
+
+    #: More C-ECHO-RSPs (about 90 bytes each) than the protocol's 256 KiB
+    #: write buffer holds.
+    REQUESTS = 4000
+
+    def setUp(self):
+        self.clock = MemoryReactorClock()
+        self.factory = AcceptorFactory(verificationEntity(), reactor=self.clock, artimTimeout=30, idleTimeout=60)
+        self.protocol = self.factory.buildProtocol(PEER)
+        self.transport = UnreadTransport(peerAddress=PEER)
+        self.protocol.makeConnection(self.transport)
+        self.protocol.dataReceived(associateRequestBytes())
+        [accept] = splitPDUs(self.transport.value())
+        self.assertIsInstance(accept, AAssociateAC)
+        self.transport.clear()
+        self.transport.drain()
+        self.sender = self.protocol.association._sender
+
+    def responses(self) -> list:
+        return [pdu for pdu in splitPDUs(self.transport.value()) if isinstance(pdu, PDataTF)]
+
+    def assertReading(self, reading: bool) -> None:
+        self.assertEqual(self.transport.producerState, "producing" if reading else "paused")
+
+    def test_registeredForTheAssociation(self):
+        """
+        The sender is the transport's streaming producer as soon as the
+        association is established, before any data set.
+        """
+        self.assertIs(self.transport.producer, self.sender)
+        self.assertTrue(self.transport.streaming)
+        self.assertReading(True)
+
+    def test_pipelinedEchoesPauseReading(self):
+        """
+        C-ECHO-RQs whose responses fill the write buffer pause the sender
+        and the reading of the peer; every request already read is still
+        answered, in order; once the buffer drains, reading resumes.
+        """
+        self.protocol.dataReceived(echoRequests(1, self.REQUESTS))
+        self.assertTrue(self.transport.producerPaused)
+        self.assertTrue(self.sender.blocked)
+        self.assertReading(False)
+        responses = self.responses()
+        self.assertEqual(len(responses), self.REQUESTS)
+        self.assertGreater(self.transport.waiting, self.transport.bufferSize)
+        self.transport.drain()
+        self.assertFalse(self.sender.blocked)
+        self.assertReading(True)
+        self.assertIs(self.transport.producer, self.sender)
+
+    def test_storagePauseIndependent(self):
+        """
+        A consumer's read pause and the sender's are counted apart:
+        reading resumes only when both are over, in either order.
+        """
+        association = self.protocol.association
+        association.pauseReceiving()
+        self.protocol.dataReceived(echoRequests(1, self.REQUESTS))
+        self.assertReading(False)
+        self.transport.drain()
+        self.assertReading(False)
+        association.resumeReceiving()
+        self.assertReading(True)
+        self.protocol.dataReceived(echoRequests(1, self.REQUESTS))
+        association.pauseReceiving()
+        association.resumeReceiving()
+        self.assertReading(False)
+        self.transport.drain()
+        self.assertReading(True)
+
+    def test_releaseWhileBlocked(self):
+        """
+        An A-RELEASE-RQ read with the pipelined requests is answered after
+        all their responses; the sender is no longer the producer, so the
+        connection can close.
+        """
+        self.protocol.dataReceived(echoRequests(1, self.REQUESTS) + AReleaseRQ().encode())
+        pdus = splitPDUs(self.transport.value())
+        self.assertEqual(len(pdus), self.REQUESTS + 1)
+        self.assertIsInstance(pdus[-1], AReleaseRP)
+        self.assertIsNone(self.transport.producer)
+        self.assertIs(self.protocol.provider.state, State.Sta13)
+        # Reading again, to see the peer close the connection.
+        self.assertReading(True)
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_idleTimeoutWhileBlocked(self):
+        """
+        A peer that never reads is aborted by the idle timeout; the sender
+        is unregistered before the transport is asked to close, and when
+        the peer still has not read what waits when the ARTIM timer
+        expires, the connection is closed at once.
+        """
+        self.protocol.dataReceived(echoRequests(1, self.REQUESTS))
+        self.assertReading(False)
+        self.clock.advance(60)
+        self.assertTrue(self.protocol.outcome.startswith("aborted: idle timeout"), self.protocol.outcome)
+        self.assertIsInstance(splitPDUs(self.transport.value())[-1], AAbort)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertIsNone(self.transport.producerAtClose)
+        self.assertIsNone(self.transport.producer)
+        self.assertFalse(self.transport.disconnected)
+        self.clock.advance(30)
+        self.assertTrue(self.transport.disconnected)
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_connectionLostWhileBlocked(self):
+        """
+        A connection lost while the sender is blocked lets the sender go
+        (Twisted calls C{stopProducing} too; the second call changes
+        nothing).
+        """
+        self.protocol.dataReceived(echoRequests(1, self.REQUESTS))
+        self.assertTrue(self.sender.blocked)
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertFalse(self.sender.blocked)
+        self.assertIsNone(self.transport.producer)
+        self.sender.stopProducing()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class NoDelayTests(SynchronousTestCase):

@@ -23,9 +23,9 @@ from zope.interface.verify import verifyObject
 
 from dicomd.cli import storescu
 from dicomd.cli.options import UsageError
-from dicomd.dimse.commands import CStoreRQ, CStoreRSP, encodeCommand
+from dicomd.dimse.commands import CEchoRSP, CStoreRQ, CStoreRSP, encodeCommand
 from dicomd.dimse.pdv import DataSetFragment, MessageAssembler
-from dicomd.net.association import AssociationAborted, AssociationRejected, NoPresentationContext
+from dicomd.net.association import Association, AssociationAborted, AssociationRejected, NoPresentationContext
 from dicomd.net.sending import READ_SIZE, IDataSetSource, MessageSender
 from dicomd.storage import scu
 from dicomd.storage.sender import FailedStore, SendReport, sendFiles
@@ -41,7 +41,7 @@ from dicomd.ul.negotiation import (
     RLE_LOSSLESS,
     NegotiatedContext,
 )
-from dicomd.ul.pdu import P_DATA_TF, AAssociateRJ, UserIdentityRQ, decodePDU
+from dicomd.ul.pdu import P_DATA_TF, AAssociateRJ, AAssociateRQ, UserIdentityRQ, UserInformation, decodePDU
 from tests.dicomfiles import CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, makeDataset, writeFile
 
 
@@ -1015,18 +1015,31 @@ class ThrottledTransport(StringTransport):
 
 class FakeProtocol:
     """
-    What L{MessageSender} needs of an association's protocol.
+    What L{MessageSender} and L{Association} need of an association's
+    protocol; it counts how often reading was paused and resumed.
     """
 
     def __init__(self, transport):
         self.transport = transport
         self.aborted = False
+        self.readingPaused = 0
+        self.readingResumed = 0
 
     def sendPData(self, pieces):
         self.transport.write(b"".join(pieces))
 
     def abort(self):
         self.aborted = True
+
+    def pauseReading(self):
+        self.readingPaused += 1
+
+    def resumeReading(self):
+        self.readingResumed += 1
+
+    @property
+    def reading(self) -> bool:
+        return self.readingPaused == self.readingResumed
 
 
 def messagesIn(stream: bytes):
@@ -1063,12 +1076,21 @@ class MessageSenderTests(unittest.SynchronousTestCase):
     def setUp(self):
         self.transport = ThrottledTransport()
         self.protocol = FakeProtocol(self.transport)
-        self.sender = MessageSender(self.protocol, self.fragmentLength)
+        self.blocks = []
+        self.sender = MessageSender(
+            self.protocol,
+            self.fragmentLength,
+            whenBlocked=lambda: self.blocks.append("blocked"),
+            whenUnblocked=lambda: self.blocks.append("unblocked"),
+        )
         self.sent = []
         self.chunk = self.fragmentLength * (READ_SIZE // self.fragmentLength)
 
     def command(self, n):
         return encodeCommand(CStoreRQ(messageID=n, affectedSOPClassUID=CT_IMAGE_STORAGE, affectedSOPInstanceUID="1.2.%d" % n))
+
+    def response(self, n):
+        return encodeCommand(CStoreRSP(messageIDBeingRespondedTo=n, status=0, affectedSOPClassUID=CT_IMAGE_STORAGE))
 
     def test_pausedWhenBufferFull(self):
         """
@@ -1087,7 +1109,13 @@ class MessageSenderTests(unittest.SynchronousTestCase):
             self.transport.drain()
         self.assertEqual(self.sent, [None])
         self.assertTrue(source.closed)
-        self.assertIsNone(self.transport.producer)
+        # Still the transport's producer, for the rest of the association,
+        # and no longer blocked once the last chunk drained.
+        self.assertIs(self.transport.producer, self.sender)
+        self.assertFalse(self.sender.blocked)
+        # The stream kept the sender blocked from its first chunk to the
+        # last drain, without unblocking in between.
+        self.assertEqual(self.blocks, ["blocked", "unblocked"])
         [(contextID, message, received)] = messagesIn(self.transport.value())
         self.assertEqual((contextID, message.messageID), (1, 1))
         self.assertEqual(received, data)
@@ -1104,7 +1132,7 @@ class MessageSenderTests(unittest.SynchronousTestCase):
         self.sender.send(3, self.command(2), second, self.sent.append)
         self.sender.send(5, self.command(3), MemorySource(third), self.sent.append)
         self.sender.send(3, self.command(4), None, self.sent.append)
-        while self.transport.producer is not None:
+        while len(self.sent) < 4:
             self.assertLessEqual(len(self.sent), 2)
             self.transport.drain()
         self.assertEqual(self.sent, [None] * 4)
@@ -1131,20 +1159,116 @@ class MessageSenderTests(unittest.SynchronousTestCase):
         self.sender.send(1, self.command(1), data, self.sent.append)
         self.assertLess(len(self.transport.value()), self.chunk * 2)
         self.assertEqual(self.sent, [])
-        while self.transport.producer is not None:
+        while not self.sent:
             self.transport.drain()
         self.assertEqual(self.sent, [None])
         self.assertEqual(messagesIn(self.transport.value())[0][2], data)
 
     def test_smallBytesAtOnce(self):
         """
-        A small data set goes with its command in one write, without
-        registering a producer.
+        A small data set goes with its command in one write.
         """
         self.sender.send(1, self.command(1), b"abcd", self.sent.append)
         self.assertEqual(self.sent, [None])
-        self.assertIsNone(self.transport.producer)
         self.assertEqual(messagesIn(self.transport.value())[0][2], b"abcd")
+        self.assertEqual(self.blocks, [])
+
+    def test_registeredOnce(self):
+        """
+        The sender registers with the transport as a streaming producer
+        when it is made, for the whole association, and stays registered
+        across data sets; without a transport it registers nowhere.
+        """
+        self.assertIs(self.transport.producer, self.sender)
+        self.assertTrue(self.transport.streaming)
+        for n in range(3):
+            self.sender.send(1, self.command(n), MemorySource(os.urandom(self.chunk + 10)), self.sent.append)
+            while len(self.sent) < n + 1:
+                self.transport.drain()
+            self.assertIs(self.transport.producer, self.sender)
+        self.assertEqual(self.sent, [None] * 3)
+        sender = MessageSender(FakeProtocol(None), self.fragmentLength)
+        sender.stopProducing()
+
+    def test_smallMessagesBlock(self):
+        """
+        Small messages that fill the transport's buffer (the peer reads
+        none of them) block the sender: it asks once to stop reading, and
+        asks once to read again when the buffer drains.  Messages sent
+        while blocked are still written whole and in order: no more can
+        come than answers to the requests already read.
+        """
+        count = 2 * self.transport.limit // len(self.response(1))
+        for n in range(1, count + 1):
+            self.sender.send(1, self.response(n), None, self.sent.append)
+            self.assertEqual(self.sender.blocked, self.transport.waiting > self.transport.limit)
+        self.assertEqual(self.sent, [None] * count)
+        self.assertTrue(self.sender.blocked)
+        self.assertGreater(self.transport.pauses, 1)
+        self.assertEqual(self.blocks, ["blocked"])
+        self.transport.drain()
+        self.assertFalse(self.sender.blocked)
+        self.assertEqual(self.blocks, ["blocked", "unblocked"])
+        messages = messagesIn(self.transport.value())
+        self.assertEqual([m.messageIDBeingRespondedTo for _, m, _ in messages], list(range(1, count + 1)))
+
+    def test_associationStopsReading(self):
+        """
+        An L{Association} whose peer reads none of its C-ECHO-RSPs stops
+        reading the peer once the transport's buffer is full, and reads
+        again once it drains; the sender's pause is counted apart from a
+        consumer's (a slow disk), so reading resumes only when both are
+        over.
+        """
+        transport = ThrottledTransport(limit=4096)
+        protocol = FakeProtocol(transport)
+        request = AAssociateRQ("DICOMD", "PEER", [], UserInformation(maximumLength=16384))
+        association = Association(
+            protocol,
+            isRequestor=False,
+            associateRequest=request,
+            contexts={},
+            peerMaximumLength=16384,
+            reactor=task.Clock(),
+        )
+        self.assertIsNot(transport.producer, None)
+        for n in range(1, 101):
+            association.send(1, CEchoRSP(messageIDBeingRespondedTo=n, status=0))
+        self.assertEqual((protocol.readingPaused, protocol.readingResumed), (1, 0))
+        association.pauseReceiving()
+        transport.drain()
+        self.assertEqual((protocol.readingPaused, protocol.readingResumed), (1, 0))
+        association.resumeReceiving()
+        self.assertEqual((protocol.readingPaused, protocol.readingResumed), (1, 1))
+        self.assertEqual(len(messagesIn(transport.value())), 100)
+
+        # Blocked again when the association ends: the transport is let go
+        # and reading is no longer held up by the sender.
+        for n in range(1, 101):
+            association.send(1, CEchoRSP(messageIDBeingRespondedTo=n, status=0))
+        self.assertFalse(protocol.reading)
+        association.ended(None)
+        self.assertIsNone(transport.producer)
+        self.assertTrue(protocol.reading)
+
+    def test_streamWaitsWhileBlocked(self):
+        """
+        A data set sent while the buffer is full waits, command and all,
+        until the transport drains; a small message after it waits for it.
+        """
+        while not self.sender.blocked:
+            self.sender.send(1, self.command(1), b"x" * 1000)
+        before = len(self.transport.value())
+        data = os.urandom(self.chunk + 10)
+        self.sender.send(1, self.command(2), MemorySource(data), self.sent.append)
+        self.sender.send(1, self.response(3), None, self.sent.append)
+        self.assertEqual(len(self.transport.value()), before)
+        self.assertEqual(self.sent, [])
+        while len(self.sent) < 2:
+            self.transport.drain()
+        messages = messagesIn(self.transport.value())
+        self.assertEqual((messages[-2][1].messageID, messages[-1][1].messageIDBeingRespondedTo), (2, 3))
+        self.assertEqual(messages[-2][2], data)
 
     def test_emptySource(self):
         """
@@ -1177,11 +1301,12 @@ class MessageSenderTests(unittest.SynchronousTestCase):
         An odd fragment length (a peer's odd maximum length) is rounded down
         to an even one: PDVs of odd length are refused by DCMTK.
         """
-        sender = MessageSender(self.protocol, 4091)
+        transport = ThrottledTransport()
+        sender = MessageSender(FakeProtocol(transport), 4091)
         self.assertEqual(sender.fragmentLength, 4090)
         sender.send(1, self.command(1), MemorySource(os.urandom(10000)))
         lengths = []
-        stream = self.transport.value()
+        stream = transport.value()
         position = 0
         while position < len(stream):
             length = struct.unpack(">L", stream[position + 2 : position + 6])[0]
@@ -1198,6 +1323,7 @@ class MessageSenderTests(unittest.SynchronousTestCase):
         queued = MemorySource(b"q" * 10)
         self.sender.send(1, self.command(1), streaming, self.sent.append)
         self.sender.send(1, self.command(2), queued, self.sent.append)
+        self.assertTrue(self.sender.blocked)
         self.sender.stopProducing()
         self.assertTrue(streaming.closed)
         self.assertTrue(queued.closed)
@@ -1205,6 +1331,15 @@ class MessageSenderTests(unittest.SynchronousTestCase):
         later = MemorySource(b"")
         self.sender.send(1, self.command(3), later)
         self.assertTrue(later.closed)
+        # Unregistered, so that the transport can close, and the read
+        # pause undone; the transport's late calls change nothing.
+        self.assertIsNone(self.transport.producer)
+        self.assertFalse(self.sender.blocked)
+        self.assertEqual(self.blocks, ["blocked", "unblocked"])
+        self.sender.pauseProducing()
+        self.sender.resumeProducing()
+        self.sender.stopProducing()
+        self.assertEqual(self.blocks, ["blocked", "unblocked"])
 
     def test_readError(self):
         """

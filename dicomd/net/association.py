@@ -216,13 +216,21 @@ class Association:
         self.dimseTimeout = dimseTimeout
         self.counters: Dict[str, Dict[str, int]] = {}
         self._reactor = reactor
-        self._sender = MessageSender(protocol, maximumFragmentLength(peerMaximumLength))
+        self._pauses = 0
+        # A full write buffer is one more counted read pause: a peer that
+        # does not read our responses cannot have us read (and answer) more
+        # of its requests meanwhile.
+        self._sender = MessageSender(
+            protocol,
+            maximumFragmentLength(peerMaximumLength),
+            whenBlocked=self.pauseReceiving,
+            whenUnblocked=self.resumeReceiving,
+        )
         self._assembler = MessageAssembler()
         self._consumer = None
         self._outstanding: Dict[int, _Outstanding] = {}
         self._serving: Dict[int, Optional[Callable[[], None]]] = {}
         self._nextMessageID = 1
-        self._pauses = 0
         self._ended = False
         self._releasing = False
         self._closedWaiters = []
@@ -396,7 +404,10 @@ class Association:
         """
         Stop reading from the transport until every caller of this method
         has called L{resumeReceiving}: a consumer that cannot keep up (a
-        slow disk) slows the peer down instead of filling memory.
+        slow disk) slows the peer down instead of filling memory, and so
+        does a peer that does not read what this side sends (the
+        L{MessageSender} pauses while the transport's write buffer is
+        full).
         """
         self._pauses += 1
         if self._pauses == 1:
@@ -530,6 +541,8 @@ class Association:
         if self._ended:
             return
         self._ended = True
+        # Unregisters the sender from the transport and undoes its read
+        # pause, if any: the transport is about to close, and must.
         self._sender.stopProducing()
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
@@ -542,6 +555,15 @@ class Association:
         serving, self._serving = self._serving, {}
         for canceller in serving.values():
             canceller()
+
+    def stopSending(self) -> None:
+        """
+        The transport connection is about to be closed: stop being its
+        producer, so that closing it is not held up (a TLS transport does
+        not shut down while a producer is registered, a TCP one not while
+        its producer is paused), and drop whatever waits to be sent.
+        """
+        self._sender.stopProducing()
 
     def connectionClosed(self) -> None:
         """

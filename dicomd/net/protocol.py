@@ -270,8 +270,26 @@ class AssociationProtocol(protocol.Protocol):
         self._apply(self.provider.artimExpired())
 
     def _closeTransport(self, output=None) -> None:
-        if self.transport is not None:
-            self.transport.loseConnection()
+        """
+        Close the transport connection: in order, after what is written,
+        the first time; at once the second time (the ARTIM timer or the
+        idle timeout expiring after an earlier close), when the peer has
+        not read what waits for it, so that a peer which never reads cannot
+        hold the connection open.
+
+        The association's sender stops being the transport's producer
+        first: a TLS transport does not shut down while a producer is
+        registered, nor a TCP one while its producer is paused.
+        """
+        if self.association is not None:
+            self.association.stopSending()
+        transport = self.transport
+        if transport is None:
+            return
+        if transport.disconnecting:
+            transport.abortConnection()
+        else:
+            transport.loseConnection()
 
     # -- transport events --------------------------------------------------
 
@@ -463,10 +481,11 @@ class AssociationProtocol(protocol.Protocol):
 
     def resumeReading(self) -> None:
         """
-        Start reading from the transport again.
+        Start reading from the transport again, unless it is closing.
         """
-        if self.transport is not None and self.transport.connected:
-            self.transport.resumeProducing()
+        transport = self.transport
+        if transport is not None and getattr(transport, "connected", True) and not getattr(transport, "disconnecting", False):
+            transport.resumeProducing()
 
     def requestRelease(self) -> None:
         """

@@ -5,10 +5,18 @@ the fragments of one message are never interleaved with another's.
 L{MessageSender} writes a message's command and data set as P-DATA-TF PDUs.
 A small data set given as bytes goes out at once with its command; a large
 one, or one given as an L{IDataSetSource} (a file), is written piece by
-piece as the transport drains: the sender registers with the transport as
-a push producer, so a slow receiver pauses the reading instead of filling
-memory.  Messages sent while a data set is streaming wait their turn in a
-queue, and go out whole after it.
+piece as the transport drains.  Messages sent while a data set is
+streaming wait their turn in a queue, and go out whole after it.
+
+The sender is the connection's push producer for the whole association,
+as C{twisted.web}'s C{HTTPChannel} is for an HTTP connection: when the
+transport's write buffer fills, it pauses the data set being streamed and
+also stops reading the peer (its C{whenBlocked} callable, the
+association's counted read pause), so that a peer which sends requests
+but never reads the responses (pipelined C-ECHO-RQs, say) cannot make
+this side buffer responses without bound; both resume when the buffer
+drains.  Small messages sent while blocked are still written: reading has
+stopped, so only the requests already read can add to the buffer.
 """
 
 from collections import deque
@@ -99,7 +107,15 @@ class _Streaming:
 @implementer(IPushProducer)
 class MessageSender:
     """
-    The outgoing half of one association's DIMSE traffic.
+    The outgoing half of one association's DIMSE traffic, and the
+    transport's streaming producer from the association's start to its end
+    (L{stopProducing}).
+
+    While the transport's write buffer is full (between its
+    C{pauseProducing} and C{resumeProducing}) a data set being streamed
+    waits and the peer is not read; small messages are still written in
+    order, since without reading they are bounded by the requests already
+    read.
 
     @ivar fragmentLength: the most data per PDV: what the peer's maximum
         length allows, rounded down to an even number, since every fragment
@@ -107,17 +123,47 @@ class MessageSender:
         ones).
     """
 
-    def __init__(self, protocol, fragmentLength: int):
+    def __init__(self, protocol, fragmentLength: int, whenBlocked=None, whenUnblocked=None):
+        """
+        @param protocol: the L{dicomd.net.protocol.AssociationProtocol};
+            the sender registers with its transport, if it has one, as a
+            streaming producer until L{stopProducing}.
+        @param whenBlocked: called without arguments when the transport's
+            write buffer fills (stop reading the peer), once per blocking.
+        @param whenUnblocked: called without arguments when it has drained
+            again, or when the sender stops while blocked: once for each
+            call of C{whenBlocked}.
+        """
         self._protocol = protocol
         self.fragmentLength = max(2, fragmentLength - fragmentLength % 2)
         self._readSize = self.fragmentLength * max(1, READ_SIZE // self.fragmentLength)
-        transport = getattr(protocol, "transport", None)
-        if getattr(transport, "SEND_LIMIT", SEND_LIMIT) < SEND_LIMIT:
-            transport.SEND_LIMIT = SEND_LIMIT
         self._queue = deque()
         self._streaming: Optional[_Streaming] = None
+        #: The transport asked us to pause (its write buffer is full).
         self._paused = False
+        #: C{whenBlocked} was called and C{whenUnblocked} not yet.
+        self._blocked = False
         self._stopped = False
+        self._whenBlocked = whenBlocked
+        self._whenUnblocked = whenUnblocked
+        self._transport = None
+        transport = getattr(protocol, "transport", None)
+        if transport is not None:
+            if getattr(transport, "SEND_LIMIT", SEND_LIMIT) < SEND_LIMIT:
+                transport.SEND_LIMIT = SEND_LIMIT
+            # Once for the whole association (not per data set): small
+            # responses fill the buffer as surely as data sets do, and one
+            # registration costs nothing per message.
+            self._transport = transport
+            transport.registerProducer(self, True)
+
+    @property
+    def blocked(self) -> bool:
+        """
+        Whether the transport's write buffer is full: a data set being
+        streamed waits, and the peer is not being read.
+        """
+        return self._blocked
 
     def send(self, contextID: int, command: bytes, dataSet=None, whenSent=None) -> None:
         """
@@ -151,8 +197,7 @@ class MessageSender:
                 whenSent(None)
             return
         self._streaming = _Streaming(contextID, dataSet, whenSent, pieces)
-        self._paused = False
-        self._protocol.transport.registerProducer(self, True)
+        # While the transport is paused the stream starts on resumeProducing.
         self._pump()
 
     def _pump(self) -> None:
@@ -178,9 +223,6 @@ class MessageSender:
     def _finishStream(self, error) -> None:
         streaming, self._streaming = self._streaming, None
         streaming.source.close()
-        transport = self._protocol.transport
-        if transport is not None:
-            transport.unregisterProducer()
         if streaming.whenSent is not None:
             streaming.whenSent(error)
 
@@ -191,17 +233,54 @@ class MessageSender:
     # IPushProducer
 
     def pauseProducing(self) -> None:
+        """
+        The transport's write buffer is full: pause the stream and stop
+        reading the peer until L{resumeProducing}.
+        """
         self._paused = True
+        if not self._blocked and not self._stopped:
+            self._blocked = True
+            if self._whenBlocked is not None:
+                self._whenBlocked()
 
     def resumeProducing(self) -> None:
+        """
+        The transport's write buffer has drained: go on with the stream,
+        and read the peer again unless the stream filled the buffer anew.
+        """
         self._paused = False
-        self._pump()
+        if self._streaming is not None:
+            self._pump()
+        if self._blocked and not self._paused:
+            self._unblock()
+
+    def _unblock(self) -> None:
+        self._blocked = False
+        if self._whenUnblocked is not None:
+            self._whenUnblocked()
 
     def stopProducing(self) -> None:
         """
-        The connection is gone: drop the stream and everything queued.
+        The association or its connection is over: stop being the
+        transport's producer, undo our read pause, and drop the stream and
+        everything queued.
+
+        Called by the association when it ends, by the protocol before it
+        closes the transport (a TLS transport does not shut down while a
+        producer is registered, a TCP one not while it is paused), and by
+        Twisted when the connection is lost; calls after the first do
+        nothing.
         """
+        if self._stopped:
+            return
         self._stopped = True
+        transport, self._transport = self._transport, None
+        # (Twisted's TCP transport calls this at connectionLost with us
+        # still registered; a TLS transport keeps its producer elsewhere.)
+        if transport is not None and getattr(transport, "producer", self) is not None:
+            transport.unregisterProducer()
+        if self._blocked:
+            self._unblock()
         if self._streaming is not None:
             self._finishStream(ConnectionError("the connection closed while a data set was being sent"))
         queued, self._queue = self._queue, deque()
