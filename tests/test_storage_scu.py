@@ -1251,6 +1251,33 @@ class MessageSenderTests(unittest.SynchronousTestCase):
         self.assertIsNone(transport.producer)
         self.assertTrue(protocol.reading)
 
+    def test_whenWritable(self):
+        """
+        L{Association.whenWritable} fires at once while the peer reads,
+        and otherwise when the transport drains or the association ends:
+        what C-FIND waits on between batches of pending responses.
+        """
+        transport = ThrottledTransport(limit=4096)
+        protocol = FakeProtocol(transport)
+        request = AAssociateRQ("DICOMD", "PEER", [], UserInformation(maximumLength=16384))
+        association = Association(
+            protocol, isRequestor=False, associateRequest=request, contexts={}, peerMaximumLength=16384, reactor=task.Clock()
+        )
+        self.successResultOf(association.whenWritable())
+        for n in range(1, 101):
+            association.send(1, CEchoRSP(messageIDBeingRespondedTo=n, status=0))
+        drained = association.whenWritable()
+        self.assertNoResult(drained)
+        transport.drain()
+        self.successResultOf(drained)
+        for n in range(1, 101):
+            association.send(1, CEchoRSP(messageIDBeingRespondedTo=n, status=0))
+        ending = association.whenWritable()
+        self.assertNoResult(ending)
+        association.ended(None)
+        self.successResultOf(ending)
+        self.successResultOf(association.whenWritable())
+
     def test_streamWaitsWhileBlocked(self):
         """
         A data set sent while the buffer is full waits, command and all,

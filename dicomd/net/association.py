@@ -13,7 +13,7 @@ a requestor sends them, and C-GET makes a requestor receive C-STORE
 sub-operations on the association it opened.
 """
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -224,8 +224,9 @@ class Association:
             protocol,
             maximumFragmentLength(peerMaximumLength),
             whenBlocked=self.pauseReceiving,
-            whenUnblocked=self.resumeReceiving,
+            whenUnblocked=self._sendingUnblocked,
         )
+        self._writableWaiters: List[defer.Deferred] = []
         self._assembler = MessageAssembler()
         self._consumer = None
         self._outstanding: Dict[int, _Outstanding] = {}
@@ -400,6 +401,30 @@ class Association:
 
     # -- receiving --------------------------------------------------------------
 
+    def whenWritable(self) -> defer.Deferred:
+        """
+        A L{Deferred} that fires once the peer reads what this side sends:
+        at once, unless it has left the transport's write buffer full.  A
+        service that sends many messages of its own accord (C-FIND's
+        pending responses) waits on it between batches, so that a peer
+        which never reads cannot make it queue responses without bound.
+        It fires too when the association ends.
+        """
+        if self._ended or not self._sender.blocked:
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        self._writableWaiters.append(waiter)
+        return waiter
+
+    def _sendingUnblocked(self) -> None:
+        self.resumeReceiving()
+        self._wakeWriters()
+
+    def _wakeWriters(self) -> None:
+        waiters, self._writableWaiters = self._writableWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
     def pauseReceiving(self) -> None:
         """
         Stop reading from the transport until every caller of this method
@@ -544,6 +569,7 @@ class Association:
         # Unregisters the sender from the transport and undoes its read
         # pause, if any: the transport is about to close, and must.
         self._sender.stopProducing()
+        self._wakeWriters()
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             consumer.abandon(str(reason or "association released during a data set"))

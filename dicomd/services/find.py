@@ -107,6 +107,9 @@ class FindSCP:
         matches = 0
         try:
             while not cancellation.cancelled:
+                # Not faster than the peer reads: a peer that never reads
+                # must not have every match of the query queued for it.
+                yield association.whenWritable()
                 batch = yield responses.next(BATCH)
                 if not batch:
                     break
