@@ -25,7 +25,7 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
 
 
-def received(studyUID, calling="MODALITY", host="10.0.0.1", path=None, at=0.0, sopClass=CT, instance="1.2.3", patientName="Doe^John"):
+def received(studyUID, calling="MODALITY", host="10.0.0.1", path=None, at=0.0, sopClass=CT, instance="1.2.3", patientName="Doe^John", association=None):
     """
     A L{ReceivedInstance} of study C{studyUID} from the sender
     C{(calling, host)}.
@@ -44,7 +44,25 @@ def received(studyUID, calling="MODALITY", host="10.0.0.1", path=None, at=0.0, s
         receivedAt=at,
         attributes=attributes,
         path=path,
+        association=association,
     )
+
+
+class FakeAssociation:
+    """
+    What the tracker needs of an association: to hear when it closes.
+    """
+
+    def __init__(self):
+        self._closed = defer.Deferred()
+
+    def whenClosed(self):
+        result = defer.Deferred()
+        self._closed.addCallback(lambda _: result.callback(None))
+        return result
+
+    def close(self):
+        self._closed.callback(None)
 
 
 class StudyTrackerTests(unittest.SynchronousTestCase):
@@ -267,6 +285,73 @@ class _ThreadPool:
             onResult(False, Failure())
         else:
             onResult(True, result)
+
+
+class AssociationSenderTests(unittest.SynchronousTestCase):
+    """
+    With associations: each open association is a sender of its own, and
+    one that closes hands its study to the next association of its origin
+    (calling AE title and host).
+    """
+
+    def setUp(self):
+        self.ended = []
+        self.tracker = StudyTracker(self.ended.append, timeout=None, reactor=task.Clock())
+
+    def endedUIDs(self):
+        return [episode.studyInstanceUID for episode in self.ended]
+
+    def store(self, association, studyUID):
+        self.tracker.instanceStored(received(studyUID, calling="PACS", association=association))
+
+    def test_parallelAssociationsOfOneOrigin(self):
+        """Two associations of one AE title sending two studies at once, interleaved, end neither."""
+        first, second = FakeAssociation(), FakeAssociation()
+        for _ in range(3):
+            self.store(first, "1.1")
+            self.store(second, "2.1")
+        self.assertEqual(self.ended, [])
+        self.assertEqual(sorted(self.tracker.open), ["1.1", "2.1"])
+
+    def test_nextAssociationContinuesStudy(self):
+        """An association that continues the study of the last one of its origin keeps it open; moving on ends it, once."""
+        first = FakeAssociation()
+        self.store(first, "1.1")
+        first.close()
+        second = FakeAssociation()
+        self.store(second, "1.1")
+        self.assertEqual(self.ended, [])
+        self.assertEqual(self.tracker.open["1.1"].senders, {second})
+        self.store(second, "2.1")
+        self.assertEqual(self.endedUIDs(), ["1.1"])
+
+    def test_nextAssociationOtherStudy(self):
+        """An association of the same origin that starts another study ends the study the closed one was on."""
+        first = FakeAssociation()
+        self.store(first, "1.1")
+        first.close()
+        self.assertEqual(self.ended, [])
+        self.store(FakeAssociation(), "2.1")
+        self.assertEqual(self.endedUIDs(), ["1.1"])
+
+    def test_otherOriginDoesNotTakeOver(self):
+        """An association of another AE title leaves a closed association's study open."""
+        first = FakeAssociation()
+        self.store(first, "1.1")
+        first.close()
+        self.tracker.instanceStored(received("2.1", calling="CT1", association=FakeAssociation()))
+        self.assertEqual(self.ended, [])
+
+    def test_closedWhileOthersSend(self):
+        """A study with an open association on it is not ended when another association of it closes and a third one starts another study."""
+        first, second = FakeAssociation(), FakeAssociation()
+        self.store(first, "1.1")
+        self.store(second, "1.1")
+        first.close()
+        self.store(FakeAssociation(), "2.1")
+        self.assertEqual(self.ended, [])
+        self.store(second, "3.1")
+        self.assertEqual(self.endedUIDs(), ["1.1"])
 
 
 class ActionsTests(unittest.SynchronousTestCase):

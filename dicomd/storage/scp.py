@@ -61,6 +61,8 @@ class ReceivedInstance:
     @ivar path: the file's final absolute path, or C{None} when the SCP
         stores nothing (C{--ignore}).
     @ivar attributes: the data set's attributes before the pixel data.
+    @ivar association: the association it arrived on, or C{None}; the
+        end-of-study tracker tells senders apart by it.
     """
 
     sopClassUID: str
@@ -73,6 +75,7 @@ class ReceivedInstance:
     size: int = 0
     attributes: Dataset = field(default_factory=Dataset)
     path: Optional[str] = None
+    association: object = field(default=None, compare=False, repr=False)
 
 
 class StorageArea:
@@ -333,6 +336,7 @@ class IncomingInstance:
             calledAETitle=association.calledAETitle,
             peerHost=getattr(association.peerAddress, "host", ""),
             receivedAt=scp.reactor.seconds(),
+            association=association,
         )
         area = scp.area
         self._spool = None

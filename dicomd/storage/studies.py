@@ -7,12 +7,17 @@ storescp decides with one rule: a study ends when the next object received
 belongs to another study, or when nothing arrives for the timeout.  With one
 sender at a time that works; with several senders at once their objects
 interleave and the rule ends studies that are still arriving.  The
-L{StudyTracker} keeps the rule per sender instead: a sender (a calling AE
-title at a host, so consecutive associations of one modality continue a
-study) that moves on to another study leaves the study it was sending, and a
-study ends when every sender has left it, or when none of its objects has
-arrived for the timeout.  Each study episode ends exactly once.  Every open
-study has one L{IDelayedCall} on the injected clock, reset by each of its
+L{StudyTracker} keeps the rule per sender instead.  A sender is an
+association; when it closes, the study it was on waits for the next
+association from the same calling AE title at the same host (its
+I{origin}), so that consecutive associations of one modality continue a
+study, as storescp's rule has them do.  A sender that moves on to another
+study leaves the study it was sending, and a study ends when every sender
+has left it, or when none of its objects has arrived for the timeout.
+Several associations of one origin at once (a PACS sending studies in
+parallel under one AE title) are several senders: they do not end each
+other's studies.  Each study episode ends exactly once.  Every open study
+has one L{IDelayedCall} on the injected clock, reset by each of its
 objects, so tests advance time instead of waiting.
 
 The L{StudyJournal} keeps open studies across a crash: storescp forgets
@@ -31,7 +36,11 @@ from twisted.logger import Logger
 
 from dicomd.storage.scp import ReceivedInstance
 
-Sender = Tuple[str, str]
+#: A calling AE title at a host.
+Origin = Tuple[str, str]
+#: An association, or the L{Origin} standing for the ones that closed
+#: (and for objects that came on no association).
+Sender = object
 
 
 @dataclass
@@ -75,6 +84,8 @@ class StudyTracker:
         self._reactor = reactor
         self.open: Dict[str, StudyEpisode] = {}
         self._currentStudy: Dict[Sender, str] = {}
+        # Origin -> the study its last closed association was on.
+        self._parked: Dict[Origin, str] = {}
         self._running: Set[defer.Deferred] = set()
 
     def instanceStored(self, received) -> None:
@@ -86,14 +97,20 @@ class StudyTracker:
         studyUID = str(received.attributes.get("StudyInstanceUID", "") or "")
         if not studyUID:
             return
-        sender = (received.callingAETitle, received.peerHost)
+        origin = (received.callingAETitle, received.peerHost)
+        sender = received.association if received.association is not None else origin
+        if sender is not origin and sender not in self._currentStudy:
+            self._followed(received.association, origin)
+            parked = self._parked.pop(origin, None)
+            if parked == studyUID:
+                # This association takes over from the last one of its
+                # origin that closed, on the same study.
+                self.open[parked].senders.discard(origin)
+            elif parked is not None:
+                self._leave(origin, parked)
         previous = self._currentStudy.get(sender)
         if previous is not None and previous != studyUID:
-            episode = self.open.get(previous)
-            if episode is not None:
-                episode.senders.discard(sender)
-                if not episode.senders:
-                    self.end(episode, "its senders moved on to other studies")
+            self._leave(sender, previous)
         self._currentStudy[sender] = studyUID
         episode = self.open.get(studyUID)
         if episode is None:
@@ -107,6 +124,37 @@ class StudyTracker:
                 episode.timer = self._reactor.callLater(self.timeout, self._timedOut, studyUID)
             else:
                 episode.timer.reset(self.timeout)
+
+    def _followed(self, association, origin: Origin) -> None:
+        """
+        Start following an association: when it closes, its origin stands
+        in for it on the study it was on.
+        """
+        whenClosed = getattr(association, "whenClosed", None)
+        if whenClosed is not None:
+            whenClosed().addCallback(lambda _: self._associationClosed(association, origin))
+
+    def _associationClosed(self, association, origin: Origin) -> None:
+        studyUID = self._currentStudy.pop(association, None)
+        episode = self.open.get(studyUID) if studyUID is not None else None
+        if episode is None:
+            return
+        episode.senders.discard(association)
+        parked = self._parked.get(origin)
+        if parked is not None and parked != studyUID:
+            self._leave(origin, parked)
+        self._parked[origin] = studyUID
+        episode.senders.add(origin)
+
+    def _leave(self, sender: Sender, studyUID: str) -> None:
+        """
+        A sender left a study: end it if it was the last sender on it.
+        """
+        episode = self.open.get(studyUID)
+        if episode is not None:
+            episode.senders.discard(sender)
+            if not episode.senders:
+                self.end(episode, "its senders moved on to other studies")
 
     def handOver(self, successor: "StudyTracker") -> None:
         """
@@ -122,8 +170,10 @@ class StudyTracker:
             if successor.timeout:
                 episode.timer = successor._reactor.callLater(successor.timeout, successor._timedOut, episode.studyInstanceUID)
         successor._currentStudy.update(self._currentStudy)
+        successor._parked.update(self._parked)
         self.open.clear()
         self._currentStudy.clear()
+        self._parked.clear()
 
     def _timedOut(self, studyUID: str) -> None:
         episode = self.open.get(studyUID)
@@ -144,6 +194,8 @@ class StudyTracker:
         for sender in episode.senders:
             if self._currentStudy.get(sender) == episode.studyInstanceUID:
                 del self._currentStudy[sender]
+            if self._parked.get(sender) == episode.studyInstanceUID:
+                del self._parked[sender]
         self.log.info(
             "End of study {uid} ({count} objects): {why}",
             uid=episode.studyInstanceUID,
