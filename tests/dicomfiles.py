@@ -8,6 +8,8 @@ noise so files differ.
 import os
 
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -83,3 +85,13 @@ def writeFile(path, dataset, transferSyntaxUID=ExplicitVRLittleEndian):
     dataset.file_meta = meta
     dataset.save_as(path, enforce_file_format=True)
     return path
+
+
+def encodedDataSet(dataset) -> bytes:
+    """
+    C{dataset} in explicit VR little endian, as a C-STORE carries it.
+    """
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_dataset(buffer, dataset)
+    return buffer.getvalue()

@@ -33,12 +33,9 @@ import re
 import shlex
 import shutil
 import socket
-import sqlite3
 import sys
 
 import pydicom
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from twisted.internet import defer, error
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -50,7 +47,8 @@ from dicomd.dimse.pdv import fragment
 from dicomd.net.association import VERIFICATION_SOP_CLASS, AssociationError
 from dicomd.net.requestor import connect
 from tests.certificates import writeTestPKI
-from tests.dicomfiles import CT_IMAGE_STORAGE, makeDataset, writeFile
+from tests.dicomfiles import CT_IMAGE_STORAGE, encodedDataSet, makeDataset, writeFile
+from tests.storagearea import incomingFiles, indexedInstances
 from tests.support import (
     LOCALHOST,
     REPO_ROOT,
@@ -107,14 +105,6 @@ def dicomFiles(directory: str) -> list:
     return sorted(found)
 
 
-def incomingFiles(directory: str) -> list:
-    """
-    The temporary files of objects being received into a storage area.
-    """
-    incoming = os.path.join(directory, ".incoming")
-    return sorted(os.listdir(incoming)) if os.path.isdir(incoming) else []
-
-
 def spooling(pid: int, directory: str) -> list:
     """
     The files with data that process C{pid} holds open in the C{.incoming}
@@ -155,19 +145,6 @@ def writeImages(testCase, count: int = 1, study: str = None, **attributes) -> li
         path = writeFile(os.path.join(directory, "%03d.dcm" % (number,)), dataset)
         written.append((path, str(dataset.SOPInstanceUID)))
     return written
-
-
-def indexedInstances(database: str) -> list:
-    """
-    The SOP Instance UIDs in a daemon's index database (read-only).
-    """
-    if not os.path.exists(database):
-        return []
-    db = sqlite3.connect("file:%s?mode=ro" % (database,), uri=True, timeout=10)
-    try:
-        return sorted(uid for (uid,) in db.execute("SELECT SOPInstanceUID FROM instance"))
-    finally:
-        db.close()
 
 
 # -- the daemon and its peers ----------------------------------------------------------
@@ -225,16 +202,6 @@ def storescu(port: int, called: str, paths, *options: str, calling: str = "STORE
         [dcmtk("storescu"), "-v", "-aet", calling, "-aec", called] + list(options) + [LOCALHOST, str(port)] + list(paths),
         env=dcmtkEnvironment(),
     )
-
-
-def encodedDataSet(dataset) -> bytes:
-    """
-    A data set in explicit VR little endian, as it goes on the wire.
-    """
-    buffer = DicomBytesIO()
-    buffer.is_little_endian, buffer.is_implicit_VR = True, False
-    write_dataset(buffer, dataset)
-    return buffer.getvalue()
 
 
 @defer.inlineCallbacks
@@ -424,7 +391,7 @@ class ConfigurationFileTests(DaemonTestCase):
         self.assertIn("Received Echo Response (Success)", echo.output)
         data = os.path.join(home, "dicomd-data")
         uids = yield self.assertStores(daemon.port, "DICOMD", data, daemon=daemon)
-        self.assertEqual(indexedInstances(os.path.join(data, ".dicomd-index.sqlite")), uids)
+        self.assertEqual(sorted(indexedInstances(data)), uids)
         yield daemon.waitForOutput(r"ECHOSCU -> DICOMD from 127\.0\.0\.1:\d+ released by the peer .*: C-ECHO 1 success")
         # Another called AE title goes to the first AE, or is rejected, as
         # the example's answer-any-called-ae says.
@@ -448,7 +415,7 @@ class ConfigurationFileTests(DaemonTestCase):
         betaUIDs = yield self.assertStores(daemon.port, "BETA", beta, count=2, daemon=daemon)
         self.assertEqual(instanceUIDs(dicomFiles(alpha)), alphaUIDs)
         self.assertEqual(instanceUIDs(dicomFiles(beta)), betaUIDs)
-        self.assertEqual(indexedInstances(os.path.join(home, "index.sqlite")), sorted(alphaUIDs + betaUIDs))
+        self.assertEqual(sorted(indexedInstances(home, os.path.join(home, "index.sqlite"))), sorted(alphaUIDs + betaUIDs))
 
         [(path, _)] = writeImages(self)
         unknown = yield storescu(daemon.port, "GAMMA", [path])
@@ -725,7 +692,7 @@ class StopTests(DaemonTestCase):
         [stored] = dicomFiles(data)
         self.assertEqual(stored, os.path.join(data, held.study, "CT." + held.uid))
         self.assertEqual(len(pydicom.dcmread(stored).PixelData), SIZE * SIZE * 2)
-        self.assertEqual(indexedInstances(os.path.join(data, ".dicomd-index.sqlite")), [held.uid])
+        self.assertEqual(sorted(indexedInstances(data)), [held.uid])
         self.assertEqual(incomingFiles(data), [])
 
     @defer.inlineCallbacks
@@ -788,7 +755,7 @@ class StopTests(DaemonTestCase):
         yield self.assertFailure(held.response, AssociationError)
         self.assertEqual(dicomFiles(data), [])
         self.assertEqual(incomingFiles(data), [])
-        self.assertEqual(indexedInstances(os.path.join(data, ".dicomd-index.sqlite")), [])
+        self.assertEqual(sorted(indexedInstances(data)), [])
 
 
 # -- status page ---------------------------------------------------------------------------
@@ -1080,7 +1047,7 @@ class PrivilegedPortTests(DaemonTestCase):
         uids = yield self.assertStores(104, "DICOMD", data, daemon=daemon)
         [stored] = dicomFiles(data)
         self.assertEqual((os.stat(stored).st_uid, os.stat(stored).st_gid), (NOBODY, NOBODY))
-        self.assertEqual(indexedInstances(os.path.join(data, ".dicomd-index.sqlite")), uids)
+        self.assertEqual(sorted(indexedInstances(data)), uids)
         yield daemon.stop()
         self.assertCleanStop(daemon)
 

@@ -24,7 +24,6 @@ L{tests.support}; nothing here sleeps: every wait polls with the reactor.
 import os
 import re
 import socket
-import sqlite3
 import struct
 import time
 
@@ -43,7 +42,8 @@ from dicomd.net.acceptor import ApplicationEntity
 from dicomd.net.association import VERIFICATION_SOP_CLASS, responseTo
 from dicomd.net.requestor import connect
 from dicomd.ul.negotiation import UNCOMPRESSED, AcceptorPolicy
-from tests.dicomfiles import CT_IMAGE_STORAGE, makeDataset, writeFile
+from tests.dicomfiles import CT_IMAGE_STORAGE, encodedDataSet, makeDataset, writeFile
+from tests.storagearea import finalFiles, incomingFiles, indexedInstances, openDataFiles
 from tests.support import (
     LOCALHOST,
     dcmtk,
@@ -58,10 +58,7 @@ from tests.support import (
     waitUntil,
 )
 from tests.test_queryretrieve import parseRetrieve
-from tests.test_storage_streaming import bytesWritten, dataSetDigest, openDataFiles
-
-#: The daemon's index, in its data directory.
-INDEX = ".dicomd-index.sqlite"
+from tests.test_storage_streaming import bytesWritten, dataSetDigest
 
 #: Rows x columns of the small test images (16-bit).
 ROWS = COLUMNS = 64
@@ -70,41 +67,6 @@ SUCCESS_LINE = "Received Store Response (Success)"
 
 
 # -- the data directory ------------------------------------------------------------
-
-
-def finalFiles(data: str) -> list:
-    """
-    Every file under a data directory that has a final name: all but the
-    ones in C{.incoming}, the study journal and the index database.
-    """
-    found = []
-    for root, directories, files in os.walk(data):
-        directories[:] = [d for d in directories if d != ".incoming"]
-        for name in files:
-            if root == data and (name.startswith(INDEX) or name.startswith(".dicomd-eostudy")):
-                continue
-            found.append(os.path.join(root, name))
-    return sorted(found)
-
-
-def incomingFiles(data: str) -> list:
-    incoming = os.path.join(data, ".incoming")
-    return sorted(os.listdir(incoming)) if os.path.isdir(incoming) else []
-
-
-def indexedInstances(data: str) -> dict:
-    """
-    SOP Instance UID -> absolute path of its file, as the daemon's index
-    says (read-only; the daemon may be running).
-    """
-    path = os.path.join(data, INDEX)
-    if not os.path.exists(path):
-        return {}
-    db = sqlite3.connect("file:%s?mode=ro" % (path,), uri=True, timeout=10)
-    try:
-        return {uid: os.path.join(data, relative) for uid, relative in db.execute("SELECT SOPInstanceUID, path FROM instance")}
-    finally:
-        db.close()
 
 
 def writeStudy(directory: str, count: int, study=None, **attributes) -> list:
@@ -166,19 +128,6 @@ def requestAssociation(port: int, calling: str, contexts=((CT_IMAGE_STORAGE, [Ex
         **kwargs,
     )
     return association
-
-
-def encodedDataSet(dataset) -> bytes:
-    """
-    A data set in explicit VR little endian, as it goes on the wire.
-    """
-    from pydicom.filebase import DicomBytesIO
-    from pydicom.filewriter import write_dataset
-
-    buffer = DicomBytesIO()
-    buffer.is_little_endian, buffer.is_implicit_VR = True, False
-    write_dataset(buffer, dataset)
-    return buffer.getvalue()
 
 
 class DaemonTestCase(unittest.TestCase):

@@ -42,14 +42,11 @@ import os
 import resource
 import shlex
 import socket
-import sqlite3
 import struct
 import time
 import warnings
 
 import pydicom
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from twisted.internet import defer, error, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -82,7 +79,8 @@ from dicomd.ul.pdu import (
     PDataTF,
     UserInformation,
 )
-from tests.dicomfiles import CT_IMAGE_STORAGE, makeDataset
+from tests.dicomfiles import CT_IMAGE_STORAGE, encodedDataSet, makeDataset
+from tests.storagearea import finalFiles, incomingFiles, indexedInstances, openDataFiles
 from tests.support import (
     LOCALHOST,
     dcmtk,
@@ -96,9 +94,6 @@ from tests.support import (
     twistdArgv,
     waitUntil,
 )
-
-#: The daemon's index database, in its output directory.
-INDEX = ".dicomd-index.sqlite"
 
 #: What the requestors here propose: Verification and CT Image Storage.
 CONTEXTS = ((VERIFICATION_SOP_CLASS, [ExplicitVRLittleEndian]), (CT_IMAGE_STORAGE, [ExplicitVRLittleEndian]))
@@ -282,69 +277,6 @@ def allFiles(directory: str) -> list:
         found.extend(os.path.join(root, name) for name in files)
         found.extend(os.path.join(root, name) for name in directories if os.path.islink(os.path.join(root, name)))
     return sorted(found)
-
-
-def finalFiles(data: str) -> list:
-    """
-    Files under final names in an output directory: all but C{.incoming}
-    and the daemon's own databases and journals.
-    """
-    found = []
-    for root, directories, files in os.walk(data):
-        directories[:] = [d for d in directories if d != ".incoming"]
-        for name in files:
-            if root == data and name.startswith((INDEX, ".dicomd-")):
-                continue
-            found.append(os.path.join(root, name))
-    return sorted(found)
-
-
-def incomingFiles(data: str) -> list:
-    incoming = os.path.join(data, ".incoming")
-    return sorted(os.listdir(incoming)) if os.path.isdir(incoming) else []
-
-
-def openDataFiles(pid: int) -> list:
-    """
-    Regular files with data that a process holds open (a spool file of an
-    abandoned object would be one; spare files are empty).
-    """
-    found = []
-    directory = "/proc/%d/fd" % (pid,)
-    for name in os.listdir(directory):
-        try:
-            info = os.stat(os.path.join(directory, name))
-            if (info.st_mode & 0o170000) == 0o100000 and info.st_size > 0:
-                target = os.readlink(os.path.join(directory, name))
-                if INDEX not in target and ".dicomd-" not in target:
-                    found.append(target)
-        except OSError:
-            continue
-    return found
-
-
-def indexedInstances(data: str) -> dict:
-    """
-    SOP Instance UID -> absolute path, as the daemon's index says.
-    """
-    path = os.path.join(data, INDEX)
-    if not os.path.exists(path):
-        return {}
-    db = sqlite3.connect("file:%s?mode=ro" % (path,), uri=True, timeout=10)
-    try:
-        return {uid: os.path.join(data, relative) for uid, relative in db.execute("SELECT SOPInstanceUID, path FROM instance")}
-    finally:
-        db.close()
-
-
-def encodedDataSet(dataset) -> bytes:
-    """
-    A data set in explicit VR little endian, as it goes on the wire.
-    """
-    buffer = DicomBytesIO()
-    buffer.is_little_endian, buffer.is_implicit_VR = True, False
-    write_dataset(buffer, dataset)
-    return buffer.getvalue()
 
 
 @defer.inlineCallbacks

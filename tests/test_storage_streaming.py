@@ -38,7 +38,8 @@ from dicomd.storage.receiver import StorageOptions, buildReceiver, storagePolicy
 from dicomd.ul.fsm import State
 from dicomd.ul.negotiation import UNCOMPRESSED, proposePresentationContexts
 from dicomd.ul.pdu import AAssociateRQ, UserInformation
-from tests.dicomfiles import CT_IMAGE_STORAGE, MULTIFRAME_GRAYSCALE_WORD_SC_STORAGE, makeDataset, writeFile
+from tests.dicomfiles import CT_IMAGE_STORAGE, MULTIFRAME_GRAYSCALE_WORD_SC_STORAGE, encodedDataSet, makeDataset, writeFile
+from tests.storagearea import incomingFiles, openDataFiles
 from tests.support import (
     LOCALHOST,
     dcmtk,
@@ -128,11 +129,6 @@ def storedFiles(directory: str) -> list:
     return sorted(found)
 
 
-def incomingFiles(directory: str) -> list:
-    incoming = os.path.join(directory, ".incoming")
-    return sorted(os.listdir(incoming)) if os.path.isdir(incoming) else []
-
-
 # -- the receiving process --------------------------------------------------------------
 
 
@@ -159,24 +155,6 @@ def bytesWritten(pid: int) -> int:
             if line.startswith("wchar:"):
                 return int(line.split()[1])
     raise AssertionError("no wchar in /proc/%d/io" % (pid,))
-
-
-def openDataFiles(pid: int) -> list:
-    """
-    The regular files with data that a process holds open, by descriptor:
-    a spool file of an abandoned object would be one (spare files, made
-    ahead of need, are empty).
-    """
-    found = []
-    directory = "/proc/%d/fd" % (pid,)
-    for name in os.listdir(directory):
-        try:
-            info = os.stat(os.path.join(directory, name))
-        except OSError:
-            continue
-        if (info.st_mode & 0o170000) == 0o100000 and info.st_size > 0:
-            found.append(os.readlink(os.path.join(directory, name)))
-    return found
 
 
 def startStorescp(testCase, outputDirectory: str, *options: str) -> defer.Deferred:
@@ -515,20 +493,6 @@ class AcceptorHarness:
         self.command(str(dataset.SOPInstanceUID))
         self.data(encoded, True)
         return encoded
-
-
-def encodedDataSet(dataset) -> bytes:
-    """
-    C{dataset} in explicit VR little endian, as a C-STORE carries it.
-    """
-    from pydicom.filebase import DicomBytesIO
-    from pydicom.filewriter import write_dataset
-
-    fp = DicomBytesIO()
-    fp.is_little_endian = True
-    fp.is_implicit_VR = False
-    write_dataset(fp, dataset)
-    return fp.getvalue()
 
 
 class SlowDiskTests(SynchronousTestCase):
