@@ -1518,6 +1518,27 @@ class AsyncArchiveIndexTests(SynchronousTestCase):
             self.successResultOf(self.index.removeStudy(AREA, "2.1")), ["2.1.1.1.dcm"]
         )
 
+    def test_queriesInTheirOwnPool(self):
+        """
+        With a query pool, C-FIND (its batches too) and the instance lists
+        of retrievals run there; updates stay in the main pool.
+        """
+        class CountingPool(ImmediateThreadPool):
+            calls = 0
+
+            def callInThreadWithCallback(self, onResult, function, *args, **kwargs):
+                self.calls += 1
+                ImmediateThreadPool.callInThreadWithCallback(self, onResult, function, *args, **kwargs)
+
+        main, queries = CountingPool(), CountingPool()
+        index = AsyncArchiveIndex(self.index._index, ImmediateReactor(), main, queryThreadpool=queries)
+        responses = self.successResultOf(index.find(AREA, STUDY_ROOT, identifier("STUDY", StudyInstanceUID="")))
+        self.successResultOf(responses.next(3))
+        self.successResultOf(index.instancesFor(AREA, STUDY_ROOT, identifier("STUDY", StudyInstanceUID="1.2")))
+        self.assertEqual((main.calls, queries.calls), (0, 3))
+        self.successResultOf(index.removeStudy(AREA, "2.1"))
+        self.assertEqual((main.calls, queries.calls), (1, 3))
+
     def test_findInBatches(self):
         """
         C-FIND responses come in batches until an empty one.

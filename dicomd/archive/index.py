@@ -958,13 +958,18 @@ class AsyncArchiveIndex:
     Deferred of its result.
     """
 
-    def __init__(self, index, reactor=None, threadpool=None):
+    def __init__(self, index, reactor=None, threadpool=None, queryThreadpool=None):
         """
         @param index: the L{IArchiveIndex} provider to run.
         @param reactor: the reactor the results are delivered through; the
             global one by default.
         @param threadpool: the thread pool to run in (anything with
             C{callInThreadWithCallback}); the reactor's by default.
+        @param queryThreadpool: the thread pool C-FIND and the instance
+            lists of C-MOVE and C-GET run in, or C{None} for
+            C{threadpool}: with a pool of their own, queries do not wait
+            behind the storage work (writes, fsync, index rows) of many
+            senders.
         """
         if reactor is None:
             from twisted.internet import reactor
@@ -973,10 +978,16 @@ class AsyncArchiveIndex:
         self._index = index
         self._reactor = reactor
         self._threadpool = threadpool
+        self._queryThreadpool = queryThreadpool if queryThreadpool is not None else threadpool
 
     def _call(self, function, *args, **kwargs):
         return deferToThreadPool(
             self._reactor, self._threadpool, function, *args, **kwargs
+        )
+
+    def _query(self, function, *args, **kwargs):
+        return deferToThreadPool(
+            self._reactor, self._queryThreadpool, function, *args, **kwargs
         )
 
     def addInstance(self, area, header, stored):
@@ -1016,12 +1027,12 @@ class AsyncArchiveIndex:
         @return: a Deferred firing with the L{PendingResponses}, or failing
             with L{dicomd.archive.matching.QueryError}.
         """
-        d = self._call(self._index.find, area, model, identifier, checkIdentifier)
-        d.addCallback(lambda responses: PendingResponses(self._call, responses))
+        d = self._query(self._index.find, area, model, identifier, checkIdentifier)
+        d.addCallback(lambda responses: PendingResponses(self._query, responses))
         return d
 
     def instancesFor(self, area, model, identifier, checkIdentifier=False):
-        return self._call(
+        return self._query(
             self._index.instancesFor, area, model, identifier, checkIdentifier
         )
 

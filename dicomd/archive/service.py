@@ -46,6 +46,7 @@ from pydicom.charset import convert_encodings
 from pydicom.dataset import Dataset
 from twisted.application import service
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 
 from dicomd.archive.dcmqrcfg import ANY
 from dicomd.archive.index import AsyncArchiveIndex, SQLiteArchiveIndex
@@ -87,21 +88,38 @@ class Archive(service.Service):
     """
     The archive index: an L{SQLiteArchiveIndex} for worker threads and an
     L{AsyncArchiveIndex} over it for the reactor thread.
+
+    Queries run in a small thread pool of their own (L{QUERY_THREADS}
+    threads), so that a C-FIND is answered in milliseconds even while many
+    senders keep the reactor's pool busy with storage work.
     """
 
+    #: Threads of the query pool: SQLite in WAL mode reads concurrently.
+    QUERY_THREADS = 2
+
     def __init__(self, path: str, *, reactor=None, threadpool=None):
+        """
+        @param threadpool: the pool everything runs in, queries too (tests
+            give one that runs at once); by default the reactor's, and a
+            query pool of the archive's own.
+        """
         self.path = path
         self.index = SQLiteArchiveIndex(path)
-        self.asyncIndex = AsyncArchiveIndex(self.index, reactor=reactor, threadpool=threadpool)
+        self._queryPool = None if threadpool is not None else ThreadPool(0, self.QUERY_THREADS, "dicomd-queries")
+        self.asyncIndex = AsyncArchiveIndex(self.index, reactor=reactor, threadpool=threadpool, queryThreadpool=self._queryPool)
 
     def startService(self) -> None:
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
         self.index.open()
+        if self._queryPool is not None:
+            self._queryPool.start()
         service.Service.startService(self)
 
     def stopService(self) -> None:
         service.Service.stopService(self)
+        if self._queryPool is not None:
+            self._queryPool.stop()
         self.index.close()
 
 
