@@ -69,12 +69,16 @@ class Limits:
 
     @ivar maxAssociations: simultaneous associations, all peers together.
     @ivar maxAssociationsPerHost: simultaneous associations from one host.
+    @ivar maxPendingConnections: connections that have not sent their
+        A-ASSOCIATE-RQ yet; beyond it the oldest is closed, so that idle
+        connections cannot keep associations out.
     @ivar shutdownGrace: seconds running associations get to finish when
         the daemon stops, before they are aborted.
     """
 
     maxAssociations: int = 128
     maxAssociationsPerHost: int = 64
+    maxPendingConnections: int = 256
     maxPDU: int = 131072
     acseTimeout: float = 30.0
     dimseTimeout: Optional[float] = None
@@ -405,6 +409,7 @@ class _Reader:
             [
                 "max-associations",
                 "max-associations-per-host",
+                "max-pending-connections",
                 "max-pdu",
                 "acse-timeout",
                 "dimse-timeout",
@@ -418,6 +423,7 @@ class _Reader:
         return Limits(
             maxAssociations=self._positive(table, key, "max-associations", int, defaults.maxAssociations),
             maxAssociationsPerHost=self._positive(table, key, "max-associations-per-host", int, defaults.maxAssociationsPerHost),
+            maxPendingConnections=self._positive(table, key, "max-pending-connections", int, defaults.maxPendingConnections),
             maxPDU=maxPDU,
             acseTimeout=self._positive(table, key, "acse-timeout", float, defaults.acseTimeout),
             dimseTimeout=self._positive(table, key, "dimse-timeout", float, defaults.dimseTimeout, zeroMeans=None),

@@ -219,6 +219,7 @@ class DicomdService(service.MultiService):
             reactor=reactor,
             maximumAssociations=limits.maxAssociations,
             maximumAssociationsPerHost=limits.maxAssociationsPerHost,
+            maximumPendingConnections=limits.maxPendingConnections,
             statistics=self.statistics,
             artimTimeout=limits.acseTimeout,
             idleTimeout=limits.idleTimeout,
@@ -382,6 +383,7 @@ class DicomdService(service.MultiService):
         factory = self.factory
         factory.maximumAssociations = limits.maxAssociations
         factory.maximumAssociationsPerHost = limits.maxAssociationsPerHost
+        factory.maximumPendingConnections = limits.maxPendingConnections
         factory.artimTimeout = limits.acseTimeout
         factory.idleTimeout = limits.idleTimeout
         factory.dimseTimeout = limits.dimseTimeout

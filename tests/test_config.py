@@ -94,6 +94,7 @@ class ExampleFileTests(_ConfigFileMixin, unittest.TestCase):
             Limits(
                 maxAssociations=128,
                 maxAssociationsPerHost=64,
+                maxPendingConnections=256,
                 maxPDU=131072,
                 acseTimeout=30.0,
                 dimseTimeout=None,
@@ -272,6 +273,7 @@ class DefaultsTests(_ConfigFileMixin, unittest.TestCase):
             limits.idle-timeout = 120
             limits.max-associations = 3
             limits.max-associations-per-host = 1
+            limits.max-pending-connections = 10
             limits.max-pdu = 16384
             """
         )
@@ -280,6 +282,7 @@ class DefaultsTests(_ConfigFileMixin, unittest.TestCase):
             Limits(
                 maxAssociations=3,
                 maxAssociationsPerHost=1,
+                maxPendingConnections=10,
                 maxPDU=16384,
                 acseTimeout=5.0,
                 dimseTimeout=2.5,

@@ -380,12 +380,13 @@ class ConnectionFloodTests(HostileTestCase):
     A thousand connections opened and left idle.
 
     L{dicomd.net.acceptor.AcceptorFactory} keeps at most
-    C{maximumPendingConnections} (256) connections that have not sent an
-    A-ASSOCIATE-RQ: one more closes the oldest of them.
+    C{--max-pending-connections} (here 200; 256 by default) connections
+    that have not sent an A-ASSOCIATE-RQ: one more closes the oldest of
+    them.
     """
 
     CONNECTIONS = 1000
-    PENDING = 256
+    PENDING = 200
     BATCH = 50
     LIMIT = 50
 
@@ -405,7 +406,7 @@ class ConnectionFloodTests(HostileTestCase):
 
     @defer.inlineCallbacks
     def test_thousandIdleConnections(self):
-        """Of 1000 idle connections the daemon closes the 744 oldest (pending limit 256) and echoscu gets through at once, closing one more; of 60 A-ASSOCIATE-RQs on the survivors 50 are accepted and 10 rejected (transient, local limit exceeded), as is echoscu; after 10 releases echoscu is served."""
+        """Of 1000 idle connections the daemon closes the 800 oldest (pending limit 200) and echoscu gets through at once, closing one more; of 60 A-ASSOCIATE-RQs on the survivors 50 are accepted and 10 rejected (transient, local limit exceeded), as is echoscu; after 10 releases echoscu is served."""
         self.raiseDescriptorLimit(self.CONNECTIONS + 200)
         daemon = yield startDaemon(
             self,
@@ -417,6 +418,8 @@ class ConnectionFloodTests(HostileTestCase):
             "120",
             "--idle-timeout",
             "120",
+            "--max-pending-connections",
+            str(self.PENDING),
         )
         started = time.monotonic()
         peers = []
@@ -440,7 +443,7 @@ class ConnectionFloodTests(HostileTestCase):
         self.assertTrue(all(peer.open for peer in peers[cut + self.BATCH :]))
         self.assertTrue(all(peer.closedByDaemon and peer.received == b"" for peer in peers[:cut]))
 
-        # While 256 silent connections sit open, a real peer gets through.
+        # While 200 silent connections sit open, a real peer gets through.
         yield assertEchoes(self, daemon)
         yield waitUntil(lambda: len(closed()) == evicted + 1, timeout=10, message="echoscu's connection evicts one more")
 
