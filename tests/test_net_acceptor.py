@@ -10,6 +10,7 @@ run on a L{MemoryReactorClock}.
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -253,3 +254,46 @@ class ConnectionTrackingTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(idle))
         self.assertEqual(self.factory.connections, set())
         self.assertEqual(self.factory.associations, set())
+
+
+class PendingConnectionTests(SynchronousTestCase):
+    """
+    Connections that have not sent their A-ASSOCIATE-RQ: beyond
+    C{maximumPendingConnections} the oldest is closed, and a flood of them
+    is logged as a count per second, not a line each.
+    """
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.factory = AcceptorFactory(verificationEntity(), reactor=self.reactor, maximumPendingConnections=2)
+        self.events = []
+        self.factory.log = Logger(observer=self.events.append)
+
+    def connect(self):
+        proto = self.factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 1234))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.1", 1234))
+        proto.makeConnection(transport)
+        return transport
+
+    def warnings(self):
+        return [formatEvent(event) for event in self.events if event["log_level"] == LogLevel.warn]
+
+    def test_oldestClosed(self):
+        """The third silent connection closes the first."""
+        first, second, third = self.connect(), self.connect(), self.connect()
+        self.assertEqual([first.disconnecting, second.disconnecting, third.disconnecting], [True, False, False])
+
+    def test_floodCounted(self):
+        """A flood logs its first closed connection at once, then the others as one count per interval."""
+        transports = [self.connect() for _ in range(12)]
+        self.assertEqual(sum(transport.disconnecting for transport in transports), 10)
+        [first] = self.warnings()
+        self.assertIn("10.0.0.1", first)
+        self.reactor.advance(self.factory.EVICTION_REPORT_INTERVAL)
+        self.assertEqual(len(self.warnings()), 2)
+        self.assertIn("Closed 9 more connections", self.warnings()[1])
+        self.reactor.advance(self.factory.EVICTION_REPORT_INTERVAL)
+        self.assertEqual(len(self.warnings()), 2)
+        self.assertEqual([call for call in self.reactor.getDelayedCalls() if call.func == self.factory._reportEvictions], [])
+        self.connect()
+        self.assertEqual(len(self.warnings()), 3)

@@ -230,6 +230,10 @@ class AcceptorFactory(protocol.Factory):
     log = Logger()
     noisy = False
 
+    #: Seconds between the log lines that count connections closed for
+    #: waiting too long for their A-ASSOCIATE-RQ.
+    EVICTION_REPORT_INTERVAL = 1.0
+
     def __init__(
         self,
         entity: Optional[ApplicationEntity] = None,
@@ -276,6 +280,8 @@ class AcceptorFactory(protocol.Factory):
         self.connections = set()
         self.associations = set()
         self._pending = OrderedDict()
+        self._unreportedEvictions = 0
+        self._evictionReport = None
         self._idleWaiters = []
 
     def entityFor(self, calledAETitle: str) -> Optional[ApplicationEntity]:
@@ -316,13 +322,38 @@ class AcceptorFactory(protocol.Factory):
         self._pending[proto] = None
         if len(self._pending) > self.maximumPendingConnections:
             oldest, _ = self._pending.popitem(last=False)
+            oldest.transport.abortConnection()
+            self._evicted(oldest)
+
+    def _evicted(self, proto: AcceptorProtocol) -> None:
+        """
+        Log a connection closed for waiting too long: the first of a flood
+        at once, the rest as one count per L{EVICTION_REPORT_INTERVAL}, so
+        that a flood of idle connections cannot flood the log too.
+        """
+        if self._evictionReport is not None:
+            self._unreportedEvictions += 1
+            return
+        self.log.warn(
+            "Closing a connection from {peer} that sent no A-ASSOCIATE-RQ: "
+            "more than {limit} connections are waiting for one",
+            peer=proto._peerText(),
+            limit=self.maximumPendingConnections,
+        )
+        self._evictionReport = self.reactor.callLater(self.EVICTION_REPORT_INTERVAL, self._reportEvictions)
+
+    def _reportEvictions(self) -> None:
+        self._evictionReport = None
+        count, self._unreportedEvictions = self._unreportedEvictions, 0
+        if count:
             self.log.warn(
-                "Closing a connection from {peer} that sent no A-ASSOCIATE-RQ: "
-                "more than {limit} connections are waiting for one",
-                peer=oldest._peerText(),
+                "Closed {count} more connections that sent no A-ASSOCIATE-RQ in {interval} s: "
+                "more than {limit} connections were waiting for one",
+                count=count,
+                interval=self.EVICTION_REPORT_INTERVAL,
                 limit=self.maximumPendingConnections,
             )
-            oldest.transport.abortConnection()
+            self._evictionReport = self.reactor.callLater(self.EVICTION_REPORT_INTERVAL, self._reportEvictions)
 
     def requestReceived(self, proto: AcceptorProtocol) -> None:
         """
