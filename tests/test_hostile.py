@@ -516,9 +516,11 @@ class HugePDUTests(HostileTestCase):
             # bytes received), expires.
             self.assertGreaterEqual(peer.lostAt - peer.lastDataAt, self.ARTIM * 0.5, name)
             self.assertLess(peer.lostAt - peer.lastDataAt, self.ARTIM + 10, name)
-        # (Only the association's abort is logged with its reason; the
-        # connection without one shows as an ARTIM expiry in Sta13.)
+        # Both aborts are logged with their reason, the connection that
+        # never had an association too.
         self.assertRegex(daemon.output, r"HOSTILE -> DICOMD .* aborted: PDU type 0x04 announces 4294967295 bytes")
+        yield waitUntil(lambda: "before an association was established" in daemon.output, timeout=10, message=daemon.output)
+        self.assertRegex(daemon.output, r"Connection from 127\.0\.0\.1:\d+ aborted: PDU type 0x01 announces 4294967295 bytes")
         self.assertEqual(daemon.output.count("ARTIM timer expired after %s s in Sta13" % (self.ARTIM,)), 2, daemon.output)
         self.assertLess(residentMemory(daemon.transport.pid) - before, 64 << 20)
         yield assertEchoes(self, daemon)

@@ -345,10 +345,21 @@ class AssociationProtocol(protocol.Protocol):
 
     def associationEnded(self) -> None:
         """
-        Log the association's outcome once its connection has closed.
+        Log the association's outcome once its connection has closed; or,
+        for a connection aborted before it had one (a malformed or
+        oversized A-ASSOCIATE-RQ), why.
         """
         association = self.association
         if association is None:
+            outcome = self.outcome
+            if outcome is None and self.provider.errorDescription:
+                outcome = "aborted: " + self.provider.errorDescription
+            if outcome is not None and outcome.startswith("aborted"):
+                self.log.info(
+                    "Connection from {peer} {outcome} before an association was established",
+                    peer=self._peerText(),
+                    outcome=outcome,
+                )
             return
         counts = "; ".join(
             "%s %s" % (operation, ", ".join("%d %s" % (n, outcome) for outcome, n in sorted(outcomes.items())))

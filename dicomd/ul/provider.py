@@ -191,6 +191,9 @@ class ULProvider:
         it decides the release collision states (AR-8).
     @ivar maximumLength: the largest P-DATA-TF variable field this side
         accepts, as advertised in its user information; 0 for no limit.
+    @ivar errorDescription: what was wrong with the invalid PDU that ended
+        the stream (Evt19), for the log; C{""} if none was.  Before an
+        association (AA-1 in Sta2) no indication carries it.
     """
 
     def __init__(self, isRequestor: bool, maximumLength: int = 16384):
@@ -212,7 +215,7 @@ class ULProvider:
         self._pdu = None
         self._abortSource = ABORT_SOURCE_SERVICE_USER
         self._abortReason = ABORT_REASON_NOT_SPECIFIED
-        self._errorDescription = ""
+        self.errorDescription = ""
 
     # -- events from the local user ------------------------------------------
 
@@ -407,7 +410,7 @@ class ULProvider:
         """
         self._discarding = True
         self._abortReason = reason
-        self._errorDescription = description
+        self.errorDescription = description
         return self._handle(Event.Evt19)
 
     # -- the machine ----------------------------------------------------------
@@ -584,7 +587,7 @@ class ULProvider:
 
     def _aa8(self) -> State:
         if self._event is Event.Evt19:
-            reason, description = self._abortReason, self._errorDescription
+            reason, description = self._abortReason, self.errorDescription
         else:
             reason = ABORT_REASON_UNEXPECTED_PDU
             description = "unexpected %s in %s" % (self._event.value, self.state.name)
