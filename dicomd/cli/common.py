@@ -7,11 +7,11 @@ endpoints and settings.
 
 import shlex
 import sys
-from typing import Optional, Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 
 from dicomd import endpoints as dicomdEndpoints
-from dicomd.cli.options import CommandLine, Option, UsageError, string
+from dicomd.cli.options import CommandLine, Option, UsageError, generalOptions, string
 from dicomd.tls import CRL_CHAIN, CRL_LEAF, PROFILES, VERIFY_NONE, VERIFY_OPTIONAL, VERIFY_REQUIRE, TLSSettings, describeCipherSuites
 from dicomd.ul.negotiation import ACCEPTOR_PREFERENCES
 
@@ -231,6 +231,40 @@ class UnsupportedOptions:
 
 
 _OPENSSL_SEEDS = "OpenSSL seeds its generator from the operating system; there is no seed file"
+
+
+def frontDoorGeneralOptions(unsupported: UnsupportedOptions, extra: Sequence[Option] = (), logConfigAdvice: str = "") -> Tuple[str, List[Option]]:
+    """
+    DCMTK's general options as every front door takes them: the common
+    ones, C{--arguments}, C{-lc} refused by name (oflog configuration
+    files are not read), then C{extra}.
+
+    @param logConfigAdvice: what to do instead of C{-lc}, after the
+        advice every front door gives.
+    """
+    title, options = generalOptions()
+    options = list(options)
+    options.insert(2, Option(("--arguments",), "printArguments", "print expanded command line arguments"))
+    options.append(
+        unsupported.option(
+            ("-lc", "--log-config"),
+            "use config file f for the logger",
+            "oflog configuration files are not read; choose the level with -q, -v, -d or -ll" + logConfigAdvice,
+            (("f]ilename", string),),
+        )
+    )
+    options.extend(extra)
+    return title, options
+
+
+def tlsOptionGroup(unsupported: UnsupportedOptions, *, server: bool) -> Tuple[str, List[Option]]:
+    """
+    The TLS options of a front door: every DCMTK option but the seed
+    files maps onto L{dicomd.tls} (see L{tlsOptions} and docs/tls.md);
+    those are refused through C{unsupported}.
+    """
+    title, options = tlsOptions(server=server)
+    return title, list(options) + tlsProfileOptions(unsupported)
 
 
 def tlsProfileOptions(unsupported: UnsupportedOptions) -> List[Option]:

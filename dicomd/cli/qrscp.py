@@ -66,14 +66,14 @@ from dicomd.asconfig import AsConfigError, acceptorPolicy, readProfiles
 from dicomd.cli.common import (
     CommandFileCommandLine,
     UnsupportedOptions,
+    frontDoorGeneralOptions,
     preferredSyntaxOptions,
     serverPreamble,
-    tlsOptions,
-    tlsProfileOptions,
+    tlsOptionGroup,
     tlsSettings,
     tlsUsageError,
 )
-from dicomd.cli.options import Option, Parameter, UsageError, generalOptions, integer, string
+from dicomd.cli.options import Option, Parameter, UsageError, integer, string
 from dicomd.net.acceptor import AcceptorFactory
 from dicomd.storage import recode
 from dicomd.storage.receiver import SORT_STUDY_UID, StorageOptions, buildReceiver
@@ -116,25 +116,8 @@ def defaultDatabase(configFile: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(configFile)), INDEX_FILE)
 
 
-def _generalOptions():
-    title, options = generalOptions()
-    options = list(options)
-    options.insert(2, Option(("--arguments",), "printArguments", "print expanded command line arguments"))
-    options += [
-        UNSUPPORTED.option(
-            ("-lc", "--log-config"),
-            "use config file f for the logger",
-            "oflog configuration files are not read; choose the level with -q, -v, -d or -ll",
-            (("f]ilename", string),),
-        ),
-        Option(("-c", "--config"), "configFile", "use specific configuration file (default: %s)" % (DEFAULT_CONFIG,), (("f]ilename", string),)),
-    ]
-    return title, options
 
 
-def _tlsOptions():
-    title, options = tlsOptions(server=True)
-    return title, list(options) + tlsProfileOptions(UNSUPPORTED)
 
 
 COMMAND_LINE = CommandFileCommandLine(
@@ -142,7 +125,10 @@ COMMAND_LINE = CommandFileCommandLine(
     "DICOM image archive (central test node)",
     [Parameter("port", "tcp/ip port number to listen on (default: in config file)", integer(1, 65535), required=False)],
     [
-        _generalOptions(),
+        frontDoorGeneralOptions(
+            UNSUPPORTED,
+            [Option(("-c", "--config"), "configFile", "use specific configuration file (default: %s)" % (DEFAULT_CONFIG,), (("f]ilename", string),))],
+        ),
         (
             "multi-process options",
             [
@@ -209,7 +195,7 @@ COMMAND_LINE = CommandFileCommandLine(
                 Option(("-up", "--uid-padding"), "uidPadding", "silently correct space-padded UIDs (always done)"),
             ],
         ),
-        _tlsOptions(),
+        tlsOptionGroup(UNSUPPORTED, server=True),
         (
             "processing options (specific character set)",
             [

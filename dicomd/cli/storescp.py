@@ -26,14 +26,14 @@ from dicomd.asconfig import AsConfigError, acceptorPolicy, readProfiles
 from dicomd.cli.common import (
     CommandFileCommandLine,
     UnsupportedOptions,
+    frontDoorGeneralOptions,
     preferredSyntaxOptions,
     serverPreamble,
-    tlsOptions,
-    tlsProfileOptions,
+    tlsOptionGroup,
     tlsSettings,
     tlsUsageError,
 )
-from dicomd.cli.options import Option, Parameter, UsageError, aeTitle, generalOptions, integer, string
+from dicomd.cli.options import Option, Parameter, UsageError, aeTitle, integer, string
 from dicomd.dimse.commands import CEchoRQ, CStoreRQ
 from dicomd.net.acceptor import AcceptorFactory, ApplicationEntity
 from dicomd.services.verification import VerificationSCP
@@ -73,30 +73,8 @@ def _sortedBy(mode: str):
 UNSUPPORTED = UnsupportedOptions()
 
 
-def _generalOptions():
-    title, options = generalOptions()
-    options = list(options)
-    options.insert(2, Option(("--arguments",), "printArguments", "print expanded command line arguments"))
-    options.extend(
-        [
-            UNSUPPORTED.option(
-                ("-lc", "--log-config"),
-                "use config file f for the logger",
-                "oflog configuration files are not read; choose the level with -q, -v, -d or -ll, "
-                "or run twistd dicomd for log files and syslog",
-                (("f]ilename", string),),
-            ),
-            Option(("+v", "--verbose-pc"), "verbosePC", "show presentation contexts in verbose mode (implies -v)"),
-        ]
-    )
-    return title, options
 
 
-def _tlsOptions():
-    # Every DCMTK TLS option but the seed files maps onto dicomd.tls (see
-    # dicomd.cli.common.tlsOptions and docs/tls.md).
-    title, options = tlsOptions(server=True)
-    return title, list(options) + tlsProfileOptions(UNSUPPORTED)
 
 
 COMMAND_LINE = CommandFileCommandLine(
@@ -104,7 +82,11 @@ COMMAND_LINE = CommandFileCommandLine(
     "DICOM storage (C-STORE) SCP",
     [Parameter("port", "tcp/ip port number to listen on", integer(1, 65535), required=False)],
     [
-        _generalOptions(),
+        frontDoorGeneralOptions(
+            UNSUPPORTED,
+            [Option(("+v", "--verbose-pc"), "verbosePC", "show presentation contexts in verbose mode (implies -v)")],
+            logConfigAdvice=", or run twistd dicomd for log files and syslog",
+        ),
         (
             "multi-process options",
             [
@@ -146,7 +128,7 @@ COMMAND_LINE = CommandFileCommandLine(
                 Option(("-up", "--uid-padding"), "uidPadding", "silently correct space-padded UIDs (always done)"),
             ],
         ),
-        _tlsOptions(),
+        tlsOptionGroup(UNSUPPORTED, server=True),
         (
             "output options",
             [

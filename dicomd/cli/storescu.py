@@ -23,14 +23,14 @@ from dicomd.cli.common import (
     UnsupportedOptions,
     clientEndpoint,
     commandPreamble,
+    frontDoorGeneralOptions,
     preferredSyntaxOptions,
     preferredTransferSyntax,
-    tlsOptions,
-    tlsProfileOptions,
+    tlsOptionGroup,
     tlsSettings,
     tlsUsageError,
 )
-from dicomd.cli.options import Option, Parameter, UsageError, aeTitle, generalOptions, integer, string
+from dicomd.cli.options import Option, Parameter, UsageError, aeTitle, integer, string
 from dicomd.dimse import status as _status
 from dicomd.net.association import AssociationAborted, AssociationRejected
 from dicomd.net.requestor import connect
@@ -66,22 +66,6 @@ IDENTITY_JWT = 5
 _UNSUPPORTED = UnsupportedOptions()
 
 
-def _generalOptions():
-    title, options = generalOptions()
-    options = list(options)
-    options.insert(2, Option(("--arguments",), "printArguments", "print expanded command line arguments"))
-    options.extend(
-        [
-            _UNSUPPORTED.option(
-                ("-lc", "--log-config"),
-                "use config file f for the logger",
-                "oflog configuration files are not read; choose the level with -q, -v, -d or -ll",
-                (("f]ilename", string),),
-            ),
-            Option(("+v", "--verbose-pc"), "verbosePC", "show presentation contexts in verbose mode (implies -v)"),
-        ]
-    )
-    return title, options
 
 
 def _identity(identityType: int):
@@ -103,7 +87,7 @@ COMMAND_LINE = CommandFileCommandLine(
         Parameter("dcmfile-in", "DICOM file or directory to be transmitted", repeated=True, required=False),
     ],
     [
-        _generalOptions(),
+        frontDoorGeneralOptions(_UNSUPPORTED, [Option(("+v", "--verbose-pc"), "verbosePC", "show presentation contexts in verbose mode (implies -v)")]),
         (
             "input options",
             [
@@ -181,10 +165,7 @@ COMMAND_LINE = CommandFileCommandLine(
                 ),
             ],
         ),
-        (
-            "transport layer security (TLS) options",
-            tlsOptions(server=False)[1] + tlsProfileOptions(_UNSUPPORTED),
-        ),
+        tlsOptionGroup(_UNSUPPORTED, server=False),
     ],
     defaults={
         "aetitle": "STORESCU",
