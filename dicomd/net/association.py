@@ -124,7 +124,7 @@ class BufferedDataSet:
 
 
 @implementer(IDataSetConsumer)
-class _DiscardedDataSet:
+class DiscardedDataSet:
     """
     Reads a data set nobody wants, then runs C{whenComplete}.
     """
@@ -498,7 +498,7 @@ class Association:
             if message.hasDataSet:
                 # C-CANCEL-RQ carries none (PS3.7 9.3.2.3); one sent anyway
                 # is read and dropped.
-                self._consumer = _DiscardedDataSet(_noCancel)
+                self._consumer = DiscardedDataSet(_noCancel)
             return
         messageID = getattr(message, "messageID", None)
         if messageID is None or messageID in self._serving:
@@ -516,14 +516,14 @@ class Association:
             if not message.hasDataSet:
                 self.send(contextID, refusal)
             else:
-                consumer = _DiscardedDataSet(lambda: self.send(contextID, refusal))
+                consumer = DiscardedDataSet(lambda: self.send(contextID, refusal))
         else:
             consumer = service.messageReceived(self, context, message)
         if message.hasDataSet:
             # A service that expects no data set (C-ECHO) returns no
             # consumer, whatever the peer's CommandDataSetType says: a data
             # set it sends anyway is read and dropped.
-            self._consumer = consumer if consumer is not None else _DiscardedDataSet(_noCancel)
+            self._consumer = consumer if consumer is not None else DiscardedDataSet(_noCancel)
 
     def onCancel(self, messageID: int, canceller: Callable[[], None]) -> None:
         """

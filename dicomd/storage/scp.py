@@ -32,7 +32,7 @@ from zope.interface import implementer
 
 from dicomd.dimse import status as _status
 from dicomd.interfaces import IDataSetConsumer, IService
-from dicomd.net.association import responseTo
+from dicomd.net.association import DiscardedDataSet, responseTo
 from dicomd.storage.part10 import encodeFileMeta, readFileHead, scanHead, uidValue
 from dicomd.storage.spool import SpareFiles, SpoolFile
 
@@ -267,49 +267,30 @@ class StorageSCP:
 
     def messageReceived(self, association, context, message):
         if message.affectedSOPClassUID != context.abstractSyntax:
-            return _Refused(
-                association,
-                context,
-                message,
-                StoreRefused(
-                    _status.SOP_CLASS_NOT_SUPPORTED,
-                    "C-STORE of %s on a context for %s" % (message.affectedSOPClassUID, context.abstractSyntax),
-                ),
+            refusal = StoreRefused(
+                _status.SOP_CLASS_NOT_SUPPORTED,
+                "C-STORE of %s on a context for %s" % (message.affectedSOPClassUID, context.abstractSyntax),
             )
+            return DiscardedDataSet(lambda: _refuse(association, context, message, refusal))
         return IncomingInstance(self, association, context, message)
 
     def inThread(self, function, *args) -> defer.Deferred:
         return deferToThreadPool(self.reactor, self.threadpool, function, *args)
 
 
-@implementer(IDataSetConsumer)
-class _Refused:
+def _refuse(association, context, request, refusal: StoreRefused) -> None:
     """
-    Reads and drops the data set of a C-STORE that was refused at once,
-    then answers with the refusal's status.
+    Answer a C-STORE that was refused at once (its data set is read and
+    dropped first) with the refusal's status.
     """
-
-    def __init__(self, association, context, request, refusal: StoreRefused):
-        self._association = association
-        self._context = context
-        self._request = request
-        self._refusal = refusal
-
-    def write(self, fragment):
-        pass
-
-    def finish(self):
-        StorageSCP.log.warn("C-STORE refused: {why}", why=str(self._refusal))
-        response = responseTo(
-            self._request,
-            self._refusal.status,
-            affectedSOPInstanceUID=self._request.affectedSOPInstanceUID,
-            errorComment=str(self._refusal)[:64],
-        )
-        self._association.send(self._context.contextID, response)
-
-    def abandon(self, reason):
-        pass
+    StorageSCP.log.warn("C-STORE refused: {why}", why=str(refusal))
+    response = responseTo(
+        request,
+        refusal.status,
+        affectedSOPInstanceUID=request.affectedSOPInstanceUID,
+        errorComment=str(refusal)[:64],
+    )
+    association.send(context.contextID, response)
 
 
 @implementer(IDataSetConsumer)
