@@ -584,6 +584,30 @@ class StudyJournalTests(unittest.SynchronousTestCase):
         self.assertEqual(len({line["episode"] for line in lines}), 1)
         self.assertEqual(lines[0]["calling"], "MODALITY")
 
+    def test_fsyncInAWorkerThread(self):
+        """With --fsync the journal is synced in a worker thread and the C-STORE response waits for it; without, nothing waits."""
+        synced = []
+
+        class Pool(_ThreadPool):
+            def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
+                synced.append(f.__name__)
+                _ThreadPool.callInThreadWithCallback(self, onResult, f, *args, **kwargs)
+
+        storage = StorageOptions(outputDirectory=self.directory, sortMode=SORT_TIMESTAMP, execOnEndOfStudy="done", sync=True)
+        layout = StudyLayout(naming.FileNamer(), storage.sortMode, storage.sortPrefix)
+        actions = Actions(storage, StorageArea(self.directory, layout), layout, reactor=self.reactor, threadpool=Pool())
+        actions.startService()
+        path = os.path.join(self.directory, "S_1", "CT.1")
+        with open(path, "wb") as f:
+            f.write(b"x")
+        waiting = actions.instanceStored(received("1.1", path=path))
+        self.successResultOf(waiting)
+        self.assertEqual(synced, ["syncInThread"])
+        unsynced = self.actions(execOnEndOfStudy="done")
+        unsynced.startService()
+        self.assertIsNone(unsynced.track(received("2.1", path=path)))
+        self.assertEqual(synced, ["syncInThread"])
+
     def test_noJournalWithoutEndOfStudyWork(self):
         """Sorting alone has no end-of-study work to keep: no journal is written."""
         actions = self.actions(endOfStudyTimeout=5)

@@ -211,7 +211,7 @@ class Actions(service.Service):
         service.Service.startService(self)
         if not self._journaled:
             return
-        self.journal = StudyJournal.forDirectory(self.area.directory, sync=self.options.sync)
+        self.journal = StudyJournal.forDirectory(self.area.directory)
         for episode in self.journal.recover():
             self.tracker.end(episode, "it was open when dicomd last stopped without ending it")
 
@@ -220,23 +220,30 @@ class Actions(service.Service):
         The L{StorageSCP} observer: track the study, run the reception
         command (holding the response back with C{--exec-sync}).
         """
-        (self._successor or self).track(received)
-        if self.onReception is None:
-            return None
-        directory, fileName = os.path.split(received.path) if received.path else ("", "")
-        return self.onReception.run(_placeholders(received, directory, fileName))
+        waits = [(self._successor or self).track(received)]
+        if self.onReception is not None:
+            directory, fileName = os.path.split(received.path) if received.path else ("", "")
+            waits.append(self.onReception.run(_placeholders(received, directory, fileName)))
+        waits = [wait for wait in waits if wait is not None]
+        return defer.gatherResults(waits, consumeErrors=True) if waits else None
 
-    def track(self, received: ReceivedInstance) -> None:
+    def track(self, received: ReceivedInstance) -> Optional[defer.Deferred]:
         """
         Follow a stored object's study, in the journal too.
+
+        @return: with C{--fsync}, a L{Deferred} that fires once the journal
+            is on disk (the response waits for it); else C{None}.
         """
         if self.tracker is None:
-            return
+            return None
         self.tracker.instanceStored(received)
-        if self.journal is not None and received.path is not None:
-            episode = self.tracker.open.get(str(received.attributes.get("StudyInstanceUID", "") or ""))
-            if episode is not None:
-                self.journal.stored(episode, received)
+        if self.journal is None or received.path is None:
+            return None
+        episode = self.tracker.open.get(str(received.attributes.get("StudyInstanceUID", "") or ""))
+        if episode is None:
+            return None
+        self.journal.stored(episode, received)
+        return self._inThread(self.journal.syncInThread) if self.options.sync else None
 
     def _studyEnded(self, episode: StudyEpisode) -> defer.Deferred:
         """

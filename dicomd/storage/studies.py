@@ -239,8 +239,6 @@ class StudyJournal:
     @ivar path: the journal file.
     @ivar directory: the storage area; a recovered file outside it is
         dropped.
-    @ivar sync: C{fsync} each line (with storescp's C{--fsync}), so that
-        the journal survives a power cut as the stored files do.
     @ivar pending: the keys of the episodes not ended yet.
     """
 
@@ -250,17 +248,16 @@ class StudyJournal:
 
     _open: Dict[str, "StudyJournal"] = {}
 
-    def __init__(self, directory: str, *, sync: bool = False):
+    def __init__(self, directory: str):
         self.directory = os.path.realpath(directory)
         self.path = os.path.join(self.directory, self.FILE_NAME)
-        self.sync = sync
         self.pending: Set[str] = set()
         self._file = None
         self._users = 0
         self._recovered = False
 
     @classmethod
-    def forDirectory(cls, directory: str, *, sync: bool = False) -> "StudyJournal":
+    def forDirectory(cls, directory: str) -> "StudyJournal":
         """
         The journal of a storage area, shared by its users in this process;
         each user calls L{release} when it stops.
@@ -268,8 +265,7 @@ class StudyJournal:
         key = os.path.realpath(directory)
         journal = cls._open.get(key)
         if journal is None:
-            journal = cls._open[key] = cls(key, sync=sync)
-        journal.sync = journal.sync or sync
+            journal = cls._open[key] = cls(key)
         journal._users += 1
         return journal
 
@@ -398,5 +394,12 @@ class StudyJournal:
         journal = self._writable()
         journal.write(json.dumps(entry, separators=(",", ":")) + "\n")
         journal.flush()
-        if self.sync:
-            os.fsync(journal.fileno())
+
+    def syncInThread(self) -> None:
+        """
+        C{fsync} what was written (with storescp's C{--fsync}, so that the
+        journal survives a power cut as the stored files do); in a worker
+        thread, since it may take milliseconds that the other associations
+        must not wait for.
+        """
+        os.fsync(self._writable().fileno())
