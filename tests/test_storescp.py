@@ -782,6 +782,25 @@ class EventTests(_Mixin, unittest.TestCase):
         )
 
     @defer.inlineCallbacks
+    def test_parallelAssociationsOfOneAETitle(self):
+        """Two storescu under one AE title sending two studies at once, interleaved: -xcs runs once per study, not at each switch."""
+        files = makeDirectory(self)
+        studies = [generate_uid(), generate_uid()]
+        batches = [
+            [writeObject(files, "%d-%02d.dcm" % (n, i), studyInstanceUID=study)[0] for i in range(40)] for n, study in enumerate(studies)
+        ]
+        log = os.path.join(makeDirectory(self), "eostudy.log")
+        server = yield startStorescp(self, "-su", "", "-tos", "600", "-xcs", "echo #p >> %s" % (log,))
+        results = yield defer.gatherResults([storescu(server, batch, "-aet", "PACS", timeout=60) for batch in batches])
+        for result in results:
+            self.assertSent(result, 40)
+        # The first association to close hands its study to the next one
+        # of its AE title; the second closing on another study ends it.
+        yield waitUntil(lambda: readLines(log), timeout=15, message=server.describe())
+        yield server.stop()
+        self.assertEqual(sorted(readLines(log)), sorted(os.path.join(server.outputDirectory, study) for study in studies))
+
+    @defer.inlineCallbacks
     def test_renameOnEndOfStudy(self):
         """-rns renames a study's files to <2 chars><6 digits> in arrival order before -xcs runs."""
         files = makeDirectory(self)
