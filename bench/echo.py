@@ -30,7 +30,6 @@ import argparse
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,94 +41,33 @@ sys.path.insert(0, REPO_ROOT)
 from twisted.internet import defer, task  # noqa: E402
 from twisted.internet.endpoints import TCP4ClientEndpoint  # noqa: E402
 
+from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, dcmtkEnvironment, freePort, pythonEnvironment  # noqa: E402
 from dicomd.net.association import VERIFICATION_SOP_CLASS  # noqa: E402
 from dicomd.net.requestor import connect  # noqa: E402
 from dicomd.ul.negotiation import UNCOMPRESSED  # noqa: E402
 
-DCMTK = "/usr/bin"
-HOST = "127.0.0.1"
 
-
-class BenchmarkError(Exception):
+def startServer(name: str, argv, env, directory: str, port: int) -> ServerProcess:
     """
-    A server did not start, or an exchange failed: the numbers would lie.
+    A server process run in C{directory}, logging to C{NAME.log} there.
     """
+    logPath = os.path.join(directory, name.replace(" ", "-") + ".log")
+    return ServerProcess(name, argv, env, directory, port, logPath, startTimeout=20.0)
 
 
-def freePort() -> int:
-    """
-    A port of 127.0.0.1 that nothing listens on now.
-    """
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def dcmtkEnvironment() -> dict:
-    """
-    Our environment with C{TCP_NODELAY=1}, for DCMTK programs.
-    """
-    env = dict(os.environ)
-    env["TCP_NODELAY"] = "1"
-    return env
-
-
-class Server:
-    """
-    A server process started for the benchmark, with its log in a file.
-
-    @ivar name: its name in the table.
-    @ivar port: where it listens.
-    """
-
-    def __init__(self, name: str, argv, env, directory: str, port: int):
-        self.name = name
-        self.port = port
-        self.logPath = os.path.join(directory, name.replace(" ", "-") + ".log")
-        self._log = open(self.logPath, "wb")
-        self.process = subprocess.Popen(argv, env=env, cwd=directory, stdout=self._log, stderr=subprocess.STDOUT)
-        self._waitForPort()
-
-    def _waitForPort(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                with socket.create_connection((HOST, self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        with open(self.logPath, "rb") as f:
-            raise BenchmarkError("%s did not start:\n%s" % (self.name, f.read().decode("utf-8", "replace")))
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-
-
-def startStorescp(directory: str) -> Server:
+def startStorescp(directory: str) -> ServerProcess:
     """
     DCMTK's storescp with its defaults.
     """
     port = freePort()
-    return Server("DCMTK storescp", [DCMTK + "/storescp", str(port)], dcmtkEnvironment(), directory, port)
+    return startServer("DCMTK storescp", [DCMTK + "/storescp", str(port)], dcmtkEnvironment(), directory, port)
 
 
-def startDicomd(directory: str) -> Server:
+def startDicomd(directory: str) -> ServerProcess:
     """
     C{twistd -n dicomd} from this checkout, run by this interpreter.
     """
     port = freePort()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([REPO_ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     argv = [
         sys.executable,
         "-c",
@@ -140,7 +78,7 @@ def startDicomd(directory: str) -> Server:
         "--listen",
         "tcp:%d:interface=%s" % (port, HOST),
     ]
-    return Server("dicomd", argv, env, directory, port)
+    return startServer("dicomd", argv, pythonEnvironment(), directory, port)
 
 
 # -- measurements: each returns operations per second -------------------------------

@@ -92,11 +92,11 @@ C{--keep} leaves the receivers' output, their logs and every storescu
 log under C{--work}.
 """
 
+import abc
 import argparse
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -111,8 +111,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-DCMTK = "/usr/bin"
-HOST = "127.0.0.1"
+from bench.common import DCMTK, HOST, ServerProcess, cpuSeconds, dcmtkEnvironment, freePort, procStatus, pythonEnvironment  # noqa: E402
+
 MB = 1e6
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 #: The root of the UIDs of the load corpus (the query benchmark uses .1).
@@ -183,33 +183,9 @@ ae.start_server(("127.0.0.1", port), block=True, evt_handlers=[(evt.EVT_C_STORE,
 '''
 
 
-class BenchmarkError(Exception):
-    """
-    A receiver did not start, or the run could not be measured.
-    """
-
-
 def log(message: str) -> None:
     sys.stderr.write(message + "\n")
     sys.stderr.flush()
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def pythonEnvironment() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([REPO_ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    return env
-
-
-def dcmtkEnvironment() -> dict:
-    env = dict(os.environ)
-    env["TCP_NODELAY"] = "1"
-    return env
 
 
 def percentile(values: List[float], fraction: float) -> float:
@@ -313,11 +289,7 @@ def memoryOf(pid: int) -> Dict[str, int]:
     """
     values = {"VmRSS": 0, "VmHWM": 0, "Pss": 0}
     try:
-        with open("/proc/%d/status" % (pid,)) as f:
-            for line in f:
-                name, _, rest = line.partition(":")
-                if name in ("VmRSS", "VmHWM"):
-                    values[name] = int(rest.split()[0]) * 1024
+        values.update(procStatus(pid))
         with open("/proc/%d/smaps_rollup" % (pid,)) as f:
             for line in f:
                 if line.startswith("Pss:"):
@@ -325,19 +297,6 @@ def memoryOf(pid: int) -> Dict[str, int]:
     except OSError:
         pass
     return values
-
-
-def cpuSeconds(pid: int) -> float:
-    """
-    User and system time of a process and of its children it has waited
-    for.
-    """
-    try:
-        with open("/proc/%d/stat" % (pid,)) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / os.sysconf("SC_CLK_TCK")
 
 
 class MemorySampler(threading.Thread):
@@ -379,52 +338,12 @@ class MemorySampler(threading.Thread):
 # -- receivers ------------------------------------------------------------------------
 
 
-@dataclass
-class Server:
+def startServer(name: str, argv: List[str], port: int, env: dict, cwd: str, logPath: str) -> ServerProcess:
     """
-    One running server process.
+    A receiver's server process; stopping it waits up to a minute, for a
+    receiver still busy with the load.
     """
-
-    name: str
-    process: subprocess.Popen
-    port: int
-    log: object
-    logPath: str
-
-    def waitForPort(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                with socket.create_connection((HOST, self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise BenchmarkError("%s did not start:\n%s" % (self.name, self.logText()))
-
-    def logText(self, tail: int = 4000) -> str:
-        with open(self.logPath, "rb") as f:
-            return f.read().decode("utf-8", "replace")[-tail:]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
-
-
-def startServer(name: str, argv: List[str], port: int, env: dict, cwd: str, logPath: str) -> Server:
-    logFile = open(logPath, "wb")
-    process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=logFile, stderr=subprocess.STDOUT)
-    server = Server(name, process, port, logFile, logPath)
-    server.waitForPort()
-    return server
+    return ServerProcess(name, argv, env, cwd, port, logPath, stopTimeout=60.0)
 
 
 @dataclass
@@ -433,24 +352,28 @@ class Running:
     A receiver ready for the load: where senders and C-FINDs go.
     """
 
-    storeServer: Server
+    storeServer: ServerProcess
     storeTitle: str
-    findServer: Server
+    findServer: ServerProcess
     findTitle: str
     output: str
-    others: List[Server] = field(default_factory=list)
+    others: List[ServerProcess] = field(default_factory=list)
 
     def stop(self) -> None:
         for server in [self.storeServer] + self.others:
             server.stop()
 
 
-class Receiver:
+class Receiver(abc.ABC):
     key = ""
     name = ""
 
+    @abc.abstractmethod
     def start(self, work: str, corpus: str, options) -> Running:
-        raise NotImplementedError()
+        """
+        Start the receiver's servers in C{work}, the store receiver writing
+        into a new directory there, ready for the senders of C{corpus}.
+        """
 
     def indexedUIDs(self, running: Running) -> Optional[Set[str]]:
         """
@@ -762,7 +685,7 @@ def runLoad(receiver: Receiver, corpus: str, work: str, logConfig: str, options)
         if running.findServer is not running.storeServer:
             findSampler = MemorySampler([running.findServer.process.pid], options.sampleInterval)
             findSampler.start()
-        cpuBefore = cpuSeconds(running.storeServer.process.pid)
+        cpuBefore = cpuSeconds(running.storeServer.process.pid, children=True)
         sampler.start()
         finds = FindStream(running.findServer.port, running.findTitle, options.findInterval, options.findLimit, logConfig)
         finds.start()
@@ -798,7 +721,7 @@ def runLoad(receiver: Receiver, corpus: str, work: str, logConfig: str, options)
             results.append(parseSender(sender, process.returncode, exits[sender] - begun, text))
         finds.stop()
         sampler.stop()
-        cpu = cpuSeconds(running.storeServer.process.pid) - cpuBefore
+        cpu = cpuSeconds(running.storeServer.process.pid, children=True) - cpuBefore
         mainHWM = memoryOf(running.storeServer.process.pid)["VmHWM"]
         findServerRSS = None
         if findSampler is not None:

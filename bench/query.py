@@ -69,8 +69,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-DCMTK = "/usr/bin"
-HOST = "127.0.0.1"
+from bench.common import DCMTK, HOST, ServerProcess, dcmtkEnvironment, freePort, pythonEnvironment  # noqa: E402
+
 DICOMD_TITLE = "DICOMD"
 DESTINATION_TITLE = "STORESCP"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
@@ -367,64 +367,15 @@ def prepareMoveStudy(work: str, count: int) -> str:
 # -- servers ------------------------------------------------------------------------
 
 
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def dcmtkEnvironment() -> dict:
-    env = dict(os.environ)
-    env["TCP_NODELAY"] = "1"
-    return env
-
-
-def pythonEnvironment() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([REPO_ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    return env
-
-
-def waitForPort(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("server exited with status %s before listening" % (process.returncode,))
-        try:
-            with socket.create_connection((HOST, port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("nothing listened on port %d within %s s" % (port, timeout))
-
-
-class Server:
+class Server(ServerProcess):
     """
-    A running server: its name in the tables, AE title and port.
+    A running server: its name in the tables, AE title and port; its log
+    is appended to.
     """
 
     def __init__(self, name: str, title: str, argv: List[str], port: int, env: dict, cwd: str, logPath: str):
-        self.name = name
         self.title = title
-        self.port = port
-        self.logPath = logPath
-        self._log = open(logPath, "ab")
-        self.process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT)
-        try:
-            waitForPort(port, self.process)
-        except Exception:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
+        super().__init__(name, argv, env, cwd, port, logPath, append=True)
 
 
 def startDicomd(name: str, work: str, dataDirectory: str, destinationPort: Optional[int] = None) -> Server:

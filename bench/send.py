@@ -41,7 +41,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,11 +49,10 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
+from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, dcmtkEnvironment, freePort, pythonEnvironment  # noqa: E402
 from bench.corpus import CORPORA, ensureCorpus  # noqa: E402
 
-DCMTK = "/usr/bin"
 TIME = "/usr/bin/time"
-HOST = "127.0.0.1"
 
 #: A log4cplus configuration for storescp: INFO and above on standard
 #: error, each line with a microsecond timestamp.
@@ -69,54 +67,26 @@ log4cplus.appender.console.layout.ConversionPattern = %D{%Y-%m-%d %H:%M:%S.%Q} %
 _LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.(\d{3})\.(\d{3}) \w+: (.*)$")
 
 
-class BenchmarkError(Exception):
-    """
-    A server did not start, or a run failed: the numbers would lie.
-    """
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-class Storescp:
+class Storescp(ServerProcess):
     """
     DCMTK's storescp C{--ignore}, logging with timestamps into a file.
     """
 
     def __init__(self, directory: str):
-        self.port = freePort()
+        port = freePort()
         configuration = os.path.join(directory, "logger.cfg")
         with open(configuration, "w") as f:
             f.write(LOGGER_CONFIGURATION)
-        self.logPath = os.path.join(directory, "storescp.log")
-        self._log = open(self.logPath, "wb")
-        env = dict(os.environ, TCP_NODELAY="1")
-        self.process = subprocess.Popen(
-            [DCMTK + "/storescp", "--ignore", "-lc", configuration, str(self.port)],
-            env=env,
-            cwd=directory,
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,
+        super().__init__(
+            "storescp",
+            [DCMTK + "/storescp", "--ignore", "-lc", configuration, str(port)],
+            dcmtkEnvironment(),
+            directory,
+            port,
+            os.path.join(directory, "storescp.log"),
+            startTimeout=20.0,
+            stderrOnly=True,
         )
-        self._waitForPort()
-
-    def _waitForPort(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                with socket.create_connection((HOST, self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise BenchmarkError("storescp did not start:\n" + self.logText())
-
-    def logText(self) -> str:
-        with open(self.logPath, "rb") as f:
-            return f.read().decode("utf-8", "replace")
 
     def logSize(self) -> int:
         return os.path.getsize(self.logPath)
@@ -152,16 +122,6 @@ class Storescp:
             if time.monotonic() > deadline:
                 raise BenchmarkError("storescp logged no released association:\n" + "\n".join(lines[-20:]))
             time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
 
 
 class Run:
@@ -234,12 +194,11 @@ def clients(checkout: str, workDirectory: str):
     directory first).
     """
     cacheDirectory = os.path.join(workDirectory, "pycache")
-    dcmtkEnv = dict(os.environ, TCP_NODELAY="1")
-    dicomdEnv = dict(os.environ, PYTHONPYCACHEPREFIX=cacheDirectory)
+    dicomdEnv = pythonEnvironment(checkout)
+    dicomdEnv["PYTHONPYCACHEPREFIX"] = cacheDirectory
     dicomdEnv.pop("PYTHONDONTWRITEBYTECODE", None)
-    dicomdEnv["PYTHONPATH"] = os.pathsep.join([checkout] + ([dicomdEnv["PYTHONPATH"]] if dicomdEnv.get("PYTHONPATH") else []))
     return [
-        Client("DCMTK storescu", [DCMTK + "/storescu"], dcmtkEnv, workDirectory),
+        Client("DCMTK storescu", [DCMTK + "/storescu"], dcmtkEnvironment(), workDirectory),
         Client("dicomd storescu", [sys.executable, "-m", "dicomd", "storescu"], dicomdEnv, workDirectory),
     ]
 

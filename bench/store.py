@@ -43,7 +43,6 @@ import argparse
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,59 +54,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, cpuSeconds, dcmtkEnvironment, freePort, procStatus, pythonEnvironment  # noqa: E402
 from bench.corpus import CORPORA, ensureCorpus  # noqa: E402
 
-DCMTK = "/usr/bin"
-HOST = "127.0.0.1"
 MB = 1e6
-
-
-class BenchmarkError(Exception):
-    """
-    A receiver did not start, or did not store what was sent: the numbers
-    would lie.
-    """
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def environment(nodelay: bool = False) -> dict:
-    """
-    Our environment, with this checkout first on C{PYTHONPATH}, and
-    C{TCP_NODELAY=1} when C{nodelay} (for DCMTK programs).
-    """
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([REPO_ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    env.pop("TCP_NODELAY", None)
-    if nodelay:
-        env["TCP_NODELAY"] = "1"
-    return env
-
-
-def procStatus(pid: int) -> Dict[str, int]:
-    """
-    The memory lines of C{/proc/PID/status}, in bytes.
-    """
-    values = {}
-    with open("/proc/%d/status" % (pid,)) as f:
-        for line in f:
-            name, _, rest = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                values[name] = int(rest.split()[0]) * 1024
-    return values
-
-
-def cpuSeconds(pid: int) -> float:
-    """
-    User plus system CPU time of a process (all its threads) so far.
-    """
-    with open("/proc/%d/stat" % (pid,)) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def countStored(directory: str) -> int:
@@ -135,49 +85,9 @@ class Receiver:
     argv: object
     env: dict
 
-    def start(self, output: str, logPath: str) -> "RunningReceiver":
+    def start(self, output: str, logPath: str) -> ServerProcess:
         port = freePort()
-        log = open(logPath, "wb")
-        process = subprocess.Popen(self.argv(output, port), env=self.env, cwd=output, stdout=log, stderr=subprocess.STDOUT)
-        running = RunningReceiver(self, process, port, log, logPath)
-        running.waitForPort()
-        return running
-
-
-@dataclass
-class RunningReceiver:
-    receiver: Receiver
-    process: subprocess.Popen
-    port: int
-    log: object
-    logPath: str
-
-    def waitForPort(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                with socket.create_connection((HOST, self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise BenchmarkError("%s did not start:\n%s" % (self.receiver.name, self.logText()))
-
-    def logText(self) -> str:
-        with open(self.logPath, "rb") as f:
-            return f.read().decode("utf-8", "replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
+        return ServerProcess(self.name, self.argv(output, port), self.env, output, port, logPath)
 
 
 def receivers(options) -> List[Receiver]:
@@ -188,33 +98,31 @@ def receivers(options) -> List[Receiver]:
             "dicomd",
             "dicomd storescp",
             lambda output, port: [python, "-m", "dicomd", "storescp"] + dicomdOptions + ["-od", output, str(port)],
-            environment(),
+            pythonEnvironment(),
         ),
         Receiver(
             "dcmtk",
             "DCMTK storescp",
             lambda output, port: [DCMTK + "/storescp", "-od", output, str(port)],
-            environment(nodelay=True),
+            dcmtkEnvironment(),
         ),
         Receiver(
             "pynetdicom",
             "pynetdicom storescp",
             lambda output, port: [python, "-m", "pynetdicom", "storescp", "-od", output, str(port)],
-            environment(),
+            pythonEnvironment(),
         ),
     ]
     if options.otherDicomd:
         # Another checkout of dicomd (the code before a change, say), run
         # the same way, for before/after figures from one run.
         other = os.path.abspath(options.otherDicomd)
-        env = environment()
-        env["PYTHONPATH"] = os.pathsep.join([other] + env["PYTHONPATH"].split(os.pathsep)[1:])
         every.append(
             Receiver(
                 "other",
                 "dicomd (%s)" % (os.path.basename(other.rstrip(os.sep)) or other,),
                 lambda output, port: [python, "-m", "dicomd", "storescp", "-od", output, str(port)],
-                env,
+                pythonEnvironment(other),
             )
         )
         options.servers.append("other")
@@ -261,7 +169,7 @@ def storeOnce(receiver: Receiver, paths: List[str], work: str, nodelay: bool, ti
         argv = [DCMTK + "/storescu", "-aec", "STORESCP", HOST, str(running.port)] + paths
         begin = time.perf_counter()
         result = subprocess.run(
-            argv, env=environment(nodelay=nodelay), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout
+            argv, env=dcmtkEnvironment(nodelay), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout
         )
         seconds = time.perf_counter() - begin
         status = procStatus(pid)

@@ -1,0 +1,165 @@
+"""
+What the benchmarks share: where this checkout and DCMTK's programs are,
+the error that stops a benchmark, free ports, the environments of the
+programs they run, a process's CPU time and memory from C{/proc}, and
+L{ServerProcess}, a server started for a benchmark with its log in a file.
+"""
+
+import os
+import socket
+import subprocess
+import time
+from typing import Dict
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DCMTK = "/usr/bin"
+HOST = "127.0.0.1"
+
+
+class BenchmarkError(Exception):
+    """
+    A server did not start, or a run failed: the numbers would lie.
+    """
+
+
+def freePort() -> int:
+    """
+    A port of 127.0.0.1 that nothing listens on now.
+    """
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def dcmtkEnvironment(nodelay: bool = True) -> dict:
+    """
+    Our environment for DCMTK programs: with C{TCP_NODELAY=1} (without it
+    DCMTK leaves Nagle's algorithm on), or, unless C{nodelay}, without
+    C{TCP_NODELAY} at all (DCMTK as shipped).
+    """
+    env = dict(os.environ)
+    env.pop("TCP_NODELAY", None)
+    if nodelay:
+        env["TCP_NODELAY"] = "1"
+    return env
+
+
+def pythonEnvironment(checkout: str = REPO_ROOT) -> dict:
+    """
+    Our environment with C{checkout} (this one by default) first on
+    C{PYTHONPATH}, for Python programs that import dicomd.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([checkout] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return env
+
+
+def procStatus(pid: int) -> Dict[str, int]:
+    """
+    The memory lines C{VmRSS} and C{VmHWM} of C{/proc/PID/status}, in
+    bytes (those it has).
+    """
+    values = {}
+    with open("/proc/%d/status" % (pid,)) as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                values[name] = int(rest.split()[0]) * 1024
+    return values
+
+
+def cpuSeconds(pid: int, children: bool = False) -> float:
+    """
+    User plus system CPU time of a process (all its threads) so far, and
+    with C{children} that of its children it has waited for; 0 if the
+    process is gone.
+    """
+    try:
+        with open("/proc/%d/stat" % (pid,)) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(fields[i]) for i in ((11, 12, 13, 14) if children else (11, 12))) / os.sysconf("SC_CLK_TCK")
+
+
+class ServerProcess:
+    """
+    A server process started for a benchmark, with its log in a file; the
+    constructor returns once it listens on C{port} of L{HOST}.
+
+    @ivar name: its name in the tables and messages.
+    @ivar process: the L{subprocess.Popen}.
+    @ivar port: where it listens.
+    @ivar logPath: its log file.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv,
+        env: dict,
+        cwd: str,
+        port: int,
+        logPath: str,
+        startTimeout: float = 30.0,
+        stopTimeout: float = 10.0,
+        append: bool = False,
+        stderrOnly: bool = False,
+    ):
+        """
+        Start the process; raise L{BenchmarkError}, with the end of its
+        log, if it does not listen within C{startTimeout} seconds.
+
+        @param stopTimeout: seconds L{stop} waits after terminating it
+            before it kills it.
+        @param append: append to the log file rather than truncate it.
+        @param stderrOnly: log its standard error only, and discard its
+            standard output.
+        """
+        self.name = name
+        self.port = port
+        self.logPath = logPath
+        self.stopTimeout = stopTimeout
+        self._log = open(logPath, "ab" if append else "wb")
+        self.process = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.DEVNULL if stderrOnly else self._log,
+            stderr=self._log if stderrOnly else subprocess.STDOUT,
+        )
+        self._waitForPort(startTimeout)
+
+    def _waitForPort(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                with socket.create_connection((HOST, self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise BenchmarkError("%s did not start:\n%s" % (self.name, self.logText()))
+
+    def logText(self, tail: int = 4000) -> str:
+        """
+        The last C{tail} characters of its log.
+        """
+        with open(self.logPath, "rb") as f:
+            return f.read().decode("utf-8", "replace")[-tail:]
+
+    def stop(self) -> None:
+        """
+        Terminate it (kill it if it does not exit within C{stopTimeout}
+        seconds), and close its log.
+        """
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(self.stopTimeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
