@@ -10,6 +10,7 @@ timers run on a L{MemoryReactorClock} that the tests advance.
 from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IWriteDescriptor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -30,6 +31,7 @@ from dicomd.net.association import (
     AssociationRejected,
     DIMSETimeout,
 )
+from dicomd.net.protocol import writeDescriptor
 from dicomd.net.requestor import ACSETimeout, connect
 from dicomd.net.sending import IDataSetSource
 from dicomd.ul.fsm import State
@@ -813,6 +815,83 @@ class WriteBackPressureTests(SynchronousTestCase):
         self.assertIsNone(self.transport.producer)
         self.sender.stopProducing()
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+@implementer(IWriteDescriptor)
+class DescriptorTransport(StringTransport):
+    """
+    A L{StringTransport} that is also the reactor's write descriptor, as
+    Twisted's TCP transports are: C{doWrite} records how much had been
+    written when it was called.
+    """
+
+    connected = True
+
+    def __init__(self, *args, **kwargs):
+        StringTransport.__init__(self, *args, **kwargs)
+        self.flushedAt = []
+
+    def doWrite(self):
+        self.flushedAt.append(len(self.value()))
+
+    def fileno(self):
+        return -1
+
+    def connectionLost(self, reason):
+        pass
+
+
+class FlushTests(SynchronousTestCase):
+    """
+    What the protocol writes while handling a chunk it read is handed to
+    the kernel before it returns, not on the reactor's next iteration.
+    """
+
+    def setUp(self):
+        factory = AcceptorFactory(verificationEntity(), reactor=MemoryReactorClock())
+        self.protocol = factory.buildProtocol(PEER)
+        self.transport = DescriptorTransport(peerAddress=PEER)
+        self.protocol.makeConnection(self.transport)
+
+    def test_flushedOncePerRead(self):
+        """
+        The A-ASSOCIATE-AC, and then the answers to three C-ECHO-RQs read in
+        one chunk, are each flushed once, whole.
+        """
+        self.protocol.dataReceived(associateRequestBytes())
+        self.assertEqual(self.transport.flushedAt, [len(self.transport.value())])
+        self.protocol.dataReceived(echoRequests(1, 3))
+        self.assertEqual(len(splitPDUs(self.transport.value())), 4)
+        self.assertEqual(self.transport.flushedAt[1:], [len(self.transport.value())])
+
+    def test_nothingWrittenNothingFlushed(self):
+        """
+        A read that makes no answer (part of a PDU) flushes nothing.
+        """
+        self.protocol.dataReceived(associateRequestBytes()[:10])
+        self.assertEqual(self.transport.flushedAt, [])
+
+    def test_notWhileClosing(self):
+        """
+        Once the transport is closing, what is written is left to the
+        reactor, whose write that empties the buffer also closes it.
+        """
+        self.transport.loseConnection()
+        self.protocol.dataReceived(associateRequestBytes())
+        self.assertTrue(splitPDUs(self.transport.value()))
+        self.assertEqual(self.transport.flushedAt, [])
+
+    def test_writeDescriptor(self):
+        """
+        L{writeDescriptor} finds the descriptor itself, or under a TLS
+        transport, and C{None} for a transport that is not one.
+        """
+        descriptor = DescriptorTransport()
+        wrapper = StringTransport()
+        wrapper.transport = descriptor
+        self.assertIs(writeDescriptor(descriptor), descriptor)
+        self.assertIs(writeDescriptor(wrapper), descriptor)
+        self.assertIsNone(writeDescriptor(StringTransport()))
 
 
 class NoDelayTests(SynchronousTestCase):

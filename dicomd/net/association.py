@@ -270,6 +270,22 @@ class Association:
         """
         return self._sender.fragmentLength
 
+    @property
+    def readSize(self) -> int:
+        """
+        How much of a streamed data set is read per step: a source that has
+        its first C{readSize} bytes ready (read ahead) is sent without
+        waiting for the disk.
+        """
+        return self._sender.readSize
+
+    def flush(self) -> None:
+        """
+        Hand what was sent to the kernel now instead of on the reactor's
+        next iteration (L{dicomd.net.protocol.AssociationProtocol.flush}).
+        """
+        self.protocol.flush()
+
     def send(self, contextID: int, message: Message, dataSet=None) -> None:
         """
         Send a message, with its data set when it has one.  Messages go out

@@ -26,6 +26,7 @@ from typing import Optional
 
 from OpenSSL import SSL
 from twisted.internet import protocol
+from twisted.internet.interfaces import IWriteDescriptor
 from twisted.logger import Logger
 
 from dicomd.net.association import AssociationAborted
@@ -181,6 +182,20 @@ def tcpSocket(transport) -> Optional[socket.socket]:
     return None
 
 
+def writeDescriptor(transport):
+    """
+    The reactor's write descriptor under a transport (a TLS transport's TCP
+    connection, to which it writes what it encrypts at once), or C{None}.
+    """
+    for _ in range(3):
+        if transport is None:
+            return None
+        if IWriteDescriptor.providedBy(transport):
+            return transport
+        transport = getattr(transport, "transport", None)
+    return None
+
+
 class AssociationProtocol(protocol.Protocol):
     """
     One transport connection carrying one association.
@@ -203,6 +218,8 @@ class AssociationProtocol(protocol.Protocol):
     association = None
     outcome = None
     _quickAckSocket = None
+    _writeDescriptor = None
+    _unflushed = False
 
     def __init__(self, provider, *, reactor=None, artimTimeout: float = 30.0, idleTimeout: Optional[float] = None):
         if reactor is None:
@@ -248,6 +265,33 @@ class AssociationProtocol(protocol.Protocol):
         # Pieces are headers and memoryview slices of a data set; one join
         # copies them once, the copy Twisted's write buffer would make.
         transport.write(b"".join(data) if type(data) is list else data)
+        self._unflushed = True
+
+    def flush(self) -> None:
+        """
+        Hand what was written to the kernel now rather than on the
+        reactor's next iteration.
+
+        A transport writes when the reactor next finds its socket writable:
+        one more poll, two changes of the poll set and a reactor iteration
+        between a request and the response it triggers, or between a
+        C-STORE-RSP and the next C-STORE-RQ.  Requests and responses are
+        written while their trigger is handled, so the protocol flushes
+        after each chunk read, and a storage SCU before it reads its next
+        file ahead.  Call it only where the reactor itself could write:
+        not from inside a producer's C{resumeProducing}.
+
+        A write that fails is left to the reactor, which tries again as the
+        socket is still registered for writing, and closes the connection.
+        """
+        if not self._unflushed:
+            return
+        self._unflushed = False
+        descriptor = self._writeDescriptor
+        # Not while closing: the write that empties the buffer then closes the
+        # connection, which only the reactor may do.
+        if descriptor is not None and descriptor.connected and not descriptor.disconnecting:
+            descriptor.doWrite()
 
     def _startARTIM(self, output=None) -> None:
         self._stopARTIM()
@@ -299,6 +343,7 @@ class AssociationProtocol(protocol.Protocol):
             self.transport.bufferSize = READ_SIZE
         if _TCP_QUICKACK is not None:
             self._quickAckSocket = tcpSocket(self.transport)
+        self._writeDescriptor = writeDescriptor(self.transport)
         self.peerAddress = self.transport.getPeer()
         self._startedAt = self._lastActivity = self.reactor.seconds()
         if self.idleTimeout:
@@ -324,6 +369,7 @@ class AssociationProtocol(protocol.Protocol):
             except OSError:
                 self._quickAckSocket = None
         self._apply(self.provider.dataReceived(data))
+        self.flush()
 
     def connectionLost(self, reason) -> None:
         if self.association is None and self.outcome is None and reason.check(SSL.Error):

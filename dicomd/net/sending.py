@@ -121,6 +121,8 @@ class MessageSender:
         length allows, rounded down to an even number, since every fragment
         but a data set's last must be of even length (DCMTK refuses odd
         ones).
+    @ivar readSize: how much of a streamed data set is read per step: whole
+        PDVs, about L{READ_SIZE}.
     """
 
     def __init__(self, protocol, fragmentLength: int, whenBlocked=None, whenUnblocked=None):
@@ -136,7 +138,7 @@ class MessageSender:
         """
         self._protocol = protocol
         self.fragmentLength = max(2, fragmentLength - fragmentLength % 2)
-        self._readSize = self.fragmentLength * max(1, READ_SIZE // self.fragmentLength)
+        self.readSize = self.fragmentLength * max(1, READ_SIZE // self.fragmentLength)
         self._queue = deque()
         self._streaming: Optional[_Streaming] = None
         #: The transport asked us to pause (its write buffer is full).
@@ -144,6 +146,7 @@ class MessageSender:
         #: C{whenBlocked} was called and C{whenUnblocked} not yet.
         self._blocked = False
         self._stopped = False
+        self._pumping = False
         self._whenBlocked = whenBlocked
         self._whenUnblocked = whenUnblocked
         self._transport = None
@@ -186,7 +189,7 @@ class MessageSender:
     def _write(self, contextID, command, dataSet, whenSent) -> None:
         pieces = fragment(contextID, True, command, self.fragmentLength)
         if isinstance(dataSet, _BUFFER_TYPES):
-            if len(dataSet) > self._readSize:
+            if len(dataSet) > self.readSize:
                 dataSet = _BufferSource(dataSet)
             else:
                 pieces += fragment(contextID, False, dataSet, self.fragmentLength)
@@ -201,11 +204,25 @@ class MessageSender:
         self._pump()
 
     def _pump(self) -> None:
+        # A transport that writes at once (flushed by a callback of the
+        # piece being written) resumes us from inside this loop, as does a
+        # stream started by a message queued behind the one that ends; the
+        # loop running further up goes on with them, instead of the stack
+        # growing by a level per piece.
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            self._pumpPieces()
+        finally:
+            self._pumping = False
+
+    def _pumpPieces(self) -> None:
         while self._streaming is not None and not self._paused:
             streaming = self._streaming
             source = streaming.source
             try:
-                chunk = source.read(min(self._readSize, source.length))
+                chunk = source.read(min(self.readSize, source.length))
             except OSError as e:
                 self._finishStream(e)
                 self._protocol.abort()
