@@ -8,6 +8,7 @@ command line (L{dicomd.cli.storescu}).
 
 import os
 import struct
+import traceback
 import zlib
 
 from pydicom import dcmread
@@ -17,17 +18,18 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import ImplicitVRLittleEndian, JPEGBaseline8Bit
 from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel
 from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from dicomd.cli import storescu
+from dicomd.cli import logs, storescu
 from dicomd.cli.options import UsageError
 from dicomd.dimse.commands import CEchoRSP, CStoreRQ, CStoreRSP, encodeCommand
 from dicomd.dimse.pdv import DataSetFragment, MessageAssembler
 from dicomd.net.association import Association, AssociationAborted, AssociationRejected, NoPresentationContext
 from dicomd.net.sending import READ_SIZE, IDataSetSource, MessageSender
-from dicomd.storage import scu
+from dicomd.storage import scu, sender
 from dicomd.storage.sender import FailedStore, SendReport, sendFiles
 from dicomd.ul.negotiation import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
@@ -329,6 +331,47 @@ class FileDataSetTests(unittest.SynchronousTestCase):
         source.close()
         self.assertRaises(ValueError, source.read, 1)
 
+    def test_readAhead(self):
+        """
+        What C{readAhead} read is the first C{read} of that size, even once
+        the file has changed on disk: it is in memory.
+        """
+        path = makeFile(self)
+        expected = dataSetBytes(path)
+        source = scu.FileDataSet(scu.readFileMeta(path))
+        self.addCleanup(source.close)
+        source.readAhead(100)
+        with open(path, "r+b") as f:
+            f.seek(scu.readFileMeta(path).dataSetOffset)
+            f.write(b"\xff" * 100)
+        self.assertEqual(source.read(100), expected[:100])
+        self.assertEqual(source.length, len(expected) - 100)
+
+    def test_readAheadOtherSizes(self):
+        """
+        Reads of other sizes than was read ahead still give the data set
+        in order: a smaller one part of it, a larger one it and more.
+        """
+        path = makeFile(self)
+        expected = dataSetBytes(path)
+        for sizes in ([10, 90, len(expected) - 100], [150, len(expected) - 150]):
+            source = scu.FileDataSet(scu.readFileMeta(path))
+            self.addCleanup(source.close)
+            source.readAhead(100)
+            self.assertEqual(b"".join(source.read(size) for size in sizes), expected)
+            self.assertEqual(source.length, 0)
+
+    def test_readAheadCapped(self):
+        """
+        Reading ahead more than the data set reads the data set.
+        """
+        path = makeFile(self)
+        expected = dataSetBytes(path)
+        source = scu.FileDataSet(scu.readFileMeta(path))
+        self.addCleanup(source.close)
+        source.readAhead(len(expected) + 1000)
+        self.assertEqual(source.read(source.length), expected)
+
 
 class ProposePresentationContextsTests(unittest.SynchronousTestCase):
     """
@@ -462,6 +505,13 @@ class FakeAssociation:
         self.requests = []
         self.released = False
         self.aborted = False
+        self.flushes = 0
+
+    #: As an association's: a data set's first piece, read ahead.
+    readSize = 1 << 16
+
+    def flush(self):
+        self.flushes += 1
 
     def contextFor(self, abstractSyntax, transferSyntax=None):
         for context in self.contexts.values():
@@ -669,6 +719,45 @@ class StoreTests(unittest.TestCase):
         data = association.requests[0][2]
         self.assertEqual(data, scu.encodeDataSet(dcmread(path), IMPLICIT_VR_LITTLE_ENDIAN))
         self.assertEqual((result.transferSyntaxUID, result.size), (IMPLICIT_VR_LITTLE_ENDIAN, len(data)))
+
+    @defer.inlineCallbacks
+    def test_fileDataSet(self):
+        """
+        A L{scu.FileDataSet} already opened (and read ahead) is sent as
+        it is.
+        """
+        path = makeFile(self)
+        association = FakeAssociation(accepting((CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN)))
+        opened = scu.FileDataSet(scu.readFileMeta(path))
+        opened.readAhead(64)
+        result = yield scu.store(association, opened)
+        self.assertEqual(association.requests[0][2], dataSetBytes(path))
+        self.assertEqual(result.sopInstanceUID, scu.readFileMeta(path).sopInstanceUID)
+
+    @defer.inlineCallbacks
+    def test_fileDataSetConverted(self):
+        """
+        A L{scu.FileDataSet} of a file that must be converted is closed,
+        and the file converted from its path.
+        """
+        path = makeFile(self)
+        association = FakeAssociation(accepting((CT_IMAGE_STORAGE, IMPLICIT_VR_LITTLE_ENDIAN)))
+        opened = scu.FileDataSet(scu.readFileMeta(path))
+        result = yield scu.store(association, opened)
+        self.assertRaises(ValueError, opened.read, 1)
+        self.assertEqual(association.requests[0][2], scu.encodeDataSet(dcmread(path), IMPLICIT_VR_LITTLE_ENDIAN))
+        self.assertEqual(result.transferSyntaxUID, IMPLICIT_VR_LITTLE_ENDIAN)
+
+    def test_fileDataSetNoContext(self):
+        """
+        A L{scu.FileDataSet} that no context fits is closed when the store
+        fails.
+        """
+        path = makeJPEGFile(self.mktemp())
+        association = FakeAssociation(accepting((CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN)))
+        opened = scu.FileDataSet(scu.readFileMeta(path))
+        self.failureResultOf(scu.store(association, opened), scu.StoreFailed)
+        self.assertRaises(ValueError, opened.read, 1)
 
     @defer.inlineCallbacks
     def test_dataset(self):
@@ -957,6 +1046,163 @@ class SendFilesTests(unittest.TestCase):
         self.assertEqual(report.summary(), "3 sent (1 with warnings), 1 failed, 2 not sent, 2000000 bytes in 2.00 s (1.0 MB/s)")
 
 
+class ReadAheadTests(unittest.TestCase):
+    """
+    L{sendFiles} reads each association's next file ahead, after handing
+    the request before it to the kernel, while the peer stores that one.
+    """
+
+    def setUp(self):
+        self.events = []
+        self.opened = []
+        test = self
+
+        class RecordingFileDataSet(scu.FileDataSet):
+            def __init__(self, dicomFile):
+                scu.FileDataSet.__init__(self, dicomFile)
+                test.opened.append(self)
+
+            def readAhead(self, size):
+                test.events.append(("read ahead", self.dicomFile.path))
+                scu.FileDataSet.readAhead(self, size)
+
+        self.patch(sender, "FileDataSet", RecordingFileDataSet)
+        self.clock = task.Clock()
+        self.paths = [makeFile(self) for _ in range(3)]
+        self.files = [scu.readFileMeta(path) for path in self.paths]
+
+    def factory(self, *pairs, statuses=()):
+        """
+        Associations accepting C{pairs}, answering each C-STORE a second
+        later on C{self.clock}, and recording flushes in C{self.events}.
+        """
+        factory = FakeAssociationFactory(accepting(*pairs), statuses, clock=self.clock)
+        events = self.events
+
+        class Recording(FakeAssociation):
+            def flush(self):
+                events.append(("flush",))
+
+            def request(self, contextID, message, dataSet=None):
+                events.append(("request", message.affectedSOPInstanceUID))
+                return FakeAssociation.request(self, contextID, message, dataSet)
+
+        def connect(proposals):
+            association = Recording(factory.contexts, clock=self.clock)
+            association.statuses = factory.statuses
+            factory.associations.append(association)
+            return defer.succeed(association)
+
+        connect.associations = factory.associations
+        return connect
+
+    def sendAll(self, connect, files=None, **kwargs):
+        done = sendFiles(connect, self.files if files is None else files, reactor=self.clock, **kwargs)
+        while not done.called:
+            self.clock.advance(1)
+        return self.successResultOf(done)
+
+    def assertAllClosed(self):
+        self.assertTrue(self.opened)
+        self.assertTrue(all(dataSet._file.closed for dataSet in self.opened))
+
+    def test_nextFileReadWhilePeerStores(self):
+        """
+        Right after each request, the association is flushed and the next
+        file read ahead: before the response to the request comes.
+        """
+        connect = self.factory((CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN))
+        report = self.sendAll(connect)
+        self.assertEqual(report.sent, 3)
+        uids = [f.sopInstanceUID for f in self.files]
+        self.assertEqual(
+            self.events,
+            [
+                ("request", uids[0]),
+                ("flush",),
+                ("read ahead", self.paths[1]),
+                ("request", uids[1]),
+                ("flush",),
+                ("read ahead", self.paths[2]),
+                ("request", uids[2]),
+            ],
+        )
+        self.assertAllClosed()
+
+    def test_sentFromMemory(self):
+        """
+        The file read ahead is sent from what was read: overwritten on disk
+        after that, its data set still goes as it was.
+        """
+        expected = dataSetBytes(self.paths[1])
+        connect = self.factory((CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN))
+        done = sendFiles(connect, self.files[:2], reactor=self.clock)
+        self.assertEqual(self.events[-1], ("read ahead", self.paths[1]))
+        with open(self.paths[1], "r+b") as f:
+            f.seek(self.files[1].dataSetOffset)
+            f.write(b"\xff" * len(expected))
+        self.clock.advance(1)
+        self.clock.advance(1)
+        self.assertEqual(self.successResultOf(done).sent, 2)
+        self.assertEqual(connect.associations[0].requests[1][2], expected)
+
+    def test_repeatReadsSameFileAhead(self):
+        """
+        With C{repeat}, the next send of the same file is read ahead too.
+        """
+        connect = self.factory((CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN))
+        report = self.sendAll(connect, self.files[:1], repeat=3)
+        self.assertEqual(report.sent, 3)
+        self.assertEqual([event for event in self.events if event[0] == "read ahead"], [("read ahead", self.paths[0])] * 2)
+        self.assertAllClosed()
+
+    def test_convertedNotReadAhead(self):
+        """
+        A file that can go only converted is not read ahead: L{store}
+        re-encodes it from its path.
+        """
+        association = FakeAssociation(accepting((CT_IMAGE_STORAGE, IMPLICIT_VR_LITTLE_ENDIAN)))
+        ahead = sender._ReadAhead()
+        ahead.prepare(association, self.files[0], False)
+        self.assertEqual((self.events, self.opened), ([], []))
+        self.assertIs(ahead.take(self.files[0]), self.files[0])
+
+    def test_unreadableLeftToStore(self):
+        """
+        A file that cannot be opened any more is not read ahead; L{store}
+        then reports why it cannot be sent.
+        """
+        association = FakeAssociation(accepting((CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN)))
+        os.remove(self.paths[0])
+        ahead = sender._ReadAhead()
+        ahead.prepare(association, self.files[0], False)
+        self.assertIs(ahead.take(self.files[0]), self.files[0])
+        self.assertIn(self.paths[0], str(self.failureResultOf(scu.store(association, self.files[0]), scu.StoreFailed).value))
+
+    def test_otherFileDiscards(self):
+        """
+        A file read ahead but taken by another association is closed when
+        this one goes on with another file.
+        """
+        association = FakeAssociation(accepting((CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN)))
+        ahead = sender._ReadAhead()
+        ahead.prepare(association, self.files[0], False)
+        self.assertIs(ahead.take(self.files[1]), self.files[1])
+        self.assertAllClosed()
+
+    def test_haltClosesReadAhead(self):
+        """
+        A job that halts at a refused file closes the next file, read ahead
+        and never sent.
+        """
+        connect = self.factory((CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN), statuses=[0xA700])
+        report = self.sendAll(connect)
+        self.assertEqual((report.failed, report.unsent), (1, 2))
+        self.assertEqual(len(connect.associations[0].requests), 1)
+        self.assertEqual([dataSet.dicomFile for dataSet in self.opened], [self.files[1]])
+        self.assertAllClosed()
+
+
 @implementer(IDataSetSource)
 class MemorySource:
     """
@@ -1163,6 +1409,29 @@ class MessageSenderTests(unittest.SynchronousTestCase):
             self.transport.drain()
         self.assertEqual(self.sent, [None])
         self.assertEqual(messagesIn(self.transport.value())[0][2], data)
+
+    def test_resumedFromInsideAWrite(self):
+        """
+        A transport that drains at once, resuming the sender from inside
+        the write that paused it (as a flushed transport does), gets the
+        whole data set in order without the stack growing per piece.
+        """
+        depths = []
+        transport = self.transport
+        write = transport.write
+
+        def writeAndDrain(data):
+            depths.append(len(traceback.extract_stack()))
+            write(data)
+            transport.drain()
+
+        transport.write = writeAndDrain
+        data = os.urandom(self.chunk * 50)
+        self.sender.send(1, self.command(1), MemorySource(data), self.sent.append)
+        self.assertEqual(self.sent, [None])
+        self.assertEqual(messagesIn(transport.value())[0][2], data)
+        self.assertEqual(len(depths), 50)
+        self.assertEqual(max(depths), min(depths))
 
     def test_smallBytesAtOnce(self):
         """
@@ -1408,6 +1677,16 @@ class CommandLineTests(unittest.SynchronousTestCase):
         self.assertEqual((values["aetitle"], values["call"], values["maxPDU"]), ("STORESCU", "ANY-SCP", 16384))
         self.assertEqual(values["readMode"], scu.READ_FILE_OR_DATA_SET)
         self.assertFalse(values.get("noHalt"))
+
+    def test_shownLevels(self):
+        """
+        L{logs.shows} says which events the logging options let through:
+        per-file progress (info) only with C{-v} or C{-d}.
+        """
+        default, verbose, debug, quiet = (self.parse(*flags, "host", "104", "a.dcm") for flags in ([], ["-v"], ["-d"], ["-q"]))
+        self.assertEqual([logs.shows(values, LogLevel.info) for values in (default, verbose, debug, quiet)], [False, True, True, False])
+        self.assertEqual([logs.shows(values, LogLevel.warn) for values in (default, verbose, debug, quiet)], [True, True, True, False])
+        self.assertTrue(logs.shows(quiet, LogLevel.critical))
 
     def test_unsupported(self):
         """

@@ -51,6 +51,16 @@ def levelFromOptions(values) -> LogLevel:
     return LogLevel.warn
 
 
+def shows(values, level: LogLevel) -> bool:
+    """
+    Whether events at C{level} are shown with the options in C{values}:
+    a command skips building one event per file or message that nobody
+    would see.
+    """
+    order = list(LogLevel.iterconstants())
+    return order.index(level) >= order.index(levelFromOptions(values))
+
+
 def dcmtkObserver(stream):
     """
     An observer writing C{X: message} lines, with tracebacks for failures.

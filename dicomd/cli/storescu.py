@@ -16,8 +16,9 @@ import os
 from typing import List
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
+from dicomd.cli import logs
 from dicomd.cli.common import (
     CommandFileCommandLine,
     UnsupportedOptions,
@@ -399,6 +400,7 @@ def run(reactor, values):
         return EXIT_NO_INPUT_FILES
     requestor = _Requestor(reactor, values)
     outcomes = {}
+    progress = logs.shows(values, LogLevel.info)
 
     def onResult(dicomFile, result, reason):
         stored = reason is None and isStored(result)
@@ -406,7 +408,8 @@ def run(reactor, values):
         if reason is not None:
             log.error("Store Failed, file: {path}: {why}", path=dicomFile.path, why=reason)
         elif stored:
-            log.info("Sent {path} ({size} bytes): {status}", path=dicomFile.path, size=result.size, status=_status.describe(result.status))
+            if progress:
+                log.info("Sent {path} ({size} bytes): {status}", path=dicomFile.path, size=result.size, status=_status.describe(result.status))
         else:
             log.error("Store Failed, file: {path}: {status}", path=dicomFile.path, status=_status.describe(result.status))
 

@@ -242,18 +242,46 @@ def readDicomFile(path: str, mode: str = READ_FILE_OR_DATA_SET) -> DicomFile:
 class FileDataSet:
     """
     The data set of a file, read from disk in order.
+
+    A storage SCU reads the next file's first piece ahead (L{readAhead})
+    while the peer is still storing the one before: when the response
+    comes, the next request goes out without waiting for the disk.
+
+    @ivar dicomFile: the L{DicomFile} read.
     """
 
     def __init__(self, dicomFile: DicomFile):
+        self.dicomFile = dicomFile
         self._file = open(dicomFile.path, "rb", buffering=0)
         self._file.seek(dicomFile.dataSetOffset)
         self.length = dicomFile.size - dicomFile.dataSetOffset
+        self._ahead = b""
+
+    def readAhead(self, size: int) -> None:
+        """
+        Read the first C{size} bytes now (at most the data set); the first
+        L{read} of that size returns them.  Called before any L{read}.
+
+        @raise OSError: the file cannot be read.
+        """
+        self._ahead = self._readExactly(min(size, self.length))
 
     def read(self, size: int) -> bytes:
+        ahead = self._ahead
+        if ahead:
+            self._ahead = b""
+            if len(ahead) > size:
+                ahead, self._ahead = ahead[:size], ahead[size:]
+            data = ahead if len(ahead) == size else ahead + self._readExactly(size - len(ahead))
+        else:
+            data = self._readExactly(size)
+        self.length -= size
+        return data
+
+    def _readExactly(self, size: int) -> bytes:
         data = self._file.read(size)
         if len(data) < size:
             data += self._readRest(size - len(data))
-        self.length -= size
         return data
 
     def _readRest(self, size: int) -> bytes:
@@ -269,6 +297,7 @@ class FileDataSet:
         return b"".join(parts)
 
     def close(self) -> None:
+        self._ahead = b""
         self._file.close()
 
 
@@ -359,8 +388,9 @@ def store(
     """
     C-STORE one object.
 
-    @param source: a file path (a Part-10 file), a L{DicomFile}, or a
-        pydicom C{Dataset}.
+    @param source: a file path (a Part-10 file), a L{DicomFile}, a
+        L{FileDataSet} (opened and perhaps read ahead; closed here if the
+        file has to be converted), or a pydicom C{Dataset}.
     @param preferDeflated: send objects in an uncompressed syntax deflated
         when the peer accepted that (DCMTK's C{-xd}).
     @param compressionLevel: zlib's level when deflating.
@@ -369,10 +399,11 @@ def store(
         L{StoreFailed} (nothing was sent) or an
         L{dicomd.net.association.AssociationError}.
     """
-    if reactor is None:
-        from twisted.internet import reactor
+    opened = source if isinstance(source, FileDataSet) else None
     try:
-        if isinstance(source, (str, os.PathLike)):
+        if opened is not None:
+            source = opened.dicomFile
+        elif isinstance(source, (str, os.PathLike)):
             source = readFileMeta(os.fspath(source))
         if isinstance(source, DicomFile):
             dataset, dicomFile = None, source
@@ -383,8 +414,15 @@ def store(
             sopClass, sopInstance = str(source.SOPClassUID), str(source.SOPInstanceUID)
             sourceSyntax = IMPLICIT_VR_LITTLE_ENDIAN
         context = chooseContext(association, sopClass, sourceSyntax, preferDeflated)
+        if dicomFile is not None and context.transferSyntax == sourceSyntax:
+            payload, opened = opened or FileDataSet(dicomFile), None
+        else:
+            payload = None
     except (OSError, NotDICOM, StoreFailed, AttributeError) as e:
         return defer.fail(StoreFailed(str(e)))
+    finally:
+        if opened is not None:
+            opened.close()
     request = CStoreRQ(
         affectedSOPClassUID=sopClass,
         affectedSOPInstanceUID=sopInstance,
@@ -392,32 +430,6 @@ def store(
         moveOriginatorApplicationEntityTitle=moveOriginatorAETitle,
         moveOriginatorMessageID=moveOriginatorMessageID,
     )
-    if dicomFile is not None and context.transferSyntax == sourceSyntax:
-        try:
-            prepared = defer.succeed(FileDataSet(dicomFile))
-        except OSError as e:
-            return defer.fail(StoreFailed(str(e)))
-    else:
-        if dicomFile is not None:
-            log.info(
-                "Converting {path} from {source} to {target}",
-                path=dicomFile.path,
-                source=sourceSyntax,
-                target=context.transferSyntax,
-            )
-        pool = threadpool if threadpool is not None else reactor.getThreadPool()
-        prepared = deferToThreadPool(
-            reactor,
-            pool,
-            _convert,
-            dicomFile.path if dicomFile else None,
-            dataset,
-            context.transferSyntax,
-            compressionLevel,
-        )
-        prepared.addErrback(
-            lambda f: defer.fail(StoreFailed("cannot convert to %s: %s" % (context.transferSyntax, f.value)))
-        )
 
     def send(payload):
         size = len(payload) if isinstance(payload, bytes) else payload.length
@@ -426,7 +438,34 @@ def store(
             lambda result: StoreResult(sopInstance, result[0].status, result[0].errorComment, context.transferSyntax, size)
         )
 
-    return prepared.addCallback(send)
+    if payload is not None:
+        try:
+            return send(payload)
+        except Exception:
+            # A command that cannot be encoded (an over-long UID, say).
+            payload.close()
+            return defer.fail()
+    if reactor is None:
+        from twisted.internet import reactor
+    if dicomFile is not None:
+        log.info(
+            "Converting {path} from {source} to {target}",
+            path=dicomFile.path,
+            source=sourceSyntax,
+            target=context.transferSyntax,
+        )
+    pool = threadpool if threadpool is not None else reactor.getThreadPool()
+    converted = deferToThreadPool(
+        reactor,
+        pool,
+        _convert,
+        dicomFile.path if dicomFile else None,
+        dataset,
+        context.transferSyntax,
+        compressionLevel,
+    )
+    converted.addErrback(lambda f: defer.fail(StoreFailed("cannot convert to %s: %s" % (context.transferSyntax, f.value))))
+    return converted.addCallback(send)
 
 
 #: Preferred syntaxes proposed without a fallback context, as in DCMTK's

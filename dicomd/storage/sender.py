@@ -23,7 +23,9 @@ from dicomd.net.association import AssociationError
 from dicomd.storage.scu import (
     DEFAULT_COMPRESSION_LEVEL,
     DicomFile,
+    FileDataSet,
     StoreFailed,
+    chooseContext,
     proposePresentationContexts,
     splitProposals,
     store,
@@ -107,6 +109,66 @@ def isStored(result) -> bool:
     return _status.category(result.status) in (_status.Category.SUCCESS, _status.Category.WARNING)
 
 
+class _ReadAhead:
+    """
+    The next file of one association, opened and its first piece read
+    while the peer is still storing the file before: when the response
+    comes, the next request goes out without waiting for the disk.  (A
+    storage SCP takes about as long to store a small object as we take to
+    read and send it; reading ahead keeps both sides busy instead of each
+    waiting for the other.)
+    """
+
+    def __init__(self):
+        self._dicomFile = None
+        self._dataSet = None
+
+    def prepare(self, association, dicomFile: DicomFile, preferDeflated: bool) -> None:
+        """
+        Hand the request just sent to the kernel, then read C{dicomFile}
+        ahead if it goes as it is; one that is converted, or cannot be
+        opened, is left to L{store}, which reports why.
+        """
+        self.discard()
+        association.flush()
+        try:
+            context = chooseContext(association, dicomFile.sopClassUID, dicomFile.transferSyntaxUID, preferDeflated)
+        except StoreFailed:
+            return
+        if context.transferSyntax != dicomFile.transferSyntaxUID:
+            return
+        try:
+            dataSet = FileDataSet(dicomFile)
+        except OSError:
+            return
+        try:
+            dataSet.readAhead(association.readSize)
+        except OSError:
+            dataSet.close()
+            return
+        self._dicomFile, self._dataSet = dicomFile, dataSet
+
+    def take(self, dicomFile: DicomFile):
+        """
+        What to give L{store} for C{dicomFile}: its L{FileDataSet} if it
+        was read ahead, else the file itself.
+        """
+        if self._dicomFile is dicomFile:
+            dataSet, self._dicomFile, self._dataSet = self._dataSet, None, None
+            return dataSet
+        self.discard()
+        return dicomFile
+
+    def discard(self) -> None:
+        """
+        Close a file read ahead and not sent (another association took it,
+        or the job ends).
+        """
+        if self._dataSet is not None:
+            self._dataSet.close()
+        self._dicomFile = self._dataSet = None
+
+
 def sendFiles(
     connectAssociation: Callable[[Sequence[Tuple[str, List[str]]]], defer.Deferred],
     files: Sequence[DicomFile],
@@ -172,6 +234,7 @@ def sendFiles(
     @defer.inlineCallbacks
     def worker(group, queue):
         association = None
+        ahead = _ReadAhead()
         try:
             while queue and not halted:
                 if association is None:
@@ -188,17 +251,21 @@ def sendFiles(
                     # or the job halted, while this one was being set up.
                     continue
                 dicomFile = queue.popleft()
-                for _ in range(repeat):
+                for attempt in range(repeat):
                     if halted:
                         break
                     try:
-                        result = yield store(
+                        stored = store(
                             association,
-                            dicomFile,
+                            ahead.take(dicomFile),
                             preferDeflated=preferDeflated,
                             compressionLevel=compressionLevel,
                             reactor=reactor,
                         )
+                        upcoming = dicomFile if attempt + 1 < repeat else (queue[0] if queue else None)
+                        if upcoming is not None and not stored.called:
+                            ahead.prepare(association, upcoming, preferDeflated)
+                        result = yield stored
                     except StoreFailed as e:
                         record(dicomFile, None, str(e))
                     except AssociationError as e:
@@ -211,6 +278,7 @@ def sendFiles(
                     else:
                         record(dicomFile, result, None)
         finally:
+            ahead.discard()
             if association is not None:
                 yield association.abort() if abort else association.release()
 
