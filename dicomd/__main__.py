@@ -8,6 +8,7 @@ The C{dicomd} command: DCMTK-compatible front doors.
     dicomd reindex [options] directory
 """
 
+import gc
 import sys
 
 from twisted.internet import task
@@ -58,7 +59,16 @@ def main(argv=None) -> None:
         sys.stdout.write("dicomd %s %s\n" % (name, __version__))
         sys.exit(0)
     logs.startLogging(logs.levelFromOptions(values))
-    task.react(lambda reactor: module.run(reactor, values).addCallback(_exit))
+    try:
+        task.react(lambda reactor: module.run(reactor, values).addCallback(_exit))
+    finally:
+        # At exit the interpreter's garbage collections walk every object
+        # of the 400-odd modules imported: 80 to 120 ms, a fifth of a short
+        # storescu run.  The command is over (its files closed, the reactor
+        # stopped), so the objects alive now are frozen out of those
+        # collections: what reference counting frees is still freed as the
+        # modules are torn down; what only cycles hold goes with the process.
+        gc.freeze()
 
 
 def _exit(status: int) -> None:
