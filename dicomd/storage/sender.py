@@ -5,10 +5,11 @@ L{sendFiles} proposes presentation contexts for the files (or takes a fixed
 list, such as an association negotiation profile's), splits them into
 groups that fit the 128 contexts of one association, and sends each group's
 files over one or several associations at once, each association carrying
-one C-STORE at a time.  It reports every file's outcome as it happens and a
-L{SendReport} at the end.  A failed file stops the job unless told to go
-on, as in DCMTK's storescu; when going on, an association that ends under
-a file is replaced by a new one for the next.
+one C-STORE at a time, with its next file read ahead while the peer
+stores the one before (L{_ReadAhead}).  It reports every file's outcome
+as it happens and a L{SendReport} at the end.  A failed file stops the
+job unless told to go on, as in DCMTK's storescu; when going on, an
+association that ends under a file is replaced by a new one for the next.
 """
 
 from collections import deque
