@@ -1043,6 +1043,60 @@ class MovescuTests(ArchiveTestCase):
         self.assertSameDataSets(receivedFiles(directory), instanceUIDs(study=1))
 
     @defer.inlineCallbacks
+    def test_brokenFileFailsAlone(self):
+        """
+        An archived file that is no longer DICOM (overwritten since it was
+        indexed) fails its sub-operation alone: the other images arrive and
+        the final status is 0xB000 listing it.  (The move used to stop
+        there, without a final response.)
+        """
+        from dicomd.archive.index import SQLiteArchiveIndex
+        from dicomd.archive.service import INDEX_FILE
+
+        data = os.path.join(os.path.abspath(self.mktemp()), "data")
+        shutil.copytree(self.archive.data, data)
+        broken = instanceUID(1, 1, 1)
+        index = SQLiteArchiveIndex(os.path.join(data, INDEX_FILE))
+        path = index.storedPaths(TITLE)[broken]
+        index.close()
+        with open(os.path.join(data, path), "wb") as f:
+            f.write(b"no longer a DICOM file")
+        storescp, directory = yield startDestination(self)
+        port = serveArchive(self, None, peers=[destinationPeer(storescp)], index=os.path.join(data, INDEX_FILE), data=data)
+        result = yield movescu(self, port, "S", DESTINATION, "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + studyUID(1))
+        self.assertEqual(result.status, 0xB000, result.output)
+        self.assertEqual(result.counts, {"remaining": None, "completed": 2, "failed": 1, "warning": 0})
+        self.assertEqual(result.failed, [broken])
+        self.assertSameDataSets(receivedFiles(directory), [uid for uid in instanceUIDs(study=1) if uid != broken])
+
+    @defer.inlineCallbacks
+    def test_unexpectedErrorStillAnswered(self):
+        """
+        An unexpected error in the sub-operations is logged, and the move
+        still ends with its final response: the instances not sent are
+        listed as failed.
+        """
+        from dicomd.services import retrieve
+
+        store = retrieve.store
+        calls = []
+
+        def failingSecond(*args, **kwargs):
+            calls.append(args)
+            if len(calls) == 2:
+                raise RuntimeError("a bug")
+            return store(*args, **kwargs)
+
+        self.patch(retrieve, "store", failingSecond)
+        storescp, directory = yield startDestination(self)
+        port = self.serve(peers=[destinationPeer(storescp)])
+        result = yield movescu(self, port, "S", DESTINATION, "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + studyUID(1))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(result.status, 0xB000, result.output)
+        self.assertEqual(result.counts, {"remaining": None, "completed": 1, "failed": 2, "warning": 0})
+        self.assertEqual(len(receivedFiles(directory)), 1)
+
+    @defer.inlineCallbacks
     def test_allSubOperationsFail(self):
         """
         When every sub-operation fails the final status is 0xA702, with

@@ -28,7 +28,7 @@ from dicomd.dimse import status as _status
 from dicomd.interfaces import IService
 from dicomd.net.association import AssociationError, BufferedDataSet, responseTo
 from dicomd.services.find import Cancellation, _refuse
-from dicomd.storage.scu import DicomFile, StoreFailed, proposePresentationContexts, readFileMeta, store
+from dicomd.storage.scu import DicomFile, NotDICOM, StoreFailed, proposePresentationContexts, readFileMeta, store
 
 
 @dataclass
@@ -142,6 +142,12 @@ class RetrieveSCP:
             else:
                 try:
                     yield self._subOperations(association, context, message, target, instances, counts, cancellation)
+                except Exception:
+                    # Whatever went wrong, the requestor still gets its final
+                    # response, with the instances not sent as failed.
+                    self.log.failure("{operation}: sub-operations stopped", operation=self.operation)
+                    for instance in instances[len(instances) - counts.remaining :]:
+                        counts.record(instance.sopInstanceUID, None)
                 finally:
                     yield self.finished(target)
         final = counts.finalStatus(cancellation.cancelled)
@@ -178,7 +184,7 @@ class RetrieveSCP:
                     moveOriginatorMessageID=message.messageID if self.moveOriginator(association) else None,
                     reactor=self.reactor,
                 )
-            except (StoreFailed, OSError) as e:
+            except (StoreFailed, NotDICOM, OSError) as e:
                 self.log.warn("{operation} of {uid} failed: {why}", operation=self.operation, uid=instance.sopInstanceUID, why=str(e))
                 counts.record(instance.sopInstanceUID, None)
             except AssociationError as e:
