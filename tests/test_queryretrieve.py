@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -877,6 +878,53 @@ class FindscuCharacterSetTests(ArchiveTestCase):
             [response.get("SpecificCharacterSet") for response in result.responses], [None, "ISO_IR 192", "ISO_IR 192", None]
         )
         self.assertEqual(result.values("PatientName")[1], "Müller^Jürgen")
+
+
+class FindFailureTests(ArchiveTestCase):
+    """
+    A C-FIND the index fails to answer (a broken database, an I/O error)
+    ends with 0xC001 (unable to process), not silence.
+    """
+
+    @defer.inlineCallbacks
+    def test_queryFails(self):
+        """
+        The query itself fails: the final response is 0xC001 with the
+        error as its comment, and the error is logged.
+        """
+        from dicomd.archive.index import SQLiteArchiveIndex
+
+        def broken(*args, **kwargs):
+            raise sqlite3.DatabaseError("database disk image is malformed")
+
+        self.patch(SQLiteArchiveIndex, "find", broken)
+        port = self.serve()
+        result = yield findscu(self, port, "S", "QueryRetrieveLevel=STUDY", "StudyInstanceUID", extra=["-d"], extract=False)
+        self.assertEqual(len(self.flushLoggedErrors(sqlite3.DatabaseError)), 1)
+        self.assertIn("DIMSE Status                  : 0xc001: Failed: Unable to process", result.output)
+        self.assertIn("[database disk image is malformed]", result.output)
+
+    @defer.inlineCallbacks
+    def test_readingMatchesFails(self):
+        """
+        Reading the matches fails: the final response is 0xC001 with the
+        error as its comment.
+        """
+        from dicomd.archive.index import SQLiteArchiveIndex
+
+        find = SQLiteArchiveIndex.find
+
+        def failingAfterOne(*args, **kwargs):
+            matches = iter(find(*args, **kwargs))
+            yield next(matches)
+            raise sqlite3.OperationalError("disk I/O error")
+
+        self.patch(SQLiteArchiveIndex, "find", failingAfterOne)
+        port = self.serve()
+        result = yield findscu(self, port, "S", "QueryRetrieveLevel=STUDY", "StudyInstanceUID", extra=["-d"], extract=False)
+        self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
+        self.assertIn("DIMSE Status                  : 0xc001: Failed: Unable to process", result.output)
+        self.assertIn("[disk I/O error]", result.output)
 
 
 #: How many patients the index of the C-CANCEL tests holds.

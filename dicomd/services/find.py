@@ -104,7 +104,13 @@ class FindSCP:
         except ValueError as e:
             _refuse(association, context, message, _status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(e))
             return
+        except Exception as e:
+            # A broken index, a full disk: the peer is told, not left waiting.
+            self.log.failure("C-FIND from {peer} failed", peer=association.callingAETitle)
+            _refuse(association, context, message, _status.UNABLE_TO_PROCESS, str(e))
+            return
         matches = 0
+        final = comment = None
         try:
             while not cancellation.cancelled:
                 # Not faster than the peer reads: a peer that never reads
@@ -118,9 +124,13 @@ class FindSCP:
                         break
                     self._sendMatch(association, context, message, match)
                     matches += 1
+        except Exception as e:
+            self.log.failure("C-FIND from {peer} stopped after {matches} matches", peer=association.callingAETitle, matches=matches)
+            final, comment = _status.UNABLE_TO_PROCESS, str(e)[:64]
         finally:
             yield responses.close()
-        final = _status.CANCEL if cancellation.cancelled else _status.SUCCESS
+        if final is None:
+            final = _status.CANCEL if cancellation.cancelled else _status.SUCCESS
         self.log.info(
             "C-FIND {model} from {peer}: {matches} matches, {status}",
             model=model.name,
@@ -128,7 +138,7 @@ class FindSCP:
             matches=matches,
             status=_status.describe(final),
         )
-        association.send(context.contextID, responseTo(message, final))
+        association.send(context.contextID, responseTo(message, final, errorComment=comment))
 
     def _sendMatch(self, association, context, message, match: Dataset) -> None:
         match.RetrieveAETitle = self.retrieveAETitle or association.calledAETitle
