@@ -989,6 +989,29 @@ class SpoolFileTests(SynchronousTestCase):
         self.successResultOf(spool.discard())
         self.assertEqual(os.listdir(self.directory), [])
 
+    def test_discardRemovesNameBeforeClosing(self):
+        """
+        A discarded spool's name is gone before its descriptor is closed:
+        once the daemon no longer holds the file open, it is no longer
+        there.
+        """
+        spool = self.spool()
+        spool.write(b"x" * (2 * MB))
+        path = os.path.join(self.directory, "object.part")
+        existsAtClose = []
+        close = _spool.SpoolFile._closeInThread
+
+        def recordingClose(spoolFile):
+            if spoolFile._fd is not None:
+                existsAtClose.append(os.path.exists(path))
+            close(spoolFile)
+
+        self.patch(_spool.SpoolFile, "_closeInThread", recordingClose)
+        self.assertTrue(os.path.exists(path))
+        self.successResultOf(spool.discard())
+        self.assertEqual(existsAtClose, [False])
+        self.assertEqual(os.listdir(self.directory), [])
+
     def test_sparesRefilledByTheLastJob(self):
         """
         Taking spares empties the pool; the last job of a spool refills it after handing back its result.

@@ -364,15 +364,15 @@ class SpoolFile:
             os.close(fd)
 
     def _removeInThread(self) -> None:
+        # The name goes before the descriptor, so that a file no longer
+        # open is already gone.  A file that never had a name goes when it
+        # is closed; a moved one is not ours any more.
+        if not (self._unnamed or self._moved):
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
         self._closeInThread()
-        if self._unnamed or self._moved:
-            # It never had a name, and closing it was enough; or it is
-            # not ours any more.
-            return
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
 
     def _jobDone(self, result, final: bool) -> None:
         self._job = None
