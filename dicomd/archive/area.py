@@ -12,6 +12,7 @@ large.
 """
 
 import os
+import sqlite3
 import threading
 from typing import List, Optional
 
@@ -57,7 +58,9 @@ class IndexedArea:
         @return: the absolute path of a file the new one replaced (same SOP
             Instance UID, another name), for the caller to delete.
         @raise StoreRefused: the object alone is larger than the study
-            quota; its row is removed again and the caller removes the file.
+            quota (its row is removed again), or the index cannot record it
+            (a locked, full or broken database: out of resources, so that
+            the sender tries again later); the caller removes the file.
         """
         stored = StoredFile(
             self._relative(received.path),
@@ -66,7 +69,10 @@ class IndexedArea:
             received.receivedAt,
             received.callingAETitle,
         )
-        replaced = self.index.addInstance(self.name, received.attributes, stored)
+        try:
+            replaced = self.index.addInstance(self.name, received.attributes, stored)
+        except sqlite3.Error as e:
+            raise StoreRefused(OUT_OF_RESOURCES, "the index cannot record it: %s" % (e,))
         if self.quota is not None:
             with self._quotaLock:
                 self._enforce(received, stored.size)
