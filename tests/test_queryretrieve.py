@@ -1145,6 +1145,27 @@ class MovescuTests(ArchiveTestCase):
         self.assertEqual(len(receivedFiles(directory)), 1)
 
     @defer.inlineCallbacks
+    def test_indexFails(self):
+        """
+        An index that fails to list the instances to move: the final
+        response is 0xC001 (unable to process) with the error, and nothing
+        is sent.
+        """
+        from dicomd.archive.index import SQLiteArchiveIndex
+
+        def broken(*args, **kwargs):
+            raise sqlite3.DatabaseError("database disk image is malformed")
+
+        self.patch(SQLiteArchiveIndex, "instancesFor", broken)
+        storescp, directory = yield startDestination(self)
+        port = self.serve(peers=[destinationPeer(storescp)])
+        result = yield movescu(self, port, "S", DESTINATION, "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + studyUID(1))
+        self.assertEqual(len(self.flushLoggedErrors(sqlite3.DatabaseError)), 1)
+        self.assertEqual(result.status, 0xC001, result.output)
+        self.assertIn("database disk image is malformed", result.output)
+        self.assertEqual(receivedFiles(directory), {})
+
+    @defer.inlineCallbacks
     def test_allSubOperationsFail(self):
         """
         When every sub-operation fails the final status is 0xA702, with

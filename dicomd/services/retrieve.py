@@ -124,6 +124,11 @@ class RetrieveSCP:
         except ValueError as e:
             _refuse(association, context, message, _status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(e))
             return
+        except Exception as e:
+            # A broken index, a full disk: the peer is told, not left waiting.
+            self.log.failure("{operation} from {peer} failed", operation=self.operation, peer=association.callingAETitle)
+            _refuse(association, context, message, _status.UNABLE_TO_PROCESS, str(e))
+            return
         counts = SubOperations(len(instances))
         errorComment = None
         if instances:
