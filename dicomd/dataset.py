@@ -7,6 +7,7 @@ C-GET identifiers, converted C-STORE data sets.  Large ones are streamed
 without decoding (see L{dicomd.storage}).
 """
 
+import re
 import zlib
 from io import BytesIO
 
@@ -17,6 +18,27 @@ from pydicom.filewriter import write_dataset
 from pydicom.uid import UID
 
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
+
+#: The most a deflated data set that travels whole (a query or retrieve
+#: identifier) may inflate to.  Identifiers are a few kilobytes; without a
+#: cap, a megabyte of zeros inflates to a gigabyte and parsing it holds
+#: the reactor for minutes.
+MAXIMUM_INFLATED_SIZE = 4 << 20
+
+
+#: A UID (PS3.5 9.1): at most 64 characters, components of digits
+#: separated by dots.  Leading zeros, which the standard forbids but some
+#: modalities write, are let through: they are harmless in a file name.
+_UID = re.compile(r"[0-9]+(?:\.[0-9]+)*\Z")
+
+
+def isValidUID(value: str) -> bool:
+    """
+    Whether C{value} (padding removed) is a UID: the UIDs that name stored
+    files and folders and reach commands must be, so that no network value
+    brings a shell metacharacter or a path separator with it.
+    """
+    return len(value) <= 64 and _UID.match(value) is not None
 
 
 def quietPydicom() -> None:
@@ -38,15 +60,35 @@ def decodeDataSet(data: bytes, transferSyntaxUID: str) -> Dataset:
     """
     Decode an encoded data set.
 
-    @raise ValueError: the bytes are not a data set in that syntax.
+    @raise ValueError: the bytes are not a data set in that syntax, or
+        they are deflated and inflate to more than L{MAXIMUM_INFLATED_SIZE}.
     """
     syntax = UID(transferSyntaxUID)
     if syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-        data = zlib.decompress(data, -zlib.MAX_WBITS)
+        data = inflate(data, MAXIMUM_INFLATED_SIZE)
     try:
         return read_dataset(BytesIO(data), syntax.is_implicit_VR, syntax.is_little_endian)
     except Exception as e:
         raise ValueError("cannot decode the data set: %s" % (e,))
+
+
+def inflate(data: bytes, limit: int) -> bytes:
+    """
+    Inflate a deflated data set (PS3.5 A.5: raw deflate, no zlib header),
+    stopping as soon as the output passes C{limit} bytes, so that the work
+    and memory it costs are bounded by C{limit} whatever the input.
+
+    @raise ValueError: the data is not deflated, or it inflates to more
+        than C{limit} bytes.
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(data, limit + 1)
+    except zlib.error as e:
+        raise ValueError("cannot inflate the deflated data set: %s" % (e,))
+    if len(inflated) > limit:
+        raise ValueError("the deflated data set inflates to more than %d bytes" % (limit,))
+    return inflated
 
 
 def encodeDataSet(dataset: Dataset, transferSyntaxUID: str, compressionLevel: int = 6) -> bytes:

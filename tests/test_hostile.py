@@ -38,6 +38,7 @@ L{tests.test_actions}; here the daemon process proves them end to end and
 then still answers DCMTK's C{echoscu}.  Nothing sleeps: every wait polls.
 """
 
+import functools
 import os
 import resource
 import shlex
@@ -45,6 +46,7 @@ import socket
 import struct
 import time
 import warnings
+import zlib
 
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian
@@ -54,7 +56,7 @@ from twisted.python import log
 from twisted.trial import unittest
 
 from dicomd.dimse import status as _status
-from dicomd.dimse.commands import CEchoRQ, CStoreRQ, decodeCommand, encodeCommand
+from dicomd.dimse.commands import CEchoRQ, CFindRQ, CStoreRQ, decodeCommand, encodeCommand
 from dicomd.dimse.pdv import COMMAND, LAST, fragment
 from dicomd.net.association import VERIFICATION_SOP_CLASS
 from dicomd.net.requestor import connect
@@ -679,25 +681,37 @@ def _spooled(pid: int) -> int:
 
 # -- 7: names that climb out of the output directory ---------------------------------------
 
-#: (SOP Instance UID, Patient's Name, Study Instance UID) built to escape.
-ESCAPES = [
-    ("../../x", "..", ".."),
-    ("../../../y", "../..", "../.."),
-    ("..", "../../../../../tmp", "/.."),
+#: (SOP Instance UID, Patient's Name, Study Instance UID) built to escape
+#: through their UIDs: each is refused with 0xC000, since a UID is digits
+#: and dots (PS3.5 9.1).
+UID_ESCAPES = [
+    ("../../x", "Doe^John", "1.2.3"),
+    ("..", "Doe^John", "1.2.3"),
+    ("1.2.3.4.1", "Doe^John", "../.."),
+    ("1.2.3.4.2", "Doe^John", "/.."),
 ]
 
-#: A SOP Instance UID too long for a file name (UIDs have at most 64
-#: characters; file names at most 255 bytes).
+#: The same, escaping through the Patient's Name (which names study
+#: directories with --sort-on-patientname): stored under sanitised names.
+NAME_ESCAPES = [
+    ("1.2.3.4.3", "..", "1.2.3"),
+    ("1.2.3.4.4", "../..", "1.2.3"),
+    ("1.2.3.4.5", "../../../../../tmp", "1.2.3"),
+]
+
+#: A SOP Instance UID too long for a UID (at most 64 characters) and for
+#: a file name (255 bytes).
 LONG_UID = "1." + "9" * 300
 
-#: The SOP Instance UID of an object whose Patient's Name and Study
-#: Instance UID are too long for a directory name.
+#: The SOP Instance UID of an object whose Patient's Name is too long for
+#: a directory name (it is cut).
 LONG_NAMES_UID = "1.2.3.4.5.6.7.8.9.255"
 
 #: The same objects, and two with names too long for the file system.
-HOSTILE_NAMES = ESCAPES + [
+HOSTILE_NAMES = UID_ESCAPES + NAME_ESCAPES + [
     (LONG_UID, "Doe^John", "1.2.3"),
-    (LONG_NAMES_UID, "Doe^" + "J" * 300, "1.2." + "3" * 300),
+    ("1.2.3.4.6", "Doe^John", "1.2." + "3" * 300),
+    (LONG_NAMES_UID, "Doe^" + "J" * 300, "1.2.3"),
 ]
 
 
@@ -758,40 +772,73 @@ class PathEscapeTests(HostileTestCase):
         yield assertEchoes(self, daemon)
         return statuses
 
-    def assertStatuses(self, statuses: dict, longNames: int) -> None:
+    def assertStatuses(self, statuses: dict) -> None:
         """
-        The escaping objects were stored, the one with a SOP Instance UID
-        too long for a file name refused with 0xC000 (cannot understand: not
-        0xA700, out of resources, which invites a retry), and the one with
-        a Patient's Name and Study Instance UID too long for a directory
-        name answered with C{longNames}.
+        The objects with a UID that is not one (one that climbs, one too
+        long) were refused with 0xC000 (cannot understand: not 0xA700, out
+        of resources, which invites a retry); those with a climbing or
+        overlong Patient's Name were stored.
         """
-        expected = {uid: _status.SUCCESS for uid, _, _ in ESCAPES}
+        expected = {uid: _status.CANNOT_UNDERSTAND for uid, _, _ in UID_ESCAPES}
+        expected.update({uid: _status.SUCCESS for uid, _, _ in NAME_ESCAPES})
         expected[LONG_UID] = _status.CANNOT_UNDERSTAND
-        expected[LONG_NAMES_UID] = longNames
+        expected["1.2.3.4.6"] = _status.CANNOT_UNDERSTAND
+        expected[LONG_NAMES_UID] = _status.SUCCESS
         self.assertEqual({uid: hex(value) for uid, value in statuses.items()}, {uid: hex(value) for uid, value in expected.items()})
 
     @defer.inlineCallbacks
     def test_sortOnPatientName(self):
-        """With --sort-on-patientname (-sp): SOP Instance UIDs ../../x, ../../../y and .., Patient's Names .., ../.. and ../../../../../tmp are stored inside the output directory under sanitised names; a 302-character SOP Instance UID and a 304-character Patient's Name are refused with 0xC000; nothing is written outside."""
+        """With --sort-on-patientname (-sp): Patient's Names .., ../.. and ../../../../../tmp are stored inside the output directory under sanitised names; SOP and Study Instance UIDs that climb or run past 64 characters are refused with 0xC000; a 304-character Patient's Name is cut to a directory name; nothing is written outside."""
         statuses = yield self.assertContained("--sort-on-patientname")
-        self.assertStatuses(statuses, _status.CANNOT_UNDERSTAND)
+        self.assertStatuses(statuses)
 
     @defer.inlineCallbacks
     def test_sortOnStudyUID(self):
-        """With --sort-on-study-uid and an empty prefix (-su '', also the daemon's default layout): Study Instance UIDs .., ../.. and /.. are stored inside the output directory under sanitised names; a 302-character SOP Instance UID and a 304-character Study Instance UID are refused with 0xC000; nothing is written outside."""
+        """With --sort-on-study-uid and an empty prefix (-su '', also the daemon's default layout): Study Instance UIDs ../.., /.. and one of 304 characters, and SOP Instance UIDs that climb or run past 64 characters, are refused with 0xC000; nothing is written outside."""
         statuses = yield self.assertContained("--sort-on-study-uid", "")
-        self.assertStatuses(statuses, _status.CANNOT_UNDERSTAND)
+        self.assertStatuses(statuses)
 
     @defer.inlineCallbacks
     def test_flat(self):
-        """With --flat: SOP Instance UIDs ../../x, ../../../y and .. are stored directly in the output directory under sanitised names (long patient names and study UIDs name nothing there); a 302-character SOP Instance UID is refused with 0xC000."""
+        """With --flat: SOP Instance UIDs ../../x, .. and one of 302 characters are refused with 0xC000, and so are climbing Study Instance UIDs, although they name nothing there; the others are stored directly in the output directory."""
         statuses = yield self.assertContained("--flat")
-        self.assertStatuses(statuses, _status.SUCCESS)
+        self.assertStatuses(statuses)
         self.assertEqual(
             sorted(os.path.basename(path) for path in finalFiles(self.data)),
-            ["CT...", "CT..._.._.._y", "CT..._.._x", "CT.1.2.3.4.5.6.7.8.9.255"],
+            ["CT.1.2.3.4.3", "CT.1.2.3.4.4", "CT.1.2.3.4.5", "CT.1.2.3.4.5.6.7.8.9.255"],
         )
+
+    @defer.inlineCallbacks
+    def test_uidsWithShellMetacharacters(self):
+        """A SOP Instance UID 1.2;$(touch PWN3) and a Study Instance UID with backticks are refused with 0xC000 (they were stored, and reached #f and #p, before UIDs were checked); no command runs and nothing is stored."""
+        work = makeDirectory(self)
+        data = os.path.join(work, "data")
+        ran = os.path.join(work, "ran.log")
+        daemon = yield startPeer(
+            self,
+            lambda port: twistdArgv(port, "--output-directory", data, "--exec-on-reception", "echo #f >> %s" % (shlex.quote(ran),)),
+            env=pythonEnvironment(),
+            cwd=work,
+            name="twistd dicomd",
+        )
+        association = yield requestAssociation(daemon.port, "METACHARS")
+        statuses = []
+        for uid, study in [("1.2;$(touch PWN3)", "1.2.3"), ("1.2.3.4.7", "1.2.`touch PWN4`")]:
+            dataset = makeDataset(rows=8, columns=8)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                dataset.SOPInstanceUID = uid
+                dataset.StudyInstanceUID = study
+                encoded = encodedDataSet(dataset)
+            statuses.append((yield store(association, uid, encoded)))
+        yield association.release()
+        self.assertEqual(statuses, [_status.CANNOT_UNDERSTAND] * 2)
+        yield daemon.waitForOutput(r"Study Instance UID '1\.2\.`touch PWN4`' is not a valid UID", timeout=15)
+        self.assertEqual(finalFiles(data), [])
+        self.assertEqual(indexedInstances(data), {})
+        self.assertFalse(os.path.exists(ran))
+        self.assertEqual([path for path in allFiles(work) if os.path.basename(path).startswith("PWN")], [])
+        yield assertEchoes(self, daemon)
 
 
 # -- 8: shell metacharacters in AE titles -------------------------------------------------
@@ -816,7 +863,7 @@ class ShellMetacharacterTests(HostileTestCase):
 
     @defer.inlineCallbacks
     def test_aeTitlesStayData(self):
-        """Calling and called AE titles, SOP Instance UIDs (file names) and Study Instance UIDs (study directories) with ;, $(), backticks, quotes and | reach --exec-on-reception and --exec-on-eostudy each as one whole argument (#a bare, in double quotes and in single quotes; #c, #f, #p bare); no marker file is ever created."""
+        """Calling and called AE titles with ;, $(), backticks, quotes and | reach --exec-on-reception and --exec-on-eostudy each as one whole argument (#a bare, in double quotes and in single quotes; #c, #f, #p bare); no marker file is ever created."""
         work = makeDirectory(self)
         data = os.path.join(work, "data")
         received = os.path.join(work, "received.log")
@@ -844,8 +891,10 @@ class ShellMetacharacterTests(HostileTestCase):
             # The daemon answers to any called AE title, as storescp does:
             # #c comes from the network too.
             called = HOSTILE_TITLES[index - 1][0]
-            uid = "1.2.%d;touch %sf;$(touch %sf)" % (index, marker, marker)
-            study = "$(touch %ss);`touch %ss`" % (marker, marker)
+            # UIDs are digits and dots (PS3.5 9.1): hostile ones are refused
+            # (test_uidsWithShellMetacharacters), so only AE titles remain.
+            uid = "1.2.%d" % (index,)
+            study = "1.3.%d" % (index,)
             dataset = makeDataset(rows=8, columns=8)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
@@ -985,3 +1034,168 @@ class UnreadResponsesTests(HostileTestCase):
         # the association instead of holding on to it.
         peer.close()
         yield daemon.waitForOutput(r"Association PIPELINE -> DICOMD from \S+ aborted", timeout=20)
+
+
+# -- 10: deflate bombs ---------------------------------------------------------------------
+
+DEFLATED = "1.2.840.10008.1.2.1.99"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+
+#: What a bomb inflates to, and what the daemon's memory may grow by
+#: while it handles one.
+BOMB_SIZE = 1 << 30
+BOMB_GROWTH = 64 << 20
+
+
+def explicitElement(tag: int, vr: bytes, value: bytes) -> bytes:
+    """
+    One element in explicit VR little endian, padded to an even length.
+    """
+    if len(value) % 2:
+        value += b"\0" if vr == b"UI" else b" "
+    if vr in (b"OB", b"OW", b"UN", b"SQ", b"UT"):
+        return struct.pack("<HH2sHL", tag >> 16, tag & 0xFFFF, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+
+
+def deflated(data: bytes) -> bytes:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+def deflateBomb(head: bytes, tag: int, tail: bytes = b"") -> bytes:
+    """
+    A deflated data set: C{head}'s elements, then an OB element C{tag} of
+    L{BOMB_SIZE} zero bytes (about a megabyte once deflated), then
+    C{tail}'s elements.  Each part is deflated on its own, ending on a
+    full flush, so the zeros are deflated once for every bomb.
+    """
+    header = struct.pack("<HH2sHL", tag >> 16, tag & 0xFFFF, b"OB", 0, BOMB_SIZE)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    start = compressor.compress(head + header) + compressor.flush(zlib.Z_FULL_FLUSH)
+    return start + _deflatedZeros() + deflated(tail)
+
+
+@functools.lru_cache(maxsize=1)
+def _deflatedZeros() -> bytes:
+    """
+    L{BOMB_SIZE} zero bytes deflated into non-final blocks, to go between
+    other deflated parts.
+    """
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    zeros = bytes(1 << 20)
+    pieces = [compressor.compress(zeros) for _ in range(BOMB_SIZE >> 20)]
+    pieces.append(compressor.flush(zlib.Z_FULL_FLUSH))
+    return b"".join(pieces)
+
+
+def peakMemory(pid: int) -> int:
+    """
+    The most resident memory a process has had, in bytes (VmHWM).
+    """
+    with open("/proc/%d/status" % (pid,)) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM for %d" % (pid,))
+
+
+class DeflateBombTests(HostileTestCase):
+    """
+    Deflated data sets of a megabyte that inflate to a gigabyte, sent to a
+    daemon that accepts deflated explicit VR little endian (C{--accept-all},
+    as the docs' complete example does), as a C-STORE data set and as a
+    C-FIND identifier.  The daemon inflates only as far as it needs, so its
+    memory stays flat and it goes on serving others meanwhile.
+    """
+
+    @defer.inlineCallbacks
+    def startBombed(self):
+        from twisted.internet import reactor
+
+        self.data = os.path.join(makeDirectory(self), "data")
+        daemon = yield startDaemon(self, "--output-directory", self.data, "--accept-all")
+        association = yield connect(
+            TCP4ClientEndpoint(reactor, LOCALHOST, daemon.port),
+            calledAETitle="DICOMD",
+            callingAETitle="BOMBER",
+            presentationContexts=[(CT_IMAGE_STORAGE, [DEFLATED]), (STUDY_ROOT_FIND, [DEFLATED])],
+            reactor=reactor,
+        )
+        self.addCleanup(lambda: association.abort() if not association.ended else None)
+        echoer = yield requestAssociation(daemon.port, "ECHOER")
+        self.addCleanup(lambda: echoer.abort() if not echoer.ended else None)
+        return daemon, association, echoer
+
+    @defer.inlineCallbacks
+    def assertServedMeanwhile(self, daemon, echoer, bombed: defer.Deferred):
+        """
+        While C{bombed} (a request carrying a bomb) is handled, C-ECHO is
+        answered within a second, and once it is answered the daemon's
+        memory has grown by less than L{BOMB_GROWTH} at its peak.
+
+        @return: the bombed request's final response.
+        """
+        from twisted.internet import reactor
+
+        before = residentMemory(daemon.transport.pid)
+        while not bombed.called:
+            started = reactor.seconds()
+            yield echoer.echo()
+            self.assertLess(reactor.seconds() - started, 1.0, "C-ECHO took more than a second during the bomb")
+        result = yield bombed
+        grown = peakMemory(daemon.transport.pid) - before
+        self.assertLess(grown, BOMB_GROWTH, "resident memory grew by %d bytes" % (grown,))
+        yield assertEchoes(self, daemon)
+        return result
+
+    @defer.inlineCallbacks
+    def test_storeBomb(self):
+        """A 1 MB deflated CT image whose pixel data inflates to 1 GiB is stored as received (0x0000), three times over, with the daemon's peak memory growing by less than 64 MB and C-ECHO answered within a second throughout; the stored file is the deflated bytes as sent."""
+        daemon, association, echoer = yield self.startBombed()
+        context = association.contextFor(CT_IMAGE_STORAGE, DEFLATED)
+        for number in range(3):
+            uid = "1.2.826.0.1.3680043.9.7433.3.%d" % (number,)
+            head = b"".join(
+                [
+                    explicitElement(0x00080016, b"UI", CT_IMAGE_STORAGE.encode()),
+                    explicitElement(0x00080018, b"UI", uid.encode()),
+                    explicitElement(0x00100010, b"PN", b"Bomb^Deflate"),
+                    explicitElement(0x0020000D, b"UI", b"1.2.826.0.1.3680043.9.7433.3"),
+                    explicitElement(0x0020000E, b"UI", b"1.2.826.0.1.3680043.9.7433.3.100"),
+                ]
+            )
+            bomb = deflateBomb(head, 0x7FE00010)
+            request = CStoreRQ(affectedSOPClassUID=CT_IMAGE_STORAGE, affectedSOPInstanceUID=uid)
+            response, _ = yield self.assertServedMeanwhile(daemon, echoer, association.request(context.contextID, request, bomb))
+            self.assertEqual(response.status, _status.SUCCESS, daemon.describe())
+            stored = indexedInstances(self.data)[uid]
+            with open(stored, "rb") as f:
+                self.assertTrue(f.read().endswith(bomb), stored)
+
+    @defer.inlineCallbacks
+    def test_storeBombBeforeItsUIDs(self):
+        """A 1 MB deflated data set whose first element inflates to 1 GiB, before its SOP Class and Instance UIDs, is refused with 0xC000 (its UIDs cannot be read within the few megabytes the daemon inflates), nothing is stored, and the daemon's peak memory grows by less than 64 MB."""
+        daemon, association, echoer = yield self.startBombed()
+        context = association.contextFor(CT_IMAGE_STORAGE, DEFLATED)
+        uid = "1.2.826.0.1.3680043.9.7433.4"
+        tail = explicitElement(0x00080016, b"UI", CT_IMAGE_STORAGE.encode()) + explicitElement(0x00080018, b"UI", uid.encode())
+        bomb = deflateBomb(b"", 0x00080001, tail)
+        request = CStoreRQ(affectedSOPClassUID=CT_IMAGE_STORAGE, affectedSOPInstanceUID=uid)
+        response, _ = yield self.assertServedMeanwhile(daemon, echoer, association.request(context.contextID, request, bomb))
+        self.assertEqual(response.status, _status.CANNOT_UNDERSTAND, daemon.describe())
+        self.assertEqual(finalFiles(self.data), [])
+        self.assertEqual(incomingFiles(self.data), [])
+
+    @defer.inlineCallbacks
+    def test_findIdentifierBomb(self):
+        """A 1 MB deflated C-FIND identifier that inflates to 1 GiB is refused with 0xA900 (it inflates to more than an identifier may), at once, with the daemon's peak memory growing by less than 64 MB and C-ECHO answered within a second; a C-FIND with a sane deflated identifier on the same association then succeeds."""
+        daemon, association, echoer = yield self.startBombed()
+        context = association.contextFor(STUDY_ROOT_FIND, DEFLATED)
+        head = explicitElement(0x00080052, b"CS", b"STUDY") + explicitElement(0x0020000D, b"UI", b"")
+        bomb = deflateBomb(head, 0x00291000)
+        request = CFindRQ(affectedSOPClassUID=STUDY_ROOT_FIND)
+        response, _ = yield self.assertServedMeanwhile(daemon, echoer, association.request(context.contextID, request, bomb))
+        self.assertEqual(response.status, _status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, daemon.describe())
+        response, _ = yield association.request(context.contextID, CFindRQ(affectedSOPClassUID=STUDY_ROOT_FIND), deflated(head))
+        self.assertEqual(response.status, _status.SUCCESS, daemon.describe())

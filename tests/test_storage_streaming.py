@@ -884,6 +884,88 @@ class HeadScanTests(SynchronousTestCase):
         )
         self.assertIsNone(scanHead(b"\x78\x9c", "1.2.840.10008.1.2.1.99", True))
 
+    def test_deflatedHead(self):
+        """
+        readDeflatedHead reads a deflated data set's attributes as scanHead reads the inflated ones, however the compressed bytes are cut, inflating no more than it needs: a data set whose pixel data inflates to 256 MiB is read from its first kilobytes.
+        """
+        import zlib
+
+        from dicomd.storage.part10 import readDeflatedHead, scanHead
+
+        transferSyntax, encoded = _encodedVariants()[2]
+        self.assertEqual(transferSyntax, ExplicitVRLittleEndian)
+        pixelData = encoded.index(b"\xe0\x7f\x10\x00")
+        header = encoded[:pixelData] + struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OB", 0, 256 << 20)
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        data = compressor.compress(header)
+        zeros = bytes(1 << 20)
+        data += b"".join(compressor.compress(zeros) for _ in range(256)) + compressor.flush()
+        expected = scanHead(encoded, transferSyntax, True)
+        consumed = []
+
+        def pieces(size):
+            for offset in range(0, len(data), size):
+                consumed.append(size)
+                yield data[offset : offset + size]
+
+        for size in (1, 7, 4096, len(data)):
+            del consumed[:]
+            self.assertSameAttributes(readDeflatedHead(pieces(size)), expected)
+            self.assertLessEqual(sum(consumed), max(size, 64 << 10))
+
+    def test_deflatedHeadBounded(self):
+        """
+        readDeflatedHead inflates at most MAXIMUM_INFLATED_HEAD bytes: the attributes before an element that runs past it are returned (those after it are not read), and a stream that is not deflate gives no attributes.
+        """
+        import zlib
+
+        from dicomd.storage.part10 import MAXIMUM_INFLATED_HEAD, readDeflatedHead
+
+        first = struct.pack("<HH2sH", 0x0008, 0x0016, b"UI", 4) + b"1.2\0"
+        big = struct.pack("<HH2sHL", 0x0009, 0x1000, b"OB", 0, 1 << 30)
+        after = struct.pack("<HH2sH", 0x0020, 0x000D, b"UI", 4) + b"1.3\0"
+        compressor = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+        inflated = []
+
+        def pieces():
+            yield compressor.compress(first + big)
+            for _ in range(1024):
+                inflated.append(1 << 20)
+                yield compressor.compress(bytes(1 << 20))
+            yield compressor.compress(after) + compressor.flush()
+
+        attributes = readDeflatedHead(pieces())
+        self.assertEqual(sorted(attributes.keys()), [0x00080016])
+        self.assertLessEqual(sum(inflated), MAXIMUM_INFLATED_HEAD + (2 << 20))
+        self.assertEqual(list(readDeflatedHead(iter([b"\xff" * 100]))), [])
+
+    def test_inflateLimit(self):
+        """
+        inflate gives up with ValueError as soon as the output passes its limit, and on data that is not deflated.
+        """
+        import zlib
+
+        from dicomd.dataset import inflate
+
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        data = compressor.compress(bytes(64 << 20)) + compressor.flush()
+        self.assertEqual(inflate(data, 64 << 20), bytes(64 << 20))
+        with self.assertRaises(ValueError) as raised:
+            inflate(data, 1 << 20)
+        self.assertIn("more than 1048576 bytes", str(raised.exception))
+        self.assertRaises(ValueError, inflate, b"\xff" * 10, 100)
+
+    def test_isValidUID(self):
+        """
+        A UID is digits and dots, at most 64 characters, with no empty component (PS3.5 9.1); leading zeros are tolerated.
+        """
+        from dicomd.dataset import isValidUID
+
+        for good in ("1", "1.2.840.10008.5.1.4.1.1.2", "1.2.03", "1." + "2" * 62):
+            self.assertTrue(isValidUID(good), good)
+        for bad in ("", "1.", ".1", "1..2", "1.2;$(touch PWN3)", "../../x", "1.2 ", "1/2", "1.2\n", "1." + "2" * 63, "\u0661.2"):
+            self.assertFalse(isValidUID(bad), bad)
+
     def test_uidValue(self):
         """
         uidValue reads a UI element without its padding, raw or decoded, and gives "" for a missing one.

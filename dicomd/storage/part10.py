@@ -12,15 +12,18 @@ element scanner for the little endian encodings (PS3.5 section 7): it
 walks the element headers, skips sequences to their delimiters, and
 returns a pydicom L{Dataset} of undecoded elements, which pydicom decodes
 only when one is looked at.  That is several times faster than pydicom's
-own reader, and every storage SCP pays it once per object.  Big endian and
-deflated data sets, and anything the scanner does not understand, are read
-by pydicom (L{readHead}).
+own reader, and every storage SCP pays it once per object.  Big endian data
+sets, and anything the scanner does not understand, are read by pydicom
+(L{readHead}).  A deflated data set is inflated only as far as its
+attributes go, and never past L{MAXIMUM_INFLATED_HEAD} (L{readDeflatedHead}):
+a megabyte of deflated zeros inflates to a gigabyte.
 """
 
 import functools
 import struct
+import zlib
 from io import BytesIO
-from typing import Optional
+from typing import Iterator, Optional
 
 from pydicom import dcmread
 from pydicom.charset import convert_encodings, default_encoding
@@ -244,13 +247,15 @@ def _scannable(transferSyntaxUID: str) -> Optional[bool]:
     return implicit
 
 
-def scanHead(head, transferSyntaxUID: str, complete: bool) -> Optional[Dataset]:
+def scanHead(head, transferSyntaxUID: str, complete: bool, partial: bool = False) -> Optional[Dataset]:
     """
     Read the attributes before the pixel data from the first bytes of a
     data set encoded in little endian, without decoding them.
 
     @param head: the data set's first bytes.
     @param complete: whether C{head} is the whole data set.
+    @param partial: when C{head} ends before the pixel data, return the
+        elements it holds whole instead of C{None}.
     @return: a L{Dataset} of undecoded elements (pydicom decodes each when
         it is first used), or C{None} when C{head} ends before the pixel
         data (so the file must be read instead) or is encoded in a way left
@@ -301,10 +306,11 @@ def scanHead(head, transferSyntaxUID: str, complete: bool) -> Optional[Dataset]:
             tag = BaseTag(tag)
             elements[tag] = make((tag, vr, len(value), value, valuePosition, implicit, True, True, False))
         else:
-            if not complete:
+            if not (complete or partial):
                 return None
     except _Truncated:
-        return None
+        if not partial:
+            return None
     except (_NotUnderstood, struct.error):
         return readHead(head, transferSyntaxUID, complete)
     dataset = Dataset(elements)
@@ -316,6 +322,56 @@ def scanHead(head, transferSyntaxUID: str, complete: bool) -> Optional[Dataset]:
             encoding = default_encoding
     dataset.set_original_encoding(implicit, True, encoding)
     return dataset
+
+
+#: The most of a deflated data set that L{readDeflatedHead} inflates: the
+#: attributes before the pixel data take a few kilobytes, and a few
+#: megabytes in enhanced multi-frame objects.
+MAXIMUM_INFLATED_HEAD = 4 << 20
+
+_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+
+
+def readDeflatedHead(compressed: Iterator[bytes]) -> Optional[Dataset]:
+    """
+    Read the attributes before the pixel data of a deflated data set
+    (PS3.5 A.5), inflating it only as far as they go: first 64 KiB, then
+    four times more each time the scanner finds them cut short, up to
+    L{MAXIMUM_INFLATED_HEAD}.  Attributes that begin beyond that are left
+    out, so the memory and time this takes are bounded whatever the data
+    set inflates to.
+
+    @param compressed: the deflated data set, in pieces of any size; it is
+        read no further than needed.
+    @return: the attributes (as L{scanHead} returns them; none when the
+        stream is broken from the start), or C{None} when they cannot be
+        read (a data set the scanner does not understand).
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = bytearray()
+    pending = b""
+    ended = False
+    target = 64 << 10
+    while True:
+        while len(inflated) < target and not (inflater.eof or ended):
+            if not pending:
+                pending = next(compressed, None)
+                if pending is None:
+                    ended = True
+                    break
+            try:
+                inflated += inflater.decompress(pending, target - len(inflated))
+            except zlib.error:
+                # A broken stream: what came before the break is all there is.
+                ended = True
+                break
+            pending = inflater.unconsumed_tail
+        complete = inflater.eof or ended
+        limited = not complete and target >= MAXIMUM_INFLATED_HEAD
+        attributes = scanHead(bytes(inflated), _EXPLICIT_VR_LITTLE_ENDIAN, complete, partial=limited)
+        if attributes is not None or complete or limited:
+            return attributes
+        target = min(target * 4, MAXIMUM_INFLATED_HEAD)
 
 
 def uidValue(dataset: Dataset, keyword: str, tag: int) -> str:

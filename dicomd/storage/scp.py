@@ -19,6 +19,7 @@ aborted association, a full disk (answered with 0xA700), a data set that
 does not match its command (0xA900).
 """
 
+import itertools
 import os
 import threading
 from dataclasses import dataclass, field
@@ -30,10 +31,11 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from dicomd.dataset import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, isValidUID
 from dicomd.dimse import status as _status
 from dicomd.interfaces import IDataSetConsumer, IService
 from dicomd.net.association import DiscardedDataSet, responseTo
-from dicomd.storage.part10 import encodeFileMeta, readFileHead, scanHead, uidValue
+from dicomd.storage.part10 import encodeFileMeta, readDeflatedHead, readFileHead, scanHead, uidValue
 from dicomd.storage.spool import SpareFiles, SpoolFile
 
 #: How much of a data set's beginning is kept in memory to read its
@@ -266,11 +268,18 @@ class StorageSCP:
             self._spares.refill()
 
     def messageReceived(self, association, context, message):
+        refusal = None
         if message.affectedSOPClassUID != context.abstractSyntax:
             refusal = StoreRefused(
                 _status.SOP_CLASS_NOT_SUPPORTED,
                 "C-STORE of %s on a context for %s" % (message.affectedSOPClassUID, context.abstractSyntax),
             )
+        elif not isValidUID(message.affectedSOPInstanceUID):
+            # It names the file: refused before anything is written.
+            refusal = StoreRefused(
+                _status.CANNOT_UNDERSTAND, "Affected SOP Instance UID %r is not a valid UID" % (message.affectedSOPInstanceUID,)
+            )
+        if refusal is not None:
             return DiscardedDataSet(lambda: _refuse(association, context, message, refusal))
         return IncomingInstance(self, association, context, message)
 
@@ -322,14 +331,16 @@ class IncomingInstance:
         area = scp.area
         self._spool = None
         if area is not None:
+            fileMeta = encodeFileMeta(
+                request.affectedSOPClassUID,
+                request.affectedSOPInstanceUID,
+                context.transferSyntax,
+                association.callingAETitle,
+            )
+            self._dataSetOffset = len(fileMeta)
             self._spool = SpoolFile(
                 area.temporaryPath(),
-                encodeFileMeta(
-                    request.affectedSOPClassUID,
-                    request.affectedSOPInstanceUID,
-                    context.transferSyntax,
-                    association.callingAETitle,
-                ),
+                fileMeta,
                 reactor=scp.reactor,
                 threadpool=scp.threadpool,
                 pause=association.pauseReceiving,
@@ -392,15 +403,35 @@ class IncomingInstance:
         spool = self._spool
         received = self.received
         try:
-            attributes = scanHead(head, received.transferSyntaxUID, complete)
-            if attributes is None:
-                attributes = _readAttributes(spool.nameInThread())
+            if received.transferSyntaxUID == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+                attributes = self._readDeflated(head, complete)
+            else:
+                attributes = scanHead(head, received.transferSyntaxUID, complete)
+                if attributes is None:
+                    attributes = _readAttributes(spool.nameInThread())
             received.attributes = attributes
             _checkIdentity(attributes, self._request)
             self._scp.area.settle(spool, received)
         except BaseException:
             _removeQuietly(spool.path)
             raise
+
+    def _readDeflated(self, head: bytes, complete: bool) -> Dataset:
+        """
+        In a worker thread: the attributes of a deflated data set, inflated
+        from its first bytes and, when they are not enough, from the rest of
+        the file (L{readDeflatedHead}: never more than a few megabytes,
+        whatever the data set inflates to).
+
+        @raise StoreRefused: they cannot be read (0xC000).
+        """
+        compressed = iter([head])
+        if not complete:
+            compressed = itertools.chain(compressed, _chunksOf(self._spool.nameInThread, self._dataSetOffset + len(head)))
+        attributes = readDeflatedHead(compressed)
+        if attributes is None:
+            raise StoreRefused(_status.CANNOT_UNDERSTAND, "cannot read the attributes of the deflated data set")
+        return attributes
 
     def _notify(self, _) -> defer.Deferred:
         if self._abandoned or self._scp.abortAfter:
@@ -499,15 +530,26 @@ class IncomingInstance:
         )
 
 
+#: The UIDs of a data set that name its files and folders, and so must be
+#: valid UIDs (besides the SOP Instance UID, which must be the command's).
+_NAMING_UIDS = (("Study Instance UID", "StudyInstanceUID", 0x0020000D), ("Series Instance UID", "SeriesInstanceUID", 0x0020000E))
+
+
 def _checkIdentity(attributes: Dataset, request) -> None:
     """
     Refuse a data set that is not the instance its command announced, with
-    the status DCMTK's storescp answers (0xA900).
+    the status DCMTK's storescp answers (0xA900), and one whose Study or
+    Series Instance UID is not a UID (0xC000): those name study folders and
+    reach commands, so they must be digits and dots (PS3.5 9.1).
     """
     sopClass = uidValue(attributes, "SOPClassUID", 0x00080016)
     sopInstance = uidValue(attributes, "SOPInstanceUID", 0x00080018)
     if not sopClass or not sopInstance:
         raise StoreRefused(_status.CANNOT_UNDERSTAND, "data set without SOP Class or SOP Instance UID")
+    for name, keyword, tag in _NAMING_UIDS:
+        value = uidValue(attributes, keyword, tag)
+        if value and not isValidUID(value):
+            raise StoreRefused(_status.CANNOT_UNDERSTAND, "%s %r is not a valid UID" % (name, value))
     if sopClass != request.affectedSOPClassUID:
         raise StoreRefused(
             _status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
@@ -537,6 +579,21 @@ def _readAttributes(path: str) -> Dataset:
         if e.errno is not None:
             raise
         raise StoreRefused(_status.CANNOT_UNDERSTAND, "data set cannot be parsed: %s" % (e,))
+
+
+def _chunksOf(name: Callable[[], str], offset: int, size: int = 64 << 10):
+    """
+    The bytes of a file from C{offset} on, C{size} at a time; the file is
+    named (C{name()} returns its path) and opened only when the first
+    chunk is asked for.
+    """
+    with open(name(), "rb") as f:
+        f.seek(offset)
+        while True:
+            chunk = f.read(size)
+            if not chunk:
+                return
+            yield chunk
 
 
 def _removeQuietly(path: str) -> None:
