@@ -22,8 +22,10 @@ L{tests.support}; nothing here sleeps: every wait polls with the reactor.
 """
 
 import os
+import random
 import re
 import socket
+import sqlite3
 import struct
 import time
 
@@ -43,7 +45,7 @@ from dicomd.net.association import VERIFICATION_SOP_CLASS, responseTo
 from dicomd.net.requestor import connect
 from dicomd.ul.negotiation import UNCOMPRESSED, AcceptorPolicy
 from tests.dicomfiles import CT_IMAGE_STORAGE, encodedDataSet, makeDataset, writeFile
-from tests.storagearea import finalFiles, incomingFiles, indexedInstances, openDataFiles
+from tests.storagearea import INDEX, finalFiles, incomingFiles, indexedInstances, openDataFiles
 from tests.support import (
     LOCALHOST,
     dcmtk,
@@ -232,6 +234,91 @@ class KilledDaemonTests(DaemonTestCase):
             self.assertTrue(os.path.exists(path), "index row without its file: %s" % (path,))
         self.assertLessEqual(len(onDisk) - len(acknowledged), 1, "more than one stored object was not acknowledged")
         yield self.assertServes(restarted, data, len(indexed) + 1)
+
+
+class UnindexedFilesTests(DaemonTestCase):
+    """
+    A file under its final name is complete and may have been
+    acknowledged, but the daemon moves it into place before it indexes it:
+    a crash in between leaves it without a row.  After a run that did not
+    end cleanly, the next start indexes every such file (issue 17, item 5).
+    """
+
+    RECOVERY = r"Recovery of DICOMD \(.*\): (\d+) files indexed that the index lacked"
+
+    def assertFilesAreRows(self, data: str) -> None:
+        """
+        The files under final names are exactly the files the index names.
+        """
+        self.assertEqual(sorted(finalFiles(data)), sorted(indexedInstances(data).values()))
+
+    @defer.inlineCallbacks
+    def test_killedBetweenFileAndRow(self):
+        """Files under final names whose rows a SIGKILL left out (the rows are deleted to stand for it) are indexed at the next start, which logs it; C-FIND through DCMTK's findscu finds them; after a clean stop, the next start searches nothing."""
+        data = os.path.join(makeDirectory(self), "data")
+        sources = writeStudy(makeDirectory(self), 3)
+        daemon = yield startDaemon(self, *daemonOptions(data))
+        stored = yield runCommand(storescuArgv(daemon.port, [path for path, _ in sources]), env=dcmtkEnvironment())
+        self.assertEqual(stored.output.count(SUCCESS_LINE), 3, stored.describe())
+        daemon.signalProcess("KILL")
+        yield daemon.whenEnded()
+        lost = [uid for _, uid in sources[1:]]
+        db = sqlite3.connect(os.path.join(data, INDEX))
+        with db:
+            db.executemany("DELETE FROM instance WHERE SOPInstanceUID = ?", [(uid,) for uid in lost])
+        db.close()
+        self.assertEqual(len(indexedInstances(data)), 1)
+
+        restarted = yield startDaemon(self, *daemonOptions(data))
+        self.assertEqual(re.search(self.RECOVERY, restarted.output).group(1), "2", restarted.describe())
+        self.assertFilesAreRows(data)
+        for path, uid in sources:
+            self.assertComplete(indexedInstances(data)[uid], uid, path)
+        first = pydicom.dcmread(sources[0][0])
+        keys = ["QueryRetrieveLevel=IMAGE", "StudyInstanceUID=%s" % first.StudyInstanceUID, "SeriesInstanceUID=%s" % first.SeriesInstanceUID, "SOPInstanceUID"]
+        found = yield runCommand(
+            [dcmtk("findscu"), "-v", "-S"] + [argument for key in keys for argument in ("-k", key)] + [LOCALHOST, str(restarted.port)],
+            env=dcmtkEnvironment(),
+        )
+        for uid in lost:
+            self.assertIn(uid, found.output, found.describe())
+        yield restarted.stop()
+        self.assertNotIn("Traceback", restarted.stdout + restarted.stderr, restarted.describe())
+
+        again = yield startDaemon(self, *daemonOptions(data))
+        yield runCommand([dcmtk("echoscu"), LOCALHOST, str(again.port)], env=dcmtkEnvironment())
+        self.assertNotIn("Recovery of", again.output)
+        self.assertNotIn("was not closed cleanly", again.output)
+
+    @defer.inlineCallbacks
+    def test_killedAtRandomMoments(self):
+        """Three times, DCMTK's storescu streams 150 objects and the daemon is killed after a random number of acknowledgements; after each restart the files under final names are exactly the index's rows, and every acknowledged instance is among them."""
+        data = os.path.join(makeDirectory(self), "data")
+        chance = random.Random()
+        seed = chance.randrange(1 << 30)
+        chance.seed(seed)
+        for round in range(3):
+            sources = writeStudy(makeDirectory(self), 150)
+            uids = dict(sources)
+            daemon = yield startDaemon(self, *daemonOptions(data))
+            killAfter = chance.randrange(1, 140)
+            sender = spawn(self, storescuArgv(daemon.port, [path for path, _ in sources]), env=dcmtkEnvironment(), name="storescu")
+            yield waitUntil(
+                lambda: sender.output.count(SUCCESS_LINE) >= killAfter or not sender.running,
+                timeout=60,
+                interval=0.002,
+                message="storescu's first acknowledgements",
+            )
+            daemon.signalProcess("KILL")
+            yield daemon.whenEnded()
+            yield sender.whenEnded()
+            restarted = yield startDaemon(self, *daemonOptions(data))
+            context = "round %d, killed after %d acknowledgements (seed %d)" % (round, killAfter, seed)
+            self.assertEqual(sorted(finalFiles(data)), sorted(indexedInstances(data).values()), context)
+            indexed = indexedInstances(data)
+            for source in acknowledgedFiles(sender.output):
+                self.assertIn(uids[source], indexed, context)
+            yield restarted.stop()
 
 
 # -- TCP reset ---------------------------------------------------------------------

@@ -4,7 +4,8 @@ in step with the index, within the area's quota (dcmqrscp.cfg's AETable:
 storage area and C{(maxStudies, maxBytesPerStudy)}).
 
 L{IndexedArea} is what L{dicomd.storage.scp.StorageArea} calls, in a worker
-thread, once a received file is in its final place: it records the file,
+thread, once a received file is in its final place (and at start-up, to
+index what a crash left unindexed): it records the file,
 deletes the file it replaced, and enforces the quota as dcmqrscp does, by
 deleting the least recently updated studies (files and rows together) when
 there are too many, and the oldest instances of a study that grew too
@@ -19,7 +20,7 @@ from typing import List, Optional
 from twisted.logger import Logger
 
 from dicomd.archive.dcmqrcfg import Quota
-from dicomd.archive.index import StoredFile
+from dicomd.archive.index import StoredFile, indexMissing
 from dicomd.dimse.status import OUT_OF_RESOURCES
 from dicomd.storage.scp import ReceivedInstance, StoreRefused
 
@@ -77,6 +78,27 @@ class IndexedArea:
             with self._quotaLock:
                 self._enforce(received, stored.size)
         return self._absolute(replaced) if replaced else None
+
+    def recover(self) -> None:
+        """
+        After a run that did not end cleanly, index the files of the area
+        that the index lacks (blocking; at start-up, before associations are
+        served): a crash between moving a file into place and indexing it
+        leaves a complete file, perhaps acknowledged, that C-FIND, C-MOVE
+        and C-GET would otherwise never see.  Done once per run.
+        """
+        if not self.index.claimRecovery(self.name, self.directory):
+            return
+        report = indexMissing(self.index, self.name, self.directory)
+        self.log.info(
+            "Recovery of {area} ({directory}): {indexed} files indexed that the index lacked, "
+            "{replaced} older files of the same instances deleted, {skipped} files that are not DICOM left alone",
+            area=self.name,
+            directory=self.directory,
+            indexed=report.indexed,
+            replaced=report.removed,
+            skipped=len(report.skipped),
+        )
 
     def remove(self, received: ReceivedInstance) -> None:
         """

@@ -243,6 +243,31 @@ class IArchiveIndex(Interface):
             cannot be matched.
         """
 
+    def beginRun():
+        """
+        Record that a daemon has started using the index (and is its only
+        writer), and learn whether the run before ended with L{endRun}.
+        After a crash, files may lie under final names without a row (a
+        file is moved into place before it is indexed):
+        L{claimRecovery} tells each storage area whether to look for them.
+
+        @return: whether the previous run ended cleanly.
+        """
+
+    def endRun():
+        """
+        Record that the daemon using the index stopped cleanly: every file
+        it moved into place is indexed.
+        """
+
+    def claimRecovery(area, directory):
+        """
+        @return: C{True} the first time it is asked for C{area} and
+            C{directory} in a run that began after one that did not end
+            cleanly (so that the area, prepared again on a reload, is
+            searched once); C{False} otherwise.
+        """
+
     def close():
         """
         Release the database.
@@ -481,6 +506,7 @@ class SQLiteArchiveIndex:
         self._idle = []
         self._closed = False
         self._opened = False
+        self._recovering = None
 
     def _connect(self):
         db = sqlite3.connect(
@@ -554,6 +580,32 @@ class SQLiteArchiveIndex:
         db.executescript(
             f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         )
+
+    def _createRunTable(self, db):
+        # Outside the versioned schema, so that an index made before it
+        # gains it without a migration.
+        db.execute("CREATE TABLE IF NOT EXISTS run (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+    def beginRun(self):
+        with self._transaction() as db:
+            self._createRunTable(db)
+            row = db.execute("SELECT value FROM run WHERE name = 'ended'").fetchone()
+            db.execute("INSERT OR REPLACE INTO run (name, value) VALUES ('ended', 'no')")
+        ended = row is not None and row[0] == "yes"
+        self._recovering = None if ended else set()
+        return ended
+
+    def endRun(self):
+        with self._transaction() as db:
+            self._createRunTable(db)
+            db.execute("INSERT OR REPLACE INTO run (name, value) VALUES ('ended', 'yes')")
+
+    def claimRecovery(self, area, directory):
+        with self._lock:
+            if self._recovering is None or (area, directory) in self._recovering:
+                return False
+            self._recovering.add((area, directory))
+            return True
 
     def close(self):
         with self._lock:
@@ -875,6 +927,34 @@ def _filesUnder(directory):
                 yield os.path.relpath(os.path.join(parent, name), directory)
 
 
+def _indexFiles(index, area, directory, names, batchSize):
+    """
+    Index the files C{names} (relative to C{directory}), C{batchSize} per
+    transaction.
+
+    @return: C{(indexed, skipped, replaced)}: the relative paths indexed,
+        those that are not DICOM, and the paths of files whose instance
+        the index had under another path (as L{IArchiveIndex.addInstance}
+        returns them).
+    """
+    indexed, skipped, replaced = [], [], []
+    names = iter(names)
+    while True:
+        chunk = list(islice(names, batchSize))
+        if not chunk:
+            return indexed, skipped, replaced
+        batch = []
+        for relativePath in chunk:
+            item = _readStoredFile(directory, relativePath)
+            if item is None:
+                skipped.append(relativePath)
+            else:
+                batch.append(item)
+                indexed.append(relativePath)
+        if batch:
+            replaced.extend(path for path in index.addInstances(area, batch) if path)
+
+
 def reindex(index, area, directory, batchSize=500):
     """
     Rebuild the rows of a storage area from its files: index every DICOM
@@ -888,28 +968,36 @@ def reindex(index, area, directory, batchSize=500):
     @param batchSize: how many files to index per transaction.
     @return: a L{ReindexReport}.
     """
-    indexed, skipped, found = 0, [], set()
-    files = _filesUnder(directory)
-    while True:
-        names = list(islice(files, batchSize))
-        if not names:
-            break
-        batch = []
-        for relativePath in names:
-            item = _readStoredFile(directory, relativePath)
-            if item is None:
-                skipped.append(relativePath)
-            else:
-                batch.append(item)
-                found.add(relativePath)
-        index.addInstances(area, batch)
-        indexed += len(batch)
+    indexed, skipped, _ = _indexFiles(index, area, directory, _filesUnder(directory), batchSize)
+    found = set(indexed)
     removed = 0
     for sopInstanceUID, path in index.storedPaths(area).items():
         if path not in found:
             index.removeInstance(area, sopInstanceUID)
             removed += 1
-    return ReindexReport(indexed, removed, tuple(skipped))
+    return ReindexReport(len(indexed), removed, tuple(skipped))
+
+
+def indexMissing(index, area, directory, batchSize=500):
+    """
+    Index the files of a storage area that the index lacks, after a run
+    that did not end cleanly (see L{IArchiveIndex.beginRun}): a file that
+    has its final name is complete, and may have been acknowledged.  Rows
+    are not removed.  A file whose instance the index had under another
+    name replaces it, as when it was received (the other file is deleted):
+    it was moved into place after the indexed one.
+
+    @return: a L{ReindexReport} (C{removed} counts the replaced files).
+    """
+    known = set(index.storedPaths(area).values())
+    missing = (name for name in _filesUnder(directory) if name not in known)
+    indexed, skipped, replaced = _indexFiles(index, area, directory, missing, batchSize)
+    for relativePath in replaced:
+        try:
+            os.unlink(os.path.join(directory, relativePath))
+        except FileNotFoundError:
+            pass
+    return ReindexReport(len(indexed), len(replaced), tuple(skipped))
 
 
 class PendingResponses:

@@ -112,14 +112,25 @@ class Archive(service.Service):
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
         self.index.open()
+        if not self.index.beginRun():
+            _log.warn(
+                "The index {path} was not closed cleanly (the daemon was killed or crashed): "
+                "each storage area is searched for files that were stored but not indexed",
+                path=self.path,
+            )
         if self._queryPool is not None:
             self._queryPool.start()
         service.Service.startService(self)
 
     def stopService(self) -> None:
+        """
+        Close the index, recording a clean end; call it once nothing writes
+        to the index any more.
+        """
         service.Service.stopService(self)
         if self._queryPool is not None:
             self._queryPool.stop()
+        self.index.endRun()
         self.index.close()
 
 

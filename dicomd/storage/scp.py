@@ -90,8 +90,10 @@ class StorageArea:
         object relative to C{directory}; it is called from worker threads,
         under a lock.
     @ivar index: an object whose C{add(received)} records a stored object
-        and returns the path of a file it replaced (or C{None}); called from
-        worker threads.  C{None} for no index.
+        and returns the path of a file it replaced (or C{None}), called from
+        worker threads, and whose C{recover()} indexes, at start-up, the
+        files a crash left under final names without a record.  C{None}
+        for no index.
     @ivar sync: C{fsync} files and directories before answering.
     @ivar recode: C{recode(path)} rewrites a complete temporary file in
         place before it is moved (the re-encoding output options), or
@@ -114,11 +116,14 @@ class StorageArea:
     def prepare(self) -> None:
         """
         Create the area and remove what a crash left in C{.incoming}: a
-        file there was never acknowledged.
+        file there was never acknowledged.  A file a crash left under its
+        final name is complete, and goes into the index.
         """
         os.makedirs(self.incoming, exist_ok=True)
         for name in os.listdir(self.incoming):
             os.unlink(os.path.join(self.incoming, name))
+        if self.index is not None:
+            self.index.recover()
 
     def temporaryPath(self) -> str:
         """
