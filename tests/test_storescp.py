@@ -855,13 +855,13 @@ class SafetyTests(_Mixin, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_injectionThroughAETitles(self):
-        """Calling AE titles A$(touch x) and A;touch x reach -xcr and -xcs literally and run nothing."""
+        """Calling AE titles A$(touch x) and A;touch x reach -xcr and -xcs literally (#a bare, #a in double quotes, $DICOMD_CALLING_AE) and run nothing."""
         files = makeDirectory(self)
         first, _ = writeObject(files, "1.dcm")
         second, _ = writeObject(files, "2.dcm")
         logs = makeDirectory(self)
         reception, eostudy = os.path.join(logs, "reception.log"), os.path.join(logs, "eostudy.log")
-        command = "echo #a \"#a\" '#a' >> %s"
+        command = "echo #a \"#a\" \"$DICOMD_CALLING_AE\" >> %s"
         server = yield startStorescp(self, "-tos", "1", "-xcr", command % (reception,), "-xcs", command % (eostudy,))
         for title, path in (("A$(touch x)", first), ("A;touch x", second)):
             result = yield storescu(server, [path], "-aet", title)
