@@ -18,6 +18,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from dicomd.actions import UnsafeCommand, shellCommand
 from dicomd.archive.dcmqrcfg import Quota
 from dicomd.archive.matching import PATIENT_ROOT, PATIENT_STUDY_ONLY, STUDY_ROOT
 from dicomd.storage import naming
@@ -607,9 +608,19 @@ class _Reader:
         return value
 
     def _command(self, table, key, name) -> Optional[str]:
+        """
+        A command template: not empty, and with no placeholder where its
+        value could run as code (L{shellCommand}).
+        """
         value = self._get(table, key, name, str, None)
-        if value is not None and not value.strip():
+        if value is None:
+            return None
+        if not value.strip():
             raise self.error(self._key(key, name), "an empty command; omit the key to run none")
+        try:
+            shellCommand(value)
+        except UnsafeCommand as e:
+            raise self.error(self._key(key, name), str(e))
         return value
 
     def peer(self, table: Dict, key: str) -> PeerConfig:

@@ -20,6 +20,7 @@ from dataclasses import replace
 from twisted.python import usage
 
 from dicomd import observers
+from dicomd.actions import UnsafeCommand, shellCommand
 from dicomd.cli.common import TRANSFER_SYNTAX_OPTIONS
 from dicomd.cli.logs import LEVELS
 from dicomd.config import DEFAULT_DIRECTORY, ConfigError, DaemonConfig, PeerConfig, checkEndpoint, readConfig
@@ -228,6 +229,12 @@ class Options(usage.Options):
             raise usage.UsageError("choose one of --unique-filenames and --timenames")
         if self["rename-on-eostudy"] and self["flat"]:
             raise usage.UsageError("--rename-on-eostudy needs the files sorted into study directories, not --flat")
+        for option in ("exec-on-reception", "exec-on-eostudy"):
+            if self[option] is not None:
+                try:
+                    shellCommand(self[option])
+                except UnsafeCommand as e:
+                    raise usage.UsageError("--%s: %s" % (option, e))
 
     def overrides(self, config: DaemonConfig) -> DaemonConfig:
         """

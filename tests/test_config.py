@@ -880,6 +880,25 @@ class ErrorTests(_ConfigFileMixin, unittest.TestCase):
         """
         self.assertConfigError('[[ae]]\ntitle = "A"\n[ae.actions]\non-end-of-study = " "\n', 4, "ae[0].actions.on-end-of-study", "empty command")
 
+    def test_unsafeCommand(self):
+        """
+        A placeholder that a nested shell would run as code is refused,
+        with the safe form.
+        """
+        self.assertConfigError(
+            "[[ae]]\ntitle = \"A\"\n[ae.actions]\non-reception = '''sh -c 'echo nested #a''''\n",
+            4,
+            "ae[0].actions.on-reception",
+            "placeholder #a inside single quotes would let the network value run as code in a nested shell; "
+            "write \"$DICOMD_CALLING_AE\" there instead: sh -c 'echo nested \"$DICOMD_CALLING_AE\"'",
+        )
+        self.assertConfigError(
+            "[[ae]]\ntitle = \"A\"\n[ae.actions]\nsynchronous = true\non-end-of-study = 'ssh archive \"store #p\"'\n",
+            5,
+            "ae[0].actions.on-end-of-study",
+            "run as code on the remote host",
+        )
+
     def test_badHosts(self):
         """
         hosts entries are networks, addresses or host names.

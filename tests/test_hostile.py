@@ -863,12 +863,12 @@ class ShellMetacharacterTests(HostileTestCase):
 
     @defer.inlineCallbacks
     def test_aeTitlesStayData(self):
-        """Calling and called AE titles with ;, $(), backticks, quotes and | reach --exec-on-reception and --exec-on-eostudy each as one whole argument (#a bare, in double quotes and in single quotes; #c, #f, #p bare); no marker file is ever created."""
+        """Calling and called AE titles with ;, $(), backticks, quotes and | reach --exec-on-reception and --exec-on-eostudy each as one whole argument (#a bare, #a in double quotes and $DICOMD_CALLING_AE; #c, #f, #p bare); no marker file is ever created."""
         work = makeDirectory(self)
         data = os.path.join(work, "data")
         received = os.path.join(work, "received.log")
         ended = os.path.join(work, "eostudy.log")
-        template = "printf '%s<%%s>\\n' #a \"#a\" '#a' #c %s >> {}"
+        template = "printf '%s<%%s>\\n' #a \"#a\" \"$DICOMD_CALLING_AE\" #c %s >> {}"
         daemon = yield startPeer(
             self,
             lambda port: twistdArgv(

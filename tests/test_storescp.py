@@ -41,6 +41,7 @@ from tests.support import (
     dcmtkEnvironment,
     dicomdArgv,
     exchangeBytes,
+    freePort,
     listenInProcess,
     makeDirectory,
     pythonEnvironment,
@@ -49,6 +50,7 @@ from tests.support import (
     spawn,
     startDaemon,
     startPeer,
+    twistdArgv,
     waitUntil,
 )
 
@@ -850,18 +852,19 @@ class EventTests(_Mixin, unittest.TestCase):
 
 class SafetyTests(_Mixin, unittest.TestCase):
     """
-    Calling AE titles that try to inject commands.
+    Calling AE titles that try to inject commands, and commands that would
+    let them.
     """
 
     @defer.inlineCallbacks
     def test_injectionThroughAETitles(self):
-        """Calling AE titles A$(touch x) and A;touch x reach -xcr and -xcs literally and run nothing."""
+        """Calling AE titles A$(touch x) and A;touch x reach -xcr and -xcs literally (#a bare, #a in double quotes, $DICOMD_CALLING_AE) and run nothing."""
         files = makeDirectory(self)
         first, _ = writeObject(files, "1.dcm")
         second, _ = writeObject(files, "2.dcm")
         logs = makeDirectory(self)
         reception, eostudy = os.path.join(logs, "reception.log"), os.path.join(logs, "eostudy.log")
-        command = "echo #a \"#a\" '#a' >> %s"
+        command = "echo #a \"#a\" \"$DICOMD_CALLING_AE\" >> %s"
         server = yield startStorescp(self, "-tos", "1", "-xcr", command % (reception,), "-xcs", command % (eostudy,))
         for title, path in (("A$(touch x)", first), ("A;touch x", second)):
             result = yield storescu(server, [path], "-aet", title)
@@ -874,6 +877,55 @@ class SafetyTests(_Mixin, unittest.TestCase):
         self.assertEqual(sorted(readLines(eostudy)), expected)
         for directory in (server.cwd, server.outputDirectory, logs, files, os.getcwd()):
             self.assertNotIn("x", os.listdir(directory))
+
+    @defer.inlineCallbacks
+    def test_nestedCommandLinesRefused(self):
+        """-xcr and -xcs with a placeholder that a nested shell would run (sh -c, su -c, ssh) stop storescp before it listens, with one line naming the option and showing the safe form."""
+        output = makeDirectory(self)
+        for option, template, message in [
+            (
+                "-xcr",
+                "sh -c 'echo nested #a'",
+                "--exec-on-reception: placeholder #a inside single quotes would let the network value run as code in a nested shell; "
+                "write \"$DICOMD_CALLING_AE\" there instead: sh -c 'echo nested \"$DICOMD_CALLING_AE\"'",
+            ),
+            (
+                "-xcs",
+                'su - dicom -c "archive #p"',
+                "--exec-on-eostudy: placeholder #p inside double quotes would let the network value run as code in a nested shell; "
+                'write \\$DICOMD_PATH there instead: su - dicom -c "archive \\$DICOMD_PATH"',
+            ),
+            (
+                "-xcr",
+                "ssh archive 'echo #a >> received.log'",
+                "--exec-on-reception: placeholder #a inside single quotes would let the network value run as code on the remote host; "
+                "write \"$DICOMD_CALLING_AE\" there instead (ssh passes it with -o SendEnv=DICOMD_CALLING_AE to a server that accepts it): "
+                "ssh archive 'echo \"$DICOMD_CALLING_AE\" >> received.log'",
+            ),
+        ]:
+            result = yield runCommand(
+                dicomdArgv("storescp", "-od", output, option, template, str(freePort())),
+                env=pythonEnvironment(),
+                cwd=makeDirectory(self),
+            )
+            self.assertEqual(result.exitCode, 1, result.describe())
+            self.assertEqual(result.stderr.splitlines()[0], "dicomd storescp: " + message, result.describe())
+            self.assertNotIn("Traceback", result.output)
+
+    @defer.inlineCallbacks
+    def test_nestedCommandLineSafeForm(self):
+        """The safe forms, "$DICOMD_CALLING_AE" inside sh -c's command line and #a as its argument, get DCMTK storescu's calling AE title $(touch PWN) as text and run nothing."""
+        files = makeDirectory(self)
+        path, _ = writeObject(files, "ct.dcm")
+        logs = makeDirectory(self)
+        log = os.path.join(logs, "nested.log")
+        server = yield startStorescp(self, "-xcr", "sh -c 'echo nested \"$DICOMD_CALLING_AE\" \"$1\"' _ #a >> %s" % (log,))
+        result = yield storescu(server, [path], "-aet", "$(touch PWN)")
+        self.assertSent(result)
+        yield waitUntil(lambda: readLines(log), message=server.describe())
+        self.assertEqual(readLines(log), ["nested $(touch PWN) $(touch PWN)"])
+        for directory in (server.cwd, server.outputDirectory, logs, files, os.getcwd()):
+            self.assertNotIn("PWN", os.listdir(directory))
 
 
 # -- the test options -------------------------------------------------------------
@@ -1296,6 +1348,25 @@ class TwistdStorageTests(_Mixin, unittest.TestCase):
         self.assertEqual(readLines(log), ["%s %s MODALITY" % (os.path.join(out, directory), name)])
 
 
+    @defer.inlineCallbacks
+    def test_nestedCommandLineRefused(self):
+        """twistd with --exec-on-eostudy running sudo sh -c '... #p ...' stops before it listens, naming the option and showing the safe form, without a traceback."""
+        result = yield runCommand(
+            twistdArgv(freePort(), "--output-directory", makeDirectory(self), "--exec-on-eostudy", "sudo sh -c 'tar -C #p -cf /backup/study.tar .'"),
+            env=pythonEnvironment(),
+            cwd=makeDirectory(self),
+        )
+        self.assertNotEqual(result.exitCode, 0, result.describe())
+        self.assertIn(
+            ": --exec-on-eostudy: placeholder #p inside single quotes would let the network value run as code in a nested shell; "
+            "write \"$DICOMD_PATH\" there instead: sudo sh -c 'tar -C \"$DICOMD_PATH\" -cf /backup/study.tar .'\n",
+            result.output,
+            result.describe(),
+        )
+        self.assertNotIn("Traceback", result.output)
+        self.assertNotIn("starting up", result.output)
+
+
 class TwistdOptionsTests(unittest.SynchronousTestCase):
     """
     C{twistd dicomd}'s storage options become the same L{StorageOptions}
@@ -1332,6 +1403,16 @@ class TwistdOptionsTests(unittest.SynchronousTestCase):
         self.assertEqual(self.parse("--sort-conc-studies", "P").sortMode, "-ss")
         self.assertIs(self.parse("--unique-filenames").fileNames, naming.FileNameScheme.UNIQUE)
         self.assertIsNone(self.parse("--flat").sortMode)
+
+    def test_unsafeCommands(self):
+        """--exec-on-reception and --exec-on-eostudy with a placeholder a nested shell would run are usage errors naming the option."""
+        from twisted.python.usage import UsageError as TwistdUsageError
+
+        for option, template in [("--exec-on-reception", 'bash -c "echo #a"'), ("--exec-on-eostudy", "eval echo #p")]:
+            with self.assertRaises(TwistdUsageError) as caught:
+                self.parse(option, template)
+            self.assertTrue(str(caught.exception).startswith(option + ": placeholder "), str(caught.exception))
+        self.assertEqual(self.parse("--exec-on-reception", "sh -c 'echo \"$1\"' _ #a").execOnReception, "sh -c 'echo \"$1\"' _ #a")
 
     def test_recodingOptions(self):
         """twistd's re-encoding options make a recoder; conflicting or impossible ones are usage errors."""

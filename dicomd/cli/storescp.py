@@ -22,6 +22,7 @@ import stat
 from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 
+from dicomd.actions import UnsafeCommand, shellCommand
 from dicomd.asconfig import AsConfigError, acceptorPolicy, readProfiles
 from dicomd.cli.common import (
     CommandFileCommandLine,
@@ -182,8 +183,9 @@ def validate(values) -> None:
     """
     Refuse what storescp refuses (with the same wording where it has one)
     and every option dicomd does not honour, naming it; check the files
-    the options name (C{-od}, C{-xf}, the TLS key and certificates) so
-    that a mistake is reported before anything listens.
+    the options name (C{-od}, C{-xf}, the TLS key and certificates) and
+    the commands (C{-xcr}, C{-xcs}: L{shellCommand}) so that a mistake is
+    reported before anything listens.
     """
     UNSUPPORTED.check(values)
     if values.get("listCiphers"):
@@ -205,6 +207,12 @@ def validate(values) -> None:
         raise UsageError("--eostudy-timeout requires --sort-xxx, --exec-on-eostudy or --rename-on-eostudy")
     if values.get("ignore") and (values.get("sort") or values.get("renameOnEndOfStudy")):
         raise UsageError("--ignore cannot be combined with sorting or renaming")
+    for key, option in (("execOnReception", "--exec-on-reception"), ("execOnEndOfStudy", "--exec-on-eostudy")):
+        if values.get(key):
+            try:
+                shellCommand(values[key])
+            except UnsafeCommand as e:
+                raise UsageError("%s: %s" % (option, e))
     recoding = recodeOptions(values)
     if values.get("bitPreserving") and not recoding.isIdentity:
         raise UsageError("+B (--bit-preserving) cannot be combined with options that re-encode files")
