@@ -52,6 +52,7 @@ from dicomd.ul.negotiation import (
 from dicomd.ul.pdu import AAssociateRQ, PresentationContextRQ, SCPSCURoleSelection, UserInformation
 from tests.certificates import writeTestPKI
 from tests.dicomfiles import CT_IMAGE_STORAGE, makeDataset, writeFile
+from tests.test_queryretrieve import parseRetrieve
 from tests.support import (
     REPO_ROOT,
     dcmtk,
@@ -455,6 +456,32 @@ class MoveTests(unittest.TestCase):
         moved = yield self.move(server.port, "STORESCP", calling="STORESCP")
         self.assertIn("Received Final Move Response (Success)", moved.output, moved.describe())
         self.assertEqual(len(os.listdir(self.destination)), 1)
+
+    @defer.inlineCallbacks
+    def test_unknownDestinationRefusedBeforeQuery(self):
+        """
+        An unknown destination is refused with 0xA801 before the query,
+        whatever matches and whatever the AE's access: from a read-only AE
+        whose area holds nothing, and from a read-write AE asked for a
+        study it does not hold.  A known destination with nothing to send
+        still succeeds.  (dcmqrscp 3.6.7 answers 0x0000 to the first two:
+        it looks the destination up only once something matched.)
+        """
+        config, _ = writeConfig(
+            self,
+            [("ARCHIVE", "RW", "(10, 10mb)", "ANY"), ("PUBLIC", "R", "(10, 10mb)", "ANY")],
+            hostTable=["destination = (STORESCP, localhost, %d)" % (self.storescp.port,)],
+        )
+        server = yield startQrscp(self, config)
+        for called, destination, status in [("PUBLIC", "NOWHERE", 0xA801), ("ARCHIVE", "NOWHERE", 0xA801), ("ARCHIVE", "STORESCP", 0x0000)]:
+            result = yield run(
+                "movescu", "-d", "-S", "-aet", CALLING, "-aem", destination, "-aec", called,
+                "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=" + self.study, "127.0.0.1", str(server.port),
+            )
+            moved = parseRetrieve(result.output, "C-MOVE")
+            self.assertEqual(moved.status, status, "%s to %s: %s" % (called, destination, result.describe() + server.describe()))
+        self.assertEqual(server.output.count("C-MOVE from FINDSCU refused: move destination NOWHERE unknown"), 2, server.describe())
+        self.assertEqual(os.listdir(self.destination), [])
 
 
 class NegotiationRuleTests(unittest.TestCase):

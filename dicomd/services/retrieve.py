@@ -80,9 +80,9 @@ class RetrieveSCP:
     """
     What C-MOVE and C-GET share: reading the identifier, finding the
     instances, running the sub-operations and answering.  Subclasses
-    provide C{storageAssociation(association, message, instances)}, a
-    L{Deferred} of the association to send the sub-operations on, and
-    C{finished(storageAssociation)}.
+    decide where the sub-operations go (L{destinationFor}, before the
+    index is searched), open the association they go on
+    (L{storageAssociation}) and end it (L{finished}).
 
     @ivar index: an L{dicomd.archive.index.AsyncArchiveIndex}.
     @ivar area: the storage area retrieved from (its name in the index).
@@ -114,6 +114,11 @@ class RetrieveSCP:
         if model is None or model not in self.models or message.affectedSOPClassUID != context.abstractSyntax:
             _refuse(association, context, message, _status.SOP_CLASS_NOT_SUPPORTED, "%s model not supported" % self.operation)
             return
+        try:
+            destination = self.destinationFor(association, message)
+        except _Refusal as e:
+            _refuse(association, context, message, e.status, str(e))
+            return
         cancellation = Cancellation(association, message.messageID)
         try:
             identifier = decodeDataSet(data, context.transferSyntax)
@@ -133,10 +138,7 @@ class RetrieveSCP:
         errorComment = None
         if instances:
             try:
-                target = yield self.storageAssociation(association, message, instances)
-            except _Refusal as e:
-                _refuse(association, context, message, e.status, str(e))
-                return
+                target = yield self.storageAssociation(destination, instances)
             except Exception as e:
                 # As dcmqrscp: every sub-operation failed (0xA702), and the
                 # response lists them all.
@@ -204,6 +206,27 @@ class RetrieveSCP:
                 pending = responseTo(message, _status.PENDING, **counts.fields(final=False))
                 association.send(context.contextID, pending)
 
+    def destinationFor(self, association, message):
+        """
+        Where the sub-operations of C{message} go, decided before the index
+        is searched, so that a request that cannot be served is refused
+        whatever it matches.
+
+        @return: what L{storageAssociation} takes.
+        @raise _Refusal: the request is refused with that status.
+        """
+        raise NotImplementedError()
+
+    def storageAssociation(self, destination, instances):
+        """
+        Open the association the sub-operations go on.
+
+        @param destination: what L{destinationFor} returned.
+        @param instances: the instances to send.
+        @return: a L{Deferred} of the L{dicomd.net.association.Association}.
+        """
+        raise NotImplementedError()
+
     def moveOriginator(self, association) -> Optional[str]:
         return None
 
@@ -255,13 +278,24 @@ class MoveSCP(RetrieveSCP):
         self.destinations = destinations
         self.allowed = allowed or (lambda association, destination: None)
 
-    def storageAssociation(self, association, message, instances):
+    def destinationFor(self, association, message) -> Destination:
+        """
+        The move destination, if it is known and allowed; else refused
+        with 0xA801, even when nothing would match: a requestor asking for
+        an AE we cannot reach learns so, rather than a success that sent
+        nothing.
+        """
         destination = self.destinations(message.moveDestination)
         if destination is None:
-            return defer.fail(_Refusal(_status.MOVE_DESTINATION_UNKNOWN, "move destination %s unknown" % message.moveDestination))
+            why = "move destination %s unknown" % (message.moveDestination,)
+            self.log.info("C-MOVE from {peer} refused: {why}", peer=association.callingAETitle, why=why)
+            raise _Refusal(_status.MOVE_DESTINATION_UNKNOWN, why)
         refusal = self.allowed(association, destination)
         if refusal is not None:
-            return defer.fail(_Refusal(_status.MOVE_DESTINATION_UNKNOWN, refusal))
+            raise _Refusal(_status.MOVE_DESTINATION_UNKNOWN, refusal)
+        return destination
+
+    def storageAssociation(self, destination, instances):
         return destination.connect(proposePresentationContexts(instances))
 
     def moveOriginator(self, association) -> Optional[str]:
@@ -279,5 +313,8 @@ class GetSCP(RetrieveSCP):
 
     operation = "C-GET"
 
-    def storageAssociation(self, association, message, instances):
-        return defer.succeed(association)
+    def destinationFor(self, association, message):
+        return association
+
+    def storageAssociation(self, destination, instances):
+        return defer.succeed(destination)
