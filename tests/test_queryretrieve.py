@@ -47,6 +47,7 @@ from tests.support import (
     runPythonScript,
     startDaemon,
     startDCMTKServer,
+    startPythonScript,
 )
 
 TITLE = "DICOMD"
@@ -1624,6 +1625,115 @@ class PynetdicomTests(ArchiveTestCase):
         self.assertGreater(final["NumberOfRemainingSuboperations"], 0)
         self.assertEqual(len(receivedFiles(directory)), final["NumberOfCompletedSuboperations"])
         self.assertLess(final["NumberOfCompletedSuboperations"], len(archiveDatasets()))
+
+
+# -- a destination that stalls ------------------------------------------------------------
+
+#: pynetdicom as a move destination that answers the first C{ANSWERED}
+#: C-STOREs (C{script PORT ANSWERED}) and never the next one: its handler
+#: blocks on an event nobody sets.  It prints each C-STORE-RQ, the A-ABORT
+#: or A-RELEASE-RQ it receives, and the closing of an association that
+#: received a C-STORE (the harness's probe connection closes too).
+STALLING_DESTINATION = r"""
+import sys
+import threading
+
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+answered = int(sys.argv[2])
+received = []
+storing = set()
+never = threading.Event()
+
+
+def onStore(event):
+    storing.add(event.assoc)
+    received.append(event.request.AffectedSOPInstanceUID)
+    print("C-STORE-RQ", event.request.AffectedSOPInstanceUID, flush=True)
+    if len(received) > answered:
+        never.wait()
+    return 0x0000
+
+
+def onPDU(event):
+    name = type(event.pdu).__name__
+    if name in ("A_ABORT_RQ", "A_RELEASE_RQ"):
+        print("received", name, flush=True)
+
+
+def onClosed(event):
+    if event.assoc in storing:
+        print("storing association closed", flush=True)
+
+
+ae = AE(ae_title="STALLER")
+ae.supported_contexts = AllStoragePresentationContexts
+ae.start_server(
+    ("127.0.0.1", int(sys.argv[1])),
+    evt_handlers=[(evt.EVT_C_STORE, onStore), (evt.EVT_PDU_RECV, onPDU), (evt.EVT_CONN_CLOSE, onClosed)],
+)
+"""
+
+
+def startStallingDestination(testCase, answered: int):
+    """
+    Start L{STALLING_DESTINATION}, the move destination C{STALLER}.
+
+    @return: a L{Deferred} firing with its L{ChildProcess}.
+    """
+    return startPythonScript(testCase, STALLING_DESTINATION, str(answered), name="pynetdicom stalling destination")
+
+
+def capturedLog(testCase) -> List[str]:
+    """
+    The log lines of the test's own reactor from now on (the in-process
+    archive's), formatted.
+    """
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    lines: List[str] = []
+
+    def observe(event):
+        lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    testCase.addCleanup(globalLogPublisher.removeObserver, observe)
+    return lines
+
+
+class StalledDestinationTests(ArchiveTestCase):
+    """
+    A move destination that accepts the association and then never
+    answers a C-STORE-RQ does not hold the C-MOVE, nor the requestor's
+    association, for ever.
+    """
+
+    @defer.inlineCallbacks
+    def test_defaultTimeoutEndsTheMove(self):
+        """
+        With no DIMSE timeout configured, the sub-association waits
+        L{dicomd.archive.service.MOVE_DIMSE_TIMEOUT} for a C-STORE-RSP
+        (shortened to 2 s here), then aborts: the requestor gets its final
+        response, 0xB000 with the unanswered and the unsent instances
+        failed and listed, and the destination receives an A-ABORT.
+        """
+        from dicomd.archive import service
+
+        self.patch(service, "MOVE_DIMSE_TIMEOUT", 2.0)
+        log = capturedLog(self)
+        staller = yield startStallingDestination(self, answered=1)
+        port = self.serve(peers=[service.Peer("STALLER", "127.0.0.1", staller.port)])
+        result = yield movescu(self, port, "S", "STALLER", "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + studyUID(1))
+        uids = instanceUIDs(study=1)
+        self.assertEqual(result.status, 0xB000, result.output + staller.describe())
+        self.assertEqual(result.counts, {"remaining": None, "completed": 1, "failed": 2, "warning": 0}, result.output)
+        self.assertEqual(result.failed, uids[1:])
+        yield staller.waitForOutput(r"^received A_ABORT_RQ$")
+        yield staller.waitForOutput(r"^storing association closed$")
+        self.assertEqual(re.findall(r"^C-STORE-RQ (\S+)$", staller.stdout, re.MULTILINE), uids[:2])
+        self.assertTrue(
+            any(line.startswith("No response from STALLER to message 2 within the DIMSE timeout of 2.0 s") for line in log), log
+        )
 
 
 # -- the real daemon ------------------------------------------------------------------------

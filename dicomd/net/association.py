@@ -237,6 +237,14 @@ class Association:
         self._releasing = False
         self._closedWaiters = []
 
+    @property
+    def peerAETitle(self) -> str:
+        """
+        The peer's AE title: the called one on the requestor's side, the
+        calling one on the acceptor's.
+        """
+        return self.calledAETitle if self.isRequestor else self.callingAETitle
+
     # -- presentation contexts -----------------------------------------------
 
     def contextFor(self, abstractSyntax: str, transferSyntax: Optional[str] = None) -> NegotiatedContext:
@@ -427,7 +435,8 @@ class Association:
         if outstanding is None:
             return
         self.log.warn(
-            "No response to message {messageID} within the DIMSE timeout of {timeout} s; aborting",
+            "No response from {peer} to message {messageID} within the DIMSE timeout of {timeout} s; aborting",
+            peer=self.peerAETitle,
             messageID=messageID,
             timeout=self.dimseTimeout,
         )

@@ -142,7 +142,12 @@ class RetrieveSCP:
             except Exception as e:
                 # As dcmqrscp: every sub-operation failed (0xA702), and the
                 # response lists them all.
-                self.log.warn("{operation}: cannot open the storage association: {why}", operation=self.operation, why=str(e))
+                self.log.warn(
+                    "{operation} from {peer}: cannot open the storage association: {why}",
+                    operation=self.operation,
+                    peer=association.callingAETitle,
+                    why=str(e),
+                )
                 for instance in instances:
                     counts.record(instance.sopInstanceUID, None)
                 errorComment = str(e)[:64]
@@ -195,10 +200,18 @@ class RetrieveSCP:
                 self.log.warn("{operation} of {uid} failed: {why}", operation=self.operation, uid=instance.sopInstanceUID, why=str(e))
                 counts.record(instance.sopInstanceUID, None)
             except AssociationError as e:
-                self.log.warn("{operation}: storage association lost: {why}", operation=self.operation, why=str(e))
-                counts.record(instance.sopInstanceUID, None)
-                for rest in instances[instances.index(instance) + 1:]:
-                    counts.record(rest.sopInstanceUID, None)
+                rest = instances[instances.index(instance) :]
+                self.log.warn(
+                    "{operation} from {peer}: the association to {destination} failed ({why}): "
+                    "the {count} sub-operations left failed",
+                    operation=self.operation,
+                    peer=association.callingAETitle,
+                    destination=target.peerAETitle,
+                    why=str(e),
+                    count=len(rest),
+                )
+                for failed in rest:
+                    counts.record(failed.sopInstanceUID, None)
                 return
             else:
                 counts.record(instance.sopInstanceUID, result.status)
