@@ -238,6 +238,15 @@ class Association:
         self._closedWaiters = []
 
     @property
+    def hasEnded(self) -> bool:
+        """
+        Whether the association is over: released or aborted, by either
+        side, or its connection lost.  Its connection may not have closed
+        yet (L{whenClosed}), but nothing more is exchanged on it.
+        """
+        return self._ended
+
+    @property
     def peerAETitle(self) -> str:
         """
         The peer's AE title: the called one on the requestor's side, the

@@ -10,7 +10,10 @@ role for the storage SOP classes).  After each sub-operation a pending
 response carries the remaining, completed, failed and warning counts;
 C-CANCEL is honoured between sub-operations.  The final status is success,
 0xB000 when some sub-operations failed (with the Failed SOP Instance UID
-List), 0xA702 when all failed, or 0xFE00 when cancelled.
+List), 0xA702 when all failed, or 0xFE00 when cancelled.  When the
+requesting association ends first, the retrieval stops at once: a C-MOVE
+aborts its association to the destination, even in the middle of a
+sub-operation.
 """
 
 import os
@@ -136,7 +139,7 @@ class RetrieveSCP:
             return
         counts = SubOperations(len(instances))
         errorComment = None
-        if instances:
+        if instances and not cancellation.cancelled:
             try:
                 target = yield self.storageAssociation(destination, instances)
             except Exception as e:
@@ -152,6 +155,7 @@ class RetrieveSCP:
                     counts.record(instance.sopInstanceUID, None)
                 errorComment = str(e)[:64]
             else:
+                cancellation.abandoned.addCallback(lambda _: self.abandon(association, target))
                 try:
                     yield self._subOperations(association, context, message, target, instances, counts, cancellation)
                 except Exception:
@@ -162,6 +166,16 @@ class RetrieveSCP:
                         counts.record(instance.sopInstanceUID, None)
                 finally:
                     yield self.finished(target)
+        if cancellation.abandoned.called:
+            self.log.info(
+                "{operation} from {peer} abandoned, its association ended: {completed} completed, {failed} failed, {warned} warnings",
+                operation=self.operation,
+                peer=association.callingAETitle,
+                completed=counts.completed,
+                failed=counts.failed,
+                warned=counts.warning,
+            )
+            return
         final = counts.finalStatus(cancellation.cancelled)
         self.log.info(
             "{operation} from {peer}: {completed} completed, {failed} failed, {warned} warnings, {status}",
@@ -240,6 +254,15 @@ class RetrieveSCP:
         """
         raise NotImplementedError()
 
+    def abandon(self, association, target) -> None:
+        """
+        The requesting association ended during the sub-operations on
+        C{target}: nobody is left to answer, so stop them at once rather
+        than after the one under way.  By default nothing needs doing
+        (C-GET's sub-operations go on the requesting association, and fail
+        with it).
+        """
+
     def moveOriginator(self, association) -> Optional[str]:
         return None
 
@@ -310,6 +333,21 @@ class MoveSCP(RetrieveSCP):
 
     def storageAssociation(self, destination, instances):
         return destination.connect(proposePresentationContexts(instances))
+
+    def abandon(self, association, target) -> None:
+        """
+        Abort the association to the destination: a C-STORE-RSP the
+        requestor can no longer hear of is not worth waiting for, from a
+        destination that may never send it.
+        """
+        if target.hasEnded:
+            return
+        self.log.info(
+            "C-MOVE from {peer}: its association ended; aborting the association to {destination}",
+            peer=association.callingAETitle,
+            destination=target.peerAETitle,
+        )
+        target.abort()
 
     def moveOriginator(self, association) -> Optional[str]:
         return association.callingAETitle
