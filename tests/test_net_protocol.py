@@ -171,6 +171,18 @@ class CongestedTransport(FakeTransport):
             self.producer.pauseProducing()
 
 
+class ThrottledTransport(CongestedTransport):
+    """
+    A L{CongestedTransport} whose peer reads another window's worth when
+    told to (L{drain}): a slow link.
+    """
+
+    def drain(self):
+        self.written = 0
+        if self.producer is not None:
+            self.producer.resumeProducing()
+
+
 @implementer(IDataSetSource)
 class BytesSource:
     """
@@ -630,6 +642,44 @@ class TimeoutTests(SynchronousTestCase):
         self.assertTrue(pump.server.outcome.startswith("aborted"), pump.server.outcome)
         self.assertTrue(pump.clientIO.disconnected)
         self.assertEqual(network.clock.getDelayedCalls(), [])
+
+    def test_dimseTimeoutSparesSlowDataSet(self):
+        """
+        The DIMSE timer starts again whenever the peer reads a window of a
+        data set still being sent: a large data set on a slow link outlasts
+        the timeout, a peer that stops reading it does not.
+        """
+        store = SilentService()
+        entity = ApplicationEntity("DICOMD", AcceptorPolicy({CT_IMAGE_STORAGE: UNCOMPRESSED}), {CStoreRQ.commandField: store})
+        network = Network(entity, idleTimeout=None)
+        transports = []
+
+        def throttled(protocol):
+            transports.append(ThrottledTransport(protocol, False, window=100000))
+            return transports[-1]
+
+        requested, pump = network.connect(
+            contexts=[(CT_IMAGE_STORAGE, [IMPLICIT_VR_LITTLE_ENDIAN])], clientTransportFactory=throttled, dimseTimeout=5
+        )
+        association = self.successResultOf(requested)
+        [link] = transports
+        source = BytesSource(b"\x08\x00" * 1000000)
+        stored = association.request(
+            association.contextFor(CT_IMAGE_STORAGE).contextID,
+            CStoreRQ(affectedSOPClassUID=CT_IMAGE_STORAGE, affectedSOPInstanceUID="1.2.826.0.1.3680043.9.7433.2"),
+            source,
+        )
+        pump.flush()
+        for _ in range(5):
+            network.clock.advance(4)
+            link.drain()
+            pump.flush()
+        self.assertNoResult(stored)
+        self.assertGreater(source.length, 0)
+        network.clock.advance(5)
+        pump.flush()
+        self.failureResultOf(stored, DIMSETimeout)
+        self.assertTrue(pump.server.outcome.startswith("aborted"), pump.server.outcome)
 
 
 class UnreadTransport(StringTransport):

@@ -18,20 +18,26 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactorClock
+from twisted.test import iosim
 from twisted.trial import unittest
 
 from dicomd.archive.dcmqrcfg import parseConfig
 from dicomd.archive.matching import PATIENT_ROOT, STUDY_ROOT
 from dicomd.archive.service import (
     INDEX_FILE,
+    MOVE_DIMSE_TIMEOUT,
     PRIVATE_SHUTDOWN_SOP_CLASS,
     Archive,
     ArchiveEntity,
+    Peer,
     PeerHosts,
     QueryRetrieveOptions,
     ResponseCharacterSet,
     characterSetTerms,
     configuredPeers,
+    destinationTable,
     moveRestriction,
     peerRule,
     proposing,
@@ -39,7 +45,10 @@ from dicomd.archive.service import (
 )
 from dicomd.cli import qrscp
 from dicomd.cli.options import UsageError
-from dicomd.net.association import VERIFICATION_SOP_CLASS
+from dicomd.dimse.commands import CStoreRQ
+from dicomd.net.acceptor import AcceptorFactory, ApplicationEntity
+from dicomd.net.association import VERIFICATION_SOP_CLASS, DIMSETimeout
+from dicomd.net.requestor import ACSETimeout
 from dicomd.services.retrieve import Destination
 from dicomd.ul.negotiation import (
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -49,9 +58,11 @@ from dicomd.ul.negotiation import (
     AcceptorPolicy,
     NegotiatedContext,
 )
-from dicomd.ul.pdu import AAssociateRQ, PresentationContextRQ, SCPSCURoleSelection, UserInformation
+from dicomd.ul.pdu import AAbort, AAssociateRQ, PresentationContextRQ, SCPSCURoleSelection, UserInformation
 from tests.certificates import writeTestPKI
 from tests.dicomfiles import CT_IMAGE_STORAGE, makeDataset, writeFile
+from tests.test_net_protocol import PEER, SilentPeer, SilentService, splitPDUs
+from tests.test_queryretrieve import parseRetrieve
 from tests.support import (
     REPO_ROOT,
     dcmtk,
@@ -455,6 +466,32 @@ class MoveTests(unittest.TestCase):
         moved = yield self.move(server.port, "STORESCP", calling="STORESCP")
         self.assertIn("Received Final Move Response (Success)", moved.output, moved.describe())
         self.assertEqual(len(os.listdir(self.destination)), 1)
+
+    @defer.inlineCallbacks
+    def test_unknownDestinationRefusedBeforeQuery(self):
+        """
+        An unknown destination is refused with 0xA801 before the query,
+        whatever matches and whatever the AE's access: from a read-only AE
+        whose area holds nothing, and from a read-write AE asked for a
+        study it does not hold.  A known destination with nothing to send
+        still succeeds.  (dcmqrscp 3.6.7 answers 0x0000 to the first two:
+        it looks the destination up only once something matched.)
+        """
+        config, _ = writeConfig(
+            self,
+            [("ARCHIVE", "RW", "(10, 10mb)", "ANY"), ("PUBLIC", "R", "(10, 10mb)", "ANY")],
+            hostTable=["destination = (STORESCP, localhost, %d)" % (self.storescp.port,)],
+        )
+        server = yield startQrscp(self, config)
+        for called, destination, status in [("PUBLIC", "NOWHERE", 0xA801), ("ARCHIVE", "NOWHERE", 0xA801), ("ARCHIVE", "STORESCP", 0x0000)]:
+            result = yield run(
+                "movescu", "-d", "-S", "-aet", CALLING, "-aem", destination, "-aec", called,
+                "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=" + self.study, "127.0.0.1", str(server.port),
+            )
+            moved = parseRetrieve(result.output, "C-MOVE")
+            self.assertEqual(moved.status, status, "%s to %s: %s" % (called, destination, result.describe() + server.describe()))
+        self.assertEqual(server.output.count("C-MOVE from FINDSCU refused: move destination NOWHERE unknown"), 2, server.describe())
+        self.assertEqual(os.listdir(self.destination), [])
 
 
 class NegotiationRuleTests(unittest.TestCase):
@@ -1135,3 +1172,97 @@ class ResponseCharacterSetTests(unittest.SynchronousTestCase):
         self.assertEqual(characterSetTerms("ISO_IR 6"), ())
         self.assertEqual(characterSetTerms("\\ISO 2022 IR 87"), ("", "ISO 2022 IR 87"))
         self.assertEqual(characterSetTerms(["ISO_IR 192"]), ("ISO_IR 192",))
+
+
+class DestinationTimeoutTests(unittest.SynchronousTestCase):
+    """
+    The timeouts of the associations L{destinationTable} opens to C-MOVE
+    destinations, on a simulated clock and network: none waits for ever,
+    whatever is configured.
+    """
+
+    def setUp(self):
+        self.clock = MemoryReactorClock()
+        self.stalling = SilentService()
+        entity = ApplicationEntity("STALLER", AcceptorPolicy({CT_IMAGE_STORAGE: UNCOMPRESSED}), {CStoreRQ.commandField: self.stalling})
+        self.destination = AcceptorFactory(entity, reactor=self.clock, idleTimeout=None)
+
+    def connect(self, serverFactory, **timeouts):
+        """
+        Open a sub-association to C{STALLER} as a C-MOVE does, served by
+        C{serverFactory}.
+
+        @return: C{(Deferred of the association, the server's protocol,
+            IOPump)}.
+        """
+        destinations = destinationTable([Peer("STALLER", "127.0.0.1", 104)], "ARCHIVE", reactor=self.clock, **timeouts)
+        connected = destinations("STALLER").connect([(CT_IMAGE_STORAGE, [EXPLICIT_VR_LITTLE_ENDIAN])])
+        host, port, clientFactory, _, _ = self.clock.tcpClients[-1]
+        client = clientFactory.buildProtocol(IPv4Address("TCP", host, port))
+        server = serverFactory.buildProtocol(PEER)
+        pump = iosim.connect(server, iosim.makeFakeServer(server), client, iosim.makeFakeClient(client), clock=self.clock)
+        pump.flush()
+        return connected, server, pump
+
+    def assertStoreTimesOut(self, after, **timeouts):
+        """
+        A C-STORE the destination never answers fails with
+        L{DIMSETimeout} C{after} seconds, and the destination sees the
+        association aborted.
+        """
+        connected, server, pump = self.connect(self.destination, **timeouts)
+        association = self.successResultOf(connected)
+        self.stalling.requests.clear()
+        stored = association.request(
+            association.contextFor(CT_IMAGE_STORAGE).contextID,
+            CStoreRQ(affectedSOPClassUID=CT_IMAGE_STORAGE, affectedSOPInstanceUID="1.2.826.0.1.3680043.9.7433.5"),
+            b"\x08\x00\x16\x00\x00\x00\x00\x00",
+        )
+        pump.flush()
+        self.assertEqual(len(self.stalling.requests), 1)
+        self.clock.advance(after - 0.1)
+        pump.flush()
+        self.assertNoResult(stored)
+        self.clock.advance(0.1)
+        pump.flush()
+        self.failureResultOf(stored, DIMSETimeout)
+        self.assertTrue(server.outcome.startswith("aborted"), server.outcome)
+
+    def test_defaultDIMSETimeout(self):
+        """
+        With no DIMSE timeout configured (C{None}, or C{0} as
+        C{dimse-timeout = 0} gives), a C-STORE-RSP is awaited
+        L{MOVE_DIMSE_TIMEOUT} seconds, then the association is aborted.
+        """
+        self.assertEqual(MOVE_DIMSE_TIMEOUT, 60)
+        self.assertStoreTimesOut(MOVE_DIMSE_TIMEOUT)
+        self.assertStoreTimesOut(MOVE_DIMSE_TIMEOUT, dimseTimeout=0)
+
+    def test_configuredDIMSETimeout(self):
+        """
+        A configured DIMSE timeout is used as it is.
+        """
+        self.assertStoreTimesOut(5, dimseTimeout=5)
+
+    def test_acseTimeout(self):
+        """
+        A destination that accepts the connection but never answers the
+        A-ASSOCIATE-RQ fails the connection after the ACSE timeout (30 s
+        unless configured), with an A-ABORT.
+        """
+        peers = []
+
+        def silent():
+            peers.append(SilentPeer())
+            return peers[-1]
+
+        connected, peer, pump = self.connect(Factory.forProtocol(silent))
+        self.clock.advance(29.9)
+        pump.flush()
+        self.assertNoResult(connected)
+        self.clock.advance(0.1)
+        pump.flush()
+        self.failureResultOf(connected, ACSETimeout)
+        [request, abort] = splitPDUs(bytes(peer.received))
+        self.assertIsInstance(request, AAssociateRQ)
+        self.assertIsInstance(abort, AAbort)

@@ -46,12 +46,17 @@ from tests.support import (
     runCommand,
     runPythonScript,
     startDaemon,
+    spawn,
     startDCMTKServer,
+    startPythonScript,
+    waitUntil,
 )
 
 TITLE = "DICOMD"
 DESTINATION = "STORESCP"
 ROOT = "1.2.826.0.1.3680043.9.7433.3"
+MOVE_STUDY_ROOT = "1.2.840.10008.5.1.4.1.2.2.2"
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 
 # -- the archive ------------------------------------------------------------------
 
@@ -1624,6 +1629,242 @@ class PynetdicomTests(ArchiveTestCase):
         self.assertGreater(final["NumberOfRemainingSuboperations"], 0)
         self.assertEqual(len(receivedFiles(directory)), final["NumberOfCompletedSuboperations"])
         self.assertLess(final["NumberOfCompletedSuboperations"], len(archiveDatasets()))
+
+
+# -- a destination that stalls ------------------------------------------------------------
+
+#: pynetdicom as a move destination that answers the first C{ANSWERED}
+#: C-STOREs (C{script PORT ANSWERED}) and never the next one: its handler
+#: blocks on an event nobody sets.  It prints each C-STORE-RQ, the A-ABORT
+#: or A-RELEASE-RQ it receives, and the closing of an association that
+#: received a C-STORE (the harness's probe connection closes too).
+STALLING_DESTINATION = r"""
+import sys
+import threading
+
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+answered = int(sys.argv[2])
+received = []
+storing = set()
+never = threading.Event()
+printing = threading.Lock()
+
+
+def say(line):
+    # Handlers run in pynetdicom's association and DUL threads: one write
+    # per line, or lines interleave.
+    with printing:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def onStore(event):
+    storing.add(event.assoc)
+    received.append(event.request.AffectedSOPInstanceUID)
+    say("C-STORE-RQ " + event.request.AffectedSOPInstanceUID)
+    if len(received) > answered:
+        never.wait()
+    return 0x0000
+
+
+def onPDU(event):
+    name = type(event.pdu).__name__
+    if name in ("A_ABORT_RQ", "A_RELEASE_RQ"):
+        say("received " + name)
+
+
+def onClosed(event):
+    if event.assoc in storing:
+        say("storing association closed")
+
+
+ae = AE(ae_title="STALLER")
+ae.supported_contexts = AllStoragePresentationContexts
+ae.start_server(
+    ("127.0.0.1", int(sys.argv[1])),
+    evt_handlers=[(evt.EVT_C_STORE, onStore), (evt.EVT_PDU_RECV, onPDU), (evt.EVT_CONN_CLOSE, onClosed)],
+)
+"""
+
+
+def startStallingDestination(testCase, answered: int):
+    """
+    Start L{STALLING_DESTINATION}, the move destination C{STALLER}.
+
+    @return: a L{Deferred} firing with its L{ChildProcess}.
+    """
+    return startPythonScript(testCase, STALLING_DESTINATION, str(answered), name="pynetdicom stalling destination")
+
+
+def capturedLog(testCase) -> List[str]:
+    """
+    The log lines of the test's own reactor from now on (the in-process
+    archive's), formatted.
+    """
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    lines: List[str] = []
+
+    def observe(event):
+        lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    testCase.addCleanup(globalLogPublisher.removeObserver, observe)
+    return lines
+
+
+class StalledDestinationTests(ArchiveTestCase):
+    """
+    A move destination that accepts the association and then never
+    answers a C-STORE-RQ does not hold the C-MOVE, nor the requestor's
+    association, for ever.
+    """
+
+    @defer.inlineCallbacks
+    def test_defaultTimeoutEndsTheMove(self):
+        """
+        With no DIMSE timeout configured, the sub-association waits
+        L{dicomd.archive.service.MOVE_DIMSE_TIMEOUT} for a C-STORE-RSP
+        (shortened to 2 s here), then aborts: the requestor gets its final
+        response, 0xB000 with the unanswered and the unsent instances
+        failed and listed, and the destination receives an A-ABORT.
+        """
+        from dicomd.archive import service
+
+        self.patch(service, "MOVE_DIMSE_TIMEOUT", 2.0)
+        log = capturedLog(self)
+        staller = yield startStallingDestination(self, answered=1)
+        port = self.serve(peers=[service.Peer("STALLER", "127.0.0.1", staller.port)])
+        result = yield movescu(self, port, "S", "STALLER", "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + studyUID(1))
+        uids = instanceUIDs(study=1)
+        self.assertEqual(result.status, 0xB000, result.output + staller.describe())
+        self.assertEqual(result.counts, {"remaining": None, "completed": 1, "failed": 2, "warning": 0}, result.output)
+        self.assertEqual(result.failed, uids[1:])
+        yield staller.waitForOutput(r"^received A_ABORT_RQ$")
+        yield staller.waitForOutput(r"^storing association closed$")
+        self.assertEqual(re.findall(r"^C-STORE-RQ (\S+)$", staller.stdout, re.MULTILINE), uids[:2])
+        self.assertTrue(
+            any(line.startswith("No response from STALLER to message 2 within the DIMSE timeout of 2.0 s") for line in log), log
+        )
+
+    @defer.inlineCallbacks
+    def requestMove(self, port: int, destination: str, study: str):
+        """
+        Ask for a Study Root C-MOVE of C{study} with dicomd's own requestor,
+        in the test's reactor, as C{MOVESCU}.
+
+        @return: a L{Deferred} firing with the association and the
+            L{Deferred} of the C-MOVE's final response.
+        """
+        from pydicom.dataset import Dataset
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+
+        from dicomd.dataset import encodeDataSet
+        from dicomd.dimse.commands import CMoveRQ
+        from dicomd.net.requestor import connect
+
+        association = yield connect(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port),
+            calledAETitle=TITLE,
+            callingAETitle="MOVESCU",
+            presentationContexts=[(MOVE_STUDY_ROOT, [EXPLICIT_VR_LITTLE_ENDIAN])],
+            reactor=reactor,
+        )
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = study
+        context = association.contextFor(MOVE_STUDY_ROOT)
+        moved = association.request(
+            context.contextID,
+            CMoveRQ(affectedSOPClassUID=MOVE_STUDY_ROOT, moveDestination=destination),
+            encodeDataSet(identifier, context.transferSyntax),
+        )
+        return association, moved
+
+    @defer.inlineCallbacks
+    def assertMoveStopsWhenRequestorLeaves(self, startMove, leave):
+        """
+        Start a C-MOVE to a destination that never answers its first
+        C-STORE-RQ, end the requestor's association once that request has
+        arrived, and see the destination's sub-association aborted long
+        before the DIMSE timeout could end it.
+
+        @param startMove: called with the archive's port and the study to
+            move; returns a L{Deferred} of the requestor.
+        @param leave: called with the requestor: ends its association.
+        """
+        from dicomd.archive import service
+
+        log = capturedLog(self)
+        staller = yield startStallingDestination(self, answered=0)
+        port = self.serve(peers=[service.Peer("STALLER", "127.0.0.1", staller.port)])
+        requestor = yield startMove(port, studyUID(1))
+        yield staller.waitForOutput(r"^C-STORE-RQ ", timeout=30)
+        yield leave(requestor)
+        # A third of the DIMSE timeout the sub-association would otherwise
+        # wait: generous, and still proof that it did not.
+        deadline = service.MOVE_DIMSE_TIMEOUT / 3
+        yield staller.waitForOutput(r"^received A_ABORT_RQ$", timeout=deadline)
+        yield staller.waitForOutput(r"^storing association closed$", timeout=deadline)
+        self.assertEqual(len(re.findall(r"^C-STORE-RQ ", staller.stdout, re.MULTILINE)), 1, staller.describe())
+        self.assertIn("C-MOVE from MOVESCU: its association ended; aborting the association to STALLER", log)
+        # Logged once the destination's connection has closed on our side too.
+        yield waitUntil(
+            lambda: "C-MOVE from MOVESCU abandoned, its association ended: 0 completed, 3 failed, 0 warnings" in log,
+            timeout=deadline,
+            message="\n".join(log),
+        )
+
+    def test_requestorAborts(self):
+        """
+        A requestor that sends A-ABORT during a C-MOVE: the sub-association
+        is aborted at once.
+        """
+
+        def leave(requestor):
+            from dicomd.net.association import AssociationAborted
+
+            association, moved = requestor
+            association.abort()
+            return self.assertFailure(moved, AssociationAborted)
+
+        return self.assertMoveStopsWhenRequestorLeaves(lambda port, study: self.requestMove(port, "STALLER", study), leave)
+
+    def test_requestorReleases(self):
+        """
+        A requestor that releases its association during a C-MOVE (without
+        waiting for the final response): the sub-association is aborted at
+        once, and the release completes.
+        """
+
+        @defer.inlineCallbacks
+        def leave(requestor):
+            from dicomd.net.association import AssociationAborted
+
+            association, moved = requestor
+            yield association.release()
+            yield self.assertFailure(moved, AssociationAborted)
+
+        return self.assertMoveStopsWhenRequestorLeaves(lambda port, study: self.requestMove(port, "STALLER", study), leave)
+
+    def test_requestorKilled(self):
+        """
+        DCMTK's movescu killed during a C-MOVE (its connection lost without
+        A-ABORT): the sub-association is aborted at once.
+        """
+
+        def start(port, study):
+            argv = [dcmtk("movescu"), "-S", "-aet", "MOVESCU", "-aec", TITLE, "-aem", "STALLER"]
+            argv += ["-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=" + study, "127.0.0.1", str(port)]
+            return defer.succeed(spawn(self, argv, env=dcmtkEnvironment(), cwd=makeDirectory(self), name="movescu"))
+
+        def leave(mover):
+            mover.signalProcess("KILL")
+            return mover.whenEnded()
+
+        return self.assertMoveStopsWhenRequestorLeaves(start, leave)
 
 
 # -- the real daemon ------------------------------------------------------------------------

@@ -461,6 +461,13 @@ def proposing(transferSyntaxes: Sequence[str]) -> Callable[[list], list]:
     return propose
 
 
+#: Seconds a C-MOVE sub-association waits for each C-STORE-RSP when no
+#: DIMSE timeout is configured (C{dimse-timeout = 0}, no C{-td}): a
+#: destination that stops answering fails the rest of the move after this,
+#: instead of holding it, and the association of its requestor, for good.
+MOVE_DIMSE_TIMEOUT = 60.0
+
+
 def destinationTable(
     peers: Sequence[Peer],
     callingAETitle: str,
@@ -482,9 +489,9 @@ def destinationTable(
         C{--timeout}); Twisted's default when C{None}.
     @param acseTimeout: seconds to wait for the destination's A-ASSOCIATE
         answer.
-    @param dimseTimeout: seconds to wait for each C-STORE-RSP, or C{None}
-        for ever: a destination that stops answering otherwise holds the
-        C-MOVE, and the association that asked for it, open for good.
+    @param dimseTimeout: seconds to wait for each C-STORE-RSP; C{None} or
+        C{0} (none configured) for L{MOVE_DIMSE_TIMEOUT}: a sub-association
+        never waits for ever.
     """
     if reactor is None:
         from twisted.internet import reactor
@@ -504,7 +511,7 @@ def destinationTable(
                 presentationContexts=propose(proposals) if propose is not None else proposals,
                 reactor=reactor,
                 acseTimeout=acseTimeout,
-                dimseTimeout=dimseTimeout,
+                dimseTimeout=dimseTimeout or MOVE_DIMSE_TIMEOUT,
             )
 
         return Destination(peer.aeTitle, peer.host, connectTo)

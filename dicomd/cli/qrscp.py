@@ -186,7 +186,7 @@ COMMAND_LINE = CommandFileCommandLine(
                 ),
                 Option(("-to", "--timeout"), "timeout", "timeout for connection requests (default: unlimited)", _SECONDS),
                 Option(("-ta", "--acse-timeout"), "acseTimeout", "timeout for ACSE messages (default: 30)", _SECONDS),
-                Option(("-td", "--dimse-timeout"), "dimseTimeout", "timeout for DIMSE messages (default: unlimited; idle associations end after 60)", _SECONDS),
+                Option(("-td", "--dimse-timeout"), "dimseTimeout", "timeout for DIMSE messages (default: unlimited, 60 on C-MOVE sub-associations; idle associations end after 60)", _SECONDS),
                 Option(("-pdu", "--max-pdu"), "maxPDU", "set max receive pdu to n bytes (default: use value from configuration file)", (("n]umber of bytes", integer(4096, 131072)),)),
                 Option(("-dhl", "--disable-host-lookup"), "disableHostLookup", "disable hostname lookup: compare peer addresses with the config's host names as written"),
                 Option(("--refuse",), "refuse", "refuse association"),

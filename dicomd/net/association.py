@@ -225,6 +225,7 @@ class Association:
             maximumFragmentLength(peerMaximumLength),
             whenBlocked=self.pauseReceiving,
             whenUnblocked=self._sendingUnblocked,
+            whenDrained=self._restartDIMSETimers,
         )
         self._writableWaiters: List[defer.Deferred] = []
         self._assembler = MessageAssembler()
@@ -235,6 +236,23 @@ class Association:
         self._ended = False
         self._releasing = False
         self._closedWaiters = []
+
+    @property
+    def hasEnded(self) -> bool:
+        """
+        Whether the association is over: released or aborted, by either
+        side, or its connection lost.  Its connection may not have closed
+        yet (L{whenClosed}), but nothing more is exchanged on it.
+        """
+        return self._ended
+
+    @property
+    def peerAETitle(self) -> str:
+        """
+        The peer's AE title: the called one on the requestor's side, the
+        calling one on the acceptor's.
+        """
+        return self.calledAETitle if self.isRequestor else self.callingAETitle
 
     # -- presentation contexts -----------------------------------------------
 
@@ -323,12 +341,18 @@ class Association:
         """
         Send a request and wait for its final response.
 
-        The message ID is assigned here.
+        The message ID is assigned here.  With a DIMSE timeout, the peer
+        may keep the request waiting that long, no more: the timer starts
+        with the request, and again with each pending response and each
+        time the peer has read what filled the write buffer (a large data
+        set on a slow link is not timed out); when it expires the
+        association is aborted.
 
         @param onPending: called as C{onPending(response, dataSet)} for each
             pending response; the data set is bytes or C{None}.
         @return: a L{Deferred} firing with C{(response, dataSet)} for the
-            final response, or failing with an L{AssociationError}.
+            final response, or failing with an L{AssociationError}
+            (L{DIMSETimeout} when the DIMSE timeout expired).
         """
         if self._ended or self._releasing:
             if dataSet is not None and not isinstance(dataSet, _BUFFER_TYPES):
@@ -398,6 +422,18 @@ class Association:
         self._nextMessageID = messageID % 0xFFFF + 1
         return messageID
 
+    def _restartDIMSETimers(self) -> None:
+        """
+        The peer has read what we sent: it is alive, and a request whose
+        data set is still going out is making progress.  The DIMSE timeout
+        bounds how long the peer keeps us waiting, not how long a large
+        data set takes on a slow link, so the timers of our outstanding
+        requests start again.
+        """
+        for outstanding in self._outstanding.values():
+            if outstanding.timer is not None:
+                outstanding.timer.reset(self.dimseTimeout)
+
     def _startDIMSETimer(self, messageID: int):
         if not self.dimseTimeout:
             return None
@@ -408,7 +444,8 @@ class Association:
         if outstanding is None:
             return
         self.log.warn(
-            "No response to message {messageID} within the DIMSE timeout of {timeout} s; aborting",
+            "No response from {peer} to message {messageID} within the DIMSE timeout of {timeout} s; aborting",
+            peer=self.peerAETitle,
             messageID=messageID,
             timeout=self.dimseTimeout,
         )

@@ -125,7 +125,7 @@ class MessageSender:
         PDVs, about L{READ_SIZE}.
     """
 
-    def __init__(self, protocol, fragmentLength: int, whenBlocked=None, whenUnblocked=None):
+    def __init__(self, protocol, fragmentLength: int, whenBlocked=None, whenUnblocked=None, whenDrained=None):
         """
         @param protocol: the L{dicomd.net.protocol.AssociationProtocol};
             the sender registers with its transport, if it has one, as a
@@ -135,6 +135,10 @@ class MessageSender:
         @param whenUnblocked: called without arguments when it has drained
             again, or when the sender stops while blocked: once for each
             call of C{whenBlocked}.
+        @param whenDrained: called without arguments each time the
+            transport's write buffer has drained (the peer is reading),
+            even when the data set streaming on fills it again at once and
+            the sender stays blocked.
         """
         self._protocol = protocol
         self.fragmentLength = max(2, fragmentLength - fragmentLength % 2)
@@ -148,6 +152,7 @@ class MessageSender:
         self._stopped = False
         self._pumping = False
         self._whenBlocked = whenBlocked
+        self._whenDrained = whenDrained
         self._whenUnblocked = whenUnblocked
         self._transport = None
         transport = getattr(protocol, "transport", None)
@@ -266,6 +271,8 @@ class MessageSender:
         and read the peer again unless the stream filled the buffer anew.
         """
         self._paused = False
+        if self._whenDrained is not None and not self._stopped:
+            self._whenDrained()
         if self._streaming is not None:
             self._pump()
         if self._blocked and not self._paused:

@@ -28,14 +28,25 @@ BATCH = 100
 class Cancellation:
     """
     Whether the peer has cancelled a request (C-CANCEL) or gone away.
+
+    @ivar cancelled: C-CANCEL-RQ for the request arrived, or its
+        association ended before the final response.
+    @ivar abandoned: a L{Deferred} that fires with C{None} if the
+        association ends before the final response: nobody is left to
+        answer, so work done for the request can stop at once rather than
+        at its next step.
     """
 
     def __init__(self, association, messageID: int):
         self.cancelled = False
+        self.abandoned = defer.Deferred()
+        self._association = association
         association.onCancel(messageID, self.cancel)
 
     def cancel(self) -> None:
         self.cancelled = True
+        if self._association.hasEnded and not self.abandoned.called:
+            self.abandoned.callback(None)
 
 
 _EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"

@@ -10,7 +10,10 @@ role for the storage SOP classes).  After each sub-operation a pending
 response carries the remaining, completed, failed and warning counts;
 C-CANCEL is honoured between sub-operations.  The final status is success,
 0xB000 when some sub-operations failed (with the Failed SOP Instance UID
-List), 0xA702 when all failed, or 0xFE00 when cancelled.
+List), 0xA702 when all failed, or 0xFE00 when cancelled.  When the
+requesting association ends first, the retrieval stops at once: a C-MOVE
+aborts its association to the destination, even in the middle of a
+sub-operation.
 """
 
 import os
@@ -80,9 +83,9 @@ class RetrieveSCP:
     """
     What C-MOVE and C-GET share: reading the identifier, finding the
     instances, running the sub-operations and answering.  Subclasses
-    provide C{storageAssociation(association, message, instances)}, a
-    L{Deferred} of the association to send the sub-operations on, and
-    C{finished(storageAssociation)}.
+    decide where the sub-operations go (L{destinationFor}, before the
+    index is searched), open the association they go on
+    (L{storageAssociation}) and end it (L{finished}).
 
     @ivar index: an L{dicomd.archive.index.AsyncArchiveIndex}.
     @ivar area: the storage area retrieved from (its name in the index).
@@ -114,6 +117,11 @@ class RetrieveSCP:
         if model is None or model not in self.models or message.affectedSOPClassUID != context.abstractSyntax:
             _refuse(association, context, message, _status.SOP_CLASS_NOT_SUPPORTED, "%s model not supported" % self.operation)
             return
+        try:
+            destination = self.destinationFor(association, message)
+        except _Refusal as e:
+            _refuse(association, context, message, e.status, str(e))
+            return
         cancellation = Cancellation(association, message.messageID)
         try:
             identifier = decodeDataSet(data, context.transferSyntax)
@@ -131,20 +139,23 @@ class RetrieveSCP:
             return
         counts = SubOperations(len(instances))
         errorComment = None
-        if instances:
+        if instances and not cancellation.cancelled:
             try:
-                target = yield self.storageAssociation(association, message, instances)
-            except _Refusal as e:
-                _refuse(association, context, message, e.status, str(e))
-                return
+                target = yield self.storageAssociation(destination, instances)
             except Exception as e:
                 # As dcmqrscp: every sub-operation failed (0xA702), and the
                 # response lists them all.
-                self.log.warn("{operation}: cannot open the storage association: {why}", operation=self.operation, why=str(e))
+                self.log.warn(
+                    "{operation} from {peer}: cannot open the storage association: {why}",
+                    operation=self.operation,
+                    peer=association.callingAETitle,
+                    why=str(e),
+                )
                 for instance in instances:
                     counts.record(instance.sopInstanceUID, None)
                 errorComment = str(e)[:64]
             else:
+                cancellation.abandoned.addCallback(lambda _: self.abandon(association, target))
                 try:
                     yield self._subOperations(association, context, message, target, instances, counts, cancellation)
                 except Exception:
@@ -155,6 +166,16 @@ class RetrieveSCP:
                         counts.record(instance.sopInstanceUID, None)
                 finally:
                     yield self.finished(target)
+        if cancellation.abandoned.called:
+            self.log.info(
+                "{operation} from {peer} abandoned, its association ended: {completed} completed, {failed} failed, {warned} warnings",
+                operation=self.operation,
+                peer=association.callingAETitle,
+                completed=counts.completed,
+                failed=counts.failed,
+                warned=counts.warning,
+            )
+            return
         final = counts.finalStatus(cancellation.cancelled)
         self.log.info(
             "{operation} from {peer}: {completed} completed, {failed} failed, {warned} warnings, {status}",
@@ -193,16 +214,54 @@ class RetrieveSCP:
                 self.log.warn("{operation} of {uid} failed: {why}", operation=self.operation, uid=instance.sopInstanceUID, why=str(e))
                 counts.record(instance.sopInstanceUID, None)
             except AssociationError as e:
-                self.log.warn("{operation}: storage association lost: {why}", operation=self.operation, why=str(e))
-                counts.record(instance.sopInstanceUID, None)
-                for rest in instances[instances.index(instance) + 1:]:
-                    counts.record(rest.sopInstanceUID, None)
+                rest = instances[instances.index(instance) :]
+                self.log.warn(
+                    "{operation} from {peer}: the association to {destination} failed ({why}): "
+                    "the {count} sub-operations left failed",
+                    operation=self.operation,
+                    peer=association.callingAETitle,
+                    destination=target.peerAETitle,
+                    why=str(e),
+                    count=len(rest),
+                )
+                for failed in rest:
+                    counts.record(failed.sopInstanceUID, None)
                 return
             else:
                 counts.record(instance.sopInstanceUID, result.status)
             if counts.remaining:
                 pending = responseTo(message, _status.PENDING, **counts.fields(final=False))
                 association.send(context.contextID, pending)
+
+    def destinationFor(self, association, message):
+        """
+        Where the sub-operations of C{message} go, decided before the index
+        is searched, so that a request that cannot be served is refused
+        whatever it matches.
+
+        @return: what L{storageAssociation} takes.
+        @raise _Refusal: the request is refused with that status.
+        """
+        raise NotImplementedError()
+
+    def storageAssociation(self, destination, instances):
+        """
+        Open the association the sub-operations go on.
+
+        @param destination: what L{destinationFor} returned.
+        @param instances: the instances to send.
+        @return: a L{Deferred} of the L{dicomd.net.association.Association}.
+        """
+        raise NotImplementedError()
+
+    def abandon(self, association, target) -> None:
+        """
+        The requesting association ended during the sub-operations on
+        C{target}: nobody is left to answer, so stop them at once rather
+        than after the one under way.  By default nothing needs doing
+        (C-GET's sub-operations go on the requesting association, and fail
+        with it).
+        """
 
     def moveOriginator(self, association) -> Optional[str]:
         return None
@@ -255,14 +314,40 @@ class MoveSCP(RetrieveSCP):
         self.destinations = destinations
         self.allowed = allowed or (lambda association, destination: None)
 
-    def storageAssociation(self, association, message, instances):
+    def destinationFor(self, association, message) -> Destination:
+        """
+        The move destination, if it is known and allowed; else refused
+        with 0xA801, even when nothing would match: a requestor asking for
+        an AE we cannot reach learns so, rather than a success that sent
+        nothing.
+        """
         destination = self.destinations(message.moveDestination)
         if destination is None:
-            return defer.fail(_Refusal(_status.MOVE_DESTINATION_UNKNOWN, "move destination %s unknown" % message.moveDestination))
+            why = "move destination %s unknown" % (message.moveDestination,)
+            self.log.info("C-MOVE from {peer} refused: {why}", peer=association.callingAETitle, why=why)
+            raise _Refusal(_status.MOVE_DESTINATION_UNKNOWN, why)
         refusal = self.allowed(association, destination)
         if refusal is not None:
-            return defer.fail(_Refusal(_status.MOVE_DESTINATION_UNKNOWN, refusal))
+            raise _Refusal(_status.MOVE_DESTINATION_UNKNOWN, refusal)
+        return destination
+
+    def storageAssociation(self, destination, instances):
         return destination.connect(proposePresentationContexts(instances))
+
+    def abandon(self, association, target) -> None:
+        """
+        Abort the association to the destination: a C-STORE-RSP the
+        requestor can no longer hear of is not worth waiting for, from a
+        destination that may never send it.
+        """
+        if target.hasEnded:
+            return
+        self.log.info(
+            "C-MOVE from {peer}: its association ended; aborting the association to {destination}",
+            peer=association.callingAETitle,
+            destination=target.peerAETitle,
+        )
+        target.abort()
 
     def moveOriginator(self, association) -> Optional[str]:
         return association.callingAETitle
@@ -279,5 +364,8 @@ class GetSCP(RetrieveSCP):
 
     operation = "C-GET"
 
-    def storageAssociation(self, association, message, instances):
-        return defer.succeed(association)
+    def destinationFor(self, association, message):
+        return association
+
+    def storageAssociation(self, destination, instances):
+        return defer.succeed(destination)
