@@ -90,6 +90,8 @@ class IndexedArea:
         if not self.index.claimRecovery(self.name, self.directory):
             return
         report = indexMissing(self.index, self.name, self.directory)
+        if not (report.indexed or report.removed or report.skipped):
+            return
         self.log.info(
             "Recovery of {area} ({directory}): {indexed} files indexed that the index lacked, "
             "{replaced} older files of the same instances deleted, {skipped} files that are not DICOM left alone",

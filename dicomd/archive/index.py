@@ -118,6 +118,11 @@ class StudySummary:
     size: int
 
 
+#: How the previous run of a daemon on an index ended (L{IArchiveIndex.beginRun}).
+RUN_ENDED = "ended"
+RUN_CRASHED = "crashed"
+
+
 @dataclass(frozen=True)
 class ReindexReport:
     """
@@ -246,12 +251,14 @@ class IArchiveIndex(Interface):
     def beginRun():
         """
         Record that a daemon has started using the index (and is its only
-        writer), and learn whether the run before ended with L{endRun}.
-        After a crash, files may lie under final names without a row (a
-        file is moved into place before it is indexed):
-        L{claimRecovery} tells each storage area whether to look for them.
+        writer), and learn how the run before ended.  Unless it ended with
+        L{endRun}, files may lie under final names without a row (a file is
+        moved into place before it is indexed): L{claimRecovery} tells each
+        storage area whether to look for them.
 
-        @return: whether the previous run ended cleanly.
+        @return: L{RUN_ENDED} when the previous run ended cleanly,
+            L{RUN_CRASHED} when it did not, C{None} when the index has no
+            record of a run (new, or made by a version without them).
         """
 
     def endRun():
@@ -591,9 +598,9 @@ class SQLiteArchiveIndex:
             self._createRunTable(db)
             row = db.execute("SELECT value FROM run WHERE name = 'ended'").fetchone()
             db.execute("INSERT OR REPLACE INTO run (name, value) VALUES ('ended', 'no')")
-        ended = row is not None and row[0] == "yes"
-        self._recovering = None if ended else set()
-        return ended
+        previous = None if row is None else RUN_ENDED if row[0] == "yes" else RUN_CRASHED
+        self._recovering = None if previous is RUN_ENDED else set()
+        return previous
 
     def endRun(self):
         with self._transaction() as db:

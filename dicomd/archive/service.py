@@ -49,7 +49,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from dicomd.archive.dcmqrcfg import ANY
-from dicomd.archive.index import AsyncArchiveIndex, SQLiteArchiveIndex
+from dicomd.archive.index import RUN_CRASHED, AsyncArchiveIndex, SQLiteArchiveIndex
 from dicomd.archive.matching import MODELS
 from dicomd.dimse.commands import CEchoRQ, CFindRQ, CGetRQ, CMoveRQ, CStoreRQ
 from dicomd.endpoints import clientEndpoint
@@ -112,7 +112,7 @@ class Archive(service.Service):
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
         self.index.open()
-        if not self.index.beginRun():
+        if self.index.beginRun() is RUN_CRASHED:
             _log.warn(
                 "The index {path} was not closed cleanly (the daemon was killed or crashed): "
                 "each storage area is searched for files that were stored but not indexed",
