@@ -594,26 +594,26 @@ class SanitisingTests(_Mixin, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_hostileInstanceUID(self):
-        """A SOP Instance UID of ../../x is stored inside -od under a name without separators."""
+        """pynetdicom sending a SOP Instance UID of ../../x, or 1.2;$(touch PWN3), is refused with 0xC000 (a UID is digits and dots): nothing is stored, inside -od or out of it."""
         base = makeDirectory(self)
         out = os.path.join(base, "a", "b", "out")
         os.makedirs(out)
         files = makeDirectory(self)
-        path, _ = writeObject(files, "evil.dcm", sopInstanceUID="../../x")
+        climbing, _ = writeObject(files, "climbing.dcm", sopInstanceUID="../../x")
+        shell, _ = writeObject(files, "shell.dcm", sopInstanceUID="1.2;$(touch PWN3)")
         server = yield startStorescp(self, output=out)
-        result, statuses = yield pynetdicomStore(self, server, [path])
-        self.assertEqual(statuses, {"evil.dcm": "0x0000"}, result.describe() + server.describe())
-        self.assertEqual(storedFiles(out), ["CT..._.._x"])
-        self.assertEqual(storedFiles(base), ["a/b/out/CT..._.._x"])
+        result, statuses = yield pynetdicomStore(self, server, [climbing, shell])
+        self.assertEqual(statuses, {"climbing.dcm": "0xC000", "shell.dcm": "0xC000"}, result.describe() + server.describe())
+        self.assertEqual(storedFiles(base), [])
 
     @defer.inlineCallbacks
     def test_hostileStudyDirectories(self):
-        """Patient names .. and ../.. with -sp, and Study UID .. with -su '', stay inside -od."""
+        """Patient names .. and ../.. with -sp stay inside -od; a Study Instance UID of .. with -su '' is refused with 0xC000."""
         base = makeDirectory(self)
         files = makeDirectory(self)
         dots, _ = writeObject(files, "dots.dcm", patientName="..")
         up, _ = writeObject(files, "up.dcm", patientName="../..")
-        study, studyData = writeObject(files, "study.dcm", studyInstanceUID="..")
+        study, _ = writeObject(files, "study.dcm", studyInstanceUID="..")
         byName = os.path.join(base, "x", "name")
         byStudy = os.path.join(base, "y", "study")
         os.makedirs(byName)
@@ -624,16 +624,13 @@ class SanitisingTests(_Mixin, unittest.TestCase):
         result, statuses = yield pynetdicomStore(self, sortedByName, [dots, up])
         self.assertEqual(statuses, {"dots.dcm": "0x0000", "up.dcm": "0x0000"}, result.describe())
         result, statuses = yield pynetdicomStore(self, sortedByStudy, [study])
-        self.assertEqual(statuses, {"study.dcm": "0x0000"}, result.describe())
+        self.assertEqual(statuses, {"study.dcm": "0xC000"}, result.describe())
         names = storedFiles(byName)
         self.assertEqual(len(names), 2)
         for name in names:
             self.assertRegex(name, r"^_+_\d{8}_\d{9}/CT\.[0-9.]+$")
-        self.assertEqual(storedFiles(byStudy), ["__/CT." + studyData.SOPInstanceUID])
-        self.assertEqual(
-            sorted(storedFiles(base)),
-            sorted(["x/name/" + name for name in names] + ["y/study/__/CT." + studyData.SOPInstanceUID]),
-        )
+        self.assertEqual(storedFiles(byStudy), [])
+        self.assertEqual(sorted(storedFiles(base)), sorted(["x/name/" + name for name in names]))
 
 
 # -- statuses, refusing --------------------------------------------------------------
