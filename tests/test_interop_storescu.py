@@ -956,4 +956,6 @@ class MemoryTests(ComparingTestCase):
             readAhead = (status["rchar"] - start["rchar"]) - (forwarded - startForwarded)
             self.assertLess(readAhead, MEMORY_BOUND, "read %d bytes ahead of the receiver" % (readAhead,))
             self.assertLess(status["VmHWM"] - start["VmRSS"], MEMORY_BOUND, "RSS grew from %d to %d" % (start["VmRSS"], status["VmHWM"]))
-        self.assertGreater(samples[-1][0], size, "the relay saw only %d bytes" % (samples[-1][0],))
+        # The client has exited, so the whole file went through the relay;
+        # the last sample may be older than the last bytes.
+        self.assertGreater(relay.forwarded, size, "the relay saw only %d bytes" % (relay.forwarded,))

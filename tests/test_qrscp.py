@@ -64,6 +64,7 @@ from tests.dicomfiles import CT_IMAGE_STORAGE, makeDataset, writeFile
 from tests.test_net_protocol import PEER, SilentPeer, SilentService, splitPDUs
 from tests.test_queryretrieve import parseRetrieve
 from tests.support import (
+    LOCALHOST,
     REPO_ROOT,
     dcmtk,
     dcmtkEnvironment,
@@ -536,13 +537,14 @@ class NegotiationRuleTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_allowShutdown(self):
         """
-        With C{--allow-shutdown}, an association negotiating DCMTK's
-        private shutdown SOP class is rejected (permanent, service user,
+        With C{--allow-shutdown}, DCMTK's C{termscu} (which negotiates the
+        private shutdown SOP class) is rejected (permanent, service user,
         no reason) and the server exits with status 0.
         """
         server = yield startQrscp(self, self.config, "--allow-shutdown")
-        result = yield propose(self, server.port, "ARCHIVE", PRIVATE_SHUTDOWN_SOP_CLASS, VERIFICATION_SOP_CLASS)
-        self.assertEqual(result.stdout.split(), ["rejected", "1", "1", "1"], result.describe())
+        result = yield runCommand([dcmtk("termscu"), "-d", "-aec", "ARCHIVE", LOCALHOST, str(server.port)], env=dcmtkEnvironment())
+        self.assertRegex(result.output, r"Result: +Rejected Permanent, Source: +Service User", result.describe() + server.describe())
+        self.assertRegex(result.output, r"Reason: +No Reason", result.describe())
         yield server.whenEnded()
         self.assertEqual(server.exitCode, 0, server.describe())
 
