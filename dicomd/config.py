@@ -644,7 +644,9 @@ class _Reader:
         start (or the reload) rather than the first C-MOVE.
         """
         self._check(
-            table, key, ["private-key", "certificate", "ca", "verify", "password", "profile", "crl", "crl-check", "server-name"]
+            table,
+            key,
+            ["private-key", "certificate", "ca", "verify", "verify-host-name", "password", "profile", "crl", "crl-check", "server-name"],
         )
         verify = self._choice(table, key, "verify", {mode: mode for mode in VERIFY_MODES}, VERIFY_REQUIRE)
         privateKey = self._get(table, key, "private-key", str, None)
@@ -664,6 +666,9 @@ class _Reader:
             crls=self._paths(table, key, "crl"),
             crlCheck=self._choice(table, key, "crl-check", {check: check for check in CRL_CHECKS}, None),
             sni=self._get(table, key, "server-name", str, None),
+            # A peer is reached by the host given here, so its
+            # certificate must name that host unless the table says not.
+            verifyHostName=self._get(table, key, "verify-host-name", bool, True),
         )
         try:
             settings.certificateOptions(isServer=False)

@@ -245,18 +245,20 @@ def clientEndpoint(reactor, host: str, port: int, tls=None, *, timeout: float = 
     """
     A client endpoint to C{host:port}: TCP, wrapped in DICOM TLS when
     C{tls} is given.  The certificate chain is verified against the
-    trusted certificates; the host name is not checked (DICOM TLS
-    authenticates certificates, not names).
+    trusted certificates; the server's certificate must also name C{host}
+    when the settings say so (L{TLSSettings.verifyHostName}), since DICOM
+    TLS itself authenticates certificates, not names.
 
     @param tls: a L{TLSSettings}, the L{dicomd.tls.DICOMTLSOptions} (or any
         Twisted TLS client options) built from one, or C{None} for plain
-        TCP.
+        TCP.  Options built already check the name they were built for,
+        if any.
     @raise TLSConfigurationError: the TLS settings cannot be used.
     """
     endpoint = endpoints.HostnameEndpoint(reactor, host, port, timeout=timeout)
     if tls is None:
         return endpoint
     if isinstance(tls, TLSSettings):
-        tls = tls.certificateOptions(isServer=False)
+        tls = tls.certificateOptions(isServer=False, hostName=host)
     return endpoints.wrapClientTLS(tls, endpoint)
 
