@@ -813,6 +813,20 @@ class InProcessTLSTests(unittest.TestCase):
         self.assertEqual(len(rejected), 1, self.log.lines)
         self.assertIn("(TLS: CN=dicomd client,O=dicomd tests)", rejected[0])
 
+    @defer.inlineCallbacks
+    def test_unauthenticatedClientsWarned(self):
+        """
+        Listening with verify=none or verify=optional logs one warning naming the endpoint and that clients are not
+        authenticated; verify=require logs none.
+        """
+        for verify in ("none", "optional"):
+            port, factory = yield listenTLS(self, serverOptions(self.pki, "verify=" + verify))
+            warnings = self.log.matching(r"^dicomtls: endpoint on 127\.0\.0\.1:%d has verify=%s: clients are not authenticated" % (port, verify))
+            self.assertEqual(len(warnings), 1, self.log.lines)
+        port, factory = yield listenTLS(self, serverOptions(self.pki))
+        self.assertEqual(self.log.matching(r"127\.0\.0\.1:%d" % (port,)), [])
+        self.assertEqual(len(self.log.matching("not authenticated")), 2, self.log.lines)
+
     def test_subjectOfPlainTransport(self):
         """
         A transport that is not TLS has no certificate subject.
