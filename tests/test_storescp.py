@@ -13,6 +13,7 @@ commands write.  The harness is L{tests.support}.
 
 import os
 import socket
+import stat
 import struct
 import subprocess
 from datetime import datetime
@@ -462,6 +463,24 @@ class OutputTests(_Mixin, unittest.TestCase):
 
 
 # -- naming and sorting ---------------------------------------------------------
+
+
+    @defer.inlineCallbacks
+    def test_permissions(self):
+        """Under umask 022 the stored file is 0640 and its study directory (-su) and .incoming are 0750."""
+        files = makeDirectory(self)
+        path, data = writeObject(files, "ct.dcm")
+        self.addCleanup(os.umask, os.umask(0o022))
+        server = yield startStorescp(self, "-su", "STUDY")
+        result = yield storescu(server, [path])
+        self.assertSent(result)
+        study = os.path.join(server.outputDirectory, "STUDY_%s" % (data.StudyInstanceUID,))
+        expected = {
+            os.path.join(study, "CT.%s" % (data.SOPInstanceUID,)): "0640",
+            study: "0750",
+            os.path.join(server.outputDirectory, ".incoming"): "0750",
+        }
+        self.assertEqual({path: "%04o" % (stat.S_IMODE(os.stat(path).st_mode),) for path in expected}, expected)
 
 
 class NamingTests(_Mixin, unittest.TestCase):

@@ -33,6 +33,7 @@ from zope.interface import implementer
 from dicomd.dimse import status as _status
 from dicomd.interfaces import IDataSetConsumer, IService
 from dicomd.net.association import DiscardedDataSet, responseTo
+from dicomd.storage import DIRECTORY_MODE, FILE_MODE
 from dicomd.storage.part10 import encodeFileMeta, readFileHead, scanHead, uidValue
 from dicomd.storage.spool import SpareFiles, SpoolFile
 
@@ -94,14 +95,30 @@ class StorageArea:
     @ivar recode: C{recode(path)} rewrites a complete temporary file in
         place before it is moved (the re-encoding output options), or
         C{None} to store files bit for bit as received.
+    @ivar fileMode: the permissions of stored files, given when they are
+        created (in C{.incoming}, whence they are moved); less the umask.
+    @ivar directoryMode: the permissions of the directories the area
+        creates (its root, C{.incoming}, study directories); less the
+        umask.
     """
 
-    def __init__(self, directory: str, naming, index=None, sync: bool = False, recode=None):
+    def __init__(
+        self,
+        directory: str,
+        naming,
+        index=None,
+        sync: bool = False,
+        recode=None,
+        fileMode: int = FILE_MODE,
+        directoryMode: int = DIRECTORY_MODE,
+    ):
         self.directory = os.path.abspath(directory)
         self.naming = naming
         self.index = index
         self.sync = sync
         self.recode = recode
+        self.fileMode = fileMode
+        self.directoryMode = directoryMode
         self.incoming = os.path.join(self.directory, INCOMING)
         self._lock = threading.Lock()
         self._counter = 0
@@ -114,7 +131,8 @@ class StorageArea:
         Create the area and remove what a crash left in C{.incoming}: a
         file there was never acknowledged.
         """
-        os.makedirs(self.incoming, exist_ok=True)
+        os.makedirs(self.directory, self.directoryMode, exist_ok=True)
+        os.makedirs(self.incoming, self.directoryMode, exist_ok=True)
         for name in os.listdir(self.incoming):
             os.unlink(os.path.join(self.incoming, name))
 
@@ -149,7 +167,7 @@ class StorageArea:
             final = self.resolve(relative)
             directory = os.path.dirname(final)
             if directory not in self._directories:
-                os.makedirs(directory, exist_ok=True)
+                os.makedirs(directory, self.directoryMode, exist_ok=True)
                 self._directories.add(directory)
         if move is None:
             move = lambda final: os.replace(temporaryPath, final)  # noqa: E731
@@ -160,7 +178,7 @@ class StorageArea:
                 raise
             # The directory was removed since we made it.
             self._directories.discard(directory)
-            os.makedirs(directory, exist_ok=True)
+            os.makedirs(directory, self.directoryMode, exist_ok=True)
             move(final)
         received.path = final
         if self.sync:
@@ -254,7 +272,7 @@ class StorageSCP:
         or C{None} (see L{SpareFiles}): the caller owns it.
         """
         if self._spares is None:
-            self._spares = SpareFiles(self.area.incoming, self.threadpool)
+            self._spares = SpareFiles(self.area.incoming, self.threadpool, mode=self.area.fileMode)
         return self._spares.take()
 
     def refillSpares(self) -> None:
@@ -337,6 +355,7 @@ class IncomingInstance:
                 sync=area.sync,
                 spare=scp.spareFile(),
                 afterwards=scp.refillSpares,
+                mode=area.fileMode,
             )
 
     def write(self, fragment):
