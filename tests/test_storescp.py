@@ -12,6 +12,7 @@ commands write.  The harness is L{tests.support}.
 """
 
 import os
+import re
 import socket
 import stat
 import struct
@@ -42,6 +43,7 @@ from tests.support import (
     dcmtkEnvironment,
     dicomdArgv,
     exchangeBytes,
+    freePort,
     listenInProcess,
     makeDirectory,
     pythonEnvironment,
@@ -651,6 +653,46 @@ class SanitisingTests(_Mixin, unittest.TestCase):
             sorted(storedFiles(base)),
             sorted(["x/name/" + name for name in names] + ["y/study/__/CT." + studyData.SOPInstanceUID]),
         )
+
+
+    @defer.inlineCallbacks
+    def test_symbolicLinkOutOfTheArea(self):
+        """
+        A symbolic link planted where -su puts the study leads out of -od: DCMTK's storescu's C-STORE fails (0xA700),
+        the log names the link and where it leads, and nothing is written there or kept in -od.
+        """
+        files = makeDirectory(self)
+        path, data = writeObject(files, "ct.dcm")
+        outside = makeDirectory(self)
+        output = makeDirectory(self)
+        link = os.path.join(output, "STUDY_%s" % (data.StudyInstanceUID,))
+        os.symlink(outside, link)
+        server = yield startStorescp(self, "-su", "STUDY", output=output)
+        result = yield storescu(server, [path])
+        self.assertIn("Received Store Response (Refused: OutOfResources)", result.output, result.describe())
+        self.assertNotIn("(Success)", result.output, result.describe())
+        yield server.waitForOutput(
+            r"C-STORE of %s from STORESCU failed \(0xA700 .*\): %s leads out of the storage area, to %s$"
+            % (re.escape(data.SOPInstanceUID), re.escape(link), re.escape(outside))
+        )
+        self.assertEqual(os.listdir(outside), [])
+        self.assertEqual(storedFiles(output), [])
+
+    @defer.inlineCallbacks
+    def test_symbolicLinkIncoming(self):
+        """
+        An .incoming that is a symbolic link stops storescp before it listens, naming it; the files where it leads
+        are not removed.
+        """
+        outside = makeDirectory(self)
+        with open(os.path.join(outside, "precious"), "w") as f:
+            f.write("keep me")
+        output = makeDirectory(self)
+        os.symlink(outside, os.path.join(output, ".incoming"))
+        result = yield runCommand(dicomdArgv("storescp", "-od", output, str(freePort())), env=pythonEnvironment())
+        self.assertNotEqual(result.exitCode, 0, result.describe())
+        self.assertIn("%s/.incoming leads out of the storage area, to %s" % (output, outside), result.output, result.describe())
+        self.assertEqual(os.listdir(outside), ["precious"])
 
 
 # -- statuses, refusing --------------------------------------------------------------

@@ -120,19 +120,30 @@ class StorageArea:
         self.fileMode = fileMode
         self.directoryMode = directoryMode
         self.incoming = os.path.join(self.directory, INCOMING)
+        # Where the area really is: its root may be a symbolic link, the
+        # directories under it may not lead out of it.
+        self._realDirectory = os.path.realpath(self.directory)
         self._lock = threading.Lock()
         self._counter = 0
-        # Directories known to exist, so that storing into one costs no
-        # system call beyond the rename; one that disappears is made again.
+        # Directories known to exist inside the area, so that storing into
+        # one costs no system call beyond the rename; one that disappears
+        # is made (and checked) again.
         self._directories = set()
 
     def prepare(self) -> None:
         """
         Create the area and remove what a crash left in C{.incoming}: a
         file there was never acknowledged.
+
+        @raise OSError: C{.incoming} leads out of the area through a
+            symbolic link, which would have temporary files written, and
+            files removed, elsewhere.
         """
         os.makedirs(self.directory, self.directoryMode, exist_ok=True)
         os.makedirs(self.incoming, self.directoryMode, exist_ok=True)
+        real = os.path.realpath(self.incoming)
+        if real != os.path.join(self._realDirectory, INCOMING):
+            raise OSError("%s leads out of the storage area, to %s" % (self.incoming, real))
         for name in os.listdir(self.incoming):
             os.unlink(os.path.join(self.incoming, name))
 
@@ -166,9 +177,7 @@ class StorageArea:
             relative = self.naming.place(received)
             final = self.resolve(relative)
             directory = os.path.dirname(final)
-            if directory not in self._directories:
-                os.makedirs(directory, self.directoryMode, exist_ok=True)
-                self._directories.add(directory)
+            self._enter(directory)
         if move is None:
             move = lambda final: os.replace(temporaryPath, final)  # noqa: E731
         try:
@@ -177,8 +186,9 @@ class StorageArea:
             if os.path.isdir(directory):
                 raise
             # The directory was removed since we made it.
-            self._directories.discard(directory)
-            os.makedirs(directory, self.directoryMode, exist_ok=True)
+            with self._lock:
+                self._directories.discard(directory)
+                self._enter(directory)
             move(final)
         received.path = final
         if self.sync:
@@ -194,6 +204,24 @@ class StorageArea:
                     os.unlink(replaced)
                 except FileNotFoundError:
                     pass
+
+    def _enter(self, directory: str) -> None:
+        """
+        Make C{directory} ready for files, under the lock: the first time,
+        make it (with L{directoryMode}) and check that it really is inside
+        the area, then remember it, so that the objects that follow cost
+        no system call for it.
+
+        @raise StoreRefused: it leads out of the area through a symbolic
+            link (0xA700, out of resources: nothing can be stored there).
+        """
+        if directory in self._directories:
+            return
+        os.makedirs(directory, self.directoryMode, exist_ok=True)
+        real = os.path.realpath(directory)
+        if os.path.commonpath([real, self._realDirectory]) != self._realDirectory:
+            raise StoreRefused(_status.OUT_OF_RESOURCES, "%s leads out of the storage area, to %s" % (directory, real))
+        self._directories.add(directory)
 
     def resolve(self, relative: str) -> str:
         """
