@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from dicomd.actions import UnsafeCommand, shellCommand
 from dicomd.archive.dcmqrcfg import Quota
 from dicomd.archive.matching import PATIENT_ROOT, PATIENT_STUDY_ONLY, STUDY_ROOT
-from dicomd.storage import naming
+from dicomd.storage import DIRECTORY_MODE, FILE_MODE, naming
 from dicomd.storage.receiver import SORT_PATIENT_NAME, SORT_STUDY_UID, SORT_TIMESTAMP, StorageOptions
 from dicomd.asconfig import AsConfigError, acceptorPolicy, readProfiles
 from dicomd.tls import CRL_CHECKS, DEFAULT_PROFILE, PROFILES, VERIFY_MODES, VERIFY_REQUIRE, TLSConfigurationError, TLSSettings
@@ -40,6 +40,7 @@ FILE_NAMES = {
 }
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|mb|gb|tb)?\s*$", re.IGNORECASE)
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
+_MODE = re.compile(r"^0?[0-7]{3}$")
 _HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
 #: TLSSettings fields -> the keys of a peer's tls table.
 _TLS_KEYS = {"privateKey": "private-key", "certificate": "certificate", "trusted": "ca", "crls": "crl", "crlCheck": "crl-check", "sni": "server-name", "profile": "profile"}
@@ -148,6 +149,10 @@ class DaemonConfig:
     @ivar answerAnyCalledAETitle: associations calling an AE title that no
         entity has go to the first one (as storescp answers any called AE
         title); C{False} rejects them (as dcmqrscp does).
+    @ivar fileMode: the permissions of the index database (less the
+        umask); every AE's L{StorageOptions} has it too.
+    @ivar directoryMode: the permissions of the database's directory when
+        the daemon makes it; every AE's L{StorageOptions} has it too.
     """
 
     listen: Tuple[str, ...] = DEFAULT_LISTEN
@@ -157,6 +162,8 @@ class DaemonConfig:
     database: Optional[str] = None
     status: Optional[str] = None
     answerAnyCalledAETitle: bool = True
+    fileMode: int = FILE_MODE
+    directoryMode: int = DIRECTORY_MODE
     path: Optional[str] = None
 
 
@@ -338,7 +345,11 @@ class _Reader:
     # -- sections ---------------------------------------------------------------
 
     def daemon(self, document: Dict) -> DaemonConfig:
-        self._check(document, "", ["listen", "status", "database", "answer-any-called-ae", "limits", "ae", "peer"])
+        self._check(
+            document,
+            "",
+            ["listen", "status", "database", "file-mode", "directory-mode", "answer-any-called-ae", "limits", "ae", "peer"],
+        )
         listen = self._get(document, "", "listen", list, list(DEFAULT_LISTEN))
         if not listen:
             raise self.error("listen", "no endpoint to listen on")
@@ -352,19 +363,24 @@ class _Reader:
         database = self._get(document, "", "database", str, None)
         if database is not None and not database.strip():
             raise self.error("database", "expected a file name")
+        fileMode = self._mode(document, "file-mode", FILE_MODE, 0o600, "read and write its files")
+        directoryMode = self._mode(document, "directory-mode", DIRECTORY_MODE, 0o700, "list, enter and write its directories")
         limits = self.limits(self._get(document, "", "limits", dict, {}))
         if isinstance(document.get("ae"), dict):
             raise self.error("ae", "write [[ae]] (a list of tables, one per AE title), not [ae]")
         entityTables = self._get(document, "", "ae", list, None)
         if entityTables is None:
-            entities = [EntityConfig(storage=replace(EntityConfig().storage, outputDirectory=self._path(DEFAULT_DIRECTORY)))]
+            storage = replace(
+                EntityConfig().storage, outputDirectory=self._path(DEFAULT_DIRECTORY), fileMode=fileMode, directoryMode=directoryMode
+            )
+            entities = [EntityConfig(storage=storage)]
         else:
             entities = []
             for position, table in enumerate(entityTables):
                 key = "ae[%d]" % position
                 if not isinstance(table, dict):
                     raise self.error(key, "expected a table, not %r" % (table,))
-                entities.append(self.entity(table, key))
+                entities.append(self.entity(table, key, fileMode, directoryMode))
         if not entities:
             raise self.error("ae", "no AE title configured")
         self._unique("ae", [entity.title for entity in entities], "AE title")
@@ -385,6 +401,8 @@ class _Reader:
             database=self._path(database) if database else None,
             status=status,
             answerAnyCalledAETitle=self._get(document, "", "answer-any-called-ae", bool, True),
+            fileMode=fileMode,
+            directoryMode=directoryMode,
             path=os.path.abspath(self.path),
         )
 
@@ -432,13 +450,29 @@ class _Reader:
             shutdownGrace=self._notNegative(table, key, "shutdown-grace", defaults.shutdownGrace),
         )
 
+    def _mode(self, table, name: str, default: int, needed: int, needs: str) -> int:
+        """
+        Permission bits, written as octal digits in a string (C{"0640"}:
+        a TOML integer would be decimal), that keep the owner's C{needed}
+        ones: dicomd must go on using what it creates.
+        """
+        if name not in table:
+            return default
+        value = table[name]
+        if not isinstance(value, str) or not _MODE.match(value):
+            raise self.error(name, 'expected permission bits as a string of octal digits, such as "%04o", not %r' % (default, value))
+        mode = int(value, 8)
+        if mode & needed != needed:
+            raise self.error(name, "%r does not let dicomd %s (that needs %04o)" % (value, needs, needed))
+        return mode
+
     def _notNegative(self, table, key, name, default) -> float:
         value = self._get(table, key, name, float, default)
         if value < 0:
             raise self.error(self._key(key, name), "must not be negative, not %r" % (value,))
         return value
 
-    def entity(self, table: Dict, key: str) -> EntityConfig:
+    def entity(self, table: Dict, key: str, fileMode: int, directoryMode: int) -> EntityConfig:
         self._check(
             table,
             key,
@@ -497,6 +531,8 @@ class _Reader:
             self._get(table, key, "actions", dict, {}),
             key,
             directory,
+            fileMode,
+            directoryMode,
         )
         return EntityConfig(
             title=title,
@@ -570,7 +606,7 @@ class _Reader:
             raise self.error(sizeKey, "must be greater than 0")
         return Quota(maxStudies, maxBytes)
 
-    def _storage(self, table, actions, key, directory) -> StorageOptions:
+    def _storage(self, table, actions, key, directory, fileMode: int, directoryMode: int) -> StorageOptions:
         storageKey = self._key(key, "storage")
         actionsKey = self._key(key, "actions")
         self._check(table, storageKey, ["sort", "sort-prefix", "file-names", "extension", "fsync", "ignore"])
@@ -596,6 +632,8 @@ class _Reader:
             endOfStudyTimeout=self._positive(actions, actionsKey, "end-of-study-timeout", float, None),
             execSync=self._get(actions, actionsKey, "synchronous", bool, False),
             sync=self._get(table, storageKey, "fsync", bool, False),
+            fileMode=fileMode,
+            directoryMode=directoryMode,
         )
 
     def _namePart(self, table, key, name) -> str:
@@ -655,7 +693,9 @@ class _Reader:
         start (or the reload) rather than the first C-MOVE.
         """
         self._check(
-            table, key, ["private-key", "certificate", "ca", "verify", "password", "profile", "crl", "crl-check", "server-name"]
+            table,
+            key,
+            ["private-key", "certificate", "ca", "verify", "verify-host-name", "password", "profile", "crl", "crl-check", "server-name"],
         )
         verify = self._choice(table, key, "verify", {mode: mode for mode in VERIFY_MODES}, VERIFY_REQUIRE)
         privateKey = self._get(table, key, "private-key", str, None)
@@ -675,6 +715,9 @@ class _Reader:
             crls=self._paths(table, key, "crl"),
             crlCheck=self._choice(table, key, "crl-check", {check: check for check in CRL_CHECKS}, None),
             sni=self._get(table, key, "server-name", str, None),
+            # A peer is reached by the host given here, so its
+            # certificate must name that host unless the table says not.
+            verifyHostName=self._get(table, key, "verify-host-name", bool, True),
         )
         try:
             settings.certificateOptions(isServer=False)

@@ -19,6 +19,7 @@ read leaves everything as it was and says why in the log.
 """
 
 import ipaddress
+import os
 import signal
 import socket
 from typing import Callable, Dict, Optional
@@ -211,6 +212,7 @@ class DicomdService(service.MultiService):
         self.statistics = Statistics()
         database = config.database or "%s/%s" % (config.entities[0].storage.outputDirectory, INDEX_FILE)
         self.archive = Archive(database, reactor=reactor)
+        self.archive.index.mode = config.fileMode
         self.archive.setServiceParent(self)
         self.entityServices: Dict[str, EntityService] = {}
         limits = config.limits
@@ -410,7 +412,12 @@ class DicomdService(service.MultiService):
         studies) would kill the process without the ordered stop.  The
         reactor's own handler, installed now, asks for the same stop once
         the reactor runs.
+
+        The index's directory (by default the first AE's storage area) is
+        made first, with the configured mode: the archive would make it
+        with the umask's alone.
         """
+        os.makedirs(os.path.dirname(os.path.abspath(self.archive.path)), self.config.directoryMode, exist_ok=True)
         service.MultiService.startService(self)
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda number, frame: self.reactor.callFromThread(self.reload))

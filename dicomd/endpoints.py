@@ -21,6 +21,7 @@ from typing import Dict, List
 
 from twisted.internet import endpoints
 from twisted.internet.interfaces import IStreamServerEndpoint, IStreamServerEndpointStringParser
+from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
@@ -30,14 +31,25 @@ from dicomd.tls import (
     DEFAULT_PROFILE,
     PROFILES,
     VERIFY_MODES,
+    VERIFY_NONE,
+    VERIFY_OPTIONAL,
     VERIFY_REQUIRE,
     TLSConfigurationError,
     TLSSettings,
     readCertificateBindings,
 )
 
+log = Logger()
+
 #: The prefix of our endpoint strings.
 PREFIX = "dicomtls"
+
+#: What a C{verify=} other than C{require} lets in, for the start-up
+#: warning.
+_UNAUTHENTICATED = {
+    VERIFY_NONE: "clients are not authenticated: no certificate is asked for, anyone who reaches the port may associate",
+    VERIFY_OPTIONAL: "clients are not authenticated unless they present a certificate: one without any may associate",
+}
 
 #: L{TLSSettings} field -> the C{dicomtls:} option that sets it, for
 #: messages.
@@ -96,9 +108,26 @@ class DICOMTLSServerEndpoint:
 
     def listen(self, protocolFactory):
         """
-        Listen; see L{IStreamServerEndpoint.listen}.
+        Listen; see L{IStreamServerEndpoint.listen}.  With C{verify=none}
+        or C{verify=optional} a warning says, once listening, that clients
+        are not authenticated.
         """
-        return self._tcp.listen(DICOMTLSFactory(self.tlsOptions, protocolFactory))
+        listening = self._tcp.listen(DICOMTLSFactory(self.tlsOptions, protocolFactory))
+        if self.settings.verify in _UNAUTHENTICATED:
+            listening.addCallback(self._warnUnauthenticated)
+        return listening
+
+    def _warnUnauthenticated(self, port):
+        address = port.getHost()
+        log.warn(
+            "{prefix}: endpoint on {host}:{port} has verify={verify}: {meaning}",
+            prefix=PREFIX,
+            host=address.host,
+            port=address.port,
+            verify=self.settings.verify,
+            meaning=_UNAUTHENTICATED[self.settings.verify],
+        )
+        return port
 
 
 def _flag(name: str, value: str) -> bool:
@@ -245,18 +274,20 @@ def clientEndpoint(reactor, host: str, port: int, tls=None, *, timeout: float = 
     """
     A client endpoint to C{host:port}: TCP, wrapped in DICOM TLS when
     C{tls} is given.  The certificate chain is verified against the
-    trusted certificates; the host name is not checked (DICOM TLS
-    authenticates certificates, not names).
+    trusted certificates; the server's certificate must also name C{host}
+    when the settings say so (L{TLSSettings.verifyHostName}), since DICOM
+    TLS itself authenticates certificates, not names.
 
     @param tls: a L{TLSSettings}, the L{dicomd.tls.DICOMTLSOptions} (or any
         Twisted TLS client options) built from one, or C{None} for plain
-        TCP.
+        TCP.  Options built already check the name they were built for,
+        if any.
     @raise TLSConfigurationError: the TLS settings cannot be used.
     """
     endpoint = endpoints.HostnameEndpoint(reactor, host, port, timeout=timeout)
     if tls is None:
         return endpoint
     if isinstance(tls, TLSSettings):
-        tls = tls.certificateOptions(isServer=False)
+        tls = tls.certificateOptions(isServer=False, hostName=host)
     return endpoints.wrapClientTLS(tls, endpoint)
 

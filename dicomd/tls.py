@@ -8,9 +8,12 @@ revocation lists, the security profile and cipher suites, DH parameters,
 the server name indication) and builds a L{DICOMTLSOptions}, a
 L{twisted.internet.ssl.CertificateOptions} that also applies what
 C{CertificateOptions} cannot express: the profile's exact cipher suites
-and OpenSSL security level, CRL checking, and SNI.  DICOM TLS verifies the
-peer's certificate chain, not its host name, so the options verify against
-the trusted certificates only.
+and OpenSSL security level, CRL checking, SNI, and the host name check.
+DICOM TLS itself authenticates certificates, not names (PS3.15 B.1), and
+DCMTK's tools verify the peer's chain only; a client whose settings ask
+for it (L{TLSSettings.verifyHostName}, what the daemon's C-MOVE peers do by
+default) also checks that the server's certificate names the host it
+connects to, as RFC 6125 says, with C{service_identity}.
 
 The security profiles (L{PROFILES}) are DCMTK's, with the cipher suites of
 DCMTK's C{tlsciphr.cc} and RFC 9325 (BCP 195); see C{docs/tls.md}.
@@ -20,6 +23,7 @@ to certificates; L{dicomd.net.protocol} applies it.
 """
 
 import getpass
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -29,6 +33,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from OpenSSL import SSL, crypto
+from service_identity import CertificateError, VerificationError
+from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identity
+from service_identity.pyopenssl import extract_patterns
 from twisted.internet import ssl
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
@@ -353,6 +360,11 @@ class TLSSettings:
         asking for another name fails the handshake); a client: the name
         to ask for.
     @ivar sniRequired: a server also refuses clients that send no SNI.
+    @ivar verifyHostName: a client also checks that the server's
+        certificate names the host it connects to (given to
+        L{certificateOptions}); only with a verified chain, since a name
+        in a certificate nobody vouches for proves nothing.  DCMTK's tools
+        do not check names, so this is off unless asked for.
     @ivar certificateBindings: calling AE title -> the certificates
         allowed to use it (see L{certificateBindingAllows}).
     """
@@ -371,6 +383,7 @@ class TLSSettings:
     crlCheck: Optional[str] = None
     sni: Optional[str] = None
     sniRequired: bool = False
+    verifyHostName: bool = False
     certificateBindings: Dict[str, List[str]] = field(default_factory=dict)
 
     def _fileType(self):
@@ -560,10 +573,13 @@ class TLSSettings:
                 bits=bits,
             )
 
-    def certificateOptions(self, isServer: bool) -> "DICOMTLSOptions":
+    def certificateOptions(self, isServer: bool, hostName: Optional[str] = None) -> "DICOMTLSOptions":
         """
         The L{ssl.CertificateOptions} for these settings.
 
+        @param hostName: a client: the host name or address it connects
+            to, which the server's certificate must name when
+            L{verifyHostName} is set and the chain is verified.
         @raise TLSConfigurationError: a file is missing or unusable, or a
             setting is invalid.
         """
@@ -632,6 +648,7 @@ class TLSSettings:
             serverName=self.sni,
             serverNameRequired=self.sniRequired,
             certificateBindings=self.certificateBindings,
+            hostName=hostName if verify and self.verifyHostName and not isServer else None,
             **versions,
         )
         try:
@@ -687,6 +704,17 @@ def _dhPrimeBits(pem: bytes) -> Optional[int]:
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
+def _isAddress(text: str) -> bool:
+    """
+    Whether C{text} is an IPv4 or IPv6 address (not a host name).
+    """
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _isServerName(name: str) -> bool:
     """
     Whether C{name} is a DNS host name (what SNI carries).
@@ -704,6 +732,9 @@ class DICOMTLSOptions(ssl.CertificateOptions):
 
     @ivar certificateBindings: calling AE title -> allowed certificates,
         read by L{dicomd.net.protocol} through the connection's app data.
+    @ivar hostName: a client: the host it connects to, which the server's
+        certificate must name in its subject alternative names (RFC 6125),
+        or C{None} to check no name.
     """
 
     def __init__(
@@ -716,6 +747,7 @@ class DICOMTLSOptions(ssl.CertificateOptions):
         serverName: Optional[str] = None,
         serverNameRequired: bool = False,
         certificateBindings: Optional[Mapping[str, Sequence[str]]] = None,
+        hostName: Optional[str] = None,
         **kwargs,
     ):
         ssl.CertificateOptions.__init__(self, **kwargs)
@@ -726,6 +758,15 @@ class DICOMTLSOptions(ssl.CertificateOptions):
         self.serverName = serverName
         self.serverNameRequired = serverNameRequired
         self.certificateBindings = dict(certificateBindings or {})
+        self.hostName = hostName
+        self._serviceID = None
+        if hostName is not None:
+            try:
+                self._serviceID = IPAddress_ID(hostName) if _isAddress(hostName) else DNS_ID(hostName)
+            except ValueError:
+                raise TLSConfigurationError(
+                    "cannot check the host name %r: it is neither a host name nor an address" % (hostName,), "verifyHostName"
+                )
         self._configured = None
 
     def getContext(self) -> SSL.Context:
@@ -781,7 +822,31 @@ class DICOMTLSOptions(ssl.CertificateOptions):
         connection = self._connection(protocol)
         if self.serverName and not self.isServer:
             connection.set_tlsext_host_name(self.serverName.encode("ascii"))
+        if self._serviceID is not None:
+            connection.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._checkHostName)
         return connection
+
+    def _checkHostName(self, connection: SSL.Connection, certificate: crypto.X509, error: int, depth: int, ok: int) -> bool:
+        """
+        The client's verify callback when L{hostName} is checked: OpenSSL's
+        verdict on the chain, and for the server's own certificate (depth
+        0) whether it names L{hostName}.  A certificate that does not is
+        logged, with the names it has, and fails the handshake.
+        """
+        if depth != 0 or not ok:
+            return bool(ok)
+        try:
+            verify_service_identity(extract_patterns(certificate), [self._serviceID], [])
+        except (VerificationError, CertificateError):
+            names = certificateHostNames(certificate)
+            log.warn(
+                "TLS connection to {host} refused: the server's certificate ({subject}) is for {names}, not {host}",
+                host=self.hostName,
+                subject=certificateSubject(certificate),
+                names=", ".join(names) if names else "no host (it has no subject alternative name)",
+            )
+            return False
+        return True
 
 
 @lru_cache(maxsize=1)
@@ -805,6 +870,21 @@ def certificateSubject(certificate) -> str:
     if hasattr(certificate, "to_cryptography"):
         certificate = certificate.to_cryptography()
     return certificate.subject.rfc4514_string()
+
+
+def certificateHostNames(certificate) -> List[str]:
+    """
+    The DNS names and IP addresses in a certificate's subject alternative
+    names: the hosts it is good for (RFC 6125 ignores the common name).
+    """
+    if hasattr(certificate, "to_cryptography"):
+        certificate = certificate.to_cryptography()
+    try:
+        alternatives = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    addresses = [str(address) for address in alternatives.get_values_for_type(x509.IPAddress)]
+    return alternatives.get_values_for_type(x509.DNSName) + addresses
 
 
 def certificateFingerprint(certificate) -> str:

@@ -561,6 +561,44 @@ class ValuesTests(_ConfigFileMixin, unittest.TestCase):
         self.assertRaises(ValueError, checkEndpoint, "")
 
 
+class PermissionTests(_ConfigFileMixin, unittest.TestCase):
+    """
+    file-mode and directory-mode: octal strings, for the index and every
+    AE's storage.
+    """
+
+    def test_defaults(self):
+        """
+        Without the keys, files are 0640 and directories 0750.
+        """
+        config = self.read('[[ae]]\ntitle = "A"\n')
+        self.assertEqual((config.fileMode, config.directoryMode), (0o640, 0o750))
+        self.assertEqual((config.entities[0].storage.fileMode, config.entities[0].storage.directoryMode), (0o640, 0o750))
+
+    def test_modes(self):
+        """
+        The modes reach the daemon and every AE, with or without a leading 0.
+        """
+        for text in ('file-mode = "0660"\ndirectory-mode = "0770"\n', 'file-mode = "660"\ndirectory-mode = "0770"\n'):
+            config = self.read(text + '[[ae]]\ntitle = "A"\n[[ae]]\ntitle = "B"\ndirectory = "b"\n')
+            self.assertEqual((config.fileMode, config.directoryMode), (0o660, 0o770))
+            for entity in config.entities:
+                self.assertEqual((entity.storage.fileMode, entity.storage.directoryMode), (0o660, 0o770))
+        config = self.read('file-mode = "0600"\n')
+        self.assertEqual(config.entities[0].storage.fileMode, 0o600)
+
+    def test_errors(self):
+        """
+        A decimal integer, a string that is not octal, or a mode that locks
+        dicomd out of what it creates, is refused naming the key.
+        """
+        self.assertConfigError("file-mode = 640\n", 1, "file-mode", 'expected permission bits as a string of octal digits, such as "0640", not 640')
+        self.assertConfigError('file-mode = "0680"\n', 1, "file-mode", "string of octal digits")
+        self.assertConfigError('listen = ["tcp:1"]\ndirectory-mode = "rwx"\n', 2, "directory-mode", 'such as "0750"')
+        self.assertConfigError('file-mode = "0440"\n', 1, "file-mode", "'0440' does not let dicomd read and write its files (that needs 0600)")
+        self.assertConfigError('directory-mode = "0600"\n', 1, "directory-mode", "(that needs 0700)")
+
+
 class ErrorTests(_ConfigFileMixin, unittest.TestCase):
     """
     Every mistake stops the start with a message naming the file, the line

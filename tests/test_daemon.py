@@ -33,6 +33,7 @@ import re
 import shlex
 import shutil
 import socket
+import stat
 import sys
 
 import pydicom
@@ -48,7 +49,7 @@ from dicomd.net.association import VERIFICATION_SOP_CLASS, AssociationError
 from dicomd.net.requestor import connect
 from tests.certificates import writeTestPKI
 from tests.dicomfiles import CT_IMAGE_STORAGE, encodedDataSet, makeDataset, writeFile
-from tests.storagearea import incomingFiles, indexedInstances
+from tests.storagearea import INDEX, incomingFiles, indexedInstances
 from tests.support import (
     LOCALHOST,
     REPO_ROOT,
@@ -1003,6 +1004,82 @@ class MoveOverTLSTests(DaemonTestCase):
         self.assertIn("Received Final Move Response (Success)", moved.output, moved.describe() + daemon.describe())
         yield waitUntil(lambda: len(dicomFiles(destination)) == 2, timeout=20, message=storescp.describe())
         self.assertEqual(instanceUIDs(dicomFiles(destination)), sorted(uid for _, uid in images))
+
+
+# -- permissions -------------------------------------------------------------------------------
+
+
+def modes(paths) -> dict:
+    """
+    Each path's permission bits, in octal, for readable assertions.
+    """
+    return {path: "%04o" % (stat.S_IMODE(os.stat(path).st_mode),) for path in paths}
+
+
+class PermissionTests(DaemonTestCase):
+    """
+    What dicomd creates holds patient data: under the usual umask 022 the
+    files are 0640 and the directories 0750, not 0644 and 0755; the
+    configuration file's file-mode and directory-mode change that.
+    """
+
+    @defer.inlineCallbacks
+    def storeOne(self, daemon, called: str, data: str):
+        """
+        Store one image with DCMTK's storescu through C{called}.
+
+        @return: the stored file.
+        """
+        yield self.assertStores(daemon.port, called, data, daemon=daemon)
+        [stored] = dicomFiles(data)
+        return stored
+
+    @defer.inlineCallbacks
+    def test_defaultModes(self):
+        """
+        twistd --umask 022 -n dicomd: the stored file is 0640; its study directory, the storage area and its
+        .incoming directory 0750; the index database and its -wal and -shm files 0640.
+        """
+        home = makeDirectory(self)
+        data = os.path.join(home, "data")
+        daemon = yield startPeer(
+            self,
+            lambda port: TWISTD
+            + ["--umask", "022", "-n", "--pidfile=", "dicomd", "-o", data, "--listen", "tcp:%d:interface=%s" % (port, LOCALHOST)],
+            env=pythonEnvironment(),
+            cwd=home,
+            name="twistd dicomd",
+            startTimeout=30,
+        )
+        stored = yield self.storeOne(daemon, "DICOMD", data)
+        index = os.path.join(data, INDEX)
+        expected = {stored: "0640", index: "0640", index + "-wal": "0640", index + "-shm": "0640"}
+        expected.update({os.path.dirname(stored): "0750", data: "0750", os.path.join(data, ".incoming"): "0750"})
+        self.assertEqual(modes(expected), expected, daemon.describe())
+
+    @defer.inlineCallbacks
+    def test_configuredModes(self):
+        """
+        file-mode = "0600" and directory-mode = "0700" apply to the stored file, its study directory, the storage
+        area, the study journal, the index and the index's directory.
+        """
+        home = makeDirectory(self)
+        data = os.path.join(home, "archive")
+        database = os.path.join(home, "db", "index.sqlite")
+        text = (
+            'listen = ["tcp:%%(port)d:interface=127.0.0.1"]\n'
+            'database = "%s"\n'
+            'file-mode = "0600"\n'
+            'directory-mode = "0700"\n'
+            '[[ae]]\ntitle = "ARCHIVE"\ndirectory = "%s"\n'
+            '[ae.actions]\non-end-of-study = "true"\n' % (database, data)
+        )
+        daemon = yield startConfigured(self, configWriter(home, text), twistdOptions=["--umask", "022"])
+        stored = yield self.storeOne(daemon, "ARCHIVE", data)
+        journal = os.path.join(data, ".dicomd-eostudy.journal")
+        expected = {stored: "0600", journal: "0600", database: "0600", database + "-wal": "0600"}
+        expected.update({os.path.dirname(stored): "0700", data: "0700", os.path.dirname(database): "0700"})
+        self.assertEqual(modes(expected), expected, daemon.describe())
 
 
 # -- port 104 ----------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ commands write.  The harness is L{tests.support}.
 """
 
 import os
+import re
 import socket
+import stat
 import struct
 import subprocess
 from datetime import datetime
@@ -466,6 +468,24 @@ class OutputTests(_Mixin, unittest.TestCase):
 # -- naming and sorting ---------------------------------------------------------
 
 
+    @defer.inlineCallbacks
+    def test_permissions(self):
+        """Under umask 022 the stored file is 0640 and its study directory (-su) and .incoming are 0750."""
+        files = makeDirectory(self)
+        path, data = writeObject(files, "ct.dcm")
+        self.addCleanup(os.umask, os.umask(0o022))
+        server = yield startStorescp(self, "-su", "STUDY")
+        result = yield storescu(server, [path])
+        self.assertSent(result)
+        study = os.path.join(server.outputDirectory, "STUDY_%s" % (data.StudyInstanceUID,))
+        expected = {
+            os.path.join(study, "CT.%s" % (data.SOPInstanceUID,)): "0640",
+            study: "0750",
+            os.path.join(server.outputDirectory, ".incoming"): "0750",
+        }
+        self.assertEqual({path: "%04o" % (stat.S_IMODE(os.stat(path).st_mode),) for path in expected}, expected)
+
+
 class NamingTests(_Mixin, unittest.TestCase):
     """
     File names: C{-uf} (default), C{+uf}, C{-tn}, C{-fe}.
@@ -631,6 +651,46 @@ class SanitisingTests(_Mixin, unittest.TestCase):
             self.assertRegex(name, r"^_+_\d{8}_\d{9}/CT\.[0-9.]+$")
         self.assertEqual(storedFiles(byStudy), [])
         self.assertEqual(sorted(storedFiles(base)), sorted(["x/name/" + name for name in names]))
+
+
+    @defer.inlineCallbacks
+    def test_symbolicLinkOutOfTheArea(self):
+        """
+        A symbolic link planted where -su puts the study leads out of -od: DCMTK's storescu's C-STORE fails (0xA700),
+        the log names the link and where it leads, and nothing is written there or kept in -od.
+        """
+        files = makeDirectory(self)
+        path, data = writeObject(files, "ct.dcm")
+        outside = makeDirectory(self)
+        output = makeDirectory(self)
+        link = os.path.join(output, "STUDY_%s" % (data.StudyInstanceUID,))
+        os.symlink(outside, link)
+        server = yield startStorescp(self, "-su", "STUDY", output=output)
+        result = yield storescu(server, [path])
+        self.assertIn("Received Store Response (Refused: OutOfResources)", result.output, result.describe())
+        self.assertNotIn("(Success)", result.output, result.describe())
+        yield server.waitForOutput(
+            r"C-STORE of %s from STORESCU failed \(0xA700 .*\): %s leads out of the storage area, to %s$"
+            % (re.escape(data.SOPInstanceUID), re.escape(link), re.escape(outside))
+        )
+        self.assertEqual(os.listdir(outside), [])
+        self.assertEqual(storedFiles(output), [])
+
+    @defer.inlineCallbacks
+    def test_symbolicLinkIncoming(self):
+        """
+        An .incoming that is a symbolic link stops storescp before it listens, naming it; the files where it leads
+        are not removed.
+        """
+        outside = makeDirectory(self)
+        with open(os.path.join(outside, "precious"), "w") as f:
+            f.write("keep me")
+        output = makeDirectory(self)
+        os.symlink(outside, os.path.join(output, ".incoming"))
+        result = yield runCommand(dicomdArgv("storescp", "-od", output, str(freePort())), env=pythonEnvironment())
+        self.assertNotEqual(result.exitCode, 0, result.describe())
+        self.assertIn("%s/.incoming leads out of the storage area, to %s" % (output, outside), result.output, result.describe())
+        self.assertEqual(os.listdir(outside), ["precious"])
 
 
 # -- statuses, refusing --------------------------------------------------------------

@@ -19,6 +19,8 @@ from twisted.plugin import getPlugins
 from twisted.protocols.policies import WrappingFactory
 from twisted.trial import unittest
 
+from dicomd.archive.service import Peer, destinationTable
+from dicomd.config import readConfig
 from dicomd.endpoints import DICOMTLSServerEndpoint, DICOMTLSServerParser, clientEndpoint
 from dicomd.net.association import VERIFICATION_SOP_CLASS, AssociationAborted, AssociationRejected
 from dicomd.net.acceptor import AcceptorFactory
@@ -356,6 +358,21 @@ class TLSSettingsTests(unittest.SynchronousTestCase):
             self.assertRaises(TLSConfigurationError, serverSettings(self.pki, sni="not a name").certificateOptions, True).setting,
             "sni",
         )
+
+    def test_hostNameCheck(self):
+        """
+        A client checks the server's host name only when asked to, only for
+        the host it is given, and only with a verified chain.
+        """
+        checked = clientSettings(self.pki, verifyHostName=True)
+        self.assertEqual(checked.certificateOptions(isServer=False, hostName="127.0.0.1").hostName, "127.0.0.1")
+        self.assertIsNone(checked.certificateOptions(isServer=False).hostName)
+        self.assertIsNone(clientSettings(self.pki).certificateOptions(isServer=False, hostName="127.0.0.1").hostName)
+        unverified = clientSettings(self.pki, verify=VERIFY_NONE, verifyHostName=True)
+        self.assertIsNone(unverified.certificateOptions(isServer=False, hostName="127.0.0.1").hostName)
+        error = self.assertRaises(TLSConfigurationError, checked.certificateOptions, False, "not_a host")
+        self.assertEqual(error.setting, "verifyHostName")
+        self.assertIn("'not_a host'", str(error))
 
     def test_anonymousClient(self):
         """
@@ -796,6 +813,20 @@ class InProcessTLSTests(unittest.TestCase):
         self.assertEqual(len(rejected), 1, self.log.lines)
         self.assertIn("(TLS: CN=dicomd client,O=dicomd tests)", rejected[0])
 
+    @defer.inlineCallbacks
+    def test_unauthenticatedClientsWarned(self):
+        """
+        Listening with verify=none or verify=optional logs one warning naming the endpoint and that clients are not
+        authenticated; verify=require logs none.
+        """
+        for verify in ("none", "optional"):
+            port, factory = yield listenTLS(self, serverOptions(self.pki, "verify=" + verify))
+            warnings = self.log.matching(r"^dicomtls: endpoint on 127\.0\.0\.1:%d has verify=%s: clients are not authenticated" % (port, verify))
+            self.assertEqual(len(warnings), 1, self.log.lines)
+        port, factory = yield listenTLS(self, serverOptions(self.pki))
+        self.assertEqual(self.log.matching(r"127\.0\.0\.1:%d" % (port,)), [])
+        self.assertEqual(len(self.log.matching("not authenticated")), 2, self.log.lines)
+
     def test_subjectOfPlainTransport(self):
         """
         A transport that is not TLS has no certificate subject.
@@ -811,6 +842,102 @@ class InProcessTLSTests(unittest.TestCase):
         error = SSL.Error([("SSL routines", "", "certificate verify failed"), ("SSL routines", "", "x")])
         self.assertEqual(describeTLSError(error), "certificate verify failed; x")
         self.assertEqual(describeTLSError(SSL.Error()), "Error")
+
+
+class HostNameTests(unittest.TestCase):
+    """
+    The C-MOVE peers of the configuration file are reached as
+    L{dicomd.archive.service.destinationTable} reaches them: the server's
+    certificate must name the peer's host unless its tls table says
+    C{verify-host-name = false}.
+    """
+
+    timeout = 30
+
+    def setUp(self):
+        self.pki = testPKI(self)
+        self.log = LogCapture(self)
+        self.directory = makeDirectory(self)
+        # A certificate of the test CA for another host only.
+        self.elsewhereKey, self.elsewhereCertificate = self.pki.ca.issue(
+            "pacs server", serverNames=("pacs.example.org",)
+        ).write(self.directory, "pacs")
+
+    def destinations(self, *peers):
+        """
+        The C-MOVE destinations of a configuration file with these peers
+        on 127.0.0.1: C{(title, port, trusted CA, further tls keys)}.
+        """
+        from twisted.internet import reactor
+
+        text = ""
+        for title, port, ca, extra in peers:
+            text += '[[peer]]\ntitle = "%s"\nhost = "127.0.0.1"\nport = %d\n' % (title, port)
+            text += 'tls = { certificate = "%s", private-key = "%s", ca = "%s"%s }\n' % (
+                self.pki.clientCertificate,
+                self.pki.clientKey,
+                ca,
+                extra,
+            )
+        path = os.path.join(self.directory, "dicomd.toml")
+        with open(path, "w") as f:
+            f.write(text)
+        peers = [Peer(peer.title, peer.host, peer.port, peer.tls) for peer in readConfig(path).peers]
+        return destinationTable(peers, "DICOMD", reactor=reactor)
+
+    @defer.inlineCallbacks
+    def echo(self, destination):
+        association = yield destination.connect([(VERIFICATION_SOP_CLASS, [IMPLICIT_VR_LITTLE_ENDIAN])])
+        status = yield association.echo()
+        yield association.release()
+        return status
+
+    @defer.inlineCallbacks
+    def test_otherHostRefused(self):
+        """
+        A peer whose certificate names another host fails the handshake, and the log says why: the names it has,
+        not the host dicomd connected to.
+        """
+        port, factory = yield listenTLS(
+            self, "privateKey=%s:certKey=%s:caCerts=%s" % (self.elsewhereKey, self.elsewhereCertificate, self.pki.caCertificate)
+        )
+        destination = self.destinations(("PACS", port, self.pki.caCertificate, ""))("PACS")
+        yield self.assertFailure(self.echo(destination), AssociationAborted)
+        self.assertEqual(
+            self.log.matching("refused"),
+            [
+                "TLS connection to 127.0.0.1 refused: the server's certificate (CN=pacs server,O=dicomd tests)"
+                " is for pacs.example.org, not 127.0.0.1"
+            ],
+        )
+        yield waitUntil(lambda: self.log.matching(r"TLS connection with .* failed"), timeout=5, message="\n".join(self.log.lines))
+        self.assertEqual(self.log.matching("accepted"), [])
+
+    @defer.inlineCallbacks
+    def test_rightHost(self):
+        """
+        A peer whose certificate names the host (here its address, 127.0.0.1) is reached.
+        """
+        port, factory = yield listenTLS(self, serverOptions(self.pki))
+        destination = self.destinations(("PACS", port, self.pki.caCertificate, ""))("PACS")
+        self.assertEqual((yield self.echo(destination)), 0)
+        self.assertEqual(self.log.matching("refused"), [])
+
+    @defer.inlineCallbacks
+    def test_checkOff(self):
+        """
+        With verify-host-name = false the certificate of another host is accepted (its chain is still verified).
+        """
+        port, factory = yield listenTLS(
+            self, "privateKey=%s:certKey=%s:caCerts=%s" % (self.elsewhereKey, self.elsewhereCertificate, self.pki.caCertificate)
+        )
+        destinations = self.destinations(
+            ("PACS", port, self.pki.caCertificate, ", verify-host-name = false"),
+            ("OTHERCA", port, self.pki.otherCACertificate, ", verify-host-name = false"),
+        )
+        self.assertEqual((yield self.echo(destinations("PACS"))), 0)
+        self.assertEqual(self.log.matching("refused"), [])
+        yield self.assertFailure(self.echo(destinations("OTHERCA")), AssociationAborted)
 
 
 # -- DCMTK's options in the front doors ----------------------------------------------------

@@ -57,6 +57,7 @@ from dicomd.archive.matching import (
     sortableValue,
     uniqueKey,
 )
+from dicomd.storage import FILE_MODE
 
 
 @dataclass(frozen=True)
@@ -496,17 +497,23 @@ class SQLiteArchiveIndex:
     waiting up to C{timeout} seconds for another.
 
     @ivar path: the database file.
+    @ivar mode: the permissions (less the umask) the database file is
+        created with, if L{open} creates it; SQLite gives its C{-wal},
+        C{-shm} and C{-journal} files the database file's.  It holds
+        patients' names: by default others cannot read it.
     """
 
-    def __init__(self, path, timeout=30.0):
+    def __init__(self, path, timeout=30.0, mode=FILE_MODE):
         """
         Describe the database; it is opened (and created with its schema
         if needed) by L{open} or on first use.
 
         @param path: the database file.
         @param timeout: how long a writer waits for another, in seconds.
+        @param mode: see L{mode}; it may be changed until L{open}.
         """
         self.path = path
+        self.mode = mode
         self._timeout = timeout
         self._lock = threading.Lock()
         self._writing = threading.Lock()
@@ -537,6 +544,7 @@ class SQLiteArchiveIndex:
         with self._lock:
             if self._opened:
                 return
+            self._create()
             db = self._connect()
             try:
                 db.execute("PRAGMA journal_mode = WAL")
@@ -544,6 +552,16 @@ class SQLiteArchiveIndex:
             finally:
                 db.close()
             self._opened = True
+
+    def _create(self):
+        """
+        Create the database file, empty, with L{mode}, unless it exists:
+        SQLite would create it with its own permissions (0644).
+        """
+        try:
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.mode))
+        except FileExistsError:
+            pass
 
     @contextmanager
     def _connection(self):

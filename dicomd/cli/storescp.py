@@ -311,7 +311,11 @@ def run(reactor, values):
         log.warn("Parameter port not required in inetd mode")
     receiver = buildReceiver(storageOptions(values), reactor=reactor)
     if receiver.area is not None:
-        receiver.area.prepare()
+        try:
+            receiver.area.prepare()
+        except OSError as e:
+            log.critical("cannot use the output directory: {why}", why=str(e))
+            return defer.succeed(1)
     receiver.actions.startService()
     reactor.addSystemEventTrigger("before", "shutdown", receiver.actions.stopService)
     entityClass = ContextLoggingEntity if values.get("verbosePC") else ApplicationEntity

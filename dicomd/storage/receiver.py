@@ -23,7 +23,7 @@ from twisted.logger import Logger
 
 from dicomd.actions import CommandAction
 from dicomd.net.association import VERIFICATION_SOP_CLASS
-from dicomd.storage import naming
+from dicomd.storage import DIRECTORY_MODE, FILE_MODE, naming
 from dicomd.storage.scp import ReceivedInstance, StorageArea, StorageSCP
 from dicomd.storage.sopclasses import STORAGE_SOP_CLASSES
 from dicomd.storage.studies import StudyEpisode, StudyJournal, StudyTracker
@@ -46,6 +46,10 @@ class StorageOptions:
     @ivar recode: a callable C{recode(path)} that rewrites a stored file in
         place (the re-encoding output options), or C{None} to keep files bit
         for bit as received.
+    @ivar fileMode: the permissions of the files stored (and of the study
+        journal), less the umask.
+    @ivar directoryMode: the permissions of the directories made, less the
+        umask.
     """
 
     outputDirectory: str = "."
@@ -65,6 +69,8 @@ class StorageOptions:
     abortDuring: bool = False
     sync: bool = False
     recode: Optional[Callable[[str], None]] = None
+    fileMode: int = FILE_MODE
+    directoryMode: int = DIRECTORY_MODE
 
     @property
     def tracksStudies(self) -> bool:
@@ -211,7 +217,7 @@ class Actions(service.Service):
         service.Service.startService(self)
         if not self._journaled:
             return
-        self.journal = StudyJournal.forDirectory(self.area.directory)
+        self.journal = StudyJournal.forDirectory(self.area.directory, self.area.fileMode)
         for episode in self.journal.recover():
             self.tracker.end(episode, "it was open when dicomd last stopped without ending it")
 
@@ -371,7 +377,15 @@ def buildReceiver(options: StorageOptions, *, reactor=None, threadpool=None, ind
     if not options.ignore:
         fileNamer = naming.FileNamer(options.fileNames, options.extension, clock=wallClock, uidGenerator=lambda: str(generate_uid()))
         layout = StudyLayout(fileNamer, options.sortMode, options.sortPrefix)
-        area = StorageArea(options.outputDirectory, layout, index=index, sync=options.sync, recode=options.recode)
+        area = StorageArea(
+            options.outputDirectory,
+            layout,
+            index=index,
+            sync=options.sync,
+            recode=options.recode,
+            fileMode=options.fileMode,
+            directoryMode=options.directoryMode,
+        )
     actions = Actions(options, area, layout, reactor=reactor, threadpool=threadpool)
     scp = StorageSCP(
         area,

@@ -35,6 +35,7 @@ from dicomd.dataset import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, isValidUID
 from dicomd.dimse import status as _status
 from dicomd.interfaces import IDataSetConsumer, IService
 from dicomd.net.association import DiscardedDataSet, responseTo
+from dicomd.storage import DIRECTORY_MODE, FILE_MODE
 from dicomd.storage.part10 import encodeFileMeta, readDeflatedHead, readFileHead, scanHead, uidValue
 from dicomd.storage.spool import SpareFiles, SpoolFile
 
@@ -98,19 +99,39 @@ class StorageArea:
     @ivar recode: C{recode(path)} rewrites a complete temporary file in
         place before it is moved (the re-encoding output options), or
         C{None} to store files bit for bit as received.
+    @ivar fileMode: the permissions of stored files, given when they are
+        created (in C{.incoming}, whence they are moved); less the umask.
+    @ivar directoryMode: the permissions of the directories the area
+        creates (its root, C{.incoming}, study directories); less the
+        umask.
     """
 
-    def __init__(self, directory: str, naming, index=None, sync: bool = False, recode=None):
+    def __init__(
+        self,
+        directory: str,
+        naming,
+        index=None,
+        sync: bool = False,
+        recode=None,
+        fileMode: int = FILE_MODE,
+        directoryMode: int = DIRECTORY_MODE,
+    ):
         self.directory = os.path.abspath(directory)
         self.naming = naming
         self.index = index
         self.sync = sync
         self.recode = recode
+        self.fileMode = fileMode
+        self.directoryMode = directoryMode
         self.incoming = os.path.join(self.directory, INCOMING)
+        # Where the area really is: its root may be a symbolic link, the
+        # directories under it may not lead out of it.
+        self._realDirectory = os.path.realpath(self.directory)
         self._lock = threading.Lock()
         self._counter = 0
-        # Directories known to exist, so that storing into one costs no
-        # system call beyond the rename; one that disappears is made again.
+        # Directories known to exist inside the area, so that storing into
+        # one costs no system call beyond the rename; one that disappears
+        # is made (and checked) again.
         self._directories = set()
 
     def prepare(self) -> None:
@@ -118,8 +139,16 @@ class StorageArea:
         Create the area and remove what a crash left in C{.incoming}: a
         file there was never acknowledged.  A file a crash left under its
         final name is complete, and goes into the index.
+
+        @raise OSError: C{.incoming} leads out of the area through a
+            symbolic link, which would have temporary files written, and
+            files removed, elsewhere.
         """
-        os.makedirs(self.incoming, exist_ok=True)
+        os.makedirs(self.directory, self.directoryMode, exist_ok=True)
+        os.makedirs(self.incoming, self.directoryMode, exist_ok=True)
+        real = os.path.realpath(self.incoming)
+        if real != os.path.join(self._realDirectory, INCOMING):
+            raise OSError("%s leads out of the storage area, to %s" % (self.incoming, real))
         for name in os.listdir(self.incoming):
             os.unlink(os.path.join(self.incoming, name))
         if self.index is not None:
@@ -155,9 +184,7 @@ class StorageArea:
             relative = self.naming.place(received)
             final = self.resolve(relative)
             directory = os.path.dirname(final)
-            if directory not in self._directories:
-                os.makedirs(directory, exist_ok=True)
-                self._directories.add(directory)
+            self._enter(directory)
         if move is None:
             move = lambda final: os.replace(temporaryPath, final)  # noqa: E731
         try:
@@ -166,8 +193,9 @@ class StorageArea:
             if os.path.isdir(directory):
                 raise
             # The directory was removed since we made it.
-            self._directories.discard(directory)
-            os.makedirs(directory, exist_ok=True)
+            with self._lock:
+                self._directories.discard(directory)
+                self._enter(directory)
             move(final)
         received.path = final
         if self.sync:
@@ -183,6 +211,24 @@ class StorageArea:
                     os.unlink(replaced)
                 except FileNotFoundError:
                     pass
+
+    def _enter(self, directory: str) -> None:
+        """
+        Make C{directory} ready for files, under the lock: the first time,
+        make it (with L{directoryMode}) and check that it really is inside
+        the area, then remember it, so that the objects that follow cost
+        no system call for it.
+
+        @raise StoreRefused: it leads out of the area through a symbolic
+            link (0xA700, out of resources: nothing can be stored there).
+        """
+        if directory in self._directories:
+            return
+        os.makedirs(directory, self.directoryMode, exist_ok=True)
+        real = os.path.realpath(directory)
+        if os.path.commonpath([real, self._realDirectory]) != self._realDirectory:
+            raise StoreRefused(_status.OUT_OF_RESOURCES, "%s leads out of the storage area, to %s" % (directory, real))
+        self._directories.add(directory)
 
     def resolve(self, relative: str) -> str:
         """
@@ -261,7 +307,7 @@ class StorageSCP:
         or C{None} (see L{SpareFiles}): the caller owns it.
         """
         if self._spares is None:
-            self._spares = SpareFiles(self.area.incoming, self.threadpool)
+            self._spares = SpareFiles(self.area.incoming, self.threadpool, mode=self.area.fileMode)
         return self._spares.take()
 
     def refillSpares(self) -> None:
@@ -353,6 +399,7 @@ class IncomingInstance:
                 sync=area.sync,
                 spare=scp.spareFile(),
                 afterwards=scp.refillSpares,
+                mode=area.fileMode,
             )
 
     def write(self, fragment):

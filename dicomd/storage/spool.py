@@ -28,6 +28,8 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
+from dicomd.storage import FILE_MODE
+
 #: Start a write job once this much is waiting.
 FLUSH_SIZE = 1 << 20
 
@@ -84,13 +86,16 @@ class SpareFiles:
     @ivar directory: where the files are created (they can only be linked
         into the same file system).
     @ivar size: how many spares to keep.
+    @ivar mode: the files' permissions (less the umask), which they keep
+        when they are linked.
     """
 
     _FLAGS = getattr(os, "O_TMPFILE", 0) | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
 
-    def __init__(self, directory: str, threadpool, size: int = 2):
+    def __init__(self, directory: str, threadpool, size: int = 2, mode: int = FILE_MODE):
         self.directory = directory
         self.size = size
+        self.mode = mode
         self._threadpool = threadpool
         self._spares = deque()
         self._lock = threading.Lock()
@@ -124,7 +129,7 @@ class SpareFiles:
         try:
             while self.supported and len(self._spares) < self.size:
                 try:
-                    fd = os.open(self.directory, self._FLAGS, 0o644)
+                    fd = os.open(self.directory, self._FLAGS, self.mode)
                 except OSError as e:
                     if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                         # This kernel or file system has no O_TMPFILE.
@@ -178,6 +183,7 @@ class SpoolFile:
         flushSize: int = FLUSH_SIZE,
         spare: Optional[int] = None,
         afterwards: Optional[Callable[[], None]] = None,
+        mode: int = FILE_MODE,
     ):
         """
         @param header: bytes written before the first fragment.
@@ -190,6 +196,8 @@ class SpoolFile:
             after its result has been handed to the reactor (and its
             errors ignored): work that should not delay the response,
             such as L{SpareFiles.refill}.
+        @param mode: the permissions (less the umask) of the file, when
+            this spool creates it; a spare has its own.
         """
         self.path = path
         self.size = 0
@@ -206,6 +214,7 @@ class SpoolFile:
         self._fd: Optional[int] = spare
         self._unnamed = spare is not None
         self._afterwards = afterwards
+        self._mode = mode
         self._moved = False
         self._job: Optional[defer.Deferred] = None
         self._paused = False
@@ -303,7 +312,7 @@ class SpoolFile:
 
     def _writeInThread(self, chunks: List, final: bool):
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self._mode)
         try:
             _writeAll(self._fd, chunks)
             if final and self._sync:

@@ -34,6 +34,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from dicomd.storage import FILE_MODE
 from dicomd.storage.scp import ReceivedInstance
 
 #: A calling AE title at a host.
@@ -240,6 +241,8 @@ class StudyJournal:
     @ivar directory: the storage area; a recovered file outside it is
         dropped.
     @ivar pending: the keys of the episodes not ended yet.
+    @ivar mode: the permissions (less the umask) the file is created with:
+        it names the studies and their files.
     """
 
     FILE_NAME = ".dicomd-eostudy.journal"
@@ -248,24 +251,26 @@ class StudyJournal:
 
     _open: Dict[str, "StudyJournal"] = {}
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, mode: int = FILE_MODE):
         self.directory = os.path.realpath(directory)
         self.path = os.path.join(self.directory, self.FILE_NAME)
+        self.mode = mode
         self.pending: Set[str] = set()
         self._file = None
         self._users = 0
         self._recovered = False
 
     @classmethod
-    def forDirectory(cls, directory: str) -> "StudyJournal":
+    def forDirectory(cls, directory: str, mode: int = FILE_MODE) -> "StudyJournal":
         """
-        The journal of a storage area, shared by its users in this process;
-        each user calls L{release} when it stops.
+        The journal of a storage area, shared by its users in this process
+        (the first one's C{mode} counts); each user calls L{release} when
+        it stops.
         """
         key = os.path.realpath(directory)
         journal = cls._open.get(key)
         if journal is None:
-            journal = cls._open[key] = cls(key)
+            journal = cls._open[key] = cls(key, mode)
         journal._users += 1
         return journal
 
@@ -311,7 +316,7 @@ class StudyJournal:
         except FileNotFoundError:
             pass
         temporary = self.path + ".new"
-        with open(temporary, "w", encoding="utf-8") as journal:
+        with open(temporary, "w", encoding="utf-8", opener=self._opener) as journal:
             journal.writelines(line for episodeLines in lines.values() for line in episodeLines)
         os.replace(temporary, self.path)
         self.pending.update(episodes)
@@ -387,8 +392,11 @@ class StudyJournal:
 
     def _writable(self):
         if self._file is None:
-            self._file = open(self.path, "a", encoding="utf-8")
+            self._file = open(self.path, "a", encoding="utf-8", opener=self._opener)
         return self._file
+
+    def _opener(self, path: str, flags: int) -> int:
+        return os.open(path, flags, self.mode)
 
     def _write(self, entry: dict) -> None:
         journal = self._writable()
