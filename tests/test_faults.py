@@ -132,6 +132,28 @@ def requestAssociation(port: int, calling: str, contexts=((CT_IMAGE_STORAGE, [Ex
     return association
 
 
+@defer.inlineCallbacks
+def killWhileSending(testCase, daemon, sources, acknowledgements: int):
+    """
+    Start DCMTK's storescu sending C{sources} (C{[(path, uid)]}) to
+    C{daemon}, and SIGKILL the daemon once C{acknowledgements} objects
+    have been acknowledged (or storescu has ended).
+
+    @return: a L{Deferred} firing with storescu's L{ChildProcess}, ended.
+    """
+    sender = spawn(testCase, storescuArgv(daemon.port, [path for path, _ in sources]), env=dcmtkEnvironment(), name="storescu")
+    yield waitUntil(
+        lambda: sender.output.count(SUCCESS_LINE) >= acknowledgements or not sender.running,
+        timeout=60,
+        interval=0.002,
+        message="storescu's first acknowledgements",
+    )
+    daemon.signalProcess("KILL")
+    yield daemon.whenEnded()
+    yield sender.whenEnded()
+    return sender
+
+
 class DaemonTestCase(unittest.TestCase):
     """
     Assertions on a daemon's data directory.
@@ -195,16 +217,7 @@ class KilledDaemonTests(DaemonTestCase):
         uids = dict(sources)
         data = os.path.join(makeDirectory(self), "data")
         daemon = yield startDaemon(self, *daemonOptions(data))
-        sender = spawn(self, storescuArgv(daemon.port, [path for path, _ in sources]), env=dcmtkEnvironment(), name="storescu")
-        yield waitUntil(
-            lambda: sender.output.count(SUCCESS_LINE) >= self.KILL_AFTER or not sender.running,
-            timeout=60,
-            interval=0.002,
-            message="storescu's first acknowledgements",
-        )
-        daemon.signalProcess("KILL")
-        yield daemon.whenEnded()
-        yield sender.whenEnded()
+        sender = yield killWhileSending(self, daemon, sources, self.KILL_AFTER)
         self.assertEqual(daemon.signal, 9, daemon.describe())
 
         acknowledged = acknowledgedFiles(sender.output)
@@ -302,16 +315,7 @@ class UnindexedFilesTests(DaemonTestCase):
             uids = dict(sources)
             daemon = yield startDaemon(self, *daemonOptions(data))
             killAfter = chance.randrange(1, 140)
-            sender = spawn(self, storescuArgv(daemon.port, [path for path, _ in sources]), env=dcmtkEnvironment(), name="storescu")
-            yield waitUntil(
-                lambda: sender.output.count(SUCCESS_LINE) >= killAfter or not sender.running,
-                timeout=60,
-                interval=0.002,
-                message="storescu's first acknowledgements",
-            )
-            daemon.signalProcess("KILL")
-            yield daemon.whenEnded()
-            yield sender.whenEnded()
+            sender = yield killWhileSending(self, daemon, sources, killAfter)
             restarted = yield startDaemon(self, *daemonOptions(data))
             context = "round %d, killed after %d acknowledgements (seed %d)" % (round, killAfter, seed)
             self.assertEqual(sorted(finalFiles(data)), sorted(indexedInstances(data).values()), context)

@@ -308,6 +308,21 @@ def store(association, sopInstanceUID: str, encoded: bytes) -> defer.Deferred:
     return association.request(context.contextID, request, encoded).addCallback(lambda result: result[0].status)
 
 
+def hostileDataSet(sopInstanceUID: str, studyInstanceUID: str, **attributes) -> bytes:
+    """
+    A small CT image with these UIDs (and attributes), encoded; pydicom's
+    warnings that they are not UIDs are the point, and silenced.
+    """
+    dataset = makeDataset(rows=8, columns=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        dataset.SOPInstanceUID = sopInstanceUID
+        dataset.StudyInstanceUID = studyInstanceUID
+        for keyword, value in attributes.items():
+            setattr(dataset, keyword, value)
+        return encodedDataSet(dataset)
+
+
 class HostileTestCase(unittest.TestCase):
     timeout = 120
 
@@ -737,14 +752,7 @@ class PathEscapeTests(HostileTestCase):
         association = yield requestAssociation(daemon.port, "ESCAPER")
         statuses = {}
         for sopInstanceUID, patientName, studyUID in HOSTILE_NAMES:
-            dataset = makeDataset(rows=8, columns=8)
-            with warnings.catch_warnings():
-                # pydicom warns that these are not UIDs: that is the point.
-                warnings.simplefilter("ignore", UserWarning)
-                dataset.SOPInstanceUID = sopInstanceUID
-                dataset.PatientName = patientName
-                dataset.StudyInstanceUID = studyUID
-                encoded = encodedDataSet(dataset)
+            encoded = hostileDataSet(sopInstanceUID, studyUID, PatientName=patientName)
             statuses[sopInstanceUID] = yield store(association, sopInstanceUID, encoded)
         yield association.release()
 
@@ -824,13 +832,7 @@ class PathEscapeTests(HostileTestCase):
         association = yield requestAssociation(daemon.port, "METACHARS")
         statuses = []
         for uid, study in [("1.2;$(touch PWN3)", "1.2.3"), ("1.2.3.4.7", "1.2.`touch PWN4`")]:
-            dataset = makeDataset(rows=8, columns=8)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                dataset.SOPInstanceUID = uid
-                dataset.StudyInstanceUID = study
-                encoded = encodedDataSet(dataset)
-            statuses.append((yield store(association, uid, encoded)))
+            statuses.append((yield store(association, uid, hostileDataSet(uid, study))))
         yield association.release()
         self.assertEqual(statuses, [_status.CANNOT_UNDERSTAND] * 2)
         yield daemon.waitForOutput(r"Study Instance UID '1\.2\.`touch PWN4`' is not a valid UID", timeout=15)
@@ -895,12 +897,7 @@ class ShellMetacharacterTests(HostileTestCase):
             # (test_uidsWithShellMetacharacters), so only AE titles remain.
             uid = "1.2.%d" % (index,)
             study = "1.3.%d" % (index,)
-            dataset = makeDataset(rows=8, columns=8)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                dataset.SOPInstanceUID = uid
-                dataset.StudyInstanceUID = study
-                encoded = encodedDataSet(dataset)
+            encoded = hostileDataSet(uid, study)
             association = yield requestAssociation(daemon.port, title, called)
             status = yield store(association, uid, encoded)
             self.assertEqual(status, _status.SUCCESS)

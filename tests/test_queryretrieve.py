@@ -1812,7 +1812,7 @@ class StalledDestinationTests(ArchiveTestCase):
         self.assertIn("C-MOVE from MOVESCU: its association ended; aborting the association to STALLER", log)
         # Logged once the destination's connection has closed on our side too.
         yield waitUntil(
-            lambda: "C-MOVE from MOVESCU abandoned, its association ended: 0 completed, 3 failed, 0 warnings" in log,
+            lambda: "C-MOVE from MOVESCU: 0 completed, 3 failed, 0 warnings, abandoned, its association ended" in log,
             timeout=deadline,
             message="\n".join(log),
         )

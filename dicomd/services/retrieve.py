@@ -166,16 +166,7 @@ class RetrieveSCP:
                         counts.record(instance.sopInstanceUID, None)
                 finally:
                     yield self.finished(target)
-        if cancellation.abandoned.called:
-            self.log.info(
-                "{operation} from {peer} abandoned, its association ended: {completed} completed, {failed} failed, {warned} warnings",
-                operation=self.operation,
-                peer=association.callingAETitle,
-                completed=counts.completed,
-                failed=counts.failed,
-                warned=counts.warning,
-            )
-            return
+        abandoned = cancellation.abandoned.called
         final = counts.finalStatus(cancellation.cancelled)
         self.log.info(
             "{operation} from {peer}: {completed} completed, {failed} failed, {warned} warnings, {status}",
@@ -184,8 +175,10 @@ class RetrieveSCP:
             completed=counts.completed,
             failed=counts.failed,
             warned=counts.warning,
-            status=_status.describe(final),
+            status="abandoned, its association ended" if abandoned else _status.describe(final),
         )
+        if abandoned:
+            return
         failedList = None
         if counts.failedInstances or (cancellation.cancelled and counts.remaining):
             failedList = Dataset()
