@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import sqlite3
+import struct
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -1270,6 +1271,217 @@ class GetscuTests(ArchiveTestCase):
         result, directory = yield getscu(self, port, "P", "QueryRetrieveLevel=PATIENT", "PatientID=P001")
         self.assertIsNone(result.status)
         self.assertEqual(receivedFiles(directory), {})
+
+
+# -- transfer syntaxes of retrieved objects -------------------------------------------------
+
+EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+
+#: An association negotiation profile for DCMTK's storescp that takes CT
+#: images in little endian only, explicit or implicit VR: what most peers
+#: accept.
+LITTLE_ENDIAN_PROFILE = r"""
+[[TransferSyntaxes]]
+[LittleEndian]
+TransferSyntax1 = LittleEndianExplicit
+TransferSyntax2 = LittleEndianImplicit
+
+[[PresentationContexts]]
+[LittleEndian]
+PresentationContext1 = VerificationSOPClass\LittleEndian
+PresentationContext2 = CTImageStorage\LittleEndian
+
+[[Profiles]]
+[LittleEndian]
+PresentationContexts = LittleEndian
+"""
+
+
+def writeProfile(testCase, text: str) -> str:
+    """
+    Write an association negotiation profile file for DCMTK's C{-xf}.
+
+    @return: its path.
+    """
+    path = os.path.join(makeDirectory(testCase), "profile.cfg")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def storedFiles(archive: StoredArchive) -> Dict[str, str]:
+    """
+    The paths of the files an archive's index holds, by SOP Instance UID.
+    """
+    from dicomd.archive.index import SQLiteArchiveIndex
+
+    index = SQLiteArchiveIndex(archive.index)
+    try:
+        return {uid: os.path.join(archive.data, path) for uid, path in index.storedPaths(TITLE).items()}
+    finally:
+        index.close()
+
+
+def encodedDataSet(path: str):
+    """
+    A Part-10 file's transfer syntax and the bytes of its data set.
+    """
+    from dicomd.storage.scu import readFileMeta
+
+    meta = readFileMeta(path)
+    with open(path, "rb") as f:
+        f.seek(meta.dataSetOffset)
+        return meta.transferSyntaxUID, f.read()
+
+
+#: The struct format of one word of each VR that pydicom leaves as bytes.
+_WORDS = {"OW": "u2", "OF": "f4", "OD": "f8", "OL": "u4", "OV": "u8"}
+
+
+def decodedValues(dataset, byteOrder: str) -> dict:
+    """
+    The values of a pydicom data set by tag, read from a file in
+    C{byteOrder} (C{"<"} or C{">"}): the words of binary values pydicom
+    keeps as bytes decoded, sequences item by item, Pixel Data left out
+    (compare C{pixel_array}).
+    """
+    import numpy
+
+    values = {}
+    for element in dataset:
+        if element.keyword == "PixelData":
+            continue
+        if element.VR == "SQ":
+            values[element.tag] = [decodedValues(item, byteOrder) for item in element.value]
+        elif element.VR in _WORDS:
+            values[element.tag] = numpy.frombuffer(element.value, byteOrder + _WORDS[element.VR]).tolist()
+        else:
+            values[element.tag] = element.value
+    return values
+
+
+def bigEndianDataset():
+    """
+    A CT image with binary values of every word size at the top level and in
+    nested sequence items, to be stored in explicit VR big endian.
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    dataset = makeDataset(
+        rows=8,
+        columns=8,
+        patientID="PBIG",
+        studyInstanceUID=studyUID(90),
+        seriesInstanceUID=seriesUID(90, 1),
+        sopInstanceUID=instanceUID(90, 1, 1),
+    )
+    dataset.add_new(0x00181310, "US", [1, 2, 0xFFFE, 4])
+    dataset.add_new(0x00186020, "SL", [-5, 0x01020304])
+    dataset.add_new(0x00189219, "SS", -300)
+    dataset.add_new(0x00189459, "FL", -0.5)
+    dataset.add_new(0x00081163, "FD", [1.5, -2.25])
+    dataset.add_new(0x00209165, "AT", [0x00100010, 0x00200013])
+    dataset.add_new(0x00660016, "OF", struct.pack("<3f", 1.0, -2.0, 3.5))
+    dataset.add_new(0x00660040, "OL", struct.pack("<2L", 1, 0x0A0B0C0D))
+    inner = Dataset()
+    inner.add_new(0x00209165, "AT", 0x00280010)
+    inner.add_new(0x00281201, "OW", struct.pack("<3H", 0x0102, 0x0304, 0xA0B0))
+    item = Dataset()
+    item.ReferencedSOPClassUID = CT_IMAGE_STORAGE
+    item.ReferencedSOPInstanceUID = instanceUID(90, 1, 2)
+    item.add_new(0x00081199, "SQ", Sequence([inner]))
+    item.add_new(0x00280010, "US", 512)
+    item.add_new(0x00189219, "SS", -2)
+    dataset.ReferencedSeriesSequence = Sequence([item, Dataset()])
+    return dataset
+
+
+@defer.inlineCallbacks
+def bigEndianArchive(testCase):
+    """
+    An archive holding one CT image that C{twistd dicomd} received in
+    explicit VR big endian: written with pydicom, converted with DCMTK's
+    C{dcmconv +tb}, sent with C{storescu -xb}.  Made once per trial
+    worker.
+
+    @return: a L{Deferred} firing with the L{StoredArchive}; its source is
+        the big endian file.
+    """
+    if "big endian" in _ARCHIVE:
+        return _ARCHIVE["big endian"]
+    root = os.path.abspath(testCase.mktemp())
+    os.makedirs(root)
+    dataset = bigEndianDataset()
+    little = writeFile(os.path.join(root, "little.dcm"), dataset)
+    big = os.path.join(root, "big.dcm")
+    converted = yield runCommand([dcmtk("dcmconv"), "+tb", little, big], env=dcmtkEnvironment())
+    testCase.assertEqual(converted.exitCode, 0, converted.describe())
+    data = os.path.join(root, "data")
+    daemon = yield startDaemon(testCase, "--output-directory", data)
+    sent = yield runCommand(
+        [dcmtk("storescu"), "-xb", "-aec", TITLE, "127.0.0.1", str(daemon.port), big], env=dcmtkEnvironment()
+    )
+    testCase.assertEqual(sent.exitCode, 0, sent.describe() + daemon.describe())
+    yield daemon.stop()
+    archive = StoredArchive({dataset.SOPInstanceUID: big}, data)
+    stored = storedFiles(archive)[dataset.SOPInstanceUID]
+    testCase.assertEqual(encodedDataSet(stored)[0], EXPLICIT_VR_BIG_ENDIAN)
+    _ARCHIVE["big endian"] = archive
+    return archive
+
+
+class BigEndianRetrieveTests(unittest.TestCase):
+    """
+    An image stored in explicit VR big endian is retrieved by peers that
+    take little endian only: dicomd converts it, swapping every binary
+    value by its VR's word size, and the peer gets the same pixels and
+    attributes.  (It used to fail: "no presentation context for ... in
+    1.2.840.10008.1.2.2, nor one it can be converted to".)
+    """
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.archive = yield bigEndianArchive(self)
+        [(self.uid, self.source)] = self.archive.sources.items()
+
+    def assertSameImage(self, received: Dict[str, str]):
+        """
+        The one file received is the big endian image, in explicit VR
+        little endian, with the original's pixels and attributes.
+        """
+        import numpy
+
+        self.assertEqual(sorted(received), [self.uid])
+        got, sent = dcmread(received[self.uid]), dcmread(self.source)
+        self.assertEqual(got.file_meta.TransferSyntaxUID, EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertTrue(numpy.array_equal(got.pixel_array, sent.pixel_array))
+        self.assertEqual(decodedValues(got, "<"), decodedValues(sent, ">"))
+
+    @defer.inlineCallbacks
+    def test_move(self):
+        """
+        movescu moves it to a storescp that accepts little endian only.
+        """
+        storescp, directory = yield startDestination(self, "-xf", writeProfile(self, LITTLE_ENDIAN_PROFILE), "LittleEndian")
+        port = serveArchive(self, self.archive, peers=[destinationPeer(storescp)])
+        result = yield movescu(self, port, "S", DESTINATION, "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + studyUID(90))
+        self.assertEqual(result.status, 0x0000, result.output)
+        self.assertEqual(result.counts["completed"], 1)
+        self.assertSameImage(receivedFiles(directory))
+
+    @defer.inlineCallbacks
+    def test_get(self):
+        """
+        getscu gets it on the explicit VR little endian context dicomd
+        accepted for CT images.
+        """
+        port = serveArchive(self, self.archive)
+        result, directory = yield getscu(self, port, "S", "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + studyUID(90))
+        self.assertEqual(result.status, 0x0000, result.output)
+        self.assertSameImage(receivedFiles(directory))
 
 
 # -- pynetdicom --------------------------------------------------------------------------
