@@ -200,7 +200,17 @@ def storedArchive(testCase):
     return _ARCHIVE["archive"]
 
 
-def serveArchive(testCase, archive: Optional[StoredArchive], *, peers=(), models=None, get=True, index=None, data=None):
+def serveArchive(
+    testCase,
+    archive: Optional[StoredArchive],
+    *,
+    peers=(),
+    models=None,
+    get=True,
+    index=None,
+    data=None,
+    transferSyntaxes=None,
+):
     """
     Serve an index with dicomd's acceptor in the test's reactor: one AE,
     C{DICOMD}, as L{dicomd.archive.service.queryRetrieveEntity} builds it.
@@ -210,10 +220,13 @@ def serveArchive(testCase, archive: Optional[StoredArchive], *, peers=(), models
 
     @param peers: the C-MOVE destinations, L{dicomd.archive.service.Peer}s.
     @param models: the information models offered (all three by default).
+    @param transferSyntaxes: the syntaxes accepted, in preference order
+        (C{+x=}'s by default).
     @return: the port it listens on.
     """
     from dicomd.archive.matching import MODELS
     from dicomd.archive.service import Archive, QueryRetrieveOptions, destinationTable, queryRetrieveEntity
+    from dicomd.ul.negotiation import UNCOMPRESSED
 
     served = Archive(index or archive.index)
     served.startService()
@@ -227,6 +240,7 @@ def serveArchive(testCase, archive: Optional[StoredArchive], *, peers=(), models
             models=tuple(models or MODELS),
             get=get,
             destinations=destinationTable(list(peers), TITLE),
+            transferSyntaxes=transferSyntaxes or UNCOMPRESSED,
         ),
     )
     port, _ = listenInProcess(testCase, entity)
@@ -1482,6 +1496,41 @@ class BigEndianRetrieveTests(unittest.TestCase):
         result, directory = yield getscu(self, port, "S", "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + studyUID(90))
         self.assertEqual(result.status, 0x0000, result.output)
         self.assertSameImage(receivedFiles(directory))
+
+
+class StoredSyntaxTests(ArchiveTestCase):
+    """
+    Retrieval sends an object in the transfer syntax it is stored in when
+    the peer accepts that one, although dicomd's preferences (C{+xa}) put
+    deflate first: the data set arrives as stored, byte for byte, instead
+    of compressed anew.
+    """
+
+    def assertAsStored(self, received: Dict[str, str], uids: List[str]):
+        """
+        The files received are those of C{uids}, each with the syntax and
+        data set bytes of the archive's file.
+        """
+        self.assertEqual(sorted(received), sorted(uids))
+        stored = storedFiles(self.archive)
+        for uid in uids:
+            syntax, data = encodedDataSet(received[uid])
+            self.assertEqual(syntax, EXPLICIT_VR_LITTLE_ENDIAN, uid)
+            self.assertEqual((syntax, data), encodedDataSet(stored[uid]), uid)
+
+    @defer.inlineCallbacks
+    def test_get(self):
+        """
+        getscu C{+xd} proposes deflate first on its storage contexts, and
+        dicomd accepts with C{+xa}; on those contexts, where it only sends,
+        it takes explicit VR little endian, the syntax of the stored files.
+        """
+        from dicomd.ul.negotiation import ACCEPTOR_PREFERENCES
+
+        port = self.serve(transferSyntaxes=ACCEPTOR_PREFERENCES["+xa"])
+        result, directory = yield getscu(self, port, "P", "QueryRetrieveLevel=PATIENT", "PatientID=P001", extra=["+xd", "+B"])
+        self.assertEqual(result.status, 0x0000, result.output)
+        self.assertAsStored(receivedFiles(directory), instanceUIDs(patient="P001"))
 
 
 # -- pynetdicom --------------------------------------------------------------------------
