@@ -210,6 +210,7 @@ def serveArchive(
     index=None,
     data=None,
     transferSyntaxes=None,
+    propose=None,
 ):
     """
     Serve an index with dicomd's acceptor in the test's reactor: one AE,
@@ -222,6 +223,8 @@ def serveArchive(
     @param models: the information models offered (all three by default).
     @param transferSyntaxes: the syntaxes accepted, in preference order
         (C{+x=}'s by default).
+    @param propose: what C-MOVE sub-associations propose (see
+        L{dicomd.archive.service.proposing}), or C{None} for the default.
     @return: the port it listens on.
     """
     from dicomd.archive.matching import MODELS
@@ -239,7 +242,7 @@ def serveArchive(
         QueryRetrieveOptions(
             models=tuple(models or MODELS),
             get=get,
-            destinations=destinationTable(list(peers), TITLE),
+            destinations=destinationTable(list(peers), TITLE, propose=propose),
             transferSyntaxes=transferSyntaxes or UNCOMPRESSED,
         ),
     )
@@ -1501,9 +1504,9 @@ class BigEndianRetrieveTests(unittest.TestCase):
 class StoredSyntaxTests(ArchiveTestCase):
     """
     Retrieval sends an object in the transfer syntax it is stored in when
-    the peer accepts that one, although dicomd's preferences (C{+xa}) put
-    deflate first: the data set arrives as stored, byte for byte, instead
-    of compressed anew.
+    the peer accepts that one, although dicomd's preferences (C{+xa},
+    C{-xd}) put deflate first: the data set arrives as stored, byte for
+    byte, instead of compressed anew.
     """
 
     def assertAsStored(self, received: Dict[str, str], uids: List[str]):
@@ -1517,6 +1520,22 @@ class StoredSyntaxTests(ArchiveTestCase):
             syntax, data = encodedDataSet(received[uid])
             self.assertEqual(syntax, EXPLICIT_VR_LITTLE_ENDIAN, uid)
             self.assertEqual((syntax, data), encodedDataSet(stored[uid]), uid)
+
+    @defer.inlineCallbacks
+    def test_move(self):
+        """
+        With C{-xd} the sub-association proposes deflate first for every
+        class, and storescp C{+xa} takes deflate where it can; the stored
+        syntax, proposed on a context of its own, is taken too, and used.
+        """
+        from dicomd.archive.service import proposing
+        from dicomd.ul.negotiation import ACCEPTOR_PREFERENCES
+
+        storescp, directory = yield startDestination(self, "+xa", "+B")
+        port = self.serve(peers=[destinationPeer(storescp)], propose=proposing(ACCEPTOR_PREFERENCES["+xd"]))
+        result = yield movescu(self, port, "P", DESTINATION, "QueryRetrieveLevel=PATIENT", "PatientID=P001")
+        self.assertEqual(result.status, 0x0000, result.output)
+        self.assertAsStored(receivedFiles(directory), instanceUIDs(patient="P001"))
 
     @defer.inlineCallbacks
     def test_get(self):
