@@ -316,12 +316,22 @@ class RetrieveResult:
     failed: List[str]
     pending: int
     output: str
+    exitCode: Optional[int] = None
+
+    @property
+    def releasedCleanly(self) -> bool:
+        """
+        Whether the SCU released its association without error: it logged
+        no "Association Release Failed", as DCMTK's do when a PDU other
+        than the A-RELEASE-RP comes ("DUL P-Data PDU arrived").
+        """
+        return "Releasing Association" in self.output and "Release Failed" not in self.output and "P-Data PDU arrived" not in self.output
 
 
 _COUNT = re.compile(r"^D: (Remaining|Completed|Failed|Warning) Suboperations\s*: (\S+)", re.MULTILINE)
 
 
-def parseRetrieve(output: str, operation: str) -> RetrieveResult:
+def parseRetrieve(output: str, operation: str, exitCode: Optional[int] = None) -> RetrieveResult:
     """
     Read the last C-MOVE-RSP or C-GET-RSP of DCMTK's debug output.
     """
@@ -338,6 +348,7 @@ def parseRetrieve(output: str, operation: str) -> RetrieveResult:
         failed.group(1).split("\\") if failed else [],
         pending,
         output,
+        exitCode,
     )
 
 
@@ -355,7 +366,7 @@ def movescu(testCase, port: int, model: str, destination: str, *keys: str, extra
     argv += ["127.0.0.1", str(port)]
     result = yield runCommand(argv, env=dcmtkEnvironment(), cwd=makeDirectory(testCase))
     # movescu exits with a status of its own when the C-MOVE failed.
-    return parseRetrieve(result.output, "C-MOVE")
+    return parseRetrieve(result.output, "C-MOVE", result.exitCode)
 
 
 @defer.inlineCallbacks
@@ -372,7 +383,7 @@ def getscu(testCase, port: int, model: str, *keys: str, extra=()):
         argv += ["-k", key]
     argv += ["127.0.0.1", str(port)]
     result = yield runCommand(argv, env=dcmtkEnvironment(), cwd=directory)
-    return parseRetrieve(result.output, "C-GET"), directory
+    return parseRetrieve(result.output, "C-GET", result.exitCode), directory
 
 
 def receivedFiles(directory: str) -> Dict[str, str]:
@@ -1014,6 +1025,31 @@ class FindscuCancelTests(unittest.TestCase):
 # -- C-MOVE with movescu ------------------------------------------------------------------
 
 
+#: The image L{brokenArchive} breaks.
+BROKEN = instanceUID(1, 1, 1)
+
+
+def brokenArchive(testCase, archive: StoredArchive, broken: str):
+    """
+    A copy of the archive in which the file of instance C{broken} is no
+    longer DICOM (overwritten since it was indexed), so that its
+    sub-operation fails.
+
+    @return: the paths of the copy's index and of its storage area.
+    """
+    from dicomd.archive.index import SQLiteArchiveIndex
+    from dicomd.archive.service import INDEX_FILE
+
+    data = os.path.join(os.path.abspath(testCase.mktemp()), "data")
+    shutil.copytree(archive.data, data)
+    index = SQLiteArchiveIndex(os.path.join(data, INDEX_FILE))
+    path = index.storedPaths(TITLE)[broken]
+    index.close()
+    with open(os.path.join(data, path), "wb") as f:
+        f.write(b"no longer a DICOM file")
+    return os.path.join(data, INDEX_FILE), data
+
+
 class MovescuTests(ArchiveTestCase):
     """
     DCMTK's movescu asks dicomd to send to DCMTK's storescp.
@@ -1119,26 +1155,18 @@ class MovescuTests(ArchiveTestCase):
         An archived file that is no longer DICOM (overwritten since it was
         indexed) fails its sub-operation alone: the other images arrive and
         the final status is 0xB000 listing it.  (The move used to stop
-        there, without a final response.)
+        there, without a final response.)  movescu reads the list and
+        releases cleanly.
         """
-        from dicomd.archive.index import SQLiteArchiveIndex
-        from dicomd.archive.service import INDEX_FILE
-
-        data = os.path.join(os.path.abspath(self.mktemp()), "data")
-        shutil.copytree(self.archive.data, data)
-        broken = instanceUID(1, 1, 1)
-        index = SQLiteArchiveIndex(os.path.join(data, INDEX_FILE))
-        path = index.storedPaths(TITLE)[broken]
-        index.close()
-        with open(os.path.join(data, path), "wb") as f:
-            f.write(b"no longer a DICOM file")
+        index, data = brokenArchive(self, self.archive, BROKEN)
         storescp, directory = yield startDestination(self)
-        port = serveArchive(self, None, peers=[destinationPeer(storescp)], index=os.path.join(data, INDEX_FILE), data=data)
+        port = serveArchive(self, None, peers=[destinationPeer(storescp)], index=index, data=data)
         result = yield movescu(self, port, "S", DESTINATION, "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + studyUID(1))
         self.assertEqual(result.status, 0xB000, result.output)
         self.assertEqual(result.counts, {"remaining": None, "completed": 2, "failed": 1, "warning": 0})
-        self.assertEqual(result.failed, [broken])
-        self.assertSameDataSets(receivedFiles(directory), [uid for uid in instanceUIDs(study=1) if uid != broken])
+        self.assertEqual(result.failed, [BROKEN])
+        self.assertTrue(result.releasedCleanly, result.output)
+        self.assertSameDataSets(receivedFiles(directory), [uid for uid in instanceUIDs(study=1) if uid != BROKEN])
 
     @defer.inlineCallbacks
     def test_unexpectedErrorStillAnswered(self):
@@ -1278,6 +1306,25 @@ class GetscuTests(ArchiveTestCase):
             self.assertEqual(result.status, 0x0000, result.output)
             self.assertEqual(result.counts, {"remaining": None, "completed": len(uids), "failed": 0, "warning": 0})
             self.assertSameDataSets(receivedFiles(directory), uids)
+
+    @defer.inlineCallbacks
+    def test_failedInstanceReleasesCleanly(self):
+        """
+        A study with an instance whose sub-operation fails: the final
+        C-GET-RSP (0xB000) carries the Failed SOP Instance UID List, which
+        getscu does not read; it still releases its association cleanly
+        and exits 0.  (It used to get the list's PDU instead of the
+        A-RELEASE-RP: "Association Release Failed: 0006:0316 DUL P-Data PDU
+        arrived", as it does from dcmqrscp.)
+        """
+        index, data = brokenArchive(self, self.archive, BROKEN)
+        port = serveArchive(self, None, index=index, data=data)
+        result, directory = yield getscu(self, port, "S", "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + studyUID(1))
+        self.assertEqual(result.status, 0xB000, result.output)
+        self.assertEqual(result.counts, {"remaining": None, "completed": 2, "failed": 1, "warning": 0})
+        self.assertTrue(result.releasedCleanly, result.output)
+        self.assertEqual(result.exitCode, 0, result.output)
+        self.assertSameDataSets(receivedFiles(directory), [uid for uid in instanceUIDs(study=1) if uid != BROKEN])
 
     @defer.inlineCallbacks
     def test_getDisabled(self):
@@ -1555,7 +1602,9 @@ class StoredSyntaxTests(ArchiveTestCase):
 # -- pynetdicom --------------------------------------------------------------------------
 
 #: pynetdicom as Query/Retrieve SCU: C{script REQUEST}, REQUEST a JSON
-#: object (see the functions below).  Prints one JSON line: the responses.
+#: object (see the functions below).  Prints one JSON line: the responses;
+#: a move or get whose association does not end in a clean release (an
+#: A-RELEASE-RP, not an abort) exits 3.
 PYNETDICOM_SCU = r"""
 import json
 import os
@@ -1660,7 +1709,7 @@ def move():
             pending += 1
             if pending == request.get("cancelAfter"):
                 assoc.send_c_cancel(1, query_model=model)
-    assoc.release()
+    release(assoc)
     return responses
 
 
@@ -1694,8 +1743,15 @@ def get():
             pending += 1
             if pending == request.get("cancelAfter"):
                 assoc.send_c_cancel(1, query_model=model)
-    assoc.release()
+    release(assoc)
     return responses
+
+
+def release(assoc):
+    assoc.release()
+    if not assoc.is_released:
+        print(json.dumps({"error": "the association was not released cleanly"}))
+        sys.exit(3)
 
 
 print(json.dumps({"find": find, "move": move, "get": get}[request["op"]]()))
