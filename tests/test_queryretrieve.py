@@ -1068,6 +1068,8 @@ class MovescuTests(ArchiveTestCase):
         self.assertEqual(result.status, 0x0000, result.output)
         self.assertEqual(result.counts, {"remaining": None, "completed": 3, "failed": 0, "warning": 0})
         self.assertEqual(result.pending, 2, result.output)
+        self.assertEqual(result.exitCode, 0, result.output)
+        self.assertTrue(result.releasedCleanly, result.output)
         self.assertSameDataSets(receivedFiles(directory), instanceUIDs(study=1))
 
     @defer.inlineCallbacks
@@ -1166,6 +1168,9 @@ class MovescuTests(ArchiveTestCase):
         self.assertEqual(result.counts, {"remaining": None, "completed": 2, "failed": 1, "warning": 0})
         self.assertEqual(result.failed, [BROKEN])
         self.assertTrue(result.releasedCleanly, result.output)
+        # movescu's EXITCODE_CMOVE_WARNING for 0xB000; 67 would mean the
+        # release failed.
+        self.assertEqual(result.exitCode, 68, result.output)
         self.assertSameDataSets(receivedFiles(directory), [uid for uid in instanceUIDs(study=1) if uid != BROKEN])
 
     @defer.inlineCallbacks
