@@ -21,6 +21,7 @@ from dicomd.dimse.pdv import (
     DataSetFragment,
     DIMSEProtocolError,
     MessageAssembler,
+    encodeMessage,
     fragment,
     maximumFragmentLength,
 )
@@ -212,6 +213,65 @@ class FragmentTests(SynchronousTestCase):
             outputs = provider.dataReceived(b"".join(bytes(piece) for piece in pieces))
             self.assertTrue(all(isinstance(output, PDataIndication) for output in outputs))
             self.assertEqual(b"".join(bytes(o.pdu.values[0].data) for o in outputs), data)
+
+
+class EncodeMessageTests(SynchronousTestCase):
+    """
+    L{encodeMessage}: a message in memory goes in one P-DATA-TF when its
+    command and data set fit the peer's maximum length together, so that
+    a peer that skips the data set (DCMTK's getscu, of a final C-GET-RSP)
+    does not find it where it expects the next PDU.
+    """
+
+    command = encodeCommand(STORE)
+
+    def test_onePDU(self):
+        """
+        Command and data set each get a PDV with the last-fragment bit, in
+        one PDU, up to exactly the peer's maximum length.
+        """
+        maximumLength = 4096
+        data = b"\x05" * (maximumLength - 12 - len(self.command))
+        pdus = parsePDUs(encodeMessage(7, self.command, data, maximumFragmentLength(maximumLength)))
+        self.assertEqual(len(pdus), 1)
+        length, pdu = pdus[0]
+        self.assertEqual(length, maximumLength)
+        self.assertEqual(
+            [(pdv.contextID, pdv.messageControlHeader, bytes(pdv.data)) for pdv in pdu.values],
+            [(7, COMMAND | LAST, self.command), (7, LAST, data)],
+        )
+
+    def test_tooLong(self):
+        """
+        A byte more and the data set goes in PDUs of its own, as
+        L{fragment} cuts it.
+        """
+        maximumLength = 4096
+        data = b"\x05" * (maximumLength - 11 - len(self.command))
+        fragmentLength = maximumFragmentLength(maximumLength)
+        pieces = encodeMessage(7, self.command, data, fragmentLength)
+        self.assertEqual(pieces, fragment(7, True, self.command, fragmentLength) + fragment(7, False, data, fragmentLength))
+
+    def test_noDataSet(self):
+        """
+        A command alone is what L{fragment} makes of it.
+        """
+        self.assertEqual(encodeMessage(7, self.command, None, 4090), fragment(7, True, self.command, 4090))
+
+    def test_emptyDataSet(self):
+        """
+        An empty data set is an empty last PDV after the command.
+        """
+        [(_, pdu)] = parsePDUs(encodeMessage(1, self.command, b"", 4090))
+        self.assertEqual([(pdv.messageControlHeader, bytes(pdv.data)) for pdv in pdu.values], [(COMMAND | LAST, self.command), (LAST, b"")])
+
+    def test_assembled(self):
+        """
+        L{MessageAssembler} gives back the command and the data set.
+        """
+        [(_, pdu)] = parsePDUs(encodeMessage(1, self.command, b"\x01\x02", 4090))
+        events = MessageAssembler().receive(pdu)
+        self.assertEqual(events, [CommandReceived(1, STORE), DataSetFragment(1, memoryview(b"\x01\x02"), True)])
 
 
 def pdataTF(*values) -> PDataTF:

@@ -60,7 +60,7 @@ from dicomd.ul.negotiation import (
 )
 from dicomd.ul.pdu import AAbort, AAssociateRQ, PresentationContextRQ, SCPSCURoleSelection, UserInformation
 from tests.certificates import writeTestPKI
-from tests.dicomfiles import CT_IMAGE_STORAGE, makeDataset, writeFile
+from tests.dicomfiles import CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, makeDataset, writeFile
 from tests.test_net_protocol import PEER, SilentPeer, SilentService, splitPDUs
 from tests.test_queryretrieve import parseRetrieve
 from tests.support import (
@@ -1101,15 +1101,35 @@ class PeerTests(unittest.SynchronousTestCase):
 
     def test_proposing(self):
         """
-        Outgoing proposals get the chosen syntaxes per SOP class, and a
-        context of their own for compressed syntaxes files are stored in.
+        A C-MOVE sub-association proposes each syntax the instances are
+        stored in on a context of its own, so that the destination can take
+        them as they are, and per SOP class the chosen syntaxes to convert
+        to; a stored context that would repeat that one is left out.
         """
         rewrite = proposing((IMPLICIT_VR_LITTLE_ENDIAN,))
-        proposals = [(CT_IMAGE_STORAGE, [EXPLICIT_VR_LITTLE_ENDIAN]), (CT_IMAGE_STORAGE, list(UNCOMPRESSED)), (CT_IMAGE_STORAGE, [JPEG_BASELINE])]
+        stored = [(CT_IMAGE_STORAGE, [EXPLICIT_VR_LITTLE_ENDIAN]), (MR_IMAGE_STORAGE, [IMPLICIT_VR_LITTLE_ENDIAN]), (CT_IMAGE_STORAGE, [JPEG_BASELINE])]
         self.assertEqual(
-            rewrite(proposals),
-            [(CT_IMAGE_STORAGE, [IMPLICIT_VR_LITTLE_ENDIAN]), (CT_IMAGE_STORAGE, [JPEG_BASELINE])],
+            rewrite(stored),
+            [
+                (CT_IMAGE_STORAGE, [EXPLICIT_VR_LITTLE_ENDIAN]),
+                (CT_IMAGE_STORAGE, [JPEG_BASELINE]),
+                (CT_IMAGE_STORAGE, [IMPLICIT_VR_LITTLE_ENDIAN]),
+                (MR_IMAGE_STORAGE, [IMPLICIT_VR_LITTLE_ENDIAN]),
+            ],
         )
+
+    def test_proposingTooMany(self):
+        """
+        When the stored contexts would make more than 128, those whose
+        syntax the conversion context lists are left out: their instances
+        go in whichever of those syntaxes the destination takes.
+        """
+        classes = ["1.2.3.%d" % (n,) for n in range(65)]
+        stored = [(uid, [EXPLICIT_VR_LITTLE_ENDIAN]) for uid in classes] + [(classes[0], [JPEG_BASELINE])]
+        proposed = proposing(UNCOMPRESSED)(stored)
+        self.assertEqual(proposed[:2], [(classes[0], [JPEG_BASELINE]), (classes[0], list(UNCOMPRESSED))])
+        self.assertEqual(proposed[2:], [(uid, list(UNCOMPRESSED)) for uid in classes[1:]])
+        self.assertEqual(len(proposing(UNCOMPRESSED)(stored[:64])), 128)
 
 
 class ResponseCharacterSetTests(unittest.SynchronousTestCase):

@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import sqlite3
+import struct
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -199,7 +200,18 @@ def storedArchive(testCase):
     return _ARCHIVE["archive"]
 
 
-def serveArchive(testCase, archive: Optional[StoredArchive], *, peers=(), models=None, get=True, index=None, data=None):
+def serveArchive(
+    testCase,
+    archive: Optional[StoredArchive],
+    *,
+    peers=(),
+    models=None,
+    get=True,
+    index=None,
+    data=None,
+    transferSyntaxes=None,
+    propose=None,
+):
     """
     Serve an index with dicomd's acceptor in the test's reactor: one AE,
     C{DICOMD}, as L{dicomd.archive.service.queryRetrieveEntity} builds it.
@@ -209,10 +221,15 @@ def serveArchive(testCase, archive: Optional[StoredArchive], *, peers=(), models
 
     @param peers: the C-MOVE destinations, L{dicomd.archive.service.Peer}s.
     @param models: the information models offered (all three by default).
+    @param transferSyntaxes: the syntaxes accepted, in preference order
+        (C{+x=}'s by default).
+    @param propose: what C-MOVE sub-associations propose (see
+        L{dicomd.archive.service.proposing}), or C{None} for the default.
     @return: the port it listens on.
     """
     from dicomd.archive.matching import MODELS
     from dicomd.archive.service import Archive, QueryRetrieveOptions, destinationTable, queryRetrieveEntity
+    from dicomd.ul.negotiation import UNCOMPRESSED
 
     served = Archive(index or archive.index)
     served.startService()
@@ -225,7 +242,8 @@ def serveArchive(testCase, archive: Optional[StoredArchive], *, peers=(), models
         QueryRetrieveOptions(
             models=tuple(models or MODELS),
             get=get,
-            destinations=destinationTable(list(peers), TITLE),
+            destinations=destinationTable(list(peers), TITLE, propose=propose),
+            transferSyntaxes=transferSyntaxes or UNCOMPRESSED,
         ),
     )
     port, _ = listenInProcess(testCase, entity)
@@ -298,12 +316,22 @@ class RetrieveResult:
     failed: List[str]
     pending: int
     output: str
+    exitCode: Optional[int] = None
+
+    @property
+    def releasedCleanly(self) -> bool:
+        """
+        Whether the SCU released its association without error: it logged
+        no "Association Release Failed", as DCMTK's do when a PDU other
+        than the A-RELEASE-RP comes ("DUL P-Data PDU arrived").
+        """
+        return "Releasing Association" in self.output and "Release Failed" not in self.output and "P-Data PDU arrived" not in self.output
 
 
 _COUNT = re.compile(r"^D: (Remaining|Completed|Failed|Warning) Suboperations\s*: (\S+)", re.MULTILINE)
 
 
-def parseRetrieve(output: str, operation: str) -> RetrieveResult:
+def parseRetrieve(output: str, operation: str, exitCode: Optional[int] = None) -> RetrieveResult:
     """
     Read the last C-MOVE-RSP or C-GET-RSP of DCMTK's debug output.
     """
@@ -320,6 +348,7 @@ def parseRetrieve(output: str, operation: str) -> RetrieveResult:
         failed.group(1).split("\\") if failed else [],
         pending,
         output,
+        exitCode,
     )
 
 
@@ -337,7 +366,7 @@ def movescu(testCase, port: int, model: str, destination: str, *keys: str, extra
     argv += ["127.0.0.1", str(port)]
     result = yield runCommand(argv, env=dcmtkEnvironment(), cwd=makeDirectory(testCase))
     # movescu exits with a status of its own when the C-MOVE failed.
-    return parseRetrieve(result.output, "C-MOVE")
+    return parseRetrieve(result.output, "C-MOVE", result.exitCode)
 
 
 @defer.inlineCallbacks
@@ -354,7 +383,7 @@ def getscu(testCase, port: int, model: str, *keys: str, extra=()):
         argv += ["-k", key]
     argv += ["127.0.0.1", str(port)]
     result = yield runCommand(argv, env=dcmtkEnvironment(), cwd=directory)
-    return parseRetrieve(result.output, "C-GET"), directory
+    return parseRetrieve(result.output, "C-GET", result.exitCode), directory
 
 
 def receivedFiles(directory: str) -> Dict[str, str]:
@@ -996,6 +1025,31 @@ class FindscuCancelTests(unittest.TestCase):
 # -- C-MOVE with movescu ------------------------------------------------------------------
 
 
+#: The image L{brokenArchive} breaks.
+BROKEN = instanceUID(1, 1, 1)
+
+
+def brokenArchive(testCase, archive: StoredArchive, broken: str):
+    """
+    A copy of the archive in which the file of instance C{broken} is no
+    longer DICOM (overwritten since it was indexed), so that its
+    sub-operation fails.
+
+    @return: the paths of the copy's index and of its storage area.
+    """
+    from dicomd.archive.index import SQLiteArchiveIndex
+    from dicomd.archive.service import INDEX_FILE
+
+    data = os.path.join(os.path.abspath(testCase.mktemp()), "data")
+    shutil.copytree(archive.data, data)
+    index = SQLiteArchiveIndex(os.path.join(data, INDEX_FILE))
+    path = index.storedPaths(TITLE)[broken]
+    index.close()
+    with open(os.path.join(data, path), "wb") as f:
+        f.write(b"no longer a DICOM file")
+    return os.path.join(data, INDEX_FILE), data
+
+
 class MovescuTests(ArchiveTestCase):
     """
     DCMTK's movescu asks dicomd to send to DCMTK's storescp.
@@ -1014,6 +1068,8 @@ class MovescuTests(ArchiveTestCase):
         self.assertEqual(result.status, 0x0000, result.output)
         self.assertEqual(result.counts, {"remaining": None, "completed": 3, "failed": 0, "warning": 0})
         self.assertEqual(result.pending, 2, result.output)
+        self.assertEqual(result.exitCode, 0, result.output)
+        self.assertTrue(result.releasedCleanly, result.output)
         self.assertSameDataSets(receivedFiles(directory), instanceUIDs(study=1))
 
     @defer.inlineCallbacks
@@ -1101,26 +1157,21 @@ class MovescuTests(ArchiveTestCase):
         An archived file that is no longer DICOM (overwritten since it was
         indexed) fails its sub-operation alone: the other images arrive and
         the final status is 0xB000 listing it.  (The move used to stop
-        there, without a final response.)
+        there, without a final response.)  movescu reads the list and
+        releases cleanly.
         """
-        from dicomd.archive.index import SQLiteArchiveIndex
-        from dicomd.archive.service import INDEX_FILE
-
-        data = os.path.join(os.path.abspath(self.mktemp()), "data")
-        shutil.copytree(self.archive.data, data)
-        broken = instanceUID(1, 1, 1)
-        index = SQLiteArchiveIndex(os.path.join(data, INDEX_FILE))
-        path = index.storedPaths(TITLE)[broken]
-        index.close()
-        with open(os.path.join(data, path), "wb") as f:
-            f.write(b"no longer a DICOM file")
+        index, data = brokenArchive(self, self.archive, BROKEN)
         storescp, directory = yield startDestination(self)
-        port = serveArchive(self, None, peers=[destinationPeer(storescp)], index=os.path.join(data, INDEX_FILE), data=data)
+        port = serveArchive(self, None, peers=[destinationPeer(storescp)], index=index, data=data)
         result = yield movescu(self, port, "S", DESTINATION, "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + studyUID(1))
         self.assertEqual(result.status, 0xB000, result.output)
         self.assertEqual(result.counts, {"remaining": None, "completed": 2, "failed": 1, "warning": 0})
-        self.assertEqual(result.failed, [broken])
-        self.assertSameDataSets(receivedFiles(directory), [uid for uid in instanceUIDs(study=1) if uid != broken])
+        self.assertEqual(result.failed, [BROKEN])
+        self.assertTrue(result.releasedCleanly, result.output)
+        # movescu's EXITCODE_CMOVE_WARNING for 0xB000; 67 would mean the
+        # release failed.
+        self.assertEqual(result.exitCode, 68, result.output)
+        self.assertSameDataSets(receivedFiles(directory), [uid for uid in instanceUIDs(study=1) if uid != BROKEN])
 
     @defer.inlineCallbacks
     def test_unexpectedErrorStillAnswered(self):
@@ -1262,6 +1313,25 @@ class GetscuTests(ArchiveTestCase):
             self.assertSameDataSets(receivedFiles(directory), uids)
 
     @defer.inlineCallbacks
+    def test_failedInstanceReleasesCleanly(self):
+        """
+        A study with an instance whose sub-operation fails: the final
+        C-GET-RSP (0xB000) carries the Failed SOP Instance UID List, which
+        getscu does not read; it still releases its association cleanly
+        and exits 0.  (It used to get the list's PDU instead of the
+        A-RELEASE-RP: "Association Release Failed: 0006:0316 DUL P-Data PDU
+        arrived", as it does from dcmqrscp.)
+        """
+        index, data = brokenArchive(self, self.archive, BROKEN)
+        port = serveArchive(self, None, index=index, data=data)
+        result, directory = yield getscu(self, port, "S", "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + studyUID(1))
+        self.assertEqual(result.status, 0xB000, result.output)
+        self.assertEqual(result.counts, {"remaining": None, "completed": 2, "failed": 1, "warning": 0})
+        self.assertTrue(result.releasedCleanly, result.output)
+        self.assertEqual(result.exitCode, 0, result.output)
+        self.assertSameDataSets(receivedFiles(directory), [uid for uid in instanceUIDs(study=1) if uid != BROKEN])
+
+    @defer.inlineCallbacks
     def test_getDisabled(self):
         """
         Without C-GET (C{--disable-get}) the GET contexts are rejected.
@@ -1272,10 +1342,274 @@ class GetscuTests(ArchiveTestCase):
         self.assertEqual(receivedFiles(directory), {})
 
 
+# -- transfer syntaxes of retrieved objects -------------------------------------------------
+
+EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+
+#: An association negotiation profile for DCMTK's storescp that takes CT
+#: images in little endian only, explicit or implicit VR: what most peers
+#: accept.
+LITTLE_ENDIAN_PROFILE = r"""
+[[TransferSyntaxes]]
+[LittleEndian]
+TransferSyntax1 = LittleEndianExplicit
+TransferSyntax2 = LittleEndianImplicit
+
+[[PresentationContexts]]
+[LittleEndian]
+PresentationContext1 = VerificationSOPClass\LittleEndian
+PresentationContext2 = CTImageStorage\LittleEndian
+
+[[Profiles]]
+[LittleEndian]
+PresentationContexts = LittleEndian
+"""
+
+
+def writeProfile(testCase, text: str) -> str:
+    """
+    Write an association negotiation profile file for DCMTK's C{-xf}.
+
+    @return: its path.
+    """
+    path = os.path.join(makeDirectory(testCase), "profile.cfg")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def storedFiles(archive: StoredArchive) -> Dict[str, str]:
+    """
+    The paths of the files an archive's index holds, by SOP Instance UID.
+    """
+    from dicomd.archive.index import SQLiteArchiveIndex
+
+    index = SQLiteArchiveIndex(archive.index)
+    try:
+        return {uid: os.path.join(archive.data, path) for uid, path in index.storedPaths(TITLE).items()}
+    finally:
+        index.close()
+
+
+def encodedDataSet(path: str):
+    """
+    A Part-10 file's transfer syntax and the bytes of its data set.
+    """
+    from dicomd.storage.scu import readFileMeta
+
+    meta = readFileMeta(path)
+    with open(path, "rb") as f:
+        f.seek(meta.dataSetOffset)
+        return meta.transferSyntaxUID, f.read()
+
+
+#: The struct format of one word of each VR that pydicom leaves as bytes.
+_WORDS = {"OW": "u2", "OF": "f4", "OD": "f8", "OL": "u4", "OV": "u8"}
+
+
+def decodedValues(dataset, byteOrder: str) -> dict:
+    """
+    The values of a pydicom data set by tag, read from a file in
+    C{byteOrder} (C{"<"} or C{">"}): the words of binary values pydicom
+    keeps as bytes decoded, sequences item by item, Pixel Data left out
+    (compare C{pixel_array}).
+    """
+    import numpy
+
+    values = {}
+    for element in dataset:
+        if element.keyword == "PixelData":
+            continue
+        if element.VR == "SQ":
+            values[element.tag] = [decodedValues(item, byteOrder) for item in element.value]
+        elif element.VR in _WORDS:
+            values[element.tag] = numpy.frombuffer(element.value, byteOrder + _WORDS[element.VR]).tolist()
+        else:
+            values[element.tag] = element.value
+    return values
+
+
+def bigEndianDataset():
+    """
+    A CT image with binary values of every word size at the top level and in
+    nested sequence items, to be stored in explicit VR big endian.
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    dataset = makeDataset(
+        rows=8,
+        columns=8,
+        patientID="PBIG",
+        studyInstanceUID=studyUID(90),
+        seriesInstanceUID=seriesUID(90, 1),
+        sopInstanceUID=instanceUID(90, 1, 1),
+    )
+    dataset.add_new(0x00181310, "US", [1, 2, 0xFFFE, 4])
+    dataset.add_new(0x00186020, "SL", [-5, 0x01020304])
+    dataset.add_new(0x00189219, "SS", -300)
+    dataset.add_new(0x00189459, "FL", -0.5)
+    dataset.add_new(0x00081163, "FD", [1.5, -2.25])
+    dataset.add_new(0x00209165, "AT", [0x00100010, 0x00200013])
+    dataset.add_new(0x00660016, "OF", struct.pack("<3f", 1.0, -2.0, 3.5))
+    dataset.add_new(0x00660040, "OL", struct.pack("<2L", 1, 0x0A0B0C0D))
+    inner = Dataset()
+    inner.add_new(0x00209165, "AT", 0x00280010)
+    inner.add_new(0x00281201, "OW", struct.pack("<3H", 0x0102, 0x0304, 0xA0B0))
+    item = Dataset()
+    item.ReferencedSOPClassUID = CT_IMAGE_STORAGE
+    item.ReferencedSOPInstanceUID = instanceUID(90, 1, 2)
+    item.add_new(0x00081199, "SQ", Sequence([inner]))
+    item.add_new(0x00280010, "US", 512)
+    item.add_new(0x00189219, "SS", -2)
+    dataset.ReferencedSeriesSequence = Sequence([item, Dataset()])
+    return dataset
+
+
+@defer.inlineCallbacks
+def bigEndianArchive(testCase):
+    """
+    An archive holding one CT image that C{twistd dicomd} received in
+    explicit VR big endian: written with pydicom, converted with DCMTK's
+    C{dcmconv +tb}, sent with C{storescu -xb}.  Made once per trial
+    worker.
+
+    @return: a L{Deferred} firing with the L{StoredArchive}; its source is
+        the big endian file.
+    """
+    if "big endian" in _ARCHIVE:
+        return _ARCHIVE["big endian"]
+    root = os.path.abspath(testCase.mktemp())
+    os.makedirs(root)
+    dataset = bigEndianDataset()
+    little = writeFile(os.path.join(root, "little.dcm"), dataset)
+    big = os.path.join(root, "big.dcm")
+    converted = yield runCommand([dcmtk("dcmconv"), "+tb", little, big], env=dcmtkEnvironment())
+    testCase.assertEqual(converted.exitCode, 0, converted.describe())
+    data = os.path.join(root, "data")
+    daemon = yield startDaemon(testCase, "--output-directory", data)
+    sent = yield runCommand(
+        [dcmtk("storescu"), "-xb", "-aec", TITLE, "127.0.0.1", str(daemon.port), big], env=dcmtkEnvironment()
+    )
+    testCase.assertEqual(sent.exitCode, 0, sent.describe() + daemon.describe())
+    yield daemon.stop()
+    archive = StoredArchive({dataset.SOPInstanceUID: big}, data)
+    stored = storedFiles(archive)[dataset.SOPInstanceUID]
+    testCase.assertEqual(encodedDataSet(stored)[0], EXPLICIT_VR_BIG_ENDIAN)
+    _ARCHIVE["big endian"] = archive
+    return archive
+
+
+class BigEndianRetrieveTests(unittest.TestCase):
+    """
+    An image stored in explicit VR big endian is retrieved by peers that
+    take little endian only: dicomd converts it, swapping every binary
+    value by its VR's word size, and the peer gets the same pixels and
+    attributes.  (It used to fail: "no presentation context for ... in
+    1.2.840.10008.1.2.2, nor one it can be converted to".)
+    """
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.archive = yield bigEndianArchive(self)
+        [(self.uid, self.source)] = self.archive.sources.items()
+
+    def assertSameImage(self, received: Dict[str, str]):
+        """
+        The one file received is the big endian image, in explicit VR
+        little endian, with the original's pixels and attributes.
+        """
+        import numpy
+
+        self.assertEqual(sorted(received), [self.uid])
+        got, sent = dcmread(received[self.uid]), dcmread(self.source)
+        self.assertEqual(got.file_meta.TransferSyntaxUID, EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertTrue(numpy.array_equal(got.pixel_array, sent.pixel_array))
+        self.assertEqual(decodedValues(got, "<"), decodedValues(sent, ">"))
+
+    @defer.inlineCallbacks
+    def test_move(self):
+        """
+        movescu moves it to a storescp that accepts little endian only.
+        """
+        storescp, directory = yield startDestination(self, "-xf", writeProfile(self, LITTLE_ENDIAN_PROFILE), "LittleEndian")
+        port = serveArchive(self, self.archive, peers=[destinationPeer(storescp)])
+        result = yield movescu(self, port, "S", DESTINATION, "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + studyUID(90))
+        self.assertEqual(result.status, 0x0000, result.output)
+        self.assertEqual(result.counts["completed"], 1)
+        self.assertSameImage(receivedFiles(directory))
+
+    @defer.inlineCallbacks
+    def test_get(self):
+        """
+        getscu gets it on the explicit VR little endian context dicomd
+        accepted for CT images.
+        """
+        port = serveArchive(self, self.archive)
+        result, directory = yield getscu(self, port, "S", "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + studyUID(90))
+        self.assertEqual(result.status, 0x0000, result.output)
+        self.assertSameImage(receivedFiles(directory))
+
+
+class StoredSyntaxTests(ArchiveTestCase):
+    """
+    Retrieval sends an object in the transfer syntax it is stored in when
+    the peer accepts that one, although dicomd's preferences (C{+xa},
+    C{-xd}) put deflate first: the data set arrives as stored, byte for
+    byte, instead of compressed anew.
+    """
+
+    def assertAsStored(self, received: Dict[str, str], uids: List[str]):
+        """
+        The files received are those of C{uids}, each with the syntax and
+        data set bytes of the archive's file.
+        """
+        self.assertEqual(sorted(received), sorted(uids))
+        stored = storedFiles(self.archive)
+        for uid in uids:
+            syntax, data = encodedDataSet(received[uid])
+            self.assertEqual(syntax, EXPLICIT_VR_LITTLE_ENDIAN, uid)
+            self.assertEqual((syntax, data), encodedDataSet(stored[uid]), uid)
+
+    @defer.inlineCallbacks
+    def test_move(self):
+        """
+        With C{-xd} the sub-association proposes deflate first for every
+        class, and storescp C{+xa} takes deflate where it can; the stored
+        syntax, proposed on a context of its own, is taken too, and used.
+        """
+        from dicomd.archive.service import proposing
+        from dicomd.ul.negotiation import ACCEPTOR_PREFERENCES
+
+        storescp, directory = yield startDestination(self, "+xa", "+B")
+        port = self.serve(peers=[destinationPeer(storescp)], propose=proposing(ACCEPTOR_PREFERENCES["+xd"]))
+        result = yield movescu(self, port, "P", DESTINATION, "QueryRetrieveLevel=PATIENT", "PatientID=P001")
+        self.assertEqual(result.status, 0x0000, result.output)
+        self.assertAsStored(receivedFiles(directory), instanceUIDs(patient="P001"))
+
+    @defer.inlineCallbacks
+    def test_get(self):
+        """
+        getscu C{+xd} proposes deflate first on its storage contexts, and
+        dicomd accepts with C{+xa}; on those contexts, where it only sends,
+        it takes explicit VR little endian, the syntax of the stored files.
+        """
+        from dicomd.ul.negotiation import ACCEPTOR_PREFERENCES
+
+        port = self.serve(transferSyntaxes=ACCEPTOR_PREFERENCES["+xa"])
+        result, directory = yield getscu(self, port, "P", "QueryRetrieveLevel=PATIENT", "PatientID=P001", extra=["+xd", "+B"])
+        self.assertEqual(result.status, 0x0000, result.output)
+        self.assertAsStored(receivedFiles(directory), instanceUIDs(patient="P001"))
+
+
 # -- pynetdicom --------------------------------------------------------------------------
 
 #: pynetdicom as Query/Retrieve SCU: C{script REQUEST}, REQUEST a JSON
-#: object (see the functions below).  Prints one JSON line: the responses.
+#: object (see the functions below).  Prints one JSON line: the responses;
+#: a move or get whose association does not end in a clean release (an
+#: A-RELEASE-RP, not an abort) exits 3.
 PYNETDICOM_SCU = r"""
 import json
 import os
@@ -1380,7 +1714,7 @@ def move():
             pending += 1
             if pending == request.get("cancelAfter"):
                 assoc.send_c_cancel(1, query_model=model)
-    assoc.release()
+    release(assoc)
     return responses
 
 
@@ -1414,8 +1748,15 @@ def get():
             pending += 1
             if pending == request.get("cancelAfter"):
                 assoc.send_c_cancel(1, query_model=model)
-    assoc.release()
+    release(assoc)
     return responses
+
+
+def release(assoc):
+    assoc.release()
+    if not assoc.is_released:
+        print(json.dumps({"error": "the association was not released cleanly"}))
+        sys.exit(3)
 
 
 print(json.dumps({"find": find, "move": move, "get": get}[request["op"]]()))

@@ -36,6 +36,7 @@ from dicomd.storage.recode import (
     GROUP_LENGTH_REMOVE,
     RecodeOptions,
     checkOptions,
+    convertDataSet,
     recoder,
 )
 from tests.dicomfiles import SECONDARY_CAPTURE_STORAGE, makeDataset, writeFile
@@ -717,6 +718,156 @@ class WriteDataSetOnlyTests(unittest.SynchronousTestCase):
         self.assertEqual(usedSyntax(path, "-f", "-tb"), "Big Endian Explicit")
         with open(source, "rb") as f, open(path, "rb") as g:
             self.assertTrue(f.read().endswith(g.read()))
+
+
+# -- converting data sets for the storage SCU ------------------------------------------------
+
+#: One element per VR whose values change byte order, as
+#: C{(tag, VR, struct format of one word, values)}.
+SWAPPED_ELEMENTS = [
+    (0x00041212, "US", "H", (0x0102, 0xFFFE)),
+    (0x00081163, "FD", "d", (1.5, -2.25e-300)),
+    (0x00089459, "FL", "f", (-0.5,)),
+    (0x0008040C, "UV", "Q", (0x0102030405060708,)),
+    (0x00140202, "AT", "H", (0x0010, 0x0020)),
+    (0x00181638, "OF", "f", (1.0, 2.0, -3.0)),
+    (0x00186020, "SL", "l", (-5, 0x01020304)),
+    (0x00189219, "SS", "h", (-2, 0x0102)),
+    (0x00281201, "OW", "H", (0x0102, 0x0304, 0xA0B0)),
+    (0x003A032E, "OD", "d", (3.25,)),
+    (0x00041200, "UL", "L", (0x01020304,)),
+    (0x00660040, "OL", "L", (1, 0x0A0B0C0D)),
+    (0x00720081, "OV", "Q", (0x0102030405060708, 1)),
+    (0x00720082, "SV", "q", (-1, -0x0102030405060708)),
+]
+
+_LONG_HEADER_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+
+
+def explicitElement(order, tag, vr, value):
+    """
+    An element in explicit VR, byte order C{order} (C{"<"} or C{">"}).
+    """
+    group, number = tag >> 16, tag & 0xFFFF
+    if vr in _LONG_HEADER_VRS:
+        return struct.pack(order + "HH2sHL", group, number, vr.encode(), 0, len(value)) + value
+    return struct.pack(order + "HH2sH", group, number, vr.encode(), len(value)) + value
+
+
+def numbers(order, word, values):
+    """
+    C{values} packed as words of struct format C{word} in byte order C{order}.
+    """
+    return struct.pack(order + word * len(values), *values)
+
+
+def sequenceElement(order, tag, items, undefined=False):
+    """
+    A sequence of encoded items, with explicit lengths or, if C{undefined},
+    undefined lengths and delimiters.
+    """
+    group, number = tag >> 16, tag & 0xFFFF
+    if undefined:
+        body = b"".join(
+            struct.pack(order + "HHL", 0xFFFE, 0xE000, 0xFFFFFFFF) + item + struct.pack(order + "HHL", 0xFFFE, 0xE00D, 0)
+            for item in items
+        )
+        return (
+            struct.pack(order + "HH2sHL", group, number, b"SQ", 0, 0xFFFFFFFF)
+            + body
+            + struct.pack(order + "HHL", 0xFFFE, 0xE0DD, 0)
+        )
+    body = b"".join(struct.pack(order + "HHL", 0xFFFE, 0xE000, len(item)) + item for item in items)
+    return struct.pack(order + "HH2sHL", group, number, b"SQ", 0, len(body)) + body
+
+
+def nestedDataSet(order, undefined=False):
+    """
+    A data set in explicit VR byte order C{order}: text, OB and UN, a
+    sequence (with undefined lengths if C{undefined}) whose items hold US,
+    FD and a nested sequence with an AT and an OW, then 16-bit Pixel Data.
+    """
+    inner = explicitElement(order, 0x00209165, "AT", numbers(order, "H", (0x0028, 0x0010)))
+    inner += explicitElement(order, 0x00281201, "OW", numbers(order, "H", (0x1234,)))
+    first = explicitElement(order, 0x00081150, "UI", b"1.2.3.4\0")
+    first += sequenceElement(order, 0x00081199, [inner], undefined)
+    first += explicitElement(order, 0x00280010, "US", numbers(order, "H", (512,)))
+    second = explicitElement(order, 0x00081163, "FD", numbers(order, "d", (0.1, 7.0)))
+    second += explicitElement(order, 0x00189219, "SS", numbers(order, "h", (-300,)))
+    return (
+        explicitElement(order, 0x00080070, "LO", b"ACME")
+        + explicitElement(order, 0x0008041B, "OB", b"\x01\x02\x03\x04")
+        + sequenceElement(order, 0x00081115, [first, second, b""], undefined)
+        + explicitElement(order, 0x00100010, "PN", b"Doe^John")
+        + explicitElement(order, 0x0072006D, "UN", b"\x01\x02\x03\x04")
+        + explicitElement(order, 0x7FE00010, "OW", numbers(order, "H", range(0x0100, 0x0110)))
+    )
+
+
+class ConvertDataSetTests(unittest.SynchronousTestCase):
+    """
+    L{convertDataSet}, which the storage SCU sends objects through when the
+    peer did not accept their stored syntax: explicit VR big endian to
+    little endian swaps the bytes of each value by its VR's word size, in
+    sequences too, and leaves byte streams alone.
+    """
+
+    def test_eachVR(self):
+        """
+        US, SS, UL, SL, FL, FD, AT, OW, OF, OD, OL, OV, SV and UV values
+        come out in little endian, word by word.
+        """
+        for tag, vr, word, values in SWAPPED_ELEMENTS:
+            big = explicitElement(">", tag, vr, numbers(">", word, values))
+            little = explicitElement("<", tag, vr, numbers("<", word, values))
+            self.assertEqual(convertDataSet(big, ExplicitVRBigEndian, ExplicitVRLittleEndian), little, vr)
+            self.assertEqual(convertDataSet(little, ExplicitVRLittleEndian, ExplicitVRBigEndian), big, vr)
+
+    def test_byteStreams(self):
+        """
+        Text, OB and UN values keep their bytes: they have no byte order.
+        """
+        for tag, vr, value in [(0x00080070, "LO", b"ACME"), (0x0008041B, "OB", b"\x01\x02\x03\x04"), (0x0072006D, "UN", b"\x01\x02")]:
+            big = explicitElement(">", tag, vr, value)
+            self.assertEqual(convertDataSet(big, ExplicitVRBigEndian, ExplicitVRLittleEndian), explicitElement("<", tag, vr, value), vr)
+
+    def test_sequences(self):
+        """
+        Values in items of sequences, nested ones too, are swapped like
+        the others; sequences and items come out with explicit lengths
+        whether they had them or not.
+        """
+        expected = nestedDataSet("<")
+        for undefined in (False, True):
+            big = nestedDataSet(">", undefined)
+            self.assertEqual(convertDataSet(big, ExplicitVRBigEndian, ExplicitVRLittleEndian), expected)
+
+    def test_otherSyntaxes(self):
+        """
+        Big endian converts to implicit VR and deflated little endian as
+        well: those convert on to the same explicit VR little endian bytes,
+        and back to the same big endian ones.
+        """
+        big = nestedDataSet(">")
+        for syntax in (ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian):
+            converted = convertDataSet(big, ExplicitVRBigEndian, syntax, compressionLevel=9)
+            self.assertEqual(convertDataSet(converted, syntax, ExplicitVRLittleEndian), nestedDataSet("<"), syntax)
+            self.assertEqual(convertDataSet(converted, syntax, ExplicitVRBigEndian), big, syntax)
+
+    def test_compressedRefused(self):
+        """
+        Encapsulated syntaxes are not converted: L{ValueError} naming it.
+        """
+        error = self.assertRaises(ValueError, convertDataSet, b"", JPEGBaseline8Bit, ExplicitVRLittleEndian)
+        self.assertIn(JPEGBaseline8Bit, str(error))
+        self.assertRaises(ValueError, convertDataSet, b"", ExplicitVRBigEndian, JPEGBaseline8Bit)
+
+    def test_truncated(self):
+        """
+        A data set cut short raises L{ValueError}.
+        """
+        big = nestedDataSet(">")
+        self.assertRaises(ValueError, convertDataSet, big[:-7], ExplicitVRBigEndian, ExplicitVRLittleEndian)
 
 
 # -- replacing the file ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ import os
 import struct
 import traceback
 import zlib
+from array import array
 
 from pydicom import dcmread
 from pydicom.filebase import DicomBytesIO
@@ -45,6 +46,7 @@ from dicomd.ul.negotiation import (
 )
 from dicomd.ul.pdu import P_DATA_TF, AAssociateRJ, AAssociateRQ, UserIdentityRQ, UserInformation, decodePDU
 from tests.dicomfiles import CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, makeDataset, writeFile
+from tests.support import dcmtk, dcmtkEnvironment, runCommand
 
 
 def makeFile(testCase, transferSyntax=EXPLICIT_VR_LITTLE_ENDIAN, **kwargs) -> str:
@@ -597,15 +599,33 @@ class ChooseContextTests(unittest.SynchronousTestCase):
         self.assertIn(JPEG_BASELINE, str(error))
         self.assertIn(CT_IMAGE_STORAGE, str(error))
 
-    def test_bigEndianNotConverted(self):
+    def test_bigEndian(self):
         """
-        A big endian file is not converted (pydicom would not swap its
-        pixel data), nor is anything converted to big endian.
+        A big endian file goes converted on a little endian context, and a
+        little endian one on a big endian context when that is all there
+        is.
         """
         association = FakeAssociation(accepting((CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN)))
-        self.assertRaises(scu.StoreFailed, scu.chooseContext, association, CT_IMAGE_STORAGE, EXPLICIT_VR_BIG_ENDIAN)
+        self.assertEqual(scu.chooseContext(association, CT_IMAGE_STORAGE, EXPLICIT_VR_BIG_ENDIAN).transferSyntax, EXPLICIT_VR_LITTLE_ENDIAN)
         bigOnly = FakeAssociation(accepting((CT_IMAGE_STORAGE, EXPLICIT_VR_BIG_ENDIAN)))
-        self.assertRaises(scu.StoreFailed, scu.chooseContext, bigOnly, CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(scu.chooseContext(bigOnly, CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN).transferSyntax, EXPLICIT_VR_BIG_ENDIAN)
+
+    def test_cheapestConversion(self):
+        """
+        Without a context in the file's syntax, the cheapest conversion
+        wins: explicit VR little endian, then implicit VR, then big endian
+        (every value swapped), deflated last (the whole data set
+        compressed).
+        """
+        order = [EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN]
+        for source in order:
+            offered = [syntax for syntax in order if syntax != source]
+            chosen = []
+            while offered:
+                association = FakeAssociation(accepting(*[(CT_IMAGE_STORAGE, syntax) for syntax in reversed(offered)]))
+                chosen.append(scu.chooseContext(association, CT_IMAGE_STORAGE, source).transferSyntax)
+                offered.remove(chosen[-1])
+            self.assertEqual(chosen, [syntax for syntax in order if syntax != source], source)
 
     def test_otherClass(self):
         """
@@ -623,25 +643,29 @@ class EncodeDataSetTests(unittest.SynchronousTestCase):
 
     def roundTrip(self, syntax, data):
         if syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-            data = zlib.decompress(data, -zlib.MAX_WBITS)
+            data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data)
         fp = DicomBytesIO(data)
-        fp.is_little_endian = True
+        fp.is_little_endian = syntax != EXPLICIT_VR_BIG_ENDIAN
         fp.is_implicit_VR = syntax == IMPLICIT_VR_LITTLE_ENDIAN
-        return read_dataset(fp, fp.is_implicit_VR, True)
+        return read_dataset(fp, fp.is_implicit_VR, fp.is_little_endian)
 
     def test_roundTrip(self):
         """
         A data set read from an explicit VR file, encoded in each
         convertible syntax and read back, has the same elements, values and
-        pixel data.
+        pixel data (its 16-bit words swapped in big endian).
         """
         original = dcmread(makeFile(self, characterSet="ISO_IR 100", patientName="Müller^Jürgen"))
         for syntax in scu.CONVERTIBLE:
             decoded = self.roundTrip(syntax, scu.encodeDataSet(original, syntax))
             self.assertEqual([element.tag for element in decoded], [element.tag for element in original])
             for element in original:
-                self.assertEqual(decoded[element.tag].value, element.value, (syntax, element))
-            self.assertEqual(decoded.PixelData, original.PixelData)
+                if element.keyword != "PixelData":
+                    self.assertEqual(decoded[element.tag].value, element.value, (syntax, element))
+            words = array("H", original.PixelData)
+            if syntax == EXPLICIT_VR_BIG_ENDIAN:
+                words.byteswap()
+            self.assertEqual(decoded.PixelData, words.tobytes(), syntax)
 
     def test_implicitHasNoVRs(self):
         """
@@ -719,6 +743,22 @@ class StoreTests(unittest.TestCase):
         data = association.requests[0][2]
         self.assertEqual(data, scu.encodeDataSet(dcmread(path), IMPLICIT_VR_LITTLE_ENDIAN))
         self.assertEqual((result.transferSyntaxUID, result.size), (IMPLICIT_VR_LITTLE_ENDIAN, len(data)))
+
+    @defer.inlineCallbacks
+    def test_convertsBigEndian(self):
+        """
+        A big endian file (as DCMTK's dcmconv writes it) goes on a little
+        endian context as the data set of the little endian file it was
+        made from: every value, pixel data included, in little endian.
+        """
+        path = makeFile(self)
+        big = self.mktemp() + ".dcm"
+        result = yield runCommand([dcmtk("dcmconv"), "+tb", path, big], env=dcmtkEnvironment())
+        self.assertEqual(result.exitCode, 0, result.describe())
+        association = FakeAssociation(accepting((CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN)))
+        stored = yield scu.store(association, big)
+        self.assertEqual(association.requests[0][2], dataSetBytes(path))
+        self.assertEqual(stored.transferSyntaxUID, EXPLICIT_VR_LITTLE_ENDIAN)
 
     @defer.inlineCallbacks
     def test_fileDataSet(self):

@@ -373,6 +373,56 @@ class RoleSelectionTests(SynchronousTestCase):
         self.assertEqual([accepted[1].scpRole, accepted[3].scpRole], [True, True])
 
 
+class SendingPreferencesTests(SynchronousTestCase):
+    """
+    On a context whose requestor takes only the SCP role (the acceptor
+    sends C-GET sub-operations on it), deflated explicit VR little endian
+    ranks after the uncompressed syntaxes, whatever C{+x?} says: objects
+    stored uncompressed then go as they are instead of compressed anew.
+    """
+
+    everything = (EXPLICIT_LE, EXPLICIT_BE, IMPLICIT_LE, DEFLATED, JPEG_BASELINE)
+
+    def accepted(self, key, roles):
+        policy = AcceptorPolicy({CT_IMAGE_STORAGE: ACCEPTOR_PREFERENCES[key]}, scpRoleSOPClasses=frozenset([CT_IMAGE_STORAGE]))
+        _, _, accepted = acceptPresentationContexts(
+            request([(1, CT_IMAGE_STORAGE, list(self.everything))], [SCPSCURoleSelection(CT_IMAGE_STORAGE, *roles)]),
+            policy,
+        )
+        return accepted[1].transferSyntax
+
+    def test_sendOnly(self):
+        """
+        With C{+xa} and C{+xd}, which put deflate first, a send-only context
+        takes explicit VR little endian; compressed syntaxes keep their
+        rank before it.
+        """
+        self.assertEqual(self.accepted("+xd", (False, True)), EXPLICIT_LE)
+        self.assertEqual(self.accepted("+xa", (False, True)), JPEG_BASELINE)
+        self.assertEqual(
+            negotiation.sendingPreferences(ACCEPTOR_PREFERENCES["+xa"]),
+            tuple(ts for ts in ALL_SUPPORTED if ts != DEFLATED) + (DEFLATED,),
+        )
+
+    def test_deflateOnly(self):
+        """
+        Deflate is still taken when it is all the requestor proposes.
+        """
+        policy = AcceptorPolicy({CT_IMAGE_STORAGE: ACCEPTOR_PREFERENCES["+xd"]}, scpRoleSOPClasses=frozenset([CT_IMAGE_STORAGE]))
+        _, _, accepted = acceptPresentationContexts(
+            request([(1, CT_IMAGE_STORAGE, [DEFLATED])], [SCPSCURoleSelection(CT_IMAGE_STORAGE, False, True)]), policy
+        )
+        self.assertEqual(accepted[1].transferSyntax, DEFLATED)
+
+    def test_receivingUnchanged(self):
+        """
+        Contexts on which the requestor may send, with the SCU role alone or
+        both roles, keep the configured preferences.
+        """
+        self.assertEqual(self.accepted("+xd", (True, False)), DEFLATED)
+        self.assertEqual(self.accepted("+xd", (True, True)), DEFLATED)
+
+
 class CheckAssociationRequestTests(SynchronousTestCase):
     """
     L{checkAssociationRequest} refuses a request before its contexts are

@@ -60,7 +60,7 @@ from dicomd.services.find import FindSCP
 from dicomd.services.retrieve import Destination, GetSCP, MoveSCP
 from dicomd.services.verification import VerificationSCP
 from dicomd.storage.sopclasses import STORAGE_SOP_CLASSES
-from dicomd.ul.negotiation import UNCOMPRESSED, AcceptorPolicy
+from dicomd.ul.negotiation import MAXIMUM_PRESENTATION_CONTEXTS, UNCOMPRESSED, AcceptorPolicy
 from dicomd.ul.pdu import (
     PC_USER_REJECTION,
     REJECT_REASON_NO_REASON,
@@ -440,25 +440,46 @@ def configuredPeers(config, tls=None) -> List[Peer]:
 
 def proposing(transferSyntaxes: Sequence[str]) -> Callable[[list], list]:
     """
-    Rewrite the presentation contexts of a C-MOVE sub-association as
-    dcmqrscp's C{-x=}, C{-xe}, C{-xi}, C{-xs}... ask: each SOP class with
-    C{transferSyntaxes}, and with a context of its own for each other
-    compressed syntax its files are stored in, which they go in as they
-    are.
-    """
+    The presentation contexts of a C-MOVE sub-association, from those that
+    carry its instances as they are stored (one per SOP class and transfer
+    syntax, L{dicomd.services.retrieve.storedContexts}): each of those,
+    so that the destination can take an instance in the syntax it is
+    stored in, and for each SOP class a context with C{transferSyntaxes}
+    (dcmqrscp's C{-x=}, C{-xe}, C{-xi}, C{-xd}...) for the instances it
+    takes only converted.
 
-    def propose(proposals):
-        rewritten, classes = [], set()
-        for abstractSyntax, syntaxes in proposals:
-            if abstractSyntax not in classes:
-                classes.add(abstractSyntax)
-                rewritten.append((abstractSyntax, list(transferSyntaxes)))
-            for syntax in syntaxes:
-                if syntax not in UNCOMPRESSED and syntax not in transferSyntaxes and (abstractSyntax, [syntax]) not in rewritten:
-                    rewritten.append((abstractSyntax, [syntax]))
-        return rewritten
+    When that makes more contexts than one association carries, the stored
+    syntaxes that C{transferSyntaxes} list lose their own contexts: their
+    instances still go, in the syntax the destination chose there.
+    """
+    converted = list(transferSyntaxes)
+
+    def propose(stored):
+        contexts = _storedAndConverted(stored, converted, keepListed=True)
+        if len(contexts) > MAXIMUM_PRESENTATION_CONTEXTS:
+            contexts = _storedAndConverted(stored, converted, keepListed=False)
+        return contexts
 
     return propose
+
+
+def _storedAndConverted(stored, converted: List[str], keepListed: bool) -> list:
+    """
+    For each SOP class of the C{stored} contexts, in order: a context for
+    each syntax its instances are stored in, then one with the C{converted}
+    syntaxes.  A stored syntax among C{converted} gets its own context only
+    if C{keepListed}, and none that would repeat the converted one.
+    """
+    byClass: Dict[str, List[str]] = {}
+    for abstractSyntax, syntaxes in stored:
+        byClass.setdefault(abstractSyntax, []).extend(syntaxes)
+    contexts = []
+    for abstractSyntax, storedSyntaxes in byClass.items():
+        for syntax in storedSyntaxes:
+            if [syntax] != converted and (keepListed or syntax not in converted):
+                contexts.append((abstractSyntax, [syntax]))
+        contexts.append((abstractSyntax, converted))
+    return contexts
 
 
 #: Seconds a C-MOVE sub-association waits for each C-STORE-RSP when no
@@ -483,8 +504,10 @@ def destinationTable(
     association from C{callingAETitle} to it, or C{None}.  When C{peers}
     names an AE title twice, the last one counts.
 
-    @param propose: rewrites the presentation contexts proposed to a
-        destination (see L{proposing}), or C{None}.
+    @param propose: turns the contexts that carry the instances as they
+        are stored into those proposed to a destination (see
+        L{proposing}); by default, the stored ones and, for each SOP class,
+        one with the uncompressed syntaxes to convert to.
     @param timeout: seconds to wait for the TCP connection (dcmqrscp's
         C{--timeout}); Twisted's default when C{None}.
     @param acseTimeout: seconds to wait for the destination's A-ASSOCIATE
@@ -495,6 +518,8 @@ def destinationTable(
     """
     if reactor is None:
         from twisted.internet import reactor
+    if propose is None:
+        propose = proposing(UNCOMPRESSED)
     byTitle = {peer.aeTitle: peer for peer in peers}
 
     def destination(aeTitle: str) -> Optional[Destination]:
@@ -502,13 +527,13 @@ def destinationTable(
         if peer is None:
             return None
 
-        def connectTo(proposals):
+        def connectTo(stored):
             endpoint = clientEndpoint(reactor, peer.host, peer.port, peer.tls, **({"timeout": timeout} if timeout else {}))
             return connect(
                 endpoint,
                 calledAETitle=peer.aeTitle,
                 callingAETitle=callingAETitle,
-                presentationContexts=propose(proposals) if propose is not None else proposals,
+                presentationContexts=propose(stored),
                 reactor=reactor,
                 acseTimeout=acseTimeout,
                 dimseTimeout=dimseTimeout or MOVE_DIMSE_TIMEOUT,

@@ -5,17 +5,20 @@ Annex E).
 L{fragment} cuts a command set or a piece of a data set into P-DATA-TF
 PDUs no larger than the peer accepts, without copying the data: the result
 is a list of byte strings and memoryview slices for C{writeSequence}.
+L{encodeMessage} does so for a whole message held in memory, in a single
+PDU when it fits one.
 
 L{MessageAssembler} does the reverse for one association: it joins command
 fragments into a decoded command set and passes data set fragments on as
 they arrive, so a data set never has to sit whole in memory.
 """
 
+import struct
 from dataclasses import dataclass
 from typing import List, Union
 
 from dicomd.dimse.commands import DIMSEDecodeError, Message, decodeCommand
-from dicomd.ul.pdu import PDataTF, encodePDataTF
+from dicomd.ul.pdu import P_DATA_TF, PDataTF, encodePDataTF
 
 #: Message Control Header bits (PS3.8 E.2).
 COMMAND = 0x01
@@ -65,6 +68,41 @@ def fragment(contextID: int, isCommand: bool, data, fragmentLength: int, isLast:
         pieces.append(view[pos:end] if (pos or end != total) else data)
         pos = end
     return pieces
+
+
+_PDU_HEADER = struct.Struct(">BBL")
+_PDV_HEADER = struct.Struct(">LBB")
+
+
+def encodeMessage(contextID: int, command: bytes, dataSet, fragmentLength: int) -> list:
+    """
+    Encode a whole message, its command set and the data set it carries (or
+    C{None}), as P-DATA-TF PDUs.
+
+    When both fit in one PDU of the peer's maximum length, they go in one,
+    a PDV for each (PS3.8 9.3.5 allows several): a peer that does not read
+    a response's data set, as DCMTK's C{getscu} skips the Failed SOP
+    Instance UID List of a final C-GET-RSP, then never finds it in the
+    place of the PDU it waits for next (an A-RELEASE-RP, say).  Otherwise
+    each is cut as L{fragment} cuts it.
+
+    @param fragmentLength: the most data bytes per PDV (see
+        L{maximumFragmentLength}).
+    @return: the PDUs as headers and data slices, ready for
+        C{transport.writeSequence}.
+    """
+    if dataSet is None:
+        return fragment(contextID, True, command, fragmentLength)
+    # The second PDV's item header takes 6 bytes of the one PDU.
+    if len(command) + len(dataSet) + 6 > fragmentLength:
+        return fragment(contextID, True, command, fragmentLength) + fragment(contextID, False, dataSet, fragmentLength)
+    return [
+        _PDU_HEADER.pack(P_DATA_TF, 0, len(command) + len(dataSet) + 12)
+        + _PDV_HEADER.pack(len(command) + 2, contextID, COMMAND | LAST),
+        command,
+        _PDV_HEADER.pack(len(dataSet) + 2, contextID, LAST),
+        dataSet,
+    ]
 
 
 @dataclass(slots=True)

@@ -3,7 +3,8 @@ Sending DIMSE messages one at a time (PS3.7 section 9.3 and PS3.8 Annex E):
 the fragments of one message are never interleaved with another's.
 
 L{MessageSender} writes a message's command and data set as P-DATA-TF PDUs.
-A small data set given as bytes goes out at once with its command; a large
+A small data set given as bytes goes out at once with its command, in the
+same PDU when both fit one (L{dicomd.dimse.pdv.encodeMessage}); a large
 one, or one given as an L{IDataSetSource} (a file), is written piece by
 piece as the transport drains.  Messages sent while a data set is
 streaming wait their turn in a queue, and go out whole after it.
@@ -25,7 +26,7 @@ from typing import Optional
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import Attribute, Interface, implementer
 
-from dicomd.dimse.pdv import fragment
+from dicomd.dimse.pdv import encodeMessage, fragment
 
 #: How much of a streamed data set is read and written per step, rounded
 #: down to whole PDVs (at least one): big enough that the per-step cost
@@ -192,18 +193,14 @@ class MessageSender:
         self._write(contextID, command, dataSet, whenSent)
 
     def _write(self, contextID, command, dataSet, whenSent) -> None:
-        pieces = fragment(contextID, True, command, self.fragmentLength)
-        if isinstance(dataSet, _BUFFER_TYPES):
-            if len(dataSet) > self.readSize:
-                dataSet = _BufferSource(dataSet)
-            else:
-                pieces += fragment(contextID, False, dataSet, self.fragmentLength)
-                dataSet = None
-        if dataSet is None:
-            self._protocol.sendPData(pieces)
+        if isinstance(dataSet, _BUFFER_TYPES) and len(dataSet) > self.readSize:
+            dataSet = _BufferSource(dataSet)
+        if dataSet is None or isinstance(dataSet, _BUFFER_TYPES):
+            self._protocol.sendPData(encodeMessage(contextID, command, dataSet, self.fragmentLength))
             if whenSent is not None:
                 whenSent(None)
             return
+        pieces = fragment(contextID, True, command, self.fragmentLength)
         self._streaming = _Streaming(contextID, dataSet, whenSent, pieces)
         # While the transport is paused the stream starts on resumeProducing.
         self._pump()

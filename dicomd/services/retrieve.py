@@ -6,7 +6,9 @@ Both find the instances an identifier selects in the archive index and send
 each as a C-STORE sub-operation, with the storage SCU of
 L{dicomd.storage.scu}: C-MOVE on a new association to the move destination,
 C-GET back on the requesting association (whose requestor took the SCP
-role for the storage SOP classes).  After each sub-operation a pending
+role for the storage SOP classes).  An instance goes in the transfer syntax
+it is stored in wherever the peer accepted that one (a C-MOVE proposes it
+on a context of its own, L{storedContexts}), and is converted otherwise.  After each sub-operation a pending
 response carries the remaining, completed, failed and warning counts;
 C-CANCEL is honoured between sub-operations.  The final status is success,
 0xB000 when some sub-operations failed (with the Failed SOP Instance UID
@@ -18,7 +20,7 @@ sub-operation.
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from pydicom.dataset import Dataset
 from twisted.internet import defer
@@ -31,7 +33,7 @@ from dicomd.dimse import status as _status
 from dicomd.interfaces import IService
 from dicomd.net.association import AssociationError, BufferedDataSet, responseTo
 from dicomd.services.find import Cancellation, _refuse
-from dicomd.storage.scu import DicomFile, NotDICOM, StoreFailed, proposePresentationContexts, readFileMeta, store
+from dicomd.storage.scu import DicomFile, NotDICOM, StoreFailed, readFileMeta, store
 
 
 @dataclass
@@ -263,6 +265,16 @@ class RetrieveSCP:
         return None
 
 
+def storedContexts(instances) -> List[Tuple[str, List[str]]]:
+    """
+    One presentation context for each SOP class and transfer syntax the
+    C{instances} are stored in, in the order first met: the contexts that
+    send them as they are, without converting them.
+    """
+    pairs = dict.fromkeys((instance.sopClassUID, instance.transferSyntaxUID) for instance in instances)
+    return [(sopClass, [transferSyntax]) for sopClass, transferSyntax in pairs]
+
+
 def _dicomFile(path: str) -> DicomFile:
     return readFileMeta(path)
 
@@ -278,8 +290,11 @@ class Destination:
     """
     A move destination: how to reach an AE title.
 
-    @ivar connect: called with the proposed presentation contexts, returns
-        a L{Deferred} of an association to the destination.
+    @ivar connect: called with the presentation contexts that carry the
+        instances as they are stored (L{storedContexts}), returns a
+        L{Deferred} of an association to the destination, on which it
+        proposed those and the contexts the instances may be converted
+        for.
     @ivar host: its host, for C{--move-host}.
     """
 
@@ -325,7 +340,7 @@ class MoveSCP(RetrieveSCP):
         return destination
 
     def storageAssociation(self, destination, instances):
-        return destination.connect(proposePresentationContexts(instances))
+        return destination.connect(storedContexts(instances))
 
     def abandon(self, association, target) -> None:
         """

@@ -1,7 +1,9 @@
 """
-Re-encoding stored files, for storescp's output options that change the
-bytes of a received object (C{-F}, C{+t?}, C{+g?}, C{+e}/C{-e}, C{+p},
-C{-u}, C{+uc}, C{+cl}).
+Re-encoding data sets in another uncompressed transfer syntax: stored
+files, for storescp's output options that change the bytes of a received
+object (C{-F}, C{+t?}, C{+g?}, C{+e}/C{-e}, C{+p}, C{-u}, C{+uc}, C{+cl}),
+and the data sets the storage SCU sends in a syntax other than the one
+they are stored in (L{convertDataSet}).
 
 dicomd stores data sets bit for bit as received (storescp's C{+B}); only when
 one of these options asks for it is a complete file parsed and written
@@ -197,6 +199,41 @@ def recodeFile(path: str, options: RecodeOptions) -> None:
     target = _targetSyntax(stored.transferSyntax, options.transferSyntax)
     chunks = _encodePart10(stored, target, options)
     _replaceFile(path, chunks)
+
+
+def convertDataSet(data, sourceSyntax: str, targetSyntax: str, compressionLevel: int = 6) -> bytes:
+    """
+    A data set without File Meta Information, encoded in C{sourceSyntax},
+    encoded again in C{targetSyntax}: what a storage SCU sends when the
+    peer accepted neither the syntax an object is stored in nor another
+    that object could go in as it is.
+
+    Any of the L{UNCOMPRESSED} syntaxes converts to any other: between
+    little and big endian every value is swapped by the size of its VR's
+    words (L{WORD_SIZES}: OW pixel data, US, SS, UL, SL, FL, FD, AT, OF,
+    OD, OL, OV, SV, UV), in sequence items at any depth too; text, OB and
+    UN bytes stay as they are.  Group lengths present are recomputed and
+    sequences and items get explicit lengths, as DCMTK writes them by
+    default.
+
+    @param data: the encoded data set (bytes or a memoryview); deflated
+        for the deflated syntax.
+    @param compressionLevel: zlib's level when C{targetSyntax} is deflated.
+    @raise ValueError: a syntax is not uncompressed, or the data set is
+        malformed.
+    """
+    for syntax in (sourceSyntax, targetSyntax):
+        if syntax not in UNCOMPRESSED:
+            raise ValueError("cannot convert a data set in %s: not an uncompressed transfer syntax" % (_describeSyntax(syntax),))
+    source, target = UNCOMPRESSED[sourceSyntax], UNCOMPRESSED[targetSyntax]
+    view = memoryview(data)
+    if source.deflated:
+        view = memoryview(_inflate(view))
+    elements, _ = _DataSetReader(view, source, False).readElements(0, len(view), _ItemContext())
+    pieces = _DataSetWriter(target, RecodeOptions()).encodeContent(elements).pieces
+    if target.deflated:
+        pieces = _deflate(pieces, compressionLevel)
+    return b"".join(pieces)
 
 
 def _targetSyntax(received: str, requested: Optional[str]) -> str:

@@ -7,19 +7,20 @@ set starts; L{readDataSetFile} does the same for a file holding a bare data
 set.  L{store} sends one file or data set on an association: when the peer
 accepted the file's own transfer syntax, the data set is streamed from disk
 as the transport drains (L{FileDataSet}); when it accepted only another
-little-endian uncompressed syntax, the data set is converted with pydicom
-in a worker thread first.  L{proposePresentationContexts} builds the
+uncompressed syntax (little or big endian, implicit or explicit VR,
+deflated), the data set is converted by L{dicomd.storage.recode} in a
+worker thread first.  L{proposePresentationContexts} builds the
 presentation contexts for a set of files the way DCMTK's storescu does, and
 L{splitProposals} cuts them into groups that fit one association each.
 
-pydicom is imported only when a data set has to be parsed (a conversion, a
-bare data set file): sending Part-10 files as they are never needs it.
+pydicom is imported only to read a bare data set file or to encode a
+pydicom data set: sending Part-10 files, as they are or converted, never
+needs it.
 """
 
 import os
 import struct
 import warnings
-import zlib
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -31,6 +32,7 @@ from zope.interface import implementer
 from dicomd.dimse.commands import PRIORITY_MEDIUM, CStoreRQ
 from dicomd.net.association import NoPresentationContext
 from dicomd.net.sending import IDataSetSource
+from dicomd.storage.recode import convertDataSet
 from dicomd.ul.negotiation import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     EXPLICIT_VR_BIG_ENDIAN,
@@ -39,10 +41,15 @@ from dicomd.ul.negotiation import (
     UNCOMPRESSED,
 )
 
-#: The syntaxes we convert between with pydicom, in the order a conversion
-#: target is looked for.  Big endian is left out: pydicom does not swap the
-#: bytes of 16-bit pixel data.
-CONVERTIBLE = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN)
+#: The syntaxes a data set converts between, cheapest target first: the
+#: little endian ones only re-encode headers, big endian also swaps every
+#: binary value, and deflating compresses the whole data set.
+CONVERTIBLE = (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN,
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+)
 
 #: zlib's level for deflated explicit VR little endian, as DCMTK's C{+cl}.
 DEFAULT_COMPRESSION_LEVEL = 6
@@ -304,35 +311,48 @@ class FileDataSet:
 def encodeDataSet(dataset, transferSyntaxUID: str, compressionLevel: int = DEFAULT_COMPRESSION_LEVEL) -> bytes:
     """
     Encode a pydicom data set (without its File Meta Information) in one
-    of the L{CONVERTIBLE} transfer syntaxes.
+    of the L{CONVERTIBLE} transfer syntaxes: pydicom writes it in explicit
+    VR little endian, and L{convertDataSet} converts that to any other
+    syntax (pydicom would not swap OW values for big endian).
 
     @param compressionLevel: zlib's level (0 to 9) for deflated explicit VR
-        little endian, whose stream is padded to an even length.
+        little endian.
     """
     from pydicom.filebase import DicomBytesIO
     from pydicom.filewriter import write_dataset
 
     fp = DicomBytesIO()
     fp.is_little_endian = True
-    fp.is_implicit_VR = transferSyntaxUID == IMPLICIT_VR_LITTLE_ENDIAN
+    fp.is_implicit_VR = False
     write_dataset(fp, dataset)
-    data = fp.getvalue()
-    if transferSyntaxUID == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-        compressor = zlib.compressobj(compressionLevel, zlib.DEFLATED, -zlib.MAX_WBITS)
-        data = compressor.compress(data) + compressor.flush()
-        if len(data) % 2:
-            # PDV fragments must have an even length (DCMTK refuses odd
-            # ones); inflating stops at the end of the stream, before this.
-            data += b"\x00"
+    return _recode(fp.getvalue(), EXPLICIT_VR_LITTLE_ENDIAN, transferSyntaxUID, compressionLevel)
+
+
+def _recode(data, sourceSyntax: str, targetSyntax: str, compressionLevel: int) -> bytes:
+    """
+    C{data} converted from C{sourceSyntax} to C{targetSyntax}, padded to an
+    even length: PDV fragments must have one (DCMTK refuses odd ones), and
+    a deflated stream may end on an odd byte (inflating stops at the end of
+    the stream, before the padding).
+    """
+    if sourceSyntax != targetSyntax:
+        data = convertDataSet(data, sourceSyntax, targetSyntax, compressionLevel)
+    if len(data) % 2:
+        data += b"\x00"
     return data
 
 
-def _convert(path: Optional[str], dataset, transferSyntaxUID: str, compressionLevel: int) -> bytes:
-    if dataset is None:
-        from pydicom import dcmread
-
-        dataset = dcmread(path, force=True)
-    return encodeDataSet(dataset, transferSyntaxUID, compressionLevel)
+def _convert(dicomFile: Optional[DicomFile], dataset, transferSyntaxUID: str, compressionLevel: int) -> bytes:
+    """
+    The data set of C{dicomFile}, or the pydicom C{dataset}, encoded in
+    C{transferSyntaxUID}; run in a worker thread.
+    """
+    if dicomFile is None:
+        return encodeDataSet(dataset, transferSyntaxUID, compressionLevel)
+    with open(dicomFile.path, "rb") as f:
+        f.seek(dicomFile.dataSetOffset)
+        data = f.read()
+    return _recode(data, dicomFile.transferSyntaxUID, transferSyntaxUID, compressionLevel)
 
 
 @dataclass(frozen=True)
@@ -352,7 +372,9 @@ class StoreResult:
 def chooseContext(association, sopClassUID: str, transferSyntaxUID: str, preferDeflated: bool = False):
     """
     The accepted context to send an object of C{transferSyntaxUID} on: one
-    with that very syntax, else one with a syntax we can convert to.
+    with that very syntax, so that it goes as it is stored; else, for an
+    uncompressed object, the one whose syntax is the cheapest to convert it
+    to (in the order of L{CONVERTIBLE}).
 
     @param preferDeflated: look for deflated explicit VR little endian
         first when the object is in a syntax we convert (DCMTK's C{-xd}).
@@ -459,7 +481,7 @@ def store(
         reactor,
         pool,
         _convert,
-        dicomFile.path if dicomFile else None,
+        dicomFile,
         dataset,
         context.transferSyntax,
         compressionLevel,

@@ -251,21 +251,47 @@ def acceptPresentationContexts(
         if preferences is None:
             answers.append(PresentationContextAC(context.contextID, PC_ABSTRACT_SYNTAX_NOT_SUPPORTED))
             continue
-        chosen = next((ts for ts in preferences if ts in context.transferSyntaxes), None)
-        if chosen is None:
-            answers.append(PresentationContextAC(context.contextID, PC_TRANSFER_SYNTAXES_NOT_SUPPORTED))
-            continue
-        answers.append(PresentationContextAC(context.contextID, PC_ACCEPTANCE, chosen))
         scuRole, scpRole = True, False
         proposed = proposedRoles.get(context.abstractSyntax)
         if proposed is not None:
             scuRole = proposed.scuRole
             scpRole = proposed.scpRole and context.abstractSyntax in policy.scpRoleSOPClasses
+        if scpRole and not scuRole:
+            preferences = sendingPreferences(preferences)
+        chosen = next((ts for ts in preferences if ts in context.transferSyntaxes), None)
+        if chosen is None:
+            answers.append(PresentationContextAC(context.contextID, PC_TRANSFER_SYNTAXES_NOT_SUPPORTED))
+            continue
+        answers.append(PresentationContextAC(context.contextID, PC_ACCEPTANCE, chosen))
+        if proposed is not None:
             grantedRoles[context.abstractSyntax] = SCPSCURoleSelection(context.abstractSyntax, scuRole, scpRole)
         accepted[context.contextID] = NegotiatedContext(
             context.contextID, context.abstractSyntax, chosen, scuRole, scpRole
         )
     return answers, list(grantedRoles.values()), accepted
+
+
+def sendingPreferences(preferences: Sequence[str]) -> Sequence[str]:
+    """
+    The acceptor's transfer syntaxes, in the order it takes them for a
+    context on which it only sends: one whose requestor took the SCP role
+    and not the SCU role, which carries the C-STORE sub-operations of a
+    C-GET.
+
+    They are the configured C{preferences}, which say what the acceptor
+    likes to receive, except that deflated explicit VR little endian comes
+    after the uncompressed syntaxes.  An object goes in the syntax it is
+    stored in when its context has that one, and is converted otherwise:
+    on a deflated context every object stored uncompressed would be
+    compressed anew, while on an uncompressed one those go as they are and
+    only the objects stored deflated are converted, which takes no more
+    than inflating them.
+    """
+    if DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN not in preferences:
+        return preferences
+    others = [syntax for syntax in preferences if syntax != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN]
+    last = max((others.index(syntax) for syntax in UNCOMPRESSED if syntax in others), default=-1)
+    return tuple(others[: last + 1]) + (DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,) + tuple(others[last + 1 :])
 
 
 #: PS3.8 9.3.2.2: presentation context IDs are odd integers from 1 to 255.
