@@ -214,13 +214,15 @@ def serveArchive(testCase, archive: Optional[StoredArchive], *, peers=(), models
     from dicomd.archive.matching import MODELS
     from dicomd.archive.service import Archive, QueryRetrieveOptions, destinationTable, queryRetrieveEntity
 
+    from dicomd.archive.index import areaKey
+
     served = Archive(index or archive.index)
     served.startService()
     testCase.addCleanup(served.stopService)
     entity = queryRetrieveEntity(
         TITLE,
         served,
-        TITLE,
+        areaKey(data or archive.data),
         data or archive.data,
         QueryRetrieveOptions(
             models=tuple(models or MODELS),
@@ -946,7 +948,7 @@ def serveManyPatients(testCase) -> int:
     """
     from pydicom.dataset import Dataset
 
-    from dicomd.archive.index import SQLiteArchiveIndex, StoredFile
+    from dicomd.archive.index import SQLiteArchiveIndex, StoredFile, areaKey
 
     data = makeDirectory(testCase)
     indexPath = os.path.join(data, "index.sqlite")
@@ -961,7 +963,7 @@ def serveManyPatients(testCase) -> int:
         header.SOPInstanceUID = "%s.9.%d.1.1" % (ROOT, n)
         header.SOPClassUID = CT_IMAGE_STORAGE
         items.append((header, StoredFile("absent", 0, "1.2.840.10008.1.2.1", 0.0)))
-    index.addInstances(TITLE, items)
+    index.addInstances(areaKey(data), items)
     index.close()
     return serveArchive(testCase, None, index=indexPath, data=data)
 
@@ -1103,14 +1105,16 @@ class MovescuTests(ArchiveTestCase):
         the final status is 0xB000 listing it.  (The move used to stop
         there, without a final response.)
         """
-        from dicomd.archive.index import SQLiteArchiveIndex
+        from dicomd.archive.index import SQLiteArchiveIndex, areaKey
         from dicomd.archive.service import INDEX_FILE
 
         data = os.path.join(os.path.abspath(self.mktemp()), "data")
         shutil.copytree(self.archive.data, data)
         broken = instanceUID(1, 1, 1)
         index = SQLiteArchiveIndex(os.path.join(data, INDEX_FILE))
-        path = index.storedPaths(TITLE)[broken]
+        # The copy's rows are named by the original directory.
+        index.adoptArea(areaKey(self.archive.data), areaKey(data))
+        path = index.storedPaths(areaKey(data))[broken]
         index.close()
         with open(os.path.join(data, path), "wb") as f:
             f.write(b"no longer a DICOM file")
