@@ -1883,8 +1883,15 @@ class DaemonTests(ArchiveTestCase):
 
     @defer.inlineCallbacks
     def test_queryRetrieve(self):
+        from dicomd.archive.index import SQLiteArchiveIndex, areaKey
+        from dicomd.archive.service import INDEX_FILE
+
         data = os.path.join(makeDirectory(self), "data")
         shutil.copytree(self.archive.data, data)
+        # The copy's rows are named by the original directory.
+        index = SQLiteArchiveIndex(os.path.join(data, INDEX_FILE))
+        index.adoptArea(areaKey(self.archive.data), areaKey(data))
+        index.close()
         storescp, directory = yield startDestination(self)
         daemon = yield startDaemon(
             self, "--output-directory", data, "--peer", "%s:127.0.0.1:%d" % (DESTINATION, storescp.port)
