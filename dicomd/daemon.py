@@ -3,7 +3,7 @@ The daemon's service tree, built from a L{dicomd.config.DaemonConfig}.
 
     DicomdService
       |-- Archive                  the index database
-      |-- StorageService per AE    storage area and actions (writable AEs)
+      |-- StorageService per area  storage and actions of a directory writable AEs store into
       |-- EntityService per AE     the AE itself
       |-- listening services       one per endpoint string, one factory
       `-- status page              optional
@@ -16,20 +16,26 @@ file: new, changed and removed AEs and peers take effect for new
 associations, running ones finish as they started, and open studies of
 an AE whose storage settings did not change go on; a file that does not
 read leaves everything as it was and says why in the log.
+
+AEs over one directory share its contents, as in dcmqrscp: the index
+names areas by directory, and the AEs that store into one directory store
+through one L{StorageService}, under one quota (the strictest of theirs).
 """
 
 import ipaddress
 import os
 import signal
 import socket
-from typing import Callable, Dict, Optional
+from dataclasses import replace
+from typing import Callable, Dict, List, Optional
 
 from twisted.application import service, strports
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import server
 
-from dicomd.archive.area import IndexedArea
+from dicomd.archive.area import IndexedArea, sharedQuotas
+from dicomd.archive.index import areaKey
 from dicomd.archive.service import INDEX_FILE, Archive, Peer, QueryRetrieveOptions, destinationTable, queryRetrieveEntity
 from dicomd.asconfig import acceptorPolicy, readProfiles
 from dicomd.config import ConfigError, DaemonConfig, EntityConfig, readConfig
@@ -66,19 +72,21 @@ def hostRule(hosts, lookup=socket.getaddrinfo) -> Optional[Callable]:
     return allowed
 
 
-def storageKey(config: EntityConfig):
+def storageKey(config: EntityConfig, quota):
     """
-    What an AE's L{StorageService} is built from: two configurations with
-    equal keys can share one.
+    What a L{StorageService} is built from: an AE's storage settings, its
+    directory by L{areaKey}, and that directory's quota (L{sharedQuotas}).
+    AEs, or the AEs of two configurations, with equal keys share one.
     """
-    return (config.title, config.storage, config.quota)
+    directory = areaKey(config.storage.outputDirectory)
+    return (replace(config.storage, outputDirectory=directory), quota)
 
 
 class StorageService(service.MultiService):
     """
-    The receiving side of one writable AE: its storage area and its
-    actions (with the end-of-study tracker and journal) as child services,
-    and the receiver built on them.
+    The receiving side of the writable AEs of one directory: its storage
+    area and its actions (with the end-of-study tracker and journal) as
+    child services, and the receiver built on them.
 
     It is a service of its own, beside the L{EntityService} that uses it,
     so that a reload that changes an AE but not how it stores (its access
@@ -89,13 +97,20 @@ class StorageService(service.MultiService):
     ending them when it is retired.
 
     @ivar key: the L{storageKey} it was built from.
+    @ivar area: its directory's L{areaKey}.
     @ivar receiver: the L{dicomd.storage.receiver.Receiver}.
     """
 
-    def __init__(self, config: EntityConfig, archive: Archive, *, reactor=None):
+    def __init__(self, config: EntityConfig, archive: Archive, *, titles: str, quota=None, reactor=None):
+        """
+        @param config: the first of the AEs storing through it.
+        @param titles: the AE titles storing through it, for log lines.
+        @param quota: the directory's quota, or C{None}.
+        """
         service.MultiService.__init__(self)
-        self.key = storageKey(config)
-        indexed = IndexedArea(archive.index, config.title, config.storage.outputDirectory, config.quota)
+        self.key = storageKey(config, quota)
+        self.area = areaKey(config.storage.outputDirectory)
+        indexed = IndexedArea(archive.index, titles, config.storage.outputDirectory, quota)
         self.receiver = buildReceiver(config.storage, index=indexed, reactor=reactor)
         if self.receiver.area is not None:
             AreaService(self.receiver.area).setServiceParent(self)
@@ -155,7 +170,7 @@ class EntityService(service.MultiService):
         self.entity = queryRetrieveEntity(
             config.title,
             archive,
-            config.title,
+            areaKey(directory),
             directory,
             options,
             storage=receiver.scp if receiver is not None else None,
@@ -211,7 +226,8 @@ class DicomdService(service.MultiService):
         self.config = config = overrides(config)
         self.statistics = Statistics()
         database = config.database or "%s/%s" % (config.entities[0].storage.outputDirectory, INDEX_FILE)
-        self.archive = Archive(database, reactor=reactor)
+        areas = [(entity.title, entity.storage.outputDirectory) for entity in config.entities]
+        self.archive = Archive(database, areas=areas, reactor=reactor)
         self.archive.index.mode = config.fileMode
         self.archive.setServiceParent(self)
         self.entityServices: Dict[str, EntityService] = {}
@@ -251,31 +267,22 @@ class DicomdService(service.MultiService):
         that is not running with the same settings already, then put the
         AEs in force for new associations.  An AE replaced or removed
         stops once its running associations have ended (they finish with
-        the settings they started with).  A replaced AE whose storage
-        settings did not change hands its L{StorageService} (and so its
-        open studies) to its successor.
+        the settings they started with).  The L{StorageService} of a
+        directory whose storage settings did not change (L{_storages})
+        stays in force, with its open studies, for the AEs storing there.
 
         @raise Exception: an AE could not be built or started; the AEs in
             force are left as they were.
         """
+        storages, freshStorage, successions = self._storages(config)
         entities: Dict[str, EntityService] = {}
         fresh = []
-        freshStorage = []
-        successions = []
         for entityConfig in config.entities:
             current = self.entityServices.get(entityConfig.title)
-            if current is not None and current.config == entityConfig and config.peers == self.config.peers:
+            storage = storages.get(areaKey(entityConfig.storage.outputDirectory)) if entityConfig.writable else None
+            if current is not None and current.config == entityConfig and config.peers == self.config.peers and current.storage is storage:
                 entities[entityConfig.title] = current
                 continue
-            storage = None
-            if entityConfig.writable:
-                if current is not None and current.storage is not None and current.storage.key == storageKey(entityConfig):
-                    storage = current.storage
-                else:
-                    storage = StorageService(entityConfig, self.archive, reactor=self.reactor)
-                    if current is not None and current.storage is not None:
-                        successions.append((storage, current.storage))
-                    freshStorage.append(storage)
             entities[entityConfig.title] = EntityService(
                 entityConfig,
                 self.archive,
@@ -318,6 +325,49 @@ class DicomdService(service.MultiService):
         )
         for entityService in retired:
             self._retire(entityService)
+
+    def _storages(self, config: DaemonConfig):
+        """
+        The L{StorageService} of each directory the configuration's
+        writable AEs store into: the one in force when its L{storageKey}
+        is unchanged, else a new one, which takes over the studies open in
+        the one in force for that directory.
+
+        @return: C{(storages, fresh, successions)}: L{areaKey} ->
+            L{StorageService}; those to start; C{(new, former)} pairs.
+        @raise ValueError: two AEs store into one directory with different
+            storage settings: they would name, sort and act on one area's
+            files in two ways.
+        """
+        writers = [entity for entity in config.entities if entity.writable]
+        quotas = sharedQuotas((entity.title, entity.storage.outputDirectory, entity.quota) for entity in writers)
+        current = {storage.area: storage for storage in self._storagesInForce()}
+        storages: Dict[str, StorageService] = {}
+        firstOf: Dict[str, EntityConfig] = {}
+        fresh, successions = [], []
+        for entity in writers:
+            area = areaKey(entity.storage.outputDirectory)
+            key = storageKey(entity, quotas[area])
+            if area in firstOf:
+                if storages[area].key != key:
+                    raise ValueError(
+                        "AE titles %s and %s store into %s with different storage settings" % (firstOf[area].title, entity.title, area)
+                    )
+                continue
+            firstOf[area] = entity
+            former = current.get(area)
+            if former is not None and former.key == key:
+                storages[area] = former
+                continue
+            titles = ", ".join(writer.title for writer in writers if areaKey(writer.storage.outputDirectory) == area)
+            storages[area] = StorageService(entity, self.archive, titles=titles, quota=quotas[area], reactor=self.reactor)
+            fresh.append(storages[area])
+            if former is not None:
+                successions.append((storages[area], former))
+        return storages, fresh, successions
+
+    def _storagesInForce(self) -> List[StorageService]:
+        return [entityService.storage for entityService in self.entityServices.values() if entityService.storage is not None]
 
     def _retire(self, entityService: EntityService) -> None:
         """

@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from dicomd.archive.index import (
+    ROWS_MOVED,
     SCHEMA_VERSION,
     AsyncArchiveIndex,
     IArchiveIndex,
@@ -27,6 +28,7 @@ from dicomd.archive.index import (
     StoredFile,
     StoredInstance,
     StudySummary,
+    areaKey,
     reindex,
 )
 from dicomd.archive.matching import (
@@ -1466,6 +1468,65 @@ class ImmediateThreadPool:
             onResult(False, Failure())
         else:
             onResult(True, result)
+
+
+class AdoptAreaTests(SynchronousTestCase):
+    """
+    Tests for L{IArchiveIndex.adoptArea} and
+    L{dicomd.archive.area.adoptTitleArea}: an index that named areas by AE
+    title, as dicomd did before, brought under the areas' directories.
+    """
+
+    setUp = ReindexTests.setUp
+
+    def paths(self, area):
+        return sorted(self.index.storedPaths(area))
+
+    def test_titleRowsMoved(self):
+        """
+        The rows of the first AE title over a directory become the
+        directory's; asked again, nothing is left to adopt.
+        """
+        from dicomd.archive.area import adoptTitleArea
+
+        reindex(self.index, AREA, self.directory)
+        adoptTitleArea(self.index, AREA, self.directory)
+        self.assertEqual(self.paths(AREA), [])
+        self.assertEqual(self.paths(areaKey(self.directory)), ["1.1.1.1", "1.1.1.2", "2.1.1.1", "2.1.1.2"])
+        self.assertIsNone(self.index.adoptArea(AREA, areaKey(self.directory)))
+
+    def test_secondTitleRowsDroppedAndFilesIndexed(self):
+        """
+        The rows of a second AE title over the same directory are dropped,
+        and the files that only they described are indexed for the
+        directory: nothing is lost, nothing is left under a title.
+        """
+        from dicomd.archive.area import adoptTitleArea
+
+        reindex(self.index, "FIRST", self.directory)
+        reindex(self.index, "SECOND", self.directory)
+        for uid in ("2.1.1.1", "2.1.1.2"):
+            self.index.removeInstance("FIRST", uid)
+        for uid in ("1.1.1.1", "1.1.1.2"):
+            self.index.removeInstance("SECOND", uid)
+        self.assertEqual(self.index.adoptArea("FIRST", areaKey(self.directory)), ROWS_MOVED)
+        self.assertEqual(self.paths(areaKey(self.directory)), ["1.1.1.1", "1.1.1.2"])
+        adoptTitleArea(self.index, "SECOND", self.directory)
+        self.assertEqual(self.paths("SECOND"), [])
+        self.assertEqual(self.paths(areaKey(self.directory)), ["1.1.1.1", "1.1.1.2", "2.1.1.1", "2.1.1.2"])
+        self.assertEqual(self.index.studyCount(areaKey(self.directory)), 2)
+
+    def test_areaKeyIsTheRealPath(self):
+        """
+        A relative path, a trailing slash and a symbolic link name one
+        area.
+        """
+        link = os.path.abspath(self.mktemp())
+        os.symlink(os.path.abspath(self.directory), link)
+        self.assertEqual(
+            {areaKey(self.directory), areaKey(os.path.abspath(self.directory) + os.sep), areaKey(link)},
+            {os.path.realpath(self.directory)},
+        )
 
 
 class AsyncArchiveIndexTests(SynchronousTestCase):

@@ -430,6 +430,65 @@ class ConfigurationFileTests(DaemonTestCase):
 
 
     @defer.inlineCallbacks
+    def test_entitiesShareADirectory(self):
+        """
+        Two [[ae]] over one directory share its contents and its quota:
+        what storescu stores through ARCHIVE, the read-only READONLY finds
+        (findscu), moves (movescu to DCMTK's storescp) and gets (getscu);
+        ARCHIVE's quota of one study holds for what both store, and
+        STORER, writing into the same directory, stores through the same
+        area (the stricter quota of the two, with a warning).
+        """
+        destination = makeDirectory(self)
+        storescp = yield startDCMTKServer(self, "storescp", "-aet", "STORESCP", "-od", destination)
+        home = makeDirectory(self)
+        shared = os.path.join(home, "shared")
+        text = twoEntityConfig(home, entities=()) + (
+            '\n[[ae]]\ntitle = "ARCHIVE"\ndirectory = "%(shared)s"\nquota = { max-studies = 1, max-bytes-per-study = "10mb" }\n'
+            '\n[[ae]]\ntitle = "READONLY"\ndirectory = "%(shared)s"\naccess = "R"\n'
+            '\n[[ae]]\ntitle = "STORER"\ndirectory = "%(shared)s/"\naccess = "W"\n'
+            '\n[[peer]]\ntitle = "STORESCP"\nhost = "127.0.0.1"\nport = %(storescp)d\n'
+        ) % {"shared": shared, "storescp": storescp.port, "port": "%(port)d"}
+        daemon = yield startConfigured(self, configWriter(home, text))
+        self.assertIn("AE titles ARCHIVE, STORER store into %s with different quotas" % (os.path.realpath(shared),), daemon.output)
+        images = writeImages(self, 1)
+        study = str(pydicom.dcmread(images[0][0], stop_before_pixels=True).StudyInstanceUID)
+        stored = yield storescu(daemon.port, "ARCHIVE", [path for path, _ in images])
+        self.assertEqual(stored.output.count(STORED), 1, stored.describe())
+
+        directory = makeDirectory(self)
+        found = yield runCommand(
+            [dcmtk("findscu"), "-S", "-X", "-od", directory, "-aec", "READONLY", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID"]
+            + [LOCALHOST, str(daemon.port)],
+            env=dcmtkEnvironment(),
+        )
+        responses = [pydicom.dcmread(os.path.join(directory, name)) for name in os.listdir(directory)]
+        self.assertEqual([r.StudyInstanceUID for r in responses], [study], found.describe() + daemon.describe())
+
+        moved = yield runCommand(
+            [dcmtk("movescu"), "-v", "-S", "-aet", "MOVESCU", "-aec", "READONLY", "-aem", "STORESCP"]
+            + ["-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=" + study, LOCALHOST, str(daemon.port)],
+            env=dcmtkEnvironment(),
+        )
+        self.assertIn("Received Final Move Response (Success)", moved.output, moved.describe() + daemon.describe())
+        self.assertEqual(instanceUIDs(dicomFiles(destination)), sorted(uid for _, uid in images))
+
+        received = makeDirectory(self)
+        got = yield runCommand(
+            [dcmtk("getscu"), "-S", "-aet", "GETSCU", "-aec", "READONLY", "-od", received]
+            + ["-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=" + study, LOCALHOST, str(daemon.port)],
+            env=dcmtkEnvironment(),
+        )
+        self.assertEqual(got.exitCode, 0, got.describe() + daemon.describe())
+        self.assertEqual(instanceUIDs(dicomFiles(received)), sorted(uid for _, uid in images))
+
+        later = writeImages(self, 1)
+        stored = yield storescu(daemon.port, "STORER", [path for path, _ in later])
+        self.assertEqual(stored.output.count(STORED), 1, stored.describe())
+        self.assertEqual(sorted(indexedInstances(home, os.path.join(home, "index.sqlite"))), [uid for _, uid in later])
+        self.assertEqual(instanceUIDs(dicomFiles(shared)), [uid for _, uid in later])
+
+    @defer.inlineCallbacks
     def test_invalidFileStopsStartUp(self):
         """
         A mistake in the file stops twistd before it listens, with a

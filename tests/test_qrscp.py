@@ -87,7 +87,7 @@ FIND_STUDY_ROOT, MOVE_STUDY_ROOT, GET_STUDY_ROOT = STUDY_ROOT.sopClassUIDs
 # -- configurations and peers -------------------------------------------------------
 
 
-def writeConfig(testCase, aeTable, hostTable=(), vendorTable=(), settings=""):
+def writeConfig(testCase, aeTable, hostTable=(), vendorTable=(), settings="", sharing=()):
     """
     Write a C{dcmqrscp.cfg} into a new temporary directory, with a storage
     area directory there for each AE.
@@ -95,15 +95,21 @@ def writeConfig(testCase, aeTable, hostTable=(), vendorTable=(), settings=""):
     @param aeTable: C{(AETitle, access, quota, peers)} lines.
     @param hostTable: lines of the HostTable.
     @param vendorTable: lines of the VendorTable.
+    @param sharing: C{(AETitle, other AETitle)} pairs: the first AE's
+        storage area is the (earlier) other's directory.
     @return: C{(path of the file, AE title -> storage area)}.
     """
     directory = makeDirectory(testCase)
     areas = {}
+    sharing = dict(sharing)
     lines = ["MaxPDUSize = 16384", "MaxAssociations = 16", settings, "HostTable BEGIN", *hostTable, "HostTable END"]
     lines += ["VendorTable BEGIN", *vendorTable, "VendorTable END", "AETable BEGIN"]
     for title, access, quota, peers in aeTable:
-        areas[title] = os.path.join(directory, title)
-        os.mkdir(areas[title])
+        if title in sharing:
+            areas[title] = areas[sharing[title]]
+        else:
+            areas[title] = os.path.join(directory, title)
+            os.mkdir(areas[title])
         lines.append("%s %s %s %s %s" % (title, areas[title], access, quota, peers))
     lines.append("AETable END")
     path = os.path.join(directory, "dcmqrscp.cfg")
@@ -327,6 +333,110 @@ class AccessTests(unittest.TestCase):
             self.assertEqual([r.RetrieveAETitle for r in responses], [called])
             self.assertEqual(len(storedFiles(areas[called])), 1)
         self.assertTrue(os.path.exists(os.path.join(os.path.dirname(config), INDEX_FILE)))
+
+
+class SharedAreaTests(unittest.TestCase):
+    """
+    AEs whose storage area is one directory share its contents and its
+    quota, as dcmqrscp's share the directory's C{index.dat}.
+    """
+
+    @defer.inlineCallbacks
+    def test_readOnlyAEServesWhatAnotherStored(self):
+        """
+        What storescu stores into ARCHIVE, a read-only AE over the same
+        directory finds (findscu), moves to a HostTable destination
+        (movescu to DCMTK's storescp) and gets (getscu).
+        """
+        destination = makeDirectory(self)
+        storescp = yield startDCMTKServer(self, "storescp", "-aet", "STORESCP", "-od", destination)
+        config, areas = writeConfig(
+            self,
+            [("ARCHIVE", "RW", "(10, 10mb)", "ANY"), ("READONLY", "R", "(10, 10mb)", "ANY")],
+            hostTable=["destination = (STORESCP, localhost, %d)" % (storescp.port,)],
+            sharing=[("READONLY", "ARCHIVE")],
+        )
+        paths, studies = studyFiles(self, 2)
+        server = yield startQrscp(self, config)
+        stored = yield store(server.port, "ARCHIVE", *paths)
+        self.assertEqual(stored.exitCode, 0, stored.describe())
+
+        found, responses = yield findStudies(self, server.port, "READONLY")
+        self.assertEqual(sorted(r.StudyInstanceUID for r in responses), sorted(studies), found.describe() + server.describe())
+        self.assertEqual({r.RetrieveAETitle for r in responses}, {"READONLY"})
+
+        moved = yield run(
+            "movescu", "-v", "-S", "-aet", CALLING, "-aem", "STORESCP", "-aec", "READONLY",
+            "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=" + studies[0], "127.0.0.1", str(server.port),
+        )
+        self.assertIn("Received Final Move Response (Success)", moved.output, moved.describe() + server.describe())
+        self.assertEqual([dcmread(os.path.join(destination, name)).StudyInstanceUID for name in os.listdir(destination)], [studies[0]])
+
+        received = makeDirectory(self)
+        got = yield run(
+            "getscu", "-S", "-aet", CALLING, "-aec", "READONLY", "-od", received,
+            "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=" + studies[1], "127.0.0.1", str(server.port),
+        )
+        self.assertEqual(got.exitCode, 0, got.describe() + server.describe())
+        self.assertEqual([dcmread(os.path.join(received, name)).StudyInstanceUID for name in os.listdir(received)], [studies[1]])
+
+    @defer.inlineCallbacks
+    def test_quotaCountsEveryAE(self):
+        """
+        Two writable AEs over one directory store under one quota, the
+        stricter of theirs (with a warning at start): with room for two
+        studies, a third stored through either evicts the least recently
+        updated, whichever AE stored it.
+        """
+        config, areas = writeConfig(
+            self, [("FIRST", "RW", "(2, 10mb)", "ANY"), ("SECOND", "RW", "(5, 10mb)", "ANY")], sharing=[("SECOND", "FIRST")]
+        )
+        paths, studies = studyFiles(self, 3)
+        server = yield startQrscp(self, config)
+        self.assertIn("AE titles FIRST, SECOND store into %s with different quotas" % (os.path.realpath(areas["FIRST"]),), server.output)
+        for called, path in zip(["FIRST", "SECOND", "SECOND"], paths):
+            result = yield store(server.port, called, path)
+            self.assertEqual(result.exitCode, 0, result.describe())
+        for called in ("FIRST", "SECOND"):
+            found, responses = yield findStudies(self, server.port, called)
+            self.assertEqual(sorted(r.StudyInstanceUID for r in responses), sorted(studies[1:]), found.describe() + server.describe())
+        files = storedFiles(areas["FIRST"])
+        self.assertEqual(len(files), 2)
+        self.assertFalse([name for name in files if studies[0] in name], files)
+
+    @defer.inlineCallbacks
+    def test_indexByAETitleTakenOver(self):
+        """
+        An index written before areas were named by directory holds its
+        rows under the AE title: at start they become the directory's,
+        once, and the read-only AE over that directory finds the study.
+        """
+        config, areas = writeConfig(
+            self, [("ARCHIVE", "RW", "(10, 10mb)", "ANY"), ("READONLY", "R", "(10, 10mb)", "ANY")], sharing=[("READONLY", "ARCHIVE")]
+        )
+        (path,), (study,) = studyFiles(self, 1)
+        writeTitleIndex(os.path.join(os.path.dirname(config), INDEX_FILE), "ARCHIVE", areas["ARCHIVE"], path)
+        server = yield startQrscp(self, config)
+        self.assertIn("Index: the rows of AE title ARCHIVE are now those of its storage area", server.output)
+        found, responses = yield findStudies(self, server.port, "READONLY")
+        self.assertEqual([r.StudyInstanceUID for r in responses], [study], found.describe() + server.describe())
+
+
+def writeTitleIndex(database, title, directory, source):
+    """
+    Put a copy of the file C{source} into C{directory} and index it as
+    dicomd did before areas were named by directory: under the AE title.
+    """
+    from dicomd.archive.index import SQLiteArchiveIndex, StoredFile
+
+    name = os.path.basename(source)
+    shutil.copy(source, os.path.join(directory, name))
+    header = dcmread(source, stop_before_pixels=True)
+    index = SQLiteArchiveIndex(database)
+    try:
+        index.addInstance(title, header, StoredFile(name, os.path.getsize(source), str(header.file_meta.TransferSyntaxUID), 0.0))
+    finally:
+        index.close()
 
 
 class QuotaTests(unittest.TestCase):

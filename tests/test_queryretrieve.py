@@ -228,6 +228,7 @@ def serveArchive(
     @return: the port it listens on.
     """
     from dicomd.archive.matching import MODELS
+    from dicomd.archive.index import areaKey
     from dicomd.archive.service import Archive, QueryRetrieveOptions, destinationTable, queryRetrieveEntity
     from dicomd.ul.negotiation import UNCOMPRESSED
 
@@ -237,7 +238,7 @@ def serveArchive(
     entity = queryRetrieveEntity(
         TITLE,
         served,
-        TITLE,
+        areaKey(data or archive.data),
         data or archive.data,
         QueryRetrieveOptions(
             models=tuple(models or MODELS),
@@ -975,7 +976,7 @@ def serveManyPatients(testCase) -> int:
     """
     from pydicom.dataset import Dataset
 
-    from dicomd.archive.index import SQLiteArchiveIndex, StoredFile
+    from dicomd.archive.index import SQLiteArchiveIndex, StoredFile, areaKey
 
     data = makeDirectory(testCase)
     indexPath = os.path.join(data, "index.sqlite")
@@ -990,7 +991,7 @@ def serveManyPatients(testCase) -> int:
         header.SOPInstanceUID = "%s.9.%d.1.1" % (ROOT, n)
         header.SOPClassUID = CT_IMAGE_STORAGE
         items.append((header, StoredFile("absent", 0, "1.2.840.10008.1.2.1", 0.0)))
-    index.addInstances(TITLE, items)
+    index.addInstances(areaKey(data), items)
     index.close()
     return serveArchive(testCase, None, index=indexPath, data=data)
 
@@ -1037,13 +1038,15 @@ def brokenArchive(testCase, archive: StoredArchive, broken: str):
 
     @return: the paths of the copy's index and of its storage area.
     """
-    from dicomd.archive.index import SQLiteArchiveIndex
+    from dicomd.archive.index import SQLiteArchiveIndex, areaKey
     from dicomd.archive.service import INDEX_FILE
 
     data = os.path.join(os.path.abspath(testCase.mktemp()), "data")
     shutil.copytree(archive.data, data)
     index = SQLiteArchiveIndex(os.path.join(data, INDEX_FILE))
-    path = index.storedPaths(TITLE)[broken]
+    # The copy's rows are named by the original directory.
+    index.adoptArea(areaKey(archive.data), areaKey(data))
+    path = index.storedPaths(areaKey(data))[broken]
     index.close()
     with open(os.path.join(data, path), "wb") as f:
         f.write(b"no longer a DICOM file")
@@ -1382,11 +1385,11 @@ def storedFiles(archive: StoredArchive) -> Dict[str, str]:
     """
     The paths of the files an archive's index holds, by SOP Instance UID.
     """
-    from dicomd.archive.index import SQLiteArchiveIndex
+    from dicomd.archive.index import SQLiteArchiveIndex, areaKey
 
     index = SQLiteArchiveIndex(archive.index)
     try:
-        return {uid: os.path.join(archive.data, path) for uid, path in index.storedPaths(TITLE).items()}
+        return {uid: os.path.join(archive.data, path) for uid, path in index.storedPaths(areaKey(archive.data)).items()}
     finally:
         index.close()
 
@@ -2220,8 +2223,15 @@ class DaemonTests(ArchiveTestCase):
 
     @defer.inlineCallbacks
     def test_queryRetrieve(self):
+        from dicomd.archive.index import SQLiteArchiveIndex, areaKey
+        from dicomd.archive.service import INDEX_FILE
+
         data = os.path.join(makeDirectory(self), "data")
         shutil.copytree(self.archive.data, data)
+        # The copy's rows are named by the original directory.
+        index = SQLiteArchiveIndex(os.path.join(data, INDEX_FILE))
+        index.adoptArea(areaKey(self.archive.data), areaKey(data))
+        index.close()
         storescp, directory = yield startDestination(self)
         daemon = yield startDaemon(
             self, "--output-directory", data, "--peer", "%s:127.0.0.1:%d" % (DESTINATION, storescp.port)

@@ -10,7 +10,7 @@ import sys
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from dicomd.archive.index import SQLiteArchiveIndex
+from dicomd.archive.index import SQLiteArchiveIndex, areaKey
 from dicomd.archive.service import INDEX_FILE
 from dicomd.cli import reindex
 from dicomd.cli.options import UsageError
@@ -65,17 +65,17 @@ class ReindexTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_indexesFiles(self):
         """
-        Every DICOM file is indexed for the area C{DICOMD} in the
-        directory's own database (twistd dicomd's layout); a file that is
-        not DICOM is skipped and counted.
+        Every DICOM file is indexed for the area named by the directory in
+        the directory's own database (twistd dicomd's layout); a file that
+        is not DICOM is skipped and counted.
         """
         directory, relative = storageArea(self)
         yield self.reindexed(directory)
         database = os.path.join(directory, INDEX_FILE)
-        self.assertEqual(storedPaths(database, "DICOMD"), sorted(relative))
+        self.assertEqual(storedPaths(database, areaKey(directory)), sorted(relative))
         self.assertEqual(
             self.output.getvalue(),
-            "%s: 2 files indexed for DICOMD in %s; 0 rows of missing files removed; 1 files skipped (not DICOM)\n"
+            "%s: 2 files indexed in %s; 0 rows of missing files removed; 1 files skipped (not DICOM)\n"
             % (directory, database),
         )
 
@@ -90,9 +90,9 @@ class ReindexTests(unittest.TestCase):
         yield self.reindexed("--database", database, "-aet", "AREA", directory)
         os.unlink(os.path.join(directory, relative[0]))
         yield self.reindexed("--database", database, "-aet", "AREA", "-v", directory)
-        self.assertEqual(storedPaths(database, "AREA"), relative[1:])
+        self.assertEqual(storedPaths(database, areaKey(directory)), relative[1:])
         last = self.output.getvalue().splitlines()[-2:]
-        self.assertIn("1 files indexed for AREA", last[0])
+        self.assertIn("1 files indexed in", last[0])
         self.assertIn("1 rows of missing files removed", last[0])
         self.assertEqual(last[1], "skipped notes.txt")
 
@@ -100,17 +100,38 @@ class ReindexTests(unittest.TestCase):
     def test_fromQrscpConfig(self):
         """
         With C{-c}, the database is the one C{dicomd qrscp -c} keeps beside
-        the configuration, and the AE title the one whose storage area the
-        directory is.
+        the configuration, and the AE titles whose former rows are taken
+        over those whose storage area the directory is.
         """
         directory, relative = storageArea(self)
         config = os.path.join(makeDirectory(self), "dcmqrscp.cfg")
         with open(config, "w") as f:
-            f.write("AETable BEGIN\nOTHER /nonexistent RW (5, 5mb) ANY\nAREA %s RW (5, 5mb) ANY\nAETable END\n" % (directory,))
+            f.write(
+                "AETable BEGIN\nOTHER /nonexistent RW (5, 5mb) ANY\nAREA %s RW (5, 5mb) ANY\nREADER %s R (5, 5mb) ANY\nAETable END\n"
+                % (directory, directory)
+            )
         values = yield self.reindexed("-c", config, directory + os.sep)
-        self.assertEqual(values["aetitle"], "AREA")
+        self.assertEqual(values["titles"], ["AREA", "READER"])
         self.assertEqual(values["database"], os.path.join(os.path.dirname(config), INDEX_FILE))
-        self.assertEqual(storedPaths(values["database"], "AREA"), sorted(relative))
+        self.assertEqual(storedPaths(values["database"], areaKey(directory)), sorted(relative))
+
+    @defer.inlineCallbacks
+    def test_takesOverTitleRows(self):
+        """
+        The rows an index written before areas were named by directory
+        keeps under the AE title given (C{-aet}) become the directory's:
+        none is left under the title.
+        """
+        directory, relative = storageArea(self)
+        database = os.path.join(makeDirectory(self), "index.sqlite")
+        yield self.reindexed("--database", database, "-aet", "AREA", directory)
+        index = SQLiteArchiveIndex(database)
+        self.addCleanup(index.close)
+        index.adoptArea(areaKey(directory), "AREA")
+        self.assertEqual(storedPaths(database, "AREA"), sorted(relative))
+        yield self.reindexed("--database", database, "-aet", "AREA", directory)
+        self.assertEqual(storedPaths(database, "AREA"), [])
+        self.assertEqual(storedPaths(database, areaKey(directory)), sorted(relative))
 
     def test_directoryNotInConfig(self):
         """
@@ -146,5 +167,5 @@ class ReindexCommandTests(unittest.TestCase):
         directory, relative = storageArea(self, count=1)
         result = yield runCommand(dicomdArgv("reindex", directory), env=pythonEnvironment())
         self.assertEqual(result.exitCode, 0, result.describe())
-        self.assertIn("1 files indexed for DICOMD", result.stdout)
-        self.assertEqual(storedPaths(os.path.join(directory, INDEX_FILE), "DICOMD"), relative)
+        self.assertIn("1 files indexed in", result.stdout)
+        self.assertEqual(storedPaths(os.path.join(directory, INDEX_FILE), areaKey(directory)), relative)

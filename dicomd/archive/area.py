@@ -1,7 +1,14 @@
 """
-A storage area in the archive: the files of one AE title's directory, kept
-in step with the index, within the area's quota (dcmqrscp.cfg's AETable:
-storage area and C{(maxStudies, maxBytesPerStudy)}).
+A storage area in the archive: the files of one directory, kept in step
+with the index, within the area's quota (dcmqrscp.cfg's AETable: storage
+area and C{(maxStudies, maxBytesPerStudy)}).
+
+The index names an area by its directory (L{areaKey}): AE titles that
+share a directory share its rows, as dcmqrscp's AEs share the directory's
+C{index.dat}.  They share its quota too: L{sharedQuotas} gives each
+directory one, and the AEs storing into it one L{IndexedArea}.
+L{adoptTitleArea} brings the rows of an index that named areas by AE
+title under the directory's name.
 
 L{IndexedArea} is what L{dicomd.storage.scp.StorageArea} calls, in a worker
 thread, once a received file is in its final place (and at start-up, to
@@ -15,21 +22,99 @@ large.
 import os
 import sqlite3
 import threading
-from typing import List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from twisted.logger import Logger
 
 from dicomd.archive.dcmqrcfg import Quota
-from dicomd.archive.index import StoredFile, indexMissing
+from dicomd.archive.index import ROWS_DROPPED, ROWS_MOVED, StoredFile, areaKey, indexMissing
 from dicomd.dimse.status import OUT_OF_RESOURCES
 from dicomd.storage.scp import ReceivedInstance, StoreRefused
+
+
+_log = Logger(namespace="dicomd.archive")
+
+
+def strictestQuota(quotas: Iterable[Optional[Quota]]) -> Optional[Quota]:
+    """
+    The quota that keeps within every one of C{quotas}: the fewest studies
+    and the fewest bytes per study they allow; C{None} (no quota) when
+    none of them is a quota.
+    """
+    quotas = [quota for quota in quotas if quota is not None]
+    if not quotas:
+        return None
+    return Quota(min(q.maxStudies for q in quotas), min(q.maxBytesPerStudy for q in quotas))
+
+
+def sharedQuotas(writers: Iterable[Tuple[str, str, Optional[Quota]]]) -> Dict[str, Optional[Quota]]:
+    """
+    One quota per storage area, whatever number of AE titles store into
+    it: the strictest of theirs (L{strictestQuota}), with a warning when
+    they differ.  Only the AEs that store count: a quota is enforced when
+    an object is stored, so a read-only AE's has no effect (nor has it in
+    dcmqrscp).
+
+    @param writers: C{(AE title, directory, quota)} of each writable AE.
+    @return: L{areaKey} -> quota.
+    """
+    byArea: Dict[str, List[Tuple[str, Optional[Quota]]]] = {}
+    for title, directory, quota in writers:
+        byArea.setdefault(areaKey(directory), []).append((title, quota))
+    quotas = {}
+    for key, given in byArea.items():
+        quotas[key] = strictestQuota(quota for _, quota in given)
+        if len({quota for _, quota in given}) > 1:
+            _log.warn(
+                "AE titles {titles} store into {directory} with different quotas: "
+                "the strictest, {quota}, applies to all of them",
+                titles=", ".join(title for title, _ in given),
+                directory=key,
+                quota=_describeQuota(quotas[key]),
+            )
+    return quotas
+
+
+def _describeQuota(quota: Optional[Quota]) -> str:
+    if quota is None:
+        return "none"
+    return "%d studies of %d bytes" % (quota.maxStudies, quota.maxBytesPerStudy)
+
+
+def adoptTitleArea(index, title: str, directory: str) -> None:
+    """
+    Bring the rows an index kept under an AE title (before areas were
+    named by their directory) under the name of that AE's directory, once,
+    when a server starts (blocking).  The first AE title over a directory
+    hands its rows over; the rows of any other are dropped, and the files
+    only they described are indexed again from the directory.
+
+    @param index: an L{dicomd.archive.index.IArchiveIndex} (blocking).
+    """
+    key = areaKey(directory)
+    outcome = index.adoptArea(title, key)
+    if outcome == ROWS_MOVED:
+        _log.info("Index: the rows of AE title {title} are now those of its storage area {directory}", title=title, directory=key)
+    elif outcome == ROWS_DROPPED:
+        report = indexMissing(index, key, directory)
+        _log.info(
+            "Index: the rows of AE title {title} are dropped, another AE title's describe its storage area {directory}; "
+            "{indexed} files only they described indexed again",
+            title=title,
+            directory=key,
+            indexed=report.indexed,
+        )
 
 
 class IndexedArea:
     """
     One storage area's files and index rows, kept together.
 
-    @ivar name: the area's name in the index (its AE title).
+    Every AE title storing into a directory stores through the same
+    L{IndexedArea}, so that its quota is enforced under one lock.
+
+    @ivar name: the AE titles storing into it, for log lines.
+    @ivar key: the area's name in the index (L{areaKey}).
     @ivar directory: the area's directory, absolute.
     @ivar quota: the area's L{Quota}, or C{None}.
     """
@@ -42,6 +127,7 @@ class IndexedArea:
         """
         self.index = index
         self.name = name
+        self.key = areaKey(directory)
         self.directory = os.path.abspath(directory)
         self.quota = quota
         self._quotaLock = threading.Lock()
@@ -71,7 +157,7 @@ class IndexedArea:
             received.callingAETitle,
         )
         try:
-            replaced = self.index.addInstance(self.name, received.attributes, stored)
+            replaced = self.index.addInstance(self.key, received.attributes, stored)
         except sqlite3.Error as e:
             raise StoreRefused(OUT_OF_RESOURCES, "the index cannot record it: %s" % (e,))
         if self.quota is not None:
@@ -87,9 +173,9 @@ class IndexedArea:
         leaves a complete file, perhaps acknowledged, that C-FIND, C-MOVE
         and C-GET would otherwise never see.  Done once per run.
         """
-        if not self.index.claimRecovery(self.name, self.directory):
+        if not self.index.claimRecovery(self.key, self.directory):
             return
-        report = indexMissing(self.index, self.name, self.directory)
+        report = indexMissing(self.index, self.key, self.directory)
         if not (report.indexed or report.removed or report.skipped):
             return
         self.log.info(
@@ -106,43 +192,43 @@ class IndexedArea:
         """
         Forget a stored object (its file is removed by the caller).
         """
-        self.index.removeInstance(self.name, received.sopInstanceUID)
+        self.index.removeInstance(self.key, received.sopInstanceUID)
 
     def moved(self, oldPath: str, newPath: str) -> None:
         """
         A stored file was renamed.
         """
-        self.index.movePath(self.name, self._relative(oldPath), self._relative(newPath))
+        self.index.movePath(self.key, self._relative(oldPath), self._relative(newPath))
 
     def _enforce(self, received: ReceivedInstance, size: int) -> None:
         studyUID = str(received.attributes.get("StudyInstanceUID", ""))
         maxBytes = self.quota.maxBytesPerStudy
         if size > maxBytes:
-            self.index.removeInstance(self.name, received.sopInstanceUID)
+            self.index.removeInstance(self.key, received.sopInstanceUID)
             raise StoreRefused(
                 OUT_OF_RESOURCES, "object of %d bytes exceeds the quota of %d bytes per study" % (size, maxBytes)
             )
-        while self.index.studyCount(self.name) > self.quota.maxStudies:
-            oldest = self.index.studiesByLastUpdate(self.name, limit=1)[0]
+        while self.index.studyCount(self.key) > self.quota.maxStudies:
+            oldest = self.index.studiesByLastUpdate(self.key, limit=1)[0]
             if oldest.studyInstanceUID == studyUID:
                 break
-            self._delete(self.index.removeStudy(self.name, oldest.studyInstanceUID))
+            self._delete(self.index.removeStudy(self.key, oldest.studyInstanceUID))
             self.log.info(
                 "Quota of {area}: deleted study {uid}, the least recently updated of more than {count}",
                 area=self.name,
                 uid=oldest.studyInstanceUID,
                 count=self.quota.maxStudies,
             )
-        usage = self.index.studyUsage(self.name, studyUID)
+        usage = self.index.studyUsage(self.key, studyUID)
         if usage is None or usage.size <= maxBytes:
             return
         excess = usage.size - maxBytes
-        for instance in self.index.instancesOfStudy(self.name, studyUID):
+        for instance in self.index.instancesOfStudy(self.key, studyUID):
             if excess <= 0:
                 break
             if instance.sopInstanceUID == received.sopInstanceUID:
                 continue
-            self.index.removeInstance(self.name, instance.sopInstanceUID)
+            self.index.removeInstance(self.key, instance.sopInstanceUID)
             self._delete([instance.path])
             excess -= instance.size
             self.log.info(

@@ -11,8 +11,9 @@ of L{IArchiveIndex} that compiles the conditions of
 L{dicomd.archive.matching} into its own dialect.
 
 The schema (L{SCHEMA}) keeps one table per Query/Retrieve level, each row
-belonging to one storage area, named by the AE title that owns it:
-C{patient} (unique by PatientID), C{study}, C{series} and C{instance}
+belonging to one storage area, named by its directory (L{areaKey}), so
+that every AE title over one directory sees the same rows, as every AE of
+dcmqrscp over one directory shares its C{index.dat}: C{patient} (unique by PatientID), C{study}, C{series} and C{instance}
 (unique by their UIDs), children referring to their parent.  Columns are
 named by the keywords of L{dicomd.archive.matching.KEYS}; DA and TM keys
 have a second column, C{<keyword>Sortable}, holding the
@@ -123,6 +124,19 @@ class StudySummary:
 RUN_ENDED = "ended"
 RUN_CRASHED = "crashed"
 
+#: What L{IArchiveIndex.adoptArea} did with the rows of the former name.
+ROWS_MOVED = "moved"
+ROWS_DROPPED = "dropped"
+
+
+def areaKey(directory):
+    """
+    The name of a storage area in the index: the real, absolute path of
+    its directory, the same whichever AE title, relative path or symbolic
+    link leads to it.
+    """
+    return os.path.realpath(directory)
+
 
 @dataclass(frozen=True)
 class ReindexReport:
@@ -143,8 +157,8 @@ class ReindexReport:
 class IArchiveIndex(Interface):
     """
     The index of the instances kept in storage areas.  Every method blocks;
-    call them from a thread (see L{AsyncArchiveIndex}).  C{area} is the AE
-    title that owns a storage area.
+    call them from a thread (see L{AsyncArchiveIndex}).  C{area} is a
+    storage area's L{areaKey}.
     """
 
     def addInstance(area, header, stored):
@@ -274,6 +288,19 @@ class IArchiveIndex(Interface):
             C{directory} in a run that began after one that did not end
             cleanly (so that the area, prepared again on a reload, is
             searched once); C{False} otherwise.
+        """
+
+    def adoptArea(former, area):
+        """
+        Rename C{former} to C{area}, in one transaction, when C{area} has no
+        rows: an index written before areas were named by their directory
+        named them by AE title.  When C{area} has rows already (another AE
+        title over the same directory was adopted first), the rows of
+        C{former} are dropped instead: they describe files of the same
+        directory, which L{indexMissing} indexes again.
+
+        @return: L{ROWS_MOVED}, L{ROWS_DROPPED}, or C{None} when C{former}
+            has no rows.
         """
 
     def close():
@@ -632,6 +659,17 @@ class SQLiteArchiveIndex:
             self._recovering.add((area, directory))
             return True
 
+    def adoptArea(self, former, area):
+        with self._transaction() as db:
+            if not db.execute("SELECT 1 FROM patient WHERE area = ? LIMIT 1", (former,)).fetchone():
+                return None
+            if db.execute("SELECT 1 FROM patient WHERE area = ? LIMIT 1", (area,)).fetchone():
+                db.execute("DELETE FROM patient WHERE area = ?", (former,))
+                return ROWS_DROPPED
+            for table in ("patient", "study", "series", "instance"):
+                db.execute(f"UPDATE {table} SET area = ? WHERE area = ?", (area, former))
+            return ROWS_MOVED
+
     def close(self):
         with self._lock:
             self._closed = True
@@ -988,7 +1026,7 @@ def reindex(index, area, directory, batchSize=500):
     C{dicomd reindex DIR}.
 
     @param index: an L{IArchiveIndex} provider.
-    @param area: the AE title that owns the storage area.
+    @param area: the storage area's L{areaKey}.
     @param directory: the storage area's directory.
     @param batchSize: how many files to index per transaction.
     @return: a L{ReindexReport}.

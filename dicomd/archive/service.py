@@ -4,7 +4,9 @@ it: storage into an indexed area, and query/retrieve (PS3.4 Annex C) from
 it, as dcmqrscp offers per AE title.
 
 L{Archive} owns the index database: it opens it when the daemon starts
-(after twistd has dropped privileges) and closes it last.
+(after twistd has dropped privileges) and closes it last.  Storage areas
+are named in it by their directory, so AEs over one directory share its
+contents.
 L{queryRetrieveEntity} assembles one AE: its presentation contexts and the
 services for C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET.
 
@@ -48,6 +50,7 @@ from twisted.application import service
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from dicomd.archive.area import adoptTitleArea
 from dicomd.archive.dcmqrcfg import ANY
 from dicomd.archive.index import RUN_CRASHED, AsyncArchiveIndex, SQLiteArchiveIndex
 from dicomd.archive.matching import MODELS
@@ -92,18 +95,24 @@ class Archive(service.Service):
     Queries run in a small thread pool of their own (L{QUERY_THREADS}
     threads), so that a C-FIND is answered in milliseconds even while many
     senders keep the reactor's pool busy with storage work.
+
+    @ivar areas: C{(AE title, directory)} of each AE configured at start,
+        in configuration order: on opening, the rows an index written
+        before areas were named by directory keeps under each AE title
+        become its directory's (L{adoptTitleArea}).
     """
 
     #: Threads of the query pool: SQLite in WAL mode reads concurrently.
     QUERY_THREADS = 2
 
-    def __init__(self, path: str, *, reactor=None, threadpool=None):
+    def __init__(self, path: str, *, areas: Sequence[Tuple[str, str]] = (), reactor=None, threadpool=None):
         """
         @param threadpool: the pool everything runs in, queries too (tests
             give one that runs at once); by default the reactor's, and a
             query pool of the archive's own.
         """
         self.path = path
+        self.areas = areas
         self.index = SQLiteArchiveIndex(path)
         self._queryPool = None if threadpool is not None else ThreadPool(0, self.QUERY_THREADS, "dicomd-queries")
         self.asyncIndex = AsyncArchiveIndex(self.index, reactor=reactor, threadpool=threadpool, queryThreadpool=self._queryPool)
@@ -118,6 +127,8 @@ class Archive(service.Service):
                 "each storage area is searched for files that were stored but not indexed",
                 path=self.path,
             )
+        for title, directory in self.areas:
+            adoptTitleArea(self.index, title, directory)
         if self._queryPool is not None:
             self._queryPool.start()
         service.Service.startService(self)
@@ -737,10 +748,11 @@ def queryRetrieveEntity(
     """
     One AE of the archive.
 
-    @param area: the storage area's name in the index.
+    @param area: the storage area's name in the index, the
+        L{areaKey<dicomd.archive.index.areaKey>} of C{directory}.
     @param directory: the storage area's directory.
     @param storage: the L{dicomd.storage.scp.StorageSCP} storing into the
-        area, when it is writable.
+        area, when it is writable (shared by the AEs storing into it).
     @param peers: see L{ArchiveEntity.peers}.
     @param shutdown: see L{ArchiveEntity.shutdown}.
     """

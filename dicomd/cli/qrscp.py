@@ -14,7 +14,9 @@ documented in docs/queryretrieve.md:
   - one SQLite index serves every storage area, instead of an
     C{index.dat} in each: by default C{.dicomd-index.sqlite} beside the
     configuration file (the image database directory in DCMTK's
-    C{dcmqrset.txt}), or the file C{--database} names;
+    C{dcmqrset.txt}), or the file C{--database} names.  As with dcmqrscp,
+    AEs over one directory share its contents; AEs that store into it
+    share one quota, the strictest of theirs;
   - a storage area that does not exist stops the start with an error
     (dcmqrscp starts, then aborts every association to that AE);
   - peers' hosts are matched by resolving the configuration's host names
@@ -44,8 +46,9 @@ from pydicom.charset import python_encoding
 from twisted.internet import defer, endpoints, threads
 from twisted.logger import Logger
 
-from dicomd.archive.area import IndexedArea
+from dicomd.archive.area import IndexedArea, sharedQuotas
 from dicomd.archive.dcmqrcfg import ConfigError, readConfig
+from dicomd.archive.index import areaKey
 from dicomd.archive.matching import PATIENT_ROOT, PATIENT_STUDY_ONLY, STUDY_ROOT
 from dicomd.archive.service import (
     INDEX_FILE,
@@ -391,7 +394,8 @@ def buildArchive(values, archive: Archive, hosts: PeerHosts, *, shutdown=None, r
     @param shutdown: called when an association asks the server to stop
         (C{--allow-shutdown}), or C{None}.
     @return: C{(entities, receivers)}: AE title -> L{ArchiveEntity}, and the
-        L{dicomd.storage.receiver.Receiver}s of the writable areas.
+        L{dicomd.storage.receiver.Receiver}s of the writable areas, one per
+        directory, which the AEs storing into it share (with its quota).
     """
     config = values["config"]
     profile = values.get("outgoingProfile")
@@ -415,17 +419,22 @@ def buildArchive(values, archive: Archive, hosts: PeerHosts, *, shutdown=None, r
         parallelStore=not values.get("noParallelStore"),
         characterSets=values.get("characterSets"),
     )
-    entities, receivers = {}, []
+    writers = [(title, entry.storageArea, entry.quota) for title, entry in config.aeTable.items() if entry.writable]
+    quotas = sharedQuotas(writers)
+    entities, receivers, receiverOf = {}, [], {}
     for title, entry in config.aeTable.items():
+        key = areaKey(entry.storageArea)
         storage = None
         if entry.writable:
-            receiver = buildReceiver(
-                StorageOptions(outputDirectory=entry.storageArea, ignore=bool(values.get("ignore")), sortMode=SORT_STUDY_UID, recode=values.get("recoding")),
-                index=IndexedArea(archive.index, title, entry.storageArea, entry.quota),
-                reactor=reactor,
-            )
-            receivers.append(receiver)
-            storage = receiver.scp
+            if key not in receiverOf:
+                titles = ", ".join(writer for writer, directory, _ in writers if areaKey(directory) == key)
+                receiverOf[key] = buildReceiver(
+                    StorageOptions(outputDirectory=entry.storageArea, ignore=bool(values.get("ignore")), sortMode=SORT_STUDY_UID, recode=values.get("recoding")),
+                    index=IndexedArea(archive.index, titles, entry.storageArea, quotas[key]),
+                    reactor=reactor,
+                )
+                receivers.append(receiverOf[key])
+            storage = receiverOf[key].scp
         options = replace(
             template,
             readable="R" in entry.access,
@@ -443,7 +452,7 @@ def buildArchive(values, archive: Archive, hosts: PeerHosts, *, shutdown=None, r
         entities[title] = queryRetrieveEntity(
             title,
             archive,
-            title,
+            key,
             entry.storageArea,
             options,
             storage=storage,
@@ -542,7 +551,8 @@ def _serve(reactor, values):
         hosts, unresolved = yield threads.deferToThreadPool(reactor, reactor.getThreadPool(), PeerHosts.resolve, hostNames(config))
         for name in unresolved:
             log.warn("Host name {name} of the configuration file does not resolve: only an address written that way matches it", name=name)
-    archive = Archive(values["database"], reactor=reactor)
+    areas = [(title, entry.storageArea) for title, entry in config.aeTable.items()]
+    archive = Archive(values["database"], areas=areas, reactor=reactor)
     shutdown = Shutdown(reactor)
     entities, receivers = buildArchive(values, archive, hosts, shutdown=shutdown if values.get("allowShutdown") else None, reactor=reactor)
     factory = AcceptorFactory(

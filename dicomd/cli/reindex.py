@@ -4,14 +4,20 @@ one storage area (the job DCMTK's C{dcmqridx} does for C{index.dat}).
 
 Every DICOM file under the directory is indexed again from its header,
 and the rows whose file is gone are dropped; files are never deleted or
-moved.  The area is named in the index by the AE title that owns it, and
-the index is found where the daemon keeps it:
+moved.  The area is named in the index by its directory
+(L{dicomd.archive.index.areaKey}), whichever AE titles serve it, and the
+index is found where the daemon keeps it:
 
-  - for C{twistd dicomd}, C{.dicomd-index.sqlite} in its data directory,
-    under the AE title C{DICOMD} (the defaults here);
+  - for C{twistd dicomd}, C{.dicomd-index.sqlite} in its data directory
+    (the default here);
   - for C{dicomd qrscp -c FILE}, beside the configuration file: with
-    C{-c FILE}, the database and the AE title are taken from it (the AE
-    whose storage area the directory is).
+    C{-c FILE}, the database is taken from it.
+
+An index written before areas were named by directory kept them under AE
+titles; the rows of the AE titles given (C{-aet}, by default C{DICOMD},
+the daemon's; with C{-c}, every AE whose storage area the directory is)
+are brought under the directory first (L{adoptTitleArea}), so that none
+is left behind.
 
 It may run while the daemon runs: SQLite serialises the writers.
 """
@@ -22,7 +28,8 @@ import sys
 from twisted.internet import defer, threads
 
 from dicomd.archive.dcmqrcfg import ConfigError, readConfig
-from dicomd.archive.index import SQLiteArchiveIndex, reindex
+from dicomd.archive.area import adoptTitleArea
+from dicomd.archive.index import SQLiteArchiveIndex, areaKey, reindex
 from dicomd.archive.service import INDEX_FILE
 from dicomd.cli.options import CommandLine, Option, Parameter, UsageError, aeTitle, generalOptions, string
 from dicomd.cli.qrscp import defaultDatabase
@@ -47,10 +54,11 @@ COMMAND_LINE = CommandLine(
                 Option(
                     ("-aet", "--aetitle"),
                     "aetitle",
-                    "the AE title owning the area (default: %s, or the AE of -c whose storage area the directory is)" % (DEFAULT_AE_TITLE,),
+                    "take over the rows an older index kept under this AE title (default: %s, or the AEs of -c whose storage area the directory is)"
+                    % (DEFAULT_AE_TITLE,),
                     (("a]etitle", aeTitle),),
                 ),
-                Option(("-c", "--config"), "configFile", "take the database and AE title from this dcmqrscp.cfg, as dicomd qrscp does", (("f]ilename", string),)),
+                Option(("-c", "--config"), "configFile", "take the database and AE titles from this dcmqrscp.cfg, as dicomd qrscp does", (("f]ilename", string),)),
             ],
         ),
     ],
@@ -59,7 +67,8 @@ COMMAND_LINE = CommandLine(
 
 def validate(values) -> None:
     """
-    Check the directory and choose the database and AE title.
+    Check the directory and choose the database and the AE titles whose
+    former rows to take over (C{values["titles"]}).
     """
     directory = values["directory"]
     if not os.path.isdir(directory):
@@ -67,28 +76,26 @@ def validate(values) -> None:
     configFile = values.get("configFile")
     if configFile is None:
         values["database"] = values.get("database") or os.path.join(directory, INDEX_FILE)
-        values["aetitle"] = values.get("aetitle") or DEFAULT_AE_TITLE
+        values["titles"] = [values.get("aetitle") or DEFAULT_AE_TITLE]
         return
     try:
         config = readConfig(configFile)
     except ConfigError as e:
         raise UsageError("bad config file: %s" % (e,))
     values["database"] = values.get("database") or defaultDatabase(configFile)
-    if values.get("aetitle") is None:
-        owners = [title for title, entry in config.aeTable.items() if _same(entry.storageArea, directory)]
-        if not owners:
-            raise UsageError("no AE title of %s has the storage area %s" % (configFile, directory))
-        values["aetitle"] = owners[0]
-
-
-def _same(one: str, other: str) -> bool:
-    return os.path.realpath(one) == os.path.realpath(other)
+    owners = [title for title, entry in config.aeTable.items() if areaKey(entry.storageArea) == areaKey(directory)]
+    if not owners:
+        raise UsageError("no AE title of %s has the storage area %s" % (configFile, directory))
+    values["titles"] = [values["aetitle"]] if values.get("aetitle") else owners
 
 
 def _reindex(values):
     index = SQLiteArchiveIndex(values["database"])
+    directory = values["directory"]
     try:
-        return reindex(index, values["aetitle"], values["directory"])
+        for title in values["titles"]:
+            adoptTitleArea(index, title, directory)
+        return reindex(index, areaKey(directory), directory)
     finally:
         index.close()
 
@@ -102,8 +109,8 @@ def run(reactor, values):
     """
     report = yield threads.deferToThreadPool(reactor, reactor.getThreadPool(), _reindex, values)
     sys.stdout.write(
-        "%s: %d files indexed for %s in %s; %d rows of missing files removed; %d files skipped (not DICOM)\n"
-        % (values["directory"], report.indexed, values["aetitle"], values["database"], report.removed, len(report.skipped))
+        "%s: %d files indexed in %s; %d rows of missing files removed; %d files skipped (not DICOM)\n"
+        % (values["directory"], report.indexed, values["database"], report.removed, len(report.skipped))
     )
     if values.get("verbose") or values.get("debug"):
         for path in report.skipped:
