@@ -283,7 +283,9 @@ class UnindexedFilesTests(DaemonTestCase):
         self.assertEqual(len(indexedInstances(data)), 1)
 
         restarted = yield startDaemon(self, *daemonOptions(data))
-        self.assertEqual(re.search(self.RECOVERY, restarted.output).group(1), "2", restarted.describe())
+        # Logged before the daemon listens, but read from its pipe later.
+        recovered = yield restarted.waitForOutput(self.RECOVERY, timeout=30)
+        self.assertEqual(recovered.group(1), "2", restarted.describe())
         self.assertFilesAreRows(data)
         for path, uid in sources:
             self.assertComplete(indexedInstances(data)[uid], uid, path)
@@ -300,6 +302,8 @@ class UnindexedFilesTests(DaemonTestCase):
 
         again = yield startDaemon(self, *daemonOptions(data))
         yield runCommand([dcmtk("echoscu"), LOCALHOST, str(again.port)], env=dcmtkEnvironment())
+        # Logged after everything the start logs.
+        yield again.waitForOutput("Association ECHOSCU -> ", timeout=30)
         self.assertNotIn("Recovery of", again.output)
         self.assertNotIn("was not closed cleanly", again.output)
 
