@@ -22,6 +22,7 @@ import ipaddress
 import os
 import signal
 import socket
+from dataclasses import replace
 from typing import Callable, Dict, Optional
 
 from twisted.application import service, strports
@@ -36,6 +37,7 @@ from dicomd.config import ConfigError, DaemonConfig, EntityConfig, readConfig
 from dicomd.net.acceptor import AcceptorFactory
 from dicomd.status import Statistics, StatusResource
 from dicomd.storage.receiver import AreaService, buildReceiver
+from dicomd.storage.state import defaultStateDirectory
 
 
 def hostRule(hosts, lookup=socket.getaddrinfo) -> Optional[Callable]:
@@ -92,11 +94,15 @@ class StorageService(service.MultiService):
     @ivar receiver: the L{dicomd.storage.receiver.Receiver}.
     """
 
-    def __init__(self, config: EntityConfig, archive: Archive, *, reactor=None):
+    def __init__(self, config: EntityConfig, archive: Archive, *, stateDirectory: str, reactor=None):
+        """
+        @param stateDirectory: where its study journal is kept.
+        """
         service.MultiService.__init__(self)
         self.key = storageKey(config)
         indexed = IndexedArea(archive.index, config.title, config.storage.outputDirectory, config.quota)
-        self.receiver = buildReceiver(config.storage, index=indexed, reactor=reactor)
+        storage = replace(config.storage, stateDirectory=stateDirectory)
+        self.receiver = buildReceiver(storage, index=indexed, reactor=reactor)
         if self.receiver.area is not None:
             AreaService(self.receiver.area).setServiceParent(self)
         self.receiver.actions.setServiceParent(self)
@@ -198,6 +204,10 @@ class DicomdService(service.MultiService):
     @ivar overrides: applied to every configuration read, including on
         reload: the command line's settings for the default AE.
     @ivar factory: the one L{AcceptorFactory} every endpoint listens with.
+    @ivar stateDirectory: where the study journals are kept: chosen once,
+        when the daemon is built (before twistd drops privileges, so that
+        a daemon started by root keeps them in C{/var/lib/dicomd}), and
+        kept until it stops.
     """
 
     log = Logger()
@@ -210,6 +220,7 @@ class DicomdService(service.MultiService):
         self.overrides = overrides
         self.config = config = overrides(config)
         self.statistics = Statistics()
+        self.stateDirectory = config.stateDirectory or defaultStateDirectory()
         database = config.database or "%s/%s" % (config.entities[0].storage.outputDirectory, INDEX_FILE)
         self.archive = Archive(database, reactor=reactor)
         self.archive.index.mode = config.fileMode
@@ -272,7 +283,7 @@ class DicomdService(service.MultiService):
                 if current is not None and current.storage is not None and current.storage.key == storageKey(entityConfig):
                     storage = current.storage
                 else:
-                    storage = StorageService(entityConfig, self.archive, reactor=self.reactor)
+                    storage = StorageService(entityConfig, self.archive, stateDirectory=self.stateDirectory, reactor=self.reactor)
                     if current is not None and current.storage is not None:
                         successions.append((storage, current.storage))
                     freshStorage.append(storage)
@@ -395,9 +406,9 @@ class DicomdService(service.MultiService):
 
     def _checkRestartOnly(self, config: DaemonConfig) -> None:
         old = self.config
-        for name in ("listen", "status", "database"):
+        for name, key in (("listen", "listen"), ("status", "status"), ("database", "database"), ("stateDirectory", "state-directory")):
             if getattr(config, name) != getattr(old, name):
-                self.log.warn("SIGHUP: {name} changed in {path}; that takes a restart", name=name, path=config.path)
+                self.log.warn("SIGHUP: {name} changed in {path}; that takes a restart", name=key, path=config.path)
         if config.limits.maxPDU != old.limits.maxPDU:
             self.log.warn("SIGHUP: max-pdu changed; new AEs use it, a restart applies it everywhere")
 
