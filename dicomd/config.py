@@ -153,6 +153,8 @@ class DaemonConfig:
         umask); every AE's L{StorageOptions} has it too.
     @ivar directoryMode: the permissions of the database's directory when
         the daemon makes it; every AE's L{StorageOptions} has it too.
+    @ivar stateDirectory: where the study journals are kept, or C{None}
+        for L{dicomd.storage.state.defaultStateDirectory}'s choice.
     """
 
     listen: Tuple[str, ...] = DEFAULT_LISTEN
@@ -164,6 +166,7 @@ class DaemonConfig:
     answerAnyCalledAETitle: bool = True
     fileMode: int = FILE_MODE
     directoryMode: int = DIRECTORY_MODE
+    stateDirectory: Optional[str] = None
     path: Optional[str] = None
 
 
@@ -348,7 +351,7 @@ class _Reader:
         self._check(
             document,
             "",
-            ["listen", "status", "database", "file-mode", "directory-mode", "answer-any-called-ae", "limits", "ae", "peer"],
+            ["listen", "status", "database", "state-directory", "file-mode", "directory-mode", "answer-any-called-ae", "limits", "ae", "peer"],
         )
         listen = self._get(document, "", "listen", list, list(DEFAULT_LISTEN))
         if not listen:
@@ -363,6 +366,9 @@ class _Reader:
         database = self._get(document, "", "database", str, None)
         if database is not None and not database.strip():
             raise self.error("database", "expected a file name")
+        stateDirectory = self._get(document, "", "state-directory", str, None)
+        if stateDirectory is not None and not stateDirectory.strip():
+            raise self.error("state-directory", "expected a directory name")
         fileMode = self._mode(document, "file-mode", FILE_MODE, 0o600, "read and write its files")
         directoryMode = self._mode(document, "directory-mode", DIRECTORY_MODE, 0o700, "list, enter and write its directories")
         limits = self.limits(self._get(document, "", "limits", dict, {}))
@@ -399,6 +405,7 @@ class _Reader:
             peers=peers,
             limits=limits,
             database=self._path(database) if database else None,
+            stateDirectory=self._path(stateDirectory) if stateDirectory else None,
             status=status,
             answerAnyCalledAETitle=self._get(document, "", "answer-any-called-ae", bool, True),
             fileMode=fileMode,

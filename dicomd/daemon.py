@@ -42,6 +42,7 @@ from dicomd.config import ConfigError, DaemonConfig, EntityConfig, readConfig
 from dicomd.net.acceptor import AcceptorFactory
 from dicomd.status import Statistics, StatusResource
 from dicomd.storage.receiver import AreaService, buildReceiver
+from dicomd.storage.state import defaultStateDirectory
 
 
 def hostRule(hosts, lookup=socket.getaddrinfo) -> Optional[Callable]:
@@ -101,17 +102,19 @@ class StorageService(service.MultiService):
     @ivar receiver: the L{dicomd.storage.receiver.Receiver}.
     """
 
-    def __init__(self, config: EntityConfig, archive: Archive, *, titles: str, quota=None, reactor=None):
+    def __init__(self, config: EntityConfig, archive: Archive, *, titles: str, stateDirectory: str, quota=None, reactor=None):
         """
         @param config: the first of the AEs storing through it.
         @param titles: the AE titles storing through it, for log lines.
+        @param stateDirectory: where its study journal is kept.
         @param quota: the directory's quota, or C{None}.
         """
         service.MultiService.__init__(self)
         self.key = storageKey(config, quota)
         self.area = areaKey(config.storage.outputDirectory)
         indexed = IndexedArea(archive.index, titles, config.storage.outputDirectory, quota)
-        self.receiver = buildReceiver(config.storage, index=indexed, reactor=reactor)
+        storage = replace(config.storage, stateDirectory=stateDirectory)
+        self.receiver = buildReceiver(storage, index=indexed, reactor=reactor)
         if self.receiver.area is not None:
             AreaService(self.receiver.area).setServiceParent(self)
         self.receiver.actions.setServiceParent(self)
@@ -213,6 +216,10 @@ class DicomdService(service.MultiService):
     @ivar overrides: applied to every configuration read, including on
         reload: the command line's settings for the default AE.
     @ivar factory: the one L{AcceptorFactory} every endpoint listens with.
+    @ivar stateDirectory: where the study journals are kept: chosen once,
+        when the daemon is built (before twistd drops privileges, so that
+        a daemon started by root keeps them in C{/var/lib/dicomd}), and
+        kept until it stops.
     """
 
     log = Logger()
@@ -225,6 +232,7 @@ class DicomdService(service.MultiService):
         self.overrides = overrides
         self.config = config = overrides(config)
         self.statistics = Statistics()
+        self.stateDirectory = config.stateDirectory or defaultStateDirectory()
         database = config.database or "%s/%s" % (config.entities[0].storage.outputDirectory, INDEX_FILE)
         areas = [(entity.title, entity.storage.outputDirectory) for entity in config.entities]
         self.archive = Archive(database, areas=areas, reactor=reactor)
@@ -360,7 +368,9 @@ class DicomdService(service.MultiService):
                 storages[area] = former
                 continue
             titles = ", ".join(writer.title for writer in writers if areaKey(writer.storage.outputDirectory) == area)
-            storages[area] = StorageService(entity, self.archive, titles=titles, quota=quotas[area], reactor=self.reactor)
+            storages[area] = StorageService(
+                entity, self.archive, titles=titles, stateDirectory=self.stateDirectory, quota=quotas[area], reactor=self.reactor
+            )
             fresh.append(storages[area])
             if former is not None:
                 successions.append((storages[area], former))
@@ -445,9 +455,9 @@ class DicomdService(service.MultiService):
 
     def _checkRestartOnly(self, config: DaemonConfig) -> None:
         old = self.config
-        for name in ("listen", "status", "database"):
+        for name, key in (("listen", "listen"), ("status", "status"), ("database", "database"), ("stateDirectory", "state-directory")):
             if getattr(config, name) != getattr(old, name):
-                self.log.warn("SIGHUP: {name} changed in {path}; that takes a restart", name=name, path=config.path)
+                self.log.warn("SIGHUP: {name} changed in {path}; that takes a restart", name=key, path=config.path)
         if config.limits.maxPDU != old.limits.maxPDU:
             self.log.warn("SIGHUP: max-pdu changed; new AEs use it, a restart applies it everywhere")
 

@@ -15,6 +15,7 @@ strings, repeatable with C{--listen}.  Storage options have storescp's
 long names and meanings.
 """
 
+import os
 from dataclasses import replace
 
 from twisted.python import usage
@@ -106,6 +107,7 @@ class Options(usage.Options):
         ["dimse-timeout", None, None, "Seconds to wait for a DIMSE response (default: unlimited; 60 on C-MOVE sub-associations).", _positive("dimse-timeout", float)],
         ["idle-timeout", None, None, "Seconds of silence before an idle association is aborted (0: never; default: 60).", float],
         ["output-directory", "o", None, "Store received objects under this directory (default: %s)." % (DEFAULT_DIRECTORY,)],
+        ["state-directory", None, None, "Keep the end-of-study journals here (default: /var/lib/dicomd for root, else ~/.local/state/dicomd)."],
         ["sort-on-study-uid", None, None, "Sort studies into PREFIX_<StudyInstanceUID> directories (default: no prefix)."],
         ["sort-conc-studies", None, None, "Sort studies into PREFIX_<timestamp> directories."],
         ["filename-extension", None, None, "Append this to every file name."],
@@ -260,6 +262,8 @@ class Options(usage.Options):
             changes["listen"] = tuple(self["listen"])
         if self.given("status"):
             changes["status"] = self["status"]
+        if self.given("state-directory"):
+            changes["stateDirectory"] = os.path.abspath(self["state-directory"])
         entities = list(config.entities)
         entities[0] = self._overrideEntity(entities[0])
         changes["entities"] = entities

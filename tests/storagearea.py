@@ -1,6 +1,6 @@
 """
 What a storage area holds, seen from outside the daemon that writes it:
-files under final names, temporary files in C{.incoming}, the index's
+files under final names, named temporary files in its root, the index's
 rows, and the data files a process holds open.  The fault, hostile-peer,
 streaming and daemon tests assert on these.
 """
@@ -8,22 +8,23 @@ streaming and daemon tests assert on these.
 import os
 import sqlite3
 
+from dicomd.storage.scp import TEMPORARY_NAME
+
 #: The daemon's index, in its data directory.
 INDEX = ".dicomd-index.sqlite"
 
-#: The daemon's own files in a storage area (the index, the study
-#: journal) start with this.
+#: The daemon's own files in a storage area (the index, and the named
+#: temporary files) start with this.
 OWN_FILES = ".dicomd-"
 
 
 def finalFiles(data: str) -> list:
     """
-    Every file under a final name in a storage area: all but the ones in
-    C{.incoming} and the daemon's own (index, study journal).
+    Every file under a final name in a storage area: all but the daemon's
+    own in its root (the index, named temporary files).
     """
     found = []
     for root, directories, files in os.walk(data):
-        directories[:] = [d for d in directories if d != ".incoming"]
         for name in files:
             if root == data and name.startswith(OWN_FILES):
                 continue
@@ -31,12 +32,11 @@ def finalFiles(data: str) -> list:
     return sorted(found)
 
 
-def incomingFiles(data: str) -> list:
+def temporaryFiles(data: str) -> list:
     """
-    The named temporary files in a storage area's C{.incoming} directory.
+    The named temporary files (L{TEMPORARY_NAME}) in a storage area's root.
     """
-    incoming = os.path.join(data, ".incoming")
-    return sorted(os.listdir(incoming)) if os.path.isdir(incoming) else []
+    return sorted(name for name in os.listdir(data) if TEMPORARY_NAME.match(name)) if os.path.isdir(data) else []
 
 
 def indexedInstances(data: str, database: str = None) -> dict:
@@ -59,8 +59,9 @@ def indexedInstances(data: str, database: str = None) -> dict:
 def openDataFiles(pid: int) -> list:
     """
     The regular files with data that a process holds open, by descriptor,
-    but the daemon's own: a spool file of an abandoned object would be one
-    (spare files, made ahead of need, are empty).
+    but the daemon's own (the index and the study journals): a spool file
+    of an abandoned object would be one, named or not (spare files, made
+    ahead of need, are empty).
     """
     found = []
     directory = "/proc/%d/fd" % (pid,)
@@ -70,6 +71,8 @@ def openDataFiles(pid: int) -> list:
             target = os.readlink(os.path.join(directory, name))
         except OSError:
             continue
-        if (info.st_mode & 0o170000) == 0o100000 and info.st_size > 0 and OWN_FILES not in os.path.basename(target):
+        name = os.path.basename(target)
+        own = name.startswith(INDEX) or name.endswith(".journal")
+        if (info.st_mode & 0o170000) == 0o100000 and info.st_size > 0 and not own:
             found.append(target)
     return found

@@ -974,6 +974,20 @@ class ErrorTests(_ConfigFileMixin, unittest.TestCase):
         """
         self.assertConfigError('database = ""\n', 1, "database", "expected a file name")
 
+    def test_stateDirectory(self):
+        """
+        state-directory is a directory, relative to the file's; without it
+        the default is chosen when the daemon is built; --state-directory
+        replaces it.
+        """
+        self.assertIsNone(readConfig(self.write('listen = ["tcp:11112"]\n')).stateDirectory)
+        path = self.write('state-directory = "state"\n', name="state.toml")
+        self.assertEqual(readConfig(path).stateDirectory, os.path.join(self.directory, "state"))
+        options = tap.Options()
+        options.parseOptions(["--config", path, "--state-directory", "/srv/state"])
+        self.assertEqual(options.overrides(options["base"]).stateDirectory, "/srv/state")
+        self.assertConfigError('state-directory = ""\n', 1, "state-directory", "expected a directory name")
+
     def test_peerRequiredKeys(self):
         """
         A [[peer]] needs a title, a host and a port.

@@ -47,9 +47,11 @@ from dicomd.dimse.commands import CStoreRQ
 from dicomd.dimse.pdv import fragment
 from dicomd.net.association import VERIFICATION_SOP_CLASS, AssociationError
 from dicomd.net.requestor import connect
+from dicomd.storage.scp import TEMPORARY_NAME
+from dicomd.storage.studies import StudyJournal
 from tests.certificates import writeTestPKI
 from tests.dicomfiles import CT_IMAGE_STORAGE, encodedDataSet, makeDataset, writeFile
-from tests.storagearea import INDEX, incomingFiles, indexedInstances
+from tests.storagearea import INDEX, indexedInstances, temporaryFiles
 from tests.support import (
     LOCALHOST,
     REPO_ROOT,
@@ -89,13 +91,14 @@ NOBODY = 65534
 
 def dicomFiles(directory: str) -> list:
     """
-    The DICOM Part 10 files under C{directory}, except the temporary
-    ones in C{.incoming}, sorted.
+    The DICOM Part 10 files under C{directory}, except the named temporary
+    ones in its root, sorted.
     """
     found = []
     for root, directories, names in os.walk(directory):
-        directories[:] = [d for d in directories if d != ".incoming"]
         for name in names:
+            if root == directory and TEMPORARY_NAME.match(name):
+                continue
             path = os.path.join(root, name)
             try:
                 with open(path, "rb") as f:
@@ -108,12 +111,11 @@ def dicomFiles(directory: str) -> list:
 
 def spooling(pid: int, directory: str) -> list:
     """
-    The files with data that process C{pid} holds open in the C{.incoming}
-    directory of the storage area C{directory}: objects being received.
+    The files with data that process C{pid} holds open in the root of the
+    storage area C{directory}, but the index: objects being received.
     (They are usually unnamed, C{O_TMPFILE}, so they are found through
     C{/proc/PID/fd}, not by listing the directory.)
     """
-    incoming = os.path.join(directory, ".incoming") + os.sep
     found = []
     descriptors = "/proc/%d/fd" % (pid,)
     for name in os.listdir(descriptors):
@@ -123,7 +125,8 @@ def spooling(pid: int, directory: str) -> list:
             info = os.stat(path)
         except OSError:
             continue
-        if target.startswith(incoming) and (info.st_mode & 0o170000) == 0o100000 and info.st_size > 0:
+        inRoot = os.path.dirname(target) == directory and not os.path.basename(target).startswith(INDEX)
+        if inRoot and (info.st_mode & 0o170000) == 0o100000 and info.st_size > 0:
             found.append(target)
     return found
 
@@ -753,7 +756,7 @@ class StopTests(DaemonTestCase):
         self.assertEqual(stored, os.path.join(data, held.study, "CT." + held.uid))
         self.assertEqual(len(pydicom.dcmread(stored).PixelData), SIZE * SIZE * 2)
         self.assertEqual(sorted(indexedInstances(data)), [held.uid])
-        self.assertEqual(incomingFiles(data), [])
+        self.assertEqual(temporaryFiles(data), [])
 
     @defer.inlineCallbacks
     def test_stopBeforeTheReactorRuns(self):
@@ -765,13 +768,15 @@ class StopTests(DaemonTestCase):
         """
         data = os.path.join(makeDirectory(self), "data")
         log = os.path.join(makeDirectory(self), "eostudy.log")
+        state = makeDirectory(self)
         options = ["--listen", "tcp:0:interface=127.0.0.1", "-o", data, "--exec-on-eostudy", "echo #p >> " + log, "--eostudy-timeout", "3600"]
+        options += ["--state-directory", state]
         # What a killed run leaves: a stored object and its journal line.
         [(source, uid)] = writeImages(self)
         study = str(pydicom.dcmread(source, stop_before_pixels=True).StudyInstanceUID)
         os.makedirs(os.path.join(data, study))
         stored = shutil.copy(source, os.path.join(data, study, "CT." + uid))
-        with open(os.path.join(data, ".dicomd-eostudy.journal"), "w") as f:
+        with open(os.path.join(state, StudyJournal.fileName(os.path.realpath(data))), "w") as f:
             f.write(json.dumps({"episode": "1", "study": study, "file": stored, "calling": "A", "called": "B", "peer": "127.0.0.1", "at": 0}) + "\n")
         script = (
             "import os, signal, sys\n"
@@ -814,7 +819,7 @@ class StopTests(DaemonTestCase):
         self.assertCleanStop(daemon)
         yield self.assertFailure(held.response, AssociationError)
         self.assertEqual(dicomFiles(data), [])
-        self.assertEqual(incomingFiles(data), [])
+        self.assertEqual(temporaryFiles(data), [])
         self.assertEqual(sorted(indexedInstances(data)), [])
 
 
@@ -1096,8 +1101,8 @@ class PermissionTests(DaemonTestCase):
     @defer.inlineCallbacks
     def test_defaultModes(self):
         """
-        twistd --umask 022 -n dicomd: the stored file is 0640; its study directory, the storage area and its
-        .incoming directory 0750; the index database and its -wal and -shm files 0640.
+        twistd --umask 022 -n dicomd: the stored file is 0640; its study directory and the storage area 0750; the
+        index database and its -wal and -shm files 0640.
         """
         home = makeDirectory(self)
         data = os.path.join(home, "data")
@@ -1113,31 +1118,34 @@ class PermissionTests(DaemonTestCase):
         stored = yield self.storeOne(daemon, "DICOMD", data)
         index = os.path.join(data, INDEX)
         expected = {stored: "0640", index: "0640", index + "-wal": "0640", index + "-shm": "0640"}
-        expected.update({os.path.dirname(stored): "0750", data: "0750", os.path.join(data, ".incoming"): "0750"})
+        expected.update({os.path.dirname(stored): "0750", data: "0750"})
         self.assertEqual(modes(expected), expected, daemon.describe())
 
     @defer.inlineCallbacks
     def test_configuredModes(self):
         """
         file-mode = "0600" and directory-mode = "0700" apply to the stored file, its study directory, the storage
-        area, the study journal, the index and the index's directory.
+        area, the index and the index's directory; the state-directory and its study journal are 0700 and 0600
+        whatever the modes.
         """
         home = makeDirectory(self)
         data = os.path.join(home, "archive")
         database = os.path.join(home, "db", "index.sqlite")
+        state = os.path.join(home, "state")
         text = (
             'listen = ["tcp:%%(port)d:interface=127.0.0.1"]\n'
             'database = "%s"\n'
+            'state-directory = "%s"\n'
             'file-mode = "0600"\n'
             'directory-mode = "0700"\n'
             '[[ae]]\ntitle = "ARCHIVE"\ndirectory = "%s"\n'
-            '[ae.actions]\non-end-of-study = "true"\n' % (database, data)
+            '[ae.actions]\non-end-of-study = "true"\n' % (database, state, data)
         )
         daemon = yield startConfigured(self, configWriter(home, text), twistdOptions=["--umask", "022"])
         stored = yield self.storeOne(daemon, "ARCHIVE", data)
-        journal = os.path.join(data, ".dicomd-eostudy.journal")
+        journal = os.path.join(state, StudyJournal.fileName(os.path.realpath(data)))
         expected = {stored: "0600", journal: "0600", database: "0600", database + "-wal": "0600"}
-        expected.update({os.path.dirname(stored): "0700", data: "0700", os.path.dirname(database): "0700"})
+        expected.update({os.path.dirname(stored): "0700", data: "0700", os.path.dirname(database): "0700", state: "0700"})
         self.assertEqual(modes(expected), expected, daemon.describe())
 
 

@@ -43,9 +43,10 @@ from dicomd.interfaces import IDataSetConsumer
 from dicomd.net.acceptor import ApplicationEntity
 from dicomd.net.association import VERIFICATION_SOP_CLASS, responseTo
 from dicomd.net.requestor import connect
+from dicomd.storage.studies import StudyJournal
 from dicomd.ul.negotiation import UNCOMPRESSED, AcceptorPolicy
 from tests.dicomfiles import CT_IMAGE_STORAGE, encodedDataSet, makeDataset, writeFile
-from tests.storagearea import INDEX, finalFiles, incomingFiles, indexedInstances, openDataFiles
+from tests.storagearea import INDEX, finalFiles, indexedInstances, openDataFiles, temporaryFiles
 from tests.support import (
     LOCALHOST,
     dcmtk,
@@ -180,7 +181,7 @@ class DaemonTestCase(unittest.TestCase):
         """
         self.assertEqual(finalFiles(data), [])
         self.assertEqual(indexedInstances(data), {})
-        self.assertEqual(incomingFiles(data), [])
+        self.assertEqual(temporaryFiles(data), [])
         self.assertEqual(openDataFiles(daemon.transport.pid), [])
 
     @defer.inlineCallbacks
@@ -227,7 +228,7 @@ class KilledDaemonTests(DaemonTestCase):
 
         restarted = yield startDaemon(self, *daemonOptions(data))
         # Whatever was being received at the kill is gone from .incoming.
-        self.assertEqual(incomingFiles(data), [])
+        self.assertEqual(temporaryFiles(data), [])
         indexed = indexedInstances(data)
         onDisk = {os.path.basename(path): path for path in finalFiles(data)}
         for source in acknowledged:
@@ -628,15 +629,16 @@ class EndOfStudyAtStopTests(DaemonTestCase):
         self.assertEqual(result.output.count(SUCCESS_LINE), count, result.describe())
         return sources
 
-    def options(self, data: str, log: str) -> list:
-        return daemonOptions(data, "--exec-on-eostudy", "echo #p >> %s" % (log,), "--eostudy-timeout", "3600")
+    def options(self, data: str, log: str, state: str) -> list:
+        return daemonOptions(data, "--exec-on-eostudy", "echo #p >> %s" % (log,), "--eostudy-timeout", "3600", "--state-directory", state)
 
     @defer.inlineCallbacks
     def test_cleanStopFiresOnce(self):
         """SIGTERM runs the pending end-of-study command once; the next start and stop do not run it again."""
         data = os.path.join(makeDirectory(self), "data")
         log = os.path.join(makeDirectory(self), "eostudy.log")
-        daemon = yield startDaemon(self, *self.options(data, log))
+        state = os.path.join(makeDirectory(self), "state")
+        daemon = yield startDaemon(self, *self.options(data, log, state))
         sources = yield self.storeStudy(daemon)
         self.assertEqual(readLines(log), [])
         yield daemon.stop()
@@ -644,26 +646,33 @@ class EndOfStudyAtStopTests(DaemonTestCase):
         study = str(pydicom.dcmread(sources[0][0]).StudyInstanceUID)
         self.assertEqual(readLines(log), [os.path.join(data, study)])
 
-        restarted = yield startDaemon(self, *self.options(data, log))
+        restarted = yield startDaemon(self, *self.options(data, log, state))
         yield self.assertServesEcho(restarted)
         yield restarted.stop()
         self.assertStoppedCleanly(restarted)
         self.assertEqual(readLines(log), [os.path.join(data, study)])
-        self.assertEqual([name for name in os.listdir(data) if name.startswith(".dicomd-eostudy")], [])
+        self.assertEqual(os.listdir(state), [])
+        self.assertEqual([name for name in os.listdir(data) if not name.startswith(INDEX)], [study])
 
     @defer.inlineCallbacks
     def test_killedFiresAtNextStart(self):
-        """After SIGKILL the pending end-of-study command is not lost: the next start runs it, once."""
+        """
+        After SIGKILL the pending end-of-study command is not lost: the journal, in the state directory and not in
+        the storage area, has the next start run it, once.
+        """
         data = os.path.join(makeDirectory(self), "data")
         log = os.path.join(makeDirectory(self), "eostudy.log")
-        daemon = yield startDaemon(self, *self.options(data, log))
+        state = os.path.join(makeDirectory(self), "state")
+        daemon = yield startDaemon(self, *self.options(data, log, state))
         sources = yield self.storeStudy(daemon)
         daemon.signalProcess("KILL")
         yield daemon.whenEnded()
         self.assertEqual(readLines(log), [])
         study = str(pydicom.dcmread(sources[0][0]).StudyInstanceUID)
+        self.assertEqual(os.listdir(state), [StudyJournal.fileName(os.path.realpath(data))])
+        self.assertEqual([name for name in os.listdir(data) if not name.startswith(INDEX)], [study])
 
-        restarted = yield startDaemon(self, *self.options(data, log))
+        restarted = yield startDaemon(self, *self.options(data, log, state))
         yield waitUntil(lambda: readLines(log), timeout=15, message=restarted.describe())
         self.assertEqual(readLines(log), [os.path.join(data, study)])
         self.assertIn(study, restarted.output)

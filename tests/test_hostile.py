@@ -82,7 +82,7 @@ from dicomd.ul.pdu import (
     UserInformation,
 )
 from tests.dicomfiles import CT_IMAGE_STORAGE, encodedDataSet, makeDataset
-from tests.storagearea import finalFiles, incomingFiles, indexedInstances, openDataFiles
+from tests.storagearea import finalFiles, indexedInstances, openDataFiles, temporaryFiles
 from tests.support import (
     LOCALHOST,
     dcmtk,
@@ -333,7 +333,7 @@ class HostileTestCase(unittest.TestCase):
         """
         self.assertEqual(finalFiles(data), [])
         self.assertEqual(indexedInstances(data), {})
-        self.assertEqual(incomingFiles(data), [])
+        self.assertEqual(temporaryFiles(data), [])
         self.assertEqual(openDataFiles(daemon.transport.pid), [])
 
 
@@ -648,7 +648,7 @@ class EndlessSequenceTests(HostileTestCase):
         yield association.release()
         self.assertEqual(list(indexedInstances(data)), [uid])
         self.assertEqual(len(finalFiles(data)), 1)
-        self.assertEqual(incomingFiles(data), [])
+        self.assertEqual(temporaryFiles(data), [])
         yield waitUntil(lambda: not openDataFiles(daemon.transport.pid), timeout=10, message="spool files closed")
         yield assertEchoes(self, daemon)
 
@@ -776,7 +776,7 @@ class PathEscapeTests(HostileTestCase):
                 self.assertEqual(_status.category(statusValue).name, "FAILURE", hex(statusValue))
                 self.assertNotIn(uid, indexed)
         self.assertEqual(len(finalFiles(data)), list(statuses.values()).count(_status.SUCCESS))
-        self.assertEqual(incomingFiles(data), [])
+        self.assertEqual(temporaryFiles(data), [])
         yield assertEchoes(self, daemon)
         return statuses
 
@@ -1182,7 +1182,7 @@ class DeflateBombTests(HostileTestCase):
         response, _ = yield self.assertServedMeanwhile(daemon, echoer, association.request(context.contextID, request, bomb))
         self.assertEqual(response.status, _status.CANNOT_UNDERSTAND, daemon.describe())
         self.assertEqual(finalFiles(self.data), [])
-        self.assertEqual(incomingFiles(self.data), [])
+        self.assertEqual(temporaryFiles(self.data), [])
 
     @defer.inlineCallbacks
     def test_findIdentifierBomb(self):

@@ -35,11 +35,12 @@ from dicomd.net.requestor import connect
 from dicomd.services.verification import VerificationSCP
 from dicomd.storage import spool as _spool
 from dicomd.storage.receiver import StorageOptions, buildReceiver, storagePolicy
+from dicomd.storage.scp import TEMPORARY_NAME
 from dicomd.ul.fsm import State
 from dicomd.ul.negotiation import UNCOMPRESSED, proposePresentationContexts
 from dicomd.ul.pdu import AAssociateRQ, UserInformation
 from tests.dicomfiles import CT_IMAGE_STORAGE, MULTIFRAME_GRAYSCALE_WORD_SC_STORAGE, encodedDataSet, makeDataset, writeFile
-from tests.storagearea import incomingFiles, openDataFiles
+from tests.storagearea import openDataFiles, temporaryFiles
 from tests.support import (
     LOCALHOST,
     dcmtk,
@@ -120,12 +121,12 @@ def dataSetDigest(path: str) -> str:
 
 def storedFiles(directory: str) -> list:
     """
-    The files stored under an output directory, outside C{.incoming}.
+    The files stored under an output directory, but the named temporary
+    files in its root.
     """
     found = []
     for root, dirs, files in os.walk(directory):
-        dirs[:] = [d for d in dirs if d != ".incoming"]
-        found.extend(os.path.join(root, name) for name in files)
+        found.extend(os.path.join(root, name) for name in files if not (root == directory and TEMPORARY_NAME.match(name)))
     return sorted(found)
 
 
@@ -183,11 +184,11 @@ class StreamingInteropTestCase(TestCase):
 
     def assertNothingLeft(self, outputDirectory: str, daemon) -> None:
         """
-        Nothing is stored, nothing waits in C{.incoming}, and the daemon
+        Nothing is stored, no named temporary file is left, and the daemon
         holds no file with data open.
         """
         self.assertEqual(storedFiles(outputDirectory), [])
-        self.assertEqual(incomingFiles(outputDirectory), [])
+        self.assertEqual(temporaryFiles(outputDirectory), [])
         self.assertEqual(openDataFiles(daemon.transport.pid), [])
 
     @defer.inlineCallbacks
@@ -233,7 +234,7 @@ class LargeObjectTests(StreamingInteropTestCase):
         stored = storedFiles(output)
         self.assertEqual([os.path.basename(path) for path in stored], ["SCw." + uid])
         self.assertEqual(dataSetDigest(stored[0]), dataSetDigest(source))
-        self.assertEqual(incomingFiles(output), [])
+        self.assertEqual(temporaryFiles(output), [])
 
 
 class AbortTests(StreamingInteropTestCase):
@@ -255,7 +256,7 @@ class AbortTests(StreamingInteropTestCase):
     @defer.inlineCallbacks
     def test_storescuKilledMidObject(self):
         """
-        DCMTK storescu killed (SIGKILL) while a 200 MB object streams leaves no file, in the output directory or .incoming.
+        DCMTK storescu killed (SIGKILL) while a 200 MB object streams leaves no file in the output directory, under a final or a temporary name.
         """
         sources = makeDirectory(self)
         source = os.path.join(sources, "big.dcm")
@@ -345,7 +346,7 @@ class ConcurrentSendersTests(StreamingInteropTestCase):
         stored = storedFiles(output)
         self.assertEqual(len(stored), 200)
         self.assertEqual({os.path.basename(path): dataSetDigest(path) for path in stored}, digests)
-        self.assertEqual(incomingFiles(output), [])
+        self.assertEqual(temporaryFiles(output), [])
 
 
 # -- unit tests: the acceptor on a StringTransport -------------------------------------
@@ -576,7 +577,7 @@ class WriteFailureTests(SynchronousTestCase):
         [refused] = harness.responses()
         self.assertEqual(refused.status, _status.OUT_OF_RESOURCES)
         self.assertEqual(storedFiles(harness.output), [])
-        self.assertEqual(incomingFiles(harness.output), [])
+        self.assertEqual(temporaryFiles(harness.output), [])
         self.assertIs(harness.protocol.provider.state, State.Sta6)
 
         harness.transport.clear()
@@ -611,7 +612,7 @@ class WriteFailureTests(SynchronousTestCase):
         self.assertEqual(refused.status, _status.OUT_OF_RESOURCES)
         self.assertEqual(written, [True])
         self.assertEqual(storedFiles(harness.output), [])
-        self.assertEqual(incomingFiles(harness.output), [])
+        self.assertEqual(temporaryFiles(harness.output), [])
 
 
 class MalformedDataSetTests(SynchronousTestCase):
@@ -644,7 +645,7 @@ class MalformedDataSetTests(SynchronousTestCase):
         [refused] = harness.responses()
         self.assertEqual(refused.status, _status.CANNOT_UNDERSTAND)
         self.assertEqual(storedFiles(harness.output), [])
-        self.assertEqual(incomingFiles(harness.output), [])
+        self.assertEqual(temporaryFiles(harness.output), [])
         self.assertIs(harness.protocol.provider.state, State.Sta6)
 
     def test_readErrorIsOutOfResources(self):
@@ -664,7 +665,7 @@ class MalformedDataSetTests(SynchronousTestCase):
         [refused] = harness.responses()
         self.assertEqual(refused.status, _status.OUT_OF_RESOURCES)
         self.assertEqual(storedFiles(harness.output), [])
-        self.assertEqual(incomingFiles(harness.output), [])
+        self.assertEqual(temporaryFiles(harness.output), [])
 
 
 _originalWriteAll = _spool._writeAll
@@ -762,7 +763,7 @@ class FullFileSystemTests(StreamingInteropTestCase):
         stored = storedFiles(output)
         self.assertEqual([os.path.basename(path) for path in stored], ["CT." + str(smallDataset.SOPInstanceUID)])
         self.assertEqual(dataSetDigest(stored[0]), dataSetDigest(small))
-        self.assertEqual(incomingFiles(output), [])
+        self.assertEqual(temporaryFiles(output), [])
         if daemon is not None:
             yield daemon.waitForOutput(r"0xA700", timeout=10)
             self.assertEqual(openDataFiles(daemon.transport.pid), [])

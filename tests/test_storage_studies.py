@@ -10,6 +10,7 @@ network.
 
 import json
 import os
+import stat
 
 from pydicom.dataset import Dataset
 from twisted.internet import defer, error, task
@@ -544,11 +545,12 @@ class StudyJournalTests(unittest.SynchronousTestCase):
         self.reactor = _Reactor()
         self.directory = os.path.abspath(self.mktemp())
         os.makedirs(os.path.join(self.directory, "S_1"))
-        self.journalPath = os.path.join(self.directory, StudyJournal.FILE_NAME)
+        self.state = os.path.abspath(self.mktemp())
+        self.journalPath = os.path.join(self.state, StudyJournal.fileName(self.directory))
         self.addCleanup(StudyJournal._open.clear)
 
     def actions(self, **options):
-        storage = StorageOptions(outputDirectory=self.directory, sortMode=SORT_TIMESTAMP, **options)
+        storage = StorageOptions(outputDirectory=self.directory, sortMode=SORT_TIMESTAMP, stateDirectory=self.state, **options)
         layout = StudyLayout(naming.FileNamer(), storage.sortMode, storage.sortPrefix)
         area = StorageArea(self.directory, layout)
         return Actions(storage, area, layout, reactor=self.reactor, threadpool=_ThreadPool())
@@ -593,7 +595,7 @@ class StudyJournalTests(unittest.SynchronousTestCase):
                 synced.append(f.__name__)
                 _ThreadPool.callInThreadWithCallback(self, onResult, f, *args, **kwargs)
 
-        storage = StorageOptions(outputDirectory=self.directory, sortMode=SORT_TIMESTAMP, execOnEndOfStudy="done", sync=True)
+        storage = StorageOptions(outputDirectory=self.directory, sortMode=SORT_TIMESTAMP, execOnEndOfStudy="done", sync=True, stateDirectory=self.state)
         layout = StudyLayout(naming.FileNamer(), storage.sortMode, storage.sortPrefix)
         actions = Actions(storage, StorageArea(self.directory, layout), layout, reactor=self.reactor, threadpool=Pool())
         actions.startService()
@@ -665,9 +667,10 @@ class StudyJournalTests(unittest.SynchronousTestCase):
         """A line cut short by a crash, or naming a file outside the area, is skipped; the rest is resumed."""
         good = {"episode": "e1", "study": "1.1", "file": os.path.join(self.directory, "S_1", "CT.1"), "calling": "A", "called": "B", "peer": "h", "at": 1.0}
         outside = dict(good, episode="e2", file=os.path.join(os.path.dirname(self.directory), "elsewhere"))
+        os.makedirs(self.state)
         with open(self.journalPath, "w") as f:
             f.write(json.dumps(good) + "\n" + json.dumps(outside) + "\n" + '{"episode": "e3", "stu')
-        episodes = StudyJournal(self.directory).recover()
+        episodes = StudyJournal(self.directory, self.state).recover()
         self.assertEqual([(episode.key, episode.files) for episode in episodes], [("e1", [good["file"]])])
         self.assertEqual(self.journalLines(), [good])
 
@@ -690,6 +693,43 @@ class StudyJournalTests(unittest.SynchronousTestCase):
         self.assertEqual(len(stopped), 2)
         self.assertFalse(os.path.exists(self.journalPath))
 
+    def test_journalInTheStateDirectory(self):
+        """
+        The journal is in the state directory, which is made 0700 with the journal 0600 whatever the umask; the
+        storage area holds only what was stored.
+        """
+        self.addCleanup(os.umask, os.umask(0o022))
+        actions = self.actions(execOnEndOfStudy="done")
+        actions.startService()
+        self.store(actions, "1.1", "CT.1")
+        self.assertEqual(actions.journal.path, self.journalPath)
+        self.assertEqual(len(self.journalLines()), 1)
+        self.assertEqual(stat.S_IMODE(os.stat(self.state).st_mode), 0o700)
+        self.assertEqual(stat.S_IMODE(os.stat(self.journalPath).st_mode), 0o600)
+        self.assertEqual(os.listdir(self.directory), ["S_1"])
+        self.assertEqual(os.listdir(os.path.join(self.directory, "S_1")), ["CT.1"])
+
+    def test_oneJournalPerArea(self):
+        """Areas have journals of their own in one state directory; an area reached through a symbolic link has the same one."""
+        other = os.path.abspath(self.mktemp())
+        os.makedirs(other)
+        link = os.path.abspath(self.mktemp())
+        os.symlink(self.directory, link)
+        self.assertNotEqual(StudyJournal.fileName(os.path.realpath(other)), StudyJournal.fileName(os.path.realpath(self.directory)))
+        self.assertEqual(StudyJournal(link, self.state).path, self.journalPath)
+        self.assertEqual(os.path.dirname(StudyJournal(other, self.state).path), self.state)
+        self.assertRegex(os.path.basename(self.journalPath), r"^eostudy-[0-9a-f]{32}\.journal$")
+
+    def test_stateDirectoryCannotBeMade(self):
+        """A state directory that cannot be made stops the start with one line naming it."""
+        blocker = os.path.abspath(self.mktemp())
+        with open(blocker, "w"):
+            pass
+        self.state = os.path.join(blocker, "state")
+        actions = self.actions(execOnEndOfStudy="done")
+        error = self.assertRaises(OSError, actions.startService)
+        self.assertEqual(str(error), "cannot create the state directory %s: Not a directory" % (self.state,))
+
 
 class ReloadTests(unittest.SynchronousTestCase):
     """
@@ -704,7 +744,13 @@ class ReloadTests(unittest.SynchronousTestCase):
         self.addCleanup(StudyJournal._open.clear)
 
     def actions(self, command, timeout=10):
-        storage = StorageOptions(outputDirectory=self.directory, sortMode=SORT_TIMESTAMP, execOnEndOfStudy=command, endOfStudyTimeout=timeout)
+        storage = StorageOptions(
+            outputDirectory=self.directory,
+            sortMode=SORT_TIMESTAMP,
+            execOnEndOfStudy=command,
+            endOfStudyTimeout=timeout,
+            stateDirectory=self.mktemp(),
+        )
         layout = StudyLayout(naming.FileNamer(), storage.sortMode, storage.sortPrefix)
         return Actions(storage, StorageArea(self.directory, layout), layout, reactor=self.reactor, threadpool=_ThreadPool())
 

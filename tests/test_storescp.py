@@ -215,8 +215,8 @@ def pynetdicomStore(testCase, server, paths, calling="PYNETDICOM"):
 
 def storedFiles(directory):
     """
-    Every file under C{directory}, as sorted relative paths; leftovers in
-    C{.incoming} show up as C{.incoming/NAME}.
+    Every file under C{directory}, as sorted relative paths; leftover
+    temporary files show up as C{.dicomd-PID-N.part}.
     """
     found = []
     for root, _, files in os.walk(directory):
@@ -470,7 +470,7 @@ class OutputTests(_Mixin, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_permissions(self):
-        """Under umask 022 the stored file is 0640 and its study directory (-su) and .incoming are 0750."""
+        """Under umask 022 the stored file is 0640 and its study directory (-su) is 0750."""
         files = makeDirectory(self)
         path, data = writeObject(files, "ct.dcm")
         self.addCleanup(os.umask, os.umask(0o022))
@@ -481,7 +481,6 @@ class OutputTests(_Mixin, unittest.TestCase):
         expected = {
             os.path.join(study, "CT.%s" % (data.SOPInstanceUID,)): "0640",
             study: "0750",
-            os.path.join(server.outputDirectory, ".incoming"): "0750",
         }
         self.assertEqual({path: "%04o" % (stat.S_IMODE(os.stat(path).st_mode),) for path in expected}, expected)
 
@@ -567,8 +566,6 @@ class SortingTests(_Mixin, unittest.TestCase):
         result = yield storescu(server, paths)
         self.assertSent(result, 3)
         directories = sorted(os.listdir(server.outputDirectory))
-        self.assertIn(".incoming", directories)
-        directories.remove(".incoming")
         self.assertEqual(len(directories), 2)
         byStudy = {}
         for directory in directories:
@@ -676,21 +673,110 @@ class SanitisingTests(_Mixin, unittest.TestCase):
         self.assertEqual(os.listdir(outside), [])
         self.assertEqual(storedFiles(output), [])
 
+
+# -- nothing but the received objects in -od -----------------------------------------
+
+
+class OutputDirectoryContentsTests(_Mixin, unittest.TestCase):
+    """
+    C{dicomd storescp -od DIR} leaves in DIR the received objects and the
+    study folders, nothing else, hidden entries included: temporary files
+    are unnamed (or removed at the next start), and the end-of-study
+    journal is in the state directory (docs/storage.md).
+    """
+
     @defer.inlineCallbacks
-    def test_symbolicLinkIncoming(self):
+    def test_onlyReceivedObjects(self):
         """
-        An .incoming that is a symbolic link stops storescp before it listens, naming it; the files where it leads
-        are not removed.
+        Flat, with -xcr and -xcs: while running, while the end-of-study command runs and after a stop, -od holds
+        the received files alone; the state directory is left empty.
+        """
+        files = makeDirectory(self)
+        sources = [writeObject(files, "ct%d.dcm" % (i,))[0] for i in range(3)]
+        state = os.path.join(makeDirectory(self), "state")
+        log = os.path.join(makeDirectory(self), "events.log")
+        server = yield startStorescp(
+            self, "--state-directory", state, "-xcr", "echo #f >> %s" % (log,), "-xcs", "ls -A #p > %s.eos" % (log,)
+        )
+        result = yield storescu(server, sources)
+        self.assertSent(result, 3)
+        expected = sorted(readLines(log))
+        self.assertEqual(len(expected), 3)
+        self.assertEqual(sorted(os.listdir(server.outputDirectory)), expected)
+        yield server.stop()
+        self.assertEqual(server.exitCode, 0, server.describe())
+        self.assertEqual(sorted(readLines(log + ".eos")), expected)
+        self.assertEqual(sorted(os.listdir(server.outputDirectory)), expected)
+        self.assertEqual(os.listdir(state), [])
+
+    @defer.inlineCallbacks
+    def test_killedRunLeavesNothingButObjects(self):
+        """
+        Sorted (-su) with -xcs, killed with SIGKILL after DCMTK's storescu stored a study: -od holds the study
+        folder and its files alone, the journal is in the state directory (0700, the journal 0600), and the next
+        start runs the end-of-study command from it, once, and still leaves -od as it was.
+        """
+        self.addCleanup(os.umask, os.umask(0o022))
+        files = makeDirectory(self)
+        study = generate_uid()
+        sources = [writeObject(files, "ct%d.dcm" % (i,), studyInstanceUID=study)[0] for i in range(2)]
+        state = os.path.join(makeDirectory(self), "state")
+        log = os.path.join(makeDirectory(self), "eostudy.log")
+        options = ("--state-directory", state, "-su", "", "-tos", "3600", "-xcs", "echo #p >> %s" % (log,))
+        server = yield startStorescp(self, *options)
+        result = yield storescu(server, sources)
+        self.assertSent(result, 2)
+        output = server.outputDirectory
+        server.signalProcess("KILL")
+        yield server.whenEnded()
+        self.assertEqual(readLines(log), [])
+        self.assertEqual(os.listdir(output), [study])
+        self.assertEqual(len(os.listdir(os.path.join(output, study))), 2)
+        [journal] = os.listdir(state)
+        self.assertRegex(journal, r"^eostudy-[0-9a-f]{32}\.journal$")
+        self.assertEqual(stat.S_IMODE(os.stat(state).st_mode), 0o700)
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.join(state, journal)).st_mode), 0o600)
+
+        restarted = yield startStorescp(self, *options, output=output)
+        yield waitUntil(lambda: readLines(log), timeout=15, message=restarted.describe())
+        self.assertEqual(readLines(log), [os.path.join(output, study)])
+        self.assertEqual(os.listdir(output), [study])
+        yield restarted.stop()
+        self.assertEqual(restarted.exitCode, 0, restarted.describe())
+        self.assertEqual(readLines(log), [os.path.join(output, study)])
+        self.assertEqual(os.listdir(state), [])
+
+    @defer.inlineCallbacks
+    def test_startRemovesTemporaryFilesOnly(self):
+        """
+        The start removes the named temporary files a crash left in -od (where O_TMPFILE is missing), nothing else:
+        not a symbolic link of that name, nor the file where it leads, nor names that merely look alike.
         """
         outside = makeDirectory(self)
-        with open(os.path.join(outside, "precious"), "w") as f:
-            f.write("keep me")
+        precious = os.path.join(outside, "precious")
         output = makeDirectory(self)
-        os.symlink(outside, os.path.join(output, ".incoming"))
-        result = yield runCommand(dicomdArgv("storescp", "-od", output, str(freePort())), env=pythonEnvironment())
-        self.assertNotEqual(result.exitCode, 0, result.describe())
-        self.assertIn("%s/.incoming leads out of the storage area, to %s" % (output, outside), result.output, result.describe())
+        kept = ["CT.1.2.3", ".dicomd-1-x.part", "notes.part"]
+        for path in [precious, os.path.join(output, ".dicomd-4242-1.part")] + [os.path.join(output, name) for name in kept]:
+            with open(path, "w") as f:
+                f.write("keep me")
+        os.symlink(precious, os.path.join(output, ".dicomd-4242-2.part"))
+        yield startStorescp(self, output=output)
+        self.assertEqual(sorted(os.listdir(output)), sorted(kept + [".dicomd-4242-2.part"]))
         self.assertEqual(os.listdir(outside), ["precious"])
+
+    @defer.inlineCallbacks
+    def test_stateDirectoryCannotBeMade(self):
+        """A --state-directory that cannot be made stops storescp with -xcs before it listens, with one line naming it."""
+        blocker = os.path.join(makeDirectory(self), "file")
+        with open(blocker, "w"):
+            pass
+        state = os.path.join(blocker, "state")
+        output = makeDirectory(self)
+        argv = dicomdArgv("storescp", "-od", output, "--state-directory", state, "-xcs", "true", str(freePort()))
+        result = yield runCommand(argv, env=pythonEnvironment())
+        self.assertEqual(result.exitCode, 1, result.describe())
+        self.assertIn("cannot keep the study journal: cannot create the state directory %s: Not a directory" % (state,), result.output)
+        self.assertEqual(os.listdir(output), [])
 
 
 # -- statuses, refusing --------------------------------------------------------------

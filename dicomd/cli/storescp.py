@@ -134,6 +134,12 @@ COMMAND_LINE = CommandFileCommandLine(
             "output options",
             [
                 Option(("-od", "--output-directory"), "outputDirectory", 'write received objects to existing directory d (default: ".")', (("d]irectory", string),)),
+                Option(
+                    ("--state-directory",),
+                    "stateDirectory",
+                    "keep the end-of-study journal in directory d (dicomd; default: /var/lib/dicomd for root, else ~/.local/state/dicomd)",
+                    (("d]irectory", string),),
+                ),
                 Option(("-B", "--normal"), "bitPreserving", "allow implicit format conversions", const=False),
                 Option(("+B", "--bit-preserving"), "bitPreserving", "write data exactly as read (dicomd's default)"),
                 Option(("+F", "--write-file"), "writeDataSetOnly", "write file format (default)", const=False),
@@ -272,6 +278,7 @@ def storageOptions(values) -> StorageOptions:
         abortDuring=bool(values.get("abortDuring")),
         sync=bool(values.get("sync")),
         recode=None if recoding.isIdentity else recode.recoder(recoding),
+        stateDirectory=values.get("stateDirectory"),
     )
 
 
@@ -316,7 +323,11 @@ def run(reactor, values):
         except OSError as e:
             log.critical("cannot use the output directory: {why}", why=str(e))
             return defer.succeed(1)
-    receiver.actions.startService()
+    try:
+        receiver.actions.startService()
+    except (OSError, ValueError) as e:
+        log.critical("cannot keep the study journal: {why}", why=str(e))
+        return defer.succeed(1)
     reactor.addSystemEventTrigger("before", "shutdown", receiver.actions.stopService)
     entityClass = ContextLoggingEntity if values.get("verbosePC") else ApplicationEntity
     entity = entityClass(

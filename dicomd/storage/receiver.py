@@ -26,6 +26,7 @@ from dicomd.net.association import VERIFICATION_SOP_CLASS
 from dicomd.storage import DIRECTORY_MODE, FILE_MODE, naming
 from dicomd.storage.scp import ReceivedInstance, StorageArea, StorageSCP
 from dicomd.storage.sopclasses import STORAGE_SOP_CLASSES
+from dicomd.storage.state import defaultStateDirectory
 from dicomd.storage.studies import StudyEpisode, StudyJournal, StudyTracker
 from dicomd.ul.negotiation import AcceptorPolicy
 
@@ -46,10 +47,11 @@ class StorageOptions:
     @ivar recode: a callable C{recode(path)} that rewrites a stored file in
         place (the re-encoding output options), or C{None} to keep files bit
         for bit as received.
-    @ivar fileMode: the permissions of the files stored (and of the study
-        journal), less the umask.
+    @ivar fileMode: the permissions of the files stored, less the umask.
     @ivar directoryMode: the permissions of the directories made, less the
         umask.
+    @ivar stateDirectory: where the study journal is kept, or C{None} for
+        L{defaultStateDirectory}'s choice, made when the journal is opened.
     """
 
     outputDirectory: str = "."
@@ -71,6 +73,7 @@ class StorageOptions:
     recode: Optional[Callable[[str], None]] = None
     fileMode: int = FILE_MODE
     directoryMode: int = DIRECTORY_MODE
+    stateDirectory: Optional[str] = None
 
     @property
     def tracksStudies(self) -> bool:
@@ -154,8 +157,8 @@ class Actions(service.Service):
     service ends every open study, runs its actions, and waits for them.
     Nor is it lost when the daemon is killed: with end-of-study work to do
     (C{--exec-on-eostudy}, C{--rename-on-eostudy}) and a storage area,
-    open studies are kept in a L{StudyJournal}, and starting the service
-    ends the studies a killed run left open.
+    open studies are kept in a L{StudyJournal} in the state directory, and
+    starting the service ends the studies a killed run left open.
 
     @ivar tracker: the L{StudyTracker}, or C{None} when nothing needs it.
     @ivar journal: the L{StudyJournal}, or C{None}.
@@ -213,11 +216,18 @@ class Actions(service.Service):
         Open the study journal, and end the studies a killed run left
         open in it (their files are there: each was journaled before it
         was acknowledged).
+
+        @raise OSError: the state directory cannot be made, or the
+            journal cannot be read or written; the message names it.
+        @raise ValueError: no state directory is configured and there is
+            no default (L{defaultStateDirectory}).
         """
+        if self._journaled:
+            stateDirectory = self.options.stateDirectory or defaultStateDirectory()
+            self.journal = StudyJournal.forDirectory(self.area.directory, stateDirectory)
         service.Service.startService(self)
-        if not self._journaled:
+        if self.journal is None:
             return
-        self.journal = StudyJournal.forDirectory(self.area.directory, self.area.fileMode)
         for episode in self.journal.recover():
             self.tracker.end(episode, "it was open when dicomd last stopped without ending it")
 

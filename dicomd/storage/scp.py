@@ -2,25 +2,31 @@
 The Storage service class, SCP role (PS3.4 Annex B): C-STORE.
 
 Each C-STORE-RQ gets an L{IncomingInstance}, which streams the data set as it
-arrives into a temporary file in the storage area's C{.incoming} directory,
-behind a File Meta Information group built from the command.  Where the
-system allows it the temporary file is an unnamed one made ahead of need
+arrives into a temporary file in the storage area's root, behind a File
+Meta Information group built from the command.  Where the system allows it
+the temporary file is an unnamed one made ahead of need
 (L{dicomd.storage.spool.SpareFiles}): creating a file is the slowest step
-of storing a small object on some file systems, and an unnamed file leaves
-nothing behind if we crash.  When the last fragment is in, one worker-thread
-job writes what is still waiting, reads the attributes it needs from the
-data set's first bytes (or the file, when they are not enough), checks that
-the data set is the instance the command announced, chooses the final name,
-moves the file into place atomically (an unnamed file is linked there
-directly) and records it in the index.  Only then is the C-STORE-RSP sent,
-so a success response always means the file is complete under its final
-name.  Anything that fails before that removes the temporary file: an
-aborted association, a full disk (answered with 0xA700), a data set that
-does not match its command (0xA900).
+of storing a small object on some file systems, and an unnamed file is
+invisible to whatever lists the directory and leaves nothing behind if we
+crash.  Where it does not, or when a file must be read by name before it is
+complete, the temporary file has a hidden name of its own
+(L{TEMPORARY_NAME}), which only a crash can leave behind, and which
+L{StorageArea.prepare} removes at the next start.
+
+When the last fragment is in, one worker-thread job writes what is still
+waiting, reads the attributes it needs from the data set's first bytes (or
+the file, when they are not enough), checks that the data set is the
+instance the command announced, chooses the final name, moves the file into
+place atomically (an unnamed file is linked there directly) and records it
+in the index.  Only then is the C-STORE-RSP sent, so a success response
+always means the file is complete under its final name.  Anything that fails
+before that removes the temporary file: an aborted association, a full disk
+(answered with 0xA700), a data set that does not match its command (0xA900).
 """
 
 import itertools
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
@@ -43,7 +49,10 @@ from dicomd.storage.spool import SpareFiles, SpoolFile
 #: attributes without going back to the file.
 HEAD_LIMIT = 64 << 10
 
-INCOMING = ".incoming"
+#: The names of named temporary files, C{.dicomd-PID-N.part}, in the root
+#: of a storage area: nothing else there is ever removed at start-up, and
+#: no received object may be named so.
+TEMPORARY_NAME = re.compile(r"\.dicomd-[0-9]+-[0-9]+\.part\Z")
 
 
 class StoreRefused(Exception):
@@ -100,10 +109,10 @@ class StorageArea:
         place before it is moved (the re-encoding output options), or
         C{None} to store files bit for bit as received.
     @ivar fileMode: the permissions of stored files, given when they are
-        created (in C{.incoming}, whence they are moved); less the umask.
+        created (as temporary files, which are then named or renamed);
+        less the umask.
     @ivar directoryMode: the permissions of the directories the area
-        creates (its root, C{.incoming}, study directories); less the
-        umask.
+        creates (its root, study directories); less the umask.
     """
 
     def __init__(
@@ -123,7 +132,6 @@ class StorageArea:
         self.recode = recode
         self.fileMode = fileMode
         self.directoryMode = directoryMode
-        self.incoming = os.path.join(self.directory, INCOMING)
         # Where the area really is: its root may be a symbolic link, the
         # directories under it may not lead out of it.
         self._realDirectory = os.path.realpath(self.directory)
@@ -136,31 +144,27 @@ class StorageArea:
 
     def prepare(self) -> None:
         """
-        Create the area and remove what a crash left in C{.incoming}: a
-        file there was never acknowledged.  A file a crash left under its
-        final name is complete, and goes into the index.
-
-        @raise OSError: C{.incoming} leads out of the area through a
-            symbolic link, which would have temporary files written, and
-            files removed, elsewhere.
+        Create the area and remove the named temporary files a crash left
+        in its root (L{TEMPORARY_NAME}, and nothing else): none of them was
+        ever acknowledged.  A file a crash left under its final name is
+        complete, and goes into the index.
         """
         os.makedirs(self.directory, self.directoryMode, exist_ok=True)
-        os.makedirs(self.incoming, self.directoryMode, exist_ok=True)
-        real = os.path.realpath(self.incoming)
-        if real != os.path.join(self._realDirectory, INCOMING):
-            raise OSError("%s leads out of the storage area, to %s" % (self.incoming, real))
-        for name in os.listdir(self.incoming):
-            os.unlink(os.path.join(self.incoming, name))
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if TEMPORARY_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
         if self.index is not None:
             self.index.recover()
 
     def temporaryPath(self) -> str:
         """
-        A fresh name in C{.incoming}, beside the final location so that
-        the final rename stays on one file system.
+        A fresh hidden name (L{TEMPORARY_NAME}) in the area's root: on the
+        file system of the final location, so that the final rename is
+        atomic, and known to L{prepare}, which removes it after a crash.
         """
         self._counter += 1
-        return os.path.join(self.incoming, "%d-%d.part" % (os.getpid(), self._counter))
+        return os.path.join(self.directory, ".dicomd-%d-%d.part" % (os.getpid(), self._counter))
 
     def settle(self, temporary, received: ReceivedInstance) -> None:
         """
@@ -240,10 +244,11 @@ class StorageArea:
         # Both paths are absolute and normalised, so "inside" is a prefix
         # ending at a separator.
         final = os.path.normpath(os.path.join(self.directory, relative))
-        if not final.startswith(self.directory.rstrip(os.sep) + os.sep) or final == self.directory:
+        root = self.directory.rstrip(os.sep) + os.sep
+        if not final.startswith(root) or final == self.directory:
             raise ValueError("%r is not a path inside %s" % (relative, self.directory))
-        if final == self.incoming or final.startswith(self.incoming + os.sep):
-            raise ValueError("%r names the incoming directory" % (relative,))
+        if TEMPORARY_NAME.match(final[len(root):].split(os.sep, 1)[0]):
+            raise ValueError("%r would be taken for a temporary file" % (relative,))
         return final
 
 
@@ -303,11 +308,11 @@ class StorageSCP:
 
     def spareFile(self) -> Optional[int]:
         """
-        An unnamed file already created in the area's incoming directory,
-        or C{None} (see L{SpareFiles}): the caller owns it.
+        An unnamed file already created in the area's root, or C{None}
+        (see L{SpareFiles}): the caller owns it.
         """
         if self._spares is None:
-            self._spares = SpareFiles(self.area.incoming, self.threadpool, mode=self.area.fileMode)
+            self._spares = SpareFiles(self.area.directory, self.threadpool, mode=self.area.fileMode)
         return self._spares.take()
 
     def refillSpares(self) -> None:

@@ -22,9 +22,11 @@ objects, so tests advance time instead of waiting.
 
 The L{StudyJournal} keeps open studies across a crash: storescp forgets
 the end-of-study work of a study that was still open when it was killed;
-dicomd runs it at its next start.
+dicomd runs it at its next start.  It lives in the state directory
+(L{dicomd.storage.state}), not in the storage area it is about.
 """
 
+import hashlib
 import json
 import os
 import uuid
@@ -34,8 +36,8 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from dicomd.storage import FILE_MODE
 from dicomd.storage.scp import ReceivedInstance
+from dicomd.storage.state import STATE_FILE_MODE, makeStateDirectory
 
 #: A calling AE title at a host.
 Origin = Tuple[str, str]
@@ -222,8 +224,10 @@ class StudyTracker:
 class StudyJournal:
     """
     The study episodes whose end-of-study work is still to do, in a file
-    of the storage area, so that a daemon killed (SIGKILL, power cut) runs
-    that work at its next start instead of forgetting it.
+    of the state directory, so that a daemon killed (SIGKILL, power cut)
+    runs that work at its next start instead of forgetting it.  Each
+    storage area has its own file there (L{fileName}), so that processes
+    storing into different directories keep apart.
 
     The file has one JSON object per line: C{{"episode", "study", "file",
     "calling", "called", "peer", "at"}} for each object stored in a
@@ -241,36 +245,49 @@ class StudyJournal:
     @ivar directory: the storage area; a recovered file outside it is
         dropped.
     @ivar pending: the keys of the episodes not ended yet.
-    @ivar mode: the permissions (less the umask) the file is created with:
-        it names the studies and their files.
     """
-
-    FILE_NAME = ".dicomd-eostudy.journal"
 
     log = Logger()
 
     _open: Dict[str, "StudyJournal"] = {}
 
-    def __init__(self, directory: str, mode: int = FILE_MODE):
+    def __init__(self, directory: str, stateDirectory: str):
+        """
+        @param stateDirectory: where the journal is kept; it is made
+            (L{makeStateDirectory}) if missing.
+        @raise OSError: it cannot be made.
+        """
         self.directory = os.path.realpath(directory)
-        self.path = os.path.join(self.directory, self.FILE_NAME)
-        self.mode = mode
+        self.path = os.path.join(makeStateDirectory(stateDirectory), self.fileName(self.directory))
         self.pending: Set[str] = set()
         self._file = None
         self._users = 0
         self._recovered = False
 
+    @staticmethod
+    def fileName(directory: str) -> str:
+        """
+        The name of the journal of the storage area whose real path is
+        C{directory}: C{eostudy-HASH.journal}, HASH a digest of that path,
+        which stays short whatever the path and is the same however the
+        area is reached (relative paths, symbolic links).
+        """
+        digest = hashlib.sha256(os.fsencode(directory)).hexdigest()[:32]
+        return "eostudy-%s.journal" % (digest,)
+
     @classmethod
-    def forDirectory(cls, directory: str, mode: int = FILE_MODE) -> "StudyJournal":
+    def forDirectory(cls, directory: str, stateDirectory: str) -> "StudyJournal":
         """
         The journal of a storage area, shared by its users in this process
-        (the first one's C{mode} counts); each user calls L{release} when
-        it stops.
+        (the first one's C{stateDirectory} counts); each user calls
+        L{release} when it stops.
+
+        @raise OSError: the state directory cannot be made.
         """
         key = os.path.realpath(directory)
         journal = cls._open.get(key)
         if journal is None:
-            journal = cls._open[key] = cls(key, mode)
+            journal = cls._open[key] = cls(key, stateDirectory)
         journal._users += 1
         return journal
 
@@ -395,8 +412,9 @@ class StudyJournal:
             self._file = open(self.path, "a", encoding="utf-8", opener=self._opener)
         return self._file
 
-    def _opener(self, path: str, flags: int) -> int:
-        return os.open(path, flags, self.mode)
+    @staticmethod
+    def _opener(path: str, flags: int) -> int:
+        return os.open(path, flags, STATE_FILE_MODE)
 
     def _write(self, entry: dict) -> None:
         journal = self._writable()
