@@ -31,10 +31,10 @@ whose study or series now belongs elsewhere moves its parent there, and a
 patient, study or series left without children is removed.
 """
 
+import contextlib
 import os
 import sqlite3
 import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 
@@ -585,12 +585,10 @@ class SQLiteArchiveIndex:
         Create the database file, empty, with L{mode}, unless it exists:
         SQLite would create it with its own permissions (0644).
         """
-        try:
+        with contextlib.suppress(FileExistsError):
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.mode))
-        except FileExistsError:
-            pass
 
-    @contextmanager
+    @contextlib.contextmanager
     def _connection(self):
         if not self._opened:
             self.open()
@@ -609,7 +607,7 @@ class SQLiteArchiveIndex:
                 else:
                     self._idle.append(db)
 
-    @contextmanager
+    @contextlib.contextmanager
     def _transaction(self):
         with self._writing, self._connection() as db:
             db.execute("BEGIN IMMEDIATE")
@@ -1056,10 +1054,8 @@ def indexMissing(index, area, directory, batchSize=500):
     missing = (name for name in _filesUnder(directory) if name not in known)
     indexed, skipped, replaced = _indexFiles(index, area, directory, missing, batchSize)
     for relativePath in replaced:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(directory, relativePath))
-        except FileNotFoundError:
-            pass
     return ReindexReport(len(indexed), len(replaced), tuple(skipped))
 
 
