@@ -74,28 +74,11 @@ class NoPresentationContext(AssociationError):
     """
 
 
-_REJECT_REASONS = {
-    (1, 1): "no reason given",
-    (1, 2): "application context name not supported",
-    (1, 3): "calling AE title not recognized",
-    (1, 7): "called AE title not recognized",
-    (2, 1): "no reason given",
-    (2, 2): "protocol version not supported",
-    (3, 1): "temporary congestion",
-    (3, 2): "local limit exceeded",
-}
-_REJECT_SOURCES = {1: "service user", 2: "service provider (ACSE)", 3: "service provider (presentation)"}
-
-
 def describeRejection(reject) -> str:
     """
     A-ASSOCIATE-RJ in words, as DCMTK's tools print it.
     """
-    return "association rejected (%s, source: %s, reason: %s)" % (
-        {1: "permanent", 2: "transient"}.get(reject.result, "result %d" % reject.result),
-        _REJECT_SOURCES.get(reject.source, "source %d" % reject.source),
-        _REJECT_REASONS.get((reject.source, reject.reason), "reason %d" % reject.reason),
-    )
+    return "association rejected (%s)" % (reject.explanation,)
 
 
 @implementer(IDataSetConsumer)

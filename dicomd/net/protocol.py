@@ -39,6 +39,7 @@ from dicomd.ul.pdu import (
     REJECT_REASON_CALLING_AE_NOT_RECOGNIZED,
     REJECT_RESULT_PERMANENT,
     REJECT_SOURCE_SERVICE_USER,
+    AAbort,
     AAssociateRJ,
 )
 
@@ -49,29 +50,15 @@ from dicomd.ul.pdu import (
 #: transport.
 READ_SIZE = 256 << 10
 
-_ABORT_SOURCES = {0: "service user", 2: "service provider"}
-_ABORT_REASONS = {
-    0: "reason not specified",
-    1: "unrecognized PDU",
-    2: "unexpected PDU",
-    4: "unrecognized PDU parameter",
-    5: "unexpected PDU parameter",
-    6: "invalid PDU parameter value",
-}
-
 
 def describeAbort(source: Optional[int], reason: int) -> str:
     """
-    An A-ABORT's source and reason in words.
+    An A-ABORT's source and reason in words (L{AAbort.describe}), or that
+    the connection closed without one (C{source} is C{None}).
     """
     if source is None:
         return "connection closed without A-ABORT"
-    if source == ABORT_SOURCE_SERVICE_USER:
-        return "A-ABORT from the service user"
-    return "A-ABORT from the %s (%s)" % (
-        _ABORT_SOURCES.get(source, "source %d" % source),
-        _ABORT_REASONS.get(reason, "reason %d" % reason),
-    )
+    return AAbort(source, reason).describe()
 
 
 #: The rejection of an association whose calling AE title is bound to
