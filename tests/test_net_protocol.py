@@ -13,6 +13,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IWriteDescriptor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.test.iosim import ConnectionCompleter, FakeTransport, makeFakeClient, makeFakeServer
@@ -20,10 +21,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from dicomd.dimse.commands import CEchoRQ, CStoreRQ, encodeCommand
+from dicomd import observers
+from dicomd.dimse.commands import CEchoRQ, CStoreRQ, Message, encodeCommand
 from dicomd.dimse.pdv import fragment
 from dicomd.interfaces import IDataSetConsumer, IService
-from dicomd.net.acceptor import AcceptorFactory, ApplicationEntity
+from dicomd.net.acceptor import AcceptorFactory, AcceptorProtocol, ApplicationEntity
 from dicomd.net.association import (
     VERIFICATION_SOP_CLASS,
     AssociationAborted,
@@ -31,8 +33,9 @@ from dicomd.net.association import (
     AssociationRejected,
     DIMSETimeout,
 )
+from dicomd.net import protocol as protocolModule
 from dicomd.net.protocol import writeDescriptor
-from dicomd.net.requestor import ACSETimeout, connect
+from dicomd.net.requestor import ACSETimeout, RequestorProtocol, connect
 from dicomd.net.sending import IDataSetSource
 from dicomd.ul.fsm import State
 from dicomd.ul.negotiation import IMPLICIT_VR_LITTLE_ENDIAN, UNCOMPRESSED, AcceptorPolicy, proposePresentationContexts
@@ -680,6 +683,113 @@ class TimeoutTests(SynchronousTestCase):
         pump.flush()
         self.failureResultOf(stored, DIMSETimeout)
         self.assertTrue(pump.server.outcome.startswith("aborted"), pump.server.outcome)
+
+
+class DebugLogTests(SynchronousTestCase):
+    """
+    At the debug level each PDU and each DIMSE message is logged, on both
+    sides; below it nothing of that is built.
+    """
+
+    def setUp(self):
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def echo(self):
+        """
+        Associate, C-ECHO and release in memory.
+        """
+        network = Network()
+        requested, pump = network.connect()
+        association = self.successResultOf(requested)
+        echoed = association.echo()
+        pump.flush()
+        self.assertEqual(self.successResultOf(echoed), 0x0000)
+        association.release()
+        pump.flush()
+
+    def debugLines(self):
+        return [formatEvent(event) for event in self.events if event["log_level"] is LogLevel.debug]
+
+    def tracedPDUs(self, protocolClass):
+        """
+        The C{(direction, description)} of each PDU a side logged.
+        """
+        namespace = "%s.%s" % (protocolClass.__module__, protocolClass.__name__)
+        return [(event["direction"], event["pdu"]) for event in self.events if event["log_namespace"] == namespace and "pdu" in event]
+
+    def test_debug(self):
+        """
+        The acceptor logs the A-ASSOCIATE-RQ as received, the A-ASSOCIATE-AC
+        sent, every P-DATA-TF, the release, and both DIMSE messages with
+        their command fields; the requestor the same from its side.
+        """
+        self.patch(observers, "level", LogLevel.debug)
+        self.echo()
+        pdus = self.tracedPDUs(AcceptorProtocol)
+        self.assertEqual(
+            [(direction, description.split("\n")[0]) for direction, description in pdus],
+            [
+                ("from", "A-ASSOCIATE-RQ (PDU length 264)"),
+                ("to", "A-ASSOCIATE-AC (PDU length 199)"),
+                ("from", "P-DATA-TF (PDU length 74): command fragment (last), context 1, 68 bytes"),
+                ("to", "P-DATA-TF (PDU length 84): command fragment (last), context 1, 78 bytes"),
+                ("from", "A-RELEASE-RQ (PDU length 4)"),
+                ("to", "A-RELEASE-RP (PDU length 4)"),
+            ],
+        )
+        request, accept = pdus[0][1], pdus[1][1]
+        self.assertIn("\n  Calling AE title: TESTSCU\n  Called AE title: DICOMD\n", request)
+        self.assertIn(
+            "\n  Presentation context 1\n    Abstract syntax: 1.2.840.10008.1.1 (Verification SOP Class)\n"
+            "    Transfer syntax: 1.2.840.10008.1.2.1 (Explicit VR Little Endian)\n",
+            request,
+        )
+        self.assertIn("\n    Implementation version name: DICOMD_", request)
+        self.assertIn(
+            "\n  Presentation context 1: acceptance\n    Abstract syntax: 1.2.840.10008.1.1 (Verification SOP Class)\n"
+            "    Transfer syntax: 1.2.840.10008.1.2.1 (Explicit VR Little Endian)\n",
+            accept,
+        )
+        lines = self.debugLines()
+        self.assertIn(
+            "DIMSE from TESTSCU on presentation context 1: C-ECHO-RQ\n"
+            "  Affected SOP Class UID: 1.2.840.10008.1.1 (Verification SOP Class)\n"
+            "  Message ID: 1\n"
+            "  Data Set: none",
+            lines,
+        )
+        self.assertIn(
+            "DIMSE to TESTSCU on presentation context 1: C-ECHO-RSP\n"
+            "  Affected SOP Class UID: 1.2.840.10008.1.1 (Verification SOP Class)\n"
+            "  Message ID Being Responded To: 1\n"
+            "  Status: 0x0000 Success\n"
+            "  Data Set: none",
+            lines,
+        )
+        # The requestor's side: the same PDUs the other way round.
+        self.assertEqual(
+            [(direction, description.split("\n")[0]) for direction, description in self.tracedPDUs(RequestorProtocol)],
+            [({"from": "to", "to": "from"}[direction], description.split("\n")[0]) for direction, description in pdus],
+        )
+        self.assertEqual(len([line for line in lines if line.startswith("DIMSE to DICOMD on presentation context 1: C-ECHO-RQ\n")]), 1)
+        self.assertEqual(len([line for line in lines if line.startswith("DIMSE from DICOMD on presentation context 1: C-ECHO-RSP\n")]), 1)
+
+    def test_belowDebug(self):
+        """
+        At the info level no debug event is emitted and no description is
+        built: neither a PDU trace nor a command set's description.
+        """
+
+        def unwanted(*args, **kwargs):
+            self.fail("a debug description was built below the debug level")
+
+        self.patch(observers, "level", LogLevel.info)
+        self.patch(protocolModule, "PDUTrace", unwanted)
+        self.patch(Message, "describe", unwanted)
+        self.echo()
+        self.assertEqual(self.debugLines(), [])
 
 
 class UnreadTransport(StringTransport):

@@ -11,6 +11,9 @@ those services return, and matches responses to the requests this side
 sent.  The same object serves both roles: an acceptor receives requests,
 a requestor sends them, and C-GET makes a requestor receive C-STORE
 sub-operations on the association it opened.
+
+At the debug level (L{dicomd.net.debug}) every message sent and received
+is logged with its command set in words (L{Message.describe}).
 """
 
 from typing import Callable, Dict, List, Optional
@@ -24,6 +27,7 @@ from dicomd.dimse import status as _status
 from dicomd.dimse.commands import MESSAGE_CLASSES, CCancelRQ, CEchoRQ, Message, UnrecognizedMessage, encodeCommand
 from dicomd.dimse.pdv import CommandReceived, DIMSEProtocolError, MessageAssembler, maximumFragmentLength
 from dicomd.interfaces import IDataSetConsumer
+from dicomd.net import debug
 from dicomd.net.sending import MessageSender
 from dicomd.ul.negotiation import NegotiatedContext
 
@@ -169,6 +173,8 @@ class Association:
     @ivar peerAddress: the peer's L{twisted.internet.interfaces.IAddress}.
     @ivar counters: per DIMSE operation name, a count of the requests this
         side answered, by status category, for the association's log line.
+    @ivar debugging: whether each DIMSE message is logged
+        (L{dicomd.net.debug.enabled} when the association was established).
     """
 
     log = Logger()
@@ -197,6 +203,7 @@ class Association:
         self.services = services or {}
         self.peerAddress = peerAddress
         self.dimseTimeout = dimseTimeout
+        self.debugging = debug.enabled()
         self.counters: Dict[str, Dict[str, int]] = {}
         self._reactor = reactor
         self._pauses = 0
@@ -303,9 +310,20 @@ class Association:
             if dataSet is not None and not isinstance(dataSet, _BUFFER_TYPES):
                 dataSet.close()
             return
+        if self.debugging:
+            self._logMessage("to", contextID, message)
         if message.isResponse:
             self._responseSent(message)
         self._sender.send(contextID, encodeCommand(message), dataSet, self._sendFailed)
+
+    def _logMessage(self, direction: str, contextID: int, message: Message) -> None:
+        self.log.debug(
+            "DIMSE {direction} {peer} on presentation context {contextID}: {command}",
+            direction=direction,
+            peer=self.calledAETitle if self.isRequestor else self.callingAETitle,
+            contextID=contextID,
+            command=message.describe(debug.uidName),
+        )
 
     def _sendFailed(self, error) -> None:
         if error is not None and not self._ended:
@@ -521,6 +539,8 @@ class Association:
             self.protocol.abort()
 
     def _commandReceived(self, contextID: int, message: Message) -> None:
+        if self.debugging:
+            self._logMessage("from", contextID, message)
         context = self.contexts.get(contextID)
         if context is None:
             raise DIMSEProtocolError("message on presentation context %d, which was not accepted" % (contextID,))

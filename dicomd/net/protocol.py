@@ -14,6 +14,9 @@ that aborts an association on which nothing has arrived for a while and
 nobody is waiting on this side (a peer that stopped mid-PDU, or that holds an
 association open and silent).
 
+At the debug level (L{dicomd.net.debug}) it logs every PDU it receives and
+sends, described by a L{dicomd.ul.trace.PDUTrace}.
+
 On a TLS connection (PS3.15 Annex B) the peer is named with its
 certificate's subject in every log line (L{peerCertificateSubject}), and
 an acceptor rejects an association whose calling AE title is bound to
@@ -29,6 +32,7 @@ from twisted.internet import protocol
 from twisted.internet.interfaces import IWriteDescriptor
 from twisted.logger import Logger
 
+from dicomd.net import debug
 from dicomd.net.association import AssociationAborted
 from dicomd.ul import provider as _ul
 from dicomd.ul.fsm import State
@@ -42,6 +46,7 @@ from dicomd.ul.pdu import (
     AAbort,
     AAssociateRJ,
 )
+from dicomd.ul.trace import PDUTrace
 
 #: How much a TCP transport reads at a time (Twisted's default is 64 KiB):
 #: two of the largest PDUs DCMTK sends, so that a 128 KiB P-DATA-TF mostly
@@ -192,6 +197,8 @@ class AssociationProtocol(protocol.Protocol):
         established, else C{None}.
     @ivar outcome: how the association ended, for the log; the first
         ending reported wins.
+    @ivar debugging: whether the PDUs of this connection are logged
+        (L{dicomd.net.debug.enabled} when it was built).
 
     Subclasses provide C{transportOpened()}, which raises the Upper Layer
     event for a new connection (Evt5 for an acceptor, Evt2 for a
@@ -220,6 +227,8 @@ class AssociationProtocol(protocol.Protocol):
         self._artim = None
         self._idle = None
         self._lastActivity = 0.0
+        self.debugging = debug.enabled()
+        self._trace = None
         self._startedAt = 0.0
         self._handlers = {
             _ul.SendPDU: self._sendPDU,
@@ -249,6 +258,8 @@ class AssociationProtocol(protocol.Protocol):
         if transport is None:
             return
         data = output.data
+        if self._trace is not None:
+            self._logPDUs("to", self._trace.sent(data))
         # Pieces are headers and memoryview slices of a data set; one join
         # copies them once, the copy Twisted's write buffer would make.
         transport.write(b"".join(data) if type(data) is list else data)
@@ -332,6 +343,8 @@ class AssociationProtocol(protocol.Protocol):
             self._quickAckSocket = tcpSocket(self.transport)
         self._writeDescriptor = writeDescriptor(self.transport)
         self.peerAddress = self.transport.getPeer()
+        if self.debugging:
+            self._trace = PDUTrace(debug.uidName)
         self._startedAt = self._lastActivity = self.reactor.seconds()
         if self.idleTimeout:
             self._idle = self.reactor.callLater(self.idleTimeout, self._idleCheck)
@@ -355,6 +368,8 @@ class AssociationProtocol(protocol.Protocol):
                 quickAck.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
             except OSError:
                 self._quickAckSocket = None
+        if self._trace is not None:
+            self._logPDUs("from", self._trace.received(data))
         self._apply(self.provider.dataReceived(data))
         self.flush()
 
@@ -425,6 +440,10 @@ class AssociationProtocol(protocol.Protocol):
         self.settle("aborted: idle timeout")
         self.abort()
         self._closeTransport()
+
+    def _logPDUs(self, direction: str, descriptions) -> None:
+        for description in descriptions:
+            self.log.debug("PDU {direction} {peer}: {pdu}", direction=direction, peer=self._peerText(), pdu=description)
 
     def _peerText(self) -> str:
         address = self.peerAddress
