@@ -685,6 +685,145 @@ class TimeoutTests(SynchronousTestCase):
         self.assertTrue(pump.server.outcome.startswith("aborted"), pump.server.outcome)
 
 
+class MessageTimeoutTests(SynchronousTestCase):
+    """
+    The DIMSE timeout on a message the peer has begun sending: its next
+    P-DATA-TF must arrive within it, or the association is aborted.
+    """
+
+    TIMEOUT = 3
+
+    def setUp(self):
+        self.clock = MemoryReactorClock()
+        self.store = SilentService()
+        entity = ApplicationEntity("DICOMD", AcceptorPolicy({CT_IMAGE_STORAGE: UNCOMPRESSED}), {CStoreRQ.commandField: self.store})
+        factory = AcceptorFactory(entity, reactor=self.clock, idleTimeout=60, dimseTimeout=self.TIMEOUT)
+        self.protocol = factory.buildProtocol(PEER)
+        self.transport = StringTransport(peerAddress=PEER)
+        self.protocol.makeConnection(self.transport)
+        self.protocol.dataReceived(associateRequestBytes(contexts=((CT_IMAGE_STORAGE, [IMPLICIT_VR_LITTLE_ENDIAN]),)))
+        self.transport.clear()
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def send(self, isCommand: bool, data: bytes, isLast: bool = True) -> None:
+        """
+        One P-DATA-TF from the peer on the CT context (ID 1).
+        """
+        self.protocol.dataReceived(b"".join(bytes(piece) for piece in fragment(1, isCommand, data, len(data) or 1, isLast)))
+
+    def sendCommand(self) -> None:
+        request = CStoreRQ(messageID=1, affectedSOPClassUID=CT_IMAGE_STORAGE, affectedSOPInstanceUID="1.2.826.0.1.3680043.9.7433.3")
+        self.send(True, encodeCommand(request))
+
+    def assertOpen(self) -> None:
+        self.assertEqual(self.transport.value(), b"")
+        self.assertFalse(self.transport.disconnecting)
+
+    def assertAbortedByTimeout(self) -> None:
+        """
+        An A-ABORT was sent, the connection is closing, the outcome and
+        one warning say why, and no timer outlives the connection.
+        """
+        [abort] = splitPDUs(self.transport.value())
+        self.assertEqual(abort, AAbort(0, 0))
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.protocol.outcome, "aborted: DIMSE timeout")
+        [warning] = [formatEvent(event) for event in self.events if event["log_level"] is LogLevel.warn]
+        self.assertEqual(
+            warning,
+            "No P-DATA-TF from 127.0.0.1:50123 for 3 s (the DIMSE timeout) in the middle of a DIMSE message; aborting",
+        )
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stalledDataSet(self):
+        """
+        A data set that stops halfway is abandoned (nothing is stored) and
+        the association aborted once the DIMSE timeout has passed since
+        its last fragment; each fragment gives it the whole timeout again.
+        """
+        self.sendCommand()
+        self.send(False, b"\x08\x00" * 100, isLast=False)
+        self.clock.advance(2)
+        self.send(False, b"\x08\x00" * 100, isLast=False)
+        self.clock.advance(2.5)
+        self.assertOpen()
+        [consumer] = self.store.consumers
+        self.assertEqual(consumer.abandoned, [])
+        self.clock.advance(0.5)
+        self.assertEqual(len(consumer.abandoned), 1)
+        self.assertFalse(consumer.finished)
+        self.assertAbortedByTimeout()
+
+    def test_dataSetAnnouncedNotSent(self):
+        """
+        A command set that announces a data set starts the timeout: the
+        data set's first fragment must come within it.
+        """
+        self.sendCommand()
+        self.clock.advance(2.9)
+        self.assertOpen()
+        self.clock.advance(0.1)
+        self.assertAbortedByTimeout()
+
+    def test_stalledCommandSet(self):
+        """
+        A command set that stops after its first fragment is aborted too.
+        """
+        command = encodeCommand(CStoreRQ(messageID=1, affectedSOPClassUID=CT_IMAGE_STORAGE, affectedSOPInstanceUID="1.2.3"))
+        self.send(True, command[:20], isLast=False)
+        self.clock.advance(2.9)
+        self.assertOpen()
+        self.clock.advance(0.1)
+        self.assertAbortedByTimeout()
+
+    def test_completeMessageStopsTimer(self):
+        """
+        Once the data set's last fragment has arrived the timer is gone:
+        the service may take as long as it likes to answer, and the next
+        message has the idle timeout to begin.
+        """
+        self.sendCommand()
+        self.send(False, b"\x08\x00" * 100)
+        [consumer] = self.store.consumers
+        self.assertTrue(consumer.finished)
+        [idle] = self.clock.getDelayedCalls()
+        self.assertEqual(idle.getTime(), 60)
+        self.clock.advance(30)
+        self.assertOpen()
+
+    def test_notWhilePaused(self):
+        """
+        While this side does not read (a slow disk) the peer cannot send,
+        and the timeout does not run; reading again gives the peer the
+        whole timeout.
+        """
+        self.sendCommand()
+        self.send(False, b"\x08\x00" * 100, isLast=False)
+        association = self.protocol.association
+        association.pauseReceiving()
+        self.clock.advance(20)
+        self.assertOpen()
+        association.resumeReceiving()
+        self.clock.advance(2.9)
+        self.assertOpen()
+        self.clock.advance(0.1)
+        self.assertAbortedByTimeout()
+
+    def test_noTimerWithoutTimeout(self):
+        """
+        Without a DIMSE timeout no timer runs for a message: a stalled one
+        is left to the idle timeout.
+        """
+        self.protocol.association.dimseTimeout = None
+        self.sendCommand()
+        self.send(False, b"\x08\x00" * 100, isLast=False)
+        [idle] = self.clock.getDelayedCalls()
+        self.assertEqual(idle.getTime(), 60)
+
+
 class DebugLogTests(SynchronousTestCase):
     """
     At the debug level each PDU and each DIMSE message is logged, on both

@@ -173,6 +173,9 @@ class Association:
     @ivar peerAddress: the peer's L{twisted.internet.interfaces.IAddress}.
     @ivar counters: per DIMSE operation name, a count of the requests this
         side answered, by status category, for the association's log line.
+    @ivar dimseTimeout: how long a response to our request may take, and
+        the next fragment of a message the peer has begun sending (its
+        protocol's timer); C{None} for no limit.
     @ivar debugging: whether each DIMSE message is logged
         (L{dicomd.net.debug.enabled} when the association was established).
     """
@@ -508,6 +511,16 @@ class Association:
         the DIMSE timeout governs: the idle timeout does not apply then.
         """
         return bool(self._outstanding) or (bool(self._serving) and not self._assembler.inDataSet)
+
+    @property
+    def isReceivingMessage(self) -> bool:
+        """
+        Whether the peer has begun sending a message (its command set or
+        data set) that is not complete, on an association that has not
+        ended: the DIMSE timeout then bounds the wait for its next
+        fragment.
+        """
+        return not self._ended and self._assembler.inMessage
 
     def pDataReceived(self, pdu) -> None:
         """
