@@ -23,7 +23,9 @@ from twisted.logger import (
 )
 
 #: The level set by the plugin's options; C{info} by default (DCMTK's
-#: C{-v}: one line per association and per notable event).
+#: C{-v}: one line per association and per notable event).  The front
+#: doors set it too (L{dicomd.cli.logs.startLogging}): code that would build
+#: costly debug messages asks it first (L{dicomd.net.debug.enabled}).
 level = LogLevel.info
 
 

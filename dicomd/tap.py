@@ -104,7 +104,7 @@ class Options(usage.Options):
         ["max-pending-connections", None, None, "Connections waiting for their A-ASSOCIATE-RQ before the oldest is closed (default: 256).", _positive("max-pending-connections")],
         ["shutdown-grace", None, None, "Seconds running associations get to finish when stopping (default: 30).", float],
         ["acse-timeout", None, None, "Seconds to wait for association messages (ARTIM; default: 30).", _positive("acse-timeout", float)],
-        ["dimse-timeout", None, None, "Seconds to wait for a DIMSE response (default: unlimited; 60 on C-MOVE sub-associations).", _positive("dimse-timeout", float)],
+        ["dimse-timeout", None, None, "Seconds to wait for a DIMSE response, or for the next fragment of a message being received (default: unlimited; 60 for responses on C-MOVE sub-associations).", _positive("dimse-timeout", float)],
         ["idle-timeout", None, None, "Seconds of silence before an idle association is aborted (0: never; default: 60).", float],
         ["output-directory", "o", None, "Store received objects under this directory (default: %s)." % (DEFAULT_DIRECTORY,)],
         ["state-directory", None, None, "Keep the end-of-study journals here (default: /var/lib/dicomd for root, else ~/.local/state/dicomd)."],

@@ -648,3 +648,68 @@ class MalformedTests(SynchronousTestCase):
             + element(0x0901, b"\x10\x00\x10")
         )
         self.assertRaises(DIMSEDecodeError, decodeCommand, data)
+
+
+class DescribeTests(SynchronousTestCase):
+    """
+    L{Message.describe}: a command set in words, for the debug log.
+    """
+
+    def test_request(self):
+        """
+        A request: its name, then its elements under their PS3.7 names in
+        tag order, UIDs through the namer, and whether a data set follows.
+        """
+        request = CStoreRQ(
+            messageID=7,
+            affectedSOPClassUID="1.2.840.10008.5.1.4.1.1.2",
+            affectedSOPInstanceUID="1.2.3.4",
+            priority=PRIORITY_HIGH,
+            moveOriginatorApplicationEntityTitle="MOVESCU",
+            moveOriginatorMessageID=3,
+        )
+        self.assertEqual(
+            request.describe(lambda uid: "<%s>" % (uid,)),
+            "C-STORE-RQ\n"
+            "  Affected SOP Class UID: <1.2.840.10008.5.1.4.1.1.2>\n"
+            "  Message ID: 7\n"
+            "  Priority: high\n"
+            "  Affected SOP Instance UID: <1.2.3.4>\n"
+            "  Move Originator Application Entity Title: MOVESCU\n"
+            "  Move Originator Message ID: 3\n"
+            "  Data Set: present",
+        )
+
+    def test_response(self):
+        """
+        A response names its status with its meaning, and the elements of
+        an error.
+        """
+        response = CStoreRSP(
+            messageIDBeingRespondedTo=7,
+            status=0xA900,
+            offendingElement=[0x00080016, 0x00080018],
+            errorComment="SOP Class UID does not match",
+        )
+        self.assertEqual(
+            response.describe(),
+            "C-STORE-RSP\n"
+            "  Message ID Being Responded To: 7\n"
+            "  Status: 0xA900 Failure: data set or identifier does not match SOP class\n"
+            "  Offending Element: (0008,0016), (0008,0018)\n"
+            "  Error Comment: SOP Class UID does not match\n"
+            "  Data Set: none",
+        )
+        moving = CMoveRSP(messageIDBeingRespondedTo=1, status=0xFF00, numberOfRemainingSuboperations=2, numberOfCompletedSuboperations=1)
+        self.assertIn("\n  Number of Remaining Sub-operations: 2\n  Number of Completed Sub-operations: 1\n", moving.describe())
+
+    def test_names(self):
+        """
+        Every message is named by its Command Field, DIMSE-N ones too;
+        an unknown one by its value.
+        """
+        self.assertEqual([MESSAGE_CLASSES[field]().name for field in sorted(MESSAGE_CLASSES)][:3], ["C-STORE-RQ", "C-GET-RQ", "C-FIND-RQ"])
+        self.assertEqual(CCancelRQ(messageIDBeingRespondedTo=1).describe(), "C-CANCEL-RQ\n  Message ID Being Responded To: 1\n  Data Set: none")
+        self.assertEqual(UnrecognizedMessage(commandField=0x0130, messageID=4).describe(), "N-ACTION-RQ\n  Message ID: 4\n  Data Set: none")
+        self.assertEqual(UnrecognizedMessage(commandField=0x0777).name, "command field 0x0777")
+        self.assertIn("\n  Priority: 0x0005\n", CFindRQ(priority=5).describe())

@@ -445,3 +445,23 @@ class MessageAssemblerTests(SynchronousTestCase):
         A command set that does not decode is a protocol error.
         """
         self.assertRaises(DIMSEProtocolError, MessageAssembler().receive, pdataTF((1, 0x03, b"\x08\x00\x16\x00")))
+
+    def test_inMessage(self):
+        """
+        A message is in progress from its first command fragment until the
+        last fragment of its data set, or of its command set when it has
+        none.
+        """
+        command = encodeCommand(STORE)
+        assembler = MessageAssembler()
+        self.assertFalse(assembler.inMessage)
+        assembler.receive(pdataTF((1, 0x01, command[:10])))
+        self.assertTrue(assembler.inMessage)
+        assembler.receive(pdataTF((1, 0x03, command[10:])))
+        self.assertTrue(assembler.inMessage)
+        assembler.receive(pdataTF((1, 0x00, b"DA")))
+        self.assertTrue(assembler.inMessage)
+        assembler.receive(pdataTF((1, 0x02, b"TA")))
+        self.assertFalse(assembler.inMessage)
+        assembler.receive(pdataTF((1, 0x03, encodeCommand(ECHO))))
+        self.assertFalse(assembler.inMessage)

@@ -21,6 +21,9 @@ does about each.
     refused with 0xC000 (cannot understand) or, while its items keep
     coming and then stop, aborted by the idle timeout; nothing is stored
     either way;
+  - a C-STORE data set that stops halfway is aborted by the DIMSE timeout
+    (C{--dimse-timeout}, storescp's C{-td}), long before the idle timeout,
+    and nothing of it is stored;
   - SOP Instance UIDs, Patient's Names and Study Instance UIDs built to
     escape the output directory are stored under sanitised names inside
     it, with C{--sort-on-patientname} (storescp's C{-sp}),
@@ -40,6 +43,7 @@ then still answers DCMTK's C{echoscu}.  Nothing sleeps: every wait polls.
 
 import functools
 import os
+import re
 import resource
 import shlex
 import socket
@@ -88,6 +92,7 @@ from tests.support import (
     dcmtk,
     dcmtkEnvironment,
     deferLater,
+    dicomdArgv,
     makeDirectory,
     pythonEnvironment,
     runCommand,
@@ -684,6 +689,80 @@ class EndlessSequenceTests(HostileTestCase):
         self.assertNothingStored(data, daemon)
         self.assertLess(grown, 32 << 20, "resident memory grew by %d bytes for %d bytes of items" % (grown, sent))
         yield assertEchoes(self, daemon)
+
+
+class StalledDataSetTests(HostileTestCase):
+    """
+    A sender that stops in the middle of a C-STORE data set and holds the
+    association open: the DIMSE timeout (2 s here) aborts it, well before
+    the idle timeout (60 s), the object is abandoned and one line says why.
+    """
+
+    TIMEOUT_LINE = r"No P-DATA-TF from 127\.0\.0\.1:\d+ for 2(\.0)? s \(the DIMSE timeout\) in the middle of a DIMSE message; aborting"
+
+    @defer.inlineCallbacks
+    def stallMidDataSet(self, server):
+        """
+        Associate, send a C-STORE-RQ and half its data set, then nothing,
+        and wait (30 s at most) for the server to abort and hang up.
+
+        @return: the SOP Instance UID sent.
+        """
+        from twisted.internet import reactor
+
+        peer, contexts = yield associateRaw(self, server.port, "STALLER")
+        context = contexts[CT_IMAGE_STORAGE]
+        dataset = makeDataset(rows=128, columns=128)
+        uid = str(dataset.SOPInstanceUID)
+        encoded = encodedDataSet(dataset)
+        request = CStoreRQ(messageID=1, affectedSOPClassUID=CT_IMAGE_STORAGE, affectedSOPInstanceUID=uid)
+        peer.send(pData(context, COMMAND | LAST, encodeCommand(request)) + pData(context, 0, encoded[: len(encoded) // 2]))
+        sent = time.monotonic()
+        yield peer.lost.addTimeout(30, reactor)
+        pdus = peer.pdus()
+        self.assertEqual([pduType for pduType, _ in pdus], [A_ASSOCIATE_AC, A_ABORT], server.describe())
+        self.assertEqual(abortsIn(pdus), [(ABORT_SOURCE_SERVICE_USER, ABORT_REASON_NOT_SPECIFIED)])
+        self.assertTrue(peer.closedByDaemon)
+        # The DIMSE timeout (2 s), not the idle timeout (60 s) nor ARTIM (30 s).
+        self.assertGreaterEqual(peer.lostAt - sent, 1.5)
+        self.assertLess(peer.lostAt - sent, 15)
+        return uid
+
+    @defer.inlineCallbacks
+    def assertAbandoned(self, server, data: str, uid: str):
+        """
+        The server logged the timeout and abandoned the object: nothing
+        stored, nothing left in .incoming or open; it then serves echoscu.
+        """
+        yield server.waitForOutput(self.TIMEOUT_LINE)
+        yield server.waitForOutput(r"C-STORE of %s from STALLER abandoned" % (uid.replace(".", r"\."),))
+        yield waitUntil(lambda: not openDataFiles(server.transport.pid), timeout=10, message="spool file closed")
+        self.assertNothingStored(data, server)
+        self.assertEqual(len(re.findall(self.TIMEOUT_LINE, server.output)), 1, server.output)
+        yield assertEchoes(self, server)
+
+    @defer.inlineCallbacks
+    def test_storescp(self):
+        """dicomd storescp -td 2 aborts a C-STORE whose data set stops halfway after 2 s, not the 60 s of -ts; it stores nothing, logs one warning naming the peer and the timeout, and serves on."""
+        data = makeDirectory(self)
+        server = yield startPeer(
+            self,
+            lambda port: dicomdArgv("storescp", "-v", "-td", "2", "-ts", "60", "-od", data, str(port)),
+            env=pythonEnvironment(),
+            name="dicomd storescp",
+        )
+        uid = yield self.stallMidDataSet(server)
+        yield self.assertAbandoned(server, data, uid)
+        self.assertRegex(server.output, "W: " + self.TIMEOUT_LINE)
+
+    @defer.inlineCallbacks
+    def test_daemon(self):
+        """twistd dicomd --dimse-timeout 2 aborts a C-STORE whose data set stops halfway after 2 s, not the 60 s of --idle-timeout; it stores nothing, logs why, and serves on."""
+        data = os.path.join(makeDirectory(self), "data")
+        daemon = yield startDaemon(self, "--output-directory", data, "--dimse-timeout", "2", "--idle-timeout", "60")
+        uid = yield self.stallMidDataSet(daemon)
+        yield self.assertAbandoned(daemon, data, uid)
+        yield daemon.waitForOutput(r"Association STALLER -> DICOMD from 127\.0\.0\.1:\d+ aborted: DIMSE timeout after")
 
 
 def _spooled(pid: int) -> int:

@@ -13,6 +13,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IWriteDescriptor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.test.iosim import ConnectionCompleter, FakeTransport, makeFakeClient, makeFakeServer
@@ -20,10 +21,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from dicomd.dimse.commands import CEchoRQ, CStoreRQ, encodeCommand
+from dicomd import observers
+from dicomd.dimse.commands import CEchoRQ, CStoreRQ, Message, encodeCommand
 from dicomd.dimse.pdv import fragment
 from dicomd.interfaces import IDataSetConsumer, IService
-from dicomd.net.acceptor import AcceptorFactory, ApplicationEntity
+from dicomd.net.acceptor import AcceptorFactory, AcceptorProtocol, ApplicationEntity
 from dicomd.net.association import (
     VERIFICATION_SOP_CLASS,
     AssociationAborted,
@@ -31,8 +33,9 @@ from dicomd.net.association import (
     AssociationRejected,
     DIMSETimeout,
 )
+from dicomd.net import protocol as protocolModule
 from dicomd.net.protocol import writeDescriptor
-from dicomd.net.requestor import ACSETimeout, connect
+from dicomd.net.requestor import ACSETimeout, RequestorProtocol, connect
 from dicomd.net.sending import IDataSetSource
 from dicomd.ul.fsm import State
 from dicomd.ul.negotiation import IMPLICIT_VR_LITTLE_ENDIAN, UNCOMPRESSED, AcceptorPolicy, proposePresentationContexts
@@ -680,6 +683,252 @@ class TimeoutTests(SynchronousTestCase):
         pump.flush()
         self.failureResultOf(stored, DIMSETimeout)
         self.assertTrue(pump.server.outcome.startswith("aborted"), pump.server.outcome)
+
+
+class MessageTimeoutTests(SynchronousTestCase):
+    """
+    The DIMSE timeout on a message the peer has begun sending: its next
+    P-DATA-TF must arrive within it, or the association is aborted.
+    """
+
+    TIMEOUT = 3
+
+    def setUp(self):
+        self.clock = MemoryReactorClock()
+        self.store = SilentService()
+        entity = ApplicationEntity("DICOMD", AcceptorPolicy({CT_IMAGE_STORAGE: UNCOMPRESSED}), {CStoreRQ.commandField: self.store})
+        factory = AcceptorFactory(entity, reactor=self.clock, idleTimeout=60, dimseTimeout=self.TIMEOUT)
+        self.protocol = factory.buildProtocol(PEER)
+        self.transport = StringTransport(peerAddress=PEER)
+        self.protocol.makeConnection(self.transport)
+        self.protocol.dataReceived(associateRequestBytes(contexts=((CT_IMAGE_STORAGE, [IMPLICIT_VR_LITTLE_ENDIAN]),)))
+        self.transport.clear()
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def send(self, isCommand: bool, data: bytes, isLast: bool = True) -> None:
+        """
+        One P-DATA-TF from the peer on the CT context (ID 1).
+        """
+        self.protocol.dataReceived(b"".join(bytes(piece) for piece in fragment(1, isCommand, data, len(data) or 1, isLast)))
+
+    def sendCommand(self) -> None:
+        request = CStoreRQ(messageID=1, affectedSOPClassUID=CT_IMAGE_STORAGE, affectedSOPInstanceUID="1.2.826.0.1.3680043.9.7433.3")
+        self.send(True, encodeCommand(request))
+
+    def assertOpen(self) -> None:
+        self.assertEqual(self.transport.value(), b"")
+        self.assertFalse(self.transport.disconnecting)
+
+    def assertAbortedByTimeout(self) -> None:
+        """
+        An A-ABORT was sent, the connection is closing, the outcome and
+        one warning say why, and no timer outlives the connection.
+        """
+        [abort] = splitPDUs(self.transport.value())
+        self.assertEqual(abort, AAbort(0, 0))
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.protocol.outcome, "aborted: DIMSE timeout")
+        [warning] = [formatEvent(event) for event in self.events if event["log_level"] is LogLevel.warn]
+        self.assertEqual(
+            warning,
+            "No P-DATA-TF from 127.0.0.1:50123 for 3 s (the DIMSE timeout) in the middle of a DIMSE message; aborting",
+        )
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stalledDataSet(self):
+        """
+        A data set that stops halfway is abandoned (nothing is stored) and
+        the association aborted once the DIMSE timeout has passed since
+        its last fragment; each fragment gives it the whole timeout again.
+        """
+        self.sendCommand()
+        self.send(False, b"\x08\x00" * 100, isLast=False)
+        self.clock.advance(2)
+        self.send(False, b"\x08\x00" * 100, isLast=False)
+        self.clock.advance(2.5)
+        self.assertOpen()
+        [consumer] = self.store.consumers
+        self.assertEqual(consumer.abandoned, [])
+        self.clock.advance(0.5)
+        self.assertEqual(len(consumer.abandoned), 1)
+        self.assertFalse(consumer.finished)
+        self.assertAbortedByTimeout()
+
+    def test_dataSetAnnouncedNotSent(self):
+        """
+        A command set that announces a data set starts the timeout: the
+        data set's first fragment must come within it.
+        """
+        self.sendCommand()
+        self.clock.advance(2.9)
+        self.assertOpen()
+        self.clock.advance(0.1)
+        self.assertAbortedByTimeout()
+
+    def test_stalledCommandSet(self):
+        """
+        A command set that stops after its first fragment is aborted too.
+        """
+        command = encodeCommand(CStoreRQ(messageID=1, affectedSOPClassUID=CT_IMAGE_STORAGE, affectedSOPInstanceUID="1.2.3"))
+        self.send(True, command[:20], isLast=False)
+        self.clock.advance(2.9)
+        self.assertOpen()
+        self.clock.advance(0.1)
+        self.assertAbortedByTimeout()
+
+    def test_completeMessageStopsTimer(self):
+        """
+        Once the data set's last fragment has arrived the timer is gone:
+        the service may take as long as it likes to answer, and the next
+        message has the idle timeout to begin.
+        """
+        self.sendCommand()
+        self.send(False, b"\x08\x00" * 100)
+        [consumer] = self.store.consumers
+        self.assertTrue(consumer.finished)
+        [idle] = self.clock.getDelayedCalls()
+        self.assertEqual(idle.getTime(), 60)
+        self.clock.advance(30)
+        self.assertOpen()
+
+    def test_notWhilePaused(self):
+        """
+        While this side does not read (a slow disk) the peer cannot send,
+        and the timeout does not run; reading again gives the peer the
+        whole timeout.
+        """
+        self.sendCommand()
+        self.send(False, b"\x08\x00" * 100, isLast=False)
+        association = self.protocol.association
+        association.pauseReceiving()
+        self.clock.advance(20)
+        self.assertOpen()
+        association.resumeReceiving()
+        self.clock.advance(2.9)
+        self.assertOpen()
+        self.clock.advance(0.1)
+        self.assertAbortedByTimeout()
+
+    def test_noTimerWithoutTimeout(self):
+        """
+        Without a DIMSE timeout no timer runs for a message: a stalled one
+        is left to the idle timeout.
+        """
+        self.protocol.association.dimseTimeout = None
+        self.sendCommand()
+        self.send(False, b"\x08\x00" * 100, isLast=False)
+        [idle] = self.clock.getDelayedCalls()
+        self.assertEqual(idle.getTime(), 60)
+
+
+class DebugLogTests(SynchronousTestCase):
+    """
+    At the debug level each PDU and each DIMSE message is logged, on both
+    sides; below it nothing of that is built.
+    """
+
+    def setUp(self):
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def echo(self):
+        """
+        Associate, C-ECHO and release in memory.
+        """
+        network = Network()
+        requested, pump = network.connect()
+        association = self.successResultOf(requested)
+        echoed = association.echo()
+        pump.flush()
+        self.assertEqual(self.successResultOf(echoed), 0x0000)
+        association.release()
+        pump.flush()
+
+    def debugLines(self):
+        return [formatEvent(event) for event in self.events if event["log_level"] is LogLevel.debug]
+
+    def tracedPDUs(self, protocolClass):
+        """
+        The C{(direction, description)} of each PDU a side logged.
+        """
+        namespace = "%s.%s" % (protocolClass.__module__, protocolClass.__name__)
+        return [(event["direction"], event["pdu"]) for event in self.events if event["log_namespace"] == namespace and "pdu" in event]
+
+    def test_debug(self):
+        """
+        The acceptor logs the A-ASSOCIATE-RQ as received, the A-ASSOCIATE-AC
+        sent, every P-DATA-TF, the release, and both DIMSE messages with
+        their command fields; the requestor the same from its side.
+        """
+        self.patch(observers, "level", LogLevel.debug)
+        self.echo()
+        pdus = self.tracedPDUs(AcceptorProtocol)
+        self.assertEqual(
+            [(direction, description.split("\n")[0]) for direction, description in pdus],
+            [
+                ("from", "A-ASSOCIATE-RQ (PDU length 264)"),
+                ("to", "A-ASSOCIATE-AC (PDU length 199)"),
+                ("from", "P-DATA-TF (PDU length 74): command fragment (last), context 1, 68 bytes"),
+                ("to", "P-DATA-TF (PDU length 84): command fragment (last), context 1, 78 bytes"),
+                ("from", "A-RELEASE-RQ (PDU length 4)"),
+                ("to", "A-RELEASE-RP (PDU length 4)"),
+            ],
+        )
+        request, accept = pdus[0][1], pdus[1][1]
+        self.assertIn("\n  Calling AE title: TESTSCU\n  Called AE title: DICOMD\n", request)
+        self.assertIn(
+            "\n  Presentation context 1\n    Abstract syntax: 1.2.840.10008.1.1 (Verification SOP Class)\n"
+            "    Transfer syntax: 1.2.840.10008.1.2.1 (Explicit VR Little Endian)\n",
+            request,
+        )
+        self.assertIn("\n    Implementation version name: DICOMD_", request)
+        self.assertIn(
+            "\n  Presentation context 1: acceptance\n    Abstract syntax: 1.2.840.10008.1.1 (Verification SOP Class)\n"
+            "    Transfer syntax: 1.2.840.10008.1.2.1 (Explicit VR Little Endian)\n",
+            accept,
+        )
+        lines = self.debugLines()
+        self.assertIn(
+            "DIMSE from TESTSCU on presentation context 1: C-ECHO-RQ\n"
+            "  Affected SOP Class UID: 1.2.840.10008.1.1 (Verification SOP Class)\n"
+            "  Message ID: 1\n"
+            "  Data Set: none",
+            lines,
+        )
+        self.assertIn(
+            "DIMSE to TESTSCU on presentation context 1: C-ECHO-RSP\n"
+            "  Affected SOP Class UID: 1.2.840.10008.1.1 (Verification SOP Class)\n"
+            "  Message ID Being Responded To: 1\n"
+            "  Status: 0x0000 Success\n"
+            "  Data Set: none",
+            lines,
+        )
+        # The requestor's side: the same PDUs the other way round.
+        self.assertEqual(
+            [(direction, description.split("\n")[0]) for direction, description in self.tracedPDUs(RequestorProtocol)],
+            [({"from": "to", "to": "from"}[direction], description.split("\n")[0]) for direction, description in pdus],
+        )
+        self.assertEqual(len([line for line in lines if line.startswith("DIMSE to DICOMD on presentation context 1: C-ECHO-RQ\n")]), 1)
+        self.assertEqual(len([line for line in lines if line.startswith("DIMSE from DICOMD on presentation context 1: C-ECHO-RSP\n")]), 1)
+
+    def test_belowDebug(self):
+        """
+        At the info level no debug event is emitted and no description is
+        built: neither a PDU trace nor a command set's description.
+        """
+
+        def unwanted(*args, **kwargs):
+            self.fail("a debug description was built below the debug level")
+
+        self.patch(observers, "level", LogLevel.info)
+        self.patch(protocolModule, "PDUTrace", unwanted)
+        self.patch(Message, "describe", unwanted)
+        self.echo()
+        self.assertEqual(self.debugLines(), [])
 
 
 class UnreadTransport(StringTransport):

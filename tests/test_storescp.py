@@ -1405,6 +1405,90 @@ MANUAL_OPTIONS = [
 ]
 
 
+class DebugLevelTests(_Mixin, unittest.TestCase):
+    """
+    What C{-d} shows beyond C{-v}: the association negotiation as it went
+    over the wire, each PDU, and each DIMSE message with its command
+    fields; never the data set.
+    """
+
+    #: What a debug log holds for one C-STORE from DCMTK's storescu and one
+    #: C-ECHO from its echoscu (C{D:} lines, as DCMTK writes them).
+    STORE_DEBUG = [
+        r"D: PDU from 127\.0\.0\.1:\d+: A-ASSOCIATE-RQ \(PDU length \d+\)\nD:   Calling AE title: MODALITY\nD:   Called AE title: ANY-SCP\n"
+        r"D:   Protocol version: 1\nD:   Application context name: 1\.2\.840\.10008\.3\.1\.1\.1 \(DICOM Application Context Name\)\n",
+        r"\nD:   Presentation context \d+\nD:     Abstract syntax: 1\.2\.840\.10008\.5\.1\.4\.1\.1\.2 \(CT Image Storage\)\n"
+        r"D:     Transfer syntax: 1\.2\.840\.10008\.1\.2\.1 \(Explicit VR Little Endian\)\n",
+        r"\nD:   User information:\nD:     Maximum length: 16384\nD:     Implementation class UID: 1\.2\.276\.0\.7230010\.3\.[0-9.]+\n"
+        r"D:     Implementation version name: OFFIS_DCMTK_\d+\n",
+        r"\nD: PDU to 127\.0\.0\.1:\d+: A-ASSOCIATE-AC \(PDU length \d+\)\n",
+        r"\nD:   Presentation context \d+: acceptance\nD:     Abstract syntax: 1\.2\.840\.10008\.5\.1\.4\.1\.1\.2 \(CT Image Storage\)\n"
+        r"D:     Transfer syntax: 1\.2\.840\.10008\.1\.2\.1 \(Explicit VR Little Endian\)\n",
+        r"\nD: PDU from 127\.0\.0\.1:\d+: P-DATA-TF \(PDU length \d+\): command fragment \(last\), context \d+, \d+ bytes\n",
+        r"\nD: DIMSE from MODALITY on presentation context \d+: C-STORE-RQ\n"
+        r"D:   Affected SOP Class UID: 1\.2\.840\.10008\.5\.1\.4\.1\.1\.2 \(CT Image Storage\)\nD:   Message ID: 1\nD:   Priority: medium\n"
+        r"D:   Affected SOP Instance UID: {uid}\nD:   Data Set: present\n",
+        r"\nD: PDU from 127\.0\.0\.1:\d+: P-DATA-TF \(PDU length \d+\): data set fragment \(last\), context \d+, \d+ bytes\n",
+        r"\nD: DIMSE to MODALITY on presentation context \d+: C-STORE-RSP\n"
+        r"D:   Affected SOP Class UID: 1\.2\.840\.10008\.5\.1\.4\.1\.1\.2 \(CT Image Storage\)\nD:   Message ID Being Responded To: 1\n"
+        r"D:   Status: 0x0000 Success\nD:   Affected SOP Instance UID: {uid}\nD:   Data Set: none\n",
+        r"\nD: PDU from 127\.0\.0\.1:\d+: A-RELEASE-RQ \(PDU length 4\)\nD: PDU to 127\.0\.0\.1:\d+: A-RELEASE-RP \(PDU length 4\)\n",
+        r"\nD: DIMSE from ECHOSCU on presentation context 1: C-ECHO-RQ\n"
+        r"D:   Affected SOP Class UID: 1\.2\.840\.10008\.1\.1 \(Verification SOP Class\)\nD:   Message ID: 1\nD:   Data Set: none\n",
+        r"\nD: DIMSE to ECHOSCU on presentation context 1: C-ECHO-RSP\n"
+        r"D:   Affected SOP Class UID: 1\.2\.840\.10008\.1\.1 \(Verification SOP Class\)\nD:   Message ID Being Responded To: 1\n"
+        r"D:   Status: 0x0000 Success\nD:   Data Set: none\n",
+    ]
+
+    @defer.inlineCallbacks
+    def storeAndEcho(self, server, path):
+        """
+        One C-STORE with DCMTK's storescu, one C-ECHO with its echoscu, and
+        wait for the server to log the end of both associations.
+        """
+        result = yield storescu(server, [path], "-aet", "MODALITY")
+        self.assertSent(result)
+        result = yield echoscu(server)
+        self.assertEqual(result.exitCode, 0, result.describe())
+        yield server.waitForOutput(r"Association ECHOSCU -> \S+ from \S+ released")
+
+    @defer.inlineCallbacks
+    def test_debugAndVerbose(self):
+        """storescp -d logs the A-ASSOCIATE-RQ as received, the A-ASSOCIATE-AC sent, each PDU and each DIMSE message's command fields, which -v does not show; neither shows the data set."""
+        path, dataset = writeObject(makeDirectory(self), "ct.dcm", patientName="Secret^Patient")
+        debug = yield startStorescp(self, "-d", verbose=False)
+        verbose = yield startStorescp(self)
+        for server in (debug, verbose):
+            yield self.storeAndEcho(server, path)
+        uid = str(dataset.SOPInstanceUID).replace(".", r"\.")
+        for pattern in self.STORE_DEBUG:
+            self.assertRegex(debug.output, pattern.replace("{uid}", uid))
+        self.assertNotIn("D: ", verbose.output)
+        for text in ("A-ASSOCIATE-RQ", "Calling AE title", "C-STORE-RQ", "Message ID", "P-DATA-TF"):
+            self.assertNotIn(text, verbose.output)
+        for server in (debug, verbose):
+            self.assertIn("I: Association MODALITY -> ANY-SCP from 127.0.0.1:", server.output)
+            self.assertNotIn("Secret^Patient", server.output)
+
+    @defer.inlineCallbacks
+    def test_twistdDebug(self):
+        """twistd dicomd -d logs the negotiation and the DIMSE messages; without it (info, the default) none of that is logged, even by twistd's unfiltered default logger."""
+        path, dataset = writeObject(makeDirectory(self), "ct.dcm")
+        debug = yield startDaemon(self, "-d", "--output-directory", makeDirectory(self))
+        plain = yield startDaemon(self, "--output-directory", makeDirectory(self))
+        for server in (debug, plain):
+            yield self.storeAndEcho(server, path)
+        self.assertRegex(debug.output, r"\[dicomd\.net\.acceptor\.AcceptorProtocol#debug\] PDU from 127\.0\.0\.1:\d+: A-ASSOCIATE-RQ \(PDU length \d+\)\n\t  Calling AE title: MODALITY\n")
+        self.assertRegex(
+            debug.output,
+            r"\[dicomd\.net\.association\.Association#debug\] DIMSE from MODALITY on presentation context \d+: C-STORE-RQ\n"
+            r"\t  Affected SOP Class UID: 1\.2\.840\.10008\.5\.1\.4\.1\.1\.2 \(CT Image Storage\)\n\t  Message ID: 1\n",
+        )
+        self.assertIn("DIMSE to ECHOSCU on presentation context 1: C-ECHO-RSP\n\t  Affected SOP Class UID", debug.output)
+        self.assertNotIn("#debug]", plain.output)
+        self.assertIn("Association ECHOSCU -> ANY-SCP from 127.0.0.1:", plain.output)
+
+
 class ManualOptionsTests(unittest.SynchronousTestCase):
     """
     Every option of storescp's manual is either understood or refused

@@ -1208,3 +1208,144 @@ class PynetdicomInteroperabilityTests(SynchronousTestCase):
                 ),
             ),
         )
+
+
+def _named(uid: str) -> str:
+    """
+    A UID namer that marks what it named.
+    """
+    return "<%s>" % (uid,)
+
+
+class DescribeTests(SynchronousTestCase):
+    """
+    C{describe()}: each PDU's parameters in words, for the debug log.
+    """
+
+    REQUEST = AAssociateRQ(
+        "ANY-SCP",
+        "STORESCU",
+        [
+            PresentationContextRQ(1, "1.2.840.10008.1.1", ["1.2.840.10008.1.2"]),
+            PresentationContextRQ(3, "1.2.840.10008.5.1.4.1.1.2", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]),
+        ],
+        UserInformation(
+            maximumLength=16384,
+            implementationClassUID="1.2.276.0.7230010.3.0.3.6.7",
+            implementationVersionName="OFFIS_DCMTK_367",
+            asynchronousOperationsWindow=(1, 1),
+            roleSelections=[SCPSCURoleSelection("1.2.840.10008.5.1.4.1.1.2", True, False)],
+            extendedNegotiations=[SOPClassExtendedNegotiation("1.2.840.10008.5.1.4.1.1.2", b"\x01\x00")],
+            commonExtendedNegotiations=[SOPClassCommonExtendedNegotiation("1.2.3", "1.2.840.10008.4.2", ["1.2.4"])],
+            userIdentityRQ=UserIdentityRQ(2, True, b"radiographer", b"s3cret"),
+        ),
+    )
+
+    def test_associateRequest(self):
+        """
+        An A-ASSOCIATE-RQ: AE titles, application context, every proposed
+        context with its abstract and transfer syntaxes (named by the
+        given namer), and every user information sub-item.
+        """
+        self.assertEqual(
+            self.REQUEST.describe(_named),
+            "A-ASSOCIATE-RQ\n"
+            "  Calling AE title: STORESCU\n"
+            "  Called AE title: ANY-SCP\n"
+            "  Protocol version: 1\n"
+            "  Application context name: <1.2.840.10008.3.1.1.1>\n"
+            "  Presentation context 1\n"
+            "    Abstract syntax: <1.2.840.10008.1.1>\n"
+            "    Transfer syntax: <1.2.840.10008.1.2>\n"
+            "  Presentation context 3\n"
+            "    Abstract syntax: <1.2.840.10008.5.1.4.1.1.2>\n"
+            "    Transfer syntax: <1.2.840.10008.1.2.1>\n"
+            "    Transfer syntax: <1.2.840.10008.1.2>\n"
+            "  User information:\n"
+            "    Maximum length: 16384\n"
+            "    Implementation class UID: 1.2.276.0.7230010.3.0.3.6.7\n"
+            "    Implementation version name: OFFIS_DCMTK_367\n"
+            "    Asynchronous operations window: 1 invoked, 1 performed\n"
+            "    SCP/SCU role selection for <1.2.840.10008.5.1.4.1.1.2>: SCU role supported, SCP role not supported\n"
+            "    SOP class extended negotiation for <1.2.840.10008.5.1.4.1.1.2>: 2 bytes of service class application information\n"
+            "    SOP class common extended negotiation for <1.2.3>: service class <1.2.840.10008.4.2>, related general SOP classes <1.2.4>\n"
+            "    User identity: username and passcode, user name 'radiographer' (passcode not shown), positive response requested",
+        )
+
+    def test_credentialsNeverShown(self):
+        """
+        Of a user identity only the user name is shown: never a passcode,
+        nor a Kerberos ticket, SAML assertion or JSON web token, of which
+        the length is given.
+        """
+        self.assertNotIn("s3cret", self.REQUEST.describe())
+        self.assertEqual(UserIdentityRQ(1, False, b"bob").describe(), "User identity: username, user name 'bob'")
+        for identityType, kind in [(3, "Kerberos service ticket"), (4, "SAML assertion"), (5, "JSON web token"), (9, "type 9")]:
+            description = UserIdentityRQ(identityType, False, b"TOKEN-BYTES").describe()
+            self.assertEqual(description, "User identity: %s of 11 bytes (not shown)" % (kind,))
+        self.assertEqual(UserIdentityAC(b"ticket").describe(), "User identity server response: 6 bytes (not shown)")
+
+    def test_associateAccept(self):
+        """
+        An A-ASSOCIATE-AC: each context's result, its transfer syntax when
+        accepted, and, given the request it answers, its abstract syntax.
+        """
+        accept = AAssociateAC(
+            "ANY-SCP",
+            "STORESCU",
+            [PresentationContextAC(1, pdu.PC_ACCEPTANCE, "1.2.840.10008.1.2"), PresentationContextAC(3, pdu.PC_TRANSFER_SYNTAXES_NOT_SUPPORTED)],
+            UserInformation(maximumLength=0, implementationClassUID="1.2.3"),
+        )
+        self.assertEqual(
+            accept.describe(_named, self.REQUEST),
+            "A-ASSOCIATE-AC\n"
+            "  Calling AE title: STORESCU\n"
+            "  Called AE title: ANY-SCP\n"
+            "  Protocol version: 1\n"
+            "  Application context name: <1.2.840.10008.3.1.1.1>\n"
+            "  Presentation context 1: acceptance\n"
+            "    Abstract syntax: <1.2.840.10008.1.1>\n"
+            "    Transfer syntax: <1.2.840.10008.1.2>\n"
+            "  Presentation context 3: transfer syntaxes not supported (provider rejection)\n"
+            "    Abstract syntax: <1.2.840.10008.5.1.4.1.1.2>\n"
+            "  User information:\n"
+            "    Maximum length: 0 (no limit)\n"
+            "    Implementation class UID: 1.2.3",
+        )
+        self.assertIn("\n  Presentation context 3: transfer syntaxes not supported (provider rejection)\n  User information:", accept.describe())
+
+    def test_emptyUserInformation(self):
+        """
+        A user information item without sub-items says so.
+        """
+        self.assertTrue(AAssociateRQ("A", "B", [], UserInformation()).describe().endswith("\n  User information: empty"))
+
+    def test_rejectAbortRelease(self):
+        """
+        A-ASSOCIATE-RJ gives its result, source and reason; A-ABORT its
+        source and, from the service provider, its reason; the release
+        PDUs their names.
+        """
+        self.assertEqual(
+            AAssociateRJ(1, 1, 7).describe(),
+            "A-ASSOCIATE-RJ: permanent, source: service user, reason: called AE title not recognized",
+        )
+        self.assertEqual(
+            AAssociateRJ(2, 3, 2).describe(),
+            "A-ASSOCIATE-RJ: transient, source: service provider (presentation), reason: local limit exceeded",
+        )
+        self.assertEqual(AAssociateRJ(3, 4, 9).explanation, "result 3, source: source 4, reason: reason 9")
+        self.assertEqual(AAbort(0, 0).describe(), "A-ABORT from the service user")
+        self.assertEqual(AAbort(2, 6).describe(), "A-ABORT from the service provider (invalid PDU parameter value)")
+        self.assertEqual(AAbort(1, 9).describe(), "A-ABORT from the source 1 (reason 9)")
+        self.assertEqual((AReleaseRQ().describe(), AReleaseRP().describe()), ("A-RELEASE-RQ", "A-RELEASE-RP"))
+
+    def test_pData(self):
+        """
+        A P-DATA-TF: what each PDV carries and how much, not the data.
+        """
+        described = PDataTF([PresentationDataValue(1, 0x03, b"\x02\x00"), PresentationDataValue(41, 0x00, b"DATA" * 4)]).describe()
+        self.assertEqual(
+            described,
+            "P-DATA-TF: command fragment (last), context 1, 2 bytes; data set fragment, context 41, 16 bytes",
+        )

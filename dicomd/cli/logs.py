@@ -16,6 +16,8 @@ from twisted.logger import (
     globalLogBeginner,
 )
 
+from dicomd import observers
+
 _PREFIXES = {
     LogLevel.debug: "D",
     LogLevel.info: "I",
@@ -81,8 +83,11 @@ def dcmtkObserver(stream):
 
 def startLogging(level: LogLevel, stream=None) -> None:
     """
-    Send log events at C{level} and above to C{stream} (standard error).
+    Send log events at C{level} and above to C{stream} (standard error),
+    and make C{level} the one L{dicomd.observers} reports, which decides
+    whether debug messages are built at all.
     """
+    observers.level = level
     predicate = LogLevelFilterPredicate(defaultLogLevel=level)
     observer = FilteringLogObserver(dcmtkObserver(stream or sys.stderr), [predicate])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False, discardBuffer=True)

@@ -7,12 +7,15 @@ PS3.7 Table E.1-1 under their standard names.  L{encodeCommand} writes a
 command set in group 0000, implicit VR little endian, with its group
 length; L{decodeCommand} reads one back, ignoring the group length's value
 (a wrong one must not make us misread what follows) and refusing elements
-that run past the end or are not in group 0000.
+that run past the end or are not in group 0000.  L{Message.describe} puts a
+command set in words for the debug log.
 """
 
 import struct
 from dataclasses import dataclass, fields
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
+
+from dicomd.dimse import status as _status
 
 #: CommandDataSetType values (PS3.7 E.1-1): 0x0101 means no data set; we
 #: send 0x0001 for "present", as DCMTK does.
@@ -51,6 +54,58 @@ _ELEMENTS: Dict[str, Tuple[int, str]] = {
     "moveOriginatorApplicationEntityTitle": (0x1030, "AE"),
     "moveOriginatorMessageID": (0x1031, "US"),
 }
+# The names of the command elements (PS3.7 Table E.1-1), for logs.
+_ELEMENT_NAMES: Dict[str, str] = {
+    "affectedSOPClassUID": "Affected SOP Class UID",
+    "requestedSOPClassUID": "Requested SOP Class UID",
+    "messageID": "Message ID",
+    "messageIDBeingRespondedTo": "Message ID Being Responded To",
+    "moveDestination": "Move Destination",
+    "priority": "Priority",
+    "status": "Status",
+    "offendingElement": "Offending Element",
+    "errorComment": "Error Comment",
+    "errorID": "Error ID",
+    "affectedSOPInstanceUID": "Affected SOP Instance UID",
+    "requestedSOPInstanceUID": "Requested SOP Instance UID",
+    "numberOfRemainingSuboperations": "Number of Remaining Sub-operations",
+    "numberOfCompletedSuboperations": "Number of Completed Sub-operations",
+    "numberOfFailedSuboperations": "Number of Failed Sub-operations",
+    "numberOfWarningSuboperations": "Number of Warning Sub-operations",
+    "moveOriginatorApplicationEntityTitle": "Move Originator Application Entity Title",
+    "moveOriginatorMessageID": "Move Originator Message ID",
+}
+
+#: The messages of PS3.7 by Command Field value (PS3.7 Table E.1-1 and the
+#: DIMSE-N services of section 10), for logs.
+COMMAND_FIELD_NAMES: Dict[int, str] = {
+    0x0001: "C-STORE-RQ",
+    0x8001: "C-STORE-RSP",
+    0x0010: "C-GET-RQ",
+    0x8010: "C-GET-RSP",
+    0x0020: "C-FIND-RQ",
+    0x8020: "C-FIND-RSP",
+    0x0021: "C-MOVE-RQ",
+    0x8021: "C-MOVE-RSP",
+    0x0030: "C-ECHO-RQ",
+    0x8030: "C-ECHO-RSP",
+    0x0100: "N-EVENT-REPORT-RQ",
+    0x8100: "N-EVENT-REPORT-RSP",
+    0x0110: "N-GET-RQ",
+    0x8110: "N-GET-RSP",
+    0x0120: "N-SET-RQ",
+    0x8120: "N-SET-RSP",
+    0x0130: "N-ACTION-RQ",
+    0x8130: "N-ACTION-RSP",
+    0x0140: "N-CREATE-RQ",
+    0x8140: "N-CREATE-RSP",
+    0x0150: "N-DELETE-RQ",
+    0x8150: "N-DELETE-RSP",
+    0x0FFF: "C-CANCEL-RQ",
+}
+
+_PRIORITY_NAMES = {PRIORITY_MEDIUM: "medium", PRIORITY_HIGH: "high", PRIORITY_LOW: "low"}
+
 _GROUP_LENGTH = 0x0000
 _COMMAND_FIELD = 0x0100
 _COMMAND_DATA_SET_TYPE = 0x0800
@@ -120,6 +175,41 @@ class Message:
     @property
     def isResponse(self) -> bool:
         return bool(self.commandField & 0x8000)
+
+    @property
+    def name(self) -> str:
+        """
+        The message's name, such as C{"C-STORE-RQ"}.
+        """
+        return COMMAND_FIELD_NAMES.get(self.commandField, "command field 0x%04X" % (self.commandField,))
+
+    def describe(self, uidName: Callable[[str], str] = str) -> str:
+        """
+        The command set in words, for the debug log: the message's name,
+        then each element it carries under its name in PS3.7 Table E.1-1,
+        in tag order, and whether a data set follows (never the data set).
+
+        @param uidName: how UIDs are written: C{str} as they are, or with
+            their names (L{dicomd.ul.pdu.UIDNamer}).
+        """
+        lines = [self.name]
+        for name, _, vr in _LAYOUTS[type(self)]:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if vr == "UI":
+                text = uidName(value)
+            elif name == "status":
+                text = _status.describe(value)
+            elif name == "priority":
+                text = _PRIORITY_NAMES.get(value, "0x%04X" % (value,))
+            elif vr == "AT":
+                text = ", ".join("(%04X,%04X)" % (tag >> 16, tag & 0xFFFF) for tag in value)
+            else:
+                text = str(value)
+            lines.append("  %s: %s" % (_ELEMENT_NAMES[name], text))
+        lines.append("  Data Set: %s" % ("present" if self.hasDataSet else "none",))
+        return "\n".join(lines)
 
 
 @dataclass(slots=True)

@@ -161,6 +161,15 @@ class MessageAssembler:
         """
         return self._dataSetContext is not None
 
+    @property
+    def inMessage(self) -> bool:
+        """
+        Whether a message has begun and not yet ended: part of its command
+        set has arrived, or a command set announcing a data set whose last
+        fragment has not.
+        """
+        return self._dataSetContext is not None or self._commandContext is not None
+
     def receive(self, pdu: PDataTF) -> list:
         """
         Take one P-DATA-TF PDU and return the L{CommandReceived} and

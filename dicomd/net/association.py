@@ -11,6 +11,9 @@ those services return, and matches responses to the requests this side
 sent.  The same object serves both roles: an acceptor receives requests,
 a requestor sends them, and C-GET makes a requestor receive C-STORE
 sub-operations on the association it opened.
+
+At the debug level (L{dicomd.net.debug}) every message sent and received
+is logged with its command set in words (L{Message.describe}).
 """
 
 from typing import Callable, Dict, List, Optional
@@ -24,6 +27,7 @@ from dicomd.dimse import status as _status
 from dicomd.dimse.commands import MESSAGE_CLASSES, CCancelRQ, CEchoRQ, Message, UnrecognizedMessage, encodeCommand
 from dicomd.dimse.pdv import CommandReceived, DIMSEProtocolError, MessageAssembler, maximumFragmentLength
 from dicomd.interfaces import IDataSetConsumer
+from dicomd.net import debug
 from dicomd.net.sending import MessageSender
 from dicomd.ul.negotiation import NegotiatedContext
 
@@ -74,28 +78,11 @@ class NoPresentationContext(AssociationError):
     """
 
 
-_REJECT_REASONS = {
-    (1, 1): "no reason given",
-    (1, 2): "application context name not supported",
-    (1, 3): "calling AE title not recognized",
-    (1, 7): "called AE title not recognized",
-    (2, 1): "no reason given",
-    (2, 2): "protocol version not supported",
-    (3, 1): "temporary congestion",
-    (3, 2): "local limit exceeded",
-}
-_REJECT_SOURCES = {1: "service user", 2: "service provider (ACSE)", 3: "service provider (presentation)"}
-
-
 def describeRejection(reject) -> str:
     """
     A-ASSOCIATE-RJ in words, as DCMTK's tools print it.
     """
-    return "association rejected (%s, source: %s, reason: %s)" % (
-        {1: "permanent", 2: "transient"}.get(reject.result, "result %d" % reject.result),
-        _REJECT_SOURCES.get(reject.source, "source %d" % reject.source),
-        _REJECT_REASONS.get((reject.source, reject.reason), "reason %d" % reject.reason),
-    )
+    return "association rejected (%s)" % (reject.explanation,)
 
 
 @implementer(IDataSetConsumer)
@@ -186,6 +173,11 @@ class Association:
     @ivar peerAddress: the peer's L{twisted.internet.interfaces.IAddress}.
     @ivar counters: per DIMSE operation name, a count of the requests this
         side answered, by status category, for the association's log line.
+    @ivar dimseTimeout: how long a response to our request may take, and
+        the next fragment of a message the peer has begun sending (its
+        protocol's timer); C{None} for no limit.
+    @ivar debugging: whether each DIMSE message is logged
+        (L{dicomd.net.debug.enabled} when the association was established).
     """
 
     log = Logger()
@@ -214,6 +206,7 @@ class Association:
         self.services = services or {}
         self.peerAddress = peerAddress
         self.dimseTimeout = dimseTimeout
+        self.debugging = debug.enabled()
         self.counters: Dict[str, Dict[str, int]] = {}
         self._reactor = reactor
         self._pauses = 0
@@ -320,9 +313,20 @@ class Association:
             if dataSet is not None and not isinstance(dataSet, _BUFFER_TYPES):
                 dataSet.close()
             return
+        if self.debugging:
+            self._logMessage("to", contextID, message)
         if message.isResponse:
             self._responseSent(message)
         self._sender.send(contextID, encodeCommand(message), dataSet, self._sendFailed)
+
+    def _logMessage(self, direction: str, contextID: int, message: Message) -> None:
+        self.log.debug(
+            "DIMSE {direction} {peer} on presentation context {contextID}: {command}",
+            direction=direction,
+            peer=self.calledAETitle if self.isRequestor else self.callingAETitle,
+            contextID=contextID,
+            command=message.describe(debug.uidName),
+        )
 
     def _sendFailed(self, error) -> None:
         if error is not None and not self._ended:
@@ -508,6 +512,16 @@ class Association:
         """
         return bool(self._outstanding) or (bool(self._serving) and not self._assembler.inDataSet)
 
+    @property
+    def isReceivingMessage(self) -> bool:
+        """
+        Whether the peer has begun sending a message (its command set or
+        data set) that is not complete, on an association that has not
+        ended: the DIMSE timeout then bounds the wait for its next
+        fragment.
+        """
+        return not self._ended and self._assembler.inMessage
+
     def pDataReceived(self, pdu) -> None:
         """
         P-DATA indication from the Upper Layer.
@@ -538,6 +552,8 @@ class Association:
             self.protocol.abort()
 
     def _commandReceived(self, contextID: int, message: Message) -> None:
+        if self.debugging:
+            self._logMessage("from", contextID, message)
         context = self.contexts.get(contextID)
         if context is None:
             raise DIMSEProtocolError("message on presentation context %d, which was not accepted" % (contextID,))

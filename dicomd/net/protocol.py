@@ -9,10 +9,14 @@ L{dicomd.net.association.Association}.  What is specific to accepting or
 requesting an association lives in the two subclasses in
 L{dicomd.net.acceptor} and L{dicomd.net.requestor}.
 
-It also owns the one timer the Upper Layer does not define: an idle timeout
+It also owns two timers the Upper Layer does not define: an idle timeout
 that aborts an association on which nothing has arrived for a while and
 nobody is waiting on this side (a peer that stopped mid-PDU, or that holds an
-association open and silent).
+association open and silent), and the DIMSE timeout on the rest of a message
+that has begun arriving (a peer that stopped halfway through a data set).
+
+At the debug level (L{dicomd.net.debug}) it logs every PDU it receives and
+sends, described by a L{dicomd.ul.trace.PDUTrace}.
 
 On a TLS connection (PS3.15 Annex B) the peer is named with its
 certificate's subject in every log line (L{peerCertificateSubject}), and
@@ -29,6 +33,7 @@ from twisted.internet import protocol
 from twisted.internet.interfaces import IWriteDescriptor
 from twisted.logger import Logger
 
+from dicomd.net import debug
 from dicomd.net.association import AssociationAborted
 from dicomd.ul import provider as _ul
 from dicomd.ul.fsm import State
@@ -39,8 +44,10 @@ from dicomd.ul.pdu import (
     REJECT_REASON_CALLING_AE_NOT_RECOGNIZED,
     REJECT_RESULT_PERMANENT,
     REJECT_SOURCE_SERVICE_USER,
+    AAbort,
     AAssociateRJ,
 )
+from dicomd.ul.trace import PDUTrace
 
 #: How much a TCP transport reads at a time (Twisted's default is 64 KiB):
 #: two of the largest PDUs DCMTK sends, so that a 128 KiB P-DATA-TF mostly
@@ -49,29 +56,15 @@ from dicomd.ul.pdu import (
 #: transport.
 READ_SIZE = 256 << 10
 
-_ABORT_SOURCES = {0: "service user", 2: "service provider"}
-_ABORT_REASONS = {
-    0: "reason not specified",
-    1: "unrecognized PDU",
-    2: "unexpected PDU",
-    4: "unrecognized PDU parameter",
-    5: "unexpected PDU parameter",
-    6: "invalid PDU parameter value",
-}
-
 
 def describeAbort(source: Optional[int], reason: int) -> str:
     """
-    An A-ABORT's source and reason in words.
+    An A-ABORT's source and reason in words (L{AAbort.describe}), or that
+    the connection closed without one (C{source} is C{None}).
     """
     if source is None:
         return "connection closed without A-ABORT"
-    if source == ABORT_SOURCE_SERVICE_USER:
-        return "A-ABORT from the service user"
-    return "A-ABORT from the %s (%s)" % (
-        _ABORT_SOURCES.get(source, "source %d" % source),
-        _ABORT_REASONS.get(reason, "reason %d" % reason),
-    )
+    return AAbort(source, reason).describe()
 
 
 #: The rejection of an association whose calling AE title is bound to
@@ -205,6 +198,8 @@ class AssociationProtocol(protocol.Protocol):
         established, else C{None}.
     @ivar outcome: how the association ended, for the log; the first
         ending reported wins.
+    @ivar debugging: whether the PDUs of this connection are logged
+        (L{dicomd.net.debug.enabled} when it was built).
 
     Subclasses provide C{transportOpened()}, which raises the Upper Layer
     event for a new connection (Evt5 for an acceptor, Evt2 for a
@@ -220,6 +215,7 @@ class AssociationProtocol(protocol.Protocol):
     _quickAckSocket = None
     _writeDescriptor = None
     _unflushed = False
+    _readingPaused = False
 
     def __init__(self, provider, *, reactor=None, artimTimeout: float = 30.0, idleTimeout: Optional[float] = None):
         if reactor is None:
@@ -232,7 +228,10 @@ class AssociationProtocol(protocol.Protocol):
         self._tlsPeer = None
         self._artim = None
         self._idle = None
+        self._messageTimer = None
         self._lastActivity = 0.0
+        self.debugging = debug.enabled()
+        self._trace = None
         self._startedAt = 0.0
         self._handlers = {
             _ul.SendPDU: self._sendPDU,
@@ -243,7 +242,7 @@ class AssociationProtocol(protocol.Protocol):
             _ul.AssociateIndication: self._associateIndication,
             _ul.AssociateAccepted: lambda output: self.associateAccepted(output.accept),
             _ul.AssociateRejected: lambda output: self.associateRejected(output.reject),
-            _ul.PDataIndication: lambda output: self.association.pDataReceived(output.pdu),
+            _ul.PDataIndication: self._pDataIndication,
             _ul.ReleaseIndication: self._releaseIndication,
             _ul.ReleaseConfirmation: self._releaseConfirmation,
             _ul.AbortIndication: self._abortIndication,
@@ -262,6 +261,8 @@ class AssociationProtocol(protocol.Protocol):
         if transport is None:
             return
         data = output.data
+        if self._trace is not None:
+            self._logPDUs("to", self._trace.sent(data))
         # Pieces are headers and memoryview slices of a data set; one join
         # copies them once, the copy Twisted's write buffer would make.
         transport.write(b"".join(data) if type(data) is list else data)
@@ -345,6 +346,8 @@ class AssociationProtocol(protocol.Protocol):
             self._quickAckSocket = tcpSocket(self.transport)
         self._writeDescriptor = writeDescriptor(self.transport)
         self.peerAddress = self.transport.getPeer()
+        if self.debugging:
+            self._trace = PDUTrace(debug.uidName)
         self._startedAt = self._lastActivity = self.reactor.seconds()
         if self.idleTimeout:
             self._idle = self.reactor.callLater(self.idleTimeout, self._idleCheck)
@@ -368,6 +371,8 @@ class AssociationProtocol(protocol.Protocol):
                 quickAck.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
             except OSError:
                 self._quickAckSocket = None
+        if self._trace is not None:
+            self._logPDUs("from", self._trace.received(data))
         self._apply(self.provider.dataReceived(data))
         self.flush()
 
@@ -382,6 +387,7 @@ class AssociationProtocol(protocol.Protocol):
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         self._idle = None
+        self._stopMessageTimer()
         self._apply(self.provider.connectionLost())
         association = self.association
         if association is not None:
@@ -435,9 +441,73 @@ class AssociationProtocol(protocol.Protocol):
             timeout=self.idleTimeout,
             state=self.provider.state.name,
         )
-        self.settle("aborted: idle timeout")
+        self._abortAndClose("aborted: idle timeout")
+
+    def _pDataIndication(self, output) -> None:
+        """
+        P-DATA indication: hand the PDU to the association, then see to
+        the DIMSE timeout on the message it belongs to.
+        """
+        association = self.association
+        association.pDataReceived(output.pdu)
+        if association.dimseTimeout:
+            self._awaitRestOfMessage()
+
+    def _awaitRestOfMessage(self) -> None:
+        """
+        Bound the wait for the next P-DATA-TF of a message the peer has
+        begun sending by the DIMSE timeout: start the timer when a message
+        begins, push it back with each fragment, stop it when the message
+        is complete.  One timer per association, reset rather than
+        replaced: a fragment costs no more than that.  While reading is
+        paused the timer does not run.
+        """
+        association = self.association
+        timer = self._messageTimer
+        if association.isReceivingMessage and not self._readingPaused:
+            if timer is None:
+                self._messageTimer = self.reactor.callLater(association.dimseTimeout, self._messageStalled)
+            else:
+                timer.reset(association.dimseTimeout)
+        elif timer is not None:
+            timer.cancel()
+            self._messageTimer = None
+
+    def _stopMessageTimer(self) -> None:
+        if self._messageTimer is not None:
+            self._messageTimer.cancel()
+            self._messageTimer = None
+
+    def _messageStalled(self) -> None:
+        """
+        The DIMSE timeout passed without a fragment of the message being
+        received: abort the association, which abandons the message (a
+        data set half received is not stored), and close the connection.
+        """
+        self._messageTimer = None
+        if not self.association.isReceivingMessage:
+            # The association ended under the timer.
+            return
+        self.log.warn(
+            "No P-DATA-TF from {peer} for {timeout} s (the DIMSE timeout) in the middle of a DIMSE message; aborting",
+            peer=self._peerText(),
+            timeout=self.association.dimseTimeout,
+        )
+        self._abortAndClose("aborted: DIMSE timeout")
+
+    def _abortAndClose(self, outcome: str) -> None:
+        """
+        Abort the association and close the connection at once, for a
+        timeout: a peer that stopped sending is not trusted to close it,
+        nor left to the ARTIM timer.
+        """
+        self.settle(outcome)
         self.abort()
         self._closeTransport()
+
+    def _logPDUs(self, direction: str, descriptions) -> None:
+        for description in descriptions:
+            self.log.debug("PDU {direction} {peer}: {pdu}", direction=direction, peer=self._peerText(), pdu=description)
 
     def _peerText(self) -> str:
         address = self.peerAddress
@@ -531,18 +601,28 @@ class AssociationProtocol(protocol.Protocol):
 
     def pauseReading(self) -> None:
         """
-        Stop reading from the transport.
+        Stop reading from the transport.  The DIMSE timeout on the message
+        being received stops too: the peer cannot send while we do not
+        read.
         """
+        self._readingPaused = True
+        self._stopMessageTimer()
         if self.transport is not None:
             self.transport.pauseProducing()
 
     def resumeReading(self) -> None:
         """
-        Start reading from the transport again, unless it is closing.
+        Start reading from the transport again, unless it is closing, and
+        give the peer the whole DIMSE timeout again for the rest of a
+        message.
         """
+        self._readingPaused = False
         transport = self.transport
         if transport is not None and getattr(transport, "connected", True) and not getattr(transport, "disconnecting", False):
             transport.resumeProducing()
+            association = self.association
+            if association is not None and association.dimseTimeout:
+                self._awaitRestOfMessage()
 
     def requestRelease(self) -> None:
         """

@@ -11,11 +11,15 @@ sub-items are skipped.
 
 P-DATA-TF values are handed on as C{memoryview}s over the received PDU, so a
 fragment of a large data set is never copied here.
+
+Each PDU and item also has a C{describe()} method: its parameters in words,
+one per line, for the debug log (L{dicomd.ul.trace}).  They never show
+data set bytes or credentials.
 """
 
 import struct
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 # PDU types (PS3.8 9.3.1)
 A_ASSOCIATE_RQ = 0x01
@@ -81,6 +85,98 @@ PC_USER_REJECTION = 1
 PC_NO_REASON = 2
 PC_ABSTRACT_SYNTAX_NOT_SUPPORTED = 3
 PC_TRANSFER_SYNTAXES_NOT_SUPPORTED = 4
+
+# -- names, for logs ----------------------------------------------------------
+
+#: PDU types by value (PS3.8 Table 9-11).
+PDU_TYPE_NAMES = {
+    A_ASSOCIATE_RQ: "A-ASSOCIATE-RQ",
+    A_ASSOCIATE_AC: "A-ASSOCIATE-AC",
+    A_ASSOCIATE_RJ: "A-ASSOCIATE-RJ",
+    P_DATA_TF: "P-DATA-TF",
+    A_RELEASE_RQ: "A-RELEASE-RQ",
+    A_RELEASE_RP: "A-RELEASE-RP",
+    A_ABORT: "A-ABORT",
+}
+
+#: A-ABORT sources (PS3.8 Table 9-26).
+ABORT_SOURCE_NAMES = {ABORT_SOURCE_SERVICE_USER: "service user", ABORT_SOURCE_SERVICE_PROVIDER: "service provider"}
+
+#: A-ABORT reasons, significant when the source is the service provider
+#: (PS3.8 Table 9-26).
+ABORT_REASON_NAMES = {
+    ABORT_REASON_NOT_SPECIFIED: "reason not specified",
+    ABORT_REASON_UNRECOGNIZED_PDU: "unrecognized PDU",
+    ABORT_REASON_UNEXPECTED_PDU: "unexpected PDU",
+    ABORT_REASON_UNRECOGNIZED_PDU_PARAMETER: "unrecognized PDU parameter",
+    ABORT_REASON_UNEXPECTED_PDU_PARAMETER: "unexpected PDU parameter",
+    ABORT_REASON_INVALID_PDU_PARAMETER_VALUE: "invalid PDU parameter value",
+}
+
+_REJECT_RESULT_NAMES = {REJECT_RESULT_PERMANENT: "permanent", REJECT_RESULT_TRANSIENT: "transient"}
+_REJECT_SOURCE_NAMES = {
+    REJECT_SOURCE_SERVICE_USER: "service user",
+    REJECT_SOURCE_SERVICE_PROVIDER_ACSE: "service provider (ACSE)",
+    REJECT_SOURCE_SERVICE_PROVIDER_PRESENTATION: "service provider (presentation)",
+}
+# By (source, reason): a reason's meaning depends on its source (PS3.8
+# Table 9-21).
+_REJECT_REASON_NAMES = {
+    (REJECT_SOURCE_SERVICE_USER, REJECT_REASON_NO_REASON): "no reason given",
+    (REJECT_SOURCE_SERVICE_USER, REJECT_REASON_APPLICATION_CONTEXT_NOT_SUPPORTED): "application context name not supported",
+    (REJECT_SOURCE_SERVICE_USER, REJECT_REASON_CALLING_AE_NOT_RECOGNIZED): "calling AE title not recognized",
+    (REJECT_SOURCE_SERVICE_USER, REJECT_REASON_CALLED_AE_NOT_RECOGNIZED): "called AE title not recognized",
+    (REJECT_SOURCE_SERVICE_PROVIDER_ACSE, REJECT_REASON_NO_REASON): "no reason given",
+    (REJECT_SOURCE_SERVICE_PROVIDER_ACSE, REJECT_REASON_PROTOCOL_VERSION_NOT_SUPPORTED): "protocol version not supported",
+    (REJECT_SOURCE_SERVICE_PROVIDER_PRESENTATION, REJECT_REASON_TEMPORARY_CONGESTION): "temporary congestion",
+    (REJECT_SOURCE_SERVICE_PROVIDER_PRESENTATION, REJECT_REASON_LOCAL_LIMIT_EXCEEDED): "local limit exceeded",
+}
+
+_CONTEXT_RESULT_NAMES = {
+    PC_ACCEPTANCE: "acceptance",
+    PC_USER_REJECTION: "user rejection",
+    PC_NO_REASON: "no reason (provider rejection)",
+    PC_ABSTRACT_SYNTAX_NOT_SUPPORTED: "abstract syntax not supported (provider rejection)",
+    PC_TRANSFER_SYNTAXES_NOT_SUPPORTED: "transfer syntaxes not supported (provider rejection)",
+}
+
+#: User identity types (PS3.7 Table D.3-14).
+_USER_IDENTITY_TYPE_NAMES = {
+    1: "username",
+    2: "username and passcode",
+    3: "Kerberos service ticket",
+    4: "SAML assertion",
+    5: "JSON web token",
+}
+
+#: The user identity types whose primary field is a user name, which a log
+#: may show; the others are credentials, as every secondary field is.
+_USERNAME_IDENTITY_TYPES = (1, 2)
+
+_SUPPORT = {False: "not supported", True: "supported"}
+
+#: How C{describe()} methods write a UID: C{str} writes it as it is; a
+#: caller with a UID dictionary adds the name (C{"1.2.840.10008.1.2.1
+#: (Explicit VR Little Endian)"}).
+UIDNamer = Callable[[str], str]
+
+
+def _indented(text: str, prefix: str = "  ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+def describePDV(contextID: int, messageControlHeader: int, length: int) -> str:
+    """
+    One presentation data value in words, without its data: what it
+    carries (PS3.8 E.2), on which presentation context, how many bytes.
+    For example C{"data set fragment (last), context 41, 1024 bytes"}.
+    """
+    return "%s fragment%s, context %d, %d bytes" % (
+        "command" if messageControlHeader & 0x01 else "data set",
+        " (last)" if messageControlHeader & 0x02 else "",
+        contextID,
+        length,
+    )
 
 
 class PDUDecodeError(ValueError):
@@ -217,6 +313,13 @@ class SCPSCURoleSelection:
         uid = _decodeUID(r.lengthPrefixed())
         return cls(uid, bool(r.uint8()), bool(r.uint8()))
 
+    def describe(self, uidName: UIDNamer = str) -> str:
+        return "SCP/SCU role selection for %s: SCU role %s, SCP role %s" % (
+            uidName(self.sopClassUID),
+            _SUPPORT[self.scuRole],
+            _SUPPORT[self.scpRole],
+        )
+
 
 @dataclass(slots=True)
 class SOPClassExtendedNegotiation:
@@ -238,6 +341,12 @@ class SOPClassExtendedNegotiation:
         r = _Reader(value)
         uid = _decodeUID(r.lengthPrefixed())
         return cls(uid, bytes(r.take(r.remaining())))
+
+    def describe(self, uidName: UIDNamer = str) -> str:
+        return "SOP class extended negotiation for %s: %d bytes of service class application information" % (
+            uidName(self.sopClassUID),
+            len(self.serviceClassApplicationInformation),
+        )
 
 
 @dataclass(slots=True)
@@ -271,6 +380,15 @@ class SOPClassCommonExtendedNegotiation:
                 related.append(_decodeUID(sub.lengthPrefixed()))
         return cls(sopClass, serviceClass, related)
 
+    def describe(self, uidName: UIDNamer = str) -> str:
+        text = "SOP class common extended negotiation for %s: service class %s" % (
+            uidName(self.sopClassUID),
+            uidName(self.serviceClassUID),
+        )
+        if self.relatedGeneralSOPClassUIDs:
+            text += ", related general SOP classes %s" % (", ".join(uidName(uid) for uid in self.relatedGeneralSOPClassUIDs),)
+        return text
+
 
 @dataclass(slots=True)
 class UserIdentityRQ:
@@ -303,6 +421,22 @@ class UserIdentityRQ:
         secondary = bytes(r.lengthPrefixed()) if r.remaining() else b""
         return cls(identityType, positive, primary, secondary)
 
+    def describe(self, uidName: UIDNamer = str) -> str:
+        """
+        The identity type, and the user name when there is one; never a
+        passcode, ticket, assertion or token.
+        """
+        kind = _USER_IDENTITY_TYPE_NAMES.get(self.identityType, "type %d" % self.identityType)
+        if self.identityType in _USERNAME_IDENTITY_TYPES:
+            text = "User identity: %s, user name %r" % (kind, bytes(self.primaryField).decode("latin-1"))
+            if self.secondaryField:
+                text += " (passcode not shown)"
+        else:
+            text = "User identity: %s of %d bytes (not shown)" % (kind, len(self.primaryField))
+        if self.positiveResponseRequested:
+            text += ", positive response requested"
+        return text
+
 
 @dataclass(slots=True)
 class UserIdentityAC:
@@ -318,6 +452,9 @@ class UserIdentityAC:
     @classmethod
     def decode(cls, value) -> "UserIdentityAC":
         return cls(bytes(_Reader(value).lengthPrefixed()))
+
+    def describe(self, uidName: UIDNamer = str) -> str:
+        return "User identity server response: %d bytes (not shown)" % (len(self.serverResponse),)
 
 
 @dataclass(slots=True)
@@ -389,6 +526,24 @@ class UserInformation:
             # PS3.7 D.3.3: unknown sub-items are ignored.
         return info
 
+    def describe(self, uidName: UIDNamer = str) -> str:
+        """
+        One line per sub-item present.
+        """
+        lines = []
+        if self.maximumLength is not None:
+            lines.append("Maximum length: %d%s" % (self.maximumLength, "" if self.maximumLength else " (no limit)"))
+        if self.implementationClassUID is not None:
+            lines.append("Implementation class UID: %s" % (self.implementationClassUID,))
+        if self.implementationVersionName is not None:
+            lines.append("Implementation version name: %s" % (self.implementationVersionName,))
+        if self.asynchronousOperationsWindow is not None:
+            lines.append("Asynchronous operations window: %d invoked, %d performed" % self.asynchronousOperationsWindow)
+        items = self.roleSelections + self.extendedNegotiations + self.commonExtendedNegotiations
+        items += [item for item in (self.userIdentityRQ, self.userIdentityAC) if item is not None]
+        lines.extend(item.describe(uidName) for item in items)
+        return "\n".join(lines)
+
 
 #: Sub-items whose item length is fixed (PS3.8 D.1, PS3.7 D.3.3.3).
 _FIXED_SUB_ITEM_LENGTHS = {ITEM_MAXIMUM_LENGTH: 4, ITEM_ASYNCHRONOUS_OPERATIONS_WINDOW: 4}
@@ -436,6 +591,11 @@ class PresentationContextRQ:
             raise PDUDecodeError("presentation context %d lacks its abstract or transfer syntax" % (contextID,))
         return cls(contextID, abstractSyntax, transferSyntaxes)
 
+    def describe(self, uidName: UIDNamer = str) -> str:
+        lines = ["Presentation context %d" % (self.contextID,), "  Abstract syntax: %s" % (uidName(self.abstractSyntax),)]
+        lines.extend("  Transfer syntax: %s" % (uidName(uid),) for uid in self.transferSyntaxes)
+        return "\n".join(lines)
+
 
 @dataclass(slots=True)
 class PresentationContextAC:
@@ -475,6 +635,21 @@ class PresentationContextAC:
         if result == PC_ACCEPTANCE and not transferSyntax:
             raise PDUDecodeError("accepted presentation context %d names no transfer syntax" % (contextID,))
         return cls(contextID, result, transferSyntax)
+
+    def describe(self, uidName: UIDNamer = str, abstractSyntax: Optional[str] = None) -> str:
+        """
+        The result, and the transfer syntax if accepted.
+
+        @param abstractSyntax: the abstract syntax the requestor proposed
+            with this context ID, which the item does not repeat; C{None}
+            leaves it out.
+        """
+        lines = ["Presentation context %d: %s" % (self.contextID, _CONTEXT_RESULT_NAMES.get(self.result, "result %d" % self.result))]
+        if abstractSyntax is not None:
+            lines.append("  Abstract syntax: %s" % (uidName(abstractSyntax),))
+        if self.accepted:
+            lines.append("  Transfer syntax: %s" % (uidName(self.transferSyntax),))
+        return "\n".join(lines)
 
 
 # -- the seven PDUs (PS3.8 9.3.2 to 9.3.7) ----------------------------------
@@ -534,6 +709,21 @@ class _AssociatePDU:
             raise PDUDecodeError("association PDU without a user information item")
         return cls(called, calling, contexts, userInformation, applicationContext, protocolVersion)
 
+    def _describe(self, uidName: UIDNamer, contexts: List[str]) -> str:
+        lines = [
+            PDU_TYPE_NAMES[self.pduType],
+            "  Calling AE title: %s" % (self.callingAETitle,),
+            "  Called AE title: %s" % (self.calledAETitle,),
+            "  Protocol version: %d" % (self.protocolVersion,),
+            "  Application context name: %s" % (uidName(self.applicationContextName),),
+        ]
+        lines.extend(_indented(context) for context in contexts)
+        information = self.userInformation.describe(uidName)
+        lines.append("  User information:" if information else "  User information: empty")
+        if information:
+            lines.append(_indented(information, "    "))
+        return "\n".join(lines)
+
 
 PresentationContextRQ.itemType = ITEM_PRESENTATION_CONTEXT_RQ
 PresentationContextAC.itemType = ITEM_PRESENTATION_CONTEXT_AC
@@ -550,6 +740,14 @@ class AAssociateRQ(_AssociatePDU):
     pduType = A_ASSOCIATE_RQ
     contextClass = PresentationContextRQ
 
+    def describe(self, uidName: UIDNamer = str) -> str:
+        """
+        Every parameter of the request, one per line, the presentation
+        contexts with their abstract and transfer syntaxes; of a user
+        identity only its type and user name (L{UserIdentityRQ.describe}).
+        """
+        return self._describe(uidName, [context.describe(uidName) for context in self.presentationContexts])
+
 
 @dataclass(slots=True)
 class AAssociateAC(_AssociatePDU):
@@ -562,6 +760,18 @@ class AAssociateAC(_AssociatePDU):
 
     pduType = A_ASSOCIATE_AC
     contextClass = PresentationContextAC
+
+    def describe(self, uidName: UIDNamer = str, request: Optional[AAssociateRQ] = None) -> str:
+        """
+        Every parameter of the acceptance, one per line, with each
+        presentation context's result and chosen transfer syntax.
+
+        @param request: the A-ASSOCIATE-RQ answered, whose abstract syntaxes
+            are then named beside the contexts' results.
+        """
+        proposed = {context.contextID: context.abstractSyntax for context in request.presentationContexts} if request else {}
+        contexts = [context.describe(uidName, proposed.get(context.contextID)) for context in self.presentationContexts]
+        return self._describe(uidName, contexts)
 
 
 @dataclass(slots=True)
@@ -584,6 +794,22 @@ class AAssociateRJ:
         if len(body) != 4:
             raise PDUDecodeError("A-ASSOCIATE-RJ body of %d bytes" % (len(body),))
         return cls(body[1], body[2], body[3])
+
+    @property
+    def explanation(self) -> str:
+        """
+        The result, source and reason in words, as DCMTK's tools print
+        them: C{"permanent, source: service user, reason: called AE title
+        not recognized"}.
+        """
+        return "%s, source: %s, reason: %s" % (
+            _REJECT_RESULT_NAMES.get(self.result, "result %d" % self.result),
+            _REJECT_SOURCE_NAMES.get(self.source, "source %d" % self.source),
+            _REJECT_REASON_NAMES.get((self.source, self.reason), "reason %d" % self.reason),
+        )
+
+    def describe(self, uidName: UIDNamer = str) -> str:
+        return "A-ASSOCIATE-RJ: " + self.explanation
 
 
 @dataclass(slots=True)
@@ -641,6 +867,13 @@ class PDataTF:
             pos += 4 + length
         return cls(values)
 
+    def describe(self, uidName: UIDNamer = str) -> str:
+        """
+        What each presentation data value carries (L{describePDV}), not the
+        data.
+        """
+        return "P-DATA-TF: " + "; ".join(describePDV(pdv.contextID, pdv.messageControlHeader, len(pdv.data)) for pdv in self.values)
+
 
 @dataclass(slots=True)
 class AReleaseRQ:
@@ -659,6 +892,9 @@ class AReleaseRQ:
             raise PDUDecodeError("A-RELEASE-RQ body of %d bytes" % (len(body),))
         return cls()
 
+    def describe(self, uidName: UIDNamer = str) -> str:
+        return "A-RELEASE-RQ"
+
 
 @dataclass(slots=True)
 class AReleaseRP:
@@ -676,6 +912,9 @@ class AReleaseRP:
         if len(body) != 4:
             raise PDUDecodeError("A-RELEASE-RP body of %d bytes" % (len(body),))
         return cls()
+
+    def describe(self, uidName: UIDNamer = str) -> str:
+        return "A-RELEASE-RP"
 
 
 @dataclass(slots=True)
@@ -697,6 +936,18 @@ class AAbort:
         if len(body) != 4:
             raise PDUDecodeError("A-ABORT body of %d bytes" % (len(body),))
         return cls(body[2], body[3])
+
+    def describe(self, uidName: UIDNamer = str) -> str:
+        """
+        Who aborted and, for the service provider, why: the reason a
+        service user sends is not significant (PS3.8 9.3.8).
+        """
+        if self.source == ABORT_SOURCE_SERVICE_USER:
+            return "A-ABORT from the service user"
+        return "A-ABORT from the %s (%s)" % (
+            ABORT_SOURCE_NAMES.get(self.source, "source %d" % self.source),
+            ABORT_REASON_NAMES.get(self.reason, "reason %d" % self.reason),
+        )
 
 
 PDU_CLASSES = {
