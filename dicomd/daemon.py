@@ -19,12 +19,14 @@ read leaves everything as it was and says why in the log.
 """
 
 import ipaddress
+import os
 import signal
 import socket
+import sqlite3
 from typing import Callable, Dict, Optional
 
 from twisted.application import service, strports
-from twisted.internet import defer
+from twisted.internet import defer, error
 from twisted.logger import Logger
 from twisted.web import server
 
@@ -33,6 +35,7 @@ from dicomd.archive.service import INDEX_FILE, Archive, Peer, QueryRetrieveOptio
 from dicomd.asconfig import acceptorPolicy, readProfiles
 from dicomd.config import ConfigError, DaemonConfig, EntityConfig, readConfig
 from dicomd.net.acceptor import AcceptorFactory
+from dicomd.startup import StartupError, writableDatabase, writableDirectory
 from dicomd.status import Statistics, StatusResource
 from dicomd.storage.receiver import AreaService, buildReceiver
 
@@ -227,11 +230,15 @@ class DicomdService(service.MultiService):
         )
         self._setEntities(config)
         self.listening = [strports.service(description, self.factory) for description in config.listen]
+        #: Each listening service (the status page's too) -> its endpoint string.
+        self._endpoints = dict(zip(self.listening, config.listen))
         for listener in self.listening:
             listener.setServiceParent(self)
         if config.status:
             page = StatusResource(self.statistics, [self.factory], self.pendingStudies, reactor, titles=lambda: list(self.entityServices))
-            strports.service(config.status, server.Site(page)).setServiceParent(self)
+            statusPage = strports.service(config.status, server.Site(page))
+            self._endpoints[statusPage] = config.status
+            statusPage.setServiceParent(self)
 
     def _destinations(self, config: DaemonConfig, callingAETitle: str):
         peers = [Peer(peer.title, peer.host, peer.port, peer.tls) for peer in config.peers]
@@ -375,6 +382,7 @@ class DicomdService(service.MultiService):
             return False
         try:
             self._checkRestartOnly(config)
+            self._checkWritable(config)
             self._setEntities(config)
         except Exception as e:
             self.log.error("SIGHUP: not reloading {path}: {error}", path=path, error=str(e))
@@ -391,6 +399,18 @@ class DicomdService(service.MultiService):
         self.log.info("SIGHUP: reloaded {path}", path=path)
         return True
 
+    def _checkWritable(self, config: DaemonConfig) -> None:
+        """
+        Check that every storing AE's directory, and the index database,
+        can be written (creating the directories that do not exist yet).
+
+        @raise dicomd.startup.CannotWrite: one cannot; the message names it.
+        """
+        for entity in config.entities:
+            if entity.writable and not entity.storage.ignore:
+                writableDirectory(entity.storage.outputDirectory, "the storage directory of AE %s" % (entity.title,))
+        writableDatabase(self.archive.path)
+
     def _checkRestartOnly(self, config: DaemonConfig) -> None:
         old = self.config
         for name in ("listen", "status", "database"):
@@ -399,10 +419,31 @@ class DicomdService(service.MultiService):
         if config.limits.maxPDU != old.limits.maxPDU:
             self.log.warn("SIGHUP: max-pdu changed; new AEs use it, a restart applies it everywhere")
 
+    def privilegedStartService(self) -> None:
+        """
+        Listen on every endpoint: twistd does this before it drops
+        privileges (C{--uid}), so that port 104 can be opened.
+
+        @raise StartupError: an endpoint cannot listen (the port is in use,
+            or privileged); the message names it.
+        """
+        service.Service.privilegedStartService(self)
+        for child in self:
+            try:
+                child.privilegedStartService()
+            except error.CannotListenError as e:
+                why = getattr(e.socketError, "strerror", None) or str(e.socketError)
+                raise StartupError("cannot listen on %s: %s" % (self._endpoints[child], why))
+
     def startService(self) -> None:
         """
-        Start the services, and handle SIGHUP (reload) and, until the
-        reactor runs and installs its own handler, SIGTERM.
+        Check what must be written (L{_checkWritable}), log where each AE
+        stores and where the index is, start the services, and handle
+        SIGHUP (reload) and, until the reactor runs and installs its own
+        handler, SIGTERM.
+
+        The check runs here, not when the service is built, because twistd
+        starts services as the user they serve as (after C{--uid}).
 
         twistd starts the services before it runs the reactor, and only
         C{reactor.run()} installs the SIGTERM handler: a SIGTERM in
@@ -410,8 +451,19 @@ class DicomdService(service.MultiService):
         studies) would kill the process without the ordered stop.  The
         reactor's own handler, installed now, asks for the same stop once
         the reactor runs.
+
+        @raise StartupError: a storage directory or the index cannot be
+            written, or the index is not an SQLite database.
         """
-        service.MultiService.startService(self)
+        self._checkWritable(self.config)
+        for entity in self.config.entities:
+            if entity.writable and not entity.storage.ignore:
+                self.log.info("AE {title} stores under {directory}", title=entity.title, directory=os.path.abspath(entity.storage.outputDirectory))
+        self.log.info("Index database: {path}", path=os.path.abspath(self.archive.path))
+        try:
+            service.MultiService.startService(self)
+        except sqlite3.Error as e:
+            raise StartupError("cannot open %s (the index database): %s" % (self.archive.path, e))
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda number, frame: self.reactor.callFromThread(self.reload))
         sigTerm = getattr(self.reactor, "sigTerm", None)

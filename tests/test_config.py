@@ -1177,8 +1177,8 @@ class OptionsTests(_ConfigFileMixin, unittest.TestCase):
     The options of C{twistd dicomd} and how they override the file.
     """
 
-    def options(self, *argv) -> tap.Options:
-        options = tap.Options()
+    def options(self, *argv) -> tap.DaemonOptions:
+        options = tap.DaemonOptions()
         options.parseOptions(list(argv))
         return options
 

@@ -82,6 +82,12 @@ SIZE = 1024
 #: The uid and gid the privilege test drops to (nobody, nogroup).
 NOBODY = 65534
 
+#: The keys an [[ae]] table knows, as the unknown key message lists them.
+ENTITY_KEYS = [
+    "title", "directory", "access", "transfer-syntaxes", "profile", "promiscuous", "query-retrieve",
+    "get", "models", "calling-ae-titles", "hosts", "quota", "storage", "actions",
+]
+
 
 # -- files -----------------------------------------------------------------------------
 
@@ -431,18 +437,23 @@ class ConfigurationFileTests(DaemonTestCase):
     @defer.inlineCallbacks
     def test_invalidFileStopsStartUp(self):
         """
-        A mistake in the file stops twistd before it listens, with a
-        message naming the file, the line and the key.
+        A mistake in the file stops twistd before it listens, exit status
+        1, with one line on standard error naming the file, the line and
+        the key, and nothing else: not twistd's usage text.
         """
         home = makeDirectory(self)
         path = configWriter(home, twoEntityConfig(home) + 'sort = "study-uid"\n')(freePort())
         result = yield runCommand(
             TWISTD + ["-n", "--pidfile=", "dicomd", "--config", path], env=pythonEnvironment(), cwd=home, timeout=60
         )
-        self.assertNotEqual(result.exitCode, 0, result.describe())
+        self.assertEqual(result.exitCode, 1, result.describe())
         line = len(open(path).read().splitlines())
-        self.assertIn("%s, line %d: ae[1].sort: unknown key" % (path, line), result.output, result.describe())
-        self.assertNotIn("starting up", result.output)
+        self.assertEqual(
+            result.stderr.splitlines(),
+            ["twistd dicomd: %s, line %d: ae[1].sort: unknown key (known: %s)" % (path, line, ", ".join(ENTITY_KEYS))],
+            result.describe(),
+        )
+        self.assertEqual(result.stdout, "", result.describe())
 
     @defer.inlineCallbacks
     def test_commandLineOverridesFirstEntity(self):
@@ -465,6 +476,125 @@ class ConfigurationFileTests(DaemonTestCase):
         self.assertIn("AE titles in force: FIRST, BETA (2 kept, 0 added, 0 changed, 0 removed)", daemon.output)
         yield self.assertStores(daemon.port, "FIRST", elsewhere, daemon=daemon)
         self.assertEqual(dicomFiles(os.path.join(home, "alpha")), [])
+
+
+class StartUpErrorTests(DaemonTestCase):
+    """
+    What cannot work stops C{twistd dicomd} at start-up with exit status 1
+    and one line naming the path or endpoint and the reason: no traceback,
+    no usage text.
+
+    Unwritable places are paths through a regular file, which nobody can
+    create, root included (file permissions do not stop root).
+    """
+
+    def twistd(self, *options, cwd=None):
+        return runCommand(TWISTD + ["-n", "--pidfile=", "dicomd"] + list(options), env=pythonEnvironment(), cwd=cwd, timeout=60)
+
+    def regularFile(self) -> str:
+        path = os.path.join(makeDirectory(self), "afile")
+        with open(path, "w") as f:
+            f.write("not a directory\n")
+        return path
+
+    def assertOneLine(self, result, line: str) -> None:
+        """
+        The process ended with status 1 and printed C{line}, and no
+        traceback.
+        """
+        self.assertEqual(result.exitCode, 1, result.describe())
+        self.assertIn(line, result.output, result.describe())
+        self.assertEqual(result.output.count(line), 1, result.describe())
+        self.assertNotIn("Traceback", result.output, result.describe())
+
+    @defer.inlineCallbacks
+    def test_outputDirectoryUnderARegularFile(self):
+        """
+        --output-directory FILE/sub: the line names the directory, the AE,
+        and the regular file in the way.
+        """
+        blocker = self.regularFile()
+        directory = os.path.join(blocker, "sub")
+        result = yield self.twistd("--listen", "tcp:0:interface=127.0.0.1", "--output-directory", directory)
+        self.assertOneLine(result, "cannot write %s (the storage directory of AE DICOMD): %s is not a directory" % (directory, blocker))
+
+    @defer.inlineCallbacks
+    def test_outputDirectoryIsARegularFile(self):
+        """
+        --output-directory naming a regular file: it is not a directory.
+        """
+        blocker = self.regularFile()
+        result = yield self.twistd("--listen", "tcp:0:interface=127.0.0.1", "--output-directory", blocker)
+        self.assertOneLine(result, "cannot write %s (the storage directory of AE DICOMD): it is not a directory" % (blocker,))
+
+    @defer.inlineCallbacks
+    def test_storageDirectoryOfSecondEntity(self):
+        """
+        Every AE's directory is checked, not only the first one's.
+        """
+        home = makeDirectory(self)
+        blocker = self.regularFile()
+        text = twoEntityConfig(home) + '\n[[ae]]\ntitle = "GAMMA"\ndirectory = "%s"\n' % (os.path.join(blocker, "gamma"),)
+        path = configWriter(home, text)(0)
+        result = yield self.twistd("--config", path)
+        self.assertOneLine(
+            result, "cannot write %s (the storage directory of AE GAMMA): %s is not a directory" % (os.path.join(blocker, "gamma"), blocker)
+        )
+
+    @defer.inlineCallbacks
+    def test_databaseUnderARegularFile(self):
+        """
+        A database path through a regular file: the line names the
+        database, not SQLite's "unable to open database file".
+        """
+        home = makeDirectory(self)
+        blocker = self.regularFile()
+        database = os.path.join(blocker, "index.sqlite")
+        path = configWriter(home, 'listen = ["tcp:0:interface=127.0.0.1"]\ndatabase = "%s"\n' % (database,))(0)
+        result = yield self.twistd("--config", path, "--output-directory", os.path.join(home, "data"))
+        self.assertOneLine(result, "cannot write %s (the index database): %s is not a directory" % (database, blocker))
+        self.assertNotIn("unable to open database file", result.output)
+
+    @defer.inlineCallbacks
+    def test_databaseNotSQLite(self):
+        """
+        A database that is some other file: the line names it.
+        """
+        home = makeDirectory(self)
+        database = self.regularFile()
+        path = configWriter(home, 'listen = ["tcp:0:interface=127.0.0.1"]\ndatabase = "%s"\n' % (database,))(0)
+        result = yield self.twistd("--config", path, "--output-directory", os.path.join(home, "data"))
+        self.assertOneLine(result, "cannot open %s (the index database): file is not a database" % (database,))
+
+    @defer.inlineCallbacks
+    def test_portInUse(self):
+        """
+        An endpoint whose port is taken: the line names the endpoint
+        string and the reason, not twistd's CannotListenError traceback.
+        """
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind((LOCALHOST, 0))
+        taken.listen()
+        endpoint = "tcp:%d:interface=%s" % (taken.getsockname()[1], LOCALHOST)
+        result = yield self.twistd("--listen", endpoint, "--output-directory", makeDirectory(self))
+        self.assertOneLine(result, "cannot listen on %s: Address already in use" % (endpoint,))
+        self.assertNotIn("CannotListenError", result.output)
+
+    @defer.inlineCallbacks
+    def test_badOptionWithoutUsageText(self):
+        """
+        A wrong option is its message and where to find help, on standard
+        error, exit status 1: not twistd's usage text of every option.
+        """
+        result = yield self.twistd("--max-pdu", "5")
+        self.assertEqual(result.exitCode, 1, result.describe())
+        self.assertEqual(
+            result.stderr.splitlines(),
+            ["twistd dicomd: --max-pdu must be 0 or between 4096 and 131072, not 5", "Try 'twistd dicomd --help' for usage."],
+            result.describe(),
+        )
+        self.assertEqual(result.stdout, "", result.describe())
 
 
 class CommandLineTests(unittest.SynchronousTestCase):

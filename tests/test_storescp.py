@@ -1374,9 +1374,9 @@ class TwistdOptionsTests(unittest.SynchronousTestCase):
     """
 
     def parse(self, *arguments):
-        from dicomd.tap import Options
+        from dicomd.tap import DaemonOptions
 
-        options = Options()
+        options = DaemonOptions()
         options.parseOptions(list(arguments))
         return options.overrides(options["base"]).entities[0].storage
 
