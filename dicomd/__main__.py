@@ -15,7 +15,7 @@ from twisted.internet import task
 
 from dicomd import __version__
 from dicomd.cli import logs
-from dicomd.cli.options import UsageError
+from dicomd.cli.options import CannotStart, UsageError
 
 #: Subcommand name -> module with C{COMMAND_LINE} and C{run(reactor, values)}.
 COMMANDS = {
@@ -52,6 +52,9 @@ def main(argv=None) -> None:
         sys.stderr.write("dicomd %s: %s\n" % (name, e))
         sys.stderr.write("Try 'dicomd %s --help' for more information.\n" % (name,))
         sys.exit(1)
+    except CannotStart as e:
+        sys.stderr.write("dicomd %s: %s\n" % (name, e))
+        sys.exit(e.status)
     if values.get("help"):
         sys.stdout.write(commandLine.help())
         sys.exit(0)

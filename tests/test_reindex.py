@@ -99,17 +99,17 @@ class ReindexTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_fromQrscpConfig(self):
         """
-        With C{-c}, the database is the one C{dicomd qrscp -c} keeps beside
-        the configuration, and the AE title the one whose storage area the
-        directory is.
+        With C{-c}, the database is the one C{dicomd qrscp -c} keeps in the
+        first AE's storage area, and the AE title the one whose storage
+        area the directory is.
         """
         directory, relative = storageArea(self)
         config = os.path.join(makeDirectory(self), "dcmqrscp.cfg")
         with open(config, "w") as f:
-            f.write("AETable BEGIN\nOTHER /nonexistent RW (5, 5mb) ANY\nAREA %s RW (5, 5mb) ANY\nAETable END\n" % (directory,))
+            f.write("AETable BEGIN\nFIRST %s RW (5, 5mb) ANY\nAREA %s RW (5, 5mb) ANY\nAETable END\n" % (os.path.dirname(directory), directory))
         values = yield self.reindexed("-c", config, directory + os.sep)
         self.assertEqual(values["aetitle"], "AREA")
-        self.assertEqual(values["database"], os.path.join(os.path.dirname(config), INDEX_FILE))
+        self.assertEqual(values["database"], os.path.join(os.path.dirname(directory), INDEX_FILE))
         self.assertEqual(storedPaths(values["database"], "AREA"), sorted(relative))
 
     def test_directoryNotInConfig(self):

@@ -1111,6 +1111,35 @@ class FrontDoorTests(_Mixin, unittest.TestCase):
             self.assertIn(named, result.stderr, result.describe())
 
     @defer.inlineCallbacks
+    def test_portInUse(self):
+        """A port already in use ends storescp with DCMTK's exit status, 1, and a line saying why."""
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = yield self.storescp(str(port))
+        self.assertEqual(result.exitCode, 1, result.describe())
+        self.assertRegex(result.stderr, r"F: cannot listen on port %d: .*Address already in use" % (port,))
+        self.assertNotIn("Traceback", result.output)
+
+    @defer.inlineCallbacks
+    def test_outputDirectoryProblems(self):
+        """-od naming a regular file says it is not a directory; one that is missing, that it does not exist; no help hint follows."""
+        directory = makeDirectory(self)
+        regular = os.path.join(directory, "afile")
+        with open(regular, "w") as f:
+            f.write("not a directory\n")
+        for path, problem in [(regular, "is not a directory"), (os.path.join(directory, "missing"), "does not exist")]:
+            result = yield self.storescp("-od", path, "104")
+            self.assertEqual(result.exitCode, 1, result.describe())
+            self.assertEqual(
+                result.stderr.splitlines(),
+                ["dicomd storescp: -od (--output-directory) %s: specified output directory %s" % (path, problem)],
+                result.describe(),
+            )
+
+    @defer.inlineCallbacks
     def test_accessControlRejected(self):
         """+ac is refused with a message saying TCP wrappers are not supported."""
         result = yield self.storescp("+ac", "104")

@@ -19,6 +19,21 @@ class UsageError(Exception):
     """
 
 
+class CannotStart(Exception):
+    """
+    A command line that is right, naming something that cannot be used
+    (a directory, a configuration file): the command cannot start.  Unlike
+    a L{UsageError}, the message is not followed by a pointer to the
+    help, which would not help.
+
+    @ivar status: the exit status, DCMTK's for that failure.
+    """
+
+    def __init__(self, message: str, status: int = 1):
+        super().__init__(message)
+        self.status = status
+
+
 def integer(low: Optional[int] = None, high: Optional[int] = None) -> Callable[[str], int]:
     """
     A converter for integer arguments, optionally within C{low..high}.

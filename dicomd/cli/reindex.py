@@ -9,9 +9,9 @@ the index is found where the daemon keeps it:
 
   - for C{twistd dicomd}, C{.dicomd-index.sqlite} in its data directory,
     under the AE title C{DICOMD} (the defaults here);
-  - for C{dicomd qrscp -c FILE}, beside the configuration file: with
-    C{-c FILE}, the database and the AE title are taken from it (the AE
-    whose storage area the directory is).
+  - for C{dicomd qrscp -c FILE}, in the storage area of the file's first
+    AE: with C{-c FILE}, the database and the AE title are taken from it
+    (the AE whose storage area the directory is).
 
 It may run while the daemon runs: SQLite serialises the writers.
 """
@@ -41,7 +41,7 @@ COMMAND_LINE = CommandLine(
                 Option(
                     ("-db", "--database"),
                     "database",
-                    "the index database (default: %s in the directory, or beside the config file of -c)" % (INDEX_FILE,),
+                    "the index database (default: %s in the directory, or in the first storage area of -c)" % (INDEX_FILE,),
                     (("f]ilename", string),),
                 ),
                 Option(
@@ -73,7 +73,7 @@ def validate(values) -> None:
         config = readConfig(configFile)
     except ConfigError as e:
         raise UsageError("bad config file: %s" % (e,))
-    values["database"] = values.get("database") or defaultDatabase(configFile)
+    values["database"] = values.get("database") or defaultDatabase(config)
     if values.get("aetitle") is None:
         owners = [title for title, entry in config.aeTable.items() if _same(entry.storageArea, directory)]
         if not owners:
