@@ -378,26 +378,31 @@ class ConfigurationFileTests(DaemonTestCase):
         """
         A copy of etc/dicomd.toml, unchanged but for the port given with
         --listen, starts: echoscu succeeds, and storescu stores into
-        dicomd-data/ beside the file (relative paths are relative to it,
-        not to the working directory), indexed there.
+        dicomd-data/ in the working directory (where data paths are
+        relative to, so that trying the example does not write beside it,
+        into etc/), indexed there; the log says where.
         """
         home = makeDirectory(self)
+        work = makeDirectory(self)
         config = shutil.copy(EXAMPLE, os.path.join(home, "dicomd.toml"))
         daemon = yield startPeer(
             self,
             lambda port: TWISTD
             + ["-n", "--pidfile=", "dicomd", "--config", config, "--listen", "tcp:%d:interface=%s" % (port, LOCALHOST)],
             env=pythonEnvironment(),
-            cwd=makeDirectory(self),
+            cwd=work,
             name="twistd dicomd",
             startTimeout=30,
         )
+        data = os.path.join(work, "dicomd-data")
+        yield daemon.waitForOutput(r"AE DICOMD stores under %s$" % (re.escape(data),))
+        yield daemon.waitForOutput(r"Index database: %s$" % (re.escape(os.path.join(data, ".dicomd-index.sqlite")),))
         echo = yield echoscu(daemon.port, "DICOMD")
         self.assertEqual(echo.exitCode, 0, echo.describe() + daemon.describe())
         self.assertIn("Received Echo Response (Success)", echo.output)
-        data = os.path.join(home, "dicomd-data")
         uids = yield self.assertStores(daemon.port, "DICOMD", data, daemon=daemon)
         self.assertEqual(sorted(indexedInstances(data)), uids)
+        self.assertEqual(os.listdir(home), ["dicomd.toml"])
         yield daemon.waitForOutput(r"ECHOSCU -> DICOMD from 127\.0\.0\.1:\d+ released by the peer .*: C-ECHO 1 success")
         # Another called AE title goes to the first AE, or is rejected, as
         # the example's answer-any-called-ae says.
@@ -624,7 +629,7 @@ class CommandLineTests(unittest.SynchronousTestCase):
         self.assertEqual(config.limits.maxAssociationsPerHost, 16)
         self.assertEqual(config.entities[0].title, "DICOMD")
         self.assertEqual(config.limits.idleTimeout, 7)
-        self.assertEqual(config.entities[0].storage.outputDirectory, os.path.join(home, "a"))
+        self.assertEqual(config.entities[0].storage.outputDirectory, os.path.abspath("a"))
 
 
 # -- SIGHUP ------------------------------------------------------------------------------
