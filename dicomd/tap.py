@@ -15,6 +15,7 @@ strings, repeatable with C{--listen}.  Storage options have storescp's
 long names and meanings.
 """
 
+import sys
 from dataclasses import replace
 
 from twisted.application import service
@@ -25,6 +26,7 @@ from dicomd import observers
 from dicomd.actions import UnsafeCommand, shellCommand
 from dicomd.cli.common import TRANSFER_SYNTAX_OPTIONS
 from dicomd.cli.logs import LEVELS
+from dicomd.cli.options import versions
 from dicomd.config import DEFAULT_DIRECTORY, ConfigError, DaemonConfig, PeerConfig, checkEndpoint, readConfig
 from dicomd.daemon import DicomdService
 from dicomd.startup import StartupError
@@ -143,6 +145,14 @@ class DaemonOptions(usage.Options):
         usage.Options.__init__(self)
         self["listen"] = []
         self["peers"] = []
+
+    def opt_version(self):
+        """
+        Display the versions of dicomd, pydicom, Twisted and Python, and
+        exit.
+        """
+        sys.stdout.write(versions("twistd dicomd"))
+        sys.exit(0)
 
     def opt_listen(self, endpoint):
         """

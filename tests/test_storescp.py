@@ -1084,7 +1084,7 @@ class FrontDoorTests(_Mixin, unittest.TestCase):
         ]
         positions = [result.stdout.index(group) for group in groups]
         self.assertEqual(positions, sorted(positions))
-        for text in ("-xcr", "--exec-on-reception", "--sort-on-patientname", "+xa", "--accept-all", "usage: storescp"):
+        for text in ("-xcr", "--exec-on-reception", "--sort-on-patientname", "+xa", "--accept-all", "usage: dicomd storescp [options] [port]"):
             self.assertIn(text, result.stdout)
 
     @defer.inlineCallbacks

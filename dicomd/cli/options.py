@@ -121,7 +121,12 @@ class CommandLine:
     """
     A DCMTK-style command line: positional parameters and grouped options.
 
+    @ivar program: how it is invoked, such as C{"dicomd storescp"}, for the
+        help and the messages.
     @ivar defaults: the parsed dict's value for each C{dest} not given.
+    @ivar helpWithoutArguments: run without any argument, print the help
+        and exit 0, as DCMTK's tools with required parameters do (storescp,
+        whose port is optional, does too; dcmqrscp runs).
     """
 
     program: str
@@ -129,6 +134,7 @@ class CommandLine:
     parameters: List[Parameter]
     groups: List[Tuple[str, List[Option]]]
     defaults: Dict[str, Any] = field(default_factory=dict)
+    helpWithoutArguments: bool = False
 
     def __post_init__(self):
         self._byName = {}
@@ -235,6 +241,27 @@ def _isNumber(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def versions(program: str) -> str:
+    """
+    What C{--version} prints: C{program} with dicomd's version, then the
+    versions of what it runs on (pydicom, Twisted, Python), one a line.
+    """
+    import platform
+
+    import pydicom
+    from twisted import version as twistedVersion
+
+    from dicomd import __version__
+
+    return "%s %s\npydicom %s\nTwisted %s\nPython %s\n" % (
+        program,
+        __version__,
+        pydicom.__version__,
+        twistedVersion.short(),
+        platform.python_version(),
+    )
 
 
 def logLevel(text: str) -> str:

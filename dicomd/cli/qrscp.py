@@ -133,7 +133,7 @@ def defaultDatabase(config) -> Optional[str]:
 
 
 COMMAND_LINE = CommandFileCommandLine(
-    "qrscp",
+    "dicomd qrscp",
     "DICOM image archive (central test node)",
     [Parameter("port", "tcp/ip port number to listen on (default: in config file)", integer(1, 65535), required=False)],
     [

@@ -30,7 +30,7 @@ from dicomd.cli.qrscp import defaultDatabase
 DEFAULT_AE_TITLE = "DICOMD"
 
 COMMAND_LINE = CommandLine(
-    "reindex",
+    "dicomd reindex",
     "rebuild the archive index of a storage area from its files",
     [Parameter("directory", "the storage area's directory")],
     [

@@ -82,7 +82,7 @@ UNSUPPORTED = UnsupportedOptions()
 
 
 COMMAND_LINE = CommandFileCommandLine(
-    "storescp",
+    "dicomd storescp",
     "DICOM storage (C-STORE) SCP",
     [Parameter("port", "tcp/ip port number to listen on", integer(1, 65535), required=False)],
     [
@@ -180,6 +180,7 @@ COMMAND_LINE = CommandFileCommandLine(
         ),
     ],
     defaults={"aetitle": "STORESCP", "maxPDU": 131072, "acseTimeout": 30, "socketTimeout": 60, "outputDirectory": ".", "compressionLevel": 6},
+    helpWithoutArguments=True,
 )
 
 def validate(values) -> None:
