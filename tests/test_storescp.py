@@ -784,6 +784,25 @@ class EventTests(_Mixin, unittest.TestCase):
         )
 
     @defer.inlineCallbacks
+    def test_objectSentAgainCountedOnce(self):
+        """
+        A study whose object is sent twice ends with a line counting the
+        objects received and the files they are, and -rns renames each
+        file once.
+        """
+        files = makeDirectory(self)
+        study = generate_uid()
+        a = writeObject(files, "a.dcm", studyInstanceUID=study)[0]
+        b = writeObject(files, "b.dcm", studyInstanceUID=study)[0]
+        server = yield startStorescp(self, "-su", "", "-rns", "-tos", "600")
+        result = yield storescu(server, [a, b, a])
+        self.assertSent(result, 3)
+        yield server.stop()
+        self.assertIn("End of study %s (3 objects received, 2 files): " % (study,), server.output)
+        self.assertEqual(sorted(os.listdir(os.path.join(server.outputDirectory, study))), ["CT000001", "CT000002"])
+        self.assertNotIn("Traceback", server.output)
+
+    @defer.inlineCallbacks
     def test_parallelAssociationsOfOneAETitle(self):
         """Two storescu under one AE title sending two studies at once, interleaved: -xcs runs once per study, not at each switch."""
         files = makeDirectory(self)
