@@ -112,6 +112,19 @@ class ReindexTests(unittest.TestCase):
         self.assertEqual(values["database"], os.path.join(os.path.dirname(directory), INDEX_FILE))
         self.assertEqual(storedPaths(values["database"], "AREA"), sorted(relative))
 
+    def test_emptyAETable(self):
+        """
+        With C{-c} naming a file whose AETable is empty, there is no index
+        to default to: C{-db} must name it.
+        """
+        directory, _ = storageArea(self)
+        config = os.path.join(makeDirectory(self), "dcmqrscp.cfg")
+        with open(config, "w") as f:
+            f.write("AETable BEGIN\nAETable END\n")
+        values = reindex.COMMAND_LINE.parse(["-c", config, "-aet", "AREA", directory])
+        error = self.assertRaises(UsageError, reindex.validate, values)
+        self.assertEqual(str(error), "%s has an empty AETable, so no index: name it with -db" % (config,))
+
     def test_directoryNotInConfig(self):
         """
         With C{-c}, a directory that is no AE's storage area is an error.

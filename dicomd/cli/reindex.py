@@ -74,6 +74,8 @@ def validate(values) -> None:
     except ConfigError as e:
         raise UsageError("bad config file: %s" % (e,))
     values["database"] = values.get("database") or defaultDatabase(config)
+    if values["database"] is None:
+        raise UsageError("%s has an empty AETable, so no index: name it with -db" % (configFile,))
     if values.get("aetitle") is None:
         owners = [title for title, entry in config.aeTable.items() if _same(entry.storageArea, directory)]
         if not owners:
