@@ -401,15 +401,16 @@ class DicomdService(service.MultiService):
 
     def _checkWritable(self, config: DaemonConfig) -> None:
         """
-        Check that every storing AE's directory, and the index database,
-        can be written (creating the directories that do not exist yet).
+        Check that every storing AE's directory can be written, creating
+        those that do not exist yet.  (The index database is checked once,
+        at start: opening and closing it while SQLite has it open would
+        drop SQLite's locks, which POSIX ties to the process and the file.)
 
         @raise dicomd.startup.CannotWrite: one cannot; the message names it.
         """
         for entity in config.entities:
             if entity.writable and not entity.storage.ignore:
                 writableDirectory(entity.storage.outputDirectory, "the storage directory of AE %s" % (entity.title,))
-        writableDatabase(self.archive.path)
 
     def _checkRestartOnly(self, config: DaemonConfig) -> None:
         old = self.config
@@ -437,10 +438,10 @@ class DicomdService(service.MultiService):
 
     def startService(self) -> None:
         """
-        Check what must be written (L{_checkWritable}), log where each AE
-        stores and where the index is, start the services, and handle
-        SIGHUP (reload) and, until the reactor runs and installs its own
-        handler, SIGTERM.
+        Check what must be written (L{_checkWritable}, and the index
+        database), log where each AE stores and where the index is, start
+        the services, and handle SIGHUP (reload) and, until the reactor
+        runs and installs its own handler, SIGTERM.
 
         The check runs here, not when the service is built, because twistd
         starts services as the user they serve as (after C{--uid}).
@@ -456,6 +457,7 @@ class DicomdService(service.MultiService):
             written, or the index is not an SQLite database.
         """
         self._checkWritable(self.config)
+        writableDatabase(self.archive.path)
         for entity in self.config.entities:
             if entity.writable and not entity.storage.ignore:
                 self.log.info("AE {title} stores under {directory}", title=entity.title, directory=os.path.abspath(entity.storage.outputDirectory))

@@ -781,6 +781,33 @@ class ReloadTests(DaemonTestCase):
         yield daemon.waitForOutput(r"SIGHUP: not reloading.*%s, line 2: .*not valid TOML" % (re.escape(path),), timeout=20)
         yield self.assertStores(daemon.port, "BETA", os.path.join(home, "beta"), daemon=daemon)
 
+    @defer.inlineCallbacks
+    def test_unwritableDirectoryRefused(self):
+        """
+        SIGHUP with a file whose new AE's directory cannot be written is
+        refused with a line naming the directory and why; the AEs in force
+        keep serving.
+        """
+        home = makeDirectory(self)
+        path = os.path.join(home, "dicomd.toml")
+        daemon = yield startConfigured(self, configWriter(home, twoEntityConfig(home)))
+        blocker = os.path.join(home, "afile")
+        with open(blocker, "w") as f:
+            f.write("not a directory\n")
+        directory = os.path.join(blocker, "gamma")
+        text = twoEntityConfig(home) % {"port": daemon.port}
+        text += '\n[[ae]]\ntitle = "GAMMA"\ndirectory = "%s"\n' % (directory,)
+        with open(path, "w") as f:
+            f.write(text)
+        daemon.signalProcess("HUP")
+        yield daemon.waitForOutput(
+            r"SIGHUP: not reloading %s: cannot write %s \(the storage directory of AE GAMMA\): %s is not a directory$"
+            % (re.escape(path), re.escape(directory), re.escape(blocker)),
+            timeout=20,
+        )
+        self.assertNotIn("SIGHUP: reloaded", daemon.output)
+        yield self.assertStores(daemon.port, "BETA", os.path.join(home, "beta"), daemon=daemon)
+
 
 # -- SIGTERM -------------------------------------------------------------------------------
 
