@@ -313,6 +313,9 @@ class UnindexedFilesTests(DaemonTestCase):
             yield daemon.whenEnded()
             yield sender.whenEnded()
             restarted = yield startDaemon(self, *daemonOptions(data))
+            # The port accepts once listening, before the start (and its
+            # recovery) is over; an answered C-ECHO comes after it.
+            yield runCommand([dcmtk("echoscu"), LOCALHOST, str(restarted.port)], env=dcmtkEnvironment())
             context = "round %d, killed after %d acknowledgements (seed %d)" % (round, killAfter, seed)
             self.assertEqual(sorted(finalFiles(data)), sorted(indexedInstances(data).values()), context)
             indexed = indexedInstances(data)
