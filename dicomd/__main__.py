@@ -1,11 +1,16 @@
 """
-The C{dicomd} command: DCMTK-compatible front doors.
+The C{dicomd} command: DCMTK-compatible front doors, and the examples.
 
     dicomd echoscu [options] peer port
     dicomd storescu [options] peer port dcmfile-in...
     dicomd storescp [options] [port]
     dicomd qrscp [options] [port]
     dicomd reindex [options] directory
+    dicomd example-config [name]
+    dicomd --version
+
+The daemon (any number of AEs, a configuration file, reload, a status
+page) is C{twistd dicomd}.
 """
 
 import gc
@@ -13,23 +18,32 @@ import sys
 
 from twisted.internet import task
 
-from dicomd import __version__
 from dicomd.cli import logs
-from dicomd.cli.options import UsageError
+from dicomd.cli.options import CannotStart, UsageError, versions
 
-#: Subcommand name -> module with C{COMMAND_LINE} and C{run(reactor, values)}.
+#: Subcommand name -> (module with C{COMMAND_LINE} and C{run(reactor,
+#: values)}, what it does).
 COMMANDS = {
-    "echoscu": "dicomd.cli.echoscu",
-    "storescu": "dicomd.cli.storescu",
-    "storescp": "dicomd.cli.storescp",
-    "qrscp": "dicomd.cli.qrscp",
-    "reindex": "dicomd.cli.reindex",
+    "echoscu": ("dicomd.cli.echoscu", "verify a peer with C-ECHO (DCMTK's echoscu)"),
+    "storescu": ("dicomd.cli.storescu", "send DICOM files (DCMTK's storescu)"),
+    "storescp": ("dicomd.cli.storescp", "receive and store DICOM objects (DCMTK's storescp)"),
+    "qrscp": ("dicomd.cli.qrscp", "image archive: storage, query and retrieve (DCMTK's dcmqrscp and its dcmqrscp.cfg)"),
+    "reindex": ("dicomd.cli.reindex", "rebuild the index of a storage area from its files"),
+    "example-config": ("dicomd.cli.examples", "print an example configuration file"),
 }
 
 
 def _usage() -> str:
-    return "usage: dicomd COMMAND [options] ...\n\ncommands:\n" + "".join(
-        "  %s\n" % name for name in sorted(COMMANDS)
+    return (
+        "usage: dicomd COMMAND [options] ...\n"
+        "       dicomd --version\n"
+        "\n"
+        "commands:\n"
+        + "".join("  %-16s%s\n" % (name, description) for name, (_, description) in COMMANDS.items())
+        + "\n"
+        "Each command's options: dicomd COMMAND --help.\n"
+        "The daemon (several AEs, a configuration file, reload, a status page)\n"
+        "runs under twistd: twistd -n dicomd --help.\n"
     )
 
 
@@ -38,25 +52,36 @@ def main(argv=None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         sys.stdout.write(_usage())
         sys.exit(0 if argv else 1)
+    if argv[0] == "--version":
+        sys.stdout.write(versions("dicomd"))
+        sys.exit(0)
     name = argv[0]
     if name not in COMMANDS:
-        sys.stderr.write("dicomd: unknown command %r\n%s" % (name, _usage()))
+        sys.stderr.write("dicomd: unknown command %r\nTry 'dicomd --help' for the list of commands.\n" % (name,))
         sys.exit(1)
-    module = __import__(COMMANDS[name], fromlist=["run"])
+    module = __import__(COMMANDS[name][0], fromlist=["run"])
     commandLine = module.COMMAND_LINE
+    if not argv[1:] and commandLine.helpWithoutArguments:
+        # DCMTK's tools with required parameters print their help when
+        # run without arguments, and exit 0.
+        sys.stdout.write(commandLine.help())
+        sys.exit(0)
     try:
         values = commandLine.parse(argv[1:])
         if not (values.get("help") or values.get("version")):
             getattr(module, "validate", lambda values: None)(values)
     except UsageError as e:
-        sys.stderr.write("dicomd %s: %s\n" % (name, e))
-        sys.stderr.write("Try 'dicomd %s --help' for more information.\n" % (name,))
+        sys.stderr.write("%s: %s\n" % (commandLine.program, e))
+        sys.stderr.write("Try '%s --help' for more information.\n" % (commandLine.program,))
         sys.exit(1)
+    except CannotStart as e:
+        sys.stderr.write("%s: %s\n" % (commandLine.program, e))
+        sys.exit(e.status)
     if values.get("help"):
         sys.stdout.write(commandLine.help())
         sys.exit(0)
     if values.get("version"):
-        sys.stdout.write("dicomd %s %s\n" % (name, __version__))
+        sys.stdout.write(versions(commandLine.program))
         sys.exit(0)
     logs.startLogging(logs.levelFromOptions(values))
     try:

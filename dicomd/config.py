@@ -331,7 +331,21 @@ class _Reader:
         return value
 
     def _path(self, value: str) -> str:
+        """
+        A file dicomd reads (a profile, a TLS key or certificate): relative
+        to the configuration file's directory, where such files live.
+        """
         return os.path.normpath(os.path.join(self.base, os.path.expanduser(value)))
+
+    @staticmethod
+    def _dataPath(value: str) -> str:
+        """
+        A place dicomd writes (a storage directory, the index database):
+        relative to the working directory, as C{--output-directory} is and
+        as C{dicomd-data} is without a file, so that a configuration file
+        never writes beside itself (into C{/etc}, or a source tree).
+        """
+        return os.path.abspath(os.path.expanduser(value))
 
     def _aeTitle(self, key: str, value) -> str:
         """
@@ -377,7 +391,7 @@ class _Reader:
         entityTables = self._get(document, "", "ae", list, None)
         if entityTables is None:
             storage = replace(
-                EntityConfig().storage, outputDirectory=self._path(DEFAULT_DIRECTORY), fileMode=fileMode, directoryMode=directoryMode
+                EntityConfig().storage, outputDirectory=self._dataPath(DEFAULT_DIRECTORY), fileMode=fileMode, directoryMode=directoryMode
             )
             entities = [EntityConfig(storage=storage)]
         else:
@@ -404,8 +418,8 @@ class _Reader:
             entities=entities,
             peers=peers,
             limits=limits,
-            database=self._path(database) if database else None,
-            stateDirectory=self._path(stateDirectory) if stateDirectory else None,
+            database=self._dataPath(database) if database else None,
+            stateDirectory=self._dataPath(stateDirectory) if stateDirectory else None,
             status=status,
             answerAnyCalledAETitle=self._get(document, "", "answer-any-called-ae", bool, True),
             fileMode=fileMode,
@@ -503,7 +517,7 @@ class _Reader:
         if "title" not in table:
             raise self.error(key, "an [[ae]] needs a title")
         title = self._aeTitle(self._key(key, "title"), self._get(table, key, "title", str, None))
-        directory = self._path(self._get(table, key, "directory", str, DEFAULT_DIRECTORY))
+        directory = self._dataPath(self._get(table, key, "directory", str, DEFAULT_DIRECTORY))
         access = self._get(table, key, "access", str, "RW").upper()
         if access not in ("R", "W", "RW", "WR"):
             raise self.error(self._key(key, "access"), "expected R, W or RW, not %r" % (access,))

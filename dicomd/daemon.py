@@ -26,11 +26,12 @@ import ipaddress
 import os
 import signal
 import socket
+import sqlite3
 from dataclasses import replace
 from typing import Callable, Dict, List, Optional
 
 from twisted.application import service, strports
-from twisted.internet import defer
+from twisted.internet import defer, error
 from twisted.logger import Logger
 from twisted.web import server
 
@@ -40,6 +41,7 @@ from dicomd.archive.service import INDEX_FILE, Archive, Peer, QueryRetrieveOptio
 from dicomd.asconfig import acceptorPolicy, readProfiles
 from dicomd.config import ConfigError, DaemonConfig, EntityConfig, readConfig
 from dicomd.net.acceptor import AcceptorFactory
+from dicomd.startup import StartupError, writableDatabase, writableDirectory
 from dicomd.status import Statistics, StatusResource
 from dicomd.storage.receiver import AreaService, buildReceiver
 from dicomd.storage.state import defaultStateDirectory
@@ -253,11 +255,15 @@ class DicomdService(service.MultiService):
         )
         self._setEntities(config)
         self.listening = [strports.service(description, self.factory) for description in config.listen]
+        #: Each listening service (the status page's too) -> its endpoint string.
+        self._endpoints = dict(zip(self.listening, config.listen))
         for listener in self.listening:
             listener.setServiceParent(self)
         if config.status:
             page = StatusResource(self.statistics, [self.factory], self.pendingStudies, reactor, titles=lambda: list(self.entityServices))
-            strports.service(config.status, server.Site(page)).setServiceParent(self)
+            statusPage = strports.service(config.status, server.Site(page))
+            self._endpoints[statusPage] = config.status
+            statusPage.setServiceParent(self)
 
     def _destinations(self, config: DaemonConfig, callingAETitle: str):
         peers = [Peer(peer.title, peer.host, peer.port, peer.tls) for peer in config.peers]
@@ -437,6 +443,7 @@ class DicomdService(service.MultiService):
             return False
         try:
             self._checkRestartOnly(config)
+            self._checkWritable(config)
             self._setEntities(config)
         except Exception as e:
             self.log.error("SIGHUP: not reloading {path}: {error}", path=path, error=str(e))
@@ -453,6 +460,21 @@ class DicomdService(service.MultiService):
         self.log.info("SIGHUP: reloaded {path}", path=path)
         return True
 
+    def _checkWritable(self, config: DaemonConfig) -> None:
+        """
+        Check that every storing AE's directory can be written, creating
+        those that do not exist yet.  (The index database is checked once,
+        at start: opening and closing it while SQLite has it open would
+        drop SQLite's locks, which POSIX ties to the process and the file.)
+
+        @raise dicomd.startup.CannotWrite: one cannot; the message names it.
+        """
+        for entity in config.entities:
+            if entity.writable and not entity.storage.ignore:
+                writableDirectory(
+                    entity.storage.outputDirectory, "the storage directory of AE %s" % (entity.title,), mode=entity.storage.directoryMode
+                )
+
     def _checkRestartOnly(self, config: DaemonConfig) -> None:
         old = self.config
         for name, key in (("listen", "listen"), ("status", "status"), ("database", "database"), ("stateDirectory", "state-directory")):
@@ -461,10 +483,31 @@ class DicomdService(service.MultiService):
         if config.limits.maxPDU != old.limits.maxPDU:
             self.log.warn("SIGHUP: max-pdu changed; new AEs use it, a restart applies it everywhere")
 
+    def privilegedStartService(self) -> None:
+        """
+        Listen on every endpoint: twistd does this before it drops
+        privileges (C{--uid}), so that port 104 can be opened.
+
+        @raise StartupError: an endpoint cannot listen (the port is in use,
+            or privileged); the message names it.
+        """
+        service.Service.privilegedStartService(self)
+        for child in self:
+            try:
+                child.privilegedStartService()
+            except error.CannotListenError as e:
+                why = getattr(e.socketError, "strerror", None) or str(e.socketError)
+                raise StartupError("cannot listen on %s: %s" % (self._endpoints[child], why))
+
     def startService(self) -> None:
         """
-        Start the services, and handle SIGHUP (reload) and, until the
-        reactor runs and installs its own handler, SIGTERM.
+        Check what must be written (L{_checkWritable}, and the index
+        database), log where each AE stores and where the index is, start
+        the services, and handle SIGHUP (reload) and, until the reactor
+        runs and installs its own handler, SIGTERM.
+
+        The check runs here, not when the service is built, because twistd
+        starts services as the user they serve as (after C{--uid}).
 
         twistd starts the services before it runs the reactor, and only
         C{reactor.run()} installs the SIGTERM handler: a SIGTERM in
@@ -473,12 +516,23 @@ class DicomdService(service.MultiService):
         reactor's own handler, installed now, asks for the same stop once
         the reactor runs.
 
-        The index's directory (by default the first AE's storage area) is
-        made first, with the configured mode: the archive would make it
-        with the umask's alone.
+        The storage directories and the index's directory (by default the
+        first AE's storage area) are made first, with the configured mode:
+        the archive would make the index's with the umask's alone.
+
+        @raise StartupError: a storage directory or the index cannot be
+            written, or the index is not an SQLite database.
         """
-        os.makedirs(os.path.dirname(os.path.abspath(self.archive.path)), self.config.directoryMode, exist_ok=True)
-        service.MultiService.startService(self)
+        self._checkWritable(self.config)
+        writableDatabase(self.archive.path, mode=self.config.directoryMode)
+        for entity in self.config.entities:
+            if entity.writable and not entity.storage.ignore:
+                self.log.info("AE {title} stores under {directory}", title=entity.title, directory=os.path.abspath(entity.storage.outputDirectory))
+        self.log.info("Index database: {path}", path=os.path.abspath(self.archive.path))
+        try:
+            service.MultiService.startService(self)
+        except sqlite3.Error as e:
+            raise StartupError("cannot open %s (the index database): %s" % (self.archive.path, e))
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda number, frame: self.reactor.callFromThread(self.reload))
         sigTerm = getattr(self.reactor, "sigTerm", None)

@@ -16,16 +16,21 @@ long names and meanings.
 """
 
 import os
+import sys
 from dataclasses import replace
 
+from twisted.application import service
+from twisted.logger import Logger
 from twisted.python import usage
 
 from dicomd import observers
 from dicomd.actions import UnsafeCommand, shellCommand
 from dicomd.cli.common import TRANSFER_SYNTAX_OPTIONS
 from dicomd.cli.logs import LEVELS
+from dicomd.cli.options import versions
 from dicomd.config import DEFAULT_DIRECTORY, ConfigError, DaemonConfig, PeerConfig, checkEndpoint, readConfig
 from dicomd.daemon import DicomdService
+from dicomd.startup import StartupError
 from dicomd.storage import naming, recode
 from dicomd.storage.receiver import SORT_PATIENT_NAME, SORT_STUDY_UID, SORT_TIMESTAMP
 from dicomd.ul.negotiation import ACCEPTOR_PREFERENCES
@@ -83,9 +88,17 @@ def _positive(name, convert=int):
     return check
 
 
-class Options(usage.Options):
+class ConfigFileError(usage.UsageError):
     """
-    Options of C{twistd dicomd}.
+    The configuration file of C{--config} cannot be used; the message
+    names the file, the line and the key.
+    """
+
+
+class DaemonOptions(usage.Options):
+    """
+    Options of C{twistd dicomd}, parsed as L{usage.Options} does: a
+    mistake raises L{usage.UsageError}.  twistd uses L{Options}.
     """
 
     synopsis = "[options]"
@@ -95,7 +108,7 @@ class Options(usage.Options):
     )
 
     optParameters = [
-        ["config", "c", None, "Read this configuration file (TOML; see etc/dicomd.toml)."],
+        ["config", "c", None, "Read this configuration file (TOML; 'dicomd example-config dicomd.toml' prints a commented one)."],
         ["status", None, None, "Serve the status page (JSON at /, Prometheus at /metrics) on this endpoint."],
         ["aetitle", "a", None, "Our AE title (default: DICOMD)."],
         ["max-pdu", None, None, "Maximum P-DATA-TF length we receive (4096..131072, or 0 for no limit; default 131072, the most DCMTK sends).", int],
@@ -134,6 +147,14 @@ class Options(usage.Options):
         usage.Options.__init__(self)
         self["listen"] = []
         self["peers"] = []
+
+    def opt_version(self):
+        """
+        Display the versions of dicomd, pydicom, Twisted and Python, and
+        exit.
+        """
+        sys.stdout.write(versions("twistd dicomd"))
+        sys.exit(0)
 
     def opt_listen(self, endpoint):
         """
@@ -194,7 +215,7 @@ class Options(usage.Options):
         try:
             self["base"] = readConfig(self["config"]) if self["config"] else DaemonConfig()
         except ConfigError as e:
-            raise usage.UsageError(str(e))
+            raise ConfigFileError(str(e))
 
     def _setLogLevel(self) -> None:
         if self["log-level"] is not None and self["log-level"] not in LEVELS:
@@ -330,9 +351,70 @@ class Options(usage.Options):
         return None if options.isIdentity else recode.recoder(options)
 
 
-def makeService(options) -> DicomdService:
+class Options(DaemonOptions):
+    """
+    Options of C{twistd dicomd} as twistd parses them (the plugin takes
+    this module's C{Options}): a mistake ends the process with its message
+    alone, exit status 1.
+
+    twistd answers a L{usage.UsageError} with its whole usage text, the
+    plugin's options included (over a hundred lines), before the message.
+    A L{SystemExit} carrying the message is printed as it is, on standard
+    error, before logging starts (as L{usage.Options.opt_help} ends the
+    process from C{parseOptions} too).  A configuration file's mistake is
+    one line (file, line, key); a command line's is followed by where to
+    find the usage.
+    """
+
+    def parseOptions(self, options=None):
+        try:
+            DaemonOptions.parseOptions(self, options)
+        except ConfigFileError as e:
+            raise SystemExit("twistd dicomd: %s" % (e,))
+        except usage.UsageError as e:
+            raise SystemExit("twistd dicomd: %s\nTry 'twistd dicomd --help' for usage." % (e,))
+
+
+class TwistdService(service.MultiService):
+    """
+    What C{twistd dicomd} runs: the L{DicomdService}, ending the process
+    with one log line when it cannot start.
+
+    twistd answers any exception raised while services start with a
+    traceback (some thirty lines for a port in use).  A L{StartupError}
+    (a port in use, a directory that cannot be written) is the user's to
+    fix, not a bug: its message is logged as one critical line, and the
+    process exits with status 1.  (Run as a daemon, without C{-n}, twistd
+    then says "An error has occurred" and points to its log file, where
+    that line is.)
+
+    @ivar daemon: the L{DicomdService}.
+    """
+
+    log = Logger()
+
+    def __init__(self, daemon: DicomdService):
+        service.MultiService.__init__(self)
+        self.daemon = daemon
+        daemon.setServiceParent(self)
+
+    def privilegedStartService(self) -> None:
+        self._orExit(service.MultiService.privilegedStartService)
+
+    def startService(self) -> None:
+        self._orExit(service.MultiService.startService)
+
+    def _orExit(self, start) -> None:
+        try:
+            start(self)
+        except StartupError as e:
+            self.log.critical("{error}", error=str(e))
+            raise SystemExit(1)
+
+
+def makeService(options) -> TwistdService:
     """
     Build the daemon from the configuration file (or the embedded
     defaults) with the command line's overrides.
     """
-    return DicomdService(options["base"], overrides=options.overrides)
+    return TwistdService(DicomdService(options["base"], overrides=options.overrides))

@@ -83,7 +83,6 @@ class ExampleFileTests(_ConfigFileMixin, unittest.TestCase):
         Every key the example sets has the value its comment gives.
         """
         config = readConfig(EXAMPLE)
-        base = os.path.dirname(EXAMPLE)
         self.assertEqual(config.path, EXAMPLE)
         self.assertEqual(config.listen, ("tcp:11112",))
         self.assertIsNone(config.status)
@@ -120,7 +119,7 @@ class ExampleFileTests(_ConfigFileMixin, unittest.TestCase):
         self.assertEqual(
             entity.storage,
             StorageOptions(
-                outputDirectory=os.path.join(base, "dicomd-data"),
+                outputDirectory=os.path.abspath("dicomd-data"),
                 ignore=False,
                 fileNames=naming.FileNameScheme.INSTANCE_UID,
                 extension="",
@@ -164,7 +163,7 @@ class ExampleFileTests(_ConfigFileMixin, unittest.TestCase):
             f.write("\n".join(lines) + "\n")
         config = readConfig(path)
         self.assertEqual(config.status, "tcp:8080:interface=127.0.0.1")
-        self.assertEqual(config.database, os.path.join(self.directory, "dicomd-data", ".dicomd-index.sqlite"))
+        self.assertEqual(config.database, os.path.abspath(os.path.join("dicomd-data", ".dicomd-index.sqlite")))
         [entity] = config.entities
         self.assertEqual(entity.callingAETitles, ("CT01", "MR02", "PACS"))
         self.assertEqual([str(host) for host in entity.hosts], ["127.0.0.1/32", "10.1.0.0/16", "modality.example.org"])
@@ -201,7 +200,7 @@ class DefaultsTests(_ConfigFileMixin, unittest.TestCase):
     def test_emptyFile(self):
         """
         An empty file is the daemon's quick-start configuration, its data
-        directory beside the file.
+        directory in the working directory (as without a file).
         """
         path = self.write("")
         config = readConfig(path)
@@ -211,7 +210,7 @@ class DefaultsTests(_ConfigFileMixin, unittest.TestCase):
         self.assertEqual(config.path, path)
         [entity] = config.entities
         self.assertEqual(entity.title, "DICOMD")
-        self.assertEqual(entity.storage.outputDirectory, os.path.join(self.directory, DEFAULT_DIRECTORY))
+        self.assertEqual(entity.storage.outputDirectory, os.path.abspath(DEFAULT_DIRECTORY))
         self.assertEqual(entity.storage.sortMode, SORT_STUDY_UID)
 
     def test_entityDefaults(self):
@@ -227,7 +226,7 @@ class DefaultsTests(_ConfigFileMixin, unittest.TestCase):
         [entity] = config.entities
         expected = EntityConfig(
             title="ARCHIVE",
-            storage=StorageOptions(outputDirectory=os.path.join(self.directory, DEFAULT_DIRECTORY), sortMode=SORT_STUDY_UID),
+            storage=StorageOptions(outputDirectory=os.path.abspath(DEFAULT_DIRECTORY), sortMode=SORT_STUDY_UID),
         )
         self.assertEqual(entity, expected)
 
@@ -347,7 +346,7 @@ class ValuesTests(_ConfigFileMixin, unittest.TestCase):
         self.assertEqual(store.access, "W")
         self.assertTrue(store.writable)
         self.assertFalse(store.readable)
-        self.assertEqual(store.storage.outputDirectory, os.path.join(self.directory, "store"))
+        self.assertEqual(store.storage.outputDirectory, os.path.abspath("store"))
         self.assertEqual(store.storage.sortMode, SORT_TIMESTAMP)
         self.assertEqual(store.storage.sortPrefix, "ST")
         self.assertEqual(store.storage.fileNames, naming.FileNameScheme.UNIQUE)
@@ -502,8 +501,11 @@ class ValuesTests(_ConfigFileMixin, unittest.TestCase):
 
     def test_relativePaths(self):
         """
-        Relative paths are relative to the file's directory, whatever the
-        working directory; C{~} is the home directory; absolute paths stay.
+        The paths of files dicomd reads (a profile) are relative to the
+        file's directory; the places it writes (storage directories, the
+        database) to the working directory, as --output-directory is, so
+        that an example file never writes beside itself; C{~} is the home
+        directory; absolute paths stay.
         """
         os.makedirs(os.path.join(self.directory, "conf"))
         shutil.copy(ASCONFIG, os.path.join(self.directory, "conf", "as.cfg"))
@@ -523,16 +525,18 @@ class ValuesTests(_ConfigFileMixin, unittest.TestCase):
             """,
             name="conf/dicomd.toml",
         )
+        work = os.path.join(self.directory, "work")
+        os.makedirs(work)
         cwd = os.getcwd()
-        os.chdir("/")
+        os.chdir(work)
         try:
-            config = readConfig(os.path.relpath(path, "/"))
+            config = readConfig(os.path.relpath(path, work))
         finally:
             os.chdir(cwd)
         conf = os.path.join(self.directory, "conf")
         self.assertEqual(config.path, path)
         self.assertEqual(config.database, os.path.join(self.directory, "index", "db.sqlite"))
-        self.assertEqual(config.entities[0].storage.outputDirectory, os.path.join(conf, "data", "a"))
+        self.assertEqual(config.entities[0].storage.outputDirectory, os.path.join(work, "data", "a"))
         self.assertEqual(config.entities[0].profile, (os.path.join(conf, "as.cfg"), "Default"))
         self.assertEqual(config.entities[1].storage.outputDirectory, "/srv/dicom/b")
         self.assertEqual(config.entities[2].storage.outputDirectory, os.path.expanduser("~/c"))
@@ -1229,8 +1233,8 @@ class OptionsTests(_ConfigFileMixin, unittest.TestCase):
     The options of C{twistd dicomd} and how they override the file.
     """
 
-    def options(self, *argv) -> tap.Options:
-        options = tap.Options()
+    def options(self, *argv) -> tap.DaemonOptions:
+        options = tap.DaemonOptions()
         options.parseOptions(list(argv))
         return options
 
@@ -1298,7 +1302,7 @@ class OptionsTests(_ConfigFileMixin, unittest.TestCase):
         self.assertIsNone(first.storage.sortMode)
         self.assertEqual(first.transferSyntaxes, ACCEPTOR_PREFERENCES["+xi"])
         self.assertEqual(second.title, "SECOND")
-        self.assertEqual(second.storage.outputDirectory, os.path.join(self.directory, "second"))
+        self.assertEqual(second.storage.outputDirectory, os.path.abspath("second"))
         self.assertEqual(second.storage.sortMode, SORT_STUDY_UID)
         self.assertEqual([peer.title for peer in config.peers], ["PACS", "VIEWER"])
 

@@ -85,6 +85,12 @@ SIZE = 1024
 #: The uid and gid the privilege test drops to (nobody, nogroup).
 NOBODY = 65534
 
+#: The keys an [[ae]] table knows, as the unknown key message lists them.
+ENTITY_KEYS = [
+    "title", "directory", "access", "transfer-syntaxes", "profile", "promiscuous", "query-retrieve",
+    "get", "models", "calling-ae-titles", "hosts", "quota", "storage", "actions",
+]
+
 
 # -- files -----------------------------------------------------------------------------
 
@@ -376,26 +382,31 @@ class ConfigurationFileTests(DaemonTestCase):
         """
         A copy of etc/dicomd.toml, unchanged but for the port given with
         --listen, starts: echoscu succeeds, and storescu stores into
-        dicomd-data/ beside the file (relative paths are relative to it,
-        not to the working directory), indexed there.
+        dicomd-data/ in the working directory (where data paths are
+        relative to, so that trying the example does not write beside it,
+        into etc/), indexed there; the log says where.
         """
         home = makeDirectory(self)
+        work = makeDirectory(self)
         config = shutil.copy(EXAMPLE, os.path.join(home, "dicomd.toml"))
         daemon = yield startPeer(
             self,
             lambda port: TWISTD
             + ["-n", "--pidfile=", "dicomd", "--config", config, "--listen", "tcp:%d:interface=%s" % (port, LOCALHOST)],
             env=pythonEnvironment(),
-            cwd=makeDirectory(self),
+            cwd=work,
             name="twistd dicomd",
             startTimeout=30,
         )
+        data = os.path.join(work, "dicomd-data")
+        yield daemon.waitForOutput(r"AE DICOMD stores under %s$" % (re.escape(data),))
+        yield daemon.waitForOutput(r"Index database: %s$" % (re.escape(os.path.join(data, ".dicomd-index.sqlite")),))
         echo = yield echoscu(daemon.port, "DICOMD")
         self.assertEqual(echo.exitCode, 0, echo.describe() + daemon.describe())
         self.assertIn("Received Echo Response (Success)", echo.output)
-        data = os.path.join(home, "dicomd-data")
         uids = yield self.assertStores(daemon.port, "DICOMD", data, daemon=daemon)
         self.assertEqual(sorted(indexedInstances(data)), uids)
+        self.assertEqual(os.listdir(home), ["dicomd.toml"])
         yield daemon.waitForOutput(r"ECHOSCU -> DICOMD from 127\.0\.0\.1:\d+ released by the peer .*: C-ECHO 1 success")
         # Another called AE title goes to the first AE, or is rejected, as
         # the example's answer-any-called-ae says.
@@ -494,18 +505,23 @@ class ConfigurationFileTests(DaemonTestCase):
     @defer.inlineCallbacks
     def test_invalidFileStopsStartUp(self):
         """
-        A mistake in the file stops twistd before it listens, with a
-        message naming the file, the line and the key.
+        A mistake in the file stops twistd before it listens, exit status
+        1, with one line on standard error naming the file, the line and
+        the key, and nothing else: not twistd's usage text.
         """
         home = makeDirectory(self)
         path = configWriter(home, twoEntityConfig(home) + 'sort = "study-uid"\n')(freePort())
         result = yield runCommand(
             TWISTD + ["-n", "--pidfile=", "dicomd", "--config", path], env=pythonEnvironment(), cwd=home, timeout=60
         )
-        self.assertNotEqual(result.exitCode, 0, result.describe())
+        self.assertEqual(result.exitCode, 1, result.describe())
         line = len(open(path).read().splitlines())
-        self.assertIn("%s, line %d: ae[1].sort: unknown key" % (path, line), result.output, result.describe())
-        self.assertNotIn("starting up", result.output)
+        self.assertEqual(
+            result.stderr.splitlines(),
+            ["twistd dicomd: %s, line %d: ae[1].sort: unknown key (known: %s)" % (path, line, ", ".join(ENTITY_KEYS))],
+            result.describe(),
+        )
+        self.assertEqual(result.stdout, "", result.describe())
 
     @defer.inlineCallbacks
     def test_commandLineOverridesFirstEntity(self):
@@ -528,6 +544,125 @@ class ConfigurationFileTests(DaemonTestCase):
         self.assertIn("AE titles in force: FIRST, BETA (2 kept, 0 added, 0 changed, 0 removed)", daemon.output)
         yield self.assertStores(daemon.port, "FIRST", elsewhere, daemon=daemon)
         self.assertEqual(dicomFiles(os.path.join(home, "alpha")), [])
+
+
+class StartUpErrorTests(DaemonTestCase):
+    """
+    What cannot work stops C{twistd dicomd} at start-up with exit status 1
+    and one line naming the path or endpoint and the reason: no traceback,
+    no usage text.
+
+    Unwritable places are paths through a regular file, which nobody can
+    create, root included (file permissions do not stop root).
+    """
+
+    def twistd(self, *options, cwd=None):
+        return runCommand(TWISTD + ["-n", "--pidfile=", "dicomd"] + list(options), env=pythonEnvironment(), cwd=cwd, timeout=60)
+
+    def regularFile(self) -> str:
+        path = os.path.join(makeDirectory(self), "afile")
+        with open(path, "w") as f:
+            f.write("not a directory\n")
+        return path
+
+    def assertOneLine(self, result, line: str) -> None:
+        """
+        The process ended with status 1 and printed C{line}, and no
+        traceback.
+        """
+        self.assertEqual(result.exitCode, 1, result.describe())
+        self.assertIn(line, result.output, result.describe())
+        self.assertEqual(result.output.count(line), 1, result.describe())
+        self.assertNotIn("Traceback", result.output, result.describe())
+
+    @defer.inlineCallbacks
+    def test_outputDirectoryUnderARegularFile(self):
+        """
+        --output-directory FILE/sub: the line names the directory, the AE,
+        and the regular file in the way.
+        """
+        blocker = self.regularFile()
+        directory = os.path.join(blocker, "sub")
+        result = yield self.twistd("--listen", "tcp:0:interface=127.0.0.1", "--output-directory", directory)
+        self.assertOneLine(result, "cannot write %s (the storage directory of AE DICOMD): %s is not a directory" % (directory, blocker))
+
+    @defer.inlineCallbacks
+    def test_outputDirectoryIsARegularFile(self):
+        """
+        --output-directory naming a regular file: it is not a directory.
+        """
+        blocker = self.regularFile()
+        result = yield self.twistd("--listen", "tcp:0:interface=127.0.0.1", "--output-directory", blocker)
+        self.assertOneLine(result, "cannot write %s (the storage directory of AE DICOMD): it is not a directory" % (blocker,))
+
+    @defer.inlineCallbacks
+    def test_storageDirectoryOfSecondEntity(self):
+        """
+        Every AE's directory is checked, not only the first one's.
+        """
+        home = makeDirectory(self)
+        blocker = self.regularFile()
+        text = twoEntityConfig(home) + '\n[[ae]]\ntitle = "GAMMA"\ndirectory = "%s"\n' % (os.path.join(blocker, "gamma"),)
+        path = configWriter(home, text)(0)
+        result = yield self.twistd("--config", path)
+        self.assertOneLine(
+            result, "cannot write %s (the storage directory of AE GAMMA): %s is not a directory" % (os.path.join(blocker, "gamma"), blocker)
+        )
+
+    @defer.inlineCallbacks
+    def test_databaseUnderARegularFile(self):
+        """
+        A database path through a regular file: the line names the
+        database, not SQLite's "unable to open database file".
+        """
+        home = makeDirectory(self)
+        blocker = self.regularFile()
+        database = os.path.join(blocker, "index.sqlite")
+        path = configWriter(home, 'listen = ["tcp:0:interface=127.0.0.1"]\ndatabase = "%s"\n' % (database,))(0)
+        result = yield self.twistd("--config", path, "--output-directory", os.path.join(home, "data"))
+        self.assertOneLine(result, "cannot write %s (the index database): %s is not a directory" % (database, blocker))
+        self.assertNotIn("unable to open database file", result.output)
+
+    @defer.inlineCallbacks
+    def test_databaseNotSQLite(self):
+        """
+        A database that is some other file: the line names it.
+        """
+        home = makeDirectory(self)
+        database = self.regularFile()
+        path = configWriter(home, 'listen = ["tcp:0:interface=127.0.0.1"]\ndatabase = "%s"\n' % (database,))(0)
+        result = yield self.twistd("--config", path, "--output-directory", os.path.join(home, "data"))
+        self.assertOneLine(result, "cannot open %s (the index database): file is not a database" % (database,))
+
+    @defer.inlineCallbacks
+    def test_portInUse(self):
+        """
+        An endpoint whose port is taken: the line names the endpoint
+        string and the reason, not twistd's CannotListenError traceback.
+        """
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind((LOCALHOST, 0))
+        taken.listen()
+        endpoint = "tcp:%d:interface=%s" % (taken.getsockname()[1], LOCALHOST)
+        result = yield self.twistd("--listen", endpoint, "--output-directory", makeDirectory(self))
+        self.assertOneLine(result, "cannot listen on %s: Address already in use" % (endpoint,))
+        self.assertNotIn("CannotListenError", result.output)
+
+    @defer.inlineCallbacks
+    def test_badOptionWithoutUsageText(self):
+        """
+        A wrong option is its message and where to find help, on standard
+        error, exit status 1: not twistd's usage text of every option.
+        """
+        result = yield self.twistd("--max-pdu", "5")
+        self.assertEqual(result.exitCode, 1, result.describe())
+        self.assertEqual(
+            result.stderr.splitlines(),
+            ["twistd dicomd: --max-pdu must be 0 or between 4096 and 131072, not 5", "Try 'twistd dicomd --help' for usage."],
+            result.describe(),
+        )
+        self.assertEqual(result.stdout, "", result.describe())
 
 
 class CommandLineTests(unittest.SynchronousTestCase):
@@ -557,7 +692,7 @@ class CommandLineTests(unittest.SynchronousTestCase):
         self.assertEqual(config.limits.maxAssociationsPerHost, 16)
         self.assertEqual(config.entities[0].title, "DICOMD")
         self.assertEqual(config.limits.idleTimeout, 7)
-        self.assertEqual(config.entities[0].storage.outputDirectory, os.path.join(home, "a"))
+        self.assertEqual(config.entities[0].storage.outputDirectory, os.path.abspath("a"))
 
 
 # -- SIGHUP ------------------------------------------------------------------------------
@@ -707,6 +842,33 @@ class ReloadTests(DaemonTestCase):
             f.write('listen = ["tcp:1"]\n[[ae]\n')
         daemon.signalProcess("HUP")
         yield daemon.waitForOutput(r"SIGHUP: not reloading.*%s, line 2: .*not valid TOML" % (re.escape(path),), timeout=20)
+        yield self.assertStores(daemon.port, "BETA", os.path.join(home, "beta"), daemon=daemon)
+
+    @defer.inlineCallbacks
+    def test_unwritableDirectoryRefused(self):
+        """
+        SIGHUP with a file whose new AE's directory cannot be written is
+        refused with a line naming the directory and why; the AEs in force
+        keep serving.
+        """
+        home = makeDirectory(self)
+        path = os.path.join(home, "dicomd.toml")
+        daemon = yield startConfigured(self, configWriter(home, twoEntityConfig(home)))
+        blocker = os.path.join(home, "afile")
+        with open(blocker, "w") as f:
+            f.write("not a directory\n")
+        directory = os.path.join(blocker, "gamma")
+        text = twoEntityConfig(home) % {"port": daemon.port}
+        text += '\n[[ae]]\ntitle = "GAMMA"\ndirectory = "%s"\n' % (directory,)
+        with open(path, "w") as f:
+            f.write(text)
+        daemon.signalProcess("HUP")
+        yield daemon.waitForOutput(
+            r"SIGHUP: not reloading %s: cannot write %s \(the storage directory of AE GAMMA\): %s is not a directory$"
+            % (re.escape(path), re.escape(directory), re.escape(blocker)),
+            timeout=20,
+        )
+        self.assertNotIn("SIGHUP: reloaded", daemon.output)
         yield self.assertStores(daemon.port, "BETA", os.path.join(home, "beta"), daemon=daemon)
 
 

@@ -322,6 +322,9 @@ class UnindexedFilesTests(DaemonTestCase):
             killAfter = chance.randrange(1, 140)
             sender = yield killWhileSending(self, daemon, sources, killAfter)
             restarted = yield startDaemon(self, *daemonOptions(data))
+            # The port accepts once listening, before the start (and its
+            # recovery) is over; an answered C-ECHO comes after it.
+            yield runCommand([dcmtk("echoscu"), LOCALHOST, str(restarted.port)], env=dcmtkEnvironment())
             context = "round %d, killed after %d acknowledgements (seed %d)" % (round, killAfter, seed)
             self.assertEqual(sorted(finalFiles(data)), sorted(indexedInstances(data).values()), context)
             indexed = indexedInstances(data)

@@ -250,13 +250,17 @@ class DicomdEchoscuTests(unittest.TestCase):
     def test_echo(self):
         """
         Three C-ECHOs succeed; storescp sees our calling and called AE
-        titles and three echo requests; the association is released.
+        titles and three echo requests; the association is released, and
+        our log says it went to storescp.
         """
         storescp = yield startDCMTKServer(self, "storescp", "-d")
         result = yield self.echoscu(storescp.port, "-v", "-aet", "OURSCU", "-aec", "STORESCP", "--repeat", "3")
         self.assertEqual(result.exitCode, 0, result.describe() + storescp.describe())
         self.assertEqual(result.stderr.count("Received Echo Response (0x0000 Success)"), 3, result.describe())
         self.assertIn("Releasing Association", result.stderr)
+        # The association went to the peer: not "from" it, as an
+        # acceptor's line says.
+        self.assertIn("I: Association OURSCU -> STORESCP to 127.0.0.1:%d released after " % (storescp.port,), result.stderr)
         yield storescp.waitForOutput(r"Association Release")
         self.assertRegex(storescp.output, r"Calling Application Name:\s+OURSCU")
         self.assertRegex(storescp.output, r"Called Application Name:\s+STORESCP")

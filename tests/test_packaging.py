@@ -47,6 +47,15 @@ class DistributionTests(SynchronousTestCase):
         self.assertNotIn("twisted/__init__.py", files)
         self.assertNotIn("twisted/plugins/__init__.py", files)
 
+    def test_examplesInstalled(self):
+        """
+        The wheel carries the example configurations that C{dicomd
+        example-config} prints (links to etc/ in the checkout).
+        """
+        files = self.files()
+        for name in ("dicomd.toml", "dcmqrscp.cfg", "storescp-asconfig.cfg", "dicomd.service"):
+            self.assertIn("dicomd/examples/" + name, files)
+
     def test_consoleScript(self):
         """
         The distribution declares the C{dicomd} console script.

@@ -13,6 +13,7 @@ each test; where dicomd differs on purpose, the test says so.
 import os
 import shutil
 import sys
+import tempfile
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -44,7 +45,7 @@ from dicomd.archive.service import (
     queryRetrievePolicy,
 )
 from dicomd.cli import qrscp
-from dicomd.cli.options import UsageError
+from dicomd.cli.options import CannotStart, UsageError
 from dicomd.dimse.commands import CStoreRQ
 from dicomd.net.acceptor import AcceptorFactory, ApplicationEntity
 from dicomd.net.association import VERIFICATION_SOP_CLASS, DIMSETimeout
@@ -332,7 +333,8 @@ class AccessTests(unittest.TestCase):
             self.assertEqual([r.StudyInstanceUID for r in responses], [study], found.describe())
             self.assertEqual([r.RetrieveAETitle for r in responses], [called])
             self.assertEqual(len(storedFiles(areas[called])), 1)
-        self.assertTrue(os.path.exists(os.path.join(os.path.dirname(config), INDEX_FILE)))
+        self.assertTrue(os.path.exists(os.path.join(areas["FIRST"], INDEX_FILE)))
+        self.assertFalse(os.path.exists(os.path.join(os.path.dirname(config), INDEX_FILE)))
 
 
 class SharedAreaTests(unittest.TestCase):
@@ -856,7 +858,8 @@ class StartupTests(unittest.TestCase):
     def test_databaseCannotBeOpened(self):
         """
         An index database that cannot be created stops the server with
-        dcmqrscp's exit status for fatal errors, 10, naming the file.
+        dcmqrscp's exit status for fatal errors, 10, naming the file and
+        why.
         """
         config, _ = writeConfig(self, [("ARCHIVE", "RW", "(10, 10mb)", "ANY")])
         blocker = os.path.join(makeDirectory(self), "file")
@@ -865,7 +868,58 @@ class StartupTests(unittest.TestCase):
         port = str(freePort())
         result = yield runCommand(dicomdArgv("qrscp", "--database", database, "-c", config, port), env=pythonEnvironment())
         self.assertEqual(result.exitCode, 10, result.describe())
-        self.assertIn("F: cannot open the index %s" % (database,), result.stderr)
+        self.assertIn("F: cannot write %s (the index database): %s is not a directory\n" % (database, blocker), result.stderr)
+        self.assertNotIn("Traceback", result.output)
+
+    @defer.inlineCallbacks
+    def test_debianDefaultConfiguration(self):
+        """
+        Without C{-c}, C{dicomd qrscp} reads Debian's
+        C{/etc/dcmtk/dcmqrscp.cfg}, as dcmqrscp does, and says so; its
+        AETable is empty, which it says too, and then it serves as
+        dcmqrscp does: every association is rejected.  There is no index
+        to open (none was created in C{/etc/dcmtk}).  As root, it names the
+        user of the file's C{UserName} it became.
+        """
+        if not os.path.exists(DEBIAN_EXAMPLE):
+            self.fail("%s is missing: install Debian's dcmtk package" % (DEBIAN_EXAMPLE,))
+        server = yield startPeer(
+            self, lambda port: dicomdArgv("qrscp", "-v", str(port)), env=pythonEnvironment(), name="dicomd qrscp"
+        )
+        self.assertIn("I: Configuration file: %s (dcmqrscp's default configuration file)\n" % (DEBIAN_EXAMPLE,), server.output)
+        self.assertIn("W: The AETable of %s (dcmqrscp's default configuration file) is empty" % (DEBIAN_EXAMPLE,), server.output)
+        if os.geteuid() == 0:
+            self.assertIn("I: Running as user dcmtk, group dcmtk (UserName and GroupName of %s)\n" % (DEBIAN_EXAMPLE,), server.output)
+        rejected = yield echo(server.port, "ANY-SCP")
+        self.assertIn("Called AE Title Not Recognized", rejected.output, rejected.describe() + server.describe())
+        self.assertFalse(os.path.exists(os.path.join(os.path.dirname(DEBIAN_EXAMPLE), INDEX_FILE)))
+
+    @defer.inlineCallbacks
+    def test_indexErrorNamesTheUser(self):
+        """
+        Started as root with a C{UserName}, an index that user cannot write
+        stops the server with a line naming the index, why, and the user.
+        """
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("becoming the UserName of the configuration needs root (CI runs the suite as root)")
+        # A storage area nobody may enter but not write: root's, 0755, on
+        # a path whose every directory nobody may search (trial's
+        # temporary directories are 0700).
+        base = tempfile.mkdtemp(prefix="dicomd-qrscp-")
+        self.addCleanup(shutil.rmtree, base)
+        os.chmod(base, 0o755)
+        area = os.path.join(base, "ARCHIVE")
+        os.mkdir(area, 0o755)
+        config = os.path.join(base, "dcmqrscp.cfg")
+        with open(config, "w") as f:
+            f.write("UserName = nobody\nGroupName = nogroup\nAETable BEGIN\nARCHIVE %s RW (10, 10mb) ANY\nAETable END\n" % (area,))
+        result = yield runCommand(dicomdArgv("qrscp", "-c", config, str(freePort())), env=pythonEnvironment())
+        self.assertEqual(result.exitCode, 10, result.describe())
+        self.assertIn(
+            "F: cannot write %s (the index database): %s: Permission denied (running as user nobody, group nogroup)\n"
+            % (os.path.join(area, INDEX_FILE), area),
+            result.stderr,
+        )
 
 
 class CommandLineTests(unittest.TestCase):
@@ -885,16 +939,47 @@ class CommandLineTests(unittest.TestCase):
         """
         config, areas = writeConfig(self, [("ARCHIVE", "RW", "(10, 10mb)", "ANY")])
         os.rmdir(areas["ARCHIVE"])
-        error = self.assertRaises(UsageError, self.validated, "-c", config)
+        error = self.assertRaises(CannotStart, self.validated, "-c", config)
         self.assertIn("storage area %s of ARCHIVE does not exist" % (areas["ARCHIVE"],), str(error))
+        self.assertEqual(error.status, 10)
+
+    def test_storageAreaIsARegularFile(self):
+        """
+        A storage area that is a regular file is not a directory.
+        """
+        config, areas = writeConfig(self, [("ARCHIVE", "RW", "(10, 10mb)", "ANY")])
+        os.rmdir(areas["ARCHIVE"])
+        open(areas["ARCHIVE"], "w").close()
+        error = self.assertRaises(CannotStart, self.validated, "-c", config)
+        self.assertEqual(str(error), "%s: storage area %s of ARCHIVE is not a directory" % (config, areas["ARCHIVE"]))
 
     def test_configErrorNamesLine(self):
         """
         A configuration error names the file and line.
         """
         config, _ = writeConfig(self, [("ARCHIVE", "RX", "(10, 10mb)", "ANY")])
-        error = self.assertRaises(UsageError, self.validated, "-c", config)
+        error = self.assertRaises(CannotStart, self.validated, "-c", config)
         self.assertIn("%s, line 9: access 'RX'" % (config,), str(error))
+        self.assertEqual(error.status, 10)
+
+    @defer.inlineCallbacks
+    def test_dcmtkExitStatuses(self):
+        """
+        As dcmqrscp: an unreadable or invalid configuration file ends with
+        status 10 and its message alone; an unknown option with status 1.
+        """
+        directory = makeDirectory(self)
+        bad = os.path.join(directory, "bad.cfg")
+        with open(bad, "w") as f:
+            f.write("NetworkTCPPort = 11112\nBogus line here\n")
+        for arguments, status, message in [
+            (("-c", os.path.join(directory, "missing.cfg")), 10, "dicomd qrscp: bad config file: %s: No such file or directory" % (os.path.join(directory, "missing.cfg"),)),
+            (("-c", bad), 10, "dicomd qrscp: bad config file: %s, line 2: unknown mnemonic 'Bogus'" % (bad,)),
+        ]:
+            result = yield runCommand(dicomdArgv("qrscp", *arguments), env=pythonEnvironment())
+            self.assertEqual((result.exitCode, result.stderr.splitlines()), (status, [message]), result.describe())
+        result = yield runCommand(dicomdArgv("qrscp", "--bogus"), env=pythonEnvironment())
+        self.assertEqual(result.exitCode, 1, result.describe())
 
     def test_unsupported(self):
         """
@@ -916,13 +1001,15 @@ class CommandLineTests(unittest.TestCase):
     def test_portAndPDU(self):
         """
         The port and PDU size come from the configuration unless the
-        command line names them; the database defaults to the
-        configuration's directory.
+        command line names them; the database defaults to the first AE's
+        storage area.
         """
-        config, _ = writeConfig(self, [("ARCHIVE", "RW", "(10, 10mb)", "ANY")], settings="NetworkTCPPort = 5678")
+        config, areas = writeConfig(
+            self, [("ARCHIVE", "RW", "(10, 10mb)", "ANY"), ("PUBLIC", "R", "(10, 10mb)", "ANY")], settings="NetworkTCPPort = 5678"
+        )
         values = self.validated("-c", config)
         self.assertEqual((values["listenPort"], values["receiveLimit"]), (5678, 16384))
-        self.assertEqual(values["database"], os.path.join(os.path.dirname(config), INDEX_FILE))
+        self.assertEqual(values["database"], os.path.join(areas["ARCHIVE"], INDEX_FILE))
         values = self.validated("-c", config, "-pdu", "32768", "--database", "index.db", "4321")
         self.assertEqual((values["listenPort"], values["receiveLimit"], values["database"]), (4321, 32768, "index.db"))
 

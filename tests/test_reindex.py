@@ -99,20 +99,20 @@ class ReindexTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_fromQrscpConfig(self):
         """
-        With C{-c}, the database is the one C{dicomd qrscp -c} keeps beside
-        the configuration, and the AE titles whose former rows are taken
-        over those whose storage area the directory is.
+        With C{-c}, the database is the one C{dicomd qrscp -c} keeps in the
+        first AE's storage area, and the AE titles whose former rows are
+        taken over those whose storage area the directory is.
         """
         directory, relative = storageArea(self)
         config = os.path.join(makeDirectory(self), "dcmqrscp.cfg")
         with open(config, "w") as f:
             f.write(
-                "AETable BEGIN\nOTHER /nonexistent RW (5, 5mb) ANY\nAREA %s RW (5, 5mb) ANY\nREADER %s R (5, 5mb) ANY\nAETable END\n"
-                % (directory, directory)
+                "AETable BEGIN\nFIRST %s RW (5, 5mb) ANY\nAREA %s RW (5, 5mb) ANY\nREADER %s R (5, 5mb) ANY\nAETable END\n"
+                % (os.path.dirname(directory), directory, directory)
             )
         values = yield self.reindexed("-c", config, directory + os.sep)
         self.assertEqual(values["titles"], ["AREA", "READER"])
-        self.assertEqual(values["database"], os.path.join(os.path.dirname(config), INDEX_FILE))
+        self.assertEqual(values["database"], os.path.join(os.path.dirname(directory), INDEX_FILE))
         self.assertEqual(storedPaths(values["database"], areaKey(directory)), sorted(relative))
 
     @defer.inlineCallbacks
@@ -132,6 +132,19 @@ class ReindexTests(unittest.TestCase):
         yield self.reindexed("--database", database, "-aet", "AREA", directory)
         self.assertEqual(storedPaths(database, "AREA"), [])
         self.assertEqual(storedPaths(database, areaKey(directory)), sorted(relative))
+
+    def test_emptyAETable(self):
+        """
+        With C{-c} naming a file whose AETable is empty, there is no index
+        to default to: C{-db} must name it.
+        """
+        directory, _ = storageArea(self)
+        config = os.path.join(makeDirectory(self), "dcmqrscp.cfg")
+        with open(config, "w") as f:
+            f.write("AETable BEGIN\nAETable END\n")
+        values = reindex.COMMAND_LINE.parse(["-c", config, "-aet", "AREA", directory])
+        error = self.assertRaises(UsageError, reindex.validate, values)
+        self.assertEqual(str(error), "%s has an empty AETable, so no index: name it with -db" % (config,))
 
     def test_directoryNotInConfig(self):
         """

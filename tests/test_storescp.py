@@ -927,6 +927,25 @@ class EventTests(_Mixin, unittest.TestCase):
         )
 
     @defer.inlineCallbacks
+    def test_objectSentAgainCountedOnce(self):
+        """
+        A study whose object is sent twice ends with a line counting the
+        objects received and the files they are, and -rns renames each
+        file once.
+        """
+        files = makeDirectory(self)
+        study = generate_uid()
+        a = writeObject(files, "a.dcm", studyInstanceUID=study)[0]
+        b = writeObject(files, "b.dcm", studyInstanceUID=study)[0]
+        server = yield startStorescp(self, "-su", "", "-rns", "-tos", "600")
+        result = yield storescu(server, [a, b, a])
+        self.assertSent(result, 3)
+        yield server.stop()
+        self.assertIn("End of study %s (3 objects received, 2 files): " % (study,), server.output)
+        self.assertEqual(sorted(os.listdir(os.path.join(server.outputDirectory, study))), ["CT000001", "CT000002"])
+        self.assertNotIn("Traceback", server.output)
+
+    @defer.inlineCallbacks
     def test_parallelAssociationsOfOneAETitle(self):
         """Two storescu under one AE title sending two studies at once, interleaved: -xcs runs once per study, not at each switch."""
         files = makeDirectory(self)
@@ -1227,7 +1246,7 @@ class FrontDoorTests(_Mixin, unittest.TestCase):
         ]
         positions = [result.stdout.index(group) for group in groups]
         self.assertEqual(positions, sorted(positions))
-        for text in ("-xcr", "--exec-on-reception", "--sort-on-patientname", "+xa", "--accept-all", "usage: storescp"):
+        for text in ("-xcr", "--exec-on-reception", "--sort-on-patientname", "+xa", "--accept-all", "usage: dicomd storescp [options] [port]"):
             self.assertIn(text, result.stdout)
 
     @defer.inlineCallbacks
@@ -1252,6 +1271,35 @@ class FrontDoorTests(_Mixin, unittest.TestCase):
             result = yield self.storescp(*arguments)
             self.assertEqual(result.exitCode, 1, result.describe())
             self.assertIn(named, result.stderr, result.describe())
+
+    @defer.inlineCallbacks
+    def test_portInUse(self):
+        """A port already in use ends storescp with DCMTK's exit status, 1, and a line saying why."""
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = yield self.storescp(str(port))
+        self.assertEqual(result.exitCode, 1, result.describe())
+        self.assertRegex(result.stderr, r"F: cannot listen on port %d: .*Address already in use" % (port,))
+        self.assertNotIn("Traceback", result.output)
+
+    @defer.inlineCallbacks
+    def test_outputDirectoryProblems(self):
+        """-od naming a regular file says it is not a directory; one that is missing, that it does not exist; no help hint follows."""
+        directory = makeDirectory(self)
+        regular = os.path.join(directory, "afile")
+        with open(regular, "w") as f:
+            f.write("not a directory\n")
+        for path, problem in [(regular, "is not a directory"), (os.path.join(directory, "missing"), "does not exist")]:
+            result = yield self.storescp("-od", path, "104")
+            self.assertEqual(result.exitCode, 1, result.describe())
+            self.assertEqual(
+                result.stderr.splitlines(),
+                ["dicomd storescp: -od (--output-directory) %s: specified output directory %s" % (path, problem)],
+                result.describe(),
+            )
 
     @defer.inlineCallbacks
     def test_accessControlRejected(self):
@@ -1601,9 +1649,9 @@ class TwistdOptionsTests(unittest.SynchronousTestCase):
     """
 
     def parse(self, *arguments):
-        from dicomd.tap import Options
+        from dicomd.tap import DaemonOptions
 
-        options = Options()
+        options = DaemonOptions()
         options.parseOptions(list(arguments))
         return options.overrides(options["base"]).entities[0].storage
 

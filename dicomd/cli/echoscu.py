@@ -20,7 +20,7 @@ EXIT_ECHO_FAILED = 62
 EXIT_ASSOCIATION_ABORTED = 70
 
 COMMAND_LINE = CommandLine(
-    "echoscu",
+    "dicomd echoscu",
     "DICOM verification (C-ECHO) SCU",
     [
         Parameter("peer", "hostname of DICOM peer"),
@@ -43,6 +43,7 @@ COMMAND_LINE = CommandLine(
         ),
     ],
     defaults={"aetitle": "ECHOSCU", "call": "ANY-SCP", "acseTimeout": 30, "maxPDU": 16384, "repeat": 1},
+    helpWithoutArguments=True,
 )
 
 

@@ -19,6 +19,21 @@ class UsageError(Exception):
     """
 
 
+class CannotStart(Exception):
+    """
+    A command line that is right, naming something that cannot be used
+    (a directory, a configuration file): the command cannot start.  Unlike
+    a L{UsageError}, the message is not followed by a pointer to the
+    help, which would not help.
+
+    @ivar status: the exit status, DCMTK's for that failure.
+    """
+
+    def __init__(self, message: str, status: int = 1):
+        super().__init__(message)
+        self.status = status
+
+
 def integer(low: Optional[int] = None, high: Optional[int] = None) -> Callable[[str], int]:
     """
     A converter for integer arguments, optionally within C{low..high}.
@@ -106,7 +121,12 @@ class CommandLine:
     """
     A DCMTK-style command line: positional parameters and grouped options.
 
+    @ivar program: how it is invoked, such as C{"dicomd storescp"}, for the
+        help and the messages.
     @ivar defaults: the parsed dict's value for each C{dest} not given.
+    @ivar helpWithoutArguments: run without any argument, print the help
+        and exit 0, as DCMTK's tools with required parameters do (storescp,
+        whose port is optional, does too; dcmqrscp runs).
     """
 
     program: str
@@ -114,6 +134,7 @@ class CommandLine:
     parameters: List[Parameter]
     groups: List[Tuple[str, List[Option]]]
     defaults: Dict[str, Any] = field(default_factory=dict)
+    helpWithoutArguments: bool = False
 
     def __post_init__(self):
         self._byName = {}
@@ -220,6 +241,27 @@ def _isNumber(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def versions(program: str) -> str:
+    """
+    What C{--version} prints: C{program} with dicomd's version, then the
+    versions of what it runs on (pydicom, Twisted, Python), one a line.
+    """
+    import platform
+
+    import pydicom
+    from twisted import version as twistedVersion
+
+    from dicomd import __version__
+
+    return "%s %s\npydicom %s\nTwisted %s\nPython %s\n" % (
+        program,
+        __version__,
+        pydicom.__version__,
+        twistedVersion.short(),
+        platform.python_version(),
+    )
 
 
 def logLevel(text: str) -> str:

@@ -12,13 +12,16 @@ documented in docs/queryretrieve.md:
   - associations run concurrently on one reactor: C{--fork} and
     C{--single-process} change nothing;
   - one SQLite index serves every storage area, instead of an
-    C{index.dat} in each: by default C{.dicomd-index.sqlite} beside the
-    configuration file (the image database directory in DCMTK's
-    C{dcmqrset.txt}), or the file C{--database} names.  As with dcmqrscp,
-    AEs over one directory share its contents; AEs that store into it
-    share one quota, the strictest of theirs;
+    C{index.dat} in each: by default C{.dicomd-index.sqlite} in the first
+    AE's storage area (as C{twistd dicomd} keeps it in its first AE's
+    directory), or the file C{--database} names; with an empty AETable
+    there is none.  As with dcmqrscp, AEs over one directory share its
+    contents; AEs that store into it share one quota, the strictest of
+    theirs;
   - a storage area that does not exist stops the start with an error
-    (dcmqrscp starts, then aborts every association to that AE);
+    (dcmqrscp starts, then aborts every association to that AE), and so
+    does an index that cannot be written, with exit status 10 as for
+    dcmqrscp's own fatal errors;
   - peers' hosts are matched by resolving the configuration's host names
     once at start (L{dicomd.archive.service.PeerHosts}); C{-dhl} compares
     addresses literally;
@@ -41,6 +44,7 @@ import os
 import pwd
 import sqlite3
 from dataclasses import replace
+from typing import Optional
 
 from pydicom.charset import python_encoding
 from twisted.internet import defer, endpoints, threads
@@ -76,8 +80,9 @@ from dicomd.cli.common import (
     tlsSettings,
     tlsUsageError,
 )
-from dicomd.cli.options import Option, Parameter, UsageError, integer, string
+from dicomd.cli.options import CannotStart, Option, Parameter, UsageError, integer, string
 from dicomd.net.acceptor import AcceptorFactory
+from dicomd.startup import CannotWrite, outputDirectoryProblem, writableDatabase
 from dicomd.storage import recode
 from dicomd.storage.receiver import SORT_STUDY_UID, StorageOptions, buildReceiver
 from dicomd.ul.negotiation import (
@@ -94,7 +99,8 @@ log = Logger(namespace="qrscp")
 DEFAULT_CONFIG = "/etc/dcmtk/dcmqrscp.cfg"
 
 #: The exit status when the server cannot start (dcmqrscp's for fatal
-#: errors): the port or the index database cannot be opened.
+#: errors): the configuration file cannot be used, its UserName does not
+#: exist, the port or the index database cannot be opened.
 EXIT_FATAL = 10
 
 UNSUPPORTED = UnsupportedOptions()
@@ -111,12 +117,18 @@ _MOVE_RESTRICTIONS = {
 }
 
 
-def defaultDatabase(configFile: str) -> str:
+def defaultDatabase(config) -> Optional[str]:
     """
-    Where C{dicomd qrscp -c configFile} keeps its index without
-    C{--database}: beside the configuration file.
+    Where C{dicomd qrscp} keeps the index of a configuration without
+    C{--database}: in the storage area of its first AE (as C{twistd
+    dicomd} keeps it in its first AE's directory), or nowhere (C{None})
+    when its AETable is empty.
+
+    @param config: the L{dicomd.archive.dcmqrcfg.QueryRetrieveConfig}.
     """
-    return os.path.join(os.path.dirname(os.path.abspath(configFile)), INDEX_FILE)
+    for entry in config.aeTable.values():
+        return os.path.join(os.path.abspath(entry.storageArea), INDEX_FILE)
+    return None
 
 
 
@@ -124,7 +136,7 @@ def defaultDatabase(configFile: str) -> str:
 
 
 COMMAND_LINE = CommandFileCommandLine(
-    "qrscp",
+    "dicomd qrscp",
     "DICOM image archive (central test node)",
     [Parameter("port", "tcp/ip port number to listen on (default: in config file)", integer(1, 65535), required=False)],
     [
@@ -160,7 +172,7 @@ COMMAND_LINE = CommandFileCommandLine(
                 Option(
                     ("--database",),
                     "database",
-                    "keep the index of every storage area in SQLite database f (dicomd; default: %s beside the config file)" % (INDEX_FILE,),
+                    "keep the index of every storage area in SQLite database f (dicomd; default: %s in the first AE's storage area)" % (INDEX_FILE,),
                     (("f]ilename", string),),
                 ),
             ],
@@ -260,13 +272,13 @@ def validate(values) -> None:
     try:
         config = readConfig(values["configFile"])
     except ConfigError as e:
-        raise UsageError("bad config file: %s" % (e,))
+        raise CannotStart("bad config file: %s" % (e,), EXIT_FATAL)
     if not 4096 <= config.maxPDUSize <= 131072:
-        raise UsageError("bad config file: %s: invalid MaxPDUSize %d (4096..131072)" % (values["configFile"], config.maxPDUSize))
+        raise CannotStart("bad config file: %s: invalid MaxPDUSize %d (4096..131072)" % (values["configFile"], config.maxPDUSize), EXIT_FATAL)
     values["config"] = config
     values["listenPort"] = values.get("port") or config.networkTCPPort or 104
     values["receiveLimit"] = values.get("maxPDU") or config.maxPDUSize
-    values["database"] = values.get("database") or defaultDatabase(values["configFile"])
+    values["database"] = values.get("database") or defaultDatabase(config)
     _checkStorageAreas(config, values)
     if values.get("assocConfig"):
         _readProfiles(values)
@@ -289,10 +301,13 @@ def _checkStorageAreas(config, values) -> None:
     """
     for entry in config.aeTable.values():
         area = entry.storageArea
-        if not os.path.isdir(area):
-            raise UsageError("%s: storage area %s of %s does not exist (create it first)" % (values["configFile"], area, entry.aeTitle))
-        if entry.writable and not values.get("ignore") and not os.access(area, os.W_OK | os.X_OK):
-            raise UsageError("%s: storage area %s of %s (access %s) is not writable" % (values["configFile"], area, entry.aeTitle, entry.access))
+        problem = outputDirectoryProblem(area, write=entry.writable and not values.get("ignore"))
+        if problem == "does not exist":
+            problem += " (create it first)"
+        elif problem is not None and problem.startswith("is not writeable"):
+            problem = "(access %s) %s" % (entry.access, problem)
+        if problem is not None:
+            raise CannotStart("%s: storage area %s of %s %s" % (values["configFile"], area, entry.aeTitle, problem), EXIT_FATAL)
 
 
 def _readProfiles(values) -> None:
@@ -473,18 +488,18 @@ def _identity(config):
     running as root (another user cannot become someone else, and ignores
     them); C{None} for each that stays.
 
-    @raise UsageError: the user or group does not exist.
+    @raise CannotStart: the user or group does not exist.
     """
     if os.geteuid() != 0:
         return None, None
     try:
         uid = pwd.getpwnam(config.userName).pw_uid if config.userName else None
     except KeyError:
-        raise UsageError("bad config file: bad user name %s" % (config.userName,))
+        raise CannotStart("bad config file: bad user name %s" % (config.userName,), EXIT_FATAL)
     try:
         gid = grp.getgrnam(config.groupName).gr_gid if config.groupName else None
     except KeyError:
-        raise UsageError("bad config file: bad group name %s" % (config.groupName,))
+        raise CannotStart("bad config file: bad group name %s" % (config.groupName,), EXIT_FATAL)
     return uid, gid
 
 
@@ -551,8 +566,18 @@ def _serve(reactor, values):
         hosts, unresolved = yield threads.deferToThreadPool(reactor, reactor.getThreadPool(), PeerHosts.resolve, hostNames(config))
         for name in unresolved:
             log.warn("Host name {name} of the configuration file does not resolve: only an address written that way matches it", name=name)
+    configFile = os.path.abspath(values["configFile"])
+    given = " (dcmqrscp's default configuration file)" if values["configFile"] == DEFAULT_CONFIG else ""
+    log.info("Configuration file: {path}{given}", path=configFile, given=given)
+    if not config.aeTable:
+        log.warn(
+            "The AETable of {path}{given} is empty: every association will be rejected "
+            "(called AE title not recognized); list the AEs there, or name another file with -c",
+            path=configFile,
+            given=given,
+        )
     areas = [(title, entry.storageArea) for title, entry in config.aeTable.items()]
-    archive = Archive(values["database"], areas=areas, reactor=reactor)
+    archive = Archive(values["database"], areas=areas, reactor=reactor) if values["database"] is not None else None
     shutdown = Shutdown(reactor)
     entities, receivers = buildArchive(values, archive, hosts, shutdown=shutdown if values.get("allowShutdown") else None, reactor=reactor)
     factory = AcceptorFactory(
@@ -574,16 +599,30 @@ def _serve(reactor, values):
         log.critical("cannot listen on port {port}: {why}", port=port, why=str(e))
         return EXIT_FATAL
     shutdown.factory = factory
-    if values["identity"] == (None, None) and (config.userName or config.groupName):
+    identity = values["identity"]
+    if identity == (None, None) and (config.userName or config.groupName):
         log.info("Not running as root: UserName and GroupName of the configuration file are ignored")
-    _dropPrivileges(values["identity"])
+    _dropPrivileges(identity)
+    running = ""
+    if identity != (None, None):
+        who = "user %s, group %s" % (config.userName or "root", config.groupName or "root")
+        log.info("Running as {who} (UserName and GroupName of {path})", who=who, path=configFile)
+        running = " (running as %s)" % (who,)
+    if archive is not None:
+        log.info("Index database: {path}", path=os.path.abspath(values["database"]))
     try:
-        archive.startService()
+        if archive is not None:
+            writableDatabase(values["database"])
+            archive.startService()
         for receiver in receivers:
             if receiver.area is not None:
                 receiver.area.prepare()
+    except CannotWrite as e:
+        log.critical("{error}{running}", error=str(e), running=running)
+        yield shutdown.port.stopListening()
+        return EXIT_FATAL
     except (OSError, sqlite3.Error) as e:
-        log.critical("cannot open the index {path} or a storage area: {why}", path=values["database"], why=str(e))
+        log.critical("cannot open the index {path} or a storage area: {why}{running}", path=values["database"], why=str(e), running=running)
         yield shutdown.port.stopListening()
         return EXIT_FATAL
     for receiver in receivers:
@@ -591,7 +630,8 @@ def _serve(reactor, values):
 
     def stopServices():
         stopping = [receiver.actions.stopService() for receiver in receivers]
-        return defer.DeferredList([d for d in stopping if d is not None]).addCallback(lambda _: archive.stopService())
+        stopped = defer.DeferredList([d for d in stopping if d is not None])
+        return stopped.addCallback(lambda _: archive.stopService() if archive is not None else None)
 
     reactor.addSystemEventTrigger("before", "shutdown", stopServices)
     log.info("Listening on port {port} as {titles}", port=port, titles=_describe(config) or "no AE title (the AETable is empty)")

@@ -10,8 +10,8 @@ index is found where the daemon keeps it:
 
   - for C{twistd dicomd}, C{.dicomd-index.sqlite} in its data directory
     (the default here);
-  - for C{dicomd qrscp -c FILE}, beside the configuration file: with
-    C{-c FILE}, the database is taken from it.
+  - for C{dicomd qrscp -c FILE}, in the storage area of the file's first
+    AE: with C{-c FILE}, the database is taken from it.
 
 An index written before areas were named by directory kept them under AE
 titles; the rows of the AE titles given (C{-aet}, by default C{DICOMD},
@@ -37,7 +37,7 @@ from dicomd.cli.qrscp import defaultDatabase
 DEFAULT_AE_TITLE = "DICOMD"
 
 COMMAND_LINE = CommandLine(
-    "reindex",
+    "dicomd reindex",
     "rebuild the archive index of a storage area from its files",
     [Parameter("directory", "the storage area's directory")],
     [
@@ -48,7 +48,7 @@ COMMAND_LINE = CommandLine(
                 Option(
                     ("-db", "--database"),
                     "database",
-                    "the index database (default: %s in the directory, or beside the config file of -c)" % (INDEX_FILE,),
+                    "the index database (default: %s in the directory, or in the first storage area of -c)" % (INDEX_FILE,),
                     (("f]ilename", string),),
                 ),
                 Option(
@@ -82,7 +82,9 @@ def validate(values) -> None:
         config = readConfig(configFile)
     except ConfigError as e:
         raise UsageError("bad config file: %s" % (e,))
-    values["database"] = values.get("database") or defaultDatabase(configFile)
+    values["database"] = values.get("database") or defaultDatabase(config)
+    if values["database"] is None:
+        raise UsageError("%s has an empty AETable, so no index: name it with -db" % (configFile,))
     owners = [title for title, entry in config.aeTable.items() if areaKey(entry.storageArea) == areaKey(directory)]
     if not owners:
         raise UsageError("no AE title of %s has the storage area %s" % (configFile, directory))

@@ -34,10 +34,11 @@ from dicomd.cli.common import (
     tlsSettings,
     tlsUsageError,
 )
-from dicomd.cli.options import Option, Parameter, UsageError, aeTitle, integer, string
+from dicomd.cli.options import CannotStart, Option, Parameter, UsageError, aeTitle, integer, string
 from dicomd.dimse.commands import CEchoRQ, CStoreRQ
 from dicomd.net.acceptor import AcceptorFactory, ApplicationEntity
 from dicomd.services.verification import VerificationSCP
+from dicomd.startup import outputDirectoryProblem
 from dicomd.storage import naming
 from dicomd.storage.receiver import SORT_PATIENT_NAME, SORT_STUDY_UID, SORT_TIMESTAMP, StorageOptions, buildReceiver, storagePolicy
 from dicomd.storage import recode
@@ -53,7 +54,9 @@ from dicomd.ul.negotiation import (
 
 log = Logger(namespace="storescp")
 
-EXIT_CANNOT_LISTEN = 64
+#: storescp's exit status for every failure: usage errors, an unusable
+#: output directory, a port it cannot listen on.
+EXIT_FAILURE = 1
 
 _SECONDS = (("s]econds", integer(0)),)
 
@@ -79,7 +82,7 @@ UNSUPPORTED = UnsupportedOptions()
 
 
 COMMAND_LINE = CommandFileCommandLine(
-    "storescp",
+    "dicomd storescp",
     "DICOM storage (C-STORE) SCP",
     [Parameter("port", "tcp/ip port number to listen on", integer(1, 65535), required=False)],
     [
@@ -183,6 +186,7 @@ COMMAND_LINE = CommandFileCommandLine(
         ),
     ],
     defaults={"aetitle": "STORESCP", "maxPDU": 131072, "acseTimeout": 30, "socketTimeout": 60, "outputDirectory": ".", "compressionLevel": 6},
+    helpWithoutArguments=True,
 )
 
 def validate(values) -> None:
@@ -229,10 +233,9 @@ def validate(values) -> None:
         except ValueError as e:
             raise UsageError(str(e))
     directory = values["outputDirectory"]
-    if not os.path.isdir(directory):
-        raise UsageError("-od (--output-directory) %s: specified output directory does not exist" % (directory,))
-    if not values.get("ignore") and not os.access(directory, os.W_OK | os.X_OK):
-        raise UsageError("-od (--output-directory) %s: specified output directory is not writeable" % (directory,))
+    problem = outputDirectoryProblem(directory, write=not values.get("ignore"))
+    if problem is not None:
+        raise CannotStart("-od (--output-directory) %s: specified output directory %s" % (directory, problem), EXIT_FAILURE)
     values["policy"] = acceptancePolicy(values)
     if values.get("tls"):
         try:
@@ -438,7 +441,7 @@ def _serveInetd(reactor, factory, fd: int, tlsContext=None):
     except OSError as e:
         os.close(fd)
         log.critical("--inetd: standard input is not a connected socket: {why}", why=str(e))
-        return defer.succeed(1)
+        return defer.succeed(EXIT_FAILURE)
     family = probe.family
     probe.detach()
     done = defer.Deferred()
@@ -465,7 +468,7 @@ def _serveInetd(reactor, factory, fd: int, tlsContext=None):
         reactor.adoptStreamConnection(fd, family, factory)
     except OSError as e:
         log.critical("--inetd: cannot use standard input: {why}", why=str(e))
-        return defer.succeed(1)
+        return defer.succeed(EXIT_FAILURE)
     finally:
         # The reactor holds its own duplicate.
         os.close(fd)
@@ -484,6 +487,6 @@ def _listen(reactor, values, factory):
         yield endpoint.listen(factory)
     except Exception as e:
         log.critical("cannot listen on port {port}: {why}", port=port, why=str(e))
-        return EXIT_CANNOT_LISTEN
+        return EXIT_FAILURE
     log.info("Listening on port {port} as {aet}", port=port, aet=values["aetitle"])
     yield defer.Deferred()

@@ -80,7 +80,7 @@ def _identity(identityType: int):
 _INVENT = "dicomd storescu sends files as they are and never rewrites their identifying attributes"
 
 COMMAND_LINE = CommandFileCommandLine(
-    "storescu",
+    "dicomd storescu",
     "DICOM storage (C-STORE) SCU",
     [
         Parameter("peer", "hostname of DICOM peer", required=False),
@@ -178,6 +178,7 @@ COMMAND_LINE = CommandFileCommandLine(
         "socketTimeout": 60,
         "readMode": READ_FILE_OR_DATA_SET,
     },
+    helpWithoutArguments=True,
 )
 
 

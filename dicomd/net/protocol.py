@@ -200,6 +200,8 @@ class AssociationProtocol(protocol.Protocol):
         ending reported wins.
     @ivar debugging: whether the PDUs of this connection are logged
         (L{dicomd.net.debug.enabled} when it was built).
+    @ivar direction: C{"from"} the peer (an acceptor) or C{"to"} it (a
+        requestor), for the log.
 
     Subclasses provide C{transportOpened()}, which raises the Upper Layer
     event for a new connection (Evt5 for an acceptor, Evt2 for a
@@ -212,6 +214,7 @@ class AssociationProtocol(protocol.Protocol):
     log = Logger()
     association = None
     outcome = None
+    direction = "from"
     _quickAckSocket = None
     _writeDescriptor = None
     _unflushed = False
@@ -408,7 +411,8 @@ class AssociationProtocol(protocol.Protocol):
                 outcome = "aborted: " + self.provider.errorDescription
             if outcome is not None and outcome.startswith("aborted"):
                 self.log.info(
-                    "Connection from {peer} {outcome} before an association was established",
+                    "Connection {direction} {peer} {outcome} before an association was established",
+                    direction=self.direction,
                     peer=self._peerText(),
                     outcome=outcome,
                 )
@@ -418,9 +422,10 @@ class AssociationProtocol(protocol.Protocol):
             for operation, outcomes in sorted(association.counters.items())
         )
         self.log.info(
-            "Association {calling} -> {called} from {peer} {outcome} after {seconds:.1f} s{counts}",
+            "Association {calling} -> {called} {direction} {peer} {outcome} after {seconds:.1f} s{counts}",
             calling=association.callingAETitle,
             called=association.calledAETitle,
+            direction=self.direction,
             peer=self._peerText(),
             outcome=self.outcome or "closed",
             seconds=self.reactor.seconds() - self._startedAt,

@@ -39,6 +39,7 @@ class RequestorProtocol(AssociationProtocol):
     """
 
     accept = None
+    direction = "to"
 
     def __init__(self, provider, request, *, services, dimseTimeout, acseTimeout, maximumSendLength=None, **kwargs):
         AssociationProtocol.__init__(self, provider, **kwargs)

@@ -51,7 +51,9 @@ class StudyEpisode:
     """
     The objects of one study received since it last began.
 
-    @ivar files: the stored files' paths, in order of arrival.
+    @ivar files: the stored files' paths, in order of arrival, each once:
+        an object sent again is stored again under the same name.
+    @ivar objects: the objects received, those sent again included.
     @ivar lastObject: the last L{dicomd.storage.scp.ReceivedInstance}, whose
         AE titles and address the end-of-study command gets.
     @ivar key: names the episode in the L{StudyJournal}.
@@ -60,10 +62,24 @@ class StudyEpisode:
     studyInstanceUID: str
     startedAt: float
     files: List[str] = field(default_factory=list)
+    objects: int = 0
     senders: Set[Sender] = field(default_factory=set)
     lastObject: object = None
     timer: object = None
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    _paths: Set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+
+    def add(self, path: Optional[str]) -> None:
+        """
+        Count an object of the study, and add its file unless the episode
+        has it already.
+
+        @param path: where it was stored, or C{None} (not stored).
+        """
+        self.objects += 1
+        if path is not None and path not in self._paths:
+            self._paths.add(path)
+            self.files.append(path)
 
 
 class StudyTracker:
@@ -120,8 +136,7 @@ class StudyTracker:
             episode = self.open[studyUID] = StudyEpisode(studyUID, received.receivedAt)
         episode.senders.add(sender)
         episode.lastObject = received
-        if received.path is not None:
-            episode.files.append(received.path)
+        episode.add(received.path)
         if self.timeout:
             if episode.timer is None:
                 episode.timer = self._reactor.callLater(self.timeout, self._timedOut, studyUID)
@@ -199,10 +214,12 @@ class StudyTracker:
                 del self._currentStudy[sender]
             if self._parked.get(sender) == episode.studyInstanceUID:
                 del self._parked[sender]
+        files = len(episode.files)
         self.log.info(
-            "End of study {uid} ({count} objects): {why}",
+            "End of study {uid} ({count} objects{received}): {why}",
             uid=episode.studyInstanceUID,
-            count=len(episode.files),
+            count=episode.objects,
+            received="" if files == episode.objects else " received, %d files" % (files,),
             why=why,
         )
         result = defer.maybeDeferred(self.onStudyEnded, episode)
@@ -318,7 +335,7 @@ class StudyJournal:
                     episode = episodes.get(entry["episode"])
                     if episode is None:
                         episode = episodes[entry["episode"]] = StudyEpisode(entry["study"], entry["at"], key=entry["episode"])
-                    episode.files.append(entry["file"])
+                    episode.add(entry["file"])
                     episode.lastObject = ReceivedInstance(
                         sopClassUID="",
                         sopInstanceUID="",
