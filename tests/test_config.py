@@ -980,13 +980,13 @@ class ErrorTests(_ConfigFileMixin, unittest.TestCase):
 
     def test_stateDirectory(self):
         """
-        state-directory is a directory, relative to the file's; without it
-        the default is chosen when the daemon is built; --state-directory
-        replaces it.
+        state-directory is a directory, relative to the working directory
+        as every place dicomd writes to; without it the default is chosen
+        when the daemon is built; --state-directory replaces it.
         """
         self.assertIsNone(readConfig(self.write('listen = ["tcp:11112"]\n')).stateDirectory)
         path = self.write('state-directory = "state"\n', name="state.toml")
-        self.assertEqual(readConfig(path).stateDirectory, os.path.join(self.directory, "state"))
+        self.assertEqual(readConfig(path).stateDirectory, os.path.abspath("state"))
         options = tap.Options()
         options.parseOptions(["--config", path, "--state-directory", "/srv/state"])
         self.assertEqual(options.overrides(options["base"]).stateDirectory, "/srv/state")

@@ -417,7 +417,7 @@ class SharedAreaTests(unittest.TestCase):
             self, [("ARCHIVE", "RW", "(10, 10mb)", "ANY"), ("READONLY", "R", "(10, 10mb)", "ANY")], sharing=[("READONLY", "ARCHIVE")]
         )
         (path,), (study,) = studyFiles(self, 1)
-        writeTitleIndex(os.path.join(os.path.dirname(config), INDEX_FILE), "ARCHIVE", areas["ARCHIVE"], path)
+        writeTitleIndex(os.path.join(areas["ARCHIVE"], INDEX_FILE), "ARCHIVE", areas["ARCHIVE"], path)
         server = yield startQrscp(self, config)
         self.assertIn("Index: the rows of AE title ARCHIVE are now those of its storage area", server.output)
         found, responses = yield findStudies(self, server.port, "READONLY")
