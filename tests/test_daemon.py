@@ -29,6 +29,7 @@ L{tests.support}; nothing sleeps, every wait polls.
 
 import json
 import os
+import random
 import re
 import shlex
 import shutil
@@ -199,17 +200,17 @@ def configWriter(directory: str, text: str, name: str = "dicomd.toml"):
     return write
 
 
-def echoscu(port: int, called: str = "DICOMD", *options: str, calling: str = "ECHOSCU", timeout: float = 30.0):
+def echoscu(port: int, called: str = "DICOMD", *options: str, calling: str = "ECHOSCU", timeout: float = 30.0, host: str = LOCALHOST):
     return runCommand(
-        [dcmtk("echoscu"), "-v", "-aet", calling, "-aec", called] + list(options) + [LOCALHOST, str(port)],
+        [dcmtk("echoscu"), "-v", "-aet", calling, "-aec", called] + list(options) + [host, str(port)],
         env=dcmtkEnvironment(),
         timeout=timeout,
     )
 
 
-def storescu(port: int, called: str, paths, *options: str, calling: str = "STORESCU"):
+def storescu(port: int, called: str, paths, *options: str, calling: str = "STORESCU", host: str = LOCALHOST):
     return runCommand(
-        [dcmtk("storescu"), "-v", "-aet", calling, "-aec", called] + list(options) + [LOCALHOST, str(port)] + list(paths),
+        [dcmtk("storescu"), "-v", "-aet", calling, "-aec", called] + list(options) + [host, str(port)] + list(paths),
         env=dcmtkEnvironment(),
     )
 
@@ -337,16 +338,17 @@ class DaemonTestCase(unittest.TestCase):
     timeout = 90
 
     @defer.inlineCallbacks
-    def assertStores(self, port: int, called: str, directory: str, count: int = 1, daemon=None):
+    def assertStores(self, port: int, called: str, directory: str, count: int = 1, daemon=None, host: str = LOCALHOST):
         """
-        DCMTK's storescu stores C{count} new images through AE C{called},
-        and they are in C{directory}, under their study's directory.
+        DCMTK's storescu stores C{count} new images through AE C{called}
+        at C{host:port}, and they are in C{directory}, under their study's
+        directory.
 
         @return: the SOP Instance UIDs stored.
         """
         images = writeImages(self, count)
         before = set(dicomFiles(directory))
-        result = yield storescu(port, called, [path for path, _ in images])
+        result = yield storescu(port, called, [path for path, _ in images], host=host)
         context = result.describe() + (daemon.describe() if daemon is not None else "")
         self.assertEqual(result.exitCode, 0, context)
         self.assertEqual(result.output.count(STORED), count, context)
@@ -1324,13 +1326,16 @@ class PrivilegedPortTests(DaemonTestCase):
     def test_port104DropsPrivileges(self):
         """
         Started by root with --uid/--gid 65534, twistd dicomd listens on
-        127.0.0.1:104, then runs as uid and gid 65534 (all of real,
-        effective, saved and file-system ids); echoscu and storescu on port
-        104 succeed and the stored file belongs to 65534.
+        port 104 of a loopback address, then runs as uid and gid 65534 (all
+        of real, effective, saved and file-system ids); echoscu and
+        storescu on port 104 succeed and the stored file belongs to 65534.
+        The address is one of 127.0.0.0/8 chosen at random, so that another
+        run of the suite on the machine does not hold the same port.
         """
         if os.geteuid() != 0:
             raise unittest.SkipTest("binding port 104 and dropping privileges needs root (CI runs the suite as root)")
-        yield waitUntil(lambda: portIsFree(104), timeout=20, message="port 104 of 127.0.0.1 is in use by another process")
+        host = "127.%d.%d.%d" % (random.randrange(1, 255), random.randrange(0, 256), random.randrange(1, 255))
+        yield waitUntil(lambda: portIsFree(104, host), timeout=20, message="port 104 of %s is in use by another process" % (host,))
         home = makeDirectory(self)
         data = os.path.join(home, "data")
         os.makedirs(data)
@@ -1340,17 +1345,17 @@ class PrivilegedPortTests(DaemonTestCase):
             self,
             TWISTD
             + ["--uid", str(NOBODY), "--gid", str(NOBODY), "-n", "--pidfile=", "dicomd"]
-            + ["--listen", "tcp:104:interface=127.0.0.1", "-o", data],
+            + ["--listen", "tcp:104:interface=%s" % (host,), "-o", data],
             env=pythonEnvironment(),
             cwd=home,
             name="twistd dicomd",
         )
-        yield waitForPort(104, process=daemon, timeout=30)
-        echo = yield echoscu(104, "DICOMD")
+        yield waitForPort(104, host=host, process=daemon, timeout=30)
+        echo = yield echoscu(104, "DICOMD", host=host)
         self.assertEqual(echo.exitCode, 0, echo.describe() + daemon.describe())
         ids = processIDs(daemon.transport.pid)
         self.assertEqual(ids, {"Uid": [NOBODY] * 4, "Gid": [NOBODY] * 4}, daemon.describe())
-        uids = yield self.assertStores(104, "DICOMD", data, daemon=daemon)
+        uids = yield self.assertStores(104, "DICOMD", data, daemon=daemon, host=host)
         [stored] = dicomFiles(data)
         self.assertEqual((os.stat(stored).st_uid, os.stat(stored).st_gid), (NOBODY, NOBODY))
         self.assertEqual(sorted(indexedInstances(data)), uids)
@@ -1372,11 +1377,11 @@ def letThrough(path: str) -> None:
         directory = os.path.dirname(directory)
 
 
-def portIsFree(port: int) -> bool:
+def portIsFree(port: int, host: str = LOCALHOST) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((LOCALHOST, port))
+            s.bind((host, port))
         except OSError:
             return False
     return True
