@@ -647,7 +647,7 @@ class Run:
 def storedFiles(output: str) -> Dict[str, str]:
     """
     The files under C{output} named C{<modality>.<SOP Instance UID>}, by
-    UID; dicomd's C{.incoming} spool and hidden files are left out.
+    UID; hidden files (the index, a temporary file) are left out.
     """
     found = {}
     for root, dirs, files in os.walk(output):

@@ -62,12 +62,12 @@ MB = 1e6
 
 def countStored(directory: str) -> int:
     """
-    The files under C{directory}, leaving out dicomd's C{.incoming}.
+    The files under C{directory}, leaving out hidden ones (a temporary
+    file of dicomd's, where O_TMPFILE is missing, is hidden).
     """
     count = 0
     for root, dirs, files in os.walk(directory):
-        dirs[:] = [d for d in dirs if d != ".incoming"]
-        count += len(files)
+        count += sum(1 for name in files if not name.startswith("."))
     return count
 
 
