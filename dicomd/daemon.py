@@ -85,6 +85,15 @@ def storageKey(config: EntityConfig, quota):
     return (replace(config.storage, outputDirectory=directory), quota)
 
 
+def _moveSettings(config: DaemonConfig):
+    """
+    What an AE's C-MOVE destinations are built from besides the AE itself
+    (L{DicomdService._destinations}): an AE is rebuilt on reload when they
+    change, so that its new sub-associations use them.
+    """
+    return config.peers, config.limits.acseTimeout, config.limits.dimseTimeout
+
+
 class StorageService(service.MultiService):
     """
     The receiving side of the writable AEs of one directory: its storage
@@ -294,7 +303,12 @@ class DicomdService(service.MultiService):
         for entityConfig in config.entities:
             current = self.entityServices.get(entityConfig.title)
             storage = storages.get(areaKey(entityConfig.storage.outputDirectory)) if entityConfig.writable else None
-            if current is not None and current.config == entityConfig and config.peers == self.config.peers and current.storage is storage:
+            if (
+                current is not None
+                and current.config == entityConfig
+                and _moveSettings(config) == _moveSettings(self.config)
+                and current.storage is storage
+            ):
                 entities[entityConfig.title] = current
                 continue
             entities[entityConfig.title] = EntityService(

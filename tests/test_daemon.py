@@ -36,6 +36,7 @@ import shutil
 import socket
 import stat
 import sys
+from dataclasses import replace
 
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -698,6 +699,44 @@ class CommandLineTests(unittest.SynchronousTestCase):
 
 
 # -- SIGHUP ------------------------------------------------------------------------------
+
+
+class ReloadSettingsTests(unittest.TestCase):
+    """
+    Which AEs a reload rebuilds, seen on a L{DicomdService} that is built
+    but not started.
+    """
+
+    def test_moveTimeoutsRebuildTheAE(self):
+        """
+        An AE whose own settings did not change is rebuilt when the ACSE or
+        DIMSE timeout or the peers changed (its C-MOVE sub-associations are
+        built from them), and kept when nothing did.
+        """
+        from twisted.internet import reactor
+
+        from dicomd.config import PeerConfig, readConfig
+        from dicomd.daemon import DicomdService
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "dicomd.toml")
+        with open(path, "w") as f:
+            f.write(twoEntityConfig(directory, entities=("ALPHA",)) % {"port": 0})
+        config = readConfig(path)
+        daemon = DicomdService(config, reactor=reactor)
+        kept = daemon.entityServices["ALPHA"]
+        daemon._setEntities(replace(config))
+        self.assertIs(daemon.entityServices["ALPHA"], kept)
+        for changed in [
+            replace(config, limits=replace(config.limits, dimseTimeout=5.0)),
+            replace(config, limits=replace(config.limits, acseTimeout=5.0)),
+            replace(config, peers=(PeerConfig("PACS", "127.0.0.1", 104),)),
+        ]:
+            daemon._setEntities(changed)
+            self.assertIsNot(daemon.entityServices["ALPHA"], kept, changed)
+            kept = daemon.entityServices["ALPHA"]
+            daemon.config = changed
 
 
 class ReloadTests(DaemonTestCase):
