@@ -363,9 +363,9 @@ class DicomdService(service.MultiService):
 
         @return: C{(storages, fresh, successions)}: L{areaKey} ->
             L{StorageService}; those to start; C{(new, former)} pairs.
-        @raise ValueError: two AEs store into one directory with different
-            storage settings: they would name, sort and act on one area's
-            files in two ways.
+        @raise StartupError: two AEs store into one directory with
+            different storage settings: they would name, sort and act on one
+            area's files in two ways.
         """
         writers = [entity for entity in config.entities if entity.writable]
         quotas = sharedQuotas((entity.title, entity.storage.outputDirectory, entity.quota) for entity in writers)
@@ -378,7 +378,7 @@ class DicomdService(service.MultiService):
             key = storageKey(entity, quotas[area])
             if area in firstOf:
                 if storages[area].key != key:
-                    raise ValueError(
+                    raise StartupError(
                         "AE titles %s and %s store into %s with different storage settings" % (firstOf[area].title, entity.title, area)
                     )
                 continue

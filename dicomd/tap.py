@@ -417,4 +417,9 @@ def makeService(options) -> TwistdService:
     Build the daemon from the configuration file (or the embedded
     defaults) with the command line's overrides.
     """
-    return TwistdService(DicomdService(options["base"], overrides=options.overrides))
+    try:
+        daemon = DicomdService(options["base"], overrides=options.overrides)
+    except StartupError as e:
+        # Before twistd runs anything: one line, as for a configuration error.
+        raise SystemExit("twistd dicomd: %s" % (e,))
+    return TwistdService(daemon)

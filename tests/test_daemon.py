@@ -599,6 +599,22 @@ class StartUpErrorTests(DaemonTestCase):
         self.assertOneLine(result, "cannot write %s (the storage directory of AE DICOMD): it is not a directory" % (blocker,))
 
     @defer.inlineCallbacks
+    def test_sharedDirectoryWithTwoLayouts(self):
+        """
+        Two AEs storing into one directory with different storage settings
+        (one sorted by study, one flat) stop the start with one line naming
+        both and the directory.
+        """
+        home = makeDirectory(self)
+        shared = os.path.join(home, "shared")
+        text = twoEntityConfig(home, entities=()) + (
+            '\n[[ae]]\ntitle = "SORTED"\ndirectory = "%(shared)s"\n'
+            '\n[[ae]]\ntitle = "FLAT"\ndirectory = "%(shared)s"\n[ae.storage]\nsort = "none"\n'
+        ) % {"shared": shared}
+        result = yield self.twistd("--config", configWriter(home, text)(0))
+        self.assertOneLine(result, "AE titles SORTED and FLAT store into %s with different storage settings" % (os.path.realpath(shared),))
+
+    @defer.inlineCallbacks
     def test_storageDirectoryOfSecondEntity(self):
         """
         Every AE's directory is checked, not only the first one's.
