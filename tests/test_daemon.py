@@ -919,6 +919,10 @@ class ReloadTests(DaemonTestCase):
         text += '\n[[ae]]\ntitle = "GAMMA"\ndirectory = "%s"\n' % (directory,)
         with open(path, "w") as f:
             f.write(text)
+        # The port accepts before the services have started and installed
+        # the SIGHUP handler; an answered C-ECHO says they have.
+        echo = yield echoscu(daemon.port, "ALPHA")
+        self.assertEqual(echo.exitCode, 0, echo.describe())
         daemon.signalProcess("HUP")
         yield daemon.waitForOutput(
             r"SIGHUP: not reloading %s: cannot write %s \(the storage directory of AE GAMMA\): %s is not a directory$"
