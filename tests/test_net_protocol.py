@@ -24,10 +24,10 @@ from zope.interface.verify import verifyObject
 from dicomd import observers
 from dicomd.dimse.commands import CEchoRQ, CStoreRQ, Message, encodeCommand
 from dicomd.dimse.pdv import fragment
+from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
 from dicomd.interfaces import IDataSetConsumer, IService
 from dicomd.net.acceptor import AcceptorFactory, AcceptorProtocol, ApplicationEntity
 from dicomd.net.association import (
-    VERIFICATION_SOP_CLASS,
     AssociationAborted,
     AssociationError,
     AssociationRejected,

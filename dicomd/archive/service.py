@@ -55,9 +55,9 @@ from dicomd.archive.dcmqrcfg import ANY
 from dicomd.archive.index import RUN_CRASHED, AsyncArchiveIndex, SQLiteArchiveIndex
 from dicomd.archive.matching import MODELS
 from dicomd.dimse.commands import CEchoRQ, CFindRQ, CGetRQ, CMoveRQ, CStoreRQ
+from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
 from dicomd.endpoints import clientEndpoint
 from dicomd.net.acceptor import CALLED_AE_TITLE_NOT_RECOGNIZED, ApplicationEntity
-from dicomd.net.association import VERIFICATION_SOP_CLASS
 from dicomd.net.requestor import connect
 from dicomd.services.find import FindSCP
 from dicomd.services.retrieve import Destination, GetSCP, MoveSCP

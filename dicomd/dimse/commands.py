@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Callable, Dict, List, Optional, Tuple
 
 from dicomd.dimse import status as _status
+from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
 
 #: CommandDataSetType values (PS3.7 E.1-1): 0x0101 means no data set; we
 #: send 0x0001 for "present", as DCMTK does.
@@ -234,7 +235,7 @@ class Response(Message):
 class CEchoRQ(Request):
     """C-ECHO-RQ (PS3.7 9.3.5.1)."""
 
-    affectedSOPClassUID: str = "1.2.840.10008.1.1"
+    affectedSOPClassUID: str = VERIFICATION_SOP_CLASS
     commandField = 0x0030
 
 
@@ -242,7 +243,7 @@ class CEchoRQ(Request):
 class CEchoRSP(Response):
     """C-ECHO-RSP (PS3.7 9.3.5.2)."""
 
-    affectedSOPClassUID: Optional[str] = "1.2.840.10008.1.1"
+    affectedSOPClassUID: Optional[str] = VERIFICATION_SOP_CLASS
     commandField = 0x8030
 
 

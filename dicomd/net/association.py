@@ -25,13 +25,12 @@ from zope.interface import implementer
 
 from dicomd.dimse import status as _status
 from dicomd.dimse.commands import MESSAGE_CLASSES, CCancelRQ, CEchoRQ, Message, UnrecognizedMessage, encodeCommand
+from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
 from dicomd.dimse.pdv import CommandReceived, DIMSEProtocolError, MessageAssembler, maximumFragmentLength
 from dicomd.interfaces import IDataSetConsumer
 from dicomd.net import debug
 from dicomd.net.sending import MessageSender
 from dicomd.ul.negotiation import NegotiatedContext
-
-VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
 
 _BUFFER_TYPES = (bytes, bytearray, memoryview)
 
