@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dicomd.dimse import status as _status
-from dicomd.dimse.commands import MESSAGE_CLASSES, CCancelRQ, CEchoRQ, Message, UnrecognizedMessage, encodeCommand
+from dicomd.dimse.commands import OPERATION_NAMES, CCancelRQ, CEchoRQ, Message, encodeCommand, responseTo
 from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
 from dicomd.dimse.pdv import CommandReceived, DIMSEProtocolError, MessageAssembler, maximumFragmentLength
 from dicomd.interfaces import IDataSetConsumer
@@ -139,25 +139,6 @@ class _Outstanding:
         self.deferred = deferred
         self.onPending = onPending
         self.timer = timer
-
-
-def responseTo(request: Message, status: int, **fields) -> Message:
-    """
-    The response message of the same operation as C{request}, carrying
-    C{status}.
-    """
-    cls = MESSAGE_CLASSES.get(request.commandField | 0x8000)
-    if cls is None:
-        return UnrecognizedMessage(
-            commandField=request.commandField | 0x8000,
-            messageIDBeingRespondedTo=getattr(request, "messageID", 0) or 0,
-            status=status,
-            affectedSOPClassUID=getattr(request, "affectedSOPClassUID", None),
-        )
-    response = cls(messageIDBeingRespondedTo=request.messageID, status=status, **fields)
-    if hasattr(response, "affectedSOPClassUID") and "affectedSOPClassUID" not in fields:
-        response.affectedSOPClassUID = request.affectedSOPClassUID
-    return response
 
 
 class Association:
@@ -335,7 +316,7 @@ class Association:
         if _status.category(response.status) is _status.Category.PENDING:
             return
         if self._serving.pop(response.messageIDBeingRespondedTo, None) is not None:
-            operation = _OPERATION_NAMES.get(response.commandField & 0x7FFF, "0x%04X" % response.commandField)
+            operation = OPERATION_NAMES.get(response.commandField & 0x7FFF, "0x%04X" % response.commandField)
             counts = self.counters.setdefault(operation, {})
             outcome = _status.category(response.status).name.lower()
             counts[outcome] = counts.get(outcome, 0) + 1
@@ -578,7 +559,7 @@ class Association:
             refusal = responseTo(message, _status.UNRECOGNIZED_OPERATION)
             self.log.info(
                 "Refusing {operation} from {peer}: no service for it on this AE",
-                operation=_OPERATION_NAMES.get(message.commandField, "command 0x%04X" % message.commandField),
+                operation=OPERATION_NAMES.get(message.commandField, "command 0x%04X" % message.commandField),
                 peer=self.callingAETitle,
             )
             if not message.hasDataSet:
@@ -670,13 +651,3 @@ class Association:
 
 def _noCancel() -> None:
     pass
-
-
-_OPERATION_NAMES = {
-    0x0001: "C-STORE",
-    0x0010: "C-GET",
-    0x0020: "C-FIND",
-    0x0021: "C-MOVE",
-    0x0030: "C-ECHO",
-    0x0FFF: "C-CANCEL",
-}

@@ -30,8 +30,9 @@ from zope.interface import implementer
 from dicomd.archive.matching import QueryError, modelForSOPClass
 from dicomd.dataset import decodeDataSet, encodeDataSet
 from dicomd.dimse import status as _status
+from dicomd.dimse.commands import responseTo
 from dicomd.interfaces import IService
-from dicomd.net.association import AssociationError, BufferedDataSet, responseTo
+from dicomd.net.association import AssociationError, BufferedDataSet
 from dicomd.services.find import Cancellation, _refuse
 from dicomd.storage.scu import DicomFile, NotDICOM, StoreFailed, readFileMeta, store
 
