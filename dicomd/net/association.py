@@ -21,22 +21,17 @@ from typing import Callable, Dict, List, Optional
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from dicomd.dimse import status as _status
 from dicomd.dimse.commands import OPERATION_NAMES, CCancelRQ, CEchoRQ, Message, encodeCommand, responseTo
-from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
+from dicomd.dimse.consumers import BufferedDataSet, DiscardedDataSet
 from dicomd.dimse.pdv import CommandReceived, DIMSEProtocolError, MessageAssembler, maximumFragmentLength
-from dicomd.interfaces import IDataSetConsumer
+from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
 from dicomd.net import debug
 from dicomd.net.sending import MessageSender
 from dicomd.ul.negotiation import NegotiatedContext
 
 _BUFFER_TYPES = (bytes, bytearray, memoryview)
-
-#: The largest data set we keep in memory for a response (a C-FIND match,
-#: a C-MOVE failed-instance list).
-MAXIMUM_RESPONSE_DATA_SET = 16 << 20
 
 
 class AssociationError(Exception):
@@ -82,50 +77,6 @@ def describeRejection(reject) -> str:
     A-ASSOCIATE-RJ in words, as DCMTK's tools print it.
     """
     return "association rejected (%s)" % (reject.explanation,)
-
-
-@implementer(IDataSetConsumer)
-class BufferedDataSet:
-    """
-    Collects a small data set in memory and passes it on when complete.
-    """
-
-    def __init__(self, whenComplete: Callable[[bytes], None], limit: int = MAXIMUM_RESPONSE_DATA_SET):
-        self._parts = []
-        self._length = 0
-        self._limit = limit
-        self._whenComplete = whenComplete
-
-    def write(self, fragment):
-        self._length += len(fragment)
-        if self._length > self._limit:
-            raise DIMSEProtocolError("data set larger than %d bytes where a small one was expected" % self._limit)
-        self._parts.append(fragment)
-
-    def finish(self):
-        self._whenComplete(b"".join(self._parts))
-
-    def abandon(self, reason):
-        self._parts = []
-
-
-@implementer(IDataSetConsumer)
-class DiscardedDataSet:
-    """
-    Reads a data set nobody wants, then runs C{whenComplete}.
-    """
-
-    def __init__(self, whenComplete: Callable[[], None]):
-        self._whenComplete = whenComplete
-
-    def write(self, fragment):
-        pass
-
-    def finish(self):
-        self._whenComplete()
-
-    def abandon(self, reason):
-        pass
 
 
 class _Outstanding:

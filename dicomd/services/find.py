@@ -18,8 +18,8 @@ from dicomd.archive.matching import QueryError, encodeResponse, modelForSOPClass
 from dicomd.dataset import decodeDataSet, encodeDataSet
 from dicomd.dimse import status as _status
 from dicomd.dimse.commands import CFindRSP, responseTo
+from dicomd.dimse.consumers import BufferedDataSet
 from dicomd.interfaces import IService
-from dicomd.net.association import BufferedDataSet
 from dicomd.ul.negotiation import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
 
 #: How many matches are read from the index per thread job.

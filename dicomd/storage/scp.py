@@ -40,8 +40,8 @@ from zope.interface import implementer
 from dicomd.dataset import isValidUID
 from dicomd.dimse import status as _status
 from dicomd.dimse.commands import responseTo
+from dicomd.dimse.consumers import DiscardedDataSet
 from dicomd.interfaces import IDataSetConsumer, IService
-from dicomd.net.association import DiscardedDataSet
 from dicomd.storage import DIRECTORY_MODE, FILE_MODE
 from dicomd.storage.part10 import encodeFileMeta, readDeflatedHead, readFileHead, scanHead, uidValue
 from dicomd.storage.spool import SpareFiles, SpoolFile
