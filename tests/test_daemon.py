@@ -48,7 +48,7 @@ from dicomd.config import readConfig
 from dicomd.dimse.commands import CStoreRQ
 from dicomd.dimse.pdv import fragment
 from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
-from dicomd.net.association import AssociationError
+from dicomd.errors import AssociationError
 from dicomd.net.requestor import connect
 from dicomd.storage.scp import TEMPORARY_NAME
 from dicomd.storage.studies import StudyJournal

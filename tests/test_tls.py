@@ -23,7 +23,7 @@ from dicomd.archive.service import Peer, destinationTable
 from dicomd.config import readConfig
 from dicomd.endpoints import DICOMTLSServerEndpoint, DICOMTLSServerParser, clientEndpoint
 from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
-from dicomd.net.association import AssociationAborted, AssociationRejected
+from dicomd.errors import AssociationAborted, AssociationRejected
 from dicomd.net.acceptor import AcceptorFactory
 from dicomd.net.protocol import describeTLSError, peerCertificateSubject
 from dicomd.net.requestor import connect

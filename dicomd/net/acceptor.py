@@ -17,7 +17,8 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
 from dicomd import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from dicomd.net.association import Association, describeRejection
+from dicomd.errors import describeRejection
+from dicomd.net.association import Association
 from dicomd.net.protocol import AssociationProtocol
 from dicomd.ul.negotiation import (
     TOO_MANY_ASSOCIATIONS,

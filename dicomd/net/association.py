@@ -27,56 +27,12 @@ from dicomd.dimse.commands import OPERATION_NAMES, CCancelRQ, CEchoRQ, Message, 
 from dicomd.dimse.consumers import BufferedDataSet, DiscardedDataSet
 from dicomd.dimse.pdv import CommandReceived, DIMSEProtocolError, MessageAssembler, maximumFragmentLength
 from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
+from dicomd.errors import AssociationAborted, AssociationError, DIMSETimeout, NoPresentationContext
 from dicomd.net import debug
 from dicomd.net.sending import MessageSender
 from dicomd.ul.negotiation import NegotiatedContext
 
 _BUFFER_TYPES = (bytes, bytearray, memoryview)
-
-
-class AssociationError(Exception):
-    """
-    Base of the ways an association, or a request on it, can fail.
-    """
-
-
-class AssociationRejected(AssociationError):
-    """
-    The peer answered A-ASSOCIATE-RJ.
-
-    @ivar reject: the L{dicomd.ul.pdu.AAssociateRJ}.
-    """
-
-    def __init__(self, reject):
-        super().__init__(describeRejection(reject))
-        self.reject = reject
-
-
-class AssociationAborted(AssociationError):
-    """
-    The association ended by A-ABORT, A-P-ABORT or a lost connection while
-    something was still expected of it.
-    """
-
-
-class DIMSETimeout(AssociationError):
-    """
-    No response arrived within the DIMSE timeout; the association was
-    aborted.
-    """
-
-
-class NoPresentationContext(AssociationError):
-    """
-    No accepted presentation context fits the request.
-    """
-
-
-def describeRejection(reject) -> str:
-    """
-    A-ASSOCIATE-RJ in words, as DCMTK's tools print it.
-    """
-    return "association rejected (%s)" % (reject.explanation,)
 
 
 class _Outstanding:

@@ -33,8 +33,8 @@ from twisted.internet import protocol
 from twisted.internet.interfaces import IWriteDescriptor
 from twisted.logger import Logger
 
+from dicomd.errors import AssociationAborted
 from dicomd.net import debug
-from dicomd.net.association import AssociationAborted
 from dicomd.ul import provider as _ul
 from dicomd.ul.fsm import State
 from dicomd.tls import certificateBindingAllows, certificateSubject
