@@ -191,7 +191,7 @@ class Association:
 
         @param dataSet: the encoded data set in the context's transfer
             syntax: bytes, a memoryview, or an
-            L{dicomd.net.sending.IDataSetSource} streamed as the transport
+            L{dicomd.interfaces.IDataSetSource} streamed as the transport
             drains.
         """
         if self._ended or self._releasing:

@@ -31,7 +31,7 @@ from zope.interface import implementer
 
 from dicomd.dimse.commands import PRIORITY_MEDIUM, CStoreRQ
 from dicomd.errors import NoPresentationContext
-from dicomd.net.sending import IDataSetSource
+from dicomd.interfaces import IDataSetSource
 from dicomd.storage.recode import convertDataSet
 from dicomd.ul.negotiation import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
