@@ -17,7 +17,8 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.uid import UID
 
-DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
+from dicomd.ul.negotiation import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+
 
 #: The most a deflated data set that travels whole (a query or retrieve
 #: identifier) may inflate to.  Identifiers are a few kilobytes; without a

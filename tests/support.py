@@ -719,7 +719,7 @@ def verificationEntity(title: str = "DICOMD", transferSyntaxes: Optional[Sequenc
     """
     from dicomd.dimse.commands import CEchoRQ
     from dicomd.net.acceptor import ApplicationEntity
-    from dicomd.net.association import VERIFICATION_SOP_CLASS
+    from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
     from dicomd.services.verification import VerificationSCP
     from dicomd.ul.negotiation import UNCOMPRESSED, AcceptorPolicy
 

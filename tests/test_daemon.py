@@ -47,7 +47,8 @@ from twisted.trial import unittest
 from dicomd.config import readConfig
 from dicomd.dimse.commands import CStoreRQ
 from dicomd.dimse.pdv import fragment
-from dicomd.net.association import VERIFICATION_SOP_CLASS, AssociationError
+from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
+from dicomd.errors import AssociationError
 from dicomd.net.requestor import connect
 from dicomd.storage.scp import TEMPORARY_NAME
 from dicomd.storage.studies import StudyJournal

@@ -37,11 +37,11 @@ from twisted.trial import unittest
 from zope.interface import implementer
 
 from dicomd.dimse import status as _status
-from dicomd.dimse.commands import CStoreRQ, encodeCommand
+from dicomd.dimse.commands import CStoreRQ, encodeCommand, responseTo
 from dicomd.dimse.pdv import fragment
+from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
 from dicomd.interfaces import IDataSetConsumer
 from dicomd.net.acceptor import ApplicationEntity
-from dicomd.net.association import VERIFICATION_SOP_CLASS, responseTo
 from dicomd.net.requestor import connect
 from dicomd.storage.studies import StudyJournal
 from dicomd.ul.negotiation import UNCOMPRESSED, AcceptorPolicy

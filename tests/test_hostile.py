@@ -62,7 +62,7 @@ from twisted.trial import unittest
 from dicomd.dimse import status as _status
 from dicomd.dimse.commands import CEchoRQ, CFindRQ, CStoreRQ, decodeCommand, encodeCommand
 from dicomd.dimse.pdv import COMMAND, LAST, fragment
-from dicomd.net.association import VERIFICATION_SOP_CLASS
+from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
 from dicomd.net.requestor import connect
 from dicomd.ul.negotiation import proposePresentationContexts
 from dicomd.ul.pdu import (

@@ -15,9 +15,15 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from dicomd.dimse.commands import CStoreRQ
-from dicomd.net.acceptor import CALLED_AE_TITLE_NOT_RECOGNIZED, AcceptorFactory, ApplicationEntity
-from dicomd.net.association import VERIFICATION_SOP_CLASS
-from dicomd.ul.negotiation import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, AcceptorPolicy, proposePresentationContexts
+from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
+from dicomd.net.acceptor import AcceptorFactory, ApplicationEntity
+from dicomd.ul.negotiation import (
+    CALLED_AE_TITLE_NOT_RECOGNIZED,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    AcceptorPolicy,
+    proposePresentationContexts,
+)
 from dicomd.ul.pdu import AAssociateAC, AAssociateRJ, AAssociateRQ, AReleaseRQ, UserInformation, decodePDU
 from tests.support import verificationEntity
 

@@ -24,19 +24,13 @@ from zope.interface.verify import verifyObject
 from dicomd import observers
 from dicomd.dimse.commands import CEchoRQ, CStoreRQ, Message, encodeCommand
 from dicomd.dimse.pdv import fragment
-from dicomd.interfaces import IDataSetConsumer, IService
+from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
+from dicomd.errors import ACSETimeout, AssociationAborted, AssociationError, AssociationRejected, DIMSETimeout
+from dicomd.interfaces import IDataSetConsumer, IDataSetSource, IService
 from dicomd.net.acceptor import AcceptorFactory, AcceptorProtocol, ApplicationEntity
-from dicomd.net.association import (
-    VERIFICATION_SOP_CLASS,
-    AssociationAborted,
-    AssociationError,
-    AssociationRejected,
-    DIMSETimeout,
-)
 from dicomd.net import protocol as protocolModule
 from dicomd.net.protocol import writeDescriptor
-from dicomd.net.requestor import ACSETimeout, RequestorProtocol, connect
-from dicomd.net.sending import IDataSetSource
+from dicomd.net.requestor import RequestorProtocol, connect
 from dicomd.ul.fsm import State
 from dicomd.ul.negotiation import IMPLICIT_VR_LITTLE_ENDIAN, UNCOMPRESSED, AcceptorPolicy, proposePresentationContexts
 from dicomd.ul.pdu import AAbort, AAssociateAC, AAssociateRJ, AAssociateRQ, AReleaseRP, AReleaseRQ, PDataTF, UserInformation, decodePDU

@@ -47,9 +47,9 @@ from dicomd.archive.service import (
 from dicomd.cli import qrscp
 from dicomd.cli.options import CannotStart, UsageError
 from dicomd.dimse.commands import CStoreRQ
+from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
+from dicomd.errors import ACSETimeout, DIMSETimeout
 from dicomd.net.acceptor import AcceptorFactory, ApplicationEntity
-from dicomd.net.association import VERIFICATION_SOP_CLASS, DIMSETimeout
-from dicomd.net.requestor import ACSETimeout
 from dicomd.services.retrieve import Destination
 from dicomd.ul.negotiation import (
     EXPLICIT_VR_LITTLE_ENDIAN,

@@ -2168,7 +2168,7 @@ class StalledDestinationTests(ArchiveTestCase):
         """
 
         def leave(requestor):
-            from dicomd.net.association import AssociationAborted
+            from dicomd.errors import AssociationAborted
 
             association, moved = requestor
             association.abort()
@@ -2185,7 +2185,7 @@ class StalledDestinationTests(ArchiveTestCase):
 
         @defer.inlineCallbacks
         def leave(requestor):
-            from dicomd.net.association import AssociationAborted
+            from dicomd.errors import AssociationAborted
 
             association, moved = requestor
             yield association.release()

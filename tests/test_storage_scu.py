@@ -28,8 +28,10 @@ from dicomd.cli import logs, storescu
 from dicomd.cli.options import UsageError
 from dicomd.dimse.commands import CEchoRSP, CStoreRQ, CStoreRSP, encodeCommand
 from dicomd.dimse.pdv import DataSetFragment, MessageAssembler
-from dicomd.net.association import Association, AssociationAborted, AssociationRejected, NoPresentationContext
-from dicomd.net.sending import READ_SIZE, IDataSetSource, MessageSender
+from dicomd.errors import AssociationAborted, AssociationRejected, NoPresentationContext
+from dicomd.interfaces import IDataSetSource
+from dicomd.net.association import Association
+from dicomd.net.sending import READ_SIZE, MessageSender
 from dicomd.storage import scu, sender
 from dicomd.storage.sender import FailedStore, SendReport, sendFiles
 from dicomd.ul.negotiation import (

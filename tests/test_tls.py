@@ -22,7 +22,8 @@ from twisted.trial import unittest
 from dicomd.archive.service import Peer, destinationTable
 from dicomd.config import readConfig
 from dicomd.endpoints import DICOMTLSServerEndpoint, DICOMTLSServerParser, clientEndpoint
-from dicomd.net.association import VERIFICATION_SOP_CLASS, AssociationAborted, AssociationRejected
+from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
+from dicomd.errors import AssociationAborted, AssociationRejected
 from dicomd.net.acceptor import AcceptorFactory
 from dicomd.net.protocol import describeTLSError, peerCertificateSubject
 from dicomd.net.requestor import connect

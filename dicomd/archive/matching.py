@@ -122,6 +122,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 from pydicom.valuerep import PersonName
 
+from dicomd.dimse import uids as _uids
 from dicomd.dimse.status import (
     IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
     UNABLE_TO_PROCESS,
@@ -158,9 +159,9 @@ PATIENT_ROOT = InformationModel(
     "Patient Root",
     (Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE),
     (
-        "1.2.840.10008.5.1.4.1.2.1.1",
-        "1.2.840.10008.5.1.4.1.2.1.2",
-        "1.2.840.10008.5.1.4.1.2.1.3",
+        _uids.PATIENT_ROOT_FIND,
+        _uids.PATIENT_ROOT_MOVE,
+        _uids.PATIENT_ROOT_GET,
     ),
 )
 
@@ -168,9 +169,9 @@ STUDY_ROOT = InformationModel(
     "Study Root",
     (Level.STUDY, Level.SERIES, Level.IMAGE),
     (
-        "1.2.840.10008.5.1.4.1.2.2.1",
-        "1.2.840.10008.5.1.4.1.2.2.2",
-        "1.2.840.10008.5.1.4.1.2.2.3",
+        _uids.STUDY_ROOT_FIND,
+        _uids.STUDY_ROOT_MOVE,
+        _uids.STUDY_ROOT_GET,
     ),
 )
 
@@ -178,9 +179,9 @@ PATIENT_STUDY_ONLY = InformationModel(
     "Patient/Study Only",
     (Level.PATIENT, Level.STUDY),
     (
-        "1.2.840.10008.5.1.4.1.2.3.1",
-        "1.2.840.10008.5.1.4.1.2.3.2",
-        "1.2.840.10008.5.1.4.1.2.3.3",
+        _uids.PATIENT_STUDY_ONLY_FIND,
+        _uids.PATIENT_STUDY_ONLY_MOVE,
+        _uids.PATIENT_STUDY_ONLY_GET,
     ),
 )
 

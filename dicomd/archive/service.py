@@ -55,15 +55,20 @@ from dicomd.archive.dcmqrcfg import ANY
 from dicomd.archive.index import RUN_CRASHED, AsyncArchiveIndex, SQLiteArchiveIndex
 from dicomd.archive.matching import MODELS
 from dicomd.dimse.commands import CEchoRQ, CFindRQ, CGetRQ, CMoveRQ, CStoreRQ
+from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
 from dicomd.endpoints import clientEndpoint
-from dicomd.net.acceptor import CALLED_AE_TITLE_NOT_RECOGNIZED, ApplicationEntity
-from dicomd.net.association import VERIFICATION_SOP_CLASS
+from dicomd.net.acceptor import ApplicationEntity
 from dicomd.net.requestor import connect
 from dicomd.services.find import FindSCP
 from dicomd.services.retrieve import Destination, GetSCP, MoveSCP
 from dicomd.services.verification import VerificationSCP
 from dicomd.storage.sopclasses import STORAGE_SOP_CLASSES
-from dicomd.ul.negotiation import MAXIMUM_PRESENTATION_CONTEXTS, UNCOMPRESSED, AcceptorPolicy
+from dicomd.ul.negotiation import (
+    CALLED_AE_TITLE_NOT_RECOGNIZED,
+    MAXIMUM_PRESENTATION_CONTEXTS,
+    UNCOMPRESSED,
+    AcceptorPolicy,
+)
 from dicomd.ul.pdu import (
     PC_USER_REJECTION,
     REJECT_REASON_NO_REASON,

@@ -8,7 +8,8 @@ from twisted.logger import Logger
 
 from dicomd.cli.options import CommandLine, Option, Parameter, aeTitle, generalOptions, integer
 from dicomd.dimse.status import SUCCESS, describe
-from dicomd.net.association import VERIFICATION_SOP_CLASS, AssociationAborted, AssociationError, AssociationRejected
+from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
+from dicomd.errors import AssociationAborted, AssociationError, AssociationRejected
 from dicomd.net.requestor import connect
 from dicomd.ul.negotiation import UNCOMPRESSED
 

@@ -51,6 +51,7 @@ from dicomd.ul.negotiation import (
     IMPLICIT_VR_LITTLE_ENDIAN,
     AcceptorPolicy,
 )
+from dicomd.ul.pdu import CONTEXT_RESULT_TITLES
 
 log = Logger(namespace="storescp")
 
@@ -365,15 +366,6 @@ class ContextLoggingEntity(ApplicationEntity):
         return answer, contexts
 
 
-_CONTEXT_RESULTS = {
-    0: "Accepted",
-    1: "User Rejection",
-    2: "Provider Rejection",
-    3: "Abstract Syntax Not Supported",
-    4: "Transfer Syntaxes Not Supported",
-}
-
-
 def _uidName(uid: str) -> str:
     from pydicom.uid import UID
 
@@ -390,7 +382,7 @@ def describePresentationContexts(request, answer) -> str:
     lines = ["Presentation Contexts:"]
     for proposed in request.presentationContexts:
         result = results.get(proposed.contextID)
-        outcome = "Rejected (association)" if result is None else _CONTEXT_RESULTS.get(result.result, "Result %d" % result.result)
+        outcome = "Rejected (association)" if result is None else CONTEXT_RESULT_TITLES.get(result.result, "Result %d" % result.result)
         lines.append("  Context ID:        %d (%s)" % (proposed.contextID, outcome))
         lines.append("    Abstract Syntax: %s" % (_uidName(proposed.abstractSyntax),))
         lines.append("    Proposed Transfer Syntax(es):")

@@ -33,7 +33,7 @@ from dicomd.cli.common import (
 )
 from dicomd.cli.options import Option, Parameter, UsageError, aeTitle, integer, string
 from dicomd.dimse import status as _status
-from dicomd.net.association import AssociationAborted, AssociationRejected
+from dicomd.errors import AssociationAborted, AssociationRejected
 from dicomd.net.requestor import connect
 from dicomd.storage.scu import (
     DEFAULT_COMPRESSION_LEVEL,

@@ -8,7 +8,8 @@ command set in group 0000, implicit VR little endian, with its group
 length; L{decodeCommand} reads one back, ignoring the group length's value
 (a wrong one must not make us misread what follows) and refusing elements
 that run past the end or are not in group 0000.  L{Message.describe} puts a
-command set in words for the debug log.
+command set in words for the debug log, L{responseTo} builds the response
+to a request, and L{OPERATION_NAMES} names the operations.
 """
 
 import struct
@@ -16,6 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Callable, Dict, List, Optional, Tuple
 
 from dicomd.dimse import status as _status
+from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
 
 #: CommandDataSetType values (PS3.7 E.1-1): 0x0101 means no data set; we
 #: send 0x0001 for "present", as DCMTK does.
@@ -102,6 +104,17 @@ COMMAND_FIELD_NAMES: Dict[int, str] = {
     0x0150: "N-DELETE-RQ",
     0x8150: "N-DELETE-RSP",
     0x0FFF: "C-CANCEL-RQ",
+}
+
+#: The DIMSE-C operations (PS3.7 section 9.1) by the Command Field of their
+#: request, for the per-operation counts of an association's log line.
+OPERATION_NAMES: Dict[int, str] = {
+    0x0001: "C-STORE",
+    0x0010: "C-GET",
+    0x0020: "C-FIND",
+    0x0021: "C-MOVE",
+    0x0030: "C-ECHO",
+    0x0FFF: "C-CANCEL",
 }
 
 _PRIORITY_NAMES = {PRIORITY_MEDIUM: "medium", PRIORITY_HIGH: "high", PRIORITY_LOW: "low"}
@@ -234,7 +247,7 @@ class Response(Message):
 class CEchoRQ(Request):
     """C-ECHO-RQ (PS3.7 9.3.5.1)."""
 
-    affectedSOPClassUID: str = "1.2.840.10008.1.1"
+    affectedSOPClassUID: str = VERIFICATION_SOP_CLASS
     commandField = 0x0030
 
 
@@ -242,7 +255,7 @@ class CEchoRQ(Request):
 class CEchoRSP(Response):
     """C-ECHO-RSP (PS3.7 9.3.5.2)."""
 
-    affectedSOPClassUID: Optional[str] = "1.2.840.10008.1.1"
+    affectedSOPClassUID: Optional[str] = VERIFICATION_SOP_CLASS
     commandField = 0x8030
 
 
@@ -358,6 +371,29 @@ MESSAGE_CLASSES = {
     cls.commandField: cls
     for cls in (CEchoRQ, CEchoRSP, CStoreRQ, CStoreRSP, CFindRQ, CFindRSP, CMoveRQ, CMoveRSP, CGetRQ, CGetRSP, CCancelRQ)
 }
+
+
+def responseTo(request: Message, status: int, **fields) -> Message:
+    """
+    The response message of the same operation as C{request}, carrying
+    C{status} (PS3.7 9.3): its Message ID Being Responded To is the
+    request's Message ID and, unless C{fields} say otherwise, its Affected
+    SOP Class UID the request's.  A request of no operation we know (an
+    L{UnrecognizedMessage}) gets an L{UnrecognizedMessage} with the
+    response bit of its Command Field set, to refuse it with.
+    """
+    cls = MESSAGE_CLASSES.get(request.commandField | 0x8000)
+    if cls is None:
+        return UnrecognizedMessage(
+            commandField=request.commandField | 0x8000,
+            messageIDBeingRespondedTo=getattr(request, "messageID", 0) or 0,
+            status=status,
+            affectedSOPClassUID=getattr(request, "affectedSOPClassUID", None),
+        )
+    response = cls(messageIDBeingRespondedTo=request.messageID, status=status, **fields)
+    if hasattr(response, "affectedSOPClassUID") and "affectedSOPClassUID" not in fields:
+        response.affectedSOPClassUID = request.affectedSOPClassUID
+    return response
 
 
 def _layout(cls) -> List[Tuple[str, int, str]]:

@@ -17,16 +17,17 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
 from dicomd import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from dicomd.net.association import Association, describeRejection
+from dicomd.errors import describeRejection
+from dicomd.net.association import Association
 from dicomd.net.protocol import AssociationProtocol
 from dicomd.ul.negotiation import (
+    CALLED_AE_TITLE_NOT_RECOGNIZED,
     TOO_MANY_ASSOCIATIONS,
     AcceptorPolicy,
     acceptPresentationContexts,
     checkAssociationRequest,
 )
 from dicomd.ul.pdu import (
-    REJECT_REASON_CALLED_AE_NOT_RECOGNIZED,
     REJECT_REASON_NO_REASON,
     REJECT_RESULT_PERMANENT,
     REJECT_SOURCE_SERVICE_USER,
@@ -35,12 +36,6 @@ from dicomd.ul.pdu import (
     UserInformation,
 )
 from dicomd.ul.provider import ULProvider
-
-#: The rejection of an association whose called AE title no AE of a
-#: listening port answers to (permanent, service user).
-CALLED_AE_TITLE_NOT_RECOGNIZED = AAssociateRJ(
-    REJECT_RESULT_PERMANENT, REJECT_SOURCE_SERVICE_USER, REJECT_REASON_CALLED_AE_NOT_RECOGNIZED
-)
 
 
 class ApplicationEntity:

@@ -21,112 +21,18 @@ from typing import Callable, Dict, List, Optional
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from dicomd.dimse import status as _status
-from dicomd.dimse.commands import MESSAGE_CLASSES, CCancelRQ, CEchoRQ, Message, UnrecognizedMessage, encodeCommand
+from dicomd.dimse.commands import OPERATION_NAMES, CCancelRQ, CEchoRQ, Message, encodeCommand, responseTo
+from dicomd.dimse.consumers import BufferedDataSet, DiscardedDataSet
 from dicomd.dimse.pdv import CommandReceived, DIMSEProtocolError, MessageAssembler, maximumFragmentLength
-from dicomd.interfaces import IDataSetConsumer
+from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
+from dicomd.errors import AssociationAborted, AssociationError, DIMSETimeout, NoPresentationContext
 from dicomd.net import debug
 from dicomd.net.sending import MessageSender
 from dicomd.ul.negotiation import NegotiatedContext
 
-VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
-
 _BUFFER_TYPES = (bytes, bytearray, memoryview)
-
-#: The largest data set we keep in memory for a response (a C-FIND match,
-#: a C-MOVE failed-instance list).
-MAXIMUM_RESPONSE_DATA_SET = 16 << 20
-
-
-class AssociationError(Exception):
-    """
-    Base of the ways an association, or a request on it, can fail.
-    """
-
-
-class AssociationRejected(AssociationError):
-    """
-    The peer answered A-ASSOCIATE-RJ.
-
-    @ivar reject: the L{dicomd.ul.pdu.AAssociateRJ}.
-    """
-
-    def __init__(self, reject):
-        super().__init__(describeRejection(reject))
-        self.reject = reject
-
-
-class AssociationAborted(AssociationError):
-    """
-    The association ended by A-ABORT, A-P-ABORT or a lost connection while
-    something was still expected of it.
-    """
-
-
-class DIMSETimeout(AssociationError):
-    """
-    No response arrived within the DIMSE timeout; the association was
-    aborted.
-    """
-
-
-class NoPresentationContext(AssociationError):
-    """
-    No accepted presentation context fits the request.
-    """
-
-
-def describeRejection(reject) -> str:
-    """
-    A-ASSOCIATE-RJ in words, as DCMTK's tools print it.
-    """
-    return "association rejected (%s)" % (reject.explanation,)
-
-
-@implementer(IDataSetConsumer)
-class BufferedDataSet:
-    """
-    Collects a small data set in memory and passes it on when complete.
-    """
-
-    def __init__(self, whenComplete: Callable[[bytes], None], limit: int = MAXIMUM_RESPONSE_DATA_SET):
-        self._parts = []
-        self._length = 0
-        self._limit = limit
-        self._whenComplete = whenComplete
-
-    def write(self, fragment):
-        self._length += len(fragment)
-        if self._length > self._limit:
-            raise DIMSEProtocolError("data set larger than %d bytes where a small one was expected" % self._limit)
-        self._parts.append(fragment)
-
-    def finish(self):
-        self._whenComplete(b"".join(self._parts))
-
-    def abandon(self, reason):
-        self._parts = []
-
-
-@implementer(IDataSetConsumer)
-class DiscardedDataSet:
-    """
-    Reads a data set nobody wants, then runs C{whenComplete}.
-    """
-
-    def __init__(self, whenComplete: Callable[[], None]):
-        self._whenComplete = whenComplete
-
-    def write(self, fragment):
-        pass
-
-    def finish(self):
-        self._whenComplete()
-
-    def abandon(self, reason):
-        pass
 
 
 class _Outstanding:
@@ -140,25 +46,6 @@ class _Outstanding:
         self.deferred = deferred
         self.onPending = onPending
         self.timer = timer
-
-
-def responseTo(request: Message, status: int, **fields) -> Message:
-    """
-    The response message of the same operation as C{request}, carrying
-    C{status}.
-    """
-    cls = MESSAGE_CLASSES.get(request.commandField | 0x8000)
-    if cls is None:
-        return UnrecognizedMessage(
-            commandField=request.commandField | 0x8000,
-            messageIDBeingRespondedTo=getattr(request, "messageID", 0) or 0,
-            status=status,
-            affectedSOPClassUID=getattr(request, "affectedSOPClassUID", None),
-        )
-    response = cls(messageIDBeingRespondedTo=request.messageID, status=status, **fields)
-    if hasattr(response, "affectedSOPClassUID") and "affectedSOPClassUID" not in fields:
-        response.affectedSOPClassUID = request.affectedSOPClassUID
-    return response
 
 
 class Association:
@@ -304,7 +191,7 @@ class Association:
 
         @param dataSet: the encoded data set in the context's transfer
             syntax: bytes, a memoryview, or an
-            L{dicomd.net.sending.IDataSetSource} streamed as the transport
+            L{dicomd.interfaces.IDataSetSource} streamed as the transport
             drains.
         """
         if self._ended or self._releasing:
@@ -336,7 +223,7 @@ class Association:
         if _status.category(response.status) is _status.Category.PENDING:
             return
         if self._serving.pop(response.messageIDBeingRespondedTo, None) is not None:
-            operation = _OPERATION_NAMES.get(response.commandField & 0x7FFF, "0x%04X" % response.commandField)
+            operation = OPERATION_NAMES.get(response.commandField & 0x7FFF, "0x%04X" % response.commandField)
             counts = self.counters.setdefault(operation, {})
             outcome = _status.category(response.status).name.lower()
             counts[outcome] = counts.get(outcome, 0) + 1
@@ -579,7 +466,7 @@ class Association:
             refusal = responseTo(message, _status.UNRECOGNIZED_OPERATION)
             self.log.info(
                 "Refusing {operation} from {peer}: no service for it on this AE",
-                operation=_OPERATION_NAMES.get(message.commandField, "command 0x%04X" % message.commandField),
+                operation=OPERATION_NAMES.get(message.commandField, "command 0x%04X" % message.commandField),
                 peer=self.callingAETitle,
             )
             if not message.hasDataSet:
@@ -671,13 +558,3 @@ class Association:
 
 def _noCancel() -> None:
     pass
-
-
-_OPERATION_NAMES = {
-    0x0001: "C-STORE",
-    0x0010: "C-GET",
-    0x0020: "C-FIND",
-    0x0021: "C-MOVE",
-    0x0030: "C-ECHO",
-    0x0FFF: "C-CANCEL",
-}

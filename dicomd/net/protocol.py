@@ -33,20 +33,13 @@ from twisted.internet import protocol
 from twisted.internet.interfaces import IWriteDescriptor
 from twisted.logger import Logger
 
+from dicomd.errors import AssociationAborted
 from dicomd.net import debug
-from dicomd.net.association import AssociationAborted
 from dicomd.ul import provider as _ul
 from dicomd.ul.fsm import State
 from dicomd.tls import certificateBindingAllows, certificateSubject
-from dicomd.ul.pdu import (
-    ABORT_REASON_NOT_SPECIFIED,
-    ABORT_SOURCE_SERVICE_USER,
-    REJECT_REASON_CALLING_AE_NOT_RECOGNIZED,
-    REJECT_RESULT_PERMANENT,
-    REJECT_SOURCE_SERVICE_USER,
-    AAbort,
-    AAssociateRJ,
-)
+from dicomd.ul.negotiation import CALLING_AE_TITLE_NOT_RECOGNIZED
+from dicomd.ul.pdu import ABORT_REASON_NOT_SPECIFIED, ABORT_SOURCE_SERVICE_USER, AAbort
 from dicomd.ul.trace import PDUTrace
 
 #: How much a TCP transport reads at a time (Twisted's default is 64 KiB):
@@ -65,14 +58,6 @@ def describeAbort(source: Optional[int], reason: int) -> str:
     if source is None:
         return "connection closed without A-ABORT"
     return AAbort(source, reason).describe()
-
-
-#: The rejection of an association whose calling AE title is bound to
-#: another certificate (permanent, service user, calling AE title not
-#: recognized).
-CALLING_AE_TITLE_NOT_RECOGNIZED = AAssociateRJ(
-    REJECT_RESULT_PERMANENT, REJECT_SOURCE_SERVICE_USER, REJECT_REASON_CALLING_AE_NOT_RECOGNIZED
-)
 
 
 def peerCertificate(transport):

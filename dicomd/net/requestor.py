@@ -15,17 +15,12 @@ from twisted.internet import defer, error, protocol
 from twisted.python.failure import Failure
 
 from dicomd import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from dicomd.net.association import Association, AssociationAborted, AssociationRejected
+from dicomd.errors import ACSETimeout, AssociationAborted, AssociationRejected
+from dicomd.net.association import Association
 from dicomd.net.protocol import AssociationProtocol
 from dicomd.ul.negotiation import acceptedPresentationContexts, proposePresentationContexts
 from dicomd.ul.pdu import AAssociateRQ, SCPSCURoleSelection, SOPClassExtendedNegotiation, UserInformation
 from dicomd.ul.provider import ULProvider
-
-
-class ACSETimeout(AssociationAborted):
-    """
-    The peer did not answer the A-ASSOCIATE-RQ within the ACSE timeout.
-    """
 
 
 class RequestorProtocol(AssociationProtocol):

@@ -24,9 +24,10 @@ from collections import deque
 from typing import Optional
 
 from twisted.internet.interfaces import IPushProducer
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import implementer
 
 from dicomd.dimse.pdv import encodeMessage, fragment
+from dicomd.interfaces import IDataSetSource
 
 #: How much of a streamed data set is read and written per step, rounded
 #: down to whole PDVs (at least one): big enough that the per-step cost
@@ -41,29 +42,6 @@ READ_SIZE = 256 << 10
 SEND_LIMIT = 1 << 20
 
 _BUFFER_TYPES = (bytes, bytearray, memoryview)
-
-
-class IDataSetSource(Interface):
-    """
-    An encoded data set to be read in order, such as the part of a file
-    after its File Meta Information.
-    """
-
-    length = Attribute("The number of bytes still to read.")
-
-    def read(size):
-        """
-        Return the next C{size} bytes (fewer only at the end).
-
-        @raise OSError: the source cannot be read; the message cannot be
-            completed and the association is aborted.
-        """
-
-    def close():
-        """
-        Release the source; called once, whether or not it was read to the
-        end.
-        """
 
 
 @implementer(IDataSetSource)

@@ -17,9 +17,10 @@ from zope.interface import implementer
 from dicomd.archive.matching import QueryError, encodeResponse, modelForSOPClass
 from dicomd.dataset import decodeDataSet, encodeDataSet
 from dicomd.dimse import status as _status
-from dicomd.dimse.commands import CFindRSP
+from dicomd.dimse.commands import CFindRSP, responseTo
+from dicomd.dimse.consumers import BufferedDataSet
 from dicomd.interfaces import IService
-from dicomd.net.association import BufferedDataSet, responseTo
+from dicomd.ul.negotiation import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
 
 #: How many matches are read from the index per thread job.
 BATCH = 100
@@ -49,10 +50,6 @@ class Cancellation:
             self.abandoned.callback(None)
 
 
-_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
-_IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
-
-
 def _encodeMatch(match: Dataset, transferSyntax: str) -> bytes:
     """
     Encode a response identifier: directly in the little endian
@@ -60,8 +57,8 @@ def _encodeMatch(match: Dataset, transferSyntax: str) -> bytes:
     (L{encodeResponse}, several times faster than pydicom's writer), with
     pydicom otherwise.
     """
-    if transferSyntax in (_EXPLICIT_VR_LITTLE_ENDIAN, _IMPLICIT_VR_LITTLE_ENDIAN):
-        data = encodeResponse(match, implicit=transferSyntax == _IMPLICIT_VR_LITTLE_ENDIAN)
+    if transferSyntax in (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN):
+        data = encodeResponse(match, implicit=transferSyntax == IMPLICIT_VR_LITTLE_ENDIAN)
         if data is not None:
             return data
     return encodeDataSet(match, transferSyntax)

@@ -30,8 +30,10 @@ from zope.interface import implementer
 from dicomd.archive.matching import QueryError, modelForSOPClass
 from dicomd.dataset import decodeDataSet, encodeDataSet
 from dicomd.dimse import status as _status
+from dicomd.dimse.commands import responseTo
+from dicomd.dimse.consumers import BufferedDataSet
+from dicomd.errors import AssociationError
 from dicomd.interfaces import IService
-from dicomd.net.association import AssociationError, BufferedDataSet, responseTo
 from dicomd.services.find import Cancellation, _refuse
 from dicomd.storage.scu import DicomFile, NotDICOM, StoreFailed, readFileMeta, store
 

@@ -4,9 +4,9 @@ The Verification service class, SCP role (PS3.4 Annex A): C-ECHO.
 
 from zope.interface import implementer
 
+from dicomd.dimse.commands import responseTo
 from dicomd.dimse.status import SUCCESS
 from dicomd.interfaces import IService
-from dicomd.net.association import responseTo
 
 
 @implementer(IService)

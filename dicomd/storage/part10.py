@@ -35,6 +35,7 @@ from pydicom.uid import UID
 
 from dicomd import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomd.dataset import quietPydicom
+from dicomd.ul.negotiation import EXPLICIT_VR_LITTLE_ENDIAN
 
 PREAMBLE = bytes(128) + b"DICM"
 
@@ -329,8 +330,6 @@ def scanHead(head, transferSyntaxUID: str, complete: bool, partial: bool = False
 #: megabytes in enhanced multi-frame objects.
 MAXIMUM_INFLATED_HEAD = 4 << 20
 
-_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
-
 
 def readDeflatedHead(compressed: Iterator[bytes]) -> Optional[Dataset]:
     """
@@ -368,7 +367,7 @@ def readDeflatedHead(compressed: Iterator[bytes]) -> Optional[Dataset]:
             pending = inflater.unconsumed_tail
         complete = inflater.eof or ended
         limited = not complete and target >= MAXIMUM_INFLATED_HEAD
-        attributes = scanHead(bytes(inflated), _EXPLICIT_VR_LITTLE_ENDIAN, complete, partial=limited)
+        attributes = scanHead(bytes(inflated), EXPLICIT_VR_LITTLE_ENDIAN, complete, partial=limited)
         if attributes is not None or complete or limited:
             return attributes
         target = min(target * 4, MAXIMUM_INFLATED_HEAD)

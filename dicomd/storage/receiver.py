@@ -22,7 +22,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from dicomd.actions import CommandAction
-from dicomd.net.association import VERIFICATION_SOP_CLASS
+from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
 from dicomd.storage import DIRECTORY_MODE, FILE_MODE, naming
 from dicomd.storage.scp import ReceivedInstance, StorageArea, StorageSCP
 from dicomd.storage.sopclasses import STORAGE_SOP_CLASSES

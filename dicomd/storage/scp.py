@@ -37,13 +37,15 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from dicomd.dataset import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, isValidUID
+from dicomd.dataset import isValidUID
 from dicomd.dimse import status as _status
+from dicomd.dimse.commands import responseTo
+from dicomd.dimse.consumers import DiscardedDataSet
 from dicomd.interfaces import IDataSetConsumer, IService
-from dicomd.net.association import DiscardedDataSet, responseTo
 from dicomd.storage import DIRECTORY_MODE, FILE_MODE
 from dicomd.storage.part10 import encodeFileMeta, readDeflatedHead, readFileHead, scanHead, uidValue
 from dicomd.storage.spool import SpareFiles, SpoolFile
+from dicomd.ul.negotiation import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
 
 #: How much of a data set's beginning is kept in memory to read its
 #: attributes without going back to the file.

@@ -30,8 +30,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from dicomd.dimse.commands import PRIORITY_MEDIUM, CStoreRQ
-from dicomd.net.association import NoPresentationContext
-from dicomd.net.sending import IDataSetSource
+from dicomd.errors import NoPresentationContext
+from dicomd.interfaces import IDataSetSource
 from dicomd.storage.recode import convertDataSet
 from dicomd.ul.negotiation import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
@@ -419,7 +419,7 @@ def store(
     @param threadpool: where conversions run; the reactor's by default.
     @return: a L{Deferred} firing with a L{StoreResult}, or failing with
         L{StoreFailed} (nothing was sent) or an
-        L{dicomd.net.association.AssociationError}.
+        L{dicomd.errors.AssociationError}.
     """
     opened = source if isinstance(source, FileDataSet) else None
     try:

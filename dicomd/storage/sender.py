@@ -20,7 +20,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from dicomd.dimse import status as _status
-from dicomd.net.association import AssociationError
+from dicomd.errors import AssociationError
 from dicomd.storage.scu import (
     DEFAULT_COMPRESSION_LEVEL,
     DicomFile,

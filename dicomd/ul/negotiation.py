@@ -10,6 +10,12 @@ The acceptor's transfer syntax choice follows DCMTK: the first syntax of the
 acceptor's preference list that the requestor proposed wins, and the lists
 selected by storescp's C{+x=}, C{+xe}, C{+xb}, C{+xi}, C{+xa}... options are
 in L{ACCEPTOR_PREFERENCES}.
+
+It is also the one home of the transfer syntax UIDs (PS3.5 Annex A) that
+presentation contexts negotiate, and of the A-ASSOCIATE-RJ answers an
+acceptor gives for reasons of its own (L{TOO_MANY_ASSOCIATIONS},
+L{CALLED_AE_TITLE_NOT_RECOGNIZED}, L{CALLING_AE_TITLE_NOT_RECOGNIZED};
+PS3.8 7.1.1.9).
 """
 
 from dataclasses import dataclass
@@ -209,6 +215,20 @@ def checkAssociationRequest(
 #: The rejection for one association too many (transient, local limit).
 TOO_MANY_ASSOCIATIONS = AAssociateRJ(
     REJECT_RESULT_TRANSIENT, REJECT_SOURCE_SERVICE_PROVIDER_PRESENTATION, REJECT_REASON_LOCAL_LIMIT_EXCEEDED
+)
+
+#: The rejection of an association whose called AE title no AE of a
+#: listening port answers to, or whose peer may not use that AE
+#: (permanent, service user).
+CALLED_AE_TITLE_NOT_RECOGNIZED = AAssociateRJ(
+    REJECT_RESULT_PERMANENT, REJECT_SOURCE_SERVICE_USER, REJECT_REASON_CALLED_AE_NOT_RECOGNIZED
+)
+
+#: The rejection of an association whose calling AE title is bound to
+#: another certificate (permanent, service user, calling AE title not
+#: recognized).
+CALLING_AE_TITLE_NOT_RECOGNIZED = AAssociateRJ(
+    REJECT_RESULT_PERMANENT, REJECT_SOURCE_SERVICE_USER, REJECT_REASON_CALLING_AE_NOT_RECOGNIZED
 )
 
 

@@ -140,6 +140,16 @@ _CONTEXT_RESULT_NAMES = {
     PC_TRANSFER_SYNTAXES_NOT_SUPPORTED: "transfer syntaxes not supported (provider rejection)",
 }
 
+#: The same results as DCMTK's tools title them in their list of
+#: presentation contexts (storescp's C{+v}).
+CONTEXT_RESULT_TITLES = {
+    PC_ACCEPTANCE: "Accepted",
+    PC_USER_REJECTION: "User Rejection",
+    PC_NO_REASON: "Provider Rejection",
+    PC_ABSTRACT_SYNTAX_NOT_SUPPORTED: "Abstract Syntax Not Supported",
+    PC_TRANSFER_SYNTAXES_NOT_SUPPORTED: "Transfer Syntaxes Not Supported",
+}
+
 #: User identity types (PS3.7 Table D.3-14).
 _USER_IDENTITY_TYPE_NAMES = {
     1: "username",
