@@ -24,6 +24,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.test import iosim
 from twisted.trial import unittest
 
+from dicomd.archive.charsets import ResponseCharacterSet, characterSetTerms
 from dicomd.archive.dcmqrcfg import parseConfig
 from dicomd.archive.matching import PATIENT_ROOT, STUDY_ROOT
 from dicomd.archive.service import (
@@ -35,8 +36,6 @@ from dicomd.archive.service import (
     Peer,
     PeerHosts,
     QueryRetrieveOptions,
-    ResponseCharacterSet,
-    characterSetTerms,
     configuredPeers,
     destinationTable,
     moveRestriction,

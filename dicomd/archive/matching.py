@@ -122,6 +122,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 from pydicom.valuerep import PersonName
 
+from dicomd.archive.charsets import ASCII_TERMS, CHARACTER_SET_VRS, pythonEncodings
 from dicomd.dimse import uids as _uids
 from dicomd.dimse.status import (
     IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
@@ -206,9 +207,6 @@ def modelForSOPClass(sopClassUID):
 WILDCARD_VRS = frozenset(
     ["AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"]
 )
-
-#: Value representations whose values depend on Specific Character Set.
-_CHARACTER_SET_VRS = frozenset(["LO", "LT", "PN", "SH", "ST", "UC", "UT"])
 
 
 @dataclass(frozen=True)
@@ -560,9 +558,9 @@ class Query:
         ]
         characterSet = responseCharacterSet(
             self.characterSet,
-            [text for key, text in texts if key.vr in _CHARACTER_SET_VRS],
+            [text for key, text in texts if key.vr in CHARACTER_SET_VRS],
         )
-        encodings = _pythonEncodings(characterSet)
+        encodings = pythonEncodings(characterSet)
         elements = {
             _BASE_TAGS[key.tag]: _rawElement(
                 key.tag, key.vr, _encodeValue(key.vr, text, encodings)
@@ -597,22 +595,13 @@ def _pad(value, vr):
     return value
 
 
-def _pythonEncodings(characterSet):
-    """
-    The Python codecs of a response's Specific Character Set terms.
-    """
-    if not characterSet:
-        return ["ascii"]
-    return convert_encodings(list(characterSet))
-
-
 def _encodeValue(vr, text, encodings):
     """
     Encode the text of one response value in the response's character set.
     """
     if text.isascii():
         return _pad(text.encode("ascii"), vr)
-    if vr not in _CHARACTER_SET_VRS:
+    if vr not in CHARACTER_SET_VRS:
         # Only the character set VRs may hold more than ASCII; a stored
         # value that does anyway goes out as UTF-8 bytes.
         return _pad(text.encode("utf-8"), vr)
@@ -736,12 +725,18 @@ def _requestKeys(identifier):
         for tag in sorted(identifier.keys())
         if tag in _KEYS_BY_TAG
     ]
-    if all(term in _ASCII_CHARACTER_SETS for term in _characterSet(identifier)):
+    if all(term in ASCII_TERMS for term in _characterSet(identifier)):
         keys = [(key, _undeclared(text)) for key, text in keys]
     return keys
 
 
 def _characterSet(identifier):
+    """
+    The terms of an identifier's Specific Character Set as it wrote them.
+    Unlike L{dicomd.archive.charsets.characterSetTerms}, terms that only
+    name ASCII are kept: a response to a request that declared them
+    declares them again (L{responseCharacterSet}).
+    """
     element = identifier.get(_SPECIFIC_CHARACTER_SET)
     if element is None or not element.value:
         return ()
@@ -865,8 +860,6 @@ def checkRetrieveIdentifier(model, identifier):
     _checkIdentifier(model, identifier, retrieve=True)
 
 
-_ASCII_CHARACTER_SETS = frozenset(["", "ISO_IR 6", "ISO 2022 IR 6"])
-
 
 def _encodes(text, encoding):
     try:
@@ -898,7 +891,7 @@ def responseCharacterSet(requested, texts):
     @return: the terms to send, or C{()} to send no Specific Character Set.
     """
     texts = [text for text in texts if text]
-    if all(term in _ASCII_CHARACTER_SETS for term in requested):
+    if all(term in ASCII_TERMS for term in requested):
         if all(text.isascii() for text in texts):
             return requested
         return ("ISO_IR 192",)

@@ -51,6 +51,7 @@ from twisted.internet import defer, endpoints, threads
 from twisted.logger import Logger
 
 from dicomd.archive.area import IndexedArea, sharedQuotas
+from dicomd.archive.charsets import ResponseCharacterSet, characterSetTerms
 from dicomd.archive.dcmqrcfg import ConfigError, readConfig
 from dicomd.archive.index import areaKey
 from dicomd.archive.matching import PATIENT_ROOT, PATIENT_STUDY_ONLY, STUDY_ROOT
@@ -59,8 +60,6 @@ from dicomd.archive.service import (
     Archive,
     PeerHosts,
     QueryRetrieveOptions,
-    ResponseCharacterSet,
-    characterSetTerms,
     configuredPeers,
     destinationTable,
     hostNames,
