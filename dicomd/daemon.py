@@ -37,7 +37,9 @@ from twisted.web import server
 
 from dicomd.archive.area import IndexedArea, sharedQuotas
 from dicomd.archive.index import areaKey
-from dicomd.archive.service import INDEX_FILE, Archive, Peer, QueryRetrieveOptions, destinationTable, queryRetrieveEntity
+from dicomd.archive.service import INDEX_FILE, Archive
+from dicomd.peers import Peer, destinationTable
+from dicomd.qrentity import QueryRetrieveOptions, queryRetrieveEntity
 from dicomd.asconfig import acceptorPolicy, readProfiles
 from dicomd.config import ConfigError, DaemonConfig, EntityConfig, readConfig
 from dicomd.net.acceptor import AcceptorFactory
@@ -142,7 +144,7 @@ class StorageService(service.MultiService):
 
 class EntityService(service.MultiService):
     """
-    One configured AE: the L{dicomd.archive.service.ArchiveEntity} that
+    One configured AE: the L{dicomd.qrentity.ArchiveEntity} that
     answers its associations, storing through a L{StorageService} when it
     is writable.
 

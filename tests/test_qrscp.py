@@ -4,7 +4,8 @@ Tests for C{dicomd qrscp}: dcmqrscp's command line and C{dcmqrscp.cfg}
 shutdown...), with the real front door (C{python -m dicomd qrscp -c CONFIG
 PORT}) and DCMTK's C{echoscu}, C{storescu}, C{findscu}, C{movescu} and
 C{getscu} or a pynetdicom script as peers; and unit tests of the service
-objects it assembles (L{dicomd.archive.service}).
+objects it assembles (L{dicomd.qrentity}, L{dicomd.peers},
+L{dicomd.archive.charsets}).
 
 The behaviours checked against DCMTK's own dcmqrscp 3.6.7 are noted in
 each test; where dicomd differs on purpose, the test says so.
@@ -27,22 +28,9 @@ from twisted.trial import unittest
 from dicomd.archive.charsets import ResponseCharacterSet, characterSetTerms
 from dicomd.archive.dcmqrcfg import parseConfig
 from dicomd.archive.matching import PATIENT_ROOT, STUDY_ROOT
-from dicomd.archive.service import (
-    INDEX_FILE,
-    MOVE_DIMSE_TIMEOUT,
-    PRIVATE_SHUTDOWN_SOP_CLASS,
-    Archive,
-    ArchiveEntity,
-    Peer,
-    PeerHosts,
-    QueryRetrieveOptions,
-    configuredPeers,
-    destinationTable,
-    moveRestriction,
-    peerRule,
-    proposing,
-    queryRetrievePolicy,
-)
+from dicomd.archive.service import INDEX_FILE, Archive
+from dicomd.peers import MOVE_DIMSE_TIMEOUT, Peer, PeerHosts, configuredPeers, destinationTable, moveRestriction, peerRule, proposing
+from dicomd.qrentity import PRIVATE_SHUTDOWN_SOP_CLASS, ArchiveEntity, QueryRetrieveOptions, queryRetrievePolicy
 from dicomd.cli import qrscp
 from dicomd.cli.options import CannotStart, UsageError
 from dicomd.dimse.commands import CStoreRQ

@@ -214,22 +214,24 @@ def serveArchive(
 ):
     """
     Serve an index with dicomd's acceptor in the test's reactor: one AE,
-    C{DICOMD}, as L{dicomd.archive.service.queryRetrieveEntity} builds it.
+    C{DICOMD}, as L{dicomd.qrentity.queryRetrieveEntity} builds it.
 
     @param archive: the L{StoredArchive} whose index and files to serve,
         or C{None} with C{index} and C{data}.
 
-    @param peers: the C-MOVE destinations, L{dicomd.archive.service.Peer}s.
+    @param peers: the C-MOVE destinations, L{dicomd.peers.Peer}s.
     @param models: the information models offered (all three by default).
     @param transferSyntaxes: the syntaxes accepted, in preference order
         (C{+x=}'s by default).
     @param propose: what C-MOVE sub-associations propose (see
-        L{dicomd.archive.service.proposing}), or C{None} for the default.
+        L{dicomd.peers.proposing}), or C{None} for the default.
     @return: the port it listens on.
     """
     from dicomd.archive.matching import MODELS
     from dicomd.archive.index import areaKey
-    from dicomd.archive.service import Archive, QueryRetrieveOptions, destinationTable, queryRetrieveEntity
+    from dicomd.archive.service import Archive
+    from dicomd.peers import destinationTable
+    from dicomd.qrentity import QueryRetrieveOptions, queryRetrieveEntity
     from dicomd.ul.negotiation import UNCOMPRESSED
 
     served = Archive(index or archive.index)
@@ -431,7 +433,7 @@ def startDestination(testCase, *options: str):
 
 
 def destinationPeer(storescp):
-    from dicomd.archive.service import Peer
+    from dicomd.peers import Peer
 
     return Peer(DESTINATION, "127.0.0.1", storescp.port)
 
@@ -1247,7 +1249,7 @@ class MovescuTests(ArchiveTestCase):
         A known destination that does not answer: every sub-operation
         fails, 0xA702 with every instance in the failed list.
         """
-        from dicomd.archive.service import Peer
+        from dicomd.peers import Peer
         from tests.support import freePort
 
         port = self.serve(peers=[Peer(DESTINATION, "127.0.0.1", freePort())])
@@ -1583,7 +1585,7 @@ class StoredSyntaxTests(ArchiveTestCase):
         class, and storescp C{+xa} takes deflate where it can; the stored
         syntax, proposed on a context of its own, is taken too, and used.
         """
-        from dicomd.archive.service import proposing
+        from dicomd.peers import proposing
         from dicomd.ul.negotiation import ACCEPTOR_PREFERENCES
 
         storescp, directory = yield startDestination(self, "+xa", "+B")
@@ -2069,17 +2071,17 @@ class StalledDestinationTests(ArchiveTestCase):
     def test_defaultTimeoutEndsTheMove(self):
         """
         With no DIMSE timeout configured, the sub-association waits
-        L{dicomd.archive.service.MOVE_DIMSE_TIMEOUT} for a C-STORE-RSP
+        L{dicomd.peers.MOVE_DIMSE_TIMEOUT} for a C-STORE-RSP
         (shortened to 2 s here), then aborts: the requestor gets its final
         response, 0xB000 with the unanswered and the unsent instances
         failed and listed, and the destination receives an A-ABORT.
         """
-        from dicomd.archive import service
+        from dicomd import peers
 
-        self.patch(service, "MOVE_DIMSE_TIMEOUT", 2.0)
+        self.patch(peers, "MOVE_DIMSE_TIMEOUT", 2.0)
         log = capturedLog(self)
         staller = yield startStallingDestination(self, answered=1)
-        port = self.serve(peers=[service.Peer("STALLER", "127.0.0.1", staller.port)])
+        port = self.serve(peers=[peers.Peer("STALLER", "127.0.0.1", staller.port)])
         result = yield movescu(self, port, "S", "STALLER", "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + studyUID(1))
         uids = instanceUIDs(study=1)
         self.assertEqual(result.status, 0xB000, result.output + staller.describe())
@@ -2139,17 +2141,17 @@ class StalledDestinationTests(ArchiveTestCase):
             move; returns a L{Deferred} of the requestor.
         @param leave: called with the requestor: ends its association.
         """
-        from dicomd.archive import service
+        from dicomd import peers
 
         log = capturedLog(self)
         staller = yield startStallingDestination(self, answered=0)
-        port = self.serve(peers=[service.Peer("STALLER", "127.0.0.1", staller.port)])
+        port = self.serve(peers=[peers.Peer("STALLER", "127.0.0.1", staller.port)])
         requestor = yield startMove(port, studyUID(1))
         yield staller.waitForOutput(r"^C-STORE-RQ ", timeout=30)
         yield leave(requestor)
         # A third of the DIMSE timeout the sub-association would otherwise
         # wait: generous, and still proof that it did not.
-        deadline = service.MOVE_DIMSE_TIMEOUT / 3
+        deadline = peers.MOVE_DIMSE_TIMEOUT / 3
         yield staller.waitForOutput(r"^received A_ABORT_RQ$", timeout=deadline)
         yield staller.waitForOutput(r"^storing association closed$", timeout=deadline)
         self.assertEqual(len(re.findall(r"^C-STORE-RQ ", staller.stdout, re.MULTILINE)), 1, staller.describe())

@@ -19,7 +19,7 @@ from twisted.plugin import getPlugins
 from twisted.protocols.policies import WrappingFactory
 from twisted.trial import unittest
 
-from dicomd.archive.service import Peer, destinationTable
+from dicomd.peers import Peer, destinationTable
 from dicomd.config import readConfig
 from dicomd.endpoints import DICOMTLSServerEndpoint, DICOMTLSServerParser, clientEndpoint
 from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
@@ -848,7 +848,7 @@ class InProcessTLSTests(unittest.TestCase):
 class HostNameTests(unittest.TestCase):
     """
     The C-MOVE peers of the configuration file are reached as
-    L{dicomd.archive.service.destinationTable} reaches them: the server's
+    L{dicomd.peers.destinationTable} reaches them: the server's
     certificate must name the peer's host unless its tls table says
     C{verify-host-name = false}.
     """

@@ -6,7 +6,7 @@ C{dcmqrscp.cfg}, running the same service objects as C{twistd dicomd}.
 Every AE title of the configuration's AETable is served on the one
 listening port, each with its storage area, access (C{R}, C{RW}, C{W}),
 quota and peers; the association rules of dcmqrscp are
-L{dicomd.archive.service.ArchiveEntity}'s.  Differences from dcmqrscp,
+L{dicomd.qrentity.ArchiveEntity}'s.  Differences from dcmqrscp,
 documented in docs/queryretrieve.md:
 
   - associations run concurrently on one reactor: C{--fork} and
@@ -23,7 +23,7 @@ documented in docs/queryretrieve.md:
     does an index that cannot be written, with exit status 10 as for
     dcmqrscp's own fatal errors;
   - peers' hosts are matched by resolving the configuration's host names
-    once at start (L{dicomd.archive.service.PeerHosts}); C{-dhl} compares
+    once at start (L{dicomd.peers.PeerHosts}); C{-dhl} compares
     addresses literally;
   - a write-only AE (C{W}) refuses query/retrieve contexts;
   - the C{--allow-shutdown} server stops listening at once and exits when
@@ -55,19 +55,9 @@ from dicomd.archive.charsets import ResponseCharacterSet, characterSetTerms
 from dicomd.archive.dcmqrcfg import ConfigError, readConfig
 from dicomd.archive.index import areaKey
 from dicomd.archive.matching import PATIENT_ROOT, PATIENT_STUDY_ONLY, STUDY_ROOT
-from dicomd.archive.service import (
-    INDEX_FILE,
-    Archive,
-    PeerHosts,
-    QueryRetrieveOptions,
-    configuredPeers,
-    destinationTable,
-    hostNames,
-    moveRestriction,
-    peerRule,
-    proposing,
-    queryRetrieveEntity,
-)
+from dicomd.archive.service import INDEX_FILE, Archive
+from dicomd.peers import PeerHosts, configuredPeers, destinationTable, hostNames, moveRestriction, peerRule, proposing
+from dicomd.qrentity import QueryRetrieveOptions, queryRetrieveEntity
 from dicomd.asconfig import AsConfigError, acceptorPolicy, readProfiles
 from dicomd.cli.common import (
     CommandFileCommandLine,
