@@ -22,10 +22,8 @@ names areas by directory, and the AEs that store into one directory store
 through one L{StorageService}, under one quota (the strictest of theirs).
 """
 
-import ipaddress
 import os
 import signal
-import socket
 import sqlite3
 from dataclasses import replace
 from typing import Callable, Dict, List, Optional
@@ -38,7 +36,7 @@ from twisted.web import server
 from dicomd.archive.area import IndexedArea, sharedQuotas
 from dicomd.archive.index import areaKey
 from dicomd.archive.service import INDEX_FILE, Archive
-from dicomd.peers import Peer, destinationTable
+from dicomd.peers import Peer, destinationTable, hostRule
 from dicomd.qrentity import QueryRetrieveOptions, queryRetrieveEntity
 from dicomd.asconfig import acceptorPolicy, readProfiles
 from dicomd.config import ConfigError, DaemonConfig, EntityConfig, readConfig
@@ -49,32 +47,8 @@ from dicomd.storage.receiver import AreaService, buildReceiver
 from dicomd.storage.state import defaultStateDirectory
 
 
-def hostRule(hosts, lookup=socket.getaddrinfo) -> Optional[Callable]:
-    """
-    The C{peers} rule of an AE whose C{hosts} are networks or host names:
-    names are resolved now, and a peer must come from one of them.
-    """
-    if hosts is None:
-        return None
-    networks = [host for host in hosts if not isinstance(host, str)]
-    addresses = set()
-    for name in (host for host in hosts if isinstance(host, str)):
-        try:
-            addresses.update(info[4][0] for info in lookup(name, None))
-        except OSError as e:
-            DicomdService.log.warn("Cannot resolve allowed host {name}: {why}", name=name, why=str(e))
-
-    def allowed(callingAETitle: str, peerAddress) -> bool:
-        host = getattr(peerAddress, "host", "")
-        if host in addresses:
-            return True
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address in network for network in networks)
-
-    return allowed
+def _unresolvedHost(name: str, why: Exception) -> None:
+    DicomdService.log.warn("Cannot resolve allowed host {name}: {why}", name=name, why=str(why))
 
 
 def storageKey(config: EntityConfig, quota):
@@ -192,7 +166,7 @@ class EntityService(service.MultiService):
             storage=receiver.scp if receiver is not None else None,
             maximumLength=limits.maxPDU,
             callingAETitles=config.callingAETitles,
-            peers=hostRule(config.hosts),
+            peers=hostRule(config.hosts, failed=_unresolvedHost),
             reactor=reactor,
         )
         # Follow the associations this AE accepts, so that a reload that

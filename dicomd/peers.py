@@ -1,12 +1,13 @@
 """
 The peers of the archive's AEs, as dcmqrscp's configuration names them
 (C{dcmqrscp.cfg}'s HostTable, VendorTable and the peer lists of its
-AETable), and where C-MOVE sends to them (PS3.4 C.4.2: the Move
+AETable) and as C{twistd dicomd}'s C{hosts} does, and where C-MOVE sends
+to them (PS3.4 C.4.2: the Move
 Destination of a C-MOVE-RQ is an AE title the SCP must know).
 
 L{PeerHosts} decides which configured host name a peer's address is, for
-the peer lists and C{--move-host}; L{peerRule} is the peer list of one of
-our AE titles; L{moveRestriction} is C{--move-aetitle}, C{--move-host} and
+the peer lists, C{--move-host} and C{hosts}; L{peerRule} is the peer list
+of one of our AE titles, L{hostRule} an AE's C{hosts} of C{twistd dicomd}; L{moveRestriction} is C{--move-aetitle}, C{--move-host} and
 C{--move-vendor}; L{configuredPeers} and L{destinationTable} resolve
 C-MOVE destinations, and L{proposing} chooses the presentation contexts
 of a C-MOVE sub-association.
@@ -16,6 +17,7 @@ L{dicomd.services.retrieve.Destination}) and L{dicomd.net} (it connects
 with L{dicomd.net.requestor.connect}).
 """
 
+import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -54,21 +56,27 @@ class PeerHosts:
         }
 
     @classmethod
-    def resolve(cls, names: Iterable[str], lookup=socket.getaddrinfo) -> Tuple["PeerHosts", Tuple[str, ...]]:
+    def resolve(
+        cls, names: Iterable[str], lookup=socket.getaddrinfo, failed: Optional[Callable[[str, Exception], None]] = None
+    ) -> Tuple["PeerHosts", Tuple[str, ...]]:
         """
         Look the host names up (blocking: call it from a thread).  A name
         that does not resolve keeps no address, and matches only itself
         written as an address.
 
         @param lookup: C{getaddrinfo}'s signature.
+        @param failed: called with each name that does not resolve and
+            why, or C{None}.
         @return: the L{PeerHosts}, and the names that did not resolve.
         """
         addresses, unresolved = {}, []
         for name in sorted(set(names)):
             try:
                 addresses[name] = {info[4][0] for info in lookup(name, None)}
-            except (OSError, UnicodeError):
+            except (OSError, UnicodeError) as e:
                 unresolved.append(name)
+                if failed is not None:
+                    failed(name, e)
         return cls(addresses), tuple(unresolved)
 
     def matches(self, hostName: str, address: str) -> bool:
@@ -109,6 +117,45 @@ def peerRule(config, hosts: PeerHosts, aeTitle: str) -> Optional[Callable[[str, 
         return any(peer.aeTitle == callingAETitle and hosts.matches(peer.hostName, host) for peer in peers)
 
     return allowed
+
+
+def hostRule(
+    hosts, lookup=socket.getaddrinfo, failed: Optional[Callable[[str, Exception], None]] = None
+) -> Optional[Callable[[str, object], bool]]:
+    """
+    The C{peers} rule of an AE whose C{hosts} are networks or host names
+    (C{twistd dicomd}'s C{hosts}): names are resolved now, as
+    L{PeerHosts.resolve} does, and a peer must come from one of them,
+    whatever its AE title.
+
+    @param hosts: C{ipaddress} networks and host names, or C{None} for
+        any peer.
+    @param lookup: C{getaddrinfo}'s signature.
+    @param failed: called with each name that does not resolve and why;
+        by default, a warning is logged.
+    @return: a predicate on (calling AE title, peer address), or C{None}.
+    """
+    if hosts is None:
+        return None
+    networks = [host for host in hosts if not isinstance(host, str)]
+    names = [host for host in hosts if isinstance(host, str)]
+    known, _ = PeerHosts.resolve(names, lookup, failed or _unresolvedHost)
+
+    def allowed(callingAETitle: str, peerAddress) -> bool:
+        host = getattr(peerAddress, "host", "")
+        if any(known.matches(name, host) for name in names):
+            return True
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in networks)
+
+    return allowed
+
+
+def _unresolvedHost(name: str, why: Exception) -> None:
+    _log.warn("Cannot resolve allowed host {name}: {why}", name=name, why=str(why))
 
 
 def moveRestriction(config, hosts: PeerHosts, *, sameAETitle: bool = False, sameHost: bool = False, sameVendor: bool = False):

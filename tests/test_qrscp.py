@@ -11,6 +11,7 @@ The behaviours checked against DCMTK's own dcmqrscp 3.6.7 are noted in
 each test; where dicomd differs on purpose, the test says so.
 """
 
+import ipaddress
 import os
 import shutil
 import sys
@@ -29,7 +30,17 @@ from dicomd.archive.charsets import ResponseCharacterSet, characterSetTerms
 from dicomd.archive.dcmqrcfg import parseConfig
 from dicomd.archive.matching import PATIENT_ROOT, STUDY_ROOT
 from dicomd.archive.service import INDEX_FILE, Archive
-from dicomd.peers import MOVE_DIMSE_TIMEOUT, Peer, PeerHosts, configuredPeers, destinationTable, moveRestriction, peerRule, proposing
+from dicomd.peers import (
+    MOVE_DIMSE_TIMEOUT,
+    Peer,
+    PeerHosts,
+    configuredPeers,
+    destinationTable,
+    hostRule,
+    moveRestriction,
+    peerRule,
+    proposing,
+)
 from dicomd.qrentity import PRIVATE_SHUTDOWN_SOP_CLASS, ArchiveEntity, QueryRetrieveOptions, queryRetrievePolicy
 from dicomd.cli import qrscp
 from dicomd.cli.options import CannotStart, UsageError
@@ -1205,7 +1216,8 @@ AETable END
 
 class PeerTests(unittest.SynchronousTestCase):
     """
-    L{PeerHosts}, L{peerRule}, L{configuredPeers} and L{moveRestriction}.
+    L{PeerHosts}, L{peerRule}, L{hostRule}, L{configuredPeers} and
+    L{moveRestriction}.
     """
 
     def setUp(self):
@@ -1236,6 +1248,31 @@ class PeerTests(unittest.SynchronousTestCase):
         hosts, unresolved = PeerHosts.resolve(["a", "nowhere", "a"], lookup)
         self.assertTrue(hosts.matches("a", "192.0.2.1"))
         self.assertEqual(unresolved, ("nowhere",))
+
+    def test_hostRule(self):
+        """
+        L{hostRule}, C{twistd dicomd}'s C{hosts}: a peer on one of the
+        networks or at an address of one of the names may call, whatever
+        its AE title; a name that does not resolve is reported and lets
+        nobody in; no C{hosts}, no rule.
+        """
+
+        def lookup(name, port):
+            if name == "nowhere":
+                raise OSError("Name or service not known")
+            return [(2, 1, 6, "", ("192.0.2.1", 0))]
+
+        failures = []
+        allowed = hostRule(
+            ("scanner.example.org", ipaddress.ip_network("10.0.0.0/8"), "nowhere"),
+            lookup,
+            failed=lambda name, why: failures.append((name, str(why))),
+        )
+        self.assertEqual(failures, [("nowhere", "Name or service not known")])
+        self.assertTrue(allowed("ANY", IPv4Address("TCP", "192.0.2.1", 104)))
+        self.assertTrue(allowed("OTHER", IPv4Address("TCP", "10.1.2.3", 104)))
+        self.assertFalse(allowed("ANY", IPv4Address("TCP", "192.0.2.2", 104)))
+        self.assertIsNone(hostRule(None))
 
     def test_peerRule(self):
         """
