@@ -468,7 +468,7 @@ class ConfigurationFileTests(DaemonTestCase):
             '\n[[peer]]\ntitle = "STORESCP"\nhost = "127.0.0.1"\nport = %(storescp)d\n'
         ) % {"shared": shared, "storescp": storescp.port, "port": "%(port)d"}
         daemon = yield startConfigured(self, configWriter(home, text))
-        self.assertIn("AE titles ARCHIVE, STORER store into %s with different quotas" % (os.path.realpath(shared),), daemon.output)
+        yield daemon.waitForOutput(re.escape("AE titles ARCHIVE, STORER store into %s with different quotas" % (os.path.realpath(shared),)), timeout=30)
         images = writeImages(self, 1)
         study = str(pydicom.dcmread(images[0][0], stop_before_pixels=True).StudyInstanceUID)
         stored = yield storescu(daemon.port, "ARCHIVE", [path for path, _ in images])

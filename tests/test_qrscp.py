@@ -13,6 +13,7 @@ each test; where dicomd differs on purpose, the test says so.
 
 import ipaddress
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -393,7 +394,7 @@ class SharedAreaTests(unittest.TestCase):
         )
         paths, studies = studyFiles(self, 3)
         server = yield startQrscp(self, config)
-        self.assertIn("AE titles FIRST, SECOND store into %s with different quotas" % (os.path.realpath(areas["FIRST"]),), server.output)
+        yield server.waitForOutput(re.escape("AE titles FIRST, SECOND store into %s with different quotas" % (os.path.realpath(areas["FIRST"]),)), timeout=30)
         for called, path in zip(["FIRST", "SECOND", "SECOND"], paths):
             result = yield store(server.port, called, path)
             self.assertEqual(result.exitCode, 0, result.describe())
@@ -417,7 +418,8 @@ class SharedAreaTests(unittest.TestCase):
         (path,), (study,) = studyFiles(self, 1)
         writeTitleIndex(os.path.join(areas["ARCHIVE"], INDEX_FILE), "ARCHIVE", areas["ARCHIVE"], path)
         server = yield startQrscp(self, config)
-        self.assertIn("Index: the rows of AE title ARCHIVE are now those of its storage area", server.output)
+        # Logged at start, but read from the server's pipe later.
+        yield server.waitForOutput("Index: the rows of AE title ARCHIVE are now those of its storage area", timeout=30)
         found, responses = yield findStudies(self, server.port, "READONLY")
         self.assertEqual([r.StudyInstanceUID for r in responses], [study], found.describe() + server.describe())
 
@@ -884,10 +886,13 @@ class StartupTests(unittest.TestCase):
         server = yield startPeer(
             self, lambda port: dicomdArgv("qrscp", "-v", str(port)), env=pythonEnvironment(), name="dicomd qrscp"
         )
-        self.assertIn("I: Configuration file: %s (dcmqrscp's default configuration file)\n" % (DEBIAN_EXAMPLE,), server.output)
-        self.assertIn("W: The AETable of %s (dcmqrscp's default configuration file) is empty" % (DEBIAN_EXAMPLE,), server.output)
+        # Logged at start, but read from the server's pipe later.
+        yield server.waitForOutput("^" + re.escape("I: Configuration file: %s (dcmqrscp's default configuration file)" % (DEBIAN_EXAMPLE,)) + "$", timeout=30)
+        yield server.waitForOutput(re.escape("W: The AETable of %s (dcmqrscp's default configuration file) is empty" % (DEBIAN_EXAMPLE,)), timeout=30)
         if os.geteuid() == 0:
-            self.assertIn("I: Running as user dcmtk, group dcmtk (UserName and GroupName of %s)\n" % (DEBIAN_EXAMPLE,), server.output)
+            yield server.waitForOutput(
+                "^" + re.escape("I: Running as user dcmtk, group dcmtk (UserName and GroupName of %s)" % (DEBIAN_EXAMPLE,)) + "$", timeout=30
+            )
         rejected = yield echo(server.port, "ANY-SCP")
         self.assertIn("Called AE Title Not Recognized", rejected.output, rejected.describe() + server.describe())
         self.assertFalse(os.path.exists(os.path.join(os.path.dirname(DEBIAN_EXAMPLE), INDEX_FILE)))
