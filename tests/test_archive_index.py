@@ -1,7 +1,9 @@
 """
-Tests for L{dicomd.archive.index}: C-FIND matching at every level of every
-model, retrieval, updates, quotas and reindexing, on a small archive of
-patients named in ASCII, Latin-1 and UTF-8.
+Tests for L{dicomd.archive.index}, L{dicomd.archive.sql},
+L{dicomd.archive.reindexing} and L{dicomd.archive.asyncindex}: C-FIND
+matching at every level of every model, retrieval, updates, quotas and
+reindexing, on a small archive of patients named in ASCII, Latin-1 and
+UTF-8.
 """
 
 import os
@@ -17,20 +19,19 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from dicomd.archive.asyncindex import AsyncArchiveIndex, PendingResponses
 from dicomd.archive.index import (
     ROWS_MOVED,
     SCHEMA_VERSION,
-    AsyncArchiveIndex,
     IArchiveIndex,
-    PendingResponses,
     ReindexReport,
     SQLiteArchiveIndex,
     StoredFile,
     StoredInstance,
     StudySummary,
     areaKey,
-    reindex,
 )
+from dicomd.archive.reindexing import reindex
 from dicomd.archive.matching import (
     KEYS,
     PATIENT_ROOT,

@@ -27,7 +27,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from twisted.logger import Logger
 
 from dicomd.archive.dcmqrcfg import Quota
-from dicomd.archive.index import ROWS_DROPPED, ROWS_MOVED, StoredFile, areaKey, indexMissing
+from dicomd.archive.index import ROWS_DROPPED, ROWS_MOVED, StoredFile, areaKey
+from dicomd.archive.reindexing import indexMissing
 from dicomd.dimse.status import OUT_OF_RESOURCES
 from dicomd.storage.scp import ReceivedInstance, StoreRefused
 

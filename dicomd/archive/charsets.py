@@ -140,7 +140,7 @@ class ResponseCharacterSet:
 
 class _ConvertedResponses:
     """
-    The L{dicomd.archive.index.PendingResponses} of a C-FIND, converted by
+    The L{dicomd.archive.asyncindex.PendingResponses} of a C-FIND, converted by
     a L{ResponseCharacterSet} as they are read.
     """
 
@@ -160,7 +160,7 @@ class _ConvertedResponses:
 
 class ConvertingIndex:
     """
-    An L{dicomd.archive.index.AsyncArchiveIndex} whose C-FIND responses
+    An L{dicomd.archive.asyncindex.AsyncArchiveIndex} whose C-FIND responses
     are converted by a L{ResponseCharacterSet}; its other methods are the
     index's own.
     """

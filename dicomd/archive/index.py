@@ -3,12 +3,14 @@ The archive's index: which instances each storage area holds, where their
 files are, and the attributes C-FIND matches on (the job of dcmqrscp's
 C{index.dat}, C{dcmqrdb/libsrc/dcmqrdbi.cc}).
 
-This module and nothing else in the project speaks SQL.  Services use the
+This module and L{dicomd.archive.sql}, which compiles the conditions of a
+query into SQL, are all of the project that speaks SQL.  Services use the
 L{IArchiveIndex} interface, blocking, from a thread, or through
-L{AsyncArchiveIndex}, whose methods return Deferreds; L{SQLiteArchiveIndex}
-is the embedded default, and another database would be another provider
-of L{IArchiveIndex} that compiles the conditions of
-L{dicomd.archive.matching} into its own dialect.
+L{dicomd.archive.asyncindex.AsyncArchiveIndex}, whose methods return
+Deferreds; L{SQLiteArchiveIndex} is the embedded default, and another
+database would be another provider of L{IArchiveIndex} that compiles the
+conditions of L{dicomd.archive.matching} into its own dialect.  Rebuilding
+an area's rows from its files is L{dicomd.archive.reindexing}'s job.
 
 The schema (L{SCHEMA}) keeps one table per Query/Retrieve level, each row
 belonging to one storage area, named by its directory (L{areaKey}), so
@@ -36,26 +38,17 @@ import os
 import sqlite3
 import threading
 from dataclasses import dataclass
-from itertools import islice
 
-from pydicom import dcmread
-from twisted.internet.threads import deferToThreadPool
 from zope.interface import Interface, implementer
 
+from dicomd.archive import sql
 from dicomd.archive.matching import (
     Level,
-    Range,
-    SingleValue,
-    UIDList,
-    Unmatchable,
-    Wildcard,
     attributeText,
     checkFindIdentifier,
     checkRetrieveIdentifier,
     elementText,
-    keysOfLevel,
     parseIdentifier,
-    sortableValue,
     uniqueKey,
 )
 from dicomd.storage import FILE_MODE
@@ -141,7 +134,7 @@ def areaKey(directory):
 @dataclass(frozen=True)
 class ReindexReport:
     """
-    What L{reindex} did.
+    What L{dicomd.archive.reindexing.reindex} did.
 
     @ivar indexed: how many files it indexed.
     @ivar removed: how many rows it dropped because their file is gone.
@@ -157,7 +150,7 @@ class ReindexReport:
 class IArchiveIndex(Interface):
     """
     The index of the instances kept in storage areas.  Every method blocks;
-    call them from a thread (see L{AsyncArchiveIndex}).  C{area} is a
+    call them from a thread (see L{dicomd.archive.asyncindex.AsyncArchiveIndex}).  C{area} is a
     storage area's L{areaKey}.
     """
 
@@ -297,7 +290,8 @@ class IArchiveIndex(Interface):
         named them by AE title.  When C{area} has rows already (another AE
         title over the same directory was adopted first), the rows of
         C{former} are dropped instead: they describe files of the same
-        directory, which L{indexMissing} indexes again.
+        directory, which L{dicomd.archive.reindexing.indexMissing} indexes
+        again.
 
         @return: L{ROWS_MOVED}, L{ROWS_DROPPED}, or C{None} when C{former}
             has no rows.
@@ -393,119 +387,6 @@ CREATE INDEX IF NOT EXISTS instanceSeries ON instance (series);
 
 SCHEMA_VERSION = 1
 
-#: The table of each level, and the column that refers to its parent.
-_TABLES = {
-    Level.PATIENT: ("patient", None),
-    Level.STUDY: ("study", "patient"),
-    Level.SERIES: ("series", "study"),
-    Level.IMAGE: ("instance", "series"),
-}
-
-
-def _columns(level, header):
-    """
-    The key columns of one level for an instance's header.
-
-    @return: a list of (column, value, text) triples; C{text} is the value
-        of the attribute the column comes from, which decides whether a
-        later instance overwrites it.
-    """
-    columns = []
-    for key in keysOfLevel(level):
-        text = attributeText(header, key)
-        columns.append((key.keyword, text, text))
-        if key.ordered:
-            columns.append((key.keyword + "Sortable", sortableValue(key, text), text))
-    return columns
-
-
-def _fromClause(level):
-    """
-    The table of a level joined with those of every level above it.
-    """
-    clause = _TABLES[level][0]
-    for child in range(level, Level.PATIENT, -1):
-        table, parentColumn = _TABLES[Level(child)]
-        parentTable = _TABLES[Level(child - 1)][0]
-        clause += f" JOIN {parentTable} ON {table}.{parentColumn} = {parentTable}.id"
-    return clause
-
-
-def _column(key):
-    table = _TABLES[key.level][0]
-    suffix = "Sortable" if key.ordered else ""
-    return f"{table}.{key.keyword}{suffix}"
-
-
-def _singleValue(condition):
-    return f"{_column(condition.key)} = ?", [condition.value]
-
-
-def _wildcard(condition):
-    # In a GLOB pattern "*" and "?" are what they are in DICOM, and "[" opens
-    # a character class: "[[]" is a literal "[".
-    return f"{_column(condition.key)} GLOB ?", [
-        condition.pattern.replace("[", "[[]")
-    ]
-
-
-def _range(condition):
-    column = _column(condition.key)
-    terms, parameters = [f"{column} != ''"], []
-    if condition.low is not None:
-        terms.append(f"{column} >= ?")
-        parameters.append(condition.low)
-    if condition.high is not None:
-        terms.append(f"{column} <= ?")
-        parameters.append(condition.high)
-    return " AND ".join(terms), parameters
-
-
-def _uidList(condition):
-    marks = ", ".join("?" * len(condition.uids))
-    return f"{_column(condition.key)} IN ({marks})", list(condition.uids)
-
-
-def _unmatchable(condition):
-    return "0", []
-
-
-_COMPILERS = {
-    SingleValue: _singleValue,
-    Wildcard: _wildcard,
-    Range: _range,
-    UIDList: _uidList,
-    Unmatchable: _unmatchable,
-}
-
-
-def _whereClause(area, level, conditions):
-    """
-    Compile the conditions of a query on the tables of a level and above.
-
-    The storage area is required of the tables the conditions are on (of
-    the level's table when there are none), where it leads the indexes
-    that serve those conditions; the rows joined to them belong to the
-    same area.  Requiring it of every table would tempt SQLite into
-    scanning a whole area by its (area, UID) index.
-
-    @return: the SQL after C{WHERE}, and its parameters.
-    """
-    tables = {_TABLES[condition.key.level][0] for condition in conditions}
-    terms = [f"{table}.area = ?" for table in sorted(tables or {_TABLES[level][0]})]
-    parameters = [area] * len(terms)
-    for condition in conditions:
-        term, values = _COMPILERS[type(condition)](condition)
-        terms.append(term)
-        parameters.extend(values)
-    return " AND ".join(terms), parameters
-
-
-_INSTANCE_COLUMNS = (
-    "instance.SOPClassUID, instance.SOPInstanceUID, "
-    "instance.TransferSyntaxUID, instance.path, instance.size, "
-    "instance.received"
-)
 
 
 @implementer(IArchiveIndex)
@@ -699,7 +580,7 @@ class SQLiteArchiveIndex:
             "SELECT id, series, path FROM instance WHERE area = ? AND SOPInstanceUID = ?",
             (area, sopInstanceUID),
         ).fetchone()
-        columns = [(name, value) for name, value, _ in _columns(Level.IMAGE, header)]
+        columns = [(name, value) for name, value, _ in sql.columns(Level.IMAGE, header)]
         columns += [
             ("series", series),
             ("area", area),
@@ -742,10 +623,10 @@ class SQLiteArchiveIndex:
         @return: the row's id, and the id of its former parent if it had
             another one (else C{None}).
         """
-        table, parentColumn = _TABLES[level]
+        table, parentColumn = sql.TABLES[level]
         unique = uniqueKey(level)
         uid = attributeText(header, unique)
-        columns = _columns(level, header)
+        columns = sql.columns(level, header)
         selected = "id" if parentColumn is None else f"id, {parentColumn}"
         row = db.execute(
             f"SELECT {selected} FROM {table} WHERE area = ? AND {unique.keyword} = ?",
@@ -892,7 +773,7 @@ class SQLiteArchiveIndex:
     def instancesOfStudy(self, area, studyInstanceUID):
         with self._connection() as db:
             rows = db.execute(
-                f"SELECT {_INSTANCE_COLUMNS} FROM {_fromClause(Level.IMAGE)}"
+                f"SELECT {sql.INSTANCE_COLUMNS} FROM {sql.fromClause(Level.IMAGE)}"
                 " WHERE study.area = ? AND study.StudyInstanceUID = ?"
                 " ORDER BY instance.received, instance.id",
                 (area, studyInstanceUID),
@@ -911,14 +792,14 @@ class SQLiteArchiveIndex:
         if checkIdentifier:
             checkFindIdentifier(model, identifier)
         query = parseIdentifier(model, identifier)
-        table = _TABLES[query.level][0]
+        table = sql.TABLES[query.level][0]
         selected = [f"{table}.id"] + [
-            f"{_TABLES[key.level][0]}.{key.keyword} AS {key.keyword}"
+            f"{sql.TABLES[key.level][0]}.{key.keyword} AS {key.keyword}"
             for key in query.storedKeys
         ]
-        where, parameters = _whereClause(area, query.level, query.conditions)
+        where, parameters = sql.whereClause(area, query.level, query.conditions)
         statement = (
-            f"SELECT {', '.join(selected)} FROM {_fromClause(query.level)}"
+            f"SELECT {', '.join(selected)} FROM {sql.fromClause(query.level)}"
             f" WHERE {where} ORDER BY {table}.id"
         )
         return self._responses(statement, parameters, query.response)
@@ -936,260 +817,11 @@ class SQLiteArchiveIndex:
         if checkIdentifier:
             checkRetrieveIdentifier(model, identifier)
         query = parseIdentifier(model, identifier)
-        where, parameters = _whereClause(area, Level.IMAGE, query.conditions)
+        where, parameters = sql.whereClause(area, Level.IMAGE, query.conditions)
         with self._connection() as db:
             rows = db.execute(
-                f"SELECT {_INSTANCE_COLUMNS} FROM {_fromClause(Level.IMAGE)}"
+                f"SELECT {sql.INSTANCE_COLUMNS} FROM {sql.fromClause(Level.IMAGE)}"
                 f" WHERE {where} ORDER BY instance.id",
                 parameters,
             ).fetchall()
         return [StoredInstance(*row) for row in rows]
-
-
-def _readStoredFile(directory, relativePath):
-    """
-    Read the header of a file of a storage area.
-
-    @return: (header, L{StoredFile}), or C{None} if it is not DICOM.
-    """
-    fullPath = os.path.join(directory, relativePath)
-    try:
-        dataset = dcmread(fullPath, stop_before_pixels=True)
-    except Exception:
-        # Whatever pydicom fails on (not DICOM, truncated, unreadable) is
-        # reported as skipped rather than ending the whole reindexing.
-        return None
-    meta = dataset.file_meta
-    if not dataset.get("SOPInstanceUID"):
-        if not meta.get("MediaStorageSOPInstanceUID"):
-            return None
-        dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    if not dataset.get("SOPClassUID") and meta.get("MediaStorageSOPClassUID"):
-        dataset.SOPClassUID = meta.MediaStorageSOPClassUID
-    status = os.stat(fullPath)
-    return dataset, StoredFile(
-        path=relativePath,
-        size=status.st_size,
-        transferSyntaxUID=str(meta.get("TransferSyntaxUID", "")),
-        received=status.st_mtime,
-        callingAETitle=str(meta.get("SourceApplicationEntityTitle", "")).strip(),
-    )
-
-
-def _filesUnder(directory):
-    """
-    The files of a storage area, relative to it, in a stable order; names
-    beginning with a dot (files being written) are left out.
-    """
-    for parent, directories, files in os.walk(directory):
-        directories[:] = sorted(d for d in directories if not d.startswith("."))
-        for name in sorted(files):
-            if not name.startswith("."):
-                yield os.path.relpath(os.path.join(parent, name), directory)
-
-
-def _indexFiles(index, area, directory, names, batchSize):
-    """
-    Index the files C{names} (relative to C{directory}), C{batchSize} per
-    transaction.
-
-    @return: C{(indexed, skipped, replaced)}: the relative paths indexed,
-        those that are not DICOM, and the paths of files whose instance
-        the index had under another path (as L{IArchiveIndex.addInstance}
-        returns them).
-    """
-    indexed, skipped, replaced = [], [], []
-    names = iter(names)
-    while True:
-        chunk = list(islice(names, batchSize))
-        if not chunk:
-            return indexed, skipped, replaced
-        batch = []
-        for relativePath in chunk:
-            item = _readStoredFile(directory, relativePath)
-            if item is None:
-                skipped.append(relativePath)
-            else:
-                batch.append(item)
-                indexed.append(relativePath)
-        if batch:
-            replaced.extend(path for path in index.addInstances(area, batch) if path)
-
-
-def reindex(index, area, directory, batchSize=500):
-    """
-    Rebuild the rows of a storage area from its files: index every DICOM
-    file under C{directory} (reading headers only), and drop the rows whose
-    file was not found.  Files are never deleted.  This backs
-    C{dicomd reindex DIR}.
-
-    @param index: an L{IArchiveIndex} provider.
-    @param area: the storage area's L{areaKey}.
-    @param directory: the storage area's directory.
-    @param batchSize: how many files to index per transaction.
-    @return: a L{ReindexReport}.
-    """
-    indexed, skipped, _ = _indexFiles(index, area, directory, _filesUnder(directory), batchSize)
-    found = set(indexed)
-    removed = 0
-    for sopInstanceUID, path in index.storedPaths(area).items():
-        if path not in found:
-            index.removeInstance(area, sopInstanceUID)
-            removed += 1
-    return ReindexReport(len(indexed), removed, tuple(skipped))
-
-
-def indexMissing(index, area, directory, batchSize=500):
-    """
-    Index the files of a storage area that the index lacks, after a run
-    that did not end cleanly (see L{IArchiveIndex.beginRun}): a file that
-    has its final name is complete, and may have been acknowledged.  Rows
-    are not removed.  A file whose instance the index had under another
-    name replaces it, as when it was received (the other file is deleted):
-    it was moved into place after the indexed one.
-
-    @return: a L{ReindexReport} (C{removed} counts the replaced files).
-    """
-    known = set(index.storedPaths(area).values())
-    missing = (name for name in _filesUnder(directory) if name not in known)
-    indexed, skipped, replaced = _indexFiles(index, area, directory, missing, batchSize)
-    for relativePath in replaced:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(directory, relativePath))
-    return ReindexReport(len(indexed), len(replaced), tuple(skipped))
-
-
-class PendingResponses:
-    """
-    The responses of a C-FIND, read from the index in a thread pool batch
-    by batch, so that the SCP sends each batch as pending responses while
-    the next one is read.
-
-    Call L{next} again only after its previous Deferred has fired, and
-    L{close} when abandoning the responses (C-CANCEL, association lost)
-    before L{next} has returned an empty list.
-    """
-
-    def __init__(self, call, responses):
-        """
-        @param call: runs a function in the thread pool, returning a
-            Deferred (L{AsyncArchiveIndex}'s).
-        @param responses: the iterator of L{IArchiveIndex.find}.
-        """
-        self._call = call
-        self._responses = responses
-
-    def next(self, count=100):
-        """
-        Read the next responses.
-
-        @param count: how many at most.
-        @return: a Deferred firing with a list of response identifiers,
-            empty when there are no more.
-        """
-        return self._call(lambda: list(islice(self._responses, count)))
-
-    def close(self):
-        """
-        Stop reading and release the database.
-
-        @return: a Deferred firing with C{None} when done.
-        """
-        return self._call(self._responses.close)
-
-
-class AsyncArchiveIndex:
-    """
-    An L{IArchiveIndex} for the reactor thread: each method runs the
-    blocking method of the same name in a thread pool and returns a
-    Deferred of its result.
-    """
-
-    def __init__(self, index, reactor=None, threadpool=None, queryThreadpool=None):
-        """
-        @param index: the L{IArchiveIndex} provider to run.
-        @param reactor: the reactor the results are delivered through; the
-            global one by default.
-        @param threadpool: the thread pool to run in (anything with
-            C{callInThreadWithCallback}); the reactor's by default.
-        @param queryThreadpool: the thread pool C-FIND and the instance
-            lists of C-MOVE and C-GET run in, or C{None} for
-            C{threadpool}: with a pool of their own, queries do not wait
-            behind the storage work (writes, fsync, index rows) of many
-            senders.
-        """
-        if reactor is None:
-            from twisted.internet import reactor
-        if threadpool is None:
-            threadpool = reactor.getThreadPool()
-        self._index = index
-        self._reactor = reactor
-        self._threadpool = threadpool
-        self._queryThreadpool = queryThreadpool if queryThreadpool is not None else threadpool
-
-    def _call(self, function, *args, **kwargs):
-        return deferToThreadPool(
-            self._reactor, self._threadpool, function, *args, **kwargs
-        )
-
-    def _query(self, function, *args, **kwargs):
-        return deferToThreadPool(
-            self._reactor, self._queryThreadpool, function, *args, **kwargs
-        )
-
-    def addInstance(self, area, header, stored):
-        return self._call(self._index.addInstance, area, header, stored)
-
-    def addInstances(self, area, items):
-        return self._call(self._index.addInstances, area, list(items))
-
-    def removeInstance(self, area, sopInstanceUID):
-        return self._call(self._index.removeInstance, area, sopInstanceUID)
-
-    def movePath(self, area, oldPath, newPath):
-        return self._call(self._index.movePath, area, oldPath, newPath)
-
-    def removeStudy(self, area, studyInstanceUID):
-        return self._call(self._index.removeStudy, area, studyInstanceUID)
-
-    def studyCount(self, area):
-        return self._call(self._index.studyCount, area)
-
-    def studyUsage(self, area, studyInstanceUID):
-        return self._call(self._index.studyUsage, area, studyInstanceUID)
-
-    def studiesByLastUpdate(self, area, limit=None):
-        return self._call(self._index.studiesByLastUpdate, area, limit)
-
-    def instancesOfStudy(self, area, studyInstanceUID):
-        return self._call(self._index.instancesOfStudy, area, studyInstanceUID)
-
-    def storedPaths(self, area):
-        return self._call(self._index.storedPaths, area)
-
-    def find(self, area, model, identifier, checkIdentifier=False):
-        """
-        Answer a C-FIND.
-
-        @return: a Deferred firing with the L{PendingResponses}, or failing
-            with L{dicomd.archive.matching.QueryError}.
-        """
-        d = self._query(self._index.find, area, model, identifier, checkIdentifier)
-        d.addCallback(lambda responses: PendingResponses(self._query, responses))
-        return d
-
-    def instancesFor(self, area, model, identifier, checkIdentifier=False):
-        return self._query(
-            self._index.instancesFor, area, model, identifier, checkIdentifier
-        )
-
-    def reindex(self, area, directory):
-        """
-        Run L{reindex} on the index.
-
-        @return: a Deferred firing with the L{ReindexReport}.
-        """
-        return self._call(reindex, self._index, area, directory)
-
-    def close(self):
-        return self._call(self._index.close)

@@ -6,7 +6,7 @@ C{dcmdata/libsrc/dcmatch.cc}, DCMTK 3.6.8).
 
 This module is pure: it turns a request identifier into a L{Query} made of
 back-end neutral conditions (L{SingleValue}, L{Wildcard}, L{Range},
-L{UIDList}, L{Unmatchable}), which L{dicomd.archive.index} compiles into
+L{UIDList}, L{Unmatchable}), which L{dicomd.archive.sql} compiles into
 SQL, and turns stored values back into response identifiers.  It holds no
 SQL.
 

@@ -17,7 +17,8 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from dicomd.archive.area import adoptTitleArea
-from dicomd.archive.index import RUN_CRASHED, AsyncArchiveIndex, SQLiteArchiveIndex
+from dicomd.archive.asyncindex import AsyncArchiveIndex
+from dicomd.archive.index import RUN_CRASHED, SQLiteArchiveIndex
 
 #: The index database's file name inside the default data directory; the
 #: leading dot keeps it out of reindexing and file listings.

@@ -29,7 +29,8 @@ from twisted.internet import defer, threads
 
 from dicomd.archive.dcmqrcfg import ConfigError, readConfig
 from dicomd.archive.area import adoptTitleArea
-from dicomd.archive.index import SQLiteArchiveIndex, areaKey, reindex
+from dicomd.archive.index import SQLiteArchiveIndex, areaKey
+from dicomd.archive.reindexing import reindex
 from dicomd.archive.service import INDEX_FILE
 from dicomd.cli.options import CommandLine, Option, Parameter, UsageError, aeTitle, generalOptions, string
 from dicomd.cli.qrscp import defaultDatabase

@@ -73,7 +73,7 @@ class FindSCP:
     """
     Answers C-FIND-RQ from one storage area of the archive.
 
-    @ivar index: an L{dicomd.archive.index.AsyncArchiveIndex}.
+    @ivar index: an L{dicomd.archive.asyncindex.AsyncArchiveIndex}.
     @ivar area: the storage area searched (its name in the index).
     @ivar models: the information models offered, from
         L{dicomd.archive.matching.MODELS}.

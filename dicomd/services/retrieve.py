@@ -91,7 +91,7 @@ class RetrieveSCP:
     index is searched), open the association they go on
     (L{storageAssociation}) and end it (L{finished}).
 
-    @ivar index: an L{dicomd.archive.index.AsyncArchiveIndex}.
+    @ivar index: an L{dicomd.archive.asyncindex.AsyncArchiveIndex}.
     @ivar area: the storage area retrieved from (its name in the index).
     @ivar directory: that area's directory.
     @ivar models: the information models offered.
