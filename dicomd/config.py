@@ -24,7 +24,10 @@ from dicomd.archive.matching import PATIENT_ROOT, PATIENT_STUDY_ONLY, STUDY_ROOT
 from dicomd.storage import DIRECTORY_MODE, FILE_MODE, naming
 from dicomd.storage.receiver import SORT_PATIENT_NAME, SORT_STUDY_UID, SORT_TIMESTAMP, StorageOptions
 from dicomd.asconfig import AsConfigError, acceptorPolicy, readProfiles
-from dicomd.tls import CRL_CHECKS, DEFAULT_PROFILE, PROFILES, VERIFY_MODES, VERIFY_REQUIRE, TLSConfigurationError, TLSSettings
+from dicomd.tls import TLSConfigurationError
+from dicomd.tls.context import CRL_CHECKS
+from dicomd.tls.profiles import DEFAULT_PROFILE, PROFILES
+from dicomd.tls.settings import VERIFY_MODES, VERIFY_REQUIRE, TLSSettings
 from dicomd.tomllines import KeyLines
 from dicomd.ul.negotiation import ACCEPTOR_PREFERENCES
 

@@ -12,7 +12,7 @@ L{twisted.internet.endpoints.serverFromString} understand::
     dicomtls:PORT:privateKey=KEY.pem:certKey=CERT.pem:caCerts=CA.pem:verify=require
 
 with the options of L{DICOMTLSServerParser.parseStreamServer}; the TLS
-configuration itself is L{dicomd.tls.TLSSettings}'s.  C{docs/tls.md}
+configuration itself is L{dicomd.tls.settings.TLSSettings}'s.  C{docs/tls.md}
 describes every option.
 """
 
@@ -26,18 +26,11 @@ from twisted.plugin import IPlugin
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
-from dicomd.tls import (
-    CRL_CHECKS,
-    DEFAULT_PROFILE,
-    PROFILES,
-    VERIFY_MODES,
-    VERIFY_NONE,
-    VERIFY_OPTIONAL,
-    VERIFY_REQUIRE,
-    TLSConfigurationError,
-    TLSSettings,
-    readCertificateBindings,
-)
+from dicomd.tls import TLSConfigurationError
+from dicomd.tls.certificates import readCertificateBindings
+from dicomd.tls.context import CRL_CHECKS
+from dicomd.tls.profiles import DEFAULT_PROFILE, PROFILES
+from dicomd.tls.settings import VERIFY_MODES, VERIFY_NONE, VERIFY_OPTIONAL, VERIFY_REQUIRE, TLSSettings
 
 log = Logger()
 
@@ -78,7 +71,7 @@ class DICOMTLSFactory(TLSMemoryBIOFactory):
     """
     The TLS wrapper of a C{dicomtls:} endpoint's factory.
 
-    @ivar tlsOptions: the L{dicomd.tls.DICOMTLSOptions}, for the protocol
+    @ivar tlsOptions: the L{dicomd.tls.context.DICOMTLSOptions}, for the protocol
         to find its AE title bindings (L{dicomd.net.protocol.tlsOptionsOf}).
     """
 
@@ -93,7 +86,7 @@ class DICOMTLSServerEndpoint:
     A TCP server endpoint that wraps every connection in DICOM TLS.
 
     @ivar settings: the L{TLSSettings} it was built from.
-    @ivar tlsOptions: the L{dicomd.tls.DICOMTLSOptions} it uses.
+    @ivar tlsOptions: the L{dicomd.tls.context.DICOMTLSOptions} it uses.
     """
 
     def __init__(self, reactor, port: int, settings: TLSSettings, *, backlog: int = 50, interface: str = ""):
@@ -278,7 +271,7 @@ def clientEndpoint(reactor, host: str, port: int, tls=None, *, timeout: float = 
     when the settings say so (L{TLSSettings.verifyHostName}), since DICOM
     TLS itself authenticates certificates, not names.
 
-    @param tls: a L{TLSSettings}, the L{dicomd.tls.DICOMTLSOptions} (or any
+    @param tls: a L{TLSSettings}, the L{dicomd.tls.context.DICOMTLSOptions} (or any
         Twisted TLS client options) built from one, or C{None} for plain
         TCP.  Options built already check the name they were built for,
         if any.

@@ -202,7 +202,7 @@ class Peer:
     """
     A known remote AE: where C-MOVE sends to it.
 
-    @ivar tls: the L{dicomd.tls.TLSSettings} to reach it with, or C{None}
+    @ivar tls: the L{dicomd.tls.settings.TLSSettings} to reach it with, or C{None}
         for plain TCP.
     """
 
@@ -218,7 +218,7 @@ def configuredPeers(config, tls=None) -> List[Peer]:
     where dcmqrscp finds it (C{peerForAETitle}), in the AETable's peer
     lists first, then in the HostTable.
 
-    @param tls: the L{dicomd.tls.TLSSettings} to reach them with, or
+    @param tls: the L{dicomd.tls.settings.TLSSettings} to reach them with, or
         C{None}.
     """
     peerLists = [entry.peers for entry in config.aeTable.values() if entry.peers is not ANY]

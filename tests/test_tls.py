@@ -27,21 +27,11 @@ from dicomd.errors import AssociationAborted, AssociationRejected
 from dicomd.net.acceptor import AcceptorFactory
 from dicomd.net.protocol import describeTLSError, peerCertificateSubject
 from dicomd.net.requestor import connect
-from dicomd.tls import (
-    BCP195_CIPHERS,
-    CRL_CHAIN,
-    CRL_LEAF,
-    PROFILES,
-    VERIFY_NONE,
-    VERIFY_OPTIONAL,
-    TLSConfigurationError,
-    TLSSettings,
-    availableSuites,
-    certificateBindingAllows,
-    certificateMatches,
-    describeCipherSuites,
-    readCertificateBindings,
-)
+from dicomd.tls import TLSConfigurationError
+from dicomd.tls.certificates import certificateBindingAllows, certificateMatches, readCertificateBindings
+from dicomd.tls.context import CRL_CHAIN, CRL_LEAF
+from dicomd.tls.profiles import BCP195_CIPHERS, PROFILES, availableSuites, describeCipherSuites
+from dicomd.tls.settings import VERIFY_NONE, VERIFY_OPTIONAL, TLSSettings
 from dicomd.ul.negotiation import IMPLICIT_VR_LITTLE_ENDIAN
 from tests.certificates import writeCRL, writeDHParameters, writeTestPKI
 from tests.dicomfiles import makeDataset, writeFile

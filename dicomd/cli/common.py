@@ -12,7 +12,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from dicomd import endpoints as dicomdEndpoints
 from dicomd.cli.options import CommandLine, Option, UsageError, generalOptions, string
-from dicomd.tls import CRL_CHAIN, CRL_LEAF, PROFILES, VERIFY_NONE, VERIFY_OPTIONAL, VERIFY_REQUIRE, TLSSettings, describeCipherSuites
+from dicomd.tls.context import CRL_CHAIN, CRL_LEAF
+from dicomd.tls.profiles import PROFILES, describeCipherSuites
+from dicomd.tls.settings import VERIFY_NONE, VERIFY_OPTIONAL, VERIFY_REQUIRE, TLSSettings
 from dicomd.ul.negotiation import ACCEPTOR_PREFERENCES
 
 #: The two-letter suffixes of DCMTK's transfer syntax options with their

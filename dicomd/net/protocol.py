@@ -21,7 +21,7 @@ sends, described by a L{dicomd.ul.trace.PDUTrace}.
 On a TLS connection (PS3.15 Annex B) the peer is named with its
 certificate's subject in every log line (L{peerCertificateSubject}), and
 an acceptor rejects an association whose calling AE title is bound to
-another certificate (L{dicomd.tls.certificateBindingAllows}) before its AE
+another certificate (L{dicomd.tls.certificates.certificateBindingAllows}) before its AE
 sees it.
 """
 
@@ -37,7 +37,7 @@ from dicomd.errors import AssociationAborted
 from dicomd.net import debug
 from dicomd.ul import provider as _ul
 from dicomd.ul.fsm import State
-from dicomd.tls import certificateBindingAllows, certificateSubject
+from dicomd.tls.certificates import certificateBindingAllows, certificateSubject
 from dicomd.ul.negotiation import CALLING_AE_TITLE_NOT_RECOGNIZED
 from dicomd.ul.pdu import ABORT_REASON_NOT_SPECIFIED, ABORT_SOURCE_SERVICE_USER, AAbort
 from dicomd.ul.trace import PDUTrace
@@ -104,7 +104,7 @@ def peerCertificateSubject(transport) -> Optional[str]:
 
 def tlsOptionsOf(transport):
     """
-    The L{dicomd.tls.DICOMTLSOptions} of the C{dicomtls:} endpoint a
+    The L{dicomd.tls.context.DICOMTLSOptions} of the C{dicomtls:} endpoint a
     transport came from, or C{None}: the TLS layer's factory carries them
     (L{dicomd.endpoints.DICOMTLSFactory}), under any protocol wrappers.
     """
