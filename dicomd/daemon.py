@@ -173,11 +173,9 @@ class EntityService(service.MultiService):
         # replaces or removes it stops its storage area and actions only
         # once they have ended.
         self.associations = set()
-        self._established = self.entity.associationEstablished
-        self.entity.associationEstablished = self._associationEstablished
+        self.entity.addAssociationObserver(self._associationEstablished)
 
     def _associationEstablished(self, association) -> None:
-        self._established(association)
         self.associations.add(association)
         association.whenClosed().addBoth(lambda _: self.associations.discard(association))
 

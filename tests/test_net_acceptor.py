@@ -228,6 +228,19 @@ class EntityHookTests(SynchronousTestCase):
         self.assertEqual(entity.negotiated, ["TESTSCU"])
         self.assertEqual(entity.established, [protocol.association])
 
+    def test_observers(self):
+        """
+        Negotiation observers see each request with its answer, association
+        observers each accepted association after C{associationEstablished}.
+        """
+        entity = RecordingEntity("DICOMD")
+        seen = []
+        entity.addNegotiationObserver(lambda request, answer: seen.append((request.callingAETitle, type(answer))))
+        entity.addAssociationObserver(lambda association: seen.append((association, list(entity.established))))
+        factory = AcceptorFactory(entity, reactor=MemoryReactorClock())
+        _, protocol, _ = answerTo(factory, requestBytes("DICOMD"))
+        self.assertEqual(seen, [("TESTSCU", AAssociateAC), (protocol.association, [protocol.association])])
+
 
 class ConnectionTrackingTests(SynchronousTestCase):
     """

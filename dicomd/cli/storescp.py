@@ -333,8 +333,7 @@ def run(reactor, values):
         log.critical("cannot keep the study journal: {why}", why=str(e))
         return defer.succeed(1)
     reactor.addSystemEventTrigger("before", "shutdown", receiver.actions.stopService)
-    entityClass = ContextLoggingEntity if values.get("verbosePC") else ApplicationEntity
-    entity = entityClass(
+    entity = ApplicationEntity(
         values["aetitle"],
         values.get("policy") or acceptancePolicy(values),
         {CEchoRQ.commandField: VerificationSCP(), CStoreRQ.commandField: receiver.scp},
@@ -342,6 +341,8 @@ def run(reactor, values):
         refuseAll=bool(values.get("refuse")),
         maximumLength=values["maxPDU"],
     )
+    if values.get("verbosePC"):
+        entity.addNegotiationObserver(logPresentationContexts)
     factory = AcceptorFactory(
         entity,
         reactor=reactor,
@@ -354,16 +355,12 @@ def run(reactor, values):
     return _listen(reactor, values, factory)
 
 
-class ContextLoggingEntity(ApplicationEntity):
+def logPresentationContexts(request, answer) -> None:
     """
-    An L{ApplicationEntity} that logs every proposed presentation context
-    and what became of it (storescp's C{+v}, C{--verbose-pc}).
+    Log every proposed presentation context and what became of it
+    (storescp's C{+v}, C{--verbose-pc}): an AE's negotiation observer.
     """
-
-    def negotiate(self, request):
-        answer, contexts = ApplicationEntity.negotiate(self, request)
-        log.info("{text}", text=describePresentationContexts(request, answer))
-        return answer, contexts
+    log.info("{text}", text=describePresentationContexts(request, answer))
 
 
 def _uidName(uid: str) -> str:
@@ -436,22 +433,7 @@ def _serveInetd(reactor, factory, fd: int, tlsContext=None):
         return defer.succeed(EXIT_FAILURE)
     family = probe.family
     probe.detach()
-    done = defer.Deferred()
-    build = factory.buildProtocol
-
-    def buildProtocol(address):
-        proto = build(address)
-        lost = proto.connectionLost
-
-        def connectionLost(reason):
-            lost(reason)
-            if not done.called:
-                done.callback(0)
-
-        proto.connectionLost = connectionLost
-        return proto
-
-    factory.buildProtocol = buildProtocol
+    acceptor = factory
     if tlsContext is not None:
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
@@ -464,7 +446,9 @@ def _serveInetd(reactor, factory, fd: int, tlsContext=None):
     finally:
         # The reactor holds its own duplicate.
         os.close(fd)
-    return done
+    # Adopting the connection made its protocol: the factory is idle once
+    # that one connection has closed.
+    return acceptor.whenIdle().addCallback(lambda _: 0)
 
 
 @defer.inlineCallbacks

@@ -11,7 +11,7 @@ by the called AE title, rejecting an unknown one.
 """
 
 from collections import OrderedDict
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
@@ -51,6 +51,12 @@ class ApplicationEntity:
     @ivar requireImplementationClassUID: reject requests without one.
     @ivar refuseAll: reject every association (storescp's C{--refuse}).
     @ivar maximumLength: the maximum P-DATA-TF length we advertise.
+
+    Subclasses change what it decides (L{admit}, L{negotiate}) and follow
+    its associations (L{associationEstablished}); anything else follows
+    them as an observer (L{addNegotiationObserver},
+    L{addAssociationObserver}), so that nobody replaces methods on a live
+    AE.
     """
 
     def __init__(
@@ -73,6 +79,25 @@ class ApplicationEntity:
         self.requireImplementationClassUID = requireImplementationClassUID
         self.refuseAll = refuseAll
         self.maximumLength = maximumLength
+        self._negotiationObservers = []
+        self._associationObservers = []
+
+    def addNegotiationObserver(self, observer: Callable[[object, object], None]) -> None:
+        """
+        Call C{observer(request, answer)} with each A-ASSOCIATE-RQ this AE
+        negotiates and its answer, an L{AAssociateAC} or L{AAssociateRJ}
+        (storescp's C{--verbose-pc} logs them).
+        """
+        self._negotiationObservers.append(observer)
+
+    def addAssociationObserver(self, observer: Callable[[Association], None]) -> None:
+        """
+        Call C{observer(association)} with each L{Association} this AE
+        accepts, once established, after L{associationEstablished} (the
+        daemon follows an AE's associations to retire it once they have
+        ended).
+        """
+        self._associationObservers.append(observer)
 
     def admit(self, request, peerAddress) -> Optional[AAssociateRJ]:
         """
@@ -93,6 +118,25 @@ class ApplicationEntity:
         established; subclasses that follow their associations override
         this.
         """
+
+    def answerRequest(self, request):
+        """
+        Answer an A-ASSOCIATE-RQ as L{negotiate} does, and tell the
+        negotiation observers.
+        """
+        answer, contexts = self.negotiate(request)
+        for observer in list(self._negotiationObservers):
+            observer(request, answer)
+        return answer, contexts
+
+    def announceAssociation(self, association) -> None:
+        """
+        An association this AE accepted is established: tell
+        L{associationEstablished}, then the association observers.
+        """
+        self.associationEstablished(association)
+        for observer in list(self._associationObservers):
+            observer(association)
 
     def negotiate(self, request):
         """
@@ -150,7 +194,7 @@ class AcceptorProtocol(AssociationProtocol):
             if answer is None and not factory.hasRoomFor(self.peerAddress):
                 answer = TOO_MANY_ASSOCIATIONS
             if answer is None:
-                answer, contexts = entity.negotiate(request)
+                answer, contexts = entity.answerRequest(request)
         if contexts is None:
             self.settle("rejected")
             factory.statistics.rejected(entity.title if entity is not None else request.calledAETitle)
@@ -186,7 +230,7 @@ class AcceptorProtocol(AssociationProtocol):
             proposed=len(request.presentationContexts),
         )
         self._apply(self.provider.acceptAssociation(answer))
-        entity.associationEstablished(self.association)
+        entity.announceAssociation(self.association)
 
     def connectionLost(self, reason) -> None:
         AssociationProtocol.connectionLost(self, reason)
