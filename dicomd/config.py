@@ -16,7 +16,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from dicomd.actions import UnsafeCommand, shellCommand
 from dicomd.archive.dcmqrcfg import Quota
@@ -103,6 +103,13 @@ class EntityConfig:
     @ivar callingAETitles: the AE titles allowed to call, or C{None}.
     @ivar hosts: the networks allowed to call, or C{None}.
     @ivar access: C{"R"}, C{"W"} or C{"RW"} as in dcmqrscp.cfg.
+    @ivar models: the query/retrieve models offered; none for a storage
+        SCP alone (storescp), whose profile, if any, is all it accepts.
+    @ivar requireImplementationClassUID: reject associations whose
+        request has none (DCMTK's C{--reject}).
+    @ivar refuseAll: reject every association (DCMTK's C{--refuse}).
+    @ivar logPresentationContexts: log each proposed presentation context
+        and its result (storescp's C{--verbose-pc}).
     """
 
     title: str = DEFAULT_TITLE
@@ -117,6 +124,9 @@ class EntityConfig:
     callingAETitles: Optional[Tuple[str, ...]] = None
     hosts: Optional[Tuple[Any, ...]] = None
     quota: Optional[Quota] = None
+    requireImplementationClassUID: bool = False
+    refuseAll: bool = False
+    logPresentationContexts: bool = False
 
     @property
     def readable(self) -> bool:
@@ -139,6 +149,24 @@ class PeerConfig:
     tls: Optional[TLSSettings] = None
 
 
+@dataclass(frozen=True)
+class PortConfig:
+    """
+    A TCP port to listen on, as the front doors' port parameter and TLS
+    options give it: an endpoint string cannot carry every TLS option of
+    DCMTK's (a password typed in, certificate directories).
+
+    @ivar tls: the TLS context factory of C{+tls} (see
+        L{TLSSettings.certificateOptions}), or C{None} for plain TCP.
+    """
+
+    port: int
+    tls: Any = None
+
+    def __str__(self) -> str:
+        return "port %d" % (self.port,)
+
+
 @dataclass
 class DaemonConfig:
     """
@@ -159,9 +187,12 @@ class DaemonConfig:
         the daemon makes it; every AE's L{StorageOptions} has it too.
     @ivar stateDirectory: where the study journals are kept, or C{None}
         for L{dicomd.storage.state.defaultStateDirectory}'s choice.
+    @ivar listen: endpoint strings, or L{PortConfig}s.
+    @ivar index: keep an index database; without one (storescp) the AEs
+        store files and answer no queries.
     """
 
-    listen: Tuple[str, ...] = DEFAULT_LISTEN
+    listen: Tuple[Union[str, PortConfig], ...] = DEFAULT_LISTEN
     entities: List[EntityConfig] = field(default_factory=lambda: [EntityConfig()])
     peers: List[PeerConfig] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
@@ -172,6 +203,7 @@ class DaemonConfig:
     directoryMode: int = DIRECTORY_MODE
     stateDirectory: Optional[str] = None
     path: Optional[str] = None
+    index: bool = True
 
 
 def readConfig(path: str) -> DaemonConfig:

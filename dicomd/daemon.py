@@ -2,17 +2,21 @@
 The daemon's service tree, built from a L{dicomd.config.DaemonConfig}.
 
     DicomdService
-      |-- Archive                  the index database
+      |-- Archive                  the index database (none for storescp)
       |-- StorageService per area  storage and actions of a directory writable AEs store into
       |-- EntityService per AE     the AE itself
-      |-- listening services       one per endpoint string, one factory
+      |-- listening services       one per endpoint string or port, one factory
       `-- status page              optional
+
+Every server front door runs it: C{twistd dicomd} (L{dicomd.tap}), and
+C{dicomd storescp} and C{dicomd qrscp} (L{dicomd.cli.run}), each
+translating its options into the one L{DaemonConfig}.
 
 Stopping is ordered, which C{MultiService} alone does not do: listening
 stops first, running associations get the grace period to finish and are
 aborted after it, then each AE ends its open studies (running their
-actions), and the index closes last.  SIGHUP reloads the configuration
-file: new, changed and removed AEs and peers take effect for new
+actions), and the index closes last.  L{DicomdService.reload} (SIGHUP
+under twistd) reads the configuration file again: new, changed and removed AEs and peers take effect for new
 associations, running ones finish as they started, and open studies of
 an AE whose storage settings did not change go on; a file that does not
 read leaves everything as it was and says why in the log.
@@ -23,12 +27,11 @@ through one L{StorageService}, under one quota (the strictest of theirs).
 """
 
 import os
-import signal
 import sqlite3
 from dataclasses import replace
 from typing import Callable, Dict, List, Optional
 
-from twisted.application import service, strports
+from twisted.application import internet, service, strports
 from twisted.internet import defer, error
 from twisted.logger import Logger
 from twisted.web import server
@@ -39,16 +42,44 @@ from dicomd.archive.service import INDEX_FILE, Archive
 from dicomd.peers import Peer, destinationTable, hostRule
 from dicomd.qrentity import QueryRetrieveOptions, queryRetrieveEntity
 from dicomd.asconfig import acceptorPolicy, readProfiles
-from dicomd.config import ConfigError, DaemonConfig, EntityConfig, readConfig
+from dicomd.config import ConfigError, DaemonConfig, EntityConfig, PortConfig, readConfig
 from dicomd.net.acceptor import AcceptorFactory
 from dicomd.startup import StartupError, writableDatabase, writableDirectory
 from dicomd.status import Statistics, StatusResource
 from dicomd.storage.receiver import AreaService, buildReceiver
 from dicomd.storage.state import defaultStateDirectory
+from dicomd.ul.pdu import CONTEXT_RESULT_TITLES
 
 
 def _unresolvedHost(name: str, why: Exception) -> None:
     DicomdService.log.warn("Cannot resolve allowed host {name}: {why}", name=name, why=str(why))
+
+
+def _uidName(uid: str) -> str:
+    from pydicom.uid import UID
+
+    name = UID(uid).name
+    return uid if name == uid else "=" + name.replace(" ", "")
+
+
+def describePresentationContexts(request, answer) -> str:
+    """
+    The proposed presentation contexts of an A-ASSOCIATE-RQ and their
+    results in C{answer}, as DCMTK's tools print them with C{+v}
+    (storescp's C{--verbose-pc}, L{EntityConfig.logPresentationContexts}).
+    """
+    results = {context.contextID: context for context in getattr(answer, "presentationContexts", None) or ()}
+    lines = ["Presentation Contexts:"]
+    for proposed in request.presentationContexts:
+        result = results.get(proposed.contextID)
+        outcome = "Rejected (association)" if result is None else CONTEXT_RESULT_TITLES.get(result.result, "Result %d" % result.result)
+        lines.append("  Context ID:        %d (%s)" % (proposed.contextID, outcome))
+        lines.append("    Abstract Syntax: %s" % (_uidName(proposed.abstractSyntax),))
+        lines.append("    Proposed Transfer Syntax(es):")
+        lines.extend("      %s" % (_uidName(uid),) for uid in proposed.transferSyntaxes)
+        if result is not None and result.accepted:
+            lines.append("    Accepted Transfer Syntax: %s" % (_uidName(result.transferSyntax),))
+    return "\n".join(lines)
 
 
 def storageKey(config: EntityConfig, quota):
@@ -89,9 +120,10 @@ class StorageService(service.MultiService):
     @ivar receiver: the L{dicomd.storage.receiver.Receiver}.
     """
 
-    def __init__(self, config: EntityConfig, archive: Archive, *, titles: str, stateDirectory: str, quota=None, reactor=None):
+    def __init__(self, config: EntityConfig, archive: Optional[Archive], *, titles: str, stateDirectory: str, quota=None, reactor=None):
         """
         @param config: the first of the AEs storing through it.
+        @param archive: the index it records into, or C{None} for none.
         @param titles: the AE titles storing through it, for log lines.
         @param stateDirectory: where its study journal is kept.
         @param quota: the directory's quota, or C{None}.
@@ -99,12 +131,29 @@ class StorageService(service.MultiService):
         service.MultiService.__init__(self)
         self.key = storageKey(config, quota)
         self.area = areaKey(config.storage.outputDirectory)
-        indexed = IndexedArea(archive.index, titles, config.storage.outputDirectory, quota)
+        indexed = IndexedArea(archive.index, titles, config.storage.outputDirectory, quota) if archive is not None else None
         storage = replace(config.storage, stateDirectory=stateDirectory)
         self.receiver = buildReceiver(storage, index=indexed, reactor=reactor)
         if self.receiver.area is not None:
             AreaService(self.receiver.area).setServiceParent(self)
         self.receiver.actions.setServiceParent(self)
+
+    def startService(self) -> None:
+        """
+        Prepare the storage area, then start the actions (which open the
+        study journal and end the studies a killed run left open).
+
+        @raise StartupError: the area or the journal cannot be used; the
+            message says which and why.
+        """
+        service.Service.startService(self)
+        for child in self:
+            try:
+                child.startService()
+            except (OSError, ValueError) as e:
+                if child is self.receiver.actions:
+                    raise StartupError("cannot keep the study journal: %s" % (e,))
+                raise StartupError("cannot use the output directory: %s" % (e,))
 
     def takeOver(self, previous: "StorageService") -> None:
         """
@@ -125,10 +174,12 @@ class EntityService(service.MultiService):
     @ivar storage: that L{StorageService}, or C{None}.
     """
 
+    log = Logger()
+
     def __init__(
         self,
         config: EntityConfig,
-        archive: Archive,
+        archive: Optional[Archive],
         destinations,
         limits,
         *,
@@ -167,8 +218,12 @@ class EntityService(service.MultiService):
             maximumLength=limits.maxPDU,
             callingAETitles=config.callingAETitles,
             peers=hostRule(config.hosts, failed=_unresolvedHost),
+            requireImplementationClassUID=config.requireImplementationClassUID,
+            refuseAll=config.refuseAll,
             reactor=reactor,
         )
+        if config.logPresentationContexts:
+            self.entity.addNegotiationObserver(self._logPresentationContexts)
         # Follow the associations this AE accepts, so that a reload that
         # replaces or removes it stops its storage area and actions only
         # once they have ended.
@@ -178,6 +233,9 @@ class EntityService(service.MultiService):
     def _associationEstablished(self, association) -> None:
         self.associations.add(association)
         association.whenClosed().addBoth(lambda _: self.associations.discard(association))
+
+    def _logPresentationContexts(self, request, answer) -> None:
+        self.log.info("{text}", text=describePresentationContexts(request, answer))
 
     def whenUnused(self) -> defer.Deferred:
         """
@@ -217,12 +275,15 @@ class DicomdService(service.MultiService):
         self.overrides = overrides
         self.config = config = overrides(config)
         self.statistics = Statistics()
+        self._shutdownWaiters: List[defer.Deferred] = []
         self.stateDirectory = config.stateDirectory or defaultStateDirectory()
-        database = config.database or "%s/%s" % (config.entities[0].storage.outputDirectory, INDEX_FILE)
-        areas = [(entity.title, entity.storage.outputDirectory) for entity in config.entities]
-        self.archive = Archive(database, areas=areas, reactor=reactor)
-        self.archive.index.mode = config.fileMode
-        self.archive.setServiceParent(self)
+        self.archive = None
+        if config.index:
+            database = config.database or "%s/%s" % (config.entities[0].storage.outputDirectory, INDEX_FILE)
+            areas = [(entity.title, entity.storage.outputDirectory) for entity in config.entities]
+            self.archive = Archive(database, areas=areas, reactor=reactor)
+            self.archive.index.mode = config.fileMode
+            self.archive.setServiceParent(self)
         self.entityServices: Dict[str, EntityService] = {}
         limits = config.limits
         self.factory = AcceptorFactory(
@@ -237,7 +298,7 @@ class DicomdService(service.MultiService):
             dimseTimeout=limits.dimseTimeout,
         )
         self._setEntities(config)
-        self.listening = [strports.service(description, self.factory) for description in config.listen]
+        self.listening = [self._listeningService(where) for where in config.listen]
         #: Each listening service (the status page's too) -> its endpoint string.
         self._endpoints = dict(zip(self.listening, config.listen))
         for listener in self.listening:
@@ -247,6 +308,17 @@ class DicomdService(service.MultiService):
             statusPage = strports.service(config.status, server.Site(page))
             self._endpoints[statusPage] = config.status
             statusPage.setServiceParent(self)
+
+    def _listeningService(self, where) -> service.Service:
+        """
+        The service listening on an endpoint string, or on a
+        L{PortConfig}'s port (with TLS when it has a context factory).
+        """
+        if not isinstance(where, PortConfig):
+            return strports.service(where, self.factory)
+        if where.tls is None:
+            return internet.TCPServer(where.port, self.factory, reactor=self.reactor)
+        return internet.SSLServer(where.port, self.factory, where.tls, reactor=self.reactor)
 
     def _destinations(self, config: DaemonConfig, callingAETitle: str):
         peers = [Peer(peer.title, peer.host, peer.port, peer.tls) for peer in config.peers]
@@ -404,6 +476,25 @@ class DicomdService(service.MultiService):
             lambda failure: self.log.failure("Stopping the former AE {title}", failure, title=title)
         )
 
+    def requestShutdown(self) -> None:
+        """
+        An association asked the server to stop (DCMTK's private shutdown
+        SOP class, C{--allow-shutdown}): tell those waiting in
+        L{whenShutdownRequested}, which stop it.
+        """
+        waiters, self._shutdownWaiters = self._shutdownWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def whenShutdownRequested(self) -> defer.Deferred:
+        """
+        A L{Deferred} that fires when an association asks the server to
+        stop (L{requestShutdown}).
+        """
+        waiter = defer.Deferred()
+        self._shutdownWaiters.append(waiter)
+        return waiter
+
     def pendingStudies(self) -> Dict[str, int]:
         return {title: entityService.pendingStudies for title, entityService in self.entityServices.items()}
 
@@ -490,19 +581,12 @@ class DicomdService(service.MultiService):
     def startService(self) -> None:
         """
         Check what must be written (L{_checkWritable}, and the index
-        database), log where each AE stores and where the index is, start
-        the services, and handle SIGHUP (reload) and, until the reactor
-        runs and installs its own handler, SIGTERM.
+        database), log where each AE stores and where the index is, and
+        start the services.  (Signals are the front door's: see
+        L{dicomd.tap.TwistdService} and L{dicomd.cli.run}.)
 
         The check runs here, not when the service is built, because twistd
         starts services as the user they serve as (after C{--uid}).
-
-        twistd starts the services before it runs the reactor, and only
-        C{reactor.run()} installs the SIGTERM handler: a SIGTERM in
-        between (a stop right after a start, while the AEs recover their
-        studies) would kill the process without the ordered stop.  The
-        reactor's own handler, installed now, asks for the same stop once
-        the reactor runs.
 
         The storage directories and the index's directory (by default the
         first AE's storage area) are made first, with the configured mode:
@@ -512,20 +596,17 @@ class DicomdService(service.MultiService):
             written, or the index is not an SQLite database.
         """
         self._checkWritable(self.config)
-        writableDatabase(self.archive.path, mode=self.config.directoryMode)
+        if self.archive is not None:
+            writableDatabase(self.archive.path, mode=self.config.directoryMode)
         for entity in self.config.entities:
             if entity.writable and not entity.storage.ignore:
                 self.log.info("AE {title} stores under {directory}", title=entity.title, directory=os.path.abspath(entity.storage.outputDirectory))
-        self.log.info("Index database: {path}", path=os.path.abspath(self.archive.path))
+        if self.archive is not None:
+            self.log.info("Index database: {path}", path=os.path.abspath(self.archive.path))
         try:
             service.MultiService.startService(self)
         except sqlite3.Error as e:
             raise StartupError("cannot open %s (the index database): %s" % (self.archive.path, e))
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, lambda number, frame: self.reactor.callFromThread(self.reload))
-        sigTerm = getattr(self.reactor, "sigTerm", None)
-        if sigTerm is not None and not getattr(self.reactor, "running", True):
-            signal.signal(signal.SIGTERM, sigTerm)
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -539,7 +620,8 @@ class DicomdService(service.MultiService):
         yield self._drain(self.config.limits.shutdownGrace)
         others = [child for child in self if child not in self.listening and child is not self.archive and child.running]
         yield defer.gatherResults([defer.maybeDeferred(child.stopService) for child in others])
-        yield defer.maybeDeferred(self.archive.stopService)
+        if self.archive is not None:
+            yield defer.maybeDeferred(self.archive.stopService)
 
     def _drain(self, grace: float) -> defer.Deferred:
         factory = self.factory

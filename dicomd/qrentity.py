@@ -119,9 +119,13 @@ def queryRetrievePolicy(options: QueryRetrieveOptions, *, shutdown: bool = False
     rules (L{ArchiveEntity}): Verification, storage, and the FIND, MOVE
     (and GET) classes of its models, with the SCP role for storage granted
     to C-GET requestors; with C{shutdown}, DCMTK's private shutdown class.
+    An AE with no models and a profile is a storage SCP alone, as
+    storescp's C{-xf}: its profile is all it accepts.
     """
     syntaxes = tuple(options.transferSyntaxes)
     profile = options.storagePolicy
+    if profile is not None and not options.models and not shutdown:
+        return profile
     if profile is not None:
         accepted = {uid: tuple(preferences) for uid, preferences in profile.transferSyntaxes.items()}
     else:
@@ -224,7 +228,9 @@ class ArchiveEntity(ApplicationEntity):
             if syntax not in _NOT_STORAGE:
                 if refuseStorage and not _isGetStorage(context):
                     refused.add(contextID)
-            elif syntax in _QUERY_RETRIEVE_SOP_CLASSES and not options.readable:
+            elif syntax in _QUERY_RETRIEVE_SOP_CLASSES and not options.readable and options.models:
+                # A storage SCP alone (no models, storescp) takes them
+                # only promiscuously, as any other class it does not know.
                 refused.add(contextID)
             elif options.requireFind and any(
                 syntax == model.sopClassUIDs[1] and model.sopClassUIDs[0] not in accepted for model in options.models

@@ -16,6 +16,7 @@ long names and meanings.
 """
 
 import os
+import signal
 import sys
 from dataclasses import replace
 
@@ -388,6 +389,15 @@ class TwistdService(service.MultiService):
     then says "An error has occurred" and points to its log file, where
     that line is.)
 
+    It handles the signals of a twistd process: SIGHUP reloads the
+    configuration, and SIGTERM stops the daemon in order even before the
+    reactor runs.  twistd starts the services before it runs the reactor,
+    and only C{reactor.run()} installs the SIGTERM handler: a SIGTERM in
+    between (a stop right after a start, while the AEs recover their
+    studies) would kill the process without the ordered stop.  The
+    reactor's own handler, installed at start, asks for the same stop once
+    the reactor runs.
+
     @ivar daemon: the L{DicomdService}.
     """
 
@@ -403,6 +413,12 @@ class TwistdService(service.MultiService):
 
     def startService(self) -> None:
         self._orExit(service.MultiService.startService)
+        reactor = self.daemon.reactor
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, lambda number, frame: reactor.callFromThread(self.daemon.reload))
+        sigTerm = getattr(reactor, "sigTerm", None)
+        if sigTerm is not None and not getattr(reactor, "running", True):
+            signal.signal(signal.SIGTERM, sigTerm)
 
     def _orExit(self, start) -> None:
         try:

@@ -14,12 +14,7 @@ are declared with L{_unsupported} and refused by L{validate} with a message
 naming the option and saying why.
 """
 
-import os
-import socket
-import stat
-
-
-from twisted.internet import defer, endpoints
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from dicomd.actions import UnsafeCommand, shellCommand
@@ -35,12 +30,12 @@ from dicomd.cli.common import (
     tlsUsageError,
 )
 from dicomd.cli.options import CannotStart, Option, Parameter, UsageError, aeTitle, integer, string
-from dicomd.dimse.commands import CEchoRQ, CStoreRQ
-from dicomd.net.acceptor import AcceptorFactory, ApplicationEntity
-from dicomd.services.verification import VerificationSCP
+from dicomd.cli.run import serve, takeInetdConnection
+from dicomd.config import DaemonConfig, EntityConfig, Limits, PortConfig
+from dicomd.daemon import DicomdService
 from dicomd.startup import outputDirectoryProblem
 from dicomd.storage import naming
-from dicomd.storage.receiver import SORT_PATIENT_NAME, SORT_STUDY_UID, SORT_TIMESTAMP, StorageOptions, buildReceiver, storagePolicy
+from dicomd.storage.receiver import SORT_PATIENT_NAME, SORT_STUDY_UID, SORT_TIMESTAMP, StorageOptions, storagePolicy
 from dicomd.storage import recode
 from dicomd.storage.recode import GROUP_LENGTH_CREATE, GROUP_LENGTH_RECALCULATE, GROUP_LENGTH_REMOVE, RecodeOptions
 from dicomd.ul.negotiation import (
@@ -51,7 +46,6 @@ from dicomd.ul.negotiation import (
     IMPLICIT_VR_LITTLE_ENDIAN,
     AcceptorPolicy,
 )
-from dicomd.ul.pdu import CONTEXT_RESULT_TITLES
 
 log = Logger(namespace="storescp")
 
@@ -237,7 +231,7 @@ def validate(values) -> None:
     problem = outputDirectoryProblem(directory, write=not values.get("ignore"))
     if problem is not None:
         raise CannotStart("-od (--output-directory) %s: specified output directory %s" % (directory, problem), EXIT_FAILURE)
-    values["policy"] = acceptancePolicy(values)
+    acceptancePolicy(values)
     if values.get("tls"):
         try:
             values["tlsContext"] = tlsSettings(values).certificateOptions(isServer=True)
@@ -303,166 +297,68 @@ def acceptancePolicy(values) -> AcceptorPolicy:
     return storagePolicy(ACCEPTOR_PREFERENCES[values.get("preferred") or "+x="], bool(values.get("promiscuous")))
 
 
+def daemonConfig(values) -> DaemonConfig:
+    """
+    storescp's options in the daemon's terms: one AE that answers any
+    called AE title and stores without an index, with storescp's limits
+    and timeouts, listening on the port (or on nothing with C{--inetd}).
+
+    @param values: the parsed command line, checked by L{validate}.
+    """
+    entity = EntityConfig(
+        title=values["aetitle"],
+        storage=storageOptions(values),
+        transferSyntaxes=ACCEPTOR_PREFERENCES[values.get("preferred") or "+x="],
+        profile=values.get("configFile"),
+        promiscuous=bool(values.get("promiscuous")),
+        access="W",
+        queryRetrieve=False,
+        get=False,
+        models=(),
+        requireImplementationClassUID=bool(values.get("reject")),
+        refuseAll=bool(values.get("refuse")),
+        logPresentationContexts=bool(values.get("verbosePC")),
+    )
+    limits = Limits(
+        maxAssociations=64,
+        maxAssociationsPerHost=None,
+        maxPDU=values["maxPDU"],
+        acseTimeout=values["acseTimeout"],
+        idleTimeout=values["socketTimeout"] or None,
+        dimseTimeout=values.get("dimseTimeout"),
+    )
+    return DaemonConfig(
+        listen=() if values.get("inetd") else (PortConfig(values["port"], values.get("tlsContext")),),
+        entities=[entity],
+        limits=limits,
+        stateDirectory=values.get("stateDirectory"),
+        index=False,
+    )
+
+
 def run(reactor, values):
     """
     Listen (or serve the connection on standard input with C{--inetd})
-    until stopped.
+    until stopped, running the daemon's service.
 
     @param values: the parsed command line, checked by L{validate}.
     @return: a L{Deferred} firing with the exit status.
     """
+    inetd = None
     if values.get("inetd"):
         # Before anything is logged: inetd hands the connection over as
         # standard input, output and error alike.
-        connection = _takeInetdConnection()
+        inetd = takeInetdConnection()
     done = serverPreamble(values, log)
     if done is not None:
         return defer.succeed(done)
     if values.get("inetd") and values.get("port") is not None:
         log.warn("Parameter port not required in inetd mode")
-    receiver = buildReceiver(storageOptions(values), reactor=reactor)
-    if receiver.area is not None:
-        try:
-            receiver.area.prepare()
-        except OSError as e:
-            log.critical("cannot use the output directory: {why}", why=str(e))
-            return defer.succeed(1)
-    try:
-        receiver.actions.startService()
-    except (OSError, ValueError) as e:
-        log.critical("cannot keep the study journal: {why}", why=str(e))
-        return defer.succeed(1)
-    reactor.addSystemEventTrigger("before", "shutdown", receiver.actions.stopService)
-    entity = ApplicationEntity(
-        values["aetitle"],
-        values.get("policy") or acceptancePolicy(values),
-        {CEchoRQ.commandField: VerificationSCP(), CStoreRQ.commandField: receiver.scp},
-        requireImplementationClassUID=bool(values.get("reject")),
-        refuseAll=bool(values.get("refuse")),
-        maximumLength=values["maxPDU"],
-    )
-    if values.get("verbosePC"):
-        entity.addNegotiationObserver(logPresentationContexts)
-    factory = AcceptorFactory(
-        entity,
-        reactor=reactor,
-        artimTimeout=values["acseTimeout"],
-        idleTimeout=values["socketTimeout"] or None,
-        dimseTimeout=values.get("dimseTimeout"),
-    )
-    if values.get("inetd"):
-        return _serveInetd(reactor, factory, connection, values.get("tlsContext"))
-    return _listen(reactor, values, factory)
 
+    def listening():
+        if inetd is None:
+            log.info("Listening on port {port} as {aet}", port=values["port"], aet=values["aetitle"])
 
-def logPresentationContexts(request, answer) -> None:
-    """
-    Log every proposed presentation context and what became of it
-    (storescp's C{+v}, C{--verbose-pc}): an AE's negotiation observer.
-    """
-    log.info("{text}", text=describePresentationContexts(request, answer))
+    daemon = DicomdService(daemonConfig(values), reactor=reactor)
+    return serve(reactor, daemon, log, failure=EXIT_FAILURE, inetd=inetd, tls=values.get("tlsContext"), started=listening)
 
-
-def _uidName(uid: str) -> str:
-    from pydicom.uid import UID
-
-    name = UID(uid).name
-    return uid if name == uid else "=" + name.replace(" ", "")
-
-
-def describePresentationContexts(request, answer) -> str:
-    """
-    The proposed presentation contexts of an A-ASSOCIATE-RQ and their
-    results in C{answer}, as DCMTK's tools print them with C{+v}.
-    """
-    results = {context.contextID: context for context in getattr(answer, "presentationContexts", None) or ()}
-    lines = ["Presentation Contexts:"]
-    for proposed in request.presentationContexts:
-        result = results.get(proposed.contextID)
-        outcome = "Rejected (association)" if result is None else CONTEXT_RESULT_TITLES.get(result.result, "Result %d" % result.result)
-        lines.append("  Context ID:        %d (%s)" % (proposed.contextID, outcome))
-        lines.append("    Abstract Syntax: %s" % (_uidName(proposed.abstractSyntax),))
-        lines.append("    Proposed Transfer Syntax(es):")
-        lines.extend("      %s" % (_uidName(uid),) for uid in proposed.transferSyntaxes)
-        if result is not None and result.accepted:
-            lines.append("    Accepted Transfer Syntax: %s" % (_uidName(result.transferSyntax),))
-    return "\n".join(lines)
-
-
-def _takeInetdConnection() -> int:
-    """
-    Take the connection inetd passed on standard input, as storescp does:
-    keep a duplicate of it, and put C{/dev/null} in place of standard input
-    and of standard output and error where they are that socket too, so
-    that nothing written there can reach the peer.  (Standard error that is
-    a pipe or a file, as under a service manager or a test, stays for the
-    log.)
-
-    @return: the duplicate's file descriptor.
-    """
-    fd = os.dup(0)
-    nullInput = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(nullInput, 0)
-    os.close(nullInput)
-    nullOutput = os.open(os.devnull, os.O_WRONLY)
-    for stream in (1, 2):
-        try:
-            isSocket = stat.S_ISSOCK(os.fstat(stream).st_mode)
-        except OSError:
-            isSocket = False
-        if isSocket:
-            os.dup2(nullOutput, stream)
-    os.close(nullOutput)
-    return fd
-
-
-def _serveInetd(reactor, factory, fd: int, tlsContext=None):
-    """
-    Serve the one connection inetd passed on standard input, then exit.
-
-    @param fd: the connection's file descriptor (see L{_takeInetdConnection}).
-    @param tlsContext: TLS options for C{+tls}, or C{None}.
-    @return: a L{Deferred} firing with the exit status once the connection
-        has closed.
-    """
-    try:
-        probe = socket.socket(fileno=fd)
-    except OSError as e:
-        os.close(fd)
-        log.critical("--inetd: standard input is not a connected socket: {why}", why=str(e))
-        return defer.succeed(EXIT_FAILURE)
-    family = probe.family
-    probe.detach()
-    acceptor = factory
-    if tlsContext is not None:
-        from twisted.protocols.tls import TLSMemoryBIOFactory
-
-        factory = TLSMemoryBIOFactory(tlsContext, False, factory)
-    try:
-        reactor.adoptStreamConnection(fd, family, factory)
-    except OSError as e:
-        log.critical("--inetd: cannot use standard input: {why}", why=str(e))
-        return defer.succeed(EXIT_FAILURE)
-    finally:
-        # The reactor holds its own duplicate.
-        os.close(fd)
-    # Adopting the connection made its protocol: the factory is idle once
-    # that one connection has closed.
-    return acceptor.whenIdle().addCallback(lambda _: 0)
-
-
-@defer.inlineCallbacks
-def _listen(reactor, values, factory):
-    port = values["port"]
-    if values.get("tls"):
-        options = values.get("tlsContext") or tlsSettings(values).certificateOptions(isServer=True)
-        endpoint = endpoints.SSL4ServerEndpoint(reactor, port, options)
-    else:
-        endpoint = endpoints.TCP4ServerEndpoint(reactor, port)
-    try:
-        yield endpoint.listen(factory)
-    except Exception as e:
-        log.critical("cannot listen on port {port}: {why}", port=port, why=str(e))
-        return EXIT_FAILURE
-    log.info("Listening on port {port} as {aet}", port=port, aet=values["aetitle"])
-    yield defer.Deferred()
