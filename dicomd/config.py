@@ -16,7 +16,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from dicomd.actions import UnsafeCommand, shellCommand
 from dicomd.archive.dcmqrcfg import Quota
@@ -80,6 +80,9 @@ class Limits:
         connections cannot keep associations out.
     @ivar shutdownGrace: seconds running associations get to finish when
         the daemon stops, before they are aborted.
+    @ivar connectTimeout: seconds a C-MOVE sub-association waits for its
+        TCP connection (dcmqrscp's C{--timeout}), or C{None} for Twisted's
+        default.
     """
 
     maxAssociations: int = 128
@@ -90,6 +93,7 @@ class Limits:
     dimseTimeout: Optional[float] = None
     idleTimeout: Optional[float] = 60.0
     shutdownGrace: float = 30.0
+    connectTimeout: Optional[float] = None
 
 
 @dataclass
@@ -110,6 +114,22 @@ class EntityConfig:
     @ivar refuseAll: reject every association (DCMTK's C{--refuse}).
     @ivar logPresentationContexts: log each proposed presentation context
         and its result (storescp's C{--verbose-pc}).
+    @ivar peerRule: C{(callingAETitle, peerAddress) -> bool}, the peers
+        that may call it as a dcmqrscp.cfg peer list says; C{None} leaves
+        it to C{callingAETitles} and C{hosts}.
+    @ivar moveAllowed: C{(association, destination) -> refusal or None},
+        dcmqrscp's restrictions on C-MOVE destinations, or C{None}.
+    @ivar checkFind: refuse C-FIND identifiers that break the rules
+        (dcmqrscp's C{--check-find}).
+    @ivar checkMove: the same for C-MOVE and C-GET (C{--check-move}).
+    @ivar requireFind: refuse C-MOVE contexts without a C-FIND context of
+        their model (C{--require-find}).
+    @ivar parallelStore: accept storage contexts while another association
+        of this AE holds some (C{--no-parallel-store} turns it off).
+    @ivar characterSets: how C-FIND responses are converted (a
+        L{dicomd.archive.charsets.ResponseCharacterSet}), or C{None}.
+    @ivar allowShutdown: an association negotiating DCMTK's private
+        shutdown SOP class stops the server (C{--allow-shutdown}).
     """
 
     title: str = DEFAULT_TITLE
@@ -127,6 +147,14 @@ class EntityConfig:
     requireImplementationClassUID: bool = False
     refuseAll: bool = False
     logPresentationContexts: bool = False
+    peerRule: Optional[Callable[[str, Any], bool]] = None
+    moveAllowed: Optional[Callable[[Any, Any], Optional[str]]] = None
+    checkFind: bool = False
+    checkMove: bool = False
+    requireFind: bool = False
+    parallelStore: bool = True
+    characterSets: Any = None
+    allowShutdown: bool = False
 
     @property
     def readable(self) -> bool:
@@ -190,6 +218,9 @@ class DaemonConfig:
     @ivar listen: endpoint strings, or L{PortConfig}s.
     @ivar index: keep an index database; without one (storescp) the AEs
         store files and answer no queries.
+    @ivar moveProposal: the presentation contexts of C-MOVE
+        sub-associations from those carrying the instances as stored (see
+        L{dicomd.peers.proposing}), or C{None} for the default.
     """
 
     listen: Tuple[Union[str, PortConfig], ...] = DEFAULT_LISTEN
@@ -204,6 +235,7 @@ class DaemonConfig:
     stateDirectory: Optional[str] = None
     path: Optional[str] = None
     index: bool = True
+    moveProposal: Optional[Callable[[list], list]] = None
 
 
 def readConfig(path: str) -> DaemonConfig:

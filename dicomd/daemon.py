@@ -98,7 +98,8 @@ def _moveSettings(config: DaemonConfig):
     (L{DicomdService._destinations}): an AE is rebuilt on reload when they
     change, so that its new sub-associations use them.
     """
-    return config.peers, config.limits.acseTimeout, config.limits.dimseTimeout
+    limits = config.limits
+    return config.peers, limits.acseTimeout, limits.dimseTimeout, limits.connectTimeout, config.moveProposal
 
 
 class StorageService(service.MultiService):
@@ -184,8 +185,13 @@ class EntityService(service.MultiService):
         limits,
         *,
         storage: Optional[StorageService] = None,
+        shutdown: Optional[Callable[[], None]] = None,
         reactor=None,
     ):
+        """
+        @param shutdown: what an association negotiating the private
+            shutdown SOP class calls, when the AE allows it.
+        """
         service.MultiService.__init__(self)
         self.config = config
         directory = config.storage.outputDirectory
@@ -203,11 +209,18 @@ class EntityService(service.MultiService):
             readable=config.readable,
             writable=config.writable,
             get=config.get,
+            checkFind=config.checkFind,
+            checkMove=config.checkMove,
             destinations=destinations,
+            moveAllowed=config.moveAllowed,
             transferSyntaxes=config.transferSyntaxes,
             promiscuous=config.promiscuous,
             storagePolicy=profile,
+            requireFind=config.requireFind,
+            parallelStore=config.parallelStore,
+            characterSets=config.characterSets,
         )
+        peers = config.peerRule if config.peerRule is not None else hostRule(config.hosts, failed=_unresolvedHost)
         self.entity = queryRetrieveEntity(
             config.title,
             archive,
@@ -217,7 +230,8 @@ class EntityService(service.MultiService):
             storage=receiver.scp if receiver is not None else None,
             maximumLength=limits.maxPDU,
             callingAETitles=config.callingAETitles,
-            peers=hostRule(config.hosts, failed=_unresolvedHost),
+            peers=peers,
+            shutdown=shutdown if config.allowShutdown else None,
             requireImplementationClassUID=config.requireImplementationClassUID,
             refuseAll=config.refuseAll,
             reactor=reactor,
@@ -326,6 +340,8 @@ class DicomdService(service.MultiService):
             peers,
             callingAETitle,
             reactor=self.reactor,
+            propose=config.moveProposal,
+            timeout=config.limits.connectTimeout,
             acseTimeout=config.limits.acseTimeout,
             dimseTimeout=config.limits.dimseTimeout,
         )
@@ -363,6 +379,7 @@ class DicomdService(service.MultiService):
                 self._destinations(config, entityConfig.title),
                 config.limits,
                 storage=storage,
+                shutdown=self.requestShutdown,
                 reactor=self.reactor,
             )
             fresh.append(entities[entityConfig.title])
@@ -387,7 +404,7 @@ class DicomdService(service.MultiService):
         self.entityServices = entities
         self.statistics.titles = set(entities)
         self.factory.entities = {title: entityService.entity for title, entityService in entities.items()}
-        first = entities[config.entities[0].title].entity
+        first = entities[config.entities[0].title].entity if config.entities else None
         self.factory.defaultEntity = first if config.answerAnyCalledAETitle else None
         self.log.info(
             "AE titles in force: {titles} ({kept} kept, {added} added, {changed} changed, {removed} removed)",

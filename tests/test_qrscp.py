@@ -30,7 +30,7 @@ from twisted.trial import unittest
 from dicomd.archive.charsets import ResponseCharacterSet, characterSetTerms
 from dicomd.archive.dcmqrcfg import parseConfig
 from dicomd.archive.matching import PATIENT_ROOT, STUDY_ROOT
-from dicomd.archive.service import INDEX_FILE, Archive
+from dicomd.archive.service import INDEX_FILE
 from dicomd.peers import (
     MOVE_DIMSE_TIMEOUT,
     Peer,
@@ -45,6 +45,7 @@ from dicomd.peers import (
 from dicomd.qrentity import PRIVATE_SHUTDOWN_SOP_CLASS, ArchiveEntity, QueryRetrieveOptions, queryRetrievePolicy
 from dicomd.cli import qrscp
 from dicomd.cli.options import CannotStart, UsageError
+from dicomd.daemon import DicomdService
 from dicomd.dimse.commands import CStoreRQ
 from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
 from dicomd.errors import ACSETimeout, DIMSETimeout
@@ -818,11 +819,12 @@ class ExampleConfigTests(unittest.TestCase):
         """
         values = qrscp.COMMAND_LINE.parse(["-c", EXAMPLE])
         config = parseConfig(open(EXAMPLE).read(), EXAMPLE)
-        values.update(config=config, receiveLimit=config.maxPDUSize)
-        archive = Archive(self.mktemp())
-        entities, receivers = qrscp.buildArchive(values, archive, PeerHosts({"localhost": ["127.0.0.1"]}))
+        values.update(config=config, receiveLimit=config.maxPDUSize, listenPort=104, database=self.mktemp())
+        daemon = DicomdService(qrscp.daemonConfig(values, PeerHosts({"localhost": ["127.0.0.1"]})))
+        entities = {title: entityService.entity for title, entityService in daemon.entityServices.items()}
         self.assertEqual(sorted(entities), ["ARCHIVE", "INBOX", "PUBLIC"])
-        self.assertEqual(len(receivers), 2)
+        storages = {id(entityService.storage) for entityService in daemon.entityServices.values() if entityService.storage is not None}
+        self.assertEqual(len(storages), 2)
         self.assertEqual(
             [(entities[t].options.readable, entities[t].options.writable) for t in ("ARCHIVE", "PUBLIC", "INBOX")],
             [(True, True), (True, False), (False, True)],
@@ -845,8 +847,8 @@ class ExampleConfigTests(unittest.TestCase):
         self.assertEqual(values["listenPort"], 104)
         self.assertEqual(values["receiveLimit"], 16384)
         self.assertEqual(values["config"].maxAssociations, 16)
-        entities, receivers = qrscp.buildArchive(values, Archive(values["database"]), PeerHosts())
-        self.assertEqual((entities, receivers), ({}, []))
+        daemon = DicomdService(qrscp.daemonConfig(values, PeerHosts()))
+        self.assertEqual(daemon.entityServices, {})
 
 
 class StartupTests(unittest.TestCase):
@@ -905,22 +907,26 @@ class StartupTests(unittest.TestCase):
         """
         if os.geteuid() != 0:
             raise unittest.SkipTest("becoming the UserName of the configuration needs root (CI runs the suite as root)")
-        # A storage area nobody may enter but not write: root's, 0755, on
-        # a path whose every directory nobody may search (trial's
-        # temporary directories are 0700).
+        # An index directory nobody may enter but not write: root's, 0755,
+        # on a path whose every directory nobody may search (trial's
+        # temporary directories are 0700); a storage area nobody may write
+        # (the storage areas are checked first, as twistd dicomd does).
         base = tempfile.mkdtemp(prefix="dicomd-qrscp-")
         self.addCleanup(shutil.rmtree, base)
         os.chmod(base, 0o755)
         area = os.path.join(base, "ARCHIVE")
-        os.mkdir(area, 0o755)
+        os.mkdir(area)
+        os.chmod(area, 0o777)
+        index = os.path.join(base, "index")
+        os.mkdir(index, 0o755)
+        database = os.path.join(index, INDEX_FILE)
         config = os.path.join(base, "dcmqrscp.cfg")
         with open(config, "w") as f:
             f.write("UserName = nobody\nGroupName = nogroup\nAETable BEGIN\nARCHIVE %s RW (10, 10mb) ANY\nAETable END\n" % (area,))
-        result = yield runCommand(dicomdArgv("qrscp", "-c", config, str(freePort())), env=pythonEnvironment())
+        result = yield runCommand(dicomdArgv("qrscp", "-c", config, "--database", database, str(freePort())), env=pythonEnvironment())
         self.assertEqual(result.exitCode, 10, result.describe())
         self.assertIn(
-            "F: cannot write %s (the index database): %s: Permission denied (running as user nobody, group nogroup)\n"
-            % (os.path.join(area, INDEX_FILE), area),
+            "F: cannot write %s (the index database): %s: Permission denied (running as user nobody, group nogroup)\n" % (database, index),
             result.stderr,
         )
 
@@ -1026,7 +1032,8 @@ class CommandLineTests(unittest.TestCase):
         config, _ = writeConfig(self, [("ARCHIVE", "RW", "(10, 10mb)", "ANY")])
         profiles = os.path.join(str(REPO_ROOT), "etc", "storescp-asconfig.cfg")
         values = self.validated("-c", config, "-xf", profiles, "Default", "Uncompressed")
-        self.assertIn(CT_IMAGE_STORAGE, values["storagePolicy"].transferSyntaxes)
+        daemon = DicomdService(qrscp.daemonConfig(values, PeerHosts()))
+        self.assertIn(CT_IMAGE_STORAGE, daemon.entityServices["ARCHIVE"].entity.policy.transferSyntaxes)
         self.assertEqual(values["outgoingProfile"].name, "UNCOMPRESSED")
         error = self.assertRaises(UsageError, self.validated, "-c", config, "-xf", profiles, "Default", "Default", "+xe")
         self.assertEqual(str(error), "--assoc-config-file cannot be combined with transfer syntax options")

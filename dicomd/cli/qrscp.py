@@ -42,22 +42,18 @@ them.
 import grp
 import os
 import pwd
-import sqlite3
 from dataclasses import replace
 from typing import Optional
 
 from pydicom.charset import python_encoding
-from twisted.internet import defer, endpoints, threads
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from dicomd.archive.area import IndexedArea, sharedQuotas
 from dicomd.archive.charsets import ResponseCharacterSet, characterSetTerms
 from dicomd.archive.dcmqrcfg import ConfigError, readConfig
-from dicomd.archive.index import areaKey
 from dicomd.archive.matching import PATIENT_ROOT, PATIENT_STUDY_ONLY, STUDY_ROOT
-from dicomd.archive.service import INDEX_FILE, Archive
-from dicomd.peers import PeerHosts, configuredPeers, destinationTable, hostNames, moveRestriction, peerRule, proposing
-from dicomd.qrentity import QueryRetrieveOptions, queryRetrieveEntity
+from dicomd.archive.service import INDEX_FILE
+from dicomd.peers import PeerHosts, configuredPeers, hostNames, moveRestriction, peerRule, proposing
 from dicomd.asconfig import AsConfigError, acceptorPolicy, readProfiles
 from dicomd.cli.common import (
     CommandFileCommandLine,
@@ -70,10 +66,12 @@ from dicomd.cli.common import (
     tlsUsageError,
 )
 from dicomd.cli.options import CannotStart, Option, Parameter, UsageError, integer, string
-from dicomd.net.acceptor import AcceptorFactory
-from dicomd.startup import CannotWrite, outputDirectoryProblem, writableDatabase
+from dicomd.cli.run import Identity, serve
+from dicomd.config import DaemonConfig, EntityConfig, Limits, PeerConfig, PortConfig
+from dicomd.daemon import DicomdService
+from dicomd.startup import outputDirectoryProblem
 from dicomd.storage import recode
-from dicomd.storage.receiver import SORT_STUDY_UID, StorageOptions, buildReceiver
+from dicomd.storage.receiver import SORT_STUDY_UID, StorageOptions
 from dicomd.ul.negotiation import (
     ACCEPTOR_PREFERENCES,
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
@@ -273,7 +271,7 @@ def validate(values) -> None:
         _readProfiles(values)
     values["characterSets"] = _characterSets(config.characterSetOptions, values)
     values["recoding"] = _recoding(values)
-    values["identity"] = _identity(config)
+    values["identity"] = _identity(config, values["configFile"])
     if values.get("tls"):
         try:
             settings = tlsSettings(values)
@@ -309,7 +307,7 @@ def _readProfiles(values) -> None:
             raise UsageError("--assoc-config-file cannot be combined with transfer syntax options")
     path, incoming, outgoing = values["assocConfig"]
     try:
-        values["storagePolicy"] = acceptorPolicy(readProfiles(path).profile(incoming))
+        acceptorPolicy(readProfiles(path).profile(incoming))
         values["outgoingProfile"] = readProfiles(path, requestor=True).profile(outgoing)
     except (AsConfigError, OSError) as e:
         raise UsageError("--assoc-config-file %s: %s" % (path, e))
@@ -388,99 +386,96 @@ def _models(values):
     return tuple(model for model, off in excluded.items() if not off)
 
 
-def buildArchive(values, archive: Archive, hosts: PeerHosts, *, shutdown=None, reactor=None):
+def _moveProposal(values):
     """
-    The AEs of the configuration, each serving its storage area from
-    C{archive}.
+    The presentation contexts of C-MOVE sub-associations: profile OUT of
+    C{-xf}, or the stored syntaxes and those of C{-x=}, C{-xe}...
+    """
+    profile = values.get("outgoingProfile")
+    if profile is None:
+        return proposing(ACCEPTOR_PREFERENCES[values.get("proposed") or "+x="])
+
+    def propose(stored):
+        return [(uid, list(syntaxes)) for uid, syntaxes in profile.presentationContexts]
+
+    return propose
+
+
+def daemonConfig(values, hosts: PeerHosts) -> DaemonConfig:
+    """
+    dcmqrscp's configuration file and options in the daemon's terms: an
+    AE per line of the AETable, storing into and answering from its
+    storage area with its access, quota and peers (AEs over one directory
+    share it, under the strictest quota); the peers as C-MOVE
+    destinations; one index for every area, none when the AETable is
+    empty.
 
     @param values: the command line, checked by L{validate}.
     @param hosts: the L{PeerHosts} of the configuration's host names.
-    @param shutdown: called when an association asks the server to stop
-        (C{--allow-shutdown}), or C{None}.
-    @return: C{(entities, receivers)}: AE title -> L{ArchiveEntity}, and the
-        L{dicomd.storage.receiver.Receiver}s of the writable areas, one per
-        directory, which the AEs storing into it share (with its quota).
     """
     config = values["config"]
-    profile = values.get("outgoingProfile")
-    if profile is not None:
-
-        def propose(proposals):
-            return [(uid, list(syntaxes)) for uid, syntaxes in profile.presentationContexts]
-
-    else:
-        propose = proposing(ACCEPTOR_PREFERENCES[values.get("proposed") or "+x="])
-    peers = configuredPeers(config, tls=values.get("tlsSettings"))
-    template = QueryRetrieveOptions(
-        models=_models(values),
+    assocConfig = values.get("assocConfig")
+    template = EntityConfig(
+        transferSyntaxes=ACCEPTOR_PREFERENCES[values.get("preferred") or "+x="],
+        profile=(assocConfig[0], assocConfig[1]) if assocConfig else None,
         get=not values.get("disableGet"),
+        models=_models(values),
+        requireImplementationClassUID=bool(values.get("reject")),
+        refuseAll=bool(values.get("refuse")),
+        moveAllowed=moveRestriction(config, hosts, **_MOVE_RESTRICTIONS[values.get("moveRestriction")]),
         checkFind=bool(values.get("checkFind")),
         checkMove=bool(values.get("checkMove")),
-        moveAllowed=moveRestriction(config, hosts, **_MOVE_RESTRICTIONS[values.get("moveRestriction")]),
-        transferSyntaxes=ACCEPTOR_PREFERENCES[values.get("preferred") or "+x="],
-        storagePolicy=values.get("storagePolicy"),
         requireFind=bool(values.get("requireFind")),
         parallelStore=not values.get("noParallelStore"),
         characterSets=values.get("characterSets"),
+        allowShutdown=bool(values.get("allowShutdown")),
     )
-    writers = [(title, entry.storageArea, entry.quota) for title, entry in config.aeTable.items() if entry.writable]
-    quotas = sharedQuotas(writers)
-    entities, receivers, receiverOf = {}, [], {}
-    for title, entry in config.aeTable.items():
-        key = areaKey(entry.storageArea)
-        storage = None
-        if entry.writable:
-            if key not in receiverOf:
-                titles = ", ".join(writer for writer, directory, _ in writers if areaKey(directory) == key)
-                receiverOf[key] = buildReceiver(
-                    StorageOptions(outputDirectory=entry.storageArea, ignore=bool(values.get("ignore")), sortMode=SORT_STUDY_UID, recode=values.get("recoding")),
-                    index=IndexedArea(archive.index, titles, entry.storageArea, quotas[key]),
-                    reactor=reactor,
-                )
-                receivers.append(receiverOf[key])
-            storage = receiverOf[key].scp
-        options = replace(
+    entities = [
+        replace(
             template,
-            readable="R" in entry.access,
-            writable=entry.writable,
-            destinations=destinationTable(
-                peers,
-                title,
-                reactor=reactor,
-                propose=propose,
-                timeout=values.get("timeout"),
-                acseTimeout=values["acseTimeout"],
-                dimseTimeout=values.get("dimseTimeout"),
+            title=title,
+            access=entry.access,
+            quota=entry.quota,
+            storage=StorageOptions(
+                outputDirectory=entry.storageArea, ignore=bool(values.get("ignore")), sortMode=SORT_STUDY_UID, recode=values.get("recoding")
             ),
+            peerRule=peerRule(config, hosts, title),
         )
-        entities[title] = queryRetrieveEntity(
-            title,
-            archive,
-            key,
-            entry.storageArea,
-            options,
-            storage=storage,
-            maximumLength=values["receiveLimit"],
-            peers=peerRule(config, hosts, title),
-            shutdown=shutdown,
-            requireImplementationClassUID=bool(values.get("reject")),
-            refuseAll=bool(values.get("refuse")),
-            reactor=reactor,
-        )
-    return entities, receivers
+        for title, entry in config.aeTable.items()
+    ]
+    peers = [PeerConfig(peer.aeTitle, peer.host, peer.port, peer.tls) for peer in configuredPeers(config, tls=values.get("tlsSettings"))]
+    limits = Limits(
+        maxAssociations=config.maxAssociations,
+        maxAssociationsPerHost=None,
+        maxPDU=values["receiveLimit"],
+        acseTimeout=values["acseTimeout"],
+        dimseTimeout=values.get("dimseTimeout"),
+        idleTimeout=values.get("dimseTimeout") or 60,
+        connectTimeout=values.get("timeout"),
+    )
+    return DaemonConfig(
+        listen=(PortConfig(values["listenPort"], values.get("tlsContext")),),
+        entities=entities,
+        peers=peers,
+        limits=limits,
+        database=values["database"],
+        index=values["database"] is not None,
+        answerAnyCalledAETitle=False,
+        moveProposal=_moveProposal(values),
+    )
 
 
-def _identity(config):
+def _identity(config, path: str) -> Optional[Identity]:
     """
-    The user and group ids to become once the port is open, as dcmqrscp
+    The user and group to become once the port is open, as dcmqrscp
     does with the configuration's C{UserName} and C{GroupName}: only when
     running as root (another user cannot become someone else, and ignores
-    them); C{None} for each that stays.
+    them); C{None} when it stays who it is.
 
     @raise CannotStart: the user or group does not exist.
     """
-    if os.geteuid() != 0:
-        return None, None
+    if os.geteuid() != 0 or not (config.userName or config.groupName):
+        return None
     try:
         uid = pwd.getpwnam(config.userName).pw_uid if config.userName else None
     except KeyError:
@@ -489,22 +484,14 @@ def _identity(config):
         gid = grp.getgrnam(config.groupName).gr_gid if config.groupName else None
     except KeyError:
         raise CannotStart("bad config file: bad group name %s" % (config.groupName,), EXIT_FATAL)
-    return uid, gid
-
-
-def _dropPrivileges(identity) -> None:
-    uid, gid = identity
-    if gid is not None:
-        os.setgroups([])
-        os.setgid(gid)
-    if uid is not None:
-        os.setuid(uid)
+    who = "user %s, group %s" % (config.userName or "root", config.groupName or "root")
+    return Identity(uid, gid, who, "UserName and GroupName of %s" % (os.path.abspath(path),))
 
 
 def run(reactor, values):
     """
     Listen until stopped, or until an association asks the server to
-    stop with C{--allow-shutdown}.
+    stop with C{--allow-shutdown}, running the daemon's service.
 
     @param values: the parsed command line, checked by L{validate}.
     @return: a L{Deferred} firing with the exit status.
@@ -513,37 +500,6 @@ def run(reactor, values):
     if done is not None:
         return defer.succeed(done)
     return _serve(reactor, values)
-
-
-class Shutdown:
-    """
-    C{--allow-shutdown}: called when an association negotiates the private
-    shutdown SOP class, it stops listening at once, and fires C{done} with
-    exit status 0 once the last association (the rejected one that asked
-    included) is over.
-
-    @ivar port: the listening port, once listening.
-    @ivar factory: its L{AcceptorFactory}.
-    """
-
-    def __init__(self, reactor):
-        self.reactor = reactor
-        self.done = defer.Deferred()
-        self.port = None
-        self.factory = None
-        self._asked = False
-
-    def __call__(self) -> None:
-        if not self._asked:
-            self._asked = True
-            self.reactor.callLater(0, self._stop)
-
-    @defer.inlineCallbacks
-    def _stop(self):
-        yield self.port.stopListening()
-        yield self.factory.whenIdle()
-        log.info("Shut down by the private shutdown SOP class")
-        self.done.callback(0)
 
 
 @defer.inlineCallbacks
@@ -565,66 +521,15 @@ def _serve(reactor, values):
             path=configFile,
             given=given,
         )
-    areas = [(title, entry.storageArea) for title, entry in config.aeTable.items()]
-    archive = Archive(values["database"], areas=areas, reactor=reactor) if values["database"] is not None else None
-    shutdown = Shutdown(reactor)
-    entities, receivers = buildArchive(values, archive, hosts, shutdown=shutdown if values.get("allowShutdown") else None, reactor=reactor)
-    factory = AcceptorFactory(
-        entities=entities,
-        reactor=reactor,
-        maximumAssociations=config.maxAssociations,
-        artimTimeout=values["acseTimeout"],
-        idleTimeout=values.get("dimseTimeout") or 60,
-        dimseTimeout=values.get("dimseTimeout"),
-    )
-    port = values["listenPort"]
-    if values.get("tlsContext") is not None:
-        endpoint = endpoints.SSL4ServerEndpoint(reactor, port, values["tlsContext"])
-    else:
-        endpoint = endpoints.TCP4ServerEndpoint(reactor, port)
-    try:
-        shutdown.port = yield endpoint.listen(factory)
-    except Exception as e:
-        log.critical("cannot listen on port {port}: {why}", port=port, why=str(e))
-        return EXIT_FATAL
-    shutdown.factory = factory
     identity = values["identity"]
-    if identity == (None, None) and (config.userName or config.groupName):
+    if identity is None and (config.userName or config.groupName):
         log.info("Not running as root: UserName and GroupName of the configuration file are ignored")
-    _dropPrivileges(identity)
-    running = ""
-    if identity != (None, None):
-        who = "user %s, group %s" % (config.userName or "root", config.groupName or "root")
-        log.info("Running as {who} (UserName and GroupName of {path})", who=who, path=configFile)
-        running = " (running as %s)" % (who,)
-    if archive is not None:
-        log.info("Index database: {path}", path=os.path.abspath(values["database"]))
-    try:
-        if archive is not None:
-            writableDatabase(values["database"])
-            archive.startService()
-        for receiver in receivers:
-            if receiver.area is not None:
-                receiver.area.prepare()
-    except CannotWrite as e:
-        log.critical("{error}{running}", error=str(e), running=running)
-        yield shutdown.port.stopListening()
-        return EXIT_FATAL
-    except (OSError, sqlite3.Error) as e:
-        log.critical("cannot open the index {path} or a storage area: {why}{running}", path=values["database"], why=str(e), running=running)
-        yield shutdown.port.stopListening()
-        return EXIT_FATAL
-    for receiver in receivers:
-        receiver.actions.startService()
 
-    def stopServices():
-        stopping = [receiver.actions.stopService() for receiver in receivers]
-        stopped = defer.DeferredList([d for d in stopping if d is not None])
-        return stopped.addCallback(lambda _: archive.stopService() if archive is not None else None)
+    def listening():
+        log.info("Listening on port {port} as {titles}", port=values["listenPort"], titles=_describe(config) or "no AE title (the AETable is empty)")
 
-    reactor.addSystemEventTrigger("before", "shutdown", stopServices)
-    log.info("Listening on port {port} as {titles}", port=port, titles=_describe(config) or "no AE title (the AETable is empty)")
-    status = yield shutdown.done
+    daemon = DicomdService(daemonConfig(values, hosts), reactor=reactor)
+    status = yield serve(reactor, daemon, log, failure=EXIT_FATAL, identity=identity, started=listening)
     return status
 
 

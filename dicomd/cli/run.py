@@ -14,11 +14,30 @@ when an association asks the server to shut down.
 import os
 import socket
 import stat
-from typing import Callable, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 from twisted.internet import defer
 
 from dicomd.startup import StartupError
+
+
+@dataclass(frozen=True)
+class Identity:
+    """
+    The user and group a front door becomes once it listens, as twistd's
+    C{--uid} and C{--gid} (dcmqrscp's C{UserName} and C{GroupName}).
+
+    @ivar uid: the user id, or C{None} to stay.
+    @ivar gid: the group id, or C{None} to stay.
+    @ivar name: who that is, for the log (C{"user dcmtk, group dcmtk"}).
+    @ivar source: where it was configured, for the log.
+    """
+
+    uid: Optional[int]
+    gid: Optional[int]
+    name: str
+    source: str
 
 
 @defer.inlineCallbacks
@@ -28,7 +47,7 @@ def serve(
     log,
     *,
     failure: int,
-    identity: Tuple[Optional[int], Optional[int]] = (None, None),
+    identity: Optional[Identity] = None,
     inetd: Optional[int] = None,
     tls=None,
     started: Optional[Callable[[], None]] = None,
@@ -40,8 +59,8 @@ def serve(
     @param daemon: the L{dicomd.daemon.DicomdService}.
     @param log: the front door's logger, whose namespace names it.
     @param failure: the exit status when the service cannot start.
-    @param identity: the user and group ids to become once listening (as
-        twistd's C{--uid} and C{--gid}), C{None} for each that stays.
+    @param identity: the L{Identity} to become once listening, or
+        C{None} to stay; a failure to start after that names it.
     @param inetd: the file descriptor of the connection inetd passed (see
         L{takeInetdConnection}), served instead of listening; or C{None}.
     @param tls: with C{inetd}, the TLS context factory to serve it with.
@@ -49,30 +68,35 @@ def serve(
         "listening" line).
     @return: a L{Deferred} firing with the exit status.
     """
+    running = ""
     try:
         daemon.privilegedStartService()
-        dropPrivileges(identity)
+        if identity is not None:
+            dropPrivileges(identity)
+            log.info("Running as {who} ({source})", who=identity.name, source=identity.source)
+            running = " (running as %s)" % (identity.name,)
         daemon.startService()
     except StartupError as e:
-        log.critical("{error}", error=str(e))
+        log.critical("{error}{running}", error=str(e), running=running)
         yield _stopStarted(daemon)
         return failure
     stopping = reactor.addSystemEventTrigger("before", "shutdown", daemon.stopService)
     if started is not None:
         started()
-    if inetd is not None:
-        try:
+    status = 0
+    try:
+        if inetd is not None:
             yield serveConnection(reactor, daemon.factory, inetd, tls)
-        except OSError as e:
-            log.critical("--inetd: {why}", why=str(e))
-            reactor.removeSystemEventTrigger(stopping)
-            yield daemon.stopService()
-            return failure
-    else:
-        yield daemon.whenShutdownRequested()
+        else:
+            yield daemon.whenShutdownRequested()
+    except OSError as e:
+        log.critical("--inetd: {why}", why=str(e))
+        status = failure
     reactor.removeSystemEventTrigger(stopping)
     yield daemon.stopService()
-    return 0
+    if inetd is None:
+        log.info("Shut down by the private shutdown SOP class")
+    return status
 
 
 def _stopStarted(daemon) -> defer.Deferred:
@@ -84,17 +108,15 @@ def _stopStarted(daemon) -> defer.Deferred:
     return defer.DeferredList([defer.maybeDeferred(child.stopService) for child in reversed(started)])
 
 
-def dropPrivileges(identity: Tuple[Optional[int], Optional[int]]) -> None:
+def dropPrivileges(identity: Identity) -> None:
     """
-    Become the group, then the user, of C{identity} (C{None} for each that
-    stays).
+    Become the group, then the user, of C{identity}.
     """
-    uid, gid = identity
-    if gid is not None:
+    if identity.gid is not None:
         os.setgroups([])
-        os.setgid(gid)
-    if uid is not None:
-        os.setuid(uid)
+        os.setgid(identity.gid)
+    if identity.uid is not None:
+        os.setuid(identity.uid)
 
 
 def takeInetdConnection() -> int:
