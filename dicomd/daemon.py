@@ -16,10 +16,11 @@ Stopping is ordered, which C{MultiService} alone does not do: listening
 stops first, running associations get the grace period to finish and are
 aborted after it, then each AE ends its open studies (running their
 actions), and the index closes last.  L{DicomdService.reload} (SIGHUP
-under twistd) reads the configuration file again: new, changed and removed AEs and peers take effect for new
-associations, running ones finish as they started, and open studies of
-an AE whose storage settings did not change go on; a file that does not
-read leaves everything as it was and says why in the log.
+under twistd) reads the configuration file again: new, changed and
+removed AEs and peers take effect for new associations, running ones
+finish as they started, and open studies of an AE whose storage settings
+did not change go on; a file that does not read leaves everything as it
+was and says why in the log.
 
 AEs over one directory share its contents, as in dcmqrscp: the index
 names areas by directory, and the AEs that store into one directory store

@@ -28,13 +28,13 @@ from dicomd import observers
 from dicomd.actions import UnsafeCommand, shellCommand
 from dicomd.cli.common import TRANSFER_SYNTAX_OPTIONS
 from dicomd.cli.logs import LEVELS
-from dicomd.cli.options import versions
+from dicomd.cli.options import UsageError, versions
+from dicomd.cli.translate import idleTimeout, preferredSyntaxes, recoder
 from dicomd.config import DEFAULT_DIRECTORY, ConfigError, DaemonConfig, PeerConfig, checkEndpoint, readConfig
 from dicomd.daemon import DicomdService
 from dicomd.startup import StartupError
 from dicomd.storage import naming, recode
 from dicomd.storage.receiver import SORT_PATIENT_NAME, SORT_STUDY_UID, SORT_TIMESTAMP
-from dicomd.ul.negotiation import ACCEPTOR_PREFERENCES
 
 #: storescp's long options for the preferred network transfer syntaxes, and
 #: the key each stands for in L{ACCEPTOR_PREFERENCES}.
@@ -208,8 +208,8 @@ class DaemonOptions(usage.Options):
         chosen = [name for name, _, _ in TRANSFER_SYNTAX_FLAGS if self[name]]
         if len(chosen) > 1:
             raise usage.UsageError("choose one transfer syntax preference, not --%s" % (" and --".join(chosen),))
-        key = dict((name, short) for name, short, _ in TRANSFER_SYNTAX_FLAGS)[chosen[0]] if chosen else "+x="
-        self["transfer-syntaxes"] = ACCEPTOR_PREFERENCES[key]
+        key = dict((name, short) for name, short, _ in TRANSFER_SYNTAX_FLAGS)[chosen[0]] if chosen else None
+        self["transfer-syntaxes"] = preferredSyntaxes(key)
         self["transfer-syntax-given"] = bool(chosen)
         self._checkStorage()
         self["recode"] = self._recoder()
@@ -278,7 +278,7 @@ class DaemonOptions(usage.Options):
         ]:
             if self.given(option):
                 value = self[option]
-                limits = replace(limits, **{name: (value or None) if option == "idle-timeout" else value})
+                limits = replace(limits, **{name: idleTimeout(value) if option == "idle-timeout" else value})
         changes = {"limits": limits, "peers": list(config.peers) + list(self["peers"])}
         if self["listen"]:
             changes["listen"] = tuple(self["listen"])
@@ -346,10 +346,9 @@ class DaemonOptions(usage.Options):
                 raise usage.UsageError("--padding-create takes FILE,ITEM (two numbers), not %r" % (self["padding-create"],))
         options = recode.RecodeOptions(compressionLevel=6 if self["compression-level"] is None else self["compression-level"], **fields)
         try:
-            recode.checkOptions(options)
-        except ValueError as e:
+            return recoder(options)
+        except UsageError as e:
             raise usage.UsageError(str(e))
-        return None if options.isIdentity else recode.recoder(options)
 
 
 class Options(DaemonOptions):

@@ -67,13 +67,13 @@ from dicomd.cli.common import (
 )
 from dicomd.cli.options import CannotStart, Option, Parameter, UsageError, integer, string
 from dicomd.cli.run import Identity, serve
+from dicomd.cli.translate import preferredSyntaxes, recodeOptions, recoder, storageOptions
 from dicomd.config import DaemonConfig, EntityConfig, Limits, PeerConfig, PortConfig
 from dicomd.daemon import DicomdService
 from dicomd.startup import outputDirectoryProblem
 from dicomd.storage import recode
-from dicomd.storage.receiver import SORT_STUDY_UID, StorageOptions
+from dicomd.storage.receiver import SORT_STUDY_UID
 from dicomd.ul.negotiation import (
-    ACCEPTOR_PREFERENCES,
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -270,7 +270,7 @@ def validate(values) -> None:
     if values.get("assocConfig"):
         _readProfiles(values)
     values["characterSets"] = _characterSets(config.characterSetOptions, values)
-    values["recoding"] = _recoding(values)
+    recoder(recodeOptions(values), bitPreserving=bool(values.get("bitPreserving")))
     values["identity"] = _identity(config, values["configFile"])
     if values.get("tls"):
         try:
@@ -350,30 +350,6 @@ def _characterSets(configured, values):
     return None if conversion == ResponseCharacterSet() else conversion
 
 
-def _recoding(values):
-    """
-    The re-encoding the output options ask for, or C{None} to keep files
-    as received.
-    """
-    options = recode.RecodeOptions(
-        transferSyntax=values.get("writeTransferSyntax"),
-        groupLength=values.get("groupLength") or recode.GROUP_LENGTH_RECALCULATE,
-        undefinedLengths=bool(values.get("undefinedLengths")),
-        padding=values.get("padding"),
-        newVRs=values.get("newVRs", True) is not False,
-        compressionLevel=values["compressionLevel"],
-    )
-    if options.isIdentity:
-        return None
-    if values.get("bitPreserving"):
-        raise UsageError("+B (--bit-preserving) cannot be combined with options that re-encode files")
-    try:
-        recode.checkOptions(options)
-    except ValueError as e:
-        raise UsageError(str(e))
-    return recode.recoder(options)
-
-
 # -- running ------------------------------------------------------------------------
 
 
@@ -393,7 +369,7 @@ def _moveProposal(values):
     """
     profile = values.get("outgoingProfile")
     if profile is None:
-        return proposing(ACCEPTOR_PREFERENCES[values.get("proposed") or "+x="])
+        return proposing(preferredSyntaxes(values.get("proposed")))
 
     def propose(stored):
         return [(uid, list(syntaxes)) for uid, syntaxes in profile.presentationContexts]
@@ -415,8 +391,11 @@ def daemonConfig(values, hosts: PeerHosts) -> DaemonConfig:
     """
     config = values["config"]
     assocConfig = values.get("assocConfig")
+    # One StorageOptions (and one recoder) for every area: AEs over one
+    # directory must store into it with equal settings.
+    storage = replace(storageOptions(values, "."), sortMode=SORT_STUDY_UID)
     template = EntityConfig(
-        transferSyntaxes=ACCEPTOR_PREFERENCES[values.get("preferred") or "+x="],
+        transferSyntaxes=preferredSyntaxes(values.get("preferred")),
         profile=(assocConfig[0], assocConfig[1]) if assocConfig else None,
         get=not values.get("disableGet"),
         models=_models(values),
@@ -436,9 +415,7 @@ def daemonConfig(values, hosts: PeerHosts) -> DaemonConfig:
             title=title,
             access=entry.access,
             quota=entry.quota,
-            storage=StorageOptions(
-                outputDirectory=entry.storageArea, ignore=bool(values.get("ignore")), sortMode=SORT_STUDY_UID, recode=values.get("recoding")
-            ),
+            storage=replace(storage, outputDirectory=entry.storageArea),
             peerRule=peerRule(config, hosts, title),
         )
         for title, entry in config.aeTable.items()

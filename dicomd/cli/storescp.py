@@ -31,15 +31,14 @@ from dicomd.cli.common import (
 )
 from dicomd.cli.options import CannotStart, Option, Parameter, UsageError, aeTitle, integer, string
 from dicomd.cli.run import serve, takeInetdConnection
+from dicomd.cli.translate import idleTimeout, preferredSyntaxes, recodeOptions, recoder, storageOptions
 from dicomd.config import DaemonConfig, EntityConfig, Limits, PortConfig
 from dicomd.daemon import DicomdService
 from dicomd.startup import outputDirectoryProblem
 from dicomd.storage import naming
-from dicomd.storage.receiver import SORT_PATIENT_NAME, SORT_STUDY_UID, SORT_TIMESTAMP, StorageOptions, storagePolicy
-from dicomd.storage import recode
-from dicomd.storage.recode import GROUP_LENGTH_CREATE, GROUP_LENGTH_RECALCULATE, GROUP_LENGTH_REMOVE, RecodeOptions
+from dicomd.storage.receiver import SORT_PATIENT_NAME, SORT_STUDY_UID, SORT_TIMESTAMP, storagePolicy
+from dicomd.storage.recode import GROUP_LENGTH_CREATE, GROUP_LENGTH_RECALCULATE, GROUP_LENGTH_REMOVE
 from dicomd.ul.negotiation import (
-    ACCEPTOR_PREFERENCES,
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -218,15 +217,7 @@ def validate(values) -> None:
                 shellCommand(values[key])
             except UnsafeCommand as e:
                 raise UsageError("%s: %s" % (option, e))
-    recoding = recodeOptions(values)
-    if values.get("bitPreserving") and not recoding.isIdentity:
-        raise UsageError("+B (--bit-preserving) cannot be combined with options that re-encode files")
-    checkRecoding = getattr(recode, "checkOptions", None)
-    if checkRecoding is not None:
-        try:
-            checkRecoding(recoding)
-        except ValueError as e:
-            raise UsageError(str(e))
+    recoder(recodeOptions(values), bitPreserving=bool(values.get("bitPreserving")))
     directory = values["outputDirectory"]
     problem = outputDirectoryProblem(directory, write=not values.get("ignore"))
     if problem is not None:
@@ -237,47 +228,6 @@ def validate(values) -> None:
             values["tlsContext"] = tlsSettings(values).certificateOptions(isServer=True)
         except ValueError as e:
             raise tlsUsageError(e)
-
-
-def recodeOptions(values) -> RecodeOptions:
-    return RecodeOptions(
-        writeDataSetOnly=bool(values.get("writeDataSetOnly")),
-        transferSyntax=values.get("writeTransferSyntax"),
-        groupLength=values.get("groupLength") or GROUP_LENGTH_RECALCULATE,
-        undefinedLengths=bool(values.get("undefinedLengths")),
-        padding=values.get("padding"),
-        newVRs=values.get("newVRs", True) is not False,
-        convertUN=bool(values.get("convertUN")),
-        compressionLevel=values["compressionLevel"],
-    )
-
-
-def storageOptions(values) -> StorageOptions:
-    """
-    Translate storescp's options into L{StorageOptions}.
-    """
-    sortMode, sortPrefix = values.get("sort") or (None, "")
-    recoding = recodeOptions(values)
-    return StorageOptions(
-        outputDirectory=values["outputDirectory"],
-        ignore=bool(values.get("ignore")),
-        fileNames=values.get("fileNames") or naming.FileNameScheme.INSTANCE_UID,
-        extension=values.get("extension") or "",
-        sortMode=sortMode,
-        sortPrefix=sortPrefix,
-        execOnReception=values.get("execOnReception"),
-        execOnEndOfStudy=values.get("execOnEndOfStudy"),
-        renameOnEndOfStudy=bool(values.get("renameOnEndOfStudy")),
-        endOfStudyTimeout=values.get("endOfStudyTimeout") or None,
-        execSync=bool(values.get("execSync")),
-        sleepAfter=values.get("sleepAfter") or 0,
-        sleepDuring=values.get("sleepDuring") or 0,
-        abortAfter=bool(values.get("abortAfter")),
-        abortDuring=bool(values.get("abortDuring")),
-        sync=bool(values.get("sync")),
-        recode=None if recoding.isIdentity else recode.recoder(recoding),
-        stateDirectory=values.get("stateDirectory"),
-    )
 
 
 def acceptancePolicy(values) -> AcceptorPolicy:
@@ -294,7 +244,7 @@ def acceptancePolicy(values) -> AcceptorPolicy:
             return acceptorPolicy(readProfiles(path).profile(profile))
         except (AsConfigError, OSError, KeyError) as e:
             raise UsageError("--config-file %s %s: %s" % (path, profile, e))
-    return storagePolicy(ACCEPTOR_PREFERENCES[values.get("preferred") or "+x="], bool(values.get("promiscuous")))
+    return storagePolicy(preferredSyntaxes(values.get("preferred")), bool(values.get("promiscuous")))
 
 
 def daemonConfig(values) -> DaemonConfig:
@@ -307,8 +257,8 @@ def daemonConfig(values) -> DaemonConfig:
     """
     entity = EntityConfig(
         title=values["aetitle"],
-        storage=storageOptions(values),
-        transferSyntaxes=ACCEPTOR_PREFERENCES[values.get("preferred") or "+x="],
+        storage=storageOptions(values, values["outputDirectory"]),
+        transferSyntaxes=preferredSyntaxes(values.get("preferred")),
         profile=values.get("configFile"),
         promiscuous=bool(values.get("promiscuous")),
         access="W",
@@ -324,7 +274,7 @@ def daemonConfig(values) -> DaemonConfig:
         maxAssociationsPerHost=None,
         maxPDU=values["maxPDU"],
         acseTimeout=values["acseTimeout"],
-        idleTimeout=values["socketTimeout"] or None,
+        idleTimeout=idleTimeout(values["socketTimeout"]),
         dimseTimeout=values.get("dimseTimeout"),
     )
     return DaemonConfig(
