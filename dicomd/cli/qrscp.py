@@ -27,7 +27,8 @@ documented in docs/queryretrieve.md:
     addresses literally;
   - a write-only AE (C{W}) refuses query/retrieve contexts;
   - the C{--allow-shutdown} server stops listening at once and exits when
-    its last association has ended;
+    its last association has ended (aborting those still running after
+    the grace period, as any clean stop does);
   - TLS (C{+tls}...) is dicomd's: dcmqrscp has none.  It applies to the
     listening port and to the associations of C-MOVE sub-operations;
   - received objects are kept bit for bit (C{+B}) unless an output option
