@@ -36,14 +36,13 @@ from dicomd.config import DaemonConfig, EntityConfig, Limits, PortConfig
 from dicomd.daemon import DicomdService
 from dicomd.startup import outputDirectoryProblem
 from dicomd.storage import naming
-from dicomd.storage.receiver import SORT_PATIENT_NAME, SORT_STUDY_UID, SORT_TIMESTAMP, storagePolicy
+from dicomd.storage.receiver import SORT_PATIENT_NAME, SORT_STUDY_UID, SORT_TIMESTAMP
 from dicomd.storage.recode import GROUP_LENGTH_CREATE, GROUP_LENGTH_RECALCULATE, GROUP_LENGTH_REMOVE
 from dicomd.ul.negotiation import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
-    AcceptorPolicy,
 )
 
 log = Logger(namespace="storescp")
@@ -222,7 +221,7 @@ def validate(values) -> None:
     problem = outputDirectoryProblem(directory, write=not values.get("ignore"))
     if problem is not None:
         raise CannotStart("-od (--output-directory) %s: specified output directory %s" % (directory, problem), EXIT_FAILURE)
-    acceptancePolicy(values)
+    _checkProfile(values)
     if values.get("tls"):
         try:
             values["tlsContext"] = tlsSettings(values).certificateOptions(isServer=True)
@@ -230,21 +229,19 @@ def validate(values) -> None:
             raise tlsUsageError(e)
 
 
-def acceptancePolicy(values) -> AcceptorPolicy:
+def _checkProfile(values) -> None:
     """
-    Which presentation contexts storescp accepts: a profile from C{-xf},
-    or Verification and every storage SOP class with the C{+x?} syntaxes
-    (any SOP class with C{--promiscuous}).
+    Check that the profile of C{-xf}, which the AE accepts instead of
+    Verification and every storage SOP class, reads as an SCP profile.
 
-    @raise UsageError: the profile cannot be read.
+    @raise UsageError: it does not; the message names the file and why.
     """
     if values.get("configFile"):
         path, profile = values["configFile"]
         try:
-            return acceptorPolicy(readProfiles(path).profile(profile))
+            acceptorPolicy(readProfiles(path).profile(profile))
         except (AsConfigError, OSError, KeyError) as e:
             raise UsageError("--config-file %s %s: %s" % (path, profile, e))
-    return storagePolicy(preferredSyntaxes(values.get("preferred")), bool(values.get("promiscuous")))
 
 
 def daemonConfig(values) -> DaemonConfig:
