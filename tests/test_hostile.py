@@ -540,10 +540,15 @@ class HugePDUTests(HostileTestCase):
             self.assertLess(peer.lostAt - peer.lastDataAt, self.ARTIM + 10, name)
         # Both aborts are logged with their reason, the connection that
         # never had an association too.
-        self.assertRegex(daemon.output, r"HOSTILE -> DICOMD .* aborted: PDU type 0x04 announces 4294967295 bytes")
+        # The connections close before the daemon's log lines reach us:
+        # wait for each line.
+        insideAborted = re.compile(r"HOSTILE -> DICOMD .* aborted: PDU type 0x04 announces 4294967295 bytes")
+        yield waitUntil(lambda: insideAborted.search(daemon.output), timeout=10, message=daemon.output)
         yield waitUntil(lambda: "before an association was established" in daemon.output, timeout=10, message=daemon.output)
         self.assertRegex(daemon.output, r"Connection from 127\.0\.0\.1:\d+ aborted: PDU type 0x01 announces 4294967295 bytes")
-        self.assertEqual(daemon.output.count("ARTIM timer expired after %s s in Sta13" % (self.ARTIM,)), 2, daemon.output)
+        artim = "ARTIM timer expired after %s s in Sta13" % (self.ARTIM,)
+        yield waitUntil(lambda: daemon.output.count(artim) >= 2, timeout=10, message=daemon.output)
+        self.assertEqual(daemon.output.count(artim), 2, daemon.output)
         self.assertLess(residentMemory(daemon.transport.pid) - before, 64 << 20)
         yield assertEchoes(self, daemon)
 
