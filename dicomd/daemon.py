@@ -3,6 +3,7 @@ The daemon's service tree, built from a L{dicomd.config.DaemonConfig}.
 
     DicomdService
       |-- Archive                  the index database
+      |-- Forwarding               the forwarding queue's destinations
       |-- StorageService per area  storage and actions of a directory writable AEs store into
       |-- EntityService per AE     the AE itself
       |-- listening services       one per endpoint string, one factory
@@ -40,6 +41,7 @@ from dicomd.peers import Peer, destinationTable, hostRule
 from dicomd.qrentity import QueryRetrieveOptions, queryRetrieveEntity
 from dicomd.asconfig import acceptorPolicy, readProfiles
 from dicomd.config import ConfigError, DaemonConfig, EntityConfig, readConfig
+from dicomd.forwarding import Forwarding, Router
 from dicomd.net.acceptor import AcceptorFactory
 from dicomd.startup import StartupError, writableDatabase, writableDirectory
 from dicomd.status import Statistics, StatusResource
@@ -89,19 +91,26 @@ class StorageService(service.MultiService):
     @ivar receiver: the L{dicomd.storage.receiver.Receiver}.
     """
 
-    def __init__(self, config: EntityConfig, archive: Archive, *, titles: str, stateDirectory: str, quota=None, reactor=None):
+    def __init__(
+        self, config: EntityConfig, archive: Archive, *, titles: str, stateDirectory: str, quota=None, forwarding=None, router=None, reactor=None
+    ):
         """
         @param config: the first of the AEs storing through it.
         @param titles: the AE titles storing through it, for log lines.
         @param stateDirectory: where its study journal is kept.
         @param quota: the directory's quota, or C{None}.
+        @param forwarding: the L{Forwarding} told when a study ends, or
+            C{None}.
+        @param router: the L{Router} that queues what it stores, or C{None}.
         """
         service.MultiService.__init__(self)
         self.key = storageKey(config, quota)
         self.area = areaKey(config.storage.outputDirectory)
-        indexed = IndexedArea(archive.index, titles, config.storage.outputDirectory, quota)
+        indexed = IndexedArea(archive.index, titles, config.storage.outputDirectory, quota, router=router)
         storage = replace(config.storage, stateDirectory=stateDirectory)
         self.receiver = buildReceiver(storage, index=indexed, reactor=reactor)
+        if forwarding is not None:
+            self.receiver.actions.studyObservers.append(lambda episode: forwarding.studyEnded(self.area, episode.studyInstanceUID))
         if self.receiver.area is not None:
             AreaService(self.receiver.area).setServiceParent(self)
         self.receiver.actions.setServiceParent(self)
@@ -225,6 +234,10 @@ class DicomdService(service.MultiService):
         self.archive = Archive(database, areas=areas, reactor=reactor)
         self.archive.index.mode = config.fileMode
         self.archive.setServiceParent(self)
+        self.forwarding = Forwarding(self.archive.index, self._peers(config), reactor=reactor, **self._forwardingSettings(config))
+        self.forwarding.setServiceParent(self)
+        self.router = Router(self.forwarding)
+        self._setRoutes(config)
         self.entityServices: Dict[str, EntityService] = {}
         limits = config.limits
         self.factory = AcceptorFactory(
@@ -245,13 +258,40 @@ class DicomdService(service.MultiService):
         for listener in self.listening:
             listener.setServiceParent(self)
         if config.status:
-            page = StatusResource(self.statistics, [self.factory], self.pendingStudies, reactor, titles=lambda: list(self.entityServices))
+            page = StatusResource(
+                self.statistics,
+                [self.factory],
+                self.pendingStudies,
+                reactor,
+                titles=lambda: list(self.entityServices),
+                forwarding=lambda: self.forwarding.destinations.values(),
+            )
             statusPage = strports.service(config.status, server.Site(page))
             self._endpoints[statusPage] = config.status
             statusPage.setServiceParent(self)
 
+    @staticmethod
+    def _peers(config: DaemonConfig) -> List[Peer]:
+        return [Peer(peer.title, peer.host, peer.port, peer.tls) for peer in config.peers]
+
+    @staticmethod
+    def _forwardingSettings(config: DaemonConfig) -> dict:
+        """
+        What L{Forwarding} is configured with besides the peers.
+        """
+        return dict(
+            settings=config.forwarding,
+            routerAreas=[areaKey(e.storage.outputDirectory) for e in config.entities if e.writable and e.storage.keepUntilForwarded],
+            acseTimeout=config.limits.acseTimeout,
+            dimseTimeout=config.limits.dimseTimeout,
+        )
+
+    def _setRoutes(self, config: DaemonConfig) -> None:
+        self.router.routes = {entity.title: entity.routes for entity in config.entities}
+        self.router.defaultTitle = config.entities[0].title if config.answerAnyCalledAETitle else None
+
     def _destinations(self, config: DaemonConfig, callingAETitle: str):
-        peers = [Peer(peer.title, peer.host, peer.port, peer.tls) for peer in config.peers]
+        peers = self._peers(config)
         return destinationTable(
             peers,
             callingAETitle,
@@ -365,7 +405,14 @@ class DicomdService(service.MultiService):
                 continue
             titles = ", ".join(writer.title for writer in writers if areaKey(writer.storage.outputDirectory) == area)
             storages[area] = StorageService(
-                entity, self.archive, titles=titles, stateDirectory=self.stateDirectory, quota=quotas[area], reactor=self.reactor
+                entity,
+                self.archive,
+                titles=titles,
+                stateDirectory=self.stateDirectory,
+                quota=quotas[area],
+                forwarding=self.forwarding,
+                router=self.router,
+                reactor=self.reactor,
             )
             fresh.append(storages[area])
             if former is not None:
@@ -446,6 +493,8 @@ class DicomdService(service.MultiService):
         factory.artimTimeout = limits.acseTimeout
         factory.idleTimeout = limits.idleTimeout
         factory.dimseTimeout = limits.dimseTimeout
+        self._setRoutes(config)
+        self.forwarding.configure(self._peers(config), **self._forwardingSettings(config))
         self.config = config
         self.log.info("SIGHUP: reloaded {path}", path=path)
         return True
