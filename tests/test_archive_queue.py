@@ -11,7 +11,7 @@ from twisted.trial import unittest
 from dicomd.archive.area import IndexedArea
 from dicomd.archive.dcmqrcfg import Quota
 from dicomd.archive.index import SQLiteArchiveIndex, StoredFile
-from dicomd.archive.queue import FAILED, HELD, QUEUED, Forwarding, ForwardQueue, RetryPolicy
+from dicomd.archive.queue import FAILED, QUEUED, Forwarding, ForwardQueue, RetryPolicy
 from dicomd.archive.routing import AT_END_OF_STUDY, Route, RouteMatch, attributeCondition, forwardingsFor
 from dicomd.storage.scp import ReceivedInstance
 

@@ -19,7 +19,6 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from dicomd.archive.matching import (
     Level,
     QueryKey,
-    Range,
     SingleValue,
     UIDList,
     Unmatchable,
