@@ -6,12 +6,14 @@ its durable queue.
 """
 
 import glob
+import json
 import os
 import textwrap
+import urllib.request
 
 import pydicom
 from pydicom.uid import generate_uid
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.trial import unittest
 
 from tests.dicomfiles import MR_IMAGE_STORAGE, makeDataset, writeFile
@@ -19,6 +21,7 @@ from tests.support import (
     LOCALHOST,
     dcmtk,
     dcmtkEnvironment,
+    deferLater,
     dicomdArgv,
     freePort,
     makeDirectory,
@@ -337,3 +340,133 @@ ae = AE(ae_title="PACS")
 ae.supported_contexts = AllStoragePresentationContexts
 ae.start_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=[(evt.EVT_C_STORE, lambda event: 0xA900)])
 """
+
+
+ORTHANC = "/usr/sbin/Orthanc"
+
+
+def orthancArgv(directory, port, httpPort):
+    """
+    The command line of Orthanc with a throw-away configuration: its
+    storage and index in C{directory}, DICOM on C{port} and HTTP on
+    C{httpPort} of 127.0.0.1, no plugins, no authentication.
+    """
+    configuration = {
+        "Name": "dicomd-test",
+        "StorageDirectory": os.path.join(directory, "storage"),
+        "IndexDirectory": os.path.join(directory, "index"),
+        "HttpPort": httpPort,
+        "DicomPort": port,
+        "DicomAet": "ORTHANC",
+        "DicomCheckCalledAet": False,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [],
+    }
+    path = os.path.join(directory, "orthanc-%d.json" % (port,))
+    with open(path, "w") as f:
+        json.dump(configuration, f)
+    return [ORTHANC, path]
+
+
+@defer.inlineCallbacks
+def startOrthanc(testCase, port=None):
+    """
+    Orthanc, as Debian packages it (L{orthancArgv}), on a free DICOM port
+    or C{port}.
+
+    @return: a L{Deferred} firing with its L{ChildProcess} once its REST
+        API answers; C{.port} is its DICOM port, C{.httpPort} its HTTP one.
+    """
+    directory = makeDirectory(testCase)
+    httpPort = freePort()
+    if port is None:
+        orthanc = yield startPeer(testCase, lambda port: orthancArgv(directory, port, httpPort), env=dcmtkEnvironment(), cwd=directory, name="Orthanc", startTimeout=60)
+    else:
+        orthanc = spawn(testCase, orthancArgv(directory, port, httpPort), env=dcmtkEnvironment(), cwd=directory, name="Orthanc")
+        orthanc.port = port
+    orthanc.httpPort = httpPort
+    yield waitForPort(httpPort, process=orthanc, timeout=60)
+    return orthanc
+
+
+@defer.inlineCallbacks
+def waitForOrthanc(orthanc, sent, timeout=60.0):
+    """
+    Wait until Orthanc holds exactly the instances of the files C{sent},
+    asking its REST API (in a thread: urllib blocks) twice a second.
+    """
+    from twisted.internet import reactor
+
+    wanted = sorted(str(pydicom.dcmread(path).SOPInstanceUID) for path in sent)
+
+    def held():
+        with urllib.request.urlopen("http://127.0.0.1:%d/instances?expand" % (orthanc.httpPort,), timeout=10) as response:
+            return sorted(instance["MainDicomTags"]["SOPInstanceUID"] for instance in json.load(response))
+
+    deadline = reactor.seconds() + timeout
+    while True:
+        found = yield threads.deferToThread(held)
+        if found == wanted:
+            return
+        if reactor.seconds() > deadline:
+            raise AssertionError("Orthanc holds %d of %d instances after %s s" % (len(found), len(wanted), timeout))
+        yield deferLater(reactor, 0.5)
+
+
+class OrthancForwardingTests(unittest.TestCase):
+    """
+    C{twistd dicomd} forwarding to Orthanc.
+    """
+
+    timeout = 240
+
+    def setUp(self):
+        if not os.access(ORTHANC, os.X_OK):
+            raise unittest.SkipTest("Orthanc is not installed")
+
+    @defer.inlineCallbacks
+    def test_forwardToOrthanc(self):
+        """
+        What dicomd receives reaches Orthanc, and the queue empties.
+        """
+        orthanc = yield startOrthanc(self)
+        daemon = yield startDaemon(self, "--forward", "ORTHANC@127.0.0.1:%d" % (orthanc.port,))
+        sent = makeFiles(self, 10)
+        result = yield storescu(daemon.port, sent)
+        self.assertEqual(result.exitCode, 0, result.describe())
+        yield waitForOrthanc(orthanc, sent)
+        entries = yield queueEntries(daemon)
+        self.assertEqual(entries, [])
+
+    @defer.inlineCallbacks
+    def test_orthancDownThenUp(self):
+        """
+        Orthanc started after dicomd received gets everything.
+        """
+        port = freePort()
+        config = writeConfig(
+            self,
+            """
+            [forwarding]
+            retry-first = 1
+            retry-max = 2
+
+            [[ae]]
+            title = "DICOMD"
+            [[ae.forward]]
+            to = "ORTHANC"
+
+            [[peer]]
+            title = "ORTHANC"
+            host = "127.0.0.1"
+            port = %d
+            """
+            % (port,),
+        )
+        daemon = yield startDaemon(self, "--config", config)
+        sent = makeFiles(self, 5)
+        yield storescu(daemon.port, sent)
+        yield daemon.waitForOutput(r"Forwarding to ORTHANC: .*trying again in", timeout=60)
+        orthanc = yield startOrthanc(self, port)
+        yield waitForOrthanc(orthanc, sent)
