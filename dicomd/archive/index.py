@@ -3,8 +3,9 @@ The archive's index: which instances each storage area holds, where their
 files are, and the attributes C-FIND matches on (the job of dcmqrscp's
 C{index.dat}, C{dcmqrdb/libsrc/dcmqrdbi.cc}).
 
-This module and L{dicomd.archive.sql}, which compiles the conditions of a
-query into SQL, are all of the project that speaks SQL.  Services use the
+This module, L{dicomd.archive.sql}, which compiles the conditions of a
+query into SQL, and L{dicomd.archive.queue}, the forwarding queue kept in
+the same database, are all of the project that speaks SQL.  Services use the
 L{IArchiveIndex} interface, blocking, from a thread, or through
 L{dicomd.archive.asyncindex.AsyncArchiveIndex}, whose methods return
 Deferreds; L{SQLiteArchiveIndex} is the embedded default, and another
