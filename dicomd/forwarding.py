@@ -234,9 +234,11 @@ class DestinationQueue:
                             proposed = needed
                     if association is not None:
                         association = yield self._send(association, entries, outcome)
+                    yield self._record(entries, outcome, started)
                 finally:
+                    # Only once recorded: until then the entries are still
+                    # queued, and another association would send them again.
                     self._busy.difference_update(entry.studyInstanceUID for entry in entries)
-                yield self._record(entries, outcome, started)
                 if outcome.unreachable is not None:
                     break
         finally:

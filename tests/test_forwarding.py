@@ -317,17 +317,31 @@ class ForwardingTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_oneDestinationDown(self):
         """
-        A destination that is down does not delay another.
+        A destination that is down does not delay another; C{/metrics}
+        shows the queue of each.
         """
         up = yield startStorescp(self)
+        statusPort = freePort()
         routes = '[[ae.forward]]\nto = "DOWN"\n[[ae.forward]]\nto = "UP"\n'
-        daemon = yield startDaemon(self, "--config", self.config({"DOWN": freePort(), "UP": up.port}, routes=routes, retryFirst=30, retryMax=60))
+        config = self.config({"DOWN": freePort(), "UP": up.port}, routes=routes, retryFirst=30, retryMax=60)
+        daemon = yield startDaemon(self, "--config", config, "--status", "tcp:%d:interface=127.0.0.1" % (statusPort,))
         sent = makeFiles(self, 20)
         yield storescu(daemon.port, sent)
         yield waitUntil(lambda: len(arrived(up.directory)) == 20, timeout=60, message=daemon.output)
         entries = yield queueEntries(daemon)
         self.assertEqual(len(entries), 20)
         self.assertTrue(all(" DOWN " in entry for entry in entries))
+        yield daemon.waitForOutput(r"Forwarding to DOWN: .*trying again in", timeout=60)
+
+        def metrics():
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % (statusPort,), timeout=10) as response:
+                return response.read().decode("utf-8")
+
+        text = yield threads.deferToThread(metrics)
+        self.assertIn('dicomd_forward_queue_depth{destination="DOWN"} 20', text)
+        self.assertIn('dicomd_forward_delivered_total{destination="UP"} 20', text)
+        self.assertIn('dicomd_forward_failed_total{destination="DOWN"} 0', text)
+        self.assertRegex(text, r'dicomd_forward_oldest_age_seconds\{destination="DOWN"\} [0-9.]+')
 
 
 #: A storage SCP that refuses every object with 0xA900 (data set does not
