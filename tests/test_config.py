@@ -1452,3 +1452,25 @@ class ForwardingConfigTests(_ConfigFileMixin, unittest.TestCase):
             "forwarding.retry-max",
             "must not be less than retry-first",
         )
+
+
+class ForwardOptionTests(unittest.TestCase):
+    """
+    C{twistd dicomd --forward AETITLE@HOST:PORT}.
+    """
+
+    def test_forward(self):
+        """
+        Each C{--forward} adds a peer and a route taking everything the
+        default AE receives.
+        """
+        options = tap.Options()
+        options.parseOptions(["--forward", "PACS@pacs.example.org:104", "--forward", "AI@[::1]:11112"])
+        config = options.overrides(options["base"])
+        self.assertEqual([(p.title, p.host, p.port) for p in config.peers], [("PACS", "pacs.example.org", 104), ("AI", "::1", 11112)])
+        self.assertEqual(config.entities[0].routes, (Route("PACS"), Route("AI")))
+
+    def test_badForward(self):
+        for value in ["PACS", "PACS@host", "@host:104", "PACS@host:0", "PACS@:104", "A_TITLE_LONGER_THAN_16@h:1"]:
+            error = self.assertRaises(usage.UsageError, tap.Options().opt_forward, value)
+            self.assertIn("--forward takes AETITLE@HOST:PORT", str(error))

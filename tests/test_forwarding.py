@@ -484,3 +484,29 @@ class OrthancForwardingTests(unittest.TestCase):
         yield daemon.waitForOutput(r"Forwarding to ORTHANC: .*trying again in", timeout=60)
         orthanc = yield startOrthanc(self, port)
         yield waitForOrthanc(orthanc, sent)
+
+
+class QueueCommandTests(unittest.TestCase):
+    """
+    C{dicomd queue}'s usage errors: one line, no traceback.
+    """
+
+    @defer.inlineCallbacks
+    def assertUsageError(self, arguments, fragment):
+        result = yield runCommand(dicomdArgv("queue", *arguments), env=pythonEnvironment(), cwd=makeDirectory(self))
+        self.assertEqual(result.exitCode, 1, result.describe())
+        self.assertIn(fragment, result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
+
+    def test_unknownAction(self):
+        return self.assertUsageError(["flush"], "unknown action 'flush' (known: list, retry, forget)")
+
+    def test_retryNeedsAnEntry(self):
+        return self.assertUsageError(["retry"], "retry needs the id of an entry, or --all")
+
+    def test_noDatabase(self):
+        return self.assertUsageError(["list"], "no index database at dicomd-data/.dicomd-index.sqlite")
+
+    def test_badConfig(self):
+        path = writeConfig(self, "[forwarding]\nretry-first = -1\n")
+        return self.assertUsageError(["list", "--config", path], "forwarding.retry-first: must be greater than 0")
