@@ -165,17 +165,6 @@ class QueueTests(unittest.TestCase):
         self.assertEqual(len(self.queue.claim("PACS", 160.0, 10).entries), 2)
         self.assertEqual({e.state for e in self.queue.entries()}, {QUEUED})
 
-    def test_summaries(self):
-        """
-        L{ForwardQueue.summaries} counts each destination's entries by state.
-        """
-        self.add("1.1", 1, Forwarding("PACS", "DICOMD"), received=5.0)
-        self.add("1.1", 2, Forwarding("PACS", "DICOMD", held=True), Forwarding("AI", "DICOMD"), received=7.0)
-        (first,) = self.queue.claim("AI", 100.0, 10).entries
-        self.queue.failed([(first.id, "no")])
-        summaries = {s.destination: (s.queued, s.held, s.failed, s.oldest) for s in self.queue.summaries()}
-        self.assertEqual(summaries, {"AI": (0, 0, 1, None), "PACS": (1, 1, 0, 5.0)})
-
     def test_quotaKeepsQueued(self):
         """
         The quota deletes no study the queue still holds an instance of.

@@ -188,19 +188,6 @@ class Claim:
     oldest: Optional[float]
 
 
-@dataclass(frozen=True)
-class DestinationSummary:
-    """
-    The queue of one destination, for C{/metrics} and C{dicomd queue list}.
-    """
-
-    destination: str
-    queued: int
-    held: int
-    failed: int
-    oldest: Optional[float]
-
-
 _ENTRY_COLUMNS = (
     "forward.id, forward.destination, forward.callingAETitle, forward.state,"
     " instance.SOPClassUID, instance.SOPInstanceUID, instance.TransferSyntaxUID,"
@@ -394,21 +381,6 @@ class ForwardQueue:
                 parameters,
             ).fetchall()
         return [QueueEntry(*row) for row in rows]
-
-    def summaries(self) -> List[DestinationSummary]:
-        """
-        Each destination's counts of entries, by state, and when its oldest
-        queued or held entry was queued.
-        """
-        with self._index.connection() as db:
-            rows = db.execute(
-                "SELECT destination,"
-                " SUM(state = ?), SUM(state = ?), SUM(state = ?),"
-                " MIN(CASE WHEN state != ? THEN queued END)"
-                " FROM forward GROUP BY destination ORDER BY destination",
-                (QUEUED, HELD, FAILED, FAILED),
-            ).fetchall()
-        return [DestinationSummary(*row) for row in rows]
 
     def retry(self, now: float, entry: Optional[int] = None) -> int:
         """
