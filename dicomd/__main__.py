@@ -6,6 +6,7 @@ The C{dicomd} command: DCMTK-compatible front doors, and the examples.
     dicomd storescp [options] [port]
     dicomd qrscp [options] [port]
     dicomd reindex [options] directory
+    dicomd queue list|retry ID|retry --all|forget ID [--config FILE | -o DIR]
     dicomd example-config [name]
     dicomd --version
 
@@ -29,6 +30,7 @@ COMMANDS = {
     "storescp": ("dicomd.cli.storescp", "receive and store DICOM objects (DCMTK's storescp)"),
     "qrscp": ("dicomd.cli.qrscp", "image archive: storage, query and retrieve (DCMTK's dcmqrscp and its dcmqrscp.cfg)"),
     "reindex": ("dicomd.cli.reindex", "rebuild the index of a storage area from its files"),
+    "queue": ("dicomd.cli.queue", "list, retry or forget the entries of the forwarding queue"),
     "example-config": ("dicomd.cli.examples", "print an example configuration file"),
 }
 

@@ -5,8 +5,8 @@ C{tomllib}.
 The file describes what C{twistd dicomd} runs: listening endpoints, local
 AE titles (each with its storage area, naming and sorting, accepted SOP
 classes and transfer syntaxes, access rules, quota and query/retrieve
-offer, and actions), known peers for C-MOVE, the status page and the
-limits.  L{readConfig} turns it into a L{DaemonConfig}; any mistake raises
+offer, actions and forwarding routes), known peers for C-MOVE and
+forwarding, how forwarding retries, the status page and the limits.  L{readConfig} turns it into a L{DaemonConfig}; any mistake raises
 L{ConfigError} naming the file, the line and the key.  C{etc/dicomd.toml}
 documents every key.
 """
@@ -21,6 +21,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 from dicomd.actions import UnsafeCommand, shellCommand
 from dicomd.archive.dcmqrcfg import Quota
 from dicomd.archive.matching import PATIENT_ROOT, PATIENT_STUDY_ONLY, STUDY_ROOT
+from dicomd.archive.queue import RetryPolicy
+from dicomd.archive.routing import AT_END_OF_STUDY, ON_RECEPTION, NotMatchable, Route, RouteMatch, attributeCondition
+from dicomd.forwarding import ForwardingSettings
 from dicomd.storage import DIRECTORY_MODE, FILE_MODE, naming
 from dicomd.storage.receiver import SORT_PATIENT_NAME, SORT_STUDY_UID, SORT_TIMESTAMP, StorageOptions
 from dicomd.asconfig import AsConfigError, acceptorPolicy, readProfiles
@@ -42,6 +45,8 @@ FILE_NAMES = {
     "unique": naming.FileNameScheme.UNIQUE,
     "time": naming.FileNameScheme.TIME,
 }
+#: [ae.storage] keep: whether files are deleted once forwarded (router mode).
+KEEPS = {"always": False, "until-forwarded": True}
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|mb|gb|tb)?\s*$", re.IGNORECASE)
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
 _MODE = re.compile(r"^0?[0-7]{3}$")
@@ -130,6 +135,7 @@ class EntityConfig:
         L{dicomd.archive.charsets.ResponseCharacterSet}), or C{None}.
     @ivar allowShutdown: an association negotiating DCMTK's private
         shutdown SOP class stops the server (C{--allow-shutdown}).
+    @ivar routes: the L{Route}s that forward what it receives.
     """
 
     title: str = DEFAULT_TITLE
@@ -155,6 +161,7 @@ class EntityConfig:
     parallelStore: bool = True
     characterSets: Any = None
     allowShutdown: bool = False
+    routes: Tuple[Route, ...] = ()
 
     @property
     def readable(self) -> bool:
@@ -168,7 +175,7 @@ class EntityConfig:
 @dataclass(frozen=True)
 class PeerConfig:
     """
-    A remote AE that C-MOVE can send to.
+    A remote AE that C-MOVE and forwarding send to.
     """
 
     title: str
@@ -221,6 +228,8 @@ class DaemonConfig:
     @ivar moveProposal: the presentation contexts of C-MOVE
         sub-associations from those carrying the instances as stored (see
         L{dicomd.peers.proposing}), or C{None} for the default.
+    @ivar forwarding: how forwarding retries and how many associations it
+        opens (C{[forwarding]}).
     """
 
     listen: Tuple[Union[str, PortConfig], ...] = DEFAULT_LISTEN
@@ -233,6 +242,7 @@ class DaemonConfig:
     fileMode: int = FILE_MODE
     directoryMode: int = DIRECTORY_MODE
     stateDirectory: Optional[str] = None
+    forwarding: ForwardingSettings = field(default_factory=ForwardingSettings)
     path: Optional[str] = None
     index: bool = True
     moveProposal: Optional[Callable[[list], list]] = None
@@ -377,7 +387,7 @@ class _Reader:
         self._check(
             document,
             "",
-            ["listen", "status", "database", "state-directory", "file-mode", "directory-mode", "answer-any-called-ae", "limits", "ae", "peer"],
+            ["listen", "status", "database", "state-directory", "file-mode", "directory-mode", "answer-any-called-ae", "limits", "ae", "peer", "forwarding"],
         )
         listen = self._get(document, "", "listen", list, list(DEFAULT_LISTEN))
         if not listen:
@@ -425,6 +435,14 @@ class _Reader:
                 raise self.error(key, "expected a table, not %r" % (table,))
             peers.append(self.peer(table, key))
         self._unique("peer", [peer.title for peer in peers], "peer AE title")
+        titles = {peer.title for peer in peers}
+        for position, entity in enumerate(entities):
+            for number, route in enumerate(entity.routes):
+                if route.to not in titles:
+                    raise self.error(
+                        "ae[%d].forward[%d].to" % (position, number),
+                        "no [[peer]] has the AE title %r%s" % (route.to, " (peers: %s)" % ", ".join(sorted(titles)) if titles else ""),
+                    )
         return DaemonConfig(
             listen=tuple(listen),
             entities=entities,
@@ -436,6 +454,7 @@ class _Reader:
             answerAnyCalledAETitle=self._get(document, "", "answer-any-called-ae", bool, True),
             fileMode=fileMode,
             directoryMode=directoryMode,
+            forwarding=self.forwarding(self._get(document, "", "forwarding", dict, {})),
             path=os.path.abspath(self.path),
         )
 
@@ -483,6 +502,75 @@ class _Reader:
             shutdownGrace=self._notNegative(table, key, "shutdown-grace", defaults.shutdownGrace),
         )
 
+    def forwarding(self, table: Dict) -> ForwardingSettings:
+        key = "forwarding"
+        self._check(table, key, ["retry-first", "retry-max", "give-up-after", "associations-per-peer"])
+        defaults = RetryPolicy()
+        policy = RetryPolicy(
+            first=self._positive(table, key, "retry-first", float, defaults.first),
+            maximum=self._positive(table, key, "retry-max", float, defaults.maximum),
+            giveUpAfter=self._positive(table, key, "give-up-after", float, defaults.giveUpAfter),
+        )
+        if policy.maximum < policy.first:
+            raise self.error("forwarding.retry-max", "must not be less than retry-first (%g)" % (policy.first,))
+        return ForwardingSettings(
+            policy=policy,
+            associationsPerPeer=self._positive(table, key, "associations-per-peer", int, ForwardingSettings.associationsPerPeer),
+        )
+
+    def routes(self, tables, key) -> Tuple[Route, ...]:
+        if isinstance(tables, dict):
+            raise self.error(key, "write [[ae.forward]] (a list of tables, one per route), not [ae.forward]")
+        if not isinstance(tables, list):
+            raise self.error(key, "expected a list of tables, not %r" % (tables,))
+        routes = []
+        for position, table in enumerate(tables):
+            routeKey = "%s[%d]" % (key, position)
+            if not isinstance(table, dict):
+                raise self.error(routeKey, "expected a table, not %r" % (table,))
+            self._check(table, routeKey, ["to", "when", "match"])
+            if "to" not in table:
+                raise self.error(routeKey, "a route needs to (a [[peer]] title)")
+            routes.append(
+                Route(
+                    to=self._aeTitle(self._key(routeKey, "to"), table["to"]),
+                    when=self._choice(table, routeKey, "when", {ON_RECEPTION: ON_RECEPTION, AT_END_OF_STUDY: AT_END_OF_STUDY}, ON_RECEPTION),
+                    match=self._routeMatch(self._get(table, routeKey, "match", dict, {}), self._key(routeKey, "match")),
+                )
+            )
+        return tuple(routes)
+
+    def _routeMatch(self, table, key) -> RouteMatch:
+        def strings(name):
+            if name not in table:
+                return None
+            value = table[name]
+            values = [value] if isinstance(value, str) else value
+            if not isinstance(values, list) or not values or not all(isinstance(v, str) and v.strip() for v in values):
+                raise self.error(self._key(key, name), "expected a string or a non-empty list of strings, not %r" % (value,))
+            return tuple(v.strip() for v in values)
+
+        callingAETitles = strings("calling-ae-titles")
+        if callingAETitles is not None:
+            callingAETitles = tuple(self._aeTitle(self._key(key, "calling-ae-titles"), title) for title in callingAETitles)
+        sopClasses = strings("sop-classes")
+        for uid in sopClasses or ():
+            if not _UID.match(uid) or len(uid) > 64:
+                raise self.error(self._key(key, "sop-classes"), "%r is not a SOP Class UID" % (uid,))
+        conditions = []
+        for name, value in table.items():
+            if name in ("modality", "calling-ae-titles", "sop-classes"):
+                continue
+            if not isinstance(value, str):
+                raise self.error(self._key(key, name), "expected a DICOM match value (a string such as \"CT*\"), not %r" % (value,))
+            try:
+                condition = attributeCondition(name, value)
+            except NotMatchable as e:
+                raise self.error(self._key(key, name), "%s (known: modality, calling-ae-titles, sop-classes, or a keyword such as StationName)" % (e,))
+            if condition is not None:
+                conditions.append(condition)
+        return RouteMatch(modalities=strings("modality"), callingAETitles=callingAETitles, sopClasses=sopClasses, conditions=tuple(conditions))
+
     def _mode(self, table, name: str, default: int, needed: int, needs: str) -> int:
         """
         Permission bits, written as octal digits in a string (C{"0640"}:
@@ -524,6 +612,7 @@ class _Reader:
                 "quota",
                 "storage",
                 "actions",
+                "forward",
             ],
         )
         if "title" not in table:
@@ -559,6 +648,7 @@ class _Reader:
         quota = None
         if "quota" in table:
             quota = self._quota(self._get(table, key, "quota", dict, None), self._key(key, "quota"))
+        routes = self.routes(table.get("forward", []), self._key(key, "forward"))
         storage = self._storage(
             self._get(table, key, "storage", dict, {}),
             self._get(table, key, "actions", dict, {}),
@@ -567,6 +657,9 @@ class _Reader:
             fileMode,
             directoryMode,
         )
+        storage = replace(storage, forwardsStudies=any(route.when == AT_END_OF_STUDY for route in routes))
+        if storage.keepUntilForwarded and not routes:
+            raise self.error(self._key(key, "storage.keep"), '"until-forwarded" needs at least one [[ae.forward]] route')
         return EntityConfig(
             title=title,
             storage=storage,
@@ -580,6 +673,7 @@ class _Reader:
             callingAETitles=callingAETitles,
             hosts=hosts,
             quota=quota,
+            routes=routes,
         )
 
     def _transferSyntaxes(self, table, key) -> Tuple[str, ...]:
@@ -642,7 +736,7 @@ class _Reader:
     def _storage(self, table, actions, key, directory, fileMode: int, directoryMode: int) -> StorageOptions:
         storageKey = self._key(key, "storage")
         actionsKey = self._key(key, "actions")
-        self._check(table, storageKey, ["sort", "sort-prefix", "file-names", "extension", "fsync", "ignore"])
+        self._check(table, storageKey, ["sort", "sort-prefix", "file-names", "extension", "fsync", "ignore", "keep"])
         self._check(
             actions,
             actionsKey,
@@ -667,6 +761,7 @@ class _Reader:
             sync=self._get(table, storageKey, "fsync", bool, False),
             fileMode=fileMode,
             directoryMode=directoryMode,
+            keepUntilForwarded=self._choice(table, storageKey, "keep", KEEPS, False),
         )
 
     def _namePart(self, table, key, name) -> str:

@@ -3,6 +3,7 @@ The daemon's service tree, built from a L{dicomd.config.DaemonConfig}.
 
     DicomdService
       |-- Archive                  the index database (none for storescp)
+      |-- Forwarding               the forwarding queue's destinations (with the index)
       |-- StorageService per area  storage and actions of a directory writable AEs store into
       |-- EntityService per AE     the AE itself
       |-- listening services       one per endpoint string or port, one factory
@@ -44,6 +45,7 @@ from dicomd.peers import Peer, destinationTable, hostRule
 from dicomd.qrentity import QueryRetrieveOptions, queryRetrieveEntity
 from dicomd.asconfig import acceptorPolicy, readProfiles
 from dicomd.config import ConfigError, DaemonConfig, EntityConfig, PortConfig, readConfig
+from dicomd.forwarding import Forwarding, Router
 from dicomd.net.acceptor import AcceptorFactory
 from dicomd.startup import StartupError, writableDatabase, writableDirectory
 from dicomd.status import Statistics, StatusResource
@@ -122,20 +124,36 @@ class StorageService(service.MultiService):
     @ivar receiver: the L{dicomd.storage.receiver.Receiver}.
     """
 
-    def __init__(self, config: EntityConfig, archive: Optional[Archive], *, titles: str, stateDirectory: str, quota=None, reactor=None):
+    def __init__(
+        self,
+        config: EntityConfig,
+        archive: Optional[Archive],
+        *,
+        titles: str,
+        stateDirectory: str,
+        quota=None,
+        forwarding=None,
+        router=None,
+        reactor=None,
+    ):
         """
         @param config: the first of the AEs storing through it.
         @param archive: the index it records into, or C{None} for none.
         @param titles: the AE titles storing through it, for log lines.
         @param stateDirectory: where its study journal is kept.
         @param quota: the directory's quota, or C{None}.
+        @param forwarding: the L{Forwarding} told when a study ends, or
+            C{None}.
+        @param router: the L{Router} that queues what it stores, or C{None}.
         """
         service.MultiService.__init__(self)
         self.key = storageKey(config, quota)
         self.area = areaKey(config.storage.outputDirectory)
-        indexed = IndexedArea(archive.index, titles, config.storage.outputDirectory, quota) if archive is not None else None
+        indexed = IndexedArea(archive.index, titles, config.storage.outputDirectory, quota, router=router) if archive is not None else None
         storage = replace(config.storage, stateDirectory=stateDirectory)
         self.receiver = buildReceiver(storage, index=indexed, reactor=reactor)
+        if forwarding is not None:
+            self.receiver.actions.studyObservers.append(lambda episode: forwarding.studyEnded(self.area, episode.studyInstanceUID))
         if self.receiver.area is not None:
             AreaService(self.receiver.area).setServiceParent(self)
         self.receiver.actions.setServiceParent(self)
@@ -293,12 +311,18 @@ class DicomdService(service.MultiService):
         self._shutdownWaiters: List[defer.Deferred] = []
         self.stateDirectory = config.stateDirectory or defaultStateDirectory()
         self.archive = None
+        self.forwarding = None
+        self.router = None
         if config.index:
             database = config.database or "%s/%s" % (config.entities[0].storage.outputDirectory, INDEX_FILE)
             areas = [(entity.title, entity.storage.outputDirectory) for entity in config.entities]
             self.archive = Archive(database, areas=areas, reactor=reactor)
             self.archive.index.mode = config.fileMode
             self.archive.setServiceParent(self)
+            self.forwarding = Forwarding(self.archive.index, self._peers(config), reactor=reactor, **self._forwardingSettings(config))
+            self.forwarding.setServiceParent(self)
+            self.router = Router(self.forwarding)
+            self._setRoutes(config)
         self.entityServices: Dict[str, EntityService] = {}
         limits = config.limits
         self.factory = AcceptorFactory(
@@ -319,7 +343,14 @@ class DicomdService(service.MultiService):
         for listener in self.listening:
             listener.setServiceParent(self)
         if config.status:
-            page = StatusResource(self.statistics, [self.factory], self.pendingStudies, reactor, titles=lambda: list(self.entityServices))
+            page = StatusResource(
+                self.statistics,
+                [self.factory],
+                self.pendingStudies,
+                reactor,
+                titles=lambda: list(self.entityServices),
+                forwarding=(lambda: self.forwarding.destinations.values()) if self.forwarding is not None else None,
+            )
             statusPage = strports.service(config.status, server.Site(page))
             self._endpoints[statusPage] = config.status
             statusPage.setServiceParent(self)
@@ -335,8 +366,28 @@ class DicomdService(service.MultiService):
             return internet.TCPServer(where.port, self.factory, reactor=self.reactor)
         return internet.SSLServer(where.port, self.factory, where.tls, reactor=self.reactor)
 
+    @staticmethod
+    def _peers(config: DaemonConfig) -> List[Peer]:
+        return [Peer(peer.title, peer.host, peer.port, peer.tls) for peer in config.peers]
+
+    @staticmethod
+    def _forwardingSettings(config: DaemonConfig) -> dict:
+        """
+        What L{Forwarding} is configured with besides the peers.
+        """
+        return dict(
+            settings=config.forwarding,
+            routerAreas=[areaKey(e.storage.outputDirectory) for e in config.entities if e.writable and e.storage.keepUntilForwarded],
+            acseTimeout=config.limits.acseTimeout,
+            dimseTimeout=config.limits.dimseTimeout,
+        )
+
+    def _setRoutes(self, config: DaemonConfig) -> None:
+        self.router.routes = {entity.title: entity.routes for entity in config.entities}
+        self.router.defaultTitle = config.entities[0].title if config.answerAnyCalledAETitle else None
+
     def _destinations(self, config: DaemonConfig, callingAETitle: str):
-        peers = [Peer(peer.title, peer.host, peer.port, peer.tls) for peer in config.peers]
+        peers = self._peers(config)
         return destinationTable(
             peers,
             callingAETitle,
@@ -453,7 +504,14 @@ class DicomdService(service.MultiService):
                 continue
             titles = ", ".join(writer.title for writer in writers if areaKey(writer.storage.outputDirectory) == area)
             storages[area] = StorageService(
-                entity, self.archive, titles=titles, stateDirectory=self.stateDirectory, quota=quotas[area], reactor=self.reactor
+                entity,
+                self.archive,
+                titles=titles,
+                stateDirectory=self.stateDirectory,
+                quota=quotas[area],
+                forwarding=self.forwarding,
+                router=self.router,
+                reactor=self.reactor,
             )
             fresh.append(storages[area])
             if former is not None:
@@ -553,6 +611,9 @@ class DicomdService(service.MultiService):
         factory.artimTimeout = limits.acseTimeout
         factory.idleTimeout = limits.idleTimeout
         factory.dimseTimeout = limits.dimseTimeout
+        if self.forwarding is not None:
+            self._setRoutes(config)
+            self.forwarding.configure(self._peers(config), **self._forwardingSettings(config))
         self.config = config
         self.log.info("SIGHUP: reloaded {path}", path=path)
         return True

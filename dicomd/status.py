@@ -70,6 +70,9 @@ class StatusResource(resource.Resource):
         their end.
     @ivar titles: returns the AE titles in force, which are shown with 0
         open associations when they have none; or C{None}.
+    @ivar forwarding: returns the forwarding destination queues (each with
+        C{title}, C{depth}, C{oldest}, C{delivered} and C{failed}, as
+        L{dicomd.forwarding.DestinationQueue} has them); or C{None}.
     """
 
     isLeaf = True
@@ -81,6 +84,7 @@ class StatusResource(resource.Resource):
         pendingStudies: Callable[[], Dict[str, int]],
         clock,
         titles: Optional[Callable[[], Iterable[str]]] = None,
+        forwarding: Optional[Callable[[], Iterable]] = None,
     ):
         resource.Resource.__init__(self)
         self.statistics = statistics
@@ -88,6 +92,7 @@ class StatusResource(resource.Resource):
         self.pendingStudies = pendingStudies
         self.clock = clock
         self.titles = titles
+        self.forwarding = forwarding
         self.startedAt = clock.seconds()
 
     def _openAssociations(self) -> Dict[str, int]:
@@ -104,7 +109,18 @@ class StatusResource(resource.Resource):
         Everything the page shows, as plain data.
         """
         statistics = self.statistics
+        now = self.clock.seconds()
+        destinations = self.forwarding() if self.forwarding is not None else ()
         return {
+            "forwarding": {
+                queue.title: {
+                    "depth": queue.depth,
+                    "oldestAge": round(max(0.0, now - queue.oldest), 3) if queue.oldest is not None else 0,
+                    "delivered": queue.delivered,
+                    "failed": queue.failed,
+                }
+                for queue in destinations
+            },
             "uptime": round(self.clock.seconds() - self.startedAt, 3),
             "openAssociations": self._openAssociations(),
             "pendingStudies": self.pendingStudies(),
@@ -160,4 +176,13 @@ class StatusResource(resource.Resource):
                     'dicomd_operations_total{ae="%s",operation="%s",outcome="%s"} %d' % (_label(title), operation, o, n)
                     for o, n in sorted(outcomes.items())
                 ]
+        forwarding = sorted(data["forwarding"].items())
+        for name, kind, meaning, field in [
+            ("dicomd_forward_queue_depth", "gauge", "Instances queued (or held for their study's end) per destination.", "depth"),
+            ("dicomd_forward_oldest_age_seconds", "gauge", "Age of the oldest queued instance per destination.", "oldestAge"),
+            ("dicomd_forward_delivered_total", "counter", "Instances forwarded per destination since the start.", "delivered"),
+            ("dicomd_forward_failed_total", "counter", "Forwarding entries failed for good per destination since the start.", "failed"),
+        ]:
+            lines += ["# HELP %s %s" % (name, meaning), "# TYPE %s %s" % (name, kind)]
+            lines += ['%s{destination="%s"} %s' % (name, _label(title), values[field]) for title, values in forwarding]
         return "\n".join(lines) + "\n"

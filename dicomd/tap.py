@@ -5,7 +5,8 @@ C{twistd -n dicomd} with no options listens on C{tcp:11112} as AE C{DICOMD},
 answers C-ECHO, stores what it receives under C{dicomd-data/} (one
 directory per study, indexed in an SQLite database there) and answers
 C-FIND and C-GET on it in the Patient Root and Study Root models, and
-C-MOVE to the peers given with C{--peer}.
+C-MOVE to the peers given with C{--peer}; C{--forward} passes on
+everything it receives.
 
 C{--config FILE} reads a configuration file (L{dicomd.config}) describing
 any number of AEs, peers and limits; the command-line options given
@@ -26,6 +27,7 @@ from twisted.python import usage
 
 from dicomd import observers
 from dicomd.actions import UnsafeCommand, shellCommand
+from dicomd.archive.routing import Route
 from dicomd.cli.common import TRANSFER_SYNTAX_OPTIONS
 from dicomd.cli.logs import LEVELS
 from dicomd.cli.options import UsageError, versions
@@ -148,6 +150,7 @@ class DaemonOptions(usage.Options):
         usage.Options.__init__(self)
         self["listen"] = []
         self["peers"] = []
+        self["forward"] = []
 
     def opt_version(self):
         """
@@ -175,6 +178,17 @@ class DaemonOptions(usage.Options):
             self["peers"].append(PeerConfig(aeTitle, host, int(port)))
         except ValueError:
             raise usage.UsageError("--peer takes AETITLE:HOST:PORT, not %r" % (description,))
+
+    def opt_forward(self, description):
+        """
+        Forward everything received to AETITLE@HOST:PORT, queued until
+        delivered (repeatable).
+        """
+        title, _, address = description.partition("@")
+        host, _, port = address.rpartition(":")
+        if not (title and 0 < len(title) <= 16 and title.isascii() and "\\" not in title and host and port.isdigit() and 0 < int(port) < 65536):
+            raise usage.UsageError("--forward takes AETITLE@HOST:PORT, not %r" % (description,))
+        self["forward"].append(PeerConfig(title, host.strip("[]"), int(port)))
 
     def given(self, name: str) -> bool:
         """
@@ -279,7 +293,7 @@ class DaemonOptions(usage.Options):
             if self.given(option):
                 value = self[option]
                 limits = replace(limits, **{name: idleTimeout(value) if option == "idle-timeout" else value})
-        changes = {"limits": limits, "peers": list(config.peers) + list(self["peers"])}
+        changes = {"limits": limits, "peers": list(config.peers) + list(self["peers"]) + list(self["forward"])}
         if self["listen"]:
             changes["listen"] = tuple(self["listen"])
         if self.given("status"):
@@ -324,6 +338,8 @@ class DaemonOptions(usage.Options):
             entityChanges["promiscuous"] = True
         if self["disable-get"]:
             entityChanges["get"] = False
+        if self["forward"]:
+            entityChanges["routes"] = entity.routes + tuple(Route(peer.title) for peer in self["forward"])
         return replace(entity, **entityChanges)
 
     def _recoder(self):

@@ -295,7 +295,7 @@ class SchemaTests(SynchronousTestCase):
         """
         Foreign keys are enforced: an instance needs its series.
         """
-        with self.index._connection() as db:
+        with self.index.connection() as db:
             self.assertRaises(
                 sqlite3.IntegrityError,
                 db.execute,
@@ -1091,7 +1091,7 @@ class UpdateTests(ArchiveMixin, SynchronousTestCase):
     """
 
     def counts(self):
-        with self.index._connection() as db:
+        with self.index.connection() as db:
             return [
                 db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
                 for table in ["patient", "study", "series", "instance"]
@@ -1389,7 +1389,7 @@ class ReindexTests(SynchronousTestCase):
         self.assertEqual(instance.size, os.path.getsize(fullPath))
         self.assertEqual(instance.received, os.path.getmtime(fullPath))
         self.assertEqual(instance.transferSyntaxUID, EXPLICIT)
-        with self.index._connection() as db:
+        with self.index.connection() as db:
             (ae,) = db.execute("SELECT DISTINCT callingAETitle FROM instance").fetchone()
         self.assertEqual(ae, "MODALITY")
 

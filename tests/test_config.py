@@ -29,6 +29,8 @@ from dicomd.config import (
 from dicomd.storage import naming
 from dicomd.storage.receiver import SORT_PATIENT_NAME, SORT_STUDY_UID, SORT_TIMESTAMP, StorageOptions
 from dicomd.ul.negotiation import ACCEPTOR_PREFERENCES
+from dicomd.archive.queue import RetryPolicy
+from dicomd.archive.routing import ON_RECEPTION, Route, RouteMatch
 from tests.certificates import writeTestPKI
 from tests.support import REPO_ROOT
 
@@ -37,7 +39,7 @@ ASCONFIG = os.path.join(str(REPO_ROOT), "etc", "storescp-asconfig.cfg")
 
 #: The lines of etc/dicomd.toml that are commented-out examples of keys
 #: (all but the profile, which excludes transfer-syntaxes).
-_COMMENTED_KEY = re.compile(r"^# ((?!profile)[a-z-]+ = .*|\[\[peer\]\])$")
+_COMMENTED_KEY = re.compile(r"^# ((?!profile)[a-z-]+ = .*|\[\[(peer|ae\.forward)\]\])$")
 
 
 class _ConfigFileMixin:
@@ -157,7 +159,7 @@ class ExampleFileTests(_ConfigFileMixin, unittest.TestCase):
             original = [line.rstrip("\n") for line in f]
         lines = [_COMMENTED_KEY.sub(r"\1", line) for line in original]
         uncommented = [line for line, before in zip(lines, original) if line != before]
-        self.assertEqual(len(uncommented), 13, "\n".join(uncommented))
+        self.assertEqual(len(uncommented), 17, "\n".join(uncommented))
         path = os.path.join(self.directory, "dicomd.toml")
         with open(path, "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
@@ -171,6 +173,7 @@ class ExampleFileTests(_ConfigFileMixin, unittest.TestCase):
         self.assertEqual(entity.storage.execOnReception, "logger -t dicomd stored #f from #a")
         self.assertEqual(entity.storage.execOnEndOfStudy, "/usr/local/bin/route-study #p")
         self.assertEqual(entity.storage.endOfStudyTimeout, 60.0)
+        self.assertEqual(entity.routes, (Route("PACS", ON_RECEPTION, RouteMatch(modalities=("CT", "MR"), callingAETitles=("CT01",))),))
         [peer] = config.peers
         self.assertEqual((peer.title, peer.host, peer.port), ("PACS", "pacs.example.org", 104))
         self.assertEqual(peer.tls.certificate, pki.clientCertificate)
@@ -1330,3 +1333,144 @@ class OptionsTests(_ConfigFileMixin, unittest.TestCase):
         """
         error = self.assertRaises(usage.UsageError, self.options, "--shutdown-grace", "-1")
         self.assertIn("--shutdown-grace", str(error))
+
+
+class ForwardingConfigTests(_ConfigFileMixin, unittest.TestCase):
+    """
+    C{[[ae.forward]]}, C{[forwarding]} and C{keep}.
+    """
+
+    PEER = """
+        [[peer]]
+        title = "PACS"
+        host = "127.0.0.1"
+        port = 104
+        """
+
+    def test_routes(self):
+        """
+        Routes read into L{Route}s; match keys other than the three named
+        ones are DICOM match values on keywords.
+        """
+        config = self.read(
+            """
+            [forwarding]
+            retry-first = 2
+            retry-max = 30
+            give-up-after = 3600
+            associations-per-peer = 4
+
+            [[ae]]
+            title = "GATEWAY"
+            [ae.storage]
+            keep = "until-forwarded"
+            [[ae.forward]]
+            to = "PACS"
+            [[ae.forward]]
+            to = "PACS"
+            when = "end-of-study"
+            match = { sop-classes = ["1.2.840.10008.5.1.4.1.1.2"], StationName = "CT*" }
+            """
+            + self.PEER
+        )
+        [entity] = config.entities
+        first, second = entity.routes
+        self.assertEqual(first, Route("PACS"))
+        self.assertEqual(second.when, "end-of-study")
+        self.assertEqual(second.match.sopClasses, ("1.2.840.10008.5.1.4.1.1.2",))
+        self.assertEqual(len(second.match.conditions), 1)
+        self.assertTrue(entity.storage.keepUntilForwarded)
+        self.assertTrue(entity.storage.forwardsStudies)
+        self.assertEqual(config.forwarding.policy, RetryPolicy(2.0, 30.0, 3600.0))
+        self.assertEqual(config.forwarding.associationsPerPeer, 4)
+
+    def test_unknownPeer(self):
+        self.assertConfigError(
+            """
+            [[ae]]
+            title = "GATEWAY"
+            [[ae.forward]]
+            to = "NOWHERE"
+            """
+            + self.PEER,
+            4,
+            "ae[0].forward[0].to",
+            "no [[peer]] has the AE title 'NOWHERE' (peers: PACS)",
+        )
+
+    def test_badWhen(self):
+        self.assertConfigError(
+            """
+            [[ae]]
+            title = "GATEWAY"
+            [[ae.forward]]
+            to = "PACS"
+            when = "sometimes"
+            """
+            + self.PEER,
+            5,
+            "ae[0].forward[0].when",
+            "expected one of end-of-study, reception",
+        )
+
+    def test_badMatchKeyword(self):
+        self.assertConfigError(
+            """
+            [[ae]]
+            title = "GATEWAY"
+            [[ae.forward]]
+            to = "PACS"
+            match = { Stationname = "CT*" }
+            """
+            + self.PEER,
+            5,
+            "ae[0].forward[0].match.Stationname",
+            "not a keyword of the DICOM data dictionary",
+        )
+
+    def test_routerModeNeedsARoute(self):
+        self.assertConfigError(
+            """
+            [[ae]]
+            title = "GATEWAY"
+            [ae.storage]
+            keep = "until-forwarded"
+            """,
+            4,
+            "ae[0].storage.keep",
+            "needs at least one [[ae.forward]] route",
+        )
+
+    def test_retryMaxBelowFirst(self):
+        self.assertConfigError(
+            """
+            [forwarding]
+            retry-first = 60
+            retry-max = 10
+            """,
+            3,
+            "forwarding.retry-max",
+            "must not be less than retry-first",
+        )
+
+
+class ForwardOptionTests(unittest.TestCase):
+    """
+    C{twistd dicomd --forward AETITLE@HOST:PORT}.
+    """
+
+    def test_forward(self):
+        """
+        Each C{--forward} adds a peer and a route taking everything the
+        default AE receives.
+        """
+        options = tap.Options()
+        options.parseOptions(["--forward", "PACS@pacs.example.org:104", "--forward", "AI@[::1]:11112"])
+        config = options.overrides(options["base"])
+        self.assertEqual([(p.title, p.host, p.port) for p in config.peers], [("PACS", "pacs.example.org", 104), ("AI", "::1", 11112)])
+        self.assertEqual(config.entities[0].routes, (Route("PACS"), Route("AI")))
+
+    def test_badForward(self):
+        for value in ["PACS", "PACS@host", "@host:104", "PACS@host:0", "PACS@:104", "A_TITLE_LONGER_THAN_16@h:1"]:
+            error = self.assertRaises(usage.UsageError, tap.Options().opt_forward, value)
+            self.assertIn("--forward takes AETITLE@HOST:PORT", str(error))

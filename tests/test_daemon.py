@@ -91,7 +91,7 @@ NOBODY = 65534
 #: The keys an [[ae]] table knows, as the unknown key message lists them.
 ENTITY_KEYS = [
     "title", "directory", "access", "transfer-syntaxes", "profile", "promiscuous", "query-retrieve",
-    "get", "models", "calling-ae-titles", "hosts", "quota", "storage", "actions",
+    "get", "models", "calling-ae-titles", "hosts", "quota", "storage", "actions", "forward",
 ]
 
 

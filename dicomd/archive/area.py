@@ -16,7 +16,10 @@ index what a crash left unindexed): it records the file,
 deletes the file it replaced, and enforces the quota as dcmqrscp does, by
 deleting the least recently updated studies (files and rows together) when
 there are too many, and the oldest instances of a study that grew too
-large.
+large.  With forwarding routes, the instance is queued for its
+destinations in the transaction that indexes it
+(L{dicomd.archive.queue}), and the quota never deletes an instance still
+queued.
 """
 
 import os
@@ -118,11 +121,16 @@ class IndexedArea:
     @ivar key: the area's name in the index (L{areaKey}).
     @ivar directory: the area's directory, absolute.
     @ivar quota: the area's L{Quota}, or C{None}.
+    @ivar router: decides where received instances are forwarded, or
+        C{None}: its C{forwardingsFor(received)} returns the
+        L{dicomd.archive.queue.Forwarding}s of an instance (called in a
+        worker thread), and its C{queued(forwardings)} is told once they
+        are in the queue.
     """
 
     log = Logger()
 
-    def __init__(self, index, name: str, directory: str, quota: Optional[Quota] = None):
+    def __init__(self, index, name: str, directory: str, quota: Optional[Quota] = None, router=None):
         """
         @param index: an L{dicomd.archive.index.IArchiveIndex} (blocking).
         """
@@ -131,6 +139,7 @@ class IndexedArea:
         self.key = areaKey(directory)
         self.directory = os.path.abspath(directory)
         self.quota = quota
+        self.router = router
         self._quotaLock = threading.Lock()
 
     def _relative(self, path: str) -> str:
@@ -157,10 +166,13 @@ class IndexedArea:
             received.receivedAt,
             received.callingAETitle,
         )
+        forwardings = self.router.forwardingsFor(received) if self.router is not None else ()
         try:
-            replaced = self.index.addInstance(self.key, received.attributes, stored)
+            replaced = self.index.addInstance(self.key, received.attributes, stored, forwardings)
         except sqlite3.Error as e:
             raise StoreRefused(OUT_OF_RESOURCES, "the index cannot record it: %s" % (e,))
+        if forwardings:
+            self.router.queued(forwardings)
         if self.quota is not None:
             with self._quotaLock:
                 self._enforce(received, stored.size)
@@ -210,9 +222,10 @@ class IndexedArea:
                 OUT_OF_RESOURCES, "object of %d bytes exceeds the quota of %d bytes per study" % (size, maxBytes)
             )
         while self.index.studyCount(self.key) > self.quota.maxStudies:
-            oldest = self.index.studiesByLastUpdate(self.key, limit=1)[0]
-            if oldest.studyInstanceUID == studyUID:
+            evictable = self.index.studiesByLastUpdate(self.key, limit=1, evictable=True)
+            if not evictable or evictable[0].studyInstanceUID == studyUID:
                 break
+            oldest = evictable[0]
             self._delete(self.index.removeStudy(self.key, oldest.studyInstanceUID))
             self.log.info(
                 "Quota of {area}: deleted study {uid}, the least recently updated of more than {count}",
@@ -224,7 +237,7 @@ class IndexedArea:
         if usage is None or usage.size <= maxBytes:
             return
         excess = usage.size - maxBytes
-        for instance in self.index.instancesOfStudy(self.key, studyUID):
+        for instance in self.index.instancesOfStudy(self.key, studyUID, evictable=True):
             if excess <= 0:
                 break
             if instance.sopInstanceUID == received.sopInstanceUID:

@@ -114,11 +114,14 @@ class AsyncArchiveIndex:
     def studyUsage(self, area, studyInstanceUID):
         return self._call(self._index.studyUsage, area, studyInstanceUID)
 
-    def studiesByLastUpdate(self, area, limit=None):
-        return self._call(self._index.studiesByLastUpdate, area, limit)
+    def studiesByLastUpdate(self, area, limit=None, evictable=False):
+        return self._call(self._index.studiesByLastUpdate, area, limit, evictable)
 
-    def instancesOfStudy(self, area, studyInstanceUID):
-        return self._call(self._index.instancesOfStudy, area, studyInstanceUID)
+    def instancesOfStudy(self, area, studyInstanceUID, evictable=False):
+        return self._call(self._index.instancesOfStudy, area, studyInstanceUID, evictable)
+
+    def removeUnqueued(self, area, sopInstanceUIDs):
+        return self._call(self._index.removeUnqueued, area, list(sopInstanceUIDs))
 
     def storedPaths(self, area):
         return self._call(self._index.storedPaths, area)

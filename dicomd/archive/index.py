@@ -3,8 +3,9 @@ The archive's index: which instances each storage area holds, where their
 files are, and the attributes C-FIND matches on (the job of dcmqrscp's
 C{index.dat}, C{dcmqrdb/libsrc/dcmqrdbi.cc}).
 
-This module and L{dicomd.archive.sql}, which compiles the conditions of a
-query into SQL, are all of the project that speaks SQL.  Services use the
+This module, L{dicomd.archive.sql}, which compiles the conditions of a
+query into SQL, and L{dicomd.archive.queue}, the forwarding queue kept in
+the same database, are all of the project that speaks SQL.  Services use the
 L{IArchiveIndex} interface, blocking, from a thread, or through
 L{dicomd.archive.asyncindex.AsyncArchiveIndex}, whose methods return
 Deferreds; L{SQLiteArchiveIndex} is the embedded default, and another
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 
 from zope.interface import Interface, implementer
 
-from dicomd.archive import sql
+from dicomd.archive import queue, sql
 from dicomd.archive.matching import (
     Level,
     attributeText,
@@ -154,7 +155,7 @@ class IArchiveIndex(Interface):
     storage area's L{areaKey}.
     """
 
-    def addInstance(area, header, stored):
+    def addInstance(area, header, stored, forwardings=()):
         """
         Index an instance, replacing the row of an instance with the same
         SOP Instance UID in that area.
@@ -162,6 +163,8 @@ class IArchiveIndex(Interface):
         @param header: a pydicom C{Dataset} with (at least) the attributes
             of L{dicomd.archive.matching.KEYS} and Specific Character Set.
         @param stored: the L{StoredFile}.
+        @param forwardings: the L{dicomd.archive.queue.Forwarding}s to
+            queue it for, in the same transaction.
         @return: the path of the file the instance had before when it was
             indexed already with another file, which the caller deletes;
             otherwise C{None}.
@@ -211,16 +214,28 @@ class IArchiveIndex(Interface):
             no such study.
         """
 
-    def studiesByLastUpdate(area, limit=None):
+    def studiesByLastUpdate(area, limit=None, evictable=False):
         """
         @param limit: how many studies to list at most, or C{None}.
+        @param evictable: leave out the studies the forwarding queue still
+            holds an instance of.
         @return: the L{StudySummary} of the area's studies, least recently
             updated first (the order of quota eviction).
         """
 
-    def instancesOfStudy(area, studyInstanceUID):
+    def instancesOfStudy(area, studyInstanceUID, evictable=False):
         """
+        @param evictable: leave out the instances the forwarding queue
+            holds.
         @return: the L{StoredInstance}s of a study, oldest reception first.
+        """
+
+    def removeUnqueued(area, sopInstanceUIDs):
+        """
+        Forget those of the instances that the forwarding queue does not
+        hold (router mode, once they are forwarded), in one transaction.
+
+        @return: the paths of their files, for the caller to delete.
         """
 
     def storedPaths(area):
@@ -387,6 +402,9 @@ CREATE INDEX IF NOT EXISTS instanceSeries ON instance (series);
 
 SCHEMA_VERSION = 1
 
+#: The condition on an C{instance} row that no forwarding entry holds it.
+_UNQUEUED = " AND NOT EXISTS (SELECT 1 FROM forward WHERE forward.instance = instance.id)"
+
 
 
 @implementer(IArchiveIndex)
@@ -457,6 +475,7 @@ class SQLiteArchiveIndex:
             try:
                 db.execute("PRAGMA journal_mode = WAL")
                 self._createSchema(db)
+                queue.createTables(db)
             finally:
                 db.close()
             self._opened = True
@@ -470,7 +489,12 @@ class SQLiteArchiveIndex:
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.mode))
 
     @contextlib.contextmanager
-    def _connection(self):
+    def connection(self):
+        """
+        A connection of the pool, for reading (or for statements that are
+        each a transaction of their own): L{dicomd.archive.queue} reads the
+        forwarding queue through it.
+        """
         if not self._opened:
             self.open()
         with self._lock:
@@ -489,8 +513,13 @@ class SQLiteArchiveIndex:
                     self._idle.append(db)
 
     @contextlib.contextmanager
-    def _transaction(self):
-        with self._writing, self._connection() as db:
+    def transaction(self):
+        """
+        A connection inside one C{BEGIN IMMEDIATE} transaction, committed
+        when the block ends and rolled back when it raises; writers of this
+        process take turns.
+        """
+        with self._writing, self.connection() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -518,7 +547,7 @@ class SQLiteArchiveIndex:
         db.execute("CREATE TABLE IF NOT EXISTS run (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
     def beginRun(self):
-        with self._transaction() as db:
+        with self.transaction() as db:
             self._createRunTable(db)
             row = db.execute("SELECT value FROM run WHERE name = 'ended'").fetchone()
             db.execute("INSERT OR REPLACE INTO run (name, value) VALUES ('ended', 'no')")
@@ -527,7 +556,7 @@ class SQLiteArchiveIndex:
         return previous
 
     def endRun(self):
-        with self._transaction() as db:
+        with self.transaction() as db:
             self._createRunTable(db)
             db.execute("INSERT OR REPLACE INTO run (name, value) VALUES ('ended', 'yes')")
 
@@ -539,7 +568,7 @@ class SQLiteArchiveIndex:
             return True
 
     def adoptArea(self, former, area):
-        with self._transaction() as db:
+        with self.transaction() as db:
             if not db.execute("SELECT 1 FROM patient WHERE area = ? LIMIT 1", (former,)).fetchone():
                 return None
             if db.execute("SELECT 1 FROM patient WHERE area = ? LIMIT 1", (area,)).fetchone():
@@ -556,12 +585,20 @@ class SQLiteArchiveIndex:
         for db in idle:
             db.close()
 
-    def addInstance(self, area, header, stored):
-        with self._transaction() as db:
-            return self._add(db, area, header, stored)
+    def addInstance(self, area, header, stored, forwardings=()):
+        with self.transaction() as db:
+            replaced = self._add(db, area, header, stored)
+            if forwardings:
+                (instance,) = db.execute(
+                    "SELECT id FROM instance WHERE area = ? AND SOPInstanceUID = ?",
+                    (area, attributeText(header, uniqueKey(Level.IMAGE))),
+                ).fetchone()
+                study = attributeText(header, uniqueKey(Level.STUDY))
+                queue.enqueue(db, instance, study, forwardings, stored.received)
+            return replaced
 
     def addInstances(self, area, items):
-        with self._transaction() as db:
+        with self.transaction() as db:
             replaced = [self._add(db, area, header, stored) for header, stored in items]
         return [path for path in replaced if path is not None]
 
@@ -684,20 +721,28 @@ class SQLiteArchiveIndex:
             db.execute("DELETE FROM patient WHERE id = ?", (patient,))
 
     def removeInstance(self, area, sopInstanceUID):
-        with self._transaction() as db:
-            row = db.execute(
-                "SELECT id, series, path FROM instance"
-                " WHERE area = ? AND SOPInstanceUID = ?",
-                (area, sopInstanceUID),
-            ).fetchone()
-            if row is None:
-                return None
-            db.execute("DELETE FROM instance WHERE id = ?", (row["id"],))
-            self._pruneSeries(db, row["series"])
-            return row["path"]
+        with self.transaction() as db:
+            return self._remove(db, area, sopInstanceUID)
+
+    def _remove(self, db, area, sopInstanceUID, condition=""):
+        row = db.execute(
+            "SELECT id, series, path FROM instance"
+            f" WHERE area = ? AND SOPInstanceUID = ?{condition}",
+            (area, sopInstanceUID),
+        ).fetchone()
+        if row is None:
+            return None
+        db.execute("DELETE FROM instance WHERE id = ?", (row["id"],))
+        self._pruneSeries(db, row["series"])
+        return row["path"]
+
+    def removeUnqueued(self, area, sopInstanceUIDs):
+        with self.transaction() as db:
+            paths = [self._remove(db, area, uid, _UNQUEUED) for uid in sopInstanceUIDs]
+        return [path for path in paths if path is not None]
 
     def movePath(self, area, oldPath, newPath):
-        with self._transaction() as db:
+        with self.transaction() as db:
             cursor = db.execute(
                 "UPDATE instance SET path = ? WHERE area = ? AND path = ?",
                 (newPath, area, oldPath),
@@ -705,7 +750,7 @@ class SQLiteArchiveIndex:
             return cursor.rowcount > 0
 
     def removeStudy(self, area, studyInstanceUID):
-        with self._transaction() as db:
+        with self.transaction() as db:
             study = db.execute(
                 "SELECT id, patient FROM study WHERE area = ? AND StudyInstanceUID = ?",
                 (area, studyInstanceUID),
@@ -726,7 +771,7 @@ class SQLiteArchiveIndex:
             return paths
 
     def studyCount(self, area):
-        with self._connection() as db:
+        with self.connection() as db:
             (count,) = db.execute(
                 "SELECT COUNT(*) FROM study WHERE area = ?", (area,)
             ).fetchone()
@@ -752,7 +797,7 @@ class SQLiteArchiveIndex:
         return [StudySummary(*row) for row in rows]
 
     def studyUsage(self, area, studyInstanceUID):
-        with self._connection() as db:
+        with self.connection() as db:
             summaries = self._summaries(
                 db,
                 "SELECT id, StudyInstanceUID, lastUpdated FROM study"
@@ -761,27 +806,34 @@ class SQLiteArchiveIndex:
             )
         return summaries[0] if summaries else None
 
-    def studiesByLastUpdate(self, area, limit=None):
-        with self._connection() as db:
+    def studiesByLastUpdate(self, area, limit=None, evictable=False):
+        unqueued = (
+            " AND NOT EXISTS (SELECT 1 FROM series JOIN instance ON instance.series = series.id"
+            " JOIN forward ON forward.instance = instance.id WHERE series.study = study.id)"
+            if evictable
+            else ""
+        )
+        with self.connection() as db:
             return self._summaries(
                 db,
                 "SELECT id, StudyInstanceUID, lastUpdated FROM study"
-                " WHERE area = ? ORDER BY lastUpdated, id LIMIT ?",
+                f" WHERE area = ?{unqueued} ORDER BY lastUpdated, id LIMIT ?",
                 (area, -1 if limit is None else limit),
             )
 
-    def instancesOfStudy(self, area, studyInstanceUID):
-        with self._connection() as db:
+    def instancesOfStudy(self, area, studyInstanceUID, evictable=False):
+        with self.connection() as db:
             rows = db.execute(
                 f"SELECT {sql.INSTANCE_COLUMNS} FROM {sql.fromClause(Level.IMAGE)}"
                 " WHERE study.area = ? AND study.StudyInstanceUID = ?"
+                f"{_UNQUEUED if evictable else ''}"
                 " ORDER BY instance.received, instance.id",
                 (area, studyInstanceUID),
             ).fetchall()
         return [StoredInstance(*row) for row in rows]
 
     def storedPaths(self, area):
-        with self._connection() as db:
+        with self.connection() as db:
             return dict(
                 db.execute(
                     "SELECT SOPInstanceUID, path FROM instance WHERE area = ?", (area,)
@@ -805,7 +857,7 @@ class SQLiteArchiveIndex:
         return self._responses(statement, parameters, query.response)
 
     def _responses(self, statement, parameters, response):
-        with self._connection() as db:
+        with self.connection() as db:
             cursor = db.execute(statement, parameters)
             try:
                 for row in cursor:
@@ -818,7 +870,7 @@ class SQLiteArchiveIndex:
             checkRetrieveIdentifier(model, identifier)
         query = parseIdentifier(model, identifier)
         where, parameters = sql.whereClause(area, Level.IMAGE, query.conditions)
-        with self._connection() as db:
+        with self.connection() as db:
             rows = db.execute(
                 f"SELECT {sql.INSTANCE_COLUMNS} FROM {sql.fromClause(Level.IMAGE)}"
                 f" WHERE {where} ORDER BY instance.id",

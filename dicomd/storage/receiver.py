@@ -52,6 +52,10 @@ class StorageOptions:
         umask.
     @ivar stateDirectory: where the study journal is kept, or C{None} for
         L{defaultStateDirectory}'s choice, made when the journal is opened.
+    @ivar forwardsStudies: a forwarding route waits for the end of each
+        study, so studies are tracked.
+    @ivar keepUntilForwarded: router mode: a file (and its index row) is
+        deleted once every route has forwarded it.
     """
 
     outputDirectory: str = "."
@@ -74,10 +78,12 @@ class StorageOptions:
     fileMode: int = FILE_MODE
     directoryMode: int = DIRECTORY_MODE
     stateDirectory: Optional[str] = None
+    forwardsStudies: bool = False
+    keepUntilForwarded: bool = False
 
     @property
     def tracksStudies(self) -> bool:
-        return bool(self.execOnEndOfStudy or self.renameOnEndOfStudy or self.sortMode or self.endOfStudyTimeout)
+        return bool(self.execOnEndOfStudy or self.renameOnEndOfStudy or self.sortMode or self.endOfStudyTimeout or self.forwardsStudies)
 
 
 class StudyLayout:
@@ -162,6 +168,9 @@ class Actions(service.Service):
 
     @ivar tracker: the L{StudyTracker}, or C{None} when nothing needs it.
     @ivar journal: the L{StudyJournal}, or C{None}.
+    @ivar studyObservers: called with each ended L{StudyEpisode}, with the
+        end-of-study work (forwarding whole studies); each may return a
+        L{Deferred}, which the work waits for.
     """
 
     log = Logger()
@@ -189,6 +198,7 @@ class Actions(service.Service):
         )
         self._journaled = area is not None and bool(options.execOnEndOfStudy or options.renameOnEndOfStudy)
         self.journal: Optional[StudyJournal] = None
+        self.studyObservers: List[Callable[[StudyEpisode], Optional[defer.Deferred]]] = []
         self._successor: Optional["Actions"] = None
 
     def takeOver(self, previous: "Actions") -> None:
@@ -279,6 +289,11 @@ class Actions(service.Service):
         return work.addBoth(done)
 
     def _endOfStudyWork(self, episode: StudyEpisode) -> defer.Deferred:
+        observed = [defer.maybeDeferred(observer, episode) for observer in self.studyObservers]
+        work = self._studyCommands(episode)
+        return defer.gatherResults(observed + [defer.maybeDeferred(lambda: work)], consumeErrors=True) if observed else work
+
+    def _studyCommands(self, episode: StudyEpisode) -> defer.Deferred:
         if self.layout is not None:
             self.layout.studyEnded(episode.studyInstanceUID)
         renaming = defer.succeed(None)

@@ -1,0 +1,170 @@
+"""
+Benchmark: forwarding, from a modality through dicomd to a destination.
+
+DCMTK's C{/usr/bin/storescu} sends the C{ct256} corpus (L{bench.corpus}:
+2,000 CT images of 256x256x16 bit, 132 KB each), on one association, and
+DCMTK's C{/usr/bin/storescp} receives it, in three runs:
+
+  - I{direct}: storescu sends straight to storescp;
+  - I{forwarded}: storescu sends to C{twistd -n dicomd --forward
+    DEST@...}, which stores each image, queues it, and forwards it to
+    storescp while the next ones arrive;
+  - I{backlog}: dicomd receives the whole corpus while storescp is down
+    (everything waits in its queue), then storescp starts and the backlog
+    drains.
+
+Each figure is objects per second from the first send (for the backlog:
+from the moment storescp listens) to the last file at the destination, so
+that the forwarded run pays for its queue and its second hop.  The target
+is forwarded >= 0.8 x direct, and a backlog that drains at least as fast as
+forwarding on reception.  The backlog run's dicomd retries at most every
+second (C{retry-max = 1}), which the backlog figure includes.
+
+Run from the checkout:
+
+    python bench/forward.py [--corpus DIR] [--output DIR] [--count 2000]
+
+The corpus is made once in C{--corpus} if it is not complete there.  This
+is not a test: it asserts nothing but that every object arrived.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, dcmtkEnvironment, freePort, pythonEnvironment  # noqa: E402
+from bench.corpus import CORPORA  # noqa: E402
+
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def storescp(work: str, name: str, port: int) -> ServerProcess:
+    directory = os.path.join(work, name)
+    os.makedirs(directory)
+    server = ServerProcess(
+        name, [os.path.join(DCMTK, "storescp"), "-od", directory, str(port)], dcmtkEnvironment(), work, port, directory + ".log"
+    )
+    server.directory = directory
+    return server
+
+
+def dicomd(work: str, port: int, destinationPort: int, retryMax: float) -> ServerProcess:
+    """
+    C{twistd -n dicomd} forwarding everything to the destination on
+    C{destinationPort}, its data and log under C{work}.
+    """
+    directory = os.path.join(work, "dicomd")
+    os.makedirs(directory)
+    config = os.path.join(directory, "dicomd.toml")
+    with open(config, "w") as f:
+        f.write(
+            '[forwarding]\nretry-first = %s\nretry-max = %s\n\n[[ae]]\ntitle = "DICOMD"\n[[ae.forward]]\nto = "DEST"\n\n'
+            '[[peer]]\ntitle = "DEST"\nhost = "%s"\nport = %d\n' % (min(1, retryMax), retryMax, HOST, destinationPort)
+        )
+    argv = TWISTD + ["-n", "--pidfile=", "dicomd", "--config", config, "--listen", "tcp:%d:interface=%s" % (port, HOST), "-q"]
+    return ServerProcess("dicomd", argv, pythonEnvironment(), directory, port, os.path.join(work, "dicomd.log"), startTimeout=60)
+
+
+def send(port: int, paths, timeout: float) -> None:
+    result = subprocess.run(
+        [os.path.join(DCMTK, "storescu"), "-aec", "DICOMD", HOST, str(port)] + list(paths),
+        env=dcmtkEnvironment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise BenchmarkError("storescu failed:\n%s" % (result.stdout.decode("utf-8", "replace")[-4000:],))
+
+
+def waitForFiles(directory: str, count: int, timeout: float) -> float:
+    """
+    Wait until C{directory} holds C{count} files; return when it did.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(os.listdir(directory)) >= count:
+            return time.monotonic()
+        time.sleep(0.01)
+    raise BenchmarkError("%s holds %d of %d files after %s s" % (directory, len(os.listdir(directory)), count, timeout))
+
+
+def direct(work, paths, timeout):
+    destination = storescp(work, "direct", freePort())
+    try:
+        started = time.monotonic()
+        send(destination.port, paths, timeout)
+        return waitForFiles(destination.directory, len(paths), timeout) - started
+    finally:
+        destination.stop()
+
+
+def forwarded(work, paths, timeout):
+    destination = storescp(work, "forwarded", freePort())
+    daemon = dicomd(os.path.join(work, "forwarding"), freePort(), destination.port, retryMax=1)
+    try:
+        started = time.monotonic()
+        send(daemon.port, paths, timeout)
+        return waitForFiles(destination.directory, len(paths), timeout) - started
+    finally:
+        daemon.stop()
+        destination.stop()
+
+
+def backlog(work, paths, timeout):
+    port = freePort()
+    daemon = dicomd(os.path.join(work, "backlog"), freePort(), port, retryMax=1)
+    try:
+        send(daemon.port, paths, timeout)
+        destination = storescp(work, "drained", port)
+        try:
+            started = time.monotonic()
+            return waitForFiles(destination.directory, len(paths), timeout) - started
+        finally:
+            destination.stop()
+    finally:
+        daemon.stop()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", default=os.path.join(tempfile.gettempdir(), "dicomd-bench-corpus"))
+    parser.add_argument("--output", default=None, help="where the runs store (default: a temporary directory)")
+    parser.add_argument("--count", type=int, default=2000, help="send the first COUNT images of the corpus")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    options = parser.parse_args(argv)
+    corpus = next(c for c in CORPORA if c.name == "ct256")
+    written = corpus.make(options.corpus)
+    if written:
+        print("ct256: wrote %d files in %s" % (written, corpus.directory(options.corpus)))
+    paths = corpus.paths(options.corpus)[: options.count]
+    work = tempfile.mkdtemp(prefix="dicomd-bench-forward-", dir=options.output)
+    try:
+        seconds = {
+            "direct": direct(work, paths, options.timeout),
+            "forwarded": forwarded(work, paths, options.timeout),
+            "backlog": backlog(work, paths, options.timeout),
+        }
+    except BenchmarkError as e:
+        print("benchmark failed: %s" % (e,), file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    rate = {name: len(paths) / value for name, value in seconds.items()}
+    print("%d images of %s (ct256), storescu -> [dicomd ->] storescp" % (len(paths), corpus.description))
+    print("%-10s %10s %10s %8s" % ("run", "seconds", "objects/s", "x direct"))
+    for name in ("direct", "forwarded", "backlog"):
+        print("%-10s %10.2f %10.1f %8.2f" % (name, seconds[name], rate[name], rate[name] / rate["direct"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,407 @@
+"""
+The forwarding queue: which stored instances are still to be sent to which
+destination, kept in the index database beside the instances themselves.
+
+An instance is queued by the transaction that indexes it (L{enqueue},
+called by L{dicomd.archive.index.SQLiteArchiveIndex.addInstance}), before
+its C-STORE-RSP is sent: once a sender is told its object is stored, the
+queue holds it too, whatever crash follows.  An entry leaves the queue when
+its destination has stored the instance (delivery is at least once: a crash
+between the destination's response and L{ForwardQueue.delivered} sends it
+again), and stays, failed, when the destination refused it for good or
+retrying lasted too long, until an operator retries or forgets it.
+
+An entry is in one of three states:
+
+  - L{HELD}: its route forwards whole studies, and the study has not ended
+    (L{ForwardQueue.release} queues it when it does);
+  - L{QUEUED}: to be sent at C{nextTry} or later;
+  - L{FAILED}: not to be sent again; C{lastError} says why.
+
+Entries of one destination are sent in the order they were queued, study
+by study (L{ForwardQueue.claim}): an entry waits while an earlier entry of
+its study for the same destination waits for a retry or is being sent.
+
+Each entry refers to its instance's row, and goes with it: an instance
+that is forgotten (its association ended before the response, or
+C{dicomd reindex} found its file gone) is not forwarded.  Quotas leave
+queued instances alone (L{dicomd.archive.area.IndexedArea}).
+
+No Twisted here: L{dicomd.forwarding} runs these blocking methods in
+worker threads.
+"""
+
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+#: Entry states.
+HELD = "held"
+QUEUED = "queued"
+FAILED = "failed"
+
+#: The queue's table.  Outside the versioned schema of the index (as its
+#: C{run} table is), so that an index made before forwarding gains it
+#: without a migration.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS forward (
+    id INTEGER PRIMARY KEY,
+    instance INTEGER NOT NULL REFERENCES instance (id) ON DELETE CASCADE,
+    destination TEXT NOT NULL,
+    callingAETitle TEXT NOT NULL,
+    StudyInstanceUID TEXT NOT NULL,
+    state TEXT NOT NULL,
+    queued REAL NOT NULL,
+    tries INTEGER NOT NULL DEFAULT 0,
+    nextTry REAL NOT NULL,
+    lastError TEXT NOT NULL DEFAULT '',
+    UNIQUE (instance, destination)
+);
+CREATE INDEX IF NOT EXISTS forwardDue ON forward (destination, state, id);
+CREATE INDEX IF NOT EXISTS forwardStudy ON forward (destination, StudyInstanceUID, id);
+CREATE INDEX IF NOT EXISTS forwardInstance ON forward (instance);
+"""
+
+
+def createTables(db) -> None:
+    """
+    Create the queue's table and indexes in an open index database, unless
+    they exist.
+    """
+    db.executescript(SCHEMA)
+
+
+@dataclass(frozen=True)
+class Forwarding:
+    """
+    Where a received instance is to go, as its routes decide.
+
+    @ivar destination: the AE title of the destination (a configured peer).
+    @ivar callingAETitle: our AE title to call it with: the AE that
+        received the instance.
+    @ivar held: hold the entry until its study ends (a route with
+        C{when = "end-of-study"}).
+    """
+
+    destination: str
+    callingAETitle: str
+    held: bool = False
+
+
+def enqueue(db, instance: int, studyInstanceUID: str, forwardings: Iterable[Forwarding], now: float) -> None:
+    """
+    Queue an instance for its destinations, inside the caller's
+    transaction.  An instance queued for a destination already is queued
+    again, at the end: it was received again, perhaps changed, and the
+    entry may be on its way with the former file.
+
+    @param instance: the C{id} of the instance's row.
+    """
+    for forwarding in forwardings:
+        db.execute(
+            "INSERT OR REPLACE INTO forward"
+            " (instance, destination, callingAETitle, StudyInstanceUID, state, queued, nextTry)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                instance,
+                forwarding.destination,
+                forwarding.callingAETitle,
+                studyInstanceUID,
+                HELD if forwarding.held else QUEUED,
+                now,
+                now,
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """
+    How transient failures are retried (the configuration's
+    C{[forwarding]} table).
+
+    @ivar first: seconds before the first retry; each further one waits
+        twice as long as the one before.
+    @ivar maximum: the longest wait between tries, in seconds.
+    @ivar giveUpAfter: seconds after it was queued when an entry that still
+        fails is failed for good.
+    """
+
+    first: float = 10.0
+    maximum: float = 3600.0
+    giveUpAfter: float = 604800.0
+
+    def delay(self, tries: int) -> float:
+        """
+        The wait after the C{tries}-th failed try (1 for the first).
+        """
+        if tries < 1:
+            return 0.0
+        # 2 ** 64 seconds is beyond any maximum: no need to go further.
+        return min(self.maximum, self.first * 2.0 ** min(tries - 1, 64))
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """
+    One instance to send to one destination.
+
+    @ivar area: the storage area of the instance (its L{areaKey
+        <dicomd.archive.index.areaKey>}, the area's directory), in which
+        C{path} is relative.
+    @ivar queued: when it was queued, in seconds since the epoch.
+    @ivar tries: how many tries failed.
+    @ivar nextTry: when it is sent next, in seconds since the epoch.
+    @ivar lastError: why the last try failed, or C{""}.
+    """
+
+    id: int
+    destination: str
+    callingAETitle: str
+    state: str
+    sopClassUID: str
+    sopInstanceUID: str
+    transferSyntaxUID: str
+    studyInstanceUID: str
+    area: str
+    path: str
+    queued: float
+    tries: int
+    nextTry: float
+    lastError: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """
+    What L{ForwardQueue.claim} found.
+
+    @ivar entries: the entries to send now, in order.
+    @ivar nextTry: when the earliest queued entry that is not due yet
+        becomes due, or C{None}.
+    @ivar depth: how many entries of the destination are queued or held.
+    @ivar oldest: when the oldest of them was queued, or C{None}.
+    """
+
+    entries: List[QueueEntry]
+    nextTry: Optional[float]
+    depth: int
+    oldest: Optional[float]
+
+
+_ENTRY_COLUMNS = (
+    "forward.id, forward.destination, forward.callingAETitle, forward.state,"
+    " instance.SOPClassUID, instance.SOPInstanceUID, instance.TransferSyntaxUID,"
+    " forward.StudyInstanceUID, instance.area, instance.path, forward.queued,"
+    " forward.tries, forward.nextTry, forward.lastError"
+)
+
+
+def _marks(values: Sequence) -> str:
+    return ", ".join("?" * len(values))
+
+
+class ForwardQueue:
+    """
+    The queue's operations on an L{SQLiteArchiveIndex
+    <dicomd.archive.index.SQLiteArchiveIndex>}'s database, each blocking,
+    each one transaction.
+    """
+
+    def __init__(self, index):
+        self._index = index
+
+    def claim(self, destination: str, now: float, limit: int, busyStudies: Iterable[str] = ()) -> Claim:
+        """
+        The next entries to send to C{destination}: queued, due, in the
+        order they were queued, and none behind an earlier entry of its
+        study that waits for a retry or, being in C{busyStudies}, is on its
+        way.  The caller marks each entry L{delivered}, L{failed} or
+        L{postponed}; one it drops (a crash) is sent again, since nothing
+        was written.
+
+        @param limit: how many entries at most.
+        @param busyStudies: the studies being sent to C{destination} now.
+        """
+        busy = list(busyStudies)
+        excluded = " AND forward.StudyInstanceUID NOT IN (%s)" % (_marks(busy),) if busy else ""
+        with self._index.connection() as db:
+            rows = db.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM forward JOIN instance ON forward.instance = instance.id"
+                " WHERE forward.destination = ? AND forward.state = ? AND forward.nextTry <= ?"
+                f"{excluded}"
+                " AND NOT EXISTS (SELECT 1 FROM forward AS earlier"
+                "   WHERE earlier.destination = forward.destination"
+                "   AND earlier.StudyInstanceUID = forward.StudyInstanceUID"
+                "   AND earlier.id < forward.id AND earlier.state = ? AND earlier.nextTry > ?)"
+                " ORDER BY forward.id LIMIT ?",
+                [destination, QUEUED, now] + busy + [QUEUED, now, limit],
+            ).fetchall()
+            (nextTry,) = db.execute(
+                "SELECT MIN(nextTry) FROM forward WHERE destination = ? AND state = ? AND nextTry > ?",
+                (destination, QUEUED, now),
+            ).fetchone()
+            depth, oldest = db.execute(
+                "SELECT COUNT(*), MIN(queued) FROM forward WHERE destination = ? AND state IN (?, ?)",
+                (destination, QUEUED, HELD),
+            ).fetchone()
+        return Claim([QueueEntry(*row) for row in rows], nextTry, depth, oldest)
+
+    def delivered(self, ids: Sequence[int]) -> List[Tuple[str, str]]:
+        """
+        Strike entries their destination stored.
+
+        @return: C{(area, SOP Instance UID)} of the instances that no entry
+            holds any more (router mode forgets them,
+            L{dicomd.archive.index.SQLiteArchiveIndex.removeUnqueued}).
+        """
+        if not ids:
+            return []
+        ids = list(ids)
+        with self._index.transaction() as db:
+            instances = [
+                row[0] for row in db.execute(f"SELECT DISTINCT instance FROM forward WHERE id IN ({_marks(ids)})", ids)
+            ]
+            db.execute(f"DELETE FROM forward WHERE id IN ({_marks(ids)})", ids)
+            if not instances:
+                return []
+            return [
+                (row[0], row[1])
+                for row in db.execute(
+                    f"SELECT area, SOPInstanceUID FROM instance WHERE id IN ({_marks(instances)})"
+                    " AND NOT EXISTS (SELECT 1 FROM forward WHERE forward.instance = instance.id)",
+                    instances,
+                )
+            ]
+
+    def failed(self, failures: Sequence[Tuple[int, str]]) -> None:
+        """
+        Fail entries for good: C{(id, reason)} pairs.
+        """
+        with self._index.transaction() as db:
+            db.executemany(
+                "UPDATE forward SET state = ?, tries = tries + 1, lastError = ? WHERE id = ?",
+                [(FAILED, reason, entry) for entry, reason in failures],
+            )
+
+    def postponed(self, retries: Sequence[Tuple[int, str]], now: float, policy: RetryPolicy) -> List[int]:
+        """
+        Count a failed try of entries that may succeed later: C{(id,
+        reason)} pairs.  Each is retried after L{RetryPolicy.delay} of its
+        tries, or failed for good when it was queued longer ago than
+        C{policy.giveUpAfter}.
+
+        @return: the ids of the entries failed for good.
+        """
+        given = []
+        with self._index.transaction() as db:
+            for entry, reason in retries:
+                row = db.execute("SELECT tries, queued FROM forward WHERE id = ?", (entry,)).fetchone()
+                if row is None:
+                    continue
+                tries, queued = row[0] + 1, row[1]
+                if now - queued >= policy.giveUpAfter:
+                    db.execute(
+                        "UPDATE forward SET state = ?, tries = ?, lastError = ? WHERE id = ?",
+                        (FAILED, tries, "gave up after %d tries in %d s: %s" % (tries, now - queued, reason), entry),
+                    )
+                    given.append(entry)
+                else:
+                    db.execute(
+                        "UPDATE forward SET tries = ?, nextTry = ?, lastError = ? WHERE id = ?",
+                        (tries, now + policy.delay(tries), reason, entry),
+                    )
+        return given
+
+    def postponeDestination(self, destination: str, reason: str, now: float, policy: RetryPolicy, delay: float) -> List[int]:
+        """
+        Count a failed try of every due entry of C{destination}: it could
+        not be reached.  They wait C{delay} (the destination's own back-off,
+        which grows with its failures in a row, whatever the age of each
+        entry), or fail for good when queued longer ago than
+        C{policy.giveUpAfter}.
+
+        @return: the ids of the entries failed for good.
+        """
+        with self._index.transaction() as db:
+            given = [
+                row[0]
+                for row in db.execute(
+                    "SELECT id FROM forward WHERE destination = ? AND state = ? AND nextTry <= ? AND queued <= ?",
+                    (destination, QUEUED, now, now - policy.giveUpAfter),
+                )
+            ]
+            if given:
+                db.execute(
+                    f"UPDATE forward SET state = ?, tries = tries + 1, lastError = ? WHERE id IN ({_marks(given)})",
+                    [FAILED, "gave up after %d s: %s" % (policy.giveUpAfter, reason)] + given,
+                )
+            db.execute(
+                "UPDATE forward SET tries = tries + 1, nextTry = ?, lastError = ?"
+                " WHERE destination = ? AND state = ? AND nextTry <= ?",
+                (now + delay, reason, destination, QUEUED, now),
+            )
+        return given
+
+    def release(self, area: str, studyInstanceUID: str, now: float) -> List[str]:
+        """
+        Queue the held entries of a study that ended.
+
+        @return: the destinations that have entries to send now.
+        """
+        with self._index.transaction() as db:
+            held = (
+                " FROM forward WHERE state = ? AND StudyInstanceUID = ?"
+                " AND instance IN (SELECT id FROM instance WHERE area = ?)"
+            )
+            destinations = [row[0] for row in db.execute(f"SELECT DISTINCT destination{held}", (HELD, studyInstanceUID, area))]
+            db.execute(
+                f"UPDATE forward SET state = ?, nextTry = ? WHERE id IN (SELECT id{held})",
+                (QUEUED, now, HELD, studyInstanceUID, area),
+            )
+        return destinations
+
+    def releaseAll(self, now: float) -> int:
+        """
+        Queue every held entry: at start-up, those of studies a killed run
+        left open, whose end will not come.
+
+        @return: how many.
+        """
+        with self._index.transaction() as db:
+            return db.execute("UPDATE forward SET state = ?, nextTry = ? WHERE state = ?", (QUEUED, now, HELD)).rowcount
+
+    def entries(self, destination: Optional[str] = None) -> List[QueueEntry]:
+        """
+        Every entry (of one destination), in the order they were queued.
+        """
+        where, parameters = ("WHERE forward.destination = ?", [destination]) if destination is not None else ("", [])
+        with self._index.connection() as db:
+            rows = db.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM forward JOIN instance ON forward.instance = instance.id {where} ORDER BY forward.id",
+                parameters,
+            ).fetchall()
+        return [QueueEntry(*row) for row in rows]
+
+    def retry(self, now: float, entry: Optional[int] = None) -> int:
+        """
+        Send failed or waiting entries now: one, or all (C{entry} C{None}).
+        Tries start again from none, and the give-up time from now.
+
+        @return: how many entries were queued again.
+        """
+        where, parameters = ("id = ?", [entry]) if entry is not None else ("state != ?", [HELD])
+        with self._index.transaction() as db:
+            cursor = db.execute(
+                f"UPDATE forward SET state = ?, tries = 0, nextTry = ?, queued = ?, lastError = '' WHERE {where}",
+                [QUEUED, now, now] + parameters,
+            )
+            return cursor.rowcount
+
+    def forget(self, entry: int) -> bool:
+        """
+        Drop an entry: its instance will not go to its destination.
+
+        @return: whether there was such an entry.
+        """
+        with self._index.transaction() as db:
+            return db.execute("DELETE FROM forward WHERE id = ?", (entry,)).rowcount > 0

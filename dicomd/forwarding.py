@@ -1,0 +1,479 @@
+"""
+Forwarding: sending what the AEs received on to other AEs, from the
+durable queue of L{dicomd.archive.queue} (the storage SCU role, PS3.4
+Annex B, on the daemon's own initiative).
+
+L{Router} decides, as each instance is indexed, where it goes (the AE's
+routes, L{dicomd.archive.routing}); the index queues it in the same
+transaction.  L{Forwarding} is the service that empties the queue: one
+L{DestinationQueue} per configured peer, each sending with at most
+C{associations-per-peer} associations at once, many instances per
+association, in queue order study by study.
+
+An instance is offered in the transfer syntax it is stored in, and in the
+uncompressed ones it can be converted to (L{dicomd.peers.proposing}, as a
+C-MOVE sub-association does).  What a retry cannot fix fails the entry at
+once, with the reason: a failure status other than those of
+L{isTransient}, a SOP class or transfer syntax the destination refused.
+What may pass fails the try: the destination cannot be reached (refused
+connection, A-ASSOCIATE-RJ, abort, timeout) or answered "out of
+resources".  An unreachable destination waits before the next try, twice
+as long each time (L{dicomd.archive.queue.RetryPolicy}), and a refused
+instance waits by its own tries.
+
+In router mode (C{keep = "until-forwarded"}) an instance's file and index
+row are deleted once no entry holds it any more.
+"""
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+from dicomd.archive.queue import Forwarding as QueuedForwarding
+from dicomd.archive.queue import ForwardQueue, QueueEntry, RetryPolicy
+from dicomd.archive.routing import Route, forwardingsFor
+from dicomd.dimse import status as _status
+from dicomd.errors import AssociationError
+from dicomd.peers import Peer, destinationTable
+from dicomd.services.retrieve import storedContexts
+from dicomd.storage.scu import NotDICOM, StoreFailed, chooseContext, store
+
+#: How many entries one claim takes: one association carries them in turn,
+#: then the next claim's.
+BATCH = 64
+
+
+def isTransient(status: int) -> bool:
+    """
+    Whether a failure status of a C-STORE-RSP may pass if the instance is
+    sent again later: out of resources (0xA7xx, PS3.4 B.2.3) and resource
+    limitation (0x0213).  Every other failure (0xA9xx, 0xC000 and the
+    general statuses) says the instance itself is refused.
+    """
+    return status & 0xFF00 == 0xA700 or status == 0x0213
+
+
+def describeRefusal(association, entry: QueueEntry) -> str:
+    """
+    Why an instance cannot be sent on an association: its SOP class was
+    refused, or none of the syntaxes accepted for it is its own or one it
+    converts to; naming the syntaxes on both sides.
+    """
+    accepted = [c.transferSyntax for c in association.contexts.values() if c.abstractSyntax == entry.sopClassUID]
+    if not accepted:
+        return "%s refused SOP class %s" % (association.peerAETitle, entry.sopClassUID)
+    return "stored in transfer syntax %s, which cannot be converted to the %s that %s accepts for SOP class %s" % (
+        entry.transferSyntaxUID,
+        ", ".join(sorted(set(accepted))),
+        association.peerAETitle,
+        entry.sopClassUID,
+    )
+
+
+class Router:
+    """
+    Where the instances an area stores are forwarded: the routes of each AE
+    title, replaced as a whole when the configuration is reloaded.  The
+    L{dicomd.archive.area.IndexedArea}s ask it in worker threads.
+
+    @ivar routes: each AE title -> its L{Route}s (perhaps none).
+    @ivar defaultTitle: the AE whose routes apply to instances sent to an
+        AE title no AE has (C{answer-any-called-ae}), or C{None}.
+    """
+
+    def __init__(self, forwarding: "Forwarding", routes: Optional[Dict[str, Sequence[Route]]] = None, defaultTitle: Optional[str] = None):
+        self._forwarding = forwarding
+        self.routes = dict(routes or {})
+        self.defaultTitle = defaultTitle
+
+    def forwardingsFor(self, received) -> Tuple[QueuedForwarding, ...]:
+        routes = self.routes
+        title = received.calledAETitle.strip()
+        if title not in routes:
+            title = self.defaultTitle
+        return forwardingsFor(routes.get(title, ()), received, title)
+
+    def queued(self, forwardings: Iterable[QueuedForwarding]) -> None:
+        destinations = {forwarding.destination for forwarding in forwardings if not forwarding.held}
+        if destinations:
+            self._forwarding.reactor.callFromThread(self._forwarding.wake, destinations)
+
+
+@dataclass
+class _Outcome:
+    """
+    What one association did with a claim's entries.
+
+    @ivar unreachable: why the association could not be established, or
+        ended under an entry; the entries not marked are left to
+        L{ForwardQueue.postponeDestination}.
+    """
+
+    delivered: List[int] = field(default_factory=list)
+    failed: List[Tuple[int, str]] = field(default_factory=list)
+    postponed: List[Tuple[int, str]] = field(default_factory=list)
+    unreachable: Optional[str] = None
+
+
+class DestinationQueue:
+    """
+    The queue of one destination: claims its entries, sends them, and
+    records what became of them.
+
+    @ivar depth: queued and held entries at the last claim.
+    @ivar oldest: when the oldest of them was queued, or C{None}.
+    @ivar delivered: instances delivered since the daemon started.
+    @ivar failed: entries failed for good since the daemon started.
+    """
+
+    log = Logger()
+
+    def __init__(self, forwarding: "Forwarding", title: str):
+        self.forwarding = forwarding
+        self.title = title
+        self.depth = 0
+        self.oldest: Optional[float] = None
+        self.delivered = 0
+        self.failed = 0
+        self._workers: Set[defer.Deferred] = set()
+        self._associations: Set[object] = set()
+        self._busy: Set[str] = set()
+        self._claiming = defer.DeferredLock()
+        self._failures = 0
+        self._retryAt = 0.0
+        self._timer = None
+
+    def wake(self) -> None:
+        """
+        Send what is due, on one more association if fewer than allowed
+        are at work, unless the destination is waiting out a failure.
+        """
+        forwarding = self.forwarding
+        if not forwarding.running or forwarding.reactor.seconds() < self._retryAt:
+            return
+        if len(self._workers) >= forwarding.settings.associationsPerPeer:
+            return
+        worker = self._work()
+        if not worker.called:
+            self._workers.add(worker)
+            worker.addBoth(lambda _: self._workers.discard(worker))
+
+    def _wakeAt(self, when: float) -> None:
+        reactor = self.forwarding.reactor
+        if self._timer is not None and self._timer.active():
+            if self._timer.getTime() <= when:
+                return
+            self._timer.cancel()
+        self._timer = reactor.callLater(max(0.0, when - reactor.seconds()), self.wake)
+
+    def stop(self) -> defer.Deferred:
+        """
+        Stop sending: abort the associations at work (their entries stay
+        queued) and wait for the workers to record what was sent.
+        """
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        for association in list(self._associations):
+            association.abort()
+        return defer.DeferredList(list(self._workers))
+
+    @defer.inlineCallbacks
+    def _claim(self):
+        """
+        Claim the next entries under the lock, so that two associations
+        never take the same ones, keeping those of one calling AE title
+        (one association calls with one) and the order within each study.
+        """
+        forwarding = self.forwarding
+        yield self._claiming.acquire()
+        try:
+            claim = yield forwarding.inThread(
+                forwarding.queue.claim, self.title, forwarding.reactor.seconds(), BATCH, list(self._busy)
+            )
+            self.depth, self.oldest = claim.depth, claim.oldest
+            if claim.nextTry is not None:
+                self._wakeAt(claim.nextTry)
+            entries, skipped = [], set()
+            for entry in claim.entries:
+                if entries and entry.callingAETitle != entries[0].callingAETitle:
+                    skipped.add(entry.studyInstanceUID)
+                elif entry.studyInstanceUID not in skipped:
+                    entries.append(entry)
+            self._busy.update(entry.studyInstanceUID for entry in entries)
+            return entries
+        finally:
+            self._claiming.release()
+
+    @defer.inlineCallbacks
+    def _work(self):
+        association, proposed = None, set()
+        try:
+            while self.forwarding.running:
+                entries = yield self._claim()
+                if not entries:
+                    break
+                outcome = _Outcome()
+                started = self.forwarding.reactor.seconds()
+                try:
+                    needed = {(e.sopClassUID, e.transferSyntaxUID) for e in entries}
+                    if association is not None and (association.callingAETitle != entries[0].callingAETitle or not needed <= proposed):
+                        self._associations.discard(association)
+                        yield association.release()
+                        association = None
+                    if association is None:
+                        try:
+                            association = yield self._connect(entries)
+                        except Exception as e:
+                            outcome.unreachable = str(e) or e.__class__.__name__
+                        else:
+                            proposed = needed
+                    if association is not None:
+                        association = yield self._send(association, entries, outcome)
+                    yield self._record(entries, outcome, started)
+                finally:
+                    # Only once recorded: until then the entries are still
+                    # queued, and another association would send them again.
+                    self._busy.difference_update(entry.studyInstanceUID for entry in entries)
+                if outcome.unreachable is not None:
+                    break
+        finally:
+            if association is not None:
+                self._associations.discard(association)
+                if not association.hasEnded:
+                    yield association.release()
+
+    @defer.inlineCallbacks
+    def _connect(self, entries: List[QueueEntry]):
+        destination = self.forwarding.destination(self.title, entries[0].callingAETitle)
+        association = yield destination.connect(storedContexts(entries))
+        self._associations.add(association)
+        return association
+
+    @defer.inlineCallbacks
+    def _send(self, association, entries: List[QueueEntry], outcome: _Outcome):
+        """
+        Send C{entries} in turn on C{association}, recording each outcome.
+
+        @return: a L{Deferred} firing with the association, or C{None} when
+            it ended.
+        """
+        for entry in entries:
+            if not self.forwarding.running:
+                break
+            try:
+                chooseContext(association, entry.sopClassUID, entry.transferSyntaxUID)
+            except StoreFailed:
+                outcome.failed.append((entry.id, describeRefusal(association, entry)))
+                continue
+            try:
+                result = yield store(association, os.path.join(entry.area, entry.path), reactor=self.forwarding.reactor)
+            except StoreFailed as e:
+                outcome.failed.append((entry.id, str(e)))
+            except (OSError, NotDICOM) as e:
+                outcome.failed.append((entry.id, "cannot read %s: %s" % (entry.path, e)))
+            except AssociationError as e:
+                outcome.unreachable = str(e)
+                self._associations.discard(association)
+                return None
+            else:
+                category = _status.category(result.status)
+                if category in (_status.Category.SUCCESS, _status.Category.WARNING):
+                    outcome.delivered.append(entry.id)
+                else:
+                    reason = _status.describe(result.status) + (": " + result.errorComment if result.errorComment else "")
+                    (outcome.postponed if isTransient(result.status) else outcome.failed).append((entry.id, reason))
+        return association
+
+    @defer.inlineCallbacks
+    def _record(self, entries: List[QueueEntry], outcome: _Outcome, started: float):
+        forwarding = self.forwarding
+        reactor = forwarding.reactor
+        now = reactor.seconds()
+        delay = forwarding.settings.policy.delay(self._failures + 1)
+        given = yield forwarding.inThread(forwarding.record, self.title, outcome, now, delay)
+        byID = {entry.id: entry for entry in entries}
+        if outcome.delivered:
+            self._failures = 0
+            self.delivered += len(outcome.delivered)
+            self.log.info(
+                "Forwarded {count} instances to {destination} in {seconds:.2f} s",
+                count=len(outcome.delivered),
+                destination=self.title,
+                seconds=now - started,
+            )
+        for entry, reason in outcome.failed:
+            self.failed += 1
+            self.log.error(
+                "Forwarding {uid} to {destination} failed for good: {reason}",
+                uid=byID[entry].sopInstanceUID,
+                destination=self.title,
+                reason=reason,
+            )
+        for entry, reason in outcome.postponed:
+            self.log.warn(
+                "Forwarding {uid} to {destination} failed, it is retried later: {reason}",
+                uid=byID[entry].sopInstanceUID,
+                destination=self.title,
+                reason=reason,
+            )
+        self.failed += len(given)
+        if outcome.unreachable is not None and forwarding.running:
+            self._failures += 1
+            self._retryAt = now + delay
+            self._wakeAt(self._retryAt)
+            self.log.warn(
+                "Forwarding to {destination}: {reason}; trying again in {delay:.0f} s",
+                destination=self.title,
+                reason=outcome.unreachable,
+                delay=delay,
+            )
+        for entry in given:
+            self.log.error("Forwarding to {destination}: gave up on entry {entry}", destination=self.title, entry=entry)
+
+
+@dataclass(frozen=True)
+class ForwardingSettings:
+    """
+    The configuration's C{[forwarding]} table.
+
+    @ivar associationsPerPeer: associations to one destination at once.
+    """
+
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    associationsPerPeer: int = 2
+
+
+class Forwarding(service.Service):
+    """
+    Empties the forwarding queue: a L{DestinationQueue} for each peer.
+
+    @ivar queue: the L{ForwardQueue}.
+    @ivar routerAreas: the L{areaKey<dicomd.archive.index.areaKey>}s of
+        the areas in router mode.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        index,
+        peers: Sequence[Peer],
+        *,
+        settings: ForwardingSettings = ForwardingSettings(),
+        routerAreas: Iterable[str] = (),
+        acseTimeout: Optional[float] = 30.0,
+        dimseTimeout: Optional[float] = None,
+        reactor=None,
+        threadpool=None,
+    ):
+        """
+        @param index: the L{SQLiteArchiveIndex
+            <dicomd.archive.index.SQLiteArchiveIndex>} holding the queue.
+        """
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.index = index
+        self.queue = ForwardQueue(index)
+        self.destinations: Dict[str, DestinationQueue] = {}
+        self._threadpool = threadpool if threadpool is not None else reactor.getThreadPool()
+        self.configure(peers, settings=settings, routerAreas=routerAreas, acseTimeout=acseTimeout, dimseTimeout=dimseTimeout)
+
+    def configure(self, peers: Sequence[Peer], *, settings: ForwardingSettings, routerAreas: Iterable[str], acseTimeout, dimseTimeout) -> None:
+        """
+        Put peers and settings in force (at start, and on reload): a new
+        peer gets its queue, one no longer configured keeps its entries
+        until it is configured again or they are forgotten.
+        """
+        self.settings = settings
+        self.routerAreas = frozenset(routerAreas)
+        self._peers = list(peers)
+        self._timeouts = (acseTimeout, dimseTimeout)
+        self._tables: Dict[str, object] = {}
+        for peer in self._peers:
+            if peer.aeTitle not in self.destinations:
+                self.destinations[peer.aeTitle] = DestinationQueue(self, peer.aeTitle)
+        if self.running:
+            self.wake()
+
+    def destination(self, title: str, callingAETitle: str):
+        """
+        The L{dicomd.services.retrieve.Destination} that connects to peer
+        C{title} as C{callingAETitle}.
+        """
+        table = self._tables.get(callingAETitle)
+        if table is None:
+            acseTimeout, dimseTimeout = self._timeouts
+            table = destinationTable(self._peers, callingAETitle, reactor=self.reactor, acseTimeout=acseTimeout, dimseTimeout=dimseTimeout)
+            self._tables[callingAETitle] = table
+        return table(title)
+
+    def inThread(self, function, *args) -> defer.Deferred:
+        return deferToThreadPool(self.reactor, self._threadpool, function, *args)
+
+    def wake(self, titles: Optional[Iterable[str]] = None) -> None:
+        """
+        Entries were queued for C{titles} (every destination if C{None}).
+        """
+        known = {peer.aeTitle for peer in self._peers}
+        for title in self.destinations if titles is None else titles:
+            if title in known:
+                self.destinations[title].wake()
+
+    def studyEnded(self, area: str, studyInstanceUID: str) -> defer.Deferred:
+        """
+        Queue the entries held for a study that ended, and send them.
+        """
+        released = self.inThread(self.queue.release, area, studyInstanceUID, self.reactor.seconds())
+        return released.addCallback(lambda titles: self.wake(titles) if titles else None)
+
+    def record(self, destination: str, outcome: _Outcome, now: float, delay: float) -> List[int]:
+        """
+        Write what became of a claim's entries (blocking), and in router
+        mode forget the instances no entry holds any more, files too.
+
+        @param delay: how long the destination waits when it could not be
+            reached.
+
+        @return: the ids of entries failed for good because they waited
+            too long.
+        """
+        queue, policy = self.queue, self.settings.policy
+        forgettable = queue.delivered(outcome.delivered)
+        if outcome.failed:
+            queue.failed(outcome.failed)
+        given = queue.postponed(outcome.postponed, now, policy)
+        if outcome.unreachable is not None and self.running:
+            given += queue.postponeDestination(destination, outcome.unreachable, now, policy, delay)
+        byArea: Dict[str, List[str]] = {}
+        for area, uid in forgettable:
+            if area in self.routerAreas:
+                byArea.setdefault(area, []).append(uid)
+        for area, uids in byArea.items():
+            for path in self.index.removeUnqueued(area, uids):
+                try:
+                    os.unlink(os.path.join(area, path))
+                except FileNotFoundError:
+                    pass
+        return given
+
+    def startService(self) -> None:
+        """
+        Queue what a killed run held for studies that never ended (their
+        end is not coming: the tracker that followed them is gone), and
+        send what is due.
+        """
+        released = self.queue.releaseAll(self.reactor.seconds())
+        if released:
+            self.log.info("Forwarding: {count} entries held for studies open when dicomd last stopped are queued", count=released)
+        service.Service.startService(self)
+        self.wake()
+
+    def stopService(self) -> defer.Deferred:
+        service.Service.stopService(self)
+        return defer.DeferredList([destination.stop() for destination in self.destinations.values()])

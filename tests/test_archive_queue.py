@@ -1,0 +1,245 @@
+"""
+Tests for L{dicomd.archive.queue}, the forwarding queue in the index
+database, and L{dicomd.archive.routing}, the routes that fill it.
+"""
+
+import os
+
+from pydicom.dataset import Dataset
+from twisted.trial import unittest
+
+from dicomd.archive.area import IndexedArea
+from dicomd.archive.dcmqrcfg import Quota
+from dicomd.archive.index import SQLiteArchiveIndex, StoredFile
+from dicomd.archive.queue import FAILED, QUEUED, Forwarding, ForwardQueue, RetryPolicy
+from dicomd.archive.routing import AT_END_OF_STUDY, Route, RouteMatch, attributeCondition, forwardingsFor
+from dicomd.storage.scp import ReceivedInstance
+
+AREA = "/data/area"
+CT = "1.2.840.10008.5.1.4.1.1.2"
+MR = "1.2.840.10008.5.1.4.1.1.4"
+EXPLICIT = "1.2.840.10008.1.2.1"
+
+
+def header(study, number, modality="CT", sopClass=CT, **more):
+    ds = Dataset()
+    ds.PatientID = "P1"
+    ds.StudyInstanceUID = study
+    ds.SeriesInstanceUID = study + ".1"
+    ds.SOPInstanceUID = "%s.1.%d" % (study, number)
+    ds.SOPClassUID = sopClass
+    ds.Modality = modality
+    for keyword, value in more.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def received(dataset, callingAETitle="CT01", calledAETitle="DICOMD"):
+    return ReceivedInstance(
+        str(dataset.SOPClassUID), str(dataset.SOPInstanceUID), EXPLICIT, callingAETitle, calledAETitle, "127.0.0.1", 0.0,
+        attributes=dataset,
+    )
+
+
+class QueueTests(unittest.TestCase):
+    """
+    Tests for L{ForwardQueue} over a real database.
+    """
+
+    def setUp(self):
+        self.index = SQLiteArchiveIndex(os.path.join(self.mktemp() + ".sqlite"))
+        self.addCleanup(self.index.close)
+        self.queue = ForwardQueue(self.index)
+        self.policy = RetryPolicy(first=10, maximum=60, giveUpAfter=1000)
+
+    def add(self, study, number, *forwardings, received=100.0):
+        ds = header(study, number)
+        self.index.addInstance(AREA, ds, StoredFile("%s-%d.dcm" % (study, number), 10, EXPLICIT, received), forwardings)
+        return str(ds.SOPInstanceUID)
+
+    def test_queuedWithTheInstance(self):
+        """
+        C{addInstance} queues the instance for each forwarding in its own
+        transaction; an instance added without forwardings is not queued.
+        """
+        uid = self.add("1.2.3", 1, Forwarding("PACS", "DICOMD"), Forwarding("AI", "DICOMD"))
+        self.add("1.2.3", 2)
+        claim = self.queue.claim("PACS", 100.0, 10)
+        self.assertEqual([entry.sopInstanceUID for entry in claim.entries], [uid])
+        entry = claim.entries[0]
+        self.assertEqual((entry.area, entry.path, entry.transferSyntaxUID, entry.callingAETitle), (AREA, "1.2.3-1.dcm", EXPLICIT, "DICOMD"))
+        self.assertEqual((claim.depth, claim.oldest), (1, 100.0))
+        self.assertEqual(len(self.queue.claim("AI", 100.0, 10).entries), 1)
+
+    def test_orderPerStudy(self):
+        """
+        Entries come in the order they were queued, and none goes before
+        an earlier entry of its study that waits for a retry or is busy.
+        """
+        pacs = Forwarding("PACS", "DICOMD")
+        for number in range(3):
+            self.add("1.1", number, pacs)
+            self.add("2.2", number, pacs)
+        first = self.queue.claim("PACS", 100.0, 10).entries
+        self.assertEqual([e.sopInstanceUID for e in first], ["1.1.1.0", "2.2.1.0", "1.1.1.1", "2.2.1.1", "1.1.1.2", "2.2.1.2"])
+        self.queue.postponed([(first[0].id, "0xA700")], 100.0, self.policy)
+        self.assertEqual({e.studyInstanceUID for e in self.queue.claim("PACS", 100.0, 10).entries}, {"2.2"})
+        self.assertEqual(self.queue.claim("PACS", 100.0, 10, busyStudies=["2.2"]).entries, [])
+        claim = self.queue.claim("PACS", 100.0, 10, busyStudies=["2.2"])
+        self.assertEqual(claim.nextTry, 110.0)
+        self.assertEqual(len(self.queue.claim("PACS", 110.0, 10).entries), 6)
+
+    def test_backoff(self):
+        """
+        Each failed try of an entry doubles its wait, up to the maximum;
+        once it has waited longer than the give-up time it fails for good.
+        """
+        self.assertEqual([self.policy.delay(t) for t in range(1, 6)], [10, 20, 40, 60, 60])
+        self.add("1.1", 1, Forwarding("PACS", "DICOMD"))
+        (entry,) = self.queue.claim("PACS", 100.0, 10).entries
+        self.assertEqual(self.queue.postponed([(entry.id, "busy")], 100.0, self.policy), [])
+        self.assertEqual(self.queue.postponed([(entry.id, "busy")], 110.0, self.policy), [])
+        (waiting,) = self.queue.entries()
+        self.assertEqual((waiting.tries, waiting.nextTry, waiting.lastError), (2, 130.0, "busy"))
+        self.assertEqual(self.queue.postponed([(entry.id, "busy")], 1100.0, self.policy), [entry.id])
+        (failed,) = self.queue.entries()
+        self.assertEqual(failed.state, FAILED)
+        self.assertIn("gave up after 3 tries", failed.lastError)
+
+    def test_unreachableDestination(self):
+        """
+        L{ForwardQueue.postponeDestination} postpones every due entry of the
+        destination by the destination's delay, and fails those too old.
+        """
+        self.add("1.1", 1, Forwarding("PACS", "DICOMD"), received=0.0)
+        self.add("1.1", 2, Forwarding("PACS", "DICOMD"), Forwarding("AI", "DICOMD"), received=500.0)
+        given = self.queue.postponeDestination("PACS", "connection refused", 1000.0, self.policy, 40.0)
+        self.assertEqual(len(given), 1)
+        states = {(e.destination, e.sopInstanceUID): (e.state, e.tries, e.nextTry) for e in self.queue.entries()}
+        self.assertEqual(states[("PACS", "1.1.1.1")][0], FAILED)
+        self.assertEqual(states[("PACS", "1.1.1.2")], (QUEUED, 1, 1040.0))
+        self.assertEqual(states[("AI", "1.1.1.2")], (QUEUED, 0, 500.0))
+
+    def test_failedAndRetried(self):
+        """
+        A failed entry is kept with its reason and never claimed, until
+        retried; a forgotten entry is gone.
+        """
+        self.add("1.1", 1, Forwarding("PACS", "DICOMD"))
+        self.add("1.1", 2, Forwarding("PACS", "DICOMD"))
+        first, second = self.queue.claim("PACS", 100.0, 10).entries
+        self.queue.failed([(first.id, "0xA900 Failure")])
+        self.assertEqual([e.id for e in self.queue.claim("PACS", 100.0, 10).entries], [second.id])
+        self.assertEqual(self.queue.entries()[0].lastError, "0xA900 Failure")
+        self.assertEqual(self.queue.retry(200.0, first.id), 1)
+        self.assertEqual(len(self.queue.claim("PACS", 200.0, 10).entries), 2)
+        self.assertTrue(self.queue.forget(first.id))
+        self.assertFalse(self.queue.forget(first.id))
+        self.assertEqual([e.id for e in self.queue.entries()], [second.id])
+
+    def test_deliveredAndRouterMode(self):
+        """
+        Delivered entries leave the queue; the instances no entry holds any
+        more are named, and L{removeUnqueued} forgets only those.
+        """
+        one = self.add("1.1", 1, Forwarding("PACS", "DICOMD"), Forwarding("AI", "DICOMD"))
+        two = self.add("1.1", 2, Forwarding("PACS", "DICOMD"))
+        pacs = self.queue.claim("PACS", 100.0, 10).entries
+        self.assertEqual(self.queue.delivered([e.id for e in pacs]), [(AREA, two)])
+        self.assertEqual(self.index.removeUnqueued(AREA, [one, two]), ["1.1-2.dcm"])
+        self.assertEqual(sorted(self.index.storedPaths(AREA)), [one])
+
+    def test_heldUntilTheStudyEnds(self):
+        """
+        A held entry is not claimed until its study is released; releasing
+        all of them (at start-up) queues every held entry.
+        """
+        self.add("1.1", 1, Forwarding("PACS", "DICOMD", held=True))
+        self.add("2.2", 1, Forwarding("PACS", "DICOMD", held=True))
+        claim = self.queue.claim("PACS", 100.0, 10)
+        self.assertEqual((claim.entries, claim.depth), ([], 2))
+        self.assertEqual(self.queue.release(AREA, "1.1", 150.0), ["PACS"])
+        self.assertEqual([e.studyInstanceUID for e in self.queue.claim("PACS", 150.0, 10).entries], ["1.1"])
+        self.assertEqual(self.queue.release("/elsewhere", "2.2", 150.0), [])
+        self.assertEqual(self.queue.releaseAll(160.0), 1)
+        self.assertEqual(len(self.queue.claim("PACS", 160.0, 10).entries), 2)
+        self.assertEqual({e.state for e in self.queue.entries()}, {QUEUED})
+
+    def test_quotaKeepsQueued(self):
+        """
+        The quota deletes no study the queue still holds an instance of.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        area = IndexedArea(self.index, "DICOMD", directory, Quota(1, 1 << 30))
+
+        class Router:
+            def __init__(self):
+                self.told = []
+
+            def forwardingsFor(self, received):
+                return (Forwarding("PACS", "DICOMD"),) if received.attributes.StudyInstanceUID == "1.1" else ()
+
+            def queued(self, forwardings):
+                self.told.append(forwardings)
+
+        area.router = Router()
+        for study in ("1.1", "2.2", "3.3"):
+            ds = header(study, 1)
+            instance = received(ds)
+            instance.path = os.path.join(directory, study + ".dcm")
+            with open(instance.path, "wb") as f:
+                f.write(b"x" * 10)
+            area.add(instance)
+        studies = [s.studyInstanceUID for s in self.index.studiesByLastUpdate(area.key)]
+        self.assertEqual(studies, ["1.1", "3.3"])
+        self.assertEqual(len(area.router.told), 1)
+
+
+class RoutingTests(unittest.TestCase):
+    """
+    Tests for L{dicomd.archive.routing}.
+    """
+
+    def test_matchEverything(self):
+        self.assertTrue(RouteMatch().takes(received(header("1.1", 1))))
+
+    def test_modalityAndCallingAETitle(self):
+        match = RouteMatch(modalities=("CT", "MR"), callingAETitles=("CT01",))
+        self.assertTrue(match.takes(received(header("1.1", 1, modality="MR"))))
+        self.assertFalse(match.takes(received(header("1.1", 1, modality="US"))))
+        self.assertFalse(match.takes(received(header("1.1", 1), callingAETitle="OTHER")))
+
+    def test_sopClasses(self):
+        match = RouteMatch(sopClasses=(MR,))
+        self.assertFalse(match.takes(received(header("1.1", 1))))
+        self.assertTrue(match.takes(received(header("1.1", 1, sopClass=MR))))
+
+    def test_dicomMatchValues(self):
+        """
+        Other attributes are matched with C-FIND's matching: wildcards,
+        ranges of dates, single values.
+        """
+        station = RouteMatch(conditions=(attributeCondition("StationName", "CT*"),))
+        self.assertTrue(station.takes(received(header("1.1", 1, StationName="CT_ROOM_1"))))
+        self.assertFalse(station.takes(received(header("1.1", 1, StationName="MR1"))))
+        self.assertFalse(station.takes(received(header("1.1", 1))))
+        dates = RouteMatch(conditions=(attributeCondition("StudyDate", "20240101-20241231"),))
+        self.assertTrue(dates.takes(received(header("1.1", 1, StudyDate="20240615"))))
+        self.assertFalse(dates.takes(received(header("1.1", 1, StudyDate="20230615"))))
+        self.assertIsNone(attributeCondition("StationName", "*"))
+
+    def test_forwardingsFor(self):
+        """
+        Each destination is chosen once, by the first route that takes the
+        instance; an end-of-study route holds it.
+        """
+        routes = [
+            Route("PACS", match=RouteMatch(modalities=("MR",))),
+            Route("PACS", when=AT_END_OF_STUDY),
+            Route("AI"),
+        ]
+        self.assertEqual(
+            forwardingsFor(routes, received(header("1.1", 1)), "DICOMD"),
+            (Forwarding("PACS", "DICOMD", held=True), Forwarding("AI", "DICOMD")),
+        )
