@@ -29,7 +29,7 @@ from dicomd.errors import ACSETimeout, AssociationAborted, AssociationError, Ass
 from dicomd.interfaces import IDataSetConsumer, IDataSetSource, IService
 from dicomd.net.acceptor import AcceptorFactory, AcceptorProtocol, ApplicationEntity
 from dicomd.net import protocol as protocolModule
-from dicomd.net.protocol import writeDescriptor
+from dicomd.net.sockets import writeDescriptor
 from dicomd.net.requestor import RequestorProtocol, connect
 from dicomd.ul.fsm import State
 from dicomd.ul.negotiation import IMPLICIT_VR_LITTLE_ENDIAN, UNCOMPRESSED, AcceptorPolicy, proposePresentationContexts

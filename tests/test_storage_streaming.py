@@ -1140,7 +1140,7 @@ class ReceiveBufferTests(SynchronousTestCase):
         """
         import socket
 
-        from dicomd.net import protocol as _protocol
+        from dicomd.net.sockets import READ_SIZE
 
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.addCleanup(tcp.close)
@@ -1156,8 +1156,8 @@ class ReceiveBufferTests(SynchronousTestCase):
         protocol = factory.buildProtocol(PEER)
         transport = TCPTransport(peerAddress=PEER)
         protocol.makeConnection(transport)
-        self.assertEqual(transport.bufferSize, _protocol.READ_SIZE)
-        self.assertEqual(_protocol.READ_SIZE, 256 << 10)
+        self.assertEqual(transport.bufferSize, READ_SIZE)
+        self.assertEqual(READ_SIZE, 256 << 10)
         if getattr(socket, "TCP_QUICKACK", None) is None:
             self.assertIsNone(protocol._quickAckSocket)
             return

@@ -7,7 +7,8 @@ PDUs, runs the ARTIM timer on the injected reactor, closes the connection,
 and passes P-DATA, release and abort indications to the
 L{dicomd.net.association.Association}.  What is specific to accepting or
 requesting an association lives in the two subclasses in
-L{dicomd.net.acceptor} and L{dicomd.net.requestor}.
+L{dicomd.net.acceptor} and L{dicomd.net.requestor}; the tuning of the TCP
+connection under it, in L{dicomd.net.sockets}.
 
 It also owns two timers the Upper Layer does not define: an idle timeout
 that aborts an association on which nothing has arrived for a while and
@@ -25,29 +26,21 @@ another certificate (L{dicomd.tls.certificates.certificateBindingAllows}) before
 sees it.
 """
 
-import socket
 from typing import Optional
 
 from OpenSSL import SSL
 from twisted.internet import protocol
-from twisted.internet.interfaces import IWriteDescriptor
 from twisted.logger import Logger
 
 from dicomd.errors import AssociationAborted
 from dicomd.net import debug
+from dicomd.net.sockets import quickAckSocket, renewQuickAck, setNoDelay, setReadSize, writeDescriptor, writeNow
 from dicomd.ul import provider as _ul
 from dicomd.ul.fsm import State
 from dicomd.tls.certificates import certificateBindingAllows, certificateSubject
 from dicomd.ul.negotiation import CALLING_AE_TITLE_NOT_RECOGNIZED
 from dicomd.ul.pdu import ABORT_REASON_NOT_SPECIFIED, ABORT_SOURCE_SERVICE_USER, AAbort
 from dicomd.ul.trace import PDUTrace
-
-#: How much a TCP transport reads at a time (Twisted's default is 64 KiB):
-#: two of the largest PDUs DCMTK sends, so that a 128 KiB P-DATA-TF mostly
-#: arrives in one read, whole, and is handed on without copying.  It is
-#: also the size above which Twisted pauses a producer writing to the
-#: transport.
-READ_SIZE = 256 << 10
 
 
 def describeAbort(source: Optional[int], reason: int) -> str:
@@ -129,49 +122,6 @@ def describeTLSError(error) -> str:
         if isinstance(entry, tuple) and entry and entry[-1]:
             reasons.append(str(entry[-1]))
     return "; ".join(reasons) or str(error) or error.__class__.__name__
-
-
-def setNoDelay(transport) -> None:
-    """
-    Turn off Nagle's algorithm: DICOM's request/response rhythm otherwise
-    waits on delayed acknowledgements for every small response.  TLS
-    transports pass the call through to their TCP transport.
-    """
-    setter = getattr(transport, "setTcpNoDelay", None)
-    if setter is not None:
-        setter(True)
-
-
-#: Linux's TCP_QUICKACK (absent elsewhere).
-_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
-
-
-def tcpSocket(transport) -> Optional[socket.socket]:
-    """
-    The TCP socket under a transport (a TLS transport's too), or C{None}.
-    """
-    for _ in range(3):
-        if transport is None:
-            return None
-        handle = getattr(transport, "getHandle", lambda: None)()
-        if isinstance(handle, socket.socket):
-            return handle
-        transport = getattr(transport, "transport", None)
-    return None
-
-
-def writeDescriptor(transport):
-    """
-    The reactor's write descriptor under a transport (a TLS transport's TCP
-    connection, to which it writes what it encrypts at once), or C{None}.
-    """
-    for _ in range(3):
-        if transport is None:
-            return None
-        if IWriteDescriptor.providedBy(transport):
-            return transport
-        transport = getattr(transport, "transport", None)
-    return None
 
 
 class AssociationProtocol(protocol.Protocol):
@@ -259,28 +209,20 @@ class AssociationProtocol(protocol.Protocol):
     def flush(self) -> None:
         """
         Hand what was written to the kernel now rather than on the
-        reactor's next iteration.
+        reactor's next iteration (L{dicomd.net.sockets.writeNow}), if
+        anything was.
 
-        A transport writes when the reactor next finds its socket writable:
-        one more poll, two changes of the poll set and a reactor iteration
-        between a request and the response it triggers, or between a
-        C-STORE-RSP and the next C-STORE-RQ.  Requests and responses are
-        written while their trigger is handled, so the protocol flushes
-        after each chunk read, and a storage SCU before it reads its next
-        file ahead.  Call it only where the reactor itself could write:
-        not from inside a producer's C{resumeProducing}.
-
-        A write that fails is left to the reactor, which tries again as the
-        socket is still registered for writing, and closes the connection.
+        Requests and responses are written while their trigger is handled,
+        so the protocol flushes after each chunk read, and a storage SCU
+        before it reads its next file ahead.  Call it only where the
+        reactor itself could write: not from inside a producer's
+        C{resumeProducing}.
         """
         if not self._unflushed:
             return
         self._unflushed = False
-        descriptor = self._writeDescriptor
-        # Not while closing: the write that empties the buffer then closes the
-        # connection, which only the reactor may do.
-        if descriptor is not None and descriptor.connected and not descriptor.disconnecting:
-            descriptor.doWrite()
+        if self._writeDescriptor is not None:
+            writeNow(self._writeDescriptor)
 
     def _startARTIM(self, output=None) -> None:
         self._stopARTIM()
@@ -328,10 +270,8 @@ class AssociationProtocol(protocol.Protocol):
 
     def connectionMade(self) -> None:
         setNoDelay(self.transport)
-        if hasattr(self.transport, "bufferSize"):
-            self.transport.bufferSize = READ_SIZE
-        if _TCP_QUICKACK is not None:
-            self._quickAckSocket = tcpSocket(self.transport)
+        setReadSize(self.transport)
+        self._quickAckSocket = quickAckSocket(self.transport)
         self._writeDescriptor = writeDescriptor(self.transport)
         self.peerAddress = self.transport.getPeer()
         if self.debugging:
@@ -346,19 +286,8 @@ class AssociationProtocol(protocol.Protocol):
         if self._tlsPeer is None:
             # Application data means the TLS handshake is over.
             self._tlsPeer = peerCertificateSubject(self.transport) or ""
-        quickAck = self._quickAckSocket
-        if quickAck is not None:
-            # Acknowledge what arrives next at once instead of delaying
-            # the ACK (Linux leaves quick-ACK mode by itself, so this is
-            # renewed after each read).  A sender that leaves Nagle's
-            # algorithm on (DCMTK without TCP_NODELAY=1) holds back the
-            # last small segment of a data set until everything before it
-            # is acknowledged: with delayed ACKs every C-STORE would wait
-            # some 40 ms for that ACK.
-            try:
-                quickAck.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
-            except OSError:
-                self._quickAckSocket = None
+        if self._quickAckSocket is not None and not renewQuickAck(self._quickAckSocket):
+            self._quickAckSocket = None
         if self._trace is not None:
             self._logPDUs("from", self._trace.received(data))
         self._apply(self.provider.dataReceived(data))
