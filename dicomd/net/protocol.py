@@ -20,10 +20,7 @@ At the debug level (L{dicomd.net.debug}) it logs every PDU it receives and
 sends, described by a L{dicomd.ul.trace.PDUTrace}.
 
 On a TLS connection (PS3.15 Annex B) the peer is named with its
-certificate's subject in every log line (L{peerCertificateSubject}), and
-an acceptor rejects an association whose calling AE title is bound to
-another certificate (L{dicomd.tls.certificates.certificateBindingAllows}) before its AE
-sees it.
+certificate's subject in every log line (L{peerCertificateSubject}).
 """
 
 from typing import Optional
@@ -35,10 +32,9 @@ from twisted.logger import Logger
 from dicomd.errors import AssociationAborted
 from dicomd.net import debug
 from dicomd.net.sockets import quickAckSocket, renewQuickAck, setNoDelay, setReadSize, writeDescriptor, writeNow
+from dicomd.tls.certificates import certificateSubject
 from dicomd.ul import provider as _ul
 from dicomd.ul.fsm import State
-from dicomd.tls.certificates import certificateBindingAllows, certificateSubject
-from dicomd.ul.negotiation import CALLING_AE_TITLE_NOT_RECOGNIZED
 from dicomd.ul.pdu import ABORT_REASON_NOT_SPECIFIED, ABORT_SOURCE_SERVICE_USER, AAbort
 from dicomd.ul.trace import PDUTrace
 
@@ -436,42 +432,16 @@ class AssociationProtocol(protocol.Protocol):
             text += " (TLS: %s)" % (self._tlsPeer,)
         return text
 
-    # -- TLS ----------------------------------------------------------------------
-
-    def certificateBindings(self):
-        """
-        Calling AE title -> allowed certificates for this connection: those
-        of the C{dicomtls:} endpoint it came in on, or C{None}.
-        """
-        options = tlsOptionsOf(self.transport)
-        return getattr(options, "certificateBindings", None) or None
-
     def _associateIndication(self, output) -> None:
         """
-        An A-ASSOCIATE indication: rejected here when its calling AE title
-        is bound to another certificate than the peer's, else handed to
-        C{associateIndication}.
+        An A-ASSOCIATE indication, handed to C{associateIndication}.
 
         Outputs are applied after the whole chunk they came from was read:
         when a later PDU of the same chunk already aborted the association
         (the provider left Sta3), there is nothing left to answer.
         """
-        if self.provider.state is not State.Sta3:
-            return
-        request = output.request
-        bindings = self.certificateBindings()
-        if bindings and not certificateBindingAllows(bindings, request.callingAETitle, peerCertificate(self.transport)):
-            self.settle("rejected")
-            self.log.info(
-                "Association {calling} -> {called} from {peer} rejected: calling AE title not recognized "
-                "(bound to another certificate)",
-                calling=request.callingAETitle,
-                called=request.calledAETitle,
-                peer=self._peerText(),
-            )
-            self._apply(self.provider.rejectAssociation(CALLING_AE_TITLE_NOT_RECOGNIZED))
-            return
-        self.associateIndication(request)
+        if self.provider.state is State.Sta3:
+            self.associateIndication(output.request)
 
     def settle(self, outcome: str) -> None:
         """
