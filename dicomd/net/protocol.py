@@ -1,12 +1,12 @@
 """
 The Twisted transport adapter for the DICOM Upper Layer (PS3.8 section 9).
 
-L{AssociationProtocol} feeds received bytes to the pure
-L{dicomd.ul.provider.ULProvider} and applies what comes back: it writes
-PDUs, runs the ARTIM timer on the injected reactor, closes the connection,
-and passes P-DATA, release and abort indications to the
-L{dicomd.net.association.Association}.  What is specific to accepting or
-requesting an association lives in the two subclasses in
+L{AssociationProtocol} hands received bytes to the pure
+L{dicomd.ul.provider.ULProvider}, then pulls the outputs of one PDU at a
+time and applies them: it writes PDUs, runs the ARTIM timer on the injected
+reactor, closes the connection, and passes P-DATA, release and abort
+indications to the L{dicomd.net.association.Association}.  What is specific
+to accepting or requesting an association lives in the two subclasses in
 L{dicomd.net.acceptor} and L{dicomd.net.requestor}; the tuning of the TCP
 connection under it, in L{dicomd.net.sockets}.
 
@@ -173,7 +173,7 @@ class AssociationProtocol(protocol.Protocol):
             _ul.StopARTIM: self._stopARTIM,
             _ul.OpenTransport: _ignore,
             _ul.CloseTransport: self._closeTransport,
-            _ul.AssociateIndication: self._associateIndication,
+            _ul.AssociateIndication: lambda output: self.associateIndication(output.request),
             _ul.AssociateAccepted: lambda output: self.associateAccepted(output.accept),
             _ul.AssociateRejected: lambda output: self.associateRejected(output.reject),
             _ul.PDataIndication: self._pDataIndication,
@@ -181,6 +181,7 @@ class AssociationProtocol(protocol.Protocol):
             _ul.ReleaseConfirmation: self._releaseConfirmation,
             _ul.AbortIndication: self._abortIndication,
             _ul.ProviderAbortIndication: self._abortIndication,
+            _ul.EventNotAllowed: self._eventNotAllowed,
         }
 
     # -- applying the Upper Layer's outputs --------------------------------------
@@ -278,6 +279,17 @@ class AssociationProtocol(protocol.Protocol):
         self._apply(self.transportOpened())
 
     def dataReceived(self, data: bytes) -> None:
+        """
+        Hand the bytes to the provider, then apply the outputs of each PDU
+        they complete, in turn: the provider cuts the next PDU only once
+        the previous one's outputs were applied, and the indications among
+        them answered, so every PDU meets the state its predecessors left.
+        Then flush what the PDUs made us write.
+
+        A pause (L{pauseReading}) stops the reads from the transport, not
+        the handling of the PDUs one read brought: what waits in memory is
+        bounded by one read, and no PDU waits for a resume to be handled.
+        """
         self._lastActivity = self.reactor.seconds()
         if self._tlsPeer is None:
             # Application data means the TLS handshake is over.
@@ -286,7 +298,12 @@ class AssociationProtocol(protocol.Protocol):
             self._quickAckSocket = None
         if self._trace is not None:
             self._logPDUs("from", self._trace.received(data))
-        self._apply(self.provider.dataReceived(data))
+        provider = self.provider
+        provider.dataReceived(data)
+        outputs = provider.nextOutputs()
+        while outputs is not None:
+            self._apply(outputs)
+            outputs = provider.nextOutputs()
         self.flush()
 
     def connectionLost(self, reason) -> None:
@@ -432,17 +449,6 @@ class AssociationProtocol(protocol.Protocol):
             text += " (TLS: %s)" % (self._tlsPeer,)
         return text
 
-    def _associateIndication(self, output) -> None:
-        """
-        An A-ASSOCIATE indication, handed to C{associateIndication}.
-
-        Outputs are applied after the whole chunk they came from was read:
-        when a later PDU of the same chunk already aborted the association
-        (the provider left Sta3), there is nothing left to answer.
-        """
-        if self.provider.state is State.Sta3:
-            self.associateIndication(output.request)
-
     def settle(self, outcome: str) -> None:
         """
         Record how the association ended, unless that is already known.
@@ -453,9 +459,6 @@ class AssociationProtocol(protocol.Protocol):
     # -- indications ------------------------------------------------------------
 
     def _releaseIndication(self, output) -> None:
-        if self.provider.state not in (State.Sta8, State.Sta9, State.Sta10):
-            # A later PDU of the same chunk ended the association first.
-            return
         self.settle("released by the peer")
         if self.association is not None:
             self.association.ended(None)
@@ -479,6 +482,22 @@ class AssociationProtocol(protocol.Protocol):
         self.settle("aborted: " + description)
         if self.association is not None:
             self.association.ended(AssociationAborted(description))
+
+    def _eventNotAllowed(self, output) -> None:
+        """
+        An event the state table does not allow in the current state:
+        the provider did nothing.  At the end of an association that is
+        normal (the connection closing after this side closed it, an abort
+        after the peer's), so it is only logged, at the debug level.
+        """
+        if self.debugging:
+            self.log.debug(
+                "Upper Layer with {peer}: no action for {event} ({description}) in {state}",
+                peer=self._peerText(),
+                event=output.event.name,
+                description=output.event.value,
+                state=output.state.name,
+            )
 
     # -- requests from the association --------------------------------------------
 
