@@ -28,6 +28,7 @@ from dicomd.dimse.pdv import (
 from dicomd.ul.fsm import State
 from dicomd.ul.pdu import PDataTF, PresentationDataValue, decodePDU
 from dicomd.ul.provider import PDataIndication, ULProvider
+from tests.test_ul_provider import receive
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -210,7 +211,7 @@ class FragmentTests(SynchronousTestCase):
             provider.state = State.Sta6
             data = b"\x07" * 50000
             pieces = fragment(1, False, data, maximumFragmentLength(maximumLength))
-            outputs = provider.dataReceived(b"".join(bytes(piece) for piece in pieces))
+            outputs = receive(provider, b"".join(bytes(piece) for piece in pieces))
             self.assertTrue(all(isinstance(output, PDataIndication) for output in outputs))
             self.assertEqual(b"".join(bytes(o.pdu.values[0].data) for o in outputs), data)
 

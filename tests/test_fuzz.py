@@ -11,9 +11,11 @@ Four kinds of property:
   - robustness of the pure layers: arbitrary bytes and mutated valid PDUs
     (bit flips, truncations, changed length fields, inserted and deleted
     bytes, chunks split anywhere) fed to L{ULProvider.dataReceived} in every
-    state that has a transport connection only ever produce the documented
-    outputs: either normal continuation or an A-ABORT, the state always a
-    L{State}, bytes after an invalid PDU or a closing PDU ignored;
+    state that has a transport connection, and pulled one PDU at a time,
+    only ever produce the documented outputs: either normal continuation or
+    an A-ABORT, the state always a L{State}, bytes after an invalid PDU not
+    read, PDUs after a closing PDU not allowed, and the answers of a local
+    user that answers each indication at once always allowed;
     L{decodePDU}, L{decodeCommand} and L{MessageAssembler} raise only
     their own errors;
   - negotiation: whatever an A-ASSOCIATE-RQ proposes, the acceptor's
@@ -66,7 +68,7 @@ from dicomd.dimse.pdv import (
 )
 from dicomd.ul import pdu as _pdu
 from dicomd import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from dicomd.ul.fsm import State
+from dicomd.ul.fsm import Event, State
 from dicomd.ul.negotiation import UNCOMPRESSED, AcceptorPolicy, acceptPresentationContexts
 from dicomd.ul.pdu import (
     AAbort,
@@ -94,6 +96,7 @@ from dicomd.ul.provider import (
     AssociateIndication,
     AssociateRejected,
     CloseTransport,
+    EventNotAllowed,
     OpenTransport,
     PDataIndication,
     ProviderAbortIndication,
@@ -104,6 +107,7 @@ from dicomd.ul.provider import (
     StopARTIM,
     ULProvider,
 )
+from tests.test_ul_provider import receive
 
 VERIFICATION = "1.2.840.10008.1.1"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -435,17 +439,17 @@ _ANSWER = PDataTF([PresentationDataValue(1, 3, b"\x00" * 8)]).encode()
 #: events: C{(side, steps)}, each step a method name and its argument.
 PATHS = {
     State.Sta2: (ACCEPTOR, [("transportAccepted", None)]),
-    State.Sta3: (ACCEPTOR, [("transportAccepted", None), ("dataReceived", _RQ.encode())]),
+    State.Sta3: (ACCEPTOR, [("transportAccepted", None), ("receive", _RQ.encode())]),
     State.Sta5: (REQUESTOR, [("requestAssociation", _RQ), ("transportConnected", None)]),
     State.Sta6: (
         REQUESTOR,
-        [("requestAssociation", _RQ), ("transportConnected", None), ("dataReceived", _AC.encode())],
+        [("requestAssociation", _RQ), ("transportConnected", None), ("receive", _AC.encode())],
     ),
     State.Sta7: (
         ACCEPTOR,
         [
             ("transportAccepted", None),
-            ("dataReceived", _RQ.encode()),
+            ("receive", _RQ.encode()),
             ("acceptAssociation", _AC),
             ("requestRelease", None),
         ],
@@ -454,9 +458,9 @@ PATHS = {
         ACCEPTOR,
         [
             ("transportAccepted", None),
-            ("dataReceived", _RQ.encode()),
+            ("receive", _RQ.encode()),
             ("acceptAssociation", _AC),
-            ("dataReceived", _RELEASE_RQ),
+            ("receive", _RELEASE_RQ),
         ],
     ),
     State.Sta9: (
@@ -464,19 +468,19 @@ PATHS = {
         [
             ("requestAssociation", _RQ),
             ("transportConnected", None),
-            ("dataReceived", _AC.encode()),
+            ("receive", _AC.encode()),
             ("requestRelease", None),
-            ("dataReceived", _RELEASE_RQ),
+            ("receive", _RELEASE_RQ),
         ],
     ),
     State.Sta10: (
         ACCEPTOR,
         [
             ("transportAccepted", None),
-            ("dataReceived", _RQ.encode()),
+            ("receive", _RQ.encode()),
             ("acceptAssociation", _AC),
             ("requestRelease", None),
-            ("dataReceived", _RELEASE_RQ),
+            ("receive", _RELEASE_RQ),
         ],
     ),
     State.Sta11: (
@@ -484,9 +488,9 @@ PATHS = {
         [
             ("requestAssociation", _RQ),
             ("transportConnected", None),
-            ("dataReceived", _AC.encode()),
+            ("receive", _AC.encode()),
             ("requestRelease", None),
-            ("dataReceived", _RELEASE_RQ),
+            ("receive", _RELEASE_RQ),
             ("respondRelease", None),
         ],
     ),
@@ -494,16 +498,16 @@ PATHS = {
         ACCEPTOR,
         [
             ("transportAccepted", None),
-            ("dataReceived", _RQ.encode()),
+            ("receive", _RQ.encode()),
             ("acceptAssociation", _AC),
             ("requestRelease", None),
-            ("dataReceived", _RELEASE_RQ),
-            ("dataReceived", _RELEASE_RP),
+            ("receive", _RELEASE_RQ),
+            ("receive", _RELEASE_RP),
         ],
     ),
     State.Sta13: (
         ACCEPTOR,
-        [("transportAccepted", None), ("dataReceived", _RQ.encode()), ("rejectAssociation", _RJ)],
+        [("transportAccepted", None), ("receive", _RQ.encode()), ("rejectAssociation", _RJ)],
     ),
 }
 
@@ -526,6 +530,7 @@ OUTPUT_TYPES = (
     ReleaseConfirmation,
     AbortIndication,
     ProviderAbortIndication,
+    EventNotAllowed,
 )
 
 #: A-ABORT reasons that only an invalid PDU (Evt19) gives.
@@ -545,15 +550,19 @@ def providerIn(state: State) -> ULProvider:
     side, steps = PATHS[state]
     provider = ULProvider(isRequestor=side == REQUESTOR)
     for method, argument in steps:
-        getattr(provider, method)(*(() if argument is None else (argument,)))
+        if method == "receive":
+            receive(provider, argument)
+        else:
+            getattr(provider, method)(*(() if argument is None else (argument,)))
     assert provider.state is state, (provider.state, state)
     return provider
 
 
 class ProviderRun:
     """
-    Feeds chunks of bytes to a L{ULProvider} and checks, after each one,
-    everything the provider promises about its outputs and its state.
+    Feeds chunks of bytes to a L{ULProvider}, pulls the outputs of one PDU
+    at a time and checks, after each PDU, everything the provider promises
+    about its outputs and its state.
 
     @ivar respond: play a local user that answers at once, as the Twisted
         adapter does: accept each association, answer each release and
@@ -572,14 +581,19 @@ class ProviderRun:
 
     def feed(self, chunk: bytes) -> None:
         provider = self.provider
-        outputs = provider.dataReceived(chunk)
-        if self.closed or self.invalid:
-            # After the transport was closed, or an invalid PDU (Evt19),
-            # the rest of the stream cannot be framed: it is ignored.
-            assert outputs == [], outputs
-        self.check(outputs)
-        if self.respond:
-            self.answer(outputs)
+        provider.dataReceived(chunk)
+        outputs = provider.nextOutputs()
+        while outputs is not None:
+            # After an invalid PDU (Evt19) the rest of the stream cannot be
+            # framed: it is not read.
+            assert not self.invalid, outputs
+            if self.closed:
+                # After the transport was closed, no PDU is allowed.
+                assert [type(output) for output in outputs] == [EventNotAllowed], outputs
+            self.check(outputs)
+            if self.respond:
+                self.answer(outputs)
+            outputs = provider.nextOutputs()
 
     def check(self, outputs) -> None:
         provider = self.provider
@@ -605,7 +619,8 @@ class ProviderRun:
     def answer(self, outputs) -> None:
         """
         Answer indications in order, as the adapter does, checking what the
-        answers produce.
+        answers produce: the answer to an indication comes before the next
+        PDU is read, so the state table always allows it.
         """
         provider = self.provider
         for output in outputs:
@@ -624,6 +639,7 @@ class ProviderRun:
                 more = provider.respondRelease()
             else:
                 continue
+            assert EventNotAllowed not in map(type, more), more
             self.check(more)
             self.answer(more)
 
@@ -1104,12 +1120,12 @@ class FragmentTests(SynchronousTestCase):
         # receiver advertising fragmentLength + 6 takes them all.
         provider = ULProvider(isRequestor=False, maximumLength=fragmentLength + 6)
         provider.transportAccepted()
-        provider.dataReceived(_RQ.encode())
+        receive(provider, _RQ.encode())
         provider.acceptAssociation(_AC)
         assembler = MessageAssembler()
         events = []
         for chunk in split(data, chunkCuts):
-            for output in provider.dataReceived(chunk):
+            for output in receive(provider, chunk):
                 self.assertIs(type(output), PDataIndication)
                 self.assertEqual(len(output.pdu.values), 1)
                 self.assertLessEqual(len(output.pdu.values[0].data), fragmentLength)
@@ -1328,38 +1344,40 @@ class ProviderFuzzTests(SynchronousTestCase):
         """
         runProvider(state, split(b"".join(value.encode() for value in values), chunkCuts), True)
 
-    def test_bytesAfterClosingPDUIgnored(self):
+    def test_bytesAfterClosingPDUNotAllowed(self):
         """
         Regression: a PDU after one that closes the
         connection in the same chunk (here an A-ABORT, then an
         A-RELEASE-RQ) raised L{ProtocolError} from C{dataReceived} in Sta1;
-        it is ignored, as is every later byte.
+        it is not allowed (L{EventNotAllowed}), nor is a later one, and the
+        provider stays in Sta1.
         """
+        notAllowed = EventNotAllowed(Event.Evt12, State.Sta1)
         for closing in (AAbort(0, 0).encode(), _RELEASE_RP):
             provider = providerIn(State.Sta7)
-            outputs = provider.dataReceived(closing + _RELEASE_RQ)
+            outputs = receive(provider, closing + _RELEASE_RQ)
             self.assertIn(CloseTransport(), outputs)
+            self.assertEqual(outputs[-1], notAllowed)
             self.assertIs(provider.state, State.Sta1)
-            self.assertEqual(provider.dataReceived(_RELEASE_RQ), [])
+            self.assertEqual(receive(provider, _RELEASE_RQ), [notAllowed])
             self.assertIs(provider.state, State.Sta1)
 
-    def test_lateAnswersIgnored(self):
+    def test_answersAfterTheEndNotAllowed(self):
         """
-        Regression: the outputs of one chunk are applied
-        after the whole chunk was read, so the local user may answer an
-        indication for an association that a later PDU of the same chunk
-        already ended.  An A-ASSOCIATE-RQ and a P-DATA-TF in one chunk: the
-        P-DATA-TF aborts in Sta3 (AA-8), and the acceptance that follows
-        does nothing.
+        Regression: answers of the local user to an association that a
+        PDU already ended did nothing, silently; they are not allowed
+        (L{EventNotAllowed}) and change nothing.  An A-ASSOCIATE-RQ and a
+        P-DATA-TF in one chunk, the indication left unanswered: the
+        P-DATA-TF aborts in Sta3 (AA-8).
         """
         provider = providerIn(State.Sta2)
-        outputs = provider.dataReceived(_RQ.encode() + _ANSWER)
+        outputs = receive(provider, _RQ.encode() + _ANSWER)
         self.assertIn(AssociateIndication(_RQ), outputs)
         self.assertIs(provider.state, State.Sta13)
-        self.assertEqual(provider.acceptAssociation(_AC), [])
-        self.assertEqual(provider.sendData(_ANSWER), [])
-        self.assertEqual(provider.respondRelease(), [])
-        self.assertEqual(provider.requestRelease(), [])
+        self.assertEqual(provider.acceptAssociation(_AC), [EventNotAllowed(Event.Evt7, State.Sta13)])
+        self.assertEqual(provider.sendData(_ANSWER), [EventNotAllowed(Event.Evt9, State.Sta13)])
+        self.assertEqual(provider.respondRelease(), [EventNotAllowed(Event.Evt14, State.Sta13)])
+        self.assertEqual(provider.requestRelease(), [EventNotAllowed(Event.Evt11, State.Sta13)])
         self.assertIs(provider.state, State.Sta13)
 
 

@@ -29,7 +29,7 @@ from dicomd.errors import ACSETimeout, AssociationAborted, AssociationError, Ass
 from dicomd.interfaces import IDataSetConsumer, IDataSetSource, IService
 from dicomd.net.acceptor import AcceptorFactory, AcceptorProtocol, ApplicationEntity
 from dicomd.net import protocol as protocolModule
-from dicomd.net.protocol import writeDescriptor
+from dicomd.net.sockets import writeDescriptor
 from dicomd.net.requestor import RequestorProtocol, connect
 from dicomd.ul.fsm import State
 from dicomd.ul.negotiation import IMPLICIT_VR_LITTLE_ENDIAN, UNCOMPRESSED, AcceptorPolicy, proposePresentationContexts
@@ -298,6 +298,46 @@ class ARTIMTests(SynchronousTestCase):
         self.clock.advance(31)
         self.assertFalse(self.transport.disconnecting)
         self.assertIs(self.protocol.provider.state, State.Sta6)
+
+
+class OnePDUAtATimeTests(SynchronousTestCase):
+    """
+    The protocol applies the outputs of each received PDU, answers
+    included, before the provider reads the next one from the same chunk.
+    """
+
+    def setUp(self):
+        self.clock = MemoryReactorClock()
+        self.factory = AcceptorFactory(verificationEntity(), reactor=self.clock)
+        self.protocol = self.factory.buildProtocol(PEER)
+        self.transport = StringTransport(peerAddress=PEER)
+        self.protocol.makeConnection(self.transport)
+
+    def test_wholeAssociationInOneRead(self):
+        """
+        An A-ASSOCIATE-RQ, a C-ECHO-RQ and an A-RELEASE-RQ read at once are
+        answered as if each came alone: the association is accepted before
+        the C-ECHO-RQ is read, and the echo answered before the release.
+        """
+        self.protocol.dataReceived(associateRequestBytes() + echoRequests(1, 1) + AReleaseRQ().encode())
+        accept, response, release = splitPDUs(self.transport.value())
+        self.assertIsInstance(accept, AAssociateAC)
+        self.assertIsInstance(response, PDataTF)
+        self.assertIsInstance(release, AReleaseRP)
+        self.assertEqual(self.protocol.outcome, "released by the peer")
+        self.assertIs(self.protocol.provider.state, State.Sta13)
+
+    def test_pDUsAfterAbortNotRead(self):
+        """
+        PDUs that follow the peer's A-ABORT in the same read meet a closed
+        connection: nothing more is written.
+        """
+        self.protocol.dataReceived(associateRequestBytes())
+        self.transport.clear()
+        self.protocol.dataReceived(AAbort(0, 0).encode() + echoRequests(1, 1) + AReleaseRQ().encode())
+        self.assertEqual(self.transport.value(), b"")
+        self.assertTrue(self.transport.disconnecting)
+        self.assertIs(self.protocol.provider.state, State.Sta1)
 
 
 class AssociationTests(SynchronousTestCase):
@@ -908,6 +948,23 @@ class DebugLogTests(SynchronousTestCase):
         )
         self.assertEqual(len([line for line in lines if line.startswith("DIMSE to DICOMD on presentation context 1: C-ECHO-RQ\n")]), 1)
         self.assertEqual(len([line for line in lines if line.startswith("DIMSE from DICOMD on presentation context 1: C-ECHO-RSP\n")]), 1)
+
+    def test_eventNotAllowed(self):
+        """
+        An event the state table has no action for is logged at the debug
+        level: the requestor's connection closing after its A-RELEASE-RP
+        closed it (Evt17 in Sta1).
+        """
+        self.patch(observers, "level", LogLevel.debug)
+        self.echo()
+        notAllowed = [line for line in self.debugLines() if "no action for" in line]
+        self.assertEqual(len(notAllowed), 1, notAllowed)
+        self.assertTrue(
+            notAllowed[0].endswith(
+                ": no action for Evt17 (Transport connection closed indication (local transport service)) in Sta1"
+            ),
+            notAllowed[0],
+        )
 
     def test_belowDebug(self):
         """

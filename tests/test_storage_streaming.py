@@ -54,6 +54,7 @@ from tests.support import (
     startPeer,
     waitUntil,
 )
+from tests.test_ul_provider import receive
 
 MB = 1 << 20
 
@@ -1126,10 +1127,10 @@ class ReceiveBufferTests(SynchronousTestCase):
         stream = b"".join(bytes(piece) for piece in fragment(1, False, data, maximumFragmentLength(131072)))
         chunks = [stream[i : i + 10000] for i in range(0, len(stream), 10000)]
         for index, chunk in enumerate(chunks[:-1]):
-            self.assertEqual(provider.dataReceived(chunk), [])
+            self.assertEqual(receive(provider, chunk), [])
             if index:
                 self.assertIs(provider._buffer[-1], chunk)
-        [indication] = provider.dataReceived(chunks[-1])
+        [indication] = receive(provider, chunks[-1])
         self.assertIsInstance(indication, PDataIndication)
         self.assertEqual(bytes(indication.pdu.values[0].data), data)
         self.assertEqual(provider._buffer, [])
@@ -1140,7 +1141,7 @@ class ReceiveBufferTests(SynchronousTestCase):
         """
         import socket
 
-        from dicomd.net import protocol as _protocol
+        from dicomd.net.sockets import READ_SIZE
 
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.addCleanup(tcp.close)
@@ -1156,8 +1157,8 @@ class ReceiveBufferTests(SynchronousTestCase):
         protocol = factory.buildProtocol(PEER)
         transport = TCPTransport(peerAddress=PEER)
         protocol.makeConnection(transport)
-        self.assertEqual(transport.bufferSize, _protocol.READ_SIZE)
-        self.assertEqual(_protocol.READ_SIZE, 256 << 10)
+        self.assertEqual(transport.bufferSize, READ_SIZE)
+        self.assertEqual(READ_SIZE, 256 << 10)
         if getattr(socket, "TCP_QUICKACK", None) is None:
             self.assertIsNone(protocol._quickAckSocket)
             return

@@ -10,7 +10,7 @@ L{dicomd.ul.provider} drive every cell of it through the provider.
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from dicomd.ul.fsm import PDU_EVENTS, TRANSITIONS, Event, ProtocolError, State
+from dicomd.ul.fsm import PDU_EVENTS, TRANSITIONS, Event, State
 
 _ = None
 
@@ -178,19 +178,3 @@ class TransitionTableTests(SynchronousTestCase):
             for event in networkEvents:
                 self.assertIn(state, TRANSITIONS[event], (event, state))
 
-
-class ProtocolErrorTests(SynchronousTestCase):
-    """
-    L{ProtocolError} names the state and the event.
-    """
-
-    def test_attributes(self):
-        """
-        The error keeps the state and event and says both in its message.
-        """
-        error = ProtocolError(State.Sta1, Event.Evt9)
-        self.assertIs(error.state, State.Sta1)
-        self.assertIs(error.event, Event.Evt9)
-        self.assertIn("Evt9", str(error))
-        self.assertIn("Sta1", str(error))
-        self.assertIn("Idle", str(error))

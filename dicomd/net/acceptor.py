@@ -8,6 +8,13 @@ connection, enforces the limit on simultaneous associations and hands each
 A-ASSOCIATE indication to an AE to negotiate: to its one AE, or, when it
 serves several AE titles on one port (as dcmqrscp does), to the AE named
 by the called AE title, rejecting an unknown one.
+
+L{AcceptorProtocol.associateIndication} decides admission: on a
+C{dicomtls:} endpoint that binds calling AE titles to certificates, the
+peer's certificate must match the binding of the title it calls with
+(L{dicomd.tls.certificates.certificateBindingAllows}); then the called AE
+title must name an AE, the AE must admit the peer, and one more association
+must fit the limits.
 """
 
 from collections import OrderedDict
@@ -19,9 +26,11 @@ from twisted.logger import Logger
 from dicomd import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomd.errors import describeRejection
 from dicomd.net.association import Association
-from dicomd.net.protocol import AssociationProtocol
+from dicomd.net.protocol import AssociationProtocol, peerCertificate, tlsOptionsOf
+from dicomd.tls.certificates import certificateBindingAllows
 from dicomd.ul.negotiation import (
     CALLED_AE_TITLE_NOT_RECOGNIZED,
+    CALLING_AE_TITLE_NOT_RECOGNIZED,
     TOO_MANY_ASSOCIATIONS,
     AcceptorPolicy,
     acceptPresentationContexts,
@@ -182,10 +191,31 @@ class AcceptorProtocol(AssociationProtocol):
         self.factory.connectionOpened(self)
         AssociationProtocol.connectionMade(self)
 
+    def certificateBindings(self):
+        """
+        Calling AE title -> allowed certificates for this connection: those
+        of the C{dicomtls:} endpoint it came in on, or C{None}.
+        """
+        options = tlsOptionsOf(self.transport)
+        return getattr(options, "certificateBindings", None) or None
+
     def associateIndication(self, request) -> None:
+        """
+        Admit the association, have its AE negotiate it, and accept or
+        reject it.
+        """
         factory = self.factory
         factory.requestReceived(self)
         entity = factory.entityFor(request.calledAETitle)
+        bindings = self.certificateBindings()
+        if bindings and not certificateBindingAllows(bindings, request.callingAETitle, peerCertificate(self.transport)):
+            self._reject(
+                request,
+                entity,
+                CALLING_AE_TITLE_NOT_RECOGNIZED,
+                "calling AE title not recognized (bound to another certificate)",
+            )
+            return
         contexts = None
         if entity is None:
             answer = CALLED_AE_TITLE_NOT_RECOGNIZED
@@ -196,16 +226,7 @@ class AcceptorProtocol(AssociationProtocol):
             if answer is None:
                 answer, contexts = entity.answerRequest(request)
         if contexts is None:
-            self.settle("rejected")
-            factory.statistics.rejected(entity.title if entity is not None else request.calledAETitle)
-            self.log.info(
-                "Association {calling} -> {called} from {peer} rejected: {why}",
-                calling=request.callingAETitle,
-                called=request.calledAETitle,
-                peer=self._peerText(),
-                why=describeRejection(answer),
-            )
-            self._apply(self.provider.rejectAssociation(answer))
+            self._reject(request, entity, answer, describeRejection(answer))
             return
         self.association = Association(
             self,
@@ -231,6 +252,21 @@ class AcceptorProtocol(AssociationProtocol):
         )
         self._apply(self.provider.acceptAssociation(answer))
         entity.announceAssociation(self.association)
+
+    def _reject(self, request, entity: Optional[ApplicationEntity], reject: AAssociateRJ, why: str) -> None:
+        """
+        Reject the association, saying C{why} in the log.
+        """
+        self.settle("rejected")
+        self.factory.statistics.rejected(entity.title if entity is not None else request.calledAETitle)
+        self.log.info(
+            "Association {calling} -> {called} from {peer} rejected: {why}",
+            calling=request.callingAETitle,
+            called=request.calledAETitle,
+            peer=self._peerText(),
+            why=why,
+        )
+        self._apply(self.provider.rejectAssociation(reject))
 
     def connectionLost(self, reason) -> None:
         AssociationProtocol.connectionLost(self, reason)

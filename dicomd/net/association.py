@@ -413,9 +413,7 @@ class Association:
         """
         P-DATA indication from the Upper Layer.
 
-        Once the association has ended (this side aborted it on an earlier
-        PDU of the same chunk of bytes, whose indications are applied after
-        the whole chunk was read) P-DATA is ignored.
+        Once the association has ended P-DATA is ignored.
         """
         if self._ended:
             return

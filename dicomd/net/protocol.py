@@ -1,13 +1,14 @@
 """
 The Twisted transport adapter for the DICOM Upper Layer (PS3.8 section 9).
 
-L{AssociationProtocol} feeds received bytes to the pure
-L{dicomd.ul.provider.ULProvider} and applies what comes back: it writes
-PDUs, runs the ARTIM timer on the injected reactor, closes the connection,
-and passes P-DATA, release and abort indications to the
-L{dicomd.net.association.Association}.  What is specific to accepting or
-requesting an association lives in the two subclasses in
-L{dicomd.net.acceptor} and L{dicomd.net.requestor}.
+L{AssociationProtocol} hands received bytes to the pure
+L{dicomd.ul.provider.ULProvider}, then pulls the outputs of one PDU at a
+time and applies them: it writes PDUs, runs the ARTIM timer on the injected
+reactor, closes the connection, and passes P-DATA, release and abort
+indications to the L{dicomd.net.association.Association}.  What is specific
+to accepting or requesting an association lives in the two subclasses in
+L{dicomd.net.acceptor} and L{dicomd.net.requestor}; the tuning of the TCP
+connection under it, in L{dicomd.net.sockets}.
 
 It also owns two timers the Upper Layer does not define: an idle timeout
 that aborts an association on which nothing has arrived for a while and
@@ -19,35 +20,23 @@ At the debug level (L{dicomd.net.debug}) it logs every PDU it receives and
 sends, described by a L{dicomd.ul.trace.PDUTrace}.
 
 On a TLS connection (PS3.15 Annex B) the peer is named with its
-certificate's subject in every log line (L{peerCertificateSubject}), and
-an acceptor rejects an association whose calling AE title is bound to
-another certificate (L{dicomd.tls.certificates.certificateBindingAllows}) before its AE
-sees it.
+certificate's subject in every log line (L{peerCertificateSubject}).
 """
 
-import socket
 from typing import Optional
 
 from OpenSSL import SSL
 from twisted.internet import protocol
-from twisted.internet.interfaces import IWriteDescriptor
 from twisted.logger import Logger
 
 from dicomd.errors import AssociationAborted
 from dicomd.net import debug
+from dicomd.net.sockets import quickAckSocket, renewQuickAck, setNoDelay, setReadSize, writeDescriptor, writeNow
+from dicomd.tls.certificates import certificateSubject
 from dicomd.ul import provider as _ul
 from dicomd.ul.fsm import State
-from dicomd.tls.certificates import certificateBindingAllows, certificateSubject
-from dicomd.ul.negotiation import CALLING_AE_TITLE_NOT_RECOGNIZED
 from dicomd.ul.pdu import ABORT_REASON_NOT_SPECIFIED, ABORT_SOURCE_SERVICE_USER, AAbort
 from dicomd.ul.trace import PDUTrace
-
-#: How much a TCP transport reads at a time (Twisted's default is 64 KiB):
-#: two of the largest PDUs DCMTK sends, so that a 128 KiB P-DATA-TF mostly
-#: arrives in one read, whole, and is handed on without copying.  It is
-#: also the size above which Twisted pauses a producer writing to the
-#: transport.
-READ_SIZE = 256 << 10
 
 
 def describeAbort(source: Optional[int], reason: int) -> str:
@@ -131,49 +120,6 @@ def describeTLSError(error) -> str:
     return "; ".join(reasons) or str(error) or error.__class__.__name__
 
 
-def setNoDelay(transport) -> None:
-    """
-    Turn off Nagle's algorithm: DICOM's request/response rhythm otherwise
-    waits on delayed acknowledgements for every small response.  TLS
-    transports pass the call through to their TCP transport.
-    """
-    setter = getattr(transport, "setTcpNoDelay", None)
-    if setter is not None:
-        setter(True)
-
-
-#: Linux's TCP_QUICKACK (absent elsewhere).
-_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
-
-
-def tcpSocket(transport) -> Optional[socket.socket]:
-    """
-    The TCP socket under a transport (a TLS transport's too), or C{None}.
-    """
-    for _ in range(3):
-        if transport is None:
-            return None
-        handle = getattr(transport, "getHandle", lambda: None)()
-        if isinstance(handle, socket.socket):
-            return handle
-        transport = getattr(transport, "transport", None)
-    return None
-
-
-def writeDescriptor(transport):
-    """
-    The reactor's write descriptor under a transport (a TLS transport's TCP
-    connection, to which it writes what it encrypts at once), or C{None}.
-    """
-    for _ in range(3):
-        if transport is None:
-            return None
-        if IWriteDescriptor.providedBy(transport):
-            return transport
-        transport = getattr(transport, "transport", None)
-    return None
-
-
 class AssociationProtocol(protocol.Protocol):
     """
     One transport connection carrying one association.
@@ -227,7 +173,7 @@ class AssociationProtocol(protocol.Protocol):
             _ul.StopARTIM: self._stopARTIM,
             _ul.OpenTransport: _ignore,
             _ul.CloseTransport: self._closeTransport,
-            _ul.AssociateIndication: self._associateIndication,
+            _ul.AssociateIndication: lambda output: self.associateIndication(output.request),
             _ul.AssociateAccepted: lambda output: self.associateAccepted(output.accept),
             _ul.AssociateRejected: lambda output: self.associateRejected(output.reject),
             _ul.PDataIndication: self._pDataIndication,
@@ -235,6 +181,7 @@ class AssociationProtocol(protocol.Protocol):
             _ul.ReleaseConfirmation: self._releaseConfirmation,
             _ul.AbortIndication: self._abortIndication,
             _ul.ProviderAbortIndication: self._abortIndication,
+            _ul.EventNotAllowed: self._eventNotAllowed,
         }
 
     # -- applying the Upper Layer's outputs --------------------------------------
@@ -259,28 +206,20 @@ class AssociationProtocol(protocol.Protocol):
     def flush(self) -> None:
         """
         Hand what was written to the kernel now rather than on the
-        reactor's next iteration.
+        reactor's next iteration (L{dicomd.net.sockets.writeNow}), if
+        anything was.
 
-        A transport writes when the reactor next finds its socket writable:
-        one more poll, two changes of the poll set and a reactor iteration
-        between a request and the response it triggers, or between a
-        C-STORE-RSP and the next C-STORE-RQ.  Requests and responses are
-        written while their trigger is handled, so the protocol flushes
-        after each chunk read, and a storage SCU before it reads its next
-        file ahead.  Call it only where the reactor itself could write:
-        not from inside a producer's C{resumeProducing}.
-
-        A write that fails is left to the reactor, which tries again as the
-        socket is still registered for writing, and closes the connection.
+        Requests and responses are written while their trigger is handled,
+        so the protocol flushes after each chunk read, and a storage SCU
+        before it reads its next file ahead.  Call it only where the
+        reactor itself could write: not from inside a producer's
+        C{resumeProducing}.
         """
         if not self._unflushed:
             return
         self._unflushed = False
-        descriptor = self._writeDescriptor
-        # Not while closing: the write that empties the buffer then closes the
-        # connection, which only the reactor may do.
-        if descriptor is not None and descriptor.connected and not descriptor.disconnecting:
-            descriptor.doWrite()
+        if self._writeDescriptor is not None:
+            writeNow(self._writeDescriptor)
 
     def _startARTIM(self, output=None) -> None:
         self._stopARTIM()
@@ -328,10 +267,8 @@ class AssociationProtocol(protocol.Protocol):
 
     def connectionMade(self) -> None:
         setNoDelay(self.transport)
-        if hasattr(self.transport, "bufferSize"):
-            self.transport.bufferSize = READ_SIZE
-        if _TCP_QUICKACK is not None:
-            self._quickAckSocket = tcpSocket(self.transport)
+        setReadSize(self.transport)
+        self._quickAckSocket = quickAckSocket(self.transport)
         self._writeDescriptor = writeDescriptor(self.transport)
         self.peerAddress = self.transport.getPeer()
         if self.debugging:
@@ -342,26 +279,31 @@ class AssociationProtocol(protocol.Protocol):
         self._apply(self.transportOpened())
 
     def dataReceived(self, data: bytes) -> None:
+        """
+        Hand the bytes to the provider, then apply the outputs of each PDU
+        they complete, in turn: the provider cuts the next PDU only once
+        the previous one's outputs were applied, and the indications among
+        them answered, so every PDU meets the state its predecessors left.
+        Then flush what the PDUs made us write.
+
+        A pause (L{pauseReading}) stops the reads from the transport, not
+        the handling of the PDUs one read brought: what waits in memory is
+        bounded by one read, and no PDU waits for a resume to be handled.
+        """
         self._lastActivity = self.reactor.seconds()
         if self._tlsPeer is None:
             # Application data means the TLS handshake is over.
             self._tlsPeer = peerCertificateSubject(self.transport) or ""
-        quickAck = self._quickAckSocket
-        if quickAck is not None:
-            # Acknowledge what arrives next at once instead of delaying
-            # the ACK (Linux leaves quick-ACK mode by itself, so this is
-            # renewed after each read).  A sender that leaves Nagle's
-            # algorithm on (DCMTK without TCP_NODELAY=1) holds back the
-            # last small segment of a data set until everything before it
-            # is acknowledged: with delayed ACKs every C-STORE would wait
-            # some 40 ms for that ACK.
-            try:
-                quickAck.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
-            except OSError:
-                self._quickAckSocket = None
+        if self._quickAckSocket is not None and not renewQuickAck(self._quickAckSocket):
+            self._quickAckSocket = None
         if self._trace is not None:
             self._logPDUs("from", self._trace.received(data))
-        self._apply(self.provider.dataReceived(data))
+        provider = self.provider
+        provider.dataReceived(data)
+        outputs = provider.nextOutputs()
+        while outputs is not None:
+            self._apply(outputs)
+            outputs = provider.nextOutputs()
         self.flush()
 
     def connectionLost(self, reason) -> None:
@@ -507,43 +449,6 @@ class AssociationProtocol(protocol.Protocol):
             text += " (TLS: %s)" % (self._tlsPeer,)
         return text
 
-    # -- TLS ----------------------------------------------------------------------
-
-    def certificateBindings(self):
-        """
-        Calling AE title -> allowed certificates for this connection: those
-        of the C{dicomtls:} endpoint it came in on, or C{None}.
-        """
-        options = tlsOptionsOf(self.transport)
-        return getattr(options, "certificateBindings", None) or None
-
-    def _associateIndication(self, output) -> None:
-        """
-        An A-ASSOCIATE indication: rejected here when its calling AE title
-        is bound to another certificate than the peer's, else handed to
-        C{associateIndication}.
-
-        Outputs are applied after the whole chunk they came from was read:
-        when a later PDU of the same chunk already aborted the association
-        (the provider left Sta3), there is nothing left to answer.
-        """
-        if self.provider.state is not State.Sta3:
-            return
-        request = output.request
-        bindings = self.certificateBindings()
-        if bindings and not certificateBindingAllows(bindings, request.callingAETitle, peerCertificate(self.transport)):
-            self.settle("rejected")
-            self.log.info(
-                "Association {calling} -> {called} from {peer} rejected: calling AE title not recognized "
-                "(bound to another certificate)",
-                calling=request.callingAETitle,
-                called=request.calledAETitle,
-                peer=self._peerText(),
-            )
-            self._apply(self.provider.rejectAssociation(CALLING_AE_TITLE_NOT_RECOGNIZED))
-            return
-        self.associateIndication(request)
-
     def settle(self, outcome: str) -> None:
         """
         Record how the association ended, unless that is already known.
@@ -554,9 +459,6 @@ class AssociationProtocol(protocol.Protocol):
     # -- indications ------------------------------------------------------------
 
     def _releaseIndication(self, output) -> None:
-        if self.provider.state not in (State.Sta8, State.Sta9, State.Sta10):
-            # A later PDU of the same chunk ended the association first.
-            return
         self.settle("released by the peer")
         if self.association is not None:
             self.association.ended(None)
@@ -580,6 +482,22 @@ class AssociationProtocol(protocol.Protocol):
         self.settle("aborted: " + description)
         if self.association is not None:
             self.association.ended(AssociationAborted(description))
+
+    def _eventNotAllowed(self, output) -> None:
+        """
+        An event the state table does not allow in the current state:
+        the provider did nothing.  At the end of an association that is
+        normal (the connection closing after this side closed it, an abort
+        after the peer's), so it is only logged, at the debug level.
+        """
+        if self.debugging:
+            self.log.debug(
+                "Upper Layer with {peer}: no action for {event} ({description}) in {state}",
+                peer=self._peerText(),
+                event=output.event.name,
+                description=output.event.value,
+                state=output.state.name,
+            )
 
     # -- requests from the association --------------------------------------------
 

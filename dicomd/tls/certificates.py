@@ -3,8 +3,8 @@ What a peer's certificate says (its subject, the hosts it names, its
 fingerprint) and whether it may use a calling AE title.
 
 L{certificateBindingAllows} is the pure half of binding calling AE titles
-to certificates; L{dicomd.net.protocol} applies it, with the bindings
-L{readCertificateBindings} reads.
+to certificates; L{dicomd.net.acceptor} applies it when it admits an
+association, with the bindings L{readCertificateBindings} reads.
 """
 
 import re

@@ -54,7 +54,7 @@ class DICOMTLSOptions(ssl.CertificateOptions):
     name, a client's requested one).
 
     @ivar certificateBindings: calling AE title -> allowed certificates,
-        read by L{dicomd.net.protocol} through the connection's app data.
+        read by L{dicomd.net.acceptor} through the connection's app data.
     @ivar hostName: a client: the host it connects to, which the server's
         certificate must name in its subject alternative names (RFC 6125),
         or C{None} to check no name.

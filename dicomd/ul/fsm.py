@@ -2,11 +2,11 @@
 The DICOM Upper Layer protocol state machine (PS3.8 section 9.2).
 
 L{TRANSITIONS} is PS3.8 Table 9-10 written out: one row per event, one column
-per state, each cell the name of the action to run.  An empty cell is a
-protocol error.  The actions themselves (what each sends, issues and starts,
-and which state follows) are in L{dicomd.ul.provider}; this module holds only
-the vocabulary and the table, so it can be checked against the standard cell
-by cell.
+per state, each cell the name of the action to run.  An empty cell means the
+event is not allowed in that state: the provider does nothing but say so.
+The actions themselves (what each sends, issues and starts, and which state
+follows) are in L{dicomd.ul.provider}; this module holds only the vocabulary
+and the table, so it can be checked against the standard cell by cell.
 """
 
 import enum
@@ -107,21 +107,3 @@ TRANSITIONS = {
 
 del _
 
-
-class ProtocolError(Exception):
-    """
-    An event arrived in a state whose cell of Table 9-10 is empty.
-
-    For events from the network this cannot happen (every state with an
-    open transport connection has a cell for every PDU); it is raised when
-    the local user asks for something the current state does not allow,
-    such as sending data before the association is established.  A local
-    primitive that answers the peer (Evt7, Evt8, Evt9, Evt11, Evt14) once
-    the association has ended, in Sta13 or back in Sta1, is not an error:
-    the provider ignores it, as it ignores an abort with nothing to abort.
-    """
-
-    def __init__(self, state: State, event: Event):
-        super().__init__("%s is not allowed in %s (%s)" % (event.name, state.name, state.value))
-        self.state = state
-        self.event = event

@@ -6,8 +6,15 @@ incoming byte stream into PDUs, raises the event of PS3.8 Table 9-10 for
 each one, runs the action the table names and reports what the caller must
 do as a list of outputs: bytes to send, the ARTIM timer to start or stop, the
 transport to open or close, and indications and confirmations for the local
-user.  It never touches a socket, a clock or the reactor, so every cell of
-the state table can be driven by a test.
+user.  An event whose cell of the table is empty is reported too, as
+L{EventNotAllowed}.  It never touches a socket, a clock or the reactor, so
+every cell of the state table can be driven by a test.
+
+Received bytes are pulled, as in h11: L{ULProvider.dataReceived} only
+buffers them, and each call of L{ULProvider.nextOutputs} cuts one PDU and
+returns its outputs.  The caller applies them (answering an indication, say)
+before it asks for the next PDU, so every PDU meets the state the previous
+one, and the answers to it, left.
 
 Framing hands on PDUs that arrive whole as slices of the received chunk,
 joins those that span chunks once, when complete (each byte is copied at
@@ -20,7 +27,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Union
 
 from dicomd.ul import pdu as _pdu
-from dicomd.ul.fsm import PDU_EVENTS, TRANSITIONS, Event, ProtocolError, State
+from dicomd.ul.fsm import PDU_EVENTS, TRANSITIONS, Event, State
 from dicomd.ul.pdu import (
     ABORT_REASON_INVALID_PDU_PARAMETER_VALUE,
     ABORT_REASON_NOT_SPECIFIED,
@@ -162,6 +169,27 @@ class ProviderAbortIndication:
     description: str
 
 
+@dataclass(frozen=True, slots=True)
+class EventNotAllowed:
+    """
+    An event whose cell of PS3.8 Table 9-10 is empty in the current state:
+    the provider did nothing.
+
+    Some are the normal end of an association: the transport connection
+    closing in Sta1, after this side closed it; an abort, or an answer to
+    an indication, after a PDU of the peer ended the association; PDUs
+    that follow the one after which this side closed the connection.
+    Others are a local user asking for what the state does not allow, such
+    as sending data before the association is established.
+
+    @ivar event: the L{Event} raised.
+    @ivar state: the L{State} it was raised in, which it left unchanged.
+    """
+
+    event: Event
+    state: State
+
+
 _START_ARTIM = StartARTIM()
 _STOP_ARTIM = StopARTIM()
 _CLOSE = CloseTransport()
@@ -175,16 +203,18 @@ MAXIMUM_ASSOCIATE_PDU_LENGTH = 1 << 20
 #: The largest P-DATA-TF we read when we advertised no limit (0).
 MAXIMUM_UNLIMITED_PDU_LENGTH = 1 << 26
 
-#: A-ASSOCIATE-RJ, A-RELEASE-RQ/RP and A-ABORT have 4-byte bodies.
-_FIXED_BODY_LENGTH = 4
+#: No received bytes.
+_NOTHING = memoryview(b"")
 
 
 class ULProvider:
     """
     One side of one association, as the DICOM UL protocol machine.
 
-    Every public method is an event of PS3.8 Table 9-10 and returns the list
-    of outputs that event produced, in the order they must be applied.
+    Every public method but L{dataReceived} is an event of PS3.8 Table
+    9-10 and returns the list of outputs that event produced, in the order
+    they must be applied.  Received bytes raise their events one PDU at a
+    time, as L{nextOutputs} is called.
 
     @ivar state: the current L{State}.
     @ivar isRequestor: C{True} on the side that sent the A-ASSOCIATE-RQ;
@@ -200,16 +230,16 @@ class ULProvider:
         self.state = State.Sta1
         self.isRequestor = isRequestor
         self.maximumLength = maximumLength
+        # The received chunk PDUs are cut from and where the next one
+        # starts in it; C{None} once the stream cannot be framed (Evt19).
+        self._view = _NOTHING
+        self._pos = 0
         # The received bytes of an incomplete PDU, as the chunks (or the
         # tail of a chunk) they came in, and how many bytes the first PDU
         # in them needs to be complete (6 while its header is incomplete).
         self._buffer: List = []
         self._bufferedLength = 0
         self._needed = 6
-        self._discarding = False
-        # Whether the association has ended and its connection closed (or
-        # is closing): the machine is back in Sta1 and stays there.
-        self._ended = False
         # Parameters of the event being handled, read by the actions.
         self._outputs: List = []
         self._pdu = None
@@ -243,14 +273,14 @@ class ULProvider:
         Evt7: the local user accepts the association.
         """
         self._pdu = accept
-        return self._answer(Event.Evt7)
+        return self._handle(Event.Evt7)
 
     def rejectAssociation(self, reject: AAssociateRJ) -> list:
         """
         Evt8: the local user rejects the association.
         """
         self._pdu = reject
-        return self._answer(Event.Evt8)
+        return self._handle(Event.Evt8)
 
     def sendData(self, data: Union[bytes, list]) -> list:
         """
@@ -259,48 +289,28 @@ class ULProvider:
         @param data: one or more whole, encoded P-DATA-TF PDUs.
         """
         self._pdu = data
-        return self._answer(Event.Evt9)
+        return self._handle(Event.Evt9)
 
     def requestRelease(self) -> list:
         """
         Evt11: A-RELEASE request from the local user.
         """
-        return self._answer(Event.Evt11)
+        return self._handle(Event.Evt11)
 
     def respondRelease(self) -> list:
         """
         Evt14: A-RELEASE response from the local user.
         """
-        return self._answer(Event.Evt14)
-
-    def _answer(self, event: Event) -> list:
-        """
-        Raise a local primitive that answers or sends to the peer (Evt7,
-        Evt8, Evt9, Evt11, Evt14).
-
-        Once the association has ended (Sta13, or Sta1 after the connection
-        closed) such a primitive does nothing, as L{abort} does: the outputs
-        of one chunk of received bytes are applied after the whole chunk
-        was read, so the local user may answer an indication (accept an
-        association, respond to a P-DATA or a release) that a later PDU of
-        the same chunk has already ended.  In any other state an event
-        without a cell is still a L{ProtocolError}.
-        """
-        if self.state is State.Sta13 or (self.state is State.Sta1 and self._ended):
-            self._pdu = None
-            return []
-        return self._handle(event)
+        return self._handle(Event.Evt14)
 
     def abort(self, source: int = ABORT_SOURCE_SERVICE_USER, reason: int = ABORT_REASON_NOT_SPECIFIED) -> list:
         """
         Evt15: A-ABORT request from the local user.
 
-        Aborting in a state that has no association (Sta1, Sta2, Sta13) does
-        nothing: there is nothing to abort, and a caller tearing down need
-        not know the state.
+        In a state without an association to abort (Sta1, Sta2, Sta13) it
+        is not allowed (L{EventNotAllowed}): a caller tearing down need not
+        know the state.
         """
-        if Event.Evt15 not in _allowed(self.state):
-            return []
         self._abortSource = source
         self._abortReason = reason
         return self._handle(Event.Evt15)
@@ -311,32 +321,30 @@ class ULProvider:
         """
         Evt17: the transport connection closed.
         """
-        if self.state is State.Sta1:
-            return []
         return self._handle(Event.Evt17)
 
     def artimExpired(self) -> list:
         """
         Evt18: the ARTIM timer expired.
         """
-        if Event.Evt18 not in _allowed(self.state):
-            # A late timer call after the state moved on: nothing to do.
-            return []
         return self._handle(Event.Evt18)
 
-    def dataReceived(self, data) -> list:
+    def dataReceived(self, data) -> None:
         """
-        Frame received bytes into PDUs and raise one event per PDU.
+        Buffer received bytes, for L{nextOutputs} to cut into PDUs.
 
         A PDU that arrives whole in one chunk is decoded from memoryview
         slices of that chunk, without copying.  The start of a PDU that
         does not is kept as it came (a slice of its chunk) with the chunks
         that follow, and they are joined once, when the last byte the PDU
         needs has arrived: every byte is copied at most once, however the
-        stream is cut.
+        stream is cut, as long as each chunk's PDUs are asked for before
+        the next chunk arrives.  Once the stream could not be framed
+        (Evt19), what follows is not read.
         """
-        if self._discarding:
-            return []
+        view = self._view
+        if view is None:
+            return
         if type(data) is not bytes:
             # Slices of what we are given outlive this call: a mutable
             # buffer the caller may reuse is copied first.
@@ -346,45 +354,67 @@ class ULProvider:
             pending.append(data)
             self._bufferedLength += len(data)
             if self._bufferedLength < self._needed:
-                return []
+                return
             data = b"".join(pending)
             self._buffer = []
             self._bufferedLength = 0
-        outputs = []
-        view = memoryview(data)
-        pos = 0
-        end = len(data)
-        needed = 6
-        while end - pos >= 6:
-            pduType, _, length = _HEADER.unpack_from(view, pos)
-            if pduType not in PDU_EVENTS:
-                # Whatever its length, an unknown type cannot be framed.
-                outputs += self._invalid("unrecognized PDU type 0x%02X" % (pduType,), ABORT_REASON_UNRECOGNIZED_PDU)
-                break
-            limit = self._limit(pduType)
-            if length > limit:
-                outputs += self._invalid(
-                    "PDU type 0x%02X announces %d bytes, more than the %d accepted" % (pduType, length, limit),
-                    ABORT_REASON_INVALID_PDU_PARAMETER_VALUE,
-                )
-                break
-            if end - pos - 6 < length:
-                needed = 6 + length
-                break
-            start = pos + 6
-            pos = start + length
-            outputs += self._received(pduType, view[start:pos])
-            if self._discarding:
-                break
-        if self._discarding:
-            self._buffer = []
-            self._bufferedLength = 0
-            return outputs
-        if pos < end:
-            self._buffer = [view[pos:]]
-            self._bufferedLength = end - pos
-            self._needed = needed
-        return outputs
+        elif self._pos < len(view):
+            # PDUs of the previous chunk were not asked for yet.
+            data = view[self._pos :].tobytes() + data
+        self._view = memoryview(data)
+        self._pos = 0
+
+    def nextOutputs(self) -> Optional[list]:
+        """
+        Cut the next PDU from the received bytes and raise its event: the
+        event of its type, or Evt19 for one that cannot be framed or
+        decoded.
+
+        @return: the outputs of that one event, in order (an empty list for
+            a PDU the state table ignores, AA-6), or C{None} when no whole
+            PDU is buffered.
+        """
+        view = self._view
+        if view is None:
+            return None
+        pos = self._pos
+        end = len(view)
+        if end - pos < 6:
+            if pos < end:
+                self._awaitRest(view, pos, 6)
+            elif end:
+                # Every PDU of the chunk was handed on: let it go.
+                self._view = _NOTHING
+                self._pos = 0
+            return None
+        pduType, _, length = _HEADER.unpack_from(view, pos)
+        if pduType not in PDU_EVENTS:
+            # Whatever its length, an unknown type cannot be framed.
+            return self._invalid("unrecognized PDU type 0x%02X" % (pduType,), ABORT_REASON_UNRECOGNIZED_PDU)
+        limit = self._limit(pduType)
+        if length > limit:
+            return self._invalid(
+                "PDU type 0x%02X announces %d bytes, more than the %d accepted" % (pduType, length, limit),
+                ABORT_REASON_INVALID_PDU_PARAMETER_VALUE,
+            )
+        start = pos + 6
+        stop = start + length
+        if stop > end:
+            self._awaitRest(view, pos, 6 + length)
+            return None
+        self._pos = stop
+        return self._received(pduType, view[start:stop])
+
+    def _awaitRest(self, view, pos: int, needed: int) -> None:
+        """
+        Keep the start of a PDU, from C{pos} in C{view}, until the
+        C{needed} bytes it takes have arrived.
+        """
+        self._buffer = [view[pos:]]
+        self._bufferedLength = len(view) - pos
+        self._needed = needed
+        self._view = _NOTHING
+        self._pos = 0
 
     def _limit(self, pduType: int) -> int:
         if pduType == _pdu.P_DATA_TF:
@@ -406,9 +436,11 @@ class ULProvider:
     def _invalid(self, description: str, reason: int) -> list:
         """
         Evt19: an unrecognized or invalid PDU.  Nothing after it can be
-        framed, so the rest of the stream is discarded.
+        framed, so the provider reads no more of the stream.
         """
-        self._discarding = True
+        self._view = None
+        self._buffer = []
+        self._bufferedLength = 0
         self._abortReason = reason
         self.errorDescription = description
         return self._handle(Event.Evt19)
@@ -416,18 +448,17 @@ class ULProvider:
     # -- the machine ----------------------------------------------------------
 
     def _handle(self, event: Event) -> list:
-        action = TRANSITIONS[event].get(self.state)
+        """
+        Run the action of C{event}'s cell for the current state.
+        """
+        state = self.state
+        action = TRANSITIONS[event].get(state)
         if action is None:
-            raise ProtocolError(self.state, event)
+            self._pdu = None
+            return [EventNotAllowed(event, state)]
         self._outputs = outputs = []
         self._event = event
         self.state = _ACTIONS[action](self)
-        if self.state is State.Sta1:
-            # The connection is closed or closing (AE-4, AR-3, AR-5, AA-2 to
-            # AA-5): bytes after this PDU, in this chunk or a later one,
-            # belong to no association and are discarded.
-            self._ended = True
-            self._discarding = True
         self._pdu = None
         return outputs
 
@@ -628,9 +659,3 @@ _ACTIONS = {
     "AA-8": ULProvider._aa8,
 }
 
-
-def _allowed(state: State) -> set:
-    return _EVENTS_BY_STATE[state]
-
-
-_EVENTS_BY_STATE = {state: {event for event, row in TRANSITIONS.items() if state in row} for state in State}
