@@ -227,6 +227,10 @@ class KilledDaemonTests(DaemonTestCase):
         self.assertNotEqual(sender.exitCode, 0, sender.describe())
 
         restarted = yield startDaemon(self, *daemonOptions(data))
+        # Its port accepts connections before it has started; once it
+        # answers, it has indexed what the kill left unindexed.
+        echo = yield runCommand([dcmtk("echoscu"), LOCALHOST, str(restarted.port)], env=dcmtkEnvironment())
+        self.assertEqual(echo.exitCode, 0, echo.describe() + restarted.describe())
         # Whatever was being received at the kill is gone from .incoming.
         self.assertEqual(temporaryFiles(data), [])
         indexed = indexedInstances(data)
