@@ -427,13 +427,15 @@ class TwistdService(service.MultiService):
         self._orExit(service.MultiService.privilegedStartService)
 
     def startService(self) -> None:
-        self._orExit(service.MultiService.startService)
+        # The handlers come first: starting the AEs may take a while
+        # (recovering an index, ending the studies a killed run left open).
         reactor = self.daemon.reactor
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda number, frame: reactor.callFromThread(self.daemon.reload))
         sigTerm = getattr(reactor, "sigTerm", None)
         if sigTerm is not None and not getattr(reactor, "running", True):
             signal.signal(signal.SIGTERM, sigTerm)
+        self._orExit(service.MultiService.startService)
 
     def _orExit(self, start) -> None:
         try:
