@@ -205,17 +205,31 @@ def receivers(options) -> List[Receiver]:
     ]
     if options.otherDicomd:
         # Another checkout of dicomd (the code before a change, say), run
-        # the same way, for before/after figures from one run.
+        # the same way, for before/after figures from one run: its
+        # storescp as "other", its daemon as "other-daemon".
         other = os.path.abspath(options.otherDicomd)
+        label = os.path.basename(other.rstrip(os.sep)) or other
         every.append(
             Receiver(
                 "other",
-                "dicomd (%s)" % (os.path.basename(other.rstrip(os.sep)) or other,),
+                "storescp (%s)" % (label,),
                 lambda output, port, scratch: [python, "-m", "dicomd", "storescp", "-od", output, str(port)],
                 pythonEnvironment(other),
             )
         )
-        options.servers.append("other")
+        every.append(
+            Receiver(
+                "other-daemon",
+                "daemon (%s)" % (label,),
+                lambda output, port, scratch: [
+                    twistd, "-n", "--pidfile=", "dicomd", "-o", output, "--listen", "tcp:%d:interface=%s" % (port, HOST),
+                    "--state-directory", os.path.join(scratch, "state"),
+                ],
+                pythonEnvironment(other),
+            )
+        )
+        if not any(key.startswith("other") for key in options.servers):
+            options.servers.append("other")
     return [r for r in every if r.key in options.servers]
 
 
@@ -421,14 +435,15 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=600, help="seconds before a storescu run is killed")
     parser.add_argument(
         "--other-dicomd", dest="otherDicomd", default=None,
-        help="also run dicomd storescp from this other checkout (e.g. the previous commit, for before/after figures)",
+        help="also run dicomd from this other checkout (e.g. the previous commit, for before/after figures): "
+        "its storescp as receiver 'other' (the default), its daemon as 'other-daemon'",
     )
     options = parser.parse_args(argv)
     options.servers = [s for s in options.servers.split(",") if s]
     senders = [int(n) for n in options.senders.split(",") if n]
     sendersServers = [s for s in options.sendersServers.split(",") if s]
     for key in options.servers + (sendersServers if senders else []):
-        if key not in NAMES:
+        if key not in NAMES and not (options.otherDicomd and key in ("other", "other-daemon")):
             parser.error("unknown receiver %r: choose from %s" % (key, ", ".join(NAMES)))
     for tool in ("storescp", "storescu"):
         if not os.access(os.path.join(DCMTK, tool), os.X_OK):
