@@ -9,6 +9,10 @@ Three corpora, each one study of one series in its own directory:
   - C{multiframe}: 2 multi-frame grayscale word secondary capture objects
     of 512 frames of 512 x 512 x 16 bit (256 MiB of pixels each).
 
+and, for many senders at once, L{SENDERS}: 3,200 images of 256 x 256,
+in studies of 100 images, one study per sender (made only when asked
+for, with L{ensureSendersCorpus}).
+
 Files are explicit VR little endian Part-10 files named C{00001.dcm}...
 Making the corpus is idempotent: a file already there is kept, a missing
 one is written (through a temporary name, so an interrupted run leaves no
@@ -45,6 +49,7 @@ class Corpus:
     16-bit pixels.
 
     @ivar name: its directory's name and its name in benchmark tables.
+    @ivar perStudy: objects per study (0: all in one study).
     """
 
     name: str
@@ -55,6 +60,7 @@ class Corpus:
     frames: int = 1
     sopClassUID: str = CT_IMAGE_STORAGE
     modality: str = "CT"
+    perStudy: int = 0
 
     def directory(self, root: str) -> str:
         """
@@ -79,9 +85,13 @@ class Corpus:
         missing = [path for path in self.paths(root) if not os.path.exists(path)]
         if not missing:
             return 0
-        studyInstanceUID = generate_uid()
-        seriesInstanceUID = generate_uid()
+        studies = {}
         for path in missing:
+            number = int(os.path.basename(path).split(".")[0])
+            study = (number - 1) // self.perStudy if self.perStudy else 0
+            if study not in studies:
+                studies[study] = (generate_uid(), generate_uid())
+            studyInstanceUID, seriesInstanceUID = studies[study]
             dataset = makeDataset(
                 rows=self.rows,
                 columns=self.columns,
@@ -93,7 +103,7 @@ class Corpus:
                 studyInstanceUID=studyInstanceUID,
                 seriesInstanceUID=seriesInstanceUID,
             )
-            dataset.InstanceNumber = int(os.path.basename(path).split(".")[0])
+            dataset.InstanceNumber = number
             temporary = path + ".part"
             writeFile(temporary, dataset)
             os.rename(temporary, path)
@@ -116,6 +126,21 @@ CORPORA = (
         modality="OT",
     ),
 )
+
+
+#: The corpus of the many-senders benchmark: sender I{n} of N sends
+#: objects 100n+1..100n+100, one study.
+SENDERS = Corpus("senders", "3,200 images of 256x256x16 bit, 100 per study", 3200, 256, 256, perStudy=100)
+
+
+def ensureSendersCorpus(root: str, log=None) -> Corpus:
+    """
+    Make L{SENDERS} under C{root} if it is not complete yet.
+    """
+    written = SENDERS.make(root)
+    if written and log is not None:
+        log("%s: wrote %d of %d files in %s" % (SENDERS.name, written, SENDERS.count, SENDERS.directory(root)))
+    return SENDERS
 
 
 def ensureCorpus(root: str, log=None) -> List[Corpus]:
