@@ -19,7 +19,6 @@ needs it.
 """
 
 import os
-import struct
 import warnings
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -29,6 +28,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from dicomd.codec.elements import EXPLICIT_LITTLE, Truncated
 from dicomd.dimse.commands import PRIORITY_MEDIUM, CStoreRQ
 from dicomd.errors import NoPresentationContext
 from dicomd.interfaces import IDataSetSource
@@ -53,10 +53,6 @@ CONVERTIBLE = (
 
 #: zlib's level for deflated explicit VR little endian, as DCMTK's C{+cl}.
 DEFAULT_COMPRESSION_LEVEL = 6
-
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-_META_ELEMENT = struct.Struct("<HH2sH")
-_UINT32 = struct.Struct("<L")
 
 log = Logger()
 
@@ -158,21 +154,19 @@ class _MetaReader:
                 if position < self.size:
                     raise self._truncated()
                 break
-            group, element, vr, length = _META_ELEMENT.unpack_from(self.head, position)
-            if group != 0x0002:
+            if EXPLICIT_LITTLE.readTag(self.head, position) >> 16 != 0x0002:
                 break
-            headerLength = 8
-            if vr in _LONG_VRS:
-                if not self._have(position + 12):
-                    raise self._truncated()
-                length = _UINT32.unpack_from(self.head, position + 8)[0]
-                headerLength = 12
-            end = position + headerLength + length
+            self._have(position + 12)
+            try:
+                tag, _, length, valueOffset = EXPLICIT_LITTLE.readHeader(self.head, position, len(self.head))
+            except Truncated:
+                raise self._truncated()
+            end = valueOffset + length
             if end > self.size:
                 raise self._truncated()
-            if element in (0x0002, 0x0003, 0x0010):
+            if tag & 0xFFFF in (0x0002, 0x0003, 0x0010):
                 self._have(end)
-                values[element] = _uid(self.head[position + headerLength : end])
+                values[tag & 0xFFFF] = _uid(self.head[valueOffset:end])
             position = end
         missing = [
             name
