@@ -264,7 +264,7 @@ class ElementScanner:
     element of defined length, is read inline.
 
     @ivar reached: whether the walk stopped at an element whose tag is at
-        least C{stopBefore} (which is not read, nor its value checked).
+        least C{stopBefore} (whose header is read no further than its tag).
     @raise Truncated: (while iterating) an element runs past C{end}.
     @raise Malformed: (while iterating) a value of undefined length holds
         no items.
@@ -300,19 +300,23 @@ class ElementScanner:
                 raise Truncated(offset + 8)
             if implicit:
                 group, number, length = unpackImplicit(data, offset)
+                tag = group << 16 | number
+                if tag >= stopBefore:
+                    self.reached = True
+                    return
                 vr = None
                 valueOffset = offset + 8
             else:
                 group, number, rawVR, length = unpackShort(data, offset)
+                tag = group << 16 | number
+                if tag >= stopBefore:
+                    self.reached = True
+                    return
                 if rawVR in longVRs or group == _DELIMITER_GROUP:
                     _, vr, length, valueOffset = readHeader(data, offset, end)
                 else:
                     vr = vrNames.get(rawVR) or rawVR.decode("latin-1")
                     valueOffset = offset + 8
-            tag = group << 16 | number
-            if tag >= stopBefore:
-                self.reached = True
-                return
             if length == UNDEFINED_LENGTH:
                 offset = encoding.skipItems(data, valueOffset, end, vr) + 8
             else:
