@@ -295,6 +295,8 @@ class ElementScanner:
         vrNames = _VR_NAMES
         longVRs = _LONG_VR_BYTES
         readHeader = encoding.readHeader
+        # The delimiter group and UNDEFINED_LENGTH are spelled as literals
+        # below: a global lookup per element costs more than the rest of it.
         while offset < end:
             if offset + 8 > end:
                 raise Truncated(offset + 8)
@@ -312,12 +314,12 @@ class ElementScanner:
                 if tag >= stopBefore:
                     self.reached = True
                     return
-                if rawVR in longVRs or group == _DELIMITER_GROUP:
+                if rawVR in longVRs or group == 0xFFFE:
                     _, vr, length, valueOffset = readHeader(data, offset, end)
                 else:
                     vr = vrNames.get(rawVR) or rawVR.decode("latin-1")
                     valueOffset = offset + 8
-            if length == UNDEFINED_LENGTH:
+            if length == 0xFFFFFFFF:
                 offset = encoding.skipItems(data, valueOffset, end, vr) + 8
             else:
                 offset = valueOffset + length

@@ -162,9 +162,11 @@ def scanHead(head, transferSyntaxUID: str, complete: bool, partial: bool = False
     scanner = ElementScanner(data, IMPLICIT_LITTLE if implicit else EXPLICIT_LITTLE, stopBefore=_PIXEL_DATA)
     elements = {}
     make = RawDataElement._make
+    baseTag = BaseTag
+    undefined = UNDEFINED_LENGTH
     try:
         for tag, vr, length, valueOffset, nextOffset in scanner:
-            if length == UNDEFINED_LENGTH:
+            if length == undefined:
                 if vr is not None and vr != "SQ":
                     # An undefined length UN (a sequence in implicit VR) or
                     # encapsulated data before the pixel data: pydicom
@@ -173,7 +175,7 @@ def scanHead(head, transferSyntaxUID: str, complete: bool, partial: bool = False
                 value = data[valueOffset : nextOffset - 8]
             else:
                 value = data[valueOffset:nextOffset]
-            tag = BaseTag(tag)
+            tag = baseTag(tag)
             elements[tag] = make((tag, vr, len(value), value, valueOffset, implicit, True, True, False))
         if not (scanner.reached or complete or partial):
             return None
