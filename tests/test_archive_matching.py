@@ -1,5 +1,6 @@
 """
-Tests for L{dicomd.archive.matching}: conditions, hierarchy and responses,
+Tests for L{dicomd.archive.matching} and L{dicomd.archive.responses}:
+conditions, hierarchy and responses,
 without a database.
 """
 
@@ -32,10 +33,10 @@ from dicomd.archive.matching import (
     keysOfLevel,
     modelForSOPClass,
     parseIdentifier,
-    responseCharacterSet,
     sortableValue,
     uniqueKey,
 )
+from dicomd.archive.responses import encodeResponse, responseCharacterSet
 from dicomd.dimse.status import (
     IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
     UNABLE_TO_PROCESS,
@@ -750,3 +751,25 @@ class ResponseTests(SynchronousTestCase):
         """
         self.assertEqual(responseCharacterSet(("ISO_IR 6",), ["abc"]), ("ISO_IR 6",))
         self.assertEqual(responseCharacterSet(("ISO_IR 6",), ["é"]), ("ISO_IR 192",))
+
+    def test_encodeResponse(self):
+        """
+        L{encodeResponse} writes a response as pydicom writes it, in
+        implicit and explicit VR little endian, plain ASCII elements added
+        to it included; an element it does not handle gives C{None}.
+        """
+        query = self.query(SpecificCharacterSet="ISO_IR 100", PatientName="", StudyInstanceUID="")
+
+        def response():
+            response = query.response({"PatientName": "Müller^Jürgen", "StudyInstanceUID": "1.2.3"})
+            response.RetrieveAETitle = "QRSCP"
+            return response
+
+        for implicit in (True, False):
+            out = DicomBytesIO()
+            out.is_little_endian, out.is_implicit_VR = True, implicit
+            write_dataset(out, response())
+            self.assertEqual(encodeResponse(response(), implicit), out.getvalue())
+        response = response()
+        response.Rows = 1
+        self.assertIsNone(encodeResponse(response, False))

@@ -38,7 +38,8 @@ NET_WIRING = {
 #: C{interfaces.py} only declares C{zope.interface} interfaces.
 PURE = {
     "dicomd/ul/": (),
-    "dicomd/dimse/": ("dicomd/ul/", "dicomd/interfaces.py"),
+    "dicomd/codec/": ("dicomd/ul/",),
+    "dicomd/dimse/": ("dicomd/ul/", "dicomd/codec/", "dicomd/interfaces.py"),
 }
 
 #: What C{archive/}, the data, never imports.
@@ -335,19 +336,20 @@ class ImportTests(_LayoutTestCase):
 
     def test_pureLayersImportNoTwisted(self):
         """
-        C{ul/} and C{dimse/} import no Twisted.
+        C{ul/}, C{codec/} and C{dimse/} import no Twisted.
         """
         problems = [
             str(found)
             for found in self.tree.imports
             if placeOf(found.path, PURE) and found.module.split(".")[0] == "twisted"
         ]
-        self.assertNoProblems(problems, "ul/ and dimse/ import no Twisted")
+        self.assertNoProblems(problems, "ul/, codec/ and dimse/ import no Twisted")
 
     def test_pureLayersStayPure(self):
         """
-        C{ul/} imports nothing of dicomd but C{ul/}; C{dimse/} nothing but
-        C{dimse/}, C{ul/} and the interfaces of C{interfaces.py}.
+        C{ul/} imports nothing of dicomd but C{ul/}; C{codec/} nothing but
+        C{codec/} and C{ul/}; C{dimse/} nothing but C{dimse/}, C{codec/},
+        C{ul/} and the interfaces of C{interfaces.py}.
         """
         problems = []
         for found in self.tree.dicomdImports():

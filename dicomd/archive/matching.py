@@ -7,8 +7,8 @@ C{dcmdata/libsrc/dcmatch.cc}, DCMTK 3.6.8).
 This module is pure: it turns a request identifier into a L{Query} made of
 back-end neutral conditions (L{SingleValue}, L{Wildcard}, L{Range},
 L{UIDList}, L{Unmatchable}), which L{dicomd.archive.sql} compiles into
-SQL, and turns stored values back into response identifiers.  It holds no
-SQL.
+SQL, and turns stored values back into response identifiers
+(L{dicomd.archive.responses} encodes them).  It holds no SQL.
 
 Query keys
 ==========
@@ -83,16 +83,6 @@ strict rules of dcmqrscp's C{--check-find} and C{--check-move} before that.
 Where dcmqrscp answers "unable to process" with status C000, the
 L{QueryError}s here carry L{UNABLE_TO_PROCESS} (C001), in the same range.
 
-Responses
-=========
-
-A response holds every return key, the Query/Retrieve Level and, when
-needed, the Specific Character Set.  dcmqrscp also adds Retrieve AE Title
-(0008,0054), the called AE title: that is for the C-FIND SCP to add.
-Responses are built of raw elements, their values already encoded, and
-L{encodeResponse} writes them without pydicom's writer: a C-FIND with many
-matches spends its time on them, and this is several times faster.
-
 Character sets
 ==============
 
@@ -103,26 +93,18 @@ them.  A request without Specific Character Set (or declaring only ASCII)
 whose values hold bytes above 0x7F is read as UTF-8 when those bytes are
 valid UTF-8, else as Latin-1: dcmqrscp compares such bytes as they are with
 the UTF-8 form of the stored values, so undeclared UTF-8 (findscu typed in
-a UTF-8 terminal) matches there, and must here too.  A response is encoded in the character set of its request when that
-can represent every value of the response; otherwise it is sent in UTF-8
-(C{ISO_IR 192}).  A request without Specific Character Set gets responses
-without it when they are plain ASCII.  (dcmqrscp converts to the request's
-character set too, and keeps the stored one when that fails.)
+a UTF-8 terminal) matches there, and must here too.  Responses are built
+and encoded by L{dicomd.archive.responses}.
 """
 
 import enum
-import struct
 from dataclasses import dataclass
 
-from pydicom.charset import convert_encodings, encode_string
-from pydicom.dataelem import RawDataElement
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.tag import Tag
-from pydicom.valuerep import PersonName
 
-from dicomd.archive.charsets import ASCII_TERMS, CHARACTER_SET_VRS, pythonEncodings
+from dicomd.archive.charsets import ASCII_TERMS
+from dicomd.archive.responses import responseIdentifier
 from dicomd.dimse import uids as _uids
 from dicomd.dimse.status import (
     IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
@@ -540,152 +522,21 @@ class Query:
 
     def response(self, values):
         """
-        Build the identifier of one C-FIND response.
-
-        Its elements are pydicom C{RawDataElement}s holding the values
-        already encoded (in the response's character set, padded to even
-        length): pydicom decodes them only if someone reads them, and
-        L{encodeResponse} writes them as they are.
+        Build the identifier of one C-FIND response (see
+        L{dicomd.archive.responses.responseIdentifier}).
 
         @param values: the text of each of L{storedKeys}, by keyword.
         @return: a pydicom C{Dataset} with every return key (keys below the
             query level empty), the Query/Retrieve Level, and the Specific
-            Character Set that L{responseCharacterSet} chooses.
+            Character Set that
+            L{dicomd.archive.responses.responseCharacterSet} chooses.
         """
-        texts = [
-            (key, values[key.keyword] if key.level <= self.level else "")
+        elements = [
+            (key.tag, key.vr, values[key.keyword] if key.level <= self.level else "")
             for key in self.returnKeys
         ]
-        characterSet = responseCharacterSet(
-            self.characterSet,
-            [text for key, text in texts if key.vr in CHARACTER_SET_VRS],
-        )
-        encodings = pythonEncodings(characterSet)
-        elements = {
-            _BASE_TAGS[key.tag]: _rawElement(
-                key.tag, key.vr, _encodeValue(key.vr, text, encodings)
-            )
-            for key, text in texts
-        }
-        elements[_BASE_TAGS[_QUERY_RETRIEVE_LEVEL]] = _rawElement(
-            _QUERY_RETRIEVE_LEVEL, "CS", _pad(self.level.name.encode("ascii"), "CS")
-        )
-        if characterSet:
-            elements[_BASE_TAGS[_SPECIFIC_CHARACTER_SET]] = _rawElement(
-                _SPECIFIC_CHARACTER_SET,
-                "CS",
-                _pad("\\".join(characterSet).encode("ascii"), "CS"),
-            )
-        return Dataset(elements)
-
-
-_BASE_TAGS = {
-    tag: Tag(tag)
-    for tag in [key.tag for key in KEYS] + [_QUERY_RETRIEVE_LEVEL, _SPECIFIC_CHARACTER_SET]
-}
-
-
-def _pad(value, vr):
-    """
-    Pad an encoded value to even length: UIDs with NUL, the rest with a
-    space (PS3.5 6.2).
-    """
-    if len(value) % 2:
-        return value + (b"\0" if vr == "UI" else b" ")
-    return value
-
-
-def _encodeValue(vr, text, encodings):
-    """
-    Encode the text of one response value in the response's character set.
-    """
-    if text.isascii():
-        return _pad(text.encode("ascii"), vr)
-    if vr not in CHARACTER_SET_VRS:
-        # Only the character set VRs may hold more than ASCII; a stored
-        # value that does anyway goes out as UTF-8 bytes.
-        return _pad(text.encode("utf-8"), vr)
-    if len(encodings) == 1:
-        return _pad(text.encode(encodings[0]), vr)
-    # Code extensions (ISO 2022): pydicom switches with escape sequences,
-    # component group by component group for person names.
-    if vr == "PN":
-        return _pad(PersonName(text).encode(encodings), vr)
-    return _pad(encode_string(text, encodings), vr)
-
-
-def _rawElement(tag, vr, value):
-    """
-    A raw element of explicit VR little endian, whose value (but not its
-    header) is also that of implicit VR little endian.
-    """
-    return RawDataElement(
-        _BASE_TAGS.get(tag) or Tag(tag), vr, len(value), value, 0, False, True, True, False
-    )
-
-
-def encodeResponse(dataset, implicit):
-    """
-    Encode a data set of simple elements in explicit or implicit VR little
-    endian, without pydicom's writer: the C-FIND responses of L{Query}
-    (raw elements, as L{Query.response} makes them) and plain ASCII text
-    elements added to them (Retrieve AE Title).
-
-    @param implicit: implicit VR little endian rather than explicit.
-    @return: the encoded bytes, or C{None} when the data set holds an
-        element this does not handle (a decoded value that is not ASCII
-        text, a sequence, a number...); then encode it with pydicom.
-    """
-    parts = []
-    for tag in sorted(dataset.keys(), key=int):
-        element = dataset.get_item(tag)
-        vr = element.VR
-        if element.is_raw:
-            if element.is_little_endian is False or (
-                element.is_implicit_VR and not implicit
-            ):
-                return None
-            value = element.value
-            if value is None:
-                value = b""
-            elif not isinstance(value, bytes) or len(value) % 2:
-                return None
-        else:
-            text = element.value
-            if text is None:
-                text = ""
-            elif isinstance(text, PersonName):
-                text = str(text)
-            if not isinstance(text, str) or not text.isascii() or vr in _LONG_VRS:
-                return None
-            value = _pad(text.encode("ascii"), vr)
-        if implicit:
-            parts.append(_IMPLICIT_HEADER.pack(tag >> 16, tag & 0xFFFF, len(value)))
-        elif vr in _LONG_VRS:
-            parts.append(
-                _EXPLICIT_LONG_HEADER.pack(
-                    tag >> 16, tag & 0xFFFF, vr.encode("ascii"), len(value)
-                )
-            )
-        elif vr and len(vr) == 2 and len(value) <= 0xFFFF:
-            parts.append(
-                _EXPLICIT_HEADER.pack(
-                    tag >> 16, tag & 0xFFFF, vr.encode("ascii"), len(value)
-                )
-            )
-        else:
-            return None
-        parts.append(value)
-    return b"".join(parts)
-
-
-#: VRs with a 4-byte length in explicit VR (PS3.5 7.1.2).
-_LONG_VRS = frozenset(
-    ["OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"]
-)
-_IMPLICIT_HEADER = struct.Struct("<HHI")
-_EXPLICIT_HEADER = struct.Struct("<HH2sH")
-_EXPLICIT_LONG_HEADER = struct.Struct("<HH2s2xI")
+        elements.append((_QUERY_RETRIEVE_LEVEL, "CS", self.level.name))
+        return responseIdentifier(elements, self.characterSet)
 
 
 def _queryLevel(identifier):
@@ -735,7 +586,8 @@ def _characterSet(identifier):
     The terms of an identifier's Specific Character Set as it wrote them.
     Unlike L{dicomd.archive.charsets.characterSetTerms}, terms that only
     name ASCII are kept: a response to a request that declared them
-    declares them again (L{responseCharacterSet}).
+    declares them again
+    (L{dicomd.archive.responses.responseCharacterSet}).
     """
     element = identifier.get(_SPECIFIC_CHARACTER_SET)
     if element is None or not element.value:
@@ -860,42 +712,3 @@ def checkRetrieveIdentifier(model, identifier):
     _checkIdentifier(model, identifier, retrieve=True)
 
 
-
-def _encodes(text, encoding):
-    try:
-        text.encode(encoding)
-    except UnicodeError:
-        return False
-    return True
-
-
-def _encodable(text, encodings):
-    """
-    Whether one of the encodings, or code extensions switching between
-    them, can represent the text.
-    """
-    return any(_encodes(text, encoding) for encoding in encodings) or all(
-        any(_encodes(character, encoding) for encoding in encodings)
-        for character in text
-    )
-
-
-def responseCharacterSet(requested, texts):
-    """
-    Choose the Specific Character Set of a response (see the module
-    docstring).
-
-    @param requested: the terms of the request's Specific Character Set,
-        empty when it had none.
-    @param texts: the response's values affected by the character set.
-    @return: the terms to send, or C{()} to send no Specific Character Set.
-    """
-    texts = [text for text in texts if text]
-    if all(term in ASCII_TERMS for term in requested):
-        if all(text.isascii() for text in texts):
-            return requested
-        return ("ISO_IR 192",)
-    encodings = convert_encodings(list(requested))
-    if all(_encodable(text, encodings) for text in texts):
-        return requested
-    return ("ISO_IR 192",)

@@ -16,6 +16,7 @@ import struct
 from dataclasses import dataclass, fields
 from typing import Callable, Dict, List, Optional, Tuple
 
+from dicomd.codec.elements import IMPLICIT_LITTLE, Truncated
 from dicomd.dimse import status as _status
 from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
 
@@ -123,9 +124,9 @@ _GROUP_LENGTH = 0x0000
 _COMMAND_FIELD = 0x0100
 _COMMAND_DATA_SET_TYPE = 0x0800
 
-_ELEMENT_HEADER = struct.Struct("<HHL")
 _US = struct.Struct("<H")
 _UL = struct.Struct("<L")
+_AT = struct.Struct("<HH")
 
 
 # Command sets have no Specific Character Set: their strings are ASCII.  A
@@ -149,7 +150,7 @@ def _encodeValue(vr: str, value) -> bytes:
     if vr == "LO":
         return _encodeString(value, b" ")
     if vr == "AT":
-        return b"".join(struct.pack("<HH", tag >> 16, tag & 0xFFFF) for tag in value)
+        return b"".join(_AT.pack(tag >> 16, tag & 0xFFFF) for tag in value)
     raise AssertionError(vr)
 
 
@@ -161,7 +162,7 @@ def _decodeValue(vr: str, raw: memoryview):
     if vr == "AT":
         if len(raw) % 4:
             raise DIMSEDecodeError("AT command element of %d bytes" % (len(raw),))
-        return [(group << 16) | element for group, element in struct.iter_unpack("<HH", raw)]
+        return [(group << 16) | element for group, element in _AT.iter_unpack(raw)]
     text = bytes(raw).decode("latin-1")
     if vr == "UI":
         return text.rstrip("\x00 ")
@@ -414,12 +415,11 @@ _DATA_SET_REQUIRED = (CStoreRQ, CFindRQ, CMoveRQ, CGetRQ)
 
 # What encodeCommand writes for each message class, in tag order: the
 # class's elements, the Command Field and the Command Data Set Type.  Each
-# entry is (field name or None, element, VR, constant bytes or None).
-_US_ELEMENT = struct.Struct("<HHLH")
-_GROUP_LENGTH_ELEMENT = struct.Struct("<HHLL")
+# entry is (field name, element, VR, header): the header is that of the
+# US elements, whose length is always 2.
 _DATA_SET_TYPE_ELEMENTS = (
-    _US_ELEMENT.pack(0x0000, _COMMAND_DATA_SET_TYPE, 2, DATA_SET_ABSENT),
-    _US_ELEMENT.pack(0x0000, _COMMAND_DATA_SET_TYPE, 2, DATA_SET_PRESENT),
+    IMPLICIT_LITTLE.element(_COMMAND_DATA_SET_TYPE, "US", _US.pack(DATA_SET_ABSENT)),
+    IMPLICIT_LITTLE.element(_COMMAND_DATA_SET_TYPE, "US", _US.pack(DATA_SET_PRESENT)),
 )
 
 
@@ -428,7 +428,7 @@ def _encoding(cls) -> Tuple[tuple, ...]:
     entries.append(("commandField", _COMMAND_FIELD, "US"))
     entries.append(("hasDataSet", _COMMAND_DATA_SET_TYPE, "DS"))
     entries.sort(key=lambda entry: entry[1])
-    return tuple(entries)
+    return tuple((name, element, vr, IMPLICIT_LITTLE.header(element, "US", 2)) for name, element, vr in entries)
 
 
 _ENCODINGS = {cls: _encoding(cls) for cls in _LAYOUTS}
@@ -444,14 +444,15 @@ def encodeCommand(message: Message) -> bytes:
     Command Group Length first.
     """
     parts = [b""]
-    usElement = _US_ELEMENT.pack
-    header = _ELEMENT_HEADER.pack
-    for name, element, vr in _ENCODINGS[type(message)]:
+    header = IMPLICIT_LITTLE.header
+    packUS = _US.pack
+    for name, element, vr, usHeader in _ENCODINGS[type(message)]:
         value = getattr(message, name)
         if value is None:
             continue
         if vr == "US":
-            parts.append(usElement(0x0000, element, 2, value))
+            parts.append(usHeader)
+            parts.append(packUS(value))
         elif vr == "DS":
             parts.append(_DATA_SET_TYPE_ELEMENTS[bool(value)])
         else:
@@ -461,10 +462,10 @@ def encodeCommand(message: Message) -> bytes:
                     raw += b"\x00"
             else:
                 raw = _encodeValue(vr, value)
-            parts.append(header(0x0000, element, len(raw)))
+            parts.append(header(element, vr, len(raw)))
             parts.append(raw)
     body = b"".join(parts)
-    return _GROUP_LENGTH_ELEMENT.pack(0x0000, _GROUP_LENGTH, 4, len(body)) + body
+    return IMPLICIT_LITTLE.header(_GROUP_LENGTH, "UL", 4) + _UL.pack(len(body)) + body
 
 
 def decodeCommand(data) -> Message:
@@ -484,17 +485,17 @@ def decodeCommand(data) -> Message:
     end = len(data)
     pos = 0
     raw = {}
-    unpack = _ELEMENT_HEADER.unpack_from
+    readHeader = IMPLICIT_LITTLE.readHeader
     while pos < end:
-        if end - pos < 8:
+        try:
+            tag, _, length, pos = readHeader(data, pos, end)
+        except Truncated:
             raise DIMSEDecodeError("command set ends inside an element header")
-        group, element, length = unpack(data, pos)
-        pos += 8
-        if group != 0x0000:
-            raise DIMSEDecodeError("element (%04X,%04X) is not in the command group" % (group, element))
+        if tag >> 16 != 0x0000:
+            raise DIMSEDecodeError("element (%04X,%04X) is not in the command group" % (tag >> 16, tag & 0xFFFF))
         if length > end - pos:
-            raise DIMSEDecodeError("element (0000,%04X) of %d bytes runs past the command set" % (element, length))
-        raw[element] = data[pos : pos + length]
+            raise DIMSEDecodeError("element (0000,%04X) of %d bytes runs past the command set" % (tag, length))
+        raw[tag] = data[pos : pos + length]
         pos += length
     commandFieldValue = raw.get(_COMMAND_FIELD)
     if commandFieldValue is None:

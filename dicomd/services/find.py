@@ -14,7 +14,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from dicomd.archive.matching import QueryError, encodeResponse, modelForSOPClass
+from dicomd.archive.matching import QueryError, modelForSOPClass
+from dicomd.archive.responses import encodeResponse
 from dicomd.dataset import decodeDataSet, encodeDataSet
 from dicomd.dimse import status as _status
 from dicomd.dimse.commands import CFindRSP, responseTo

@@ -7,11 +7,11 @@ Received data sets are stored bit for bit as they arrived; only the
 preamble and the File Meta Information group are ours, built from the
 C-STORE command and the accepted transfer syntax (as DCMTK's storescp does).
 
-The attributes before the pixel data are read by L{scanHead}, a small
-element scanner for the little endian encodings (PS3.5 section 7): it
-walks the element headers, skips sequences to their delimiters, and
-returns a pydicom L{Dataset} of undecoded elements, which pydicom decodes
-only when one is looked at.  That is several times faster than pydicom's
+The attributes before the pixel data are read by L{scanHead} with the
+element scanner of L{dicomd.codec.elements}, for the little endian
+encodings: it walks the element headers, skips sequences to their
+delimiters, and returns a pydicom L{Dataset} of undecoded elements, which
+pydicom decodes only when one is looked at.  That is several times faster than pydicom's
 own reader, and every storage SCP pays it once per object.  Big endian data
 sets, and anything the scanner does not understand, are read by pydicom
 (L{readHead}).  A deflated data set is inflated only as far as its
@@ -34,18 +34,14 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from dicomd import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from dicomd.codec.elements import EXPLICIT_LITTLE, IMPLICIT_LITTLE, UNDEFINED_LENGTH, ElementScanner, Malformed, Truncated
 from dicomd.dataset import quietPydicom
 from dicomd.ul.negotiation import EXPLICIT_VR_LITTLE_ENDIAN
 
 PREAMBLE = bytes(128) + b"DICM"
 
 _PIXEL_DATA = 0x7FE00010
-
-
-def _element(tag: int, vr: bytes, value: bytes, padding: bytes) -> bytes:
-    if len(value) % 2:
-        value += padding
-    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+_UL = struct.Struct("<L")
 
 
 def encodeFileMeta(sopClassUID: str, sopInstanceUID: str, transferSyntaxUID: str, sourceAETitle: str) -> bytes:
@@ -55,9 +51,9 @@ def encodeFileMeta(sopClassUID: str, sopInstanceUID: str, transferSyntaxUID: str
     @param sourceAETitle: the AE title that sent the data set (0002,0016).
     """
     before, after = _fileMetaAround(sopClassUID, transferSyntaxUID, sourceAETitle)
-    instance = _element(0x00020003, b"UI", sopInstanceUID.encode("ascii"), b"\x00")
+    instance = EXPLICIT_LITTLE.element(0x00020003, "UI", sopInstanceUID.encode("ascii"))
     length = len(before) + len(instance) + len(after)
-    return b"".join((PREAMBLE, struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, length), before, instance, after))
+    return b"".join((PREAMBLE, EXPLICIT_LITTLE.element(0x00020000, "UL", _UL.pack(length)), before, instance, after))
 
 
 @functools.lru_cache(maxsize=256)
@@ -67,15 +63,14 @@ def _fileMetaAround(sopClassUID: str, transferSyntaxUID: str, sourceAETitle: str
     SOP Instance UID, which are the same for every object of one class and
     transfer syntax from one AE.
     """
-    before = struct.pack("<HH2sHL", 0x0002, 0x0001, b"OB", 0, 2) + b"\x00\x01" + _element(
-        0x00020002, b"UI", sopClassUID.encode("ascii"), b"\x00"
-    )
+    element = EXPLICIT_LITTLE.element
+    before = element(0x00020001, "OB", b"\x00\x01") + element(0x00020002, "UI", sopClassUID.encode("ascii"))
     after = b"".join(
         [
-            _element(0x00020010, b"UI", transferSyntaxUID.encode("ascii"), b"\x00"),
-            _element(0x00020012, b"UI", IMPLEMENTATION_CLASS_UID.encode("ascii"), b"\x00"),
-            _element(0x00020013, b"SH", IMPLEMENTATION_VERSION_NAME.encode("ascii"), b" "),
-            _element(0x00020016, b"AE", sourceAETitle.encode("ascii", "replace"), b" "),
+            element(0x00020010, "UI", transferSyntaxUID.encode("ascii")),
+            element(0x00020012, "UI", IMPLEMENTATION_CLASS_UID.encode("ascii")),
+            element(0x00020013, "SH", IMPLEMENTATION_VERSION_NAME.encode("ascii")),
+            element(0x00020016, "AE", sourceAETitle.encode("ascii", "replace")),
         ]
     )
     return before, after
@@ -120,109 +115,7 @@ def readHead(head: bytes, transferSyntaxUID: str, complete: bool) -> Optional[Da
     return dataset
 
 
-#: Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5
-#: Table 7.1-1); every other VR has a 2-byte length.
-_LONG_VRS = frozenset((b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"))
-_UNDEFINED_LENGTH = 0xFFFFFFFF
-_ITEM = 0xFFFEE000
-_ITEM_DELIMITATION = 0xFFFEE00D
-_SEQUENCE_DELIMITATION = 0xFFFEE0DD
 _SPECIFIC_CHARACTER_SET = 0x00080005
-
-_TAG = struct.Struct("<HH")
-_UL = struct.Struct("<L")
-_US = struct.Struct("<H")
-_IMPLICIT_HEADER = struct.Struct("<HHL")
-_EXPLICIT_HEADER = struct.Struct("<HH2sH")
-
-#: The VRs of PS3.5 Table 6.2-1, as bytes -> as pydicom names them.
-_VR_NAMES = {
-    vr.encode("ascii"): vr
-    for vr in (
-        "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV"
-    ).split()
-}
-
-
-class _Truncated(Exception):
-    """
-    The bytes end inside an element.
-    """
-
-
-class _NotUnderstood(Exception):
-    """
-    An encoding the scanner leaves to pydicom.
-    """
-
-
-def _skipSequence(data, pos: int, end: int, implicit: bool) -> int:
-    """
-    Skip the items of a sequence of undefined length that starts at C{pos}.
-
-    @return: the position of its Sequence Delimitation Item.
-    """
-    while True:
-        if pos + 8 > end:
-            raise _Truncated()
-        group, element, length = _IMPLICIT_HEADER.unpack_from(data, pos)
-        tag = (group << 16) | element
-        if tag == _SEQUENCE_DELIMITATION:
-            return pos
-        if tag != _ITEM:
-            raise _NotUnderstood("tag (%04X,%04X) in a sequence" % (group, element))
-        pos += 8
-        if length == _UNDEFINED_LENGTH:
-            pos = _skipItem(data, pos, end, implicit)
-        else:
-            pos += length
-            if pos > end:
-                raise _Truncated()
-
-
-def _skipItem(data, pos: int, end: int, implicit: bool) -> int:
-    """
-    Skip the elements of an item of undefined length.
-
-    @return: the position after its Item Delimitation Item.
-    """
-    while True:
-        if pos + 8 > end:
-            raise _Truncated()
-        group, element = _TAG.unpack_from(data, pos)
-        tag = (group << 16) | element
-        if tag == _ITEM_DELIMITATION:
-            return pos + 8
-        pos, _, length, valuePosition = _elementHeader(data, pos, end, implicit, group)
-        if length == _UNDEFINED_LENGTH:
-            pos = _skipSequence(data, valuePosition, end, implicit) + 8
-        else:
-            pos = valuePosition + length
-            if pos > end:
-                raise _Truncated()
-
-
-def _elementHeader(data, pos: int, end: int, implicit: bool, group: int):
-    """
-    The element header at C{pos}: C{(pos, vr, length, valuePosition)},
-    C{vr} being C{None} in implicit VR.
-    """
-    if implicit or group == 0xFFFE:
-        length = _UL.unpack_from(data, pos + 4)[0]
-        if length == _UNDEFINED_LENGTH and not implicit and group != 0xFFFE:
-            raise _NotUnderstood("undefined length")
-        return pos, None, length, pos + 8
-    vr = bytes(data[pos + 4 : pos + 6])
-    if vr in _LONG_VRS:
-        if pos + 12 > end:
-            raise _Truncated()
-        length = _UL.unpack_from(data, pos + 8)[0]
-        if length == _UNDEFINED_LENGTH and vr != b"SQ":
-            # An undefined length UN (a sequence in implicit VR) or
-            # encapsulated data before the pixel data: pydicom knows these.
-            raise _NotUnderstood("undefined length %s" % (vr,))
-        return pos, vr, length, pos + 12
-    return pos, vr, _US.unpack_from(data, pos + 6)[0], pos + 8
 
 
 _SCANNABLE = {}
@@ -266,53 +159,30 @@ def scanHead(head, transferSyntaxUID: str, complete: bool, partial: bool = False
     if implicit is None:
         return readHead(head, transferSyntaxUID, complete)
     data = head if type(head) is bytes else bytes(head)
-    end = len(data)
-    pos = 0
+    scanner = ElementScanner(data, IMPLICIT_LITTLE if implicit else EXPLICIT_LITTLE, stopBefore=_PIXEL_DATA)
     elements = {}
-    unpackTag = _TAG.unpack_from
-    unpackHeader = _EXPLICIT_HEADER.unpack_from
-    unpackLength = _UL.unpack_from
-    vrNames = _VR_NAMES
-    longVRs = _LONG_VRS
     make = RawDataElement._make
+    baseTag = BaseTag
+    undefined = UNDEFINED_LENGTH
     try:
-        while pos < end:
-            if pos + 8 > end:
-                raise _Truncated()
-            if implicit:
-                group, element = unpackTag(data, pos)
-                vr = None
-                length = unpackLength(data, pos + 4)[0]
-                valuePosition = pos + 8
+        for tag, vr, length, valueOffset, nextOffset in scanner:
+            if length == undefined:
+                if vr is not None and vr != "SQ":
+                    # An undefined length UN (a sequence in implicit VR) or
+                    # encapsulated data before the pixel data: pydicom
+                    # knows these.
+                    raise Malformed("undefined length %s" % (vr,))
+                value = data[valueOffset : nextOffset - 8]
             else:
-                group, element, vrBytes, length = unpackHeader(data, pos)
-                if vrBytes in longVRs or group == 0xFFFE:
-                    _, vrBytes, length, valuePosition = _elementHeader(data, pos, end, False, group)
-                    vr = None if vrBytes is None else vrNames[vrBytes]
-                else:
-                    vr = vrNames.get(vrBytes) or vrBytes.decode("ascii", "replace")
-                    valuePosition = pos + 8
-            tag = (group << 16) | element
-            if tag >= _PIXEL_DATA:
-                break
-            if length == _UNDEFINED_LENGTH:
-                delimiter = _skipSequence(data, valuePosition, end, implicit)
-                value = data[valuePosition:delimiter]
-                pos = delimiter + 8
-            else:
-                pos = valuePosition + length
-                if pos > end:
-                    raise _Truncated()
-                value = data[valuePosition:pos]
-            tag = BaseTag(tag)
-            elements[tag] = make((tag, vr, len(value), value, valuePosition, implicit, True, True, False))
-        else:
-            if not (complete or partial):
-                return None
-    except _Truncated:
+                value = data[valueOffset:nextOffset]
+            tag = baseTag(tag)
+            elements[tag] = make((tag, vr, len(value), value, valueOffset, implicit, True, True, False))
+        if not (scanner.reached or complete or partial):
+            return None
+    except Truncated:
         if not partial:
             return None
-    except (_NotUnderstood, struct.error):
+    except Malformed:
         return readHead(head, transferSyntaxUID, complete)
     dataset = Dataset(elements)
     encoding = default_encoding

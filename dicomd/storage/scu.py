@@ -19,7 +19,6 @@ needs it.
 """
 
 import os
-import struct
 import warnings
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -29,6 +28,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from dicomd.codec.elements import EXPLICIT_LITTLE, ElementScanner, Truncated
 from dicomd.dimse.commands import PRIORITY_MEDIUM, CStoreRQ
 from dicomd.errors import NoPresentationContext
 from dicomd.interfaces import IDataSetSource
@@ -54,9 +54,12 @@ CONVERTIBLE = (
 #: zlib's level for deflated explicit VR little endian, as DCMTK's C{+cl}.
 DEFAULT_COMPRESSION_LEVEL = 6
 
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-_META_ELEMENT = struct.Struct("<HH2sH")
-_UINT32 = struct.Struct("<L")
+#: The first tag after the File Meta Information group (0002).
+_AFTER_FILE_META = 0x00030000
+
+#: The UIDs read from the File Meta Information, by element number: Media
+#: Storage SOP Class and Instance UID, Transfer Syntax UID.
+_FILE_META_UIDS = (0x0002, 0x0003, 0x0010)
 
 log = Logger()
 
@@ -123,6 +126,9 @@ class _MetaReader:
     """
     Parses one file's File Meta Information from its first bytes, read in
     one system call for the usual file, more only when the group is longer.
+
+    @ivar position: where the next element of the group starts, and at
+        the end where the data set starts.
     """
 
     chunk = 4096
@@ -152,28 +158,18 @@ class _MetaReader:
         if len(head) < 132 or head[128:132] != b"DICM":
             raise NoPreamble("%s has no DICOM file preamble" % (self.path,))
         values: Dict[int, str] = {}
-        position = 132
+        self.position = 132
         while True:
-            if not self._have(position + 8):
-                if position < self.size:
-                    raise self._truncated()
-                break
-            group, element, vr, length = _META_ELEMENT.unpack_from(self.head, position)
-            if group != 0x0002:
-                break
-            headerLength = 8
-            if vr in _LONG_VRS:
-                if not self._have(position + 12):
-                    raise self._truncated()
-                length = _UINT32.unpack_from(self.head, position + 8)[0]
-                headerLength = 12
-            end = position + headerLength + length
-            if end > self.size:
+            try:
+                ended = self._scan(values)
+            except Truncated as e:
+                needed = e.needed
+            else:
+                if ended or self.position == self.size:
+                    break
+                needed = self.position + 8
+            if not self._have(needed):
                 raise self._truncated()
-            if element in (0x0002, 0x0003, 0x0010):
-                self._have(end)
-                values[element] = _uid(self.head[position + headerLength : end])
-            position = end
         missing = [
             name
             for element, name in ((0x0002, "SOP class"), (0x0003, "SOP instance"), (0x0010, "transfer syntax"))
@@ -181,7 +177,25 @@ class _MetaReader:
         ]
         if missing:
             raise NotDICOM("%s: File Meta Information without %s UID" % (self.path, " and ".join(missing)))
-        return DicomFile(self.path, values[0x0002], values[0x0003], values[0x0010], position, self.size)
+        return DicomFile(self.path, values[0x0002], values[0x0003], values[0x0010], self.position, self.size)
+
+    def _scan(self, values: Dict[int, str]) -> bool:
+        """
+        Read the File Meta Information elements that the bytes read so far
+        hold, from L{position} on, into C{values} (the UIDs, by element
+        number), moving L{position} past each.
+
+        @return: whether the group ended.
+        @raise Truncated: the bytes read so far end inside an element.
+        """
+        scanner = ElementScanner(self.head, EXPLICIT_LITTLE, self.position, stopBefore=_AFTER_FILE_META)
+        for tag, _, _, valueOffset, end in scanner:
+            if tag >> 16 != 0x0002:
+                return True
+            if tag & 0xFFFF in _FILE_META_UIDS:
+                values[tag & 0xFFFF] = _uid(self.head[valueOffset:end])
+            self.position = end
+        return scanner.reached
 
 
 def readDataSetFile(path: str) -> DicomFile:
