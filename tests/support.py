@@ -582,6 +582,7 @@ def startPeer(
     host: str = LOCALHOST,
     startTimeout: float = 20.0,
     attempts: int = 3,
+    ready: Optional[Callable] = None,
     reactor=None,
 ):
     """
@@ -596,6 +597,10 @@ def startPeer(
     @param makeArgv: builds the command line for a port.
     @param env: the child's whole environment.
     @param cwd: its working directory; a fresh temporary one by default.
+    @param ready: called with the child once its port accepts connections,
+        returns a L{Deferred} that fires once the port is the child's own
+        (a log line of its listening), not another process's that took
+        the port between L{freePort} and the child's bind.
     @return: a L{Deferred} firing with the running L{ChildProcess}, whose
         C{port} is the port it listens on; failing with L{FailTest} (with
         the peer's output) if it never accepts connections.
@@ -608,7 +613,11 @@ def startPeer(
         child.port = port
         try:
             yield waitForPort(port, host=host, timeout=startTimeout, process=child, reactor=reactor)
-        except PeerExited:
+            if ready is not None:
+                yield ready(child)
+        except (PeerExited, FailTest):
+            if child.running:
+                raise
             yield child.whenEnded()
             if attempt + 1 < attempts and _ADDRESS_IN_USE.search(child.output):
                 continue
@@ -634,8 +643,17 @@ def startDaemon(testCase, *options: str, startTimeout: float = 20.0, reactor=Non
         cwd=makeDirectory(testCase),
         name="twistd dicomd",
         startTimeout=startTimeout,
+        ready=lambda child: daemonListening(child, startTimeout),
         reactor=reactor,
     )
+
+
+def daemonListening(child, timeout: float = 20.0) -> defer.Deferred:
+    """
+    Wait until a twistd dicomd C{child} logs that it listens on its port
+    (C{startPeer}'s C{ready}).
+    """
+    return child.waitForOutput(r"AcceptorFactory starting on %d\b" % (child.port,), timeout=timeout)
 
 
 def startDCMTKServer(testCase, tool: str, *options: str, cwd: Optional[str] = None, reactor=None) -> defer.Deferred:

@@ -18,6 +18,7 @@ from twisted.trial import unittest
 
 from tests.dicomfiles import MR_IMAGE_STORAGE, makeDataset, writeFile
 from tests.support import (
+    daemonListening,
     LOCALHOST,
     dcmtk,
     dcmtkEnvironment,
@@ -52,7 +53,9 @@ def startDaemon(testCase, *options, cwd=None):
     (C{.dataDirectory}).
     """
     cwd = cwd or makeDirectory(testCase)
-    d = startPeer(testCase, lambda port: twistdArgv(port, *options), env=pythonEnvironment(), cwd=cwd, name="twistd dicomd")
+    d = startPeer(
+        testCase, lambda port: twistdArgv(port, *options), env=pythonEnvironment(), cwd=cwd, name="twistd dicomd", ready=daemonListening
+    )
 
     def started(child):
         child.workingDirectory = cwd

@@ -88,6 +88,7 @@ from dicomd.ul.pdu import (
 from tests.dicomfiles import CT_IMAGE_STORAGE, encodedDataSet, makeDataset
 from tests.storagearea import finalFiles, indexedInstances, openDataFiles, temporaryFiles
 from tests.support import (
+    daemonListening,
     LOCALHOST,
     dcmtk,
     dcmtkEnvironment,
@@ -912,6 +913,7 @@ class PathEscapeTests(HostileTestCase):
             env=pythonEnvironment(),
             cwd=work,
             name="twistd dicomd",
+            ready=daemonListening,
         )
         association = yield requestAssociation(daemon.port, "METACHARS")
         statuses = []
@@ -971,6 +973,7 @@ class ShellMetacharacterTests(HostileTestCase):
             env=pythonEnvironment(),
             cwd=work,
             name="twistd dicomd",
+            ready=daemonListening,
         )
         expectedReceived, expectedEnded = [], []
         for index, (title, marker) in enumerate(HOSTILE_TITLES):
