@@ -24,6 +24,7 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -1107,6 +1108,110 @@ class SpoolFileTests(SynchronousTestCase):
         self.successResultOf(spool.close(lambda: spool.moveInThread(os.path.join(self.directory, "done"))))
         self.assertEqual(len(self.spares._spares), self.spares.size)
         os.close(second)
+
+
+class InlineWritesTests(SynchronousTestCase):
+    """
+    L{InlineWrites}: small files are finished on the reactor thread, until
+    one of them is slow to finish.
+    """
+
+    def test_smallFilesOnly(self):
+        """
+        A file up to the limit is admitted, a bigger one is not.
+        """
+        inline = _spool.InlineWrites(limit=1000)
+        self.assertTrue(inline.admits(1000))
+        self.assertFalse(inline.admits(1001))
+
+    def test_slowFileSendsFilesToThreadsForAWhile(self):
+        """
+        After a file took C{slow} seconds or more, none is admitted for C{backoff} seconds; quick ones change nothing.
+        """
+        clock = Clock()
+        inline = _spool.InlineWrites(slow=0.005, backoff=10, clock=clock.seconds)
+        inline.took(0.004)
+        self.assertTrue(inline.admits(10))
+        inline.took(0.005)
+        self.assertFalse(inline.admits(10))
+        clock.advance(9.9)
+        self.assertFalse(inline.admits(10))
+        clock.advance(0.1)
+        self.assertTrue(inline.admits(10))
+
+
+class InlineSpoolTests(SynchronousTestCase):
+    """
+    A L{SpoolFile} with L{InlineWrites} finishes a small file without a
+    worker thread; its thread pool here runs nothing unless told to.
+    """
+
+    def setUp(self):
+        self.directory = makeDirectory(self)
+        self.reactor = _Reactor()
+        self.pool = _HeldThreadPool()
+        self.afterwards = []
+
+    def spool(self, inline) -> "_spool.SpoolFile":
+        return _spool.SpoolFile(
+            os.path.join(self.directory, "object.part"),
+            b"HEAD",
+            reactor=self.reactor,
+            threadpool=self.pool,
+            pause=lambda: None,
+            resume=lambda: None,
+            afterwards=lambda: self.afterwards.append(True),
+            inline=inline,
+        )
+
+    def test_smallFileFinishedAtOnce(self):
+        """
+        A small file is written, named and settled before L{SpoolFile.close} returns; only C{afterwards} goes to a thread.
+        """
+        spool = self.spool(_spool.InlineWrites(limit=1000))
+        spool.write(b"data" * 10)
+        closed = spool.close(lambda: sorted(os.listdir(self.directory)))
+        self.assertEqual(self.successResultOf(closed), ["object.part"])
+        with open(os.path.join(self.directory, "object.part"), "rb") as f:
+            self.assertEqual(f.read(), b"HEAD" + b"data" * 10)
+        self.assertEqual(len(self.pool.held), 1)
+        self.pool.runAll()
+        self.assertEqual(self.afterwards, [True])
+
+    def test_largeFileInAThread(self):
+        """
+        A file above the limit waits for its worker-thread job.
+        """
+        spool = self.spool(_spool.InlineWrites(limit=10))
+        spool.write(b"data" * 10)
+        closed = spool.close(lambda: "settled")
+        self.assertNoResult(closed)
+        self.pool.runAll()
+        self.assertEqual(self.successResultOf(closed), "settled")
+
+    def test_failureReported(self):
+        """
+        A file that cannot be written inline fails the close, as a job would.
+        """
+        spool = self.spool(_spool.InlineWrites())
+        spool.path = os.path.join(self.directory, "missing", "object.part")
+        spool.write(b"data")
+        self.failureResultOf(spool.close(lambda: None), FileNotFoundError)
+
+    def test_storedAndAnsweredWithoutAThread(self):
+        """
+        Through the acceptor, with no index, a small object is stored and its C-STORE-RSP sent while every worker-thread job is still held.
+        """
+        harness = AcceptorHarness(self, self.pool)
+        self.pool.held.clear()
+        dataset = makeDataset(rows=64, columns=64)
+        encoded = harness.storeWhole(dataset)
+        [response] = harness.responses()
+        self.assertEqual(response.status, _status.SUCCESS)
+        [stored] = storedFiles(harness.output)
+        with open(stored, "rb") as f:
+            f.seek(dataSetOffset(stored))
+            self.assertEqual(f.read(), encoded)
 
 
 class ReceiveBufferTests(SynchronousTestCase):

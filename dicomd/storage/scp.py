@@ -44,7 +44,7 @@ from dicomd.dimse.consumers import DiscardedDataSet
 from dicomd.interfaces import IDataSetConsumer, IService
 from dicomd.storage import DIRECTORY_MODE, FILE_MODE
 from dicomd.storage.part10 import encodeFileMeta, readDeflatedHead, readFileHead, scanHead, uidValue
-from dicomd.storage.spool import SpareFiles, SpoolFile
+from dicomd.storage.spool import InlineWrites, SpareFiles, SpoolFile
 from dicomd.ul.negotiation import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
 
 #: How much of a data set's beginning is kept in memory to read its
@@ -307,6 +307,7 @@ class StorageSCP:
         self.sleepAfter = sleepAfter
         self.sleepDuring = sleepDuring
         self._spares = None
+        self.inlineWrites = InlineWrites() if _finishesQuickly(area) else None
 
     def spareFile(self) -> Optional[int]:
         """
@@ -343,6 +344,16 @@ class StorageSCP:
 
     def inThread(self, function, *args) -> defer.Deferred:
         return deferToThreadPool(self.reactor, self.threadpool, function, *args)
+
+
+def _finishesQuickly(area: Optional[StorageArea]) -> bool:
+    """
+    Whether the objects stored in C{area} may be finished on the reactor
+    thread (L{InlineWrites}): there is nothing to do after writing a file
+    but give it its name.  An index, re-encoding, or C{fsync} each take
+    longer than the hand-off to a worker thread they would save.
+    """
+    return area is not None and area.index is None and area.recode is None and not area.sync
 
 
 def _refuse(association, context, request, refusal: StoreRefused) -> None:
@@ -407,6 +418,7 @@ class IncomingInstance:
                 spare=scp.spareFile(),
                 afterwards=scp.refillSpares,
                 mode=area.fileMode,
+                inline=None if context.transferSyntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN else scp.inlineWrites,
             )
 
     def write(self, fragment):

@@ -9,6 +9,13 @@ stop reading from the transport, and asks it to resume once the backlog is
 below C{lowWater}.  Memory per file is therefore bounded whatever the size of
 the object.  Nothing here knows about DICOM.
 
+L{InlineWrites} lets the last job of a small file run on the reactor
+thread instead: handing a job to a worker thread and back costs more than
+writing 132 KB into the page cache, and the sender waits for the response
+all that time.  A write that turns out slow (a disk throttling its dirty
+pages, a network file system) sends every file back through the threads
+for a while.
+
 L{SpareFiles} keeps a few unnamed files (Linux's C{O_TMPFILE}) open in a
 directory, created by a worker thread ahead of need: on some file systems
 creating a file (allocating its inode) costs far more than writing a small
@@ -21,6 +28,7 @@ nothing is left behind by an abort or a crash.
 import errno
 import os
 import threading
+import time
 from collections import deque
 from typing import Callable, List, Optional
 
@@ -38,6 +46,15 @@ HIGH_WATER = 8 << 20
 LOW_WATER = 2 << 20
 
 _IOV_MAX = 1024
+
+#: Files up to this size may be finished on the reactor thread.
+INLINE_LIMIT = 512 << 10
+
+#: A file that took longer than this to finish on the reactor thread...
+INLINE_SLOW = 0.005
+
+#: ... sends the files that follow through worker threads for this long.
+INLINE_BACKOFF = 10.0
 
 
 def _writeAll(fd: int, chunks: List) -> None:
@@ -65,6 +82,41 @@ def _linkUnnamed(fd: int, path: str) -> None:
     the one passed here.
     """
     os.link("/proc/self/fd/%d" % (fd,), path, src_dir_fd=fd, follow_symlinks=True)
+
+
+class InlineWrites:
+    """
+    Decides whether a file is finished (written, closed, named) on the
+    reactor thread rather than in a worker thread.
+
+    A file qualifies when it is small (nothing of it was written yet, so
+    all of it is waiting in memory) and no recent file was slow to finish
+    inline: C{slow} seconds or more sends the files of the next C{backoff}
+    seconds through the worker threads, so that a stalling disk holds up
+    one association's response, not the whole reactor.
+
+    @ivar limit: the largest file, in bytes, finished inline.
+    """
+
+    def __init__(self, limit: int = INLINE_LIMIT, slow: float = INLINE_SLOW, backoff: float = INLINE_BACKOFF, clock=time.monotonic):
+        self.limit = limit
+        self._slow = slow
+        self._backoff = backoff
+        self._clock = clock
+        self._threadedUntil = 0.0
+
+    def admits(self, size: int) -> bool:
+        """
+        Whether a file of C{size} bytes, all waiting, is finished inline.
+        """
+        return size <= self.limit and self._clock() >= self._threadedUntil
+
+    def took(self, seconds: float) -> None:
+        """
+        Finishing a file inline took C{seconds}.
+        """
+        if seconds >= self._slow:
+            self._threadedUntil = self._clock() + self._backoff
 
 
 class SpareFiles:
@@ -184,6 +236,7 @@ class SpoolFile:
         spare: Optional[int] = None,
         afterwards: Optional[Callable[[], None]] = None,
         mode: int = FILE_MODE,
+        inline: Optional[InlineWrites] = None,
     ):
         """
         @param header: bytes written before the first fragment.
@@ -198,6 +251,9 @@ class SpoolFile:
             such as L{SpareFiles.refill}.
         @param mode: the permissions (less the umask) of the file, when
             this spool creates it; a spare has its own.
+        @param inline: when it admits the file at L{close}, the last job
+            runs on the calling (reactor) thread, C{afterwards} still in a
+            worker thread; C{None}: every job runs in a worker thread.
         """
         self.path = path
         self.size = 0
@@ -215,6 +271,7 @@ class SpoolFile:
         self._unnamed = spare is not None
         self._afterwards = afterwards
         self._mode = mode
+        self._inline = inline
         self._moved = False
         self._job: Optional[defer.Deferred] = None
         self._paused = False
@@ -261,7 +318,10 @@ class SpoolFile:
         self._closing = defer.Deferred()
         self._then = then
         if self._job is None:
-            self._startJob(final=True)
+            if self._inline is not None and self._inline.admits(self._waitingSize):
+                self._lastJobInline()
+            else:
+                self._startJob(final=True)
         return self._closing
 
     def discard(self) -> defer.Deferred:
@@ -290,8 +350,30 @@ class SpoolFile:
             job = self._job = defer.Deferred()
             self._threadpool.callInThread(self._lastJobInThread, chunks, job)
         else:
-            job = self._job = self._inThread(self._writeInThread, chunks, False)
+            job = self._job = self._inThread(self._runJob, chunks, False)
         job.addCallbacks(self._jobDone, self._jobFailed, callbackArgs=(final,))
+
+    def _lastJobInline(self) -> None:
+        """
+        The last job, on this thread: write, close, run C{then}, and fire
+        the result; C{afterwards} goes to a worker thread.
+        """
+        chunks, self._waiting = self._waiting, []
+        self._waitingSize = 0
+        started = time.monotonic()
+        try:
+            result = self._runJob(chunks, True)
+        except BaseException:
+            failure = Failure()
+        else:
+            failure = None
+        self._inline.took(time.monotonic() - started)
+        if self._afterwards is not None:
+            self._threadpool.callInThread(self._afterwards)
+        if failure is None:
+            self._closing.callback(result)
+        else:
+            self._jobFailed(failure)
 
     def _lastJobInThread(self, chunks: List, job: defer.Deferred) -> None:
         """
@@ -299,7 +381,7 @@ class SpoolFile:
         reactor, and only then run C{afterwards}.
         """
         try:
-            result = self._writeInThread(chunks, True)
+            result = self._runJob(chunks, True)
         except BaseException:
             self._reactor.callFromThread(job.errback, Failure())
         else:
@@ -310,7 +392,12 @@ class SpoolFile:
             except Exception:
                 pass
 
-    def _writeInThread(self, chunks: List, final: bool):
+    def _runJob(self, chunks: List, final: bool):
+        """
+        One job, in a worker thread or, for the last job of an inline file,
+        on the reactor thread: write C{chunks}; the last one also closes
+        (or links) the file and runs C{then}.
+        """
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self._mode)
         try:
