@@ -35,10 +35,12 @@ from typing import Callable, Dict, List, Optional
 
 from twisted.application import internet, service, strports
 from twisted.internet import defer, error
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.web import server
 
 from dicomd.archive.area import IndexedArea, sharedQuotas
+from dicomd.archive.writer import IndexWriter
 from dicomd.archive.index import areaKey
 from dicomd.archive.service import INDEX_FILE, Archive
 from dicomd.peers import Peer, destinationTable, hostRule
@@ -52,6 +54,11 @@ from dicomd.status import Statistics, StatusResource
 from dicomd.storage.receiver import AreaService, buildReceiver
 from dicomd.storage.state import defaultStateDirectory
 from dicomd.ul.pdu import CONTEXT_RESULT_TITLES
+
+
+#: Seconds a stopping daemon waits for an index that cannot record what
+#: was stored; the next start indexes those files.
+WRITER_GRACE = 30.0
 
 
 def _unresolvedHost(name: str, why: Exception) -> None:
@@ -149,9 +156,15 @@ class StorageService(service.MultiService):
         service.MultiService.__init__(self)
         self.key = storageKey(config, quota)
         self.area = areaKey(config.storage.outputDirectory)
-        indexed = IndexedArea(archive.index, titles, config.storage.outputDirectory, quota, router=router) if archive is not None else None
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        self.writer = None
+        if archive is not None:
+            indexed = IndexedArea(archive.index, titles, config.storage.outputDirectory, quota, router=router)
+            self.writer = IndexWriter(indexed, reactor.getThreadPool().callInThread)
         storage = replace(config.storage, stateDirectory=stateDirectory)
-        self.receiver = buildReceiver(storage, index=indexed, reactor=reactor)
+        self.receiver = buildReceiver(storage, index=self.writer, reactor=reactor)
         if forwarding is not None:
             self.receiver.actions.studyObservers.append(lambda episode: forwarding.studyEnded(self.area, episode.studyInstanceUID))
         if self.receiver.area is not None:
@@ -174,6 +187,17 @@ class StorageService(service.MultiService):
                 if child is self.receiver.actions:
                     raise StartupError("cannot keep the study journal: %s" % (e,))
                 raise StartupError("cannot use the output directory: %s" % (e,))
+
+    def stopService(self) -> defer.Deferred:
+        """
+        Stop the actions (ending open studies), then wait for the index
+        writer to write what it holds, before the index closes.
+        """
+        stopped = defer.maybeDeferred(service.MultiService.stopService, self)
+        if self.writer is not None:
+            writer = self.writer
+            stopped.addCallback(lambda _: deferToThreadPool(self._reactor, self._reactor.getThreadPool(), writer.close, WRITER_GRACE))
+        return stopped
 
     def takeOver(self, previous: "StorageService") -> None:
         """

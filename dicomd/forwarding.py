@@ -98,6 +98,13 @@ class Router:
             title = self.defaultTitle
         return forwardingsFor(routes.get(title, ()), received, title)
 
+    @property
+    def forwardsAnything(self) -> bool:
+        """
+        Whether any AE has a route.
+        """
+        return any(self.routes.values())
+
     def queued(self, forwardings: Iterable[QueuedForwarding]) -> None:
         destinations = {forwarding.destination for forwarding in forwardings if not forwarding.held}
         if destinations:

@@ -148,24 +148,51 @@ class IndexedArea:
     def _absolute(self, relative: str) -> str:
         return os.path.join(self.directory, relative)
 
-    def add(self, received: ReceivedInstance) -> Optional[str]:
-        """
-        Index a stored file and enforce the quota.
-
-        @return: the absolute path of a file the new one replaced (same SOP
-            Instance UID, another name), for the caller to delete.
-        @raise StoreRefused: the object alone is larger than the study
-            quota (its row is removed again), or the index cannot record it
-            (a locked, full or broken database: out of resources, so that
-            the sender tries again later); the caller removes the file.
-        """
-        stored = StoredFile(
+    def _storedFile(self, received: ReceivedInstance) -> StoredFile:
+        return StoredFile(
             self._relative(received.path),
             os.path.getsize(received.path),
             received.transferSyntaxUID,
             received.receivedAt,
             received.callingAETitle,
         )
+
+    @property
+    def forwards(self) -> bool:
+        """
+        Whether anything stored here may be forwarded: its queue entries
+        must then be written with its row before it is acknowledged.
+        """
+        return self.router is not None and self.router.forwardsAnything
+
+    def checkSize(self, received: ReceivedInstance) -> None:
+        """
+        Refuse an object that alone is larger than the study quota.
+
+        @raise StoreRefused: it is (0xA700, out of resources).
+        """
+        if self.quota is None:
+            return
+        size = os.path.getsize(received.path)
+        if size > self.quota.maxBytesPerStudy:
+            raise StoreRefused(
+                OUT_OF_RESOURCES, "object of %d bytes exceeds the quota of %d bytes per study" % (size, self.quota.maxBytesPerStudy)
+            )
+
+    def add(self, received: ReceivedInstance) -> Optional[str]:
+        """
+        Index a stored file, with its forwarding queue entries, and enforce
+        the quota.
+
+        @return: the absolute path of a file the new one replaced (same SOP
+            Instance UID, another name), for the caller to delete.
+        @raise StoreRefused: the object alone is larger than the study
+            quota, or the index cannot record it (a locked, full or broken
+            database: out of resources, so that the sender tries again
+            later); the caller removes the file.
+        """
+        self.checkSize(received)
+        stored = self._storedFile(received)
         forwardings = self.router.forwardingsFor(received) if self.router is not None else ()
         try:
             replaced = self.index.addInstance(self.key, received.attributes, stored, forwardings)
@@ -173,10 +200,21 @@ class IndexedArea:
             raise StoreRefused(OUT_OF_RESOURCES, "the index cannot record it: %s" % (e,))
         if forwardings:
             self.router.queued(forwardings)
-        if self.quota is not None:
-            with self._quotaLock:
-                self._enforce(received, stored.size)
+        self._enforce([received])
         return self._absolute(replaced) if replaced else None
+
+    def addMany(self, received: List[ReceivedInstance]) -> None:
+        """
+        Index stored files in one transaction (a group commit, see
+        L{dicomd.archive.writer}), enforce the quota, and delete the files
+        they replaced.  Their sizes were checked (L{checkSize}) before they
+        were acknowledged.
+
+        @raise sqlite3.Error: the index cannot record them; nothing was.
+        """
+        replaced = self.index.addInstances(self.key, [(each.attributes, self._storedFile(each)) for each in received])
+        self._enforce(received)
+        self._delete(replaced)
 
     def recover(self) -> None:
         """
@@ -213,14 +251,19 @@ class IndexedArea:
         """
         self.index.movePath(self.key, self._relative(oldPath), self._relative(newPath))
 
-    def _enforce(self, received: ReceivedInstance, size: int) -> None:
+    def _enforce(self, received: List[ReceivedInstance]) -> None:
+        """
+        Bring the area back within its quota after C{received} were indexed.
+        """
+        if self.quota is None:
+            return
+        with self._quotaLock:
+            for each in received:
+                self._evict(each)
+
+    def _evict(self, received: ReceivedInstance) -> None:
         studyUID = str(received.attributes.get("StudyInstanceUID", ""))
         maxBytes = self.quota.maxBytesPerStudy
-        if size > maxBytes:
-            self.index.removeInstance(self.key, received.sopInstanceUID)
-            raise StoreRefused(
-                OUT_OF_RESOURCES, "object of %d bytes exceeds the quota of %d bytes per study" % (size, maxBytes)
-            )
         while self.index.studyCount(self.key) > self.quota.maxStudies:
             evictable = self.index.studiesByLastUpdate(self.key, limit=1, evictable=True)
             if not evictable or evictable[0].studyInstanceUID == studyUID:

@@ -105,7 +105,8 @@ class StorageArea:
         and returns the path of a file it replaced (or C{None}), called from
         worker threads, and whose C{recover()} indexes, at start-up, the
         files a crash left under final names without a record.  C{None}
-        for no index.
+        for no index.  One whose C{returnsAtOnce} is true records later
+        and never waits (L{dicomd.archive.writer.IndexWriter}).
     @ivar sync: C{fsync} files and directories before answering.
     @ivar recode: C{recode(path)} rewrites a complete temporary file in
         place before it is moved (the re-encoding output options), or
@@ -307,7 +308,7 @@ class StorageSCP:
         self.sleepAfter = sleepAfter
         self.sleepDuring = sleepDuring
         self._spares = None
-        self.inlineWrites = InlineWrites() if _finishesQuickly(area) else None
+        self.inlineWrites = InlineWrites()
 
     def spareFile(self) -> Optional[int]:
         """
@@ -350,10 +351,14 @@ def _finishesQuickly(area: Optional[StorageArea]) -> bool:
     """
     Whether the objects stored in C{area} may be finished on the reactor
     thread (L{InlineWrites}): there is nothing to do after writing a file
-    but give it its name.  An index, re-encoding, or C{fsync} each take
-    longer than the hand-off to a worker thread they would save.
+    but give it its name, and hand it to an index that records it later
+    (L{dicomd.archive.writer.IndexWriter}).  Re-encoding, C{fsync} or an
+    index that writes at once each take longer than the hand-off to a
+    worker thread they would save.
     """
-    return area is not None and area.index is None and area.recode is None and not area.sync
+    if area is None or area.recode is not None or area.sync:
+        return False
+    return area.index is None or getattr(area.index, "returnsAtOnce", False)
 
 
 def _refuse(association, context, request, refusal: StoreRefused) -> None:
@@ -418,7 +423,7 @@ class IncomingInstance:
                 spare=scp.spareFile(),
                 afterwards=scp.refillSpares,
                 mode=area.fileMode,
-                inline=None if context.transferSyntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN else scp.inlineWrites,
+                inline=scp.inlineWrites if _finishesQuickly(area) and context.transferSyntax != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN else None,
             )
 
     def write(self, fragment):

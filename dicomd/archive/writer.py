@@ -1,0 +1,216 @@
+"""
+Group commit: what a storage area stores, written to the index in
+batches, behind the C-STORE-RSP.
+
+A received object is acknowledged once its file has its final name: that
+is what the storage SCP promises (PS3.4 B.2.3).  Its index row is written
+moments later, in one transaction with the rows of the objects that
+arrived meanwhile: one commit for many objects instead of one each, and
+no wait for the index while the sender waits for its response.  A crash
+in between leaves files without rows; the next start indexes them
+(L{IndexedArea.recover}) before it serves anyone, so C-FIND, C-MOVE and
+C-GET find every acknowledged instance.  The rows lag the responses by a
+few milliseconds.
+
+Where anything is forwarded, an instance's queue entries must be written
+with its row before it is acknowledged (L{dicomd.archive.queue}), so
+there L{IndexWriter} records each object at once, as
+L{IndexedArea.add} always did.
+
+Operations on one area are applied in the order they were asked for: a
+file renamed at the end of its study, or removed because its
+association ended before the response, changes a row already written.
+
+While the index cannot record (locked, full, broken), the writer keeps
+what it holds and tries again with growing pauses, and new objects are
+refused with 0xA700 (out of resources), so that senders try again later.
+"""
+
+import sqlite3
+import threading
+import time
+from collections import deque
+from typing import Callable, Optional
+
+from twisted.logger import Logger
+
+from dicomd.archive.area import IndexedArea
+from dicomd.dimse.status import OUT_OF_RESOURCES
+from dicomd.storage.scp import ReceivedInstance, StoreRefused
+
+#: The most rows one transaction writes.
+BATCH = 500
+
+_ADD, _REMOVE, _MOVED = "add", "remove", "moved"
+
+
+class IndexWriter:
+    """
+    The index of a L{dicomd.storage.scp.StorageArea} that records in
+    batches (see the module docstring).  Its methods are called in worker
+    threads or on the reactor thread, and never wait for the database,
+    except where the area forwards.
+
+    @ivar area: the L{IndexedArea} written to.
+    @ivar returnsAtOnce: L{add} does not wait for the database, so the
+        storage area may finish a small object on the reactor thread.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        area: IndexedArea,
+        schedule: Callable[[Callable[[], None]], None],
+        *,
+        batch: int = BATCH,
+        retryFirst: float = 0.1,
+        retryMax: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        """
+        @param schedule: runs a callable in a worker thread (a thread
+            pool's C{callInThread}); the writer holds one thread while it
+            has work.
+        @param retryFirst: seconds before writing again after a database
+            error; the pause doubles up to C{retryMax}.
+        """
+        self.area = area
+        self._schedule = schedule
+        self._batch = batch
+        self._retryFirst = retryFirst
+        self._retryMax = retryMax
+        self._sleep = sleep
+        self._operations = deque()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._running = False
+        self._stopping = False
+        self._failure: Optional[str] = None
+
+    @property
+    def returnsAtOnce(self) -> bool:
+        return not self.area.forwards
+
+    # -- what StorageArea calls ----------------------------------------------------
+
+    def add(self, received: ReceivedInstance) -> Optional[str]:
+        """
+        Record a stored file: at once where the area forwards (returning
+        the path of a file it replaced, for the caller to delete), else in
+        the next batch.
+
+        @raise StoreRefused: the index cannot record (0xA700), or the
+            object is larger than the study quota.
+        """
+        if self.area.forwards:
+            return self.area.add(received)
+        failure = self._failure
+        if failure is not None:
+            raise StoreRefused(OUT_OF_RESOURCES, "the index cannot record it: %s" % (failure,))
+        self.area.checkSize(received)
+        self._submit((_ADD, received))
+        return None
+
+    def remove(self, received: ReceivedInstance) -> None:
+        """
+        Forget a stored object, after any earlier operation.
+        """
+        self._submit((_REMOVE, received))
+
+    def moved(self, oldPath: str, newPath: str) -> None:
+        """
+        Record that a stored file was renamed, after any earlier operation.
+        """
+        self._submit((_MOVED, oldPath, newPath))
+
+    def recover(self) -> None:
+        self.area.recover()
+
+    # -- the writing thread ------------------------------------------------------------
+
+    def close(self, timeout: Optional[float] = None) -> bool:
+        """
+        Block until everything asked so far is written; while the index
+        cannot record, give up after C{timeout} seconds (the next start
+        indexes the files, L{IndexedArea.recover}).
+
+        @return: whether everything was written.
+        """
+        with self._idle:
+            if self._idle.wait_for(lambda: not self._running, timeout):
+                return True
+            self._stopping = True
+            self._idle.wait_for(lambda: not self._running)
+            return False
+
+    def _submit(self, operation) -> None:
+        with self._lock:
+            self._operations.append(operation)
+            if self._running:
+                return
+            self._running = True
+        self._schedule(self._drain)
+
+    def _drain(self) -> None:
+        """
+        In a worker thread: apply the operations waiting, oldest first, the
+        consecutive additions as one transaction, until there are none.
+        """
+        pause = self._retryFirst
+        while True:
+            with self._lock:
+                if not self._operations:
+                    self._running = False
+                    self._idle.notify_all()
+                    return
+                first = self._operations[0]
+                if first[0] == _ADD:
+                    taken = []
+                    for operation in self._operations:
+                        if operation[0] != _ADD or len(taken) == self._batch:
+                            break
+                        taken.append(operation[1])
+                    count = len(taken)
+                else:
+                    count = 1
+            try:
+                if first[0] == _ADD:
+                    self.area.addMany(taken)
+                elif first[0] == _REMOVE:
+                    self.area.remove(first[1])
+                else:
+                    self.area.moved(first[1], first[2])
+            except sqlite3.Error as e:
+                if self._stopping:
+                    with self._lock:
+                        self.log.error(
+                            "Stopping with {count} changes to the index of {area} not written ({error}); "
+                            "the next start indexes the files the index lacks",
+                            count=len(self._operations),
+                            area=self.area.name,
+                            error=str(e),
+                        )
+                        self._operations.clear()
+                        self._running = False
+                        self._idle.notify_all()
+                    return
+                if self._failure is None:
+                    self.log.error(
+                        "The index cannot record what {area} stored ({count} waiting): {error}; "
+                        "refusing new objects with 0xA700 and trying again",
+                        area=self.area.name,
+                        count=len(self._operations),
+                        error=str(e),
+                    )
+                self._failure = str(e)
+                self._sleep(pause)
+                pause = min(pause * 2, self._retryMax)
+                continue
+            if self._failure is not None:
+                self.log.info("The index records what {area} stores again", area=self.area.name)
+                self._failure = None
+                pause = self._retryFirst
+            with self._lock:
+                for _ in range(count):
+                    self._operations.popleft()

@@ -1,0 +1,173 @@
+"""
+Tests for L{dicomd.archive.writer}: the storage area's index written in
+batches behind the C-STORE-RSP.
+"""
+
+import os
+import sqlite3
+import threading
+import time
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from dicomd.archive.area import IndexedArea
+from dicomd.archive.dcmqrcfg import Quota
+from dicomd.archive.index import SQLiteArchiveIndex, areaKey
+from dicomd.archive.writer import IndexWriter
+from dicomd.dimse.status import OUT_OF_RESOURCES
+from dicomd.storage.scp import ReceivedInstance, StoreRefused
+from tests.test_archive_index import AREA, EXPLICIT, header
+
+
+class _Jobs:
+    """
+    A thread pool's C{callInThread} whose jobs wait until the test runs them.
+    """
+
+    def __init__(self):
+        self.held = []
+
+    def __call__(self, job):
+        self.held.append(job)
+
+    def run(self):
+        while self.held:
+            self.held.pop(0)()
+
+
+class _Router:
+    """
+    A router with or without routes, which queues nothing.
+    """
+
+    def __init__(self, forwardsAnything):
+        self.forwardsAnything = forwardsAnything
+
+    def forwardingsFor(self, received):
+        return ()
+
+
+class IndexWriterTests(SynchronousTestCase):
+    def setUp(self):
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.index = SQLiteArchiveIndex(os.path.join(self.directory, "index.sqlite"))
+        self.addCleanup(self.index.close)
+        self.jobs = _Jobs()
+        self.sleeps = []
+        self.transactions = 0
+        addInstances = self.index.addInstances
+
+        def counting(area, items):
+            self.transactions += 1
+            return addInstances(area, items)
+
+        self.patch(self.index, "addInstances", counting)
+
+    def writer(self, quota=None, router=None, schedule=None, sleep=None) -> IndexWriter:
+        area = IndexedArea(self.index, AREA, self.directory, quota, router=router)
+        return IndexWriter(area, schedule or self.jobs, sleep=sleep or self.sleeps.append)
+
+    def received(self, number, size=100) -> ReceivedInstance:
+        dataset = header("1.1.1", number)
+        path = os.path.join(self.directory, "CT.%d" % (number,))
+        with open(path, "wb") as f:
+            f.write(b"\0" * size)
+        return ReceivedInstance(
+            dataset.SOPClassUID, dataset.SOPInstanceUID, EXPLICIT, "MODALITY", "DICOMD", "127.0.0.1", 1000.0,
+            attributes=dataset, path=path,
+        )
+
+    def rows(self):
+        return self.index.storedPaths(areaKey(self.directory))
+
+    def test_addReturnsAtOnceAndWritesInOneTransaction(self):
+        """
+        Objects added while the writer waits for its thread are written together, in one transaction, once it runs.
+        """
+        writer = self.writer()
+        self.assertTrue(writer.returnsAtOnce)
+        for number in range(1, 6):
+            self.assertIsNone(writer.add(self.received(number)))
+        self.assertEqual(self.rows(), {})
+        self.assertEqual(len(self.jobs.held), 1)
+        self.jobs.run()
+        self.assertEqual(sorted(self.rows().values()), ["CT.%d" % (n,) for n in range(1, 6)])
+        self.assertEqual(self.transactions, 1)
+        self.assertTrue(writer.close(timeout=0))
+
+    def test_operationsInOrder(self):
+        """
+        A removal or a rename asked after an addition changes the row the addition wrote.
+        """
+        writer = self.writer()
+        first, second = self.received(1), self.received(2)
+        writer.add(first)
+        writer.add(second)
+        writer.remove(first)
+        writer.moved(second.path, second.path + ".renamed")
+        self.jobs.run()
+        self.assertEqual(self.rows(), {str(second.sopInstanceUID): "CT.2.renamed"})
+
+    def test_databaseErrorRefusesUntilItWritesAgain(self):
+        """
+        While the index cannot record, what waits is kept and tried again after growing pauses, and new objects are refused with 0xA700, naming the error; once it records again, what waited is written and new objects are taken.
+        """
+        failures = [sqlite3.OperationalError("database or disk is full")] * 3
+        addInstances = self.index.addInstances
+
+        def failing(area, items):
+            if failures:
+                raise failures.pop()
+            return addInstances(area, items)
+
+        refusals = []
+
+        def sleep(seconds):
+            self.sleeps.append(seconds)
+            refusals.append(self.assertRaises(StoreRefused, writer.add, self.received(9)))
+
+        self.patch(self.index, "addInstances", failing)
+        writer = self.writer(sleep=sleep)
+        writer.add(self.received(1))
+        self.jobs.run()
+        self.assertEqual(self.sleeps, [0.1, 0.2, 0.4])
+        self.assertEqual([refusal.status for refusal in refusals], [OUT_OF_RESOURCES] * 3)
+        self.assertIn("database or disk is full", str(refusals[0]))
+        self.assertEqual(list(self.rows().values()), ["CT.1"])
+        writer.add(self.received(2))
+        self.jobs.run()
+        self.assertEqual(sorted(self.rows().values()), ["CT.1", "CT.2"])
+
+    def test_closeGivesUpOnABrokenIndex(self):
+        """
+        Stopping while the index cannot record gives up after the grace period and says so; nothing is written (the next start indexes the files).
+        """
+
+        def broken(area, items):
+            raise sqlite3.OperationalError("disk I/O error")
+
+        self.patch(self.index, "addInstances", broken)
+        writer = self.writer(schedule=lambda job: threading.Thread(target=job).start(), sleep=lambda seconds: time.sleep(0.001))
+        writer.add(self.received(1))
+        self.assertFalse(writer.close(timeout=0.05))
+        self.assertEqual(self.rows(), {})
+
+    def test_objectLargerThanTheStudyQuotaRefusedAtOnce(self):
+        """
+        An object larger than the study quota is refused before it is acknowledged.
+        """
+        writer = self.writer(quota=Quota(maxStudies=10, maxBytesPerStudy=50))
+        error = self.assertRaises(StoreRefused, writer.add, self.received(1, size=51))
+        self.assertEqual(error.status, OUT_OF_RESOURCES)
+        self.assertEqual(self.jobs.held, [])
+
+    def test_forwardingAreaRecordsAtOnce(self):
+        """
+        Where anything is forwarded, an object is recorded (with its queue entries) before add returns.
+        """
+        writer = self.writer(router=_Router(forwardsAnything=True))
+        self.assertFalse(writer.returnsAtOnce)
+        writer.add(self.received(1))
+        self.assertEqual(list(self.rows().values()), ["CT.1"])
+        self.assertEqual(self.jobs.held, [])
