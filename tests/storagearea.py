@@ -56,6 +56,25 @@ def indexedInstances(data: str, database: str = None) -> dict:
         db.close()
 
 
+def waitForIndexed(data: str, uids, database: str = None, timeout: float = 30.0):
+    """
+    Wait until the index has a row for each of C{uids}: the daemon writes
+    rows moments after its responses, in batches
+    (L{dicomd.archive.writer}).
+
+    @return: a L{Deferred} firing with L{indexedInstances} once it does.
+    """
+    from tests.support import waitUntil
+
+    wanted = set(uids)
+    waiting = waitUntil(
+        lambda: wanted <= set(indexedInstances(data, database)),
+        timeout=timeout,
+        message="the index never had rows for all of %d instances" % (len(wanted),),
+    )
+    return waiting.addCallback(lambda _: indexedInstances(data, database))
+
+
 def openDataFiles(pid: int) -> list:
     """
     The regular files with data that a process holds open, by descriptor,

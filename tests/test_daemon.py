@@ -54,7 +54,7 @@ from dicomd.storage.scp import TEMPORARY_NAME
 from dicomd.storage.studies import StudyJournal
 from tests.certificates import writeTestPKI
 from tests.dicomfiles import CT_IMAGE_STORAGE, encodedDataSet, makeDataset, writeFile
-from tests.storagearea import INDEX, indexedInstances, temporaryFiles
+from tests.storagearea import INDEX, indexedInstances, temporaryFiles, waitForIndexed
 from tests.support import (
     LOCALHOST,
     REPO_ROOT,
@@ -409,7 +409,8 @@ class ConfigurationFileTests(DaemonTestCase):
         self.assertEqual(echo.exitCode, 0, echo.describe() + daemon.describe())
         self.assertIn("Received Echo Response (Success)", echo.output)
         uids = yield self.assertStores(daemon.port, "DICOMD", data, daemon=daemon)
-        self.assertEqual(sorted(indexedInstances(data)), uids)
+        indexed = yield waitForIndexed(data, uids)
+        self.assertEqual(sorted(indexed), uids)
         self.assertEqual(os.listdir(home), ["dicomd.toml"])
         yield daemon.waitForOutput(r"ECHOSCU -> DICOMD from 127\.0\.0\.1:\d+ released by the peer .*: C-ECHO 1 success")
         # Another called AE title goes to the first AE, or is rejected, as
@@ -434,7 +435,8 @@ class ConfigurationFileTests(DaemonTestCase):
         betaUIDs = yield self.assertStores(daemon.port, "BETA", beta, count=2, daemon=daemon)
         self.assertEqual(instanceUIDs(dicomFiles(alpha)), alphaUIDs)
         self.assertEqual(instanceUIDs(dicomFiles(beta)), betaUIDs)
-        self.assertEqual(sorted(indexedInstances(home, os.path.join(home, "index.sqlite"))), sorted(alphaUIDs + betaUIDs))
+        indexed = yield waitForIndexed(home, alphaUIDs + betaUIDs, os.path.join(home, "index.sqlite"))
+        self.assertEqual(sorted(indexed), sorted(alphaUIDs + betaUIDs))
 
         [(path, _)] = writeImages(self)
         unknown = yield storescu(daemon.port, "GAMMA", [path])
@@ -503,7 +505,8 @@ class ConfigurationFileTests(DaemonTestCase):
         later = writeImages(self, 1)
         stored = yield storescu(daemon.port, "STORER", [path for path, _ in later])
         self.assertEqual(stored.output.count(STORED), 1, stored.describe())
-        self.assertEqual(sorted(indexedInstances(home, os.path.join(home, "index.sqlite"))), [uid for _, uid in later])
+        indexed = yield waitForIndexed(home, [uid for _, uid in later], os.path.join(home, "index.sqlite"))
+        self.assertEqual(sorted(indexed), [uid for _, uid in later])
         self.assertEqual(instanceUIDs(dicomFiles(shared)), [uid for _, uid in later])
 
     @defer.inlineCallbacks
@@ -1418,7 +1421,8 @@ class PrivilegedPortTests(DaemonTestCase):
         uids = yield self.assertStores(104, "DICOMD", data, daemon=daemon, host=host)
         [stored] = dicomFiles(data)
         self.assertEqual((os.stat(stored).st_uid, os.stat(stored).st_gid), (NOBODY, NOBODY))
-        self.assertEqual(sorted(indexedInstances(data)), uids)
+        indexed = yield waitForIndexed(data, uids)
+        self.assertEqual(sorted(indexed), uids)
         yield daemon.stop()
         self.assertCleanStop(daemon)
 

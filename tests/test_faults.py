@@ -46,7 +46,7 @@ from dicomd.net.requestor import connect
 from dicomd.storage.studies import StudyJournal
 from dicomd.ul.negotiation import UNCOMPRESSED, AcceptorPolicy
 from tests.dicomfiles import CT_IMAGE_STORAGE, encodedDataSet, makeDataset, writeFile
-from tests.storagearea import INDEX, finalFiles, indexedInstances, openDataFiles, temporaryFiles
+from tests.storagearea import INDEX, finalFiles, indexedInstances, openDataFiles, temporaryFiles, waitForIndexed
 from tests.support import (
     LOCALHOST,
     dcmtk,
@@ -194,7 +194,7 @@ class DaemonTestCase(unittest.TestCase):
         [(path, uid)] = writeStudy(makeDirectory(self), 1)
         stored = yield runCommand(storescuArgv(daemon.port, [path]), env=dcmtkEnvironment())
         self.assertEqual(stored.output.count(SUCCESS_LINE), 1, stored.describe() + daemon.describe())
-        indexed = indexedInstances(data)
+        indexed = yield waitForIndexed(data, [uid])
         self.assertEqual(len(indexed), expectedIndexed)
         self.assertComplete(indexed[uid], uid, path)
 
@@ -278,6 +278,9 @@ class UnindexedFilesTests(DaemonTestCase):
         daemon = yield startDaemon(self, *daemonOptions(data))
         stored = yield runCommand(storescuArgv(daemon.port, [path for path, _ in sources]), env=dcmtkEnvironment())
         self.assertEqual(stored.output.count(SUCCESS_LINE), 3, stored.describe())
+        # The rows are written moments after the responses; the test takes
+        # some away itself.
+        yield waitForIndexed(data, [uid for _, uid in sources])
         daemon.signalProcess("KILL")
         yield daemon.whenEnded()
         lost = [uid for _, uid in sources[1:]]
@@ -605,7 +608,7 @@ class SlowPeerTests(DaemonTestCase):
         response, _ = yield responded
         self.assertEqual(response.status, _status.SUCCESS)
         yield slow.release()
-        indexed = indexedInstances(data)
+        indexed = yield waitForIndexed(data, [str(big.SOPInstanceUID)])
         self.assertEqual(len(indexed), 11)
         self.assertComplete(indexed[str(big.SOPInstanceUID)], str(big.SOPInstanceUID))
 

@@ -86,7 +86,7 @@ from dicomd.ul.pdu import (
     UserInformation,
 )
 from tests.dicomfiles import CT_IMAGE_STORAGE, encodedDataSet, makeDataset
-from tests.storagearea import finalFiles, indexedInstances, openDataFiles, temporaryFiles
+from tests.storagearea import finalFiles, indexedInstances, openDataFiles, temporaryFiles, waitForIndexed
 from tests.support import (
     daemonListening,
     LOCALHOST,
@@ -657,7 +657,8 @@ class EndlessSequenceTests(HostileTestCase):
         status = yield store(association, uid, head)
         self.assertEqual(status, _status.SUCCESS)
         yield association.release()
-        self.assertEqual(list(indexedInstances(data)), [uid])
+        indexed = yield waitForIndexed(data, [uid])
+        self.assertEqual(list(indexed), [uid])
         self.assertEqual(len(finalFiles(data)), 1)
         self.assertEqual(temporaryFiles(data), [])
         yield waitUntil(lambda: not openDataFiles(daemon.transport.pid), timeout=10, message="spool files closed")
@@ -847,7 +848,7 @@ class PathEscapeTests(HostileTestCase):
         for path in everything:
             self.assertFalse(os.path.islink(path), path)
             self.assertTrue(os.path.realpath(path).startswith(inside), "%s is outside %s" % (path, data))
-        indexed = indexedInstances(data)
+        indexed = yield waitForIndexed(data, [uid for uid, statusValue in statuses.items() if statusValue == _status.SUCCESS])
         for uid, statusValue in statuses.items():
             if statusValue == _status.SUCCESS:
                 path = indexed[uid]
@@ -1253,7 +1254,7 @@ class DeflateBombTests(HostileTestCase):
             request = CStoreRQ(affectedSOPClassUID=CT_IMAGE_STORAGE, affectedSOPInstanceUID=uid)
             response, _ = yield self.assertServedMeanwhile(daemon, echoer, association.request(context.contextID, request, bomb))
             self.assertEqual(response.status, _status.SUCCESS, daemon.describe())
-            stored = indexedInstances(self.data)[uid]
+            stored = (yield waitForIndexed(self.data, [uid]))[uid]
             with open(stored, "rb") as f:
                 self.assertTrue(f.read().endswith(bomb), stored)
 
