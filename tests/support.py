@@ -648,6 +648,15 @@ def startDaemon(testCase, *options: str, startTimeout: float = 20.0, reactor=Non
     )
 
 
+def frontDoorListening(child, timeout: float = 20.0) -> defer.Deferred:
+    """
+    Wait until C{dicomd storescp -v} or C{dicomd qrscp -v} says it
+    listens on its port, which it does once its services have started
+    (C{startPeer}'s C{ready}): its port accepts connections before that.
+    """
+    return child.waitForOutput(r"Listening on port %d\b" % (child.port,), timeout=timeout)
+
+
 def daemonListening(child, timeout: float = 20.0) -> defer.Deferred:
     """
     Wait until a twistd dicomd C{child} logs that it listens on its port

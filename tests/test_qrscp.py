@@ -65,6 +65,7 @@ from tests.dicomfiles import CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, makeDataset, wr
 from tests.test_net_protocol import PEER, SilentPeer, SilentService, splitPDUs
 from tests.test_queryretrieve import parseRetrieve
 from tests.support import (
+    frontDoorListening,
     LOCALHOST,
     REPO_ROOT,
     dcmtk,
@@ -130,6 +131,7 @@ def startQrscp(testCase, config, *options):
         lambda port: dicomdArgv("qrscp", "-v", *options, "-c", config, str(port)),
         env=pythonEnvironment(),
         name="dicomd qrscp",
+        ready=frontDoorListening,
     )
 
 

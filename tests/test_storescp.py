@@ -37,6 +37,7 @@ from dicomd.ul.negotiation import ACCEPTOR_PREFERENCES
 from dicomd.ul.pdu import AAssociateRQ, PresentationContextRQ, UserInformation
 from tests.dicomfiles import CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, makeDataset, writeFile
 from tests.support import (
+    frontDoorListening,
     LOCALHOST,
     REPO_ROOT,
     dcmtk,
@@ -172,6 +173,7 @@ def startStorescp(testCase, *options, output=None, cwd=None, verbose=True):
         env=pythonEnvironment(),
         cwd=cwd,
         name="dicomd storescp",
+        ready=frontDoorListening if verbose and "--inetd" not in options and "-id" not in options else None,
     )
     child.outputDirectory = output
     child.cwd = cwd
