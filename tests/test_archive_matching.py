@@ -4,9 +4,12 @@ conditions, hierarchy and responses,
 without a database.
 """
 
+import logging
 import warnings
 
-from pydicom.dataelem import DataElement
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
@@ -26,6 +29,7 @@ from dicomd.archive.matching import (
     UIDList,
     Unmatchable,
     Wildcard,
+    attributeText,
     checkFindIdentifier,
     checkRetrieveIdentifier,
     conditionFor,
@@ -177,6 +181,119 @@ class ElementTextTests(SynchronousTestCase):
         """
         element = DataElement(0x00100010, "PN", "Wang^Xiaodong=王^小东")
         self.assertEqual(elementText(element), "Wang^Xiaodong=王^小东")
+
+
+#: ASCII values weighted towards the characters that delimit and pad:
+#: backslash, space, NUL, the PN group and component delimiters and the
+#: characters of numbers.
+_asciiValues = st.lists(
+    st.one_of(
+        st.sampled_from(list(" \\\x00=^.+-eE09aZ")),
+        st.characters(min_codepoint=0, max_codepoint=0x7F, blacklist_characters="\x1b"),
+    ),
+    max_size=16,
+).map(lambda chars: "".join(chars).encode("ascii"))
+
+
+def _undecoded(key, value, explicit):
+    """
+    A data set holding one undecoded element, as
+    L{dicomd.storage.part10.scanHead} builds them.
+    """
+    if len(value) % 2:
+        value += b" "
+    vr = key.vr if explicit else None
+    element = RawDataElement(key.tag, vr, len(value), value, 0, not explicit, True)
+    dataset = Dataset({key.tag: element})
+    dataset.set_original_encoding(not explicit, True, "iso8859")
+    return dataset
+
+
+def _quietly(read, *arguments):
+    """
+    Call C{read} without the warnings and log lines pydicom gives for
+    invalid values.
+    """
+    logging.disable(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return read(*arguments)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _pydicomText(dataset, key):
+    return elementText(dataset.get(key.tag))
+
+
+class AttributeTextTests(SynchronousTestCase):
+    """
+    Tests for L{attributeText}, which reads ASCII values without pydicom.
+    """
+
+    @settings(
+        max_examples=3000,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(st.sampled_from(KEYS), _asciiValues, st.booleans())
+    def test_asPydicomReadsIt(self, key, value, explicit):
+        """
+        The text of every key, for any ASCII value in either VR encoding, is
+        the text of the element pydicom decodes.
+        """
+        fast = _quietly(attributeText, _undecoded(key, value, explicit), key)
+        slow = _quietly(_pydicomText, _undecoded(key, value, explicit), key)
+        self.assertEqual(fast, slow, (key.keyword, value))
+
+    def test_absent(self):
+        """
+        An absent key has empty text.
+        """
+        self.assertEqual(attributeText(Dataset(), KEY["PatientID"]), "")
+
+    def test_characterSet(self):
+        """
+        A value beyond ASCII is decoded in the data set's character set.
+        """
+        key = KEY["PatientName"]
+        dataset = Dataset({key.tag: RawDataElement(key.tag, "PN", 6, "Müller".encode("latin-1"), 0, False, True)})
+        dataset.set_original_encoding(False, True, "latin_1")
+        self.assertEqual(attributeText(dataset, key), "Müller")
+
+    def test_numbers(self):
+        """
+        Numbers pydicom keeps as written are read as written; longer ones,
+        which pydicom reshapes, are read its way.
+        """
+        values = [b"007", b"+1", b"-0", b" 12 ", b"1.", b".5", b"1e5", b"1E+05", b"-.5e-3", b"1.50", b"1\x00"]
+        values += [b"9" * n for n in range(1, 20)] + [b"1." + b"3" * n for n in range(1, 20)]
+        for keyword in ("SeriesNumber", "PatientSize"):
+            key = KEY[keyword]
+            for value in values:
+                fast = _quietly(attributeText, _undecoded(key, value, True), key)
+                slow = _quietly(_pydicomText, _undecoded(key, value, True), key)
+                self.assertEqual(fast, slow, (keyword, value))
+
+    def test_unreadable(self):
+        """
+        A value pydicom cannot read is taken as written, rather than
+        failing the whole instance.
+        """
+        key = KEY["InstanceNumber"]
+        self.assertEqual(_quietly(attributeText, _undecoded(key, b"1.5e1111", True), key), "1.5e1111")
+
+    def test_decodedElement(self):
+        """
+        An element pydicom has already decoded (or one set by hand) is read
+        as L{elementText} reads it.
+        """
+        dataset = Dataset()
+        dataset.PatientID = "  P 1 "
+        self.assertEqual(attributeText(dataset, KEY["PatientID"]), "P 1")
 
 
 class SortableValueTests(SynchronousTestCase):

@@ -98,9 +98,11 @@ and encoded by L{dicomd.archive.responses}.
 """
 
 import enum
+import re
 from dataclasses import dataclass
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.multival import MultiValue
 
 from dicomd.archive.charsets import ASCII_TERMS
@@ -300,13 +302,95 @@ def elementText(element):
     return text.strip(" \x00")
 
 
+def _valuesStripped(text):
+    return "\\".join(value.rstrip("\x00 ") for value in text.split("\\"))
+
+
+def _uids(text):
+    return "\\".join(value.strip() for value in text.rstrip(" \x00").split("\\"))
+
+
+def _whole(text):
+    return text
+
+
+def _simpleName(text):
+    # A component group delimiter makes pydicom drop empty groups.
+    return None if "=" in text else text
+
+
+#: Numbers that pydicom keeps as they are written: an IS of at most ten
+#: digits, and a DS of at most sixteen characters (longer ones it reshapes).
+_INTEGER = re.compile(r" *[+\-]?[0-9]{1,10}[ \x00]*\Z")
+_DECIMAL = re.compile(r" *(?=[^ \x00]{1,16}[ \x00]*\Z)[+\-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+\-]?[0-9]+)?[ \x00]*\Z")
+
+
+def _simpleInteger(text):
+    return text if _INTEGER.match(text) else None
+
+
+def _simpleDecimal(text):
+    return text if _DECIMAL.match(text) else None
+
+
+#: How pydicom reads an ASCII value of each VR of L{KEYS}, as a function of
+#: its text; C{None} sends the value pydicom's way.  The result is then
+#: trimmed as L{elementText} trims.  C{tests/test_archive_matching.py}
+#: holds the two ways equal.
+_ASCII_TEXT = {
+    "LO": _valuesStripped,
+    "SH": _valuesStripped,
+    "UI": _uids,
+    "AS": _whole,
+    "CS": _whole,
+    "DA": _whole,
+    "LT": _whole,
+    "TM": _whole,
+    "PN": _simpleName,
+    "IS": _simpleInteger,
+    "DS": _simpleDecimal,
+}
+
+
+def _asciiText(element, vr):
+    """
+    The L{elementText} of an undecoded element, read without building
+    pydicom's value: most values are ASCII, which every character set
+    decodes alike, and the index reads some thirty per instance.
+
+    @return: the text, or C{None} when pydicom must decode the value.
+    """
+    value = element.value
+    if value is None or not value.isascii() or b"\x1b" in value:
+        return None
+    if element.VR not in (None, vr):
+        return None
+    rule = _ASCII_TEXT.get(vr)
+    if rule is None:
+        return None
+    text = rule(value.decode("ascii"))
+    return None if text is None else text.strip(" \x00")
+
+
 def attributeText(dataset, key):
     """
     @param dataset: a pydicom C{Dataset}.
     @param key: a L{QueryKey}.
     @return: the L{elementText} of that key in the dataset.
     """
-    return elementText(dataset.get(key.tag))
+    element = dataset.get_item(key.tag)
+    if element is None:
+        return ""
+    if type(element) is RawDataElement:
+        text = _asciiText(element, key.vr)
+        if text is not None:
+            return text
+        try:
+            return elementText(dataset.get(key.tag))
+        except (ValueError, OverflowError):
+            # pydicom cannot read it (an IS of "1e999"): its text as written.
+            return bytes(element.value or b"").decode("ascii", "replace").strip(" \x00")
+    return elementText(element)
 
 
 def _digits(text):
