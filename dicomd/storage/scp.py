@@ -585,6 +585,9 @@ class IncomingInstance:
             errorComment=comment[:64] if comment else None,
         )
         self._association.send(self._context.contextID, response)
+        # A response that waited for a worker thread goes now, not on the
+        # reactor's next iteration: the sender waits for it.
+        self._association.flush()
         delay = self._scp.sleepAfter
         if delay:
             # storescp answers, then sleeps before it reads the next
