@@ -29,7 +29,6 @@ through one L{StorageService}, under one quota (the strictest of theirs).
 """
 
 import os
-import sqlite3
 from dataclasses import replace
 from typing import Callable, Dict, List, Optional
 
@@ -41,7 +40,7 @@ from twisted.web import server
 
 from dicomd.archive.area import IndexedArea, sharedQuotas
 from dicomd.archive.writer import IndexWriter
-from dicomd.archive.index import areaKey
+from dicomd.archive.index import DATABASE_ERRORS, areaKey
 from dicomd.archive.service import INDEX_FILE, Archive
 from dicomd.peers import Peer, destinationTable, hostRule
 from dicomd.qrentity import QueryRetrieveOptions, queryRetrieveEntity
@@ -708,7 +707,7 @@ class DicomdService(service.MultiService):
             self.log.info("Index database: {path}", path=os.path.abspath(self.archive.path))
         try:
             service.MultiService.startService(self)
-        except sqlite3.Error as e:
+        except DATABASE_ERRORS as e:
             raise StartupError("cannot open %s (the index database): %s" % (self.archive.path, e))
 
     @defer.inlineCallbacks
