@@ -8,10 +8,12 @@ query into SQL, and L{dicomd.archive.queue}, the forwarding queue kept in
 the same database, are all of the project that speaks SQL.  Services use the
 L{IArchiveIndex} interface, blocking, from a thread, or through
 L{dicomd.archive.asyncindex.AsyncArchiveIndex}, whose methods return
-Deferreds; L{SQLiteArchiveIndex} is the embedded default, and another
-database would be another provider of L{IArchiveIndex} that compiles the
-conditions of L{dicomd.archive.matching} into its own dialect.  Rebuilding
-an area's rows from its files is L{dicomd.archive.reindexing}'s job.
+Deferreds.  L{SQLArchiveIndex} holds the statements every SQL database
+runs alike; L{SQLiteArchiveIndex} is the embedded default, and
+L{dicomd.archive.postgresql.PostgreSQLArchiveIndex} the one several
+daemons share (L{dicomd.archive.databases} chooses by the configured
+name).  Rebuilding an area's rows from its files is
+L{dicomd.archive.reindexing}'s job.
 
 The schema (L{SCHEMA}) keeps one table per Query/Retrieve level, each row
 belonging to one storage area, named by its directory (L{areaKey}), so
