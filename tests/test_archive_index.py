@@ -381,21 +381,21 @@ class PostgreSQLSchemaTests(SynchronousTestCase):
         error = self.assertRaises(IndexDatabaseError, index.open)
         self.assertEqual(
             str(error),
-            "%s: the index's schema is version 99, newer than this dicomd knows (%d): upgrade dicomd"
-            % (self.url, self.postgresql.SCHEMA_VERSION),
+            "the index's schema is version 99, newer than this dicomd knows (%d): upgrade dicomd"
+            % (self.postgresql.SCHEMA_VERSION,),
         )
 
-    def test_unreachableNamedWithoutPassword(self):
+    def test_unreachable(self):
         """
-        A server that cannot be reached fails opening with one line naming
-        the URL, its password hidden.
+        A server that cannot be reached fails opening with one line saying
+        why, and the index names its URL with the password hidden.
         """
         url = "postgresql://dicomd:secret@127.0.0.1:1/archive"
-        error = self.assertRaises(IndexDatabaseError, self.postgresql.PostgreSQLArchiveIndex(url).open)
-        message = str(error)
-        self.assertTrue(message.startswith("postgresql://dicomd:***@127.0.0.1:1/archive: "), message)
-        self.assertNotIn("secret", message)
-        self.assertNotIn("\n", message)
+        index = self.postgresql.PostgreSQLArchiveIndex(url)
+        error = self.assertRaises(IndexDatabaseError, index.open)
+        self.assertIn("127.0.0.1", str(error))
+        self.assertNotIn("\n", str(error))
+        self.assertEqual(index.path, "postgresql://dicomd:***@127.0.0.1:1/archive")
 
     def test_nodesKeepTheirOwnRuns(self):
         """

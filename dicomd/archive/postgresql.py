@@ -158,8 +158,9 @@ class PostgreSQLArchiveIndex(SQLArchiveIndex):
     def runName(self):
         return "ended:" + self.node
 
-    def _failure(self, error):
-        return IndexDatabaseError("%s: %s" % (self.path, _oneLine(error)))
+    @staticmethod
+    def _failure(error):
+        return IndexDatabaseError(_oneLine(error))
 
     def open(self):
         """
@@ -171,7 +172,7 @@ class PostgreSQLArchiveIndex(SQLArchiveIndex):
         if self._pool is not None:
             return
         if self._closed:
-            raise IndexDatabaseError("%s: the index is closed" % (self.path,))
+            raise IndexDatabaseError("the index is closed")
         try:
             # One connection first, so that a server that cannot be
             # reached is reported as libpq says why, not as a pool timeout.
@@ -200,8 +201,8 @@ class PostgreSQLArchiveIndex(SQLArchiveIndex):
             version = 0 if row is None else row[0]
             if version > SCHEMA_VERSION:
                 raise IndexDatabaseError(
-                    "%s: the index's schema is version %d, newer than this dicomd knows (%d): upgrade dicomd"
-                    % (self.path, version, SCHEMA_VERSION)
+                    "the index's schema is version %d, newer than this dicomd knows (%d): upgrade dicomd"
+                    % (version, SCHEMA_VERSION)
                 )
             for script in MIGRATIONS[version:]:
                 db.execute(script)
