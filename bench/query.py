@@ -44,6 +44,11 @@ directory to start over).  Run from the checkout:
 
     python bench/query.py [--work DIR] [--repeats 50] [--move-repeats 3]
                           [--skip-dcmqrscp] [--skip-move]
+                          [--postgresql postgresql://...]
+
+With C{--postgresql URL} the large index is also generated in that
+PostgreSQL database (emptied first) and served by a daemon started with
+C{--database URL}, measured beside the SQLite one.
 
 This is not a test: it asserts only that every query returned the same
 number of matches each time and every C-MOVE delivered every image.
@@ -225,22 +230,30 @@ def _mark(directory: str, value: str) -> None:
         f.write(value + "\n")
 
 
-def prepareDicomdIndex(directory: str, shape: Shape) -> None:
+def prepareDicomdIndex(directory: str, shape: Shape, database: Optional[str] = None) -> None:
     """
     A dicomd data directory whose index holds C{shape}, in the area of
     the default AE title; the files do not exist.
+
+    @param database: a C{postgresql://} URL to keep the index in (its
+        tables are emptied first), or C{None} for SQLite in the directory.
     """
-    from dicomd.archive.index import SQLiteArchiveIndex, StoredFile
+    from dicomd.archive.databases import displayName, openIndex
+    from dicomd.archive.index import StoredFile
     from dicomd.archive.service import INDEX_FILE
 
-    if _marker(directory) == shape.key:
+    key = shape.key if database is None else "%s %s" % (shape.key, database)
+    if _marker(directory) == key:
         return
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory)
-    log("dicomd: generating an index of %d instances in %s" % (shape.total, directory))
+    log("dicomd: generating an index of %d instances in %s" % (shape.total, displayName(database or directory)))
     started = time.monotonic()
-    index = SQLiteArchiveIndex(os.path.join(directory, INDEX_FILE))
+    index = openIndex(database or os.path.join(directory, INDEX_FILE))
     index.open()
+    if database is not None:
+        with index.transaction() as db:
+            db.execute("TRUNCATE patient, study, series, instance, forward, run")
     try:
         for i in range(shape.patients):
             items = [
@@ -252,7 +265,7 @@ def prepareDicomdIndex(directory: str, shape: Shape) -> None:
                 log("  %d patients, %.0f s" % (i + 1, time.monotonic() - started))
     finally:
         index.close()
-    _mark(directory, shape.key)
+    _mark(directory, key)
 
 
 def writeHeaderFile(path: str, dataset) -> None:
@@ -378,10 +391,12 @@ class Server(ServerProcess):
         super().__init__(name, argv, env, cwd, port, logPath, append=True)
 
 
-def startDicomd(name: str, work: str, dataDirectory: str, destinationPort: Optional[int] = None) -> Server:
+def startDicomd(name: str, work: str, dataDirectory: str, destinationPort: Optional[int] = None, database: Optional[str] = None) -> Server:
     port = freePort()
     argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "dicomd"]
     argv += ["--listen", "tcp:%d:interface=%s" % (port, HOST), "--output-directory", dataDirectory]
+    if database is not None:
+        argv += ["--database", database]
     if destinationPort is not None:
         argv += ["--peer", "%s:%s:%d" % (DESTINATION_TITLE, HOST, destinationPort)]
     logPath = os.path.join(work, "logs", name.replace(" ", "-") + ".log")
@@ -702,6 +717,7 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-dcmqrscp", action="store_true")
     parser.add_argument("--skip-move", action="store_true")
     parser.add_argument("--skip-pynetdicom", action="store_true")
+    parser.add_argument("--postgresql", metavar="URL", help="also serve the large index from this PostgreSQL database (emptied first)")
     options = parser.parse_args(argv)
 
     work = os.path.abspath(options.work)
@@ -711,6 +727,8 @@ def main(argv=None) -> int:
         parser.error("dcmqrscp holds at most 500 studies per storage area: --small-patients 100 at most")
     prepareDicomdIndex(os.path.join(work, "dicomd-large"), large)
     prepareDicomdIndex(os.path.join(work, "dicomd-small"), small)
+    if options.postgresql:
+        prepareDicomdIndex(os.path.join(work, "dicomd-large-postgresql"), large, options.postgresql)
     if not options.skip_dcmqrscp:
         prepareDcmqrscpIndex(os.path.join(work, "dcmqrscp-small"), small)
     studyUID = None
@@ -726,6 +744,12 @@ def main(argv=None) -> int:
     servers = []
     try:
         servers.append(startDicomd("dicomd %d" % (large.total,), work, os.path.join(work, "dicomd-large")))
+        if options.postgresql:
+            servers.append(
+                startDicomd(
+                    "dicomd %d PostgreSQL" % (large.total,), work, os.path.join(work, "dicomd-large-postgresql"), database=options.postgresql
+                )
+            )
         servers.append(startDicomd("dicomd %d" % (small.total,), work, os.path.join(work, "dicomd-small")))
         if not options.skip_dcmqrscp:
             servers.append(

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from dicomd.actions import UnsafeCommand, shellCommand
+from dicomd.archive.databases import DatabaseUnusable, checkURL, isURL
 from dicomd.archive.dcmqrcfg import Quota
 from dicomd.archive.matching import PATIENT_ROOT, PATIENT_STUDY_ONLY, STUDY_ROOT
 from dicomd.archive.queue import RetryPolicy
@@ -210,8 +211,9 @@ class DaemonConfig:
     @ivar path: the file it was read from (absolute, so that a reload
         finds it whatever the working directory), or C{None} for the
         defaults.
-    @ivar database: the index database file, or C{None} for the first
-        AE's directory's C{.dicomd-index.sqlite}.
+    @ivar database: the index database: an SQLite file, a
+        C{postgresql://} URL (several daemons may share it), or C{None}
+        for the first AE's directory's C{.dicomd-index.sqlite}.
     @ivar status: an endpoint string for the status page, or C{None}.
     @ivar answerAnyCalledAETitle: associations calling an AE title that no
         entity has go to the first one (as storescp answers any called AE
@@ -401,7 +403,12 @@ class _Reader:
             self._endpoint("status", status)
         database = self._get(document, "", "database", str, None)
         if database is not None and not database.strip():
-            raise self.error("database", "expected a file name")
+            raise self.error("database", "expected a file name or a postgresql:// URL")
+        if database is not None and isURL(database):
+            try:
+                checkURL(database)
+            except DatabaseUnusable as e:
+                raise self.error("database", str(e))
         stateDirectory = self._get(document, "", "state-directory", str, None)
         if stateDirectory is not None and not stateDirectory.strip():
             raise self.error("state-directory", "expected a directory name")
@@ -448,7 +455,7 @@ class _Reader:
             entities=entities,
             peers=peers,
             limits=limits,
-            database=self._dataPath(database) if database else None,
+            database=database if database and isURL(database) else self._dataPath(database) if database else None,
             stateDirectory=self._dataPath(stateDirectory) if stateDirectory else None,
             status=status,
             answerAnyCalledAETitle=self._get(document, "", "answer-any-called-ae", bool, True),

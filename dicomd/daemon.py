@@ -29,7 +29,6 @@ through one L{StorageService}, under one quota (the strictest of theirs).
 """
 
 import os
-import sqlite3
 from dataclasses import replace
 from typing import Callable, Dict, List, Optional
 
@@ -41,7 +40,8 @@ from twisted.web import server
 
 from dicomd.archive.area import IndexedArea, sharedQuotas
 from dicomd.archive.writer import IndexWriter
-from dicomd.archive.index import areaKey
+from dicomd.archive.databases import isURL
+from dicomd.archive.index import DATABASE_ERRORS, areaKey
 from dicomd.archive.service import INDEX_FILE, Archive
 from dicomd.peers import Peer, destinationTable, hostRule
 from dicomd.qrentity import QueryRetrieveOptions, queryRetrieveEntity
@@ -696,19 +696,21 @@ class DicomdService(service.MultiService):
         the archive would make the index's with the umask's alone.
 
         @raise StartupError: a storage directory or the index cannot be
-            written, or the index is not an SQLite database.
+            written, or the index is not an SQLite database, or its
+            PostgreSQL server cannot be reached or has a newer schema.
         """
         self._checkWritable(self.config)
-        if self.archive is not None:
-            writableDatabase(self.archive.path, mode=self.config.directoryMode)
+        if self.archive is not None and not isURL(self.archive.database):
+            writableDatabase(self.archive.database, mode=self.config.directoryMode)
         for entity in self.config.entities:
             if entity.writable and not entity.storage.ignore:
                 self.log.info("AE {title} stores under {directory}", title=entity.title, directory=os.path.abspath(entity.storage.outputDirectory))
         if self.archive is not None:
-            self.log.info("Index database: {path}", path=os.path.abspath(self.archive.path))
+            path = self.archive.path if isURL(self.archive.database) else os.path.abspath(self.archive.database)
+            self.log.info("Index database: {path}", path=path)
         try:
             service.MultiService.startService(self)
-        except sqlite3.Error as e:
+        except DATABASE_ERRORS as e:
             raise StartupError("cannot open %s (the index database): %s" % (self.archive.path, e))
 
     @defer.inlineCallbacks

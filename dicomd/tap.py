@@ -27,6 +27,7 @@ from twisted.python import usage
 
 from dicomd import observers
 from dicomd.actions import UnsafeCommand, shellCommand
+from dicomd.archive.databases import DatabaseUnusable, checkURL, isURL
 from dicomd.archive.routing import Route
 from dicomd.cli.common import TRANSFER_SYNTAX_OPTIONS
 from dicomd.cli.logs import LEVELS
@@ -123,6 +124,7 @@ class DaemonOptions(usage.Options):
         ["dimse-timeout", None, None, "Seconds to wait for a DIMSE response, or for the next fragment of a message being received (default: unlimited; 60 for responses on C-MOVE sub-associations).", _positive("dimse-timeout", float)],
         ["idle-timeout", None, None, "Seconds of silence before an idle association is aborted (0: never; default: 60).", float],
         ["output-directory", "o", None, "Store received objects under this directory (default: %s)." % (DEFAULT_DIRECTORY,)],
+        ["database", None, None, "Keep the index in this SQLite file or PostgreSQL database (postgresql://...; default: .dicomd-index.sqlite in the first AE's storage directory)."],
         ["state-directory", None, None, "Keep the end-of-study journals here (default: /var/lib/dicomd for root, else ~/.local/state/dicomd)."],
         ["sort-on-study-uid", None, None, "Sort studies into PREFIX_<StudyInstanceUID> directories (default: no prefix)."],
         ["sort-conc-studies", None, None, "Sort studies into PREFIX_<timestamp> directories."],
@@ -219,6 +221,8 @@ class DaemonOptions(usage.Options):
                     checkEndpoint(description)
                 except ValueError as e:
                     raise usage.UsageError("--%s: %s" % (option, e))
+        if self["database"] is not None:
+            self._checkDatabase(self["database"])
         chosen = [name for name, _, _ in TRANSFER_SYNTAX_FLAGS if self[name]]
         if len(chosen) > 1:
             raise usage.UsageError("choose one transfer syntax preference, not --%s" % (" and --".join(chosen),))
@@ -231,6 +235,16 @@ class DaemonOptions(usage.Options):
             self["base"] = readConfig(self["config"]) if self["config"] else DaemonConfig()
         except ConfigError as e:
             raise ConfigFileError(str(e))
+
+    @staticmethod
+    def _checkDatabase(database: str) -> None:
+        if not database.strip():
+            raise usage.UsageError("--database: expected a file name or a postgresql:// URL")
+        if isURL(database):
+            try:
+                checkURL(database)
+            except DatabaseUnusable as e:
+                raise usage.UsageError("--database: %s" % (e,))
 
     def _setLogLevel(self) -> None:
         if self["log-level"] is not None and self["log-level"] not in LEVELS:
@@ -298,6 +312,9 @@ class DaemonOptions(usage.Options):
             changes["listen"] = tuple(self["listen"])
         if self.given("status"):
             changes["status"] = self["status"]
+        if self.given("database"):
+            database = self["database"]
+            changes["database"] = database if isURL(database) else os.path.abspath(database)
         if self.given("state-directory"):
             changes["stateDirectory"] = os.path.abspath(self["state-directory"])
         entities = list(config.entities)

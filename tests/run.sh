@@ -3,7 +3,7 @@
 #
 #   sh tests/run.sh [trial arguments]
 #
-# Installs Debian's dcmtk and orthanc when missing and we are root, creates .venv,
+# Installs Debian's dcmtk, postgresql and orthanc when missing and we are root, creates .venv,
 # installs dicomd with its test extras into it, runs the whole suite with
 # trial and ends with a line "N passed, N failed".
 set -eu
@@ -17,6 +17,24 @@ if ! [ -x /usr/bin/storescp ] || ! [ -x /usr/bin/dcmqrscp ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk >/dev/null
     else
         echo "warning: DCMTK is not installed and we are not root: its interoperability tests will fail" >&2
+    fi
+fi
+
+# The index tests run on PostgreSQL too: tests/postgres.py starts a
+# throw-away server with the package's initdb and pg_ctl (the package's
+# own cluster is not used, nor its service started).
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+    if as_root && command -v apt-get >/dev/null; then
+        echo "Installing Debian's postgresql for the index tests..."
+        policy=/usr/sbin/policy-rc.d
+        own_policy=
+        if ! [ -e "$policy" ]; then
+            printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && own_policy=yes
+        fi
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+        if [ -n "$own_policy" ]; then rm -f "$policy"; fi
+    else
+        echo "warning: PostgreSQL is not installed and we are not root: its index tests will fail" >&2
     fi
 fi
 

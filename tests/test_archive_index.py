@@ -21,9 +21,11 @@ from zope.interface.verify import verifyObject
 
 from dicomd.archive.asyncindex import AsyncArchiveIndex, PendingResponses
 from dicomd.archive.index import (
+    DATABASE_ERRORS,
     ROWS_MOVED,
     SCHEMA_VERSION,
     IArchiveIndex,
+    IndexDatabaseError,
     ReindexReport,
     SQLiteArchiveIndex,
     StoredFile,
@@ -42,6 +44,7 @@ from dicomd.archive.matching import (
     QueryError,
 )
 from dicomd.dimse.status import UNABLE_TO_PROCESS
+from tests import postgres
 
 AREA = "ARCHIVE"
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -182,13 +185,34 @@ def identifier(level, characterSet=None, **keys):
     return roundTrip(dataset)
 
 
-class ArchiveMixin:
+class SQLiteEngine:
+    """
+    Run a test case's index in SQLite.
+    """
+
+    def makeIndex(self):
+        return SQLiteArchiveIndex(self.mktemp())
+
+
+class PostgreSQLEngine:
+    """
+    Run a test case's index in PostgreSQL, in a database of its own on the
+    throw-away server of L{tests.postgres}.
+    """
+
+    def makeIndex(self):
+        from dicomd.archive.postgresql import PostgreSQLArchiveIndex
+
+        return PostgreSQLArchiveIndex(postgres.database(self), node="test")
+
+
+class ArchiveMixin(SQLiteEngine):
     """
     An index holding the archive.
     """
 
     def setUp(self):
-        self.index = SQLiteArchiveIndex(self.mktemp())
+        self.index = self.makeIndex()
         self.addCleanup(self.index.close)
         self.index.addInstances(AREA, archiveItems())
 
@@ -309,6 +333,85 @@ class SchemaTests(SynchronousTestCase):
         """
         self.index.close()
         self.assertRaises(sqlite3.ProgrammingError, self.index.studyCount, AREA)
+
+
+class PostgreSQLSchemaTests(SynchronousTestCase):
+    """
+    Tests for the PostgreSQL index's schema and connection.
+    """
+
+    def setUp(self):
+        from dicomd.archive import postgresql
+
+        self.postgresql = postgresql
+        self.url = postgres.database(self)
+
+    def open(self, url=None):
+        index = self.postgresql.PostgreSQLArchiveIndex(url or self.url, node="test")
+        self.addCleanup(index.close)
+        index.open()
+        return index
+
+    def version(self):
+        import psycopg
+
+        with psycopg.connect(self.url) as connection:
+            return connection.execute("SELECT version FROM schema_version").fetchall()
+
+    def test_created(self):
+        """
+        Opening an empty database creates the schema at the current
+        version; opening it again (another node) keeps it.
+        """
+        verifyObject(IArchiveIndex, self.open())
+        self.open()
+        self.assertEqual(self.version(), [(self.postgresql.SCHEMA_VERSION,)])
+
+    def test_newerRefused(self):
+        """
+        A schema newer than this version knows is refused with one line
+        naming the database and both versions.
+        """
+        import psycopg
+
+        self.open().close()
+        with psycopg.connect(self.url) as connection:
+            connection.execute("UPDATE schema_version SET version = 99")
+        index = self.postgresql.PostgreSQLArchiveIndex(self.url)
+        error = self.assertRaises(IndexDatabaseError, index.open)
+        self.assertEqual(
+            str(error),
+            "the index's schema is version 99, newer than this dicomd knows (%d): upgrade dicomd"
+            % (self.postgresql.SCHEMA_VERSION,),
+        )
+
+    def test_unreachable(self):
+        """
+        A server that cannot be reached fails opening with one line saying
+        why, and the index names its URL with the password hidden.
+        """
+        url = "postgresql://dicomd:secret@127.0.0.1:1/archive"
+        index = self.postgresql.PostgreSQLArchiveIndex(url)
+        error = self.assertRaises(IndexDatabaseError, index.open)
+        self.assertIn("127.0.0.1", str(error))
+        self.assertNotIn("\n", str(error))
+        self.assertEqual(index.path, "postgresql://dicomd:***@127.0.0.1:1/archive")
+
+    def test_nodesKeepTheirOwnRuns(self):
+        """
+        Each node sharing the database learns how its own previous run
+        ended, whatever the others did.
+        """
+        from dicomd.archive.index import RUN_CRASHED, RUN_ENDED
+
+        first = self.postgresql.PostgreSQLArchiveIndex(self.url, node="one")
+        second = self.postgresql.PostgreSQLArchiveIndex(self.url, node="two")
+        for index in (first, second):
+            self.addCleanup(index.close)
+            self.assertIsNone(index.beginRun())
+        first.endRun()
+        self.assertEqual(first.beginRun(), RUN_ENDED)
+        self.assertEqual(second.beginRun(), RUN_CRASHED)
 
 
 class PatientRootPatientLevelTests(ArchiveMixin, SynchronousTestCase):
@@ -1347,14 +1450,14 @@ def writeFile(path, dataset, sourceAETitle=None):
     dataset.save_as(path, enforce_file_format=True)
 
 
-class ReindexTests(SynchronousTestCase):
+class ReindexTests(SQLiteEngine, SynchronousTestCase):
     """
     Tests for L{reindex}.
     """
 
     def setUp(self):
         self.directory = self.mktemp()
-        self.index = SQLiteArchiveIndex(self.mktemp())
+        self.index = self.makeIndex()
         self.addCleanup(self.index.close)
         for seriesUID in ["1.1.1", "2.1.1"]:
             for number in (1, 2):
@@ -1471,7 +1574,7 @@ class ImmediateThreadPool:
             onResult(True, result)
 
 
-class AdoptAreaTests(SynchronousTestCase):
+class AdoptAreaTests(SQLiteEngine, SynchronousTestCase):
     """
     Tests for L{IArchiveIndex.adoptArea} and
     L{dicomd.archive.area.adoptTitleArea}: an index that named areas by AE
@@ -1530,14 +1633,14 @@ class AdoptAreaTests(SynchronousTestCase):
         )
 
 
-class AsyncArchiveIndexTests(SynchronousTestCase):
+class AsyncArchiveIndexTests(SQLiteEngine, SynchronousTestCase):
     """
     Tests for L{AsyncArchiveIndex}.
     """
 
     def setUp(self):
         self.directory = self.mktemp()
-        index = SQLiteArchiveIndex(self.mktemp())
+        index = self.makeIndex()
         self.index = AsyncArchiveIndex(index, ImmediateReactor(), ImmediateThreadPool())
         self.addCleanup(index.close)
         self.successResultOf(self.index.addInstances(AREA, archiveItems()))
@@ -1643,13 +1746,13 @@ class AsyncArchiveIndexTests(SynchronousTestCase):
 
     def test_close(self):
         """
-        Closing closes the index.
+        Closing closes the index: using it fails as a broken database does.
         """
         self.successResultOf(self.index.close())
-        self.failureResultOf(self.index.studyCount(AREA), sqlite3.ProgrammingError)
+        self.failureResultOf(self.index.studyCount(AREA), *DATABASE_ERRORS)
 
 
-class ThreadTests(SynchronousTestCase):
+class ThreadTests(SQLiteEngine, SynchronousTestCase):
     """
     The index used from several threads at once, as Twisted's thread pool
     uses it.
@@ -1659,7 +1762,7 @@ class ThreadTests(SynchronousTestCase):
         """
         Threads adding instances while others query lose nothing.
         """
-        index = SQLiteArchiveIndex(self.mktemp())
+        index = self.makeIndex()
         self.addCleanup(index.close)
         errors = []
 
@@ -1731,3 +1834,71 @@ class IndexedAreaFailureTests(SynchronousTestCase):
         error = self.assertRaises(StoreRefused, IndexedArea(index, AREA, directory).add, received)
         self.assertEqual(error.status, OUT_OF_RESOURCES)
         self.assertIn("database or disk is full", str(error))
+
+
+# The same tests on PostgreSQL: every behaviour of the index is the same
+# whichever database keeps it.
+
+
+class PatientRootPatientLevelPostgreSQLTests(PostgreSQLEngine, PatientRootPatientLevelTests):
+    pass
+
+
+class PatientRootStudyLevelPostgreSQLTests(PostgreSQLEngine, PatientRootStudyLevelTests):
+    pass
+
+
+class PatientRootSeriesLevelPostgreSQLTests(PostgreSQLEngine, PatientRootSeriesLevelTests):
+    pass
+
+
+class PatientRootImageLevelPostgreSQLTests(PostgreSQLEngine, PatientRootImageLevelTests):
+    pass
+
+
+class StudyRootPostgreSQLTests(PostgreSQLEngine, StudyRootTests):
+    pass
+
+
+class PatientStudyOnlyPostgreSQLTests(PostgreSQLEngine, PatientStudyOnlyTests):
+    pass
+
+
+class ReturnKeyPostgreSQLTests(PostgreSQLEngine, ReturnKeyTests):
+    pass
+
+
+class EscapingPostgreSQLTests(PostgreSQLEngine, EscapingTests):
+    pass
+
+
+class CheckedQueryPostgreSQLTests(PostgreSQLEngine, CheckedQueryTests):
+    pass
+
+
+class RetrievePostgreSQLTests(PostgreSQLEngine, RetrieveTests):
+    pass
+
+
+class UpdatePostgreSQLTests(PostgreSQLEngine, UpdateTests):
+    pass
+
+
+class QuotaPostgreSQLTests(PostgreSQLEngine, QuotaTests):
+    pass
+
+
+class ReindexPostgreSQLTests(PostgreSQLEngine, ReindexTests):
+    pass
+
+
+class AdoptAreaPostgreSQLTests(PostgreSQLEngine, AdoptAreaTests):
+    pass
+
+
+class AsyncArchiveIndexPostgreSQLTests(PostgreSQLEngine, AsyncArchiveIndexTests):
+    pass
+
+
+class ThreadPostgreSQLTests(PostgreSQLEngine, ThreadTests):
+    pass

@@ -10,10 +10,11 @@ from twisted.trial import unittest
 
 from dicomd.archive.area import IndexedArea
 from dicomd.archive.dcmqrcfg import Quota
-from dicomd.archive.index import SQLiteArchiveIndex, StoredFile
+from dicomd.archive.index import StoredFile
 from dicomd.archive.queue import FAILED, QUEUED, Forwarding, ForwardQueue, RetryPolicy
 from dicomd.archive.routing import AT_END_OF_STUDY, Route, RouteMatch, attributeCondition, forwardingsFor
 from dicomd.storage.scp import ReceivedInstance
+from tests.test_archive_index import PostgreSQLEngine, SQLiteEngine
 
 AREA = "/data/area"
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -41,13 +42,13 @@ def received(dataset, callingAETitle="CT01", calledAETitle="DICOMD"):
     )
 
 
-class QueueTests(unittest.TestCase):
+class QueueTests(SQLiteEngine, unittest.TestCase):
     """
     Tests for L{ForwardQueue} over a real database.
     """
 
     def setUp(self):
-        self.index = SQLiteArchiveIndex(os.path.join(self.mktemp() + ".sqlite"))
+        self.index = self.makeIndex()
         self.addCleanup(self.index.close)
         self.queue = ForwardQueue(self.index)
         self.policy = RetryPolicy(first=10, maximum=60, giveUpAfter=1000)
@@ -194,6 +195,12 @@ class QueueTests(unittest.TestCase):
         studies = [s.studyInstanceUID for s in self.index.studiesByLastUpdate(area.key)]
         self.assertEqual(studies, ["1.1", "3.3"])
         self.assertEqual(len(area.router.told), 1)
+
+
+class QueuePostgreSQLTests(PostgreSQLEngine, QueueTests):
+    """
+    The queue in an index on PostgreSQL.
+    """
 
 
 class RoutingTests(unittest.TestCase):

@@ -977,9 +977,22 @@ class ErrorTests(_ConfigFileMixin, unittest.TestCase):
 
     def test_badDatabase(self):
         """
-        database must name a file.
+        database must name a file, or be a PostgreSQL URL libpq can read;
+        its password is not shown.
         """
         self.assertConfigError('database = ""\n', 1, "database", "expected a file name")
+        error = self.assertConfigError(
+            'database = "postgresql://dicomd:secret@db/archive?sslmode"\n', 1, "database", "not a PostgreSQL URL"
+        )
+        self.assertIn("postgresql://dicomd:***@db/archive", str(error))
+        self.assertNotIn("secret", str(error))
+
+    def test_postgresqlDatabase(self):
+        """
+        A PostgreSQL URL is kept as it is, not taken for a file name.
+        """
+        url = "postgresql://dicomd@db.example/archive"
+        self.assertEqual(readConfig(self.write('database = "%s"\n' % (url,))).database, url)
 
     def test_stateDirectory(self):
         """

@@ -15,6 +15,7 @@ from dicomd.archive.service import INDEX_FILE
 from dicomd.cli import reindex
 from dicomd.cli.options import UsageError
 from tests.dicomfiles import makeDataset, writeFile
+from tests import postgres
 from tests.support import dicomdArgv, makeDirectory, pythonEnvironment, runCommand
 
 
@@ -165,6 +166,60 @@ class ReindexTests(unittest.TestCase):
         values = reindex.COMMAND_LINE.parse([os.path.join(self.mktemp(), "missing")])
         error = self.assertRaises(UsageError, reindex.validate, values)
         self.assertIn("is not a directory", str(error))
+
+
+class PostgreSQLReindexTests(unittest.TestCase):
+    """
+    C{dicomd reindex --database postgresql://...}: the index of a daemon
+    sharing a PostgreSQL database, rebuilt from the files.
+    """
+
+    def setUp(self):
+        ReindexTests.setUp(self)
+        self.url = postgres.database(self)
+
+    reindexed = ReindexTests.reindexed
+
+    @defer.inlineCallbacks
+    def test_indexesFiles(self):
+        """
+        The files are indexed in the PostgreSQL database, which the report
+        names.
+        """
+        from dicomd.archive.postgresql import PostgreSQLArchiveIndex
+
+        directory, relative = storageArea(self)
+        yield self.reindexed("--database", self.url, directory)
+        index = PostgreSQLArchiveIndex(self.url)
+        self.addCleanup(index.close)
+        self.assertEqual(sorted(index.storedPaths(areaKey(directory)).values()), sorted(relative))
+        self.assertIn("2 files indexed in %s;" % (self.url,), self.output.getvalue())
+
+    @defer.inlineCallbacks
+    def test_unreachable(self):
+        """
+        A server that cannot be reached fails the command with one line
+        naming the URL, its password hidden, and status 1.
+        """
+        errors = io.StringIO()
+        self.patch(sys, "stderr", errors)
+        directory, _ = storageArea(self)
+        values = reindex.COMMAND_LINE.parse(["--database", "postgresql://dicomd:secret@127.0.0.1:1/archive", directory])
+        reindex.validate(values)
+        status = yield reindex.run(reactor, values)
+        self.assertEqual(status, 1)
+        self.assertTrue(errors.getvalue().startswith("dicomd reindex: cannot use the index database postgresql://dicomd:***@127.0.0.1:1/archive: "))
+        self.assertEqual(errors.getvalue().count("\n"), 1)
+        self.assertNotIn("secret", errors.getvalue())
+
+    def test_badURL(self):
+        """
+        A URL libpq cannot read is a usage error naming the option.
+        """
+        directory, _ = storageArea(self)
+        values = reindex.COMMAND_LINE.parse(["--database", "postgresql://h/db?nosuchoption=1", directory])
+        error = self.assertRaises(UsageError, reindex.validate, values)
+        self.assertTrue(str(error).startswith("--database: postgresql://h/db?nosuchoption=1: not a PostgreSQL URL"), str(error))
 
 
 class ReindexCommandTests(unittest.TestCase):

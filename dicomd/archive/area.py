@@ -23,14 +23,13 @@ queued.
 """
 
 import os
-import sqlite3
 import threading
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from twisted.logger import Logger
 
 from dicomd.archive.dcmqrcfg import Quota
-from dicomd.archive.index import ROWS_DROPPED, ROWS_MOVED, StoredFile, areaKey
+from dicomd.archive.index import DATABASE_ERRORS, ROWS_DROPPED, ROWS_MOVED, StoredFile, areaKey
 from dicomd.archive.reindexing import indexMissing
 from dicomd.dimse.status import OUT_OF_RESOURCES
 from dicomd.storage.scp import ReceivedInstance, StoreRefused
@@ -196,7 +195,7 @@ class IndexedArea:
         forwardings = self.router.forwardingsFor(received) if self.router is not None else ()
         try:
             replaced = self.index.addInstance(self.key, received.attributes, stored, forwardings)
-        except sqlite3.Error as e:
+        except DATABASE_ERRORS as e:
             raise StoreRefused(OUT_OF_RESOURCES, "the index cannot record it: %s" % (e,))
         if forwardings:
             self.router.queued(forwardings)
@@ -210,7 +209,7 @@ class IndexedArea:
         they replaced.  Their sizes were checked (L{checkSize}) before they
         were acknowledged.
 
-        @raise sqlite3.Error: the index cannot record them; nothing was.
+        @raise DATABASE_ERRORS: the index cannot record them; nothing was.
         """
         replaced = self.index.addInstances(self.key, [(each.attributes, self._storedFile(each)) for each in received])
         self._enforce(received)

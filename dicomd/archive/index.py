@@ -8,10 +8,12 @@ query into SQL, and L{dicomd.archive.queue}, the forwarding queue kept in
 the same database, are all of the project that speaks SQL.  Services use the
 L{IArchiveIndex} interface, blocking, from a thread, or through
 L{dicomd.archive.asyncindex.AsyncArchiveIndex}, whose methods return
-Deferreds; L{SQLiteArchiveIndex} is the embedded default, and another
-database would be another provider of L{IArchiveIndex} that compiles the
-conditions of L{dicomd.archive.matching} into its own dialect.  Rebuilding
-an area's rows from its files is L{dicomd.archive.reindexing}'s job.
+Deferreds.  L{SQLArchiveIndex} holds the statements every SQL database
+runs alike; L{SQLiteArchiveIndex} is the embedded default, and
+L{dicomd.archive.postgresql.PostgreSQLArchiveIndex} the one several
+daemons share (L{dicomd.archive.databases} chooses by the configured
+name).  Rebuilding an area's rows from its files is
+L{dicomd.archive.reindexing}'s job.
 
 The schema (L{SCHEMA}) keeps one table per Query/Retrieve level, each row
 belonging to one storage area, named by its directory (L{areaKey}), so
@@ -112,6 +114,19 @@ class StudySummary:
     lastUpdated: float
     instances: int
     size: int
+
+
+class IndexDatabaseError(Exception):
+    """
+    The database of an index other than SQLite failed: it cannot be
+    reached, or refused a statement, or its schema is not one this version
+    knows.  Such indexes raise it in place of their driver's errors.
+    """
+
+
+#: What a failing index raises, whichever its database: a C-STORE is then
+#: refused with 0xA700, a C-FIND with 0xC001, and the daemon stops at start.
+DATABASE_ERRORS = (sqlite3.Error, IndexDatabaseError)
 
 
 #: How the previous run of a daemon on an index ended (L{IArchiveIndex.beginRun}).
@@ -407,139 +422,26 @@ _UNQUEUED = " AND NOT EXISTS (SELECT 1 FROM forward WHERE forward.instance = ins
 
 
 
-@implementer(IArchiveIndex)
-class SQLiteArchiveIndex:
+class SQLArchiveIndex:
     """
-    The index in an SQLite database file, in WAL mode so that queries run
-    while instances are added.
+    The statements of the index that every SQL database runs alike; a
+    subclass connects them to one database engine.
 
-    Each call takes a connection from a pool, so the index may be used from
-    any number of threads.  Writers of this process take turns on a lock
-    before they begin: SQLite's own busy handler makes a waiting writer
-    sleep in growing steps, so with ten storage threads contending one
-    could wait seconds after the database was free (the store p99 of
-    bench/load.py); the lock hands over at once.  Writers of other
-    processes (C{dicomd reindex}) are still serialised by SQLite, a writer
-    waiting up to C{timeout} seconds for another.
+    A subclass provides C{connection()} and C{transaction()}, context
+    managers giving an object with the C{execute} and C{executemany} of a
+    DB-API connection, C{?} placeholders, and rows readable by position and
+    by column name; C{dialect}, the L{dicomd.archive.sql} dialect its
+    C{WHERE} clauses are compiled in; C{open} and C{close}.
 
-    @ivar path: the database file.
-    @ivar mode: the permissions (less the umask) the database file is
-        created with, if L{open} creates it; SQLite gives its C{-wal},
-        C{-shm} and C{-journal} files the database file's.  It holds
-        patients' names: by default others cannot read it.
+    @ivar runName: the row of the C{run} table recording whether the
+        daemon using the index ended cleanly.
     """
 
-    def __init__(self, path, timeout=30.0, mode=FILE_MODE):
-        """
-        Describe the database; it is opened (and created with its schema
-        if needed) by L{open} or on first use.
+    runName = "ended"
 
-        @param path: the database file.
-        @param timeout: how long a writer waits for another, in seconds.
-        @param mode: see L{mode}; it may be changed until L{open}.
-        """
-        self.path = path
-        self.mode = mode
-        self._timeout = timeout
-        self._lock = threading.Lock()
-        self._writing = threading.Lock()
-        self._idle = []
-        self._closed = False
-        self._opened = False
+    def __init__(self):
         self._recovering = None
-
-    def _connect(self):
-        db = sqlite3.connect(
-            self.path,
-            timeout=self._timeout,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA foreign_keys = ON")
-        db.execute("PRAGMA synchronous = NORMAL")
-        return db
-
-    def open(self):
-        """
-        Create the database and its schema if needed.  The first use opens
-        it anyway; a daemon calls this when it starts, after dropping
-        privileges, so that the file belongs to its user and a broken
-        index stops it at once.
-        """
-        with self._lock:
-            if self._opened:
-                return
-            self._create()
-            db = self._connect()
-            try:
-                db.execute("PRAGMA journal_mode = WAL")
-                self._createSchema(db)
-                queue.createTables(db)
-            finally:
-                db.close()
-            self._opened = True
-
-    def _create(self):
-        """
-        Create the database file, empty, with L{mode}, unless it exists:
-        SQLite would create it with its own permissions (0644).
-        """
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.mode))
-
-    @contextlib.contextmanager
-    def connection(self):
-        """
-        A connection of the pool, for reading (or for statements that are
-        each a transaction of their own): L{dicomd.archive.queue} reads the
-        forwarding queue through it.
-        """
-        if not self._opened:
-            self.open()
-        with self._lock:
-            if self._closed:
-                raise sqlite3.ProgrammingError("the index is closed")
-            db = self._idle.pop() if self._idle else None
-        if db is None:
-            db = self._connect()
-        try:
-            yield db
-        finally:
-            with self._lock:
-                if self._closed:
-                    db.close()
-                else:
-                    self._idle.append(db)
-
-    @contextlib.contextmanager
-    def transaction(self):
-        """
-        A connection inside one C{BEGIN IMMEDIATE} transaction, committed
-        when the block ends and rolled back when it raises; writers of this
-        process take turns.
-        """
-        with self._writing, self.connection() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-
-    def _createSchema(self, db):
-        (version,) = db.execute("PRAGMA user_version").fetchone()
-        if version == SCHEMA_VERSION:
-            return
-        if version != 0:
-            raise sqlite3.DatabaseError(
-                f"{self.path}: index schema version {version}, "
-                f"expected {SCHEMA_VERSION}"
-            )
-        db.executescript(
-            f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-        )
+        self._recoveringLock = threading.Lock()
 
     def _createRunTable(self, db):
         # Outside the versioned schema, so that an index made before it
@@ -549,8 +451,8 @@ class SQLiteArchiveIndex:
     def beginRun(self):
         with self.transaction() as db:
             self._createRunTable(db)
-            row = db.execute("SELECT value FROM run WHERE name = 'ended'").fetchone()
-            db.execute("INSERT OR REPLACE INTO run (name, value) VALUES ('ended', 'no')")
+            row = db.execute("SELECT value FROM run WHERE name = ?", (self.runName,)).fetchone()
+            self._recordRun(db, "no")
         previous = None if row is None else RUN_ENDED if row[0] == "yes" else RUN_CRASHED
         self._recovering = None if previous is RUN_ENDED else set()
         return previous
@@ -558,10 +460,17 @@ class SQLiteArchiveIndex:
     def endRun(self):
         with self.transaction() as db:
             self._createRunTable(db)
-            db.execute("INSERT OR REPLACE INTO run (name, value) VALUES ('ended', 'yes')")
+            self._recordRun(db, "yes")
+
+    def _recordRun(self, db, ended):
+        db.execute(
+            "INSERT INTO run (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (self.runName, ended),
+        )
 
     def claimRecovery(self, area, directory):
-        with self._lock:
+        with self._recoveringLock:
             if self._recovering is None or (area, directory) in self._recovering:
                 return False
             self._recovering.add((area, directory))
@@ -577,13 +486,6 @@ class SQLiteArchiveIndex:
             for table in ("patient", "study", "series", "instance"):
                 db.execute(f"UPDATE {table} SET area = ? WHERE area = ?", (area, former))
             return ROWS_MOVED
-
-    def close(self):
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for db in idle:
-            db.close()
 
     def addInstance(self, area, header, stored, forwardings=()):
         with self.transaction() as db:
@@ -609,8 +511,8 @@ class SQLiteArchiveIndex:
         patient, _ = self._upsert(db, area, Level.PATIENT, header, None)
         study, oldPatient = self._upsert(db, area, Level.STUDY, header, patient)
         db.execute(
-            "UPDATE study SET lastUpdated = MAX(lastUpdated, ?) WHERE id = ?",
-            (stored.received, study),
+            "UPDATE study SET lastUpdated = CASE WHEN lastUpdated < ? THEN ? ELSE lastUpdated END WHERE id = ?",
+            (stored.received, stored.received, study),
         )
         series, oldStudy = self._upsert(db, area, Level.SERIES, header, study)
         old = db.execute(
@@ -646,11 +548,11 @@ class SQLiteArchiveIndex:
     def _insert(self, db, table, columns):
         names = ", ".join(name for name, _ in columns)
         marks = ", ".join("?" * len(columns))
-        cursor = db.execute(
-            f"INSERT INTO {table} ({names}) VALUES ({marks})",
+        (identifier,) = db.execute(
+            f"INSERT INTO {table} ({names}) VALUES ({marks}) RETURNING id",
             [value for _, value in columns],
-        )
-        return cursor.lastrowid
+        ).fetchone()
+        return identifier
 
     def _upsert(self, db, area, level, header, parent):
         """
@@ -787,11 +689,12 @@ class SQLiteArchiveIndex:
         """
         rows = db.execute(
             "SELECT study.StudyInstanceUID, study.lastUpdated,"
-            " COUNT(instance.id), COALESCE(SUM(instance.size), 0)"
+            " COUNT(instance.id), CAST(COALESCE(SUM(instance.size), 0) AS BIGINT)"
             f" FROM ({studies}) AS study"
             " JOIN series ON series.study = study.id"
             " JOIN instance ON instance.series = series.id"
-            " GROUP BY study.id ORDER BY study.lastUpdated, study.id",
+            " GROUP BY study.id, study.StudyInstanceUID, study.lastUpdated"
+            " ORDER BY study.lastUpdated, study.id",
             parameters,
         )
         return [StudySummary(*row) for row in rows]
@@ -813,12 +716,13 @@ class SQLiteArchiveIndex:
             if evictable
             else ""
         )
+        bounded = "" if limit is None else f" LIMIT {int(limit)}"
         with self.connection() as db:
             return self._summaries(
                 db,
                 "SELECT id, StudyInstanceUID, lastUpdated FROM study"
-                f" WHERE area = ?{unqueued} ORDER BY lastUpdated, id LIMIT ?",
-                (area, -1 if limit is None else limit),
+                f" WHERE area = ?{unqueued} ORDER BY lastUpdated, id{bounded}",
+                (area,),
             )
 
     def instancesOfStudy(self, area, studyInstanceUID, evictable=False):
@@ -846,10 +750,10 @@ class SQLiteArchiveIndex:
         query = parseIdentifier(model, identifier)
         table = sql.TABLES[query.level][0]
         selected = [f"{table}.id"] + [
-            f"{sql.TABLES[key.level][0]}.{key.keyword} AS {key.keyword}"
+            f'{sql.TABLES[key.level][0]}.{key.keyword} AS "{key.keyword}"'
             for key in query.storedKeys
         ]
-        where, parameters = sql.whereClause(area, query.level, query.conditions)
+        where, parameters = sql.whereClause(area, query.level, query.conditions, self.dialect)
         statement = (
             f"SELECT {', '.join(selected)} FROM {sql.fromClause(query.level)}"
             f" WHERE {where} ORDER BY {table}.id"
@@ -869,7 +773,7 @@ class SQLiteArchiveIndex:
         if checkIdentifier:
             checkRetrieveIdentifier(model, identifier)
         query = parseIdentifier(model, identifier)
-        where, parameters = sql.whereClause(area, Level.IMAGE, query.conditions)
+        where, parameters = sql.whereClause(area, Level.IMAGE, query.conditions, self.dialect)
         with self.connection() as db:
             rows = db.execute(
                 f"SELECT {sql.INSTANCE_COLUMNS} FROM {sql.fromClause(Level.IMAGE)}"
@@ -877,3 +781,147 @@ class SQLiteArchiveIndex:
                 parameters,
             ).fetchall()
         return [StoredInstance(*row) for row in rows]
+
+
+@implementer(IArchiveIndex)
+class SQLiteArchiveIndex(SQLArchiveIndex):
+    """
+    The index in an SQLite database file, in WAL mode so that queries run
+    while instances are added.
+
+    Each call takes a connection from a pool, so the index may be used from
+    any number of threads.  Writers of this process take turns on a lock
+    before they begin: SQLite's own busy handler makes a waiting writer
+    sleep in growing steps, so with ten storage threads contending one
+    could wait seconds after the database was free (the store p99 of
+    bench/load.py); the lock hands over at once.  Writers of other
+    processes (C{dicomd reindex}) are still serialised by SQLite, a writer
+    waiting up to C{timeout} seconds for another.
+
+    @ivar path: the database file.
+    @ivar mode: the permissions (less the umask) the database file is
+        created with, if L{open} creates it; SQLite gives its C{-wal},
+        C{-shm} and C{-journal} files the database file's.  It holds
+        patients' names: by default others cannot read it.
+    """
+
+    dialect = sql.SQLITE
+
+    def __init__(self, path, timeout=30.0, mode=FILE_MODE):
+        """
+        Describe the database; it is opened (and created with its schema
+        if needed) by L{open} or on first use.
+
+        @param path: the database file.
+        @param timeout: how long a writer waits for another, in seconds.
+        @param mode: see L{mode}; it may be changed until L{open}.
+        """
+        SQLArchiveIndex.__init__(self)
+        self.path = path
+        self.mode = mode
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._writing = threading.Lock()
+        self._idle = []
+        self._closed = False
+        self._opened = False
+
+    def _connect(self):
+        db = sqlite3.connect(
+            self.path,
+            timeout=self._timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA synchronous = NORMAL")
+        return db
+
+    def open(self):
+        """
+        Create the database and its schema if needed.  The first use opens
+        it anyway; a daemon calls this when it starts, after dropping
+        privileges, so that the file belongs to its user and a broken
+        index stops it at once.
+        """
+        with self._lock:
+            if self._opened:
+                return
+            self._create()
+            db = self._connect()
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+                self._createSchema(db)
+                queue.createTables(db)
+            finally:
+                db.close()
+            self._opened = True
+
+    def _create(self):
+        """
+        Create the database file, empty, with L{mode}, unless it exists:
+        SQLite would create it with its own permissions (0644).
+        """
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.mode))
+
+    @contextlib.contextmanager
+    def connection(self):
+        """
+        A connection of the pool, for reading (or for statements that are
+        each a transaction of their own): L{dicomd.archive.queue} reads the
+        forwarding queue through it.
+        """
+        if not self._opened:
+            self.open()
+        with self._lock:
+            if self._closed:
+                raise sqlite3.ProgrammingError("the index is closed")
+            db = self._idle.pop() if self._idle else None
+        if db is None:
+            db = self._connect()
+        try:
+            yield db
+        finally:
+            with self._lock:
+                if self._closed:
+                    db.close()
+                else:
+                    self._idle.append(db)
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """
+        A connection inside one C{BEGIN IMMEDIATE} transaction, committed
+        when the block ends and rolled back when it raises; writers of this
+        process take turns.
+        """
+        with self._writing, self.connection() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _createSchema(self, db):
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version == SCHEMA_VERSION:
+            return
+        if version != 0:
+            raise sqlite3.DatabaseError(
+                f"{self.path}: index schema version {version}, "
+                f"expected {SCHEMA_VERSION}"
+            )
+        db.executescript(
+            f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        )
+
+    def close(self):
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for db in idle:
+            db.close()

@@ -97,8 +97,9 @@ def enqueue(db, instance: int, studyInstanceUID: str, forwardings: Iterable[Forw
     @param instance: the C{id} of the instance's row.
     """
     for forwarding in forwardings:
+        db.execute("DELETE FROM forward WHERE instance = ? AND destination = ?", (instance, forwarding.destination))
         db.execute(
-            "INSERT OR REPLACE INTO forward"
+            "INSERT INTO forward"
             " (instance, destination, callingAETitle, StudyInstanceUID, state, queued, nextTry)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (

@@ -18,7 +18,8 @@ from twisted.python.threadpool import ThreadPool
 
 from dicomd.archive.area import adoptTitleArea
 from dicomd.archive.asyncindex import AsyncArchiveIndex
-from dicomd.archive.index import RUN_CRASHED, SQLiteArchiveIndex
+from dicomd.archive.databases import displayName, isURL, openIndex
+from dicomd.archive.index import RUN_CRASHED
 
 #: The index database's file name inside the default data directory; the
 #: leading dot keeps it out of reindexing and file listings.
@@ -29,8 +30,13 @@ _log = Logger(namespace="dicomd.archive")
 
 class Archive(service.Service):
     """
-    The archive index: an L{SQLiteArchiveIndex} for worker threads and an
-    L{AsyncArchiveIndex} over it for the reactor thread.
+    The archive index: an L{IArchiveIndex<dicomd.archive.index.IArchiveIndex>}
+    in SQLite or PostgreSQL for worker threads, and an L{AsyncArchiveIndex}
+    over it for the reactor thread.
+
+    @ivar database: the SQLite file or C{postgresql://} URL of the index.
+    @ivar path: the database as messages name it (a URL's password
+        hidden).
 
     Queries run in a small thread pool of their own (L{QUERY_THREADS}
     threads), so that a C-FIND is answered in milliseconds even while many
@@ -45,21 +51,22 @@ class Archive(service.Service):
     #: Threads of the query pool: SQLite in WAL mode reads concurrently.
     QUERY_THREADS = 2
 
-    def __init__(self, path: str, *, areas: Sequence[Tuple[str, str]] = (), reactor=None, threadpool=None):
+    def __init__(self, database: str, *, areas: Sequence[Tuple[str, str]] = (), reactor=None, threadpool=None):
         """
         @param threadpool: the pool everything runs in, queries too (tests
             give one that runs at once); by default the reactor's, and a
             query pool of the archive's own.
         """
-        self.path = path
+        self.database = database
+        self.path = displayName(database)
         self.areas = areas
-        self.index = SQLiteArchiveIndex(path)
+        self.index = openIndex(database)
         self._queryPool = None if threadpool is not None else ThreadPool(0, self.QUERY_THREADS, "dicomd-queries")
         self.asyncIndex = AsyncArchiveIndex(self.index, reactor=reactor, threadpool=threadpool, queryThreadpool=self._queryPool)
 
     def startService(self) -> None:
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
+        if not isURL(self.database):
+            os.makedirs(os.path.dirname(os.path.abspath(self.database)), exist_ok=True)
         self.index.open()
         if self.index.beginRun() is RUN_CRASHED:
             _log.warn(

@@ -3,8 +3,9 @@ The SQL of the archive's index: the table of each Query/Retrieve level,
 the key columns an instance's header fills, and the compiler of the
 matching conditions of L{dicomd.archive.matching} into C{WHERE} clauses
 (what dcmqrscp's C{dcmqrdbi.cc} does by walking C{index.dat} record by
-record).  L{dicomd.archive.index.SQLiteArchiveIndex} builds its statements
-from these; the schema itself is L{dicomd.archive.index.SCHEMA}.
+record), in the dialect of SQLite or PostgreSQL.  The indexes of
+L{dicomd.archive.index} build their statements from these; the schema
+itself is L{dicomd.archive.index.SCHEMA}.
 """
 
 from dicomd.archive.matching import (
@@ -63,19 +64,48 @@ def _column(key):
     return f"{table}.{key.keyword}{suffix}"
 
 
-def _singleValue(condition):
+def _singleValue(condition, dialect):
     return f"{_column(condition.key)} = ?", [condition.value]
 
 
-def _wildcard(condition):
-    # In a GLOB pattern "*" and "?" are what they are in DICOM, and "[" opens
-    # a character class: "[[]" is a literal "[".
-    return f"{_column(condition.key)} GLOB ?", [
-        condition.pattern.replace("[", "[[]")
-    ]
+class SQLiteDialect:
+    """
+    What SQLite says its own way: wildcard matching with C{GLOB}, which is
+    case-sensitive as DICOM's is, where C{*} and C{?} are what they are in
+    DICOM and C{[} opens a character class (C{[[]} is a literal C{[}).
+    """
+
+    name = "SQLite"
+
+    def wildcard(self, column, pattern):
+        return f"{column} GLOB ?", [pattern.replace("[", "[[]")]
 
 
-def _range(condition):
+class PostgreSQLDialect:
+    """
+    What PostgreSQL says its own way: wildcard matching with C{LIKE}
+    (case-sensitive), where C{*} becomes C{%} and C{?} becomes C{_}, and
+    C{%}, C{_} and the escape character itself are escaped.  The columns
+    are in the C{"C"} collation, so a B-tree index serves a C{LIKE} of a
+    fixed prefix.
+    """
+
+    name = "PostgreSQL"
+
+    def wildcard(self, column, pattern):
+        escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return f"{column} LIKE ? ESCAPE '\\'", [escaped.replace("*", "%").replace("?", "_")]
+
+
+SQLITE = SQLiteDialect()
+POSTGRESQL = PostgreSQLDialect()
+
+
+def _wildcard(condition, dialect):
+    return dialect.wildcard(_column(condition.key), condition.pattern)
+
+
+def _range(condition, dialect):
     column = _column(condition.key)
     terms, parameters = [f"{column} != ''"], []
     if condition.low is not None:
@@ -87,13 +117,13 @@ def _range(condition):
     return " AND ".join(terms), parameters
 
 
-def _uidList(condition):
+def _uidList(condition, dialect):
     marks = ", ".join("?" * len(condition.uids))
     return f"{_column(condition.key)} IN ({marks})", list(condition.uids)
 
 
-def _unmatchable(condition):
-    return "0", []
+def _unmatchable(condition, dialect):
+    return "1 = 0", []
 
 
 _COMPILERS = {
@@ -105,7 +135,7 @@ _COMPILERS = {
 }
 
 
-def whereClause(area, level, conditions):
+def whereClause(area, level, conditions, dialect=SQLITE):
     """
     Compile the conditions of a query on the tables of a level and above.
 
@@ -115,13 +145,14 @@ def whereClause(area, level, conditions):
     same area.  Requiring it of every table would tempt SQLite into
     scanning a whole area by its (area, UID) index.
 
+    @param dialect: L{SQLITE} or L{POSTGRESQL}.
     @return: the SQL after C{WHERE}, and its parameters.
     """
     tables = {TABLES[condition.key.level][0] for condition in conditions}
     terms = [f"{table}.area = ?" for table in sorted(tables or {TABLES[level][0]})]
     parameters = [area] * len(terms)
     for condition in conditions:
-        term, values = _COMPILERS[type(condition)](condition)
+        term, values = _COMPILERS[type(condition)](condition, dialect)
         terms.append(term)
         parameters.extend(values)
     return " AND ".join(terms), parameters

@@ -26,7 +26,6 @@ what it holds and tries again with growing pauses, and new objects are
 refused with 0xA700 (out of resources), so that senders try again later.
 """
 
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -35,6 +34,7 @@ from typing import Callable, Optional
 from twisted.logger import Logger
 
 from dicomd.archive.area import IndexedArea
+from dicomd.archive.index import DATABASE_ERRORS
 from dicomd.dimse.status import OUT_OF_RESOURCES
 from dicomd.storage.scp import ReceivedInstance, StoreRefused
 
@@ -181,7 +181,7 @@ class IndexWriter:
                     self.area.remove(first[1])
                 else:
                     self.area.moved(first[1], first[2])
-            except sqlite3.Error as e:
+            except DATABASE_ERRORS as e:
                 if self._stopping:
                     with self._lock:
                         self.log.error(

@@ -50,6 +50,7 @@ from pydicom.charset import python_encoding
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
+from dicomd.archive.databases import DatabaseUnusable, checkURL, isURL
 from dicomd.archive.charsets import ResponseCharacterSet, characterSetTerms
 from dicomd.archive.dcmqrcfg import ConfigError, readConfig
 from dicomd.archive.matching import PATIENT_ROOT, PATIENT_STUDY_ONLY, STUDY_ROOT
@@ -160,7 +161,7 @@ COMMAND_LINE = CommandFileCommandLine(
                 Option(
                     ("--database",),
                     "database",
-                    "keep the index of every storage area in SQLite database f (dicomd; default: %s in the first AE's storage area)" % (INDEX_FILE,),
+                    "keep the index of every storage area in SQLite database f, or the PostgreSQL database of a postgresql:// URL (dicomd; default: %s in the first AE's storage area)" % (INDEX_FILE,),
                     (("f]ilename", string),),
                 ),
             ],
@@ -267,6 +268,11 @@ def validate(values) -> None:
     values["listenPort"] = values.get("port") or config.networkTCPPort or 104
     values["receiveLimit"] = values.get("maxPDU") or config.maxPDUSize
     values["database"] = values.get("database") or defaultDatabase(config)
+    if values["database"] is not None and isURL(values["database"]):
+        try:
+            checkURL(values["database"])
+        except DatabaseUnusable as e:
+            raise UsageError("--database: %s" % (e,))
     _checkStorageAreas(config, values)
     if values.get("assocConfig"):
         _readProfiles(values)

@@ -23,7 +23,8 @@ import time
 
 from twisted.internet import defer, threads
 
-from dicomd.archive.index import SQLiteArchiveIndex
+from dicomd.archive.databases import DatabaseUnusable, checkURL, displayName, isURL, openIndex
+from dicomd.archive.index import DATABASE_ERRORS
 from dicomd.archive.queue import ForwardQueue
 from dicomd.archive.service import INDEX_FILE
 from dicomd.cli.options import CommandLine, Option, Parameter, UsageError, generalOptions, integer, string
@@ -77,7 +78,12 @@ def validate(values) -> None:
         values["database"] = config.database or os.path.join(config.entities[0].storage.outputDirectory, INDEX_FILE)
     elif not values.get("database"):
         values["database"] = os.path.join(values.get("outputDirectory") or DEFAULT_DIRECTORY, INDEX_FILE)
-    if not os.path.isfile(values["database"]):
+    if isURL(values["database"]):
+        try:
+            checkURL(values["database"])
+        except DatabaseUnusable as e:
+            raise UsageError("--database: %s" % (e,))
+    elif not os.path.isfile(values["database"]):
         raise UsageError("no index database at %s" % (values["database"],))
 
 
@@ -102,7 +108,7 @@ def listing(entries, now: float) -> str:
 
 
 def _act(values) -> (str, int):
-    index = SQLiteArchiveIndex(values["database"])
+    index = openIndex(values["database"])
     queue = ForwardQueue(index)
     now = time.time()
     try:
@@ -129,7 +135,10 @@ def run(reactor, values):
     @return: a L{Deferred} firing with the exit status: 0, or 1 when the
         entry named does not exist.
     """
-    text, status = yield threads.deferToThreadPool(reactor, reactor.getThreadPool(), _act, values)
+    try:
+        text, status = yield threads.deferToThreadPool(reactor, reactor.getThreadPool(), _act, values)
+    except DATABASE_ERRORS as e:
+        text, status = "dicomd queue: cannot use the index database %s: %s\n" % (displayName(values["database"]), e), 1
     (sys.stdout if status == 0 else sys.stderr).write(text)
     sys.stdout.flush()
     return status

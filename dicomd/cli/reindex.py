@@ -19,7 +19,9 @@ the daemon's; with C{-c}, every AE whose storage area the directory is)
 are brought under the directory first (L{adoptTitleArea}), so that none
 is left behind.
 
-It may run while the daemon runs: SQLite serialises the writers.
+It may run while the daemon runs: SQLite serialises the writers, and so
+does PostgreSQL's index (C{--database postgresql://...}), which any node
+sharing it may rebuild.
 """
 
 import os
@@ -29,7 +31,8 @@ from twisted.internet import defer, threads
 
 from dicomd.archive.dcmqrcfg import ConfigError, readConfig
 from dicomd.archive.area import adoptTitleArea
-from dicomd.archive.index import SQLiteArchiveIndex, areaKey
+from dicomd.archive.databases import DatabaseUnusable, checkURL, displayName, isURL, openIndex
+from dicomd.archive.index import DATABASE_ERRORS, areaKey
 from dicomd.archive.reindexing import reindex
 from dicomd.archive.service import INDEX_FILE
 from dicomd.cli.options import CommandLine, Option, Parameter, UsageError, aeTitle, generalOptions, string
@@ -74,6 +77,11 @@ def validate(values) -> None:
     directory = values["directory"]
     if not os.path.isdir(directory):
         raise UsageError("%s is not a directory" % (directory,))
+    if values.get("database") and isURL(values["database"]):
+        try:
+            checkURL(values["database"])
+        except DatabaseUnusable as e:
+            raise UsageError("--database: %s" % (e,))
     configFile = values.get("configFile")
     if configFile is None:
         values["database"] = values.get("database") or os.path.join(directory, INDEX_FILE)
@@ -93,7 +101,7 @@ def validate(values) -> None:
 
 
 def _reindex(values):
-    index = SQLiteArchiveIndex(values["database"])
+    index = openIndex(values["database"])
     directory = values["directory"]
     try:
         for title in values["titles"]:
@@ -108,12 +116,17 @@ def run(reactor, values):
     """
     Reindex the area, in a thread, and print what was done.
 
-    @return: a L{Deferred} firing with the exit status: 0.
+    @return: a L{Deferred} firing with the exit status: 0, or 1 when the
+        index cannot be opened or written.
     """
-    report = yield threads.deferToThreadPool(reactor, reactor.getThreadPool(), _reindex, values)
+    try:
+        report = yield threads.deferToThreadPool(reactor, reactor.getThreadPool(), _reindex, values)
+    except DATABASE_ERRORS as e:
+        sys.stderr.write("dicomd reindex: cannot use the index database %s: %s\n" % (displayName(values["database"]), e))
+        return 1
     sys.stdout.write(
         "%s: %d files indexed in %s; %d rows of missing files removed; %d files skipped (not DICOM)\n"
-        % (values["directory"], report.indexed, values["database"], report.removed, len(report.skipped))
+        % (values["directory"], report.indexed, displayName(values["database"]), report.removed, len(report.skipped))
     )
     if values.get("verbose") or values.get("debug"):
         for path in report.skipped:

@@ -1,0 +1,78 @@
+"""
+Several C{twistd dicomd} nodes sharing one index in PostgreSQL (issue 16,
+docs/scale-out.md), with DCMTK's tools as their peers: what one node
+stores, every node finds and retrieves.  The nodes share one storage
+directory, at the same path, as nodes on several machines share one
+mounted file system.
+"""
+
+import os
+
+import pydicom
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from tests import postgres
+from tests.support import LOCALHOST, dcmtk, dcmtkEnvironment, makeDirectory, runCommand, startDaemon, startDCMTKServer, waitUntil
+from tests.test_daemon import STORED, dicomFiles, instanceUIDs, storescu, writeImages
+
+
+def indexedUIDs(url):
+    """
+    The SOP Instance UIDs the shared index has rows for.
+    """
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        return sorted(row[0] for row in connection.execute("SELECT SOPInstanceUID FROM instance"))
+
+
+class SharedIndexTests(unittest.TestCase):
+    """
+    Two daemons on one PostgreSQL database and one storage directory.
+    """
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def startNodes(self, count, *options):
+        self.url = postgres.database(self)
+        self.storage = makeDirectory(self)
+        nodes = []
+        for _ in range(count):
+            node = yield startDaemon(self, "--database", self.url, "-o", self.storage, *options)
+            nodes.append(node)
+        return nodes
+
+    @defer.inlineCallbacks
+    def test_storedThroughOneFoundAndMovedThroughAnother(self):
+        """
+        A study stored through node 1 is found by C-FIND on node 2 and moved
+        by node 2 to DCMTK's storescp, from the file node 1 wrote.
+        """
+        destination = makeDirectory(self)
+        storescp = yield startDCMTKServer(self, "storescp", "-aet", "STORESCP", "-od", destination)
+        first, second = yield self.startNodes(2, "--peer", "STORESCP:%s:%d" % (LOCALHOST, storescp.port))
+        images = writeImages(self, 3)
+        uids = sorted(uid for _, uid in images)
+        study = str(pydicom.dcmread(images[0][0], stop_before_pixels=True).StudyInstanceUID)
+        stored = yield storescu(first.port, "DICOMD", [path for path, _ in images])
+        self.assertEqual(stored.output.count(STORED), 3, stored.describe())
+        yield waitUntil(lambda: indexedUIDs(self.url) == uids, timeout=30, interval=0.1, message="node 1 indexes what it stored")
+
+        responses = makeDirectory(self)
+        found = yield runCommand(
+            [dcmtk("findscu"), "-S", "-X", "-od", responses, "-aec", "DICOMD", "-k", "QueryRetrieveLevel=IMAGE"]
+            + ["-k", "StudyInstanceUID=" + study, "-k", "SeriesInstanceUID", "-k", "SOPInstanceUID", LOCALHOST, str(second.port)],
+            env=dcmtkEnvironment(),
+        )
+        self.assertEqual(found.exitCode, 0, found.describe() + second.describe())
+        self.assertEqual(instanceUIDs(os.path.join(responses, name) for name in os.listdir(responses)), uids)
+
+        moved = yield runCommand(
+            [dcmtk("movescu"), "-v", "-S", "-aet", "MOVESCU", "-aec", "DICOMD", "-aem", "STORESCP"]
+            + ["-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=" + study, LOCALHOST, str(second.port)],
+            env=dcmtkEnvironment(),
+        )
+        self.assertIn("Received Final Move Response (Success)", moved.output, moved.describe() + second.describe())
+        self.assertEqual(instanceUIDs(dicomFiles(destination)), uids)
