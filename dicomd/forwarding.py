@@ -23,6 +23,12 @@ instance waits by its own tries.
 
 In router mode (C{keep = "until-forwarded"}) an instance's file and index
 row are deleted once no entry holds it any more.
+
+Daemons sharing one index (C{docs/scale-out.md}) share its queue: each
+claims entries under its node name with a lease, which it renews while it
+sends (L{Forwarding.renewClaims}), so that an entry is sent by one node,
+and the entries of a node that died are sent by another once their lease
+has run out.
 """
 
 import os
@@ -30,12 +36,12 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from dicomd.archive.queue import Forwarding as QueuedForwarding
-from dicomd.archive.queue import ForwardQueue, QueueEntry, RetryPolicy
+from dicomd.archive.queue import LEASE, ForwardQueue, QueueEntry, RetryPolicy
 from dicomd.archive.routing import Route, forwardingsFor
 from dicomd.dimse import status as _status
 from dicomd.errors import AssociationError
@@ -349,17 +355,22 @@ class ForwardingSettings:
     The configuration's C{[forwarding]} table.
 
     @ivar associationsPerPeer: associations to one destination at once.
+    @ivar lease: how long a node's claim on entries holds if the node
+        stops renewing it (it died), in seconds: then another node sends
+        them.
     """
 
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     associationsPerPeer: int = 2
+    lease: float = LEASE
 
 
 class Forwarding(service.Service):
     """
     Empties the forwarding queue: a L{DestinationQueue} for each peer.
 
-    @ivar queue: the L{ForwardQueue}.
+    @ivar queue: the L{ForwardQueue}, claiming entries under this node's
+        name.
     @ivar routerAreas: the L{areaKey<dicomd.archive.index.areaKey>}s of
         the areas in router mode.
     """
@@ -375,18 +386,22 @@ class Forwarding(service.Service):
         routerAreas: Iterable[str] = (),
         acseTimeout: Optional[float] = 30.0,
         dimseTimeout: Optional[float] = None,
+        node: str = "",
         reactor=None,
         threadpool=None,
     ):
         """
         @param index: the L{SQLiteArchiveIndex
             <dicomd.archive.index.SQLiteArchiveIndex>} holding the queue.
+        @param node: the name of this daemon among those sharing the index.
         """
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
         self.index = index
-        self.queue = ForwardQueue(index)
+        self.queue = ForwardQueue(index, node)
+        self._renewing = task.LoopingCall(self.renewClaims)
+        self._renewing.clock = reactor
         self.destinations: Dict[str, DestinationQueue] = {}
         self._threadpool = threadpool if threadpool is not None else reactor.getThreadPool()
         self.configure(peers, settings=settings, routerAreas=routerAreas, acseTimeout=acseTimeout, dimseTimeout=dimseTimeout)
@@ -398,6 +413,8 @@ class Forwarding(service.Service):
         until it is configured again or they are forgotten.
         """
         self.settings = settings
+        self.queue.lease = settings.lease
+        self._renewing.interval = settings.lease / 3
         self.routerAreas = frozenset(routerAreas)
         self._peers = list(peers)
         self._timeouts = (acseTimeout, dimseTimeout)
@@ -469,18 +486,37 @@ class Forwarding(service.Service):
                     pass
         return given
 
+    def renewClaims(self) -> defer.Deferred:
+        """
+        Renew the leases of the entries this node is sending (every third
+        of a lease), so that no other node takes them while it is alive.
+        """
+        renewed = self.inThread(self.queue.renew, self.reactor.seconds())
+        return renewed.addErrback(lambda failure: self.log.failure("Forwarding: cannot renew the claims of this node", failure))
+
     def startService(self) -> None:
         """
         Queue what a killed run held for studies that never ended (their
-        end is not coming: the tracker that followed them is gone), and
-        send what is due.
+        end is not coming: the tracker that followed them is gone), release
+        what it claimed, and send what is due.
         """
         released = self.queue.releaseAll(self.reactor.seconds())
         if released:
             self.log.info("Forwarding: {count} entries held for studies open when dicomd last stopped are queued", count=released)
+        self.queue.releaseClaims()
         service.Service.startService(self)
         self.wake()
+        self._renewing.start(self._renewing.interval, now=False)
 
-    def stopService(self) -> defer.Deferred:
+    @defer.inlineCallbacks
+    def stopService(self):
+        """
+        Stop sending, and release what this node claimed and did not send,
+        for the other nodes to send at once.
+        """
         service.Service.stopService(self)
-        return defer.DeferredList([destination.stop() for destination in self.destinations.values()])
+        self._renewing.stop()
+        yield defer.DeferredList([destination.stop() for destination in self.destinations.values()])
+        yield self.inThread(self.queue.releaseClaims).addErrback(
+            lambda failure: self.log.failure("Forwarding: cannot release the claims of this node", failure)
+        )

@@ -3,6 +3,7 @@ Tests for L{dicomd.archive.queue}, the forwarding queue in the index
 database, and L{dicomd.archive.routing}, the routes that fill it.
 """
 
+import contextlib
 import os
 
 from pydicom.dataset import Dataset
@@ -14,6 +15,7 @@ from dicomd.archive.index import StoredFile
 from dicomd.archive.queue import FAILED, QUEUED, Forwarding, ForwardQueue, RetryPolicy
 from dicomd.archive.routing import AT_END_OF_STUDY, Route, RouteMatch, attributeCondition, forwardingsFor
 from dicomd.storage.scp import ReceivedInstance
+from tests import postgres
 from tests.test_archive_index import PostgreSQLEngine, SQLiteEngine
 
 AREA = "/data/area"
@@ -50,7 +52,9 @@ class QueueTests(SQLiteEngine, unittest.TestCase):
     def setUp(self):
         self.index = self.makeIndex()
         self.addCleanup(self.index.close)
-        self.queue = ForwardQueue(self.index)
+        # Claims without a lease, unless a test gives one: what a claim
+        # takes is claimable again at once, as if its outcome were recorded.
+        self.queue = ForwardQueue(self.index, node="one", lease=0)
         self.policy = RetryPolicy(first=10, maximum=60, giveUpAfter=1000)
 
     def add(self, study, number, *forwardings, received=100.0):
@@ -166,6 +170,98 @@ class QueueTests(SQLiteEngine, unittest.TestCase):
         self.assertEqual(len(self.queue.claim("PACS", 160.0, 10).entries), 2)
         self.assertEqual({e.state for e in self.queue.entries()}, {QUEUED})
 
+    def nodes(self, lease=30.0):
+        """
+        The queue as two nodes sharing the index see it.
+        """
+        return ForwardQueue(self.index, node="one", lease=lease), ForwardQueue(self.index, node="two", lease=lease)
+
+    def test_claimHoldsEntriesForItsLease(self):
+        """
+        What one node claimed, another does not take, nor the entries of
+        the same study behind it, until the lease runs out; then it takes
+        them over, and the first node's late outcome is ignored.
+        """
+        pacs = Forwarding("PACS", "DICOMD")
+        for number in range(3):
+            self.add("1.1", number, pacs)
+        self.add("2.2", 0, pacs)
+        one, two = self.nodes()
+        self.assertEqual([e.sopInstanceUID for e in one.claim("PACS", 100.0, 2).entries], ["1.1.1.0", "1.1.1.1"])
+        self.assertEqual([e.sopInstanceUID for e in two.claim("PACS", 110.0, 10).entries], ["2.2.1.0"])
+        self.assertEqual(two.claim("PACS", 129.0, 10).entries, [])
+        taken = two.claim("PACS", 130.0, 10).entries
+        self.assertEqual([e.sopInstanceUID for e in taken], ["1.1.1.0", "1.1.1.1", "1.1.1.2"])
+        one.postponed([(taken[0].id, "0xA700")], 131.0, self.policy)
+        one.failed([(taken[1].id, "0xA900")])
+        self.assertEqual({(e.state, e.tries) for e in self.queue.entries()}, {(QUEUED, 0)})
+        self.assertEqual(two.claim("PACS", 139.0, 10).entries, [])
+
+    def test_renewedWhileSending(self):
+        """
+        A node renews the leases of the entries it claimed while it sends
+        them: another node does not take them until the renewed lease
+        runs out.  Entries no node claimed are not renewed, even by a node
+        without a name.
+        """
+        self.add("1.1", 1, Forwarding("PACS", "DICOMD"))
+        one, two = self.nodes()
+        self.assertEqual(ForwardQueue(self.index, lease=30.0).renew(100.0), 0)
+        self.assertEqual(len(one.claim("PACS", 100.0, 10).entries), 1)
+        self.assertEqual(one.renew(125.0), 1)
+        self.assertEqual(two.claim("PACS", 150.0, 10).entries, [])
+        self.assertEqual(len(two.claim("PACS", 155.0, 10).entries), 1)
+        self.assertEqual(one.renew(156.0), 0)
+
+    def test_outcomeEndsTheClaim(self):
+        """
+        An entry whose outcome is recorded is no longer claimed: a
+        postponed entry is due for any node at its next try.
+        """
+        self.add("1.1", 1, Forwarding("PACS", "DICOMD"))
+        one, two = self.nodes()
+        (entry,) = one.claim("PACS", 100.0, 10).entries
+        one.postponed([(entry.id, "0xA700")], 100.0, self.policy)
+        self.assertEqual(len(two.claim("PACS", 110.0, 10).entries), 1)
+
+    def test_releasedClaims(self):
+        """
+        A node that stops (or starts after it was killed) releases its
+        claims: another node takes their entries at once.
+        """
+        self.add("1.1", 1, Forwarding("PACS", "DICOMD"))
+        one, two = self.nodes()
+        self.assertEqual(len(one.claim("PACS", 100.0, 10).entries), 1)
+        self.assertEqual(two.releaseClaims(), 0)
+        self.assertEqual(one.releaseClaims(), 1)
+        self.assertEqual(len(two.claim("PACS", 100.0, 10).entries), 1)
+
+    def test_concurrentClaimsTakeEachEntryOnce(self):
+        """
+        Nodes claiming at once, each in its own threads, never take the
+        same entry.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        pacs = Forwarding("PACS", "DICOMD")
+        for study in range(200):
+            self.add("%d.%d" % (study, study), 1, pacs)
+        queues = self.nodes() * 2
+
+        def drain(queue):
+            taken = []
+            while True:
+                entries = queue.claim("PACS", 100.0, 7).entries
+                if not entries:
+                    return taken
+                taken += [entry.id for entry in entries]
+
+        with ThreadPoolExecutor(len(queues)) as pool:
+            claims = list(pool.map(drain, queues))
+        everything = [entry for taken in claims for entry in taken]
+        self.assertEqual(len(everything), 200)
+        self.assertEqual(len(set(everything)), 200)
+
     def test_quotaKeepsQueued(self):
         """
         The quota deletes no study the queue still holds an instance of.
@@ -201,6 +297,58 @@ class QueuePostgreSQLTests(PostgreSQLEngine, QueueTests):
     """
     The queue in an index on PostgreSQL.
     """
+
+
+class ClaimColumnsTests(unittest.TestCase):
+    """
+    A queue made before claims gains their columns when its index opens.
+    """
+
+    def claimColumns(self, db):
+        db.execute("SELECT claimedBy, leaseUntil FROM forward")
+
+    def test_sqlite(self):
+        """
+        SQLite's queue, outside the index's versioned schema, gains the
+        columns in place.
+        """
+        import sqlite3
+
+        from dicomd.archive.index import SQLiteArchiveIndex
+
+        path = self.mktemp()
+        SQLiteArchiveIndex(path).open()
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("ALTER TABLE forward DROP COLUMN claimedBy")
+            db.execute("ALTER TABLE forward DROP COLUMN leaseUntil")
+            db.commit()
+        index = SQLiteArchiveIndex(path)
+        self.addCleanup(index.close)
+        with index.connection() as db:
+            self.claimColumns(db)
+
+    def test_postgresql(self):
+        """
+        PostgreSQL's schema version 1 is migrated to version 2.
+        """
+        import psycopg
+
+        from dicomd.archive.postgresql import SCHEMA_VERSION, PostgreSQLArchiveIndex
+
+        url = postgres.database(self)
+        made = PostgreSQLArchiveIndex(url, node="test")
+        made.open()
+        made.close()
+        with psycopg.connect(url) as connection:
+            connection.execute("ALTER TABLE forward DROP COLUMN claimedBy, DROP COLUMN leaseUntil")
+            connection.execute("UPDATE schema_version SET version = 1")
+        index = PostgreSQLArchiveIndex(url, node="test")
+        self.addCleanup(index.close)
+        index.open()
+        with index.connection() as db:
+            self.claimColumns(db)
+            self.assertEqual(db.execute("SELECT version FROM schema_version").fetchall(), [(SCHEMA_VERSION,)])
+        self.assertEqual(SCHEMA_VERSION, 2)
 
 
 class RoutingTests(unittest.TestCase):

@@ -32,7 +32,7 @@ from dicomd.archive.databases import displayName
 from dicomd.archive.index import SCHEMA, IArchiveIndex, IndexDatabaseError, SQLArchiveIndex
 
 #: The schema version this code reads and writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: The advisory lock writers hold for their transaction ("dicomd" in
 #: ASCII), and the one that serialises migrations.
@@ -50,11 +50,18 @@ def postgresSchema(script):
     return re.sub(r"\bTEXT\b", 'TEXT COLLATE "C"', script)
 
 
-#: The statements that bring the schema from each version to the next.
+#: The statements that bring the schema from each version to the next:
+#: version 1 made the index, the queue and the C{run} table; version 2
+#: gave the queue's entries their claims
+#: (L{dicomd.archive.queue.CLAIM_COLUMNS}), which the queue's schema of
+#: today has already.
 MIGRATIONS = (
     postgresSchema(SCHEMA)
     + postgresSchema(queue.SCHEMA)
     + postgresSchema("CREATE TABLE IF NOT EXISTS run (name TEXT PRIMARY KEY, value TEXT NOT NULL);"),
+    postgresSchema(
+        "ALTER TABLE forward %s;" % (", ".join("ADD COLUMN IF NOT EXISTS %s %s" % column for column in queue.CLAIM_COLUMNS),)
+    ),
 )
 
 

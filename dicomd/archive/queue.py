@@ -22,6 +22,16 @@ Entries of one destination are sent in the order they were queued, study
 by study (L{ForwardQueue.claim}): an entry waits while an earlier entry of
 its study for the same destination waits for a retry or is being sent.
 
+Several daemons ("nodes") may share the queue in one PostgreSQL index
+(C{docs/scale-out.md}): an entry is sent by the node that claimed it.  A
+claim writes the node's name and a lease (C{claimedBy}, C{leaseUntil})
+on each entry it takes, in a writer's transaction, so that no other node
+takes them while the lease runs; the claiming node renews its leases
+while it sends (L{ForwardQueue.renew}) and clears each claim as it
+records the entry's outcome.  The entries of a node that died are taken
+by another once their lease has run out.  An entry that is not claimed
+has C{leaseUntil} 0.
+
 Each entry refers to its instance's row, and goes with it: an instance
 that is forgotten (its association ended before the response, or
 C{dicomd reindex} found its file gone) is not forwarded.  Quotas leave
@@ -54,6 +64,8 @@ CREATE TABLE IF NOT EXISTS forward (
     tries INTEGER NOT NULL DEFAULT 0,
     nextTry REAL NOT NULL,
     lastError TEXT NOT NULL DEFAULT '',
+    claimedBy TEXT NOT NULL DEFAULT '',
+    leaseUntil REAL NOT NULL DEFAULT 0,
     UNIQUE (instance, destination)
 );
 CREATE INDEX IF NOT EXISTS forwardDue ON forward (destination, state, id);
@@ -62,12 +74,25 @@ CREATE INDEX IF NOT EXISTS forwardInstance ON forward (instance);
 """
 
 
+#: The columns a claim writes (version 2 of the index's schema), and
+#: their definitions, for a table made before them.
+CLAIM_COLUMNS = (("claimedBy", "TEXT NOT NULL DEFAULT ''"), ("leaseUntil", "REAL NOT NULL DEFAULT 0"))
+
+#: How long a claim holds its entries unless renewed, in seconds.
+LEASE = 60.0
+
+
 def createTables(db) -> None:
     """
-    Create the queue's table and indexes in an open index database, unless
-    they exist.
+    Create the queue's table and indexes in an open SQLite index database,
+    unless they exist, and add the claim's columns to a table made
+    without them.
     """
     db.executescript(SCHEMA)
+    present = {row[1] for row in db.execute("PRAGMA table_info(forward)")}
+    for name, definition in CLAIM_COLUMNS:
+        if name not in present:
+            db.execute(f"ALTER TABLE forward ADD COLUMN {name} {definition}")
 
 
 @dataclass(frozen=True)
@@ -197,6 +222,18 @@ _ENTRY_COLUMNS = (
 )
 
 
+#: The assignments that clear an entry's claim.
+_UNCLAIMED = "claimedBy = '', leaseUntil = 0"
+
+#: The condition that an entry is claimed by the node given as its
+#: parameter, or by none.
+_OURS = "claimedBy IN ('', ?)"
+
+#: The condition that an entry is claimed by the node given as its
+#: parameter (whose name may be C{""}, as an unclaimed entry's is).
+_CLAIMED = "claimedBy = ? AND leaseUntil > 0"
+
+
 def _marks(values: Sequence) -> str:
     return ", ".join("?" * len(values))
 
@@ -206,37 +243,52 @@ class ForwardQueue:
     The queue's operations on an L{SQLiteArchiveIndex
     <dicomd.archive.index.SQLiteArchiveIndex>}'s database, each blocking,
     each one transaction.
+
+    @ivar node: the name this daemon claims entries under.
+    @ivar lease: how long a claim holds its entries unless renewed, in
+        seconds.
     """
 
-    def __init__(self, index):
+    def __init__(self, index, node: str = "", lease: float = LEASE):
         self._index = index
+        self.node = node
+        self.lease = lease
 
     def claim(self, destination: str, now: float, limit: int, busyStudies: Iterable[str] = ()) -> Claim:
         """
-        The next entries to send to C{destination}: queued, due, in the
-        order they were queued, and none behind an earlier entry of its
-        study that waits for a retry or, being in C{busyStudies}, is on its
-        way.  The caller marks each entry L{delivered}, L{failed} or
-        L{postponed}; one it drops (a crash) is sent again, since nothing
-        was written.
+        Claim the next entries to send to C{destination}: queued, due, not
+        claimed by a lease that runs, in the order they were queued, and
+        none behind an earlier entry of its study that waits for a retry,
+        is claimed, or, being in C{busyStudies}, is on its way.  The caller
+        marks each entry L{delivered}, L{failed} or L{postponed}, and
+        L{renew}s the claim while it sends; one it drops (a crash) is sent
+        again, by any node, once the lease has run out.
 
         @param limit: how many entries at most.
         @param busyStudies: the studies being sent to C{destination} now.
         """
         busy = list(busyStudies)
         excluded = " AND forward.StudyInstanceUID NOT IN (%s)" % (_marks(busy),) if busy else ""
-        with self._index.connection() as db:
+        with self._index.transaction() as db:
             rows = db.execute(
                 f"SELECT {_ENTRY_COLUMNS} FROM forward JOIN instance ON forward.instance = instance.id"
-                " WHERE forward.destination = ? AND forward.state = ? AND forward.nextTry <= ?"
+                " WHERE forward.destination = ? AND forward.state = ? AND forward.nextTry <= ? AND forward.leaseUntil <= ?"
                 f"{excluded}"
                 " AND NOT EXISTS (SELECT 1 FROM forward AS earlier"
                 "   WHERE earlier.destination = forward.destination"
                 "   AND earlier.StudyInstanceUID = forward.StudyInstanceUID"
-                "   AND earlier.id < forward.id AND earlier.state = ? AND earlier.nextTry > ?)"
+                "   AND earlier.id < forward.id AND earlier.state = ?"
+                "   AND (earlier.nextTry > ? OR earlier.leaseUntil > ?))"
                 " ORDER BY forward.id LIMIT ?",
-                [destination, QUEUED, now] + busy + [QUEUED, now, limit],
+                [destination, QUEUED, now, now] + busy + [QUEUED, now, now, limit],
             ).fetchall()
+            entries = [QueueEntry(*row) for row in rows]
+            if entries:
+                ids = [entry.id for entry in entries]
+                db.execute(
+                    f"UPDATE forward SET claimedBy = ?, leaseUntil = ? WHERE id IN ({_marks(ids)})",
+                    [self.node, now + self.lease] + ids,
+                )
             (nextTry,) = db.execute(
                 "SELECT MIN(nextTry) FROM forward WHERE destination = ? AND state = ? AND nextTry > ?",
                 (destination, QUEUED, now),
@@ -245,7 +297,31 @@ class ForwardQueue:
                 "SELECT COUNT(*), MIN(queued) FROM forward WHERE destination = ? AND state IN (?, ?)",
                 (destination, QUEUED, HELD),
             ).fetchone()
-        return Claim([QueueEntry(*row) for row in rows], nextTry, depth, oldest)
+        return Claim(entries, nextTry, depth, oldest)
+
+    def renew(self, now: float) -> int:
+        """
+        Renew the lease of every entry this node has claimed and not
+        recorded yet, for L{lease} seconds from C{now}: it is still
+        sending them.
+
+        @return: how many.
+        """
+        with self._index.transaction() as db:
+            return db.execute(
+                f"UPDATE forward SET leaseUntil = ? WHERE {_CLAIMED}", (now + self.lease, self.node)
+            ).rowcount
+
+    def releaseClaims(self) -> int:
+        """
+        Clear this node's claims (when it stops, and when it starts after a
+        run that was killed): their entries are not being sent, and any
+        node may take them at once.
+
+        @return: how many.
+        """
+        with self._index.transaction() as db:
+            return db.execute(f"UPDATE forward SET {_UNCLAIMED} WHERE {_CLAIMED}", (self.node,)).rowcount
 
     def delivered(self, ids: Sequence[int]) -> List[Tuple[str, str]]:
         """
@@ -276,12 +352,13 @@ class ForwardQueue:
 
     def failed(self, failures: Sequence[Tuple[int, str]]) -> None:
         """
-        Fail entries for good: C{(id, reason)} pairs.
+        Fail entries for good: C{(id, reason)} pairs.  An entry another
+        node took over (this node's lease ran out) is left to it.
         """
         with self._index.transaction() as db:
             db.executemany(
-                "UPDATE forward SET state = ?, tries = tries + 1, lastError = ? WHERE id = ?",
-                [(FAILED, reason, entry) for entry, reason in failures],
+                f"UPDATE forward SET state = ?, tries = tries + 1, lastError = ?, {_UNCLAIMED} WHERE id = ? AND {_OURS}",
+                [(FAILED, reason, entry, self.node) for entry, reason in failures],
             )
 
     def postponed(self, retries: Sequence[Tuple[int, str]], now: float, policy: RetryPolicy) -> List[int]:
@@ -289,26 +366,27 @@ class ForwardQueue:
         Count a failed try of entries that may succeed later: C{(id,
         reason)} pairs.  Each is retried after L{RetryPolicy.delay} of its
         tries, or failed for good when it was queued longer ago than
-        C{policy.giveUpAfter}.
+        C{policy.giveUpAfter}.  An entry another node took over is left
+        to it.
 
         @return: the ids of the entries failed for good.
         """
         given = []
         with self._index.transaction() as db:
             for entry, reason in retries:
-                row = db.execute("SELECT tries, queued FROM forward WHERE id = ?", (entry,)).fetchone()
+                row = db.execute(f"SELECT tries, queued FROM forward WHERE id = ? AND {_OURS}", (entry, self.node)).fetchone()
                 if row is None:
                     continue
                 tries, queued = row[0] + 1, row[1]
                 if now - queued >= policy.giveUpAfter:
                     db.execute(
-                        "UPDATE forward SET state = ?, tries = ?, lastError = ? WHERE id = ?",
+                        f"UPDATE forward SET state = ?, tries = ?, lastError = ?, {_UNCLAIMED} WHERE id = ?",
                         (FAILED, tries, "gave up after %d tries in %d s: %s" % (tries, now - queued, reason), entry),
                     )
                     given.append(entry)
                 else:
                     db.execute(
-                        "UPDATE forward SET tries = ?, nextTry = ?, lastError = ? WHERE id = ?",
+                        f"UPDATE forward SET tries = ?, nextTry = ?, lastError = ?, {_UNCLAIMED} WHERE id = ?",
                         (tries, now + policy.delay(tries), reason, entry),
                     )
         return given
@@ -319,27 +397,28 @@ class ForwardQueue:
         not be reached.  They wait C{delay} (the destination's own back-off,
         which grows with its failures in a row, whatever the age of each
         entry), or fail for good when queued longer ago than
-        C{policy.giveUpAfter}.
+        C{policy.giveUpAfter}: those this node claimed, and those no lease
+        holds.
 
         @return: the ids of the entries failed for good.
         """
+        due = f" WHERE destination = ? AND state = ? AND nextTry <= ? AND ({_OURS} OR leaseUntil <= ?)"
         with self._index.transaction() as db:
             given = [
                 row[0]
                 for row in db.execute(
-                    "SELECT id FROM forward WHERE destination = ? AND state = ? AND nextTry <= ? AND queued <= ?",
-                    (destination, QUEUED, now, now - policy.giveUpAfter),
+                    f"SELECT id FROM forward{due} AND queued <= ?",
+                    (destination, QUEUED, now, self.node, now, now - policy.giveUpAfter),
                 )
             ]
             if given:
                 db.execute(
-                    f"UPDATE forward SET state = ?, tries = tries + 1, lastError = ? WHERE id IN ({_marks(given)})",
+                    f"UPDATE forward SET state = ?, tries = tries + 1, lastError = ?, {_UNCLAIMED} WHERE id IN ({_marks(given)})",
                     [FAILED, "gave up after %d s: %s" % (policy.giveUpAfter, reason)] + given,
                 )
             db.execute(
-                "UPDATE forward SET tries = tries + 1, nextTry = ?, lastError = ?"
-                " WHERE destination = ? AND state = ? AND nextTry <= ?",
-                (now + delay, reason, destination, QUEUED, now),
+                f"UPDATE forward SET tries = tries + 1, nextTry = ?, lastError = ?, {_UNCLAIMED}{due}",
+                (now + delay, reason, destination, QUEUED, now, self.node, now),
             )
         return given
 
