@@ -232,6 +232,9 @@ class DaemonConfig:
         L{dicomd.peers.proposing}), or C{None} for the default.
     @ivar forwarding: how forwarding retries and how many associations it
         opens (C{[forwarding]}).
+    @ivar node: the name of this daemon among those sharing an index in
+        PostgreSQL (forwarding claims, runs and C{/metrics} are its), or
+        C{None} for the host's name.
     """
 
     listen: Tuple[Union[str, PortConfig], ...] = DEFAULT_LISTEN
@@ -248,6 +251,18 @@ class DaemonConfig:
     path: Optional[str] = None
     index: bool = True
     moveProposal: Optional[Callable[[list], list]] = None
+    node: Optional[str] = None
+
+
+def nodeNameProblem(name: str) -> Optional[str]:
+    """
+    What is wrong with a node's name (C{node}, C{--node}), or C{None}: it
+    names the daemon in the shared index and in C{/metrics}, so it is one
+    short line of printable text.
+    """
+    if not name.strip() or len(name) > 64 or not name.isprintable():
+        return "expected a name of 1 to 64 printable characters, not %r" % (name,)
+    return None
 
 
 def readConfig(path: str) -> DaemonConfig:
@@ -389,7 +404,7 @@ class _Reader:
         self._check(
             document,
             "",
-            ["listen", "status", "database", "state-directory", "file-mode", "directory-mode", "answer-any-called-ae", "limits", "ae", "peer", "forwarding"],
+            ["listen", "status", "database", "node", "state-directory", "file-mode", "directory-mode", "answer-any-called-ae", "limits", "ae", "peer", "forwarding"],
         )
         listen = self._get(document, "", "listen", list, list(DEFAULT_LISTEN))
         if not listen:
@@ -409,6 +424,11 @@ class _Reader:
                 checkURL(database)
             except DatabaseUnusable as e:
                 raise self.error("database", str(e))
+        node = self._get(document, "", "node", str, None)
+        if node is not None:
+            problem = nodeNameProblem(node)
+            if problem:
+                raise self.error("node", problem)
         stateDirectory = self._get(document, "", "state-directory", str, None)
         if stateDirectory is not None and not stateDirectory.strip():
             raise self.error("state-directory", "expected a directory name")
@@ -463,6 +483,7 @@ class _Reader:
             directoryMode=directoryMode,
             forwarding=self.forwarding(self._get(document, "", "forwarding", dict, {})),
             path=os.path.abspath(self.path),
+            node=node,
         )
 
     def _unique(self, section: str, titles: List[str], what: str) -> None:
@@ -511,7 +532,7 @@ class _Reader:
 
     def forwarding(self, table: Dict) -> ForwardingSettings:
         key = "forwarding"
-        self._check(table, key, ["retry-first", "retry-max", "give-up-after", "associations-per-peer"])
+        self._check(table, key, ["retry-first", "retry-max", "give-up-after", "associations-per-peer", "lease"])
         defaults = RetryPolicy()
         policy = RetryPolicy(
             first=self._positive(table, key, "retry-first", float, defaults.first),
@@ -523,6 +544,7 @@ class _Reader:
         return ForwardingSettings(
             policy=policy,
             associationsPerPeer=self._positive(table, key, "associations-per-peer", int, ForwardingSettings.associationsPerPeer),
+            lease=self._positive(table, key, "lease", float, ForwardingSettings.lease),
         )
 
     def routes(self, tables, key) -> Tuple[Route, ...]:

@@ -29,6 +29,7 @@ through one L{StorageService}, under one quota (the strictest of theirs).
 """
 
 import os
+import socket
 from dataclasses import replace
 from typing import Callable, Dict, List, Optional
 
@@ -337,13 +338,17 @@ class DicomdService(service.MultiService):
         self.archive = None
         self.forwarding = None
         self.router = None
+        #: The name of this daemon among those sharing the index.
+        self.node = config.node or socket.gethostname()
         if config.index:
             database = config.database or "%s/%s" % (config.entities[0].storage.outputDirectory, INDEX_FILE)
             areas = [(entity.title, entity.storage.outputDirectory) for entity in config.entities]
-            self.archive = Archive(database, areas=areas, reactor=reactor)
+            self.archive = Archive(database, areas=areas, node=self.node, reactor=reactor)
             self.archive.index.mode = config.fileMode
             self.archive.setServiceParent(self)
-            self.forwarding = Forwarding(self.archive.index, self._peers(config), reactor=reactor, **self._forwardingSettings(config))
+            self.forwarding = Forwarding(
+                self.archive.index, self._peers(config), node=self.node, reactor=reactor, **self._forwardingSettings(config)
+            )
             self.forwarding.setServiceParent(self)
             self.router = Router(self.forwarding)
             self._setRoutes(config)
@@ -374,6 +379,7 @@ class DicomdService(service.MultiService):
                 reactor,
                 titles=lambda: list(self.entityServices),
                 forwarding=(lambda: self.forwarding.destinations.values()) if self.forwarding is not None else None,
+                node=self.node,
             )
             statusPage = strports.service(config.status, server.Site(page))
             self._endpoints[statusPage] = config.status
@@ -659,7 +665,7 @@ class DicomdService(service.MultiService):
 
     def _checkRestartOnly(self, config: DaemonConfig) -> None:
         old = self.config
-        for name, key in (("listen", "listen"), ("status", "status"), ("database", "database"), ("stateDirectory", "state-directory")):
+        for name, key in (("listen", "listen"), ("status", "status"), ("database", "database"), ("node", "node"), ("stateDirectory", "state-directory")):
             if getattr(config, name) != getattr(old, name):
                 self.log.warn("SIGHUP: {name} changed in {path}; that takes a restart", name=key, path=config.path)
         if config.limits.maxPDU != old.limits.maxPDU:

@@ -6,6 +6,8 @@ L{Statistics} counts, per called AE title, associations accepted, rejected
 and how they ended, and the DIMSE operations answered by outcome; the
 acceptor factory feeds it.  L{StatusResource} reads it together with what
 is happening now: open associations and studies waiting for their end.
+Both name the node (C{node}, the C{dicomd_node_info} metric), so that the
+daemons sharing one index tell theirs apart.
 """
 
 import json
@@ -73,6 +75,7 @@ class StatusResource(resource.Resource):
     @ivar forwarding: returns the forwarding destination queues (each with
         C{title}, C{depth}, C{oldest}, C{delivered} and C{failed}, as
         L{dicomd.forwarding.DestinationQueue} has them); or C{None}.
+    @ivar node: the name of this daemon among those sharing an index.
     """
 
     isLeaf = True
@@ -85,6 +88,7 @@ class StatusResource(resource.Resource):
         clock,
         titles: Optional[Callable[[], Iterable[str]]] = None,
         forwarding: Optional[Callable[[], Iterable]] = None,
+        node: str = "",
     ):
         resource.Resource.__init__(self)
         self.statistics = statistics
@@ -93,6 +97,7 @@ class StatusResource(resource.Resource):
         self.clock = clock
         self.titles = titles
         self.forwarding = forwarding
+        self.node = node
         self.startedAt = clock.seconds()
 
     def _openAssociations(self) -> Dict[str, int]:
@@ -121,6 +126,7 @@ class StatusResource(resource.Resource):
                 }
                 for queue in destinations
             },
+            "node": self.node,
             "uptime": round(self.clock.seconds() - self.startedAt, 3),
             "openAssociations": self._openAssociations(),
             "pendingStudies": self.pendingStudies(),
@@ -148,6 +154,9 @@ class StatusResource(resource.Resource):
         """
         data = self.snapshot()
         lines = [
+            "# HELP dicomd_node_info The node this daemon is among those sharing an index.",
+            "# TYPE dicomd_node_info gauge",
+            'dicomd_node_info{node="%s"} 1' % (_label(data["node"]),),
             "# HELP dicomd_uptime_seconds Seconds since the daemon started.",
             "# TYPE dicomd_uptime_seconds gauge",
             "dicomd_uptime_seconds %s" % data["uptime"],

@@ -33,7 +33,7 @@ from dicomd.cli.common import TRANSFER_SYNTAX_OPTIONS
 from dicomd.cli.logs import LEVELS
 from dicomd.cli.options import UsageError, versions
 from dicomd.cli.translate import idleTimeout, preferredSyntaxes, recoder
-from dicomd.config import DEFAULT_DIRECTORY, ConfigError, DaemonConfig, PeerConfig, checkEndpoint, readConfig
+from dicomd.config import DEFAULT_DIRECTORY, ConfigError, DaemonConfig, PeerConfig, checkEndpoint, nodeNameProblem, readConfig
 from dicomd.daemon import DicomdService
 from dicomd.startup import StartupError
 from dicomd.storage import naming, recode
@@ -125,6 +125,7 @@ class DaemonOptions(usage.Options):
         ["idle-timeout", None, None, "Seconds of silence before an idle association is aborted (0: never; default: 60).", float],
         ["output-directory", "o", None, "Store received objects under this directory (default: %s)." % (DEFAULT_DIRECTORY,)],
         ["database", None, None, "Keep the index in this SQLite file or PostgreSQL database (postgresql://...; default: .dicomd-index.sqlite in the first AE's storage directory)."],
+        ["node", None, None, "Name this daemon among those sharing a PostgreSQL index (default: the host's name)."],
         ["state-directory", None, None, "Keep the end-of-study journals here (default: /var/lib/dicomd for root, else ~/.local/state/dicomd)."],
         ["sort-on-study-uid", None, None, "Sort studies into PREFIX_<StudyInstanceUID> directories (default: no prefix)."],
         ["sort-conc-studies", None, None, "Sort studies into PREFIX_<timestamp> directories."],
@@ -223,6 +224,8 @@ class DaemonOptions(usage.Options):
                     raise usage.UsageError("--%s: %s" % (option, e))
         if self["database"] is not None:
             self._checkDatabase(self["database"])
+        if self["node"] is not None and nodeNameProblem(self["node"]):
+            raise usage.UsageError("--node: %s" % (nodeNameProblem(self["node"]),))
         chosen = [name for name, _, _ in TRANSFER_SYNTAX_FLAGS if self[name]]
         if len(chosen) > 1:
             raise usage.UsageError("choose one transfer syntax preference, not --%s" % (" and --".join(chosen),))
@@ -315,6 +318,8 @@ class DaemonOptions(usage.Options):
         if self.given("database"):
             database = self["database"]
             changes["database"] = database if isURL(database) else os.path.abspath(database)
+        if self.given("node"):
+            changes["node"] = self["node"]
         if self.given("state-directory"):
             changes["stateDirectory"] = os.path.abspath(self["state-directory"])
         entities = list(config.entities)

@@ -159,13 +159,14 @@ class ExampleFileTests(_ConfigFileMixin, unittest.TestCase):
             original = [line.rstrip("\n") for line in f]
         lines = [_COMMENTED_KEY.sub(r"\1", line) for line in original]
         uncommented = [line for line, before in zip(lines, original) if line != before]
-        self.assertEqual(len(uncommented), 17, "\n".join(uncommented))
+        self.assertEqual(len(uncommented), 18, "\n".join(uncommented))
         path = os.path.join(self.directory, "dicomd.toml")
         with open(path, "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
         config = readConfig(path)
         self.assertEqual(config.status, "tcp:8080:interface=127.0.0.1")
         self.assertEqual(config.database, os.path.abspath(os.path.join("dicomd-data", ".dicomd-index.sqlite")))
+        self.assertEqual(config.node, "gateway-1")
         [entity] = config.entities
         self.assertEqual(entity.callingAETitles, ("CT01", "MR02", "PACS"))
         self.assertEqual([str(host) for host in entity.hosts], ["127.0.0.1/32", "10.1.0.0/16", "modality.example.org"])
@@ -1008,6 +1009,21 @@ class ErrorTests(_ConfigFileMixin, unittest.TestCase):
         self.assertEqual(options.overrides(options["base"]).stateDirectory, "/srv/state")
         self.assertConfigError('state-directory = ""\n', 1, "state-directory", "expected a directory name")
 
+    def test_node(self):
+        """
+        node names the daemon among those sharing an index; without it the
+        daemon takes the host's name; --node replaces it.
+        """
+        self.assertIsNone(readConfig(self.write('listen = ["tcp:11112"]\n')).node)
+        path = self.write('node = "gateway-1"\n', name="node.toml")
+        self.assertEqual(readConfig(path).node, "gateway-1")
+        options = tap.Options()
+        options.parseOptions(["--config", path, "--node", "gateway-2"])
+        self.assertEqual(options.overrides(options["base"]).node, "gateway-2")
+        self.assertConfigError('node = " "\n', 1, "node", "expected a name of 1 to 64 printable characters, not ' '")
+        error = self.assertRaises(usage.UsageError, tap.DaemonOptions().parseOptions, ["--node", "a\tb"])
+        self.assertEqual(str(error), "--node: expected a name of 1 to 64 printable characters, not 'a\\tb'")
+
     def test_peerRequiredKeys(self):
         """
         A [[peer]] needs a title, a host and a port.
@@ -1372,6 +1388,7 @@ class ForwardingConfigTests(_ConfigFileMixin, unittest.TestCase):
             retry-max = 30
             give-up-after = 3600
             associations-per-peer = 4
+            lease = 15
 
             [[ae]]
             title = "GATEWAY"
@@ -1396,6 +1413,7 @@ class ForwardingConfigTests(_ConfigFileMixin, unittest.TestCase):
         self.assertTrue(entity.storage.forwardsStudies)
         self.assertEqual(config.forwarding.policy, RetryPolicy(2.0, 30.0, 3600.0))
         self.assertEqual(config.forwarding.associationsPerPeer, 4)
+        self.assertEqual(config.forwarding.lease, 15.0)
 
     def test_unknownPeer(self):
         self.assertConfigError(

@@ -1062,14 +1062,15 @@ class StatusPageTests(DaemonTestCase):
     @defer.inlineCallbacks
     def test_jsonAndMetrics(self):
         """
-        The JSON page shows uptime, the open associations per AE (one while
-        a transfer is held) and, after storescu, the per-AE counters;
-        /metrics shows the same in Prometheus text; other paths are 404.
+        The JSON page shows the node, uptime, the open associations per AE
+        (one while a transfer is held) and, after storescu, the per-AE
+        counters; /metrics shows the same in Prometheus text; other paths
+        are 404.
         """
         home = makeDirectory(self)
         statusPort = freePort()
         daemon = yield startConfigured(
-            self, configWriter(home, twoEntityConfig(home)), "--status", "tcp:%d:interface=127.0.0.1" % (statusPort,)
+            self, configWriter(home, twoEntityConfig(home)), "--status", "tcp:%d:interface=127.0.0.1" % (statusPort,), "--node", "node-7"
         )
         yield waitForPort(statusPort, process=daemon, timeout=20)
         base = "http://127.0.0.1:%d" % (statusPort,)
@@ -1079,6 +1080,7 @@ class StatusPageTests(DaemonTestCase):
         self.assertEqual(page["openAssociations"], {"ALPHA": 0, "BETA": 0})
         self.assertEqual(page["pendingStudies"], {"ALPHA": 0, "BETA": 0})
         self.assertGreaterEqual(page["uptime"], 0)
+        self.assertEqual(page["node"], "node-7")
 
         held = yield HeldStore.begin(daemon.port, "BETA")
         code, _, body = yield httpGet(base + "/")
@@ -1106,6 +1108,7 @@ class StatusPageTests(DaemonTestCase):
         self.assertEqual((code, contentType), (200, "text/plain; version=0.0.4; charset=utf-8"))
         metrics = parsePrometheus(body.decode("utf-8"))
         self.assertGreater(metrics[("dicomd_uptime_seconds", ())], 0)
+        self.assertEqual(metrics[("dicomd_node_info", (("node", "node-7"),))], 1)
         self.assertEqual(metrics[("dicomd_open_associations", (("ae", "ALPHA"),))], 0)
         self.assertEqual(metrics[("dicomd_associations_total", (("ae", "BETA"), ("event", "accepted")))], 1)
         self.assertEqual(metrics[("dicomd_associations_total", (("ae", "(other)"), ("event", "rejected")))], 1)

@@ -77,11 +77,13 @@ def _driver():
     return psycopg
 
 
-def openIndex(database):
+def openIndex(database, node=None):
     """
     The index in C{database}, not opened yet.
 
     @param database: an SQLite file name, or a C{postgresql://} URL.
+    @param node: the name of this daemon among those sharing a
+        PostgreSQL index, or C{None} for the host's name.
     @return: an L{SQLiteArchiveIndex<dicomd.archive.index.SQLiteArchiveIndex>}
         or a L{PostgreSQLArchiveIndex
         <dicomd.archive.postgresql.PostgreSQLArchiveIndex>}.
@@ -94,4 +96,4 @@ def openIndex(database):
     checkURL(database)
     from dicomd.archive.postgresql import PostgreSQLArchiveIndex
 
-    return PostgreSQLArchiveIndex(database)
+    return PostgreSQLArchiveIndex(database, node=node)

@@ -51,8 +51,10 @@ class Archive(service.Service):
     #: Threads of the query pool: SQLite in WAL mode reads concurrently.
     QUERY_THREADS = 2
 
-    def __init__(self, database: str, *, areas: Sequence[Tuple[str, str]] = (), reactor=None, threadpool=None):
+    def __init__(self, database: str, *, areas: Sequence[Tuple[str, str]] = (), node=None, reactor=None, threadpool=None):
         """
+        @param node: the name of this daemon among those sharing an index
+            in PostgreSQL, or C{None} for the host's name.
         @param threadpool: the pool everything runs in, queries too (tests
             give one that runs at once); by default the reactor's, and a
             query pool of the archive's own.
@@ -60,7 +62,7 @@ class Archive(service.Service):
         self.database = database
         self.path = displayName(database)
         self.areas = areas
-        self.index = openIndex(database)
+        self.index = openIndex(database, node)
         self._queryPool = None if threadpool is not None else ThreadPool(0, self.QUERY_THREADS, "dicomd-queries")
         self.asyncIndex = AsyncArchiveIndex(self.index, reactor=reactor, threadpool=threadpool, queryThreadpool=self._queryPool)
 
