@@ -44,6 +44,7 @@ from dicomd.archive.writer import IndexWriter
 from dicomd.archive.databases import isURL
 from dicomd.archive.index import DATABASE_ERRORS, areaKey
 from dicomd.archive.service import INDEX_FILE, Archive
+from dicomd.archive.studyends import SharedStudyEnds
 from dicomd.peers import Peer, destinationTable, hostRule
 from dicomd.qrentity import QueryRetrieveOptions, queryRetrieveEntity
 from dicomd.asconfig import acceptorPolicy, readProfiles
@@ -168,6 +169,11 @@ class StorageService(service.MultiService):
         self.receiver = buildReceiver(storage, index=self.writer, reactor=reactor)
         if forwarding is not None:
             self.receiver.actions.studyObservers.append(lambda episode: forwarding.studyEnded(self.area, episode.studyInstanceUID))
+        tracker = self.receiver.actions.tracker
+        if archive is not None and isURL(archive.database) and tracker is not None:
+            tracker.agreement = SharedStudyEnds(
+                archive.index, self.area, tracker.timeout, reactor=reactor, threadpool=reactor.getThreadPool()
+            )
         if self.receiver.area is not None:
             AreaService(self.receiver.area).setServiceParent(self)
         self.receiver.actions.setServiceParent(self)

@@ -367,6 +367,23 @@ class PostgreSQLSchemaTests(SynchronousTestCase):
         self.open()
         self.assertEqual(self.version(), [(self.postgresql.SCHEMA_VERSION,)])
 
+    def test_migratedFromVersion1(self):
+        """
+        A schema of version 1 gains the forwarding queue's claims and the
+        studies' ends.
+        """
+        import psycopg
+
+        self.open().close()
+        with psycopg.connect(self.url) as connection:
+            connection.execute("ALTER TABLE forward DROP COLUMN claimedBy, DROP COLUMN leaseUntil")
+            connection.execute("ALTER TABLE study DROP COLUMN endedAt, DROP COLUMN endedBy")
+            connection.execute("UPDATE schema_version SET version = 1")
+        with self.open().connection() as db:
+            db.execute("SELECT claimedBy, leaseUntil FROM forward")
+            db.execute("SELECT endedAt, endedBy FROM study")
+        self.assertEqual(self.version(), [(2,)])
+
     def test_newerRefused(self):
         """
         A schema newer than this version knows is refused with one line
@@ -396,6 +413,26 @@ class PostgreSQLSchemaTests(SynchronousTestCase):
         self.assertIn("127.0.0.1", str(error))
         self.assertNotIn("\n", str(error))
         self.assertEqual(index.path, "postgresql://dicomd:***@127.0.0.1:1/archive")
+
+    def test_studyEndsOnce(self):
+        """
+        A study ends on the first node to find it quiet for the timeout
+        since its last object on any node; the others find it ended, until
+        an object arrives after the end.
+        """
+        from dicomd.archive.index import StudyEnd
+
+        one, two = self.open(), self.postgresql.PostgreSQLArchiveIndex(self.url, node="two")
+        self.addCleanup(two.close)
+        study = "1.1"
+        one.addInstances(AREA, [(header("1.1.1", 1), stored("a", 100.0))])
+        self.assertEqual(one.claimStudyEnd(AREA, study, 105.0, 10.0), 110.0)
+        self.assertIs(two.claimStudyEnd(AREA, study, 110.0, 10.0), StudyEnd.CLAIMED)
+        self.assertIs(one.claimStudyEnd(AREA, study, 111.0, 10.0), StudyEnd.ENDED_ELSEWHERE)
+        two.addInstances(AREA, [(header("1.1.1", 2), stored("b", 120.0))])
+        self.assertIs(one.claimStudyEnd(AREA, study, 130.0, None), StudyEnd.CLAIMED)
+        self.assertIs(two.claimStudyEnd(AREA, study, 131.0, 10.0), StudyEnd.ENDED_ELSEWHERE)
+        self.assertIs(two.claimStudyEnd(AREA, "9.9.9", 131.0, 10.0), StudyEnd.CLAIMED)
 
     def test_nodesKeepTheirOwnRuns(self):
         """

@@ -15,7 +15,6 @@ from dicomd.archive.index import StoredFile
 from dicomd.archive.queue import FAILED, QUEUED, Forwarding, ForwardQueue, RetryPolicy
 from dicomd.archive.routing import AT_END_OF_STUDY, Route, RouteMatch, attributeCondition, forwardingsFor
 from dicomd.storage.scp import ReceivedInstance
-from tests import postgres
 from tests.test_archive_index import PostgreSQLEngine, SQLiteEngine
 
 AREA = "/data/area"
@@ -301,11 +300,9 @@ class QueuePostgreSQLTests(PostgreSQLEngine, QueueTests):
 
 class ClaimColumnsTests(unittest.TestCase):
     """
-    A queue made before claims gains their columns when its index opens.
+    A queue made before claims gains their columns when its index opens
+    (PostgreSQL's schema migration is L{tests.test_archive_index}'s).
     """
-
-    def claimColumns(self, db):
-        db.execute("SELECT claimedBy, leaseUntil FROM forward")
 
     def test_sqlite(self):
         """
@@ -325,30 +322,7 @@ class ClaimColumnsTests(unittest.TestCase):
         index = SQLiteArchiveIndex(path)
         self.addCleanup(index.close)
         with index.connection() as db:
-            self.claimColumns(db)
-
-    def test_postgresql(self):
-        """
-        PostgreSQL's schema version 1 is migrated to version 2.
-        """
-        import psycopg
-
-        from dicomd.archive.postgresql import SCHEMA_VERSION, PostgreSQLArchiveIndex
-
-        url = postgres.database(self)
-        made = PostgreSQLArchiveIndex(url, node="test")
-        made.open()
-        made.close()
-        with psycopg.connect(url) as connection:
-            connection.execute("ALTER TABLE forward DROP COLUMN claimedBy, DROP COLUMN leaseUntil")
-            connection.execute("UPDATE schema_version SET version = 1")
-        index = PostgreSQLArchiveIndex(url, node="test")
-        self.addCleanup(index.close)
-        index.open()
-        with index.connection() as db:
-            self.claimColumns(db)
-            self.assertEqual(db.execute("SELECT version FROM schema_version").fetchall(), [(SCHEMA_VERSION,)])
-        self.assertEqual(SCHEMA_VERSION, 2)
+            db.execute("SELECT claimedBy, leaseUntil FROM forward")
 
 
 class RoutingTests(unittest.TestCase):

@@ -39,8 +39,8 @@ class SharedIndexTests(unittest.TestCase):
         self.url = postgres.database(self)
         self.storage = makeDirectory(self)
         nodes = []
-        for _ in range(count):
-            node = yield startDaemon(self, "--database", self.url, "-o", self.storage, *options)
+        for number in range(1, count + 1):
+            node = yield startDaemon(self, "--database", self.url, "--node", "node%d" % (number,), "-o", self.storage, *options)
             nodes.append(node)
         return nodes
 
@@ -76,3 +76,23 @@ class SharedIndexTests(unittest.TestCase):
         )
         self.assertIn("Received Final Move Response (Success)", moved.output, moved.describe() + second.describe())
         self.assertEqual(instanceUIDs(dicomFiles(destination)), uids)
+
+    @defer.inlineCallbacks
+    def test_studySpreadOverTwoNodesEndsOnce(self):
+        """
+        A study sent half through node 1 and half through node 2 ends once:
+        on one node, and the other finds it ended there.
+        """
+        first, second = yield self.startNodes(2, "--eostudy-timeout", "2")
+        images = writeImages(self, 4)
+        study = str(pydicom.dcmread(images[0][0], stop_before_pixels=True).StudyInstanceUID)
+        for node, half in ((first, images[:2]), (second, images[2:])):
+            stored = yield storescu(node.port, "DICOMD", [path for path, _ in half])
+            self.assertEqual(stored.output.count(STORED), 2, stored.describe())
+        ended, elsewhere = "End of study %s " % (study,), "Study %s ended on another node" % (study,)
+
+        def settled():
+            outputs = (first.output, second.output)
+            return sorted((output.count(ended), output.count(elsewhere)) for output in outputs) == [(0, 1), (1, 0)]
+
+        yield waitUntil(settled, timeout=30, interval=0.1, message=first.describe() + second.describe())

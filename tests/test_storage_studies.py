@@ -20,7 +20,7 @@ from twisted.trial import unittest
 from dicomd.storage import naming
 from dicomd.storage.receiver import SORT_STUDY_UID, SORT_TIMESTAMP, Actions, StorageOptions, StudyLayout
 from dicomd.storage.scp import ReceivedInstance, StorageArea
-from dicomd.storage.studies import StudyJournal, StudyTracker
+from dicomd.storage.studies import ENDED_ELSEWHERE, StudyJournal, StudyTracker
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
@@ -244,6 +244,92 @@ class StudyTrackerTests(unittest.SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         tracker.instanceStored(received("1.2"))
         self.successResultOf(tracker.endAll())
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class AgreementTests(unittest.SynchronousTestCase):
+    """
+    A L{StudyTracker} with an agreement among daemons sharing an index
+    ends a study here, later, or not at all, as the agreement says.
+    """
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.ended = []
+        self.elsewhere = []
+        self.asked = []
+        self.tracker = StudyTracker(self.ended.append, timeout=5, reactor=self.clock)
+        self.tracker.onStudyEndedElsewhere = self.elsewhere.append
+        self.tracker.agreement = self.agreement
+
+    def agreement(self, episode, now):
+        answer = defer.Deferred()
+        self.asked.append((episode.studyInstanceUID, now, answer))
+        return answer
+
+    def test_endsHere(self):
+        """
+        A study whose end is due is asked about, and ends when the answer
+        says it ends here.
+        """
+        self.tracker.instanceStored(received("1.1"))
+        self.clock.advance(5)
+        [(uid, now, answer)] = self.asked
+        self.assertEqual((uid, now, self.ended), ("1.1", 5, []))
+        answer.callback(None)
+        self.assertEqual([episode.studyInstanceUID for episode in self.ended], ["1.1"])
+        self.assertEqual(self.tracker.open, {})
+
+    def test_waitsForTheLastObjectElsewhere(self):
+        """
+        An answer to wait (another daemon received an object later) asks
+        again after that long.
+        """
+        self.tracker.instanceStored(received("1.1"))
+        self.clock.advance(5)
+        self.asked.pop()[2].callback(3.0)
+        self.clock.advance(2.9)
+        self.assertEqual(self.asked, [])
+        self.clock.advance(0.1)
+        self.asked.pop()[2].callback(None)
+        self.assertEqual(len(self.ended), 1)
+
+    def test_endedElsewhere(self):
+        """
+        A study another daemon ended is forgotten here, without its
+        end-of-study work, and said so.
+        """
+        self.tracker.instanceStored(received("1.1"))
+        self.clock.advance(5)
+        self.asked.pop()[2].callback(ENDED_ELSEWHERE)
+        self.assertEqual((self.ended, [e.studyInstanceUID for e in self.elsewhere]), ([], ["1.1"]))
+        self.assertEqual(self.tracker.open, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_objectWhileAsking(self):
+        """
+        An object of the study that arrives while the agreement is asked
+        makes its answer moot: the study goes on, and its timeout starts
+        again.
+        """
+        self.tracker.instanceStored(received("1.1"))
+        self.clock.advance(5)
+        self.tracker.instanceStored(received("1.1"))
+        self.asked.pop()[2].callback(None)
+        self.assertEqual(self.ended, [])
+        self.clock.advance(5)
+        self.asked.pop()[2].callback(None)
+        self.assertEqual(len(self.ended), 1)
+
+    def test_failingAgreementEndsHere(self):
+        """
+        An agreement that fails (the database is gone) lets the study end
+        here rather than never, and is logged.
+        """
+        self.tracker.instanceStored(received("1.1"))
+        self.clock.advance(5)
+        self.asked.pop()[2].errback(Failure(RuntimeError("no database")))
+        self.assertEqual(len(self.ended), 1)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 

@@ -37,6 +37,7 @@ patient, study or series left without children is removed.
 """
 
 import contextlib
+import enum
 import os
 import sqlite3
 import threading
@@ -132,6 +133,20 @@ DATABASE_ERRORS = (sqlite3.Error, IndexDatabaseError)
 #: How the previous run of a daemon on an index ended (L{IArchiveIndex.beginRun}).
 RUN_ENDED = "ended"
 RUN_CRASHED = "crashed"
+
+
+class StudyEnd(enum.Enum):
+    """
+    What L{PostgreSQLArchiveIndex.claimStudyEnd
+    <dicomd.archive.postgresql.PostgreSQLArchiveIndex.claimStudyEnd>}
+    found, when it is not a time to wait for.
+    """
+
+    #: This daemon ends the study: the claim is recorded.
+    CLAIMED = "claimed"
+    #: Another daemon ended it after its last object.
+    ENDED_ELSEWHERE = "ended elsewhere"
+
 
 #: What L{IArchiveIndex.adoptArea} did with the rows of the former name.
 ROWS_MOVED = "moved"

@@ -16,6 +16,12 @@ Writers of every daemon take turns on one transaction-scoped advisory lock
 (L{WRITER_LOCK}), as SQLite's writers take turns on its database: a
 patient, study or series first seen by two daemons at once is then made
 once.  Readers never wait for it.
+
+A study whose associations land on several daemons ends on one of them
+(L{PostgreSQLArchiveIndex.claimStudyEnd}): the study's row records who
+ended it and when, and the first daemon to find the study quiet for the
+end-of-study timeout, counted from its last object on any daemon, claims
+the end under the row's lock.
 """
 
 import contextlib
@@ -29,7 +35,7 @@ from zope.interface import implementer
 
 from dicomd.archive import queue, sql
 from dicomd.archive.databases import displayName
-from dicomd.archive.index import SCHEMA, IArchiveIndex, IndexDatabaseError, SQLArchiveIndex
+from dicomd.archive.index import SCHEMA, IArchiveIndex, IndexDatabaseError, SQLArchiveIndex, StudyEnd
 
 #: The schema version this code reads and writes.
 SCHEMA_VERSION = 2
@@ -53,14 +59,19 @@ def postgresSchema(script):
 #: The statements that bring the schema from each version to the next:
 #: version 1 made the index, the queue and the C{run} table; version 2
 #: gave the queue's entries their claims
-#: (L{dicomd.archive.queue.CLAIM_COLUMNS}), which the queue's schema of
-#: today has already.
+#: (L{dicomd.archive.queue.CLAIM_COLUMNS}, which the queue's schema of
+#: today has already) and studies their end (L{STUDY_END_COLUMNS}).
+STUDY_END_COLUMNS = (("endedAt", "REAL NOT NULL DEFAULT 0"), ("endedBy", "TEXT NOT NULL DEFAULT ''"))
 MIGRATIONS = (
     postgresSchema(SCHEMA)
     + postgresSchema(queue.SCHEMA)
     + postgresSchema("CREATE TABLE IF NOT EXISTS run (name TEXT PRIMARY KEY, value TEXT NOT NULL);"),
     postgresSchema(
-        "ALTER TABLE forward %s;" % (", ".join("ADD COLUMN IF NOT EXISTS %s %s" % column for column in queue.CLAIM_COLUMNS),)
+        "ALTER TABLE forward %s; ALTER TABLE study %s;"
+        % tuple(
+            ", ".join("ADD COLUMN IF NOT EXISTS %s %s" % column for column in columns)
+            for columns in (queue.CLAIM_COLUMNS, STUDY_END_COLUMNS)
+        )
     ),
 )
 
@@ -241,6 +252,35 @@ class PostgreSQLArchiveIndex(SQLArchiveIndex):
         with self.connection() as db, db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(?)", (WRITER_LOCK,))
             yield db
+
+    def claimStudyEnd(self, area, studyInstanceUID, now, timeout):
+        """
+        Claim the end of a study for this daemon, unless another daemon
+        ended it after its last object, or (with a C{timeout}) one of its
+        objects arrived, on any daemon, less than C{timeout} seconds
+        before C{now}.  The study's row is locked while it decides, so that
+        two daemons never both claim it.
+
+        @param timeout: the end-of-study timeout in seconds, or C{None}.
+        @return: L{StudyEnd.CLAIMED}, L{StudyEnd.ENDED_ELSEWHERE}, or the
+            time (seconds since the epoch) from which the study may end.
+            A study the index does not have (yet) is C{CLAIMED}: there is
+            nothing to share.
+        """
+        with self.connection() as db, db.transaction():
+            row = db.execute(
+                "SELECT id, lastUpdated, endedAt FROM study WHERE area = ? AND StudyInstanceUID = ? FOR UPDATE",
+                (area, studyInstanceUID),
+            ).fetchone()
+            if row is None:
+                return StudyEnd.CLAIMED
+            study, lastUpdated, endedAt = row
+            if endedAt and endedAt >= lastUpdated:
+                return StudyEnd.ENDED_ELSEWHERE
+            if timeout is not None and lastUpdated + timeout > now:
+                return lastUpdated + timeout
+            db.execute("UPDATE study SET endedAt = ?, endedBy = ? WHERE id = ?", (max(now, lastUpdated), self.node, study))
+        return StudyEnd.CLAIMED
 
     def close(self):
         self._closed = True

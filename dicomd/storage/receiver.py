@@ -196,6 +196,8 @@ class Actions(service.Service):
             if options.tracksStudies
             else None
         )
+        if self.tracker is not None:
+            self.tracker.onStudyEndedElsewhere = self._studyEndedElsewhere
         self._journaled = area is not None and bool(options.execOnEndOfStudy or options.renameOnEndOfStudy)
         self.journal: Optional[StudyJournal] = None
         self.studyObservers: List[Callable[[StudyEpisode], Optional[defer.Deferred]]] = []
@@ -287,6 +289,14 @@ class Actions(service.Service):
             return result
 
         return work.addBoth(done)
+
+    def _studyEndedElsewhere(self, episode: StudyEpisode) -> None:
+        """
+        Another daemon sharing the index ended the episode's study and did
+        its end-of-study work: strike it from the journal.
+        """
+        if self.journal is not None:
+            self.journal.ended(episode)
 
     def _endOfStudyWork(self, episode: StudyEpisode) -> defer.Deferred:
         observed = [defer.maybeDeferred(observer, episode) for observer in self.studyObservers]

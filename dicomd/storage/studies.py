@@ -20,6 +20,12 @@ other's studies.  Each study episode ends exactly once.  Every open study
 has one L{IDelayedCall} on the injected clock, reset by each of its
 objects, so tests advance time instead of waiting.
 
+Daemons sharing one index may each receive part of a study.  An
+L{agreement<StudyTracker.agreement>} among them then has the last word on
+a study whose end is due here (its timeout ran out, or its senders moved
+on): it ends here, or later, once the study has had no object for the
+timeout on any daemon, or not at all, because another daemon ended it.
+
 The L{StudyJournal} keeps open studies across a crash: storescp forgets
 the end-of-study work of a study that was still open when it was killed;
 dicomd runs it at its next start.  It lives in the state directory
@@ -44,6 +50,10 @@ Origin = Tuple[str, str]
 #: An association, or the L{Origin} standing for the ones that closed
 #: (and for objects that came on no association).
 Sender = object
+
+#: What an agreement says of a study another daemon ended
+#: (L{StudyTracker.agreement}).
+ENDED_ELSEWHERE = "ended elsewhere"
 
 
 @dataclass
@@ -91,6 +101,13 @@ class StudyTracker:
         shutdown).
     @ivar onStudyEnded: called with each ended L{StudyEpisode}; may return a
         L{Deferred}.
+    @ivar agreement: C{None} when this tracker alone decides; or, among
+        daemons sharing an index, called with an episode whose end is due
+        and the time, returning a L{Deferred} that fires with C{None} to
+        end it here, a number of seconds to wait before asking again, or
+        L{ENDED_ELSEWHERE}.
+    @ivar onStudyEndedElsewhere: called with each episode that another
+        daemon ended (its end-of-study work is not done here).
     """
 
     log = Logger()
@@ -99,6 +116,8 @@ class StudyTracker:
         if reactor is None:
             from twisted.internet import reactor
         self.onStudyEnded = onStudyEnded
+        self.agreement: Optional[Callable[[StudyEpisode, float], defer.Deferred]] = None
+        self.onStudyEndedElsewhere: Callable[[StudyEpisode], None] = lambda episode: None
         self.timeout = timeout
         self._reactor = reactor
         self.open: Dict[str, StudyEpisode] = {}
@@ -172,7 +191,7 @@ class StudyTracker:
         if episode is not None:
             episode.senders.discard(sender)
             if not episode.senders:
-                self.end(episode, "its senders moved on to other studies")
+                self._due(episode, "its senders moved on to other studies")
 
     def handOver(self, successor: "StudyTracker") -> None:
         """
@@ -197,23 +216,44 @@ class StudyTracker:
         episode = self.open.get(studyUID)
         if episode is not None:
             episode.timer = None
-            self.end(episode, "no object for %s s" % (self.timeout,))
+            self._due(episode, "no object for %s s" % (self.timeout,))
+
+    def _due(self, episode: StudyEpisode, why: str) -> None:
+        """
+        An open episode's end is due here: end it, unless the
+        L{agreement} says to wait or that another daemon ended it.  An
+        object that arrives while it is asked makes the answer moot: the
+        episode goes on.
+        """
+        if self.agreement is None:
+            self.end(episode, why)
+            return
+        objects = episode.objects
+
+        def answered(verdict):
+            if self.open.get(episode.studyInstanceUID) is not episode or episode.objects != objects:
+                return
+            if verdict is None:
+                self.end(episode, why)
+            elif verdict == ENDED_ELSEWHERE:
+                self._forget(episode)
+                self.log.info("Study {uid} ended on another node", uid=episode.studyInstanceUID)
+                self.onStudyEndedElsewhere(episode)
+            elif episode.timer is None:
+                episode.timer = self._reactor.callLater(verdict, self._timedOut, episode.studyInstanceUID)
+
+        def failed(failure):
+            self.log.failure("Cannot agree on the end of study {uid}; it ends here", failure, uid=episode.studyInstanceUID)
+            answered(None)
+
+        self.agreement(episode, self._reactor.seconds()).addCallbacks(answered, failed)
 
     def end(self, episode: StudyEpisode, why: str) -> None:
         """
         End an episode now: an open one, or one recovered from a
         L{StudyJournal}, which is not open here.
         """
-        if self.open.get(episode.studyInstanceUID) is episode:
-            del self.open[episode.studyInstanceUID]
-        if episode.timer is not None:
-            episode.timer.cancel()
-            episode.timer = None
-        for sender in episode.senders:
-            if self._currentStudy.get(sender) == episode.studyInstanceUID:
-                del self._currentStudy[sender]
-            if self._parked.get(sender) == episode.studyInstanceUID:
-                del self._parked[sender]
+        self._forget(episode)
         files = len(episode.files)
         self.log.info(
             "End of study {uid} ({count} objects{received}): {why}",
@@ -227,6 +267,22 @@ class StudyTracker:
         if not result.called:
             self._running.add(result)
             result.addBoth(lambda _: self._running.discard(result))
+
+    def _forget(self, episode: StudyEpisode) -> None:
+        """
+        Stop following an episode: it is no longer open, and no sender is
+        on it.
+        """
+        if self.open.get(episode.studyInstanceUID) is episode:
+            del self.open[episode.studyInstanceUID]
+        if episode.timer is not None:
+            episode.timer.cancel()
+            episode.timer = None
+        for sender in episode.senders:
+            if self._currentStudy.get(sender) == episode.studyInstanceUID:
+                del self._currentStudy[sender]
+            if self._parked.get(sender) == episode.studyInstanceUID:
+                del self._parked[sender]
 
     def endAll(self) -> defer.Deferred:
         """
