@@ -40,6 +40,7 @@ from twisted.internet import defer, task
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from dicomd.archive.index import DATABASE_ERRORS
 from dicomd.archive.queue import Forwarding as QueuedForwarding
 from dicomd.archive.queue import LEASE, ForwardQueue, QueueEntry, RetryPolicy
 from dicomd.archive.routing import Route, forwardingsFor
@@ -492,7 +493,7 @@ class Forwarding(service.Service):
         of a lease), so that no other node takes them while it is alive.
         """
         renewed = self.inThread(self.queue.renew, self.reactor.seconds())
-        return renewed.addErrback(lambda failure: self.log.failure("Forwarding: cannot renew the claims of this node", failure))
+        return renewed.addErrback(self._claimsFailed, "renew")
 
     def startService(self) -> None:
         """
@@ -517,6 +518,15 @@ class Forwarding(service.Service):
         service.Service.stopService(self)
         self._renewing.stop()
         yield defer.DeferredList([destination.stop() for destination in self.destinations.values()])
-        yield self.inThread(self.queue.releaseClaims).addErrback(
-            lambda failure: self.log.failure("Forwarding: cannot release the claims of this node", failure)
-        )
+        yield self.inThread(self.queue.releaseClaims).addErrback(self._claimsFailed, "release")
+
+    def _claimsFailed(self, failure, verb: str) -> None:
+        """
+        Log, in one line, that the index could not renew or release this
+        node's claims (the database is gone); anything else with its
+        traceback.
+        """
+        if failure.check(*DATABASE_ERRORS):
+            self.log.error("Forwarding: cannot {verb} the claims of this node: {error}", verb=verb, error=failure.getErrorMessage())
+        else:
+            self.log.failure("Forwarding: cannot {verb} the claims of this node", failure, verb=verb)

@@ -110,6 +110,15 @@ class PostgreSQLServer:
         """
         self._run("pg_ctl", "stop", "--pgdata", self.data, "--wait", "--mode", mode)
 
+    def running(self):
+        """
+        Whether the server runs (C{pg_ctl status}).
+        """
+        return subprocess.run(
+            [os.path.join(self._bin, "pg_ctl"), "status", "--pgdata", self.data],
+            user=self._user, stdin=subprocess.DEVNULL, capture_output=True,
+        ).returncode == 0
+
     def url(self, database, host=None):
         """
         The URL of one of the server's databases, through its socket, or

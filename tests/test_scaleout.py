@@ -7,6 +7,7 @@ mounted file system.
 """
 
 import os
+import re
 
 import pydicom
 from twisted.internet import defer
@@ -25,6 +26,27 @@ def indexedUIDs(url):
 
     with psycopg.connect(url) as connection:
         return sorted(row[0] for row in connection.execute("SELECT SOPInstanceUID FROM instance"))
+
+
+@defer.inlineCallbacks
+def findStudies(testCase, port):
+    """
+    DCMTK's findscu at the STUDY level of the Study Root model, for every
+    study.
+
+    @return: a L{Deferred} firing with the final status as findscu names
+        it (C{"Success"}, C{"Failed: UnableToProcess"}...), the Study
+        Instance UIDs found, and findscu's output.
+    """
+    responses = makeDirectory(testCase)
+    found = yield runCommand(
+        [dcmtk("findscu"), "-S", "-v", "-X", "-od", responses, "-aec", "DICOMD"]
+        + ["-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", LOCALHOST, str(port)],
+        env=dcmtkEnvironment(),
+    )
+    match = re.search(r"Received Final Find Response \(([^)]*)\)", found.output)
+    uids = sorted(str(pydicom.dcmread(os.path.join(responses, name)).StudyInstanceUID) for name in os.listdir(responses))
+    return (match.group(1) if match else None), uids, found.describe()
 
 
 class SharedIndexTests(unittest.TestCase):
@@ -96,3 +118,42 @@ class SharedIndexTests(unittest.TestCase):
             return sorted((output.count(ended), output.count(elsewhere)) for output in outputs) == [(0, 1), (1, 0)]
 
         yield waitUntil(settled, timeout=30, interval=0.1, message=first.describe() + second.describe())
+
+    @defer.inlineCallbacks
+    def test_databaseLostAndBack(self):
+        """
+        A node whose database stops refuses C-STORE with 0xA700 and fails
+        C-FIND with 0xC001 "unable to process"; once the database is back,
+        without a restart, it records what it had acknowledged, and stores
+        and finds again.
+        """
+        (node,) = yield self.startNodes(1)
+        server = postgres.server()
+        (first, _), (second, _), (third, _) = [writeImages(self)[0] for _ in range(3)]
+        studies = sorted(str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID) for path in (first, second, third))
+        stored = yield storescu(node.port, "DICOMD", [first])
+        self.assertIn(STORED, stored.output, stored.describe())
+        yield waitUntil(lambda: len(indexedUIDs(self.url)) == 1, timeout=30, interval=0.1, message=node.describe())
+
+        # A fast stop: the test server runs without durability, which an
+        # immediate stop (a crash) would show by losing the last commits.
+        server.stop("fast")
+        self.addCleanup(lambda: server.start() if not server.running() else None)
+        # Acknowledged as it reaches the disk: the index writer then finds
+        # the database gone, and keeps it until the database is back.
+        stored = yield storescu(node.port, "DICOMD", [second])
+        self.assertIn(STORED, stored.output, stored.describe())
+        yield node.waitForOutput(r"refusing new objects with 0xA700", timeout=30)
+        refused = yield storescu(node.port, "DICOMD", [third])
+        self.assertIn("Received Store Response (Refused: OutOfResources)", refused.output, refused.describe())
+        status, found, output = yield findStudies(self, node.port)
+        self.assertEqual((status, found), ("Failed: UnableToProcess", []), output)
+
+        server.start()
+        yield node.waitForOutput(r"The index records what DICOMD stores again", timeout=90)
+        self.assertEqual(len(indexedUIDs(self.url)), 2)
+        stored = yield storescu(node.port, "DICOMD", [third])
+        self.assertIn(STORED, stored.output, stored.describe())
+        yield waitUntil(lambda: len(indexedUIDs(self.url)) == 3, timeout=30, interval=0.1, message=node.describe())
+        status, found, output = yield findStudies(self, node.port)
+        self.assertEqual((status, found), ("Success", studies), output)

@@ -243,7 +243,11 @@ class StudyTracker:
                 episode.timer = self._reactor.callLater(verdict, self._timedOut, episode.studyInstanceUID)
 
         def failed(failure):
-            self.log.failure("Cannot agree on the end of study {uid}; it ends here", failure, uid=episode.studyInstanceUID)
+            self.log.warn(
+                "Cannot agree on the end of study {uid} with the other nodes ({error}); it ends here",
+                uid=episode.studyInstanceUID,
+                error=failure.getErrorMessage(),
+            )
             answered(None)
 
         self.agreement(episode, self._reactor.seconds()).addCallbacks(answered, failed)
