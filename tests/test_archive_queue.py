@@ -188,7 +188,8 @@ class QueueTests(SQLiteEngine, unittest.TestCase):
         one, two = self.nodes()
         self.assertEqual([e.sopInstanceUID for e in one.claim("PACS", 100.0, 2).entries], ["1.1.1.0", "1.1.1.1"])
         self.assertEqual([e.sopInstanceUID for e in two.claim("PACS", 110.0, 10).entries], ["2.2.1.0"])
-        self.assertEqual(two.claim("PACS", 129.0, 10).entries, [])
+        claim = two.claim("PACS", 129.0, 10)
+        self.assertEqual((claim.entries, claim.nextTry), ([], 130.0))
         taken = two.claim("PACS", 130.0, 10).entries
         self.assertEqual([e.sopInstanceUID for e in taken], ["1.1.1.0", "1.1.1.1", "1.1.1.2"])
         one.postponed([(taken[0].id, "0xA700")], 131.0, self.policy)

@@ -10,22 +10,96 @@ import os
 import re
 
 import pydicom
-from twisted.internet import defer
+from twisted.internet import defer, protocol, reactor
 from twisted.trial import unittest
 
 from tests import postgres
-from tests.support import LOCALHOST, dcmtk, dcmtkEnvironment, makeDirectory, runCommand, startDaemon, startDCMTKServer, waitUntil
+from tests.support import (
+    LOCALHOST,
+    dcmtk,
+    dcmtkEnvironment,
+    freePort,
+    makeDirectory,
+    runCommand,
+    startDaemon,
+    startDCMTKServer,
+    waitUntil,
+)
 from tests.test_daemon import STORED, dicomFiles, instanceUIDs, storescu, writeImages
+from tests.test_forwarding import arrived, makeFiles, startStorescp, storescpOn, writeConfig
 
 
 def indexedUIDs(url):
     """
     The SOP Instance UIDs the shared index has rows for.
     """
+    return sorted(row[0] for row in query(url, "SELECT SOPInstanceUID FROM instance"))
+
+
+def query(url, statement):
+    """
+    The rows of a statement on the shared index.
+    """
     import psycopg
 
     with psycopg.connect(url) as connection:
-        return sorted(row[0] for row in connection.execute("SELECT SOPInstanceUID FROM instance"))
+        return connection.execute(statement).fetchall()
+
+
+def forwardingConfig(testCase, port):
+    """
+    A configuration forwarding everything the AE DICOMD receives to the
+    peer PACS on C{port}, with a short lease on claimed entries.
+    """
+    return writeConfig(
+        testCase,
+        """
+        [forwarding]
+        lease = 3
+        retry-first = 1
+        retry-max = 2
+
+        [[ae]]
+        title = "DICOMD"
+        [[ae.forward]]
+        to = "PACS"
+
+        [[peer]]
+        title = "PACS"
+        host = "127.0.0.1"
+        port = %d
+        """
+        % (port,),
+    )
+
+
+def forwarded(node):
+    """
+    How many instances a node's log says it forwarded.
+    """
+    return sum(int(count) for count in re.findall(r"Forwarded (\d+) instances to", node.output))
+
+
+def acknowledged(output):
+    """
+    The files storescu -v says were stored, from its output.
+    """
+    sent = re.findall(r"^I: Sending file: (.*)$|^I: (Received Store Response \(Success\))", output, re.MULTILINE)
+    stored, current = [], None
+    for path, success in sent:
+        if path:
+            current = path
+        elif current is not None:
+            stored.append(current)
+            current = None
+    return stored
+
+
+class Silent(protocol.Protocol):
+    """
+    A peer that accepts the connection and never answers: an association
+    to it waits for its A-ASSOCIATE-AC.
+    """
 
 
 @defer.inlineCallbacks
@@ -65,6 +139,68 @@ class SharedIndexTests(unittest.TestCase):
             node = yield startDaemon(self, "--database", self.url, "--node", "node%d" % (number,), "-o", self.storage, *options)
             nodes.append(node)
         return nodes
+
+    @defer.inlineCallbacks
+    def test_threeNodes(self):
+        """
+        Thirty storescu spread over three nodes: each node finds every
+        instance by C-FIND, and their forwarding sends each instance once,
+        by one node.
+        """
+        destination = yield startStorescp(self)
+        nodes = yield self.startNodes(3, "--config", forwardingConfig(self, destination.port))
+        images = [image for _ in range(3) for image in writeImages(self, 10)]
+        sent = yield defer.gatherResults(
+            [storescu(nodes[number % 3].port, "DICOMD", [path]) for number, (path, _) in enumerate(images)]
+        )
+        for result in sent:
+            self.assertIn(STORED, result.output, result.describe())
+        uids = sorted(uid for _, uid in images)
+        yield waitUntil(lambda: sum(map(forwarded, nodes)) >= 30, timeout=60, interval=0.1)
+        self.assertEqual(sum(map(forwarded, nodes)), 30, [node.describe() for node in nodes])
+        self.assertEqual(instanceUIDs(arrived(destination.directory)), uids)
+        studies = sorted({str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID) for path, _ in images})
+        for node in nodes:
+            found = []
+            for study in studies:
+                responses = makeDirectory(self)
+                result = yield runCommand(
+                    [dcmtk("findscu"), "-S", "-X", "-od", responses, "-aec", "DICOMD", "-k", "QueryRetrieveLevel=IMAGE"]
+                    + ["-k", "StudyInstanceUID=" + study, "-k", "SeriesInstanceUID", "-k", "SOPInstanceUID", LOCALHOST, str(node.port)],
+                    env=dcmtkEnvironment(),
+                )
+                found += instanceUIDs(os.path.join(responses, name) for name in os.listdir(responses))
+            self.assertEqual(sorted(found), uids, node.describe())
+
+    @defer.inlineCallbacks
+    def test_killedNodesEntriesTakenOver(self):
+        """
+        A node SIGKILLed while a sender streams to it and while it holds
+        claimed forwarding entries loses nothing it acknowledged: another
+        node delivers every acknowledged instance once the lease has run
+        out.
+        """
+        port = freePort()
+        silent = reactor.listenTCP(port, protocol.Factory.forProtocol(Silent), interface=LOCALHOST)
+        self.addCleanup(lambda: silent.stopListening() if silent.connected else None)
+        config = forwardingConfig(self, port)
+        (first,) = yield self.startNodes(1, "--config", config)
+        files = makeFiles(self, 200)
+        sending = storescu(first.port, "DICOMD", files)
+        yield waitUntil(lambda: query(self.url, "SELECT COUNT(*) FROM forward WHERE claimedBy = 'node1'")[0][0] > 0, timeout=30, interval=0.05)
+        first.signalProcess("KILL")
+        yield first.whenEnded()
+        result = yield sending
+        stored = acknowledged(result.output)
+        self.assertTrue(stored, result.describe())
+        yield silent.stopListening()
+        destination = yield storescpOn(self, port, makeDirectory(self))
+        second = yield startDaemon(self, "--database", self.url, "--node", "node2", "-o", self.storage, "--config", config)
+        uids = instanceUIDs(stored)
+        self.assertEqual(sorted(set(indexedUIDs(self.url)) & set(uids)), uids)
+
+        yield waitUntil(lambda: forwarded(second) >= len(uids), timeout=60, interval=0.1)
+        self.assertTrue(set(uids) <= set(instanceUIDs(arrived(destination.directory))))
 
     @defer.inlineCallbacks
     def test_storedThroughOneFoundAndMovedThroughAnother(self):

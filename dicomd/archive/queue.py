@@ -202,8 +202,8 @@ class Claim:
     What L{ForwardQueue.claim} found.
 
     @ivar entries: the entries to send now, in order.
-    @ivar nextTry: when the earliest queued entry that is not due yet
-        becomes due, or C{None}.
+    @ivar nextTry: when the earliest queued entry that is not due yet, or
+        that a lease holds, becomes due, or C{None}.
     @ivar depth: how many entries of the destination are queued or held.
     @ivar oldest: when the oldest of them was queued, or C{None}.
     """
@@ -290,8 +290,9 @@ class ForwardQueue:
                     [self.node, now + self.lease] + ids,
                 )
             (nextTry,) = db.execute(
-                "SELECT MIN(nextTry) FROM forward WHERE destination = ? AND state = ? AND nextTry > ?",
-                (destination, QUEUED, now),
+                "SELECT MIN(CASE WHEN leaseUntil > nextTry THEN leaseUntil ELSE nextTry END) FROM forward"
+                " WHERE destination = ? AND state = ? AND (nextTry > ? OR leaseUntil > ?)",
+                (destination, QUEUED, now, now),
             ).fetchone()
             depth, oldest = db.execute(
                 "SELECT COUNT(*), MIN(queued) FROM forward WHERE destination = ? AND state IN (?, ?)",
