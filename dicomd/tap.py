@@ -38,6 +38,7 @@ from dicomd.daemon import DicomdService
 from dicomd.startup import StartupError
 from dicomd.storage import naming, recode
 from dicomd.storage.receiver import SORT_PATIENT_NAME, SORT_STUDY_UID, SORT_TIMESTAMP
+from dicomd.workers import WorkerPool
 
 #: storescp's long options for the preferred network transfer syntaxes, and
 #: the key each stands for in L{ACCEPTOR_PREFERENCES}.
@@ -135,6 +136,7 @@ class DaemonOptions(usage.Options):
         ["padding-create", None, None, "FILE,ITEM: align the file on FILE bytes and items on ITEM bytes (+p)."],
         ["compression-level", None, None, "zlib level 0..9 with --write-xfer-deflated (+cl; default: 6).", int],
         ["log-level", None, None, "fatal, error, warn, info (default) or debug, with --logger=dicomd.observers.text or .json."],
+        ["workers", None, 1, "Serve associations in this many worker processes (1: in the daemon's own process).", _positive("workers")],
     ]
 
     optFlags = (
@@ -400,6 +402,8 @@ class Options(DaemonOptions):
     """
 
     def parseOptions(self, options=None):
+        #: What a worker process is built from (L{dicomd.cli.worker}).
+        self.arguments = list(sys.argv[1:] if options is None else options)
         try:
             DaemonOptions.parseOptions(self, options)
         except ConfigFileError as e:
@@ -467,8 +471,11 @@ def makeService(options) -> TwistdService:
     Build the daemon from the configuration file (or the embedded
     defaults) with the command line's overrides.
     """
+    workers = None
+    if options["workers"] > 1:
+        workers = WorkerPool(options["workers"], ["twistd"] + options.arguments)
     try:
-        daemon = DicomdService(options["base"], overrides=options.overrides)
+        daemon = DicomdService(options["base"], overrides=options.overrides, workers=workers)
     except StartupError as e:
         # Before twistd runs anything: one line, as for a configuration error.
         raise SystemExit("twistd dicomd: %s" % (e,))

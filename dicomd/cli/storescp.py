@@ -3,8 +3,9 @@ C{dicomd storescp}: the Storage SCP (PS3.4 Annex B) with DCMTK storescp
 3.6.8's command line, running the same service objects as C{twistd dicomd}.
 
 Differences from DCMTK's storescp, all documented in docs/storage.md: every
-association runs concurrently on one reactor (C{--fork} and
-C{--single-process} are accepted and change nothing); data sets are stored
+association runs concurrently on one reactor, and C{--fork} runs one
+reactor per CPU in worker processes (L{dicomd.workers}) rather than a
+process per association; data sets are stored
 bit for bit by default (storescp's C{+B}), and sorting works with it; a data
 set that does not match its C-STORE-RQ is answered 0xA900 and not kept.
 
@@ -22,6 +23,7 @@ from dicomd.asconfig import AsConfigError, acceptorPolicy, readProfiles
 from dicomd.cli.common import (
     CommandFileCommandLine,
     UnsupportedOptions,
+    forkedWorkers,
     frontDoorGeneralOptions,
     preferredSyntaxOptions,
     serverPreamble,
@@ -37,6 +39,7 @@ from dicomd.daemon import DicomdService
 from dicomd.startup import outputDirectoryProblem
 from dicomd.storage import naming
 from dicomd.storage.receiver import SORT_PATIENT_NAME, SORT_STUDY_UID, SORT_TIMESTAMP
+from dicomd.workers import WorkerPool
 from dicomd.storage.recode import GROUP_LENGTH_CREATE, GROUP_LENGTH_RECALCULATE, GROUP_LENGTH_REMOVE
 from dicomd.ul.negotiation import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
@@ -296,7 +299,7 @@ def run(reactor, values):
         # Before anything is logged: inetd hands the connection over as
         # standard input, output and error alike.
         inetd = takeInetdConnection()
-    done = serverPreamble(values, log)
+    done = serverPreamble(values, log, forks=True)
     if done is not None:
         return defer.succeed(done)
     if values.get("inetd") and values.get("port") is not None:
@@ -306,6 +309,7 @@ def run(reactor, values):
         if inetd is None:
             log.info("Listening on port {port} as {aet}", port=values["port"], aet=values["aetitle"])
 
-    daemon = DicomdService(daemonConfig(values), reactor=reactor)
+    workers = WorkerPool(forkedWorkers(), ["storescp"] + values["arguments"], reactor=reactor) if values.get("fork") else None
+    daemon = DicomdService(daemonConfig(values), workers=workers, reactor=reactor)
     return serve(reactor, daemon, log, failure=EXIT_FAILURE, inetd=inetd, tls=values.get("tlsContext"), started=listening)
 
