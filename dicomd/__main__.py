@@ -70,7 +70,7 @@ def main(argv=None) -> None:
         sys.exit(0)
     try:
         values = commandLine.parse(argv[1:])
-        # What a worker process is built from (dicomd.cli.worker).
+        # What a worker process is built from (dicomd.workerprocess).
         values["arguments"] = argv[1:]
         if not (values.get("help") or values.get("version")):
             getattr(module, "validate", lambda values: None)(values)

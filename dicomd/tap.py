@@ -402,7 +402,7 @@ class Options(DaemonOptions):
     """
 
     def parseOptions(self, options=None):
-        #: What a worker process is built from (L{dicomd.cli.worker}).
+        #: What a worker process is built from (L{dicomd.workerprocess}).
         self.arguments = list(sys.argv[1:] if options is None else options)
         try:
             DaemonOptions.parseOptions(self, options)

@@ -12,7 +12,7 @@ listening sockets, so that associations use every core
                   the index directly (SQLite in WAL mode has many readers)
 
 A worker is built from the front door's own command line
-(L{dicomd.cli.worker}), so that it reads the same configuration file with
+(L{dicomd.workerprocess}), so that it reads the same configuration file with
 the same overrides; the coordinator passes it the listening sockets and
 its end of the AMP socket pair as inherited descriptors.
 
@@ -488,7 +488,7 @@ class WorkerPool(service.Service):
 
     @ivar count: how many workers run.
     @ivar command: the front door and its arguments a worker is built
-        from (see L{dicomd.cli.worker}).
+        from (see L{dicomd.workerprocess}).
     @ivar daemon: the coordinator's L{dicomd.daemon.DicomdService}, set by
         it: its storage services take what workers store.
     @ivar ports: the listening services whose sockets the workers adopt,
@@ -535,7 +535,7 @@ class WorkerPool(service.Service):
         childFDs = {0: "w", 1: "r", 2: "r", COORDINATOR_FD: theirs.fileno()}
         for offset, port in enumerate(self.ports):
             childFDs[COORDINATOR_FD + 1 + offset] = port.fileno()
-        argv = [self.executable, "-m", "dicomd.cli.worker"] + self.command
+        argv = [self.executable, "-m", "dicomd.workerprocess"] + self.command
         try:
             process = self.reactor.spawnProcess(worker, self.executable, argv, env=os.environ, childFDs=childFDs)
         finally:

@@ -1312,14 +1312,15 @@ class FrontDoorTests(_Mixin, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_forkAndSingleProcess(self):
-        """--fork and --single-process are accepted with an explaining log line."""
+        """--fork serves with a worker process per CPU, and --single-process is accepted with an explaining log line."""
         forked, single = yield defer.gatherResults(
             [startStorescp(self, "--fork"), startStorescp(self, "--single-process")]
         )
-        yield forked.waitForOutput(r"--fork: dicomd does not fork; associations already run concurrently")
+        yield forked.waitForOutput(r"--fork: \d+ worker processes serve associations")
         yield single.waitForOutput(r"--single-process: dicomd always runs in one process")
         echo = yield echoscu(forked)
         self.assertEqual(echo.exitCode, 0, echo.describe())
+        yield forked.waitForOutput(r"worker \d+: Association \S+ -> \S+ from \S+ accepted")
 
     @defer.inlineCallbacks
     def test_commandFileAndArguments(self):

@@ -2,7 +2,7 @@
 A worker process of C{twistd dicomd --workers N} or C{dicomd storescp
 --fork} (see L{dicomd.workers}), as its coordinator starts it:
 
-    python -m dicomd.cli.worker twistd|storescp ARGUMENTS...
+    python -m dicomd.workerprocess twistd|storescp ARGUMENTS...
 
 It builds the configuration from the front door's own arguments (the
 configuration file, the command line's overrides), adopts the listening
