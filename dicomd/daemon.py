@@ -168,9 +168,15 @@ class StorageService(service.MultiService):
         self.writer = None
         storage = replace(config.storage, stateDirectory=stateDirectory)
         if coordinator is not None:
-            # The coordinator prepares the area and acts on what is stored.
+            # The coordinator prepares the area and acts on what is stored:
+            # what it neither indexes nor tracks nor runs a command for
+            # (storescp --fork's defaults) it need not hear of.
+            told = archive is not None or storage.tracksStudies or bool(storage.execOnReception)
             self.receiver = buildReceiver(
-                storage, index=coordinator.indexFor(self.area), observers=[coordinator.storedIn(self.area)], reactor=reactor
+                storage,
+                index=coordinator.indexFor(self.area) if archive is not None else None,
+                observers=[coordinator.storedIn(self.area)] if told else [],
+                reactor=reactor,
             )
             return
         if archive is not None:

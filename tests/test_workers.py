@@ -6,12 +6,14 @@ C{findscu} and C{movescu}.
   - a worker killed (SIGKILL) in the middle of a transfer: every instance
     acknowledged is on disk and indexed without a restart, and another
     worker takes its place;
-  - SIGHUP while senders store: nothing is refused or lost;
+  - SIGHUP while senders store: nothing is refused or lost, and the
+    status page's counters sum both workers';
   - end of study with a study's associations spread over both workers:
     its command runs once;
   - C-FIND and C-MOVE answered by workers from the coordinator's index.
 """
 
+import json
 import os
 import re
 import signal
@@ -20,8 +22,22 @@ import pydicom
 from twisted.internet import defer
 
 from tests.storagearea import finalFiles, indexedInstances, waitForIndexed
-from tests.support import LOCALHOST, dcmtk, dcmtkEnvironment, makeDirectory, runCommand, spawn, startDaemon, startDCMTKServer, waitUntil
+from tests.support import (
+    LOCALHOST,
+    dcmtk,
+    dcmtkEnvironment,
+    deferLater,
+    freePort,
+    makeDirectory,
+    runCommand,
+    spawn,
+    startDaemon,
+    startDCMTKServer,
+    waitUntil,
+)
+from tests.test_daemon import httpGet, parsePrometheus
 from tests.test_faults import SUCCESS_LINE, DaemonTestCase, acknowledgedFiles, daemonOptions, storescuArgv, writeStudy
+from tests.test_storescp import startStorescp
 
 
 @defer.inlineCallbacks
@@ -34,6 +50,23 @@ def startWithWorkers(testCase, data: str, *options: str):
     daemon = yield startDaemon(testCase, *daemonOptions(data, "--workers", "2", *options))
     yield waitUntil(lambda: len(servingWorkers(daemon)) == 2, timeout=30, message="two workers serving")
     return daemon
+
+
+@defer.inlineCallbacks
+def waitUntilDeferred(condition, attempts: int = 200):
+    """
+    Ask C{condition} (returning a L{Deferred} of a boolean) until it says
+    yes: the coordinator counts a worker's association a moment after
+    the worker logs its end.
+    """
+    for _ in range(attempts):
+        done = yield condition()
+        if done:
+            return
+        from twisted.internet import reactor
+
+        yield deferLater(reactor, 0.05)
+    raise AssertionError("the condition never held")
 
 
 def servingWorkers(daemon) -> set:
@@ -82,12 +115,13 @@ class WorkerTests(DaemonTestCase):
 
     @defer.inlineCallbacks
     def test_reloadUnderLoad(self):
-        """SIGHUP while four storescu store: each worker reloads, and every object is acknowledged and indexed."""
+        """SIGHUP while four storescu store: each worker reloads, and every object is acknowledged and indexed; the JSON status and /metrics count the associations and C-STOREs of both workers."""
         data = os.path.join(makeDirectory(self), "data")
         config = os.path.join(makeDirectory(self), "dicomd.toml")
         with open(config, "w") as f:
             f.write("")
-        daemon = yield startWithWorkers(self, data, "--config", config)
+        statusPort = freePort()
+        daemon = yield startWithWorkers(self, data, "--config", config, "--status", "tcp:%d:interface=127.0.0.1" % (statusPort,))
         studies = [writeStudy(makeDirectory(self), 60) for _ in range(4)]
         senders = [
             spawn(self, storescuArgv(daemon.port, [path for path, _ in study]), env=dcmtkEnvironment(), name="storescu") for study in studies
@@ -101,6 +135,24 @@ class WorkerTests(DaemonTestCase):
         self.assertIn("SIGHUP: reloaded", daemon.output)
         indexed = yield waitForIndexed(data, [uid for study in studies for _, uid in study])
         self.assertEqual(len(indexed), 240)
+
+        base = "http://127.0.0.1:%d" % (statusPort,)
+        yield waitUntil(lambda: daemon.output.count(" released by the peer ") == 4, timeout=20, message="four releases")
+
+        @defer.inlineCallbacks
+        def counted():
+            _, _, body = yield httpGet(base + "/")
+            return json.loads(body)["associations"].get("DICOMD", {}).get("released") == 4
+
+        yield waitUntilDeferred(counted)
+        _, _, body = yield httpGet(base + "/")
+        page = json.loads(body)
+        self.assertEqual(page["operations"]["DICOMD"], {"C-STORE": {"success": 240}})
+        self.assertEqual(page["openAssociations"], {"DICOMD": 0})
+        _, _, body = yield httpGet(base + "/metrics")
+        metrics = parsePrometheus(body.decode("utf-8"))
+        self.assertEqual(metrics[("dicomd_operations_total", (("ae", "DICOMD"), ("operation", "C-STORE"), ("outcome", "success")))], 240)
+        self.assertEqual(metrics[("dicomd_associations_total", (("ae", "DICOMD"), ("event", "accepted")))], 4)
 
     @defer.inlineCallbacks
     def test_endOfStudyAcrossWorkers(self):
@@ -154,3 +206,35 @@ class WorkerTests(DaemonTestCase):
         self.assertIn("Received Final Move Response (Success)", moved.output, moved.describe() + daemon.describe())
         received = sorted(name for _, _, names in os.walk(destination) for name in names)
         self.assertEqual(received, sorted("CT." + uid for _, uid in images))
+
+    @defer.inlineCallbacks
+    def test_coordinatorKilled(self):
+        """The coordinator killed with SIGKILL: its workers notice and exit, leaving no process serving the port."""
+        daemon = yield startWithWorkers(self, os.path.join(makeDirectory(self), "data"))
+        pids = list(workerPids(daemon).values())
+        daemon.signalProcess("KILL")
+        yield daemon.whenEnded()
+        yield waitUntil(lambda: not any(os.path.exists("/proc/%d" % (pid,)) for pid in pids), timeout=30, message="workers exited")
+
+
+class ForkTests(DaemonTestCase):
+    """
+    C{dicomd storescp --fork}.
+    """
+
+    @defer.inlineCallbacks
+    def test_storesThroughWorkers(self):
+        """Objects from four storescu at once are stored whole by the workers, under storescp's names."""
+        storescp = yield startStorescp(self, "--fork")
+        yield waitUntil(lambda: len(servingWorkers(storescp)) == (os.cpu_count() or 1), timeout=30, message="workers serving")
+        studies = [writeStudy(makeDirectory(self), 10) for _ in range(4)]
+        senders = [
+            spawn(self, storescuArgv(storescp.port, [path for path, _ in study]), env=dcmtkEnvironment(), name="storescu") for study in studies
+        ]
+        yield defer.gatherResults([sender.whenEnded() for sender in senders])
+        for sender in senders:
+            self.assertEqual(sender.output.count(SUCCESS_LINE), 10, sender.describe() + storescp.describe())
+        stored = {name: os.path.join(storescp.outputDirectory, name) for name in os.listdir(storescp.outputDirectory)}
+        for study in studies:
+            for source, uid in study:
+                self.assertComplete(stored["CT." + uid], uid, source)
