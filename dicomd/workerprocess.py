@@ -30,7 +30,7 @@ from dicomd.workers import COORDINATOR_FD, CoordinatorLink, OneConnection
 def frontDoorConfig(frontDoor: str, arguments):
     """
     The configuration and overrides the front door builds from its
-    arguments, and the log level it chose.
+    arguments; the log level it chooses is set too (L{observers.level}).
 
     @return: C{(DaemonConfig, overrides)}.
     """

@@ -39,7 +39,6 @@ from dicomd.daemon import DicomdService
 from dicomd.startup import outputDirectoryProblem
 from dicomd.storage import naming
 from dicomd.storage.receiver import SORT_PATIENT_NAME, SORT_STUDY_UID, SORT_TIMESTAMP
-from dicomd.workers import WorkerPool
 from dicomd.storage.recode import GROUP_LENGTH_CREATE, GROUP_LENGTH_RECALCULATE, GROUP_LENGTH_REMOVE
 from dicomd.ul.negotiation import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
@@ -47,6 +46,7 @@ from dicomd.ul.negotiation import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
 )
+from dicomd.workers import WorkerPool
 
 log = Logger(namespace="storescp")
 
