@@ -25,6 +25,7 @@ the worker is killed right after; the associations of a dead worker end
 closed association), and another worker takes its place.
 """
 
+import io
 import os
 import pickle
 import socket
@@ -58,18 +59,55 @@ ATTRIBUTE_LIMIT = 1024
 RESPAWN_DELAY = 1.0
 
 
+#: The classes a pickled L{ReceivedInstance}'s fields may hold: plain
+#: values and pydicom's data set, elements and values, nothing else.
+_PICKLED_CLASSES = frozenset(
+    [
+        ("pydicom.dataset", "Dataset"),
+        ("pydicom.dataelem", "DataElement"),
+        ("pydicom.dataelem", "RawDataElement"),
+        ("pydicom.multival", "MultiValue"),
+        ("pydicom.tag", "BaseTag"),
+        ("pydicom.uid", "UID"),
+        ("pydicom.valuerep", "DA"),
+        ("pydicom.valuerep", "DSdecimal"),
+        ("pydicom.valuerep", "DSfloat"),
+        ("pydicom.valuerep", "DT"),
+        ("pydicom.valuerep", "IS"),
+        ("pydicom.valuerep", "ISfloat"),
+        ("pydicom.valuerep", "PersonName"),
+        ("pydicom.valuerep", "TM"),
+        ("pydicom.valuerep", "VR"),
+    ]
+)
+
+
+class _AttributeUnpickler(pickle.Unpickler):
+    """
+    An unpickler that builds only L{_PICKLED_CLASSES}: workers parse what
+    the network sends, and a worker subverted by it must not run code in
+    the coordinator by what it pickles.
+    """
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _PICKLED_CLASSES:
+            raise pickle.UnpicklingError("a worker sent a %s.%s" % (module, name))
+        return super().find_class(module, name)
+
+
 class Pickled(amp.Argument):
     """
     A value pickled: between two processes of one daemon, over a socket
     pair nobody else holds.  One pickled value costs less to send and
-    read than an AMP value per field.
+    read than an AMP value per field.  Only plain values and pydicom's
+    data sets are read back (L{_AttributeUnpickler}).
     """
 
     def toString(self, inObject) -> bytes:
         return pickle.dumps(inObject, protocol=pickle.HIGHEST_PROTOCOL)
 
     def fromString(self, inString: bytes):
-        return pickle.loads(inString)
+        return _AttributeUnpickler(io.BytesIO(inString)).load()
 
 
 class Stored(amp.Command):

@@ -13,14 +13,21 @@ C{findscu} and C{movescu}.
   - C-FIND and C-MOVE answered by workers from the coordinator's index.
 """
 
+import collections
 import json
 import os
+import pickle
 import re
 import signal
 
 import pydicom
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
 
+from dicomd.storage.part10 import scanHead
+from dicomd.workers import Pickled, attributeSummary
 from tests.storagearea import finalFiles, indexedInstances, waitForIndexed
 from tests.support import (
     LOCALHOST,
@@ -35,6 +42,7 @@ from tests.support import (
     startDCMTKServer,
     waitUntil,
 )
+from tests.test_archive_index import EXPLICIT, header
 from tests.test_daemon import httpGet, parsePrometheus
 from tests.test_faults import SUCCESS_LINE, DaemonTestCase, acknowledgedFiles, daemonOptions, storescuArgv, writeStudy
 from tests.test_storescp import startStorescp
@@ -238,3 +246,38 @@ class ForkTests(DaemonTestCase):
         for study in studies:
             for source, uid in study:
                 self.assertComplete(stored["CT." + uid], uid, source)
+
+
+class PickledTests(SynchronousTestCase):
+    """
+    Tests for L{Pickled}, how a worker sends a stored object's fields.
+    """
+
+    def test_storedInstance(self):
+        """
+        A stored object's fields, its attributes read by pydicom and left
+        undecoded alike, come back equal.
+        """
+        dataset = header("1.1.1", 7)
+        dataset.PatientName = "Doe^J"
+        dataset.ImagePositionPatient = [0, 0.5, -1]
+        encoded = DicomBytesIO()
+        encoded.is_little_endian, encoded.is_implicit_VR = True, False
+        write_dataset(encoded, dataset)
+        scanned = scanHead(encoded.getvalue(), EXPLICIT, complete=True)
+        self.assertEqual(scanned.PatientName, "Doe^J")
+        fields = {"sopInstanceUID": "1.2.3.7", "size": 10, "receivedAt": 1.5, "attributes": attributeSummary(scanned)}
+        argument = Pickled()
+        decoded = argument.fromString(argument.toString(fields))
+        self.assertEqual(decoded["attributes"], fields["attributes"])
+        self.assertEqual(decoded["size"], 10)
+
+    def test_otherClassesRefused(self):
+        """
+        A pickle that names anything but plain values and pydicom's data
+        set classes is refused: a worker subverted by what it parsed
+        cannot make the coordinator call a function.
+        """
+        argument = Pickled()
+        self.assertRaises(pickle.UnpicklingError, argument.fromString, pickle.dumps(os.getcwd))
+        self.assertRaises(pickle.UnpicklingError, argument.fromString, pickle.dumps(collections.OrderedDict()))
