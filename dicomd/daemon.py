@@ -290,6 +290,7 @@ class EntityService(service.MultiService):
             options,
             storage=receiver.scp if receiver is not None else None,
             maximumLength=limits.maxPDU,
+            maximumAsynchronousOperations=limits.maxAsyncOps,
             callingAETitles=config.callingAETitles,
             peers=peers,
             shutdown=shutdown if config.allowShutdown else None,

@@ -117,6 +117,7 @@ class DaemonOptions(usage.Options):
         ["status", None, None, "Serve the status page (JSON at /, Prometheus at /metrics) on this endpoint."],
         ["aetitle", "a", None, "Our AE title (default: DICOMD)."],
         ["max-pdu", None, None, "Maximum P-DATA-TF length we receive (4096..131072, or 0 for no limit; default 131072, the most DCMTK sends).", int],
+        ["max-async-ops", None, None, "Requests a peer proposing an asynchronous operations window may send before their responses (1..65535; default 16).", int],
         ["max-associations", None, None, "Simultaneous associations before new ones are rejected (default: 128).", _positive("max-associations")],
         ["max-associations-per-host", None, None, "Simultaneous associations from one host (default: 64).", _positive("max-associations-per-host")],
         ["max-pending-connections", None, None, "Connections waiting for their A-ASSOCIATE-RQ before the oldest is closed (default: 256).", _positive("max-pending-connections")],
@@ -213,6 +214,9 @@ class DaemonOptions(usage.Options):
         maxPDU = self["max-pdu"]
         if maxPDU is not None and maxPDU != 0 and not 4096 <= maxPDU <= 131072:
             raise usage.UsageError("--max-pdu must be 0 or between 4096 and 131072, not %d" % (maxPDU,))
+        maxAsyncOps = self["max-async-ops"]
+        if maxAsyncOps is not None and not 1 <= maxAsyncOps <= 0xFFFF:
+            raise usage.UsageError("--max-async-ops must be between 1 and 65535, not %d" % (maxAsyncOps,))
         if self.given("idle-timeout") and self["idle-timeout"] < 0:
             raise usage.UsageError("--idle-timeout must not be negative")
         if self.given("shutdown-grace") and self["shutdown-grace"] < 0:
@@ -298,6 +302,7 @@ class DaemonOptions(usage.Options):
         limits = config.limits
         for option, name in [
             ("max-pdu", "maxPDU"),
+            ("max-async-ops", "maxAsyncOps"),
             ("max-associations", "maxAssociations"),
             ("max-associations-per-host", "maxAssociationsPerHost"),
             ("max-pending-connections", "maxPendingConnections"),

@@ -116,6 +116,12 @@ COMMAND_LINE = CommandFileCommandLine(
                 Option(("-td", "--dimse-timeout"), "dimseTimeout", "timeout for DIMSE messages (default: unlimited)", (("s]econds", integer(1)),)),
                 Option(("-aet", "--aetitle"), "aetitle", "set my AE title (default: STORESCP)", (("a]etitle", aeTitle),)),
                 Option(("-pdu", "--max-pdu"), "maxPDU", "set max receive pdu to n bytes (default: 131072; DCMTK: 16384)", (("n]umber of bytes", integer(4096, 131072)),)),
+                Option(
+                    ("--max-async-ops",),
+                    "maxAsyncOps",
+                    "grant an asynchronous operations window of up to n requests (dicomd only, default: 16; 1: none)",
+                    (("n]umber", integer(1, 65535)),),
+                ),
                 Option(("-dhl", "--disable-host-lookup"), "disableHostLookup", "disable hostname lookup (dicomd never looks names up)"),
                 Option(("--refuse",), "refuse", "refuse association"),
                 Option(("--reject",), "reject", "reject association if no implementation class UID"),
@@ -181,7 +187,7 @@ COMMAND_LINE = CommandFileCommandLine(
             ],
         ),
     ],
-    defaults={"aetitle": "STORESCP", "maxPDU": 131072, "acseTimeout": 30, "socketTimeout": 60, "outputDirectory": ".", "compressionLevel": 6},
+    defaults={"aetitle": "STORESCP", "maxPDU": 131072, "maxAsyncOps": 16, "acseTimeout": 30, "socketTimeout": 60, "outputDirectory": ".", "compressionLevel": 6},
     helpWithoutArguments=True,
 )
 
@@ -273,6 +279,7 @@ def daemonConfig(values) -> DaemonConfig:
         maxAssociations=64,
         maxAssociationsPerHost=None,
         maxPDU=values["maxPDU"],
+        maxAsyncOps=values["maxAsyncOps"],
         acseTimeout=values["acseTimeout"],
         idleTimeout=idleTimeout(values["socketTimeout"]),
         dimseTimeout=values.get("dimseTimeout"),

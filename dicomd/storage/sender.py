@@ -4,9 +4,11 @@ Sending many files: the storage SCU's batch job (PS3.4 Annex B, SCU role).
 L{sendFiles} proposes presentation contexts for the files (or takes a fixed
 list, such as an association negotiation profile's), splits them into
 groups that fit the 128 contexts of one association, and sends each group's
-files over one or several associations at once, each association carrying
-one C-STORE at a time, with its next file read ahead while the peer
-stores the one before (L{_ReadAhead}).  It reports every file's outcome
+files over one or several associations at once.  Each association carries
+as many C-STOREs at a time as its peer allows: one, or the Asynchronous
+Operations Window it granted (PS3.7 D.3.3.3), so that the next request
+leaves before the previous response arrives; and its next file is read
+ahead while the peer stores the one before (L{_ReadAhead}).  It reports every file's outcome
 as it happens and a L{SendReport} at the end.  A failed file stops the
 job unless told to go on, as in DCMTK's storescu; when going on, an
 association that ends under a file is replaced by a new one for the next.
@@ -236,9 +238,15 @@ def sendFiles(
     def worker(group, queue):
         association = None
         ahead = _ReadAhead()
+        # The sends of the file being repeated that are still to go, and
+        # the C-STOREs sent and not yet answered, oldest first.
+        repeats = deque()
+        sending = deque()
         try:
-            while queue and not halted:
-                if association is None:
+            while True:
+                if association is None and not sending:
+                    if halted or not (queue or repeats):
+                        return
                     try:
                         association = yield connectAssociation(group)
                     except Exception as e:
@@ -251,11 +259,12 @@ def sendFiles(
                     # Other associations may have taken the last files,
                     # or the job halted, while this one was being set up.
                     continue
-                dicomFile = queue.popleft()
-                for attempt in range(repeat):
-                    if halted:
-                        break
-                    try:
+                if association is not None:
+                    window = association.operationsWindow
+                    while not halted and (repeats or queue) and (window is None or len(sending) < window):
+                        if not repeats:
+                            repeats.extend([queue.popleft()] * repeat)
+                        dicomFile = repeats.popleft()
                         stored = store(
                             association,
                             ahead.take(dicomFile),
@@ -263,21 +272,28 @@ def sendFiles(
                             compressionLevel=compressionLevel,
                             reactor=reactor,
                         )
-                        upcoming = dicomFile if attempt + 1 < repeat else (queue[0] if queue else None)
+                        sending.append((dicomFile, stored))
+                        upcoming = repeats[0] if repeats else (queue[0] if queue else None)
                         if upcoming is not None and not stored.called:
                             ahead.prepare(association, upcoming, preferDeflated)
-                        result = yield stored
-                    except StoreFailed as e:
-                        record(dicomFile, None, str(e))
-                    except AssociationError as e:
+                if not sending:
+                    return
+                dicomFile, stored = sending.popleft()
+                try:
+                    result = yield stored
+                except StoreFailed as e:
+                    record(dicomFile, None, str(e))
+                except AssociationError as e:
+                    if association is not None:
+                        # That association is over, and the C-STOREs
+                        # still outstanding on it fail with it; the next
+                        # file gets a new one, unless the job halts.
                         report.associationErrors.append(e)
-                        record(dicomFile, None, str(e))
-                        # That association is over; the next file gets a
-                        # new one, unless the job halts.
                         association = None
-                        break
-                    else:
-                        record(dicomFile, result, None)
+                        repeats.clear()
+                    record(dicomFile, None, str(e))
+                else:
+                    record(dicomFile, result, None)
         finally:
             ahead.discard()
             if association is not None:
