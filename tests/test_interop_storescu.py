@@ -3,8 +3,9 @@ C{dicomd storescu} against real peers, as processes on 127.0.0.1.
 
 C{python -m dicomd storescu} sends to DCMTK's C{storescp} (plain, converting
 for a receiver that takes implicit VR only, with small PDUs, directory
-trees, refused compressed objects, TLS, negotiation profiles...) and to a
-pynetdicom storage SCP; the data sets that arrive are compared with what
+trees, refused compressed objects, TLS, negotiation profiles...), to a
+pynetdicom storage SCP (refusing or granting an asynchronous operations
+window) and to Orthanc; the data sets that arrive are compared with what
 was sent, byte for byte or, when converted, element by element.  Memory is
 measured too: a 1 GB file goes with bounded memory, and a slow receiver
 slows the client's reading instead of filling its memory.  The harness is
@@ -47,6 +48,7 @@ from tests.support import (
     startDCMTKServer,
     startPythonScript,
 )
+from tests.test_forwarding import ORTHANC, startOrthanc, waitForOrthanc
 from tests.test_storage_scu import dataSetBytes, makeJPEGFile
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
@@ -856,6 +858,32 @@ class PynetdicomTests(ComparingTestCase):
         result = yield storescu("-usr", "alice", "-rsp", LOCALHOST, str(scp.port), *makeFiles(makeDirectory(self), 1))
         self.assertEqual(result.exitCode, 1, result.describe())
         self.assertIn("User Identity Negotiation failed: positive response requested but none received", result.stderr)
+
+
+class OrthancTests(ComparingTestCase):
+    """
+    C{dicomd storescu} sends to Orthanc.
+    """
+
+    timeout = 240
+
+    def setUp(self):
+        if not os.access(ORTHANC, os.X_OK):
+            raise unittest.SkipTest("Orthanc is not installed")
+
+    @defer.inlineCallbacks
+    def test_asynchronousOperationsIgnored(self):
+        """
+        Orthanc leaves a proposed asynchronous operations window out of
+        its answer: the files go one at a time, and Orthanc holds them
+        all.
+        """
+        orthanc = yield startOrthanc(self)
+        sent = makeFiles(makeDirectory(self), 5)
+        result = yield storescu("-v", "-aec", "ORTHANC", "--async-ops", "8", LOCALHOST, str(orthanc.port), *sent)
+        self.assertSucceeded(result, orthanc)
+        self.assertIn("Asynchronous operations window: none granted, one C-STORE at a time", result.stderr)
+        yield waitForOrthanc(orthanc, sent)
 
 
 class _Relay(protocol.Protocol):
