@@ -31,19 +31,27 @@ Two measurements, each against both servers in the same run:
      header data sets: its files need not exist for C-FIND.  dcmqrscp
      gets tiny header-only files of the same data sets.
 
-  2. C-MOVE of one study of 500 CT images of 512 x 512 x 16 bit (the
-     same 500 files for both servers) to DCMTK's C{/usr/bin/storescp},
-     started fresh for each run, in images per second, timed from
-     C{/usr/bin/movescu}'s start to its exit; once with storescp writing
-     the files, once with C{--ignore} (it receives and answers, writes
-     nothing), which shows more of the sender's own speed.
+  2. Retrieval of one study of 500 CT images of 512 x 512 x 16 bit (the
+     same 500 files for both servers), in images per second, timed from
+     the DCMTK client's start to its exit, the two servers alternating,
+     C{--move-repeats} runs each (5 by default; the median counts):
+
+       - C-MOVE with C{/usr/bin/movescu} to DCMTK's C{/usr/bin/storescp},
+         started fresh for each run;
+       - C-GET with C{/usr/bin/getscu}, which receives the sub-operations
+         on its own association;
+
+     each with the receiver writing the files to disk (under C{--work}),
+     writing them to tmpfs (C{/dev/shm}), and with C{--ignore} (it
+     receives and answers, writes nothing), which shows more of the
+     sender's own speed.
 
 DCMTK's programs run with C{TCP_NODELAY=1}.  The prepared indexes and
 files are kept in C{--work} and reused by later runs (delete the
 directory to start over).  Run from the checkout:
 
-    python bench/query.py [--work DIR] [--repeats 50] [--move-repeats 3]
-                          [--skip-dcmqrscp] [--skip-move]
+    python bench/query.py [--work DIR] [--repeats 50] [--move-repeats 5]
+                          [--skip-dcmqrscp] [--skip-find] [--skip-move]
                           [--postgresql postgresql://...]
 
 With C{--postgresql URL} the large index is also generated in that
@@ -633,22 +641,42 @@ def pynetdicomClient() -> int:
 # -- measuring C-MOVE ---------------------------------------------------------------
 
 
-def moveOnce(work: str, server: Server, destinationPort: int, studyUID: str, count: int, ignore: bool = False) -> float:
-    """
-    C-MOVE the study from C{server} to a fresh storescp; check that every
-    image arrived.
+#: Where a retrieval's receiver puts what it receives.
+RETRIEVE_MODES = ("disk", "tmpfs", "ignore")
 
-    @param ignore: run storescp with C{--ignore}: it receives and answers
-        but writes nothing, so the sender's speed shows more.
+
+def receiverDirectory(work: str, mode: str) -> Optional[str]:
+    """
+    A fresh directory for a receiver in C{mode}, or C{None} for
+    C{ignore}.
+    """
+    if mode == "ignore":
+        return None
+    return tempfile.mkdtemp(prefix="received-", dir=work if mode == "disk" else "/dev/shm")
+
+
+def checkRetrieved(operation: str, server: "Server", output: str, destination: Optional[str], count: int, success: str) -> None:
+    received = len(os.listdir(destination)) if destination is not None else 0
+    if destination is not None:
+        shutil.rmtree(destination, ignore_errors=True)
+    if success not in output or received != (0 if destination is None else count):
+        raise RuntimeError("%s from %s: %d of %d images arrived:\n%s" % (operation, server.name, received, count, output[-2000:]))
+
+
+def moveOnce(work: str, server: Server, destinationPort: int, studyUID: str, count: int, mode: str) -> float:
+    """
+    C-MOVE the study from C{server} to a fresh storescp in C{mode}; check
+    that every image arrived.
+
     @return: the seconds movescu took.
     """
-    destination = tempfile.mkdtemp(prefix="storescp-", dir=work)
+    destination = receiverDirectory(work, mode)
     logPath = os.path.join(work, "logs", "storescp.log")
     storescp = Server(
         "storescp",
         DESTINATION_TITLE,
-        [os.path.join(DCMTK, "storescp"), "-aet", DESTINATION_TITLE, "-od", destination]
-        + (["--ignore"] if ignore else [])
+        [os.path.join(DCMTK, "storescp"), "-aet", DESTINATION_TITLE]
+        + (["--ignore"] if destination is None else ["-od", destination])
         + [str(destinationPort)],
         destinationPort,
         dcmtkEnvironment(),
@@ -663,12 +691,55 @@ def moveOnce(work: str, server: Server, destinationPort: int, studyUID: str, cou
         elapsed = time.perf_counter() - started
     finally:
         storescp.stop()
-    output = result.stdout + result.stderr
-    received = len(os.listdir(destination))
-    shutil.rmtree(destination, ignore_errors=True)
-    if "Received Final Move Response (Success)" not in output or received != (0 if ignore else count):
-        raise RuntimeError("C-MOVE from %s: %d of %d images arrived:\n%s" % (server.name, received, count, output[-2000:]))
+    checkRetrieved("C-MOVE", server, result.stdout + result.stderr, destination, count, "Received Final Move Response (Success)")
     return elapsed
+
+
+def getOnce(work: str, server: Server, studyUID: str, count: int, mode: str) -> float:
+    """
+    C-GET the study from C{server} with getscu in C{mode}; check that
+    every image arrived.
+
+    @return: the seconds getscu took.
+    """
+    destination = receiverDirectory(work, mode)
+    argv = [os.path.join(DCMTK, "getscu"), "-S", "-v", "-aec", server.title]
+    argv += ["--ignore"] if destination is None else ["-od", destination]
+    argv += ["-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=" + studyUID, HOST, str(server.port)]
+    started = time.perf_counter()
+    result = subprocess.run(argv, env=dcmtkEnvironment(), capture_output=True, text=True, errors="replace")
+    elapsed = time.perf_counter() - started
+    checkRetrieved("C-GET", server, result.stdout + result.stderr, destination, count, "Received C-GET Response (Success)")
+    return elapsed
+
+
+def printRetrieveTable(results: Dict[tuple, List[float]], count: int, repeats: int) -> None:
+    """
+    @param results: C{(operation, mode, server name)} -> the seconds of
+        each run.
+    """
+    print()
+    print("Retrieval of a study of %d CT images of 512x512x16 bit, median of %d runs, servers alternating" % (count, repeats))
+    print("%-7s %-8s| %-22s | %-22s | %6s" % ("", "receiver", "dcmqrscp", "dicomd", "ratio"))
+    for operation in ("C-MOVE", "C-GET"):
+        for mode in RETRIEVE_MODES:
+            dicomd = results.get((operation, mode, "dicomd"))
+            if dicomd is None:
+                continue
+            dicomdSeconds = statistics.median(dicomd)
+            row = "%-7s %-8s|" % (operation, mode)
+            dcmqrscp = results.get((operation, mode, "dcmqrscp"))
+            if dcmqrscp is not None:
+                dcmqrscpSeconds = statistics.median(dcmqrscp)
+                row += " %6.3f s %6.0f img/s |" % (dcmqrscpSeconds, count / dcmqrscpSeconds)
+            else:
+                row += " %-22s |" % ("",)
+            row += " %6.3f s %6.0f img/s |" % (dicomdSeconds, count / dicomdSeconds)
+            if dcmqrscp is not None:
+                row += " %5.2fx" % (dcmqrscpSeconds / dicomdSeconds,)
+            print(row)
+    print("(C-MOVE to DCMTK storescp, C-GET by DCMTK getscu; receiver: writing to disk, to tmpfs, or --ignore;"
+          " ratio above 1: dicomd is faster)")
 
 
 # -- the report -----------------------------------------------------------------------
@@ -699,48 +770,10 @@ def printFindTable(title: str, rows: List[tuple]) -> None:
         )
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["_requestor"]:
-        return requestorClient()
-    if argv[:1] == ["_pynetdicom"]:
-        return pynetdicomClient()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "dicomd-bench-query"))
-    parser.add_argument("--repeats", type=int, default=50, help="findscu runs per (server, query)")
-    parser.add_argument("--association-repeats", type=int, default=200, help="queries per (server, query) on one association")
-    parser.add_argument("--move-repeats", type=int, default=3)
-    parser.add_argument("--move-images", type=int, default=500)
-    parser.add_argument("--patients", type=int, default=1000, help="patients of the large dicomd index")
-    parser.add_argument("--small-patients", type=int, default=100, help="patients of the index dcmqrscp gets (5 studies each)")
-    parser.add_argument("--small-instances", type=int, default=4, help="instances per series in the index dcmqrscp gets")
-    parser.add_argument("--skip-dcmqrscp", action="store_true")
-    parser.add_argument("--skip-move", action="store_true")
-    parser.add_argument("--skip-pynetdicom", action="store_true")
-    parser.add_argument("--postgresql", metavar="URL", help="also serve the large index from this PostgreSQL database (emptied first)")
-    options = parser.parse_args(argv)
-
-    work = os.path.abspath(options.work)
-    os.makedirs(os.path.join(work, "logs"), exist_ok=True)
-    large, small = Shape(options.patients), Shape(options.small_patients, instances=options.small_instances)
-    if small.studyCount > 500:
-        parser.error("dcmqrscp holds at most 500 studies per storage area: --small-patients 100 at most")
-    prepareDicomdIndex(os.path.join(work, "dicomd-large"), large)
-    prepareDicomdIndex(os.path.join(work, "dicomd-small"), small)
-    if options.postgresql:
-        prepareDicomdIndex(os.path.join(work, "dicomd-large-postgresql"), large, options.postgresql)
-    if not options.skip_dcmqrscp:
-        prepareDcmqrscpIndex(os.path.join(work, "dcmqrscp-small"), small)
-    studyUID = None
-    if not options.skip_move:
-        studyUID = prepareMoveStudy(work, options.move_images)
-
-    print()
-    print("query/retrieve benchmark, %s, Python %s, %s, %d CPUs, load average %.1f"
-          % (platform.node(), platform.python_version(), platform.platform(), os.cpu_count(), os.getloadavg()[0]))
-    print("large index: %d instances (%d patients, %d studies); small index: %d instances (%d patients, %d studies)"
-          % (large.total, large.patients, large.studyCount, small.total, small.patients, small.studyCount))
-
+def measureFind(work: str, options, large: "Shape", small: "Shape") -> None:
+    """
+    The C-FIND measurements, printed as a table.
+    """
     servers = []
     try:
         servers.append(startDicomd("dicomd %d" % (large.total,), work, os.path.join(work, "dicomd-large")))
@@ -778,6 +811,53 @@ def main(argv=None) -> int:
         rows,
     )
 
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_requestor"]:
+        return requestorClient()
+    if argv[:1] == ["_pynetdicom"]:
+        return pynetdicomClient()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "dicomd-bench-query"))
+    parser.add_argument("--repeats", type=int, default=50, help="findscu runs per (server, query)")
+    parser.add_argument("--association-repeats", type=int, default=200, help="queries per (server, query) on one association")
+    parser.add_argument("--move-repeats", type=int, default=5, help="runs per (server, retrieval, receiver mode); the median counts")
+    parser.add_argument("--move-images", type=int, default=500)
+    parser.add_argument("--patients", type=int, default=1000, help="patients of the large dicomd index")
+    parser.add_argument("--small-patients", type=int, default=100, help="patients of the index dcmqrscp gets (5 studies each)")
+    parser.add_argument("--small-instances", type=int, default=4, help="instances per series in the index dcmqrscp gets")
+    parser.add_argument("--skip-dcmqrscp", action="store_true")
+    parser.add_argument("--skip-find", action="store_true", help="measure only the retrievals")
+    parser.add_argument("--skip-move", action="store_true", help="leave out the retrievals (C-MOVE and C-GET)")
+    parser.add_argument("--skip-pynetdicom", action="store_true")
+    parser.add_argument("--postgresql", metavar="URL", help="also serve the large index from this PostgreSQL database (emptied first)")
+    options = parser.parse_args(argv)
+
+    work = os.path.abspath(options.work)
+    os.makedirs(os.path.join(work, "logs"), exist_ok=True)
+    large, small = Shape(options.patients), Shape(options.small_patients, instances=options.small_instances)
+    if small.studyCount > 500:
+        parser.error("dcmqrscp holds at most 500 studies per storage area: --small-patients 100 at most")
+    if not options.skip_find:
+        prepareDicomdIndex(os.path.join(work, "dicomd-large"), large)
+        prepareDicomdIndex(os.path.join(work, "dicomd-small"), small)
+        if options.postgresql:
+            prepareDicomdIndex(os.path.join(work, "dicomd-large-postgresql"), large, options.postgresql)
+        if not options.skip_dcmqrscp:
+            prepareDcmqrscpIndex(os.path.join(work, "dcmqrscp-small"), small)
+    studyUID = None
+    if not options.skip_move:
+        studyUID = prepareMoveStudy(work, options.move_images)
+
+    print()
+    print("query/retrieve benchmark, %s, Python %s, %s, %d CPUs, load average %.1f"
+          % (platform.node(), platform.python_version(), platform.platform(), os.cpu_count(), os.getloadavg()[0]))
+    if not options.skip_find:
+        print("large index: %d instances (%d patients, %d studies); small index: %d instances (%d patients, %d studies)"
+              % (large.total, large.patients, large.studyCount, small.total, small.patients, small.studyCount))
+        measureFind(work, options, large, small)
+
     if not options.skip_move:
         destinationPort = freePort()
         moveServers = []
@@ -787,31 +867,19 @@ def main(argv=None) -> int:
             if not options.skip_dcmqrscp:
                 moveServers.append(startDcmqrscp("dcmqrscp", work, {"QRMOVE": os.path.join(work, "move-dcmqrscp")}, destinationPort))
             for server in moveServers:
-                moveOnce(work, server, destinationPort, studyUID, options.move_images)  # warm the page cache
-            for ignore in (False, True):
-                for _ in range(options.move_repeats):
+                moveOnce(work, server, destinationPort, studyUID, options.move_images, "ignore")  # warm the page cache
+            for mode in RETRIEVE_MODES:
+                for attempt in range(options.move_repeats):
                     for server in moveServers:
-                        seconds = moveOnce(work, server, destinationPort, studyUID, options.move_images, ignore)
-                        results.setdefault((ignore, server.name), []).append(seconds)
+                        log("C-MOVE and C-GET from %s, receiver %s, run %d" % (server.name, mode, attempt + 1))
+                        seconds = moveOnce(work, server, destinationPort, studyUID, options.move_images, mode)
+                        results.setdefault(("C-MOVE", mode, server.name), []).append(seconds)
+                        seconds = getOnce(work, server, studyUID, options.move_images, mode)
+                        results.setdefault(("C-GET", mode, server.name), []).append(seconds)
         finally:
             for server in moveServers:
                 server.stop()
-        print()
-        print("C-MOVE of a study of %d CT images of 512x512x16 bit to DCMTK storescp, %d runs each"
-              % (options.move_images, options.move_repeats))
-        print("%-12s %-24s %10s %10s %12s" % ("server", "storescp", "median s", "images/s", "best img/s"))
-        rates = {}
-        for (ignore, name), seconds in results.items():
-            rates[ignore, name] = options.move_images / statistics.median(seconds)
-            print(
-                "%-12s %-24s %10.2f %10.1f %12.1f"
-                % (name, "--ignore" if ignore else "writing files", statistics.median(seconds), rates[ignore, name],
-                   options.move_images / min(seconds))
-            )
-        for ignore in (False, True):
-            if (ignore, "dcmqrscp") in rates:
-                print("dicomd / dcmqrscp, storescp %s: %.2fx"
-                      % ("--ignore" if ignore else "writing files", rates[ignore, "dicomd"] / rates[ignore, "dcmqrscp"]))
+        printRetrieveTable(results, options.move_images, options.move_repeats)
     return 0
 
 

@@ -1,36 +1,49 @@
 """
 Benchmark: sending the benchmark corpus with C{dicomd storescu} and with
-DCMTK's C{storescu}, to the same DCMTK C{storescp}, in one run.
+DCMTK's C{storescu}, in one run, to the same receivers.
 
 The corpus is L{bench.corpus}'s (2,000 images of 256x256x16 bit, 500 of
 512x512x16 bit, 2 multi-frame objects of 256 MB); it is made first if
-missing.  One C{/usr/bin/storescp --ignore} receives everything: it reads
-and decodes every PDU and answers every C-STORE, but writes nothing, so
-neither the disk nor the page cache of what was written decides the
-result, and both clients face exactly the same receiver.  Every DCMTK
-program runs with C{TCP_NODELAY=1} (without it DCMTK leaves Nagle's
-algorithm on and each C-STORE waits for a delayed ACK); dicomd sets
-C{TCP_NODELAY} itself.
+missing.  Every DCMTK program runs with C{TCP_NODELAY=1} (without it DCMTK
+leaves Nagle's algorithm on and each C-STORE waits for a delayed ACK);
+dicomd sets C{TCP_NODELAY} itself.
 
-Each corpus is sent as a directory (C{+sd DIR}) by one process of each
-client, one association each, alternating, C{--repeats} times; the best
-figure of each counts.  Two figures per run:
+Two comparisons, each corpus sent as a directory (C{+sd DIR}) by one
+process per run, one association each, the clients alternating,
+C{--repeats} times (5 by default); the median of each figure counts:
+
+  1. both clients to the same DCMTK C{storescp}, in three modes:
+     C{--ignore} (it reads and decodes every PDU and answers every
+     C-STORE, but writes nothing), writing the files to disk (a directory
+     under C{--work}), and writing them to tmpfs (C{/dev/shm});
+  2. with an asynchronous operations window: C{dicomd storescu
+     --async-ops 8} to C{dicomd storescp} against DCMTK C{storescu} to
+     DCMTK C{storescp}, each pair in the same three modes.  No DCMTK tool
+     negotiates a window; this is what a dicomd pair gains from one.
+
+Two times per run:
 
   - end to end: the client process's wall-clock time, from start to exit,
     start-up and reading the files' headers included;
-  - on the wire: the association's time as the receiver saw it, from
-    "Association Received" to "Association Release" in storescp's log
-    (microsecond timestamps through a log4cplus configuration).
+  - on the wire: the association's time as the receiver saw it, from the
+    A-ASSOCIATE-RQ's arrival to the release: DCMTK storescp's
+    "Association Received" and "Association Release" lines (microsecond
+    timestamps through a log4cplus configuration), dicomd storescp's
+    "Association ... accepted" and "... released" events (their
+    C{log_time}, written by an observer of this benchmark's launcher).
 
-Also shown: the client's CPU time (user + system) and peak RSS (the
-largest of the runs), from GNU time.  dicomd runs from this checkout (or
-C{--dicomd CHECKOUT}, to compare versions) with this interpreter, with its
-byte code cached (C{PYTHONPYCACHEPREFIX}) as an installed dicomd's would
-be; a first, unmeasured run warms that cache.
+Each table gives DCMTK's absolute rate beside each ratio (above 1: dicomd
+is faster).  Also shown: the client's CPU time (user + system) and peak
+RSS, from GNU time.  dicomd runs from this checkout (or C{--dicomd
+CHECKOUT}, to compare versions) with this interpreter, with its byte code
+cached (C{PYTHONPYCACHEPREFIX}) as an installed dicomd's would be; a
+first, unmeasured run warms that cache.
 
 Run from the checkout:
 
-    python bench/send.py [--corpus DIR] [--repeats 3] [--only ct256 ...]
+    python bench/send.py [--corpus DIR] [--work DIR] [--repeats 5]
+                         [--only ct256 ...] [--modes ignore disk tmpfs]
+                         [--skip-async]
 
 This is not a test: it asserts nothing but that every file arrived.
 """
@@ -41,6 +54,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,8 +68,8 @@ from bench.corpus import CORPORA, ensureCorpus  # noqa: E402
 
 TIME = "/usr/bin/time"
 
-#: A log4cplus configuration for storescp: INFO and above on standard
-#: error, each line with a microsecond timestamp.
+#: A log4cplus configuration for DCMTK's programs: INFO and above on
+#: standard error, each line with a microsecond timestamp.
 LOGGER_CONFIGURATION = """\
 log4cplus.rootLogger = INFO, console
 log4cplus.appender.console = log4cplus::ConsoleAppender
@@ -66,62 +80,149 @@ log4cplus.appender.console.layout.ConversionPattern = %D{%Y-%m-%d %H:%M:%S.%Q} %
 
 _LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.(\d{3})\.(\d{3}) \w+: (.*)$")
 
+#: How C{dicomd storescp} runs here: as C{python -m dicomd storescp}, with
+#: one more observer that writes each association's "accepted" and
+#: "released" events, with their time, to the file named first.
+DICOMD_RECEIVER = """\
+import sys
+from twisted.logger import formatEvent, globalLogPublisher
+from dicomd.__main__ import main
 
-class Storescp(ServerProcess):
+log = open(sys.argv[1], "a", buffering=1)
+
+def stamp(event):
+    if event.get("log_format", "").startswith("Association {calling}"):
+        log.write("%.6f %s\\n" % (event["log_time"], formatEvent(event).replace("\\n", " ")))
+
+globalLogPublisher.addObserver(stamp)
+main(sys.argv[2:])
+"""
+
+#: The receivers' modes: what storescp is told to do with what it receives.
+MODES = ("ignore", "disk", "tmpfs")
+
+#: The asynchronous operations window of the second comparison.
+WINDOW = 8
+
+
+class Receiver(ServerProcess):
     """
-    DCMTK's storescp C{--ignore}, logging with timestamps into a file.
+    A storage SCP for the benchmark, in one of the L{MODES}: C{ignore}, or
+    writing into a fresh directory on disk or on tmpfs, emptied between
+    runs.
     """
 
-    def __init__(self, directory: str):
-        port = freePort()
-        configuration = os.path.join(directory, "logger.cfg")
-        with open(configuration, "w") as f:
-            f.write(LOGGER_CONFIGURATION)
-        super().__init__(
-            "storescp",
-            [DCMTK + "/storescp", "--ignore", "-lc", configuration, str(port)],
-            dcmtkEnvironment(),
-            directory,
-            port,
-            os.path.join(directory, "storescp.log"),
-            startTimeout=20.0,
-            stderrOnly=True,
-        )
+    def __init__(self, name, argv, env, work, port, logPath, mode):
+        self.mode = mode
+        self.output = None
+        if mode == "disk":
+            self.output = tempfile.mkdtemp(prefix="received-", dir=work)
+        elif mode == "tmpfs":
+            self.output = tempfile.mkdtemp(prefix="dicomd-bench-received-", dir="/dev/shm")
+        where = ["--ignore"] if self.output is None else ["-od", self.output]
+        super().__init__(name, argv + where + [str(port)], env, work, port, logPath, startTimeout=20.0, stderrOnly=True)
 
     def logSize(self) -> int:
         return os.path.getsize(self.logPath)
 
+    def clear(self) -> None:
+        """
+        Delete what was received (between runs, outside their times).
+        """
+        if self.output is not None:
+            for name in os.listdir(self.output):
+                path = os.path.join(self.output, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+    def stop(self) -> None:
+        super().stop()
+        if self.output is not None:
+            shutil.rmtree(self.output, ignore_errors=True)
+
     def associationsSince(self, offset: int, timeout: float = 10.0) -> list:
         """
         The associations logged after byte C{offset} of the log, once the
-        last one is released: C{(seconds, stores)} for each, from
-        "Association Received" to "Association Release".
+        last one is released: C{(seconds, stores)} for each.
         """
         deadline = time.monotonic() + timeout
         while True:
             with open(self.logPath, "rb") as f:
                 f.seek(offset)
                 lines = f.read().decode("utf-8", "replace").splitlines()
-            associations, start, stores = [], None, 0
-            for line in lines:
-                match = _LOG_LINE.match(line)
-                if match is None:
-                    continue
-                moment = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
-                moment += int(match.group(2)) / 1e3 + int(match.group(3)) / 1e6
-                message = match.group(4)
-                if message.startswith("Association Received"):
-                    start, stores = moment, 0
-                elif message.startswith("Received Store Request"):
-                    stores += 1
-                elif message.startswith("Association Release") and start is not None:
-                    associations.append((moment - start, stores))
-                    start = None
-            if associations and start is None:
+            associations, ended = self.parse(lines)
+            if associations and ended:
                 return associations
             if time.monotonic() > deadline:
-                raise BenchmarkError("storescp logged no released association:\n" + "\n".join(lines[-20:]))
+                raise BenchmarkError("%s logged no released association:\n%s" % (self.name, "\n".join(lines[-20:])))
             time.sleep(0.02)
+
+
+class DCMTKStorescp(Receiver):
+    """
+    DCMTK's storescp, logging with timestamps.
+    """
+
+    def __init__(self, work: str, mode: str):
+        port = freePort()
+        configuration = os.path.join(work, "logger.cfg")
+        with open(configuration, "w") as f:
+            f.write(LOGGER_CONFIGURATION)
+        logPath = os.path.join(work, "storescp-%d.log" % (port,))
+        super().__init__("DCMTK storescp", [DCMTK + "/storescp", "-lc", configuration], dcmtkEnvironment(), work, port, logPath, mode)
+
+    @staticmethod
+    def parse(lines):
+        associations, start, stores = [], None, 0
+        for line in lines:
+            match = _LOG_LINE.match(line)
+            if match is None:
+                continue
+            moment = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
+            moment += int(match.group(2)) / 1e3 + int(match.group(3)) / 1e6
+            message = match.group(4)
+            if message.startswith("Association Received"):
+                start, stores = moment, 0
+            elif message.startswith("Received Store Request"):
+                stores += 1
+            elif message.startswith("Association Release") and start is not None:
+                associations.append((moment - start, stores))
+                start = None
+        return associations, start is None
+
+
+_DICOMD_EVENT = re.compile(r"^(\d+\.\d+) Association .* (accepted|released|aborted)")
+_DICOMD_STORES = re.compile(r"C-STORE (\d+) success")
+
+
+class DicomdStorescp(Receiver):
+    """
+    C{dicomd storescp}, granting a window of up to 16, its associations'
+    times written by L{DICOMD_RECEIVER}'s observer.
+    """
+
+    def __init__(self, work: str, mode: str, checkout: str, env: dict):
+        port = freePort()
+        launcher = os.path.join(work, "dicomd-receiver.py")
+        with open(launcher, "w") as f:
+            f.write(DICOMD_RECEIVER)
+        logPath = os.path.join(work, "dicomd-storescp-%d.log" % (port,))
+        argv = [sys.executable, launcher, logPath, "storescp", "--max-async-ops", "16"]
+        super().__init__("dicomd storescp", argv, env, work, port, logPath, mode)
+
+    @staticmethod
+    def parse(lines):
+        associations, start = [], None
+        for line in lines:
+            match = _DICOMD_EVENT.match(line)
+            if match is None:
+                continue
+            if match.group(2) == "accepted":
+                start = float(match.group(1))
+            elif start is not None:
+                stores = _DICOMD_STORES.search(line)
+                associations.append((float(match.group(1)) - start, int(stores.group(1)) if stores else 0))
+                start = None
+        return associations, start is None
 
 
 class Run:
@@ -137,14 +238,14 @@ class Run:
         self.maxRSS = maxRSS
 
     @classmethod
-    def best(cls, runs):
+    def median(cls, runs):
         """
-        The best of several runs, figure by figure (the largest RSS).
+        The median of several runs, figure by figure (the largest RSS).
         """
         return cls(
-            min(run.wall for run in runs),
-            min(run.wire for run in runs),
-            min(run.cpu for run in runs),
+            statistics.median(run.wall for run in runs),
+            statistics.median(run.wire for run in runs),
+            statistics.median(run.cpu for run in runs),
             max(run.maxRSS for run in runs),
         )
 
@@ -160,9 +261,9 @@ class Client:
         self.env = env
         self.cwd = cwd
 
-    def send(self, storescp: Storescp, directory: str, expected: int, statsPath: str) -> Run:
-        offset = storescp.logSize()
-        argv = self.argv + ["+sd", HOST, str(storescp.port), directory]
+    def send(self, receiver: Receiver, directory: str, expected: int, statsPath: str) -> Run:
+        offset = receiver.logSize()
+        argv = self.argv + ["+sd", HOST, str(receiver.port), directory]
         # GNU time measures the client alone: its own wait4() sees a child
         # forked from a small process, not from this one.
         started = time.perf_counter()
@@ -180,27 +281,23 @@ class Client:
             )
         with open(statsPath) as f:
             user, system, maxRSS = f.read().split()[-3:]
-        associations = storescp.associationsSince(offset)
+        associations = receiver.associationsSince(offset)
         stores = sum(count for _, count in associations)
         if stores != expected:
-            raise BenchmarkError("%s: storescp received %d C-STOREs, not %d" % (self.name, stores, expected))
+            raise BenchmarkError("%s -> %s: %d C-STOREs received, not %d" % (self.name, receiver.name, stores, expected))
+        receiver.clear()
         return Run(wall, sum(seconds for seconds, _ in associations), float(user) + float(system), int(maxRSS) * 1024)
 
 
-def clients(checkout: str, workDirectory: str):
+def dicomdEnvironment(checkout: str, workDirectory: str) -> dict:
     """
-    DCMTK's storescu and C{dicomd storescu} from C{checkout}, both run in
-    C{workDirectory} (C{python -m} would import dicomd from the current
-    directory first).
+    The environment dicomd runs in: C{checkout} first on the path, byte
+    code cached as an installed dicomd's would be.
     """
-    cacheDirectory = os.path.join(workDirectory, "pycache")
-    dicomdEnv = pythonEnvironment(checkout)
-    dicomdEnv["PYTHONPYCACHEPREFIX"] = cacheDirectory
-    dicomdEnv.pop("PYTHONDONTWRITEBYTECODE", None)
-    return [
-        Client("DCMTK storescu", [DCMTK + "/storescu"], dcmtkEnvironment(), workDirectory),
-        Client("dicomd storescu", [sys.executable, "-m", "dicomd", "storescu"], dicomdEnv, workDirectory),
-    ]
+    env = pythonEnvironment(checkout)
+    env["PYTHONPYCACHEPREFIX"] = os.path.join(workDirectory, "pycache")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def directorySize(paths) -> int:
@@ -215,42 +312,69 @@ def dcmtkVersion() -> str:
     return "DCMTK (unknown version)"
 
 
-def printTable(results, repeats: int) -> None:
-    import twisted
-
+def printTable(title: str, results, repeats: int) -> None:
+    """
+    @param results: C{(corpus, size, mode, dcmtk, dicomd)}, the last two
+        each C{(label, Run)}: the median runs.
+    """
     print()
-    print("dicomd storescu vs DCMTK storescu -> DCMTK storescp --ignore on %s, best of %d runs" % (HOST, repeats))
-    print("  %s; Python %s, Twisted %s, %s, %d CPUs" % (dcmtkVersion(), platform.python_version(), twisted.__version__, platform.machine(), os.cpu_count()))
-    print()
-    header = "%-11s %-16s %8s %9s %8s | %8s %9s %8s | %6s %8s" % (
-        "corpus", "client", "wall s", "images/s", "MB/s", "wire s", "images/s", "MB/s", "CPU s", "peak RSS"
+    print("%s, median of %d runs, alternating" % (title, repeats))
+    header = "%-10s %-6s | %-33s | %-33s | %6s %6s | %7s %7s | %5s %5s | %4s %4s" % (
+        "corpus", "mode", "DCMTK on the wire", "dicomd on the wire", "ratio", "e2e", "DCMTK", "dicomd", "CPU", "s", "RSS", "MB",
     )
-    print("%-28s %-28s | %-28s |" % ("", "end to end (process)", "on the wire (association)"))
     print(header)
     print("-" * len(header))
-    for corpus, size, runs in results:
-        for name, run in runs:
-            print(
-                "%-11s %-16s %8.3f %9.1f %8.1f | %8.3f %9.1f %8.1f | %6.2f %6.0f MB"
-                % (
-                    corpus.name,
-                    name,
-                    run.wall,
-                    corpus.count / run.wall,
-                    size / 1e6 / run.wall,
-                    run.wire,
-                    corpus.count / run.wire,
-                    size / 1e6 / run.wire,
-                    run.cpu,
-                    run.maxRSS / 1e6,
-                )
-            )
-        (_, dcmtk), (_, dicomd) = runs
+    for corpus, size, mode, (_, dcmtk), (_, dicomd) in results:
         print(
-            "%-11s %-16s %8s %9s %8.2f | %8s %9s %8.2f |"
-            % (corpus.name, "ratio dicomd/DCMTK", "", "", dcmtk.wall / dicomd.wall, "", "", dcmtk.wire / dicomd.wire)
+            "%-10s %-6s | %6.3f s %8.0f img/s %5.0f MB/s | %6.3f s %8.0f img/s %5.0f MB/s | %5.2fx %5.2fx | %6.3fs %6.3fs | %5.2f %5.2f | %4.0f %4.0f"
+            % (
+                corpus.name,
+                mode,
+                dcmtk.wire,
+                corpus.count / dcmtk.wire,
+                size / 1e6 / dcmtk.wire,
+                dicomd.wire,
+                corpus.count / dicomd.wire,
+                size / 1e6 / dicomd.wire,
+                dcmtk.wire / dicomd.wire,
+                dcmtk.wall / dicomd.wall,
+                dcmtk.wall,
+                dicomd.wall,
+                dcmtk.cpu,
+                dicomd.cpu,
+                dcmtk.maxRSS / 1e6,
+                dicomd.maxRSS / 1e6,
+            )
         )
-        print()
+    print("(ratio: DCMTK's wire time / dicomd's, above 1 dicomd is faster; e2e: the same for the process's wall time,"
+          " whose times follow; CPU s and peak RSS MB of the clients, DCMTK first)")
+
+
+def compare(pairs, corpora, modes, options, statsPath):
+    """
+    Send every corpus in every mode with both C{(client, receiver
+    factory)} pairs, alternating, C{options.repeats} times.
+
+    @return: the rows of L{printTable}.
+    """
+    results = []
+    for mode in modes:
+        receivers = [makeReceiver(mode) for _, makeReceiver in pairs]
+        try:
+            for corpus in corpora:
+                size = directorySize(corpus.paths(options.corpus))
+                runs = [[], []]
+                for attempt in range(options.repeats):
+                    for index, ((client, _), receiver) in enumerate(zip(pairs, receivers)):
+                        sys.stderr.write("%s, %s: %s -> %s, run %d...\n" % (corpus.name, mode, client.name, receiver.name, attempt + 1))
+                        runs[index].append(client.send(receiver, corpus.directory(options.corpus), corpus.count, statsPath))
+                results.append(
+                    (corpus, size, mode) + tuple((client.name, Run.median(clientRuns)) for (client, _), clientRuns in zip(pairs, runs))
+                )
+        finally:
+            for receiver in receivers:
+                receiver.stop()
+    return results
 
 
 def main(argv=None) -> int:
@@ -260,8 +384,11 @@ def main(argv=None) -> int:
         default=os.path.join(tempfile.gettempdir(), "dicomd-bench-corpus"),
         help="where the corpus is (made if missing; default: %(default)s)",
     )
-    parser.add_argument("--repeats", type=int, default=3, help="runs per client and corpus; the best counts (default: 3)")
+    parser.add_argument("--work", default=tempfile.gettempdir(), help="where the disk receivers write (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per client, corpus and mode; the median counts (default: 5)")
     parser.add_argument("--only", nargs="+", choices=[corpus.name for corpus in CORPORA], help="corpora to send (default: all)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="receiver modes (default: all)")
+    parser.add_argument("--skip-async", action="store_true", help="leave out the comparison with a window")
     parser.add_argument(
         "--dicomd",
         default=REPO_ROOT,
@@ -269,6 +396,8 @@ def main(argv=None) -> int:
     )
     options = parser.parse_args(argv)
     options.corpus = os.path.abspath(options.corpus)
+    if options.repeats < 1:
+        parser.error("--repeats must be at least 1")
     for tool in ("storescp", "storescu"):
         if not os.access(os.path.join(DCMTK, tool), os.X_OK):
             sys.stderr.write("DCMTK's %s is missing from %s: apt-get install dcmtk\n" % (tool, DCMTK))
@@ -277,28 +406,57 @@ def main(argv=None) -> int:
         sys.stderr.write("GNU time is missing from %s: apt-get install time\n" % (TIME,))
         return 2
     corpora = [corpus for corpus in ensureCorpus(options.corpus, log=sys.stderr.write) if not options.only or corpus.name in options.only]
-    workDirectory = tempfile.mkdtemp(prefix="dicomd-bench-send-")
-    storescp = Storescp(workDirectory)
+    workDirectory = tempfile.mkdtemp(prefix="dicomd-bench-send-", dir=os.path.abspath(options.work))
+    checkout = os.path.abspath(options.dicomd)
+    env = dicomdEnvironment(checkout, workDirectory)
+    dcmtk = Client("DCMTK storescu", [DCMTK + "/storescu"], dcmtkEnvironment(), workDirectory)
+    dicomd = Client("dicomd storescu", [sys.executable, "-m", "dicomd", "storescu"], env, workDirectory)
+    windowed = Client("dicomd storescu --async-ops %d" % (WINDOW,), dicomd.argv + ["--async-ops", str(WINDOW)], env, workDirectory)
+    statsPath = os.path.join(workDirectory, "time")
     try:
-        senders = clients(os.path.abspath(options.dicomd), workDirectory)
-        statsPath = os.path.join(workDirectory, "time")
-        senders[1].send(storescp, corpora[0].directory(options.corpus), corpora[0].count, statsPath)
-        results = []
-        for corpus in corpora:
-            runs = {client.name: [] for client in senders}
-            for attempt in range(options.repeats):
-                for client in senders:
-                    sys.stderr.write("%s: %s, run %d...\n" % (corpus.name, client.name, attempt + 1))
-                    runs[client.name].append(client.send(storescp, corpus.directory(options.corpus), corpus.count, statsPath))
-            size = directorySize(corpus.paths(options.corpus))
-            results.append((corpus, size, [(client.name, Run.best(runs[client.name])) for client in senders]))
-        printTable(results, options.repeats)
+        warm = DCMTKStorescp(workDirectory, "ignore")
+        try:
+            dicomd.send(warm, corpora[0].directory(options.corpus), corpora[0].count, statsPath)
+        finally:
+            warm.stop()
+        same = compare(
+            [(dcmtk, lambda mode: DCMTKStorescp(workDirectory, mode)), (dicomd, lambda mode: DCMTKStorescp(workDirectory, mode))],
+            corpora,
+            options.modes,
+            options,
+            statsPath,
+        )
+        pipelined = []
+        if not options.skip_async:
+            pipelined = compare(
+                [
+                    (dcmtk, lambda mode: DCMTKStorescp(workDirectory, mode)),
+                    (windowed, lambda mode: DicomdStorescp(workDirectory, mode, checkout, env)),
+                ],
+                corpora,
+                options.modes,
+                options,
+                statsPath,
+            )
     except BenchmarkError as e:
         sys.stderr.write("benchmark failed: %s\n" % (e,))
         return 1
     finally:
-        storescp.stop()
         shutil.rmtree(workDirectory, ignore_errors=True)
+    import twisted
+
+    print()
+    print(
+        "%s; %s, Python %s, Twisted %s, %s, %d CPUs, load average %.1f"
+        % (dcmtkVersion(), platform.node(), platform.python_version(), twisted.__version__, platform.machine(), os.cpu_count(), os.getloadavg()[0])
+    )
+    printTable("1. dicomd storescu vs DCMTK storescu, both -> DCMTK storescp", same, options.repeats)
+    if pipelined:
+        printTable(
+            "2. dicomd storescu --async-ops %d -> dicomd storescp vs DCMTK storescu -> DCMTK storescp" % (WINDOW,),
+            pipelined,
+            options.repeats,
+        )
     return 0
 
 

@@ -10,6 +10,9 @@ the same run (C{--servers}):
   - C{dicomd}: C{dicomd storescp} from this checkout, with its defaults;
   - C{daemon}: C{twistd -n dicomd} from this checkout, which also
     indexes every object (SQLite) and tracks the end of each study;
+    C{daemon-workers}: the same with C{--workers} one per CPU (worker
+    processes serving the associations, L{dicomd.workers});
+    C{dicomd-fork}: C{dicomd storescp --fork}, likewise;
   - C{dcmtk}: DCMTK's C{/usr/bin/storescp} with its defaults ("default
     mode": not bit-preserving, so it builds each data set in memory,
     then writes it); C{dcmtk-bp}: the same with C{+B} (bit preserving,
@@ -64,6 +67,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -87,12 +91,18 @@ ORTHANC = "/usr/sbin/Orthanc"
 NAMES = {
     "dicomd": "dicomd storescp",
     "daemon": "twistd dicomd",
+    "daemon-workers": "twistd dicomd --workers %d" % (os.cpu_count() or 1,),
+    "dicomd-fork": "dicomd storescp --fork",
     "dcmtk": "DCMTK storescp",
     "dcmtk-bp": "storescp +B",
     "dcmtk-fork": "storescp --fork",
     "orthanc": "Orthanc",
     "pynetdicom": "pynetdicom storescp",
 }
+
+
+#: What the log of dicomd with worker processes shows once they all serve.
+WORKERS_READY = (r"worker \d+: AcceptorFactory starting on", os.cpu_count() or 1)
 
 
 def countStored(directory: str) -> int:
@@ -132,16 +142,29 @@ class Receiver:
     @ivar name: its name in the tables.
     @ivar argv: C{(output, port, scratch) -> argv}: store into C{output},
         listen on C{port}, keep anything else in C{scratch}.
+    @ivar ready: how many lines its log has once it serves, beyond
+        accepting connections (worker processes adopt the port the
+        coordinator listens on): C{(pattern, count)}, or C{None}.
     """
 
     key: str
     name: str
     argv: Callable
     env: dict
+    ready: Optional[tuple] = None
 
     def start(self, output: str, scratch: str, logPath: str) -> ServerProcess:
         port = freePort()
-        return ServerProcess(self.name, self.argv(output, port, scratch), self.env, scratch, port, logPath)
+        running = ServerProcess(self.name, self.argv(output, port, scratch), self.env, scratch, port, logPath)
+        if self.ready is not None:
+            pattern, count = self.ready
+            deadline = time.monotonic() + 30
+            while len(re.findall(pattern, running.logText(tail=1 << 20))) < count:
+                if time.monotonic() > deadline or running.process.poll() is not None:
+                    running.stop()
+                    raise BenchmarkError("%s did not start its workers:\n%s" % (self.name, running.logText()))
+                time.sleep(0.05)
+        return running
 
 
 def orthancArgv(output: str, port: int, scratch: str) -> List[str]:
@@ -188,6 +211,23 @@ def receivers(options) -> List[Receiver]:
                 "--state-directory", os.path.join(scratch, "state"),
             ],
             pythonEnvironment(),
+        ),
+        Receiver(
+            "daemon-workers",
+            NAMES["daemon-workers"],
+            lambda output, port, scratch: [
+                twistd, "-n", "--pidfile=", "dicomd", "-o", output, "--listen", "tcp:%d:interface=%s" % (port, HOST),
+                "--state-directory", os.path.join(scratch, "state"), "--workers", str(os.cpu_count() or 1),
+            ],
+            pythonEnvironment(),
+            WORKERS_READY,
+        ),
+        Receiver(
+            "dicomd-fork",
+            NAMES["dicomd-fork"],
+            lambda output, port, scratch: [python, "-m", "dicomd", "storescp", "-v", "--fork"] + dicomdOptions + ["-od", output, str(port)],
+            pythonEnvironment(),
+            WORKERS_READY,
         ),
         Receiver("dcmtk", NAMES["dcmtk"], lambda output, port, scratch: [storescp, "-od", output, str(port)], dcmtkEnvironment()),
         Receiver("dcmtk-bp", NAMES["dcmtk-bp"], lambda output, port, scratch: [storescp, "+B", "-od", output, str(port)], dcmtkEnvironment()),

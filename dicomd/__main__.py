@@ -17,7 +17,7 @@ page) is C{twistd dicomd}.
 import gc
 import sys
 
-from twisted.internet import task
+from twisted.internet import defer, task
 
 from dicomd.cli import logs
 from dicomd.cli.options import CannotStart, UsageError, versions
@@ -70,6 +70,8 @@ def main(argv=None) -> None:
         sys.exit(0)
     try:
         values = commandLine.parse(argv[1:])
+        # What a worker process is built from (dicomd.workerprocess).
+        values["arguments"] = argv[1:]
         if not (values.get("help") or values.get("version")):
             getattr(module, "validate", lambda values: None)(values)
     except UsageError as e:
@@ -87,7 +89,7 @@ def main(argv=None) -> None:
         sys.exit(0)
     logs.startLogging(logs.levelFromOptions(values))
     try:
-        task.react(lambda reactor: module.run(reactor, values).addCallback(_exit))
+        task.react(whenRunning(module.run, values))
     finally:
         # At exit the interpreter's garbage collections walk every object
         # of the 400-odd modules imported: 80 to 120 ms, a fifth of a short
@@ -96,6 +98,25 @@ def main(argv=None) -> None:
         # collections: what reference counting frees is still freed as the
         # modules are torn down; what only cycles hold goes with the process.
         gc.freeze()
+
+
+def whenRunning(run, values):
+    """
+    The C{main} for C{task.react} that calls a command's C{run} once the
+    reactor runs.
+
+    C{task.react} calls its C{main} before it runs the reactor, and only
+    running it installs the handlers of SIGTERM and SIGINT: a server that
+    says it listens from C{main} would, until then, die of a SIGTERM
+    without its ordered stop.
+    """
+
+    def main(reactor):
+        done = defer.Deferred()
+        reactor.callWhenRunning(lambda: defer.maybeDeferred(run, reactor, values).addCallback(_exit).chainDeferred(done))
+        return done
+
+    return main
 
 
 def _exit(status: int) -> None:

@@ -86,6 +86,9 @@ class Limits:
         connections cannot keep associations out.
     @ivar shutdownGrace: seconds running associations get to finish when
         the daemon stops, before they are aborted.
+    @ivar maxAsyncOps: the most requests a peer may send before their
+        responses, when it proposes an Asynchronous Operations Window
+        (PS3.7 D.3.3.3); 1 grants none.
     @ivar connectTimeout: seconds a C-MOVE sub-association waits for its
         TCP connection (dcmqrscp's C{--timeout}), or C{None} for Twisted's
         default.
@@ -95,6 +98,7 @@ class Limits:
     maxAssociationsPerHost: int = 64
     maxPendingConnections: int = 256
     maxPDU: int = 131072
+    maxAsyncOps: int = 16
     acseTimeout: float = 30.0
     dimseTimeout: Optional[float] = None
     idleTimeout: Optional[float] = 60.0
@@ -510,6 +514,7 @@ class _Reader:
                 "max-associations-per-host",
                 "max-pending-connections",
                 "max-pdu",
+                "max-async-ops",
                 "acse-timeout",
                 "dimse-timeout",
                 "idle-timeout",
@@ -519,11 +524,15 @@ class _Reader:
         maxPDU = self._get(table, key, "max-pdu", int, defaults.maxPDU)
         if maxPDU != 0 and not 4096 <= maxPDU <= 131072:
             raise self.error("limits.max-pdu", "must be 0 (no limit) or 4096..131072, not %d" % (maxPDU,))
+        maxAsyncOps = self._get(table, key, "max-async-ops", int, defaults.maxAsyncOps)
+        if not 1 <= maxAsyncOps <= 0xFFFF:
+            raise self.error("limits.max-async-ops", "must be 1 (no window) to 65535, not %d" % (maxAsyncOps,))
         return Limits(
             maxAssociations=self._positive(table, key, "max-associations", int, defaults.maxAssociations),
             maxAssociationsPerHost=self._positive(table, key, "max-associations-per-host", int, defaults.maxAssociationsPerHost),
             maxPendingConnections=self._positive(table, key, "max-pending-connections", int, defaults.maxPendingConnections),
             maxPDU=maxPDU,
+            maxAsyncOps=maxAsyncOps,
             acseTimeout=self._positive(table, key, "acse-timeout", float, defaults.acseTimeout),
             dimseTimeout=self._positive(table, key, "dimse-timeout", float, defaults.dimseTimeout, zeroMeans=None),
             idleTimeout=self._positive(table, key, "idle-timeout", float, defaults.idleTimeout, zeroMeans=None),

@@ -56,6 +56,7 @@ from dicomd.status import Statistics, StatusResource
 from dicomd.storage.receiver import AreaService, buildReceiver
 from dicomd.storage.state import defaultStateDirectory
 from dicomd.ul.pdu import CONTEXT_RESULT_TITLES
+from dicomd.workers import COORDINATOR_FD, AdoptedPort, CoordinatorLink, SharedPort, WorkerPool, sharable
 
 
 #: Seconds a stopping daemon waits for an index that cannot record what
@@ -143,6 +144,7 @@ class StorageService(service.MultiService):
         quota=None,
         forwarding=None,
         router=None,
+        coordinator=None,
         reactor=None,
     ):
         """
@@ -154,6 +156,10 @@ class StorageService(service.MultiService):
         @param forwarding: the L{Forwarding} told when a study ends, or
             C{None}.
         @param router: the L{Router} that queues what it stores, or C{None}.
+        @param coordinator: in a worker process, the
+            L{dicomd.workers.CoordinatorLink} that what it stores is
+            reported to: the coordinator's own L{StorageService} of the area
+            indexes it, tracks its study and runs its actions.
         """
         service.MultiService.__init__(self)
         self.key = storageKey(config, quota)
@@ -162,10 +168,22 @@ class StorageService(service.MultiService):
             from twisted.internet import reactor
         self._reactor = reactor
         self.writer = None
+        storage = replace(config.storage, stateDirectory=stateDirectory)
+        if coordinator is not None:
+            # The coordinator prepares the area and acts on what is stored:
+            # what it neither indexes nor tracks nor runs a command for
+            # (storescp --fork's defaults) it need not hear of.
+            told = archive is not None or storage.tracksStudies or bool(storage.execOnReception)
+            self.receiver = buildReceiver(
+                storage,
+                index=coordinator.indexFor(self.area) if archive is not None else None,
+                observers=[coordinator.storedIn(self.area)] if told else [],
+                reactor=reactor,
+            )
+            return
         if archive is not None:
             indexed = IndexedArea(archive.index, titles, config.storage.outputDirectory, quota, router=router)
             self.writer = IndexWriter(indexed, reactor.getThreadPool().callInThread)
-        storage = replace(config.storage, stateDirectory=stateDirectory)
         self.receiver = buildReceiver(storage, index=self.writer, reactor=reactor)
         if forwarding is not None:
             self.receiver.actions.studyObservers.append(lambda episode: forwarding.studyEnded(self.area, episode.studyInstanceUID))
@@ -279,6 +297,7 @@ class EntityService(service.MultiService):
             options,
             storage=receiver.scp if receiver is not None else None,
             maximumLength=limits.maxPDU,
+            maximumAsynchronousOperations=limits.maxAsyncOps,
             callingAETitles=config.callingAETitles,
             peers=peers,
             shutdown=shutdown if config.allowShutdown else None,
@@ -327,11 +346,28 @@ class DicomdService(service.MultiService):
         when the daemon is built (before twistd drops privileges, so that
         a daemon started by root keeps them in C{/var/lib/dicomd}), and
         kept until it stops.
+    @ivar workers: the coordinator's L{dicomd.workers.WorkerPool}, or
+        C{None} when this process serves associations itself.
+    @ivar coordinator: a worker's L{dicomd.workers.CoordinatorLink}, or
+        C{None} when this process is not a worker.
     """
 
     log = Logger()
 
-    def __init__(self, config: DaemonConfig, *, overrides: Callable[[DaemonConfig], DaemonConfig] = lambda c: c, reactor=None):
+    def __init__(
+        self,
+        config: DaemonConfig,
+        *,
+        overrides: Callable[[DaemonConfig], DaemonConfig] = lambda c: c,
+        workers: Optional[WorkerPool] = None,
+        coordinator: Optional[CoordinatorLink] = None,
+        reactor=None,
+    ):
+        """
+        @param workers: serve associations in these worker processes
+            (this process becomes their coordinator).
+        @param coordinator: this process is a worker of that coordinator.
+        """
         service.MultiService.__init__(self)
         if reactor is None:
             from twisted.internet import reactor
@@ -339,6 +375,12 @@ class DicomdService(service.MultiService):
         self.overrides = overrides
         self.config = config = overrides(config)
         self.statistics = Statistics()
+        self.workers = workers
+        self.coordinator = coordinator
+        if workers is not None:
+            for where in config.listen:
+                if not sharable(where):
+                    raise StartupError("cannot share %s with worker processes: they take tcp: and tcp6: endpoints" % (where,))
         self._shutdownWaiters: List[defer.Deferred] = []
         self.stateDirectory = config.stateDirectory or defaultStateDirectory()
         self.archive = None
@@ -349,9 +391,10 @@ class DicomdService(service.MultiService):
         if config.index:
             database = config.database or "%s/%s" % (config.entities[0].storage.outputDirectory, INDEX_FILE)
             areas = [(entity.title, entity.storage.outputDirectory) for entity in config.entities]
-            self.archive = Archive(database, areas=areas, node=self.node, reactor=reactor)
+            self.archive = Archive(database, areas=areas, node=self.node, reactor=reactor, reader=coordinator is not None)
             self.archive.index.mode = config.fileMode
             self.archive.setServiceParent(self)
+        if config.index and coordinator is None:
             self.forwarding = Forwarding(
                 self.archive.index, self._peers(config), node=self.node, reactor=reactor, **self._forwardingSettings(config)
             )
@@ -366,21 +409,25 @@ class DicomdService(service.MultiService):
             maximumAssociations=limits.maxAssociations,
             maximumAssociationsPerHost=limits.maxAssociationsPerHost,
             maximumPendingConnections=limits.maxPendingConnections,
-            statistics=self.statistics,
+            statistics=self.statistics if coordinator is None else coordinator.statistics(),
             artimTimeout=limits.acseTimeout,
             idleTimeout=limits.idleTimeout,
             dimseTimeout=limits.dimseTimeout,
         )
         self._setEntities(config)
-        self.listening = [self._listeningService(where) for where in config.listen]
+        self.listening = [self._listeningService(where, number) for number, where in enumerate(config.listen)]
         #: Each listening service (the status page's too) -> its endpoint string.
         self._endpoints = dict(zip(self.listening, config.listen))
         for listener in self.listening:
             listener.setServiceParent(self)
-        if config.status:
+        if workers is not None:
+            workers.daemon = self
+            workers.ports = self.listening
+            workers.setServiceParent(self)
+        if config.status and coordinator is None:
             page = StatusResource(
                 self.statistics,
-                [self.factory],
+                [self.factory if workers is None else workers],
                 self.pendingStudies,
                 reactor,
                 titles=lambda: list(self.entityServices),
@@ -391,11 +438,17 @@ class DicomdService(service.MultiService):
             self._endpoints[statusPage] = config.status
             statusPage.setServiceParent(self)
 
-    def _listeningService(self, where) -> service.Service:
+    def _listeningService(self, where, number: int) -> service.Service:
         """
         The service listening on an endpoint string, or on a
-        L{PortConfig}'s port (with TLS when it has a context factory).
+        L{PortConfig}'s port (with TLS when it has a context factory):
+        in a coordinator, one that binds for its workers; in a worker, the
+        socket its coordinator passed for the C{number}th endpoint.
         """
+        if self.workers is not None:
+            return SharedPort(where, self.factory, self.reactor)
+        if self.coordinator is not None:
+            return AdoptedPort(COORDINATOR_FD + 1 + number, where, self.factory, self.reactor)
         if not isinstance(where, PortConfig):
             return strports.service(where, self.factory)
         if where.tls is None:
@@ -520,7 +573,7 @@ class DicomdService(service.MultiService):
         """
         writers = [entity for entity in config.entities if entity.writable]
         quotas = sharedQuotas((entity.title, entity.storage.outputDirectory, entity.quota) for entity in writers)
-        current = {storage.area: storage for storage in self._storagesInForce()}
+        current = {storage.area: storage for storage in self.storagesInForce()}
         storages: Dict[str, StorageService] = {}
         firstOf: Dict[str, EntityConfig] = {}
         fresh, successions = [], []
@@ -547,6 +600,7 @@ class DicomdService(service.MultiService):
                 quota=quotas[area],
                 forwarding=self.forwarding,
                 router=self.router,
+                coordinator=self.coordinator,
                 reactor=self.reactor,
             )
             fresh.append(storages[area])
@@ -554,7 +608,10 @@ class DicomdService(service.MultiService):
                 successions.append((storages[area], former))
         return storages, fresh, successions
 
-    def _storagesInForce(self) -> List[StorageService]:
+    def storagesInForce(self) -> List[StorageService]:
+        """
+        The L{StorageService}s of the AEs in force.
+        """
         return [entityService.storage for entityService in self.entityServices.values() if entityService.storage is not None]
 
     def _retire(self, entityService: EntityService) -> None:
@@ -652,6 +709,8 @@ class DicomdService(service.MultiService):
             self.forwarding.configure(self._peers(config), **self._forwardingSettings(config))
         self.config = config
         self.log.info("SIGHUP: reloaded {path}", path=path)
+        if self.workers is not None:
+            self.workers.reload()
         return True
 
     def _checkWritable(self, config: DaemonConfig) -> None:
@@ -734,6 +793,8 @@ class DicomdService(service.MultiService):
         """
         service.Service.stopService(self)
         yield defer.gatherResults([defer.maybeDeferred(listener.stopService) for listener in self.listening])
+        if self.workers is not None:
+            yield self.workers.stopService()
         yield self._drain(self.config.limits.shutdownGrace)
         others = [child for child in self if child not in self.listening and child is not self.archive and child.running]
         yield defer.gatherResults([defer.maybeDeferred(child.stopService) for child in others])

@@ -253,6 +253,7 @@ def queryRetrieveEntity(
     *,
     storage=None,
     maximumLength: int = 16384,
+    maximumAsynchronousOperations: int = 1,
     callingAETitles=None,
     peers=None,
     shutdown=None,
@@ -270,6 +271,8 @@ def queryRetrieveEntity(
         area, when it is writable (shared by the AEs storing into it).
     @param peers: see L{ArchiveEntity.peers}.
     @param shutdown: see L{ArchiveEntity.shutdown}.
+    @param maximumAsynchronousOperations: the Asynchronous Operations
+        Window granted at most (L{ApplicationEntity}).
     """
     services = {CEchoRQ.commandField: VerificationSCP()}
     if options.writable and storage is not None:
@@ -303,5 +306,6 @@ def queryRetrieveEntity(
         requireImplementationClassUID=requireImplementationClassUID,
         refuseAll=refuseAll,
         maximumLength=maximumLength,
+        maximumAsynchronousOperations=maximumAsynchronousOperations,
     )
 

@@ -51,11 +51,17 @@ class Statistics:
         """
         An association accepted by AE C{title} is over; add its operations.
         """
+        self.count(title, outcome, [(o, r, n) for o, outcomes in association.counters.items() for r, n in outcomes.items()])
+
+    def count(self, title: str, outcome, counters) -> None:
+        """
+        Add an ended association's C{(operation, result, count)} counters
+        (a worker process's, L{dicomd.workers}, or one of ours).
+        """
         ending = "released" if outcome and outcome.startswith("released") else "aborted"
         self.associations[title][ending] += 1
-        for operation, outcomes in association.counters.items():
-            for result, count in outcomes.items():
-                self.operations[title][operation][result] += count
+        for operation, result, count in counters:
+            self.operations[title][operation][result] += count
 
 
 def _label(value: str) -> str:

@@ -38,6 +38,7 @@ from dicomd.daemon import DicomdService
 from dicomd.startup import StartupError
 from dicomd.storage import naming, recode
 from dicomd.storage.receiver import SORT_PATIENT_NAME, SORT_STUDY_UID, SORT_TIMESTAMP
+from dicomd.workers import WorkerPool
 
 #: storescp's long options for the preferred network transfer syntaxes, and
 #: the key each stands for in L{ACCEPTOR_PREFERENCES}.
@@ -116,6 +117,7 @@ class DaemonOptions(usage.Options):
         ["status", None, None, "Serve the status page (JSON at /, Prometheus at /metrics) on this endpoint."],
         ["aetitle", "a", None, "Our AE title (default: DICOMD)."],
         ["max-pdu", None, None, "Maximum P-DATA-TF length we receive (4096..131072, or 0 for no limit; default 131072, the most DCMTK sends).", int],
+        ["max-async-ops", None, None, "Requests a peer proposing an asynchronous operations window may send before their responses (1..65535; default 16).", int],
         ["max-associations", None, None, "Simultaneous associations before new ones are rejected (default: 128).", _positive("max-associations")],
         ["max-associations-per-host", None, None, "Simultaneous associations from one host (default: 64).", _positive("max-associations-per-host")],
         ["max-pending-connections", None, None, "Connections waiting for their A-ASSOCIATE-RQ before the oldest is closed (default: 256).", _positive("max-pending-connections")],
@@ -136,6 +138,7 @@ class DaemonOptions(usage.Options):
         ["padding-create", None, None, "FILE,ITEM: align the file on FILE bytes and items on ITEM bytes (+p)."],
         ["compression-level", None, None, "zlib level 0..9 with --write-xfer-deflated (+cl; default: 6).", int],
         ["log-level", None, None, "fatal, error, warn, info (default) or debug, with --logger=dicomd.observers.text or .json."],
+        ["workers", None, 1, "Serve associations in this many worker processes (1: in the daemon's own process).", _positive("workers")],
     ]
 
     optFlags = (
@@ -212,6 +215,9 @@ class DaemonOptions(usage.Options):
         maxPDU = self["max-pdu"]
         if maxPDU is not None and maxPDU != 0 and not 4096 <= maxPDU <= 131072:
             raise usage.UsageError("--max-pdu must be 0 or between 4096 and 131072, not %d" % (maxPDU,))
+        maxAsyncOps = self["max-async-ops"]
+        if maxAsyncOps is not None and not 1 <= maxAsyncOps <= 0xFFFF:
+            raise usage.UsageError("--max-async-ops must be between 1 and 65535, not %d" % (maxAsyncOps,))
         if self.given("idle-timeout") and self["idle-timeout"] < 0:
             raise usage.UsageError("--idle-timeout must not be negative")
         if self.given("shutdown-grace") and self["shutdown-grace"] < 0:
@@ -299,6 +305,7 @@ class DaemonOptions(usage.Options):
         limits = config.limits
         for option, name in [
             ("max-pdu", "maxPDU"),
+            ("max-async-ops", "maxAsyncOps"),
             ("max-associations", "maxAssociations"),
             ("max-associations-per-host", "maxAssociationsPerHost"),
             ("max-pending-connections", "maxPendingConnections"),
@@ -405,6 +412,8 @@ class Options(DaemonOptions):
     """
 
     def parseOptions(self, options=None):
+        #: What a worker process is built from (L{dicomd.workerprocess}).
+        self.arguments = list(sys.argv[1:] if options is None else options)
         try:
             DaemonOptions.parseOptions(self, options)
         except ConfigFileError as e:
@@ -472,8 +481,11 @@ def makeService(options) -> TwistdService:
     Build the daemon from the configuration file (or the embedded
     defaults) with the command line's overrides.
     """
+    workers = None
+    if options["workers"] > 1:
+        workers = WorkerPool(options["workers"], ["twistd"] + options.arguments)
     try:
-        daemon = DicomdService(options["base"], overrides=options.overrides)
+        daemon = DicomdService(options["base"], overrides=options.overrides, workers=workers)
     except StartupError as e:
         # Before twistd runs anything: one line, as for a configuration error.
         raise SystemExit("twistd dicomd: %s" % (e,))

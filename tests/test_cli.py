@@ -11,9 +11,11 @@ import os
 import pydicom
 from twisted import version as twistedVersion
 from twisted.internet import defer
+from twisted.internet.testing import MemoryReactor
 from twisted.trial import unittest
 
 from dicomd import __version__
+from dicomd.__main__ import whenRunning
 from tests.support import REPO_ROOT, TWISTD, dicomdArgv, makeDirectory, pythonEnvironment, runCommand, startPeer
 
 #: The front doors, as C{dicomd --help} lists them.
@@ -193,3 +195,42 @@ class ExampleConfigTests(unittest.TestCase):
         )
         yield daemon.waitForOutput(r"AE DICOMD stores under %s$" % (os.path.join(work, "dicomd-data").replace(".", r"\."),))
         self.assertEqual(os.listdir(home), ["dicomd.toml"])
+
+
+class WhenRunningTests(unittest.SynchronousTestCase):
+    """
+    Tests for L{dicomd.__main__.whenRunning}, how a front door is started.
+    """
+
+    def test_runsOnceTheReactorRuns(self):
+        """
+        A command's C{run} is called once the reactor runs, when its signal
+        handlers are in place, not when C{task.react} calls C{main}; its
+        exit status ends the command.
+        """
+        calls = []
+
+        def run(reactor, values):
+            calls.append((reactor.running, values))
+            return defer.succeed(3)
+
+        reactor = MemoryReactor()
+        done = whenRunning(run, {"port": 104})(reactor)
+        self.assertEqual(calls, [])
+        reactor.run()
+        self.assertEqual(calls, [(True, {"port": 104})])
+        self.assertEqual(self.failureResultOf(done, SystemExit).value.code, 3)
+
+    def test_synchronousError(self):
+        """
+        An exception C{run} raises fails the command instead of escaping
+        into the reactor.
+        """
+
+        def run(reactor, values):
+            raise RuntimeError("no")
+
+        reactor = MemoryReactor()
+        done = whenRunning(run, {})(reactor)
+        reactor.run()
+        self.failureResultOf(done, RuntimeError)

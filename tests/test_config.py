@@ -962,6 +962,8 @@ class ErrorTests(_ConfigFileMixin, unittest.TestCase):
         self.assertConfigError("[limits]\nmax-associations-per-host = -2\n", 2, "limits.max-associations-per-host", "must be greater than 0")
         self.assertConfigError("[limits]\nmax-pdu = 1024\n", 2, "limits.max-pdu", "must be 0 (no limit) or 4096..131072, not 1024")
         self.assertConfigError("[limits]\nmax-pdu = 200000\n", 2, "limits.max-pdu", "4096..131072")
+        self.assertConfigError("[limits]\nmax-async-ops = 0\n", 2, "limits.max-async-ops", "must be 1 (no window) to 65535, not 0")
+        self.assertConfigError("[limits]\nmax-async-ops = 65536\n", 2, "limits.max-async-ops", "1 (no window) to 65535")
         self.assertConfigError("[limits]\nacse-timeout = 0\n", 2, "limits.acse-timeout", "must be greater than 0")
         self.assertConfigError("[limits]\nidle-timeout = -1\n", 2, "limits.idle-timeout", "must be greater than 0")
         self.assertConfigError("[limits]\nshutdown-grace = -1\n", 2, "limits.shutdown-grace", "must not be negative")

@@ -3,8 +3,9 @@ C{dicomd storescu} against real peers, as processes on 127.0.0.1.
 
 C{python -m dicomd storescu} sends to DCMTK's C{storescp} (plain, converting
 for a receiver that takes implicit VR only, with small PDUs, directory
-trees, refused compressed objects, TLS, negotiation profiles...) and to a
-pynetdicom storage SCP; the data sets that arrive are compared with what
+trees, refused compressed objects, TLS, negotiation profiles...), to a
+pynetdicom storage SCP (refusing or granting an asynchronous operations
+window) and to Orthanc; the data sets that arrive are compared with what
 was sent, byte for byte or, when converted, element by element.  Memory is
 measured too: a 1 GB file goes with bounded memory, and a slow receiver
 slows the client's reading instead of filling its memory.  The harness is
@@ -47,6 +48,7 @@ from tests.support import (
     startDCMTKServer,
     startPythonScript,
 )
+from tests.test_forwarding import ORTHANC, startOrthanc, waitForOrthanc
 from tests.test_storage_scu import dataSetBytes, makeJPEGFile
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
@@ -56,11 +58,13 @@ DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 #: The peak RSS growth a transfer of any size may cost the client.
 MEMORY_BOUND = 64 << 20
 
-#: pynetdicom as storage SCP: C{script PORT DIRECTORY STATUS}.  Writes each
-#: received data set, as the bytes that arrived, to C{DIRECTORY/UID.raw}
-#: and its transfer syntax to C{UID.ts}; answers every C-STORE with
-#: C{STATUS} (hexadecimal); prints a line per C-STORE and per user
-#: identity request.
+#: pynetdicom as storage SCP: C{script PORT DIRECTORY STATUS [WINDOW]}.
+#: Writes each received data set, as the bytes that arrived, to
+#: C{DIRECTORY/UID.raw} and its transfer syntax to C{UID.ts}; answers every
+#: C-STORE with C{STATUS} (hexadecimal); prints a line per C-STORE, per
+#: user identity request and per proposed asynchronous operations window,
+#: which it refuses (pynetdicom's answer) or, given C{WINDOW}, grants up
+#: to that.
 PYNETDICOM_STORAGE_SCP = """
 import os, sys, threading
 from pynetdicom import AE, evt
@@ -88,11 +92,31 @@ def onUserIdentity(event):
     say("user identity type %d: %s %s" % (event.user_id_type, event.primary_field.decode(), secondary))
     return True, b"welcome"
 
+def onAsyncOps(event):
+    say("asynchronous operations window proposed: %d invoked, %d performed" % (event.nr_invoked, event.nr_performed))
+    return event.nr_invoked, event.nr_performed
+
 ae = AE(ae_title="PYNETSCP")
 ae.maximum_associations = 10
 for sopClass in (CTImageStorage, MRImageStorage):
     ae.add_supported_context(sopClass, ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"])
-handlers = [(evt.EVT_C_STORE, onStore), (evt.EVT_USER_ID, onUserIdentity)]
+handlers = [(evt.EVT_C_STORE, onStore), (evt.EVT_USER_ID, onUserIdentity), (evt.EVT_ASYNC_OPS, onAsyncOps)]
+if len(sys.argv) > 4:
+    # pynetdicom answers every proposed window with 1 (none); granting
+    # one, as ASYNC_GRANTED asks, takes replacing its answer.  Its DIMSE
+    # provider queues the requests that arrive early and serves them in
+    # order, which is all a window needs of the peer.
+    from pynetdicom import acse
+    from pynetdicom.pdu_primitives import AsynchronousOperationsWindowNegotiation
+    granted = int(sys.argv[4])
+    answer = acse.ACSE._check_async_ops
+
+    def grant(self):
+        item = answer(self)
+        item.maximum_number_operations_invoked = min(granted, self.requestor.asynchronous_operations[0] or granted)
+        return item
+
+    acse.ACSE._check_async_ops = grant
 ae.start_server(("127.0.0.1", port), block=True, evt_handlers=handlers)
 """
 
@@ -259,6 +283,19 @@ class DCMTKStorescpTests(ComparingTestCase):
         self.assertIn("5 sent (0 with warnings), 0 failed", result.stderr)
         self.assertEqual(len(re.findall(r"I: Sent .*: 0x0000 Success", result.stderr)), 5, result.describe())
         yield storescp.waitForOutput("Association Release")
+        self.assertSentUnchanged(sent, received)
+
+    @defer.inlineCallbacks
+    def test_asynchronousOperationsIgnored(self):
+        """
+        storescp leaves a proposed asynchronous operations window out of
+        its answer: the files go one at a time, and all arrive.
+        """
+        storescp, received = yield startStorescp(self)
+        sent = makeFiles(makeDirectory(self), 4)
+        result = yield storescu("-v", "--async-ops", "8", LOCALHOST, str(storescp.port), *sent)
+        self.assertSucceeded(result, storescp)
+        self.assertIn("Asynchronous operations window: none granted, one C-STORE at a time", result.stderr)
         self.assertSentUnchanged(sent, received)
 
     @defer.inlineCallbacks
@@ -702,9 +739,9 @@ class PynetdicomTests(ComparingTestCase):
     """
 
     @defer.inlineCallbacks
-    def startSCP(self, status="0000"):
+    def startSCP(self, status="0000", *window):
         self.received = makeDirectory(self)
-        scp = yield startPythonScript(self, PYNETDICOM_STORAGE_SCP, self.received, status, name="pynetdicom SCP")
+        scp = yield startPythonScript(self, PYNETDICOM_STORAGE_SCP, self.received, status, *window, name="pynetdicom SCP")
         return scp
 
     def assertArrivedUnchanged(self, sent):
@@ -765,6 +802,35 @@ class PynetdicomTests(ComparingTestCase):
         self.assertEqual(len(set(re.findall(r"on association (\d+)", scp.output))), 2, scp.describe())
 
     @defer.inlineCallbacks
+    def test_asynchronousOperationsGranted(self):
+        """
+        C{--async-ops 8} proposes a window of 8; a peer granting 4 gets
+        up to 4 C-STOREs at once, and every file arrives unchanged.
+        """
+        scp = yield self.startSCP("0000", "4")
+        sent = makeFiles(makeDirectory(self), 12)
+        result = yield storescu("-v", "--async-ops", "8", LOCALHOST, str(scp.port), *sent)
+        self.assertSucceeded(result, scp)
+        self.assertIn("window proposed: 8 invoked, 1 performed", scp.output)
+        self.assertIn("Asynchronous operations window: 4 C-STOREs", result.stderr)
+        self.assertIn("12 sent (0 with warnings), 0 failed", result.stderr)
+        self.assertArrivedUnchanged(sent)
+
+    @defer.inlineCallbacks
+    def test_asynchronousOperationsRefused(self):
+        """
+        A peer that answers the proposed window with 1 (pynetdicom's
+        answer) gets one C-STORE at a time, and every file.
+        """
+        scp = yield self.startSCP()
+        sent = makeFiles(makeDirectory(self), 4)
+        result = yield storescu("-v", "--async-ops", "8", LOCALHOST, str(scp.port), *sent)
+        self.assertSucceeded(result, scp)
+        self.assertIn("window proposed: 8 invoked, 1 performed", scp.output)
+        self.assertIn("Asynchronous operations window: none granted, one C-STORE at a time", result.stderr)
+        self.assertArrivedUnchanged(sent)
+
+    @defer.inlineCallbacks
     def test_userIdentity(self):
         """
         C{-usr}/C{-pwd} reach the peer; C{-kt} with C{-rsp} gets the
@@ -792,6 +858,32 @@ class PynetdicomTests(ComparingTestCase):
         result = yield storescu("-usr", "alice", "-rsp", LOCALHOST, str(scp.port), *makeFiles(makeDirectory(self), 1))
         self.assertEqual(result.exitCode, 1, result.describe())
         self.assertIn("User Identity Negotiation failed: positive response requested but none received", result.stderr)
+
+
+class OrthancTests(ComparingTestCase):
+    """
+    C{dicomd storescu} sends to Orthanc.
+    """
+
+    timeout = 240
+
+    def setUp(self):
+        if not os.access(ORTHANC, os.X_OK):
+            raise unittest.SkipTest("Orthanc is not installed")
+
+    @defer.inlineCallbacks
+    def test_asynchronousOperationsIgnored(self):
+        """
+        Orthanc leaves a proposed asynchronous operations window out of
+        its answer: the files go one at a time, and Orthanc holds them
+        all.
+        """
+        orthanc = yield startOrthanc(self)
+        sent = makeFiles(makeDirectory(self), 5)
+        result = yield storescu("-v", "-aec", "ORTHANC", "--async-ops", "8", LOCALHOST, str(orthanc.port), *sent)
+        self.assertSucceeded(result, orthanc)
+        self.assertIn("Asynchronous operations window: none granted, one C-STORE at a time", result.stderr)
+        yield waitForOrthanc(orthanc, sent)
 
 
 class _Relay(protocol.Protocol):

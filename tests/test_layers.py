@@ -54,7 +54,7 @@ ABOVE_ARCHIVE = (
 )
 
 #: The front doors, which nothing else imports.
-FRONT_DOORS = ("twisted/plugins/", "dicomd/__main__.py", "dicomd/cli/", "dicomd/tap.py")
+FRONT_DOORS = ("twisted/plugins/", "dicomd/__main__.py", "dicomd/cli/", "dicomd/tap.py", "dicomd/workerprocess.py")
 
 
 class Import(NamedTuple):

@@ -1185,9 +1185,9 @@ class MovescuTests(ArchiveTestCase):
         still ends with its final response: the instances not sent are
         listed as failed.
         """
-        from dicomd.services import retrieve
+        from dicomd.storage import sender
 
-        store = retrieve.store
+        store = sender.store
         calls = []
 
         def failingSecond(*args, **kwargs):
@@ -1196,7 +1196,7 @@ class MovescuTests(ArchiveTestCase):
                 raise RuntimeError("a bug")
             return store(*args, **kwargs)
 
-        self.patch(retrieve, "store", failingSecond)
+        self.patch(sender, "store", failingSecond)
         storescp, directory = yield startDestination(self)
         port = self.serve(peers=[destinationPeer(storescp)])
         result = yield movescu(self, port, "S", DESTINATION, "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + studyUID(1))

@@ -514,6 +514,9 @@ class FakeAssociation:
     #: As an association's: a data set's first piece, read ahead.
     readSize = 1 << 16
 
+    #: As an association's: C-STOREs outstanding at once.
+    operationsWindow = 1
+
     def flush(self):
         self.flushes += 1
 
@@ -1243,6 +1246,90 @@ class ReadAheadTests(unittest.TestCase):
         self.assertEqual(len(connect.associations[0].requests), 1)
         self.assertEqual([dataSet.dicomFile for dataSet in self.opened], [self.files[1]])
         self.assertAllClosed()
+
+
+class OperationsWindowTests(unittest.TestCase):
+    """
+    On an association whose peer granted an Asynchronous Operations
+    Window, L{sendFiles} has that many C-STOREs outstanding at once.
+    """
+
+    setUp = ReadAheadTests.setUp
+    factory = ReadAheadTests.factory
+    assertAllClosed = ReadAheadTests.assertAllClosed
+
+    def windowed(self, window, *pairs, statuses=()):
+        connect = self.factory(*pairs, statuses=statuses)
+
+        def windowedConnect(proposals):
+            association = self.successResultOf(connect(proposals))
+            association.operationsWindow = window
+            return defer.succeed(association)
+
+        windowedConnect.associations = connect.associations
+        return windowedConnect
+
+    def requestsBeforeFirstResponse(self, connect, files=None, **kwargs):
+        done = sendFiles(connect, self.files if files is None else files, reactor=self.clock, **kwargs)
+        requests = [event for event in self.events if event[0] == "request"]
+        while not done.called:
+            self.clock.advance(1)
+        return requests, self.successResultOf(done)
+
+    def test_windowFilled(self):
+        """
+        With a window of 2, the second request leaves before the first
+        response; the third waits for it.  Every file is sent.
+        """
+        connect = self.windowed(2, (CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN))
+        requests, report = self.requestsBeforeFirstResponse(connect)
+        uids = [f.sopInstanceUID for f in self.files]
+        self.assertEqual(requests, [("request", uids[0]), ("request", uids[1])])
+        self.assertEqual((report.sent, report.failed), (3, 0))
+        self.assertEqual([message.affectedSOPInstanceUID for _, message, _ in connect.associations[0].requests], uids)
+        self.assertAllClosed()
+
+    def test_unlimited(self):
+        """
+        A window without limit (C{None}) sends every file at once.
+        """
+        connect = self.windowed(None, (CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN))
+        requests, report = self.requestsBeforeFirstResponse(connect)
+        self.assertEqual(len(requests), 3)
+        self.assertEqual(report.sent, 3)
+
+    def test_repeatWithinWindow(self):
+        """
+        The repeated sends of one file fill the window as other files do.
+        """
+        connect = self.windowed(4, (CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN))
+        requests, report = self.requestsBeforeFirstResponse(connect, self.files[:2], repeat=3)
+        uids = [f.sopInstanceUID for f in self.files]
+        self.assertEqual(requests, [("request", uids[0])] * 3 + [("request", uids[1])])
+        self.assertEqual(report.sent, 6)
+
+    def test_haltAnswersOutstanding(self):
+        """
+        A refused file halts the job: nothing more is sent, but the
+        C-STOREs already outstanding are still counted as answered.
+        """
+        connect = self.windowed(2, (CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN), statuses=[0xA700, 0])
+        requests, report = self.requestsBeforeFirstResponse(connect)
+        self.assertEqual(len(requests), 2)
+        self.assertEqual((report.sent, report.failed, report.unsent), (1, 1, 1))
+        self.assertTrue(connect.associations[0].released)
+        self.assertAllClosed()
+
+    def test_associationLostFailsOutstanding(self):
+        """
+        An association that ends fails every C-STORE outstanding on it,
+        and is counted once among the association errors.
+        """
+        lost = AssociationAborted("gone")
+        connect = self.windowed(3, (CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN), statuses=[lost, lost, lost])
+        requests, report = self.requestsBeforeFirstResponse(connect)
+        self.assertEqual((report.sent, report.failed, report.unsent), (0, 3, 0))
+        self.assertEqual(report.associationErrors, [lost])
 
 
 @implementer(IDataSetSource)

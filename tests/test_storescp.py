@@ -152,6 +152,30 @@ assoc.release()
 """
 
 
+#: pynetdicom as a requestor proposing an asynchronous operations window:
+#: C{script PORT INVOKED}.  Prints the window the acceptor answered, and
+#: the status of a C-ECHO.
+PYNETDICOM_ASYNC_OPS_SCU = """
+import sys
+from pynetdicom import AE
+from pynetdicom.pdu_primitives import AsynchronousOperationsWindowNegotiation
+ae = AE(ae_title="PYNETSCU")
+ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
+ae.add_requested_context("1.2.840.10008.1.1")
+window = AsynchronousOperationsWindowNegotiation()
+window.maximum_number_operations_invoked = int(sys.argv[2])
+window.maximum_number_operations_performed = 1
+assoc = ae.associate("127.0.0.1", int(sys.argv[1]), ae_title="STORESCP", ext_neg=[window])
+if not assoc.is_established:
+    print("association failed", flush=True)
+    sys.exit(2)
+print("window %d %d" % assoc.acceptor.asynchronous_operations, flush=True)
+status = assoc.send_c_echo()
+print("0x%04X" % status.Status if status else "no-response", flush=True)
+assoc.release()
+"""
+
+
 # -- helpers ------------------------------------------------------------------
 
 
@@ -1312,14 +1336,15 @@ class FrontDoorTests(_Mixin, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_forkAndSingleProcess(self):
-        """--fork and --single-process are accepted with an explaining log line."""
+        """--fork serves with a worker process per CPU, and --single-process is accepted with an explaining log line."""
         forked, single = yield defer.gatherResults(
             [startStorescp(self, "--fork"), startStorescp(self, "--single-process")]
         )
-        yield forked.waitForOutput(r"--fork: dicomd does not fork; associations already run concurrently")
+        yield forked.waitForOutput(r"--fork: \d+ worker processes serve associations")
         yield single.waitForOutput(r"--single-process: dicomd always runs in one process")
         echo = yield echoscu(forked)
         self.assertEqual(echo.exitCode, 0, echo.describe())
+        yield forked.waitForOutput(r"worker \d+: Association \S+ -> \S+ from \S+ accepted")
 
     @defer.inlineCallbacks
     def test_commandFileAndArguments(self):
@@ -1706,3 +1731,48 @@ class TwistdOptionsTests(unittest.SynchronousTestCase):
             self.parse("--sort-conc-studies", "P", "--flat")
         with self.assertRaises(TwistdUsageError):
             self.parse("--flat", "--rename-on-eostudy")
+
+
+class AsynchronousOperationsTests(_Mixin, unittest.TestCase):
+    """
+    storescp grants a requestor's asynchronous operations window (PS3.7
+    D.3.3.3) up to C{--max-async-ops} (16 by default), and stores what
+    arrives under it.
+    """
+
+    @defer.inlineCallbacks
+    def test_dicomdStorescuWindow(self):
+        """
+        C{dicomd storescu --async-ops 8} gets its window of 8, and every
+        object is stored.
+        """
+        files = makeDirectory(self)
+        paths = [writeObject(files, "%d.dcm" % (index,))[0] for index in range(20)]
+        server = yield startStorescp(self)
+        result = yield runCommand(
+            dicomdArgv("storescu", "-v", "--async-ops", "8", LOCALHOST, str(server.port), *paths), env=pythonEnvironment(), timeout=60
+        )
+        self.assertEqual(result.exitCode, 0, result.describe() + server.describe())
+        self.assertIn("Asynchronous operations window: 8 C-STOREs", result.output)
+        self.assertEqual(len(storedFiles(server.outputDirectory)), 20)
+
+    @defer.inlineCallbacks
+    def test_pynetdicomUnlimitedCut(self):
+        """
+        pynetdicom proposing an unlimited window (0) gets the limit.
+        """
+        server = yield startStorescp(self, "--max-async-ops", "4")
+        result = yield runPythonScript(self, PYNETDICOM_ASYNC_OPS_SCU, str(server.port), "0")
+        self.assertEqual(result.exitCode, 0, result.describe())
+        self.assertEqual(result.stdout.split(), ["window", "4", "1", "0x0000"])
+
+    @defer.inlineCallbacks
+    def test_limitOneGrantsNone(self):
+        """
+        C{--max-async-ops 1} answers a proposed window with 1: one
+        operation at a time.
+        """
+        server = yield startStorescp(self, "--max-async-ops", "1")
+        result = yield runPythonScript(self, PYNETDICOM_ASYNC_OPS_SCU, str(server.port), "8")
+        self.assertEqual(result.exitCode, 0, result.describe())
+        self.assertEqual(result.stdout.split(), ["window", "1", "1", "0x0000"])

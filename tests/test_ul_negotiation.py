@@ -17,7 +17,9 @@ from dicomd.ul.negotiation import (
     NegotiatedContext,
     acceptedPresentationContexts,
     acceptPresentationContexts,
+    answerAsynchronousOperationsWindow,
     checkAssociationRequest,
+    invocationWindow,
     proposePresentationContexts,
 )
 from dicomd.ul.pdu import (
@@ -662,3 +664,63 @@ class BothSidesTests(SynchronousTestCase):
         self.assertEqual(negotiation.JPEG_LOSSLESS_SV1, JPEG_LOSSLESS_SV1)
         self.assertEqual(negotiation.JPEG_2000, JPEG_2000)
         self.assertEqual(negotiation.RLE_LOSSLESS, RLE)
+
+
+class AsynchronousOperationsWindowTests(SynchronousTestCase):
+    """
+    The Asynchronous Operations Window (PS3.7 D.3.3.3): what the acceptor
+    answers (L{answerAsynchronousOperationsWindow}) and what the requestor
+    may then invoke (L{invocationWindow}).
+    """
+
+    def test_notProposedNotAnswered(self):
+        """
+        Without the sub-item in the request, the answer has none either.
+        """
+        self.assertIsNone(answerAsynchronousOperationsWindow(None, 16))
+
+    def test_grantedUpToLimit(self):
+        """
+        The requestor's invocations are granted up to the limit; the
+        acceptor invokes one at a time.
+        """
+        self.assertEqual(answerAsynchronousOperationsWindow((8, 1), 16), (8, 1))
+        self.assertEqual(answerAsynchronousOperationsWindow((32, 4), 16), (16, 1))
+
+    def test_unlimitedCut(self):
+        """
+        An unlimited proposal (0) is negotiated down to the limit.
+        """
+        self.assertEqual(answerAsynchronousOperationsWindow((0, 0), 16), (16, 1))
+
+    def test_limitOneGrantsNone(self):
+        """
+        A limit of 1 answers 1: synchronous operations.
+        """
+        self.assertEqual(answerAsynchronousOperationsWindow((8, 1), 1), (1, 1))
+
+    def test_absentMeansOne(self):
+        """
+        Either side leaving the sub-item out means one operation at a
+        time.
+        """
+        self.assertEqual(invocationWindow(None, None), 1)
+        self.assertEqual(invocationWindow((8, 1), None), 1)
+        self.assertEqual(invocationWindow(None, (8, 1)), 1)
+
+    def test_granted(self):
+        """
+        The acceptor's first value is the requestor's window, never more
+        than it proposed.
+        """
+        self.assertEqual(invocationWindow((8, 1), (4, 1)), 4)
+        self.assertEqual(invocationWindow((8, 1), (8, 1)), 8)
+        self.assertEqual(invocationWindow((8, 1), (100, 1)), 8)
+        self.assertEqual(invocationWindow((8, 1), (0, 1)), 8)
+        self.assertEqual(invocationWindow((0, 1), (5, 1)), 5)
+
+    def test_unlimited(self):
+        """
+        0 on both sides is no limit.
+        """
+        self.assertIsNone(invocationWindow((0, 0), (0, 0)))

@@ -51,10 +51,15 @@ class Archive(service.Service):
     #: Threads of the query pool: SQLite in WAL mode reads concurrently.
     QUERY_THREADS = 2
 
-    def __init__(self, database: str, *, areas: Sequence[Tuple[str, str]] = (), node=None, reactor=None, threadpool=None):
+    def __init__(
+        self, database: str, *, areas: Sequence[Tuple[str, str]] = (), node=None, reactor=None, threadpool=None, reader: bool = False
+    ):
         """
         @param node: the name of this daemon among those sharing an index
             in PostgreSQL, or C{None} for the host's name.
+        @param reader: open the index for queries alone, as a worker
+            process does (L{dicomd.workers}): its coordinator writes it,
+            records its runs and names its areas.
         @param threadpool: the pool everything runs in, queries too (tests
             give one that runs at once); by default the reactor's, and a
             query pool of the archive's own.
@@ -62,6 +67,7 @@ class Archive(service.Service):
         self.database = database
         self.path = displayName(database)
         self.areas = areas
+        self.reader = reader
         self.index = openIndex(database, node)
         self._queryPool = None if threadpool is not None else ThreadPool(0, self.QUERY_THREADS, "dicomd-queries")
         self.asyncIndex = AsyncArchiveIndex(self.index, reactor=reactor, threadpool=threadpool, queryThreadpool=self._queryPool)
@@ -70,6 +76,13 @@ class Archive(service.Service):
         if not isURL(self.database):
             os.makedirs(os.path.dirname(os.path.abspath(self.database)), exist_ok=True)
         self.index.open()
+        if not self.reader:
+            self._beginRun()
+        if self._queryPool is not None:
+            self._queryPool.start()
+        service.Service.startService(self)
+
+    def _beginRun(self) -> None:
         if self.index.beginRun() is RUN_CRASHED:
             _log.warn(
                 "The index {path} was not closed cleanly (the daemon was killed or crashed): "
@@ -78,9 +91,6 @@ class Archive(service.Service):
             )
         for title, directory in self.areas:
             adoptTitleArea(self.index, title, directory)
-        if self._queryPool is not None:
-            self._queryPool.start()
-        service.Service.startService(self)
 
     def stopService(self) -> None:
         """
@@ -90,6 +100,7 @@ class Archive(service.Service):
         service.Service.stopService(self)
         if self._queryPool is not None:
             self._queryPool.stop()
-        self.index.endRun()
+        if not self.reader:
+            self.index.endRun()
         self.index.close()
 

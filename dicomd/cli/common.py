@@ -5,6 +5,7 @@ syntax option families, DCMTK options known but refused
 endpoints and settings.
 """
 
+import os
 import shlex
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -312,10 +313,12 @@ def commandPreamble(values: Dict) -> Optional[int]:
     return None
 
 
-def serverPreamble(values: Dict, log) -> Optional[int]:
+def serverPreamble(values: Dict, log, *, forks: bool = False) -> Optional[int]:
     """
     What the server front doors (storescp, qrscp) do before serving: the
     L{commandPreamble}, and C{--fork} and C{--single-process} explained.
+
+    @param forks: the front door serves with worker processes on C{--fork}.
 
     @return: the exit status when the command is done (C{+cc}), else
         C{None}.
@@ -323,11 +326,20 @@ def serverPreamble(values: Dict, log) -> Optional[int]:
     done = commandPreamble(values)
     if done is not None:
         return done
-    if values.get("fork"):
+    if values.get("fork") and forks:
+        log.info("--fork: {count} worker processes serve associations", count=forkedWorkers())
+    elif values.get("fork"):
         log.warn("--fork: dicomd does not fork; associations already run concurrently on one reactor in one process")
     elif values.get("fork") is False:
         log.info("--single-process: dicomd always runs in one process, where associations are concurrent on one reactor")
     return None
+
+
+def forkedWorkers() -> int:
+    """
+    How many worker processes C{--fork} starts: one per CPU.
+    """
+    return os.cpu_count() or 1
 
 
 def expandCommandFiles(argv: Sequence[str]) -> List[str]:

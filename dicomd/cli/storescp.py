@@ -3,8 +3,9 @@ C{dicomd storescp}: the Storage SCP (PS3.4 Annex B) with DCMTK storescp
 3.6.8's command line, running the same service objects as C{twistd dicomd}.
 
 Differences from DCMTK's storescp, all documented in docs/storage.md: every
-association runs concurrently on one reactor (C{--fork} and
-C{--single-process} are accepted and change nothing); data sets are stored
+association runs concurrently on one reactor, and C{--fork} runs one
+reactor per CPU in worker processes (L{dicomd.workers}) rather than a
+process per association; data sets are stored
 bit for bit by default (storescp's C{+B}), and sorting works with it; a data
 set that does not match its C-STORE-RQ is answered 0xA900 and not kept.
 
@@ -22,6 +23,7 @@ from dicomd.asconfig import AsConfigError, acceptorPolicy, readProfiles
 from dicomd.cli.common import (
     CommandFileCommandLine,
     UnsupportedOptions,
+    forkedWorkers,
     frontDoorGeneralOptions,
     preferredSyntaxOptions,
     serverPreamble,
@@ -44,6 +46,7 @@ from dicomd.ul.negotiation import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
 )
+from dicomd.workers import WorkerPool
 
 log = Logger(namespace="storescp")
 
@@ -113,6 +116,12 @@ COMMAND_LINE = CommandFileCommandLine(
                 Option(("-td", "--dimse-timeout"), "dimseTimeout", "timeout for DIMSE messages (default: unlimited)", (("s]econds", integer(1)),)),
                 Option(("-aet", "--aetitle"), "aetitle", "set my AE title (default: STORESCP)", (("a]etitle", aeTitle),)),
                 Option(("-pdu", "--max-pdu"), "maxPDU", "set max receive pdu to n bytes (default: 131072; DCMTK: 16384)", (("n]umber of bytes", integer(4096, 131072)),)),
+                Option(
+                    ("--max-async-ops",),
+                    "maxAsyncOps",
+                    "grant an asynchronous operations window of up to n requests (dicomd only, default: 16; 1: none)",
+                    (("n]umber", integer(1, 65535)),),
+                ),
                 Option(("-dhl", "--disable-host-lookup"), "disableHostLookup", "disable hostname lookup (dicomd never looks names up)"),
                 Option(("--refuse",), "refuse", "refuse association"),
                 Option(("--reject",), "reject", "reject association if no implementation class UID"),
@@ -178,7 +187,7 @@ COMMAND_LINE = CommandFileCommandLine(
             ],
         ),
     ],
-    defaults={"aetitle": "STORESCP", "maxPDU": 131072, "acseTimeout": 30, "socketTimeout": 60, "outputDirectory": ".", "compressionLevel": 6},
+    defaults={"aetitle": "STORESCP", "maxPDU": 131072, "maxAsyncOps": 16, "acseTimeout": 30, "socketTimeout": 60, "outputDirectory": ".", "compressionLevel": 6},
     helpWithoutArguments=True,
 )
 
@@ -270,6 +279,7 @@ def daemonConfig(values) -> DaemonConfig:
         maxAssociations=64,
         maxAssociationsPerHost=None,
         maxPDU=values["maxPDU"],
+        maxAsyncOps=values["maxAsyncOps"],
         acseTimeout=values["acseTimeout"],
         idleTimeout=idleTimeout(values["socketTimeout"]),
         dimseTimeout=values.get("dimseTimeout"),
@@ -296,7 +306,7 @@ def run(reactor, values):
         # Before anything is logged: inetd hands the connection over as
         # standard input, output and error alike.
         inetd = takeInetdConnection()
-    done = serverPreamble(values, log)
+    done = serverPreamble(values, log, forks=True)
     if done is not None:
         return defer.succeed(done)
     if values.get("inetd") and values.get("port") is not None:
@@ -306,6 +316,7 @@ def run(reactor, values):
         if inetd is None:
             log.info("Listening on port {port} as {aet}", port=values["port"], aet=values["aetitle"])
 
-    daemon = DicomdService(daemonConfig(values), reactor=reactor)
+    workers = WorkerPool(forkedWorkers(), ["storescp"] + values["arguments"], reactor=reactor) if values.get("fork") else None
+    daemon = DicomdService(daemonConfig(values), workers=workers, reactor=reactor)
     return serve(reactor, daemon, log, failure=EXIT_FAILURE, inetd=inetd, tls=values.get("tlsContext"), started=listening)
 

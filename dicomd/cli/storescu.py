@@ -5,7 +5,9 @@ command line.
 It differs from DCMTK's storescu in documented ways (C{docs/storescu.md}):
 presentation contexts are proposed for the SOP classes found in the files
 (DCMTK's C{-R}, always on), not for a fixed list of 64 classes; files can
-go over several associations at once (C{--associations}); the exit status
+go over several associations at once (C{--associations}), and several at
+a time on each where the peer grants an asynchronous operations window
+(C{--async-ops}); the exit status
 is non-zero whenever a file failed, with C{--no-halt} too; files that are
 not DICOM are skipped with a warning.  The DCMTK options it does not honour
 are refused with a usage error naming them.
@@ -164,6 +166,12 @@ COMMAND_LINE = CommandFileCommandLine(
                     "send over n associations at once (dicomd only, default: 1)",
                     (("n]umber", integer(1, 64)),),
                 ),
+                Option(
+                    ("--async-ops",),
+                    "asyncOps",
+                    "propose an asynchronous operations window of n C-STOREs (dicomd only, default: 1, none)",
+                    (("n]umber", integer(1, 65535)),),
+                ),
             ],
         ),
         tlsOptionGroup(_UNSUPPORTED, server=False),
@@ -175,6 +183,7 @@ COMMAND_LINE = CommandFileCommandLine(
         "maxPDU": 16384,
         "repeat": 1,
         "associations": 1,
+        "asyncOps": 1,
         "socketTimeout": 60,
         "readMode": READ_FILE_OR_DATA_SET,
     },
@@ -354,6 +363,7 @@ class _Requestor:
             maximumLength=values["maxPDU"],
             maximumSendLength=values.get("maxSendPDU"),
             userIdentity=values.get("userIdentity"),
+            asynchronousOperations=values["asyncOps"],
             acseTimeout=values["acseTimeout"],
             dimseTimeout=values.get("dimseTimeout"),
             idleTimeout=values["socketTimeout"] or None,
@@ -380,6 +390,12 @@ class _Requestor:
             association.abort()
             raise AssociationAborted("User Identity Negotiation failed: positive response requested but none received")
         log.info("Association Accepted (Max Send PDV: {pdv})", pdv=association.fragmentLength)
+        if self._values["asyncOps"] != 1:
+            window = association.operationsWindow
+            log.info(
+                "Asynchronous operations window: {window}",
+                window="no limit" if window is None else "%d C-STOREs" % (window,) if window > 1 else "none granted, one C-STORE at a time",
+            )
         return association
 
 

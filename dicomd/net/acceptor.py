@@ -34,6 +34,7 @@ from dicomd.ul.negotiation import (
     TOO_MANY_ASSOCIATIONS,
     AcceptorPolicy,
     acceptPresentationContexts,
+    answerAsynchronousOperationsWindow,
     checkAssociationRequest,
 )
 from dicomd.ul.pdu import (
@@ -60,6 +61,9 @@ class ApplicationEntity:
     @ivar requireImplementationClassUID: reject requests without one.
     @ivar refuseAll: reject every association (storescp's C{--refuse}).
     @ivar maximumLength: the maximum P-DATA-TF length we advertise.
+    @ivar maximumAsynchronousOperations: the most C-STOREs, C-FINDs...
+        a requestor may send before their responses, when it proposes an
+        Asynchronous Operations Window (PS3.7 D.3.3.3); 1 grants none.
 
     Subclasses change what it decides (L{admit}, L{negotiate}) and follow
     its associations (L{associationEstablished}); anything else follows
@@ -79,6 +83,7 @@ class ApplicationEntity:
         requireImplementationClassUID: bool = False,
         refuseAll: bool = False,
         maximumLength: int = 16384,
+        maximumAsynchronousOperations: int = 1,
     ):
         self.title = title
         self.policy = policy or AcceptorPolicy({})
@@ -88,6 +93,7 @@ class ApplicationEntity:
         self.requireImplementationClassUID = requireImplementationClassUID
         self.refuseAll = refuseAll
         self.maximumLength = maximumLength
+        self.maximumAsynchronousOperations = maximumAsynchronousOperations
         self._negotiationObservers = []
         self._associationObservers = []
 
@@ -174,6 +180,9 @@ class ApplicationEntity:
                 implementationClassUID=IMPLEMENTATION_CLASS_UID,
                 implementationVersionName=IMPLEMENTATION_VERSION_NAME,
                 roleSelections=roles,
+                asynchronousOperationsWindow=answerAsynchronousOperationsWindow(
+                    request.userInformation.asynchronousOperationsWindow, self.maximumAsynchronousOperations
+                ),
             ),
         )
         return accept, contexts

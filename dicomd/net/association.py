@@ -63,6 +63,10 @@ class Association:
     @ivar dimseTimeout: how long a response to our request may take, and
         the next fragment of a message the peer has begun sending (its
         protocol's timer); C{None} for no limit.
+    @ivar operationsWindow: how many requests this side may have
+        outstanding at once: 1, unless the acceptor granted the requestor
+        an Asynchronous Operations Window (PS3.7 D.3.3.3); C{None} for no
+        limit.
     @ivar debugging: whether each DIMSE message is logged
         (L{dicomd.net.debug.enabled} when the association was established).
     """
@@ -81,6 +85,7 @@ class Association:
         reactor=None,
         dimseTimeout: Optional[float] = None,
         peerAddress=None,
+        operationsWindow: Optional[int] = 1,
     ):
         if reactor is None:
             from twisted.internet import reactor
@@ -93,6 +98,7 @@ class Association:
         self.services = services or {}
         self.peerAddress = peerAddress
         self.dimseTimeout = dimseTimeout
+        self.operationsWindow = operationsWindow
         self.debugging = debug.enabled()
         self.counters: Dict[str, Dict[str, int]] = {}
         self._reactor = reactor

@@ -18,7 +18,7 @@ from dicomd import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomd.errors import ACSETimeout, AssociationAborted, AssociationRejected
 from dicomd.net.association import Association
 from dicomd.net.protocol import AssociationProtocol
-from dicomd.ul.negotiation import acceptedPresentationContexts, proposePresentationContexts
+from dicomd.ul.negotiation import acceptedPresentationContexts, invocationWindow, proposePresentationContexts
 from dicomd.ul.pdu import AAssociateRQ, SCPSCURoleSelection, SOPClassExtendedNegotiation, UserInformation
 from dicomd.ul.provider import ULProvider
 
@@ -85,6 +85,10 @@ class RequestorProtocol(AssociationProtocol):
             reactor=self.reactor,
             dimseTimeout=self.dimseTimeout,
             peerAddress=self.peerAddress,
+            operationsWindow=invocationWindow(
+                self.request.userInformation.asynchronousOperationsWindow,
+                accept.userInformation.asynchronousOperationsWindow,
+            ),
         )
         self.established.callback(self.association)
 
@@ -140,6 +144,7 @@ def connect(
     maximumSendLength: Optional[int] = None,
     services: Optional[Mapping[int, object]] = None,
     userIdentity=None,
+    asynchronousOperations: int = 1,
     reactor=None,
     acseTimeout: Optional[float] = 30.0,
     dimseTimeout: Optional[float] = None,
@@ -159,6 +164,10 @@ def connect(
     @param extendedNegotiations: L{dicomd.ul.pdu.SOPClassExtendedNegotiation}
         items to propose (an association negotiation profile's).
     @param userIdentity: a L{dicomd.ul.pdu.UserIdentityRQ}, or C{None}.
+    @param asynchronousOperations: how many requests we would have
+        outstanding at once: above 1, an Asynchronous Operations Window
+        (PS3.7 D.3.3.3) proposes it, and the association's
+        C{operationsWindow} says what the acceptor granted.
     @return: a L{Deferred} firing with the L{Association}.
     """
     if reactor is None:
@@ -174,6 +183,7 @@ def connect(
             roleSelections=list(roleSelections),
             extendedNegotiations=list(extendedNegotiations),
             userIdentityRQ=userIdentity,
+            asynchronousOperationsWindow=(asynchronousOperations, 1) if asynchronousOperations != 1 else None,
         ),
     )
     provider = ULProvider(isRequestor=True, maximumLength=maximumLength)

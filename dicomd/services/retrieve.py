@@ -19,6 +19,7 @@ sub-operation.
 """
 
 import os
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 
@@ -35,7 +36,8 @@ from dicomd.dimse.consumers import BufferedDataSet
 from dicomd.errors import AssociationError
 from dicomd.interfaces import IService
 from dicomd.services.find import Cancellation, _refuse
-from dicomd.storage.scu import DicomFile, NotDICOM, StoreFailed, readFileMeta, store
+from dicomd.storage.scu import DicomFile, NotDICOM, StoreFailed, readFileMeta
+from dicomd.storage.sender import StorePipeline
 
 
 @dataclass
@@ -195,40 +197,81 @@ class RetrieveSCP:
 
     @defer.inlineCallbacks
     def _subOperations(self, association, context, message, target, instances, counts: SubOperations, cancellation):
-        for instance in instances:
-            if cancellation.cancelled:
-                return
-            path = os.path.join(self.directory, instance.path)
-            try:
-                result = yield store(
-                    target,
-                    _dicomFile(path),
-                    moveOriginatorAETitle=self.moveOriginator(association),
-                    moveOriginatorMessageID=message.messageID if self.moveOriginator(association) else None,
-                    reactor=self.reactor,
-                )
-            except (StoreFailed, NotDICOM, OSError) as e:
-                self.log.warn("{operation} of {uid} failed: {why}", operation=self.operation, uid=instance.sopInstanceUID, why=str(e))
-                counts.record(instance.sopInstanceUID, None)
-            except AssociationError as e:
-                rest = instances[instances.index(instance) :]
-                self.log.warn(
-                    "{operation} from {peer}: the association to {destination} failed ({why}): "
-                    "the {count} sub-operations left failed",
-                    operation=self.operation,
-                    peer=association.callingAETitle,
-                    destination=target.peerAETitle,
-                    why=str(e),
-                    count=len(rest),
-                )
-                for failed in rest:
-                    counts.record(failed.sopInstanceUID, None)
-                return
-            else:
-                counts.record(instance.sopInstanceUID, result.status)
+        """
+        Send C{instances} through a L{StorePipeline} on C{target}: each
+        file read ahead while the peer stores the one before, and as many
+        C-STOREs at once as C{target} allows.  A pending response follows
+        each sub-operation's outcome, in order; C-CANCEL stops the sending
+        of further instances, not the answers to those sent.
+        """
+        originator = self.moveOriginator(association)
+        pipeline = StorePipeline(
+            target,
+            moveOriginatorAETitle=originator,
+            moveOriginatorMessageID=message.messageID if originator else None,
+            reactor=self.reactor,
+        )
+        waiting = deque(instances)
+        sent = deque()
+        upcoming = self._fileFor(waiting[0]) if waiting else None
+
+        def finish(instance, statusValue):
+            counts.record(instance.sopInstanceUID, statusValue)
             if counts.remaining:
-                pending = responseTo(message, _status.PENDING, **counts.fields(final=False))
-                association.send(context.contextID, pending)
+                association.send(context.contextID, responseTo(message, _status.PENDING, **counts.fields(final=False)))
+
+        try:
+            while True:
+                while waiting and pipeline.hasRoom and not cancellation.cancelled:
+                    instance, dicomFile = waiting.popleft(), upcoming
+                    upcoming = self._fileFor(waiting[0]) if waiting else None
+                    if isinstance(dicomFile, Exception):
+                        self.log.warn("{operation} of {uid} failed: {why}", operation=self.operation, uid=instance.sopInstanceUID, why=str(dicomFile))
+                        finish(instance, None)
+                        continue
+                    pipeline.store(dicomFile, upcoming if isinstance(upcoming, DicomFile) else None)
+                    sent.append(instance)
+                if not sent:
+                    return
+                instance = sent.popleft()
+                _, stored = pipeline.next()
+                try:
+                    result = yield stored
+                except StoreFailed as e:
+                    self.log.warn("{operation} of {uid} failed: {why}", operation=self.operation, uid=instance.sopInstanceUID, why=str(e))
+                    finish(instance, None)
+                except AssociationError as e:
+                    rest = [instance] + list(sent) + list(waiting)
+                    self.log.warn(
+                        "{operation} from {peer}: the association to {destination} failed ({why}): "
+                        "the {count} sub-operations left failed",
+                        operation=self.operation,
+                        peer=association.callingAETitle,
+                        destination=target.peerAETitle,
+                        why=str(e),
+                        count=len(rest),
+                    )
+                    for failed in rest:
+                        counts.record(failed.sopInstanceUID, None)
+                    # The C-STOREs still outstanding fail with the
+                    # association; they are counted above.
+                    while pipeline.outstanding:
+                        pipeline.next()[1].addErrback(lambda failure: None)
+                    return
+                else:
+                    finish(instance, result.status)
+        finally:
+            pipeline.close()
+
+    def _fileFor(self, instance):
+        """
+        The L{DicomFile} of an instance in the storage area, or the
+        exception that says why it cannot be sent.
+        """
+        try:
+            return readFileMeta(os.path.join(self.directory, instance.path))
+        except (NotDICOM, OSError) as e:
+            return e
 
     def destinationFor(self, association, message):
         """
@@ -275,10 +318,6 @@ def storedContexts(instances) -> List[Tuple[str, List[str]]]:
     """
     pairs = dict.fromkeys((instance.sopClassUID, instance.transferSyntaxUID) for instance in instances)
     return [(sopClass, [transferSyntax]) for sopClass, transferSyntax in pairs]
-
-
-def _dicomFile(path: str) -> DicomFile:
-    return readFileMeta(path)
 
 
 class _Refusal(Exception):

@@ -396,12 +396,16 @@ def storagePolicy(transferSyntaxes, promiscuous: bool = False) -> AcceptorPolicy
     return AcceptorPolicy(accepted, defaultTransferSyntaxes=tuple(transferSyntaxes) if promiscuous else None)
 
 
-def buildReceiver(options: StorageOptions, *, reactor=None, threadpool=None, index=None, wallClock=datetime.now) -> Receiver:
+def buildReceiver(
+    options: StorageOptions, *, reactor=None, threadpool=None, index=None, observers=None, wallClock=datetime.now
+) -> Receiver:
     """
     The storage service objects for C{options}.
 
     @param index: what records stored objects, such as an
         L{dicomd.archive.area.IndexedArea}; see L{StorageArea}.
+    @param observers: what is told of each stored object before its
+        response (see L{StorageSCP}); by default the L{Actions}.
     @param wallClock: returns the local time that C{-tn} file names are
         made from (tests give a fixed one).
     """
@@ -426,7 +430,7 @@ def buildReceiver(options: StorageOptions, *, reactor=None, threadpool=None, ind
         area,
         reactor=reactor,
         threadpool=threadpool,
-        observers=[actions.instanceStored],
+        observers=observers if observers is not None else [actions.instanceStored],
         abortDuring=options.abortDuring,
         abortAfter=options.abortAfter,
         sleepAfter=options.sleepAfter,

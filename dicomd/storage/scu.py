@@ -13,9 +13,9 @@ worker thread first.  L{proposePresentationContexts} builds the
 presentation contexts for a set of files the way DCMTK's storescu does, and
 L{splitProposals} cuts them into groups that fit one association each.
 
-pydicom is imported only to read a bare data set file or to encode a
-pydicom data set: sending Part-10 files, as they are or converted, never
-needs it.
+pydicom is imported only to read a bare data set file, to encode a
+pydicom data set or to convert one: sending Part-10 files as they are
+never needs it.
 """
 
 import os
@@ -32,7 +32,6 @@ from dicomd.codec.elements import EXPLICIT_LITTLE, ElementScanner, Truncated
 from dicomd.dimse.commands import PRIORITY_MEDIUM, CStoreRQ
 from dicomd.errors import NoPresentationContext
 from dicomd.interfaces import IDataSetSource
-from dicomd.storage.recode import convertDataSet
 from dicomd.ul.negotiation import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     EXPLICIT_VR_BIG_ENDIAN,
@@ -350,6 +349,11 @@ def _recode(data, sourceSyntax: str, targetSyntax: str, compressionLevel: int) -
     the stream, before the padding).
     """
     if sourceSyntax != targetSyntax:
+        # Imported here: the converter reads data sets with pydicom's
+        # dictionaries, which a storage SCU sending files as they are
+        # never needs and should not spend its start-up loading.
+        from dicomd.storage.recode import convertDataSet
+
         data = convertDataSet(data, sourceSyntax, targetSyntax, compressionLevel)
     if len(data) % 2:
         data += b"\x00"

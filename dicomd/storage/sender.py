@@ -4,9 +4,12 @@ Sending many files: the storage SCU's batch job (PS3.4 Annex B, SCU role).
 L{sendFiles} proposes presentation contexts for the files (or takes a fixed
 list, such as an association negotiation profile's), splits them into
 groups that fit the 128 contexts of one association, and sends each group's
-files over one or several associations at once, each association carrying
-one C-STORE at a time, with its next file read ahead while the peer
-stores the one before (L{_ReadAhead}).  It reports every file's outcome
+files over one or several associations at once.  Each association carries
+as many C-STOREs at a time as its peer allows: one, or the Asynchronous
+Operations Window it granted (PS3.7 D.3.3.3), so that the next request
+leaves before the previous response arrives; and its next file is read
+ahead while the peer stores the one before.  L{StorePipeline} does this for
+one association, for the C-STORE sub-operations of C-MOVE and C-GET too.  It reports every file's outcome
 as it happens and a L{SendReport} at the end.  A failed file stops the
 job unless told to go on, as in DCMTK's storescu; when going on, an
 association that ends under a file is replaced by a new one for the next.
@@ -170,6 +173,68 @@ class _ReadAhead:
         self._dicomFile = self._dataSet = None
 
 
+class StorePipeline:
+    """
+    The C-STOREs of one association, answered in the order sent: as many
+    outstanding at once as the association allows (its
+    C{operationsWindow}: one, or the Asynchronous Operations Window its
+    peer granted), and the next file read ahead while the peer stores the
+    one before.  L{sendFiles} and the C-STORE sub-operations of C-MOVE and
+    C-GET (L{dicomd.services.retrieve}) send through it.
+    """
+
+    def __init__(self, association, *, reactor=None, **storeOptions):
+        """
+        @param storeOptions: the keyword arguments of every L{store}
+            (C{preferDeflated}, C{moveOriginatorAETitle}...).
+        """
+        self.association = association
+        self._reactor = reactor
+        self._storeOptions = storeOptions
+        self._preferDeflated = storeOptions.get("preferDeflated", False)
+        self._ahead = _ReadAhead()
+        self._outstanding = deque()
+
+    @property
+    def hasRoom(self) -> bool:
+        """
+        Whether another C-STORE may go before the oldest is answered.
+        """
+        window = self.association.operationsWindow
+        return window is None or len(self._outstanding) < window
+
+    @property
+    def outstanding(self) -> int:
+        """
+        How many C-STOREs were sent and not yet taken by L{next}.
+        """
+        return len(self._outstanding)
+
+    def store(self, dicomFile: DicomFile, upcoming: Optional[DicomFile] = None) -> None:
+        """
+        Send C{dicomFile} (from what was read ahead, if it was), then read
+        C{upcoming} ahead while the peer stores it.
+        """
+        stored = store(self.association, self._ahead.take(dicomFile), reactor=self._reactor, **self._storeOptions)
+        self._outstanding.append((dicomFile, stored))
+        if upcoming is not None and not stored.called:
+            self._ahead.prepare(self.association, upcoming, self._preferDeflated)
+
+    def next(self) -> Tuple[DicomFile, defer.Deferred]:
+        """
+        The oldest C-STORE outstanding: its file, and the L{Deferred} of
+        L{store}'s outcome.
+        """
+        return self._outstanding.popleft()
+
+    def close(self) -> None:
+        """
+        Close the file read ahead, if any: no more C-STOREs go on this
+        association.
+        """
+        self._ahead.discard()
+
+
 def sendFiles(
     connectAssociation: Callable[[Sequence[Tuple[str, List[str]]]], defer.Deferred],
     files: Sequence[DicomFile],
@@ -234,11 +299,19 @@ def sendFiles(
 
     @defer.inlineCallbacks
     def worker(group, queue):
-        association = None
-        ahead = _ReadAhead()
+        pipeline = None
+        # Whether the pipeline's association ended under a C-STORE: the
+        # others outstanding on it fail with it, and are counted as they
+        # do, before the next file gets a new association.
+        lost = False
+        # The sends of the file being repeated that are still to go.
+        repeats = deque()
         try:
-            while queue and not halted:
-                if association is None:
+            while True:
+                if pipeline is None or (lost and not pipeline.outstanding):
+                    pipeline = None
+                    if halted or not (queue or repeats):
+                        return
                     try:
                         association = yield connectAssociation(group)
                     except Exception as e:
@@ -248,40 +321,41 @@ def sendFiles(
                         report.unsent += len(queue)
                         queue.clear()
                         return
+                    pipeline = StorePipeline(
+                        association, preferDeflated=preferDeflated, compressionLevel=compressionLevel, reactor=reactor
+                    )
+                    lost = False
                     # Other associations may have taken the last files,
                     # or the job halted, while this one was being set up.
                     continue
-                dicomFile = queue.popleft()
-                for attempt in range(repeat):
-                    if halted:
-                        break
-                    try:
-                        stored = store(
-                            association,
-                            ahead.take(dicomFile),
-                            preferDeflated=preferDeflated,
-                            compressionLevel=compressionLevel,
-                            reactor=reactor,
-                        )
-                        upcoming = dicomFile if attempt + 1 < repeat else (queue[0] if queue else None)
-                        if upcoming is not None and not stored.called:
-                            ahead.prepare(association, upcoming, preferDeflated)
-                        result = yield stored
-                    except StoreFailed as e:
-                        record(dicomFile, None, str(e))
-                    except AssociationError as e:
-                        report.associationErrors.append(e)
-                        record(dicomFile, None, str(e))
+                while not (lost or halted) and (repeats or queue) and pipeline.hasRoom:
+                    if not repeats:
+                        repeats.extend([queue.popleft()] * repeat)
+                    dicomFile = repeats.popleft()
+                    pipeline.store(dicomFile, repeats[0] if repeats else (queue[0] if queue else None))
+                if not pipeline.outstanding:
+                    return
+                dicomFile, stored = pipeline.next()
+                try:
+                    result = yield stored
+                except StoreFailed as e:
+                    record(dicomFile, None, str(e))
+                except AssociationError as e:
+                    if not lost:
                         # That association is over; the next file gets a
                         # new one, unless the job halts.
-                        association = None
-                        break
-                    else:
-                        record(dicomFile, result, None)
+                        report.associationErrors.append(e)
+                        lost = True
+                        pipeline.close()
+                        repeats.clear()
+                    record(dicomFile, None, str(e))
+                else:
+                    record(dicomFile, result, None)
         finally:
-            ahead.discard()
-            if association is not None:
-                yield association.abort() if abort else association.release()
+            if pipeline is not None:
+                pipeline.close()
+                if not lost:
+                    yield pipeline.association.abort() if abort else pipeline.association.release()
 
     @defer.inlineCallbacks
     def run():

@@ -358,3 +358,40 @@ def acceptedPresentationContexts(
             answer.contextID, context.abstractSyntax, answer.transferSyntax, scuRole, scpRole
         )
     return accepted
+
+
+def answerAsynchronousOperationsWindow(
+    proposed: Optional[Tuple[int, int]], limit: int
+) -> Optional[Tuple[int, int]]:
+    """
+    The acceptor's Asynchronous Operations Window sub-item (PS3.7 D.3.3.3)
+    for the one the requestor C{proposed}, or C{None} when it proposed
+    none (the answer is then omitted).
+
+    The first value is how many operations the requestor may invoke
+    without waiting for their responses: what it proposed, cut to
+    C{limit}, with 0 (unlimited) cut to C{limit} too.  The second is how
+    many this side invokes at once on the requestor, the C-STORE
+    sub-operations of a C-GET: one, which the standard lets any AE ask.
+
+    @param limit: the most outstanding operations this side performs; 1
+        grants no window.
+    """
+    if proposed is None:
+        return None
+    invoked = proposed[0]
+    return (limit if invoked == 0 else min(invoked, limit), 1)
+
+
+def invocationWindow(proposed: Optional[Tuple[int, int]], answered: Optional[Tuple[int, int]]) -> Optional[int]:
+    """
+    How many operations the requestor may have outstanding once the
+    acceptor answered its Asynchronous Operations Window sub-item (PS3.7
+    D.3.3.3): the first value of the A-ASSOCIATE-AC's, never more than the
+    requestor proposed; 1 when either side left the sub-item out, C{None}
+    for no limit (0 on both sides).
+    """
+    if proposed is None or answered is None:
+        return 1
+    limits = [value for value in (proposed[0], answered[0]) if value]
+    return min(limits) if limits else None

@@ -1,0 +1,776 @@
+"""
+Worker processes: one coordinator and N workers serving the same
+listening sockets, so that associations use every core
+(C{twistd dicomd --workers N}, C{dicomd storescp --fork}).
+
+    coordinator   listens (binds, so privileges drop as in one process),
+                  owns the index writer, end-of-study tracking, actions,
+                  quotas, forwarding and the status page
+        |  AMP over a Unix socket pair (one per worker)
+    workers       adopt the listening sockets; associations, UL/DIMSE,
+                  spooling and naming files; C-FIND, C-MOVE and C-GET read
+                  the index directly (SQLite in WAL mode has many readers)
+
+A worker is built from the front door's own command line
+(L{dicomd.workerprocess}), so that it reads the same configuration file with
+the same overrides; the coordinator passes it the listening sockets and
+its end of the AMP socket pair as inherited descriptors.
+
+A worker tells the coordinator of each stored object (L{Stored}) and waits
+for the answer before the C-STORE-RSP: the coordinator has then queued the
+index row, tracked the study and run a synchronous reception command.
+What a worker acknowledged is therefore known to the coordinator even when
+the worker is killed right after; the associations of a dead worker end
+(their studies wait for the next association of their origin, as for any
+closed association), and another worker takes its place.
+"""
+
+import io
+import os
+import pickle
+import socket
+import sys
+import time
+from collections import defaultdict
+from typing import Dict, List, Optional
+
+from pydicom.dataset import Dataset
+from twisted.application import service
+from twisted.internet import defer, error, protocol
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger, LogLevel
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from dicomd.dimse.status import OUT_OF_RESOURCES
+from dicomd.storage.scp import ReceivedInstance, StoreRefused
+
+#: The descriptor a worker finds its end of the AMP socket pair at; the
+#: listening sockets follow it, in the order of the configuration.
+COORDINATOR_FD = 3
+
+#: The longest value a worker sends of a stored object's attributes: the
+#: index keys and routing conditions are short, and an AMP value holds
+#: 64 KiB at most.
+ATTRIBUTE_LIMIT = 1024
+
+#: A worker that exits sooner than this after it started is replaced only
+#: after this long, so that one that cannot start does not spin.
+RESPAWN_DELAY = 1.0
+
+
+#: The classes a pickled L{ReceivedInstance}'s fields may hold: plain
+#: values and pydicom's data set, elements and values, nothing else.
+_PICKLED_CLASSES = frozenset(
+    [
+        ("pydicom.dataset", "Dataset"),
+        ("pydicom.dataelem", "DataElement"),
+        ("pydicom.dataelem", "RawDataElement"),
+        ("pydicom.multival", "MultiValue"),
+        ("pydicom.tag", "BaseTag"),
+        ("pydicom.uid", "UID"),
+        ("pydicom.valuerep", "DA"),
+        ("pydicom.valuerep", "DSdecimal"),
+        ("pydicom.valuerep", "DSfloat"),
+        ("pydicom.valuerep", "DT"),
+        ("pydicom.valuerep", "IS"),
+        ("pydicom.valuerep", "ISfloat"),
+        ("pydicom.valuerep", "PersonName"),
+        ("pydicom.valuerep", "TM"),
+        ("pydicom.valuerep", "VR"),
+    ]
+)
+
+
+class _AttributeUnpickler(pickle.Unpickler):
+    """
+    An unpickler that builds only L{_PICKLED_CLASSES}: workers parse what
+    the network sends, and a worker subverted by it must not run code in
+    the coordinator by what it pickles.
+    """
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _PICKLED_CLASSES:
+            raise pickle.UnpicklingError("a worker sent a %s.%s" % (module, name))
+        return super().find_class(module, name)
+
+
+class Pickled(amp.Argument):
+    """
+    A value pickled: between two processes of one daemon, over a socket
+    pair nobody else holds.  One pickled value costs less to send and
+    read than an AMP value per field.  Only plain values and pydicom's
+    data sets are read back (L{_AttributeUnpickler}).
+    """
+
+    def toString(self, inObject) -> bytes:
+        return pickle.dumps(inObject, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def fromString(self, inString: bytes):
+        return _AttributeUnpickler(io.BytesIO(inString)).load()
+
+
+class Stored(amp.Command):
+    """
+    Worker to coordinator: an object is stored under its final name;
+    answered once the coordinator has taken it (index, study, reception
+    command), with the status to refuse it with, or 0.  The instance is
+    a L{ReceivedInstance}'s fields (L{instanceFields}).
+    """
+
+    arguments = [(b"area", amp.Unicode()), (b"association", amp.Integer()), (b"instance", Pickled())]
+    response = [(b"status", amp.Integer()), (b"comment", amp.Unicode())]
+
+
+class Unstored(amp.Command):
+    """
+    Worker to coordinator: an object it reported was removed again (its
+    association ended before the response).
+    """
+
+    arguments = [(b"area", amp.Unicode()), (b"sopInstanceUID", amp.Unicode()), (b"path", amp.Unicode())]
+    requiresAnswer = False
+
+
+class AssociationClosed(amp.Command):
+    """
+    Worker to coordinator: an association that stored objects has closed.
+    """
+
+    arguments = [(b"association", amp.Integer())]
+    requiresAnswer = False
+
+
+class Accepted(amp.Command):
+    arguments = [(b"title", amp.Unicode())]
+    requiresAnswer = False
+
+
+class Rejected(amp.Command):
+    arguments = [(b"title", amp.Unicode())]
+    requiresAnswer = False
+
+
+class Ended(amp.Command):
+    """
+    Worker to coordinator: an accepted association is over, with its
+    operations' counters (operation -> outcome -> count).
+    """
+
+    arguments = [
+        (b"title", amp.Unicode()),
+        (b"outcome", amp.Unicode()),
+        (b"counters", amp.AmpList([(b"operation", amp.Unicode()), (b"result", amp.Unicode()), (b"count", amp.Integer())])),
+    ]
+    requiresAnswer = False
+
+
+class Reload(amp.Command):
+    """
+    Coordinator to worker: SIGHUP; read the configuration file again.
+    """
+
+    response = [(b"reloaded", amp.Boolean())]
+
+
+def attributeSummary(attributes: Dataset) -> Dataset:
+    """
+    The top-level attributes of a stored object that the coordinator
+    needs (index keys, routing conditions, the Study Instance UID),
+    undecoded: those whose values are at most L{ATTRIBUTE_LIMIT} bytes,
+    without sequences.
+    """
+    kept = {}
+    for element in attributes.elements():
+        if element.VR == "SQ":
+            continue
+        value = element.value
+        length = len(value) if isinstance(value, (bytes, str)) else len(str(value))
+        if length <= ATTRIBUTE_LIMIT:
+            kept[element.tag] = element
+    summary = Dataset(kept)
+    implicit, little, encoding = attributes.original_encoding + (attributes.original_character_set,)
+    summary.set_original_encoding(implicit, little, encoding)
+    return summary
+
+
+def instanceFields(received: ReceivedInstance) -> dict:
+    """
+    What the coordinator needs of a stored object: a L{ReceivedInstance}'s
+    fields but its association, with the L{attributeSummary}.
+    """
+    return dict(
+        sopClassUID=received.sopClassUID,
+        sopInstanceUID=received.sopInstanceUID,
+        transferSyntaxUID=received.transferSyntaxUID,
+        callingAETitle=received.callingAETitle,
+        calledAETitle=received.calledAETitle,
+        peerHost=received.peerHost,
+        receivedAt=received.receivedAt,
+        size=received.size,
+        path=received.path,
+        attributes=attributeSummary(received.attributes),
+    )
+
+
+# -- the worker's side --------------------------------------------------------------
+
+
+class CoordinatorLink(amp.AMP):
+    """
+    A worker's connection to its coordinator: what the worker's storage
+    areas and acceptor report through (L{storedIn}, L{indexFor},
+    L{statistics}), and where SIGHUP arrives (L{Reload}).
+
+    @ivar daemon: the worker's L{dicomd.daemon.DicomdService}, reloaded
+        on L{Reload}.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor):
+        amp.AMP.__init__(self)
+        self.reactor = reactor
+        self.daemon = None
+        self._serials: Dict[object, int] = {}
+        self._nextSerial = 0
+        self._lost = defer.Deferred()
+
+    def connectionLost(self, reason):
+        amp.AMP.connectionLost(self, reason)
+        self._lost.callback(None)
+
+    def whenLost(self) -> defer.Deferred:
+        """
+        A L{Deferred} that fires when the coordinator is gone.
+        """
+        return self._lost
+
+    @Reload.responder
+    def reload(self):
+        return {"reloaded": self.daemon.reload()}
+
+    def _serial(self, association) -> int:
+        serial = self._serials.get(association)
+        if serial is None:
+            self._nextSerial += 1
+            serial = self._serials[association] = self._nextSerial
+            whenClosed = getattr(association, "whenClosed", None)
+            if whenClosed is not None:
+                whenClosed().addCallback(lambda _: self._closed(association))
+        return serial
+
+    def _closed(self, association) -> None:
+        self.tell(AssociationClosed, association=self._serials.pop(association))
+
+    def tell(self, command, **arguments) -> None:
+        """
+        Send the coordinator a command that needs no answer, unless it is
+        gone (the worker is aborting its associations then).
+        """
+        if not self._lost.called:
+            self.callRemote(command, **arguments)
+
+    def storedIn(self, area: str):
+        """
+        The storage SCP observer of the area L{dicomd.archive.index.areaKey}
+        C{area}: report each stored object, and hold its response until
+        the coordinator has taken it.
+        """
+
+        def stored(received: ReceivedInstance) -> Optional[defer.Deferred]:
+            if received.path is None:
+                return None
+            asked = self.callRemote(Stored, area=area, association=self._serial(received.association), instance=instanceFields(received))
+            return asked.addCallback(self._taken, received)
+
+        return stored
+
+    def _taken(self, answer, received: ReceivedInstance) -> None:
+        if answer["status"]:
+            # Refused (a quota, an index that cannot record): the file
+            # must not stay under its final name.
+            try:
+                os.unlink(received.path)
+            except FileNotFoundError:
+                pass
+            raise StoreRefused(answer["status"], answer["comment"])
+
+    def indexFor(self, area: str) -> "RemoteIndex":
+        return RemoteIndex(self, area)
+
+    def statistics(self) -> "RemoteStatistics":
+        return RemoteStatistics(self)
+
+
+class RemoteIndex:
+    """
+    The index of a worker's storage area: the coordinator indexes what
+    the area's observer (L{CoordinatorLink.storedIn}) reports, so adding
+    here records nothing; removing tells the coordinator.
+    """
+
+    #: Adding never waits: small objects are finished on the reactor thread.
+    returnsAtOnce = True
+
+    def __init__(self, link: CoordinatorLink, area: str):
+        self._link = link
+        self._area = area
+
+    def add(self, received: ReceivedInstance) -> None:
+        return None
+
+    def remove(self, received: ReceivedInstance) -> None:
+        """
+        In a worker thread: an object reported is removed again.
+        """
+        link = self._link
+        link.reactor.callFromThread(link.tell, Unstored, area=self._area, sopInstanceUID=received.sopInstanceUID, path=received.path or "")
+
+    def recover(self) -> None:
+        """
+        The coordinator recovers the index before it starts any worker.
+        """
+
+
+class RemoteStatistics:
+    """
+    A worker's L{dicomd.status.Statistics}: each event goes to the
+    coordinator, whose status page counts those of every worker.
+    """
+
+    def __init__(self, link: CoordinatorLink):
+        self._link = link
+
+    def accepted(self, calledAETitle: str) -> None:
+        self._link.tell(Accepted, title=calledAETitle)
+
+    def rejected(self, calledAETitle: str) -> None:
+        self._link.tell(Rejected, title=calledAETitle)
+
+    def ended(self, title: str, association, outcome) -> None:
+        counters = [
+            {"operation": operation, "result": result, "count": count}
+            for operation, outcomes in association.counters.items()
+            for result, count in outcomes.items()
+        ]
+        self._link.tell(Ended, title=title, outcome=outcome or "", counters=counters)
+
+
+# -- the coordinator's side ---------------------------------------------------------
+
+
+class RemoteAssociation:
+    """
+    An association of a worker, as the coordinator's study tracker sees
+    it: it closes when the worker says so, or dies.
+    """
+
+    def __init__(self):
+        self._closed = defer.Deferred()
+        self.closed = False
+
+    def whenClosed(self) -> defer.Deferred:
+        waiter = defer.Deferred()
+        if self.closed:
+            waiter.callback(None)
+        else:
+            self._closed.addBoth(lambda result: waiter.callback(None) or result)
+        return waiter
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._closed.callback(None)
+
+
+class OpenAssociation:
+    """
+    One open association of a worker, for the status page.
+    """
+
+    def __init__(self, entityTitle: str):
+        self.entityTitle = entityTitle
+
+
+class WorkerConnection(amp.AMP):
+    """
+    The coordinator's end of one worker's AMP connection: takes what the
+    worker stores into the coordinator's storage services.
+    """
+
+    log = Logger()
+
+    def __init__(self, pool: "WorkerPool", worker: "Worker"):
+        amp.AMP.__init__(self)
+        self.pool = pool
+        self.worker = worker
+
+    @Stored.responder
+    def stored(self, area, association, instance):
+        received = ReceivedInstance(association=self.worker.association(association), **instance)
+        taken = self.pool.storeInto(area, received)
+        return taken.addCallbacks(
+            lambda _: {"status": 0, "comment": ""},
+            lambda failure: self._refused(failure, received),
+        )
+
+    def _refused(self, failure, received: ReceivedInstance) -> dict:
+        if failure.check(StoreRefused):
+            return {"status": failure.value.status, "comment": str(failure.value)}
+        self.log.failure("Recording {path}", failure, path=received.path)
+        return {"status": OUT_OF_RESOURCES, "comment": "the coordinator cannot record it"}
+
+    @Unstored.responder
+    def unstored(self, area, sopInstanceUID, path):
+        self.pool.unstore(area, sopInstanceUID, path)
+        return {}
+
+    @AssociationClosed.responder
+    def associationClosed(self, association):
+        self.worker.closeAssociation(association)
+        return {}
+
+    @Accepted.responder
+    def accepted(self, title):
+        self.worker.open[title] += 1
+        self.pool.statistics.accepted(title)
+        return {}
+
+    @Rejected.responder
+    def rejected(self, title):
+        self.pool.statistics.rejected(title)
+        return {}
+
+    @Ended.responder
+    def ended(self, title, outcome, counters):
+        self.worker.open[title] = max(0, self.worker.open[title] - 1)
+        self.pool.statistics.count(title, outcome, [(c["operation"], c["result"], c["count"]) for c in counters])
+        return {}
+
+
+class Worker(protocol.ProcessProtocol):
+    """
+    One worker process, as its coordinator follows it: its log (standard
+    error, one event a line, relayed to the coordinator's log), its
+    associations and its AMP connection.
+
+    @ivar number: names it in the log (1..N; a replacement takes the
+        number of the worker it replaces).
+    @ivar open: AE title -> its associations open now.
+    """
+
+    log = Logger()
+
+    def __init__(self, pool: "WorkerPool", number: int):
+        self.pool = pool
+        self.number = number
+        self.startedAt = time.monotonic()
+        self.open: Dict[str, int] = defaultdict(int)
+        self.connection: Optional[WorkerConnection] = None
+        self._associations: Dict[int, RemoteAssociation] = {}
+        self._partial = b""
+        self._ended = defer.Deferred()
+
+    def association(self, serial: int) -> RemoteAssociation:
+        association = self._associations.get(serial)
+        if association is None:
+            association = self._associations[serial] = RemoteAssociation()
+        return association
+
+    def closeAssociation(self, serial: int) -> None:
+        association = self._associations.pop(serial, None)
+        if association is not None:
+            association.close()
+
+    def errReceived(self, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._relay(line.decode("utf-8", "replace"))
+
+    def _relay(self, line: str) -> None:
+        name, _, text = line.partition(" ")
+        try:
+            level = LogLevel.levelWithName(name)
+        except Exception:
+            level, text = LogLevel.info, line
+        self.log.emit(level, "worker {number}: {text}", number=self.number, text=text)
+
+    def whenEnded(self) -> defer.Deferred:
+        waiter = defer.Deferred()
+        self._ended.addBoth(lambda result: waiter.callback(None) or result)
+        return waiter
+
+    def processEnded(self, reason) -> None:
+        if self._partial:
+            self._relay(self._partial.decode("utf-8", "replace"))
+        for association in self._associations.values():
+            association.close()
+        self._associations.clear()
+        self.open.clear()
+        if self.connection is not None and self.connection.transport is not None:
+            self.connection.transport.loseConnection()
+        self._ended.callback(None)
+        self.pool.workerEnded(self, reason)
+
+
+class WorkerPool(service.Service):
+    """
+    The coordinator's workers: started once the coordinator's services
+    run (the index recovered, the studies of a killed run ended), each
+    replaced when it dies, stopped (SIGTERM, each with its own grace
+    period) before the coordinator ends its studies.
+
+    @ivar count: how many workers run.
+    @ivar command: the front door and its arguments a worker is built
+        from (see L{dicomd.workerprocess}).
+    @ivar daemon: the coordinator's L{dicomd.daemon.DicomdService}, set by
+        it: its storage services take what workers store.
+    @ivar ports: the listening services whose sockets the workers adopt,
+        set by the daemon.
+    """
+
+    log = Logger()
+
+    #: Seconds beyond the grace period a stopping worker gets before it is
+    #: killed.
+    STOP_MARGIN = 10.0
+
+    def __init__(self, count: int, command: List[str], *, reactor=None, executable: str = sys.executable):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.count = count
+        self.command = list(command)
+        self.executable = executable
+        self.daemon = None
+        self.ports: List = []
+        self.workers: List[Worker] = []
+
+    @property
+    def statistics(self):
+        return self.daemon.statistics
+
+    @property
+    def associations(self) -> List[OpenAssociation]:
+        """
+        The workers' open associations, for the status page.
+        """
+        return [OpenAssociation(title) for worker in self.workers for title, n in worker.open.items() for _ in range(n)]
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        for number in range(1, self.count + 1):
+            self._spawn(number)
+
+    def _spawn(self, number: int) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        worker = Worker(self, number)
+        connection = worker.connection = WorkerConnection(self, worker)
+        childFDs = {0: "w", 1: "r", 2: "r", COORDINATOR_FD: theirs.fileno()}
+        for offset, port in enumerate(self.ports):
+            childFDs[COORDINATOR_FD + 1 + offset] = port.fileno()
+        argv = [self.executable, "-m", "dicomd.workerprocess"] + self.command
+        try:
+            process = self.reactor.spawnProcess(worker, self.executable, argv, env=os.environ, childFDs=childFDs)
+        finally:
+            theirs.close()
+        self.reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, OneConnection(connection))
+        ours.close()
+        self.workers.append(worker)
+        self.log.info("Worker {number} started (pid {pid})", number=number, pid=process.pid)
+
+    def workerEnded(self, worker: Worker, reason) -> None:
+        self.workers.remove(worker)
+        if not self.running:
+            return
+        self.log.error(
+            "Worker {number} ended ({why}); its associations ended, another takes its place",
+            number=worker.number,
+            why=reason.getErrorMessage(),
+        )
+        lived = time.monotonic() - worker.startedAt
+        self.reactor.callLater(0 if lived >= RESPAWN_DELAY else RESPAWN_DELAY, self._respawn, worker.number)
+
+    def _respawn(self, number: int) -> None:
+        if self.running:
+            self._spawn(number)
+
+    def reload(self) -> defer.Deferred:
+        """
+        SIGHUP: each worker reads the configuration file again.
+        """
+        asked = [worker.connection.callRemote(Reload) for worker in self.workers if worker.connection.transport is not None]
+        return defer.DeferredList(asked, consumeErrors=True)
+
+    def stopService(self) -> defer.Deferred:
+        """
+        SIGTERM each worker (which stops listening, lets its associations
+        finish for the grace period, then aborts them); kill those still
+        running after the grace period and L{STOP_MARGIN}.
+        """
+        service.Service.stopService(self)
+        workers = list(self.workers)
+        ended = defer.gatherResults([worker.whenEnded() for worker in workers])
+        for worker in workers:
+            _signal(worker, "TERM")
+        grace = self.daemon.config.limits.shutdownGrace + self.STOP_MARGIN
+        timer = self.reactor.callLater(grace, lambda: [_signal(worker, "KILL") for worker in workers])
+        return ended.addBoth(lambda _: timer.cancel() if timer.active() else None)
+
+    # -- what workers store ------------------------------------------------------------
+
+    def _storage(self, area: str):
+        for storage in self.daemon.storagesInForce():
+            if storage.area == area:
+                return storage
+        raise StoreRefused(OUT_OF_RESOURCES, "no storage area %s in force" % (area,))
+
+    def storeInto(self, area: str, received: ReceivedInstance) -> defer.Deferred:
+        """
+        Take an object a worker stored: queue its index row (at once where
+        the area forwards, in a thread), delete a file it replaced, then
+        track its study and run its reception command.
+        """
+        try:
+            storage = self._storage(area)
+        except StoreRefused:
+            return defer.fail()
+        writer = storage.writer
+        if writer is None:
+            recorded = defer.succeed(None)
+        elif writer.returnsAtOnce:
+            recorded = defer.maybeDeferred(writer.add, received)
+        else:
+            recorded = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), writer.add, received)
+
+        def replaced(path):
+            if path and os.path.abspath(path) != received.path:
+                return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), _removeQuietly, path)
+
+        recorded.addCallback(replaced)
+        recorded.addCallback(lambda _: storage.receiver.actions.instanceStored(received))
+        return recorded
+
+    def unstore(self, area: str, sopInstanceUID: str, path: str) -> None:
+        try:
+            storage = self._storage(area)
+        except StoreRefused:
+            return
+        if storage.writer is not None:
+            storage.writer.remove(ReceivedInstance(sopInstanceUID=sopInstanceUID, path=path or None, **_NOTHING))
+
+
+#: The fields of a L{ReceivedInstance} that removing it does not read.
+_NOTHING = dict(sopClassUID="", transferSyntaxUID="", callingAETitle="", calledAETitle="", peerHost="", receivedAt=0.0)
+
+
+class OneConnection(protocol.Factory):
+    """
+    A factory for one connection whose protocol exists already.
+    """
+
+    def __init__(self, proto):
+        self._proto = proto
+
+    def buildProtocol(self, addr):
+        return self._proto
+
+
+def _signal(worker: Worker, name: str) -> None:
+    try:
+        worker.transport.signalProcess(name)
+    except error.ProcessExitedAlready:
+        pass
+
+
+def _removeQuietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class SharedPort(service.Service):
+    """
+    The coordinator's side of a listening endpoint: it binds it (before
+    privileges drop, as in one process) and never accepts on it; the
+    workers adopt its socket (L{AdoptedPort}).  Plain TCP only: a worker
+    wraps a L{dicomd.config.PortConfig}'s TLS around the socket itself.
+
+    @ivar where: an endpoint string (C{tcp:} or C{tcp6:}) or a
+        L{dicomd.config.PortConfig}.
+    """
+
+    def __init__(self, where, factory, reactor):
+        self.where = where
+        self.factory = factory
+        self.reactor = reactor
+        self.port = None
+
+    def privilegedStartService(self) -> None:
+        service.Service.privilegedStartService(self)
+        from twisted.internet.endpoints import serverFromString
+
+        if isinstance(self.where, str):
+            listened = []
+            serverFromString(self.reactor, self.where).listen(self.factory).addBoth(listened.append)
+            if isinstance(listened[0], Failure):
+                listened[0].raiseException()
+            self.port = listened[0]
+        else:
+            self.port = self.reactor.listenTCP(self.where.port, self.factory)
+        self.port.stopReading()
+
+    def fileno(self) -> int:
+        return self.port.fileno()
+
+    def stopService(self):
+        service.Service.stopService(self)
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
+
+
+class AdoptedPort(service.Service):
+    """
+    A worker's side of a listening endpoint: the socket its coordinator
+    bound, passed as descriptor C{fd}, accepting with C{factory} (wrapped
+    in TLS when the L{dicomd.config.PortConfig} has it).
+    """
+
+    def __init__(self, fd: int, where, factory, reactor):
+        self.fd = fd
+        self.where = where
+        self.factory = factory
+        self.reactor = reactor
+        self.port = None
+
+    def privilegedStartService(self) -> None:
+        service.Service.privilegedStartService(self)
+        probe = socket.socket(fileno=self.fd)
+        family = probe.family
+        probe.detach()
+        factory = self.factory
+        tls = getattr(self.where, "tls", None)
+        if tls is not None:
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            factory = TLSMemoryBIOFactory(tls, False, factory)
+        self.port = self.reactor.adoptStreamPort(self.fd, family, factory)
+        os.close(self.fd)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
+
+
+def sharable(where) -> bool:
+    """
+    Whether workers can share a listening endpoint: a port, or a C{tcp:}
+    or C{tcp6:} endpoint string.
+    """
+    return not isinstance(where, str) or where.split(":", 1)[0] in ("tcp", "tcp6")

@@ -1,0 +1,283 @@
+"""
+Worker processes (issue 14, L{dicomd.workers}): C{twistd dicomd --workers 2}
+and C{dicomd storescp --fork} with real peers, DCMTK's C{storescu},
+C{findscu} and C{movescu}.
+
+  - a worker killed (SIGKILL) in the middle of a transfer: every instance
+    acknowledged is on disk and indexed without a restart, and another
+    worker takes its place;
+  - SIGHUP while senders store: nothing is refused or lost, and the
+    status page's counters sum both workers';
+  - end of study with a study's associations spread over both workers:
+    its command runs once;
+  - C-FIND and C-MOVE answered by workers from the coordinator's index.
+"""
+
+import collections
+import json
+import os
+import pickle
+import re
+import signal
+
+import pydicom
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
+
+from dicomd.storage.part10 import scanHead
+from dicomd.workers import Pickled, attributeSummary
+from tests.storagearea import finalFiles, indexedInstances, waitForIndexed
+from tests.support import (
+    LOCALHOST,
+    dcmtk,
+    dcmtkEnvironment,
+    deferLater,
+    freePort,
+    makeDirectory,
+    runCommand,
+    spawn,
+    startDaemon,
+    startDCMTKServer,
+    waitUntil,
+)
+from tests.test_archive_index import EXPLICIT, header
+from tests.test_daemon import httpGet, parsePrometheus
+from tests.test_faults import SUCCESS_LINE, DaemonTestCase, acknowledgedFiles, daemonOptions, storescuArgv, writeStudy
+from tests.test_storescp import startStorescp
+
+
+@defer.inlineCallbacks
+def startWithWorkers(testCase, data: str, *options: str):
+    """
+    Start C{twistd dicomd --workers 2}, and wait until both workers serve.
+
+    @return: a L{Deferred} firing with its L{tests.support.ChildProcess}.
+    """
+    daemon = yield startDaemon(testCase, *daemonOptions(data, "--workers", "2", *options))
+    yield waitUntil(lambda: len(servingWorkers(daemon)) == 2, timeout=30, message="two workers serving")
+    return daemon
+
+
+@defer.inlineCallbacks
+def waitUntilDeferred(condition, attempts: int = 200):
+    """
+    Ask C{condition} (returning a L{Deferred} of a boolean) until it says
+    yes: the coordinator counts a worker's association a moment after
+    the worker logs its end.
+    """
+    for _ in range(attempts):
+        done = yield condition()
+        if done:
+            return
+        from twisted.internet import reactor
+
+        yield deferLater(reactor, 0.05)
+    raise AssertionError("the condition never held")
+
+
+def servingWorkers(daemon) -> set:
+    return set(re.findall(r"worker (\d+): AcceptorFactory starting on", daemon.output))
+
+
+def workerPids(daemon) -> dict:
+    """
+    Worker number -> the pid of its latest process, from the daemon's log.
+    """
+    return {int(number): int(pid) for number, pid in re.findall(r"Worker (\d+) started \(pid (\d+)\)", daemon.output)}
+
+
+def workersOfAssociations(daemon) -> list:
+    return [int(number) for number in re.findall(r"worker (\d+): Association \S+ -> \S+ from \S+ accepted", daemon.output)]
+
+
+class WorkerTests(DaemonTestCase):
+    """
+    C{twistd dicomd --workers 2}.
+    """
+
+    @defer.inlineCallbacks
+    def test_killedWorkerLosesNothingAcknowledged(self):
+        """A worker killed with SIGKILL while storescu streams to it: every acknowledged instance is complete and indexed, without a restart; another worker takes its place and the daemon serves on."""
+        sources = writeStudy(makeDirectory(self), 300)
+        uids = dict(sources)
+        data = os.path.join(makeDirectory(self), "data")
+        daemon = yield startWithWorkers(self, data)
+        sender = spawn(self, storescuArgv(daemon.port, [path for path, _ in sources]), env=dcmtkEnvironment(), name="storescu")
+        yield waitUntil(lambda: sender.output.count(SUCCESS_LINE) >= 100 or not sender.running, timeout=60, interval=0.002)
+        [serving] = workersOfAssociations(daemon)
+        os.kill(workerPids(daemon)[serving], signal.SIGKILL)
+        yield sender.whenEnded()
+
+        acknowledged = acknowledgedFiles(sender.output)
+        self.assertGreaterEqual(len(acknowledged), 100, sender.describe())
+        self.assertLess(len(acknowledged), len(sources), "storescu finished before the kill:\n" + sender.describe())
+        yield daemon.waitForOutput(r"Worker %d ended" % (serving,), timeout=30)
+        yield waitUntil(lambda: len(re.findall(r"Worker %d started" % (serving,), daemon.output)) == 2, timeout=30, message="a new worker")
+        indexed = yield waitForIndexed(data, [uids[source] for source in acknowledged])
+        for source in acknowledged:
+            self.assertComplete(indexed[uids[source]], uids[source], source)
+        self.assertLessEqual(len(finalFiles(data)) - len(acknowledged), 1, "more than one stored object was not acknowledged")
+        yield self.assertServes(daemon, data, len(indexedInstances(data)) + 1)
+
+    @defer.inlineCallbacks
+    def test_reloadUnderLoad(self):
+        """SIGHUP while four storescu store: each worker reloads, and every object is acknowledged and indexed; the JSON status and /metrics count the associations and C-STOREs of both workers."""
+        data = os.path.join(makeDirectory(self), "data")
+        config = os.path.join(makeDirectory(self), "dicomd.toml")
+        with open(config, "w") as f:
+            f.write("")
+        statusPort = freePort()
+        daemon = yield startWithWorkers(self, data, "--config", config, "--status", "tcp:%d:interface=127.0.0.1" % (statusPort,))
+        studies = [writeStudy(makeDirectory(self), 60) for _ in range(4)]
+        senders = [
+            spawn(self, storescuArgv(daemon.port, [path for path, _ in study]), env=dcmtkEnvironment(), name="storescu") for study in studies
+        ]
+        yield waitUntil(lambda: sum(s.output.count(SUCCESS_LINE) for s in senders) >= 20, timeout=60, interval=0.002)
+        daemon.signalProcess("HUP")
+        yield defer.gatherResults([sender.whenEnded() for sender in senders])
+        for sender in senders:
+            self.assertEqual(sender.output.count(SUCCESS_LINE), 60, sender.describe() + daemon.describe())
+        yield waitUntil(lambda: len(re.findall(r"worker \d+: SIGHUP: reloaded", daemon.output)) == 2, timeout=30, message="workers reloaded")
+        self.assertIn("SIGHUP: reloaded", daemon.output)
+        indexed = yield waitForIndexed(data, [uid for study in studies for _, uid in study])
+        self.assertEqual(len(indexed), 240)
+
+        base = "http://127.0.0.1:%d" % (statusPort,)
+        yield waitUntil(lambda: daemon.output.count(" released by the peer ") == 4, timeout=20, message="four releases")
+
+        @defer.inlineCallbacks
+        def counted():
+            _, _, body = yield httpGet(base + "/")
+            return json.loads(body)["associations"].get("DICOMD", {}).get("released") == 4
+
+        yield waitUntilDeferred(counted)
+        _, _, body = yield httpGet(base + "/")
+        page = json.loads(body)
+        self.assertEqual(page["operations"]["DICOMD"], {"C-STORE": {"success": 240}})
+        self.assertEqual(page["openAssociations"], {"DICOMD": 0})
+        _, _, body = yield httpGet(base + "/metrics")
+        metrics = parsePrometheus(body.decode("utf-8"))
+        self.assertEqual(metrics[("dicomd_operations_total", (("ae", "DICOMD"), ("operation", "C-STORE"), ("outcome", "success")))], 240)
+        self.assertEqual(metrics[("dicomd_associations_total", (("ae", "DICOMD"), ("event", "accepted")))], 4)
+
+    @defer.inlineCallbacks
+    def test_endOfStudyAcrossWorkers(self):
+        """A study sent on associations that both workers serve ends once: its command runs once, at the stop."""
+        data = os.path.join(makeDirectory(self), "data")
+        log = os.path.join(makeDirectory(self), "eostudy.log")
+        options = ("--exec-on-eostudy", "echo #p >> " + log, "--eostudy-timeout", "3600", "--state-directory", makeDirectory(self))
+        daemon = yield startWithWorkers(self, data, *options)
+        study = pydicom.uid.generate_uid()
+        sent = []
+        while len(set(workersOfAssociations(daemon))) < 2:
+            self.assertLess(len(sent), 40, "the associations all went to one worker:\n" + daemon.describe())
+            images = writeStudy(makeDirectory(self), 2, study=study)
+            senders = [spawn(self, storescuArgv(daemon.port, [path]), env=dcmtkEnvironment(), name="storescu") for path, _ in images]
+            yield defer.gatherResults([sender.whenEnded() for sender in senders])
+            for sender in senders:
+                self.assertEqual(sender.output.count(SUCCESS_LINE), 1, sender.describe())
+            sent += [uid for _, uid in images]
+            yield waitUntil(lambda: len(workersOfAssociations(daemon)) == len(sent), timeout=30, message="association log lines")
+        yield waitForIndexed(data, sent)
+        daemon.signalProcess("TERM")
+        yield daemon.whenEnded()
+        with open(log) as f:
+            self.assertEqual(f.read().splitlines(), [os.path.join(data, study)], daemon.describe())
+
+    @defer.inlineCallbacks
+    def test_findAndMove(self):
+        """What storescu stored through one worker, findscu finds and movescu moves to DCMTK's storescp through the workers."""
+        destination = makeDirectory(self)
+        storescp = yield startDCMTKServer(self, "storescp", "-aet", "STORESCP", "-od", destination)
+        data = os.path.join(makeDirectory(self), "data")
+        daemon = yield startWithWorkers(self, data, "--peer", "STORESCP:%s:%d" % (LOCALHOST, storescp.port))
+        images = writeStudy(makeDirectory(self), 5)
+        study = str(pydicom.dcmread(images[0][0], stop_before_pixels=True).StudyInstanceUID)
+        stored = yield runCommand(storescuArgv(daemon.port, [path for path, _ in images]), env=dcmtkEnvironment())
+        self.assertEqual(stored.output.count(SUCCESS_LINE), 5, stored.describe())
+        yield waitForIndexed(data, [uid for _, uid in images])
+
+        responses = makeDirectory(self)
+        found = yield runCommand(
+            [dcmtk("findscu"), "-S", "-X", "-od", responses, "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", LOCALHOST, str(daemon.port)],
+            env=dcmtkEnvironment(),
+        )
+        matches = [pydicom.dcmread(os.path.join(responses, name)) for name in os.listdir(responses)]
+        self.assertEqual([m.StudyInstanceUID for m in matches], [study], found.describe() + daemon.describe())
+        moved = yield runCommand(
+            [dcmtk("movescu"), "-v", "-S", "-aem", "STORESCP", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=" + study]
+            + [LOCALHOST, str(daemon.port)],
+            env=dcmtkEnvironment(),
+        )
+        self.assertIn("Received Final Move Response (Success)", moved.output, moved.describe() + daemon.describe())
+        received = sorted(name for _, _, names in os.walk(destination) for name in names)
+        self.assertEqual(received, sorted("CT." + uid for _, uid in images))
+
+    @defer.inlineCallbacks
+    def test_coordinatorKilled(self):
+        """The coordinator killed with SIGKILL: its workers notice and exit, leaving no process serving the port."""
+        daemon = yield startWithWorkers(self, os.path.join(makeDirectory(self), "data"))
+        pids = list(workerPids(daemon).values())
+        daemon.signalProcess("KILL")
+        yield daemon.whenEnded()
+        yield waitUntil(lambda: not any(os.path.exists("/proc/%d" % (pid,)) for pid in pids), timeout=30, message="workers exited")
+
+
+class ForkTests(DaemonTestCase):
+    """
+    C{dicomd storescp --fork}.
+    """
+
+    @defer.inlineCallbacks
+    def test_storesThroughWorkers(self):
+        """Objects from four storescu at once are stored whole by the workers, under storescp's names."""
+        storescp = yield startStorescp(self, "--fork")
+        yield waitUntil(lambda: len(servingWorkers(storescp)) == (os.cpu_count() or 1), timeout=30, message="workers serving")
+        studies = [writeStudy(makeDirectory(self), 10) for _ in range(4)]
+        senders = [
+            spawn(self, storescuArgv(storescp.port, [path for path, _ in study]), env=dcmtkEnvironment(), name="storescu") for study in studies
+        ]
+        yield defer.gatherResults([sender.whenEnded() for sender in senders])
+        for sender in senders:
+            self.assertEqual(sender.output.count(SUCCESS_LINE), 10, sender.describe() + storescp.describe())
+        stored = {name: os.path.join(storescp.outputDirectory, name) for name in os.listdir(storescp.outputDirectory)}
+        for study in studies:
+            for source, uid in study:
+                self.assertComplete(stored["CT." + uid], uid, source)
+
+
+class PickledTests(SynchronousTestCase):
+    """
+    Tests for L{Pickled}, how a worker sends a stored object's fields.
+    """
+
+    def test_storedInstance(self):
+        """
+        A stored object's fields, its attributes read by pydicom and left
+        undecoded alike, come back equal.
+        """
+        dataset = header("1.1.1", 7)
+        dataset.PatientName = "Doe^J"
+        dataset.ImagePositionPatient = [0, 0.5, -1]
+        encoded = DicomBytesIO()
+        encoded.is_little_endian, encoded.is_implicit_VR = True, False
+        write_dataset(encoded, dataset)
+        scanned = scanHead(encoded.getvalue(), EXPLICIT, complete=True)
+        self.assertEqual(scanned.PatientName, "Doe^J")
+        fields = {"sopInstanceUID": "1.2.3.7", "size": 10, "receivedAt": 1.5, "attributes": attributeSummary(scanned)}
+        argument = Pickled()
+        decoded = argument.fromString(argument.toString(fields))
+        self.assertEqual(decoded["attributes"], fields["attributes"])
+        self.assertEqual(decoded["size"], 10)
+
+    def test_otherClassesRefused(self):
+        """
+        A pickle that names anything but plain values and pydicom's data
+        set classes is refused: a worker subverted by what it parsed
+        cannot make the coordinator call a function.
+        """
+        argument = Pickled()
+        self.assertRaises(pickle.UnpicklingError, argument.fromString, pickle.dumps(os.getcwd))
+        self.assertRaises(pickle.UnpicklingError, argument.fromString, pickle.dumps(collections.OrderedDict()))
