@@ -1798,44 +1798,6 @@ class ThreadTests(SQLiteEngine, SynchronousTestCase):
         self.assertEqual(index.studyCount(AREA), 4)
 
 
-class IndexedAreaFailureTests(SynchronousTestCase):
-    """
-    L{dicomd.archive.area.IndexedArea.add} when the index cannot record a
-    stored file.
-    """
-
-    def test_databaseErrorRefusesOutOfResources(self):
-        """
-        A database error (locked past the timeout, full, broken) refuses
-        the object with 0xA700, out of resources, which a sender retries
-        later, instead of 0xC000, which says the object is at fault.
-        """
-        from dicomd.archive.area import IndexedArea
-        from dicomd.dimse.status import OUT_OF_RESOURCES
-        from dicomd.storage.scp import ReceivedInstance, StoreRefused
-
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        index = SQLiteArchiveIndex(os.path.join(directory, "index.sqlite"))
-        self.addCleanup(index.close)
-        path = os.path.join(directory, "CT.1")
-        with open(path, "wb") as f:
-            f.write(b"\0" * 100)
-        dataset = header("1.1.1", 1)
-        received = ReceivedInstance(
-            dataset.SOPClassUID, dataset.SOPInstanceUID, EXPLICIT, "MODALITY", "DICOMD", "127.0.0.1", 1000.0,
-            attributes=dataset, path=path,
-        )
-
-        def broken(*args):
-            raise sqlite3.OperationalError("database or disk is full")
-
-        self.patch(index, "addInstance", broken)
-        error = self.assertRaises(StoreRefused, IndexedArea(index, AREA, directory).add, received)
-        self.assertEqual(error.status, OUT_OF_RESOURCES)
-        self.assertIn("database or disk is full", str(error))
-
-
 # The same tests on PostgreSQL: every behaviour of the index is the same
 # whichever database keeps it.
 

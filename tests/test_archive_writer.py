@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dicomd.archive.area import IndexedArea
 from dicomd.archive.dcmqrcfg import Quota
 from dicomd.archive.index import SQLiteArchiveIndex, areaKey
+from dicomd.archive.queue import Forwarding, ForwardQueue
 from dicomd.archive.writer import IndexWriter
 from dicomd.dimse.status import OUT_OF_RESOURCES
 from dicomd.storage.scp import ReceivedInstance, StoreRefused
@@ -37,14 +38,18 @@ class _Jobs:
 
 class _Router:
     """
-    A router with or without routes, which queues nothing.
+    A router that sends everything to PACS and remembers what it was told
+    was queued.
     """
 
-    def __init__(self, forwardsAnything):
-        self.forwardsAnything = forwardsAnything
+    def __init__(self):
+        self.told = []
 
     def forwardingsFor(self, received):
-        return ()
+        return (Forwarding("PACS", "DICOMD"),)
+
+    def queued(self, forwardings):
+        self.told.append(list(forwardings))
 
 
 class IndexWriterTests(SynchronousTestCase):
@@ -162,12 +167,32 @@ class IndexWriterTests(SynchronousTestCase):
         self.assertEqual(error.status, OUT_OF_RESOURCES)
         self.assertEqual(self.jobs.held, [])
 
-    def test_forwardingAreaRecordsAtOnce(self):
+    def test_forwardingAreaWritesQueueEntriesWithTheRows(self):
         """
-        Where anything is forwarded, an object is recorded (with its queue entries) before add returns.
+        Where anything is forwarded, an object is recorded later too, its queue entries in the transaction of its row, and the router is told once they are written.
         """
-        writer = self.writer(router=_Router(forwardsAnything=True))
-        self.assertFalse(writer.returnsAtOnce)
+        router = _Router()
+        writer = self.writer(router=router)
+        self.assertTrue(writer.returnsAtOnce)
+        for number in (1, 2):
+            self.assertIsNone(writer.add(self.received(number)))
+        self.assertEqual(ForwardQueue(self.index).entries(), [])
+        self.assertEqual(router.told, [])
+        self.jobs.run()
+        self.assertEqual(self.transactions, 1)
+        entries = ForwardQueue(self.index).entries()
+        self.assertEqual([(entry.destination, entry.path) for entry in entries], [("PACS", "CT.1"), ("PACS", "CT.2")])
+        self.assertEqual(router.told, [[Forwarding("PACS", "DICOMD")] * 2])
+
+    def test_afterWritten(self):
+        """
+        What waits for the writer runs once the operations asked before it are written, and before those asked after it.
+        """
+        writer = self.writer()
+        seen = []
         writer.add(self.received(1))
-        self.assertEqual(list(self.rows().values()), ["CT.1"])
-        self.assertEqual(self.jobs.held, [])
+        writer.afterWritten(lambda: seen.append(sorted(self.rows().values())))
+        writer.add(self.received(2))
+        self.jobs.run()
+        self.assertEqual(seen, [["CT.1"]])
+        self.assertEqual(sorted(self.rows().values()), ["CT.1", "CT.2"])

@@ -8,6 +8,7 @@ its durable queue.
 import glob
 import json
 import os
+import sqlite3
 import textwrap
 import urllib.request
 
@@ -75,6 +76,32 @@ def queueEntries(daemon):
     if result.exitCode != 0:
         raise AssertionError(result.describe())
     return result.stdout.strip().splitlines()[1:]
+
+
+def indexDatabase(daemon):
+    return os.path.join(daemon.dataDirectory, ".dicomd-index.sqlite")
+
+
+def queuedCount(daemon):
+    """
+    How many entries the daemon's queue holds, read from its database.
+    """
+    db = sqlite3.connect(indexDatabase(daemon), timeout=30)
+    try:
+        return db.execute("SELECT COUNT(*) FROM forward").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        db.close()
+
+
+def waitForQueued(daemon, count):
+    """
+    Wait until the daemon's queue holds C{count} entries: it writes them
+    with the index rows, moments after its responses
+    (L{dicomd.archive.writer}).
+    """
+    return waitUntil(lambda: queuedCount(daemon) == count, timeout=30, message="%d entries queued, not %d" % (queuedCount(daemon), count))
 
 
 def makeFiles(testCase, count, study=None, **kwargs):
@@ -208,6 +235,7 @@ class ForwardingTests(unittest.TestCase):
         result = yield storescu(daemon.port, sent)
         self.assertEqual(result.exitCode, 0, result.describe())
         yield daemon.waitForOutput(r"Forwarding to PACS: .*trying again in", timeout=60)
+        yield waitForQueued(daemon, 20)
         entries = yield queueEntries(daemon)
         self.assertEqual(len(entries), 20, entries)
         destination = yield storescpOn(self, port, makeDirectory(self))
@@ -226,6 +254,7 @@ class ForwardingTests(unittest.TestCase):
         sent = makeFiles(self, 500)
         result = yield storescu(daemon.port, sent)
         self.assertEqual(result.exitCode, 0, result.describe())
+        yield waitForQueued(daemon, 500)
         entries = yield queueEntries(daemon)
         self.assertEqual(len(entries), 500)
         daemon.signalProcess("KILL")
@@ -234,6 +263,34 @@ class ForwardingTests(unittest.TestCase):
         again = spawn(self, daemon.argv, env=pythonEnvironment(), cwd=daemon.workingDirectory, name="twistd dicomd again")
         yield waitUntil(lambda: len(arrived(destination.directory)) == 500, timeout=120, message=again.output)
         sameDataSets(self, sent, arrived(destination.directory))
+
+    @defer.inlineCallbacks
+    def test_killedRightAfterTheLastResponse(self):
+        """
+        SIGKILL right after the last C-STORE-RSP, before any of the
+        instances' rows and queue entries are written (another connection
+        holds the database's write lock meanwhile), loses none: the restart
+        indexes the files and queues them, and they are all delivered.
+        """
+        port = freePort()
+        config = self.config({"PACS": port}, routes='[[ae.forward]]\nto = "PACS"\n', retryFirst=60, retryMax=60)
+        daemon = yield startDaemon(self, "--config", config)
+        lock = sqlite3.connect(indexDatabase(daemon), isolation_level=None)
+        self.addCleanup(lock.close)
+        lock.execute("BEGIN IMMEDIATE")
+        sent = makeFiles(self, 100)
+        result = yield storescu(daemon.port, sent)
+        self.assertEqual(result.exitCode, 0, result.describe())
+        daemon.signalProcess("KILL")
+        yield daemon.whenEnded()
+        lock.execute("ROLLBACK")
+        self.assertEqual(queuedCount(daemon), 0)
+        destination = yield storescpOn(self, port, makeDirectory(self))
+        again = spawn(self, daemon.argv, env=pythonEnvironment(), cwd=daemon.workingDirectory, name="twistd dicomd again")
+        yield waitUntil(lambda: len(arrived(destination.directory)) == 100, timeout=120, message=again.output)
+        sameDataSets(self, sent, arrived(destination.directory))
+        self.assertIn("100 files indexed that the index lacked", again.output)
+        self.assertIn("100 forwarding entries queued", again.output)
 
     @defer.inlineCallbacks
     def test_permanentRejection(self):

@@ -12,14 +12,16 @@ in between leaves files without rows; the next start indexes them
 C-GET find every acknowledged instance.  The rows lag the responses by a
 few milliseconds.
 
-Where anything is forwarded, an instance's queue entries must be written
-with its row before it is acknowledged (L{dicomd.archive.queue}), so
-there L{IndexWriter} records each object at once, as
-L{IndexedArea.add} always did.
+An instance's forwarding queue entries are written in the transaction of
+its row (L{dicomd.archive.queue}), so they lag the response as the row
+does, and the same recovery queues them: every acknowledged instance is
+forwarded, whatever crash follows its response.
 
 Operations on one area are applied in the order they were asked for: a
 file renamed at the end of its study, or removed because its
-association ended before the response, changes a row already written.
+association ended before the response, changes a row already written;
+and what waits for the end of a study (L{IndexWriter.afterWritten}) finds
+the study's rows and queue entries written.
 
 While the index cannot record (locked, full, broken), the writer keeps
 what it holds and tries again with growing pauses, and new objects are
@@ -41,15 +43,14 @@ from dicomd.storage.scp import ReceivedInstance, StoreRefused
 #: The most rows one transaction writes.
 BATCH = 500
 
-_ADD, _REMOVE, _MOVED = "add", "remove", "moved"
+_ADD, _REMOVE, _MOVED, _CALL = "add", "remove", "moved", "call"
 
 
 class IndexWriter:
     """
     The index of a L{dicomd.storage.scp.StorageArea} that records in
     batches (see the module docstring).  Its methods are called in worker
-    threads or on the reactor thread, and never wait for the database,
-    except where the area forwards.
+    threads or on the reactor thread, and never wait for the database.
 
     @ivar area: the L{IndexedArea} written to.
     @ivar returnsAtOnce: L{add} does not wait for the database, so the
@@ -57,6 +58,7 @@ class IndexWriter:
     """
 
     log = Logger()
+    returnsAtOnce = True
 
     def __init__(
         self,
@@ -88,23 +90,16 @@ class IndexWriter:
         self._stopping = False
         self._failure: Optional[str] = None
 
-    @property
-    def returnsAtOnce(self) -> bool:
-        return not self.area.forwards
-
     # -- what StorageArea calls ----------------------------------------------------
 
-    def add(self, received: ReceivedInstance) -> Optional[str]:
+    def add(self, received: ReceivedInstance) -> None:
         """
-        Record a stored file: at once where the area forwards (returning
-        the path of a file it replaced, for the caller to delete), else in
-        the next batch.
+        Record a stored file, with its forwarding queue entries, in the
+        next batch (which deletes a file it replaced).
 
         @raise StoreRefused: the index cannot record (0xA700), or the
             object is larger than the study quota.
         """
-        if self.area.forwards:
-            return self.area.add(received)
         failure = self._failure
         if failure is not None:
             raise StoreRefused(OUT_OF_RESOURCES, "the index cannot record it: %s" % (failure,))
@@ -123,6 +118,17 @@ class IndexWriter:
         Record that a stored file was renamed, after any earlier operation.
         """
         self._submit((_MOVED, oldPath, newPath))
+
+    def afterWritten(self, function: Callable[[], None]) -> None:
+        """
+        Call C{function} in the writing thread once every operation asked
+        for so far is written: the end of a study releases the queue
+        entries held for it (L{dicomd.forwarding.Forwarding.studyEnded})
+        only once they are written.  A writer that stops with changes it
+        cannot write drops it with them (the next start queues what was
+        held, and indexes the files).
+        """
+        self._submit((_CALL, function))
 
     def recover(self) -> None:
         self.area.recover()
@@ -177,6 +183,8 @@ class IndexWriter:
             try:
                 if first[0] == _ADD:
                     self.area.addMany(taken)
+                elif first[0] == _CALL:
+                    first[1]()
                 elif first[0] == _REMOVE:
                     self.area.remove(first[1])
                 else:
