@@ -367,6 +367,23 @@ class PostgreSQLSchemaTests(SynchronousTestCase):
         self.open()
         self.assertEqual(self.version(), [(self.postgresql.SCHEMA_VERSION,)])
 
+    def test_migratedFromVersion1(self):
+        """
+        A schema of version 1 gains the table of the destinations retried
+        (C{forwardRetry}) and becomes version 2.
+        """
+        import psycopg
+
+        from dicomd.archive.queue import ForwardQueue
+
+        self.open().close()
+        with psycopg.connect(self.url) as connection:
+            connection.execute("DROP TABLE forwardRetry")
+            connection.execute("UPDATE schema_version SET version = 1")
+        index = self.open()
+        self.assertEqual(self.version(), [(2,)])
+        self.assertEqual(ForwardQueue(index).takeRetried(), [])
+
     def test_newerRefused(self):
         """
         A schema newer than this version knows is refused with one line

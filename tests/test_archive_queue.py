@@ -138,6 +138,32 @@ class QueueTests(SQLiteEngine, unittest.TestCase):
         self.assertFalse(self.queue.forget(first.id))
         self.assertEqual([e.id for e in self.queue.entries()], [second.id])
 
+    def test_retriedDestinationsTakenOnce(self):
+        """
+        C{retry} leaves the destinations of the entries it queued again for
+        C{takeRetried}, which hands each over once.
+        """
+        self.add("1.1", 1, Forwarding("PACS", "DICOMD"), Forwarding("AI", "DICOMD"))
+        self.assertEqual(self.queue.takeRetried(), [])
+        (pacs,) = self.queue.claim("PACS", 100.0, 10).entries
+        self.queue.failed([(pacs.id, "0xA900 Failure")])
+        self.queue.retry(200.0, pacs.id)
+        self.assertEqual(self.queue.takeRetried(), ["PACS"])
+        self.assertEqual(self.queue.takeRetried(), [])
+        self.queue.retry(300.0)
+        self.assertEqual(sorted(self.queue.takeRetried()), ["AI", "PACS"])
+
+    def test_depths(self):
+        """
+        C{depths} counts each destination's queued and held entries, with
+        the time the oldest was queued; failed ones are not counted.
+        """
+        self.add("1.1", 1, Forwarding("PACS", "DICOMD"), Forwarding("AI", "DICOMD", held=True), received=100.0)
+        self.add("1.1", 2, Forwarding("PACS", "DICOMD"), received=150.0)
+        (first, _) = self.queue.claim("PACS", 200.0, 10).entries
+        self.queue.failed([(first.id, "0xA900 Failure")])
+        self.assertEqual(self.queue.depths(), {"PACS": (1, 150.0), "AI": (1, 100.0)})
+
     def test_deliveredAndRouterMode(self):
         """
         Delivered entries leave the queue; the instances no entry holds any

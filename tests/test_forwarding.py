@@ -104,6 +104,16 @@ def waitForQueued(daemon, count):
     return waitUntil(lambda: queuedCount(daemon) == count, timeout=30, message="%d entries queued, not %d" % (queuedCount(daemon), count))
 
 
+@defer.inlineCallbacks
+def retryAll(daemon):
+    """
+    C{dicomd queue retry --all} on a daemon's data directory.
+    """
+    result = yield runCommand(dicomdArgv("queue", "retry", "--all", "-o", daemon.dataDirectory), env=pythonEnvironment())
+    if result.exitCode != 0:
+        raise AssertionError(result.describe())
+
+
 def makeFiles(testCase, count, study=None, **kwargs):
     """
     C{count} small CT files of one study (a new one unless given).
@@ -311,6 +321,25 @@ class ForwardingTests(unittest.TestCase):
         self.assertNotIn("trying again", daemon.output)
 
     @defer.inlineCallbacks
+    def test_retryEndsTheWait(self):
+        """
+        C{dicomd queue retry --all} on a running daemon sends the entries
+        of a destination that came back at once, not at its next try.
+        """
+        port = freePort()
+        config = self.config({"PACS": port}, routes='[[ae.forward]]\nto = "PACS"\n', retryFirst=600, retryMax=600)
+        daemon = yield startDaemon(self, "--config", config)
+        sent = makeFiles(self, 5)
+        result = yield storescu(daemon.port, sent)
+        self.assertEqual(result.exitCode, 0, result.describe())
+        yield daemon.waitForOutput(r"Forwarding to PACS: .*trying again in 600 s", timeout=60)
+        destination = yield storescpOn(self, port, makeDirectory(self))
+        yield waitForQueued(daemon, 5)
+        yield retryAll(daemon)
+        yield waitUntil(lambda: len(arrived(destination.directory)) == 5, timeout=60, message=daemon.output)
+        sameDataSets(self, sent, arrived(destination.directory))
+
+    @defer.inlineCallbacks
     def test_matchModalityAndCallingAETitle(self):
         """
         A route with C{match} takes only what it names: here MR to one
@@ -397,7 +426,15 @@ class ForwardingTests(unittest.TestCase):
             with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % (statusPort,), timeout=10) as response:
                 return response.read().decode("utf-8")
 
+        from twisted.internet import reactor
+
+        # The depth of a destination waiting out a failure is taken at the
+        # daemon's next look at the queue, every two seconds.
+        deadline = reactor.seconds() + 30
         text = yield threads.deferToThread(metrics)
+        while 'dicomd_forward_queue_depth{destination="DOWN"} 20' not in text and reactor.seconds() < deadline:
+            yield deferLater(reactor, 0.5)
+            text = yield threads.deferToThread(metrics)
         self.assertIn('dicomd_forward_queue_depth{destination="DOWN"} 20', text)
         self.assertIn('dicomd_forward_delivered_total{destination="UP"} 20', text)
         self.assertIn('dicomd_forward_failed_total{destination="DOWN"} 0', text)

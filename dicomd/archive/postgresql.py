@@ -32,7 +32,7 @@ from dicomd.archive.databases import displayName
 from dicomd.archive.index import SCHEMA, IArchiveIndex, IndexDatabaseError, SQLArchiveIndex
 
 #: The schema version this code reads and writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: The advisory lock writers hold for their transaction ("dicomd" in
 #: ASCII), and the one that serialises migrations.
@@ -55,6 +55,7 @@ MIGRATIONS = (
     postgresSchema(SCHEMA)
     + postgresSchema(queue.SCHEMA)
     + postgresSchema("CREATE TABLE IF NOT EXISTS run (name TEXT PRIMARY KEY, value TEXT NOT NULL);"),
+    postgresSchema(queue.RETRY_SCHEMA),
 )
 
 

@@ -22,6 +22,11 @@ Entries of one destination are sent in the order they were queued, study
 by study (L{ForwardQueue.claim}): an entry waits while an earlier entry of
 its study for the same destination waits for a retry or is being sent.
 
+An operator's L{ForwardQueue.retry} also leaves the names of the
+destinations concerned in a second table, C{forwardRetry}, which a running
+daemon looks at every second or so (L{ForwardQueue.takeRetried}): it
+sends them at once, and forgets the destinations' failures in a row.
+
 Each entry refers to its instance's row, and goes with it: an instance
 that is forgotten (its association ended before the response, or
 C{dicomd reindex} found its file gone) is not forwarded.  Quotas leave
@@ -32,7 +37,7 @@ worker threads.
 """
 
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 #: Entry states.
 HELD = "held"
@@ -61,13 +66,19 @@ CREATE INDEX IF NOT EXISTS forwardStudy ON forward (destination, StudyInstanceUI
 CREATE INDEX IF NOT EXISTS forwardInstance ON forward (instance);
 """
 
+#: The destinations whose entries an operator retried, for a running
+#: daemon to send at once (L{ForwardQueue.takeRetried}).
+RETRY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS forwardRetry (destination TEXT PRIMARY KEY);
+"""
+
 
 def createTables(db) -> None:
     """
-    Create the queue's table and indexes in an open index database, unless
+    Create the queue's tables and indexes in an open index database, unless
     they exist.
     """
-    db.executescript(SCHEMA)
+    db.executescript(SCHEMA + RETRY_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -386,17 +397,48 @@ class ForwardQueue:
     def retry(self, now: float, entry: Optional[int] = None) -> int:
         """
         Send failed or waiting entries now: one, or all (C{entry} C{None}).
-        Tries start again from none, and the give-up time from now.
+        Tries start again from none, and the give-up time from now; their
+        destinations are left for L{takeRetried}.
 
         @return: how many entries were queued again.
         """
         where, parameters = ("id = ?", [entry]) if entry is not None else ("state != ?", [HELD])
         with self._index.transaction() as db:
+            db.execute(
+                f"INSERT INTO forwardRetry (destination) SELECT DISTINCT destination FROM forward WHERE {where}"
+                " ON CONFLICT DO NOTHING",
+                parameters,
+            )
             cursor = db.execute(
                 f"UPDATE forward SET state = ?, tries = 0, nextTry = ?, queued = ?, lastError = '' WHERE {where}",
                 [QUEUED, now, now] + parameters,
             )
             return cursor.rowcount
+
+    def takeRetried(self) -> List[str]:
+        """
+        The destinations that L{retry} queued entries for since the last
+        call (none, almost always: a read, and no write).
+        """
+        with self._index.connection() as db:
+            if db.execute("SELECT 1 FROM forwardRetry LIMIT 1").fetchone() is None:
+                return []
+        with self._index.transaction() as db:
+            destinations = [row[0] for row in db.execute("SELECT destination FROM forwardRetry")]
+            db.execute("DELETE FROM forwardRetry")
+        return destinations
+
+    def depths(self) -> Dict[str, Tuple[int, float]]:
+        """
+        Each destination with entries queued or held -> how many, and when
+        the oldest of them was queued.
+        """
+        with self._index.connection() as db:
+            rows = db.execute(
+                "SELECT destination, COUNT(*), MIN(queued) FROM forward WHERE state IN (?, ?) GROUP BY destination",
+                (QUEUED, HELD),
+            ).fetchall()
+        return {row[0]: (row[1], row[2]) for row in rows}
 
     def forget(self, entry: int) -> bool:
         """
