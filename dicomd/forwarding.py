@@ -14,10 +14,11 @@ An instance is offered in the transfer syntax it is stored in, and in the
 uncompressed ones it can be converted to (L{dicomd.peers.proposing}, as a
 C-MOVE sub-association does).  What a retry cannot fix fails the entry at
 once, with the reason: a failure status other than those of
-L{isTransient}, a SOP class or transfer syntax the destination refused.
-What may pass fails the try: the destination cannot be reached (refused
-connection, A-ASSOCIATE-RJ, abort, timeout) or answered "out of
-resources".
+L{isTransient}, a SOP class or transfer syntax the destination refused,
+an association rejected for good (A-ASSOCIATE-RJ with the result
+"rejected-permanent", PS3.8 9.3.4).  What may pass fails the try: the
+destination cannot be reached (refused connection, an A-ASSOCIATE-RJ
+"rejected-transient", abort, timeout) or answered "out of resources".
 An unreachable destination waits before the next try, twice as long each
 time (L{dicomd.archive.queue.RetryPolicy}), and a refused instance waits
 by its own tries; an operator's C{dicomd queue retry} ends the wait
@@ -40,10 +41,11 @@ from dicomd.archive.queue import Forwarding as QueuedForwarding
 from dicomd.archive.queue import ForwardQueue, QueueEntry, RetryPolicy
 from dicomd.archive.routing import Route, forwardingsFor
 from dicomd.dimse import status as _status
-from dicomd.errors import AssociationError
+from dicomd.errors import AssociationError, AssociationRejected
 from dicomd.peers import Peer, destinationTable
 from dicomd.services.retrieve import storedContexts
 from dicomd.storage.scu import NotDICOM, StoreFailed, chooseContext, store
+from dicomd.ul.pdu import REJECT_RESULT_PERMANENT
 
 #: How many entries one claim takes: one association carries them in turn,
 #: then the next claim's.
@@ -307,6 +309,11 @@ class DestinationQueue:
                 if association is None:
                     try:
                         association = yield self._connect(entries)
+                    except AssociationRejected as e:
+                        if e.reject.result == REJECT_RESULT_PERMANENT:
+                            outcome.failed.extend((entry.id, str(e)) for entry in entries)
+                        else:
+                            outcome.unreachable = str(e)
                     except Exception as e:
                         outcome.unreachable = str(e) or e.__class__.__name__
                     else:

@@ -8,6 +8,7 @@ its durable queue.
 import glob
 import json
 import os
+import re
 import sqlite3
 import textwrap
 import urllib.request
@@ -321,6 +322,50 @@ class ForwardingTests(unittest.TestCase):
         self.assertNotIn("trying again", daemon.output)
 
     @defer.inlineCallbacks
+    def test_permanentRejectionThenRetry(self):
+        """
+        A destination that rejects the association for good (DCMTK's
+        C{storescp --refuse}: A-ASSOCIATE-RJ "rejected-permanent") fails
+        the entries at once, with the reason and no retry; once it takes
+        associations, C{dicomd queue retry --all} sends them from the
+        running daemon at once.
+        """
+        refusing = yield startDCMTKServer(self, "storescp", "--refuse")
+        config = self.config({"PACS": refusing.port}, routes='[[ae.forward]]\nto = "PACS"\n', retryFirst=300, retryMax=600)
+        daemon = yield startDaemon(self, "--config", config)
+        sent = makeFiles(self, 3)
+        result = yield storescu(daemon.port, sent)
+        self.assertEqual(result.exitCode, 0, result.describe())
+        yield waitUntil(lambda: len(re.findall(r"to PACS failed for good: association rejected \(permanent", daemon.output)) == 3, timeout=60, message=daemon.output)
+        entries = yield queueEntries(daemon)
+        self.assertEqual(len(entries), 3)
+        self.assertTrue(all(" failed " in entry for entry in entries), entries)
+        self.assertNotIn("trying again", daemon.output)
+        refusing.signalProcess("TERM")
+        yield refusing.whenEnded()
+        destination = yield storescpOn(self, refusing.port, makeDirectory(self))
+        yield retryAll(daemon)
+        yield waitUntil(lambda: len(arrived(destination.directory)) == 3, timeout=60, message=daemon.output)
+        sameDataSets(self, sent, arrived(destination.directory))
+
+    @defer.inlineCallbacks
+    def test_transientRejection(self):
+        """
+        An A-ASSOCIATE-RJ "rejected-transient" fails the try, not the
+        entries: they wait and are tried again.
+        """
+        rejecting = yield startPythonScript(self, TRANSIENT_REJECTING_SCP, name="rejecting SCP")
+        daemon = yield startDaemon(self, "--config", self.config({"PACS": rejecting.port}, routes='[[ae.forward]]\nto = "PACS"\n'))
+        result = yield storescu(daemon.port, makeFiles(self, 2))
+        self.assertEqual(result.exitCode, 0, result.describe())
+        yield daemon.waitForOutput(r"Forwarding to PACS: association rejected \(transient.*; trying again in 1 s", timeout=60)
+        yield daemon.waitForOutput(r"Forwarding to PACS: association rejected \(transient.*; trying again in 2 s", timeout=60)
+        yield waitForQueued(daemon, 2)
+        entries = yield queueEntries(daemon)
+        self.assertTrue(all(" queued " in entry for entry in entries), entries)
+        self.assertNotIn("failed for good", daemon.output)
+
+    @defer.inlineCallbacks
     def test_retryEndsTheWait(self):
         """
         C{dicomd queue retry --all} on a running daemon sends the entries
@@ -452,6 +497,24 @@ ae.supported_contexts = AllStoragePresentationContexts
 ae.start_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=[(evt.EVT_C_STORE, lambda event: 0xA900)])
 """
 
+
+#: An SCP that answers every A-ASSOCIATE-RQ with an A-ASSOCIATE-RJ
+#: "rejected-transient" (result 2), source service provider (presentation
+#: related function, 3), reason local limit exceeded (2): PS3.8 9.3.4.
+TRANSIENT_REJECTING_SCP = """
+import socket, struct, sys
+
+server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+while True:
+    connection, _ = server.accept()
+    with connection:
+        header = connection.recv(6, socket.MSG_WAITALL)
+        if len(header) == 6:
+            (length,) = struct.unpack(">I", header[2:])
+            connection.recv(length, socket.MSG_WAITALL)
+            connection.sendall(bytes((0x03, 0, 0, 0, 0, 4, 0, 2, 3, 2)))
+            connection.recv(1)
+"""
 
 ORTHANC = "/usr/sbin/Orthanc"
 
