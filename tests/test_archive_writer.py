@@ -69,9 +69,9 @@ class IndexWriterTests(SynchronousTestCase):
 
         self.patch(self.index, "addInstances", counting)
 
-    def writer(self, quota=None, router=None, schedule=None, sleep=None) -> IndexWriter:
+    def writer(self, quota=None, router=None, schedule=None, sleep=None, window=0) -> IndexWriter:
         area = IndexedArea(self.index, AREA, self.directory, quota, router=router)
-        return IndexWriter(area, schedule or self.jobs, sleep=sleep or self.sleeps.append)
+        return IndexWriter(area, schedule or self.jobs, window=window, sleep=sleep or self.sleeps.append)
 
     def received(self, number, size=100) -> ReceivedInstance:
         dataset = header("1.1.1", number)
@@ -100,6 +100,21 @@ class IndexWriterTests(SynchronousTestCase):
         self.assertEqual(sorted(self.rows().values()), ["CT.%d" % (n,) for n in range(1, 6)])
         self.assertEqual(self.transactions, 1)
         self.assertTrue(writer.close(timeout=0))
+
+    def test_additionsGatherForTheWindow(self):
+        """
+        Before a transaction of additions the writer waits its window, so that the objects arriving meanwhile join it; other operations do not wait.
+        """
+        writer = self.writer(window=0.01, sleep=lambda seconds: (self.sleeps.append(seconds), writer.add(self.received(3))))
+        writer.add(self.received(1))
+        writer.add(self.received(2))
+        self.jobs.run()
+        self.assertEqual(sorted(self.rows().values()), ["CT.1", "CT.2", "CT.3"])
+        self.assertEqual(self.transactions, 1)
+        self.assertEqual(self.sleeps, [0.01])
+        writer.moved(os.path.join(self.directory, "CT.1"), os.path.join(self.directory, "CT.1.renamed"))
+        self.jobs.run()
+        self.assertEqual(self.sleeps, [0.01])
 
     def test_operationsInOrder(self):
         """

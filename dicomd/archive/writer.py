@@ -9,8 +9,9 @@ arrived meanwhile: one commit for many objects instead of one each, and
 no wait for the index while the sender waits for its response.  A crash
 in between leaves files without rows; the next start indexes them
 (L{IndexedArea.recover}) before it serves anyone, so C-FIND, C-MOVE and
-C-GET find every acknowledged instance.  The rows lag the responses by a
-few milliseconds.
+C-GET find every acknowledged instance.  The rows lag the responses by
+about ten milliseconds: the writer lets the objects of that long gather
+in one transaction (L{WINDOW}).
 
 An instance's forwarding queue entries are written in the transaction of
 its row (L{dicomd.archive.queue}), so they lag the response as the row
@@ -43,6 +44,11 @@ from dicomd.storage.scp import ReceivedInstance, StoreRefused
 #: The most rows one transaction writes.
 BATCH = 500
 
+#: Seconds the writer lets additions gather before it writes them: a
+#: transaction costs about as much as the rows of a few objects, and
+#: objects arrive every millisecond or two from a fast sender.
+WINDOW = 0.01
+
 _ADD, _REMOVE, _MOVED, _CALL = "add", "remove", "moved", "call"
 
 
@@ -66,6 +72,7 @@ class IndexWriter:
         schedule: Callable[[Callable[[], None]], None],
         *,
         batch: int = BATCH,
+        window: float = WINDOW,
         retryFirst: float = 0.1,
         retryMax: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
@@ -74,12 +81,15 @@ class IndexWriter:
         @param schedule: runs a callable in a worker thread (a thread
             pool's C{callInThread}); the writer holds one thread while it
             has work.
+        @param window: seconds to wait, before a transaction of
+            additions, for more to join it (unless a full C{batch} waits).
         @param retryFirst: seconds before writing again after a database
             error; the pause doubles up to C{retryMax}.
         """
         self.area = area
         self._schedule = schedule
         self._batch = batch
+        self._window = window
         self._retryFirst = retryFirst
         self._retryMax = retryMax
         self._sleep = sleep
@@ -161,10 +171,16 @@ class IndexWriter:
     def _drain(self) -> None:
         """
         In a worker thread: apply the operations waiting, oldest first, the
-        consecutive additions as one transaction, until there are none.
+        consecutive additions as one transaction (gathered for
+        C{window} seconds), until there are none.
         """
         pause = self._retryFirst
         while True:
+            if self._window:
+                with self._lock:
+                    gather = 0 < len(self._operations) < self._batch and self._operations[0][0] == _ADD
+                if gather:
+                    self._sleep(self._window)
             with self._lock:
                 if not self._operations:
                     self._running = False
