@@ -179,7 +179,12 @@ class DestinationQueue:
         was full and fewer than allowed are.
         """
         forwarding = self.forwarding
-        if not forwarding.running or forwarding.reactor.seconds() < self._retryAt:
+        if not forwarding.running:
+            return
+        if forwarding.reactor.seconds() < self._retryAt:
+            # Woken early (by a new instance, or the timer of an entry due
+            # sooner): make sure something wakes it when the wait is over.
+            self._wakeAt(self._retryAt)
             return
         self._woken = True
         if self._workers and not self._full:
