@@ -159,6 +159,32 @@ class IndexWriterTests(SynchronousTestCase):
         self.jobs.run()
         self.assertEqual(sorted(self.rows().values()), ["CT.1", "CT.2"])
 
+    def test_faultyInstanceLeftOut(self):
+        """
+        An error that is not the database's, raised by one object of a batch, leaves that object out of the index, logged with its file, and the others of the batch and those after it in: it does not stall the writer.
+        """
+        addInstances = self.index.addInstances
+
+        def faulty(area, items):
+            if any(item[1].path == "CT.3" for item in items):
+                raise OverflowError("cannot convert float infinity to integer")
+            return addInstances(area, items)
+
+        self.patch(self.index, "addInstances", faulty)
+        writer = self.writer()
+        for number in range(1, 6):
+            writer.add(self.received(number))
+        self.jobs.run()
+        self.assertEqual(sorted(self.rows().values()), ["CT.1", "CT.2", "CT.4", "CT.5"])
+        [logged] = self.flushLoggedErrors(OverflowError)
+        writer.add(self.received(6))
+        self.jobs.run()
+        # The four of the batch written one by one, then the next alone.
+        self.assertEqual(self.transactions, 4 + 1)
+        self.assertIn("CT.6", self.rows().values())
+        self.assertEqual(self.sleeps, [])
+        self.assertTrue(writer.close(timeout=0))
+
     def test_closeGivesUpOnABrokenIndex(self):
         """
         Stopping while the index cannot record gives up after the grace period and says so; nothing is written (the next start indexes the files).

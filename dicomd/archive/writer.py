@@ -27,6 +27,10 @@ the study's rows and queue entries written.
 While the index cannot record (locked, full, broken), the writer keeps
 what it holds and tries again with growing pauses, and new objects are
 refused with 0xA700 (out of resources), so that senders try again later.
+Any other error is a fault of one operation, not of the index: the
+additions of a batch that raised one are written again one by one, and
+the one that still raises is logged, naming its file, and left out (the
+file stays where it is), so that it cannot stall the area's index.
 """
 
 import threading
@@ -99,6 +103,9 @@ class IndexWriter:
         self._running = False
         self._stopping = False
         self._failure: Optional[str] = None
+        # How many additions are still written one per transaction, to
+        # find the one a batch failed on.
+        self._isolating = 0
 
     # -- what StorageArea calls ----------------------------------------------------
 
@@ -168,6 +175,17 @@ class IndexWriter:
             self._running = True
         self._schedule(self._drain)
 
+    @staticmethod
+    def _describe(operation) -> str:
+        kind = operation[0]
+        if kind == _ADD:
+            return "the file %s" % (operation[1].path,)
+        if kind == _REMOVE:
+            return "the removal of %s" % (operation[1].path,)
+        if kind == _MOVED:
+            return "the move of %s" % (operation[1],)
+        return "a call after the rows before it"
+
     def _drain(self) -> None:
         """
         In a worker thread: apply the operations waiting, oldest first, the
@@ -189,8 +207,9 @@ class IndexWriter:
                 first = self._operations[0]
                 if first[0] == _ADD:
                     taken = []
+                    limit = 1 if self._isolating else self._batch
                     for operation in self._operations:
-                        if operation[0] != _ADD or len(taken) == self._batch:
+                        if operation[0] != _ADD or len(taken) == limit:
                             break
                         taken.append(operation[1])
                     count = len(taken)
@@ -231,6 +250,17 @@ class IndexWriter:
                 self._sleep(pause)
                 pause = min(pause * 2, self._retryMax)
                 continue
+            except Exception:
+                if first[0] == _ADD and count > 1:
+                    self._isolating = count
+                    continue
+                self.log.failure(
+                    "Leaving {operation} out of the index of {area}",
+                    operation=self._describe(first),
+                    area=self.area.name,
+                )
+            if self._isolating and first[0] == _ADD:
+                self._isolating -= 1
             if self._failure is not None:
                 self.log.info("The index records what {area} stores again", area=self.area.name)
                 self._failure = None
