@@ -182,11 +182,11 @@ class StorageService(service.MultiService):
             )
             return
         if archive is not None:
-            indexed = IndexedArea(archive.index, titles, config.storage.outputDirectory, quota, router=router)
+            indexed = IndexedArea(archive.index, titles, config.storage.outputDirectory, quota, router=router, recoveryTitle=config.title)
             self.writer = IndexWriter(indexed, reactor.getThreadPool().callInThread)
         self.receiver = buildReceiver(storage, index=self.writer, reactor=reactor)
         if forwarding is not None:
-            self.receiver.actions.studyObservers.append(lambda episode: forwarding.studyEnded(self.area, episode.studyInstanceUID))
+            self.receiver.actions.studyObservers.append(lambda episode: self._studyEnded(forwarding, episode.studyInstanceUID))
         tracker = self.receiver.actions.tracker
         if archive is not None and isURL(archive.database) and tracker is not None:
             tracker.agreement = SharedStudyEnds(
@@ -195,6 +195,13 @@ class StorageService(service.MultiService):
         if self.receiver.area is not None:
             AreaService(self.receiver.area).setServiceParent(self)
         self.receiver.actions.setServiceParent(self)
+
+    def _studyEnded(self, forwarding, studyInstanceUID: str) -> None:
+        """
+        Release the study's held queue entries once the index writer has
+        written those of its last instances.
+        """
+        self.writer.afterWritten(lambda: self._reactor.callFromThread(forwarding.studyEnded, self.area, studyInstanceUID))
 
     def startService(self) -> None:
         """

@@ -14,12 +14,15 @@ An instance is offered in the transfer syntax it is stored in, and in the
 uncompressed ones it can be converted to (L{dicomd.peers.proposing}, as a
 C-MOVE sub-association does).  What a retry cannot fix fails the entry at
 once, with the reason: a failure status other than those of
-L{isTransient}, a SOP class or transfer syntax the destination refused.
-What may pass fails the try: the destination cannot be reached (refused
-connection, A-ASSOCIATE-RJ, abort, timeout) or answered "out of
-resources".  An unreachable destination waits before the next try, twice
-as long each time (L{dicomd.archive.queue.RetryPolicy}), and a refused
-instance waits by its own tries.
+L{isTransient}, a SOP class or transfer syntax the destination refused,
+an association rejected for good (A-ASSOCIATE-RJ with the result
+"rejected-permanent", PS3.8 9.3.4).  What may pass fails the try: the
+destination cannot be reached (refused connection, an A-ASSOCIATE-RJ
+"rejected-transient", abort, timeout) or answered "out of resources".
+An unreachable destination waits before the next try, twice as long each
+time (L{dicomd.archive.queue.RetryPolicy}), and a refused instance waits
+by its own tries; an operator's C{dicomd queue retry} ends the wait
+(L{Forwarding.look}).
 
 In router mode (C{keep = "until-forwarded"}) an instance's file and index
 row are deleted once no entry holds it any more.
@@ -45,14 +48,19 @@ from dicomd.archive.queue import Forwarding as QueuedForwarding
 from dicomd.archive.queue import LEASE, ForwardQueue, QueueEntry, RetryPolicy
 from dicomd.archive.routing import Route, forwardingsFor
 from dicomd.dimse import status as _status
-from dicomd.errors import AssociationError
+from dicomd.errors import AssociationError, AssociationRejected
 from dicomd.peers import Peer, destinationTable
 from dicomd.services.retrieve import storedContexts
 from dicomd.storage.scu import NotDICOM, StoreFailed, chooseContext, store
+from dicomd.ul.pdu import REJECT_RESULT_PERMANENT
 
 #: How many entries one claim takes: one association carries them in turn,
 #: then the next claim's.
 BATCH = 64
+
+#: Seconds between two looks at the queue (L{Forwarding.look}): for the
+#: destinations an operator retried, and the depth of each for /metrics.
+LOOK_INTERVAL = 2.0
 
 
 def isTransient(status: int) -> bool:
@@ -139,6 +147,13 @@ class DestinationQueue:
     The queue of one destination: claims its entries, sends them, and
     records what became of them.
 
+    A worker holds one association and sends batch after batch on it:
+    what became of a batch is recorded, and the next batch claimed, in one
+    job of a worker thread (L{_settle}).  A wake-up while a worker is at
+    work makes it claim once more before it ends, rather than start
+    another; another association starts when a claim was full (more is
+    due than one batch), up to C{associations-per-peer}.
+
     @ivar depth: queued and held entries at the last claim.
     @ivar oldest: when the oldest of them was queued, or C{None}.
     @ivar delivered: instances delivered since the daemon started.
@@ -158,17 +173,28 @@ class DestinationQueue:
         self._associations: Set[object] = set()
         self._busy: Set[str] = set()
         self._claiming = defer.DeferredLock()
+        self._woken = False
+        self._full = False
         self._failures = 0
         self._retryAt = 0.0
         self._timer = None
 
     def wake(self) -> None:
         """
-        Send what is due, on one more association if fewer than allowed
-        are at work, unless the destination is waiting out a failure.
+        Send what is due, unless the destination is waiting out a failure:
+        on one more association if none is at work, or if the last claim
+        was full and fewer than allowed are.
         """
         forwarding = self.forwarding
-        if not forwarding.running or forwarding.reactor.seconds() < self._retryAt:
+        if not forwarding.running:
+            return
+        if forwarding.reactor.seconds() < self._retryAt:
+            # Woken early (by a new instance, or the timer of an entry due
+            # sooner): make sure something wakes it when the wait is over.
+            self._wakeAt(self._retryAt)
+            return
+        self._woken = True
+        if self._workers and not self._full:
             return
         if len(self._workers) >= forwarding.settings.associationsPerPeer:
             return
@@ -176,6 +202,15 @@ class DestinationQueue:
         if not worker.called:
             self._workers.add(worker)
             worker.addBoth(lambda _: self._workers.discard(worker))
+
+    def retryNow(self) -> None:
+        """
+        An operator queued entries again (C{dicomd queue retry}): forget
+        the destination's failures in a row, and send now.
+        """
+        self._failures = 0
+        self._retryAt = 0.0
+        self.wake()
 
     def _wakeAt(self, when: float) -> None:
         reactor = self.forwarding.reactor
@@ -197,64 +232,107 @@ class DestinationQueue:
         return defer.DeferredList(list(self._workers))
 
     @defer.inlineCallbacks
-    def _claim(self):
+    def _settle(self, sent: Sequence[QueueEntry] = (), outcome: Optional[_Outcome] = None, started: float = 0.0):
         """
-        Claim the next entries under the lock, so that two associations
-        never take the same ones, keeping those of one calling AE title
-        (one association calls with one) and the order within each study.
+        Record what became of the entries C{sent} on an association, and
+        claim the next ones to send on it, in one job of a worker thread,
+        under the lock, so that two associations never take the same
+        entries.
+
+        @param outcome: what became of C{sent}, or C{None} when nothing was
+            sent yet.
+        @return: a L{Deferred} firing with the entries to send next, none
+            when the association is to end.
         """
         forwarding = self.forwarding
+        own = {entry.studyInstanceUID for entry in sent}
         yield self._claiming.acquire()
         try:
-            claim = yield forwarding.inThread(
-                forwarding.queue.claim, self.title, forwarding.reactor.seconds(), BATCH, list(self._busy)
-            )
-            self.depth, self.oldest = claim.depth, claim.oldest
-            if claim.nextTry is not None:
-                self._wakeAt(claim.nextTry)
-            entries, skipped = [], set()
-            for entry in claim.entries:
-                if entries and entry.callingAETitle != entries[0].callingAETitle:
-                    skipped.add(entry.studyInstanceUID)
-                elif entry.studyInstanceUID not in skipped:
-                    entries.append(entry)
-            self._busy.update(entry.studyInstanceUID for entry in entries)
-            return entries
+            while True:
+                self._woken = False
+                now = forwarding.reactor.seconds()
+                delay = forwarding.settings.policy.delay(self._failures + 1)
+                claiming = forwarding.running and (outcome is None or outcome.unreachable is None)
+                given, claim = yield forwarding.inThread(
+                    self._recordAndClaim, outcome, now, delay, list(self._busy - own) if claiming else None
+                )
+                if outcome is not None:
+                    # Only once recorded: until then the entries are still
+                    # queued, and another association would send them again.
+                    self._busy -= own
+                    self._recorded(sent, outcome, given, now, started, delay)
+                    sent, outcome, own = (), None, set()
+                if claim is None:
+                    return []
+                entries = self._take(claim)
+                if entries or not self._woken:
+                    return entries
         finally:
             self._claiming.release()
+
+    def _recordAndClaim(self, outcome: Optional[_Outcome], now: float, delay: float, busy: Optional[List[str]]):
+        """
+        In a worker thread: L{Forwarding.record} an outcome, then claim the
+        next entries unless C{busy} (the studies other associations are
+        sending) is C{None}.
+
+        @return: the ids of the entries failed for good because they
+            waited too long, and the L{Claim} or C{None}.
+        """
+        forwarding = self.forwarding
+        given = forwarding.record(self.title, outcome, now, delay) if outcome is not None else []
+        claim = forwarding.queue.claim(self.title, now, BATCH, busy) if busy is not None else None
+        return given, claim
+
+    def _take(self, claim) -> List[QueueEntry]:
+        """
+        The entries of a claim to send on one association: those of one
+        calling AE title (an association calls with one), keeping the order
+        within each study.
+        """
+        self.depth, self.oldest = claim.depth, claim.oldest
+        self._full = len(claim.entries) >= BATCH
+        if claim.nextTry is not None:
+            self._wakeAt(claim.nextTry)
+        entries, skipped = [], set()
+        for entry in claim.entries:
+            if entries and entry.callingAETitle != entries[0].callingAETitle:
+                skipped.add(entry.studyInstanceUID)
+            elif entry.studyInstanceUID not in skipped:
+                entries.append(entry)
+        self._busy.update(entry.studyInstanceUID for entry in entries)
+        if self._full:
+            self.forwarding.reactor.callLater(0, self.wake)
+        return entries
 
     @defer.inlineCallbacks
     def _work(self):
         association, proposed = None, set()
+        entries = yield self._settle()
         try:
-            while self.forwarding.running:
-                entries = yield self._claim()
-                if not entries:
-                    break
+            while entries:
                 outcome = _Outcome()
                 started = self.forwarding.reactor.seconds()
-                try:
-                    needed = {(e.sopClassUID, e.transferSyntaxUID) for e in entries}
-                    if association is not None and (association.callingAETitle != entries[0].callingAETitle or not needed <= proposed):
-                        self._associations.discard(association)
-                        yield association.release()
-                        association = None
-                    if association is None:
-                        try:
-                            association = yield self._connect(entries)
-                        except Exception as e:
-                            outcome.unreachable = str(e) or e.__class__.__name__
+                needed = {(e.sopClassUID, e.transferSyntaxUID) for e in entries}
+                if association is not None and (association.callingAETitle != entries[0].callingAETitle or not needed <= proposed):
+                    self._associations.discard(association)
+                    yield association.release()
+                    association = None
+                if association is None:
+                    try:
+                        association = yield self._connect(entries)
+                    except AssociationRejected as e:
+                        if e.reject.result == REJECT_RESULT_PERMANENT:
+                            outcome.failed.extend((entry.id, str(e)) for entry in entries)
                         else:
-                            proposed = needed
-                    if association is not None:
-                        association = yield self._send(association, entries, outcome)
-                    yield self._record(entries, outcome, started)
-                finally:
-                    # Only once recorded: until then the entries are still
-                    # queued, and another association would send them again.
-                    self._busy.difference_update(entry.studyInstanceUID for entry in entries)
-                if outcome.unreachable is not None:
-                    break
+                            outcome.unreachable = str(e)
+                    except Exception as e:
+                        outcome.unreachable = str(e) or e.__class__.__name__
+                    else:
+                        proposed = needed
+                if association is not None:
+                    association = yield self._send(association, entries, outcome)
+                entries = yield self._settle(entries, outcome, started)
         finally:
             if association is not None:
                 self._associations.discard(association)
@@ -303,13 +381,12 @@ class DestinationQueue:
                     (outcome.postponed if isTransient(result.status) else outcome.failed).append((entry.id, reason))
         return association
 
-    @defer.inlineCallbacks
-    def _record(self, entries: List[QueueEntry], outcome: _Outcome, started: float):
+    def _recorded(self, entries: Sequence[QueueEntry], outcome: _Outcome, given: List[int], now: float, started: float, delay: float) -> None:
+        """
+        Count and log what became of a batch once it is recorded; an
+        unreachable destination waits C{delay} before its next try.
+        """
         forwarding = self.forwarding
-        reactor = forwarding.reactor
-        now = reactor.seconds()
-        delay = forwarding.settings.policy.delay(self._failures + 1)
-        given = yield forwarding.inThread(forwarding.record, self.title, outcome, now, delay)
         byID = {entry.id: entry for entry in entries}
         if outcome.delivered:
             self._failures = 0
@@ -472,7 +549,7 @@ class Forwarding(service.Service):
         forgettable = queue.delivered(outcome.delivered)
         if outcome.failed:
             queue.failed(outcome.failed)
-        given = queue.postponed(outcome.postponed, now, policy)
+        given = queue.postponed(outcome.postponed, now, policy) if outcome.postponed else []
         if outcome.unreachable is not None and self.running:
             given += queue.postponeDestination(destination, outcome.unreachable, now, policy, delay)
         byArea: Dict[str, List[str]] = {}
@@ -495,11 +572,36 @@ class Forwarding(service.Service):
         renewed = self.inThread(self.queue.renew, self.reactor.seconds())
         return renewed.addErrback(self._claimsFailed, "renew")
 
+    def look(self) -> defer.Deferred:
+        """
+        Look at the queue (every L{LOOK_INTERVAL} seconds): send at once
+        what C{dicomd queue retry} queued again, however long its
+        destination was to wait, and take each destination's depth, which
+        otherwise changes only when it claims (not while it waits out a
+        failure).
+        """
+
+        def looked(result):
+            retried, depths = result
+            for title, destination in self.destinations.items():
+                destination.depth, destination.oldest = depths.get(title, (0, None))
+            known = {peer.aeTitle for peer in self._peers}
+            for title in retried:
+                if title in known:
+                    self.destinations[title].retryNow()
+
+        def failed(failure):
+            self.log.failure("Forwarding: cannot look at the queue", failure)
+
+        looking = self.inThread(lambda: (self.queue.takeRetried(), self.queue.depths()))
+        return looking.addCallbacks(looked, failed)
+
     def startService(self) -> None:
         """
         Queue what a killed run held for studies that never ended (their
         end is not coming: the tracker that followed them is gone), release
-        what it claimed, and send what is due.
+        what it claimed, send what is due, and L{look} at the queue from
+        now on.
         """
         released = self.queue.releaseAll(self.reactor.seconds())
         if released:
@@ -507,6 +609,9 @@ class Forwarding(service.Service):
         self.queue.releaseClaims()
         service.Service.startService(self)
         self.wake()
+        self._looking = task.LoopingCall(self.look)
+        self._looking.clock = self.reactor
+        self._looking.start(LOOK_INTERVAL, now=False)
         self._renewing.start(self._renewing.interval, now=False)
 
     @defer.inlineCallbacks
@@ -516,6 +621,7 @@ class Forwarding(service.Service):
         for the other nodes to send at once.
         """
         service.Service.stopService(self)
+        self._looking.stop()
         self._renewing.stop()
         yield defer.DeferredList([destination.stop() for destination in self.destinations.values()])
         yield self.inThread(self.queue.releaseClaims).addErrback(self._claimsFailed, "release")

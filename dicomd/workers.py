@@ -37,7 +37,6 @@ from typing import Dict, List, Optional
 from pydicom.dataset import Dataset
 from twisted.application import service
 from twisted.internet import defer, error, protocol
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, LogLevel
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -629,27 +628,17 @@ class WorkerPool(service.Service):
 
     def storeInto(self, area: str, received: ReceivedInstance) -> defer.Deferred:
         """
-        Take an object a worker stored: queue its index row (at once where
-        the area forwards, in a thread), delete a file it replaced, then
-        track its study and run its reception command.
+        Take an object a worker stored: queue its index row and forwarding
+        queue entries (the index writer writes them behind the response,
+        and deletes a file it replaced), then track its study and run its
+        reception command.
         """
         try:
             storage = self._storage(area)
         except StoreRefused:
             return defer.fail()
         writer = storage.writer
-        if writer is None:
-            recorded = defer.succeed(None)
-        elif writer.returnsAtOnce:
-            recorded = defer.maybeDeferred(writer.add, received)
-        else:
-            recorded = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), writer.add, received)
-
-        def replaced(path):
-            if path and os.path.abspath(path) != received.path:
-                return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), _removeQuietly, path)
-
-        recorded.addCallback(replaced)
+        recorded = defer.succeed(None) if writer is None else defer.maybeDeferred(writer.add, received)
         recorded.addCallback(lambda _: storage.receiver.actions.instanceStored(received))
         return recorded
 
@@ -682,13 +671,6 @@ def _signal(worker: Worker, name: str) -> None:
     try:
         worker.transport.signalProcess(name)
     except error.ProcessExitedAlready:
-        pass
-
-
-def _removeQuietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
         pass
 
 

@@ -369,7 +369,24 @@ class PostgreSQLSchemaTests(SynchronousTestCase):
 
     def test_migratedFromVersion1(self):
         """
-        A schema of version 1 gains the forwarding queue's claims and the
+        A schema of version 1 gains the table of the destinations retried
+        (C{forwardRetry}), and the later versions' changes.
+        """
+        import psycopg
+
+        from dicomd.archive.queue import ForwardQueue
+
+        self.open().close()
+        with psycopg.connect(self.url) as connection:
+            connection.execute("DROP TABLE forwardRetry")
+            connection.execute("UPDATE schema_version SET version = 1")
+        index = self.open()
+        self.assertEqual(self.version(), [(self.postgresql.SCHEMA_VERSION,)])
+        self.assertEqual(ForwardQueue(index).takeRetried(), [])
+
+    def test_migratedFromVersion2(self):
+        """
+        A schema of version 2 gains the forwarding queue's claims and the
         studies' ends.
         """
         import psycopg
@@ -378,11 +395,11 @@ class PostgreSQLSchemaTests(SynchronousTestCase):
         with psycopg.connect(self.url) as connection:
             connection.execute("ALTER TABLE forward DROP COLUMN claimedBy, DROP COLUMN leaseUntil")
             connection.execute("ALTER TABLE study DROP COLUMN endedAt, DROP COLUMN endedBy")
-            connection.execute("UPDATE schema_version SET version = 1")
+            connection.execute("UPDATE schema_version SET version = 2")
         with self.open().connection() as db:
             db.execute("SELECT claimedBy, leaseUntil FROM forward")
             db.execute("SELECT endedAt, endedBy FROM study")
-        self.assertEqual(self.version(), [(2,)])
+        self.assertEqual(self.version(), [(3,)])
 
     def test_newerRefused(self):
         """
@@ -1833,44 +1850,6 @@ class ThreadTests(SQLiteEngine, SynchronousTestCase):
         self.assertEqual(errors, [])
         self.assertEqual(len(index.storedPaths(AREA)), 80)
         self.assertEqual(index.studyCount(AREA), 4)
-
-
-class IndexedAreaFailureTests(SynchronousTestCase):
-    """
-    L{dicomd.archive.area.IndexedArea.add} when the index cannot record a
-    stored file.
-    """
-
-    def test_databaseErrorRefusesOutOfResources(self):
-        """
-        A database error (locked past the timeout, full, broken) refuses
-        the object with 0xA700, out of resources, which a sender retries
-        later, instead of 0xC000, which says the object is at fault.
-        """
-        from dicomd.archive.area import IndexedArea
-        from dicomd.dimse.status import OUT_OF_RESOURCES
-        from dicomd.storage.scp import ReceivedInstance, StoreRefused
-
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        index = SQLiteArchiveIndex(os.path.join(directory, "index.sqlite"))
-        self.addCleanup(index.close)
-        path = os.path.join(directory, "CT.1")
-        with open(path, "wb") as f:
-            f.write(b"\0" * 100)
-        dataset = header("1.1.1", 1)
-        received = ReceivedInstance(
-            dataset.SOPClassUID, dataset.SOPInstanceUID, EXPLICIT, "MODALITY", "DICOMD", "127.0.0.1", 1000.0,
-            attributes=dataset, path=path,
-        )
-
-        def broken(*args):
-            raise sqlite3.OperationalError("database or disk is full")
-
-        self.patch(index, "addInstance", broken)
-        error = self.assertRaises(StoreRefused, IndexedArea(index, AREA, directory).add, received)
-        self.assertEqual(error.status, OUT_OF_RESOURCES)
-        self.assertIn("database or disk is full", str(error))
 
 
 # The same tests on PostgreSQL: every behaviour of the index is the same

@@ -141,6 +141,32 @@ class QueueTests(SQLiteEngine, unittest.TestCase):
         self.assertFalse(self.queue.forget(first.id))
         self.assertEqual([e.id for e in self.queue.entries()], [second.id])
 
+    def test_retriedDestinationsTakenOnce(self):
+        """
+        C{retry} leaves the destinations of the entries it queued again for
+        C{takeRetried}, which hands each over once.
+        """
+        self.add("1.1", 1, Forwarding("PACS", "DICOMD"), Forwarding("AI", "DICOMD"))
+        self.assertEqual(self.queue.takeRetried(), [])
+        (pacs,) = self.queue.claim("PACS", 100.0, 10).entries
+        self.queue.failed([(pacs.id, "0xA900 Failure")])
+        self.queue.retry(200.0, pacs.id)
+        self.assertEqual(self.queue.takeRetried(), ["PACS"])
+        self.assertEqual(self.queue.takeRetried(), [])
+        self.queue.retry(300.0)
+        self.assertEqual(sorted(self.queue.takeRetried()), ["AI", "PACS"])
+
+    def test_depths(self):
+        """
+        C{depths} counts each destination's queued and held entries, with
+        the time the oldest was queued; failed ones are not counted.
+        """
+        self.add("1.1", 1, Forwarding("PACS", "DICOMD"), Forwarding("AI", "DICOMD", held=True), received=100.0)
+        self.add("1.1", 2, Forwarding("PACS", "DICOMD"), received=150.0)
+        (first, _) = self.queue.claim("PACS", 200.0, 10).entries
+        self.queue.failed([(first.id, "0xA900 Failure")])
+        self.assertEqual(self.queue.depths(), {"PACS": (1, 150.0), "AI": (1, 100.0)})
+
     def test_deliveredAndRouterMode(self):
         """
         Delivered entries leave the queue; the instances no entry holds any
@@ -287,10 +313,46 @@ class QueueTests(SQLiteEngine, unittest.TestCase):
             instance.path = os.path.join(directory, study + ".dcm")
             with open(instance.path, "wb") as f:
                 f.write(b"x" * 10)
-            area.add(instance)
+            area.addMany([instance])
         studies = [s.studyInstanceUID for s in self.index.studiesByLastUpdate(area.key)]
         self.assertEqual(studies, ["1.1", "3.3"])
         self.assertEqual(len(area.router.told), 1)
+
+    def test_recoveryQueues(self):
+        """
+        After a crash, a file the index lacks is indexed and queued as the
+        routes of the area's recovery AE title say, in one transaction with
+        its row; a file indexed already is not queued again.
+        """
+        from pydicom.dataset import FileMetaDataset
+        from pydicom.uid import ExplicitVRLittleEndian
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        for number in (1, 2):
+            ds = header("1.1", number)
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.file_meta.SourceApplicationEntityTitle = "CT01"
+            ds.save_as(os.path.join(directory, "%d.dcm" % (number,)), enforce_file_format=True)
+        self.index.addInstance(directory, header("1.1", 1), StoredFile("1.dcm", 10, EXPLICIT, 0.0))
+        told = []
+
+        class Router:
+            def forwardingsFor(self, received):
+                routes = {"GATEWAY": (Route("PACS"),)}
+                return forwardingsFor(routes.get(received.calledAETitle, ()), received, received.calledAETitle)
+
+            def queued(self, forwardings):
+                told.append(list(forwardings))
+
+        self.index.beginRun()
+        IndexedArea(self.index, "GATEWAY, OTHER", directory, router=Router(), recoveryTitle="GATEWAY").recover()
+        (entry,) = self.queue.entries()
+        self.assertEqual((entry.destination, entry.callingAETitle, entry.path), ("PACS", "GATEWAY", "2.dcm"))
+        self.assertEqual(told, [[Forwarding("PACS", "GATEWAY")]])
 
 
 class QueuePostgreSQLTests(PostgreSQLEngine, QueueTests):

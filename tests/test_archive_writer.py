@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dicomd.archive.area import IndexedArea
 from dicomd.archive.dcmqrcfg import Quota
 from dicomd.archive.index import SQLiteArchiveIndex, areaKey
+from dicomd.archive.queue import Forwarding, ForwardQueue
 from dicomd.archive.writer import IndexWriter
 from dicomd.dimse.status import OUT_OF_RESOURCES
 from dicomd.storage.scp import ReceivedInstance, StoreRefused
@@ -37,14 +38,18 @@ class _Jobs:
 
 class _Router:
     """
-    A router with or without routes, which queues nothing.
+    A router that sends everything to PACS and remembers what it was told
+    was queued.
     """
 
-    def __init__(self, forwardsAnything):
-        self.forwardsAnything = forwardsAnything
+    def __init__(self):
+        self.told = []
 
     def forwardingsFor(self, received):
-        return ()
+        return (Forwarding("PACS", "DICOMD"),)
+
+    def queued(self, forwardings):
+        self.told.append(list(forwardings))
 
 
 class IndexWriterTests(SynchronousTestCase):
@@ -64,9 +69,9 @@ class IndexWriterTests(SynchronousTestCase):
 
         self.patch(self.index, "addInstances", counting)
 
-    def writer(self, quota=None, router=None, schedule=None, sleep=None) -> IndexWriter:
+    def writer(self, quota=None, router=None, schedule=None, sleep=None, window=0) -> IndexWriter:
         area = IndexedArea(self.index, AREA, self.directory, quota, router=router)
-        return IndexWriter(area, schedule or self.jobs, sleep=sleep or self.sleeps.append)
+        return IndexWriter(area, schedule or self.jobs, window=window, sleep=sleep or self.sleeps.append)
 
     def received(self, number, size=100) -> ReceivedInstance:
         dataset = header("1.1.1", number)
@@ -95,6 +100,21 @@ class IndexWriterTests(SynchronousTestCase):
         self.assertEqual(sorted(self.rows().values()), ["CT.%d" % (n,) for n in range(1, 6)])
         self.assertEqual(self.transactions, 1)
         self.assertTrue(writer.close(timeout=0))
+
+    def test_additionsGatherForTheWindow(self):
+        """
+        Before a transaction of additions the writer waits its window, so that the objects arriving meanwhile join it; other operations do not wait.
+        """
+        writer = self.writer(window=0.01, sleep=lambda seconds: (self.sleeps.append(seconds), writer.add(self.received(3))))
+        writer.add(self.received(1))
+        writer.add(self.received(2))
+        self.jobs.run()
+        self.assertEqual(sorted(self.rows().values()), ["CT.1", "CT.2", "CT.3"])
+        self.assertEqual(self.transactions, 1)
+        self.assertEqual(self.sleeps, [0.01])
+        writer.moved(os.path.join(self.directory, "CT.1"), os.path.join(self.directory, "CT.1.renamed"))
+        self.jobs.run()
+        self.assertEqual(self.sleeps, [0.01])
 
     def test_operationsInOrder(self):
         """
@@ -139,6 +159,32 @@ class IndexWriterTests(SynchronousTestCase):
         self.jobs.run()
         self.assertEqual(sorted(self.rows().values()), ["CT.1", "CT.2"])
 
+    def test_faultyInstanceLeftOut(self):
+        """
+        An error that is not the database's, raised by one object of a batch, leaves that object out of the index, logged with its file, and the others of the batch and those after it in: it does not stall the writer.
+        """
+        addInstances = self.index.addInstances
+
+        def faulty(area, items):
+            if any(item[1].path == "CT.3" for item in items):
+                raise OverflowError("cannot convert float infinity to integer")
+            return addInstances(area, items)
+
+        self.patch(self.index, "addInstances", faulty)
+        writer = self.writer()
+        for number in range(1, 6):
+            writer.add(self.received(number))
+        self.jobs.run()
+        self.assertEqual(sorted(self.rows().values()), ["CT.1", "CT.2", "CT.4", "CT.5"])
+        [logged] = self.flushLoggedErrors(OverflowError)
+        writer.add(self.received(6))
+        self.jobs.run()
+        # The four of the batch written one by one, then the next alone.
+        self.assertEqual(self.transactions, 4 + 1)
+        self.assertIn("CT.6", self.rows().values())
+        self.assertEqual(self.sleeps, [])
+        self.assertTrue(writer.close(timeout=0))
+
     def test_closeGivesUpOnABrokenIndex(self):
         """
         Stopping while the index cannot record gives up after the grace period and says so; nothing is written (the next start indexes the files).
@@ -162,12 +208,32 @@ class IndexWriterTests(SynchronousTestCase):
         self.assertEqual(error.status, OUT_OF_RESOURCES)
         self.assertEqual(self.jobs.held, [])
 
-    def test_forwardingAreaRecordsAtOnce(self):
+    def test_forwardingAreaWritesQueueEntriesWithTheRows(self):
         """
-        Where anything is forwarded, an object is recorded (with its queue entries) before add returns.
+        Where anything is forwarded, an object is recorded later too, its queue entries in the transaction of its row, and the router is told once they are written.
         """
-        writer = self.writer(router=_Router(forwardsAnything=True))
-        self.assertFalse(writer.returnsAtOnce)
+        router = _Router()
+        writer = self.writer(router=router)
+        self.assertTrue(writer.returnsAtOnce)
+        for number in (1, 2):
+            self.assertIsNone(writer.add(self.received(number)))
+        self.assertEqual(ForwardQueue(self.index).entries(), [])
+        self.assertEqual(router.told, [])
+        self.jobs.run()
+        self.assertEqual(self.transactions, 1)
+        entries = ForwardQueue(self.index).entries()
+        self.assertEqual([(entry.destination, entry.path) for entry in entries], [("PACS", "CT.1"), ("PACS", "CT.2")])
+        self.assertEqual(router.told, [[Forwarding("PACS", "DICOMD")] * 2])
+
+    def test_afterWritten(self):
+        """
+        What waits for the writer runs once the operations asked before it are written, and before those asked after it.
+        """
+        writer = self.writer()
+        seen = []
         writer.add(self.received(1))
-        self.assertEqual(list(self.rows().values()), ["CT.1"])
-        self.assertEqual(self.jobs.held, [])
+        writer.afterWritten(lambda: seen.append(sorted(self.rows().values())))
+        writer.add(self.received(2))
+        self.jobs.run()
+        self.assertEqual(seen, [["CT.1"]])
+        self.assertEqual(sorted(self.rows().values()), ["CT.1", "CT.2"])

@@ -8,6 +8,8 @@ its durable queue.
 import glob
 import json
 import os
+import re
+import sqlite3
 import textwrap
 import urllib.request
 
@@ -75,6 +77,42 @@ def queueEntries(daemon):
     if result.exitCode != 0:
         raise AssertionError(result.describe())
     return result.stdout.strip().splitlines()[1:]
+
+
+def indexDatabase(daemon):
+    return os.path.join(daemon.dataDirectory, ".dicomd-index.sqlite")
+
+
+def queuedCount(daemon):
+    """
+    How many entries the daemon's queue holds, read from its database.
+    """
+    db = sqlite3.connect(indexDatabase(daemon), timeout=30)
+    try:
+        return db.execute("SELECT COUNT(*) FROM forward").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        db.close()
+
+
+def waitForQueued(daemon, count):
+    """
+    Wait until the daemon's queue holds C{count} entries: it writes them
+    with the index rows, moments after its responses
+    (L{dicomd.archive.writer}).
+    """
+    return waitUntil(lambda: queuedCount(daemon) == count, timeout=30, message="%d entries queued, not %d" % (queuedCount(daemon), count))
+
+
+@defer.inlineCallbacks
+def retryAll(daemon):
+    """
+    C{dicomd queue retry --all} on a daemon's data directory.
+    """
+    result = yield runCommand(dicomdArgv("queue", "retry", "--all", "-o", daemon.dataDirectory), env=pythonEnvironment())
+    if result.exitCode != 0:
+        raise AssertionError(result.describe())
 
 
 def makeFiles(testCase, count, study=None, **kwargs):
@@ -208,6 +246,7 @@ class ForwardingTests(unittest.TestCase):
         result = yield storescu(daemon.port, sent)
         self.assertEqual(result.exitCode, 0, result.describe())
         yield daemon.waitForOutput(r"Forwarding to PACS: .*trying again in", timeout=60)
+        yield waitForQueued(daemon, 20)
         entries = yield queueEntries(daemon)
         self.assertEqual(len(entries), 20, entries)
         destination = yield storescpOn(self, port, makeDirectory(self))
@@ -226,6 +265,7 @@ class ForwardingTests(unittest.TestCase):
         sent = makeFiles(self, 500)
         result = yield storescu(daemon.port, sent)
         self.assertEqual(result.exitCode, 0, result.describe())
+        yield waitForQueued(daemon, 500)
         entries = yield queueEntries(daemon)
         self.assertEqual(len(entries), 500)
         daemon.signalProcess("KILL")
@@ -234,6 +274,34 @@ class ForwardingTests(unittest.TestCase):
         again = spawn(self, daemon.argv, env=pythonEnvironment(), cwd=daemon.workingDirectory, name="twistd dicomd again")
         yield waitUntil(lambda: len(arrived(destination.directory)) == 500, timeout=120, message=again.output)
         sameDataSets(self, sent, arrived(destination.directory))
+
+    @defer.inlineCallbacks
+    def test_killedRightAfterTheLastResponse(self):
+        """
+        SIGKILL right after the last C-STORE-RSP, before any of the
+        instances' rows and queue entries are written (another connection
+        holds the database's write lock meanwhile), loses none: the restart
+        indexes the files and queues them, and they are all delivered.
+        """
+        port = freePort()
+        config = self.config({"PACS": port}, routes='[[ae.forward]]\nto = "PACS"\n', retryFirst=60, retryMax=60)
+        daemon = yield startDaemon(self, "--config", config)
+        lock = sqlite3.connect(indexDatabase(daemon), isolation_level=None)
+        self.addCleanup(lock.close)
+        lock.execute("BEGIN IMMEDIATE")
+        sent = makeFiles(self, 100)
+        result = yield storescu(daemon.port, sent)
+        self.assertEqual(result.exitCode, 0, result.describe())
+        daemon.signalProcess("KILL")
+        yield daemon.whenEnded()
+        lock.execute("ROLLBACK")
+        self.assertEqual(queuedCount(daemon), 0)
+        destination = yield storescpOn(self, port, makeDirectory(self))
+        again = spawn(self, daemon.argv, env=pythonEnvironment(), cwd=daemon.workingDirectory, name="twistd dicomd again")
+        yield waitUntil(lambda: len(arrived(destination.directory)) == 100, timeout=120, message=again.output)
+        sameDataSets(self, sent, arrived(destination.directory))
+        self.assertIn("100 files indexed that the index lacked", again.output)
+        self.assertIn("100 forwarding entries queued", again.output)
 
     @defer.inlineCallbacks
     def test_permanentRejection(self):
@@ -252,6 +320,69 @@ class ForwardingTests(unittest.TestCase):
         self.assertIn("failed", entry)
         self.assertIn("0xA900", entry)
         self.assertNotIn("trying again", daemon.output)
+
+    @defer.inlineCallbacks
+    def test_permanentRejectionThenRetry(self):
+        """
+        A destination that rejects the association for good (DCMTK's
+        C{storescp --refuse}: A-ASSOCIATE-RJ "rejected-permanent") fails
+        the entries at once, with the reason and no retry; once it takes
+        associations, C{dicomd queue retry --all} sends them from the
+        running daemon at once.
+        """
+        refusing = yield startDCMTKServer(self, "storescp", "--refuse")
+        config = self.config({"PACS": refusing.port}, routes='[[ae.forward]]\nto = "PACS"\n', retryFirst=300, retryMax=600)
+        daemon = yield startDaemon(self, "--config", config)
+        sent = makeFiles(self, 3)
+        result = yield storescu(daemon.port, sent)
+        self.assertEqual(result.exitCode, 0, result.describe())
+        yield waitUntil(lambda: len(re.findall(r"to PACS failed for good: association rejected \(permanent", daemon.output)) == 3, timeout=60, message=daemon.output)
+        entries = yield queueEntries(daemon)
+        self.assertEqual(len(entries), 3)
+        self.assertTrue(all(" failed " in entry for entry in entries), entries)
+        self.assertNotIn("trying again", daemon.output)
+        refusing.signalProcess("TERM")
+        yield refusing.whenEnded()
+        destination = yield storescpOn(self, refusing.port, makeDirectory(self))
+        yield retryAll(daemon)
+        yield waitUntil(lambda: len(arrived(destination.directory)) == 3, timeout=60, message=daemon.output)
+        sameDataSets(self, sent, arrived(destination.directory))
+
+    @defer.inlineCallbacks
+    def test_transientRejection(self):
+        """
+        An A-ASSOCIATE-RJ "rejected-transient" fails the try, not the
+        entries: they wait and are tried again.
+        """
+        rejecting = yield startPythonScript(self, TRANSIENT_REJECTING_SCP, name="rejecting SCP")
+        daemon = yield startDaemon(self, "--config", self.config({"PACS": rejecting.port}, routes='[[ae.forward]]\nto = "PACS"\n'))
+        result = yield storescu(daemon.port, makeFiles(self, 2))
+        self.assertEqual(result.exitCode, 0, result.describe())
+        yield daemon.waitForOutput(r"Forwarding to PACS: association rejected \(transient.*; trying again in 1 s", timeout=60)
+        yield daemon.waitForOutput(r"Forwarding to PACS: association rejected \(transient.*; trying again in 2 s", timeout=60)
+        yield waitForQueued(daemon, 2)
+        entries = yield queueEntries(daemon)
+        self.assertTrue(all(" queued " in entry for entry in entries), entries)
+        self.assertNotIn("failed for good", daemon.output)
+
+    @defer.inlineCallbacks
+    def test_retryEndsTheWait(self):
+        """
+        C{dicomd queue retry --all} on a running daemon sends the entries
+        of a destination that came back at once, not at its next try.
+        """
+        port = freePort()
+        config = self.config({"PACS": port}, routes='[[ae.forward]]\nto = "PACS"\n', retryFirst=600, retryMax=600)
+        daemon = yield startDaemon(self, "--config", config)
+        sent = makeFiles(self, 5)
+        result = yield storescu(daemon.port, sent)
+        self.assertEqual(result.exitCode, 0, result.describe())
+        yield daemon.waitForOutput(r"Forwarding to PACS: .*trying again in 600 s", timeout=60)
+        destination = yield storescpOn(self, port, makeDirectory(self))
+        yield waitForQueued(daemon, 5)
+        yield retryAll(daemon)
+        yield waitUntil(lambda: len(arrived(destination.directory)) == 5, timeout=60, message=daemon.output)
+        sameDataSets(self, sent, arrived(destination.directory))
 
     @defer.inlineCallbacks
     def test_matchModalityAndCallingAETitle(self):
@@ -340,7 +471,15 @@ class ForwardingTests(unittest.TestCase):
             with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % (statusPort,), timeout=10) as response:
                 return response.read().decode("utf-8")
 
+        from twisted.internet import reactor
+
+        # The depth of a destination waiting out a failure is taken at the
+        # daemon's next look at the queue, every two seconds.
+        deadline = reactor.seconds() + 30
         text = yield threads.deferToThread(metrics)
+        while 'dicomd_forward_queue_depth{destination="DOWN"} 20' not in text and reactor.seconds() < deadline:
+            yield deferLater(reactor, 0.5)
+            text = yield threads.deferToThread(metrics)
         self.assertIn('dicomd_forward_queue_depth{destination="DOWN"} 20', text)
         self.assertIn('dicomd_forward_delivered_total{destination="UP"} 20', text)
         self.assertIn('dicomd_forward_failed_total{destination="DOWN"} 0', text)
@@ -358,6 +497,24 @@ ae.supported_contexts = AllStoragePresentationContexts
 ae.start_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=[(evt.EVT_C_STORE, lambda event: 0xA900)])
 """
 
+
+#: An SCP that answers every A-ASSOCIATE-RQ with an A-ASSOCIATE-RJ
+#: "rejected-transient" (result 2), source service provider (presentation
+#: related function, 3), reason local limit exceeded (2): PS3.8 9.3.4.
+TRANSIENT_REJECTING_SCP = """
+import socket, struct, sys
+
+server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+while True:
+    connection, _ = server.accept()
+    with connection:
+        header = connection.recv(6, socket.MSG_WAITALL)
+        if len(header) == 6:
+            (length,) = struct.unpack(">I", header[2:])
+            connection.recv(length, socket.MSG_WAITALL)
+            connection.sendall(bytes((0x03, 0, 0, 0, 0, 4, 0, 2, 3, 2)))
+            connection.recv(1)
+"""
 
 ORTHANC = "/usr/sbin/Orthanc"
 

@@ -650,6 +650,11 @@ class EndlessSequenceTests(HostileTestCase):
             uid, head = self.head()
             status = yield store(association, uid, head + tail)
             self.assertEqual(status, _status.CANNOT_UNDERSTAND, daemon.output)
+        # The daemon logs each refusal as it answers: the lines reach us a
+        # moment after the responses.
+        yield waitUntil(
+            lambda: daemon.output.count("from ENDLESS failed (0xC000") >= len(tails), timeout=15, message=daemon.output
+        )
         self.assertEqual(daemon.output.count("from ENDLESS failed (0xC000"), len(tails), daemon.output)
         self.assertNotIn("0xA700", daemon.output)
         # The association still serves: a proper object is stored.

@@ -10,16 +10,16 @@ directory one, and the AEs storing into it one L{IndexedArea}.
 L{adoptTitleArea} brings the rows of an index that named areas by AE
 title under the directory's name.
 
-L{IndexedArea} is what L{dicomd.storage.scp.StorageArea} calls, in a worker
-thread, once a received file is in its final place (and at start-up, to
-index what a crash left unindexed): it records the file,
-deletes the file it replaced, and enforces the quota as dcmqrscp does, by
-deleting the least recently updated studies (files and rows together) when
-there are too many, and the oldest instances of a study that grew too
-large.  With forwarding routes, the instance is queued for its
-destinations in the transaction that indexes it
-(L{dicomd.archive.queue}), and the quota never deletes an instance still
-queued.
+L{IndexedArea} is what L{dicomd.archive.writer.IndexWriter} calls, in a
+worker thread, with the files received since it last wrote (and what
+L{dicomd.storage.scp.StorageArea} calls at start-up, to index what a crash
+left unindexed): it records the files, deletes the files they replaced,
+and enforces the quota as dcmqrscp does, by deleting the least recently
+updated studies (files and rows together) when there are too many, and the
+oldest instances of a study that grew too large.  With forwarding routes,
+each instance is queued for its destinations in the transaction that
+indexes it (L{dicomd.archive.queue}), a file found after a crash too, and
+the quota never deletes an instance still queued.
 """
 
 import os
@@ -29,7 +29,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from twisted.logger import Logger
 
 from dicomd.archive.dcmqrcfg import Quota
-from dicomd.archive.index import DATABASE_ERRORS, ROWS_DROPPED, ROWS_MOVED, StoredFile, areaKey
+from dicomd.archive.index import ROWS_DROPPED, ROWS_MOVED, StoredFile, areaKey
+from dicomd.archive.queue import Forwarding
 from dicomd.archive.reindexing import indexMissing
 from dicomd.dimse.status import OUT_OF_RESOURCES
 from dicomd.storage.scp import ReceivedInstance, StoreRefused
@@ -125,11 +126,14 @@ class IndexedArea:
         L{dicomd.archive.queue.Forwarding}s of an instance (called in a
         worker thread), and its C{queued(forwardings)} is told once they
         are in the queue.
+    @ivar recoveryTitle: the AE title whose routes queue a file found
+        after a crash (L{recover}); the file does not say which AE title
+        it was sent to.
     """
 
     log = Logger()
 
-    def __init__(self, index, name: str, directory: str, quota: Optional[Quota] = None, router=None):
+    def __init__(self, index, name: str, directory: str, quota: Optional[Quota] = None, router=None, recoveryTitle: str = ""):
         """
         @param index: an L{dicomd.archive.index.IArchiveIndex} (blocking).
         """
@@ -139,6 +143,7 @@ class IndexedArea:
         self.directory = os.path.abspath(directory)
         self.quota = quota
         self.router = router
+        self.recoveryTitle = recoveryTitle
         self._quotaLock = threading.Lock()
 
     def _relative(self, path: str) -> str:
@@ -156,14 +161,6 @@ class IndexedArea:
             received.callingAETitle,
         )
 
-    @property
-    def forwards(self) -> bool:
-        """
-        Whether anything stored here may be forwarded: its queue entries
-        must then be written with its row before it is acknowledged.
-        """
-        return self.router is not None and self.router.forwardsAnything
-
     def checkSize(self, received: ReceivedInstance) -> None:
         """
         Refuse an object that alone is larger than the study quota.
@@ -178,42 +175,46 @@ class IndexedArea:
                 OUT_OF_RESOURCES, "object of %d bytes exceeds the quota of %d bytes per study" % (size, self.quota.maxBytesPerStudy)
             )
 
-    def add(self, received: ReceivedInstance) -> Optional[str]:
-        """
-        Index a stored file, with its forwarding queue entries, and enforce
-        the quota.
-
-        @return: the absolute path of a file the new one replaced (same SOP
-            Instance UID, another name), for the caller to delete.
-        @raise StoreRefused: the object alone is larger than the study
-            quota, or the index cannot record it (a locked, full or broken
-            database: out of resources, so that the sender tries again
-            later); the caller removes the file.
-        """
-        self.checkSize(received)
-        stored = self._storedFile(received)
-        forwardings = self.router.forwardingsFor(received) if self.router is not None else ()
-        try:
-            replaced = self.index.addInstance(self.key, received.attributes, stored, forwardings)
-        except DATABASE_ERRORS as e:
-            raise StoreRefused(OUT_OF_RESOURCES, "the index cannot record it: %s" % (e,))
-        if forwardings:
-            self.router.queued(forwardings)
-        self._enforce([received])
-        return self._absolute(replaced) if replaced else None
-
     def addMany(self, received: List[ReceivedInstance]) -> None:
         """
-        Index stored files in one transaction (a group commit, see
-        L{dicomd.archive.writer}), enforce the quota, and delete the files
-        they replaced.  Their sizes were checked (L{checkSize}) before they
-        were acknowledged.
+        Index stored files, with their forwarding queue entries, in one
+        transaction (a group commit, see L{dicomd.archive.writer}), enforce
+        the quota, and delete the files they replaced.  Their sizes were
+        checked (L{checkSize}) before they were acknowledged.
 
         @raise DATABASE_ERRORS: the index cannot record them; nothing was.
         """
-        replaced = self.index.addInstances(self.key, [(each.attributes, self._storedFile(each)) for each in received])
+        router = self.router
+        items = [
+            (each.attributes, self._storedFile(each), router.forwardingsFor(each) if router is not None else ())
+            for each in received
+        ]
+        replaced = self.index.addInstances(self.key, items)
+        self._queued([forwarding for _, _, forwardings in items for forwarding in forwardings])
         self._enforce(received)
         self._delete(replaced)
+
+    def _queued(self, forwardings: List[Forwarding]) -> None:
+        if forwardings:
+            self.router.queued(forwardings)
+
+    def _recoveredForwardings(self, header, stored: StoredFile) -> Tuple[Forwarding, ...]:
+        """
+        The forwardings of a file found after a crash: those the routes of
+        L{recoveryTitle} give it.
+        """
+        received = ReceivedInstance(
+            str(header.get("SOPClassUID", "")),
+            str(header.get("SOPInstanceUID", "")),
+            stored.transferSyntaxUID,
+            stored.callingAETitle,
+            self.recoveryTitle,
+            "",
+            stored.received,
+            stored.size,
+            attributes=header,
+        )
+        return self.router.forwardingsFor(received)
 
     def recover(self) -> None:
         """
@@ -221,19 +222,30 @@ class IndexedArea:
         that the index lacks (blocking; at start-up, before associations are
         served): a crash between moving a file into place and indexing it
         leaves a complete file, perhaps acknowledged, that C-FIND, C-MOVE
-        and C-GET would otherwise never see.  Done once per run.
+        and C-GET would otherwise never see, nor forwarding send: each is
+        queued as its routes say, with its row.  Done once per run.
         """
         if not self.index.claimRecovery(self.key, self.directory):
             return
-        report = indexMissing(self.index, self.key, self.directory)
+        queued: List[Forwarding] = []
+
+        def route(header, stored):
+            forwardings = self._recoveredForwardings(header, stored)
+            queued.extend(forwardings)
+            return forwardings
+
+        report = indexMissing(self.index, self.key, self.directory, route=route if self.router is not None else None)
+        self._queued(queued)
         if not (report.indexed or report.removed or report.skipped):
             return
         self.log.info(
             "Recovery of {area} ({directory}): {indexed} files indexed that the index lacked, "
-            "{replaced} older files of the same instances deleted, {skipped} files that are not DICOM left alone",
+            "{replaced} older files of the same instances deleted, {skipped} files that are not DICOM left alone, "
+            "{queued} forwarding entries queued",
             area=self.name,
             directory=self.directory,
             indexed=report.indexed,
+            queued=len(queued),
             replaced=report.removed,
             skipped=len(report.skipped),
         )

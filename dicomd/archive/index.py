@@ -204,7 +204,9 @@ class IArchiveIndex(Interface):
         """
         Index many instances in one transaction.
 
-        @param items: an iterable of (header, L{StoredFile}) pairs.
+        @param items: an iterable of (header, L{StoredFile}) pairs, or of
+            (header, L{StoredFile}, forwardings) triples that also queue
+            each instance, as L{addInstance} does.
         @return: the list of replaced paths, as L{addInstance} returns them.
         """
 
@@ -504,22 +506,33 @@ class SQLArchiveIndex:
 
     def addInstance(self, area, header, stored, forwardings=()):
         with self.transaction() as db:
-            replaced = self._add(db, area, header, stored)
-            if forwardings:
-                (instance,) = db.execute(
-                    "SELECT id FROM instance WHERE area = ? AND SOPInstanceUID = ?",
-                    (area, attributeText(header, uniqueKey(Level.IMAGE))),
-                ).fetchone()
-                study = attributeText(header, uniqueKey(Level.STUDY))
-                queue.enqueue(db, instance, study, forwardings, stored.received)
-            return replaced
+            return self._addQueued(db, area, header, stored, forwardings)
 
     def addInstances(self, area, items):
         with self.transaction() as db:
-            replaced = [self._add(db, area, header, stored) for header, stored in items]
+            replaced = [self._addQueued(db, area, *item) for item in items]
         return [path for path in replaced if path is not None]
 
+    def _addQueued(self, db, area, header, stored, forwardings=()):
+        """
+        Index an instance and queue it for C{forwardings}, in the caller's
+        transaction.
+
+        @return: the path of the file it replaced, or C{None}.
+        """
+        instance, replaced = self._add(db, area, header, stored)
+        if forwardings:
+            study = attributeText(header, uniqueKey(Level.STUDY))
+            queue.enqueue(db, instance, study, forwardings, stored.received)
+        return replaced
+
     def _add(self, db, area, header, stored):
+        """
+        Index an instance in the caller's transaction.
+
+        @return: the C{id} of its row, and the path of the file it
+            replaced or C{None}.
+        """
         sopInstanceUID = attributeText(header, uniqueKey(Level.IMAGE))
         if not sopInstanceUID:
             raise ValueError("an instance without SOP Instance UID")
@@ -546,8 +559,9 @@ class SQLArchiveIndex:
             ("callingAETitle", stored.callingAETitle),
         ]
         if old is None:
-            self._insert(db, "instance", columns)
+            instance = self._insert(db, "instance", columns)
         else:
+            instance = old["id"]
             assignments = ", ".join(f"{name} = ?" for name, _ in columns)
             db.execute(
                 f"UPDATE instance SET {assignments} WHERE id = ?",
@@ -557,8 +571,8 @@ class SQLArchiveIndex:
         self._pruneStudy(db, oldStudy)
         self._prunePatient(db, oldPatient)
         if old is not None and old["path"] != stored.path:
-            return old["path"]
-        return None
+            return instance, old["path"]
+        return instance, None
 
     def _insert(self, db, table, columns):
         names = ", ".join(name for name, _ in columns)

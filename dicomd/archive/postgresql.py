@@ -38,7 +38,7 @@ from dicomd.archive.databases import displayName
 from dicomd.archive.index import SCHEMA, IArchiveIndex, IndexDatabaseError, SQLArchiveIndex, StudyEnd
 
 #: The schema version this code reads and writes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: The advisory lock writers hold for their transaction ("dicomd" in
 #: ASCII), and the one that serialises migrations.
@@ -56,16 +56,20 @@ def postgresSchema(script):
     return re.sub(r"\bTEXT\b", 'TEXT COLLATE "C"', script)
 
 
+#: The columns of a study's end (version 3 of the schema).
+STUDY_END_COLUMNS = (("endedAt", "REAL NOT NULL DEFAULT 0"), ("endedBy", "TEXT NOT NULL DEFAULT ''"))
+
 #: The statements that bring the schema from each version to the next:
 #: version 1 made the index, the queue and the C{run} table; version 2
-#: gave the queue's entries their claims
-#: (L{dicomd.archive.queue.CLAIM_COLUMNS}, which the queue's schema of
-#: today has already) and studies their end (L{STUDY_END_COLUMNS}).
-STUDY_END_COLUMNS = (("endedAt", "REAL NOT NULL DEFAULT 0"), ("endedBy", "TEXT NOT NULL DEFAULT ''"))
+#: the table of retried destinations; version 3 gave the queue's entries
+#: their claims (L{dicomd.archive.queue.CLAIM_COLUMNS}, which the queue's
+#: schema of today has already) and studies their end
+#: (L{STUDY_END_COLUMNS}).
 MIGRATIONS = (
     postgresSchema(SCHEMA)
     + postgresSchema(queue.SCHEMA)
     + postgresSchema("CREATE TABLE IF NOT EXISTS run (name TEXT PRIMARY KEY, value TEXT NOT NULL);"),
+    postgresSchema(queue.RETRY_SCHEMA),
     postgresSchema(
         "ALTER TABLE forward %s; ALTER TABLE study %s;"
         % tuple(

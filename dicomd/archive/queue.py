@@ -32,6 +32,11 @@ records the entry's outcome.  The entries of a node that died are taken
 by another once their lease has run out.  An entry that is not claimed
 has C{leaseUntil} 0.
 
+An operator's L{ForwardQueue.retry} also leaves the names of the
+destinations concerned in a second table, C{forwardRetry}, which a running
+daemon looks at every second or so (L{ForwardQueue.takeRetried}): it
+sends them at once, and forgets the destinations' failures in a row.
+
 Each entry refers to its instance's row, and goes with it: an instance
 that is forgotten (its association ended before the response, or
 C{dicomd reindex} found its file gone) is not forwarded.  Quotas leave
@@ -42,7 +47,7 @@ worker threads.
 """
 
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 #: Entry states.
 HELD = "held"
@@ -73,8 +78,14 @@ CREATE INDEX IF NOT EXISTS forwardStudy ON forward (destination, StudyInstanceUI
 CREATE INDEX IF NOT EXISTS forwardInstance ON forward (instance);
 """
 
+#: The destinations whose entries an operator retried, for a running
+#: daemon to send at once (L{ForwardQueue.takeRetried}).
+RETRY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS forwardRetry (destination TEXT PRIMARY KEY);
+"""
 
-#: The columns a claim writes (version 2 of the index's schema), and
+
+#: The columns a claim writes (version 3 of PostgreSQL's schema), and
 #: their definitions, for a table made before them.
 CLAIM_COLUMNS = (("claimedBy", "TEXT NOT NULL DEFAULT ''"), ("leaseUntil", "REAL NOT NULL DEFAULT 0"))
 
@@ -84,11 +95,11 @@ LEASE = 60.0
 
 def createTables(db) -> None:
     """
-    Create the queue's table and indexes in an open SQLite index database,
-    unless they exist, and add the claim's columns to a table made
-    without them.
+    Create the queue's tables and indexes in an open SQLite index
+    database, unless they exist, and add the claim's columns to a table
+    made without them.
     """
-    db.executescript(SCHEMA)
+    db.executescript(SCHEMA + RETRY_SCHEMA)
     present = {row[1] for row in db.execute("PRAGMA table_info(forward)")}
     for name, definition in CLAIM_COLUMNS:
         if name not in present:
@@ -466,17 +477,48 @@ class ForwardQueue:
     def retry(self, now: float, entry: Optional[int] = None) -> int:
         """
         Send failed or waiting entries now: one, or all (C{entry} C{None}).
-        Tries start again from none, and the give-up time from now.
+        Tries start again from none, and the give-up time from now; their
+        destinations are left for L{takeRetried}.
 
         @return: how many entries were queued again.
         """
         where, parameters = ("id = ?", [entry]) if entry is not None else ("state != ?", [HELD])
         with self._index.transaction() as db:
+            db.execute(
+                f"INSERT INTO forwardRetry (destination) SELECT DISTINCT destination FROM forward WHERE {where}"
+                " ON CONFLICT DO NOTHING",
+                parameters,
+            )
             cursor = db.execute(
                 f"UPDATE forward SET state = ?, tries = 0, nextTry = ?, queued = ?, lastError = '' WHERE {where}",
                 [QUEUED, now, now] + parameters,
             )
             return cursor.rowcount
+
+    def takeRetried(self) -> List[str]:
+        """
+        The destinations that L{retry} queued entries for since the last
+        call (none, almost always: a read, and no write).
+        """
+        with self._index.connection() as db:
+            if db.execute("SELECT 1 FROM forwardRetry LIMIT 1").fetchone() is None:
+                return []
+        with self._index.transaction() as db:
+            destinations = [row[0] for row in db.execute("SELECT destination FROM forwardRetry")]
+            db.execute("DELETE FROM forwardRetry")
+        return destinations
+
+    def depths(self) -> Dict[str, Tuple[int, float]]:
+        """
+        Each destination with entries queued or held -> how many, and when
+        the oldest of them was queued.
+        """
+        with self._index.connection() as db:
+            rows = db.execute(
+                "SELECT destination, COUNT(*), MIN(queued) FROM forward WHERE state IN (?, ?) GROUP BY destination",
+                (QUEUED, HELD),
+            ).fetchall()
+        return {row[0]: (row[1], row[2]) for row in rows}
 
     def forget(self, entry: int) -> bool:
         """

@@ -3,7 +3,8 @@ Reindexing: rebuilding the index rows of a storage area from the DICOM
 files under its directory, reading headers only (what dcmqrscp leaves to
 deleting C{index.dat} and storing again).  L{reindex} backs
 C{dicomd reindex DIR}; L{indexMissing} catches the index up with files
-stored by a run that did not end cleanly.
+stored by a run that did not end cleanly, queueing them for forwarding
+as their reception would have.
 """
 
 import contextlib
@@ -57,10 +58,11 @@ def _filesUnder(directory):
                 yield os.path.relpath(os.path.join(parent, name), directory)
 
 
-def _indexFiles(index, area, directory, names, batchSize):
+def _indexFiles(index, area, directory, names, batchSize, route=None):
     """
     Index the files C{names} (relative to C{directory}), C{batchSize} per
-    transaction.
+    transaction, each queued for the forwardings C{route(header, stored)}
+    returns, if given.
 
     @return: C{(indexed, skipped, replaced)}: the relative paths indexed,
         those that are not DICOM, and the paths of files whose instance
@@ -80,7 +82,7 @@ def _indexFiles(index, area, directory, names, batchSize):
             if item is None:
                 skipped.append(relativePath)
             else:
-                batch.append(item)
+                batch.append(item if route is None else item + (route(*item),))
                 indexed.append(relativePath)
         if batch:
             replaced.extend(path for path in index.addInstances(area, batch) if path)
@@ -110,7 +112,7 @@ def reindex(index, area, directory, batchSize=500):
     return ReindexReport(len(indexed), removed, tuple(skipped))
 
 
-def indexMissing(index, area, directory, batchSize=500):
+def indexMissing(index, area, directory, batchSize=500, route=None):
     """
     Index the files of a storage area that the index lacks, after a run
     that did not end cleanly (see
@@ -120,12 +122,17 @@ def indexMissing(index, area, directory, batchSize=500):
     name replaces it, as when it was received (the other file is deleted):
     it was moved into place after the indexed one.
 
+    @param route: C{route(header, stored)} returns the
+        L{dicomd.archive.queue.Forwarding}s to queue a file for, in the
+        transaction that indexes it: an acknowledged instance whose row the
+        crash lost lost its queue entries with it.
+
     @return: a L{ReindexReport<dicomd.archive.index.ReindexReport>}
         (C{removed} counts the replaced files).
     """
     known = set(index.storedPaths(area).values())
     missing = (name for name in _filesUnder(directory) if name not in known)
-    indexed, skipped, replaced = _indexFiles(index, area, directory, missing, batchSize)
+    indexed, skipped, replaced = _indexFiles(index, area, directory, missing, batchSize, route)
     for relativePath in replaced:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(directory, relativePath))

@@ -9,21 +9,28 @@ arrived meanwhile: one commit for many objects instead of one each, and
 no wait for the index while the sender waits for its response.  A crash
 in between leaves files without rows; the next start indexes them
 (L{IndexedArea.recover}) before it serves anyone, so C-FIND, C-MOVE and
-C-GET find every acknowledged instance.  The rows lag the responses by a
-few milliseconds.
+C-GET find every acknowledged instance.  The rows lag the responses by
+about ten milliseconds: the writer lets the objects of that long gather
+in one transaction (L{WINDOW}).
 
-Where anything is forwarded, an instance's queue entries must be written
-with its row before it is acknowledged (L{dicomd.archive.queue}), so
-there L{IndexWriter} records each object at once, as
-L{IndexedArea.add} always did.
+An instance's forwarding queue entries are written in the transaction of
+its row (L{dicomd.archive.queue}), so they lag the response as the row
+does, and the same recovery queues them: every acknowledged instance is
+forwarded, whatever crash follows its response.
 
 Operations on one area are applied in the order they were asked for: a
 file renamed at the end of its study, or removed because its
-association ended before the response, changes a row already written.
+association ended before the response, changes a row already written;
+and what waits for the end of a study (L{IndexWriter.afterWritten}) finds
+the study's rows and queue entries written.
 
 While the index cannot record (locked, full, broken), the writer keeps
 what it holds and tries again with growing pauses, and new objects are
 refused with 0xA700 (out of resources), so that senders try again later.
+Any other error is a fault of one operation, not of the index: the
+additions of a batch that raised one are written again one by one, and
+the one that still raises is logged, naming its file, and left out (the
+file stays where it is), so that it cannot stall the area's index.
 """
 
 import threading
@@ -41,15 +48,19 @@ from dicomd.storage.scp import ReceivedInstance, StoreRefused
 #: The most rows one transaction writes.
 BATCH = 500
 
-_ADD, _REMOVE, _MOVED = "add", "remove", "moved"
+#: Seconds the writer lets additions gather before it writes them: a
+#: transaction costs about as much as the rows of a few objects, and
+#: objects arrive every millisecond or two from a fast sender.
+WINDOW = 0.01
+
+_ADD, _REMOVE, _MOVED, _CALL = "add", "remove", "moved", "call"
 
 
 class IndexWriter:
     """
     The index of a L{dicomd.storage.scp.StorageArea} that records in
     batches (see the module docstring).  Its methods are called in worker
-    threads or on the reactor thread, and never wait for the database,
-    except where the area forwards.
+    threads or on the reactor thread, and never wait for the database.
 
     @ivar area: the L{IndexedArea} written to.
     @ivar returnsAtOnce: L{add} does not wait for the database, so the
@@ -57,6 +68,7 @@ class IndexWriter:
     """
 
     log = Logger()
+    returnsAtOnce = True
 
     def __init__(
         self,
@@ -64,6 +76,7 @@ class IndexWriter:
         schedule: Callable[[Callable[[], None]], None],
         *,
         batch: int = BATCH,
+        window: float = WINDOW,
         retryFirst: float = 0.1,
         retryMax: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
@@ -72,12 +85,15 @@ class IndexWriter:
         @param schedule: runs a callable in a worker thread (a thread
             pool's C{callInThread}); the writer holds one thread while it
             has work.
+        @param window: seconds to wait, before a transaction of
+            additions, for more to join it (unless a full C{batch} waits).
         @param retryFirst: seconds before writing again after a database
             error; the pause doubles up to C{retryMax}.
         """
         self.area = area
         self._schedule = schedule
         self._batch = batch
+        self._window = window
         self._retryFirst = retryFirst
         self._retryMax = retryMax
         self._sleep = sleep
@@ -87,24 +103,20 @@ class IndexWriter:
         self._running = False
         self._stopping = False
         self._failure: Optional[str] = None
-
-    @property
-    def returnsAtOnce(self) -> bool:
-        return not self.area.forwards
+        # How many additions are still written one per transaction, to
+        # find the one a batch failed on.
+        self._isolating = 0
 
     # -- what StorageArea calls ----------------------------------------------------
 
-    def add(self, received: ReceivedInstance) -> Optional[str]:
+    def add(self, received: ReceivedInstance) -> None:
         """
-        Record a stored file: at once where the area forwards (returning
-        the path of a file it replaced, for the caller to delete), else in
-        the next batch.
+        Record a stored file, with its forwarding queue entries, in the
+        next batch (which deletes a file it replaced).
 
         @raise StoreRefused: the index cannot record (0xA700), or the
             object is larger than the study quota.
         """
-        if self.area.forwards:
-            return self.area.add(received)
         failure = self._failure
         if failure is not None:
             raise StoreRefused(OUT_OF_RESOURCES, "the index cannot record it: %s" % (failure,))
@@ -123,6 +135,17 @@ class IndexWriter:
         Record that a stored file was renamed, after any earlier operation.
         """
         self._submit((_MOVED, oldPath, newPath))
+
+    def afterWritten(self, function: Callable[[], None]) -> None:
+        """
+        Call C{function} in the writing thread once every operation asked
+        for so far is written: the end of a study releases the queue
+        entries held for it (L{dicomd.forwarding.Forwarding.studyEnded})
+        only once they are written.  A writer that stops with changes it
+        cannot write drops it with them (the next start queues what was
+        held, and indexes the files).
+        """
+        self._submit((_CALL, function))
 
     def recover(self) -> None:
         self.area.recover()
@@ -152,13 +175,30 @@ class IndexWriter:
             self._running = True
         self._schedule(self._drain)
 
+    @staticmethod
+    def _describe(operation) -> str:
+        kind = operation[0]
+        if kind == _ADD:
+            return "the file %s" % (operation[1].path,)
+        if kind == _REMOVE:
+            return "the removal of %s" % (operation[1].path,)
+        if kind == _MOVED:
+            return "the move of %s" % (operation[1],)
+        return "a call after the rows before it"
+
     def _drain(self) -> None:
         """
         In a worker thread: apply the operations waiting, oldest first, the
-        consecutive additions as one transaction, until there are none.
+        consecutive additions as one transaction (gathered for
+        C{window} seconds), until there are none.
         """
         pause = self._retryFirst
         while True:
+            if self._window:
+                with self._lock:
+                    gather = 0 < len(self._operations) < self._batch and self._operations[0][0] == _ADD
+                if gather:
+                    self._sleep(self._window)
             with self._lock:
                 if not self._operations:
                     self._running = False
@@ -167,8 +207,9 @@ class IndexWriter:
                 first = self._operations[0]
                 if first[0] == _ADD:
                     taken = []
+                    limit = 1 if self._isolating else self._batch
                     for operation in self._operations:
-                        if operation[0] != _ADD or len(taken) == self._batch:
+                        if operation[0] != _ADD or len(taken) == limit:
                             break
                         taken.append(operation[1])
                     count = len(taken)
@@ -177,6 +218,8 @@ class IndexWriter:
             try:
                 if first[0] == _ADD:
                     self.area.addMany(taken)
+                elif first[0] == _CALL:
+                    first[1]()
                 elif first[0] == _REMOVE:
                     self.area.remove(first[1])
                 else:
@@ -207,6 +250,17 @@ class IndexWriter:
                 self._sleep(pause)
                 pause = min(pause * 2, self._retryMax)
                 continue
+            except Exception:
+                if first[0] == _ADD and count > 1:
+                    self._isolating = count
+                    continue
+                self.log.failure(
+                    "Leaving {operation} out of the index of {area}",
+                    operation=self._describe(first),
+                    area=self.area.name,
+                )
+            if self._isolating and first[0] == _ADD:
+                self._isolating -= 1
             if self._failure is not None:
                 self.log.info("The index records what {area} stores again", area=self.area.name)
                 self._failure = None

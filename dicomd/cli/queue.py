@@ -12,9 +12,10 @@ dicomd} (L{dicomd.archive.queue}).
 The queue lives in the index database, found as the daemon finds it:
 C{--config FILE}'s C{database}, or its first AE's directory; C{-o DIR}'s
 C{.dicomd-index.sqlite}; or C{-db FILE}.  It may run while the daemon
-runs: SQLite serialises the writers, and the daemon sees a retried entry
-at its next look at that destination (at the latest when a new instance
-arrives for it, or its next retry is due).
+runs: SQLite serialises the writers, and a running daemon sends retried
+entries within seconds, at its next look at the queue
+(L{dicomd.forwarding.Forwarding.look}), even to a destination that was
+waiting out its failures.
 """
 
 import os

@@ -102,8 +102,8 @@ class StorageArea:
         object relative to C{directory}; it is called from worker threads,
         under a lock.
     @ivar index: an object whose C{add(received)} records a stored object
-        and returns the path of a file it replaced (or C{None}), called from
-        worker threads, and whose C{recover()} indexes, at start-up, the
+        (and deletes a file it replaced), called from worker threads or
+        the reactor thread, and whose C{recover()} indexes, at start-up, the
         files a crash left under final names without a record.  C{None}
         for no index.  One whose C{returnsAtOnce} is true records later
         and never waits (L{dicomd.archive.writer.IndexWriter}).
@@ -209,15 +209,10 @@ class StorageArea:
             _syncDirectory(os.path.dirname(final))
         if self.index is not None:
             try:
-                replaced = self.index.add(received)
+                self.index.add(received)
             except BaseException:
                 os.unlink(final)
                 raise
-            if replaced and os.path.abspath(replaced) != final:
-                try:
-                    os.unlink(replaced)
-                except FileNotFoundError:
-                    pass
 
     def _enter(self, directory: str) -> None:
         """

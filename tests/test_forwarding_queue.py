@@ -1,0 +1,44 @@
+"""
+Unit tests for L{dicomd.forwarding.DestinationQueue}'s timing, on a
+L{twisted.internet.task.Clock}.
+"""
+
+from twisted.internet import defer, task
+from twisted.trial.unittest import SynchronousTestCase
+
+from dicomd.forwarding import DestinationQueue, ForwardingSettings
+
+
+class _Forwarding:
+    """
+    What a L{DestinationQueue} asks of its L{dicomd.forwarding.Forwarding}
+    before it claims anything.
+    """
+
+    running = True
+    settings = ForwardingSettings()
+
+    def __init__(self, reactor):
+        self.reactor = reactor
+
+
+class DestinationQueueTests(SynchronousTestCase):
+    def test_wokenDuringTheWaitWakesAfterIt(self):
+        """
+        A wake-up while the destination waits out a failure (a timer set
+        for an entry due sooner, a new instance) starts nothing, and leaves
+        a wake-up for the end of the wait: the destination is tried then,
+        whatever timer was set before.
+        """
+        clock = task.Clock()
+        queue = DestinationQueue(_Forwarding(clock), "PACS")
+        started = []
+        queue._work = lambda: started.append(clock.seconds()) or defer.Deferred()
+        queue._retryAt = 10.0
+        queue._wakeAt(4.0)
+        clock.advance(4)
+        self.assertEqual(started, [])
+        clock.advance(5)
+        self.assertEqual(started, [])
+        clock.advance(1)
+        self.assertEqual(started, [10.0])
