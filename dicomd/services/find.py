@@ -14,6 +14,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from dicomd.archive.index import DATABASE_ERRORS
 from dicomd.archive.matching import QueryError, modelForSOPClass
 from dicomd.archive.responses import encodeResponse
 from dicomd.dataset import decodeDataSet, encodeDataSet
@@ -112,6 +113,12 @@ class FindSCP:
             return
         except ValueError as e:
             _refuse(association, context, message, _status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(e))
+            return
+        except DATABASE_ERRORS as e:
+            # A database that is down or locked: a fact of operation, told
+            # in one line; the peer may try again.
+            self.log.error("C-FIND from {peer} failed: the index cannot answer: {why}", peer=association.callingAETitle, why=str(e))
+            _refuse(association, context, message, _status.UNABLE_TO_PROCESS, str(e))
             return
         except Exception as e:
             # A broken index, a full disk: the peer is told, not left waiting.

@@ -28,6 +28,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from dicomd.archive.index import DATABASE_ERRORS
 from dicomd.archive.matching import QueryError, modelForSOPClass
 from dicomd.dataset import decodeDataSet, encodeDataSet
 from dicomd.dimse import status as _status
@@ -137,6 +138,15 @@ class RetrieveSCP:
             return
         except ValueError as e:
             _refuse(association, context, message, _status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(e))
+            return
+        except DATABASE_ERRORS as e:
+            self.log.error(
+                "{operation} from {peer} failed: the index cannot answer: {why}",
+                operation=self.operation,
+                peer=association.callingAETitle,
+                why=str(e),
+            )
+            _refuse(association, context, message, _status.UNABLE_TO_PROCESS, str(e))
             return
         except Exception as e:
             # A broken index, a full disk: the peer is told, not left waiting.
