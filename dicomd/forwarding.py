@@ -8,7 +8,9 @@ routes, L{dicomd.archive.routing}); the index queues it in the same
 transaction.  L{Forwarding} is the service that empties the queue: one
 L{DestinationQueue} per configured peer, each sending with at most
 C{associations-per-peer} associations at once, many instances per
-association, in queue order study by study.
+association, in queue order study by study, through the storage SCU's
+L{StorePipeline<dicomd.storage.sender.StorePipeline>}: the next file read
+ahead, and as many C-STOREs outstanding as the destination grants.
 
 An instance is offered in the transfer syntax it is stored in, and in the
 uncompressed ones it can be converted to (L{dicomd.peers.proposing}, as a
@@ -35,6 +37,7 @@ has run out.
 """
 
 import os
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
@@ -51,7 +54,8 @@ from dicomd.dimse import status as _status
 from dicomd.errors import AssociationError, AssociationRejected
 from dicomd.peers import Peer, destinationTable
 from dicomd.services.retrieve import storedContexts
-from dicomd.storage.scu import NotDICOM, StoreFailed, chooseContext, store
+from dicomd.storage.scu import DicomFile, NotDICOM, StoreFailed, chooseContext, readFileMeta
+from dicomd.storage.sender import StorePipeline, isStored
 from dicomd.ul.pdu import REJECT_RESULT_PERMANENT
 
 #: How many entries one claim takes: one association carries them in turn,
@@ -71,6 +75,17 @@ def isTransient(status: int) -> bool:
     general statuses) says the instance itself is refused.
     """
     return status & 0xFF00 == 0xA700 or status == 0x0213
+
+
+def _fileFor(entry: QueueEntry):
+    """
+    The L{DicomFile} of a queued instance, or the exception that says why
+    it cannot be sent.
+    """
+    try:
+        return readFileMeta(os.path.join(entry.area, entry.path))
+    except (NotDICOM, OSError) as e:
+        return e
 
 
 def describeRefusal(association, entry: QueueEntry) -> str:
@@ -349,37 +364,59 @@ class DestinationQueue:
     @defer.inlineCallbacks
     def _send(self, association, entries: List[QueueEntry], outcome: _Outcome):
         """
-        Send C{entries} in turn on C{association}, recording each outcome.
+        Send C{entries} in order through a L{StorePipeline} on
+        C{association}: each file read ahead while the destination stores
+        the one before, and as many C-STOREs outstanding as the
+        destination granted.  Each entry's outcome is recorded as its
+        response comes; when the association ends, the entries under way
+        and those not sent are left unmarked, for the destination's
+        back-off.
 
         @return: a L{Deferred} firing with the association, or C{None} when
             it ended.
         """
-        for entry in entries:
-            if not self.forwarding.running:
-                break
-            try:
-                chooseContext(association, entry.sopClassUID, entry.transferSyntaxUID)
-            except StoreFailed:
-                outcome.failed.append((entry.id, describeRefusal(association, entry)))
-                continue
-            try:
-                result = yield store(association, os.path.join(entry.area, entry.path), reactor=self.forwarding.reactor)
-            except StoreFailed as e:
-                outcome.failed.append((entry.id, str(e)))
-            except (OSError, NotDICOM) as e:
-                outcome.failed.append((entry.id, "cannot read %s: %s" % (entry.path, e)))
-            except AssociationError as e:
-                outcome.unreachable = str(e)
-                self._associations.discard(association)
-                return None
-            else:
-                category = _status.category(result.status)
-                if category in (_status.Category.SUCCESS, _status.Category.WARNING):
-                    outcome.delivered.append(entry.id)
+        pipeline = StorePipeline(association, reactor=self.forwarding.reactor)
+        waiting, sent = deque(entries), deque()
+        upcoming = _fileFor(waiting[0]) if waiting else None
+        try:
+            while True:
+                while waiting and pipeline.hasRoom and self.forwarding.running:
+                    entry, dicomFile = waiting.popleft(), upcoming
+                    upcoming = _fileFor(waiting[0]) if waiting else None
+                    try:
+                        chooseContext(association, entry.sopClassUID, entry.transferSyntaxUID)
+                    except StoreFailed:
+                        outcome.failed.append((entry.id, describeRefusal(association, entry)))
+                        continue
+                    if isinstance(dicomFile, Exception):
+                        outcome.failed.append((entry.id, "cannot read %s: %s" % (entry.path, dicomFile)))
+                        continue
+                    pipeline.store(dicomFile, upcoming if isinstance(upcoming, DicomFile) else None)
+                    sent.append(entry)
+                if not sent:
+                    return association
+                entry = sent.popleft()
+                _, stored = pipeline.next()
+                try:
+                    result = yield stored
+                except StoreFailed as e:
+                    outcome.failed.append((entry.id, str(e)))
+                except AssociationError as e:
+                    outcome.unreachable = str(e)
+                    self._associations.discard(association)
+                    # The C-STOREs still outstanding fail with the
+                    # association, and wait with the rest.
+                    while pipeline.outstanding:
+                        pipeline.next()[1].addErrback(lambda failure: None)
+                    return None
                 else:
-                    reason = _status.describe(result.status) + (": " + result.errorComment if result.errorComment else "")
-                    (outcome.postponed if isTransient(result.status) else outcome.failed).append((entry.id, reason))
-        return association
+                    if isStored(result):
+                        outcome.delivered.append(entry.id)
+                    else:
+                        reason = _status.describe(result.status) + (": " + result.errorComment if result.errorComment else "")
+                        (outcome.postponed if isTransient(result.status) else outcome.failed).append((entry.id, reason))
+        finally:
+            pipeline.close()
 
     def _recorded(self, entries: Sequence[QueueEntry], outcome: _Outcome, given: List[int], now: float, started: float, delay: float) -> None:
         """
