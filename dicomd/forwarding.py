@@ -216,7 +216,18 @@ class DestinationQueue:
         worker = self._work()
         if not worker.called:
             self._workers.add(worker)
-            worker.addBoth(lambda _: self._workers.discard(worker))
+            worker.addBoth(self._ended, worker)
+
+    def _ended(self, result, worker: defer.Deferred):
+        """
+        A worker ended.  A wake-up after its last claim (while it released
+        its association, say) started nothing, since it was still at
+        work: send now what that wake-up was for.
+        """
+        self._workers.discard(worker)
+        if self._woken:
+            self.wake()
+        return result
 
     def retryNow(self) -> None:
         """
