@@ -375,13 +375,12 @@ class DestinationQueue:
     @defer.inlineCallbacks
     def _send(self, association, entries: List[QueueEntry], outcome: _Outcome):
         """
-        Send C{entries} in order through a L{StorePipeline} on
-        C{association}: each file read ahead while the destination stores
-        the one before, and as many C-STOREs outstanding as the
-        destination granted.  Each entry's outcome is recorded as its
-        response comes; when the association ends, the entries under way
-        and those not sent are left unmarked, for the destination's
-        back-off.
+        Send C{entries} through a L{StorePipeline} on C{association}:
+        each file read ahead while the destination stores the one before,
+        and as many C-STOREs outstanding as the destination granted, in
+        queue order.  Each entry's outcome is recorded as its response
+        comes; when the association ends, the entries under way and those
+        not sent are left unmarked, for the destination's back-off.
 
         @return: a L{Deferred} firing with the association, or C{None} when
             it ended.
@@ -392,21 +391,29 @@ class DestinationQueue:
         try:
             while True:
                 while waiting and pipeline.hasRoom and self.forwarding.running:
-                    entry, dicomFile = waiting.popleft(), upcoming
-                    upcoming = _fileFor(waiting[0]) if waiting else None
+                    entry, dicomFile = waiting[0], upcoming
                     try:
-                        chooseContext(association, entry.sopClassUID, entry.transferSyntaxUID)
+                        context = chooseContext(association, entry.sopClassUID, entry.transferSyntaxUID)
                     except StoreFailed:
+                        context = None
+                    converted = context is not None and context.transferSyntax != entry.transferSyntaxUID
+                    if sent and (converted or sent[-1][1]):
+                        # A converted instance leaves once a worker thread
+                        # has converted it: it goes alone, so that neither
+                        # it nor the next overtakes the other.
+                        break
+                    waiting.popleft()
+                    upcoming = _fileFor(waiting[0]) if waiting else None
+                    if context is None:
                         outcome.failed.append((entry.id, describeRefusal(association, entry)))
-                        continue
-                    if isinstance(dicomFile, Exception):
+                    elif isinstance(dicomFile, Exception):
                         outcome.failed.append((entry.id, "cannot read %s: %s" % (entry.path, dicomFile)))
-                        continue
-                    pipeline.store(dicomFile, upcoming if isinstance(upcoming, DicomFile) else None)
-                    sent.append(entry)
+                    else:
+                        pipeline.store(dicomFile, upcoming if isinstance(upcoming, DicomFile) else None)
+                        sent.append((entry, converted))
                 if not sent:
                     return association
-                entry = sent.popleft()
+                entry, _ = sent.popleft()
                 _, stored = pipeline.next()
                 try:
                     result = yield stored
