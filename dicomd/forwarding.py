@@ -10,7 +10,8 @@ L{DestinationQueue} per configured peer, each sending with at most
 C{associations-per-peer} associations at once, many instances per
 association, in queue order study by study, through the storage SCU's
 L{StorePipeline<dicomd.storage.sender.StorePipeline>}: the next file read
-ahead, and as many C-STOREs outstanding as the destination grants.
+ahead, and as many C-STOREs outstanding as the destination grants
+(C{async-ops}).
 
 An instance is offered in the transfer syntax it is stored in, and in the
 uncompressed ones it can be converted to (L{dicomd.peers.proposing}, as a
@@ -370,6 +371,13 @@ class DestinationQueue:
         destination = self.forwarding.destination(self.title, entries[0].callingAETitle)
         association = yield destination.connect(storedContexts(entries))
         self._associations.add(association)
+        if self.forwarding.settings.asynchronousOperations != 1:
+            window = association.operationsWindow
+            self.log.info(
+                "Forwarding to {destination}: asynchronous operations window {window}",
+                destination=self.title,
+                window="without limit" if window is None else "of %d C-STOREs" % (window,) if window > 1 else "not granted, one C-STORE at a time",
+            )
         return association
 
     @defer.inlineCallbacks
@@ -491,11 +499,15 @@ class ForwardingSettings:
     @ivar lease: how long a node's claim on entries holds if the node
         stops renewing it (it died), in seconds: then another node sends
         them.
+    @ivar asynchronousOperations: C-STOREs each association proposes to
+        have outstanding at once (an Asynchronous Operations Window, PS3.7
+        D.3.3.3), 1 for none; the destination may grant fewer.
     """
 
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     associationsPerPeer: int = 2
     lease: float = LEASE
+    asynchronousOperations: int = 1
 
 
 class Forwarding(service.Service):
@@ -566,7 +578,14 @@ class Forwarding(service.Service):
         table = self._tables.get(callingAETitle)
         if table is None:
             acseTimeout, dimseTimeout = self._timeouts
-            table = destinationTable(self._peers, callingAETitle, reactor=self.reactor, acseTimeout=acseTimeout, dimseTimeout=dimseTimeout)
+            table = destinationTable(
+                self._peers,
+                callingAETitle,
+                reactor=self.reactor,
+                acseTimeout=acseTimeout,
+                dimseTimeout=dimseTimeout,
+                asynchronousOperations=self.settings.asynchronousOperations,
+            )
             self._tables[callingAETitle] = table
         return table(title)
 
