@@ -30,11 +30,13 @@ checkout's dicomd too, each just before the same run of this one
 (I{forwarded-base}, I{backlog-base}): the code before a change, measured
 beside it.  C{--async-ops N} has this checkout's dicomd propose an
 asynchronous operations window of N to the destination (C{[forwarding]
-async-ops}); DCMTK's storescp grants none.
+async-ops}); DCMTK's storescp grants none.  C{--granting N} adds two
+backlog runs drained into C{dicomd storescp}, which grants a window of up
+to 16: I{backlog>dicomd} proposing none, I{backlog>dicomd-w} proposing N.
 
 Run from the checkout:
 
-    python bench/forward.py [--corpus DIR] [--output DIR] [--count 2000] [--runs 5] [--baseline CHECKOUT] [--async-ops N]
+    python bench/forward.py [--corpus DIR] [--output DIR] [--count 2000] [--runs 5] [--baseline CHECKOUT] [--async-ops N] [--granting N]
 
 The corpus is made once in C{--corpus} if it is not complete there.  This
 is not a test: it asserts nothing but that every object arrived.
@@ -65,6 +67,19 @@ def storescp(work: str, name: str, port: int) -> ServerProcess:
     server = ServerProcess(
         name, [os.path.join(DCMTK, "storescp"), "-od", directory, str(port)], dcmtkEnvironment(), work, port, directory + ".log"
     )
+    server.directory = directory
+    return server
+
+
+def dicomdStorescp(work: str, name: str, port: int) -> ServerProcess:
+    """
+    C{dicomd storescp} of this checkout, which grants an asynchronous
+    operations window of up to 16, as a destination.
+    """
+    directory = os.path.join(work, name)
+    os.makedirs(directory)
+    argv = [sys.executable, "-m", "dicomd", "storescp", "--max-async-ops", "16", "-od", directory, str(port)]
+    server = ServerProcess(name, argv, pythonEnvironment(), work, port, directory + ".log")
     server.directory = directory
     return server
 
@@ -138,12 +153,12 @@ def forwarded(work, paths, timeout, **dicomdOptions):
 BACKLOG_RETRY = 0.1
 
 
-def backlog(work, paths, timeout, **dicomdOptions):
+def backlog(work, paths, timeout, receiver=storescp, **dicomdOptions):
     port = freePort()
     daemon = dicomd(os.path.join(work, "backlog"), freePort(), port, retryMax=BACKLOG_RETRY, **dicomdOptions)
     try:
         send(daemon.port, paths, timeout)
-        destination = storescp(work, "drained", port)
+        destination = receiver(work, "drained", port)
         try:
             started = time.monotonic()
             return waitForFiles(destination.directory, len(paths), timeout) - started
@@ -164,6 +179,9 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--baseline", default=None, help="also run the forwarded and backlog runs with this checkout's dicomd")
     parser.add_argument("--async-ops", type=int, default=1, help="the asynchronous operations window dicomd proposes (default 1: none)")
+    parser.add_argument(
+        "--granting", type=int, default=None, metavar="N", help="also drain the backlog into dicomd storescp, which grants a window, proposing 1 and N"
+    )
     options = parser.parse_args(argv)
     corpus = next(c for c in CORPORA if c.name == "ct256")
     written = corpus.make(options.corpus)
@@ -180,10 +198,15 @@ def main(argv=None) -> int:
         baseline = {"checkout": os.path.abspath(options.baseline)}
         measures["forwarded-base"] = lambda work: forwarded(work, paths, options.timeout, **baseline)
         measures["backlog-base"] = lambda work: backlog(work, paths, options.timeout, **baseline)
+    if options.granting is not None:
+        measures["backlog>dicomd"] = lambda work: backlog(work, paths, options.timeout, receiver=dicomdStorescp)
+        measures["backlog>dicomd-w"] = lambda work: backlog(work, paths, options.timeout, receiver=dicomdStorescp, asyncOps=options.granting)
     # Each run of the baseline just before the same run of this checkout.
-    names = [name for name in ("direct", "forwarded-base", "forwarded", "backlog-base", "backlog") if name in measures]
+    names = [
+        name for name in ("direct", "forwarded-base", "forwarded", "backlog-base", "backlog", "backlog>dicomd", "backlog>dicomd-w") if name in measures
+    ]
     print("%d images of %s (ct256), storescu -> [dicomd ->] storescp, in %s" % (len(paths), corpus.description, options.output or tempfile.gettempdir()))
-    print("%-4s %-14s %10s %10s %8s" % ("run", "", "seconds", "objects/s", "x direct"))
+    print("%-4s %-16s %10s %10s %8s" % ("run", "", "seconds", "objects/s", "x direct"))
     rates = {name: [] for name in names}
     for run in range(1, options.runs + 1):
         work = tempfile.mkdtemp(prefix="dicomd-bench-forward-", dir=options.output)
@@ -199,12 +222,12 @@ def main(argv=None) -> int:
             shutil.rmtree(work, ignore_errors=True)
         for name in names:
             rates[name].append(len(paths) / seconds[name])
-            print("%-4d %-14s %10.2f %10.1f %8.2f" % (run, name, seconds[name], rates[name][-1], rates[name][-1] / rates["direct"][-1]))
+            print("%-4d %-16s %10.2f %10.1f %8.2f" % (run, name, seconds[name], rates[name][-1], rates[name][-1] / rates["direct"][-1]))
     medians = {name: statistics.median(rates[name]) for name in names}
     print("median of %d runs (direct %.0f objects/s):" % (options.runs, medians["direct"]))
     for name in names:
         ratios = [rate / direct for rate, direct in zip(rates[name], rates["direct"])]
-        print("     %-14s %10.1f objects/s, %.2f x direct (median of the runs' ratios)" % (name, medians[name], statistics.median(ratios)))
+        print("     %-16s %10.1f objects/s, %.2f x direct (median of the runs' ratios)" % (name, medians[name], statistics.median(ratios)))
     return 0
 
 
