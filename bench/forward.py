@@ -25,9 +25,18 @@ times (direct, forwarded, backlog, direct, ...), and the table gives each
 run, then the median of each, with the direct rate beside the ratios.
 C{--output /dev/shm} keeps every file in memory.
 
+C{--baseline CHECKOUT} runs the forwarded and backlog runs with that
+checkout's dicomd too, each just before the same run of this one
+(I{forwarded-base}, I{backlog-base}): the code before a change, measured
+beside it.  C{--async-ops N} has this checkout's dicomd propose an
+asynchronous operations window of N to the destination (C{[forwarding]
+async-ops}); DCMTK's storescp grants none.  C{--granting N} adds two
+backlog runs drained into C{dicomd storescp}, which grants a window of up
+to 16: I{backlog>dicomd} proposing none, I{backlog>dicomd-w} proposing N.
+
 Run from the checkout:
 
-    python bench/forward.py [--corpus DIR] [--output DIR] [--count 2000] [--runs 5]
+    python bench/forward.py [--corpus DIR] [--output DIR] [--count 2000] [--runs 5] [--baseline CHECKOUT] [--async-ops N] [--granting N]
 
 The corpus is made once in C{--corpus} if it is not complete there.  This
 is not a test: it asserts nothing but that every object arrived.
@@ -62,21 +71,35 @@ def storescp(work: str, name: str, port: int) -> ServerProcess:
     return server
 
 
-def dicomd(work: str, port: int, destinationPort: int, retryMax: float) -> ServerProcess:
+def dicomdStorescp(work: str, name: str, port: int) -> ServerProcess:
     """
-    C{twistd -n dicomd} forwarding everything to the destination on
-    C{destinationPort}, its data and log under C{work}.
+    C{dicomd storescp} of this checkout, which grants an asynchronous
+    operations window of up to 16, as a destination.
+    """
+    directory = os.path.join(work, name)
+    os.makedirs(directory)
+    argv = [sys.executable, "-m", "dicomd", "storescp", "--max-async-ops", "16", "-od", directory, str(port)]
+    server = ServerProcess(name, argv, pythonEnvironment(), work, port, directory + ".log")
+    server.directory = directory
+    return server
+
+
+def dicomd(work: str, port: int, destinationPort: int, retryMax: float, checkout: str = REPO_ROOT, asyncOps: int = 1) -> ServerProcess:
+    """
+    C{twistd -n dicomd} of C{checkout} forwarding everything to the
+    destination on C{destinationPort}, its data and log under C{work}.
     """
     directory = os.path.join(work, "dicomd")
     os.makedirs(directory)
     config = os.path.join(directory, "dicomd.toml")
     with open(config, "w") as f:
         f.write(
-            '[forwarding]\nretry-first = %s\nretry-max = %s\n\n[[ae]]\ntitle = "DICOMD"\n[[ae.forward]]\nto = "DEST"\n\n'
-            '[[peer]]\ntitle = "DEST"\nhost = "%s"\nport = %d\n' % (min(1, retryMax), retryMax, HOST, destinationPort)
+            '[forwarding]\nretry-first = %s\nretry-max = %s\n%s\n[[ae]]\ntitle = "DICOMD"\n[[ae.forward]]\nto = "DEST"\n\n'
+            '[[peer]]\ntitle = "DEST"\nhost = "%s"\nport = %d\n'
+            % (min(1, retryMax), retryMax, "async-ops = %d\n" % (asyncOps,) if asyncOps != 1 else "", HOST, destinationPort)
         )
     argv = TWISTD + ["-n", "--pidfile=", "dicomd", "--config", config, "--listen", "tcp:%d:interface=%s" % (port, HOST), "-q"]
-    return ServerProcess("dicomd", argv, pythonEnvironment(), directory, port, os.path.join(work, "dicomd.log"), startTimeout=60)
+    return ServerProcess("dicomd", argv, pythonEnvironment(checkout), directory, port, os.path.join(work, "dicomd.log"), startTimeout=60)
 
 
 def send(port: int, paths, timeout: float) -> None:
@@ -113,9 +136,9 @@ def direct(work, paths, timeout):
         destination.stop()
 
 
-def forwarded(work, paths, timeout):
+def forwarded(work, paths, timeout, **dicomdOptions):
     destination = storescp(work, "forwarded", freePort())
-    daemon = dicomd(os.path.join(work, "forwarding"), freePort(), destination.port, retryMax=1)
+    daemon = dicomd(os.path.join(work, "forwarding"), freePort(), destination.port, retryMax=1, **dicomdOptions)
     try:
         started = time.monotonic()
         send(daemon.port, paths, timeout)
@@ -130,12 +153,12 @@ def forwarded(work, paths, timeout):
 BACKLOG_RETRY = 0.1
 
 
-def backlog(work, paths, timeout):
+def backlog(work, paths, timeout, receiver=storescp, **dicomdOptions):
     port = freePort()
-    daemon = dicomd(os.path.join(work, "backlog"), freePort(), port, retryMax=BACKLOG_RETRY)
+    daemon = dicomd(os.path.join(work, "backlog"), freePort(), port, retryMax=BACKLOG_RETRY, **dicomdOptions)
     try:
         send(daemon.port, paths, timeout)
-        destination = storescp(work, "drained", port)
+        destination = receiver(work, "drained", port)
         try:
             started = time.monotonic()
             return waitForFiles(destination.directory, len(paths), timeout) - started
@@ -145,7 +168,6 @@ def backlog(work, paths, timeout):
         daemon.stop()
 
 
-RUNS = ("direct", "forwarded", "backlog")
 
 
 def main(argv=None) -> int:
@@ -153,35 +175,59 @@ def main(argv=None) -> int:
     parser.add_argument("--corpus", default=os.path.join(tempfile.gettempdir(), "dicomd-bench-corpus"))
     parser.add_argument("--output", default=None, help="where the runs store (default: a temporary directory)")
     parser.add_argument("--count", type=int, default=2000, help="send the first COUNT images of the corpus")
-    parser.add_argument("--runs", type=int, default=5, help="run the three in turn RUNS times")
+    parser.add_argument("--runs", type=int, default=5, help="run them all in turn RUNS times")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--baseline", default=None, help="also run the forwarded and backlog runs with this checkout's dicomd")
+    parser.add_argument("--async-ops", type=int, default=1, help="the asynchronous operations window dicomd proposes (default 1: none)")
+    parser.add_argument(
+        "--granting", type=int, default=None, metavar="N", help="also drain the backlog into dicomd storescp, which grants a window, proposing 1 and N"
+    )
     options = parser.parse_args(argv)
     corpus = next(c for c in CORPORA if c.name == "ct256")
     written = corpus.make(options.corpus)
     if written:
         print("ct256: wrote %d files in %s" % (written, corpus.directory(options.corpus)))
     paths = corpus.paths(options.corpus)[: options.count]
-    measures = {"direct": direct, "forwarded": forwarded, "backlog": backlog}
+    asyncOps = {"asyncOps": options.async_ops}
+    measures = {
+        "direct": lambda work: direct(work, paths, options.timeout),
+        "forwarded": lambda work: forwarded(work, paths, options.timeout, **asyncOps),
+        "backlog": lambda work: backlog(work, paths, options.timeout, **asyncOps),
+    }
+    if options.baseline is not None:
+        baseline = {"checkout": os.path.abspath(options.baseline)}
+        measures["forwarded-base"] = lambda work: forwarded(work, paths, options.timeout, **baseline)
+        measures["backlog-base"] = lambda work: backlog(work, paths, options.timeout, **baseline)
+    if options.granting is not None:
+        measures["backlog>dicomd"] = lambda work: backlog(work, paths, options.timeout, receiver=dicomdStorescp)
+        measures["backlog>dicomd-w"] = lambda work: backlog(work, paths, options.timeout, receiver=dicomdStorescp, asyncOps=options.granting)
+    # Each run of the baseline just before the same run of this checkout.
+    names = [
+        name for name in ("direct", "forwarded-base", "forwarded", "backlog-base", "backlog", "backlog>dicomd", "backlog>dicomd-w") if name in measures
+    ]
     print("%d images of %s (ct256), storescu -> [dicomd ->] storescp, in %s" % (len(paths), corpus.description, options.output or tempfile.gettempdir()))
-    print("%-4s %-10s %10s %10s %8s" % ("run", "", "seconds", "objects/s", "x direct"))
-    rates = {name: [] for name in RUNS}
+    print("%-4s %-16s %10s %10s %8s" % ("run", "", "seconds", "objects/s", "x direct"))
+    rates = {name: [] for name in names}
     for run in range(1, options.runs + 1):
         work = tempfile.mkdtemp(prefix="dicomd-bench-forward-", dir=options.output)
         try:
-            seconds = {name: measures[name](work, paths, options.timeout) for name in RUNS}
+            seconds = {}
+            for name in names:
+                os.makedirs(os.path.join(work, name))
+                seconds[name] = measures[name](os.path.join(work, name))
         except BenchmarkError as e:
             print("benchmark failed: %s" % (e,), file=sys.stderr)
             return 1
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        for name in RUNS:
+        for name in names:
             rates[name].append(len(paths) / seconds[name])
-            print("%-4d %-10s %10.2f %10.1f %8.2f" % (run, name, seconds[name], rates[name][-1], rates[name][-1] / rates["direct"][-1]))
-    medians = {name: statistics.median(rates[name]) for name in RUNS}
+            print("%-4d %-16s %10.2f %10.1f %8.2f" % (run, name, seconds[name], rates[name][-1], rates[name][-1] / rates["direct"][-1]))
+    medians = {name: statistics.median(rates[name]) for name in names}
     print("median of %d runs (direct %.0f objects/s):" % (options.runs, medians["direct"]))
-    for name in RUNS:
+    for name in names:
         ratios = [rate / direct for rate, direct in zip(rates[name], rates["direct"])]
-        print("     %-10s %10.1f objects/s, %.2f x direct (median of the runs' ratios)" % (name, medians[name], statistics.median(ratios)))
+        print("     %-16s %10.1f objects/s, %.2f x direct (median of the runs' ratios)" % (name, medians[name], statistics.median(ratios)))
     return 0
 
 

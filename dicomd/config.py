@@ -89,6 +89,9 @@ class Limits:
     @ivar maxAsyncOps: the most requests a peer may send before their
         responses, when it proposes an Asynchronous Operations Window
         (PS3.7 D.3.3.3); 1 grants none.
+    @ivar moveAsyncOps: the C-STOREs a C-MOVE sub-association proposes to
+        have outstanding at once, an Asynchronous Operations Window the
+        destination may grant in part; 1 proposes none.
     @ivar connectTimeout: seconds a C-MOVE sub-association waits for its
         TCP connection (dcmqrscp's C{--timeout}), or C{None} for Twisted's
         default.
@@ -99,6 +102,7 @@ class Limits:
     maxPendingConnections: int = 256
     maxPDU: int = 131072
     maxAsyncOps: int = 16
+    moveAsyncOps: int = 1
     acseTimeout: float = 30.0
     dimseTimeout: Optional[float] = None
     idleTimeout: Optional[float] = 60.0
@@ -515,6 +519,7 @@ class _Reader:
                 "max-pending-connections",
                 "max-pdu",
                 "max-async-ops",
+                "move-async-ops",
                 "acse-timeout",
                 "dimse-timeout",
                 "idle-timeout",
@@ -527,12 +532,16 @@ class _Reader:
         maxAsyncOps = self._get(table, key, "max-async-ops", int, defaults.maxAsyncOps)
         if not 1 <= maxAsyncOps <= 0xFFFF:
             raise self.error("limits.max-async-ops", "must be 1 (no window) to 65535, not %d" % (maxAsyncOps,))
+        moveAsyncOps = self._get(table, key, "move-async-ops", int, defaults.moveAsyncOps)
+        if not 1 <= moveAsyncOps <= 0xFFFF:
+            raise self.error("limits.move-async-ops", "must be 1 (no window) to 65535, not %d" % (moveAsyncOps,))
         return Limits(
             maxAssociations=self._positive(table, key, "max-associations", int, defaults.maxAssociations),
             maxAssociationsPerHost=self._positive(table, key, "max-associations-per-host", int, defaults.maxAssociationsPerHost),
             maxPendingConnections=self._positive(table, key, "max-pending-connections", int, defaults.maxPendingConnections),
             maxPDU=maxPDU,
             maxAsyncOps=maxAsyncOps,
+            moveAsyncOps=moveAsyncOps,
             acseTimeout=self._positive(table, key, "acse-timeout", float, defaults.acseTimeout),
             dimseTimeout=self._positive(table, key, "dimse-timeout", float, defaults.dimseTimeout, zeroMeans=None),
             idleTimeout=self._positive(table, key, "idle-timeout", float, defaults.idleTimeout, zeroMeans=None),
@@ -541,7 +550,7 @@ class _Reader:
 
     def forwarding(self, table: Dict) -> ForwardingSettings:
         key = "forwarding"
-        self._check(table, key, ["retry-first", "retry-max", "give-up-after", "associations-per-peer", "lease"])
+        self._check(table, key, ["retry-first", "retry-max", "give-up-after", "associations-per-peer", "lease", "async-ops"])
         defaults = RetryPolicy()
         policy = RetryPolicy(
             first=self._positive(table, key, "retry-first", float, defaults.first),
@@ -550,10 +559,14 @@ class _Reader:
         )
         if policy.maximum < policy.first:
             raise self.error("forwarding.retry-max", "must not be less than retry-first (%g)" % (policy.first,))
+        asyncOps = self._get(table, key, "async-ops", int, ForwardingSettings.asynchronousOperations)
+        if not 1 <= asyncOps <= 0xFFFF:
+            raise self.error("forwarding.async-ops", "must be 1 (no window) to 65535, not %d" % (asyncOps,))
         return ForwardingSettings(
             policy=policy,
             associationsPerPeer=self._positive(table, key, "associations-per-peer", int, ForwardingSettings.associationsPerPeer),
             lease=self._positive(table, key, "lease", float, ForwardingSettings.lease),
+            asynchronousOperations=asyncOps,
         )
 
     def routes(self, tables, key) -> Tuple[Route, ...]:

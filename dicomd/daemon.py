@@ -112,7 +112,7 @@ def _moveSettings(config: DaemonConfig):
     change, so that its new sub-associations use them.
     """
     limits = config.limits
-    return config.peers, limits.acseTimeout, limits.dimseTimeout, limits.connectTimeout, config.moveProposal
+    return config.peers, limits.acseTimeout, limits.dimseTimeout, limits.connectTimeout, limits.moveAsyncOps, config.moveProposal
 
 
 class StorageService(service.MultiService):
@@ -492,6 +492,7 @@ class DicomdService(service.MultiService):
             timeout=config.limits.connectTimeout,
             acseTimeout=config.limits.acseTimeout,
             dimseTimeout=config.limits.dimseTimeout,
+            asynchronousOperations=config.limits.moveAsyncOps,
         )
 
     def _setEntities(self, config: DaemonConfig) -> None:

@@ -8,7 +8,10 @@ routes, L{dicomd.archive.routing}); the index queues it in the same
 transaction.  L{Forwarding} is the service that empties the queue: one
 L{DestinationQueue} per configured peer, each sending with at most
 C{associations-per-peer} associations at once, many instances per
-association, in queue order study by study.
+association, in queue order study by study, through the storage SCU's
+L{StorePipeline<dicomd.storage.sender.StorePipeline>}: the next file read
+ahead, and as many C-STOREs outstanding as the destination grants
+(C{async-ops}).
 
 An instance is offered in the transfer syntax it is stored in, and in the
 uncompressed ones it can be converted to (L{dicomd.peers.proposing}, as a
@@ -35,6 +38,7 @@ has run out.
 """
 
 import os
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
@@ -51,7 +55,8 @@ from dicomd.dimse import status as _status
 from dicomd.errors import AssociationError, AssociationRejected
 from dicomd.peers import Peer, destinationTable
 from dicomd.services.retrieve import storedContexts
-from dicomd.storage.scu import NotDICOM, StoreFailed, chooseContext, store
+from dicomd.storage.scu import DicomFile, NotDICOM, StoreFailed, chooseContext, readFileMeta
+from dicomd.storage.sender import StorePipeline, isStored
 from dicomd.ul.pdu import REJECT_RESULT_PERMANENT
 
 #: How many entries one claim takes: one association carries them in turn,
@@ -71,6 +76,17 @@ def isTransient(status: int) -> bool:
     general statuses) says the instance itself is refused.
     """
     return status & 0xFF00 == 0xA700 or status == 0x0213
+
+
+def _fileFor(entry: QueueEntry):
+    """
+    The L{DicomFile} of a queued instance, or the exception that says why
+    it cannot be sent.
+    """
+    try:
+        return readFileMeta(os.path.join(entry.area, entry.path))
+    except (NotDICOM, OSError) as e:
+        return e
 
 
 def describeRefusal(association, entry: QueueEntry) -> str:
@@ -201,7 +217,18 @@ class DestinationQueue:
         worker = self._work()
         if not worker.called:
             self._workers.add(worker)
-            worker.addBoth(lambda _: self._workers.discard(worker))
+            worker.addBoth(self._ended, worker)
+
+    def _ended(self, result, worker: defer.Deferred):
+        """
+        A worker ended.  A wake-up after its last claim (while it released
+        its association, say) started nothing, since it was still at
+        work: send now what that wake-up was for.
+        """
+        self._workers.discard(worker)
+        if self._woken:
+            self.wake()
+        return result
 
     def retryNow(self) -> None:
         """
@@ -344,42 +371,78 @@ class DestinationQueue:
         destination = self.forwarding.destination(self.title, entries[0].callingAETitle)
         association = yield destination.connect(storedContexts(entries))
         self._associations.add(association)
+        if self.forwarding.settings.asynchronousOperations != 1:
+            window = association.operationsWindow
+            self.log.info(
+                "Forwarding to {destination}: asynchronous operations window {window}",
+                destination=self.title,
+                window="without limit" if window is None else "of %d C-STOREs" % (window,) if window > 1 else "not granted, one C-STORE at a time",
+            )
         return association
 
     @defer.inlineCallbacks
     def _send(self, association, entries: List[QueueEntry], outcome: _Outcome):
         """
-        Send C{entries} in turn on C{association}, recording each outcome.
+        Send C{entries} through a L{StorePipeline} on C{association}:
+        each file read ahead while the destination stores the one before,
+        and as many C-STOREs outstanding as the destination granted, in
+        queue order.  Each entry's outcome is recorded as its response
+        comes; when the association ends, the entries under way and those
+        not sent are left unmarked, for the destination's back-off.
 
         @return: a L{Deferred} firing with the association, or C{None} when
             it ended.
         """
-        for entry in entries:
-            if not self.forwarding.running:
-                break
-            try:
-                chooseContext(association, entry.sopClassUID, entry.transferSyntaxUID)
-            except StoreFailed:
-                outcome.failed.append((entry.id, describeRefusal(association, entry)))
-                continue
-            try:
-                result = yield store(association, os.path.join(entry.area, entry.path), reactor=self.forwarding.reactor)
-            except StoreFailed as e:
-                outcome.failed.append((entry.id, str(e)))
-            except (OSError, NotDICOM) as e:
-                outcome.failed.append((entry.id, "cannot read %s: %s" % (entry.path, e)))
-            except AssociationError as e:
-                outcome.unreachable = str(e)
-                self._associations.discard(association)
-                return None
-            else:
-                category = _status.category(result.status)
-                if category in (_status.Category.SUCCESS, _status.Category.WARNING):
-                    outcome.delivered.append(entry.id)
+        pipeline = StorePipeline(association, reactor=self.forwarding.reactor)
+        waiting, sent = deque(entries), deque()
+        upcoming = _fileFor(waiting[0]) if waiting else None
+        try:
+            while True:
+                while waiting and pipeline.hasRoom and self.forwarding.running:
+                    entry, dicomFile = waiting[0], upcoming
+                    try:
+                        context = chooseContext(association, entry.sopClassUID, entry.transferSyntaxUID)
+                    except StoreFailed:
+                        context = None
+                    converted = context is not None and context.transferSyntax != entry.transferSyntaxUID
+                    if sent and (converted or sent[-1][1]):
+                        # A converted instance leaves once a worker thread
+                        # has converted it: it goes alone, so that neither
+                        # it nor the next overtakes the other.
+                        break
+                    waiting.popleft()
+                    upcoming = _fileFor(waiting[0]) if waiting else None
+                    if context is None:
+                        outcome.failed.append((entry.id, describeRefusal(association, entry)))
+                    elif isinstance(dicomFile, Exception):
+                        outcome.failed.append((entry.id, "cannot read %s: %s" % (entry.path, dicomFile)))
+                    else:
+                        pipeline.store(dicomFile, upcoming if isinstance(upcoming, DicomFile) else None)
+                        sent.append((entry, converted))
+                if not sent:
+                    return association
+                entry, _ = sent.popleft()
+                _, stored = pipeline.next()
+                try:
+                    result = yield stored
+                except StoreFailed as e:
+                    outcome.failed.append((entry.id, str(e)))
+                except AssociationError as e:
+                    outcome.unreachable = str(e)
+                    self._associations.discard(association)
+                    # The C-STOREs still outstanding fail with the
+                    # association, and wait with the rest.
+                    while pipeline.outstanding:
+                        pipeline.next()[1].addErrback(lambda failure: None)
+                    return None
                 else:
-                    reason = _status.describe(result.status) + (": " + result.errorComment if result.errorComment else "")
-                    (outcome.postponed if isTransient(result.status) else outcome.failed).append((entry.id, reason))
-        return association
+                    if isStored(result):
+                        outcome.delivered.append(entry.id)
+                    else:
+                        reason = _status.describe(result.status) + (": " + result.errorComment if result.errorComment else "")
+                        (outcome.postponed if isTransient(result.status) else outcome.failed).append((entry.id, reason))
+        finally:
+            pipeline.close()
 
     def _recorded(self, entries: Sequence[QueueEntry], outcome: _Outcome, given: List[int], now: float, started: float, delay: float) -> None:
         """
@@ -436,11 +499,15 @@ class ForwardingSettings:
     @ivar lease: how long a node's claim on entries holds if the node
         stops renewing it (it died), in seconds: then another node sends
         them.
+    @ivar asynchronousOperations: C-STOREs each association proposes to
+        have outstanding at once (an Asynchronous Operations Window, PS3.7
+        D.3.3.3), 1 for none; the destination may grant fewer.
     """
 
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     associationsPerPeer: int = 2
     lease: float = LEASE
+    asynchronousOperations: int = 1
 
 
 class Forwarding(service.Service):
@@ -511,7 +578,14 @@ class Forwarding(service.Service):
         table = self._tables.get(callingAETitle)
         if table is None:
             acseTimeout, dimseTimeout = self._timeouts
-            table = destinationTable(self._peers, callingAETitle, reactor=self.reactor, acseTimeout=acseTimeout, dimseTimeout=dimseTimeout)
+            table = destinationTable(
+                self._peers,
+                callingAETitle,
+                reactor=self.reactor,
+                acseTimeout=acseTimeout,
+                dimseTimeout=dimseTimeout,
+                asynchronousOperations=self.settings.asynchronousOperations,
+            )
             self._tables[callingAETitle] = table
         return table(title)
 

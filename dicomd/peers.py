@@ -290,6 +290,7 @@ def destinationTable(
     timeout: Optional[float] = None,
     acseTimeout: Optional[float] = 30.0,
     dimseTimeout: Optional[float] = None,
+    asynchronousOperations: int = 1,
 ) -> Callable[[str], Optional[Destination]]:
     """
     The C-MOVE destinations: an AE title's L{Destination}, which opens an
@@ -307,6 +308,9 @@ def destinationTable(
     @param dimseTimeout: seconds to wait for each C-STORE-RSP; C{None} or
         C{0} (none configured) for L{MOVE_DIMSE_TIMEOUT}: a sub-association
         never waits for ever.
+    @param asynchronousOperations: the C-STOREs to propose to have
+        outstanding at once (an Asynchronous Operations Window, PS3.7
+        D.3.3.3), 1 for none; the destination may grant fewer.
     """
     if reactor is None:
         from twisted.internet import reactor
@@ -329,6 +333,7 @@ def destinationTable(
                 reactor=reactor,
                 acseTimeout=acseTimeout,
                 dimseTimeout=dimseTimeout or MOVE_DIMSE_TIMEOUT,
+                asynchronousOperations=asynchronousOperations,
             )
 
         return Destination(peer.aeTitle, peer.host, connectTo)

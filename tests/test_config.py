@@ -964,6 +964,8 @@ class ErrorTests(_ConfigFileMixin, unittest.TestCase):
         self.assertConfigError("[limits]\nmax-pdu = 200000\n", 2, "limits.max-pdu", "4096..131072")
         self.assertConfigError("[limits]\nmax-async-ops = 0\n", 2, "limits.max-async-ops", "must be 1 (no window) to 65535, not 0")
         self.assertConfigError("[limits]\nmax-async-ops = 65536\n", 2, "limits.max-async-ops", "1 (no window) to 65535")
+        self.assertConfigError("[limits]\nmove-async-ops = 0\n", 2, "limits.move-async-ops", "must be 1 (no window) to 65535, not 0")
+        self.assertConfigError("[limits]\nmove-async-ops = true\n", 2, "limits.move-async-ops", "expected an integer")
         self.assertConfigError("[limits]\nacse-timeout = 0\n", 2, "limits.acse-timeout", "must be greater than 0")
         self.assertConfigError("[limits]\nidle-timeout = -1\n", 2, "limits.idle-timeout", "must be greater than 0")
         self.assertConfigError("[limits]\nshutdown-grace = -1\n", 2, "limits.shutdown-grace", "must not be negative")
@@ -1391,6 +1393,7 @@ class ForwardingConfigTests(_ConfigFileMixin, unittest.TestCase):
             give-up-after = 3600
             associations-per-peer = 4
             lease = 15
+            async-ops = 8
 
             [[ae]]
             title = "GATEWAY"
@@ -1416,6 +1419,7 @@ class ForwardingConfigTests(_ConfigFileMixin, unittest.TestCase):
         self.assertEqual(config.forwarding.policy, RetryPolicy(2.0, 30.0, 3600.0))
         self.assertEqual(config.forwarding.associationsPerPeer, 4)
         self.assertEqual(config.forwarding.lease, 15.0)
+        self.assertEqual(config.forwarding.asynchronousOperations, 8)
 
     def test_unknownPeer(self):
         self.assertConfigError(
@@ -1473,6 +1477,18 @@ class ForwardingConfigTests(_ConfigFileMixin, unittest.TestCase):
             "ae[0].storage.keep",
             "needs at least one [[ae.forward]] route",
         )
+
+    def test_asyncOpsDefault(self):
+        """
+        Forwarding proposes no asynchronous operations window unless told.
+        """
+        config = self.read("[forwarding]\nretry-first = 2\n")
+        self.assertEqual(config.forwarding.asynchronousOperations, 1)
+
+    def test_badAsyncOps(self):
+        self.assertConfigError("[forwarding]\nasync-ops = 0\n", 2, "forwarding.async-ops", "must be 1 (no window) to 65535, not 0")
+        self.assertConfigError("[forwarding]\nasync-ops = 65536\n", 2, "forwarding.async-ops", "1 (no window) to 65535")
+        self.assertConfigError('[forwarding]\nasync-ops = "8"\n', 2, "forwarding.async-ops", "expected an integer")
 
     def test_retryMaxBelowFirst(self):
         self.assertConfigError(

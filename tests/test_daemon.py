@@ -730,8 +730,9 @@ class ReloadSettingsTests(unittest.TestCase):
     def test_moveTimeoutsRebuildTheAE(self):
         """
         An AE whose own settings did not change is rebuilt when the ACSE or
-        DIMSE timeout or the peers changed (its C-MOVE sub-associations are
-        built from them), and kept when nothing did.
+        DIMSE timeout, the window C-MOVE proposes or the peers changed (its
+        C-MOVE sub-associations are built from them), and kept when nothing
+        did.
         """
         from twisted.internet import reactor
 
@@ -751,6 +752,7 @@ class ReloadSettingsTests(unittest.TestCase):
         for changed in [
             replace(config, limits=replace(config.limits, dimseTimeout=5.0)),
             replace(config, limits=replace(config.limits, acseTimeout=5.0)),
+            replace(config, limits=replace(config.limits, moveAsyncOps=8)),
             replace(config, peers=(PeerConfig("PACS", "127.0.0.1", 104),)),
         ]:
             daemon._setEntities(changed)
@@ -1298,6 +1300,43 @@ class MoveOverTLSTests(DaemonTestCase):
         self.assertIn("Received Final Move Response (Success)", moved.output, moved.describe() + daemon.describe())
         yield waitUntil(lambda: len(dicomFiles(destination)) == 2, timeout=20, message=storescp.describe())
         self.assertEqual(instanceUIDs(dicomFiles(destination)), sorted(uid for _, uid in images))
+
+
+class MoveAsynchronousOperationsTests(DaemonTestCase):
+    """
+    C{[limits] move-async-ops}: the asynchronous operations window a C-MOVE
+    sub-association proposes.
+    """
+
+    @defer.inlineCallbacks
+    def test_windowGranted(self):
+        """
+        A destination that grants part of the window (C{twistd dicomd} up
+        to its C{max-async-ops}) gets the moved study whole; the
+        A-ASSOCIATE-AC (logged with C{-d}) carries the window granted.
+        """
+        destinationHome = makeDirectory(self)
+        destination = yield startConfigured(
+            self, configWriter(destinationHome, twoEntityConfig(destinationHome, extra="[limits]\nmax-async-ops = 4\n", entities=("DEST",)))
+        )
+        home = makeDirectory(self)
+        config = twoEntityConfig(home, extra="[limits]\nmove-async-ops = 8\n", entities=("ARCHIVE",))
+        config += '\n[[peer]]\ntitle = "DEST"\nhost = "127.0.0.1"\nport = %d\n' % (destination.port,)
+        daemon = yield startConfigured(self, configWriter(home, config), "-d")
+        images = writeImages(self, 12)
+        study = str(pydicom.dcmread(images[0][0], stop_before_pixels=True).StudyInstanceUID)
+        stored = yield storescu(daemon.port, "ARCHIVE", [path for path, _ in images])
+        self.assertEqual(stored.output.count(STORED), 12, stored.describe())
+        moved = yield runCommand(
+            [dcmtk("movescu"), "-S", "-aet", "MOVESCU", "-aec", "ARCHIVE", "-aem", "DEST"]
+            + ["-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=" + study, LOCALHOST, str(daemon.port)],
+            env=dcmtkEnvironment(),
+        )
+        self.assertEqual(moved.exitCode, 0, moved.describe() + daemon.describe())
+        received = os.path.join(destinationHome, "dest")
+        yield waitUntil(lambda: len(dicomFiles(received)) == 12, timeout=30, message=destination.describe())
+        self.assertEqual(instanceUIDs(dicomFiles(received)), sorted(uid for _, uid in images))
+        yield daemon.waitForOutput(r"A-ASSOCIATE-AC(.|\n)*Asynchronous operations window: 4 invoked, 1 performed", timeout=30)
 
 
 # -- permissions -------------------------------------------------------------------------------

@@ -133,6 +133,18 @@ def arrived(directory):
     return sorted(path for path in glob.glob(os.path.join(directory, "*")) if os.path.isfile(path))
 
 
+def storedIn(directory):
+    """
+    The files a C{twistd dicomd} destination stored under C{directory},
+    without its own (index, journals).
+    """
+    found = []
+    for parent, directories, names in os.walk(directory):
+        directories[:] = [name for name in directories if not name.startswith(".")]
+        found.extend(os.path.join(parent, name) for name in names if not name.startswith("."))
+    return sorted(found)
+
+
 def startStorescp(testCase, directory=None):
     """
     A DCMTK storescp storing into a fresh directory (C{.directory}).
@@ -195,7 +207,7 @@ class ForwardingTests(unittest.TestCase):
 
     timeout = 240
 
-    def config(self, destinations, *, routes="", extra="", storage="", retryFirst=1, retryMax=2):
+    def config(self, destinations, *, routes="", extra="", storage="", retryFirst=1, retryMax=2, asyncOps=1):
         peers = "".join(
             '[[peer]]\ntitle = "%s"\nhost = "127.0.0.1"\nport = %d\n\n' % (title, port) for title, port in destinations.items()
         )
@@ -205,6 +217,7 @@ class ForwardingTests(unittest.TestCase):
             [forwarding]
             retry-first = %s
             retry-max = %s
+            async-ops = %d
 
             [[ae]]
             title = "DICOMD"
@@ -215,7 +228,7 @@ class ForwardingTests(unittest.TestCase):
             %s
             %s
             """
-            % (retryFirst, retryMax, storage, routes, extra, peers),
+            % (retryFirst, retryMax, asyncOps, storage, routes, extra, peers),
         )
 
     @defer.inlineCallbacks
@@ -233,6 +246,64 @@ class ForwardingTests(unittest.TestCase):
         sameDataSets(self, sent, arrived(destination.directory))
         entries = yield queueEntries(daemon)
         self.assertEqual(entries, [])
+
+    @defer.inlineCallbacks
+    def test_asynchronousOperationsGranted(self):
+        """
+        C{async-ops} proposes an asynchronous operations window; a
+        destination that grants part of it (C{twistd dicomd}, up to its
+        C{max-async-ops}) gets that many C-STOREs at once, and every file
+        arrives the same.
+        """
+        destination = yield startDaemon(self, "--max-async-ops", "4")
+        config = self.config({"PACS": destination.port}, routes='[[ae.forward]]\nto = "PACS"\n', asyncOps=8)
+        daemon = yield startDaemon(self, "--config", config)
+        sent = makeFiles(self, 30)
+        result = yield storescu(daemon.port, sent)
+        self.assertEqual(result.exitCode, 0, result.describe())
+        yield waitUntil(lambda: len(storedIn(destination.dataDirectory)) == 30, timeout=60, message=daemon.output)
+        sameDataSets(self, sent, storedIn(destination.dataDirectory))
+        yield daemon.waitForOutput(re.escape("Forwarding to PACS: asynchronous operations window of 4 C-STOREs"), timeout=30)
+
+    @defer.inlineCallbacks
+    def test_convertedInOrderUnderAWindow(self):
+        """
+        Under a window, instances the destination takes only converted (it
+        accepts implicit VR little endian alone) still leave in queue
+        order: a converted one goes alone, once a worker thread has
+        converted it.
+        """
+        destination = yield startDaemon(self, "--max-async-ops", "4", "--implicit", "-d")
+        config = self.config({"PACS": destination.port}, routes='[[ae.forward]]\nto = "PACS"\n', asyncOps=8)
+        daemon = yield startDaemon(self, "--config", config)
+        sent = makeFiles(self, 12)
+        result = yield storescu(daemon.port, sent)
+        self.assertEqual(result.exitCode, 0, result.describe())
+        yield waitUntil(lambda: len(storedIn(destination.dataDirectory)) == 12, timeout=60, message=daemon.output)
+        uids = [str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in sent]
+        received = {str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in storedIn(destination.dataDirectory)}
+        self.assertEqual(received, set(uids))
+        yield daemon.waitForOutput(re.escape("Forwarding to PACS: asynchronous operations window of 4 C-STOREs"), timeout=30)
+        # The destination logs each C-STORE-RQ as it arrives (-d), before
+        # its response: the first mention of each instance.
+        arrivals = [destination.output.index(uid) for uid in uids]
+        self.assertEqual(arrivals, sorted(arrivals), destination.output)
+
+    @defer.inlineCallbacks
+    def test_asynchronousOperationsNotGranted(self):
+        """
+        A destination that grants no window (DCMTK's storescp leaves the
+        item out of its answer) gets one C-STORE at a time, and everything.
+        """
+        destination = yield startStorescp(self)
+        config = self.config({"PACS": destination.port}, routes='[[ae.forward]]\nto = "PACS"\n', asyncOps=8)
+        daemon = yield startDaemon(self, "--config", config)
+        sent = makeFiles(self, 10)
+        result = yield storescu(daemon.port, sent)
+        self.assertEqual(result.exitCode, 0, result.describe())
+        yield waitUntil(lambda: len(arrived(destination.directory)) == 10, timeout=60, message=daemon.output)
+        sameDataSets(self, sent, arrived(destination.directory))
+        yield daemon.waitForOutput(re.escape("Forwarding to PACS: asynchronous operations window not granted, one C-STORE at a time"), timeout=30)
 
     @defer.inlineCallbacks
     def test_destinationDownThenUp(self):

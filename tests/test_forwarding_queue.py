@@ -42,3 +42,29 @@ class DestinationQueueTests(SynchronousTestCase):
         self.assertEqual(started, [])
         clock.advance(1)
         self.assertEqual(started, [10.0])
+
+    def test_wokenWhileAWorkerEnds(self):
+        """
+        A wake-up after a worker's last claim, while it still releases its
+        association, starts nothing then (a worker is at work), and a
+        worker when that one ends: the instances it was for are not left
+        waiting for the next.
+        """
+        clock = task.Clock()
+        queue = DestinationQueue(_Forwarding(clock), "PACS")
+        workers = []
+
+        def work():
+            # Its claim found nothing more, and no wake-up came meanwhile.
+            queue._woken = False
+            workers.append(defer.Deferred())
+            return workers[-1]
+
+        queue._work = work
+        queue.wake()
+        queue.wake()
+        self.assertEqual(len(workers), 1)
+        workers[0].callback(None)
+        self.assertEqual(len(workers), 2)
+        workers[1].callback(None)
+        self.assertEqual(len(workers), 2)
