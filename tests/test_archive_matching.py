@@ -40,7 +40,7 @@ from dicomd.archive.matching import (
     sortableValue,
     uniqueKey,
 )
-from dicomd.archive.responses import encodeResponse, responseCharacterSet
+from dicomd.archive.responses import addRetrieveAETitle, encodeResponse, responseCharacterSet
 from dicomd.dimse.status import (
     IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
     UNABLE_TO_PROCESS,
@@ -890,3 +890,20 @@ class ResponseTests(SynchronousTestCase):
         response = response()
         response.Rows = 1
         self.assertIsNone(encodeResponse(response, False))
+
+    def test_addRetrieveAETitle(self):
+        """
+        L{addRetrieveAETitle} adds the title as setting it with pydicom
+        does: read back, and encoded by L{encodeResponse} or by pydicom.
+        """
+        query = self.query(PatientName="", StudyInstanceUID="")
+        byPydicom = query.response({"PatientName": "Doe", "StudyInstanceUID": "1.2.3"})
+        byPydicom.RetrieveAETitle = "QRSCP"
+        added = query.response({"PatientName": "Doe", "StudyInstanceUID": "1.2.3"})
+        addRetrieveAETitle(added, "QRSCP")
+        for implicit in (True, False):
+            out = DicomBytesIO()
+            out.is_little_endian, out.is_implicit_VR = True, implicit
+            write_dataset(out, byPydicom)
+            self.assertEqual(encodeResponse(added, implicit), out.getvalue())
+        self.assertEqual(added.RetrieveAETitle, "QRSCP")

@@ -38,6 +38,7 @@ from dicomd.codec.elements import EXPLICIT_LITTLE, IMPLICIT_LITTLE
 from dicomd.codec.vr import LONG_LENGTH_VRS, pad
 
 _SPECIFIC_CHARACTER_SET = 0x00080005
+_RETRIEVE_AE_TITLE = 0x00080054
 
 #: pydicom's tags for the tags of responses, made once each.
 _TAGS = {}
@@ -72,6 +73,18 @@ def responseIdentifier(values: Sequence[Tuple[int, str, str]], requested: Tuple[
             _SPECIFIC_CHARACTER_SET, "CS", pad("\\".join(characterSet).encode("ascii"), "CS")
         )
     return Dataset(elements)
+
+
+def addRetrieveAETitle(identifier: Dataset, title: str) -> None:
+    """
+    Put the Retrieve AE Title (0008,0054) in a response identifier, as a
+    raw element that L{encodeResponse} writes as it is: setting it the
+    pydicom way costs as much as building the rest of the identifier.
+    """
+    if title.isascii():
+        identifier[_tag(_RETRIEVE_AE_TITLE)] = _rawElement(_RETRIEVE_AE_TITLE, "AE", pad(title.encode("ascii"), "AE"))
+    else:
+        identifier.RetrieveAETitle = title
 
 
 def _encodeValue(vr: str, text: str, encodings) -> bytes:

@@ -16,7 +16,7 @@ from zope.interface import implementer
 
 from dicomd.archive.index import DATABASE_ERRORS
 from dicomd.archive.matching import QueryError, modelForSOPClass
-from dicomd.archive.responses import encodeResponse
+from dicomd.archive.responses import addRetrieveAETitle, encodeResponse
 from dicomd.dataset import decodeDataSet, encodeDataSet
 from dicomd.dimse import status as _status
 from dicomd.dimse.commands import CFindRSP, responseTo
@@ -157,7 +157,7 @@ class FindSCP:
         association.send(context.contextID, responseTo(message, final, errorComment=comment))
 
     def _sendMatch(self, association, context, message, match: Dataset) -> None:
-        match.RetrieveAETitle = self.retrieveAETitle or association.calledAETitle
+        addRetrieveAETitle(match, self.retrieveAETitle or association.calledAETitle)
         pending = CFindRSP(
             messageIDBeingRespondedTo=message.messageID,
             affectedSOPClassUID=message.affectedSOPClassUID,
