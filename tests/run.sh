@@ -20,19 +20,27 @@ if ! [ -x /usr/bin/storescp ] || ! [ -x /usr/bin/dcmqrscp ]; then
     fi
 fi
 
+# Install a Debian package without starting its system service: a
+# policy-rc.d that refuses every start, kept only for the install.
+install_without_service() {
+    policy=/usr/sbin/policy-rc.d
+    own_policy=
+    if ! [ -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && own_policy=yes
+    fi
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+    status=$?
+    if [ -n "$own_policy" ]; then rm -f "$policy"; fi
+    return $status
+}
+
 # The index tests run on PostgreSQL too: tests/postgres.py starts a
 # throw-away server with the package's initdb and pg_ctl (the package's
 # own cluster is not used, nor its service started).
 if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
     if as_root && command -v apt-get >/dev/null; then
         echo "Installing Debian's postgresql for the index tests..."
-        policy=/usr/sbin/policy-rc.d
-        own_policy=
-        if ! [ -e "$policy" ]; then
-            printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && own_policy=yes
-        fi
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-        if [ -n "$own_policy" ]; then rm -f "$policy"; fi
+        install_without_service postgresql
     else
         echo "warning: PostgreSQL is not installed and we are not root: its index tests will fail" >&2
     fi
@@ -43,13 +51,7 @@ fi
 if ! [ -x /usr/sbin/Orthanc ]; then
     if as_root && command -v apt-get >/dev/null; then
         echo "Installing Debian's orthanc for the interoperability tests..."
-        policy=/usr/sbin/policy-rc.d
-        own_policy=
-        if ! [ -e "$policy" ]; then
-            printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && own_policy=yes
-        fi
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc >/dev/null
-        if [ -n "$own_policy" ]; then rm -f "$policy"; fi
+        install_without_service orthanc
     else
         echo "warning: Orthanc is not installed and we are not root: its interoperability tests will be skipped" >&2
     fi
