@@ -217,9 +217,13 @@ class ArchiveMixin(SQLiteEngine):
         self.index.addInstances(AREA, archiveItems())
 
     def find(self, model, level, characterSet=None, **keys):
-        return list(
-            self.index.find(AREA, model, identifier(level, characterSet, **keys))
-        )
+        """
+        The responses to a C-FIND, as pydicom data sets.
+        """
+        return [
+            response.dataset()
+            for response in self.index.find(AREA, model, identifier(level, characterSet, **keys))
+        ]
 
     def matches(self, model, level, keyword, **keys):
         """
@@ -1559,7 +1563,7 @@ class ReindexTests(SQLiteEngine, SynchronousTestCase):
         responses = self.index.find(
             AREA, STUDY_ROOT, identifier("STUDY", PatientName="Müller*", StudyDate="")
         )
-        self.assertEqual([r.StudyDate for r in responses], ["20201231"])
+        self.assertEqual([r.dataset().StudyDate for r in responses], ["20201231"])
 
     def test_dropsGoneFiles(self):
         """
@@ -1768,7 +1772,7 @@ class AsyncArchiveIndexTests(SQLiteEngine, SynchronousTestCase):
         self.assertIsInstance(responses, PendingResponses)
         batches = [self.successResultOf(responses.next(3)) for _ in range(4)]
         self.assertEqual([len(batch) for batch in batches], [3, 3, 1, 0])
-        self.assertEqual(batches[2][0].StudyInstanceUID, "6.1")
+        self.assertEqual(batches[2][0].dataset().StudyInstanceUID, "6.1")
 
     def test_findClosed(self):
         """

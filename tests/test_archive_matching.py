@@ -785,7 +785,8 @@ def roundTrip(dataset):
 
 class ResponseTests(SynchronousTestCase):
     """
-    Tests for L{Query.response} and L{responseCharacterSet}.
+    Tests for L{Query.response}, L{ResponseIdentifier} and
+    L{responseCharacterSet}.
     """
 
     def query(self, **keys):
@@ -797,7 +798,7 @@ class ResponseTests(SynchronousTestCase):
         """
         response = self.query(PatientName="", StudyDate="").response(
             {"PatientName": "Doe^John", "StudyDate": "20200101"}
-        )
+        ).dataset()
         self.assertEqual(response.PatientName, "Doe^John")
         self.assertEqual(response.StudyDate, "20200101")
         self.assertEqual(response.QueryRetrieveLevel, "STUDY")
@@ -806,7 +807,7 @@ class ResponseTests(SynchronousTestCase):
         """
         A key without stored value comes back empty.
         """
-        response = self.query(PatientBirthDate="").response({"PatientBirthDate": ""})
+        response = self.query(PatientBirthDate="").response({"PatientBirthDate": ""}).dataset()
         self.assertIn("PatientBirthDate", response)
         self.assertFalse(response.PatientBirthDate)
 
@@ -814,7 +815,7 @@ class ResponseTests(SynchronousTestCase):
         """
         A key below the query level comes back empty.
         """
-        response = self.query(SeriesInstanceUID="").response({})
+        response = self.query(SeriesInstanceUID="").response({}).dataset()
         self.assertIn("SeriesInstanceUID", response)
         self.assertFalse(response.SeriesInstanceUID)
 
@@ -822,14 +823,14 @@ class ResponseTests(SynchronousTestCase):
         """
         An ASCII request with ASCII values gets no Specific Character Set.
         """
-        response = self.query(PatientName="").response({"PatientName": "Doe^John"})
+        response = self.query(PatientName="").response({"PatientName": "Doe^John"}).dataset()
         self.assertNotIn("SpecificCharacterSet", response)
 
     def test_asciiRequestLatinValues(self):
         """
         An ASCII request whose values need more gets UTF-8.
         """
-        response = self.query(PatientName="").response({"PatientName": "Müller"})
+        response = self.query(PatientName="").response({"PatientName": "Müller"}).dataset()
         self.assertEqual(response.SpecificCharacterSet, "ISO_IR 192")
         self.assertEqual(roundTrip(response).PatientName, "Müller")
 
@@ -838,7 +839,7 @@ class ResponseTests(SynchronousTestCase):
         The request's character set is used when it can encode every value.
         """
         query = self.query(SpecificCharacterSet="ISO_IR 100", PatientName="")
-        response = query.response({"PatientName": "Müller^Jürgen"})
+        response = query.response({"PatientName": "Müller^Jürgen"}).dataset()
         self.assertEqual(response.SpecificCharacterSet, "ISO_IR 100")
         self.assertEqual(roundTrip(response).PatientName, "Müller^Jürgen")
 
@@ -848,7 +849,7 @@ class ResponseTests(SynchronousTestCase):
         used.
         """
         query = self.query(SpecificCharacterSet="ISO_IR 100", PatientName="")
-        response = query.response({"PatientName": "Wang^Xiaodong=王^小东"})
+        response = query.response({"PatientName": "Wang^Xiaodong=王^小东"}).dataset()
         self.assertEqual(response.SpecificCharacterSet, "ISO_IR 192")
         self.assertEqual(roundTrip(response).PatientName, "Wang^Xiaodong=王^小东")
 
@@ -878,7 +879,7 @@ class ResponseTests(SynchronousTestCase):
         query = self.query(SpecificCharacterSet="ISO_IR 100", PatientName="", StudyInstanceUID="")
 
         def response():
-            response = query.response({"PatientName": "Müller^Jürgen", "StudyInstanceUID": "1.2.3"})
+            response = query.response({"PatientName": "Müller^Jürgen", "StudyInstanceUID": "1.2.3"}).dataset()
             response.RetrieveAETitle = "QRSCP"
             return response
 
@@ -897,9 +898,9 @@ class ResponseTests(SynchronousTestCase):
         does: read back, and encoded by L{encodeResponse} or by pydicom.
         """
         query = self.query(PatientName="", StudyInstanceUID="")
-        byPydicom = query.response({"PatientName": "Doe", "StudyInstanceUID": "1.2.3"})
+        byPydicom = query.response({"PatientName": "Doe", "StudyInstanceUID": "1.2.3"}).dataset()
         byPydicom.RetrieveAETitle = "QRSCP"
-        added = query.response({"PatientName": "Doe", "StudyInstanceUID": "1.2.3"})
+        added = query.response({"PatientName": "Doe", "StudyInstanceUID": "1.2.3"}).dataset()
         addRetrieveAETitle(added, "QRSCP")
         for implicit in (True, False):
             out = DicomBytesIO()
@@ -907,3 +908,40 @@ class ResponseTests(SynchronousTestCase):
             write_dataset(out, byPydicom)
             self.assertEqual(encodeResponse(added, implicit), out.getvalue())
         self.assertEqual(added.RetrieveAETitle, "QRSCP")
+
+    def test_encodeIsPydicom(self):
+        """
+        L{ResponseIdentifier.encode} writes, in implicit and explicit VR
+        little endian, what pydicom's writer writes for its C{dataset} with
+        the Retrieve AE Title: ASCII values, values of odd length, empty
+        ones, keys below the level, the request's character set and the
+        UTF-8 fallback.
+        """
+        cases = [
+            ({}, {"PatientName": "Doe^John", "StudyDate": "20200101", "StudyInstanceUID": "1.2.3"}),
+            ({}, {"PatientName": "Odd", "StudyDate": "", "StudyInstanceUID": "1.2"}),
+            ({}, {"PatientName": "Müller", "StudyDate": "20200101", "StudyInstanceUID": "1.2.3"}),
+            ({"SpecificCharacterSet": "ISO_IR 100"}, {"PatientName": "Müller^Jürgen", "StudyDate": "", "StudyInstanceUID": "1.2.33"}),
+            ({"SpecificCharacterSet": "ISO_IR 100"}, {"PatientName": "Doe", "StudyDate": "2020", "StudyInstanceUID": "1.2.33"}),
+            ({"SpecificCharacterSet": "ISO_IR 100"}, {"PatientName": "Wang^Xiaodong=王^小东", "StudyDate": "", "StudyInstanceUID": "1"}),
+        ]
+        for keys, values in cases:
+            query = self.query(PatientName="", StudyDate="", StudyInstanceUID="", SeriesInstanceUID="", **keys)
+            response = query.response(values)
+            for implicit in (True, False):
+                expected = response.dataset()
+                expected.RetrieveAETitle = "QRSCP"
+                out = DicomBytesIO()
+                out.is_little_endian, out.is_implicit_VR = True, implicit
+                write_dataset(out, expected)
+                self.assertEqual(response.encode(implicit, "QRSCP"), out.getvalue(), (keys, values, implicit))
+
+    def test_asciiValuesKeepCharacterSet(self):
+        """
+        A response of ASCII values declares the request's character set,
+        whatever it is, as L{responseCharacterSet} chooses for them.
+        """
+        for terms in ((), ("ISO_IR 6",), ("ISO_IR 100",), ("", "ISO 2022 IR 87"), ("GB18030",)):
+            query = self.query(SpecificCharacterSet="\\".join(terms), PatientName="") if terms else self.query(PatientName="")
+            response = query.response({"PatientName": "Doe^John"})
+            self.assertEqual(response.characterSet, responseCharacterSet(query.characterSet, ["Doe^John"]), terms)

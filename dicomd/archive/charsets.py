@@ -141,7 +141,8 @@ class ResponseCharacterSet:
 class _ConvertedResponses:
     """
     The L{dicomd.archive.asyncindex.PendingResponses} of a C-FIND, converted by
-    a L{ResponseCharacterSet} as they are read.
+    a L{ResponseCharacterSet} as they are read: pydicom C{Dataset}s rather
+    than the index's L{dicomd.archive.responses.ResponseIdentifier}s.
     """
 
     def __init__(self, responses, conversion: ResponseCharacterSet, requested: Tuple[str, ...]):
@@ -151,7 +152,7 @@ class _ConvertedResponses:
 
     def next(self, count: int = 100):
         return self._responses.next(count).addCallback(
-            lambda batch: [self._conversion.convert(response, self._requested) for response in batch]
+            lambda batch: [self._conversion.convert(response.dataset(), self._requested) for response in batch]
         )
 
     def close(self):

@@ -100,13 +100,14 @@ and encoded by L{dicomd.archive.responses}.
 import enum
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.multival import MultiValue
 
 from dicomd.archive.charsets import ASCII_TERMS
-from dicomd.archive.responses import responseIdentifier
+from dicomd.archive.responses import ResponseLayout
 from dicomd.dimse import uids as _uids
 from dicomd.dimse.status import (
     IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
@@ -604,23 +605,31 @@ class Query:
         """
         return tuple(key for key in self.returnKeys if key.level <= self.level)
 
+    @cached_property
+    def layout(self):
+        """
+        The L{ResponseLayout} of this query's C-FIND responses: every return
+        key (keys below the query level empty) and the Query/Retrieve
+        Level.
+        """
+        elements = [
+            (key.tag, key.vr, key.keyword if key.level <= self.level else None, "")
+            for key in self.returnKeys
+        ]
+        elements.append((_QUERY_RETRIEVE_LEVEL, "CS", None, self.level.name))
+        return ResponseLayout(elements, self.characterSet)
+
     def response(self, values):
         """
-        Build the identifier of one C-FIND response (see
-        L{dicomd.archive.responses.responseIdentifier}).
+        Build the identifier of one C-FIND response.
 
         @param values: the text of each of L{storedKeys}, by keyword.
-        @return: a pydicom C{Dataset} with every return key (keys below the
-            query level empty), the Query/Retrieve Level, and the Specific
+        @return: a L{dicomd.archive.responses.ResponseIdentifier} with every
+            return key, the Query/Retrieve Level, and the Specific
             Character Set that
             L{dicomd.archive.responses.responseCharacterSet} chooses.
         """
-        elements = [
-            (key.tag, key.vr, values[key.keyword] if key.level <= self.level else "")
-            for key in self.returnKeys
-        ]
-        elements.append((_QUERY_RETRIEVE_LEVEL, "CS", self.level.name))
-        return responseIdentifier(elements, self.characterSet)
+        return self.layout.response(values)
 
 
 def _queryLevel(identifier):

@@ -7,13 +7,19 @@ Responses
 =========
 
 A response holds every return key, the Query/Retrieve Level and, when
-needed, the Specific Character Set (L{responseIdentifier}, which
-L{dicomd.archive.matching.Query.response} calls).  dcmqrscp also adds
-Retrieve AE Title (0008,0054), the called AE title: that is for the C-FIND
-SCP to add.  Responses are built of raw elements, their values already
-encoded, and L{encodeResponse} writes them with L{dicomd.codec.elements}:
-a C-FIND with many matches spends its time on them, and this is several
-times faster than pydicom's writer.
+needed, the Specific Character Set.  dcmqrscp also adds Retrieve AE Title
+(0008,0054), the called AE title: that is for the C-FIND SCP to add, as it
+encodes the response.
+
+A C-FIND with many matches spends its time on the responses, so they are
+not pydicom data sets.  A L{ResponseLayout}, made once per query, holds
+the elements every response carries, in tag order, with the fixed part of
+each element header encoded; a L{ResponseIdentifier} holds one match's
+values, already encoded, and writes itself in the little endian
+uncompressed syntaxes with a join.  Other transfer syntaxes, and the
+conversions of L{dicomd.archive.charsets}, take its pydicom C{Dataset} of
+raw elements (L{ResponseIdentifier.dataset}), which L{encodeResponse}
+writes without pydicom's writer when it can.
 
 Character sets
 ==============
@@ -25,7 +31,9 @@ without it when they are plain ASCII.  (dcmqrscp converts to the request's
 character set too, and keeps the stored one when that fails.)
 """
 
-from typing import Iterable, Optional, Sequence, Tuple
+import bisect
+import struct
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 from pydicom.charset import convert_encodings, encode_string
 from pydicom.dataelem import RawDataElement
@@ -35,7 +43,7 @@ from pydicom.valuerep import PersonName
 
 from dicomd.archive.charsets import ASCII_TERMS, CHARACTER_SET_VRS, pythonEncodings
 from dicomd.codec.elements import EXPLICIT_LITTLE, IMPLICIT_LITTLE
-from dicomd.codec.vr import LONG_LENGTH_VRS, pad
+from dicomd.codec.vr import LONG_LENGTH_VRS, SPACE_PADDED_VRS, pad
 
 _SPECIFIC_CHARACTER_SET = 0x00080005
 _RETRIEVE_AE_TITLE = 0x00080054
@@ -51,28 +59,144 @@ def _tag(tag: int) -> BaseTag:
         return _TAGS.setdefault(tag, Tag(tag))
 
 
-def responseIdentifier(values: Sequence[Tuple[int, str, str]], requested: Tuple[str, ...]) -> Dataset:
-    """
-    Build the identifier of one C-FIND response.
+#: Every printable ASCII character: a character set that can encode them
+#: can encode any ASCII value.
+_PRINTABLE_ASCII = "".join(chr(code) for code in range(0x20, 0x7F))
 
-    Its elements are pydicom C{RawDataElement}s holding the values already
-    encoded (in the response's character set, padded to even length):
-    pydicom decodes them only if someone reads them, and L{encodeResponse}
-    writes them as they are.
 
-    @param values: the tag, VR and text of each element.
-    @param requested: the terms of the request's Specific Character Set.
-    @return: a pydicom C{Dataset} with those elements and the Specific
-        Character Set that L{responseCharacterSet} chooses.
+class ResponseLayout:
     """
-    characterSet = responseCharacterSet(requested, [text for _, vr, text in values if vr in CHARACTER_SET_VRS])
-    encodings = pythonEncodings(characterSet)
-    elements = {_tag(tag): _rawElement(tag, vr, _encodeValue(vr, text, encodings)) for tag, vr, text in values}
-    if characterSet:
-        elements[_tag(_SPECIFIC_CHARACTER_SET)] = _rawElement(
-            _SPECIFIC_CHARACTER_SET, "CS", pad("\\".join(characterSet).encode("ascii"), "CS")
-        )
-    return Dataset(elements)
+    The elements of every response to one C-FIND, in tag order: the return
+    keys and the Query/Retrieve Level.  Made once per query, so that each
+    match costs a lookup, an encode and a join per element.
+
+    @ivar tags: the elements' tags, ascending.
+    @ivar vrs: their VRs.
+    @ivar sources: for each element, the keyword its value is read by from
+        an index row, and the value of an element that is the same in
+        every response (whose keyword is C{None}).
+    @ivar requested: the terms of the request's Specific Character Set.
+    @ivar headers: for implicit (C{True}) and explicit VR little endian,
+        each element's header as its fixed prefix and the packing of its
+        value length.
+    @ivar retrieveAt: where Retrieve AE Title goes among the elements.
+    """
+
+    def __init__(self, elements: Sequence[Tuple[int, str, Optional[str], str]], requested: Tuple[str, ...]):
+        """
+        @param elements: the tag, VR, source keyword (or C{None}) and
+            constant text of each element, in any order.
+        @param requested: see L{requested}.
+        """
+        elements = sorted(elements)
+        self.tags = tuple(tag for tag, _, _, _ in elements)
+        self.vrs = tuple(vr for _, vr, _, _ in elements)
+        self.sources = tuple((source, constant) for _, _, source, constant in elements)
+        self.requested = requested
+        self._padding = tuple(b" " if vr in SPACE_PADDED_VRS else b"\x00" for vr in self.vrs)
+        self.headers = {
+            implicit: tuple(_headerParts(encoding, tag, vr) for tag, vr in zip(self.tags, self.vrs))
+            for implicit, encoding in ((True, IMPLICIT_LITTLE), (False, EXPLICIT_LITTLE))
+        }
+        # The character set of a response whose values are all ASCII (most
+        # of them): the request's, unless it cannot encode ASCII.
+        self._asciiCharacterSet = responseCharacterSet(requested, [_PRINTABLE_ASCII])
+        self.retrieveAt = bisect.bisect(self.tags, _RETRIEVE_AE_TITLE)
+
+    def response(self, row) -> "ResponseIdentifier":
+        """
+        The response identifier of one match.
+
+        @param row: the text of each element's source, by keyword.
+        """
+        texts = [row[source] if source is not None else constant for source, constant in self.sources]
+        if "".join(texts).isascii():
+            values = []
+            for text, padding in zip(texts, self._padding):
+                value = text.encode("ascii")
+                values.append(value + padding if len(value) % 2 else value)
+            return ResponseIdentifier(self, values, self._asciiCharacterSet)
+        characterSet = responseCharacterSet(self.requested, [text for vr, text in zip(self.vrs, texts) if vr in CHARACTER_SET_VRS])
+        encodings = pythonEncodings(characterSet)
+        return ResponseIdentifier(self, [_encodeValue(vr, text, encodings) for vr, text in zip(self.vrs, texts)], characterSet)
+
+
+def _headerParts(encoding, tag: int, vr: str):
+    """
+    An element header as a fixed prefix and the packing of its length.
+    """
+    header = encoding.header(tag, vr, 0)
+    if len(header) == 8 and not encoding.implicit and vr not in LONG_LENGTH_VRS:
+        return header[:6], _SHORT_LENGTH.pack
+    return header[:-4], _LONG_LENGTH.pack
+
+
+_SHORT_LENGTH = struct.Struct("<H")
+_LONG_LENGTH = struct.Struct("<L")
+
+
+class ResponseIdentifier:
+    """
+    The identifier of one C-FIND response: the values of its
+    L{ResponseLayout}'s elements, encoded in its character set and padded
+    to even length.
+
+    @ivar characterSet: the terms of its Specific Character Set, which
+        L{responseCharacterSet} chose; C{()} for none.
+    """
+
+    __slots__ = ("layout", "values", "characterSet")
+
+    def __init__(self, layout: ResponseLayout, values: List[bytes], characterSet: Tuple[str, ...]):
+        self.layout = layout
+        self.values = values
+        self.characterSet = characterSet
+
+    def encode(self, implicit: bool, retrieveAETitle: str) -> bytes:
+        """
+        Encode the identifier in implicit or explicit VR little endian, with
+        its Specific Character Set and the Retrieve AE Title (0008,0054).
+
+        @param retrieveAETitle: an ASCII AE title (the default repertoire);
+            for any other, use L{dataset}.
+        """
+        encoding = IMPLICIT_LITTLE if implicit else EXPLICIT_LITTLE
+        parts = []
+        append = parts.append
+        if self.characterSet:
+            value = _characterSetValue(self.characterSet)
+            append(encoding.header(_SPECIFIC_CHARACTER_SET, "CS", len(value)))
+            append(value)
+        retrieveAt = self.layout.retrieveAt
+        values = self.values
+        for (prefix, length), value in zip(self.layout.headers[implicit][:retrieveAt], values):
+            append(prefix)
+            append(length(len(value)))
+            append(value)
+        title = pad(retrieveAETitle.encode("ascii"), "AE")
+        append(encoding.header(_RETRIEVE_AE_TITLE, "AE", len(title)))
+        append(title)
+        for (prefix, length), value in zip(self.layout.headers[implicit][retrieveAt:], values[retrieveAt:]):
+            append(prefix)
+            append(length(len(value)))
+            append(value)
+        return b"".join(parts)
+
+    def dataset(self) -> Dataset:
+        """
+        The identifier as a pydicom C{Dataset} of raw elements, which
+        pydicom decodes only if someone reads them: for the transfer
+        syntaxes L{encode} does not write, and for character set
+        conversions.  It has no Retrieve AE Title (L{addRetrieveAETitle}).
+        """
+        elements = {_tag(tag): _rawElement(tag, vr, value) for tag, vr, value in zip(self.layout.tags, self.layout.vrs, self.values)}
+        if self.characterSet:
+            elements[_tag(_SPECIFIC_CHARACTER_SET)] = _rawElement(_SPECIFIC_CHARACTER_SET, "CS", _characterSetValue(self.characterSet))
+        return Dataset(elements)
+
+
+def _characterSetValue(terms: Tuple[str, ...]) -> bytes:
+    return pad("\\".join(terms).encode("ascii"), "CS")
 
 
 def addRetrieveAETitle(identifier: Dataset, title: str) -> None:

@@ -190,7 +190,7 @@ class Association:
         """
         self.protocol.flush()
 
-    def send(self, contextID: int, message: Message, dataSet=None) -> None:
+    def send(self, contextID: int, message: Message, dataSet=None, command: Optional[bytes] = None) -> None:
         """
         Send a message, with its data set when it has one.  Messages go out
         whole and in order: one sent while a data set streams waits.
@@ -199,6 +199,8 @@ class Association:
             syntax: bytes, a memoryview, or an
             L{dicomd.interfaces.IDataSetSource} streamed as the transport
             drains.
+        @param command: C{message} already encoded (L{encodeCommand}), for a
+            message sent many times over, as a C-FIND's pending responses.
         """
         if self._ended or self._releasing:
             # After our A-RELEASE-RQ no P-DATA may follow (Evt9 has no cell
@@ -210,7 +212,7 @@ class Association:
             self._logMessage("to", contextID, message)
         if message.isResponse:
             self._responseSent(message)
-        self._sender.send(contextID, encodeCommand(message), dataSet, self._sendFailed)
+        self._sender.send(contextID, command or encodeCommand(message), dataSet, self._sendFailed)
 
     def _logMessage(self, direction: str, contextID: int, message: Message) -> None:
         self.log.debug(

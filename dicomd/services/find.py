@@ -9,17 +9,16 @@ C-CANCEL stops them between responses with status 0xFE00.
 
 from typing import Optional
 
-from pydicom.dataset import Dataset
 from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from dicomd.archive.index import DATABASE_ERRORS
 from dicomd.archive.matching import QueryError, modelForSOPClass
-from dicomd.archive.responses import addRetrieveAETitle, encodeResponse
+from dicomd.archive.responses import ResponseIdentifier, addRetrieveAETitle, encodeResponse
 from dicomd.dataset import decodeDataSet, encodeDataSet
 from dicomd.dimse import status as _status
-from dicomd.dimse.commands import CFindRSP, responseTo
+from dicomd.dimse.commands import CFindRSP, encodeCommand, responseTo
 from dicomd.dimse.consumers import BufferedDataSet
 from dicomd.interfaces import IService
 from dicomd.ul.negotiation import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
@@ -52,15 +51,23 @@ class Cancellation:
             self.abandoned.callback(None)
 
 
-def _encodeMatch(match: Dataset, transferSyntax: str) -> bytes:
+def _encodeMatch(match, transferSyntax: str, retrieveAETitle: str) -> bytes:
     """
-    Encode a response identifier: directly in the little endian
-    uncompressed syntaxes when it is made of the index's raw elements
-    (L{encodeResponse}, several times faster than pydicom's writer), with
-    pydicom otherwise.
+    Encode a response identifier with its Retrieve AE Title: directly in
+    the little endian uncompressed syntaxes when it is the index's
+    L{ResponseIdentifier} (several times faster than pydicom's writer), and
+    through pydicom otherwise, as for the C{Dataset}s of a character set
+    conversion (L{dicomd.archive.charsets.ConvertingIndex}).
     """
-    if transferSyntax in (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN):
-        data = encodeResponse(match, implicit=transferSyntax == IMPLICIT_VR_LITTLE_ENDIAN)
+    littleEndian = transferSyntax in (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
+    implicit = transferSyntax == IMPLICIT_VR_LITTLE_ENDIAN
+    if isinstance(match, ResponseIdentifier):
+        if littleEndian and retrieveAETitle.isascii():
+            return match.encode(implicit, retrieveAETitle)
+        match = match.dataset()
+    addRetrieveAETitle(match, retrieveAETitle)
+    if littleEndian:
+        data = encodeResponse(match, implicit)
         if data is not None:
             return data
     return encodeDataSet(match, transferSyntax)
@@ -127,6 +134,14 @@ class FindSCP:
             return
         matches = 0
         final = comment = None
+        pending = CFindRSP(
+            messageIDBeingRespondedTo=message.messageID,
+            affectedSOPClassUID=message.affectedSOPClassUID,
+            status=_status.PENDING,
+            hasDataSet=True,
+        )
+        command = encodeCommand(pending)
+        retrieveAETitle = self.retrieveAETitle or association.calledAETitle
         try:
             while not cancellation.cancelled:
                 # Not faster than the peer reads: a peer that never reads
@@ -138,7 +153,8 @@ class FindSCP:
                 for match in batch:
                     if cancellation.cancelled:
                         break
-                    self._sendMatch(association, context, message, match)
+                    data = _encodeMatch(match, context.transferSyntax, retrieveAETitle)
+                    association.send(context.contextID, pending, data, command)
                     matches += 1
         except Exception as e:
             self.log.failure("C-FIND from {peer} stopped after {matches} matches", peer=association.callingAETitle, matches=matches)
@@ -155,13 +171,3 @@ class FindSCP:
             status=_status.describe(final),
         )
         association.send(context.contextID, responseTo(message, final, errorComment=comment))
-
-    def _sendMatch(self, association, context, message, match: Dataset) -> None:
-        addRetrieveAETitle(match, self.retrieveAETitle or association.calledAETitle)
-        pending = CFindRSP(
-            messageIDBeingRespondedTo=message.messageID,
-            affectedSOPClassUID=message.affectedSOPClassUID,
-            status=_status.PENDING,
-            hasDataSet=True,
-        )
-        association.send(context.contextID, pending, _encodeMatch(match, context.transferSyntax))
