@@ -5,7 +5,9 @@ Two measurements, each against both servers in the same run:
 
   1. Study-level C-FIND (Study Root) by PatientID, by a PatientName
      wildcard and by a StudyDate range, as median and 99th percentile
-     latency:
+     latency, in C{--rounds} rounds (5 by default) that each measure
+     every server in turn; the table gives the median and 99th
+     percentile of all rounds, and the range of the rounds' medians:
 
        - with DCMTK's C{/usr/bin/findscu}, one process (and association)
          per query, timed from process start to exit: what a script sees,
@@ -50,7 +52,8 @@ DCMTK's programs run with C{TCP_NODELAY=1}.  The prepared indexes and
 files are kept in C{--work} and reused by later runs (delete the
 directory to start over).  Run from the checkout:
 
-    python bench/query.py [--work DIR] [--repeats 50] [--move-repeats 5]
+    python bench/query.py [--work DIR] [--rounds 5] [--repeats 10]
+                          [--association-repeats 40] [--move-repeats 5]
                           [--skip-dcmqrscp] [--skip-find] [--skip-move]
                           [--postgresql postgresql://...]
 
@@ -751,16 +754,26 @@ def milliseconds(seconds: float) -> str:
 
 def printFindTable(title: str, rows: List[tuple]) -> None:
     """
-    @param rows: (server, query, client, L{Latencies}).
+    @param rows: (server, query, client, [L{Latencies} of each round]).
     """
     print()
     print(title)
-    print("%-14s %-22s %-28s %7s %10s %10s" % ("server", "query", "client", "matches", "median ms", "p99 ms"))
+    print("%-14s %-22s %-28s %7s %10s %10s %18s" % ("server", "query", "client", "matches", "median ms", "p99 ms", "round medians ms"))
     stalls = 0
-    for server, query, client, latencies in rows:
+    for server, query, client, rounds in rows:
+        latencies = Latencies(rounds[0].matches, [s for each in rounds for s in each.seconds], sum(each.stalls for each in rounds))
+        medians = sorted(each.median for each in rounds)
         print(
-            "%-14s %-22s %-28s %7d %10s %10s"
-            % (server, query, client, latencies.matches, milliseconds(latencies.median), milliseconds(latencies.p99))
+            "%-14s %-22s %-28s %7d %10s %10s %18s"
+            % (
+                server,
+                query,
+                client,
+                latencies.matches,
+                milliseconds(latencies.median),
+                milliseconds(latencies.p99),
+                "%s-%s" % (milliseconds(medians[0]).strip(), milliseconds(medians[-1]).strip()),
+            )
         )
         stalls += latencies.stalls
     if stalls:
@@ -772,7 +785,9 @@ def printFindTable(title: str, rows: List[tuple]) -> None:
 
 def measureFind(work: str, options, large: "Shape", small: "Shape") -> None:
     """
-    The C-FIND measurements, printed as a table.
+    The C-FIND measurements, printed as a table: C{options.rounds} rounds,
+    each measuring every server in turn, so that what else the machine
+    does falls on all of them alike.
     """
     servers = []
     try:
@@ -790,25 +805,27 @@ def measureFind(work: str, options, large: "Shape", small: "Shape") -> None:
                     "dcmqrscp %d" % (small.total,), work, {"QRFIND": os.path.join(work, "dcmqrscp-small", "area")}
                 )
             )
-        rows = []
-        for server in servers:
-            for query in QUERIES:
-                rows.append((server.name, query.name, "findscu (process)", measureFindscu(server, query, options.repeats)))
-            clients = [("_requestor", "dicomd requestor (1 assoc)")]
-            if not options.skip_pynetdicom:
-                clients.append(("_pynetdicom", "pynetdicom (1 assoc)"))
-            for client, label in clients:
-                latencies = measureOneAssociation(client, server, QUERIES, options.association_repeats)
+        clients = [("_requestor", "dicomd requestor (1 assoc)")]
+        if not options.skip_pynetdicom:
+            clients.append(("_pynetdicom", "pynetdicom (1 assoc)"))
+        rows = {}
+        for round in range(options.rounds):
+            for server in servers:
                 for query in QUERIES:
-                    rows.append((server.name, query.name, label, latencies[query.name]))
-            log("measured %s" % (server.name,))
+                    latencies = measureFindscu(server, query, options.repeats)
+                    rows.setdefault((server.name, query.name, "findscu (process)"), []).append(latencies)
+                for client, label in clients:
+                    latencies = measureOneAssociation(client, server, QUERIES, options.association_repeats)
+                    for query in QUERIES:
+                        rows.setdefault((server.name, query.name, label), []).append(latencies[query.name])
+                log("round %d: measured %s" % (round + 1, server.name))
     finally:
         for server in servers:
             server.stop()
     printFindTable(
-        "Study-level C-FIND, Study Root: %d findscu processes, %d queries on one association"
-        % (options.repeats, options.association_repeats),
-        rows,
+        "Study-level C-FIND, Study Root: %d rounds of %d findscu processes and %d queries on one association"
+        % (options.rounds, options.repeats, options.association_repeats),
+        [key + (rounds,) for key, rounds in rows.items()],
     )
 
 
@@ -820,8 +837,9 @@ def main(argv=None) -> int:
         return pynetdicomClient()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "dicomd-bench-query"))
-    parser.add_argument("--repeats", type=int, default=50, help="findscu runs per (server, query)")
-    parser.add_argument("--association-repeats", type=int, default=200, help="queries per (server, query) on one association")
+    parser.add_argument("--rounds", type=int, default=5, help="C-FIND rounds, each measuring every server in turn")
+    parser.add_argument("--repeats", type=int, default=10, help="findscu runs per (server, query) in each round")
+    parser.add_argument("--association-repeats", type=int, default=40, help="queries per (server, query) on one association in each round")
     parser.add_argument("--move-repeats", type=int, default=5, help="runs per (server, retrieval, receiver mode); the median counts")
     parser.add_argument("--move-images", type=int, default=500)
     parser.add_argument("--patients", type=int, default=1000, help="patients of the large dicomd index")
