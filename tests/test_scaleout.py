@@ -26,7 +26,7 @@ from tests.support import (
     startDCMTKServer,
     waitUntil,
 )
-from tests.test_daemon import STORED, dicomFiles, instanceUIDs, storescu, writeImages
+from tests.test_daemon import SHUT_DOWN, STORED, dicomFiles, instanceUIDs, storescu, writeImages
 from tests.test_forwarding import arrived, makeFiles, startStorescp, storedIn, storescpOn, writeConfig
 
 
@@ -104,6 +104,20 @@ def acknowledged(output):
     The files storescu -v says were stored, from its output.
     """
     return [path for path, status in storeResponses(output) if status == "Success"]
+
+
+def evictedStudies(node):
+    """
+    The studies a node's log says its quota deleted, in order.
+    """
+    return re.findall(r"Quota of \S+: deleted study (\S+), the least recently updated", node.output)
+
+
+def storedFiles(url):
+    """
+    The files the shared index names, by their absolute paths.
+    """
+    return sorted(os.path.join(area, path) for area, path in query(url, "SELECT area, path FROM instance"))
 
 
 class Silent(protocol.Protocol):
@@ -372,3 +386,50 @@ class SharedIndexTests(unittest.TestCase):
             again = yield storescu(node.port, "DICOMD", makeFiles(self, 1))
             self.assertIn(STORED, again.output, again.describe())
             self.assertNotIn("Traceback", node.output, node.describe())
+
+    @defer.inlineCallbacks
+    def test_quotaAcrossNodes(self):
+        """
+        Three nodes keep one quota of three studies in their shared area
+        while twelve studies, then three more, arrive at once through all
+        of them: the archive ends with the three most recently updated,
+        rows and files alike, and each other study is deleted once, by one
+        node.
+        """
+        config = writeConfig(
+            self,
+            """
+            [[ae]]
+            title = "DICOMD"
+            quota = { max-studies = 3, max-bytes-per-study = "1gb" }
+            """,
+        )
+        nodes = yield self.startNodes(3, "--config", config)
+        # The older studies are of one instance each: none is deleted
+        # while more of it arrives, and made again by them.
+        older, recent = [makeFiles(self, 1) for _ in range(12)], [makeFiles(self, 4) for _ in range(3)]
+        for wave in (older, recent):
+            sent = yield defer.gatherResults([storescu(nodes[number % 3].port, "DICOMD", paths) for number, paths in enumerate(wave)])
+            for result, paths in zip(sent, wave):
+                self.assertEqual(result.output.count(STORED), len(paths), result.describe())
+        studyOf = lambda paths: str(pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID)
+        olderStudies, recentStudies = [sorted(map(studyOf, wave)) for wave in (older, recent)]
+        recentUIDs = instanceUIDs(path for paths in recent for path in paths)
+
+        def evicted():
+            return [study for node in nodes for study in evictedStudies(node)]
+
+        # Every recent instance indexed (or its study deleted, wrongly),
+        # then the nodes stopped: their writers have written all they had.
+        yield waitUntil(
+            lambda: set(recentUIDs) <= set(indexedUIDs(self.url)) or set(recentStudies) & set(evicted()),
+            timeout=30, interval=0.1,
+        )
+        yield defer.gatherResults([node.stop(timeout=30) for node in nodes])
+        for node in nodes:
+            self.assertIn(SHUT_DOWN, node.output, node.describe())
+            self.assertNotIn("Traceback", node.output, node.describe())
+        self.assertEqual(sorted(row[0] for row in query(self.url, "SELECT StudyInstanceUID FROM study")), recentStudies)
+        self.assertEqual(indexedUIDs(self.url), recentUIDs)
+        self.assertEqual(storedFiles(self.url), [os.path.realpath(path) for path in storedIn(self.storage)])
+        self.assertEqual(sorted(evicted()), olderStudies, [node.output for node in nodes])
