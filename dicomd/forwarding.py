@@ -644,7 +644,7 @@ class Forwarding(service.Service):
         of a lease), so that no other node takes them while it is alive.
         """
         renewed = self.inThread(self.queue.renew, self.reactor.seconds())
-        return renewed.addErrback(self._claimsFailed, "renew")
+        return renewed.addErrback(self._indexFailed, "renew the claims of this node")
 
     def look(self) -> defer.Deferred:
         """
@@ -664,11 +664,8 @@ class Forwarding(service.Service):
                 if title in known:
                     self.destinations[title].retryNow()
 
-        def failed(failure):
-            self.log.failure("Forwarding: cannot look at the queue", failure)
-
         looking = self.inThread(lambda: (self.queue.takeRetried(), self.queue.depths()))
-        return looking.addCallbacks(looked, failed)
+        return looking.addCallbacks(looked, self._indexFailed, errbackArgs=("look at the queue",))
 
     def startService(self) -> None:
         """
@@ -698,15 +695,15 @@ class Forwarding(service.Service):
         self._looking.stop()
         self._renewing.stop()
         yield defer.DeferredList([destination.stop() for destination in self.destinations.values()])
-        yield self.inThread(self.queue.releaseClaims).addErrback(self._claimsFailed, "release")
+        yield self.inThread(self.queue.releaseClaims).addErrback(self._indexFailed, "release the claims of this node")
 
-    def _claimsFailed(self, failure, verb: str) -> None:
+    def _indexFailed(self, failure, doing: str) -> None:
         """
-        Log, in one line, that the index could not renew or release this
-        node's claims (the database is gone); anything else with its
-        traceback.
+        Log, in one line, that the index failed what the service was
+        C{doing} (the database is gone: the next look, renewal or start
+        tries again); anything else with its traceback.
         """
         if failure.check(*DATABASE_ERRORS):
-            self.log.error("Forwarding: cannot {verb} the claims of this node: {error}", verb=verb, error=failure.getErrorMessage())
+            self.log.error("Forwarding: cannot {doing}: {error}", doing=doing, error=failure.getErrorMessage())
         else:
-            self.log.failure("Forwarding: cannot {verb} the claims of this node", failure, verb=verb)
+            self.log.failure("Forwarding: cannot {doing}", failure, doing=doing)

@@ -9,6 +9,7 @@ UTF-8.
 import os
 import sqlite3
 import threading
+import time
 import warnings
 
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -454,6 +455,45 @@ class PostgreSQLSchemaTests(SynchronousTestCase):
         self.assertIs(one.claimStudyEnd(AREA, study, 130.0, None), StudyEnd.CLAIMED)
         self.assertIs(two.claimStudyEnd(AREA, study, 131.0, 10.0), StudyEnd.ENDED_ELSEWHERE)
         self.assertIs(two.claimStudyEnd(AREA, "9.9.9", 131.0, 10.0), StudyEnd.CLAIMED)
+
+    def test_quotaTurns(self):
+        """
+        Nodes take turns on an area with a quota: the second to ask waits
+        until the first is done with it; a turn on another area does not.
+        """
+        one, two = self.open(), self.postgresql.PostgreSQLArchiveIndex(self.url, node="two")
+        self.addCleanup(two.close)
+        entered = threading.Event()
+
+        def takeTurn():
+            with two.quotaTurn(AREA):
+                entered.set()
+
+        waiter = threading.Thread(target=takeTurn)
+        with one.quotaTurn(AREA):
+            with two.quotaTurn("OTHER"):
+                pass
+            waiter.start()
+            self.addCleanup(waiter.join)
+            self.waitForLockWaiter()
+            self.assertFalse(entered.is_set())
+        self.assertTrue(entered.wait(30))
+
+    def waitForLockWaiter(self, timeout=30.0):
+        """
+        Wait until a session of the test's database waits for an advisory
+        lock.
+        """
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            while not connection.execute(
+                "SELECT COUNT(*) FROM pg_locks JOIN pg_database ON pg_database.oid = pg_locks.database"
+                " WHERE locktype = 'advisory' AND NOT granted AND datname = current_database()"
+            ).fetchone()[0]:
+                self.assertLess(time.monotonic(), deadline, "no session waits for an advisory lock")
+                time.sleep(0.01)
 
     def test_nodesKeepTheirOwnRuns(self):
         """

@@ -1,12 +1,18 @@
 """
 Unit tests for L{dicomd.forwarding.DestinationQueue}'s timing, on a
-L{twisted.internet.task.Clock}.
+L{twisted.internet.task.Clock}, and for L{dicomd.forwarding.Forwarding}
+without its database.
 """
 
+import contextlib
+
 from twisted.internet import defer, task
+from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from dicomd.forwarding import DestinationQueue, ForwardingSettings
+from dicomd.archive.index import IndexDatabaseError
+from dicomd.forwarding import DestinationQueue, Forwarding, ForwardingSettings
+from tests.test_archive_index import ImmediateReactor, ImmediateThreadPool
 
 
 class _Forwarding:
@@ -68,3 +74,48 @@ class DestinationQueueTests(SynchronousTestCase):
         self.assertEqual(len(workers), 2)
         workers[1].callback(None)
         self.assertEqual(len(workers), 2)
+
+
+class _LostIndex:
+    """
+    An index whose database server is gone.
+    """
+
+    @contextlib.contextmanager
+    def connection(self):
+        raise IndexDatabaseError("connection refused")
+        yield
+
+    transaction = connection
+
+
+class _Reactor(task.Clock, ImmediateReactor):
+    """
+    A clock that delivers results from the thread pool at once.
+    """
+
+
+class ForwardingWithoutItsDatabaseTests(SynchronousTestCase):
+    def setUp(self):
+        self.events = []
+        self.forwarding = Forwarding(_LostIndex(), [], reactor=_Reactor(), threadpool=ImmediateThreadPool())
+        self.forwarding.log = Logger(observer=self.events.append)
+
+    def assertLogged(self, line):
+        self.assertEqual([formatEvent(event) for event in self.events], [line])
+        self.assertNotIn("log_failure", self.events[0])
+
+    def test_look(self):
+        """
+        A look at the queue while the database is gone logs one line naming
+        the error, without a traceback: the next look tries again.
+        """
+        self.forwarding.look()
+        self.assertLogged("Forwarding: cannot look at the queue: connection refused")
+
+    def test_renewClaims(self):
+        """
+        So does the renewal of this node's claims.
+        """
+        self.forwarding.renewClaims()
+        self.assertLogged("Forwarding: cannot renew the claims of this node: connection refused")

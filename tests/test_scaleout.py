@@ -10,6 +10,7 @@ import os
 import re
 
 import pydicom
+from pydicom.uid import generate_uid
 from twisted.internet import defer, protocol, reactor
 from twisted.trial import unittest
 
@@ -25,8 +26,8 @@ from tests.support import (
     startDCMTKServer,
     waitUntil,
 )
-from tests.test_daemon import STORED, dicomFiles, instanceUIDs, storescu, writeImages
-from tests.test_forwarding import arrived, makeFiles, startStorescp, storescpOn, writeConfig
+from tests.test_daemon import SHUT_DOWN, STORED, dicomFiles, instanceUIDs, storescu, writeImages
+from tests.test_forwarding import arrived, makeFiles, startStorescp, storedIn, storescpOn, writeConfig
 
 
 def indexedUIDs(url):
@@ -80,19 +81,43 @@ def forwarded(node):
     return sum(int(count) for count in re.findall(r"Forwarded (\d+) instances to", node.output))
 
 
+def storeResponses(output):
+    """
+    What storescu -v says of each file it sent, from its output.
+
+    @return: C{(path, status)} for each file, the status as storescu names
+        it (C{"Success"}, C{"Refused: OutOfResources"}...), or C{None} for
+        a file it had no response to.
+    """
+    sent = re.findall(r"^I: Sending file: (.*)$|^I: Received Store Response \(([^)]*)\)", output, re.MULTILINE)
+    answered = []
+    for path, status in sent:
+        if path:
+            answered.append([path, None])
+        elif answered and answered[-1][1] is None:
+            answered[-1][1] = status
+    return [tuple(each) for each in answered]
+
+
 def acknowledged(output):
     """
     The files storescu -v says were stored, from its output.
     """
-    sent = re.findall(r"^I: Sending file: (.*)$|^I: (Received Store Response \(Success\))", output, re.MULTILINE)
-    stored, current = [], None
-    for path, success in sent:
-        if path:
-            current = path
-        elif current is not None:
-            stored.append(current)
-            current = None
-    return stored
+    return [path for path, status in storeResponses(output) if status == "Success"]
+
+
+def evictedStudies(node):
+    """
+    The studies a node's log says its quota deleted, in order.
+    """
+    return re.findall(r"Quota of \S+: deleted study (\S+), the least recently updated", node.output)
+
+
+def storedFiles(url):
+    """
+    The files the shared index names, by their absolute paths.
+    """
+    return sorted(os.path.join(area, path) for area, path in query(url, "SELECT area, path FROM instance"))
 
 
 class Silent(protocol.Protocol):
@@ -121,6 +146,26 @@ def findStudies(testCase, port):
     match = re.search(r"Received Final Find Response \(([^)]*)\)", found.output)
     uids = sorted(str(pydicom.dcmread(os.path.join(responses, name)).StudyInstanceUID) for name in os.listdir(responses))
     return (match.group(1) if match else None), uids, found.describe()
+
+
+@defer.inlineCallbacks
+def findInstances(testCase, port, studies):
+    """
+    DCMTK's findscu at the IMAGE level of the Study Root model, once for
+    each of C{studies}.
+
+    @return: a L{Deferred} firing with the SOP Instance UIDs found, sorted.
+    """
+    found = []
+    for study in studies:
+        responses = makeDirectory(testCase)
+        yield runCommand(
+            [dcmtk("findscu"), "-S", "-X", "-od", responses, "-aec", "DICOMD", "-k", "QueryRetrieveLevel=IMAGE"]
+            + ["-k", "StudyInstanceUID=" + study, "-k", "SeriesInstanceUID", "-k", "SOPInstanceUID", LOCALHOST, str(port)],
+            env=dcmtkEnvironment(),
+        )
+        found += instanceUIDs(os.path.join(responses, name) for name in os.listdir(responses))
+    return sorted(found)
 
 
 class SharedIndexTests(unittest.TestCase):
@@ -161,16 +206,8 @@ class SharedIndexTests(unittest.TestCase):
         self.assertEqual(instanceUIDs(arrived(destination.directory)), uids)
         studies = sorted({str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID) for path, _ in images})
         for node in nodes:
-            found = []
-            for study in studies:
-                responses = makeDirectory(self)
-                result = yield runCommand(
-                    [dcmtk("findscu"), "-S", "-X", "-od", responses, "-aec", "DICOMD", "-k", "QueryRetrieveLevel=IMAGE"]
-                    + ["-k", "StudyInstanceUID=" + study, "-k", "SeriesInstanceUID", "-k", "SOPInstanceUID", LOCALHOST, str(node.port)],
-                    env=dcmtkEnvironment(),
-                )
-                found += instanceUIDs(os.path.join(responses, name) for name in os.listdir(responses))
-            self.assertEqual(sorted(found), uids, node.describe())
+            found = yield findInstances(self, node.port, studies)
+            self.assertEqual(found, uids, node.describe())
 
     @defer.inlineCallbacks
     def test_killedNodesEntriesTakenOver(self):
@@ -296,3 +333,103 @@ class SharedIndexTests(unittest.TestCase):
         yield waitUntil(lambda: len(indexedUIDs(self.url)) == 3, timeout=30, interval=0.1, message=node.describe())
         status, found, output = yield findStudies(self, node.port)
         self.assertEqual((status, found), ("Success", studies), output)
+
+    @defer.inlineCallbacks
+    def test_databaseRestartedUnderLoad(self):
+        """
+        The database stopped and started again while thirty storescu send
+        through three nodes: nothing acknowledged is lost, every object
+        not acknowledged was refused with 0xA700 or lost with its
+        association, and every node, without a restart, records again,
+        finds everything acknowledged and stores again.
+        """
+        nodes = yield self.startNodes(3)
+        server = postgres.server()
+        studies = [generate_uid() for _ in range(3)]
+        # Each study arrives through every node.
+        senders = [(nodes[number % 3], makeFiles(self, 30, study=studies[number // 3 % 3])) for number in range(30)]
+        sending = [storescu(node.port, "DICOMD", paths) for node, paths in senders]
+        yield waitUntil(lambda: indexedUIDs(self.url), timeout=30, interval=0.05)
+        self.assertFalse(all(each.called for each in sending), "the senders ended before the database stopped")
+
+        server.stop("fast")
+        self.addCleanup(lambda: server.start() if not server.running() else None)
+        # Whatever the thirty send still, each node is sent one object now:
+        # its writer has work while the database is away.
+        sending += [storescu(node.port, "DICOMD", makeFiles(self, 1, study=studies[0])) for node in nodes]
+        yield defer.gatherResults([node.waitForOutput(r"refusing new objects with 0xA700", timeout=30) for node in nodes])
+        server.start()
+        yield defer.gatherResults([node.waitForOutput(r"The index records what DICOMD stores again", timeout=60) for node in nodes])
+
+        results = yield defer.gatherResults(sending)
+        stored, unanswered = [], []
+        for result in results:
+            for path, status in storeResponses(result.output):
+                if status == "Success":
+                    stored.append(path)
+                elif status is None:
+                    # The association was lost: storescu says so.
+                    self.assertNotEqual(result.exitCode, 0, result.describe())
+                    unanswered.append(path)
+                else:
+                    self.assertEqual(status, "Refused: OutOfResources", result.describe())
+        uids = instanceUIDs(stored)
+        yield waitUntil(lambda: set(uids) <= set(indexedUIDs(self.url)), timeout=30, interval=0.1)
+        # Beyond what was acknowledged, only what had no response may be
+        # indexed; each row has its file, and each file its row.
+        indexed = indexedUIDs(self.url)
+        self.assertLessEqual(set(indexed) - set(uids), set(instanceUIDs(unanswered)))
+        self.assertEqual(instanceUIDs(storedIn(self.storage)), indexed)
+        for node in nodes:
+            found = yield findInstances(self, node.port, studies)
+            self.assertEqual(found, indexed, node.describe())
+            again = yield storescu(node.port, "DICOMD", makeFiles(self, 1))
+            self.assertIn(STORED, again.output, again.describe())
+            self.assertNotIn("Traceback", node.output, node.describe())
+
+    @defer.inlineCallbacks
+    def test_quotaAcrossNodes(self):
+        """
+        Three nodes keep one quota of three studies in their shared area
+        while twelve studies, then three more, arrive at once through all
+        of them: the archive ends with the three most recently updated,
+        rows and files alike, and each other study is deleted once, by one
+        node.
+        """
+        config = writeConfig(
+            self,
+            """
+            [[ae]]
+            title = "DICOMD"
+            quota = { max-studies = 3, max-bytes-per-study = "1gb" }
+            """,
+        )
+        nodes = yield self.startNodes(3, "--config", config)
+        # The older studies are of one instance each: none is deleted
+        # while more of it arrives, and made again by them.
+        older, recent = [makeFiles(self, 1) for _ in range(12)], [makeFiles(self, 4) for _ in range(3)]
+        for wave in (older, recent):
+            sent = yield defer.gatherResults([storescu(nodes[number % 3].port, "DICOMD", paths) for number, paths in enumerate(wave)])
+            for result, paths in zip(sent, wave):
+                self.assertEqual(result.output.count(STORED), len(paths), result.describe())
+        studyOf = lambda paths: str(pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID)
+        olderStudies, recentStudies = [sorted(map(studyOf, wave)) for wave in (older, recent)]
+        recentUIDs = instanceUIDs(path for paths in recent for path in paths)
+
+        def evicted():
+            return [study for node in nodes for study in evictedStudies(node)]
+
+        # Every recent instance indexed (or its study deleted, wrongly),
+        # then the nodes stopped: their writers have written all they had.
+        yield waitUntil(
+            lambda: set(recentUIDs) <= set(indexedUIDs(self.url)) or set(recentStudies) & set(evicted()),
+            timeout=30, interval=0.1,
+        )
+        yield defer.gatherResults([node.stop(timeout=30) for node in nodes])
+        for node in nodes:
+            self.assertIn(SHUT_DOWN, node.output, node.describe())
+            self.assertNotIn("Traceback", node.output, node.describe())
+        self.assertEqual(sorted(row[0] for row in query(self.url, "SELECT StudyInstanceUID FROM study")), recentStudies)
+        self.assertEqual(indexedUIDs(self.url), recentUIDs)
+        self.assertEqual(storedFiles(self.url), [os.path.realpath(path) for path in storedIn(self.storage)])
+        self.assertEqual(sorted(evicted()), olderStudies, [node.output for node in nodes])

@@ -16,12 +16,15 @@ L{dicomd.storage.scp.StorageArea} calls at start-up, to index what a crash
 left unindexed): it records the files, deletes the files they replaced,
 and enforces the quota as dcmqrscp does, by deleting the least recently
 updated studies (files and rows together) when there are too many, and the
-oldest instances of a study that grew too large.  With forwarding routes,
+oldest instances of a study that grew too large.  Daemons sharing one
+index share the quota, and take turns to add to an area and enforce it.
+With forwarding routes,
 each instance is queued for its destinations in the transaction that
 indexes it (L{dicomd.archive.queue}), a file found after a crash too, and
 the quota never deletes an instance still queued.
 """
 
+import contextlib
 import os
 import threading
 from typing import Dict, Iterable, List, Optional, Tuple
@@ -115,7 +118,10 @@ class IndexedArea:
     One storage area's files and index rows, kept together.
 
     Every AE title storing into a directory stores through the same
-    L{IndexedArea}, so that its quota is enforced under one lock.
+    L{IndexedArea}, so that its quota is enforced under one lock; the
+    daemons sharing a PostgreSQL index take turns on the index's lock for
+    the area too (L{IArchiveIndex.quotaTurn
+    <dicomd.archive.index.IArchiveIndex.quotaTurn>}).
 
     @ivar name: the AE titles storing into it, for log lines.
     @ivar key: the area's name in the index (L{areaKey}).
@@ -189,10 +195,25 @@ class IndexedArea:
             (each.attributes, self._storedFile(each), router.forwardingsFor(each) if router is not None else ())
             for each in received
         ]
-        replaced = self.index.addInstances(self.key, items)
-        self._queued([forwarding for _, _, forwardings in items for forwarding in forwardings])
-        self._enforce(received)
+        with self._quotaTurn():
+            replaced = self.index.addInstances(self.key, items)
+            self._queued([forwarding for _, _, forwardings in items for forwarding in forwardings])
+            self._enforce(received)
         self._delete(replaced)
+
+    @contextlib.contextmanager
+    def _quotaTurn(self):
+        """
+        With a quota, take this area's turn, among the writers of this
+        process and of the other daemons sharing the index, to add to it
+        and enforce the quota: no other adds to the area or deletes for
+        its quota between this one's count and its deletions.
+        """
+        if self.quota is None:
+            yield
+            return
+        with self._quotaLock, self.index.quotaTurn(self.key):
+            yield
 
     def _queued(self, forwardings: List[Forwarding]) -> None:
         if forwardings:
@@ -268,9 +289,8 @@ class IndexedArea:
         """
         if self.quota is None:
             return
-        with self._quotaLock:
-            for each in received:
-                self._evict(each)
+        for each in received:
+            self._evict(each)
 
     def _evict(self, received: ReceivedInstance) -> None:
         studyUID = str(received.attributes.get("StudyInstanceUID", ""))

@@ -235,6 +235,16 @@ class IArchiveIndex(Interface):
         @return: the paths of its files, for the caller to delete.
         """
 
+    def quotaTurn(area):
+        """
+        A context manager within which the caller alone, of the daemons
+        sharing the index, adds to C{area} and deletes what its quota no
+        longer allows.  Two that counted the area's studies at once would
+        each delete an "oldest" study, one too many, or both the same one;
+        and a study chosen as the oldest could be updated by another
+        before it is deleted.
+        """
+
     def studyCount(area):
         """
         @return: how many studies the area holds.
@@ -934,6 +944,14 @@ class SQLiteArchiveIndex(SQLArchiveIndex):
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+
+    def quotaTurn(self, area):
+        """
+        Nothing to take: one daemon writes to an SQLite index, and its
+        L{IndexedArea<dicomd.archive.area.IndexedArea>} adds and enforces
+        the quota in turns already.
+        """
+        return contextlib.nullcontext()
 
     def _createSchema(self, db):
         (version,) = db.execute("PRAGMA user_version").fetchone()

@@ -15,7 +15,9 @@ older one and refuses a newer one.
 Writers of every daemon take turns on one transaction-scoped advisory lock
 (L{WRITER_LOCK}), as SQLite's writers take turns on its database: a
 patient, study or series first seen by two daemons at once is then made
-once.  Readers never wait for it.
+once.  Readers never wait for it.  Daemons storing into an area with a
+quota take turns on another, one per area (L{QUOTA_LOCK}), while they add
+to it and enforce its quota.
 
 A study whose associations land on several daemons ends on one of them
 (L{PostgreSQLArchiveIndex.claimStudyEnd}): the study's row records who
@@ -44,6 +46,11 @@ SCHEMA_VERSION = 3
 #: ASCII), and the one that serialises migrations.
 WRITER_LOCK = 0x6469636F6D64
 SCHEMA_LOCK = WRITER_LOCK + 1
+
+#: The first key of the advisory locks held while a storage area with a
+#: quota is added to and its quota enforced ("quot" in ASCII); the second
+#: is the hash of the area's name: the nodes take turns on each area.
+QUOTA_LOCK = 0x71756F74
 
 
 def postgresSchema(script):
@@ -256,6 +263,18 @@ class PostgreSQLArchiveIndex(SQLArchiveIndex):
         with self.connection() as db, db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(?)", (WRITER_LOCK,))
             yield db
+
+    @contextlib.contextmanager
+    def quotaTurn(self, area):
+        """
+        Hold the area's quota lock (L{QUOTA_LOCK}) until the block ends, in
+        a transaction of its own: the nodes storing into an area with a
+        quota take turns to add to it and enforce the quota, each counting
+        what the one before it left.
+        """
+        with self.connection() as db, db.transaction():
+            db.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (QUOTA_LOCK, area))
+            yield
 
     def claimStudyEnd(self, area, studyInstanceUID, now, timeout):
         """
