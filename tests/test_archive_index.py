@@ -340,6 +340,48 @@ class SchemaTests(SynchronousTestCase):
         self.assertRaises(sqlite3.ProgrammingError, self.index.studyCount, AREA)
 
 
+class PoolLogTests(SynchronousTestCase):
+    """
+    Tests for L{dicomd.archive.postgresql.PoolLog}.
+    """
+
+    def test_oneLineInTheDaemonLog(self):
+        """
+        A warning of psycopg_pool, libpq's message over several lines, is
+        one line of the daemon's log, and no longer goes to Python's
+        default handler (standard error under twistd).
+        """
+        import logging
+
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        from dicomd.archive.postgresql import PoolLog
+
+        pool = logging.getLogger("psycopg.pool")
+        handlers, propagate = list(pool.handlers), pool.propagate
+        self.addCleanup(setattr, pool, "handlers", handlers)
+        self.addCleanup(setattr, pool, "propagate", propagate)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        PoolLog.install()
+        PoolLog.install()
+        pool.warning(
+            "error connecting in %r: connection failed: No such file or directory\n\tIs the server running locally?",
+            "dicomd-index",
+        )
+        pool.info("not worth a line")
+        logged = [formatEvent(event) for event in events if event.get("log_namespace") == "dicomd.archive.postgresql.PoolLog"]
+        self.assertEqual(
+            logged,
+            [
+                "PostgreSQL connection pool: error connecting in 'dicomd-index': connection failed:"
+                " No such file or directory Is the server running locally?"
+            ],
+        )
+        self.assertFalse(pool.propagate)
+
+
 class PostgreSQLSchemaTests(SynchronousTestCase):
     """
     Tests for the PostgreSQL index's schema and connection.

@@ -28,11 +28,13 @@ the end under the row's lock.
 
 import contextlib
 import functools
+import logging
 import re
 import socket
 
 import psycopg
 from psycopg_pool import ConnectionPool
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from dicomd.archive import queue, sql
@@ -51,6 +53,34 @@ SCHEMA_LOCK = WRITER_LOCK + 1
 #: quota is added to and its quota enforced ("quot" in ASCII); the second
 #: is the hash of the area's name: the nodes take turns on each area.
 QUOTA_LOCK = 0x71756F74
+
+
+class PoolLog(logging.Handler):
+    """
+    psycopg_pool's warnings (a connection that failed or was lost, while
+    the server is away) in the daemon's log, one line each.  Left to
+    Python's C{logging}, with nothing set up, they go to standard error,
+    which twistd logs a line at a time: libpq's message took two.
+    """
+
+    log = Logger()
+
+    def __init__(self):
+        logging.Handler.__init__(self, logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.log.warn("PostgreSQL connection pool: {text}", text=_oneLine(record.getMessage()))
+
+    @classmethod
+    def install(cls) -> None:
+        """
+        Send psycopg_pool's messages to a L{PoolLog} (once), and no longer
+        to Python's default handler.
+        """
+        pool = logging.getLogger("psycopg.pool")
+        if not any(isinstance(handler, cls) for handler in pool.handlers):
+            pool.addHandler(cls())
+        pool.propagate = False
 
 
 def postgresSchema(script):
@@ -202,6 +232,7 @@ class PostgreSQLArchiveIndex(SQLArchiveIndex):
             return
         if self._closed:
             raise IndexDatabaseError("the index is closed")
+        PoolLog.install()
         try:
             # One connection first, so that a server that cannot be
             # reached is reported as libpq says why, not as a pool timeout.
