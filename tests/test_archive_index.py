@@ -1435,6 +1435,43 @@ class UpdateTests(ArchiveMixin, SynchronousTestCase):
         )
         self.assertEqual(self.counts(), [5, 6, 7, 10])
 
+    def test_batchWritesRepeatedRowsOnce(self):
+        """
+        In one batch, the patient, study and series its instances repeat are
+        written again only when an instance changes them: a value the first
+        instance lacked is recorded.
+        """
+        self.index.addInstances(
+            AREA,
+            [
+                (header("4.1.1", 2), stored("4.1.1.2", 2000.0)),
+                (header("4.1.1", 3, AccessionNumber="ACC41"), stored("4.1.1.3", 2001.0)),
+                (header("4.1.1", 4), stored("4.1.1.4", 2002.0)),
+            ],
+        )
+        self.assertEqual(self.counts(), [6, 7, 8, 13])
+        self.assertEqual(self.matches(STUDY_ROOT, "STUDY", "AccessionNumber", StudyInstanceUID="4.1"), ["ACC41"])
+
+    def test_batchRowPrunedThenNeededAgain(self):
+        """
+        When an instance of a batch leaves a series, study and patient
+        empty, and they are pruned, a later instance of the same batch that
+        belongs to them makes them again.
+        """
+        self.index.addInstances(
+            AREA,
+            [
+                (header("2.1.1", 1), stored("2.1.1.1", 2000.0)),
+                (header("1.1.1", 3, SOPInstanceUID="2.1.1.1"), stored("2.1.1.1", 2001.0)),
+                (header("2.1.1", 2), stored("2.1.1.2", 2002.0)),
+            ],
+        )
+        self.assertEqual(self.counts(), [6, 7, 8, 11])
+        self.assertEqual(
+            self.matches(STUDY_ROOT, "IMAGE", "SOPInstanceUID", StudyInstanceUID="2.1", SeriesInstanceUID="2.1.1"),
+            ["2.1.1.2"],
+        )
+
     def test_removeInstance(self):
         """
         Removing an instance returns its file and keeps its non-empty

@@ -520,43 +520,49 @@ class SQLArchiveIndex:
 
     def addInstances(self, area, items):
         with self.transaction() as db:
-            replaced = [self._addQueued(db, area, *item) for item in items]
+            written = {}
+            replaced = [self._addQueued(db, area, *item, written=written) for item in items]
         return [path for path in replaced if path is not None]
 
-    def _addQueued(self, db, area, header, stored, forwardings=()):
+    def _addQueued(self, db, area, header, stored, forwardings=(), written=None):
         """
         Index an instance and queue it for C{forwardings}, in the caller's
         transaction.
 
+        @param written: see L{_add}.
         @return: the path of the file it replaced, or C{None}.
         """
-        instance, replaced = self._add(db, area, header, stored)
+        instance, replaced = self._add(db, area, header, stored, written)
         if forwardings:
             study = attributeText(header, uniqueKey(Level.STUDY))
             queue.enqueue(db, instance, study, forwardings, stored.received)
         return replaced
 
-    def _add(self, db, area, header, stored):
+    def _add(self, db, area, header, stored, written=None):
         """
         Index an instance in the caller's transaction.
 
+        @param written: what this transaction wrote of the instances before
+            this one, so that a patient, study or series that each of a
+            batch's instances repeats is written once (a dictionary that
+            L{_upsert} fills), or C{None}.
         @return: the C{id} of its row, and the path of the file it
             replaced or C{None}.
         """
         sopInstanceUID = attributeText(header, uniqueKey(Level.IMAGE))
         if not sopInstanceUID:
             raise ValueError("an instance without SOP Instance UID")
-        patient, _ = self._upsert(db, area, Level.PATIENT, header, None)
-        study, oldPatient = self._upsert(db, area, Level.STUDY, header, patient)
-        db.execute(
-            "UPDATE study SET lastUpdated = CASE WHEN lastUpdated < ? THEN ? ELSE lastUpdated END WHERE id = ?",
-            (stored.received, stored.received, study),
-        )
-        series, oldStudy = self._upsert(db, area, Level.SERIES, header, study)
-        old = db.execute(
-            "SELECT id, series, path FROM instance WHERE area = ? AND SOPInstanceUID = ?",
-            (area, sopInstanceUID),
-        ).fetchone()
+        if written is None:
+            written = {}
+        patient, _ = self._upsert(db, area, Level.PATIENT, header, None, written)
+        study, oldPatient = self._upsert(db, area, Level.STUDY, header, patient, written)
+        if written.get(("lastUpdated", study), -1.0) < stored.received:
+            db.execute(
+                "UPDATE study SET lastUpdated = CASE WHEN lastUpdated < ? THEN ? ELSE lastUpdated END WHERE id = ?",
+                (stored.received, stored.received, study),
+            )
+            written[("lastUpdated", study)] = stored.received
+        series, oldStudy = self._upsert(db, area, Level.SERIES, header, study, written)
         columns = [(name, value) for name, value, _ in sql.columns(Level.IMAGE, header)]
         columns += [
             ("series", series),
@@ -568,9 +574,14 @@ class SQLArchiveIndex:
             ("received", stored.received),
             ("callingAETitle", stored.callingAETitle),
         ]
-        if old is None:
-            instance = self._insert(db, "instance", columns)
-        else:
+        # A new instance, the usual case, in one statement; one received
+        # again replaces its row.
+        old, instance = None, self._insert(db, "instance", columns, onConflict="(area, SOPInstanceUID)")
+        if instance is None:
+            old = db.execute(
+                "SELECT id, series, path FROM instance WHERE area = ? AND SOPInstanceUID = ?",
+                (area, sopInstanceUID),
+            ).fetchone()
             instance = old["id"]
             assignments = ", ".join(f"{name} = ?" for name, _ in columns)
             db.execute(
@@ -580,24 +591,38 @@ class SQLArchiveIndex:
             self._pruneSeries(db, old["series"])
         self._pruneStudy(db, oldStudy)
         self._prunePatient(db, oldPatient)
+        if old is not None or oldStudy is not None or oldPatient is not None:
+            # Pruning may have deleted a row written for an instance before.
+            written.clear()
         if old is not None and old["path"] != stored.path:
             return instance, old["path"]
         return instance, None
 
-    def _insert(self, db, table, columns):
+    def _insert(self, db, table, columns, onConflict=None):
+        """
+        Insert a row.
+
+        @param onConflict: the columns of a unique constraint: when a row
+            with the same values exists, insert nothing.
+        @return: the new row's C{id}, or C{None} when C{onConflict} found
+            one.
+        """
         names = ", ".join(name for name, _ in columns)
         marks = ", ".join("?" * len(columns))
-        (identifier,) = db.execute(
-            f"INSERT INTO {table} ({names}) VALUES ({marks}) RETURNING id",
+        conflict = f" ON CONFLICT {onConflict} DO NOTHING" if onConflict else ""
+        row = db.execute(
+            f"INSERT INTO {table} ({names}) VALUES ({marks}){conflict} RETURNING id",
             [value for _, value in columns],
         ).fetchone()
-        return identifier
+        return None if row is None else row[0]
 
-    def _upsert(self, db, area, level, header, parent):
+    def _upsert(self, db, area, level, header, parent, written):
         """
-        Insert or update the row of a patient, study or series.
+        Insert or update the row of a patient, study or series, unless this
+        transaction wrote it already with the same values and parent.
 
         @param parent: the id of the parent row, or C{None} for a patient.
+        @param written: see L{_add}.
         @return: the row's id, and the id of its former parent if it had
             another one (else C{None}).
         """
@@ -605,6 +630,21 @@ class SQLArchiveIndex:
         unique = uniqueKey(level)
         uid = attributeText(header, unique)
         columns = sql.columns(level, header)
+        state = (tuple(columns), parent)
+        known = written.get((level, uid))
+        if known is not None and known[1] == state:
+            return known[0], None
+        identifier, former = self._write(db, area, level, uid, columns, parent)
+        written[(level, uid)] = (identifier, state)
+        return identifier, former
+
+    def _write(self, db, area, level, uid, columns, parent):
+        """
+        Insert or update the row of a patient, study or series (see
+        L{_upsert}).
+        """
+        table, parentColumn = sql.TABLES[level]
+        unique = uniqueKey(level)
         selected = "id" if parentColumn is None else f"id, {parentColumn}"
         row = db.execute(
             f"SELECT {selected} FROM {table} WHERE area = ? AND {unique.keyword} = ?",
