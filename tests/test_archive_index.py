@@ -414,6 +414,16 @@ class PostgreSQLSchemaTests(SynchronousTestCase):
         self.open()
         self.assertEqual(self.version(), [(self.postgresql.SCHEMA_VERSION,)])
 
+    @staticmethod
+    def downgradeToVersion3(connection):
+        """
+        Make the schema of today the one of version 3: runs recorded in the
+        C{run} table (versions 1 to 3), not in C{node}.
+        """
+        connection.execute("DROP TABLE node")
+        connection.execute("CREATE TABLE run (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        connection.execute("UPDATE schema_version SET version = 3")
+
     def test_migratedFromVersion1(self):
         """
         A schema of version 1 gains the table of the destinations retried
@@ -425,6 +435,7 @@ class PostgreSQLSchemaTests(SynchronousTestCase):
 
         self.open().close()
         with psycopg.connect(self.url) as connection:
+            self.downgradeToVersion3(connection)
             connection.execute("DROP TABLE forwardRetry")
             connection.execute("UPDATE schema_version SET version = 1")
         index = self.open()
@@ -440,13 +451,35 @@ class PostgreSQLSchemaTests(SynchronousTestCase):
 
         self.open().close()
         with psycopg.connect(self.url) as connection:
+            self.downgradeToVersion3(connection)
             connection.execute("ALTER TABLE forward DROP COLUMN claimedBy, DROP COLUMN leaseUntil")
             connection.execute("ALTER TABLE study DROP COLUMN endedAt, DROP COLUMN endedBy")
             connection.execute("UPDATE schema_version SET version = 2")
         with self.open().connection() as db:
             db.execute("SELECT claimedBy, leaseUntil FROM forward")
             db.execute("SELECT endedAt, endedBy FROM study")
-        self.assertEqual(self.version(), [(3,)])
+        self.assertEqual(self.version(), [(self.postgresql.SCHEMA_VERSION,)])
+
+    def test_migratedFromVersion3(self):
+        """
+        A schema of version 3 gains the C{node} table, holding the runs its
+        C{run} table recorded: a node whose run ended finds it ended, one
+        whose run did not finds it crashed.
+        """
+        import psycopg
+
+        from dicomd.archive.index import RUN_CRASHED, RUN_ENDED
+
+        self.open().close()
+        with psycopg.connect(self.url) as connection:
+            self.downgradeToVersion3(connection)
+            connection.execute("INSERT INTO run VALUES ('ended:one', 'yes'), ('ended:two', 'no')")
+        self.open()
+        self.assertEqual(self.version(), [(self.postgresql.SCHEMA_VERSION,)])
+        for node, previous in (("one", RUN_ENDED), ("two", RUN_CRASHED)):
+            index = self.postgresql.PostgreSQLArchiveIndex(self.url, node=node)
+            self.addCleanup(index.close)
+            self.assertEqual(index.beginRun(), previous)
 
     def test_newerRefused(self):
         """
@@ -552,6 +585,92 @@ class PostgreSQLSchemaTests(SynchronousTestCase):
         first.endRun()
         self.assertEqual(first.beginRun(), RUN_ENDED)
         self.assertEqual(second.beginRun(), RUN_CRASHED)
+
+    def nodes(self, *names):
+        """
+        Indexes of nodes named C{names}, each with a run begun and a
+        heartbeat at 100 s.
+        """
+        indexes = []
+        for name in names:
+            index = self.postgresql.PostgreSQLArchiveIndex(self.url, node=name)
+            self.addCleanup(index.close)
+            index.beginRun()
+            index.beat(100.0)
+            indexes.append(index)
+        return indexes
+
+    def test_deadRunTakenOverOnce(self):
+        """
+        The run of a node whose heartbeat is older than the lease is
+        claimed by one node alone; the dead node, starting again, finds it
+        taken over once it is recovered, and has nothing to recover.
+        """
+        from dicomd.archive.index import RUN_TAKEN_OVER
+
+        one, two, three = self.nodes("one", "two", "three")
+        for index in (two, three):
+            index.beat(108.0)
+        self.assertIsNone(two.takeOverRun(109.0, 10.0))
+        self.assertEqual(tuple(two.takeOverRun(111.0, 10.0)), ("one", 100.0))
+        self.assertIsNone(three.takeOverRun(111.0, 10.0))
+        two.endTakeOver("one")
+        for index in (two, three):
+            index.beat(200.0)
+        self.assertIsNone(three.takeOverRun(200.0, 10.0))
+        self.assertEqual(one.beginRun(), RUN_TAKEN_OVER)
+        self.assertFalse(one.claimRecovery(AREA, "/data"))
+
+    def test_ownRunNotTakenOver(self):
+        """
+        A node never claims its own run, nor one that ended cleanly.
+        """
+        one, two = self.nodes("one", "two")
+        two.endRun()
+        self.assertIsNone(one.takeOverRun(1000.0, 10.0))
+
+    def test_takeOverOfDeadRecovererClaimedAgain(self):
+        """
+        A run claimed by a node that died before recovering it is claimed
+        by another once the claimer's heartbeat is older than the lease
+        too; while the claimer beats, it is not.
+        """
+        one, two, three = self.nodes("one", "two", "three")
+        two.beat(111.0)
+        self.assertEqual(two.takeOverRun(111.0, 10.0)[0], "one")
+        three.beat(115.0)
+        self.assertIsNone(three.takeOverRun(115.0, 10.0))
+        three.beat(130.0)
+        self.assertEqual(tuple(three.takeOverRun(130.0, 10.0)), ("one", 100.0))
+
+    def test_deadNodeBackFirst(self):
+        """
+        A dead node that starts again while its run is being taken over
+        recovers it itself, and the take-over's end leaves its new run
+        running.
+        """
+        from dicomd.archive.index import RUN_CRASHED
+
+        one, two = self.nodes("one", "two")
+        two.beat(111.0)
+        self.assertEqual(two.takeOverRun(111.0, 10.0)[0], "one")
+        self.assertEqual(one.beginRun(), RUN_CRASHED)
+        self.assertTrue(one.claimRecovery(AREA, "/data"))
+        two.endTakeOver("one")
+        one.beat(200.0)
+        self.assertEqual(tuple(two.takeOverRun(211.0, 10.0)), ("one", 200.0))
+
+    def test_takeOversOfARestartedNodeGivenUp(self):
+        """
+        A node that starts again gives up the runs it had claimed and not
+        recovered, for another node to claim at once.
+        """
+        one, two, three = self.nodes("one", "two", "three")
+        two.beat(111.0)
+        self.assertEqual(two.takeOverRun(111.0, 10.0)[0], "one")
+        two.beginRun()
+        three.beat(111.0)
+        self.assertEqual(three.takeOverRun(111.0, 10.0)[0], "one")
 
 
 class PatientRootPatientLevelTests(ArchiveMixin, SynchronousTestCase):

@@ -133,6 +133,9 @@ DATABASE_ERRORS = (sqlite3.Error, IndexDatabaseError)
 #: How the previous run of a daemon on an index ended (L{IArchiveIndex.beginRun}).
 RUN_ENDED = "ended"
 RUN_CRASHED = "crashed"
+#: Another daemon sharing the index recovered the run, which had not ended
+#: (L{dicomd.archive.postgresql.PostgreSQLArchiveIndex.takeOverRun}).
+RUN_TAKEN_OVER = "taken over"
 
 
 class StudyEnd(enum.Enum):
@@ -322,8 +325,10 @@ class IArchiveIndex(Interface):
         storage area whether to look for them.
 
         @return: L{RUN_ENDED} when the previous run ended cleanly,
-            L{RUN_CRASHED} when it did not, C{None} when the index has no
-            record of a run (new, or made by a version without them).
+            L{RUN_CRASHED} when it did not, L{RUN_TAKEN_OVER} when it did
+            not and another daemon sharing the index recovered it, C{None}
+            when the index has no record of a run (new, or made by a
+            version without them).
         """
 
     def endRun():

@@ -24,6 +24,13 @@ A study whose associations land on several daemons ends on one of them
 ended it and when, and the first daemon to find the study quiet for the
 end-of-study timeout, counted from its last object on any daemon, claims
 the end under the row's lock.
+
+Each daemon keeps its run in the C{node} table (L{NODE_SCHEMA}): whether
+it ended cleanly, and a heartbeat it renews while it runs.  The run of a
+daemon whose heartbeat stopped, and which did not end cleanly, is claimed
+by one of the others (L{PostgreSQLArchiveIndex.takeOverRun}), which
+indexes what the dead daemon stored and did not record
+(L{dicomd.archive.takeover}).
 """
 
 import contextlib
@@ -31,6 +38,7 @@ import functools
 import logging
 import re
 import socket
+import time
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -39,10 +47,19 @@ from zope.interface import implementer
 
 from dicomd.archive import queue, sql
 from dicomd.archive.databases import displayName
-from dicomd.archive.index import SCHEMA, IArchiveIndex, IndexDatabaseError, SQLArchiveIndex, StudyEnd
+from dicomd.archive.index import (
+    RUN_CRASHED,
+    RUN_ENDED,
+    RUN_TAKEN_OVER,
+    SCHEMA,
+    IArchiveIndex,
+    IndexDatabaseError,
+    SQLArchiveIndex,
+    StudyEnd,
+)
 
 #: The schema version this code reads and writes.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: The advisory lock writers hold for their transaction ("dicomd" in
 #: ASCII), and the one that serialises migrations.
@@ -96,12 +113,27 @@ def postgresSchema(script):
 #: The columns of a study's end (version 3 of the schema).
 STUDY_END_COLUMNS = (("endedAt", "REAL NOT NULL DEFAULT 0"), ("endedBy", "TEXT NOT NULL DEFAULT ''"))
 
+#: The run of each daemon (version 4 of the schema): whether it C{ended}
+#: cleanly, the C{heartbeat} it renews while it runs (seconds since the
+#: epoch), and the daemon that claimed it when it stopped beating without
+#: ending (C{recoveredBy}; L{PostgreSQLArchiveIndex.takeOverRun}).
+NODE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS node (
+    name TEXT PRIMARY KEY,
+    ended INTEGER NOT NULL DEFAULT 0,
+    heartbeat REAL NOT NULL DEFAULT 0,
+    recoveredBy TEXT NOT NULL DEFAULT ''
+);
+"""
+
 #: The statements that bring the schema from each version to the next:
 #: version 1 made the index, the queue and the C{run} table; version 2
 #: the table of retried destinations; version 3 gave the queue's entries
 #: their claims (L{dicomd.archive.queue.CLAIM_COLUMNS}, which the queue's
 #: schema of today has already) and studies their end
-#: (L{STUDY_END_COLUMNS}).
+#: (L{STUDY_END_COLUMNS}); version 4 moved the C{run} table's records
+#: (C{ended:NODE}, C{yes} or C{no}) into the C{node} table, each run that
+#: had not ended beating last at the migration.
 MIGRATIONS = (
     postgresSchema(SCHEMA)
     + postgresSchema(queue.SCHEMA)
@@ -114,6 +146,20 @@ MIGRATIONS = (
             for columns in (queue.CLAIM_COLUMNS, STUDY_END_COLUMNS)
         )
     ),
+    postgresSchema(NODE_SCHEMA)
+    + "INSERT INTO node (name, ended, heartbeat)"
+    " SELECT substr(name, 7), CASE WHEN value = 'yes' THEN 1 ELSE 0 END, EXTRACT(EPOCH FROM now())"
+    " FROM run WHERE name LIKE 'ended:%' ON CONFLICT (name) DO NOTHING;"
+    " DROP TABLE run;",
+)
+
+#: A run that is dead as C{takeOverRun} finds it: not ended, another
+#: daemon's, its heartbeat older than the lease, and not claimed by a
+#: daemon that still beats; C{{dead}} names the table.
+_DEAD = (
+    "{dead}.ended = 0 AND {dead}.name <> ? AND {dead}.heartbeat < ?"
+    " AND NOT EXISTS (SELECT 1 FROM node AS recoverer WHERE recoverer.name = {dead}.recoveredBy"
+    " AND recoverer.ended = 0 AND recoverer.heartbeat >= ?)"
 )
 
 
@@ -182,7 +228,7 @@ class PostgreSQLArchiveIndex(SQLArchiveIndex):
 
     @ivar url: the database's URL.
     @ivar node: the name of this daemon among those sharing the database:
-        each records its own clean or unclean end (L{beginRun}).
+        each records its own run (L{beginRun}, L{beat}, L{endRun}).
     """
 
     dialect = sql.POSTGRESQL
@@ -212,10 +258,6 @@ class PostgreSQLArchiveIndex(SQLArchiveIndex):
         The database as messages name it, without its password.
         """
         return displayName(self.url)
-
-    @property
-    def runName(self):
-        return "ended:" + self.node
 
     @staticmethod
     def _failure(error):
@@ -306,6 +348,77 @@ class PostgreSQLArchiveIndex(SQLArchiveIndex):
         with self.connection() as db, db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (QUOTA_LOCK, area))
             yield
+
+    def beginRun(self):
+        """
+        Record that this daemon's run began, with its first heartbeat, and
+        learn how its previous run ended; give up the take-overs that run
+        claimed and did not finish, for another daemon to claim.
+
+        @return: as L{SQLArchiveIndex.beginRun}, or L{RUN_TAKEN_OVER} when
+            another daemon recovered the previous run (L{takeOverRun}).
+        """
+        with self.transaction() as db:
+            row = db.execute("SELECT ended, recoveredBy FROM node WHERE name = ?", (self.node,)).fetchone()
+            db.execute("UPDATE node SET recoveredBy = '' WHERE recoveredBy = ? AND ended = 0", (self.node,))
+            db.execute(
+                "INSERT INTO node (name, ended, heartbeat, recoveredBy) VALUES (?, 0, ?, '')"
+                " ON CONFLICT (name) DO UPDATE SET ended = 0, heartbeat = excluded.heartbeat, recoveredBy = ''",
+                (self.node, time.time()),
+            )
+        if row is None:
+            previous = None
+        elif not row["ended"]:
+            previous = RUN_CRASHED
+        else:
+            previous = RUN_TAKEN_OVER if row["recoveredBy"] else RUN_ENDED
+        self._recovering = set() if previous in (None, RUN_CRASHED) else None
+        return previous
+
+    def endRun(self):
+        with self.connection() as db:
+            db.execute("UPDATE node SET ended = 1, recoveredBy = '' WHERE name = ?", (self.node,))
+
+    def beat(self, now):
+        """
+        Renew this daemon's heartbeat: while it is younger than the lease,
+        no other daemon takes the run over.  A run taken for dead while
+        this daemon was cut off from the database is its own again.
+
+        @param now: seconds since the epoch.
+        """
+        with self.connection() as db:
+            db.execute("UPDATE node SET heartbeat = ?, ended = 0, recoveredBy = '' WHERE name = ?", (now, self.node))
+
+    def takeOverRun(self, now, lease):
+        """
+        Claim the run of another daemon that did not end cleanly and whose
+        heartbeat is older than C{lease} seconds (it died), unless a
+        daemon that still beats claimed it first: one C{UPDATE}, so that
+        one daemon alone claims it.  The claimer recovers the run and
+        L{endTakeOver}s it.
+
+        @return: the name of the daemon claimed and its last heartbeat, or
+            C{None} when no run is dead.
+        """
+        since = now - lease
+        with self.transaction() as db:
+            return db.execute(
+                "UPDATE node SET recoveredBy = ? WHERE "
+                + _DEAD.format(dead="node")
+                + " AND name = (SELECT dead.name FROM node AS dead WHERE "
+                + _DEAD.format(dead="dead")
+                + " ORDER BY dead.heartbeat LIMIT 1) RETURNING name, heartbeat",
+                (self.node,) + (self.node, since, since) * 2,
+            ).fetchone()
+
+    def endTakeOver(self, node):
+        """
+        Record that the run of C{node}, claimed by L{takeOverRun}, is
+        recovered: it ended, unless C{node} began a new run since.
+        """
+        with self.connection() as db:
+            db.execute("UPDATE node SET ended = 1 WHERE name = ? AND recoveredBy = ? AND ended = 0", (node, self.node))
 
     def claimStudyEnd(self, area, studyInstanceUID, now, timeout):
         """

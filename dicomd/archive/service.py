@@ -19,7 +19,7 @@ from twisted.python.threadpool import ThreadPool
 from dicomd.archive.area import adoptTitleArea
 from dicomd.archive.asyncindex import AsyncArchiveIndex
 from dicomd.archive.databases import displayName, isURL, openIndex
-from dicomd.archive.index import RUN_CRASHED
+from dicomd.archive.index import RUN_CRASHED, RUN_TAKEN_OVER
 
 #: The index database's file name inside the default data directory; the
 #: leading dot keeps it out of reindexing and file listings.
@@ -83,10 +83,16 @@ class Archive(service.Service):
         service.Service.startService(self)
 
     def _beginRun(self) -> None:
-        if self.index.beginRun() is RUN_CRASHED:
+        previous = self.index.beginRun()
+        if previous is RUN_CRASHED:
             _log.warn(
                 "The index {path} was not closed cleanly (the daemon was killed or crashed): "
                 "each storage area is searched for files that were stored but not indexed",
+                path=self.path,
+            )
+        elif previous is RUN_TAKEN_OVER:
+            _log.info(
+                "The previous run of this node on {path} did not end cleanly; another node has indexed what it left",
                 path=self.path,
             )
         for title, directory in self.areas:
