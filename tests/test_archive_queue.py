@@ -318,18 +318,20 @@ class QueueTests(SQLiteEngine, unittest.TestCase):
         self.assertEqual(studies, ["1.1", "3.3"])
         self.assertEqual(len(area.router.told), 1)
 
-    def test_recoveryQueues(self):
+    def recoveryArea(self, numbers):
         """
-        After a crash, a file the index lacks is indexed and queued as the
-        routes of the area's recovery AE title say, in one transaction with
-        its row; a file indexed already is not queued again.
+        An area whose files C{numbers} are stored, the first of them
+        indexed, routed to PACS from GATEWAY.
+
+        @return: the L{IndexedArea}, and the forwardings its router was
+            told were queued.
         """
         from pydicom.dataset import FileMetaDataset
         from pydicom.uid import ExplicitVRLittleEndian
 
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
-        for number in (1, 2):
+        for number in numbers:
             ds = header("1.1", number)
             ds.file_meta = FileMetaDataset()
             ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -337,7 +339,7 @@ class QueueTests(SQLiteEngine, unittest.TestCase):
             ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
             ds.file_meta.SourceApplicationEntityTitle = "CT01"
             ds.save_as(os.path.join(directory, "%d.dcm" % (number,)), enforce_file_format=True)
-        self.index.addInstance(directory, header("1.1", 1), StoredFile("1.dcm", 10, EXPLICIT, 0.0))
+        self.index.addInstance(directory, header("1.1", numbers[0]), StoredFile("%d.dcm" % (numbers[0],), 10, EXPLICIT, 0.0))
         told = []
 
         class Router:
@@ -348,11 +350,34 @@ class QueueTests(SQLiteEngine, unittest.TestCase):
             def queued(self, forwardings):
                 told.append(list(forwardings))
 
+        return IndexedArea(self.index, "GATEWAY, OTHER", directory, router=Router(), recoveryTitle="GATEWAY"), told
+
+    def test_recoveryQueues(self):
+        """
+        After a crash, a file the index lacks is indexed and queued as the
+        routes of the area's recovery AE title say, in one transaction with
+        its row; a file indexed already is not queued again.
+        """
+        area, told = self.recoveryArea([1, 2])
         self.index.beginRun()
-        IndexedArea(self.index, "GATEWAY, OTHER", directory, router=Router(), recoveryTitle="GATEWAY").recover()
+        area.recover()
         (entry,) = self.queue.entries()
         self.assertEqual((entry.destination, entry.callingAETitle, entry.path), ("PACS", "GATEWAY", "2.dcm"))
         self.assertEqual(told, [[Forwarding("PACS", "GATEWAY")]])
+
+    def test_caughtUpBefore(self):
+        """
+        Catching up with the files a dead node left indexes and queues the
+        files the index lacks that were last modified before the time
+        given, and leaves the newer ones to the live node indexing them.
+        """
+        area, told = self.recoveryArea([1, 2, 3])
+        os.utime(os.path.join(area.directory, "2.dcm"), (1000.0, 1000.0))
+        os.utime(os.path.join(area.directory, "3.dcm"), (3000.0, 3000.0))
+        report, queued = area.catchUp(before=2000.0)
+        self.assertEqual((report.indexed, queued), (1, 1))
+        self.assertEqual([entry.path for entry in self.queue.entries()], ["2.dcm"])
+        self.assertEqual(sorted(self.index.storedPaths(area.key).values()), ["1.dcm", "2.dcm"])
 
 
 class QueuePostgreSQLTests(PostgreSQLEngine, QueueTests):

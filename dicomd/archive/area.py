@@ -32,7 +32,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from twisted.logger import Logger
 
 from dicomd.archive.dcmqrcfg import Quota
-from dicomd.archive.index import ROWS_DROPPED, ROWS_MOVED, StoredFile, areaKey
+from dicomd.archive.index import ROWS_DROPPED, ROWS_MOVED, ReindexReport, StoredFile, areaKey
 from dicomd.archive.queue import Forwarding
 from dicomd.archive.reindexing import indexMissing
 from dicomd.dimse.status import OUT_OF_RESOURCES
@@ -248,15 +248,7 @@ class IndexedArea:
         """
         if not self.index.claimRecovery(self.key, self.directory):
             return
-        queued: List[Forwarding] = []
-
-        def route(header, stored):
-            forwardings = self._recoveredForwardings(header, stored)
-            queued.extend(forwardings)
-            return forwardings
-
-        report = indexMissing(self.index, self.key, self.directory, route=route if self.router is not None else None)
-        self._queued(queued)
+        report, queued = self.catchUp()
         if not (report.indexed or report.removed or report.skipped):
             return
         self.log.info(
@@ -266,10 +258,32 @@ class IndexedArea:
             area=self.name,
             directory=self.directory,
             indexed=report.indexed,
-            queued=len(queued),
+            queued=queued,
             replaced=report.removed,
             skipped=len(report.skipped),
         )
+
+    def catchUp(self, before: Optional[float] = None) -> Tuple[ReindexReport, int]:
+        """
+        Index the files of the area that the index lacks, each queued as
+        its routes say (blocking): what L{recover} does, and what a daemon
+        taking over the run of a dead one does for the files it left
+        (L{dicomd.archive.takeover}).
+
+        @param before: only the files last modified before this time, as
+            L{dicomd.archive.reindexing.indexMissing} says.
+        @return: what was indexed, and how many forwarding entries queued.
+        """
+        queued: List[Forwarding] = []
+
+        def route(header, stored):
+            forwardings = self._recoveredForwardings(header, stored)
+            queued.extend(forwardings)
+            return forwardings
+
+        report = indexMissing(self.index, self.key, self.directory, route=route if self.router is not None else None, before=before)
+        self._queued(queued)
+        return report, len(queued)
 
     def remove(self, received: ReceivedInstance) -> None:
         """

@@ -58,6 +58,13 @@ def _filesUnder(directory):
                 yield os.path.relpath(os.path.join(parent, name), directory)
 
 
+def _modifiedBefore(path, when):
+    try:
+        return os.stat(path).st_mtime < when
+    except FileNotFoundError:
+        return False
+
+
 def _indexFiles(index, area, directory, names, batchSize, route=None):
     """
     Index the files C{names} (relative to C{directory}), C{batchSize} per
@@ -112,7 +119,7 @@ def reindex(index, area, directory, batchSize=500):
     return ReindexReport(len(indexed), removed, tuple(skipped))
 
 
-def indexMissing(index, area, directory, batchSize=500, route=None):
+def indexMissing(index, area, directory, batchSize=500, route=None, before=None):
     """
     Index the files of a storage area that the index lacks, after a run
     that did not end cleanly (see
@@ -126,12 +133,17 @@ def indexMissing(index, area, directory, batchSize=500, route=None):
         L{dicomd.archive.queue.Forwarding}s to queue a file for, in the
         transaction that indexes it: an acknowledged instance whose row the
         crash lost lost its queue entries with it.
+    @param before: index only the files last modified before this time
+        (seconds since the epoch), or every file when C{None}: the files a
+        dead daemon left, not those a live one is about to index.
 
     @return: a L{ReindexReport<dicomd.archive.index.ReindexReport>}
         (C{removed} counts the replaced files).
     """
     known = set(index.storedPaths(area).values())
     missing = (name for name in _filesUnder(directory) if name not in known)
+    if before is not None:
+        missing = (name for name in missing if _modifiedBefore(os.path.join(directory, name), before))
     indexed, skipped, replaced = _indexFiles(index, area, directory, missing, batchSize, route)
     for relativePath in replaced:
         with contextlib.suppress(FileNotFoundError):
