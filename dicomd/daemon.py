@@ -4,6 +4,7 @@ The daemon's service tree, built from a L{dicomd.config.DaemonConfig}.
     DicomdService
       |-- Archive                  the index database (none for storescp)
       |-- Forwarding               the forwarding queue's destinations (with the index)
+      |-- TakeOver                 the heartbeat, and the runs of dead nodes (PostgreSQL)
       |-- StorageService per area  storage and actions of a directory writable AEs store into
       |-- EntityService per AE     the AE itself
       |-- listening services       one per endpoint string or port, one factory
@@ -45,6 +46,7 @@ from dicomd.archive.databases import isURL
 from dicomd.archive.index import DATABASE_ERRORS, areaKey
 from dicomd.archive.service import INDEX_FILE, Archive
 from dicomd.archive.studyends import SharedStudyEnds
+from dicomd.archive.takeover import TakeOver
 from dicomd.peers import Peer, destinationTable, hostRule
 from dicomd.qrentity import QueryRetrieveOptions, queryRetrieveEntity
 from dicomd.asconfig import acceptorPolicy, readProfiles
@@ -422,6 +424,12 @@ class DicomdService(service.MultiService):
             dimseTimeout=limits.dimseTimeout,
         )
         self._setEntities(config)
+        self.takeOver = None
+        if self.forwarding is not None and isURL(self.archive.database):
+            self.takeOver = TakeOver(
+                self.archive.index, self._indexedAreas, config.forwarding.lease, reactor=reactor, threadpool=reactor.getThreadPool()
+            )
+            self.takeOver.setServiceParent(self)
         self.listening = [self._listeningService(where, number) for number, where in enumerate(config.listen)]
         #: Each listening service (the status page's too) -> its endpoint string.
         self._endpoints = dict(zip(self.listening, config.listen))
@@ -616,6 +624,12 @@ class DicomdService(service.MultiService):
                 successions.append((storages[area], former))
         return storages, fresh, successions
 
+    def _indexedAreas(self) -> List[IndexedArea]:
+        """
+        The L{IndexedArea} of each directory the AEs in force store into.
+        """
+        return list({storage.area: storage.writer.area for storage in self.storagesInForce() if storage.writer is not None}.values())
+
     def storagesInForce(self) -> List[StorageService]:
         """
         The L{StorageService}s of the AEs in force.
@@ -715,6 +729,8 @@ class DicomdService(service.MultiService):
         if self.forwarding is not None:
             self._setRoutes(config)
             self.forwarding.configure(self._peers(config), **self._forwardingSettings(config))
+        if self.takeOver is not None:
+            self.takeOver.lease = config.forwarding.lease
         self.config = config
         self.log.info("SIGHUP: reloaded {path}", path=path)
         if self.workers is not None:

@@ -8,6 +8,7 @@ mounted file system.
 
 import os
 import re
+import shutil
 
 import pydicom
 from pydicom.uid import generate_uid
@@ -168,6 +169,10 @@ def findInstances(testCase, port, studies):
     return sorted(found)
 
 
+def studyOf(path):
+    return str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+
+
 class SharedIndexTests(unittest.TestCase):
     """
     Two daemons on one PostgreSQL database and one storage directory.
@@ -204,7 +209,7 @@ class SharedIndexTests(unittest.TestCase):
         yield waitUntil(lambda: sum(map(forwarded, nodes)) >= 30, timeout=60, interval=0.1)
         self.assertEqual(sum(map(forwarded, nodes)), 30, [node.describe() for node in nodes])
         self.assertEqual(instanceUIDs(arrived(destination.directory)), uids)
-        studies = sorted({str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID) for path, _ in images})
+        studies = sorted({studyOf(path) for path, _ in images})
         for node in nodes:
             found = yield findInstances(self, node.port, studies)
             self.assertEqual(found, uids, node.describe())
@@ -241,6 +246,38 @@ class SharedIndexTests(unittest.TestCase):
 
         yield waitUntil(lambda: forwarded(second) >= len(uids), timeout=60, interval=0.1)
         self.assertTrue(set(uids) <= set(instanceUIDs(arrived(destination.directory))))
+
+    @defer.inlineCallbacks
+    def test_deadNodesLastObjectsTakenOver(self):
+        """
+        A node SIGKILLed while a sender streams to it, and never started
+        again: once its heartbeat is older than the lease, the other node
+        takes its run over, and finds by C-FIND and forwards every instance
+        it acknowledged, those it had not indexed too.
+        """
+        destination = yield startStorescp(self)
+        first, second = yield self.startNodes(2, "--config", forwardingConfig(self, destination.port))
+        files = makeFiles(self, 200)
+        sending = storescu(first.port, "DICOMD", files)
+        yield waitUntil(lambda: indexedUIDs(self.url), timeout=30, interval=0.05)
+        # The index lags the C-STORE-RSP by a few milliseconds, which a
+        # kill may or may not fall into: a file moved into place and not
+        # indexed yet, as the kill would leave it, makes sure it does.
+        (unindexed,) = makeFiles(self, 1)
+        shutil.copy(unindexed, os.path.join(self.storage, "unindexed.dcm"))
+        first.signalProcess("KILL")
+        yield first.whenEnded()
+        result = yield sending
+        stored = acknowledged(result.output)
+        self.assertTrue(stored, result.describe())
+        stored.append(unindexed)
+
+        match = yield second.waitForOutput(r"Took over the run of node node1, .*: (\d+) files it had stored and not indexed", timeout=60)
+        self.assertGreaterEqual(int(match.group(1)), 1, second.describe())
+        found = yield findInstances(self, second.port, sorted({studyOf(path) for path in stored}))
+        # And perhaps one more: stored, and not acknowledged before the kill.
+        self.assertLessEqual(set(instanceUIDs(stored)), set(found), second.describe())
+        yield waitUntil(lambda: set(instanceUIDs(stored)) <= set(instanceUIDs(arrived(destination.directory))), timeout=60, interval=0.1)
 
     @defer.inlineCallbacks
     def test_storedThroughOneFoundAndMovedThroughAnother(self):
