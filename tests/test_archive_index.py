@@ -418,9 +418,11 @@ class PostgreSQLSchemaTests(SynchronousTestCase):
     def downgradeToVersion3(connection):
         """
         Make the schema of today the one of version 3: runs recorded in the
-        C{run} table (versions 1 to 3), not in C{node}.
+        C{run} table (versions 1 to 3), not in C{node}, and studies without
+        the node of their newest object.
         """
         connection.execute("DROP TABLE node")
+        connection.execute("ALTER TABLE study DROP COLUMN lastNode")
         connection.execute("CREATE TABLE run (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
         connection.execute("UPDATE schema_version SET version = 3")
 
@@ -463,8 +465,9 @@ class PostgreSQLSchemaTests(SynchronousTestCase):
     def test_migratedFromVersion3(self):
         """
         A schema of version 3 gains the C{node} table, holding the runs its
-        C{run} table recorded: a node whose run ended finds it ended, one
-        whose run did not finds it crashed.
+        C{run} table recorded (a node whose run ended finds it ended, one
+        whose run did not finds it crashed), and the node of each study's
+        newest object.
         """
         import psycopg
 
@@ -474,7 +477,8 @@ class PostgreSQLSchemaTests(SynchronousTestCase):
         with psycopg.connect(self.url) as connection:
             self.downgradeToVersion3(connection)
             connection.execute("INSERT INTO run VALUES ('ended:one', 'yes'), ('ended:two', 'no')")
-        self.open()
+        with self.open().connection() as db:
+            db.execute("SELECT lastNode FROM study")
         self.assertEqual(self.version(), [(self.postgresql.SCHEMA_VERSION,)])
         for node, previous in (("one", RUN_ENDED), ("two", RUN_CRASHED)):
             index = self.postgresql.PostgreSQLArchiveIndex(self.url, node=node)

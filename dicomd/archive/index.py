@@ -562,10 +562,7 @@ class SQLArchiveIndex:
         patient, _ = self._upsert(db, area, Level.PATIENT, header, None, written)
         study, oldPatient = self._upsert(db, area, Level.STUDY, header, patient, written)
         if written.get(("lastUpdated", study), -1.0) < stored.received:
-            db.execute(
-                "UPDATE study SET lastUpdated = CASE WHEN lastUpdated < ? THEN ? ELSE lastUpdated END WHERE id = ?",
-                (stored.received, stored.received, study),
-            )
+            self._touchStudy(db, study, stored.received)
             written[("lastUpdated", study)] = stored.received
         series, oldStudy = self._upsert(db, area, Level.SERIES, header, study, written)
         columns = [(name, value) for name, value, _ in sql.columns(Level.IMAGE, header)]
@@ -602,6 +599,13 @@ class SQLArchiveIndex:
         if old is not None and old["path"] != stored.path:
             return instance, old["path"]
         return instance, None
+
+    def _touchStudy(self, db, study, received):
+        """
+        Record that an object of a study arrived at C{received}, in the
+        caller's transaction: the study's C{lastUpdated} is its newest.
+        """
+        db.execute("UPDATE study SET lastUpdated = ? WHERE id = ? AND lastUpdated < ?", (received, study, received))
 
     def _insert(self, db, table, columns, onConflict=None):
         """

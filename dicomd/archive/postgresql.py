@@ -113,6 +113,12 @@ def postgresSchema(script):
 #: The columns of a study's end (version 3 of the schema).
 STUDY_END_COLUMNS = (("endedAt", "REAL NOT NULL DEFAULT 0"), ("endedBy", "TEXT NOT NULL DEFAULT ''"))
 
+#: The daemon that received the newest object of a study (version 4 of
+#: the schema): at start-up, a study whose end another live daemon may
+#: still bring keeps its held queue entries
+#: (L{dicomd.archive.queue.ForwardQueue.releaseUnfollowed}).
+STUDY_NODE_COLUMN = ("lastNode", "TEXT NOT NULL DEFAULT ''")
+
 #: The run of each daemon (version 4 of the schema): whether it C{ended}
 #: cleanly, the C{heartbeat} it renews while it runs (seconds since the
 #: epoch), and the daemon that claimed it when it stopped beating without
@@ -133,7 +139,8 @@ CREATE TABLE IF NOT EXISTS node (
 #: schema of today has already) and studies their end
 #: (L{STUDY_END_COLUMNS}); version 4 moved the C{run} table's records
 #: (C{ended:NODE}, C{yes} or C{no}) into the C{node} table, each run that
-#: had not ended beating last at the migration.
+#: had not ended beating last at the migration, and gave studies the
+#: daemon that received their newest object (L{STUDY_NODE_COLUMN}).
 MIGRATIONS = (
     postgresSchema(SCHEMA)
     + postgresSchema(queue.SCHEMA)
@@ -150,7 +157,8 @@ MIGRATIONS = (
     + "INSERT INTO node (name, ended, heartbeat)"
     " SELECT substr(name, 7), CASE WHEN value = 'yes' THEN 1 ELSE 0 END, EXTRACT(EPOCH FROM now())"
     " FROM run WHERE name LIKE 'ended:%' ON CONFLICT (name) DO NOTHING;"
-    " DROP TABLE run;",
+    " DROP TABLE run;"
+    + postgresSchema("ALTER TABLE study ADD COLUMN IF NOT EXISTS %s %s;" % STUDY_NODE_COLUMN),
 )
 
 #: A run that is dead as C{takeOverRun} finds it: not ended, another
@@ -419,6 +427,16 @@ class PostgreSQLArchiveIndex(SQLArchiveIndex):
         """
         with self.connection() as db:
             db.execute("UPDATE node SET ended = 1 WHERE name = ? AND recoveredBy = ? AND ended = 0", (node, self.node))
+
+    def _touchStudy(self, db, study, received):
+        """
+        Record that an object of a study arrived at C{received} on this
+        daemon: the study's C{lastUpdated} and C{lastNode} are those of its
+        newest object.
+        """
+        db.execute(
+            "UPDATE study SET lastUpdated = ?, lastNode = ? WHERE id = ? AND lastUpdated < ?", (received, self.node, study, received)
+        )
 
     def claimStudyEnd(self, area, studyInstanceUID, now, timeout):
         """
