@@ -32,7 +32,7 @@ through one L{StorageService}, under one quota (the strictest of theirs).
 import os
 import socket
 from dataclasses import replace
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.application import internet, service, strports
 from twisted.internet import defer, error
@@ -427,7 +427,12 @@ class DicomdService(service.MultiService):
         self.takeOver = None
         if self.forwarding is not None and isURL(self.archive.database):
             self.takeOver = TakeOver(
-                self.archive.index, self._indexedAreas, config.forwarding.lease, reactor=reactor, threadpool=reactor.getThreadPool()
+                self.archive.index,
+                self._indexedAreas,
+                config.forwarding.lease,
+                recovered=lambda: self.forwarding.releaseUnfollowed(self._followedStudies()),
+                reactor=reactor,
+                threadpool=reactor.getThreadPool(),
             )
             self.takeOver.setServiceParent(self)
         self.listening = [self._listeningService(where, number) for number, where in enumerate(config.listen)]
@@ -482,6 +487,9 @@ class DicomdService(service.MultiService):
         return dict(
             settings=config.forwarding,
             routerAreas=[areaKey(e.storage.outputDirectory) for e in config.entities if e.writable and e.storage.keepUntilForwarded],
+            studyTimeouts={
+                areaKey(e.storage.outputDirectory): e.storage.endOfStudyTimeout for e in config.entities if e.writable and e.storage.tracksStudies
+            },
             acseTimeout=config.limits.acseTimeout,
             dimseTimeout=config.limits.dimseTimeout,
         )
@@ -629,6 +637,18 @@ class DicomdService(service.MultiService):
         The L{IndexedArea} of each directory the AEs in force store into.
         """
         return list({storage.area: storage.writer.area for storage in self.storagesInForce() if storage.writer is not None}.values())
+
+    def _followedStudies(self) -> List[Tuple[str, str]]:
+        """
+        C{(area, StudyInstanceUID)} of each study open in the trackers of
+        the AEs in force.
+        """
+        return [
+            (storage.area, study)
+            for storage in self.storagesInForce()
+            if storage.receiver.actions.tracker is not None
+            for study in storage.receiver.actions.tracker.open
+        ]
 
     def storagesInForce(self) -> List[StorageService]:
         """

@@ -518,6 +518,9 @@ class Forwarding(service.Service):
         name.
     @ivar routerAreas: the L{areaKey<dicomd.archive.index.areaKey>}s of
         the areas in router mode.
+    @ivar studyTimeouts: the end-of-study timeout of each area whose
+        studies end, C{None} for those that end as their senders move on
+        (L{ForwardQueue.releaseUnfollowed}).
     """
 
     log = Logger()
@@ -529,6 +532,7 @@ class Forwarding(service.Service):
         *,
         settings: ForwardingSettings = ForwardingSettings(),
         routerAreas: Iterable[str] = (),
+        studyTimeouts: Optional[Dict[str, Optional[float]]] = None,
         acseTimeout: Optional[float] = 30.0,
         dimseTimeout: Optional[float] = None,
         node: str = "",
@@ -549,9 +553,20 @@ class Forwarding(service.Service):
         self._renewing.clock = reactor
         self.destinations: Dict[str, DestinationQueue] = {}
         self._threadpool = threadpool if threadpool is not None else reactor.getThreadPool()
-        self.configure(peers, settings=settings, routerAreas=routerAreas, acseTimeout=acseTimeout, dimseTimeout=dimseTimeout)
+        self.configure(
+            peers, settings=settings, routerAreas=routerAreas, studyTimeouts=studyTimeouts or {}, acseTimeout=acseTimeout, dimseTimeout=dimseTimeout
+        )
 
-    def configure(self, peers: Sequence[Peer], *, settings: ForwardingSettings, routerAreas: Iterable[str], acseTimeout, dimseTimeout) -> None:
+    def configure(
+        self,
+        peers: Sequence[Peer],
+        *,
+        settings: ForwardingSettings,
+        routerAreas: Iterable[str],
+        studyTimeouts: Dict[str, Optional[float]],
+        acseTimeout,
+        dimseTimeout,
+    ) -> None:
         """
         Put peers and settings in force (at start, and on reload): a new
         peer gets its queue, one no longer configured keeps its entries
@@ -561,6 +576,7 @@ class Forwarding(service.Service):
         self.queue.lease = settings.lease
         self._renewing.interval = settings.lease / 3
         self.routerAreas = frozenset(routerAreas)
+        self.studyTimeouts = dict(studyTimeouts)
         self._peers = list(peers)
         self._timeouts = (acseTimeout, dimseTimeout)
         self._tables: Dict[str, object] = {}
@@ -667,16 +683,31 @@ class Forwarding(service.Service):
         looking = self.inThread(lambda: (self.queue.takeRetried(), self.queue.depths()))
         return looking.addCallbacks(looked, self._indexFailed, errbackArgs=("look at the queue",))
 
+    def releaseUnfollowed(self, following: Iterable[Tuple[str, str]]) -> defer.Deferred:
+        """
+        Queue and send the entries held for studies whose end no live node
+        will bring (L{ForwardQueue.releaseUnfollowed}), once another node's
+        run is taken over.
+
+        @param following: C{(area, StudyInstanceUID)} of the studies this
+            node's trackers follow.
+        """
+        releasing = self.inThread(self.queue.releaseUnfollowed, self.reactor.seconds(), self.studyTimeouts, list(following))
+        return releasing.addCallback(self._released)
+
+    def _released(self, count: int) -> None:
+        if count:
+            self.log.info("Forwarding: {count} entries held for studies no node follows any more are queued", count=count)
+            self.wake()
+
     def startService(self) -> None:
         """
-        Queue what a killed run held for studies that never ended (their
-        end is not coming: the tracker that followed them is gone), release
-        what it claimed, send what is due, and L{look} at the queue from
-        now on.
+        Queue what a killed run held for studies that never ended, unless
+        another node may still end them (the tracker that followed them
+        here is gone: L{ForwardQueue.releaseUnfollowed}), release what it
+        claimed, send what is due, and L{look} at the queue from now on.
         """
-        released = self.queue.releaseAll(self.reactor.seconds())
-        if released:
-            self.log.info("Forwarding: {count} entries held for studies open when dicomd last stopped are queued", count=released)
+        self._released(self.queue.releaseUnfollowed(self.reactor.seconds(), self.studyTimeouts))
         self.queue.releaseClaims()
         service.Service.startService(self)
         self.wake()

@@ -182,7 +182,8 @@ class QueueTests(SQLiteEngine, unittest.TestCase):
     def test_heldUntilTheStudyEnds(self):
         """
         A held entry is not claimed until its study is released; releasing
-        all of them (at start-up) queues every held entry.
+        those of studies no node follows (at start-up, here all of them)
+        queues every held entry.
         """
         self.add("1.1", 1, Forwarding("PACS", "DICOMD", held=True))
         self.add("2.2", 1, Forwarding("PACS", "DICOMD", held=True))
@@ -191,7 +192,7 @@ class QueueTests(SQLiteEngine, unittest.TestCase):
         self.assertEqual(self.queue.release(AREA, "1.1", 150.0), ["PACS"])
         self.assertEqual([e.studyInstanceUID for e in self.queue.claim("PACS", 150.0, 10).entries], ["1.1"])
         self.assertEqual(self.queue.release("/elsewhere", "2.2", 150.0), [])
-        self.assertEqual(self.queue.releaseAll(160.0), 1)
+        self.assertEqual(self.queue.releaseUnfollowed(160.0, {}), 1)
         self.assertEqual(len(self.queue.claim("PACS", 160.0, 10).entries), 2)
         self.assertEqual({e.state for e in self.queue.entries()}, {QUEUED})
 
@@ -384,6 +385,43 @@ class QueuePostgreSQLTests(PostgreSQLEngine, QueueTests):
     """
     The queue in an index on PostgreSQL.
     """
+
+    def test_heldWhileAnotherNodeMayEndTheStudy(self):
+        """
+        Released at start-up are the held entries of the studies whose end
+        no live node will bring: quiet for the end-of-study timeout, last
+        received by a node that is dead, or by this one (whose tracker is
+        gone) unless it follows them again, or in an area where no study
+        ends.  A study last received less than the timeout ago by another
+        node alive, or by one in an area without a timeout, keeps them.
+        """
+        from dicomd.archive.postgresql import PostgreSQLArchiveIndex
+
+        nodes = {"test": self.index}
+        for name in ("two", "dead"):
+            nodes[name] = PostgreSQLArchiveIndex(self.index.url, node=name)
+            self.addCleanup(nodes[name].close)
+        for index in nodes.values():
+            index.beginRun()
+            index.beat(100.0)
+        nodes["dead"].beat(60.0)
+        held = Forwarding("PACS", "DICOMD", held=True)
+        for study, node, area, received in (
+            ("1.1", "two", AREA, 95.0),
+            ("2.2", "two", AREA, 89.0),
+            ("3.3", "dead", AREA, 95.0),
+            ("4.4", "test", AREA, 95.0),
+            ("5.5", "test", AREA, 95.0),
+            ("6.6", "two", "/data/untimed", 10.0),
+            ("7.7", "two", "/data/unknown", 95.0),
+        ):
+            nodes[node].addInstance(area, header(study, 1), StoredFile(study + ".dcm", 10, EXPLICIT, received), [held])
+        queue = ForwardQueue(self.index, node="test", lease=30.0)
+        released = queue.releaseUnfollowed(100.0, {AREA: 10.0, "/data/untimed": None}, following=[(AREA, "5.5")])
+        self.assertEqual(released, 4)
+        self.assertEqual(
+            sorted(entry.studyInstanceUID for entry in queue.entries() if entry.state == QUEUED), ["2.2", "3.3", "4.4", "7.7"]
+        )
 
 
 class ClaimColumnsTests(unittest.TestCase):

@@ -98,7 +98,10 @@ class TakeOverTests(SynchronousTestCase):
         self.pool = ManualThreadPool()
 
     def start(self, index, *areas):
-        takeOver = TakeOver(index, lambda: list(areas), LEASE, reactor=self.clock, threadpool=self.pool)
+        self.released = []
+        takeOver = TakeOver(
+            index, lambda: list(areas), LEASE, recovered=lambda: self.released.append(True), reactor=self.clock, threadpool=self.pool
+        )
         takeOver.startService()
         return takeOver
 
@@ -118,7 +121,8 @@ class TakeOverTests(SynchronousTestCase):
         """
         A run claimed is recovered in every area, from the files older than
         the dead node's last heartbeat and half a lease, recorded recovered,
-        and logged in one line.
+        and logged in one line; then the entries held for the studies no
+        node follows any more are released.
         """
         index, areas = FakeIndex(("one", 900.0)), (FakeArea(3), FakeArea(2))
         self.start(index, *areas)
@@ -126,7 +130,7 @@ class TakeOverTests(SynchronousTestCase):
             self.pool.runAll()
             self.pool.runAll()
         self.assertEqual([area.caughtUp for area in areas], [[930.0], [930.0]])
-        self.assertEqual(index.ended, ["one"])
+        self.assertEqual((index.ended, self.released), (["one"], [True]))
         self.assertEqual(
             [formatEvent(event) for event in events],
             ["Took over the run of node one, silent for 100 s: 5 files it had stored and not indexed are indexed, 5 forwarding entries queued"],
@@ -165,7 +169,7 @@ class TakeOverTests(SynchronousTestCase):
         self.clock.advance(LEASE / 3)
         self.pool.runAll()
         self.pool.runAll()
-        self.assertEqual((len(area.caughtUp), len(index.claims), index.ended), (2, 1, ["one"]))
+        self.assertEqual((len(area.caughtUp), len(index.claims), index.ended, self.released), (2, 1, ["one"], [True]))
 
     def test_stopWaitsForTheRecovery(self):
         """

@@ -75,6 +75,37 @@ def forwardingConfig(testCase, port):
     )
 
 
+def studyForwardingConfig(testCase, port):
+    """
+    A configuration forwarding each study the AE DICOMD receives to the
+    peer PACS on C{port} once it ends: when its sender moves on to
+    another study (there is no end-of-study timeout).
+    """
+    return writeConfig(
+        testCase,
+        """
+        [forwarding]
+        lease = 3
+
+        [[ae]]
+        title = "DICOMD"
+        [[ae.forward]]
+        to = "PACS"
+        when = "end-of-study"
+
+        [[peer]]
+        title = "PACS"
+        host = "127.0.0.1"
+        port = %d
+        """
+        % (port,),
+    )
+
+
+def heldCount(url):
+    return query(url, "SELECT COUNT(*) FROM forward WHERE state = 'held'")[0][0]
+
+
 def forwarded(node):
     """
     How many instances a node's log says it forwarded.
@@ -278,6 +309,43 @@ class SharedIndexTests(unittest.TestCase):
         # And perhaps one more: stored, and not acknowledged before the kill.
         self.assertLessEqual(set(instanceUIDs(stored)), set(found), second.describe())
         yield waitUntil(lambda: set(instanceUIDs(stored)) <= set(instanceUIDs(arrived(destination.directory))), timeout=60, interval=0.1)
+
+    @defer.inlineCallbacks
+    def test_heldEntriesLeftToTheNodeFollowingTheStudy(self):
+        """
+        A node starting again while a study is open on another node leaves
+        the entries held for that study to its end there: the study is
+        forwarded whole once it ends.  A node killed with a study open on
+        it alone, and started again, forwards that study itself.
+        """
+        destination = yield startStorescp(self)
+        config = studyForwardingConfig(self, destination.port)
+        first, second = yield self.startNodes(2, "--config", config)
+        opened = makeFiles(self, 3)
+        stored = yield storescu(first.port, "DICOMD", opened)
+        self.assertEqual(stored.output.count(STORED), 3, stored.describe())
+        yield waitUntil(lambda: heldCount(self.url) == 3, timeout=30, interval=0.05, message=first.describe())
+
+        second.signalProcess("TERM")
+        yield second.whenEnded()
+        second = yield startDaemon(self, "--database", self.url, "--node", "node2", "-o", self.storage, "--config", config)
+        # Entries held at start are released before the node listens.
+        self.assertEqual(heldCount(self.url), 3, second.describe())
+
+        (following,) = makeFiles(self, 1)
+        stored = yield storescu(first.port, "DICOMD", [following])
+        self.assertIn(STORED, stored.output, stored.describe())
+        yield waitUntil(lambda: len(arrived(destination.directory)) == 3, timeout=60, interval=0.1, message=first.describe())
+        yield waitUntil(lambda: forwarded(first) + forwarded(second) >= 3, timeout=30, interval=0.1)
+        self.assertEqual(forwarded(first) + forwarded(second), 3, first.describe() + second.describe())
+        self.assertEqual(instanceUIDs(arrived(destination.directory)), instanceUIDs(opened))
+
+        yield waitUntil(lambda: heldCount(self.url) == 1, timeout=30, interval=0.05, message=first.describe())
+        first.signalProcess("KILL")
+        yield first.whenEnded()
+        again = yield startDaemon(self, "--database", self.url, "--node", "node1", "-o", self.storage, "--config", config)
+        yield waitUntil(lambda: len(arrived(destination.directory)) == 4, timeout=60, interval=0.1, message=again.describe())
+        self.assertEqual(instanceUIDs(arrived(destination.directory)), instanceUIDs(opened + [following]))
 
     @defer.inlineCallbacks
     def test_storedThroughOneFoundAndMovedThroughAnother(self):

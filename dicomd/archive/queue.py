@@ -49,6 +49,8 @@ worker threads.
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from dicomd.archive import sql
+
 #: Entry states.
 HELD = "held"
 QUEUED = "queued"
@@ -243,6 +245,10 @@ _OURS = "claimedBy IN ('', ?)"
 #: The condition that an entry is claimed by the node given as its
 #: parameter (whose name may be C{""}, as an unclaimed entry's is).
 _CLAIMED = "claimedBy = ? AND leaseUntil > 0"
+
+
+#: The held entries of a study (its UID, then its area, the parameters).
+_HELD = " FROM forward WHERE state = ? AND StudyInstanceUID = ? AND instance IN (SELECT id FROM instance WHERE area = ?)"
 
 
 def _marks(values: Sequence) -> str:
@@ -441,26 +447,64 @@ class ForwardQueue:
         @return: the destinations that have entries to send now.
         """
         with self._index.transaction() as db:
-            held = (
-                " FROM forward WHERE state = ? AND StudyInstanceUID = ?"
-                " AND instance IN (SELECT id FROM instance WHERE area = ?)"
-            )
-            destinations = [row[0] for row in db.execute(f"SELECT DISTINCT destination{held}", (HELD, studyInstanceUID, area))]
-            db.execute(
-                f"UPDATE forward SET state = ?, nextTry = ? WHERE id IN (SELECT id{held})",
-                (QUEUED, now, HELD, studyInstanceUID, area),
-            )
+            destinations = [row[0] for row in db.execute(f"SELECT DISTINCT destination{_HELD}", (HELD, studyInstanceUID, area))]
+            self._release(db, area, studyInstanceUID, now)
         return destinations
 
-    def releaseAll(self, now: float) -> int:
+    @staticmethod
+    def _release(db, area: str, studyInstanceUID: str, now: float) -> int:
         """
-        Queue every held entry: at start-up, those of studies a killed run
-        left open, whose end will not come.
+        Queue the held entries of a study, in the caller's transaction.
 
         @return: how many.
         """
+        return db.execute(
+            f"UPDATE forward SET state = ?, nextTry = ? WHERE id IN (SELECT id{_HELD})", (QUEUED, now, HELD, studyInstanceUID, area)
+        ).rowcount
+
+    def releaseUnfollowed(self, now: float, timeouts: Dict[str, Optional[float]], following: Iterable[Tuple[str, str]] = ()) -> int:
+        """
+        Queue the entries held for studies whose end no live node will
+        bring: at start-up, when the tracker that followed this node's
+        studies is gone, and when another node's run is taken over.
+
+        A study keeps its held entries while its end may still come: this
+        node's tracker follows it (C{following}), or its newest object
+        arrived on another node that is alive (its heartbeat younger than
+        the L{lease}, L{dicomd.archive.postgresql}) less than its area's
+        end-of-study timeout ago.  On an index one node uses (SQLite), no
+        other node follows a study: every held entry is queued.
+
+        @param timeouts: each storage area's
+            L{areaKey<dicomd.archive.index.areaKey>} -> its end-of-study
+            timeout in seconds, or C{None} when its studies end as their
+            senders move on; in an area not named, no study ends.
+        @param following: C{(area, StudyInstanceUID)} of the studies this
+            node's trackers follow.
+        @return: how many entries were queued.
+        """
+        following = set(following)
         with self._index.transaction() as db:
-            return db.execute("UPDATE forward SET state = ?, nextTry = ? WHERE state = ?", (QUEUED, now, HELD)).rowcount
+            if self._index.dialect is not sql.POSTGRESQL:
+                return db.execute("UPDATE forward SET state = ?, nextTry = ? WHERE state = ?", (QUEUED, now, HELD)).rowcount
+            studies = db.execute(
+                "SELECT DISTINCT instance.area, forward.StudyInstanceUID, study.lastUpdated, study.lastNode, node.name"
+                " FROM forward JOIN instance ON forward.instance = instance.id"
+                " JOIN series ON instance.series = series.id JOIN study ON series.study = study.id"
+                " LEFT JOIN node ON node.name = study.lastNode AND node.ended = 0 AND node.heartbeat >= ?"
+                " WHERE forward.state = ?",
+                (now - self.lease, HELD),
+            ).fetchall()
+            released = 0
+            for area, study, lastUpdated, lastNode, alive in studies:
+                if (area, study) in following:
+                    continue
+                timeout = timeouts.get(area, 0.0)
+                endsElsewhere = lastNode != self.node and alive is not None
+                if endsElsewhere and (timeout is None or lastUpdated + timeout > now):
+                    continue
+                released += self._release(db, area, study, now)
+            return released
 
     def entries(self, destination: Optional[str] = None) -> List[QueueEntry]:
         """

@@ -40,16 +40,20 @@ class TakeOver(service.Service):
 
     log = Logger()
 
-    def __init__(self, index, areas, lease: float, *, reactor, threadpool):
+    def __init__(self, index, areas, lease: float, *, recovered=lambda: None, reactor, threadpool):
         """
         @param index: the L{PostgreSQLArchiveIndex
             <dicomd.archive.postgresql.PostgreSQLArchiveIndex>}.
         @param areas: returns the L{IndexedArea
             <dicomd.archive.area.IndexedArea>}s in force, with their
             routes.
+        @param recovered: called once a run is recovered: the studies the
+            dead daemon was receiving will not end there
+            (L{dicomd.forwarding.Forwarding.releaseUnfollowed}).
         """
         self._index = index
         self._areas = areas
+        self._recoveredHook = recovered
         self._reactor = reactor
         self._threadpool = threadpool
         self._beating = task.LoopingCall(self.beat)
@@ -125,7 +129,7 @@ class TakeOver(service.Service):
         self._index.endTakeOver(node)
         return indexed, queued
 
-    def _recovered(self, counts, node: str, heartbeat: float) -> None:
+    def _recovered(self, counts, node: str, heartbeat: float) -> defer.Deferred:
         indexed, queued = counts
         self._claimed = None
         self.log.info(
@@ -136,6 +140,8 @@ class TakeOver(service.Service):
             indexed=indexed,
             queued=queued,
         )
+        releasing = defer.maybeDeferred(self._recoveredHook)
+        return releasing.addErrback(self._failed, "queue the entries held for the studies of " + node)
 
     def _settled(self, _) -> None:
         self._recovering = None
