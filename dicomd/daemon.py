@@ -3,10 +3,10 @@ The daemon's service tree, built from a L{dicomd.config.DaemonConfig}.
 
     DicomdService
       |-- Archive                  the index database (none for storescp)
-      |-- Forwarding               the forwarding queue's destinations (with the index)
-      |-- TakeOver                 the heartbeat, and the runs of dead nodes (PostgreSQL)
       |-- StorageService per area  storage and actions of a directory writable AEs store into
       |-- EntityService per AE     the AE itself
+      |-- Forwarding               the forwarding queue's destinations (with the index)
+      |-- TakeOver                 the heartbeat, and the runs of dead nodes (PostgreSQL)
       |-- listening services       one per endpoint string or port, one factory
       `-- status page              optional
 
@@ -407,7 +407,6 @@ class DicomdService(service.MultiService):
             self.forwarding = Forwarding(
                 self.archive.index, self._peers(config), node=self.node, reactor=reactor, **self._forwardingSettings(config)
             )
-            self.forwarding.setServiceParent(self)
             self.router = Router(self.forwarding)
             self._setRoutes(config)
         self.entityServices: Dict[str, EntityService] = {}
@@ -424,6 +423,11 @@ class DicomdService(service.MultiService):
             dimseTimeout=limits.dimseTimeout,
         )
         self._setEntities(config)
+        if self.forwarding is not None:
+            # Started after the storage areas: what they index at start
+            # (files a killed run left) is queued, held for its study's
+            # end, before the held entries no node follows are released.
+            self.forwarding.setServiceParent(self)
         self.takeOver = None
         if self.forwarding is not None and isURL(self.archive.database):
             self.takeOver = TakeOver(
