@@ -53,14 +53,14 @@ class TakeOver(service.Service):
         """
         self._index = index
         self._areas = areas
-        self._recoveredHook = recovered
+        self._whenRecovered = recovered
         self._reactor = reactor
         self._threadpool = threadpool
         self._beating = task.LoopingCall(self.beat)
         self._beating.clock = reactor
         self._claimed = None
         self._recovering = None
-        self._stopped = None
+        self._beatsEnded = None
         self.lease = lease
 
     @property
@@ -74,7 +74,7 @@ class TakeOver(service.Service):
 
     def startService(self) -> None:
         service.Service.startService(self)
-        self._stopped = self._beating.start(self._beating.interval)
+        self._beatsEnded = self._beating.start(self._beating.interval)
 
     def stopService(self):
         """
@@ -84,7 +84,7 @@ class TakeOver(service.Service):
         """
         service.Service.stopService(self)
         self._beating.stop()
-        waits = [self._stopped] + ([self._recovering] if self._recovering is not None else [])
+        waits = [self._beatsEnded] + ([self._recovering] if self._recovering is not None else [])
         return defer.gatherResults(waits).addCallback(lambda _: None)
 
     def beat(self):
@@ -140,7 +140,7 @@ class TakeOver(service.Service):
             indexed=indexed,
             queued=queued,
         )
-        releasing = defer.maybeDeferred(self._recoveredHook)
+        releasing = defer.maybeDeferred(self._whenRecovered)
         return releasing.addErrback(self._failed, "queue the entries held for the studies of " + node)
 
     def _settled(self, _) -> None:
