@@ -55,6 +55,7 @@ from typing import Callable, List, Mapping, NamedTuple, Optional, Sequence, Tupl
 from twisted.internet import defer, error, protocol, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.protocols.policies import WrappingFactory
+from twisted.python.failure import Failure
 from twisted.trial.unittest import FailTest
 
 #: The root of this checkout: children import dicomd from here.
@@ -540,6 +541,21 @@ def waitForPort(
             where = "\n" + process.describe() if process is not None else ""
             raise FailTest("nothing accepted connections on %s:%d within %s s%s" % (host, port, timeout, where))
         yield deferLater(reactor, interval)
+
+
+def callWithCallback(onResult: Callable, function: Callable, *args, **kwargs) -> None:
+    """
+    Call C{function} now and hand its outcome to C{onResult} as a thread
+    pool's C{callInThreadWithCallback} does: C{(True, result)}, or
+    C{(False, failure)}.  For the test thread pools that run their jobs in
+    the test's own thread.
+    """
+    try:
+        result = function(*args, **kwargs)
+    except BaseException:
+        onResult(False, Failure())
+    else:
+        onResult(True, result)
 
 
 def deferLater(reactor, seconds: float) -> defer.Deferred:

@@ -16,7 +16,6 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -46,6 +45,7 @@ from dicomd.archive.matching import (
 )
 from dicomd.dimse.status import UNABLE_TO_PROCESS
 from tests import postgres
+from tests.support import callWithCallback
 
 AREA = "ARCHIVE"
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -1866,12 +1866,7 @@ class ImmediateThreadPool:
     """
 
     def callInThreadWithCallback(self, onResult, function, *args, **kwargs):
-        try:
-            result = function(*args, **kwargs)
-        except BaseException:
-            onResult(False, Failure())
-        else:
-            onResult(True, result)
+        callWithCallback(onResult, function, *args, **kwargs)
 
 
 class AdoptAreaTests(SQLiteEngine, SynchronousTestCase):

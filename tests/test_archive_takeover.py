@@ -8,11 +8,11 @@ L{tests.test_scaleout}'s).
 
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from dicomd.archive.index import IndexDatabaseError, ReindexReport
 from dicomd.archive.takeover import TakeOver
+from tests.support import callWithCallback
 
 LEASE = 60.0
 
@@ -40,12 +40,7 @@ class ManualThreadPool:
     def runAll(self):
         calls, self.calls = self.calls, []
         for onResult, function, args, kwargs in calls:
-            try:
-                result = function(*args, **kwargs)
-            except BaseException:
-                onResult(False, Failure())
-            else:
-                onResult(True, result)
+            callWithCallback(onResult, function, *args, **kwargs)
 
 
 class FakeIndex:

@@ -25,7 +25,6 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dicomd.dimse import status as _status
@@ -44,6 +43,7 @@ from tests.dicomfiles import CT_IMAGE_STORAGE, MULTIFRAME_GRAYSCALE_WORD_SC_STOR
 from tests.storagearea import openDataFiles, temporaryFiles
 from tests.support import (
     LOCALHOST,
+    callWithCallback,
     dcmtk,
     dcmtkEnvironment,
     dicomdArgv,
@@ -379,12 +379,7 @@ class _HeldThreadPool:
 
     def callInThreadWithCallback(self, onResult, function, *args, **kwargs):
         def job():
-            try:
-                result = function(*args, **kwargs)
-            except BaseException:
-                onResult(False, Failure())
-            else:
-                onResult(True, result)
+            callWithCallback(onResult, function, *args, **kwargs)
 
         if self.immediate:
             job()

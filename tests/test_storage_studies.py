@@ -21,6 +21,7 @@ from dicomd.storage import naming
 from dicomd.storage.receiver import SORT_STUDY_UID, SORT_TIMESTAMP, Actions, StorageOptions, StudyLayout
 from dicomd.storage.scp import ReceivedInstance, StorageArea
 from dicomd.storage.studies import ENDED_ELSEWHERE, StudyJournal, StudyTracker
+from tests.support import callWithCallback
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
@@ -365,12 +366,7 @@ class _ThreadPool:
     """
 
     def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
-        try:
-            result = f(*args, **kwargs)
-        except BaseException:
-            onResult(False, Failure())
-        else:
-            onResult(True, result)
+        callWithCallback(onResult, f, *args, **kwargs)
 
 
 class AssociationSenderTests(unittest.SynchronousTestCase):
