@@ -1575,6 +1575,24 @@ class UpdateTests(ArchiveMixin, SynchronousTestCase):
         self.assertEqual(self.counts(), [6, 7, 8, 13])
         self.assertEqual(self.matches(STUDY_ROOT, "STUDY", "AccessionNumber", StudyInstanceUID="4.1"), ["ACC41"])
 
+    def test_batchStudyUpdatedWithItsNewest(self):
+        """
+        A batch records for each study the newest receipt time of its
+        instances, whatever their order in the batch; an older one never
+        moves a study's time back.
+        """
+        self.index.addInstances(
+            AREA,
+            [
+                (header("4.1.1", 2), stored("4.1.1.2", 2005.0)),
+                (header("4.1.1", 3), stored("4.1.1.3", 2010.0)),
+                (header("4.1.1", 4), stored("4.1.1.4", 2003.0)),
+                (header("6.1.1", 2), stored("6.1.1.2", 900.0)),
+            ],
+        )
+        self.assertEqual(self.index.studyUsage(AREA, "4.1").lastUpdated, 2010.0)
+        self.assertEqual(self.index.studyUsage(AREA, "6.1").lastUpdated, 1009.0)
+
     def test_batchRowPrunedThenNeededAgain(self):
         """
         When an instance of a batch leaves a series, study and patient

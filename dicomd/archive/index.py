@@ -453,6 +453,27 @@ SCHEMA_VERSION = 1
 _UNQUEUED = " AND NOT EXISTS (SELECT 1 FROM forward WHERE forward.instance = instance.id)"
 
 
+class _Batch:
+    """
+    What one transaction adding instances wrote, so that the patient,
+    study and series rows its instances repeat, and their studies' receipt
+    times, are written once.
+
+    @ivar rows: the row of each patient, study and series written, by
+        level and unique key: its C{id}, and the values and parent it was
+        written with.
+    @ivar newest: the newest receipt time of each study's instances, by
+        the study's C{id}; written when the batch ends.
+    """
+
+    def __init__(self):
+        self.rows = {}
+        self.newest = {}
+
+    def received(self, study: int, at: float) -> None:
+        if at > self.newest.get(study, at - 1.0):
+            self.newest[study] = at
+
 
 class SQLArchiveIndex:
     """
@@ -520,51 +541,55 @@ class SQLArchiveIndex:
             return ROWS_MOVED
 
     def addInstance(self, area, header, stored, forwardings=()):
-        with self.transaction() as db:
-            return self._addQueued(db, area, header, stored, forwardings)
+        (replaced,) = self._addBatch(area, [(header, stored, forwardings)])
+        return replaced
 
     def addInstances(self, area, items):
-        with self.transaction() as db:
-            written = {}
-            replaced = [self._addQueued(db, area, *item, written=written) for item in items]
-        return [path for path in replaced if path is not None]
+        return [path for path in self._addBatch(area, items) if path is not None]
 
-    def _addQueued(self, db, area, header, stored, forwardings=(), written=None):
+    def _addBatch(self, area, items):
+        """
+        Index instances, with their forwarding queue entries, in one
+        transaction.
+
+        @return: the path of the file each replaced, or C{None}.
+        """
+        with self.transaction() as db:
+            batch = _Batch()
+            replaced = [self._addQueued(db, area, *item, batch=batch) for item in items]
+            for study, received in batch.newest.items():
+                self._touchStudy(db, study, received)
+        return replaced
+
+    def _addQueued(self, db, area, header, stored, forwardings=(), *, batch):
         """
         Index an instance and queue it for C{forwardings}, in the caller's
         transaction.
 
-        @param written: see L{_add}.
+        @param batch: see L{_add}.
         @return: the path of the file it replaced, or C{None}.
         """
-        instance, replaced = self._add(db, area, header, stored, written)
+        instance, replaced = self._add(db, area, header, stored, batch)
         if forwardings:
             study = attributeText(header, uniqueKey(Level.STUDY))
             queue.enqueue(db, instance, study, forwardings, stored.received)
         return replaced
 
-    def _add(self, db, area, header, stored, written=None):
+    def _add(self, db, area, header, stored, batch):
         """
         Index an instance in the caller's transaction.
 
-        @param written: what this transaction wrote of the instances before
-            this one, so that a patient, study or series that each of a
-            batch's instances repeats is written once (a dictionary that
-            L{_upsert} fills), or C{None}.
+        @param batch: the L{_Batch} of the transaction.
         @return: the C{id} of its row, and the path of the file it
             replaced or C{None}.
         """
         sopInstanceUID = attributeText(header, uniqueKey(Level.IMAGE))
         if not sopInstanceUID:
             raise ValueError("an instance without SOP Instance UID")
-        if written is None:
-            written = {}
-        patient, _ = self._upsert(db, area, Level.PATIENT, header, None, written)
-        study, oldPatient = self._upsert(db, area, Level.STUDY, header, patient, written)
-        if written.get(("lastUpdated", study), -1.0) < stored.received:
-            self._touchStudy(db, study, stored.received)
-            written[("lastUpdated", study)] = stored.received
-        series, oldStudy = self._upsert(db, area, Level.SERIES, header, study, written)
+        patient, _ = self._upsert(db, area, Level.PATIENT, header, None, batch)
+        study, oldPatient = self._upsert(db, area, Level.STUDY, header, patient, batch)
+        batch.received(study, stored.received)
+        series, oldStudy = self._upsert(db, area, Level.SERIES, header, study, batch)
         columns = [(name, value) for name, value, _ in sql.columns(Level.IMAGE, header)]
         columns += [
             ("series", series),
@@ -595,7 +620,7 @@ class SQLArchiveIndex:
         self._prunePatient(db, oldPatient)
         if old is not None or oldStudy is not None or oldPatient is not None:
             # Pruning may have deleted a row written for an instance before.
-            written.clear()
+            batch.rows.clear()
         if old is not None and old["path"] != stored.path:
             return instance, old["path"]
         return instance, None
@@ -625,26 +650,24 @@ class SQLArchiveIndex:
         ).fetchone()
         return None if row is None else row[0]
 
-    def _upsert(self, db, area, level, header, parent, written):
+    def _upsert(self, db, area, level, header, parent, batch):
         """
         Insert or update the row of a patient, study or series, unless this
         transaction wrote it already with the same values and parent.
 
         @param parent: the id of the parent row, or C{None} for a patient.
-        @param written: see L{_add}.
+        @param batch: the L{_Batch} of the transaction.
         @return: the row's id, and the id of its former parent if it had
             another one (else C{None}).
         """
-        table, parentColumn = sql.TABLES[level]
-        unique = uniqueKey(level)
-        uid = attributeText(header, unique)
+        uid = attributeText(header, uniqueKey(level))
         columns = sql.columns(level, header)
         state = (tuple(columns), parent)
-        known = written.get((level, uid))
+        known = batch.rows.get((level, uid))
         if known is not None and known[1] == state:
             return known[0], None
         identifier, former = self._write(db, area, level, uid, columns, parent)
-        written[(level, uid)] = (identifier, state)
+        batch.rows[(level, uid)] = (identifier, state)
         return identifier, former
 
     def _write(self, db, area, level, uid, columns, parent):
