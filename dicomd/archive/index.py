@@ -604,6 +604,7 @@ class SQLArchiveIndex:
         # A new instance, the usual case, in one statement; one received
         # again replaces its row.
         old, instance = None, self._insert(db, "instance", columns, onConflict="(area, SOPInstanceUID)")
+        pruned = []
         if instance is None:
             old = db.execute(
                 "SELECT id, series, path FROM instance WHERE area = ? AND SOPInstanceUID = ?",
@@ -615,11 +616,11 @@ class SQLArchiveIndex:
                 f"UPDATE instance SET {assignments} WHERE id = ?",
                 [value for _, value in columns] + [old["id"]],
             )
-            self._pruneSeries(db, old["series"])
-        self._pruneStudy(db, oldStudy)
-        self._prunePatient(db, oldPatient)
-        if old is not None or oldStudy is not None or oldPatient is not None:
-            # Pruning may have deleted a row written for an instance before.
+            pruned.append(self._pruneSeries(db, old["series"]))
+        pruned.append(self._pruneStudy(db, oldStudy))
+        pruned.append(self._prunePatient(db, oldPatient))
+        if any(pruned):
+            # It may have deleted a row written for an instance before.
             batch.rows.clear()
         if old is not None and old["path"] != stored.path:
             return instance, old["path"]
@@ -707,31 +708,41 @@ class SQLArchiveIndex:
             return row["id"], row[parentColumn]
         return row["id"], None
 
+    # Each _prune... deletes a row left without children, and its parent
+    # if that is left without children in turn; each returns whether it
+    # deleted anything.
+
     def _pruneSeries(self, db, series):
         if series is None or db.execute(
             "SELECT 1 FROM instance WHERE series = ? LIMIT 1", (series,)
         ).fetchone():
-            return
+            return False
         row = db.execute("SELECT study FROM series WHERE id = ?", (series,)).fetchone()
-        if row is not None:
-            db.execute("DELETE FROM series WHERE id = ?", (series,))
-            self._pruneStudy(db, row["study"])
+        if row is None:
+            return False
+        db.execute("DELETE FROM series WHERE id = ?", (series,))
+        self._pruneStudy(db, row["study"])
+        return True
 
     def _pruneStudy(self, db, study):
         if study is None or db.execute(
             "SELECT 1 FROM series WHERE study = ? LIMIT 1", (study,)
         ).fetchone():
-            return
+            return False
         row = db.execute("SELECT patient FROM study WHERE id = ?", (study,)).fetchone()
-        if row is not None:
-            db.execute("DELETE FROM study WHERE id = ?", (study,))
-            self._prunePatient(db, row["patient"])
+        if row is None:
+            return False
+        db.execute("DELETE FROM study WHERE id = ?", (study,))
+        self._prunePatient(db, row["patient"])
+        return True
 
     def _prunePatient(self, db, patient):
-        if patient is not None and not db.execute(
+        if patient is None or db.execute(
             "SELECT 1 FROM study WHERE patient = ? LIMIT 1", (patient,)
         ).fetchone():
-            db.execute("DELETE FROM patient WHERE id = ?", (patient,))
+            return False
+        db.execute("DELETE FROM patient WHERE id = ?", (patient,))
+        return True
 
     def removeInstance(self, area, sopInstanceUID):
         with self.transaction() as db:
