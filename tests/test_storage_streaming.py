@@ -1108,7 +1108,7 @@ class SpoolFileTests(SynchronousTestCase):
 class InlineWritesTests(SynchronousTestCase):
     """
     L{InlineWrites}: small files are finished on the reactor thread, until
-    one of them is slow to finish.
+    several of them are slow to finish.
     """
 
     def test_smallFilesOnly(self):
@@ -1119,20 +1119,38 @@ class InlineWritesTests(SynchronousTestCase):
         self.assertTrue(inline.admits(1000))
         self.assertFalse(inline.admits(1001))
 
-    def test_slowFileSendsFilesToThreadsForAWhile(self):
+    def test_slowFilesSendFilesToThreadsForAWhile(self):
         """
-        After a file took C{slow} seconds or more, none is admitted for C{backoff} seconds; quick ones change nothing.
+        After C{strikes} files took C{slow} seconds or more within
+        C{window} seconds, none is admitted for C{backoff} seconds; quick
+        ones change nothing.
         """
         clock = Clock()
-        inline = _spool.InlineWrites(slow=0.005, backoff=10, clock=clock.seconds)
+        inline = _spool.InlineWrites(slow=0.005, strikes=3, window=1.0, backoff=10, clock=clock.seconds)
         inline.took(0.004)
-        self.assertTrue(inline.admits(10))
         inline.took(0.005)
+        inline.took(0.005)
+        self.assertTrue(inline.admits(10))
+        clock.advance(1.0)
+        inline.took(0.006)
         self.assertFalse(inline.admits(10))
         clock.advance(9.9)
         self.assertFalse(inline.admits(10))
         clock.advance(0.1)
         self.assertTrue(inline.admits(10))
+
+    def test_slowFilesFarApartChangeNothing(self):
+        """
+        Slow files further apart than C{window} seconds, as the reactor
+        thread's occasional wait for the interpreter lock makes them, do
+        not send files to the threads.
+        """
+        clock = Clock()
+        inline = _spool.InlineWrites(slow=0.005, strikes=3, window=1.0, backoff=10, clock=clock.seconds)
+        for _ in range(10):
+            inline.took(0.017)
+            self.assertTrue(inline.admits(10))
+            clock.advance(0.6)
 
 
 class InlineSpoolTests(SynchronousTestCase):

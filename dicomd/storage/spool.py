@@ -50,10 +50,14 @@ _IOV_MAX = 1024
 #: Files up to this size may be finished on the reactor thread.
 INLINE_LIMIT = 512 << 10
 
-#: A file that took longer than this to finish on the reactor thread...
+#: Files that took longer than this to finish on the reactor thread...
 INLINE_SLOW = 0.005
 
-#: ... sends the files that follow through worker threads for this long.
+#: ... this many of them within INLINE_WINDOW seconds ...
+INLINE_STRIKES = 3
+INLINE_WINDOW = 1.0
+
+#: ... send the files that follow through worker threads for this long.
 INLINE_BACKOFF = 10.0
 
 
@@ -90,20 +94,33 @@ class InlineWrites:
     reactor thread rather than in a worker thread.
 
     A file qualifies when it is small (nothing of it was written yet, so
-    all of it is waiting in memory) and no recent file was slow to finish
-    inline: C{slow} seconds or more sends the files of the next C{backoff}
-    seconds through the worker threads, so that a stalling disk holds up
-    one association's response, not the whole reactor.
+    all of it is waiting in memory) and files were not slow to finish
+    inline lately: C{strikes} files that took C{slow} seconds or more
+    within C{window} seconds send the files of the next C{backoff} seconds
+    through the worker threads, so that a stalling disk holds up one
+    association's response, not the whole reactor.  One slow file alone
+    does not: the reactor thread also waits now and then for the
+    interpreter lock, or for memory, whatever the disk.
 
     @ivar limit: the largest file, in bytes, finished inline.
     """
 
-    def __init__(self, limit: int = INLINE_LIMIT, slow: float = INLINE_SLOW, backoff: float = INLINE_BACKOFF, clock=time.monotonic):
+    def __init__(
+        self,
+        limit: int = INLINE_LIMIT,
+        slow: float = INLINE_SLOW,
+        strikes: int = INLINE_STRIKES,
+        window: float = INLINE_WINDOW,
+        backoff: float = INLINE_BACKOFF,
+        clock=time.monotonic,
+    ):
         self.limit = limit
         self._slow = slow
+        self._window = window
         self._backoff = backoff
         self._clock = clock
         self._threadedUntil = 0.0
+        self._slowAt = deque(maxlen=strikes)
 
     def admits(self, size: int) -> bool:
         """
@@ -115,8 +132,13 @@ class InlineWrites:
         """
         Finishing a file inline took C{seconds}.
         """
-        if seconds >= self._slow:
-            self._threadedUntil = self._clock() + self._backoff
+        if seconds < self._slow:
+            return
+        now = self._clock()
+        self._slowAt.append(now)
+        if len(self._slowAt) == self._slowAt.maxlen and now - self._slowAt[0] <= self._window:
+            self._threadedUntil = now + self._backoff
+            self._slowAt.clear()
 
 
 class SpareFiles:
