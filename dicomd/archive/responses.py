@@ -164,6 +164,7 @@ class ResponseIdentifier:
         parts = []
         append = parts.append
         if self.characterSet:
+            # (0008,0005) comes before every key a query can return.
             value = _characterSetValue(self.characterSet)
             append(encoding.header(_SPECIFIC_CHARACTER_SET, "CS", len(value)))
             append(value)
