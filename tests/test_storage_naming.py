@@ -7,6 +7,8 @@ the output directory.
 import os
 from datetime import datetime
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from dicomd.storage.naming import (
@@ -67,6 +69,15 @@ class SafeComponentTests(SynchronousTestCase):
         """
         self.assertEqual(safeComponent("1.2\x003"), "1.2_3")
         self.assertEqual(safeComponent("a\nb\x1bc\x7fd"), "a_b_c_d")
+
+    @given(st.text(max_size=60).filter(lambda name: name.strip(".")))
+    def test_eachUnsafeCharacterReplaced(self, name):
+        """
+        Each path separator and control character, and nothing else,
+        becomes C{_}, whatever else the name holds.
+        """
+        unsafe = set("/\\\x7f") | {chr(code) for code in range(0x20)}
+        self.assertEqual(safeComponent(name), "".join("_" if character in unsafe else character for character in name))
 
     def test_dotsAndEmpty(self) -> None:
         """

@@ -65,6 +65,10 @@ _TRANSLITERATION = (
 NAME_MAX = 255
 
 
+#: C{_} for the path separators and the control characters.
+_UNSAFE = {code: "_" for code in [*range(0x20), ord("/"), ord("\\"), 0x7F]}
+
+
 def safeComponent(name: str) -> str:
     """
     Make C{name} one harmless path component: C{/}, C{\\}, NUL and the
@@ -81,7 +85,7 @@ def safeComponent(name: str) -> str:
         be understood (0xC000), rather than by the file system, whose error
         would read as "out of resources" (0xA700) and invite a retry.
     """
-    safe = "".join(_safeCharacter(character) for character in name)
+    safe = name.translate(_UNSAFE)
     if safe.strip(".") == "":
         return "_" * max(len(safe), 1)
     if len(safe) > NAME_MAX // 4:
@@ -89,15 +93,6 @@ def safeComponent(name: str) -> str:
         if size > NAME_MAX:
             raise ValueError("a name of %d bytes is longer than a file name may be: %r..." % (size, safe[:64]))
     return safe
-
-
-def _safeCharacter(character: str) -> str:
-    """
-    C{_} for a path separator or a control character, else C{character}.
-    """
-    if character in "/\\" or ord(character) < 0x20 or ord(character) == 0x7F:
-        return "_"
-    return character
 
 
 def joinUnder(directory: str, *components: str) -> str:
