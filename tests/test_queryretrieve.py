@@ -1004,6 +1004,39 @@ def serveManyPatients(testCase) -> int:
     return serveArchive(testCase, None, index=indexPath, data=data)
 
 
+def holdUntilCancelled(testCase) -> None:
+    """
+    Make each C-FIND of the test send one match, then wait for a C-CANCEL
+    before it reads the next: a peer's C-CANCEL after the first match then
+    finds the query running, however fast the rest would have gone out.
+    """
+    from dicomd.archive.asyncindex import PendingResponses
+    from dicomd.services import find
+
+    testCase.patch(find, "BATCH", 1)
+    cancel, read = find.Cancellation.cancel, PendingResponses.next
+    cancelled, waiting, started = [], [], []
+
+    def cancelAndRelease(self):
+        cancel(self)
+        cancelled.append(self)
+        while waiting:
+            waiting.pop(0).callback(None)
+
+    def readAfterCancel(self, count=100):
+        if self not in started:
+            started.append(self)
+            return read(self, count)
+        if cancelled:
+            return read(self, count)
+        released = defer.Deferred()
+        waiting.append(released)
+        return released.addCallback(lambda _: read(self, count))
+
+    testCase.patch(find.Cancellation, "cancel", cancelAndRelease)
+    testCase.patch(PendingResponses, "next", readAfterCancel)
+
+
 class FindscuCancelTests(unittest.TestCase):
     """
     C-CANCEL during a C-FIND with many matches: findscu's C{--cancel}.
@@ -1022,6 +1055,7 @@ class FindscuCancelTests(unittest.TestCase):
         everything = yield findscu(self, port, "P", "QueryRetrieveLevel=PATIENT", "PatientID", extract=False)
         self.assertEqual(everything.status, "Success", everything.output[-2000:])
         self.assertEqual(len(everything.responses), MANY_PATIENTS)
+        holdUntilCancelled(self)
         cancelled = yield findscu(
             self, port, "P", "QueryRetrieveLevel=PATIENT", "PatientID", extra=["--cancel", "1"], extract=False
         )
@@ -1853,6 +1887,7 @@ class PynetdicomTests(ArchiveTestCase):
         index: 0xFE00, with fewer matches than there are.
         """
         port = serveManyPatients(self)
+        holdUntilCancelled(self)
         ((responses,),) = yield self.pynetdicom(
             op="find",
             port=port,
