@@ -1002,7 +1002,6 @@ class SpoolFileTests(SynchronousTestCase):
             pause=lambda: None,
             resume=lambda: None,
             spare=spare,
-            afterwards=self.spares.refill,
         )
 
     def take(self) -> int:
@@ -1092,17 +1091,26 @@ class SpoolFileTests(SynchronousTestCase):
         self.assertEqual(existsAtClose, [False])
         self.assertEqual(os.listdir(self.directory), [])
 
-    def test_sparesRefilledByTheLastJob(self):
+    def test_sparesRefilledWhenHalfAreTaken(self):
         """
-        Taking spares empties the pool; the last job of a spool refills it after handing back its result.
+        Taking spares leaves the pool alone while half or more are left;
+        the take that leaves fewer has one worker-thread job fill it again.
         """
-        first, second = self.take(), self.spares.take()
-        self.assertIsNotNone(second)
-        self.assertEqual(len(self.spares._spares), 0)
-        spool = self.spool(first)
-        self.successResultOf(spool.close(lambda: spool.moveInThread(os.path.join(self.directory, "done"))))
-        self.assertEqual(len(self.spares._spares), self.spares.size)
-        os.close(second)
+        pool = _HeldThreadPool()
+        spares = _spool.SpareFiles(self.directory, pool, size=4)
+        self.addCleanup(spares.close)
+        self.assertIsNone(spares.take())
+        self.assertEqual(len(pool.held), 1)
+        pool.runAll()
+        taken = [spares.take(), spares.take()]
+        self.assertEqual(pool.held, [])
+        taken.append(spares.take())
+        self.assertEqual(len(pool.held), 1)
+        pool.runAll()
+        self.assertEqual(len(spares._spares), 4)
+        self.assertNotIn(None, taken)
+        for fd in taken:
+            os.close(fd)
 
 
 class InlineWritesTests(SynchronousTestCase):
@@ -1163,7 +1171,6 @@ class InlineSpoolTests(SynchronousTestCase):
         self.directory = makeDirectory(self)
         self.reactor = _Reactor()
         self.pool = _HeldThreadPool()
-        self.afterwards = []
 
     def spool(self, inline) -> "_spool.SpoolFile":
         return _spool.SpoolFile(
@@ -1173,13 +1180,12 @@ class InlineSpoolTests(SynchronousTestCase):
             threadpool=self.pool,
             pause=lambda: None,
             resume=lambda: None,
-            afterwards=lambda: self.afterwards.append(True),
             inline=inline,
         )
 
     def test_smallFileFinishedAtOnce(self):
         """
-        A small file is written, named and settled before L{SpoolFile.close} returns; only C{afterwards} goes to a thread.
+        A small file is written, named and settled before L{SpoolFile.close} returns, without a worker thread.
         """
         spool = self.spool(_spool.InlineWrites(limit=1000))
         spool.write(b"data" * 10)
@@ -1187,9 +1193,7 @@ class InlineSpoolTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(closed), ["object.part"])
         with open(os.path.join(self.directory, "object.part"), "rb") as f:
             self.assertEqual(f.read(), b"HEAD" + b"data" * 10)
-        self.assertEqual(len(self.pool.held), 1)
-        self.pool.runAll()
-        self.assertEqual(self.afterwards, [True])
+        self.assertEqual(self.pool.held, [])
 
     def test_largeFileInAThread(self):
         """

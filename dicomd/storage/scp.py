@@ -314,14 +314,6 @@ class StorageSCP:
             self._spares = SpareFiles(self.area.directory, self.threadpool, mode=self.area.fileMode)
         return self._spares.take()
 
-    def refillSpares(self) -> None:
-        """
-        In a worker thread that has done its work: make spare files for
-        the objects to come (see L{SpareFiles.refill}).
-        """
-        if self._spares is not None:
-            self._spares.refill()
-
     def messageReceived(self, association, context, message):
         refusal = None
         if message.affectedSOPClassUID != context.abstractSyntax:
@@ -416,7 +408,6 @@ class IncomingInstance:
                 resume=association.resumeReceiving,
                 sync=area.sync,
                 spare=scp.spareFile(),
-                afterwards=scp.refillSpares,
                 mode=area.fileMode,
                 inline=scp.inlineWrites if _finishesQuickly(area) and context.transferSyntax != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN else None,
             )

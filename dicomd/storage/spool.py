@@ -148,11 +148,10 @@ class SpareFiles:
 
     L{take} is called on the reactor thread and never blocks: it returns a
     spare, or C{None} when there is none (the spool file then creates its
-    file itself).  The pool is topped up by L{refill}, which a spool file's
-    last job calls in its worker thread once it has handed its result back:
-    a thread that is running anyway makes the next file while the response
-    goes out, so keeping the pool full costs no thread wake-up of its own.
-    Only an empty pool that nobody is refilling gets a job of its own.
+    file itself).  When fewer than half of C{size} are left, it has a
+    worker thread L{refill} the pool: one thread job for several files,
+    rather than one per file (a thread job costs the reactor about as much
+    as writing a small file on it).
     Where unnamed files are not supported (not Linux, or a file system
     without C{O_TMPFILE}) the first attempt finds out and the pool stays
     empty.
@@ -166,7 +165,7 @@ class SpareFiles:
 
     _FLAGS = getattr(os, "O_TMPFILE", 0) | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
 
-    def __init__(self, directory: str, threadpool, size: int = 2, mode: int = FILE_MODE):
+    def __init__(self, directory: str, threadpool, size: int = 8, mode: int = FILE_MODE):
         self.directory = directory
         self.size = size
         self.mode = mode
@@ -183,14 +182,15 @@ class SpareFiles:
         if not self.supported:
             return None
         try:
-            return self._spares.popleft()
+            spare = self._spares.popleft()
         except IndexError:
-            pass
-        with self._lock:
-            idle = not self._filling
-        if idle:
-            self._threadpool.callInThread(self.refill)
-        return None
+            spare = None
+        if len(self._spares) < self.size // 2:
+            with self._lock:
+                idle = not self._filling
+            if idle:
+                self._threadpool.callInThread(self.refill)
+        return spare
 
     def refill(self) -> None:
         """
@@ -256,7 +256,6 @@ class SpoolFile:
         lowWater: int = LOW_WATER,
         flushSize: int = FLUSH_SIZE,
         spare: Optional[int] = None,
-        afterwards: Optional[Callable[[], None]] = None,
         mode: int = FILE_MODE,
         inline: Optional[InlineWrites] = None,
     ):
@@ -267,15 +266,11 @@ class SpoolFile:
         @param sync: C{fsync} the file before L{close} reports success.
         @param spare: an unnamed file (from L{SpareFiles.take}) to write
             into instead of creating C{path}; this spool owns it.
-        @param afterwards: called in the worker thread of the last job,
-            after its result has been handed to the reactor (and its
-            errors ignored): work that should not delay the response,
-            such as L{SpareFiles.refill}.
         @param mode: the permissions (less the umask) of the file, when
             this spool creates it; a spare has its own.
         @param inline: when it admits the file at L{close}, the last job
-            runs on the calling (reactor) thread, C{afterwards} still in a
-            worker thread; C{None}: every job runs in a worker thread.
+            runs on the calling (reactor) thread; C{None}: every job runs
+            in a worker thread.
         """
         self.path = path
         self.size = 0
@@ -291,7 +286,6 @@ class SpoolFile:
         self._waitingSize = len(header)
         self._fd: Optional[int] = spare
         self._unnamed = spare is not None
-        self._afterwards = afterwards
         self._mode = mode
         self._inline = inline
         self._moved = False
@@ -368,17 +362,13 @@ class SpoolFile:
     def _startJob(self, final: bool) -> None:
         chunks, self._waiting = self._waiting, []
         self._waitingSize = 0
-        if final:
-            job = self._job = defer.Deferred()
-            self._threadpool.callInThread(self._lastJobInThread, chunks, job)
-        else:
-            job = self._job = self._inThread(self._runJob, chunks, False)
+        job = self._job = self._inThread(self._runJob, chunks, final)
         job.addCallbacks(self._jobDone, self._jobFailed, callbackArgs=(final,))
 
     def _lastJobInline(self) -> None:
         """
         The last job, on this thread: write, close, run C{then}, and fire
-        the result; C{afterwards} goes to a worker thread.
+        the result.
         """
         chunks, self._waiting = self._waiting, []
         self._waitingSize = 0
@@ -390,29 +380,10 @@ class SpoolFile:
         else:
             failure = None
         self._inline.took(time.monotonic() - started)
-        if self._afterwards is not None:
-            self._threadpool.callInThread(self._afterwards)
         if failure is None:
             self._closing.callback(result)
         else:
             self._jobFailed(failure)
-
-    def _lastJobInThread(self, chunks: List, job: defer.Deferred) -> None:
-        """
-        The last job: write, close, run C{then}, hand the outcome to the
-        reactor, and only then run C{afterwards}.
-        """
-        try:
-            result = self._runJob(chunks, True)
-        except BaseException:
-            self._reactor.callFromThread(job.errback, Failure())
-        else:
-            self._reactor.callFromThread(job.callback, result)
-        if self._afterwards is not None:
-            try:
-                self._afterwards()
-            except Exception:
-                pass
 
     def _runJob(self, chunks: List, final: bool):
         """
