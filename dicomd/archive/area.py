@@ -307,7 +307,7 @@ class IndexedArea:
             self._evict(each)
 
     def _evict(self, received: ReceivedInstance) -> None:
-        studyUID = str(received.attributes.get("StudyInstanceUID", ""))
+        studyUID = received.studyInstanceUID
         maxBytes = self.quota.maxBytesPerStudy
         while self.index.studyCount(self.key) > self.quota.maxStudies:
             evictable = self.index.studiesByLastUpdate(self.key, limit=1, evictable=True)

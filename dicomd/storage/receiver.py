@@ -107,7 +107,7 @@ class StudyLayout:
         name = self.fileNamer.fileName(received.sopClassUID, received.sopInstanceUID)
         if self.sortMode is None:
             return name
-        studyUID = str(received.attributes.get("StudyInstanceUID", "") or "")
+        studyUID = received.studyInstanceUID
         if not studyUID:
             raise ValueError("no Study Instance UID to sort by")
         directory = self._directories.get(studyUID)
@@ -267,7 +267,7 @@ class Actions(service.Service):
         self.tracker.instanceStored(received)
         if self.journal is None or received.path is None:
             return None
-        episode = self.tracker.open.get(str(received.attributes.get("StudyInstanceUID", "") or ""))
+        episode = self.tracker.open.get(received.studyInstanceUID)
         if episode is None:
             return None
         self.journal.stored(episode, received)

@@ -91,6 +91,14 @@ class ReceivedInstance:
     path: Optional[str] = None
     association: object = field(default=None, compare=False, repr=False)
 
+    @property
+    def studyInstanceUID(self) -> str:
+        """
+        The Study Instance UID of its attributes, C{""} when it has none,
+        read without pydicom's conversion of the element.
+        """
+        return uidValue(self.attributes, "StudyInstanceUID", 0x0020000D)
+
 
 class StorageArea:
     """

@@ -132,7 +132,7 @@ class StudyTracker:
         the study its sender was sending before, if the sender was the last
         one on it.
         """
-        studyUID = str(received.attributes.get("StudyInstanceUID", "") or "")
+        studyUID = received.studyInstanceUID
         if not studyUID:
             return
         origin = (received.callingAETitle, received.peerHost)
