@@ -674,15 +674,13 @@ def _signal(worker: Worker, name: str) -> None:
         pass
 
 
-class SharedPort(service.Service):
+class _PortService(service.Service):
     """
-    The coordinator's side of a listening endpoint: it binds it (before
-    privileges drop, as in one process) and never accepts on it; the
-    workers adopt its socket (L{AdoptedPort}).  Plain TCP only: a worker
-    wraps a L{dicomd.config.PortConfig}'s TLS around the socket itself.
+    A listening endpoint that stops listening when the service stops.
 
     @ivar where: an endpoint string (C{tcp:} or C{tcp6:}) or a
         L{dicomd.config.PortConfig}.
+    @ivar port: the listening port, once started.
     """
 
     def __init__(self, where, factory, reactor):
@@ -690,6 +688,21 @@ class SharedPort(service.Service):
         self.factory = factory
         self.reactor = reactor
         self.port = None
+
+    def stopService(self):
+        service.Service.stopService(self)
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
+
+
+class SharedPort(_PortService):
+    """
+    The coordinator's side of a listening endpoint: it binds it (before
+    privileges drop, as in one process) and never accepts on it; the
+    workers adopt its socket (L{AdoptedPort}).  Plain TCP only: a worker
+    wraps a L{dicomd.config.PortConfig}'s TLS around the socket itself.
+    """
 
     def privilegedStartService(self) -> None:
         service.Service.privilegedStartService(self)
@@ -708,14 +721,8 @@ class SharedPort(service.Service):
     def fileno(self) -> int:
         return self.port.fileno()
 
-    def stopService(self):
-        service.Service.stopService(self)
-        if self.port is not None:
-            port, self.port = self.port, None
-            return port.stopListening()
 
-
-class AdoptedPort(service.Service):
+class AdoptedPort(_PortService):
     """
     A worker's side of a listening endpoint: the socket its coordinator
     bound, passed as descriptor C{fd}, accepting with C{factory} (wrapped
@@ -723,11 +730,8 @@ class AdoptedPort(service.Service):
     """
 
     def __init__(self, fd: int, where, factory, reactor):
+        _PortService.__init__(self, where, factory, reactor)
         self.fd = fd
-        self.where = where
-        self.factory = factory
-        self.reactor = reactor
-        self.port = None
 
     def privilegedStartService(self) -> None:
         service.Service.privilegedStartService(self)
@@ -742,12 +746,6 @@ class AdoptedPort(service.Service):
             factory = TLSMemoryBIOFactory(tls, False, factory)
         self.port = self.reactor.adoptStreamPort(self.fd, family, factory)
         os.close(self.fd)
-
-    def stopService(self):
-        service.Service.stopService(self)
-        if self.port is not None:
-            port, self.port = self.port, None
-            return port.stopListening()
 
 
 def sharable(where) -> bool:
