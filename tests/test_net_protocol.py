@@ -7,12 +7,17 @@ byte; requestor and acceptor pairs talk through L{twisted.test.iosim}; all
 timers run on a L{MemoryReactorClock} that the tests advance.
 """
 
+import socket
+import struct
+
+from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IWriteDescriptor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.protocols.policies import WrappingFactory
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.test import iosim
@@ -29,7 +34,7 @@ from dicomd.errors import ACSETimeout, AssociationAborted, AssociationError, Ass
 from dicomd.interfaces import IDataSetConsumer, IDataSetSource, IService
 from dicomd.net.acceptor import AcceptorFactory, AcceptorProtocol, ApplicationEntity
 from dicomd.net import protocol as protocolModule
-from dicomd.net.sockets import writeDescriptor
+from dicomd.net.sockets import sendNow, writeDescriptor
 from dicomd.net.requestor import RequestorProtocol, connect
 from dicomd.ul.fsm import State
 from dicomd.ul.negotiation import IMPLICIT_VR_LITTLE_ENDIAN, UNCOMPRESSED, AcceptorPolicy, proposePresentationContexts
@@ -1242,6 +1247,123 @@ class FlushTests(SynchronousTestCase):
         self.assertIs(writeDescriptor(descriptor), descriptor)
         self.assertIs(writeDescriptor(wrapper), descriptor)
         self.assertIsNone(writeDescriptor(StringTransport()))
+
+
+class _Connection(tcp.Connection):
+    """
+    A Twisted TCP connection made from a connected socket, as the reactor
+    makes one.
+    """
+
+    def getPeer(self):
+        return PEER
+
+
+class SendNowTests(SynchronousTestCase):
+    """
+    L{sendNow} writes PDUs straight to the socket of a real TCP transport
+    (a Twisted C{tcp.Connection} on one end of a socket pair) while its
+    buffer is empty, and leaves the rest to the transport, in order.
+    """
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+        ours = socket.create_connection(listener.getsockname())
+        self.addCleanup(ours.close)
+        self.peer, _ = listener.accept()
+        self.addCleanup(self.peer.close)
+        self.transport = _Connection(ours, Protocol(), self.reactor)
+        self.transport.connected = True
+
+    def received(self) -> bytes:
+        """
+        Everything the peer can read now.
+        """
+        self.peer.setblocking(False)
+        chunks = []
+        while True:
+            try:
+                chunk = self.peer.recv(1 << 20)
+            except BlockingIOError:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+    def test_piecesSentWithoutTheReactor(self):
+        """
+        Bytes and memoryview pieces go in one call, in order, and the
+        transport never registers for writing.
+        """
+        data = bytes(range(256)) * 4
+        self.assertTrue(sendNow(self.transport, [b"head", memoryview(data)[10:500], b"tail"]))
+        self.assertTrue(sendNow(self.transport, b"single"))
+        self.assertEqual(self.received(), b"head" + data[10:500] + b"tail" + b"single")
+        self.assertEqual(self.reactor.getWriters(), [])
+
+    def test_restBufferedInOrder(self):
+        """
+        What the kernel does not take waits in the transport's buffer, and
+        while it does, L{sendNow} takes nothing: the caller writes to the
+        transport, behind it.  The peer gets every byte in order.
+        """
+        self.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        big = bytes(range(251)) * 2000
+        self.assertTrue(sendNow(self.transport, [b"<", memoryview(big), b">"]))
+        self.assertEqual(self.reactor.getWriters(), [self.transport])
+        self.assertFalse(sendNow(self.transport, b"later"))
+        self.transport.write(b"later")
+        got = []
+        while self.reactor.getWriters():
+            got.append(self.received())
+            self.transport.doWrite()
+        got.append(self.received())
+        self.assertEqual(b"".join(got), b"<" + big + b">later")
+
+    def test_notWhileClosing(self):
+        """
+        A closing transport takes writes itself: its last write closes it.
+        """
+        self.transport.disconnecting = True
+        self.assertFalse(sendNow(self.transport, b"x"))
+        self.assertEqual(self.received(), b"")
+
+    def test_notOverTLS(self):
+        """
+        A TCP transport that started TLS must encrypt what it writes: it
+        takes its writes itself.
+        """
+        self.transport.TLS = True
+        self.assertFalse(sendNow(self.transport, [b"x"]))
+        self.assertEqual(self.received(), b"")
+
+    def test_failedSocketLeftToTheTransport(self):
+        """
+        A socket that fails the write (the peer is gone) is left to the
+        transport, which finds the failure when it writes.
+        """
+        # Closed with a reset, which a loopback connection delivers at once.
+        self.peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.peer.close()
+        self.assertFalse(sendNow(self.transport, [b"x" * 100]))
+
+    def test_protocolUsesItOnlyOnPlainTCP(self):
+        """
+        The protocol sends straight to the socket of a TCP connection, and
+        not through a wrapping (TLS) transport or to a test double.
+        """
+        factory = AcceptorFactory(verificationEntity(), reactor=MemoryReactorClock())
+        plain = factory.buildProtocol(PEER)
+        plain.makeConnection(self.transport)
+        self.assertIs(plain._directSocket, self.transport)
+        # A wrapper, as Twisted's TLS protocol is one, passes the
+        # connection's interfaces and attributes (its socket) through.
+        wrapper = WrappingFactory(factory).buildProtocol(PEER)
+        wrapper.makeConnection(self.transport)
+        self.assertIsNone(wrapper.wrappedProtocol._directSocket)
+        double = factory.buildProtocol(PEER)
+        double.makeConnection(DescriptorTransport(peerAddress=PEER))
+        self.assertIsNone(double._directSocket)
 
 
 class NoDelayTests(SynchronousTestCase):

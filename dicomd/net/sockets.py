@@ -12,11 +12,14 @@ makes the reads large enough for a whole PDU of the usual sizes.
 
 Each works on a TLS transport too, through the TCP transport under it, and
 does nothing where the transport or the system lacks what it needs.
+L{sendNow}, which skips the transport's buffer altogether, is for plain
+TCP only: a TLS transport must encrypt first.
 """
 
 import socket
-from typing import Optional
+from typing import Optional, Sequence, Union
 
+from twisted.internet import tcp
 from twisted.internet.interfaces import IWriteDescriptor
 
 #: How much a TCP transport reads at a time (Twisted's default is 64 KiB):
@@ -126,3 +129,69 @@ def writeNow(descriptor) -> None:
     """
     if descriptor.connected and not descriptor.disconnecting:
         descriptor.doWrite()
+
+
+def directSocket(transport):
+    """
+    The transport itself when it is a TCP connection of the reactor, whose
+    socket L{sendNow} may write to; else C{None}.
+
+    Only the connection itself qualifies: a wrapper (Twisted's TLS
+    protocol is one) claims the interfaces of the connection under it and
+    passes its attributes through, socket included, but what goes through
+    it must not reach the socket unchanged.
+    """
+    return transport if isinstance(transport, tcp.Connection) else None
+
+
+#: The most pieces L{sendNow} hands to one C{sendmsg} (Linux's IOV_MAX).
+_IOV_MAX = 1024
+
+
+def sendNow(descriptor, data: Union[bytes, Sequence]) -> bool:
+    """
+    Write C{data} (bytes, or a list of bytes and memoryview pieces) to the
+    socket of a plain TCP transport whose write buffer is empty, in one
+    system call; the part the kernel does not take goes to the transport's
+    buffer, as from C{transport.write}.
+
+    A transport's write copies the pieces into one string, registers the
+    socket for writability, and unregisters it once the reactor wrote it:
+    a copy of every data set and two C{epoll_ctl} calls for every request
+    and response.  When nothing is waiting in its buffer, writing directly
+    keeps the order of the bytes and needs none of that.
+
+    @return: whether C{data} was taken (sent, or the rest buffered); when
+        not, the caller writes it to the transport as usual.  Not taken
+        while the transport holds unsent bytes, is closing or speaks TLS,
+        or when the pieces are more than one call takes.
+    """
+    if not descriptor.connected or descriptor.disconnecting or descriptor.TLS:
+        # A TCP transport that started TLS encrypts what it writes.
+        return False
+    if descriptor._tempDataBuffer or len(descriptor.dataBuffer) > descriptor.offset:
+        return False
+    single = type(data) is not list
+    if not single and len(data) > _IOV_MAX:
+        return False
+    try:
+        sent = descriptor.socket.send(data) if single else descriptor.socket.sendmsg(data)
+    except BlockingIOError:
+        sent = 0
+    except OSError:
+        # The connection failed: the transport finds out when it writes,
+        # and closes it the usual way.
+        return False
+    if single:
+        if sent < len(data):
+            descriptor.write(data[sent:])
+        return True
+    for index, piece in enumerate(data):
+        size = len(piece)
+        if sent < size:
+            rest = [memoryview(piece)[sent:]]
+            rest.extend(data[index + 1 :])
+            descriptor.write(b"".join(rest))
+            return True
+        sent -= size
+    return True
