@@ -60,13 +60,19 @@ def fragment(contextID: int, isCommand: bool, data, fragmentLength: int, isLast:
     pieces = []
     if total == 0:
         return [encodePDataTF(contextID, control | (LAST if isLast else 0), 0)] if isLast else []
+    if total <= fragmentLength:
+        return [encodePDataTF(contextID, control | (LAST if isLast else 0), total), data]
+    # Every PDU but the last carries a full fragment: they share a header.
+    full = encodePDataTF(contextID, control, fragmentLength)
+    append = pieces.append
     pos = 0
-    while pos < total:
-        end = min(pos + fragmentLength, total)
-        last = LAST if (isLast and end == total) else 0
-        pieces.append(encodePDataTF(contextID, control | last, end - pos))
-        pieces.append(view[pos:end] if (pos or end != total) else data)
-        pos = end
+    lastStart = total - fragmentLength
+    while pos < lastStart:
+        append(full)
+        pos += fragmentLength
+        append(view[pos - fragmentLength : pos])
+    append(encodePDataTF(contextID, control | (LAST if isLast else 0), total - pos))
+    append(view[pos:])
     return pieces
 
 

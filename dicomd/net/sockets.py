@@ -186,6 +186,8 @@ def sendNow(descriptor, data: Union[bytes, Sequence]) -> bool:
         if sent < len(data):
             descriptor.write(data[sent:])
         return True
+    if sent == sum(map(len, data)):
+        return True
     for index, piece in enumerate(data):
         size = len(piece)
         if sent < size:
