@@ -1051,3 +1051,27 @@ class MemoryTests(ComparingTestCase):
         # The client has exited, so the whole file went through the relay;
         # the last sample may be older than the last bytes.
         self.assertGreater(relay.forwarded, size, "the relay saw only %d bytes" % (relay.forwarded,))
+
+    @defer.inlineCallbacks
+    def test_slowReceiverGetsEveryByte(self):
+        """
+        A data set of several megabytes that never repeats itself, sent to
+        storescp through a relay reading 20 MB/s, arrives as its very
+        bytes: what the socket does not take at once waits in the
+        transport, a copy of it, and goes in order.
+        """
+        from twisted.internet import reactor
+
+        storescp, received = yield startStorescp(self)
+        relay = SlowRelay(reactor, storescp.port, 20e6)
+        listening = reactor.listenTCP(0, relay, interface=LOCALHOST)
+        self.addCleanup(listening.stopListening)
+        size = 8 << 20
+        path = writeLargeFile(os.path.join(makeDirectory(self), "random.dcm"), size)
+        with open(path, "r+b") as f:
+            f.seek(-size, os.SEEK_END)
+            f.write(os.urandom(size))
+        result = yield runCommand(dicomdArgv("storescu", LOCALHOST, str(listening.getHost().port), path), env=pythonEnvironment())
+        # storescp answers once the file is written.
+        self.assertEqual(result.exitCode, 0, result.describe())
+        self.assertSentUnchanged([path], received)
