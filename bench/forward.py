@@ -28,7 +28,10 @@ C{--output /dev/shm} keeps every file in memory.
 C{--baseline CHECKOUT} runs the forwarded and backlog runs with that
 checkout's dicomd too, each just before the same run of this one
 (I{forwarded-base}, I{backlog-base}): the code before a change, measured
-beside it.  C{--async-ops N} has this checkout's dicomd propose an
+beside it.  C{--workers N} adds the
+forwarded and backlog runs with C{twistd dicomd --workers N}
+(I{forwarded-workers}, I{backlog-workers}): N processes receive, and the
+coordinator forwards.  C{--async-ops N} has this checkout's dicomd propose an
 asynchronous operations window of N to the destination (C{[forwarding]
 async-ops}); DCMTK's storescp grants none.  C{--granting N} adds two
 backlog runs drained into C{dicomd storescp}, which grants a window of up
@@ -36,7 +39,7 @@ to 16: I{backlog>dicomd} proposing none, I{backlog>dicomd-w} proposing N.
 
 Run from the checkout:
 
-    python bench/forward.py [--corpus DIR] [--output DIR] [--count 2000] [--runs 5] [--baseline CHECKOUT] [--async-ops N] [--granting N]
+    python bench/forward.py [--corpus DIR] [--output DIR] [--count 2000] [--runs 5] [--baseline CHECKOUT] [--workers N] [--async-ops N] [--granting N]
 
 The corpus is made once in C{--corpus} if it is not complete there.  This
 is not a test: it asserts nothing but that every object arrived.
@@ -84,10 +87,13 @@ def dicomdStorescp(work: str, name: str, port: int) -> ServerProcess:
     return server
 
 
-def dicomd(work: str, port: int, destinationPort: int, retryMax: float, checkout: str = REPO_ROOT, asyncOps: int = 1) -> ServerProcess:
+def dicomd(
+    work: str, port: int, destinationPort: int, retryMax: float, checkout: str = REPO_ROOT, asyncOps: int = 1, workers: int = 1
+) -> ServerProcess:
     """
     C{twistd -n dicomd} of C{checkout} forwarding everything to the
-    destination on C{destinationPort}, its data and log under C{work}.
+    destination on C{destinationPort}, its data and log under C{work}:
+    receiving in C{workers} worker processes when more than 1.
     """
     directory = os.path.join(work, "dicomd")
     os.makedirs(directory)
@@ -99,6 +105,7 @@ def dicomd(work: str, port: int, destinationPort: int, retryMax: float, checkout
             % (min(1, retryMax), retryMax, "async-ops = %d\n" % (asyncOps,) if asyncOps != 1 else "", HOST, destinationPort)
         )
     argv = TWISTD + ["-n", "--pidfile=", "dicomd", "--config", config, "--listen", "tcp:%d:interface=%s" % (port, HOST), "-q"]
+    argv += ["--workers", str(workers)]
     return ServerProcess("dicomd", argv, pythonEnvironment(checkout), directory, port, os.path.join(work, "dicomd.log"), startTimeout=60)
 
 
@@ -180,6 +187,9 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline", default=None, help="also run the forwarded and backlog runs with this checkout's dicomd")
     parser.add_argument("--async-ops", type=int, default=1, help="the asynchronous operations window dicomd proposes (default 1: none)")
     parser.add_argument(
+        "--workers", type=int, default=None, metavar="N", help="also run the forwarded and backlog runs with N worker processes receiving"
+    )
+    parser.add_argument(
         "--granting", type=int, default=None, metavar="N", help="also drain the backlog into dicomd storescp, which grants a window, proposing 1 and N"
     )
     options = parser.parse_args(argv)
@@ -198,12 +208,28 @@ def main(argv=None) -> int:
         baseline = {"checkout": os.path.abspath(options.baseline)}
         measures["forwarded-base"] = lambda work: forwarded(work, paths, options.timeout, **baseline)
         measures["backlog-base"] = lambda work: backlog(work, paths, options.timeout, **baseline)
+    if options.workers is not None:
+        workers = dict(asyncOps, workers=options.workers)
+        measures["forwarded-workers"] = lambda work: forwarded(work, paths, options.timeout, **workers)
+        measures["backlog-workers"] = lambda work: backlog(work, paths, options.timeout, **workers)
     if options.granting is not None:
         measures["backlog>dicomd"] = lambda work: backlog(work, paths, options.timeout, receiver=dicomdStorescp)
         measures["backlog>dicomd-w"] = lambda work: backlog(work, paths, options.timeout, receiver=dicomdStorescp, asyncOps=options.granting)
     # Each run of the baseline just before the same run of this checkout.
     names = [
-        name for name in ("direct", "forwarded-base", "forwarded", "backlog-base", "backlog", "backlog>dicomd", "backlog>dicomd-w") if name in measures
+        name
+        for name in (
+            "direct",
+            "forwarded-base",
+            "forwarded",
+            "forwarded-workers",
+            "backlog-base",
+            "backlog",
+            "backlog-workers",
+            "backlog>dicomd",
+            "backlog>dicomd-w",
+        )
+        if name in measures
     ]
     print("%d images of %s (ct256), storescu -> [dicomd ->] storescp, in %s" % (len(paths), corpus.description, options.output or tempfile.gettempdir()))
     print("%-4s %-16s %10s %10s %8s" % ("run", "", "seconds", "objects/s", "x direct"))
