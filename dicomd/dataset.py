@@ -42,6 +42,38 @@ def isValidUID(value: str) -> bool:
     return len(value) <= 64 and _UID.match(value) is not None
 
 
+#: The state of a new pydicom L{Dataset}, which L{newDataset} copies.
+_NEW_DATASET_STATE = dict(vars(Dataset()))
+
+#: The parts of that state that each data set must have its own of.
+_OWN_STATE = ("_private_blocks", "_pixel_array_opts", "_pixel_id")
+
+
+def newDataset(elements=None, implicit=None, little=None, encoding=None) -> Dataset:
+    """
+    A pydicom L{Dataset} of C{elements} (a dict of tags to elements, taken
+    as it is), read in that encoding (as C{set_original_encoding} records
+    it), made without calling C{Dataset.__init__}.
+
+    A storage SCP makes one for every object it receives, and
+    C{__init__} sets a dozen attributes, each through
+    C{Dataset.__setattr__}, which first tells a keyword from an attribute:
+    this copies the state a new data set has instead, with new containers
+    where each must have its own.  A test holds the two the same.
+    """
+    dataset = Dataset.__new__(Dataset)
+    state = vars(dataset)
+    state.update(_NEW_DATASET_STATE)
+    for name in _OWN_STATE:
+        state[name] = _NEW_DATASET_STATE[name].copy()
+    state["_dict"] = {} if elements is None else elements
+    state["_read_implicit"] = implicit
+    state["_read_little"] = little
+    if encoding is not None:
+        state["_read_charset"] = encoding
+    return dataset
+
+
 def quietPydicom() -> None:
     """
     Turn off pydicom's warnings about values that do not follow their VR

@@ -837,6 +837,47 @@ class HeadScanTests(SynchronousTestCase):
             self.assertEqual(scanned.ReferencedImageSequence[1].PurposeOfReferenceCodeSequence[0].CodeMeaning, "Localizer")
             self.assertNotIn(0x7FE00010, scanned)
 
+    def test_encodingAsPydicomRecordsIt(self):
+        """
+        The scanned data set has the state pydicom gives a data set read in
+        that encoding: the same attributes, with the same values, as one made
+        by C{Dataset()} and C{set_original_encoding}, the character set of
+        the data set's own (0008,0005) included.
+        """
+        from pydicom.charset import convert_encodings
+        from pydicom.dataset import Dataset
+
+        from dicomd.storage.part10 import scanHead
+
+        for transferSyntax, encoded in _encodedVariants():
+            scanned = scanHead(encoded, transferSyntax, True)
+            expected = Dataset(dict(scanned._dict))
+            expected.set_original_encoding(transferSyntax == "1.2.840.10008.1.2", True, convert_encodings(expected.SpecificCharacterSet))
+            self.assertEqual(vars(scanned), vars(expected))
+            self.assertEqual(scanned.original_character_set, ["latin_1"])
+
+    def test_newDataset(self):
+        """
+        L{newDataset} makes what C{Dataset()} makes, with the elements and
+        encoding given, and containers of its own.
+        """
+        from pydicom.dataset import Dataset
+
+        from dicomd.dataset import newDataset
+
+        self.assertEqual(vars(newDataset()), vars(Dataset()))
+        elements = {}
+        made = newDataset(elements, False, True, "iso8859")
+        expected = Dataset(elements)
+        expected.set_original_encoding(False, True, "iso8859")
+        self.assertEqual(vars(made), vars(expected))
+        self.assertIs(made._dict, elements)
+        other = newDataset()
+        for name in ("_dict", "_private_blocks", "_pixel_array_opts", "_pixel_id"):
+            self.assertIsNot(vars(made)[name], vars(other)[name], name)
+        made.PatientID = "42"
+        self.assertNotIn("PatientID", other)
+
     def test_headEndingInPixelData(self):
         """
         A head that ends inside the pixel data is enough.

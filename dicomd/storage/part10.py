@@ -35,7 +35,7 @@ from pydicom.uid import UID
 
 from dicomd import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomd.codec.elements import EXPLICIT_LITTLE, IMPLICIT_LITTLE, UNDEFINED_LENGTH, ElementScanner, Malformed, Truncated
-from dicomd.dataset import quietPydicom
+from dicomd.dataset import newDataset, quietPydicom
 from dicomd.ul.negotiation import EXPLICIT_VR_LITTLE_ENDIAN
 
 PREAMBLE = bytes(128) + b"DICM"
@@ -184,14 +184,13 @@ def scanHead(head, transferSyntaxUID: str, complete: bool, partial: bool = False
             return None
     except Malformed:
         return readHead(head, transferSyntaxUID, complete)
-    dataset = Dataset(elements)
-    encoding = default_encoding
+    dataset = newDataset(elements, implicit, True, default_encoding)
     if _SPECIFIC_CHARACTER_SET in elements:
         try:
             encoding = convert_encodings(dataset.SpecificCharacterSet)
         except Exception:
             encoding = default_encoding
-    dataset.set_original_encoding(implicit, True, encoding)
+        dataset.set_original_encoding(implicit, True, encoding)
     return dataset
 
 

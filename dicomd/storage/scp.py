@@ -37,7 +37,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from dicomd.dataset import isValidUID
+from dicomd.dataset import isValidUID, newDataset
 from dicomd.dimse import status as _status
 from dicomd.dimse.commands import responseTo
 from dicomd.dimse.consumers import DiscardedDataSet
@@ -87,7 +87,7 @@ class ReceivedInstance:
     peerHost: str
     receivedAt: float
     size: int = 0
-    attributes: Dataset = field(default_factory=Dataset)
+    attributes: Dataset = field(default_factory=newDataset)
     path: Optional[str] = None
     association: object = field(default=None, compare=False, repr=False)
 
