@@ -1355,15 +1355,15 @@ class SendNowTests(SynchronousTestCase):
         factory = AcceptorFactory(verificationEntity(), reactor=MemoryReactorClock())
         plain = factory.buildProtocol(PEER)
         plain.makeConnection(self.transport)
-        self.assertIs(plain._directSocket, self.transport)
+        self.assertIs(plain._directConnection, self.transport)
         # A wrapper, as Twisted's TLS protocol is one, passes the
         # connection's interfaces and attributes (its socket) through.
         wrapper = WrappingFactory(factory).buildProtocol(PEER)
         wrapper.makeConnection(self.transport)
-        self.assertIsNone(wrapper.wrappedProtocol._directSocket)
+        self.assertIsNone(wrapper.wrappedProtocol._directConnection)
         double = factory.buildProtocol(PEER)
         double.makeConnection(DescriptorTransport(peerAddress=PEER))
-        self.assertIsNone(double._directSocket)
+        self.assertIsNone(double._directConnection)
 
 
 class NoDelayTests(SynchronousTestCase):

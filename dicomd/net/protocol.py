@@ -31,7 +31,7 @@ from twisted.logger import Logger
 
 from dicomd.errors import AssociationAborted
 from dicomd.net import debug
-from dicomd.net.sockets import directSocket, quickAckSocket, renewQuickAck, sendNow, setNoDelay, setReadSize, writeDescriptor, writeNow
+from dicomd.net.sockets import directConnection, quickAckSocket, renewQuickAck, sendNow, setNoDelay, setReadSize, writeDescriptor, writeNow
 from dicomd.tls.certificates import certificateSubject
 from dicomd.ul import provider as _ul
 from dicomd.ul.fsm import State
@@ -148,7 +148,7 @@ class AssociationProtocol(protocol.Protocol):
     direction = "from"
     _quickAckSocket = None
     _writeDescriptor = None
-    _directSocket = None
+    _directConnection = None
     _unflushed = False
     _readingPaused = False
 
@@ -199,7 +199,7 @@ class AssociationProtocol(protocol.Protocol):
         data = output.data
         if self._trace is not None:
             self._logPDUs("to", self._trace.sent(data))
-        if self._directSocket is not None and sendNow(self._directSocket, data):
+        if self._directConnection is not None and sendNow(self._directConnection, data):
             return
         # Pieces are headers and memoryview slices of a data set; one join
         # copies them once, the copy Twisted's write buffer would make.
@@ -273,7 +273,7 @@ class AssociationProtocol(protocol.Protocol):
         setReadSize(self.transport)
         self._quickAckSocket = quickAckSocket(self.transport)
         self._writeDescriptor = writeDescriptor(self.transport)
-        self._directSocket = directSocket(self.transport)
+        self._directConnection = directConnection(self.transport)
         self.peerAddress = self.transport.getPeer()
         if self.debugging:
             self._trace = PDUTrace(debug.uidName)

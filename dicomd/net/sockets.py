@@ -131,7 +131,7 @@ def writeNow(descriptor) -> None:
         descriptor.doWrite()
 
 
-def directSocket(transport):
+def directConnection(transport):
     """
     The transport itself when it is a TCP connection of the reactor, whose
     socket L{sendNow} may write to; else C{None}.
