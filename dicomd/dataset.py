@@ -74,6 +74,21 @@ def newDataset(elements=None, implicit=None, little=None, encoding=None) -> Data
     return dataset
 
 
+def storedElement(dataset: Dataset, tag: int):
+    """
+    The element of C{dataset} under C{tag} as it is stored there: raw
+    (undecoded) or decoded, or C{None}.
+
+    C{Dataset.get_item} does the same after converting the tag, which
+    costs more than the look-up; the storage SCP and the index read some
+    thirty elements of every object received, while they hold the
+    interpreter lock.  Only for data sets read whole: a data set whose
+    values pydicom left in the file (C{defer_size}) must go through
+    C{get_item}.
+    """
+    return dataset._dict.get(tag)
+
+
 def quietPydicom() -> None:
     """
     Turn off pydicom's warnings about values that do not follow their VR

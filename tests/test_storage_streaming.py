@@ -878,6 +878,22 @@ class HeadScanTests(SynchronousTestCase):
         made.PatientID = "42"
         self.assertNotIn("PatientID", other)
 
+    def test_storedElement(self):
+        """
+        L{storedElement} finds what C{Dataset.get_item} finds, raw or
+        decoded, and C{None} for an absent tag.
+        """
+        from dicomd.dataset import storedElement
+        from dicomd.storage.part10 import scanHead
+
+        transferSyntax, encoded = _encodedVariants()[1]
+        scanned = scanHead(encoded, transferSyntax, True)
+        for tag in (0x00080018, 0x00100010, 0x00091010, 0x00880140):
+            self.assertIs(storedElement(scanned, tag), scanned.get_item(tag))
+        str(scanned.PatientName)
+        self.assertIs(storedElement(scanned, 0x00100010), scanned.get_item(0x00100010))
+        self.assertIsNone(storedElement(scanned, 0x00880140))
+
     def test_headEndingInPixelData(self):
         """
         A head that ends inside the pixel data is enough.

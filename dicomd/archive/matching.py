@@ -108,6 +108,7 @@ from pydicom.multival import MultiValue
 
 from dicomd.archive.charsets import ASCII_TERMS
 from dicomd.archive.responses import ResponseLayout
+from dicomd.dataset import storedElement
 from dicomd.dimse import uids as _uids
 from dicomd.dimse.status import (
     IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
@@ -269,12 +270,15 @@ _QUERY_RETRIEVE_LEVEL = 0x00080052
 _SPECIFIC_CHARACTER_SET = 0x00080005
 
 
+_KEYS_OF_LEVEL = {level: tuple(key for key in KEYS if key.level is level) for level in Level}
+
+
 def keysOfLevel(level):
     """
     @param level: a L{Level}.
     @return: the L{QueryKey}s of that level, in L{KEYS} order.
     """
-    return tuple(key for key in KEYS if key.level is level)
+    return _KEYS_OF_LEVEL[level]
 
 
 def uniqueKey(level):
@@ -379,7 +383,7 @@ def attributeText(dataset, key):
     @param key: a L{QueryKey}.
     @return: the L{elementText} of that key in the dataset.
     """
-    element = dataset.get_item(key.tag)
+    element = storedElement(dataset, key.tag)
     if element is None:
         return ""
     if type(element) is RawDataElement:

@@ -35,7 +35,7 @@ from pydicom.uid import UID
 
 from dicomd import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomd.codec.elements import EXPLICIT_LITTLE, IMPLICIT_LITTLE, UNDEFINED_LENGTH, ElementScanner, Malformed, Truncated
-from dicomd.dataset import newDataset, quietPydicom
+from dicomd.dataset import newDataset, quietPydicom, storedElement
 from dicomd.ul.negotiation import EXPLICIT_VR_LITTLE_ENDIAN
 
 PREAMBLE = bytes(128) + b"DICM"
@@ -247,7 +247,7 @@ def uidValue(dataset: Dataset, keyword: str, tag: int) -> str:
     The value of a UI element of C{dataset}, padding removed, read without
     decoding the element when it is still raw; C{""} when absent.
     """
-    element = dataset.get_item(tag)
+    element = storedElement(dataset, tag)
     if element is None:
         return ""
     if isinstance(element, RawDataElement):
