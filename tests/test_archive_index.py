@@ -119,6 +119,17 @@ SERIES = {
 }
 
 
+def undecoded(dataset):
+    """
+    C{dataset} encoded in implicit VR little endian and read again without
+    decoding its elements, as a storage SCP's header is.
+    """
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, True
+    write_dataset(out, dataset)
+    return read_dataset(DicomBytesIO(out.getvalue()), True, True)
+
+
 def header(seriesUID, number, **overrides):
     """
     The header of the instance C{number} of a series of the archive.
@@ -1574,6 +1585,24 @@ class UpdateTests(ArchiveMixin, SynchronousTestCase):
         )
         self.assertEqual(self.counts(), [6, 7, 8, 13])
         self.assertEqual(self.matches(STUDY_ROOT, "STUDY", "AccessionNumber", StudyInstanceUID="4.1"), ["ACC41"])
+
+    def test_batchSameBytesInAnotherCharacterSet(self):
+        """
+        In one batch, an instance whose undecoded patient name has the
+        bytes of the one before, in another character set, changes the
+        patient's name: the batch tells rows apart by values and character
+        set, not by bytes alone.
+        """
+        first = header("4.1.1", 2, SpecificCharacterSet="ISO_IR 100", PatientName="M\u00c3\u00bcller")
+        second = header("4.1.1", 3, SpecificCharacterSet="ISO_IR 192", PatientName="M\u00fcller")
+        self.assertEqual(undecoded(first).get_item(0x00100010).value, undecoded(second).get_item(0x00100010).value)
+        self.index.addInstances(
+            AREA,
+            [(undecoded(first), stored("4.1.1.2", 2000.0)), (undecoded(second), stored("4.1.1.3", 2001.0))],
+        )
+        with self.index.connection() as db:
+            names = [row[0] for row in db.execute("SELECT PatientName FROM patient WHERE PatientID = 'P4'")]
+        self.assertEqual(names, ["M\u00fcller"])
 
     def test_batchStudyUpdatedWithItsNewest(self):
         """

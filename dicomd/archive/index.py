@@ -460,8 +460,8 @@ class _Batch:
     times, are written once.
 
     @ivar rows: the row of each patient, study and series written, by
-        level and unique key: its C{id}, and the values and parent it was
-        written with.
+        level and unique key: its C{id}, and the source values
+        (L{sql.sourceValues}) and parent it was written with.
     @ivar newest: the newest receipt time of each study's instances, by
         the study's C{id}; written when the batch ends.
     """
@@ -662,12 +662,11 @@ class SQLArchiveIndex:
             another one (else C{None}).
         """
         uid = attributeText(header, uniqueKey(level))
-        columns = sql.columns(level, header)
-        state = (tuple(columns), parent)
+        state = (sql.sourceValues(level, header), parent)
         known = batch.rows.get((level, uid))
         if known is not None and known[1] == state:
             return known[0], None
-        identifier, former = self._write(db, area, level, uid, columns, parent)
+        identifier, former = self._write(db, area, level, uid, sql.columns(level, header), parent)
         batch.rows[(level, uid)] = (identifier, state)
         return identifier, former
 

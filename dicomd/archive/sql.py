@@ -19,6 +19,9 @@ from dicomd.archive.matching import (
     keysOfLevel,
     sortableValue,
 )
+from dicomd.dataset import storedElement
+
+_SPECIFIC_CHARACTER_SET = 0x00080005
 
 #: The table of each level, and the column that refers to its parent.
 TABLES = {
@@ -44,6 +47,19 @@ def columns(level, header):
         if key.ordered:
             result.append((key.keyword + "Sortable", sortableValue(key, text), text))
     return result
+
+
+def sourceValues(level, header):
+    """
+    What the key columns of one level are computed from, for an instance's
+    header: each key element's VR and value as the header holds them (raw
+    or decoded), and its character set.  Two headers with the same source
+    values give the same L{columns}, which are dearer to compute: an index
+    writing the rows of a study's instances compares these first.
+    """
+    elements = [storedElement(header, key.tag) for key in keysOfLevel(level)]
+    elements.append(storedElement(header, _SPECIFIC_CHARACTER_SET))
+    return tuple(None if element is None else (element.VR, element.value) for element in elements)
 
 
 def fromClause(level):
