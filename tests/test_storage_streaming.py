@@ -878,6 +878,31 @@ class HeadScanTests(SynchronousTestCase):
         made.PatientID = "42"
         self.assertNotIn("PatientID", other)
 
+    def test_elementsAsPydicomMakesThem(self):
+        """
+        The scanned elements are pydicom's C{RawDataElement}s under its
+        C{BaseTag}s, made once per tag number and shared, up to a bound
+        that what peers send cannot pass.
+        """
+        from pydicom.dataelem import RawDataElement
+        from pydicom.tag import BaseTag
+
+        from dicomd.storage import part10
+
+        transferSyntax, encoded = _encodedVariants()[1]
+        first = part10.scanHead(encoded, transferSyntax, True)
+        second = part10.scanHead(encoded, transferSyntax, True)
+        for tag, element in first._dict.items():
+            self.assertIs(type(tag), BaseTag)
+            if tag != 0x00080005:
+                # (The character set is decoded, to read the rest with.)
+                self.assertIs(type(element), RawDataElement)
+                self.assertIs(element.tag, tag)
+        self.assertEqual([id(tag) for tag in first._dict], [id(tag) for tag in second._dict])
+        for number in range(0x00990010, 0x00990010 + 2 * part10._MAXIMUM_TAGS):
+            self.assertEqual(part10._tag(number), number)
+        self.assertLessEqual(len(part10._TAGS), part10._MAXIMUM_TAGS)
+
     def test_storedElement(self):
         """
         L{storedElement} finds what C{Dataset.get_item} finds, raw or

@@ -141,6 +141,22 @@ def _scannable(transferSyntaxUID: str) -> Optional[bool]:
     return implicit
 
 
+#: pydicom's tag objects of the tags met so far, by number: most objects
+#: received carry the same few dozen, and making a L{BaseTag} costs more
+#: than finding one.
+_TAGS = {}
+
+#: How many tags L{_TAGS} keeps: what peers send cannot grow it further.
+_MAXIMUM_TAGS = 4096
+
+
+def _tag(number: int) -> BaseTag:
+    tag = BaseTag(number)
+    if len(_TAGS) < _MAXIMUM_TAGS:
+        _TAGS[number] = tag
+    return tag
+
+
 def scanHead(head, transferSyntaxUID: str, complete: bool, partial: bool = False) -> Optional[Dataset]:
     """
     Read the attributes before the pixel data from the first bytes of a
@@ -161,11 +177,15 @@ def scanHead(head, transferSyntaxUID: str, complete: bool, partial: bool = False
     data = head if type(head) is bytes else bytes(head)
     scanner = ElementScanner(data, IMPLICIT_LITTLE if implicit else EXPLICIT_LITTLE, stopBefore=_PIXEL_DATA)
     elements = {}
-    make = RawDataElement._make
-    baseTag = BaseTag
+    # The element tuples are made as RawDataElement._make makes them,
+    # without its Python frame and length check: this runs for every
+    # element of every object received.
+    newTuple = tuple.__new__
+    raw = RawDataElement
+    tags = _TAGS
     undefined = UNDEFINED_LENGTH
     try:
-        for tag, vr, length, valueOffset, nextOffset in scanner:
+        for number, vr, length, valueOffset, nextOffset in scanner:
             if length == undefined:
                 if vr is not None and vr != "SQ":
                     # An undefined length UN (a sequence in implicit VR) or
@@ -175,8 +195,10 @@ def scanHead(head, transferSyntaxUID: str, complete: bool, partial: bool = False
                 value = data[valueOffset : nextOffset - 8]
             else:
                 value = data[valueOffset:nextOffset]
-            tag = baseTag(tag)
-            elements[tag] = make((tag, vr, len(value), value, valueOffset, implicit, True, True, False))
+            tag = tags.get(number)
+            if tag is None:
+                tag = _tag(number)
+            elements[tag] = newTuple(raw, (tag, vr, len(value), value, valueOffset, implicit, True, True, False))
         if not (scanner.reached or complete or partial):
             return None
     except Truncated:
