@@ -1209,6 +1209,17 @@ class InlineWritesTests(SynchronousTestCase):
         self.assertTrue(inline.admits(1000))
         self.assertFalse(inline.admits(1001))
 
+    def test_defaultLimit(self):
+        """
+        By default a file is finished inline up to the size at which it
+        would have started a write job of its own: a 512x512 16-bit image
+        with its attributes (525 KB) is, a 1 MiB fragment more is not.
+        """
+        inline = _spool.InlineWrites()
+        self.assertTrue(inline.admits(525 * 1000))
+        self.assertTrue(inline.admits(_spool.FLUSH_SIZE))
+        self.assertFalse(inline.admits(_spool.FLUSH_SIZE + 1))
+
     def test_slowFilesSendFilesToThreadsForAWhile(self):
         """
         After C{strikes} files took C{slow} seconds or more within
