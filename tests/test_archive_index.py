@@ -53,6 +53,17 @@ MR = "1.2.840.10008.5.1.4.1.1.4"
 EXPLICIT = "1.2.840.10008.1.2.1"
 
 
+def undecoded(dataset):
+    """
+    C{dataset} encoded in implicit VR little endian and read again without
+    decoding its elements, as a storage SCP's header is.
+    """
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, True
+    write_dataset(out, dataset)
+    return read_dataset(DicomBytesIO(out.getvalue()), True, True)
+
+
 def roundTrip(dataset):
     """
     Encode a dataset in its own Specific Character Set and decode it again,
@@ -60,12 +71,9 @@ def roundTrip(dataset):
     time forms of the archive are valid for DCMTK, not for pydicom, which
     warns about them.
     """
-    out = DicomBytesIO()
-    out.is_little_endian, out.is_implicit_VR = True, True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        write_dataset(out, dataset)
-        decoded = read_dataset(DicomBytesIO(out.getvalue()), True, True)
+        decoded = undecoded(dataset)
         decoded.decode()
     return decoded
 
@@ -117,17 +125,6 @@ SERIES = {
     "5.1.1": ("5.1", "OT", "1", 1),
     "6.1.1": ("6.1", "MR", "7", 1),
 }
-
-
-def undecoded(dataset):
-    """
-    C{dataset} encoded in implicit VR little endian and read again without
-    decoding its elements, as a storage SCP's header is.
-    """
-    out = DicomBytesIO()
-    out.is_little_endian, out.is_implicit_VR = True, True
-    write_dataset(out, dataset)
-    return read_dataset(DicomBytesIO(out.getvalue()), True, True)
 
 
 def header(seriesUID, number, **overrides):
@@ -554,15 +551,21 @@ class PostgreSQLSchemaTests(SynchronousTestCase):
         one, two = self.open(), self.postgresql.PostgreSQLArchiveIndex(self.url, node="two")
         self.addCleanup(two.close)
         entered = threading.Event()
+        enteredOther = threading.Event()
 
-        def takeTurn():
-            with two.quotaTurn(AREA):
-                entered.set()
+        def takeTurn(area, event):
+            with two.quotaTurn(area):
+                event.set()
 
-        waiter = threading.Thread(target=takeTurn)
+        other = threading.Thread(target=takeTurn, args=("OTHER", enteredOther))
+        waiter = threading.Thread(target=takeTurn, args=(AREA, entered))
         with one.quotaTurn(AREA):
-            with two.quotaTurn("OTHER"):
-                pass
+            other.start()
+            self.addCleanup(other.join)
+            # A turn on another area does not wait: a regression fails here
+            # instead of hanging the test.
+            self.assertTrue(enteredOther.wait(30))
+            other.join()
             waiter.start()
             self.addCleanup(waiter.join)
             self.waitForLockWaiter()
