@@ -234,6 +234,8 @@ def main(argv=None) -> int:
     print("%d images of %s (ct256), storescu -> [dicomd ->] storescp, in %s" % (len(paths), corpus.description, options.output or tempfile.gettempdir()))
     print("%-4s %-16s %10s %10s %8s" % ("run", "", "seconds", "objects/s", "x direct"))
     rates = {name: [] for name in names}
+    if options.output is not None:
+        os.makedirs(options.output, exist_ok=True)
     for run in range(1, options.runs + 1):
         work = tempfile.mkdtemp(prefix="dicomd-bench-forward-", dir=options.output)
         try:
