@@ -1,0 +1,181 @@
+"""
+Benchmark: CPU per received object of C{dicomd storescp}'s code, without
+a network or a peer.
+
+The acceptor of a storage SCP (L{dicomd.storage.receiver.buildReceiver},
+as C{dicomd storescp} builds it) runs on a transport that discards what it
+writes, with worker jobs run at once, and is fed the byte stream of a whole
+association: the A-ASSOCIATE-RQ, then each file of a corpus as a C-STORE-RQ
+and its data set in P-DATA-TF PDUs of 128 KiB, handed over in reads of
+C{--read} bytes, as a socket would deliver them.  The files are written for
+real, so C{--output /dev/shm} leaves the disk out.
+
+What it measures is the process CPU time per object of everything
+between the reads and the response: no system call on a socket, no other
+process, no scheduling.  That makes it steady where the end-to-end
+benchmarks (L{bench.store}, L{bench.floor}) vary with the machine by ten
+per cent from one run to the next, and fit for comparing a change with the
+code before it: C{--baseline CHECKOUT} runs that checkout's code in the
+same turns.  C{--profile} prints a cProfile of one run instead (which
+about doubles the time, evenly enough to rank the parts).
+
+    python bench/replay.py [--corpus DIR] [--corpora ct256] [--output DIR] [--runs 5] [--read 65536] [--baseline CHECKOUT] [--profile]
+
+This is not a test: it asserts nothing but that every object was stored.
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _replay(checkout: str, paths, output: str, readSize: int, profile: bool) -> float:
+    """
+    In a process whose C{sys.path} starts at C{checkout}: receive C{paths}
+    once, in C{output}, and return the CPU seconds per object.
+    """
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import MemoryReactorClock, StringTransport
+    from twisted.python.failure import Failure
+
+    from dicomd.dimse.commands import CStoreRQ, encodeCommand
+    from dicomd.dimse.pdv import fragment, maximumFragmentLength
+    from dicomd.net.acceptor import AcceptorFactory, ApplicationEntity
+    from dicomd.storage.receiver import StorageOptions, buildReceiver, storagePolicy
+    from dicomd.storage.scu import readFileMeta
+    from dicomd.ul.negotiation import proposePresentationContexts
+    from dicomd.ul.pdu import AAssociateRQ, UserInformation
+
+    maximumLength = 131072
+    peer = IPv4Address("TCP", "127.0.0.1", 104)
+
+    class Reactor(MemoryReactorClock):
+        def callFromThread(self, f, *args, **kwargs):
+            f(*args, **kwargs)
+
+    class AtOnce:
+        def callInThreadWithCallback(self, onResult, function, *args, **kwargs):
+            try:
+                result = function(*args, **kwargs)
+            except BaseException:
+                onResult(False, Failure())
+            else:
+                onResult(True, result)
+
+        def callInThread(self, function, *args, **kwargs):
+            self.callInThreadWithCallback(lambda ok, result: None, function, *args, **kwargs)
+
+    class Discarding(StringTransport):
+        def write(self, data):
+            pass
+
+        def writeSequence(self, data):
+            pass
+
+    length = maximumFragmentLength(maximumLength)
+    messages = []
+    for messageID, path in enumerate(paths, 1):
+        dicomFile = readFileMeta(path)
+        with open(path, "rb") as f:
+            f.seek(dicomFile.dataSetOffset)
+            dataSet = f.read()
+        request = CStoreRQ(messageID=messageID, affectedSOPClassUID=dicomFile.sopClassUID, affectedSOPInstanceUID=dicomFile.sopInstanceUID)
+        messages.extend(fragment(1, True, encodeCommand(request), length))
+        messages.extend(fragment(1, False, dataSet, length, True))
+    stream = b"".join(bytes(piece) for piece in messages)
+    reads = [stream[offset : offset + readSize] for offset in range(0, len(stream), readSize)]
+    del messages, stream
+
+    reactor = Reactor()
+    receiver = buildReceiver(StorageOptions(outputDirectory=output), reactor=reactor, threadpool=AtOnce())
+    receiver.area.prepare()
+    syntax = dicomFile.transferSyntaxUID
+    entity = ApplicationEntity("STORESCP", storagePolicy([syntax]), {CStoreRQ.commandField: receiver.scp}, maximumLength=maximumLength)
+    protocol = AcceptorFactory(entity, reactor=reactor).buildProtocol(peer)
+    protocol.makeConnection(Discarding(peerAddress=peer))
+    protocol.dataReceived(
+        AAssociateRQ(
+            "STORESCP",
+            "REPLAY",
+            proposePresentationContexts([(dicomFile.sopClassUID, [syntax])]),
+            UserInformation(maximumLength=maximumLength, implementationClassUID="1.2.3.4"),
+        ).encode()
+    )
+    if profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    started = time.process_time()
+    for data in reads:
+        protocol.dataReceived(data)
+    seconds = time.process_time() - started
+    if profile:
+        profiler.disable()
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(60)
+    stored = sum(len(files) for _, _, files in os.walk(output))
+    if stored != len(paths):
+        raise SystemExit("stored %d of %d objects" % (stored, len(paths)))
+    return seconds / len(paths)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", default=os.path.join(tempfile.gettempdir(), "dicomd-bench-corpus"))
+    parser.add_argument("--corpora", default="ct256")
+    parser.add_argument("--output", default=None, help="where the objects are stored (default: a temporary directory)")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--read", type=int, default=65536, help="bytes per read (default: 65536)")
+    parser.add_argument("--baseline", default=None, help="also run this checkout's code, in the same turns")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of one run of this checkout instead")
+    parser.add_argument("--child", nargs=3, metavar=("CHECKOUT", "CORPUS", "OUTPUT"), help=argparse.SUPPRESS)
+    options = parser.parse_args(argv)
+    if options.child:
+        checkout, corpusDirectory, output = options.child
+        sys.path.insert(0, checkout)
+        paths = sorted(os.path.join(corpusDirectory, name) for name in os.listdir(corpusDirectory))
+        print(_replay(checkout, paths, output, options.read, options.profile))
+        return 0
+    sys.path.insert(0, REPO_ROOT)
+    from bench.corpus import CORPORA
+
+    if options.output is not None:
+        os.makedirs(options.output, exist_ok=True)
+    checkouts = {"this": REPO_ROOT}
+    if options.baseline is not None:
+        checkouts = {"baseline": os.path.abspath(options.baseline), "this": REPO_ROOT}
+    if options.profile:
+        checkouts, options.runs = {"this": REPO_ROOT}, 1
+    for name in options.corpora.split(","):
+        corpus = next(c for c in CORPORA if c.name == name)
+        corpus.make(options.corpus)
+        results = {checkout: [] for checkout in checkouts}
+        for _ in range(options.runs):
+            for checkout, root in checkouts.items():
+                output = tempfile.mkdtemp(prefix="dicomd-bench-replay-", dir=options.output)
+                try:
+                    argv = [sys.executable, os.path.abspath(__file__), "--read", str(options.read)]
+                    argv += ["--profile"] if options.profile else []
+                    argv += ["--child", root, corpus.directory(options.corpus), output]
+                    result = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=True, env=dict(os.environ, PYTHONPATH=root))
+                finally:
+                    shutil.rmtree(output, ignore_errors=True)
+                results[checkout].append(float(result.stdout.strip().splitlines()[-1]) * 1e6)
+        for checkout, values in results.items():
+            print(
+                "%-8s %-8s %7.1f us of CPU per object, median of %d (%s)"
+                % (name, checkout, statistics.median(values), len(values), " ".join("%.1f" % v for v in values))
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
