@@ -357,6 +357,12 @@ class ForwardingTests(unittest.TestCase):
         port = freePort()
         config = self.config({"PACS": port}, routes='[[ae.forward]]\nto = "PACS"\n', retryFirst=60, retryMax=60)
         daemon = yield startDaemon(self, "--config", config)
+        # The daemon listens before its services start, and the forwarding
+        # service's start writes to the index on the reactor thread: an
+        # answered C-ECHO says it is over, so the lock below cannot hold
+        # the reactor (and storescu's association) for the busy timeout.
+        echo = yield runCommand([dcmtk("echoscu"), "-aec", "DICOMD", LOCALHOST, str(daemon.port)], env=dcmtkEnvironment())
+        self.assertEqual(echo.exitCode, 0, echo.describe())
         lock = sqlite3.connect(indexDatabase(daemon), isolation_level=None)
         self.addCleanup(lock.close)
         lock.execute("BEGIN IMMEDIATE")
