@@ -3,16 +3,18 @@ Benchmark: CPU per received object of C{dicomd storescp}'s code, without
 a network or a peer.
 
 The acceptor of a storage SCP (L{dicomd.storage.receiver.buildReceiver},
-as C{dicomd storescp} builds it) runs on a transport that discards what it
-writes, with worker jobs run at once, and is fed the byte stream of a whole
-association: the A-ASSOCIATE-RQ, then each file of a corpus as a C-STORE-RQ
-and its data set in P-DATA-TF PDUs of 128 KiB, handed over in reads of
-C{--read} bytes, as a socket would deliver them.  The files are written for
-real, so C{--output /dev/shm} leaves the disk out.
+as C{dicomd storescp} builds it) runs on one end of a loopback TCP
+connection, as a Twisted TCP transport, with worker jobs run at once, and
+is fed the byte stream of a whole association: the A-ASSOCIATE-RQ, then
+each file of a corpus as a C-STORE-RQ and its data set in P-DATA-TF PDUs
+of 128 KiB.  The script writes C{--read} bytes at a time to the other end
+and has the transport read each (its C{doRead}, as the reactor would), then
+takes the responses off the connection.  The files are written for real,
+so C{--output /dev/shm} leaves the disk out.
 
-What it measures is the process CPU time per object of everything
-between the reads and the response: no system call on a socket, no other
-process, no scheduling.  That makes it steady where the end-to-end
+What it measures is the process CPU time per object of everything from
+the reads to the responses, the socket calls included: no other process,
+no reactor, no scheduling.  That makes it steady where the end-to-end
 benchmarks (L{bench.store}, L{bench.floor}) vary with the machine by ten
 per cent from one run to the next, and fit for comparing a change with the
 code before it: C{--baseline CHECKOUT} runs that checkout's code in the
@@ -41,8 +43,12 @@ def _replay(checkout: str, paths, output: str, readSize: int, profile: bool) -> 
     In a process whose C{sys.path} starts at C{checkout}: receive C{paths}
     once, in C{output}, and return the CPU seconds per object.
     """
+    import socket
+
+    from twisted.internet import tcp
     from twisted.internet.address import IPv4Address
-    from twisted.internet.testing import MemoryReactorClock, StringTransport
+    from twisted.internet.protocol import Protocol
+    from twisted.internet.testing import MemoryReactorClock
     from twisted.python.failure import Failure
 
     from dicomd.dimse.commands import CStoreRQ, encodeCommand
@@ -72,12 +78,12 @@ def _replay(checkout: str, paths, output: str, readSize: int, profile: bool) -> 
         def callInThread(self, function, *args, **kwargs):
             self.callInThreadWithCallback(lambda ok, result: None, function, *args, **kwargs)
 
-    class Discarding(StringTransport):
-        def write(self, data):
-            pass
+    class Connection(tcp.Connection):
+        def getPeer(self):
+            return peer
 
-        def writeSequence(self, data):
-            pass
+        def getHost(self):
+            return peer
 
     length = maximumFragmentLength(maximumLength)
     messages = []
@@ -99,8 +105,29 @@ def _replay(checkout: str, paths, output: str, readSize: int, profile: bool) -> 
     syntax = dicomFile.transferSyntaxUID
     entity = ApplicationEntity("STORESCP", storagePolicy([syntax]), {CStoreRQ.commandField: receiver.scp}, maximumLength=maximumLength)
     protocol = AcceptorFactory(entity, reactor=reactor).buildProtocol(peer)
-    protocol.makeConnection(Discarding(peerAddress=peer))
-    protocol.dataReceived(
+    listener = socket.create_server(("127.0.0.1", 0))
+    ours = socket.create_connection(listener.getsockname())
+    ours.setblocking(False)
+    sender, _ = listener.accept()
+    listener.close()
+    sender.setblocking(False)
+    transport = Connection(ours, Protocol(), reactor)
+    transport.connected = True
+    transport.protocol = protocol
+    protocol.makeConnection(transport)
+
+    def feed(data):
+        sender.sendall(data)
+        transport.doRead()
+        while reactor.getWriters():
+            transport.doWrite()
+        try:
+            while sender.recv(1 << 20):
+                pass
+        except BlockingIOError:
+            pass
+
+    feed(
         AAssociateRQ(
             "STORESCP",
             "REPLAY",
@@ -116,7 +143,7 @@ def _replay(checkout: str, paths, output: str, readSize: int, profile: bool) -> 
         profiler.enable()
     started = time.process_time()
     for data in reads:
-        protocol.dataReceived(data)
+        feed(data)
     seconds = time.process_time() - started
     if profile:
         profiler.disable()

@@ -14,6 +14,7 @@ from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.error import ConnectionDone
+from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 from twisted.internet.interfaces import IWriteDescriptor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -1364,6 +1365,110 @@ class SendNowTests(SynchronousTestCase):
         double = factory.buildProtocol(PEER)
         double.makeConnection(DescriptorTransport(peerAddress=PEER))
         self.assertIsNone(double._directConnection)
+
+
+class ReadDirectlyTests(SynchronousTestCase):
+    """
+    On a plain TCP connection the protocol reads the socket itself, into
+    its provider's receiving buffer, in place of the transport's C{doRead}.
+    """
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+        ours = socket.create_connection(listener.getsockname())
+        ours.setblocking(False)
+        self.addCleanup(ours.close)
+        self.peer, _ = listener.accept()
+        self.addCleanup(self.peer.close)
+        self.transport = _Connection(ours, Protocol(), self.reactor)
+        self.transport.connected = True
+        self.protocol = AcceptorFactory(verificationEntity(), reactor=self.reactor).buildProtocol(PEER)
+        self.transport.protocol = self.protocol
+        self.protocol.makeConnection(self.transport)
+
+    def answer(self) -> list:
+        """
+        The PDUs the protocol sent to the peer, as (type, body) pairs,
+        once the peer has them all.
+        """
+        self.peer.settimeout(5)
+        data = b""
+        while True:
+            if len(data) >= 6 and len(data) >= 6 + struct.unpack_from(">L", data, 2)[0]:
+                break
+            data += self.peer.recv(1 << 16)
+        pdus = []
+        while data:
+            length = struct.unpack_from(">L", data, 2)[0]
+            pdus.append((data[0], data[6 : 6 + length]))
+            data = data[6 + length :]
+        return pdus
+
+    def test_echoThroughTheProvidersBuffer(self):
+        """
+        An association request and a C-ECHO read by the protocol itself,
+        the C-ECHO in pieces, are answered; the transport's reads are the
+        protocol's.
+        """
+        self.assertEqual(self.transport.doRead, self.protocol._readDirectly)
+        request = AAssociateRQ(
+            "DICOMD", "ECHOSCU", proposePresentationContexts([(VERIFICATION_SOP_CLASS, UNCOMPRESSED)]), UserInformation(maximumLength=16384)
+        )
+        self.peer.sendall(request.encode())
+        self.assertIsNone(self.transport.doRead())
+        [(pduType, _)] = self.answer()
+        self.assertEqual(pduType, 0x02)
+        echo = b"".join(bytes(piece) for piece in fragment(1, True, encodeCommand(CEchoRQ(messageID=7, affectedSOPClassUID=VERIFICATION_SOP_CLASS)), 16372))
+        for start in range(0, len(echo), 9):
+            self.peer.sendall(echo[start : start + 9])
+            self.assertIsNone(self.transport.doRead())
+        [(pduType, body)] = self.answer()
+        self.assertEqual(pduType, 0x04)
+        response = decodePDU(pduType, body).values[0]
+        self.assertEqual(bytes(response.data)[-2:], b"\x00\x00")
+
+    def test_nothingWaiting(self):
+        """
+        A read with nothing to read ends nothing.
+        """
+        self.assertIsNone(self.transport.doRead())
+
+    def test_endOfStream(self):
+        """
+        The peer closing the connection ends it as done.
+        """
+        self.peer.shutdown(socket.SHUT_WR)
+        self.assertIs(self.transport.doRead(), CONNECTION_DONE)
+
+    def test_reset(self):
+        """
+        The peer resetting the connection ends it as lost.
+        """
+        self.peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.peer.close()
+        self.assertIs(self.transport.doRead(), CONNECTION_LOST)
+
+    def test_letGoWhenTheConnectionEnds(self):
+        """
+        Once the connection is lost the transport reads with its own method
+        again, and holds the protocol no more.
+        """
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertNotIn("doRead", vars(self.transport))
+
+    def test_notThroughAWrapper(self):
+        """
+        Under a wrapping transport (TLS is one) the connection keeps its own
+        reads.
+        """
+        transport = _Connection(socket.socket(), Protocol(), self.reactor)
+        transport.connected = True
+        self.addCleanup(transport.socket.close)
+        wrapper = WrappingFactory(AcceptorFactory(verificationEntity(), reactor=self.reactor)).buildProtocol(PEER)
+        wrapper.makeConnection(transport)
+        self.assertNotIn("doRead", vars(transport))
 
 
 class NoDelayTests(SynchronousTestCase):

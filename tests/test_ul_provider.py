@@ -31,6 +31,7 @@ from dicomd.ul.pdu import (
 from dicomd.ul.provider import (
     MAXIMUM_ASSOCIATE_PDU_LENGTH,
     MAXIMUM_UNLIMITED_PDU_LENGTH,
+    RECEIVE_BUFFER_SIZE,
     AbortIndication,
     AssociateAccepted,
     AssociateIndication,
@@ -972,6 +973,158 @@ class FramingTests(SynchronousTestCase):
         provider = ULProvider(isRequestor=False)
         self.assertEqual(receive(provider, RELEASE_RQ_BYTES), [EventNotAllowed(Event.Evt12, State.Sta1)])
         self.assertIs(provider.state, State.Sta1)
+
+
+def readInto(provider: ULProvider, data) -> list:
+    """
+    Hand C{data} to C{provider} as reads into its receiving buffer
+    (L{ULProvider.receiveBuffer}), each as large as the room it gives or
+    the rest, and pull the outputs of every PDU after each read, without
+    answering between them.
+    """
+    outputs = []
+    data = memoryview(data)
+    while data:
+        buffer = provider.receiveBuffer()
+        count = min(len(buffer), len(data))
+        buffer[:count] = data[:count]
+        del buffer
+        provider.received(count)
+        data = data[count:]
+        more = provider.nextOutputs()
+        while more is not None:
+            outputs += more
+            more = provider.nextOutputs()
+    return outputs
+
+
+def pDataTFBytes(size: int, fill: int) -> bytes:
+    """
+    A P-DATA-TF of one PDV of C{size} bytes of C{fill}, the last fragment
+    of a data set.
+    """
+    return PDataTF([PresentationDataValue(1, 0x02, bytes([fill]) * size)]).encode()
+
+
+def unlimited() -> ULProvider:
+    """
+    A requestor's provider in Sta6 that accepts P-DATA-TF PDUs of any
+    length.
+    """
+    provider = providerIn(State.Sta6, REQUESTOR)
+    provider.maximumLength = 0
+    return provider
+
+
+class ReceiveBufferTests(SynchronousTestCase):
+    """
+    Bytes read into the provider's receiving buffer are framed as bytes
+    handed to L{ULProvider.dataReceived} are, without copying, and nothing
+    a PDU handed on still shows is ever overwritten.
+    """
+
+    @settings(database=None, deadline=None, max_examples=300)
+    @given(st.lists(st.integers(min_value=0, max_value=len(P_DATA_TF_BYTES) * 3 + len(RELEASE_RQ_BYTES))))
+    def test_anyChunking(self, cuts):
+        """
+        A stream of several PDUs read in pieces cut anywhere gives the
+        same outputs as the stream handed over in one piece.
+        """
+        stream = P_DATA_TF_BYTES * 3 + RELEASE_RQ_BYTES
+        bounds = [0] + sorted(cuts) + [len(stream)]
+        provider = providerIn(State.Sta6, ACCEPTOR)
+        outputs = []
+        for start, end in zip(bounds, bounds[1:]):
+            outputs += readInto(provider, stream[start:end])
+        self.assertEqual(outputs, [PDataIndication(P_DATA_TF)] * 3 + [ReleaseIndication()])
+        self.assertIs(provider.state, State.Sta8)
+
+    def test_pduAcrossReadsNotCopied(self):
+        """
+        The PDV data of a P-DATA-TF that came in several reads are a view
+        of the receiving buffer the reads went into.
+        """
+        provider = unlimited()
+        data = pDataTFBytes(100_000, 7)
+        outputs = readInto(provider, data[:30_000]) + readInto(provider, data[30_000:])
+        [indication] = outputs
+        [pdv] = indication.pdu.values
+        self.assertIsInstance(pdv.data, memoryview)
+        self.assertIsInstance(pdv.data.obj, bytearray)
+        self.assertEqual(bytes(pdv.data), bytes([7]) * 100_000)
+
+    def test_bufferUsedAgainOnceLetGo(self):
+        """
+        Once nothing shows the PDUs handed on, the next reads go into the
+        same buffer again, from its start: thousands of PDUs take no new
+        memory.
+        """
+        provider = unlimited()
+        readInto(provider, P_DATA_TF_BYTES)
+        first = id(provider._store)
+        for fill in range(256):
+            [indication] = readInto(provider, pDataTFBytes(20_000, fill))
+            self.assertEqual(bytes(indication.pdu.values[0].data[:3]), bytes([fill]) * 3)
+            del indication
+        self.assertEqual(id(provider._store), first)
+        self.assertLessEqual(provider._end, 20_000 + 12)
+
+    def test_heldDataNeverOverwritten(self):
+        """
+        PDV data still held (as the spool holds a data set's fragments
+        until it writes them) keep their bytes however much is read after
+        them: the reads go to a new buffer instead.
+        """
+        provider = unlimited()
+        held = []
+        for fill in range(40):
+            [indication] = readInto(provider, pDataTFBytes(100_000, fill))
+            held.append(indication.pdu.values[0].data)
+            del indication
+        for fill, data in enumerate(held):
+            self.assertEqual(bytes(data), bytes([fill]) * 100_000)
+        self.assertGreater(len({id(data.obj) for data in held}), 1)
+
+    def test_pduLargerThanTheBuffer(self):
+        """
+        Without a maximum length, a P-DATA-TF larger than the receiving
+        buffer gets a buffer of its size, and arrives whole.
+        """
+        provider = unlimited()
+        data = pDataTFBytes(3 * RECEIVE_BUFFER_SIZE, 9)
+        [indication] = readInto(provider, data[:1000]) + readInto(provider, data[1000:])
+        self.assertEqual(bytes(indication.pdu.values[0].data), bytes([9]) * 3 * RECEIVE_BUFFER_SIZE)
+
+    def test_dataReceivedAfterReads(self):
+        """
+        Bytes handed to L{ULProvider.dataReceived} after reads into the
+        buffer join them in order, and what was handed over before the
+        first read is kept.
+        """
+        stream = P_DATA_TF_BYTES * 3
+        provider = providerIn(State.Sta6, ACCEPTOR)
+        outputs = receive(provider, stream[:5])
+        outputs += readInto(provider, stream[5:20])
+        outputs += receive(provider, stream[20:30])
+        outputs += readInto(provider, stream[30:])
+        self.assertEqual(outputs, [PDataIndication(P_DATA_TF)] * 3)
+
+    def test_bytesAfterInvalidPDUDiscarded(self):
+        """
+        After a PDU that cannot be framed, the buffer is let go, reads go to
+        scratch memory, and nothing more is framed: a valid A-RELEASE-RQ
+        after it raises nothing.
+        """
+        provider = providerIn(State.Sta6, REQUESTOR)
+        outputs = readInto(provider, INVALID_PDU_BYTES + RELEASE_RQ_BYTES + P_DATA_TF_BYTES)
+        self.assertEqual(
+            outputs,
+            [SendPDU(abortBytes(2, INVALID_PDU_REASON)), ProviderAbortIndication(2, INVALID_PDU_REASON, ANY_DESCRIPTION), StartARTIM()],
+        )
+        self.assertIs(provider.state, State.Sta13)
+        self.assertIsNone(provider._store)
+        self.assertEqual(readInto(provider, RELEASE_RQ_BYTES + P_DATA_TF_BYTES * 2), [])
+        self.assertIsNone(provider._store)
 
 
 class PullTests(SynchronousTestCase):

@@ -27,6 +27,7 @@ from typing import Optional
 
 from OpenSSL import SSL
 from twisted.internet import protocol
+from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 from twisted.logger import Logger
 
 from dicomd.errors import AssociationAborted
@@ -274,6 +275,10 @@ class AssociationProtocol(protocol.Protocol):
         self._quickAckSocket = quickAckSocket(self.transport)
         self._writeDescriptor = writeDescriptor(self.transport)
         self._directConnection = directConnection(self.transport)
+        if self._directConnection is not None:
+            # The reactor asks the transport to read; this one reads into
+            # the provider's receiving buffer (see _readDirectly).
+            self._directConnection.doRead = self._readDirectly
         self.peerAddress = self.transport.getPeer()
         if self.debugging:
             self._trace = PDUTrace(debug.uidName)
@@ -294,6 +299,46 @@ class AssociationProtocol(protocol.Protocol):
         the handling of the PDUs one read brought: what waits in memory is
         bounded by one read, and no PDU waits for a resume to be handled.
         """
+        self._arrived(data)
+        self.provider.dataReceived(data)
+        self._handlePDUs()
+
+    def _readDirectly(self):
+        """
+        The reactor's read of a plain TCP connection (L{directConnection}),
+        in place of C{tcp.Connection.doRead}: the bytes go from the socket
+        straight into the provider's receiving buffer
+        (L{ULProvider.receiveBuffer<dicomd.ul.provider.ULProvider.receiveBuffer>}),
+        which PDUs are cut from without copying, where a read into a new
+        string would have the provider join every PDU that spans two reads,
+        a 128 KiB P-DATA-TF mostly.  Then as L{dataReceived}.
+
+        @return: what C{doRead} returns: C{None}, or why the connection
+            ended.
+        """
+        provider = self.provider
+        buffer = provider.receiveBuffer()
+        try:
+            count = self.transport.socket.recv_into(buffer)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return CONNECTION_LOST
+        if not count:
+            return CONNECTION_DONE
+        data = buffer[:count].tobytes() if self._trace is not None else None
+        del buffer
+        provider.received(count)
+        self._arrived(data)
+        self._handlePDUs()
+        return None
+
+    def _arrived(self, data) -> None:
+        """
+        Note that bytes arrived: the association is active, a TLS handshake
+        is over, the peer's next segment is acknowledged at once; at the
+        debug level, log the PDUs in C{data}.
+        """
         self._lastActivity = self.reactor.seconds()
         if self._tlsPeer is None:
             # Application data means the TLS handshake is over.
@@ -302,8 +347,13 @@ class AssociationProtocol(protocol.Protocol):
             self._quickAckSocket = None
         if self._trace is not None:
             self._logPDUs("from", self._trace.received(data))
+
+    def _handlePDUs(self) -> None:
+        """
+        Apply the outputs of each PDU received whole, in turn (see
+        L{dataReceived}), then flush what they made us write.
+        """
         provider = self.provider
-        provider.dataReceived(data)
         outputs = provider.nextOutputs()
         while outputs is not None:
             self._apply(outputs)
@@ -317,6 +367,9 @@ class AssociationProtocol(protocol.Protocol):
                 peer=self._peerText(),
                 why=describeTLSError(reason.value),
             )
+        if self._directConnection is not None:
+            # Let the connection go: its read method holds this protocol.
+            self._directConnection.__dict__.pop("doRead", None)
         self._stopARTIM()
         if self._idle is not None and self._idle.active():
             self._idle.cancel()

@@ -19,10 +19,14 @@ one, and the answers to it, left.
 Framing hands on PDUs that arrive whole as slices of the received chunk,
 joins those that span chunks once, when complete (each byte is copied at
 most once), and refuses a PDU whose header announces more than this side
-accepts before a byte of its body is buffered.
+accepts before a byte of its body is buffered.  A caller that can read
+into memory it is given (C{recv_into}) asks for L{ULProvider.receiveBuffer}
+instead: the bytes then land where the PDUs are cut from, and none is
+copied at all.
 """
 
 import struct
+import sys
 from dataclasses import dataclass
 from typing import List, Optional, Union
 
@@ -206,6 +210,15 @@ MAXIMUM_UNLIMITED_PDU_LENGTH = 1 << 26
 #: No received bytes.
 _NOTHING = memoryview(b"")
 
+#: The size of a receiving buffer (L{ULProvider.receiveBuffer}): a data set
+#: up to the size the storage SCP finishes on the reactor thread (1 MiB),
+#: with its PDUs' headers, fits in one, which is then used again from its
+#: start for the next.  A larger PDU gets a buffer of its size.
+RECEIVE_BUFFER_SIZE = (1 << 20) + (64 << 10)
+
+#: The least room L{ULProvider.receiveBuffer} gives a read.
+MINIMUM_READ = 64 << 10
+
 
 class ULProvider:
     """
@@ -240,6 +253,12 @@ class ULProvider:
         self._buffer: List = []
         self._bufferedLength = 0
         self._needed = 6
+        # With a receiving buffer (L{receiveBuffer}): the buffer, a view of
+        # all of it, and how much of it holds received bytes; C{_view} is
+        # then that much of it, and C{_pos} where the next PDU starts.
+        self._store: Optional[bytearray] = None
+        self._storeView = _NOTHING
+        self._end = 0
         # Parameters of the event being handled, read by the actions.
         self._outputs: List = []
         self._pdu = None
@@ -345,6 +364,9 @@ class ULProvider:
         view = self._view
         if view is None:
             return
+        if self._store is not None:
+            self._copyIn(memoryview(data))
+            return
         if type(data) is not bytes:
             # Slices of what we are given outlive this call: a mutable
             # buffer the caller may reuse is copied first.
@@ -380,6 +402,10 @@ class ULProvider:
         pos = self._pos
         end = len(view)
         if end - pos < 6:
+            if self._store is not None:
+                # The bytes stay in the receiving buffer until the rest comes.
+                self._needed = 6
+                return None
             if pos < end:
                 self._awaitRest(view, pos, 6)
             elif end:
@@ -400,7 +426,10 @@ class ULProvider:
         start = pos + 6
         stop = start + length
         if stop > end:
-            self._awaitRest(view, pos, 6 + length)
+            if self._store is not None:
+                self._needed = 6 + length
+            else:
+                self._awaitRest(view, pos, 6 + length)
             return None
         self._pos = stop
         return self._received(pduType, view[start:stop])
@@ -415,6 +444,111 @@ class ULProvider:
         self._needed = needed
         self._view = _NOTHING
         self._pos = 0
+
+    def receiveBuffer(self) -> memoryview:
+        """
+        Where the next bytes read from the transport may go: a writable view
+        of the free end of this side's receiving buffer, for a read into it
+        (C{socket.recv_into}), then L{received}.  PDUs are cut from that
+        buffer as views of it, as from a received chunk, so no byte read is
+        copied to reassemble a PDU that spans reads.
+
+        The buffer holds L{RECEIVE_BUFFER_SIZE} bytes, or the PDU being
+        received when that is larger, and the view leaves at least
+        L{MINIMUM_READ} bytes of room, or the rest of that PDU.  When it
+        fills up, its unframed bytes move to its start if nothing else holds
+        a view of it any more, else to a new buffer: a PDU handed on, and
+        what was cut from it, stay as they are for as long as they are used
+        (the spool holding a data set's fragments until it writes them,
+        say).  Nothing is overwritten that another reference can still see:
+        CPython's count of the buffer's references says when it is free.
+
+        Once the stream could not be framed, the bytes go to scratch memory
+        and are forgotten.
+        """
+        if self._view is None:
+            return memoryview(bytearray(MINIMUM_READ))
+        if self._store is None:
+            self._startStore()
+        pos, end = self._pos, self._end
+        unframed = end - pos
+        room = max(MINIMUM_READ, self._needed - unframed)
+        if len(self._store) - end < room:
+            self._moveUnframed(pos, end, max(RECEIVE_BUFFER_SIZE, unframed + room))
+        elif pos == end and pos and self._storeIsFree():
+            # Everything handed on is let go: read from the start again.
+            self._storeView = memoryview(self._store)
+            self._view = self._storeView[:0]
+            self._pos = self._end = 0
+        return self._storeView[self._end :]
+
+    def received(self, count: int) -> None:
+        """
+        C{count} bytes were read into the view L{receiveBuffer} gave, at
+        its start; L{nextOutputs} cuts PDUs from them.
+        """
+        if self._view is None:
+            return
+        self._end += count
+        self._view = self._storeView[: self._end]
+
+    def _startStore(self) -> None:
+        """
+        Switch to a receiving buffer, with what L{dataReceived} buffered so
+        far in it.
+        """
+        pending = [self._view[self._pos :]] + self._buffer
+        self._store = bytearray(max(RECEIVE_BUFFER_SIZE, sum(map(len, pending))))
+        self._storeView = memoryview(self._store)
+        self._pos = self._end = 0
+        self._view = self._storeView[:0]
+        self._buffer, self._bufferedLength = [], 0
+        for piece in pending:
+            self._storeView[self._end : self._end + len(piece)] = piece
+            self._end += len(piece)
+        self._view = self._storeView[: self._end]
+
+    def _storeIsFree(self) -> bool:
+        """
+        Whether nothing but this provider refers to the receiving buffer:
+        no view of it is held anywhere (each keeps a reference to it) but
+        C{_storeView} and C{_view}, which are let go to find out, and made
+        again when it is not free.
+        """
+        self._storeView = self._view = _NOTHING
+        # This provider's attribute, and getrefcount's argument.
+        if sys.getrefcount(self._store) == 2:
+            return True
+        self._storeView = memoryview(self._store)
+        self._view = self._storeView[: self._end]
+        return False
+
+    def _moveUnframed(self, pos: int, end: int, size: int) -> None:
+        """
+        Move the bytes from C{pos} to C{end} of the receiving buffer to its
+        start, or to the start of a new buffer of C{size} bytes when another
+        reference can still see it or it is too small.
+        """
+        unframed = self._storeView[pos:end].tobytes() if end > pos else b""
+        if not (size <= len(self._store) and self._storeIsFree()):
+            self._store = None
+            self._store = bytearray(size)
+        self._storeView = memoryview(self._store)
+        self._storeView[: len(unframed)] = unframed
+        self._pos, self._end = 0, len(unframed)
+        self._view = self._storeView[: self._end]
+
+    def _copyIn(self, data: memoryview) -> None:
+        """
+        Copy bytes handed to L{dataReceived} into the receiving buffer.
+        """
+        while data:
+            target = self.receiveBuffer()
+            count = min(len(target), len(data))
+            target[:count] = data[:count]
+            del target
+            self.received(count)
+            data = data[count:]
 
     def _limit(self, pduType: int) -> int:
         if pduType == _pdu.P_DATA_TF:
@@ -441,6 +575,7 @@ class ULProvider:
         self._view = None
         self._buffer = []
         self._bufferedLength = 0
+        self._store, self._storeView = None, _NOTHING
         self._abortReason = reason
         self.errorDescription = description
         return self._handle(Event.Evt19)
@@ -459,7 +594,9 @@ class ULProvider:
         self._outputs = outputs = []
         self._event = event
         self.state = _ACTIONS[action](self)
-        self._pdu = None
+        # Neither the PDU nor its indication stays here: their views of
+        # the receiving buffer would keep it from being used again.
+        self._pdu = self._outputs = None
         return outputs
 
     def _send(self, pdu) -> None:
