@@ -168,7 +168,10 @@ class DestinationQueue:
     job of a worker thread (L{_settle}).  A wake-up while a worker is at
     work makes it claim once more before it ends, rather than start
     another; another association starts when a claim was full (more is
-    due than one batch), up to C{associations-per-peer}.
+    due than one batch), up to C{associations-per-peer}, unless the last
+    one started so claimed nothing (what is due belongs to the studies on
+    their way, which keep their order on one association each) and
+    nothing has changed since: a new entry, a worker ending, a retry.
 
     @ivar depth: queued and held entries at the last claim.
     @ivar oldest: when the oldest of them was queued, or C{None}.
@@ -191,6 +194,7 @@ class DestinationQueue:
         self._claiming = defer.DeferredLock()
         self._woken = False
         self._full = False
+        self._crowded = False
         self._failures = 0
         self._retryAt = 0.0
         self._timer = None
@@ -201,6 +205,10 @@ class DestinationQueue:
         on one more association if none is at work, or if the last claim
         was full and fewer than allowed are.
         """
+        self._crowded = False
+        self._wake()
+
+    def _wake(self) -> None:
         forwarding = self.forwarding
         if not forwarding.running:
             return
@@ -329,13 +337,24 @@ class DestinationQueue:
                 entries.append(entry)
         self._busy.update(entry.studyInstanceUID for entry in entries)
         if self._full:
-            self.forwarding.reactor.callLater(0, self.wake)
+            self.forwarding.reactor.callLater(0, self._wakeForMore)
         return entries
+
+    def _wakeForMore(self) -> None:
+        """
+        A claim was full: start another association, unless the last one
+        started found nothing its own.
+        """
+        if not self._crowded:
+            self._wake()
 
     @defer.inlineCallbacks
     def _work(self):
         association, proposed = None, set()
         entries = yield self._settle()
+        if not entries and self._busy:
+            # Whatever is due waits behind the studies the others send.
+            self._crowded = True
         try:
             while entries:
                 outcome = _Outcome()

@@ -11,7 +11,8 @@ from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from dicomd.archive.index import IndexDatabaseError
-from dicomd.forwarding import DestinationQueue, Forwarding, ForwardingSettings
+from dicomd.archive.queue import Claim, QueueEntry
+from dicomd.forwarding import BATCH, DestinationQueue, Forwarding, ForwardingSettings
 from tests.test_archive_index import ImmediateReactor, ImmediateThreadPool
 
 
@@ -74,6 +75,78 @@ class DestinationQueueTests(SynchronousTestCase):
         self.assertEqual(len(workers), 2)
         workers[1].callback(None)
         self.assertEqual(len(workers), 2)
+
+
+def _entries(count: int, study: str):
+    """
+    C{count} queued entries of one study, from one calling AE title.
+    """
+    return [
+        QueueEntry(number, "PACS", "CT01", "queued", "1.2.840.10008.5.1.4.1.1.2", "1.2.3.%d" % (number,), "1.2.840.10008.1.2.1", study, "/data", "%d.dcm" % (number,), 0.0, 0, 0.0, "")
+        for number in range(count)
+    ]
+
+
+class CrowdedTests(SynchronousTestCase):
+    """
+    Another association starts for a full claim, unless the last one
+    started so found nothing of its own, and nothing changed since.
+    """
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.queue = DestinationQueue(_Forwarding(self.clock), "PACS")
+        self.claims = []
+
+        def settle(*args):
+            # The extra association's claim: what is due is all in the
+            # study on its way.
+            self.claims.append(self.clock.seconds())
+            return defer.succeed([])
+
+        self.queue._settle = settle
+        # One association at work on study S.
+        self.queue._workers.add(defer.Deferred())
+        self.full = Claim(_entries(BATCH, "S"), None, 2000, 0.0)
+
+    def fullClaim(self) -> None:
+        self.queue._take(self.full)
+        self.clock.advance(0)
+
+    def test_oneFruitlessClaim(self):
+        """
+        The second full claim of the same study starts no association:
+        the first one started found nothing.
+        """
+        self.fullClaim()
+        self.assertEqual(len(self.claims), 1)
+        self.fullClaim()
+        self.fullClaim()
+        self.assertEqual(len(self.claims), 1)
+
+    def test_wokenAgainByANewEntry(self):
+        """
+        A wake-up (new entries, a retry, a timer) lets the next full claim
+        start an association again.
+        """
+        self.fullClaim()
+        self.queue.wake()
+        self.assertEqual(len(self.claims), 2)
+        self.fullClaim()
+        self.assertEqual(len(self.claims), 2)
+
+    def test_associationThatFindsEntries(self):
+        """
+        An association started for a full claim that finds entries of its
+        own leaves the next full claim free to start another.
+        """
+        found = iter([_entries(3, "T"), []])
+        self.queue._settle = lambda *args: defer.succeed(next(found, []))
+        self.queue._send = lambda association, entries, outcome: defer.succeed(association)
+        self.queue._connect = lambda entries: defer.succeed(None)
+        self.queue._busy.clear()
+        self.fullClaim()
+        self.assertFalse(self.queue._crowded)
 
 
 class _LostIndex:
