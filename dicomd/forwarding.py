@@ -55,7 +55,7 @@ from dicomd.dimse import status as _status
 from dicomd.errors import AssociationError, AssociationRejected
 from dicomd.peers import Peer, destinationTable
 from dicomd.services.retrieve import storedContexts
-from dicomd.storage.scu import DicomFile, NotDICOM, StoreFailed, chooseContext, readFileMeta
+from dicomd.storage.scu import FileDataSet, NotDICOM, StoreFailed, chooseContext, openFile
 from dicomd.storage.sender import StorePipeline, isStored
 from dicomd.ul.pdu import REJECT_RESULT_PERMANENT
 
@@ -78,13 +78,13 @@ def isTransient(status: int) -> bool:
     return status & 0xFF00 == 0xA700 or status == 0x0213
 
 
-def _fileFor(entry: QueueEntry):
+def _fileFor(entry: QueueEntry, readSize: int):
     """
-    The L{DicomFile} of a queued instance, or the exception that says why
-    it cannot be sent.
+    The file of a queued instance, opened and read ahead
+    (L{FileDataSet}), or the exception that says why it cannot be sent.
     """
     try:
-        return readFileMeta(os.path.join(entry.area, entry.path))
+        return openFile(os.path.join(entry.area, entry.path), readSize)
     except (NotDICOM, OSError) as e:
         return e
 
@@ -403,7 +403,9 @@ class DestinationQueue:
     def _send(self, association, entries: List[QueueEntry], outcome: _Outcome):
         """
         Send C{entries} through a L{StorePipeline} on C{association}:
-        each file read ahead while the destination stores the one before,
+        each file opened and read ahead (L{openFile}: one system call for
+        its meta information and its first piece) while the destination
+        stores the one before,
         and as many C-STOREs outstanding as the destination granted, in
         queue order.  Each entry's outcome is recorded as its response
         comes; when the association ends, the entries under way and those
@@ -414,7 +416,8 @@ class DestinationQueue:
         """
         pipeline = StorePipeline(association, reactor=self.forwarding.reactor)
         waiting, sent = deque(entries), deque()
-        upcoming = _fileFor(waiting[0]) if waiting else None
+        readSize = association.readSize
+        upcoming = _fileFor(waiting[0], readSize) if waiting else None
         try:
             while True:
                 while waiting and pipeline.hasRoom and self.forwarding.running:
@@ -430,14 +433,18 @@ class DestinationQueue:
                         # it nor the next overtakes the other.
                         break
                     waiting.popleft()
-                    upcoming = _fileFor(waiting[0]) if waiting else None
-                    if context is None:
-                        outcome.failed.append((entry.id, describeRefusal(association, entry)))
-                    elif isinstance(dicomFile, Exception):
+                    if isinstance(dicomFile, Exception):
                         outcome.failed.append((entry.id, "cannot read %s: %s" % (entry.path, dicomFile)))
+                    elif context is None:
+                        dicomFile.close()
+                        outcome.failed.append((entry.id, describeRefusal(association, entry)))
                     else:
-                        pipeline.store(dicomFile, upcoming if isinstance(upcoming, DicomFile) else None)
+                        pipeline.store(dicomFile)
                         sent.append((entry, converted))
+                        # The request goes to the kernel before the next
+                        # file is read, while the destination stores it.
+                        association.flush()
+                    upcoming = _fileFor(waiting[0], readSize) if waiting else None
                 if not sent:
                     return association
                 entry, _ = sent.popleft()
@@ -462,6 +469,8 @@ class DestinationQueue:
                         (outcome.postponed if isTransient(result.status) else outcome.failed).append((entry.id, reason))
         finally:
             pipeline.close()
+            if isinstance(upcoming, FileDataSet):
+                upcoming.close()
 
     def _recorded(self, entries: Sequence[QueueEntry], outcome: _Outcome, given: List[int], now: float, started: float, delay: float) -> None:
         """

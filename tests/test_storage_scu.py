@@ -377,6 +377,56 @@ class FileDataSetTests(unittest.SynchronousTestCase):
         self.assertEqual(source.read(source.length), expected)
 
 
+class OpenFileTests(unittest.SynchronousTestCase):
+    """
+    L{scu.openFile} reads a file's meta information and the start of its
+    data set in one read, and gives the data set as L{scu.FileDataSet}
+    does.
+    """
+
+    def test_sameAsReadFileMeta(self):
+        """
+        The file is described as L{scu.readFileMeta} describes it, and its
+        data set read in pieces of any size is the data set, whatever was
+        read ahead: less than the meta information, part of the data set,
+        all of it.
+        """
+        path = makeFile(self)
+        expected = dataSetBytes(path)
+        for readSize in (0, 100, len(expected) // 2, len(expected) + 5000):
+            for sizes in ([len(expected)], [10, 90, len(expected) - 100], [len(expected) // 2 + 1, len(expected) - len(expected) // 2 - 1]):
+                source = scu.openFile(path, readSize)
+                self.addCleanup(source.close)
+                self.assertEqual(source.dicomFile, scu.readFileMeta(path))
+                self.assertEqual(source.length, len(expected))
+                self.assertEqual(b"".join(bytes(source.read(size)) for size in sizes), expected, (readSize, sizes))
+                self.assertEqual(source.length, 0)
+
+    def test_oneRead(self):
+        """
+        A file smaller than the read size is read whole by the first read:
+        changing it afterwards changes nothing sent.
+        """
+        path = makeFile(self)
+        expected = dataSetBytes(path)
+        source = scu.openFile(path, 1 << 20)
+        self.addCleanup(source.close)
+        with open(path, "r+b") as f:
+            f.seek(source.dicomFile.dataSetOffset)
+            f.write(b"\xff" * len(expected))
+        self.assertEqual(bytes(source.read(source.length)), expected)
+
+    def test_notDICOM(self):
+        """
+        A file without the preamble raises L{scu.NoPreamble}, as
+        L{scu.readFileMeta} does.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"not DICOM" * 100)
+        self.assertRaises(scu.NoPreamble, scu.openFile, path, 65536)
+
+
 class ProposePresentationContextsTests(unittest.SynchronousTestCase):
     """
     L{scu.proposePresentationContexts} as DCMTK's storescu C{-R} with its

@@ -132,11 +132,14 @@ class _MetaReader:
 
     chunk = 4096
 
-    def __init__(self, path: str, f):
+    def __init__(self, path: str, f, first: int = chunk):
+        """
+        @param first: how many bytes the first read asks for.
+        """
         self.path = path
         self.file = f
         self.size = os.fstat(f.fileno()).st_size
-        self.head = f.read(self.chunk)
+        self.head = f.read(first)
 
     def _have(self, end: int) -> bool:
         """
@@ -195,6 +198,29 @@ class _MetaReader:
                 values[tag & 0xFFFF] = _uid(self.head[valueOffset:end])
             self.position = end
         return scanner.reached
+
+
+def openFile(path: str, readSize: int) -> "FileDataSet":
+    """
+    Open a Part-10 file to send it: read its File Meta Information, as
+    L{readFileMeta} does, and the first C{readSize} bytes of its data set
+    ahead (L{FileDataSet.readAhead}), in one system call where they fit.
+    An instance the daemon sends (forwarding) is so opened once, rather
+    than once for its meta information and again for its data set.
+
+    @raise NoPreamble: no "DICM" prefix after the preamble.
+    @raise NotDICOM: the meta information is cut short, or lacks the SOP
+        class, instance or transfer syntax.
+    @raise OSError: the file cannot be read.
+    """
+    f = open(path, "rb", buffering=0)
+    try:
+        reader = _MetaReader(path, f, _MetaReader.chunk + readSize)
+        dicomFile = reader.read()
+    except BaseException:
+        f.close()
+        raise
+    return FileDataSet(dicomFile, f, memoryview(reader.head)[dicomFile.dataSetOffset :])
 
 
 def readDataSetFile(path: str) -> DicomFile:
@@ -270,12 +296,19 @@ class FileDataSet:
     @ivar dicomFile: the L{DicomFile} read.
     """
 
-    def __init__(self, dicomFile: DicomFile):
+    def __init__(self, dicomFile: DicomFile, file=None, ahead=b""):
+        """
+        @param file: the file, already open and read up to the end of
+            C{ahead}; by default it is opened here, at the data set.
+        @param ahead: the first bytes of the data set, read already.
+        """
         self.dicomFile = dicomFile
-        self._file = open(dicomFile.path, "rb", buffering=0)
-        self._file.seek(dicomFile.dataSetOffset)
+        if file is None:
+            file = open(dicomFile.path, "rb", buffering=0)
+            file.seek(dicomFile.dataSetOffset)
+        self._file = file
         self.length = dicomFile.size - dicomFile.dataSetOffset
-        self._ahead = b""
+        self._ahead = ahead
 
     def readAhead(self, size: int) -> None:
         """
@@ -292,7 +325,7 @@ class FileDataSet:
             self._ahead = b""
             if len(ahead) > size:
                 ahead, self._ahead = ahead[:size], ahead[size:]
-            data = ahead if len(ahead) == size else ahead + self._readExactly(size - len(ahead))
+            data = ahead if len(ahead) == size else b"".join((ahead, self._readExactly(size - len(ahead))))
         else:
             data = self._readExactly(size)
         self.length -= size
