@@ -37,7 +37,7 @@ from dicomd.dimse.consumers import BufferedDataSet
 from dicomd.errors import AssociationError
 from dicomd.interfaces import IService
 from dicomd.services.find import Cancellation, _refuse
-from dicomd.storage.scu import DicomFile, NotDICOM, StoreFailed, readFileMeta
+from dicomd.storage.scu import FileDataSet, NotDICOM, StoreFailed, openFile
 from dicomd.storage.sender import StorePipeline
 
 
@@ -209,7 +209,7 @@ class RetrieveSCP:
     def _subOperations(self, association, context, message, target, instances, counts: SubOperations, cancellation):
         """
         Send C{instances} through a L{StorePipeline} on C{target}: each
-        file read ahead while the peer stores the one before, and as many
+        file opened and read ahead while the peer stores the one before, and as many
         C-STOREs at once as C{target} allows.  A pending response follows
         each sub-operation's outcome, in order; C-CANCEL stops the sending
         of further instances, not the answers to those sent.
@@ -223,7 +223,8 @@ class RetrieveSCP:
         )
         waiting = deque(instances)
         sent = deque()
-        upcoming = self._fileFor(waiting[0]) if waiting else None
+        readSize = target.readSize
+        upcoming = self._fileFor(waiting[0], readSize) if waiting else None
 
         def finish(instance, statusValue):
             counts.record(instance.sopInstanceUID, statusValue)
@@ -234,13 +235,16 @@ class RetrieveSCP:
             while True:
                 while waiting and pipeline.hasRoom and not cancellation.cancelled:
                     instance, dicomFile = waiting.popleft(), upcoming
-                    upcoming = self._fileFor(waiting[0]) if waiting else None
                     if isinstance(dicomFile, Exception):
                         self.log.warn("{operation} of {uid} failed: {why}", operation=self.operation, uid=instance.sopInstanceUID, why=str(dicomFile))
                         finish(instance, None)
-                        continue
-                    pipeline.store(dicomFile, upcoming if isinstance(upcoming, DicomFile) else None)
-                    sent.append(instance)
+                    else:
+                        pipeline.store(dicomFile)
+                        sent.append(instance)
+                        # The request goes to the kernel before the next
+                        # file is read, while the peer stores it.
+                        target.flush()
+                    upcoming = self._fileFor(waiting[0], readSize) if waiting else None
                 if not sent:
                     return
                 instance = sent.popleft()
@@ -272,14 +276,17 @@ class RetrieveSCP:
                     finish(instance, result.status)
         finally:
             pipeline.close()
+            if isinstance(upcoming, FileDataSet):
+                upcoming.close()
 
-    def _fileFor(self, instance):
+    def _fileFor(self, instance, readSize: int):
         """
-        The L{DicomFile} of an instance in the storage area, or the
-        exception that says why it cannot be sent.
+        The file of an instance in the storage area, opened and read ahead
+        (L{openFile}: one read for its meta information and its first
+        piece), or the exception that says why it cannot be sent.
         """
         try:
-            return readFileMeta(os.path.join(self.directory, instance.path))
+            return openFile(os.path.join(self.directory, instance.path), readSize)
         except (NotDICOM, OSError) as e:
             return e
 
