@@ -480,7 +480,12 @@ def main(argv=None) -> int:
     )
     options = parser.parse_args(argv)
     options.servers = [s for s in options.servers.split(",") if s]
-    senders = [int(n) for n in options.senders.split(",") if n]
+    try:
+        senders = [int(n) for n in options.senders.split(",") if n]
+    except ValueError:
+        parser.error("--senders: numbers of storescu separated by commas, such as 8,32, not %r" % (options.senders,))
+    if any(count < 1 for count in senders):
+        parser.error("--senders: each number is at least 1 (leave the option out for no many-senders table)")
     sendersServers = [s for s in options.sendersServers.split(",") if s]
     for key in options.servers + (sendersServers if senders else []):
         if key not in NAMES and not (options.otherDicomd and key in ("other", "other-daemon")):

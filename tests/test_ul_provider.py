@@ -1050,7 +1050,7 @@ class ReceiveBufferTests(SynchronousTestCase):
         [indication] = outputs
         [pdv] = indication.pdu.values
         self.assertIsInstance(pdv.data, memoryview)
-        self.assertIsInstance(pdv.data.obj, bytearray)
+        self.assertIs(pdv.data.obj, provider._store)
         self.assertEqual(bytes(pdv.data), bytes([7]) * 100_000)
 
     def test_bufferUsedAgainOnceLetGo(self):

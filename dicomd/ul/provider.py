@@ -25,6 +25,7 @@ instead: the bytes then land where the PDUs are cut from, and none is
 copied at all.
 """
 
+import mmap
 import struct
 import sys
 from dataclasses import dataclass
@@ -220,6 +221,16 @@ RECEIVE_BUFFER_SIZE = (1 << 20) + (64 << 10)
 MINIMUM_READ = 64 << 10
 
 
+def _newBuffer(size: int) -> mmap.mmap:
+    """
+    A receiving buffer of C{size} bytes: anonymous memory, which takes
+    room only as reads reach into it, so an association receiving small
+    objects, which reads into the start of its buffer again and again,
+    holds a few pages of it, not all of it.
+    """
+    return mmap.mmap(-1, size)
+
+
 class ULProvider:
     """
     One side of one association, as the DICOM UL protocol machine.
@@ -256,7 +267,7 @@ class ULProvider:
         # With a receiving buffer (L{receiveBuffer}): the buffer, a view of
         # all of it, and how much of it holds received bytes; C{_view} is
         # then that much of it, and C{_pos} where the next PDU starts.
-        self._store: Optional[bytearray] = None
+        self._store: Optional[mmap.mmap] = None
         self._storeView = _NOTHING
         self._end = 0
         # Parameters of the event being handled, read by the actions.
@@ -498,7 +509,7 @@ class ULProvider:
         far in it.
         """
         pending = [self._view[self._pos :]] + self._buffer
-        self._store = bytearray(max(RECEIVE_BUFFER_SIZE, sum(map(len, pending))))
+        self._store = _newBuffer(max(RECEIVE_BUFFER_SIZE, sum(map(len, pending))))
         self._storeView = memoryview(self._store)
         self._pos = self._end = 0
         self._view = self._storeView[:0]
@@ -532,7 +543,7 @@ class ULProvider:
         unframed = self._storeView[pos:end].tobytes() if end > pos else b""
         if not (size <= len(self._store) and self._storeIsFree()):
             self._store = None
-            self._store = bytearray(size)
+            self._store = _newBuffer(size)
         self._storeView = memoryview(self._store)
         self._storeView[: len(unframed)] = unframed
         self._pos, self._end = 0, len(unframed)
