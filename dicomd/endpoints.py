@@ -20,6 +20,7 @@ import os
 from typing import Dict, List
 
 from twisted.internet import endpoints
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IStreamServerEndpoint, IStreamServerEndpointStringParser
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
@@ -263,6 +264,20 @@ class DICOMTLSServerParser:
         )
 
 
+def _tcpEndpoint(reactor, host: str, port: int, timeout: float):
+    """
+    A TCP client endpoint to C{host:port}: to an IP address at once; to a
+    name through its addresses in turn (C{HostnameEndpoint}, which, even
+    with one address, reports a refused connection only when its next
+    attempt would start, 0.3 s later: what a forwarding retry waits on).
+    """
+    if isIPAddress(host):
+        return endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+    if isIPv6Address(host):
+        return endpoints.TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
+    return endpoints.HostnameEndpoint(reactor, host, port, timeout=timeout)
+
+
 def clientEndpoint(reactor, host: str, port: int, tls=None, *, timeout: float = 30):
     """
     A client endpoint to C{host:port}: TCP, wrapped in DICOM TLS when
@@ -277,7 +292,7 @@ def clientEndpoint(reactor, host: str, port: int, tls=None, *, timeout: float = 
         if any.
     @raise TLSConfigurationError: the TLS settings cannot be used.
     """
-    endpoint = endpoints.HostnameEndpoint(reactor, host, port, timeout=timeout)
+    endpoint = _tcpEndpoint(reactor, host, port, timeout)
     if tls is None:
         return endpoint
     if isinstance(tls, TLSSettings):
