@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
+from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from dicomd.ul.negotiation import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
@@ -74,6 +75,29 @@ def newDataset(elements=None, implicit=None, little=None, encoding=None) -> Data
     return dataset
 
 
+#: pydicom's tag objects of the tags met so far, by number: most objects
+#: received carry the same few dozen, and making a L{BaseTag} costs more
+#: than finding one.  L{dicomd.storage.part10.scanHead} keys the data sets
+#: it makes with them, so that L{storedElement} finds an element by the
+#: very key object, without C{BaseTag.__eq__}, a Python method.
+TAG_OBJECTS = {}
+
+#: How many tags L{TAG_OBJECTS} keeps: what peers send cannot grow it
+#: further.
+MAXIMUM_TAG_OBJECTS = 4096
+
+
+def tagObject(number: int) -> BaseTag:
+    """
+    A new tag object for C{number}, kept in L{TAG_OBJECTS} while there is
+    room.
+    """
+    tag = BaseTag(number)
+    if len(TAG_OBJECTS) < MAXIMUM_TAG_OBJECTS:
+        TAG_OBJECTS[number] = tag
+    return tag
+
+
 def storedElement(dataset: Dataset, tag: int):
     """
     The element of C{dataset} under C{tag} as it is stored there: raw
@@ -86,7 +110,7 @@ def storedElement(dataset: Dataset, tag: int):
     values pydicom left in the file (C{defer_size}) must go through
     C{get_item}.
     """
-    return dataset._dict.get(tag)
+    return dataset._dict.get(TAG_OBJECTS.get(tag, tag))
 
 
 def quietPydicom() -> None:

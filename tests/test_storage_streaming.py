@@ -887,6 +887,7 @@ class HeadScanTests(SynchronousTestCase):
         from pydicom.dataelem import RawDataElement
         from pydicom.tag import BaseTag
 
+        from dicomd import dataset
         from dicomd.storage import part10
 
         transferSyntax, encoded = _encodedVariants()[1]
@@ -894,14 +895,16 @@ class HeadScanTests(SynchronousTestCase):
         second = part10.scanHead(encoded, transferSyntax, True)
         for tag, element in first._dict.items():
             self.assertIs(type(tag), BaseTag)
+            # The very objects storedElement looks up by.
+            self.assertIs(dataset.TAG_OBJECTS[tag], tag)
             if tag != 0x00080005:
                 # (The character set is decoded, to read the rest with.)
                 self.assertIs(type(element), RawDataElement)
                 self.assertIs(element.tag, tag)
         self.assertEqual([id(tag) for tag in first._dict], [id(tag) for tag in second._dict])
-        for number in range(0x00990010, 0x00990010 + 2 * part10._MAXIMUM_TAGS):
-            self.assertEqual(part10._tag(number), number)
-        self.assertLessEqual(len(part10._TAGS), part10._MAXIMUM_TAGS)
+        for number in range(0x00990010, 0x00990010 + 2 * dataset.MAXIMUM_TAG_OBJECTS):
+            self.assertEqual(dataset.tagObject(number), number)
+        self.assertLessEqual(len(dataset.TAG_OBJECTS), dataset.MAXIMUM_TAG_OBJECTS)
 
     def test_storedElement(self):
         """

@@ -38,25 +38,24 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 from pydicom.charset import convert_encodings, encode_string
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.tag import BaseTag, Tag
+from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
 from dicomd.archive.charsets import ASCII_TERMS, CHARACTER_SET_VRS, pythonEncodings
 from dicomd.codec.elements import EXPLICIT_LITTLE, IMPLICIT_LITTLE
+from dicomd.dataset import TAG_OBJECTS, tagObject
 from dicomd.codec.vr import LONG_LENGTH_VRS, SPACE_PADDED_VRS, pad
 
 _SPECIFIC_CHARACTER_SET = 0x00080005
 _RETRIEVE_AE_TITLE = 0x00080054
 
-#: pydicom's tags for the tags of responses, made once each.
-_TAGS = {}
-
-
 def _tag(tag: int) -> BaseTag:
-    try:
-        return _TAGS[tag]
-    except KeyError:
-        return _TAGS.setdefault(tag, Tag(tag))
+    """
+    pydicom's tag object for a tag of responses, made once
+    (L{TAG_OBJECTS}).
+    """
+    found = TAG_OBJECTS.get(tag)
+    return tagObject(tag) if found is None else found
 
 
 #: Every printable ASCII character: a character set that can encode them

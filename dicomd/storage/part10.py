@@ -30,12 +30,11 @@ from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
-from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from dicomd import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomd.codec.elements import EXPLICIT_LITTLE, IMPLICIT_LITTLE, UNDEFINED_LENGTH, ElementScanner, Malformed, Truncated
-from dicomd.dataset import newDataset, quietPydicom, storedElement
+from dicomd.dataset import TAG_OBJECTS, newDataset, quietPydicom, storedElement, tagObject
 from dicomd.ul.negotiation import EXPLICIT_VR_LITTLE_ENDIAN
 
 PREAMBLE = bytes(128) + b"DICM"
@@ -141,22 +140,6 @@ def _scannable(transferSyntaxUID: str) -> Optional[bool]:
     return implicit
 
 
-#: pydicom's tag objects of the tags met so far, by number: most objects
-#: received carry the same few dozen, and making a L{BaseTag} costs more
-#: than finding one.
-_TAGS = {}
-
-#: How many tags L{_TAGS} keeps: what peers send cannot grow it further.
-_MAXIMUM_TAGS = 4096
-
-
-def _tag(number: int) -> BaseTag:
-    tag = BaseTag(number)
-    if len(_TAGS) < _MAXIMUM_TAGS:
-        _TAGS[number] = tag
-    return tag
-
-
 def scanHead(head, transferSyntaxUID: str, complete: bool, partial: bool = False) -> Optional[Dataset]:
     """
     Read the attributes before the pixel data from the first bytes of a
@@ -182,7 +165,7 @@ def scanHead(head, transferSyntaxUID: str, complete: bool, partial: bool = False
     # element of every object received.
     newTuple = tuple.__new__
     raw = RawDataElement
-    tags = _TAGS
+    tags = TAG_OBJECTS
     undefined = UNDEFINED_LENGTH
     try:
         for number, vr, length, valueOffset, nextOffset in scanner:
@@ -197,7 +180,7 @@ def scanHead(head, transferSyntaxUID: str, complete: bool, partial: bool = False
                 value = data[valueOffset:nextOffset]
             tag = tags.get(number)
             if tag is None:
-                tag = _tag(number)
+                tag = tagObject(number)
             elements[tag] = newTuple(raw, (tag, vr, len(value), value, valueOffset, implicit, True, True, False))
         if not (scanner.reached or complete or partial):
             return None
