@@ -117,15 +117,20 @@ def _replay(checkout: str, paths, output: str, readSize: int, profile: bool) -> 
     protocol.makeConnection(transport)
 
     def feed(data):
+        """
+        Send C{data} to the acceptor, have it read and answer, and take
+        its answers off the connection.
+        """
         sender.sendall(data)
         transport.doRead()
         while reactor.getWriters():
             transport.doWrite()
-        try:
-            while sender.recv(1 << 20):
-                pass
-        except BlockingIOError:
-            pass
+        while True:
+            try:
+                if not sender.recv(1 << 20):
+                    return
+            except BlockingIOError:
+                return
 
     feed(
         AAssociateRQ(

@@ -1450,6 +1450,20 @@ class ReadDirectlyTests(SynchronousTestCase):
         self.peer.close()
         self.assertIs(self.transport.doRead(), CONNECTION_LOST)
 
+    def test_tlsStartedReadsThroughTheTransport(self):
+        """
+        A connection that started TLS reads with the transport's own
+        method, which hands the bytes to its TLS layer.
+        """
+        read = []
+        self.transport.TLS = True
+        self.transport.protocol = Protocol()
+        self.transport.protocol.dataReceived = read.append
+        self.peer.sendall(b"ciphertext")
+        self.assertIsNone(self.transport.doRead())
+        self.assertEqual(read, [b"ciphertext"])
+        self.assertIsNone(self.protocol.provider._store)
+
     def test_letGoWhenTheConnectionEnds(self):
         """
         Once the connection is lost the transport reads with its own method

@@ -26,7 +26,7 @@ certificate's subject in every log line (L{peerCertificateSubject}).
 from typing import Optional
 
 from OpenSSL import SSL
-from twisted.internet import protocol
+from twisted.internet import protocol, tcp
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 from twisted.logger import Logger
 
@@ -316,10 +316,14 @@ class AssociationProtocol(protocol.Protocol):
         @return: what C{doRead} returns: C{None}, or why the connection
             ended.
         """
+        transport = self.transport
+        if transport.TLS:
+            # A connection that started TLS reads through its TLS layer.
+            return tcp.Connection.doRead(transport)
         provider = self.provider
         buffer = provider.receiveBuffer()
         try:
-            count = self.transport.socket.recv_into(buffer)
+            count = transport.socket.recv_into(buffer)
         except BlockingIOError:
             return None
         except OSError:

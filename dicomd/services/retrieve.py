@@ -209,8 +209,8 @@ class RetrieveSCP:
     def _subOperations(self, association, context, message, target, instances, counts: SubOperations, cancellation):
         """
         Send C{instances} through a L{StorePipeline} on C{target}: each
-        file opened and read ahead while the peer stores the one before, and as many
-        C-STOREs at once as C{target} allows.  A pending response follows
+        file opened and read ahead while the peer stores the one before,
+        and as many C-STOREs at once as C{target} allows.  A pending response follows
         each sub-operation's outcome, in order; C-CANCEL stops the sending
         of further instances, not the answers to those sent.
         """
