@@ -911,7 +911,7 @@ class HeadScanTests(SynchronousTestCase):
         L{storedElement} finds what C{Dataset.get_item} finds, raw or
         decoded, and C{None} for an absent tag.
         """
-        from dicomd.dataset import storedElement
+        from dicomd.dataset import storedElement, storedElements
         from dicomd.storage.part10 import scanHead
 
         transferSyntax, encoded = _encodedVariants()[1]
@@ -921,6 +921,8 @@ class HeadScanTests(SynchronousTestCase):
         str(scanned.PatientName)
         self.assertIs(storedElement(scanned, 0x00100010), scanned.get_item(0x00100010))
         self.assertIsNone(storedElement(scanned, 0x00880140))
+        tags = (0x00080018, 0x00100010, 0x00880140, 0x00091010)
+        self.assertEqual(storedElements(scanned, tags), [storedElement(scanned, tag) for tag in tags])
 
     def test_headEndingInPixelData(self):
         """

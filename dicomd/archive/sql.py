@@ -19,7 +19,7 @@ from dicomd.archive.matching import (
     keysOfLevel,
     sortableValue,
 )
-from dicomd.dataset import storedElement
+from dicomd.dataset import storedElements
 
 _SPECIFIC_CHARACTER_SET = 0x00080005
 
@@ -57,9 +57,12 @@ def sourceValues(level, header):
     values give the same L{columns}, which are dearer to compute: an index
     writing the rows of a study's instances compares these first.
     """
-    elements = [storedElement(header, key.tag) for key in keysOfLevel(level)]
-    elements.append(storedElement(header, _SPECIFIC_CHARACTER_SET))
-    return tuple(None if element is None else (element.VR, element.value) for element in elements)
+    return tuple(None if element is None else (element.VR, element.value) for element in storedElements(header, _SOURCE_TAGS[level]))
+
+
+#: The elements L{sourceValues} reads for each level: its keys' and the
+#: character set.
+_SOURCE_TAGS = {level: tuple(key.tag for key in keysOfLevel(level)) + (_SPECIFIC_CHARACTER_SET,) for level in Level}
 
 
 def fromClause(level):
