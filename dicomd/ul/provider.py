@@ -512,7 +512,6 @@ class ULProvider:
         self._store = _newBuffer(max(RECEIVE_BUFFER_SIZE, sum(map(len, pending))))
         self._storeView = memoryview(self._store)
         self._pos = self._end = 0
-        self._view = self._storeView[:0]
         self._buffer, self._bufferedLength = [], 0
         for piece in pending:
             self._storeView[self._end : self._end + len(piece)] = piece
@@ -542,7 +541,6 @@ class ULProvider:
         """
         unframed = self._storeView[pos:end].tobytes() if end > pos else b""
         if not (size <= len(self._store) and self._storeIsFree()):
-            self._store = None
             self._store = _newBuffer(size)
         self._storeView = memoryview(self._store)
         self._storeView[: len(unframed)] = unframed
