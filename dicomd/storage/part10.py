@@ -27,7 +27,7 @@ from typing import Iterator, Optional
 
 from pydicom import dcmread
 from pydicom.charset import convert_encodings, default_encoding
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID
@@ -189,14 +189,20 @@ def scanHead(head, transferSyntaxUID: str, complete: bool, partial: bool = False
             return None
     except Malformed:
         return readHead(head, transferSyntaxUID, complete)
-    dataset = newDataset(elements, implicit, True, default_encoding)
-    if _SPECIFIC_CHARACTER_SET in elements:
+    encoding = default_encoding
+    characterSet = elements.get(tags.get(_SPECIFIC_CHARACTER_SET, _SPECIFIC_CHARACTER_SET))
+    if characterSet is not None:
+        # Decoded in place, as Dataset.__getitem__ would decode it (in the
+        # default encoding), without the attribute look-up around it: most
+        # objects name their character set, and that look-up cost more
+        # than the rest of the scan.
         try:
-            encoding = convert_encodings(dataset.SpecificCharacterSet)
+            decoded = convert_raw_data_element(characterSet, encoding=default_encoding)
+            elements[characterSet.tag] = decoded
+            encoding = convert_encodings(decoded.value)
         except Exception:
             encoding = default_encoding
-        dataset.set_original_encoding(implicit, True, encoding)
-    return dataset
+    return newDataset(elements, implicit, True, encoding)
 
 
 #: The most of a deflated data set that L{readDeflatedHead} inflates: the
