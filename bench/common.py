@@ -1,15 +1,19 @@
 """
 What the benchmarks share: where this checkout and DCMTK's programs are,
 the error that stops a benchmark, free ports, the environments of the
-programs they run, a process's CPU time and memory from C{/proc}, and
-L{ServerProcess}, a server started for a benchmark with its log in a file.
+programs they run, a process's CPU time and memory from C{/proc},
+L{ServerProcess}, a server started for a benchmark with its log in a file,
+and L{runInTurns}, which measures several checkouts' code in turn.
 """
 
 import os
+import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 import time
-from typing import Dict
+from typing import Dict, List, Optional
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DCMTK = "/usr/bin"
@@ -163,3 +167,36 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+def checkoutsInTurn(baseline: Optional[str], profile: bool) -> Dict[str, str]:
+    """
+    The checkouts a per-object CPU benchmark runs, by name: this one, after
+    C{baseline} when one is given; only this one when it profiles.
+    """
+    if baseline is None or profile:
+        return {"this": REPO_ROOT}
+    return {"baseline": os.path.abspath(baseline), "this": REPO_ROOT}
+
+
+def runInTurns(script: str, checkouts: Dict[str, str], runs: int, options: List[str], corpusDirectory: str, output: Optional[str]) -> Dict[str, List[float]]:
+    """
+    Run C{script}'s measuring child (C{--child CHECKOUT CORPUS OUTPUT}) with
+    each checkout's code in turn, C{runs} times, each in a new scratch
+    directory under C{output}, and collect what each printed last: CPU
+    seconds per object, returned in microseconds by checkout name.
+
+    @param options: the child's other arguments.
+    """
+    results: Dict[str, List[float]] = {name: [] for name in checkouts}
+    for _ in range(runs):
+        for name, root in checkouts.items():
+            scratch = tempfile.mkdtemp(prefix="dicomd-bench-", dir=output)
+            try:
+                argv = [sys.executable, os.path.abspath(script)] + options + ["--child", root, corpusDirectory, scratch]
+                result = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=True, env=dict(os.environ, PYTHONPATH=root))
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            results[name].append(float(result.stdout.strip().splitlines()[-1]) * 1e6)
+    return results
+

@@ -19,9 +19,7 @@ This is not a test: it asserts nothing.
 
 import argparse
 import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -82,29 +80,17 @@ def main(argv=None) -> int:
         print(_run(corpusDirectory, output, options.batch, options.profile))
         return 0
     sys.path.insert(0, REPO_ROOT)
+    from bench.common import checkoutsInTurn, runInTurns
     from bench.corpus import CORPORA
 
     corpus = next(c for c in CORPORA if c.name == "ct256")
     corpus.make(options.corpus)
     if options.output is not None:
         os.makedirs(options.output, exist_ok=True)
-    checkouts = {"this": REPO_ROOT}
-    if options.baseline is not None:
-        checkouts = {"baseline": os.path.abspath(options.baseline), "this": REPO_ROOT}
-    if options.profile:
-        checkouts, options.runs = {"this": REPO_ROOT}, 1
-    results = {name: [] for name in checkouts}
-    for _ in range(options.runs):
-        for name, root in checkouts.items():
-            output = tempfile.mkdtemp(prefix="dicomd-bench-index-", dir=options.output)
-            try:
-                argv = [sys.executable, os.path.abspath(__file__), "--batch", str(options.batch)]
-                argv += ["--profile"] if options.profile else []
-                argv += ["--child", root, corpus.directory(options.corpus), output]
-                result = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=True, env=dict(os.environ, PYTHONPATH=root))
-            finally:
-                shutil.rmtree(output, ignore_errors=True)
-            results[name].append(float(result.stdout.strip().splitlines()[-1]) * 1e6)
+    checkouts = checkoutsInTurn(options.baseline, options.profile)
+    runs = 1 if options.profile else options.runs
+    childOptions = ["--batch", str(options.batch)] + (["--profile"] if options.profile else [])
+    results = runInTurns(__file__, checkouts, runs, childOptions, corpus.directory(options.corpus), options.output)
     for name, values in results.items():
         print(
             "%-8s %6.1f us of CPU per instance, batches of %d, median of %d (%s)"

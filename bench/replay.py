@@ -28,9 +28,7 @@ This is not a test: it asserts nothing but that every object was stored.
 
 import argparse
 import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -177,30 +175,18 @@ def main(argv=None) -> int:
         print(_replay(checkout, paths, output, options.read, options.profile))
         return 0
     sys.path.insert(0, REPO_ROOT)
+    from bench.common import checkoutsInTurn, runInTurns
     from bench.corpus import CORPORA
 
     if options.output is not None:
         os.makedirs(options.output, exist_ok=True)
-    checkouts = {"this": REPO_ROOT}
-    if options.baseline is not None:
-        checkouts = {"baseline": os.path.abspath(options.baseline), "this": REPO_ROOT}
-    if options.profile:
-        checkouts, options.runs = {"this": REPO_ROOT}, 1
+    checkouts = checkoutsInTurn(options.baseline, options.profile)
+    runs = 1 if options.profile else options.runs
+    childOptions = ["--read", str(options.read)] + (["--profile"] if options.profile else [])
     for name in options.corpora.split(","):
         corpus = next(c for c in CORPORA if c.name == name)
         corpus.make(options.corpus)
-        results = {checkout: [] for checkout in checkouts}
-        for _ in range(options.runs):
-            for checkout, root in checkouts.items():
-                output = tempfile.mkdtemp(prefix="dicomd-bench-replay-", dir=options.output)
-                try:
-                    argv = [sys.executable, os.path.abspath(__file__), "--read", str(options.read)]
-                    argv += ["--profile"] if options.profile else []
-                    argv += ["--child", root, corpus.directory(options.corpus), output]
-                    result = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=True, env=dict(os.environ, PYTHONPATH=root))
-                finally:
-                    shutil.rmtree(output, ignore_errors=True)
-                results[checkout].append(float(result.stdout.strip().splitlines()[-1]) * 1e6)
+        results = runInTurns(__file__, checkouts, runs, childOptions, corpus.directory(options.corpus), options.output)
         for checkout, values in results.items():
             print(
                 "%-8s %-8s %7.1f us of CPU per object, median of %d (%s)"
