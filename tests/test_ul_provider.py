@@ -14,10 +14,13 @@ L{PullTests} checks that received bytes raise their events one PDU at a
 time, as the caller asks for them.
 """
 
+import mmap
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from dicomd.ul import provider as provider_module
 from dicomd.ul.fsm import Event, State
 from dicomd.ul.pdu import (
     AAssociateRJ,
@@ -33,6 +36,7 @@ from dicomd.ul.provider import (
     MAXIMUM_UNLIMITED_PDU_LENGTH,
     RECEIVE_BUFFER_SIZE,
     AbortIndication,
+    BufferPool,
     AssociateAccepted,
     AssociateIndication,
     AssociateRejected,
@@ -1085,6 +1089,41 @@ class ReceiveBufferTests(SynchronousTestCase):
             self.assertEqual(bytes(data), bytes([fill]) * 100_000)
         self.assertGreater(len({id(data.obj) for data in held}), 1)
 
+    def test_heldBuffersUsedAgainOnceWritten(self):
+        """
+        A large data set whose fragments are held for a while (as the
+        spool holds them until a worker thread has written them) is read
+        into a few buffers in turn, not into new memory for every
+        megabyte, and every fragment keeps its bytes while held.
+        """
+        made = []
+        self.patch(provider_module, "_newBuffer", lambda size: made.append(size) or mmap.mmap(-1, size))
+        provider = unlimited()
+        provider.buffers = BufferPool()
+        held = []
+        for fill in range(200):
+            [indication] = readInto(provider, pDataTFBytes(100_000, fill % 256))
+            held.append((fill % 256, indication.pdu.values[0].data))
+            del indication
+            if len(held) == 12:
+                for value, data in held:
+                    self.assertEqual(bytes(data[:1]) + bytes(data[-1:]), bytes([value]) * 2)
+                held = []
+        self.assertLessEqual(len(made), 3)
+
+    def test_bufferGoesBackWhenTheConnectionCloses(self):
+        """
+        When the transport closes, the provider's receiving buffer goes back
+        to its pool, for the next association.
+        """
+        provider = unlimited()
+        provider.buffers = pool = BufferPool()
+        readInto(provider, P_DATA_TF_BYTES)
+        provider._store[-1] = 7
+        provider.connectionLost()
+        self.assertIsNone(provider._store)
+        self.assertEqual(pool.take(10)[-1], 7)
+
     def test_pduLargerThanTheBuffer(self):
         """
         Without a maximum length, a P-DATA-TF larger than the receiving
@@ -1125,6 +1164,71 @@ class ReceiveBufferTests(SynchronousTestCase):
         self.assertIsNone(provider._store)
         self.assertEqual(readInto(provider, RELEASE_RQ_BYTES + P_DATA_TF_BYTES * 2), [])
         self.assertIsNone(provider._store)
+
+
+class BufferPoolTests(SynchronousTestCase):
+    """
+    L{BufferPool} gives a receiving buffer out again only once nothing
+    else refers to it, and keeps a bounded number of buffers of one size.
+    Buffers are told apart by a mark in their last byte (a reference kept
+    to compare identities would keep them in use).
+    """
+
+    def retiredWithMark(self, pool: BufferPool, mark: int, size: int = 10) -> None:
+        buffer = pool.take(size)
+        buffer[-1] = mark
+        pool.retire(buffer)
+
+    def test_heldBufferNotGivenOut(self):
+        """
+        A buffer let go while a view of it is held is not given out; once
+        the view is gone, it is.
+        """
+        pool = BufferPool()
+        buffer = pool.take(100)
+        self.assertEqual(len(buffer), RECEIVE_BUFFER_SIZE)
+        buffer[-1] = 7
+        view = memoryview(buffer)[10:20]
+        pool.retire(buffer)
+        del buffer
+        self.assertEqual(pool.take(100)[-1], 0)
+        del view
+        self.assertEqual(pool.take(100)[-1], 7)
+
+    def test_referencedBufferNotGivenOut(self):
+        """
+        A buffer still referenced directly is not free either.
+        """
+        pool = BufferPool()
+        buffer = pool.take(100)
+        buffer[-1] = 7
+        pool.retire(buffer)
+        self.assertEqual(pool.take(100)[-1], 0)
+
+    def test_onlyOneSizeKept(self):
+        """
+        A larger buffer, made for one large PDU, is not kept; a request
+        larger than the kept size gets a new buffer of that size.
+        """
+        pool = BufferPool()
+        self.retiredWithMark(pool, 7, 3 * RECEIVE_BUFFER_SIZE)
+        self.assertEqual(len(pool.take(3 * RECEIVE_BUFFER_SIZE)), 3 * RECEIVE_BUFFER_SIZE)
+        self.assertEqual(pool.take(10)[-1], 0)
+        self.retiredWithMark(pool, 8)
+        self.assertEqual(len(pool.take(RECEIVE_BUFFER_SIZE + 1)), RECEIVE_BUFFER_SIZE + 1)
+        self.assertEqual(pool.take(10)[-1], 8)
+
+    def test_keepsAtMostKeep(self):
+        """
+        Beyond C{keep} buffers, the oldest goes.
+        """
+        pool = BufferPool(keep=2)
+        buffers = [pool.take(10) for _ in range(3)]
+        for mark, buffer in enumerate(buffers, 1):
+            buffer[-1] = mark
+            pool.retire(buffer)
+        del buffers, buffer
+        self.assertEqual([pool.take(10)[-1] for _ in range(3)], [2, 3, 0])
 
 
 class PullTests(SynchronousTestCase):
