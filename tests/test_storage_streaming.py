@@ -1184,7 +1184,7 @@ class SpoolFileTests(SynchronousTestCase):
         the take that leaves fewer has one worker-thread job fill it again.
         """
         pool = _HeldThreadPool()
-        spares = _spool.SpareFiles(self.directory, pool, size=4)
+        spares = _spool.SpareFiles(self.directory, pool, size=4, inline=False)
         self.addCleanup(spares.close)
         self.assertIsNone(spares.take())
         self.assertEqual(len(pool.held), 1)
@@ -1198,6 +1198,77 @@ class SpoolFileTests(SynchronousTestCase):
         self.assertNotIn(None, taken)
         for fd in taken:
             os.close(fd)
+
+
+    def test_sparesMadeInlineWhenAsked(self):
+        """
+        Spares made inline (as on a file system in memory) are created by
+        the take that leaves fewer than half, with no worker-thread job.
+        """
+        pool = _HeldThreadPool()
+        spares = _spool.SpareFiles(self.directory, pool, size=4, inline=True)
+        self.addCleanup(spares.close)
+        self.assertIsNone(spares.take())
+        self.assertEqual(pool.held, [])
+        self.assertEqual(len(spares._spares), 4)
+        taken = [spares.take() for _ in range(3)]
+        self.assertNotIn(None, taken)
+        self.assertEqual(pool.held, [])
+        self.assertEqual(len(spares._spares), 4)
+        for fd in taken:
+            os.close(fd)
+
+    def test_sparesInlineOnlyInMemory(self):
+        """
+        By default spares are made inline on a file system in memory only.
+        """
+        self.patch(_spool, "inMemoryFileSystem", lambda path: path == "/in/memory")
+        self.assertTrue(_spool.SpareFiles("/in/memory", self.pool).inline)
+        self.assertFalse(_spool.SpareFiles("/on/disk", self.pool).inline)
+
+
+class InMemoryFileSystemTests(SynchronousTestCase):
+    """
+    L{_spool.inMemoryFileSystem} reads a directory's file system type from
+    the mount table of its device.
+    """
+
+    def mountInfo(self, fileSystem: str, device=None) -> str:
+        if device is None:
+            device = os.stat(".").st_dev
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("22 1 0:99 / /elsewhere rw,relatime shared:1 - ext4 /dev/vdb rw\n")
+            f.write(
+                "23 1 %d:%d / /here rw,nosuid,nodev shared:2 - %s none rw\n"
+                % (os.major(device), os.minor(device), fileSystem)
+            )
+        return path
+
+    def test_tmpfs(self):
+        self.assertTrue(_spool.inMemoryFileSystem(".", self.mountInfo("tmpfs")))
+
+    def test_ramfs(self):
+        self.assertTrue(_spool.inMemoryFileSystem(".", self.mountInfo("ramfs")))
+
+    def test_disk(self):
+        self.assertFalse(_spool.inMemoryFileSystem(".", self.mountInfo("ext4")))
+
+    def test_deviceNotListed(self):
+        """
+        Only the mount of the directory's own device counts.
+        """
+        other = os.makedev(254, 254)
+        self.assertFalse(_spool.inMemoryFileSystem(".", self.mountInfo("tmpfs", other)))
+
+    def test_noMountTable(self):
+        """
+        Where there is no mount table (not Linux), nothing is in memory.
+        """
+        self.assertFalse(_spool.inMemoryFileSystem(".", os.path.join(self.mktemp(), "mountinfo")))
+
+    def test_noDirectory(self):
+        self.assertFalse(_spool.inMemoryFileSystem(self.mktemp()))
 
 
 class InlineWritesTests(SynchronousTestCase):

@@ -17,7 +17,9 @@ pages, a network file system) sends every file back through the threads
 for a while.
 
 L{SpareFiles} keeps a few unnamed files (Linux's C{O_TMPFILE}) open in a
-directory, created by a worker thread ahead of need: on some file systems
+directory, created by a worker thread ahead of need (on a file system in
+memory, where creating a file is cheaper than the hand-off, by the reactor
+thread itself): on some file systems
 creating a file (allocating its inode) costs far more than writing a small
 object, and a spool file that starts from a spare leaves that cost out of
 the time between the last fragment and the response.  An unnamed file gets
@@ -144,6 +146,30 @@ class InlineWrites:
             self._slowAt.clear()
 
 
+#: File systems whose files live in memory.
+_MEMORY_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+
+def inMemoryFileSystem(path: str, mountInfo: str = "/proc/self/mountinfo") -> bool:
+    """
+    Whether C{path} is on a file system in memory (tmpfs, ramfs): the
+    mount of its device, in Linux's C{mountinfo}, says.  C{False} where
+    that cannot be told.
+    """
+    try:
+        device = os.stat(path).st_dev
+        with open(mountInfo) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return False
+    wanted = "%d:%d" % (os.major(device), os.minor(device))
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == wanted and " - " in line:
+            return line.split(" - ", 1)[1].split()[0] in _MEMORY_FILE_SYSTEMS
+    return False
+
+
 class SpareFiles:
     """
     Unnamed files kept open in one directory for L{SpoolFile}s to start
@@ -168,10 +194,20 @@ class SpareFiles:
 
     _FLAGS = getattr(os, "O_TMPFILE", 0) | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
 
-    def __init__(self, directory: str, threadpool, size: int = 8, mode: int = FILE_MODE):
+    def __init__(self, directory: str, threadpool, size: int = 8, mode: int = FILE_MODE, inline: Optional[bool] = None):
+        """
+        @param inline: whether L{take} creates spares itself, on its own
+            thread, rather than in a worker thread: by default, when the
+            directory is on a file system in memory
+            (L{inMemoryFileSystem}), where creating a file never waits for
+            a disk or a journal and takes a few microseconds, less than
+            handing the job to a worker thread and taking the interpreter
+            lock back from it.
+        """
         self.directory = directory
         self.size = size
         self.mode = mode
+        self.inline = inMemoryFileSystem(directory) if inline is None else inline
         self._threadpool = threadpool
         self._spares = deque()
         self._lock = threading.Lock()
@@ -191,13 +227,16 @@ class SpareFiles:
         if len(self._spares) < self.size // 2:
             with self._lock:
                 idle = not self._filling
-            if idle:
+            if idle and self.inline:
+                self.refill()
+            elif idle:
                 self._threadpool.callInThread(self.refill)
         return spare
 
     def refill(self) -> None:
         """
-        In a worker thread: create spares until there are C{size}.
+        In a worker thread (or inline): create spares until there are
+        C{size}.
         """
         with self._lock:
             if self._filling >= 1 or len(self._spares) >= self.size:
