@@ -746,14 +746,7 @@ class FramingTests(SynchronousTestCase):
         A stream of several PDUs cut into chunks anywhere gives the same
         outputs as the stream in one piece.
         """
-        stream = P_DATA_TF_BYTES * 3 + RELEASE_RQ_BYTES
-        bounds = [0] + sorted(cuts) + [len(stream)]
-        provider = providerIn(State.Sta6, ACCEPTOR)
-        outputs = []
-        for start, end in zip(bounds, bounds[1:]):
-            outputs += receive(provider, stream[start:end])
-        self.assertEqual(outputs, [PDataIndication(P_DATA_TF)] * 3 + [ReleaseIndication()])
-        self.assertIs(provider.state, State.Sta8)
+        assertCutAnywhere(self, cuts, receive)
 
     def test_severalPDUsInOneChunk(self):
         """
@@ -1002,6 +995,22 @@ def readInto(provider: ULProvider, data) -> list:
     return outputs
 
 
+def assertCutAnywhere(case, cuts, feed) -> None:
+    """
+    Three P-DATA-TF PDUs and an A-RELEASE-RQ, cut at C{cuts} and handed to
+    an acceptor in Sta6 piece by piece with C{feed} (L{receive} or
+    L{readInto}), raise the events of the stream handed over whole.
+    """
+    stream = P_DATA_TF_BYTES * 3 + RELEASE_RQ_BYTES
+    bounds = [0] + sorted(cuts) + [len(stream)]
+    provider = providerIn(State.Sta6, ACCEPTOR)
+    outputs = []
+    for start, end in zip(bounds, bounds[1:]):
+        outputs += feed(provider, stream[start:end])
+    case.assertEqual(outputs, [PDataIndication(P_DATA_TF)] * 3 + [ReleaseIndication()])
+    case.assertIs(provider.state, State.Sta8)
+
+
 def pDataTFBytes(size: int, fill: int) -> bytes:
     """
     A P-DATA-TF of one PDV of C{size} bytes of C{fill}, the last fragment
@@ -1034,14 +1043,7 @@ class ReceiveBufferTests(SynchronousTestCase):
         A stream of several PDUs read in pieces cut anywhere gives the
         same outputs as the stream handed over in one piece.
         """
-        stream = P_DATA_TF_BYTES * 3 + RELEASE_RQ_BYTES
-        bounds = [0] + sorted(cuts) + [len(stream)]
-        provider = providerIn(State.Sta6, ACCEPTOR)
-        outputs = []
-        for start, end in zip(bounds, bounds[1:]):
-            outputs += readInto(provider, stream[start:end])
-        self.assertEqual(outputs, [PDataIndication(P_DATA_TF)] * 3 + [ReleaseIndication()])
-        self.assertIs(provider.state, State.Sta8)
+        assertCutAnywhere(self, cuts, readInto)
 
     def test_pduAcrossReadsNotCopied(self):
         """

@@ -17,11 +17,10 @@ pages, a network file system) sends every file back through the threads
 for a while.
 
 L{SpareFiles} keeps a few unnamed files (Linux's C{O_TMPFILE}) open in a
-directory, created by a worker thread ahead of need (on a file system in
-memory, where creating a file is cheaper than the hand-off, by the reactor
-thread itself): on some file systems
-creating a file (allocating its inode) costs far more than writing a small
-object, and a spool file that starts from a spare leaves that cost out of
+directory, created ahead of need by a worker thread, or by the reactor
+thread itself on a file system in memory, where that is cheaper than the
+hand-off: on some file systems creating a file (allocating its inode)
+costs far more than writing a small object, and a spool file that starts from a spare leaves that cost out of
 the time between the last fragment and the response.  An unnamed file gets
 its name only when it is complete (C{linkat} through C{/proc/self/fd}), so
 nothing is left behind by an abort or a crash.
