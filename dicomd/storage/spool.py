@@ -20,10 +20,11 @@ L{SpareFiles} keeps a few unnamed files (Linux's C{O_TMPFILE}) open in a
 directory, created ahead of need by a worker thread, or by the reactor
 thread itself on a file system in memory, where that is cheaper than the
 hand-off: on some file systems creating a file (allocating its inode)
-costs far more than writing a small object, and a spool file that starts from a spare leaves that cost out of
-the time between the last fragment and the response.  An unnamed file gets
-its name only when it is complete (C{linkat} through C{/proc/self/fd}), so
-nothing is left behind by an abort or a crash.
+costs far more than writing a small object, and a spool file that starts
+from a spare leaves that cost out of the time between the last fragment
+and the response.  An unnamed file gets its name only when it is
+complete (C{linkat} through C{/proc/self/fd}), so nothing is left behind
+by an abort or a crash.
 """
 
 import errno
