@@ -321,20 +321,14 @@ class DestinationQueue:
 
     def _take(self, claim) -> List[QueueEntry]:
         """
-        The entries of a claim to send on one association: those of one
-        calling AE title (an association calls with one), keeping the order
-        within each study.
+        The entries of a claim, to send on one association (they share a
+        calling AE title).
         """
         self.depth, self.oldest = claim.depth, claim.oldest
         self._full = len(claim.entries) >= BATCH
         if claim.nextTry is not None:
             self._wakeAt(claim.nextTry)
-        entries, skipped = [], set()
-        for entry in claim.entries:
-            if entries and entry.callingAETitle != entries[0].callingAETitle:
-                skipped.add(entry.studyInstanceUID)
-            elif entry.studyInstanceUID not in skipped:
-                entries.append(entry)
+        entries = claim.entries
         self._busy.update(entry.studyInstanceUID for entry in entries)
         if self._full:
             self.forwarding.reactor.callLater(0, self._wakeForMore)

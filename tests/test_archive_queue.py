@@ -93,6 +93,27 @@ class QueueTests(SQLiteEngine, unittest.TestCase):
         self.assertEqual(claim.nextTry, 110.0)
         self.assertEqual(len(self.queue.claim("PACS", 110.0, 10).entries), 6)
 
+    def test_oneCallingTitlePerClaim(self):
+        """
+        A claim takes the entries of the first's calling AE title, and of
+        a study none after its first entry of another title: an
+        association calls with one.  What it leaves is not leased, so the
+        next claim takes it (until it is recorded, nothing behind a claimed
+        entry of its study is).
+        """
+        queue = ForwardQueue(self.index, node="one")
+        self.add("1.1", 0, Forwarding("PACS", "DICOMD"))
+        self.add("2.2", 0, Forwarding("PACS", "SECOND"))
+        self.add("1.1", 1, Forwarding("PACS", "SECOND"))
+        self.add("1.1", 2, Forwarding("PACS", "DICOMD"))
+        self.add("3.3", 0, Forwarding("PACS", "DICOMD"))
+        first = queue.claim("PACS", 100.0, 10).entries
+        self.assertEqual([e.sopInstanceUID for e in first], ["1.1.1.0", "3.3.1.0"])
+        second = queue.claim("PACS", 100.0, 10).entries
+        self.assertEqual([(e.sopInstanceUID, e.callingAETitle) for e in second], [("2.2.1.0", "SECOND")])
+        queue.delivered([e.id for e in first + second])
+        self.assertEqual([e.sopInstanceUID for e in queue.claim("PACS", 100.0, 10).entries], ["1.1.1.1"])
+
     def test_backoff(self):
         """
         Each failed try of an entry doubles its wait, up to the maximum;

@@ -325,6 +325,54 @@ class ForwardingTests(unittest.TestCase):
         sameDataSets(self, sent, arrived(destination.directory))
 
     @defer.inlineCallbacks
+    def test_twoCallingTitlesInOneClaim(self):
+        """
+        The entries that two of our AEs queued for one destination, due
+        together, all arrive: an association calls with one AE title, and
+        the other's entries are not held back by the claim that found
+        them with the first's.
+        """
+        port = freePort()
+        config = writeConfig(
+            self,
+            """
+            [forwarding]
+            retry-first = 1
+            retry-max = 1
+
+            [[ae]]
+            title = "DICOMD"
+            [[ae.forward]]
+            to = "PACS"
+
+            [[ae]]
+            title = "SECOND"
+            [[ae.forward]]
+            to = "PACS"
+
+            [[peer]]
+            title = "PACS"
+            host = "127.0.0.1"
+            port = %d
+            """
+            % (port,),
+        )
+        daemon = yield startDaemon(self, "--config", config)
+        first, second = makeFiles(self, 2), makeFiles(self, 2)
+        result = yield storescu(daemon.port, first)
+        self.assertEqual(result.exitCode, 0, result.describe())
+        result = yield runCommand(
+            [dcmtk("storescu"), "-aet", "MODALITY", "-aec", "SECOND", LOCALHOST, str(daemon.port)] + second,
+            env=dcmtkEnvironment(),
+            timeout=120,
+        )
+        self.assertEqual(result.exitCode, 0, result.describe())
+        yield waitForQueued(daemon, 4)
+        destination = yield storescpOn(self, port, makeDirectory(self))
+        yield waitUntil(lambda: len(arrived(destination.directory)) == 4, timeout=30, message=daemon.output)
+        sameDataSets(self, first + second, arrived(destination.directory))
+
+    @defer.inlineCallbacks
     def test_killedWithEntriesQueued(self):
         """
         SIGKILL with 500 entries queued loses none: after a restart they

@@ -255,6 +255,23 @@ def _marks(values: Sequence) -> str:
     return ", ".join("?" * len(values))
 
 
+def _oneCallingTitle(entries: List[QueueEntry]) -> List[QueueEntry]:
+    """
+    What one association takes of the entries due, in queue order: those
+    of the first's calling AE title (an association calls with one), and
+    of each study only those before its first entry that calls with
+    another, so that every study keeps its order.  The rest stays
+    unclaimed, for the next claim.
+    """
+    taken, skipped = [], set()
+    for entry in entries:
+        if taken and entry.callingAETitle != taken[0].callingAETitle:
+            skipped.add(entry.studyInstanceUID)
+        elif entry.studyInstanceUID not in skipped:
+            taken.append(entry)
+    return taken
+
+
 class ForwardQueue:
     """
     The queue's operations on an L{SQLiteArchiveIndex
@@ -276,7 +293,9 @@ class ForwardQueue:
         Claim the next entries to send to C{destination}: queued, due, not
         claimed by a lease that runs, in the order they were queued, and
         none behind an earlier entry of its study that waits for a retry,
-        is claimed, or, being in C{busyStudies}, is on its way.  The caller
+        is claimed, or, being in C{busyStudies}, is on its way; all to be
+        sent with one calling AE title, that of the first
+        (L{_oneCallingTitle}).  The caller
         marks each entry L{delivered}, L{failed} or L{postponed}, and
         L{renew}s the claim while it sends; one it drops (a crash) is sent
         again, by any node, once the lease has run out.
@@ -299,7 +318,7 @@ class ForwardQueue:
                 " ORDER BY forward.id LIMIT ?",
                 [destination, QUEUED, now, now] + busy + [QUEUED, now, now, limit],
             ).fetchall()
-            entries = [QueueEntry(*row) for row in rows]
+            entries = _oneCallingTitle([QueueEntry(*row) for row in rows])
             if entries:
                 ids = [entry.id for entry in entries]
                 db.execute(
