@@ -173,7 +173,8 @@ class DestinationQueue:
     their way, which keep their order on one association each) and
     nothing has changed since: a new entry, a worker ending, a retry.
 
-    @ivar depth: queued and held entries at the last claim.
+    @ivar depth: queued and held entries at the last claim that counted
+        them, or the last look at the queue (L{Forwarding.look}).
     @ivar oldest: when the oldest of them was queued, or C{None}.
     @ivar delivered: instances delivered since the daemon started.
     @ivar failed: entries failed for good since the daemon started.
@@ -324,7 +325,8 @@ class DestinationQueue:
         The entries of a claim, to send on one association (they share a
         calling AE title).
         """
-        self.depth, self.oldest = claim.depth, claim.oldest
+        if claim.depth is not None:
+            self.depth, self.oldest = claim.depth, claim.oldest
         self._full = len(claim.entries) >= BATCH
         if claim.nextTry is not None:
             self._wakeAt(claim.nextTry)

@@ -114,6 +114,22 @@ class QueueTests(SQLiteEngine, unittest.TestCase):
         queue.delivered([e.id for e in first + second])
         self.assertEqual([e.sopInstanceUID for e in queue.claim("PACS", 100.0, 10).entries], ["1.1.1.1"])
 
+    def test_fullClaimCountsNothing(self):
+        """
+        A full claim (as many entries as asked for) leaves the depth of the
+        queue and the next wake-up uncounted: its taker claims again once
+        they are sent, and counting would read every queued entry each
+        time.  A claim that is not full counts both.
+        """
+        pacs = Forwarding("PACS", "DICOMD")
+        for number in range(3):
+            self.add("1.1", number, pacs)
+        queue = ForwardQueue(self.index, node="one")
+        full = queue.claim("PACS", 100.0, 2)
+        self.assertEqual((len(full.entries), full.depth, full.oldest, full.nextTry), (2, None, None, None))
+        rest = queue.claim("PACS", 100.0, 2)
+        self.assertEqual((len(rest.entries), rest.depth, rest.oldest, rest.nextTry), (0, 3, 100.0, 100.0 + queue.lease))
+
     def test_backoff(self):
         """
         Each failed try of an entry doubles its wait, up to the maximum;

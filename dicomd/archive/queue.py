@@ -216,14 +216,17 @@ class Claim:
 
     @ivar entries: the entries to send now, in order.
     @ivar nextTry: when the earliest queued entry that is not due yet, or
-        that a lease holds, becomes due, or C{None}.
-    @ivar depth: how many entries of the destination are queued or held.
+        that a lease holds, becomes due, or C{None}; always C{None} for a
+        full claim (as many candidates as asked for), whose taker claims
+        again once its entries are sent.
+    @ivar depth: how many entries of the destination are queued or held,
+        or C{None} when not counted (a full claim).
     @ivar oldest: when the oldest of them was queued, or C{None}.
     """
 
     entries: List[QueueEntry]
     nextTry: Optional[float]
-    depth: int
+    depth: Optional[int]
     oldest: Optional[float]
 
 
@@ -325,6 +328,13 @@ class ForwardQueue:
                     f"UPDATE forward SET claimedBy = ?, leaseUntil = ? WHERE id IN ({_marks(ids)})",
                     [self.node, now + self.lease] + ids,
                 )
+            if len(rows) == limit:
+                # Another claim follows a full one as soon as its entries
+                # are sent: when the rest is due, and how deep the queue
+                # is, are left to that one (and to the look at the queue
+                # every few seconds), since both count every queued entry
+                # of the destination, a backlog's worth for each claim.
+                return Claim(entries, None, None, None)
             (nextTry,) = db.execute(
                 "SELECT MIN(CASE WHEN leaseUntil > nextTry THEN leaseUntil ELSE nextTry END) FROM forward"
                 " WHERE destination = ? AND state = ? AND (nextTry > ? OR leaseUntil > ?)",
