@@ -493,6 +493,24 @@ class PostgreSQLSchemaTests(SynchronousTestCase):
             self.addCleanup(index.close)
             self.assertEqual(index.beginRun(), previous)
 
+    def test_migratedFromVersion4(self):
+        """
+        A schema of version 4 gains the indexes a claim finds the order of
+        each study with.
+        """
+        import psycopg
+
+        self.open().close()
+        with psycopg.connect(self.url) as connection:
+            connection.execute("DROP INDEX forwardStudyNextTry")
+            connection.execute("DROP INDEX forwardStudyLease")
+            connection.execute("UPDATE schema_version SET version = 4")
+        self.open().close()
+        self.assertEqual(self.version(), [(self.postgresql.SCHEMA_VERSION,)])
+        with psycopg.connect(self.url) as connection:
+            names = {row[0] for row in connection.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'forward'")}
+        self.assertLessEqual({"forwardstudynexttry", "forwardstudylease"}, names)
+
     def test_newerRefused(self):
         """
         A schema newer than this version knows is refused with one line

@@ -470,7 +470,7 @@ class ClaimColumnsTests(unittest.TestCase):
     def test_sqlite(self):
         """
         SQLite's queue, outside the index's versioned schema, gains the
-        columns in place.
+        columns in place, and the indexes over them.
         """
         import sqlite3
 
@@ -479,6 +479,8 @@ class ClaimColumnsTests(unittest.TestCase):
         path = self.mktemp()
         SQLiteArchiveIndex(path).open()
         with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("DROP INDEX forwardStudyLease")
+            db.execute("DROP INDEX forwardStudyNextTry")
             db.execute("ALTER TABLE forward DROP COLUMN claimedBy")
             db.execute("ALTER TABLE forward DROP COLUMN leaseUntil")
             db.commit()
@@ -486,6 +488,8 @@ class ClaimColumnsTests(unittest.TestCase):
         self.addCleanup(index.close)
         with index.connection() as db:
             db.execute("SELECT claimedBy, leaseUntil FROM forward")
+            indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'forward'")}
+        self.assertLessEqual({"forwardStudyLease", "forwardStudyNextTry"}, indexes)
 
 
 class RoutingTests(unittest.TestCase):

@@ -59,7 +59,7 @@ from dicomd.archive.index import (
 )
 
 #: The schema version this code reads and writes.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: The advisory lock writers hold for their transaction ("dicomd" in
 #: ASCII), and the one that serialises migrations.
@@ -140,7 +140,9 @@ CREATE TABLE IF NOT EXISTS node (
 #: (L{STUDY_END_COLUMNS}); version 4 moved the C{run} table's records
 #: (C{ended:NODE}, C{yes} or C{no}) into the C{node} table, each run that
 #: had not ended beating last at the migration, and gave studies the
-#: daemon that received their newest object (L{STUDY_NODE_COLUMN}).
+#: daemon that received their newest object (L{STUDY_NODE_COLUMN});
+#: version 5 gave the queue the indexes its claims find the order of
+#: studies with (L{dicomd.archive.queue.ORDER_INDEXES}).
 MIGRATIONS = (
     postgresSchema(SCHEMA)
     + postgresSchema(queue.SCHEMA)
@@ -159,6 +161,7 @@ MIGRATIONS = (
     " FROM run WHERE name LIKE 'ended:%' ON CONFLICT (name) DO NOTHING;"
     " DROP TABLE run;"
     + postgresSchema("ALTER TABLE study ADD COLUMN IF NOT EXISTS %s %s;" % STUDY_NODE_COLUMN),
+    postgresSchema(queue.ORDER_INDEXES),
 )
 
 #: A run that is dead as C{takeOverRun} finds it: not ended, another
