@@ -61,7 +61,7 @@ from dicomd.ul.pdu import REJECT_RESULT_PERMANENT
 
 #: How many entries one claim takes: one association carries them in turn,
 #: then the next claim's.
-BATCH = 64
+BATCH = 256
 
 #: Seconds between two looks at the queue (L{Forwarding.look}): for the
 #: destinations an operator retried, and the depth of each for /metrics.
