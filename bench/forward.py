@@ -26,12 +26,15 @@ forwarding on reception.  The backlog run's dicomd retries every 0.1 s
 The machine is shared and noisy, so the three are run in turn C{--runs}
 times (direct, forwarded, backlog, direct, ...), and the table gives each
 run, then the median of each, with the direct rate beside the ratios.
-C{--output /dev/shm} keeps every file in memory.
+Each run starts on a disk with nothing left to write back (C{sync}), and
+its files are deleted once it is measured: on a disk, the write-back of
+one run's 260 MB would otherwise slow the next.  C{--output /dev/shm}
+keeps every file in memory.
 
 C{--baseline CHECKOUT} runs the forwarded and backlog runs with that
-checkout's dicomd too, each just before the same run of this one
-(I{forwarded-base}, I{backlog-base}): the code before a change, measured
-beside it.  C{--workers N} adds the
+checkout's dicomd too, each beside the same run of this one, before it
+in odd turns and after it in even ones (I{forwarded-base},
+I{backlog-base}): the code before a change, measured beside it.  C{--workers N} adds the
 forwarded and backlog runs with C{twistd dicomd --workers N}
 (I{forwarded-workers}, I{backlog-workers}): N processes receive, and the
 coordinator forwards.  C{--async-ops N} has this checkout's dicomd propose an
@@ -191,6 +194,22 @@ def backlog(work, paths, timeout, receiver=storescp, **dicomdOptions):
 
 
 
+def turnOrder(names, run: int):
+    """
+    The measures of turn C{run} (from 1): in the order given in odd turns;
+    in even ones each baseline measure (C{NAME-base}) after the measure of
+    this checkout it is compared with, so that neither always runs first
+    on a disk the other has just written to.
+    """
+    order = list(names)
+    if run % 2 == 0:
+        for index, name in enumerate(order):
+            partner = name[: -len("-base")] if name.endswith("-base") else None
+            if partner in order and order.index(partner) == index + 1:
+                order[index], order[index + 1] = partner, name
+    return order
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", default=os.path.join(tempfile.gettempdir(), "dicomd-bench-corpus"))
@@ -229,7 +248,8 @@ def main(argv=None) -> int:
     if options.granting is not None:
         measures["backlog>dicomd"] = lambda work: backlog(work, paths, options.timeout, receiver=dicomdStorescp)
         measures["backlog>dicomd-w"] = lambda work: backlog(work, paths, options.timeout, receiver=dicomdStorescp, asyncOps=options.granting)
-    # Each run of the baseline just before the same run of this checkout.
+    # Each run of the baseline beside the same run of this checkout: just
+    # before it in odd turns, just after it in even ones.
     names = [
         name
         for name in (
@@ -255,9 +275,13 @@ def main(argv=None) -> int:
         work = tempfile.mkdtemp(prefix="dicomd-bench-forward-", dir=options.output)
         try:
             seconds = {}
-            for name in names:
+            for name in turnOrder(names, run):
                 os.makedirs(os.path.join(work, name))
+                # The disk starts each measure with nothing of the one
+                # before left to write back, and holds nothing of it.
+                os.sync()
                 seconds[name] = measures[name](os.path.join(work, name))
+                shutil.rmtree(os.path.join(work, name), ignore_errors=True)
         except BenchmarkError as e:
             print("benchmark failed: %s" % (e,), file=sys.stderr)
             return 1
