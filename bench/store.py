@@ -32,8 +32,9 @@ of the last, with C{storescp --fork} as DCMTK's reference.
 Every table is run once per output directory (C{--outputs}, default
 C{/var/tmp} and C{/dev/shm}): on disk, then on tmpfs, where the disk is
 out of the way and the receiver's own overhead shows.  Receivers take
-turns, run by run, so that a machine or disk that is slower for a while
-slows all of them alike; the tables give the median of the runs
+turns, run by run, each turn starting one receiver further down the
+list, so that a machine or disk that is slower for a while slows all of
+them alike and none always follows the same one; the tables give the median of the runs
 (C{--repeats}, default 5), DCMTK's absolute rate beside each ratio.
 None of them fsyncs (not the default of any of them).
 
@@ -388,11 +389,14 @@ def measure(receivers, batches, work, output, nodelay, repeats, timeout, label) 
     """
     Run every receiver C{repeats[receiver.key]} times, taking turns, so
     that a machine (or a disk) that is slower for a while slows all of
-    them alike.
+    them alike; each turn starts one receiver further down the list, so
+    that none always follows the same one (on a disk, the deletion of the
+    files the one before stored).
     """
     results = {receiver.name: Result() for receiver in receivers}
     for attempt in range(max(repeats.values())):
-        for receiver in receivers:
+        shift = attempt % len(receivers)
+        for receiver in receivers[shift:] + receivers[:shift]:
             if attempt >= repeats[receiver.key]:
                 continue
             sys.stderr.write("%s -> %s, run %d of %d... " % (label, receiver.name, attempt + 1, repeats[receiver.key]))
