@@ -333,30 +333,8 @@ class ForwardingTests(unittest.TestCase):
         them with the first's.
         """
         port = freePort()
-        config = writeConfig(
-            self,
-            """
-            [forwarding]
-            retry-first = 1
-            retry-max = 1
-
-            [[ae]]
-            title = "DICOMD"
-            [[ae.forward]]
-            to = "PACS"
-
-            [[ae]]
-            title = "SECOND"
-            [[ae.forward]]
-            to = "PACS"
-
-            [[peer]]
-            title = "PACS"
-            host = "127.0.0.1"
-            port = %d
-            """
-            % (port,),
-        )
+        route = '[[ae.forward]]\nto = "PACS"\n'
+        config = self.config({"PACS": port}, routes=route, extra='[[ae]]\ntitle = "SECOND"\n[ae.actions]\nend-of-study-timeout = 1\n' + route, retryMax=1)
         daemon = yield startDaemon(self, "--config", config)
         first, second = makeFiles(self, 2), makeFiles(self, 2)
         result = yield storescu(daemon.port, first)
