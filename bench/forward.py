@@ -34,8 +34,9 @@ keeps every file in memory.
 C{--baseline CHECKOUT} runs the forwarded and backlog runs with that
 checkout's dicomd too, each beside the same run of this one, before it
 in odd turns and after it in even ones (I{forwarded-base},
-I{backlog-base}): the code before a change, measured beside it.  C{--workers N} adds the
-forwarded and backlog runs with C{twistd dicomd --workers N}
+I{backlog-base}): the code before a change, measured beside it.
+C{--workers N} adds the forwarded and backlog runs with C{twistd dicomd
+--workers N}
 (I{forwarded-workers}, I{backlog-workers}): N processes receive, and the
 coordinator forwards.  C{--async-ops N} has this checkout's dicomd propose an
 asynchronous operations window of N to the destination (C{[forwarding]

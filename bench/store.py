@@ -34,8 +34,9 @@ C{/var/tmp} and C{/dev/shm}): on disk, then on tmpfs, where the disk is
 out of the way and the receiver's own overhead shows.  Receivers take
 turns, run by run, each turn starting one receiver further down the
 list, so that a machine or disk that is slower for a while slows all of
-them alike and none always follows the same one; the tables give the median of the runs
-(C{--repeats}, default 5), DCMTK's absolute rate beside each ratio.
+them alike and none always follows the same one; the tables give the
+median of the runs (C{--repeats}, default 5), DCMTK's absolute rate
+beside each ratio.
 None of them fsyncs (not the default of any of them).
 
 Each measurement starts a fresh receiver, so that its peak RSS (C{VmHWM}
