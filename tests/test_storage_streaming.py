@@ -1066,6 +1066,103 @@ class HeadScanTests(SynchronousTestCase):
         self.assertEqual(uidValue(scanned, "StorageMediaFileSetUID", 0x00880140), "")
 
 
+class LazyAttributesTests(SynchronousTestCase):
+    """
+    L{walkHead} finds the attributes before the pixel data and leaves
+    making them for later: a L{ReceivedInstance} makes them from its scan
+    the first time they are read.
+    """
+
+    def received(self, **kwargs):
+        from dicomd.storage.scp import ReceivedInstance
+
+        return ReceivedInstance("1.2.3", "1.2.3.4", "1.2.840.10008.1.2", "CALLING", "CALLED", "127.0.0.1", 0.0, **kwargs)
+
+    def test_walkThenDataset(self):
+        """
+        A walk made into a data set gives scanHead's attributes; uids reads UI values without padding, in one pass, and leaves out what the data set lacks.
+        """
+        from dicomd.storage.part10 import HeadScan, scanHead, walkHead
+
+        for transferSyntax, encoded in _encodedVariants():
+            scan = walkHead(encoded, transferSyntax, True)
+            self.assertIsInstance(scan, HeadScan)
+            expected = scanHead(encoded, transferSyntax, True)
+            made = scan.dataset()
+            self.assertEqual([(e.tag, e.VR, e.value) for e in made], [(e.tag, e.VR, e.value) for e in expected])
+            uids = scan.uids(frozenset([0x00080018, 0x0020000D, 0x00880140]))
+            self.assertEqual(uids, {0x00080018: str(expected.SOPInstanceUID), 0x0020000D: str(expected.StudyInstanceUID)})
+            self.assertIsNone(walkHead(encoded[:200], transferSyntax, False))
+
+    def test_pixelDataNotKept(self):
+        """
+        A scan keeps the attributes' bytes, not the pixel data the head held after them.
+        """
+        from dicomd.storage.part10 import walkHead
+
+        transferSyntax, encoded = _encodedVariants()[1]
+        head = encoded + bytes(65536)
+        scan = walkHead(head, transferSyntax, True)
+        self.assertLess(len(scan.data), len(encoded))
+        self.assertEqual(scan.data, head[: len(scan.data)])
+        self.assertEqual(str(scan.dataset().PatientName), str(walkHead(encoded, transferSyntax, True).dataset().PatientName))
+
+    def test_madeFromTheScanOnce(self):
+        """
+        The attributes are made from the scan when first read, once: the scan is dropped, and the same data set comes back every time.  The Study Instance UID is read from the scan without making them.
+        """
+        from dicomd.storage.part10 import walkHead
+
+        transferSyntax, encoded = _encodedVariants()[1]
+        scan = walkHead(encoded, transferSyntax, True)
+        received = self.received(scan=scan)
+        self.assertEqual(received.studyInstanceUID, scan.uids(frozenset([0x0020000D]))[0x0020000D])
+        self.assertIs(received.scan, scan)
+        attributes = received.attributes
+        self.assertIsNone(received.scan)
+        self.assertIs(received.attributes, attributes)
+        self.assertEqual(str(attributes.StudyInstanceUID), received.studyInstanceUID)
+
+    def test_madeOnceAcrossThreads(self):
+        """
+        Threads that read the attributes at once all get the one data set made.
+        """
+        import threading
+
+        from dicomd.storage.part10 import walkHead
+
+        transferSyntax, encoded = _encodedVariants()[1]
+        received = self.received(scan=walkHead(encoded, transferSyntax, True))
+        seen = []
+        start = threading.Barrier(4)
+
+        def read():
+            start.wait()
+            seen.append(received.attributes)
+
+        threads = [threading.Thread(target=read) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.assertEqual(len({id(each) for each in seen}), 1)
+
+    def test_defaultAndSet(self):
+        """
+        Without a scan each instance has an empty data set of its own; attributes set are the ones read back.
+        """
+        from dicomd.dataset import newDataset
+
+        first, second = self.received(), self.received()
+        self.assertEqual(len(first.attributes), 0)
+        self.assertIsNot(first.attributes, second.attributes)
+        attributes = newDataset()
+        attributes.PatientID = "P1"
+        third = self.received(attributes=attributes)
+        self.assertIs(third.attributes, attributes)
+        self.assertEqual(third, self.received(attributes=attributes))
+
+
 class SpoolFileTests(SynchronousTestCase):
     """
     L{SpoolFile} and L{SpareFiles}: a spool that starts from an unnamed
@@ -1383,6 +1480,43 @@ class InlineSpoolTests(SynchronousTestCase):
         spool.path = os.path.join(self.directory, "missing", "object.part")
         spool.write(b"data")
         self.failureResultOf(spool.close(lambda: None), FileNotFoundError)
+
+    def test_closeHere(self):
+        """
+        closesHere says whether a file may be finished on this thread, and closeHere finishes it there without a Deferred, returning what then returns.
+        """
+        spool = self.spool(_spool.InlineWrites(limit=1000))
+        spool.write(b"data" * 10)
+        self.assertTrue(spool.closesHere())
+        self.assertEqual(spool.closeHere(lambda: sorted(os.listdir(self.directory))), ["object.part"])
+        with open(os.path.join(self.directory, "object.part"), "rb") as f:
+            self.assertEqual(f.read(), b"HEAD" + b"data" * 10)
+        self.assertEqual(self.pool.held, [])
+        large = self.spool(_spool.InlineWrites(limit=10))
+        large.write(b"data" * 10)
+        self.assertFalse(large.closesHere())
+        self.assertFalse(self.spool(None).closesHere())
+
+    def test_closeHereRaises(self):
+        """
+        closeHere raises the error that stopped the file, which then takes no more fragments and fails a later close with it, and keeps no descriptor open.
+        """
+        spool = self.spool(_spool.InlineWrites())
+        spool.path = os.path.join(self.directory, "missing", "object.part")
+        spool.write(b"data")
+        self.assertRaises(FileNotFoundError, spool.closeHere, lambda: None)
+        self.assertIsInstance(spool.error, FileNotFoundError)
+        self.assertIsNone(spool._fd)
+        self.failureResultOf(spool.close(), FileNotFoundError)
+
+        failing = self.spool(_spool.InlineWrites())
+        failing.write(b"data")
+
+        def refuse():
+            raise ValueError("not this one")
+
+        self.assertRaises(ValueError, failing.closeHere, refuse)
+        self.assertIsNone(failing._fd)
 
     def test_storedAndAnsweredWithoutAThread(self):
         """

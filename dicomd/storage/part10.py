@@ -11,12 +11,15 @@ The attributes before the pixel data are read by L{scanHead} with the
 element scanner of L{dicomd.codec.elements}, for the little endian
 encodings: it walks the element headers, skips sequences to their
 delimiters, and returns a pydicom L{Dataset} of undecoded elements, which
-pydicom decodes only when one is looked at.  That is several times faster than pydicom's
-own reader, and every storage SCP pays it once per object.  Big endian data
-sets, and anything the scanner does not understand, are read by pydicom
-(L{readHead}).  A deflated data set is inflated only as far as its
-attributes go, and never past L{MAXIMUM_INFLATED_HEAD} (L{readDeflatedHead}):
-a megabyte of deflated zeros inflates to a gigabyte.
+pydicom decodes only when one is looked at.  That is several times faster
+than pydicom's own reader, and every storage SCP pays it once per object.
+L{walkHead} only finds the elements (a L{HeadScan}), so that the storage
+SCP checks an object from a few of them and leaves making the rest for
+whatever asks for them.  Big endian data sets, and anything the scanner
+does not understand, are read by pydicom (L{readHead}).  A deflated data
+set is inflated only as far as its attributes go, and never past
+L{MAXIMUM_INFLATED_HEAD} (L{readDeflatedHead}): a megabyte of deflated
+zeros inflates to a gigabyte.
 """
 
 import functools
@@ -154,19 +157,31 @@ def scanHead(head, transferSyntaxUID: str, complete: bool, partial: bool = False
         data (so the file must be read instead) or is encoded in a way left
         to L{readHead}.
     """
+    scan = walkHead(head, transferSyntaxUID, complete, partial)
+    if scan is None or isinstance(scan, Dataset):
+        return scan
+    return scan.dataset()
+
+
+def walkHead(head, transferSyntaxUID: str, complete: bool, partial: bool = False):
+    """
+    Find the attributes before the pixel data in the first bytes of a data
+    set, as L{scanHead} does, and leave making them into a L{Dataset} for
+    later: a storage SCP checks a received object's identity from a few of
+    them (L{HeadScan.uids}) before it answers, and the rest are made only
+    for whatever asks for them.
+
+    @return: a L{HeadScan}; for an encoding the scanner leaves to pydicom,
+        the L{Dataset} L{readHead} reads; C{None} as L{scanHead}.
+    """
     implicit = _scannable(transferSyntaxUID)
     if implicit is None:
         return readHead(head, transferSyntaxUID, complete)
     data = head if type(head) is bytes else bytes(head)
     scanner = ElementScanner(data, IMPLICIT_LITTLE if implicit else EXPLICIT_LITTLE, stopBefore=_PIXEL_DATA)
-    elements = {}
-    # The element tuples are made as RawDataElement._make makes them,
-    # without its Python frame and length check: this runs for every
-    # element of every object received.
-    newTuple = tuple.__new__
-    raw = RawDataElement
-    tags = TAG_OBJECTS
     undefined = UNDEFINED_LENGTH
+    elements = []
+    add = elements.append
     try:
         for number, vr, length, valueOffset, nextOffset in scanner:
             if length == undefined:
@@ -175,13 +190,9 @@ def scanHead(head, transferSyntaxUID: str, complete: bool, partial: bool = False
                     # encapsulated data before the pixel data: pydicom
                     # knows these.
                     raise Malformed("undefined length %s" % (vr,))
-                value = data[valueOffset : nextOffset - 8]
+                add((number, vr, valueOffset, nextOffset - 8))
             else:
-                value = data[valueOffset:nextOffset]
-            tag = tags.get(number)
-            if tag is None:
-                tag = tagObject(number)
-            elements[tag] = newTuple(raw, (tag, vr, len(value), value, valueOffset, implicit, True, True, False))
+                add((number, vr, valueOffset, nextOffset))
         if not (scanner.reached or complete or partial):
             return None
     except Truncated:
@@ -189,20 +200,84 @@ def scanHead(head, transferSyntaxUID: str, complete: bool, partial: bool = False
             return None
     except Malformed:
         return readHead(head, transferSyntaxUID, complete)
-    encoding = default_encoding
-    characterSet = elements.get(tags.get(_SPECIFIC_CHARACTER_SET, _SPECIFIC_CHARACTER_SET))
-    if characterSet is not None:
-        # Decoded in place, as Dataset.__getitem__ would decode it (in the
-        # default encoding), without the attribute look-up around it: most
-        # objects name their character set, and that look-up cost more
-        # than the rest of the scan.
-        try:
-            decoded = convert_raw_data_element(characterSet, encoding=default_encoding)
-            elements[characterSet.tag] = decoded
-            encoding = convert_encodings(decoded.value)
-        except Exception:
-            encoding = default_encoding
-    return newDataset(elements, implicit, True, encoding)
+    end = elements[-1][3] if elements else 0
+    if len(data) - end > _KEPT_SLACK:
+        # The scan may be kept a while (the last object of each open
+        # study is): not with the pixel data that followed the attributes.
+        data = data[:end]
+    return HeadScan(data, implicit, elements)
+
+
+#: How many bytes after the attributes a L{HeadScan} may keep rather than
+#: copy the attributes out of its head.
+_KEPT_SLACK = 4096
+
+
+class HeadScan:
+    """
+    The elements before the pixel data in a data set's first bytes, found
+    (L{walkHead}) but not yet made into pydicom's elements.
+
+    @ivar data: the bytes they are in.
+    @ivar implicit: whether they are in implicit VR.
+    @ivar elements: C{(tag, VR, value offset, value end)} of each, in the
+        order of the data set; the VR is C{None} in implicit VR.
+    """
+
+    __slots__ = ("data", "implicit", "elements")
+
+    def __init__(self, data: bytes, implicit: bool, elements: list):
+        self.data = data
+        self.implicit = implicit
+        self.elements = elements
+
+    def uids(self, tags) -> dict:
+        """
+        The values of the UI elements C{tags} that the data set has, padding
+        removed, by tag, read in one pass (as a L{Dataset} would hold them,
+        the last of an element given twice).
+        """
+        data = self.data
+        found = {}
+        for number, _, start, end in self.elements:
+            if number in tags:
+                found[number] = data[start:end].decode("ascii", "replace").rstrip("\x00 ")
+        return found
+
+    def dataset(self) -> Dataset:
+        """
+        The elements as a L{Dataset} of undecoded elements (pydicom decodes
+        each when it is first used), in the data set's character set.
+        """
+        data = self.data
+        implicit = self.implicit
+        elements = {}
+        # The element tuples are made as RawDataElement._make makes them,
+        # without its Python frame and length check: this runs for every
+        # element of every object received.
+        newTuple = tuple.__new__
+        raw = RawDataElement
+        tags = TAG_OBJECTS
+        for number, vr, start, end in self.elements:
+            value = data[start:end]
+            tag = tags.get(number)
+            if tag is None:
+                tag = tagObject(number)
+            elements[tag] = newTuple(raw, (tag, vr, len(value), value, start, implicit, True, True, False))
+        encoding = default_encoding
+        characterSet = elements.get(tags.get(_SPECIFIC_CHARACTER_SET, _SPECIFIC_CHARACTER_SET))
+        if characterSet is not None:
+            # Decoded in place, as Dataset.__getitem__ would decode it (in
+            # the default encoding), without the attribute look-up around
+            # it: most objects name their character set, and that look-up
+            # cost more than the rest of the scan.
+            try:
+                decoded = convert_raw_data_element(characterSet, encoding=default_encoding)
+                elements[characterSet.tag] = decoded
+                encoding = convert_encodings(decoded.value)
+            except Exception:
+                encoding = default_encoding
+        return newDataset(elements, implicit, True, encoding)
 
 
 #: The most of a deflated data set that L{readDeflatedHead} inflates: the

@@ -13,12 +13,15 @@ complete, the temporary file has a hidden name of its own
 (L{TEMPORARY_NAME}), which only a crash can leave behind, and which
 L{StorageArea.prepare} removes at the next start.
 
-When the last fragment is in, one worker-thread job writes what is still
-waiting, reads the attributes it needs from the data set's first bytes (or
-the file, when they are not enough), checks that the data set is the
-instance the command announced, chooses the final name, moves the file into
-place atomically (an unnamed file is linked there directly) and records it
-in the index.  Only then is the C-STORE-RSP sent, so a success response
+When the last fragment is in, one worker-thread job (for a small object
+with nothing slow to do, a call on the reactor thread, which answers in the
+same call) writes what is still waiting, finds the attributes in the data
+set's first bytes (or the file, when they are not enough), checks that the
+data set is the instance the command announced, chooses the final name,
+moves the file into place atomically (an unnamed file is linked there
+directly) and records it in the index.  The attributes are made into
+pydicom's elements only when something reads them.  Only then is the
+C-STORE-RSP sent, so a success response
 always means the file is complete under its final name.  Anything that fails
 before that removes the temporary file: an aborted association, a full disk
 (answered with 0xA700), a data set that does not match its command (0xA900).
@@ -35,6 +38,7 @@ from pydicom.dataset import Dataset
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dicomd.dataset import isValidUID, newDataset
@@ -43,7 +47,7 @@ from dicomd.dimse.commands import responseTo
 from dicomd.dimse.consumers import DiscardedDataSet
 from dicomd.interfaces import IDataSetConsumer, IService
 from dicomd.storage import DIRECTORY_MODE, FILE_MODE
-from dicomd.storage.part10 import encodeFileMeta, readDeflatedHead, readFileHead, scanHead, uidValue
+from dicomd.storage.part10 import HeadScan, encodeFileMeta, readDeflatedHead, readFileHead, uidValue, walkHead
 from dicomd.storage.spool import InlineWrites, SpareFiles, SpoolFile
 from dicomd.ul.negotiation import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
 
@@ -67,6 +71,37 @@ class StoreRefused(Exception):
         self.status = status
 
 
+class _MadeWhenAsked:
+    """
+    L{ReceivedInstance.attributes}: set as any attribute, or made from the
+    instance's L{HeadScan} the first time it is read (once, whichever
+    thread asks first).  Checking an object needs a few of its elements
+    (L{HeadScan.uids}); making pydicom's elements of all of them takes
+    longer than the rest of that check, and many configurations never look
+    at them.
+    """
+
+    _making = threading.Lock()
+
+    def __get__(self, received, owner=None):
+        if received is None:
+            # The field's default, as dataclasses ask for it.
+            return None
+        attributes = received._attributes
+        if attributes is None:
+            with self._making:
+                attributes = received._attributes
+                if attributes is None:
+                    scan = received.scan
+                    attributes = scan.dataset() if scan is not None else newDataset()
+                    received._attributes = attributes
+                    received.scan = None
+        return attributes
+
+    def __set__(self, received, attributes: Optional[Dataset]) -> None:
+        received._attributes = attributes
+
+
 @dataclass
 class ReceivedInstance:
     """
@@ -74,7 +109,10 @@ class ReceivedInstance:
 
     @ivar path: the file's final absolute path, or C{None} when the SCP
         stores nothing (C{--ignore}).
-    @ivar attributes: the data set's attributes before the pixel data.
+    @ivar attributes: the data set's attributes before the pixel data
+        (none by default), made from C{scan} when first read.
+    @ivar scan: the attributes as found in the data set's first bytes and
+        not yet made into C{attributes}, or C{None}.
     @ivar association: the association it arrived on, or C{None}; the
         end-of-study tracker tells senders apart by it.
     """
@@ -87,9 +125,10 @@ class ReceivedInstance:
     peerHost: str
     receivedAt: float
     size: int = 0
-    attributes: Dataset = field(default_factory=newDataset)
+    attributes: Dataset = _MadeWhenAsked()
     path: Optional[str] = None
     association: object = field(default=None, compare=False, repr=False)
+    scan: Optional[HeadScan] = field(default=None, compare=False, repr=False)
 
     @property
     def studyInstanceUID(self) -> str:
@@ -97,7 +136,13 @@ class ReceivedInstance:
         The Study Instance UID of its attributes, C{""} when it has none,
         read without pydicom's conversion of the element.
         """
+        scan = self.scan
+        if scan is not None:
+            return scan.uids(_STUDY_INSTANCE_UID).get(0x0020000D, "")
         return uidValue(self.attributes, "StudyInstanceUID", 0x0020000D)
+
+
+_STUDY_INSTANCE_UID = frozenset([0x0020000D])
 
 
 class StorageArea:
@@ -456,15 +501,42 @@ class IncomingInstance:
             # so the last fragment is not handled before it wakes up.
             self._finishWhenAwake = True
             return
-        if self._spool is None:
-            result = defer.succeed(None)
+        spool = self._spool
+        if spool is None:
+            self._settled()
+            return
+        head = b"".join(self._head)
+        complete = self._headSize == self.received.size
+        self._head = []
+        if spool.closesHere():
+            # The common case, on the reactor thread, without a Deferred:
+            # the response goes out in this call.
+            try:
+                spool.closeHere(lambda: self._settle(head, complete))
+            except BaseException:
+                self._failed(Failure())
+            else:
+                self._settled()
+            return
+        stored = spool.close(lambda: self._settle(head, complete))
+        stored.addCallback(self._notify)
+        stored.addCallbacks(self._stored, self._failed)
+
+    def _settled(self) -> None:
+        """
+        The object is stored (or ignored) on this thread: tell the
+        observers, then answer, once those that return a L{Deferred} are
+        done.
+        """
+        try:
+            waits = self._notify(None)
+        except BaseException:
+            self._failed(Failure())
+            return
+        if waits is None:
+            self._stored(None)
         else:
-            head = b"".join(self._head)
-            complete = self._headSize == self.received.size
-            self._head = []
-            result = self._spool.close(lambda: self._settle(head, complete))
-        result.addCallback(self._notify)
-        result.addCallbacks(self._stored, self._failed)
+            waits.addCallbacks(self._stored, self._failed)
 
     def _settle(self, head: bytes, complete: bool) -> None:
         """
@@ -476,11 +548,14 @@ class IncomingInstance:
             if received.transferSyntaxUID == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
                 attributes = self._readDeflated(head, complete)
             else:
-                attributes = scanHead(head, received.transferSyntaxUID, complete)
+                attributes = walkHead(head, received.transferSyntaxUID, complete)
                 if attributes is None:
                     attributes = _readAttributes(spool.nameInThread())
-            received.attributes = attributes
-            _checkIdentity(attributes, self._request)
+            if type(attributes) is HeadScan:
+                received.scan = attributes
+            else:
+                received.attributes = attributes
+            _checkIdentity(_identityOf(attributes), self._request)
             self._scp.area.settle(spool, received)
         except BaseException:
             _removeQuietly(spool.path)
@@ -605,22 +680,38 @@ class IncomingInstance:
 
 #: The UIDs of a data set that name its files and folders, and so must be
 #: valid UIDs (besides the SOP Instance UID, which must be the command's).
-_NAMING_UIDS = (("Study Instance UID", "StudyInstanceUID", 0x0020000D), ("Series Instance UID", "SeriesInstanceUID", 0x0020000E))
+_NAMING_UIDS = (("Study Instance UID", 0x0020000D), ("Series Instance UID", 0x0020000E))
+
+#: The elements L{_checkIdentity} reads, by tag, with their keywords.
+_IDENTITY = {0x00080016: "SOPClassUID", 0x00080018: "SOPInstanceUID", 0x0020000D: "StudyInstanceUID", 0x0020000E: "SeriesInstanceUID"}
+_IDENTITY_TAGS = frozenset(_IDENTITY)
 
 
-def _checkIdentity(attributes: Dataset, request) -> None:
+def _identityOf(attributes) -> dict:
+    """
+    The values of the elements L{_checkIdentity} reads, by tag, from a
+    L{HeadScan} or a L{Dataset}; C{""} or absent when the data set has none.
+    """
+    if type(attributes) is HeadScan:
+        return attributes.uids(_IDENTITY_TAGS)
+    return {tag: uidValue(attributes, keyword, tag) for tag, keyword in _IDENTITY.items()}
+
+
+def _checkIdentity(uids: dict, request) -> None:
     """
     Refuse a data set that is not the instance its command announced, with
     the status DCMTK's storescp answers (0xA900), and one whose Study or
     Series Instance UID is not a UID (0xC000): those name study folders and
     reach commands, so they must be digits and dots (PS3.5 9.1).
+
+    @param uids: the data set's UIDs, by tag (L{_identityOf}).
     """
-    sopClass = uidValue(attributes, "SOPClassUID", 0x00080016)
-    sopInstance = uidValue(attributes, "SOPInstanceUID", 0x00080018)
+    sopClass = uids.get(0x00080016)
+    sopInstance = uids.get(0x00080018)
     if not sopClass or not sopInstance:
         raise StoreRefused(_status.CANNOT_UNDERSTAND, "data set without SOP Class or SOP Instance UID")
-    for name, keyword, tag in _NAMING_UIDS:
-        value = uidValue(attributes, keyword, tag)
+    for name, tag in _NAMING_UIDS:
+        value = uids.get(tag)
         if value and not isValidUID(value):
             raise StoreRefused(_status.CANNOT_UNDERSTAND, "%s %r is not a valid UID" % (name, value))
     if sopClass != request.affectedSOPClassUID:

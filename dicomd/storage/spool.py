@@ -373,14 +373,47 @@ class SpoolFile:
         """
         if self._error is not None:
             return defer.fail(self._error)
+        if self.closesHere():
+            try:
+                return defer.succeed(self.closeHere(then))
+            except BaseException:
+                return defer.fail()
         self._closing = defer.Deferred()
         self._then = then
         if self._job is None:
-            if self._inline is not None and self._inline.admits(self._waitingSize):
-                self._lastJobInline()
-            else:
-                self._startJob(final=True)
+            self._startJob(final=True)
         return self._closing
+
+    def closesHere(self) -> bool:
+        """
+        Whether L{closeHere} may finish the file: nothing went wrong, no
+        job is running, and the file's L{InlineWrites} admits what is
+        waiting.
+        """
+        return self._error is None and self._job is None and self._inline is not None and self._inline.admits(self._waitingSize)
+
+    def closeHere(self, then: Optional[Callable[[], object]] = None):
+        """
+        L{close}, on this thread and without a L{Deferred}, when
+        L{closesHere} says so: an object finished on the reactor thread is
+        answered in the same call.
+
+        @return: C{then}'s result.
+        @raise BaseException: the first error, as L{close}'s L{Deferred}
+            would fail with it; the file descriptor is closed.
+        """
+        chunks, self._waiting = self._waiting, []
+        self._waitingSize = 0
+        self._then = then
+        started = time.monotonic()
+        try:
+            return self._runJob(chunks, True)
+        except BaseException as e:
+            self._error = e
+            self._resumeIfPaused()
+            raise
+        finally:
+            self._inline.took(time.monotonic() - started)
 
     def discard(self) -> defer.Deferred:
         """
@@ -406,26 +439,6 @@ class SpoolFile:
         self._waitingSize = 0
         job = self._job = self._inThread(self._runJob, chunks, final)
         job.addCallbacks(self._jobDone, self._jobFailed, callbackArgs=(final,))
-
-    def _lastJobInline(self) -> None:
-        """
-        The last job, on this thread: write, close, run C{then}, and fire
-        the result.
-        """
-        chunks, self._waiting = self._waiting, []
-        self._waitingSize = 0
-        started = time.monotonic()
-        try:
-            result = self._runJob(chunks, True)
-        except BaseException:
-            failure = Failure()
-        else:
-            failure = None
-        self._inline.took(time.monotonic() - started)
-        if failure is None:
-            self._closing.callback(result)
-        else:
-            self._jobFailed(failure)
 
     def _runJob(self, chunks: List, final: bool):
         """
