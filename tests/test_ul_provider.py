@@ -943,6 +943,14 @@ class FramingTests(SynchronousTestCase):
         provider = providerIn(State.Sta6, REQUESTOR)
         self.assertRefused(provider, receive(provider, INVALID_PDU_BYTES), INVALID_PDU_REASON)
 
+    def test_invalidPDataTFDuringDataTransfer(self):
+        """
+        A P-DATA-TF in Sta6 whose PDV does not fit it is refused as any invalid PDU is (reason 6), naming the fault.
+        """
+        provider = providerIn(State.Sta6, REQUESTOR)
+        self.assertRefused(provider, receive(provider, bytes.fromhex("04 00 00000008 00000009 01 03 6162")), INVALID_PDU_REASON)
+        self.assertIn("PDV item length 9", provider.errorDescription)
+
     def test_bytesAfterInvalidPDUDiscarded(self):
         """
         Bytes following an invalid PDU, in the same chunk or later, are

@@ -187,7 +187,9 @@ class MessageAssembler:
         for pdv in pdu.values:
             control = pdv.messageControlHeader
             if control & COMMAND:
-                events.append(self._commandFragment(pdv.contextID, pdv.data, control & LAST))
+                received = self._commandFragment(pdv.contextID, pdv.data, control & LAST)
+                if received is not None:
+                    events.append(received)
             else:
                 if self._dataSetContext is None:
                     raise DIMSEProtocolError(
@@ -202,7 +204,7 @@ class MessageAssembler:
                 if isLast:
                     self._dataSetContext = None
                 events.append(DataSetFragment(pdv.contextID, pdv.data, isLast))
-        return [event for event in events if event is not None]
+        return events
 
     def _commandFragment(self, contextID: int, data, isLast: int):
         if self._dataSetContext is not None:

@@ -510,6 +510,14 @@ class ULProvider:
                 self._awaitRest(view, pos, 6 + length)
             return None
         self._pos = stop
+        if pduType == _pdu.P_DATA_TF and self.state is State.Sta6:
+            # Evt10 in Sta6, DT-2, as the table would run it: the event of
+            # nearly every PDU, without the round trip through the table.
+            try:
+                pdu = _pdu.PDataTF.decode(view[start:stop])
+            except PDUDecodeError as e:
+                return self._invalid(str(e), e.reason)
+            return [PDataIndication(pdu)]
         return self._received(pduType, view[start:stop])
 
     def _awaitRest(self, view, pos: int, needed: int) -> None:
