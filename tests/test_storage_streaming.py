@@ -1107,6 +1107,19 @@ class LazyAttributesTests(SynchronousTestCase):
         self.assertEqual(scan.data, head[: len(scan.data)])
         self.assertEqual(str(scan.dataset().PatientName), str(walkHead(encoded, transferSyntax, True).dataset().PatientName))
 
+    def test_noViewKept(self):
+        """
+        A head given as a view (of a receiving buffer, say) is read where it is, and the scan keeps bytes of its own, not the view.
+        """
+        from dicomd.storage.part10 import walkHead
+
+        transferSyntax, encoded = _encodedVariants()[1]
+        buffer = bytearray(encoded)
+        scan = walkHead(memoryview(buffer), transferSyntax, True)
+        self.assertIs(type(scan.data), bytes)
+        buffer[:] = bytes(len(buffer))
+        self.assertEqual(str(scan.dataset().PatientName), str(walkHead(encoded, transferSyntax, True).dataset().PatientName))
+
     def test_madeFromTheScanOnce(self):
         """
         The attributes are made from the scan when first read, once: the scan is dropped, and the same data set comes back every time.  The Study Instance UID is read from the scan without making them.
@@ -1496,6 +1509,28 @@ class InlineSpoolTests(SynchronousTestCase):
         large.write(b"data" * 10)
         self.assertFalse(large.closesHere())
         self.assertFalse(self.spool(None).closesHere())
+
+    def test_thenLetGo(self):
+        """
+        Once the last job has run C{then}, the spool holds it no more, nor what it holds (a view of a receiving buffer would keep that buffer from being used again).
+        """
+        import weakref
+
+        class Then:
+            def __call__(self):
+                return "settled"
+
+        for inline in (_spool.InlineWrites(), None):
+            spool = self.spool(inline)
+            spool.write(b"data")
+            then = Then()
+            gone = weakref.ref(then)
+            closed = spool.close(then)
+            del then
+            self.pool.runAll()
+            self.assertEqual(self.successResultOf(closed), "settled")
+            self.assertIsNone(gone())
+            os.unlink(spool.path)
 
     def test_closeHereRaises(self):
         """

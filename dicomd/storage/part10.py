@@ -177,7 +177,7 @@ def walkHead(head, transferSyntaxUID: str, complete: bool, partial: bool = False
     implicit = _scannable(transferSyntaxUID)
     if implicit is None:
         return readHead(head, transferSyntaxUID, complete)
-    data = head if type(head) is bytes else bytes(head)
+    data = head
     scanner = ElementScanner(data, IMPLICIT_LITTLE if implicit else EXPLICIT_LITTLE, stopBefore=_PIXEL_DATA)
     undefined = UNDEFINED_LENGTH
     elements = []
@@ -201,10 +201,12 @@ def walkHead(head, transferSyntaxUID: str, complete: bool, partial: bool = False
     except Malformed:
         return readHead(head, transferSyntaxUID, complete)
     end = elements[-1][3] if elements else 0
-    if len(data) - end > _KEPT_SLACK:
+    if type(data) is not bytes or len(data) - end > _KEPT_SLACK:
         # The scan may be kept a while (the last object of each open
-        # study is): not with the pixel data that followed the attributes.
-        data = data[:end]
+        # study is): not with the pixel data that followed the attributes,
+        # nor with a view that would keep a receiving buffer from being
+        # used again.
+        data = bytes(data[:end])
     return HeadScan(data, implicit, elements)
 
 

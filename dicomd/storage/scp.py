@@ -505,7 +505,10 @@ class IncomingInstance:
         if spool is None:
             self._settled()
             return
-        head = b"".join(self._head)
+        # A head in one piece is read where it was received: copying 64 KiB
+        # to find a few hundred bytes of attributes costs more than reading
+        # them.
+        head = self._head[0] if len(self._head) == 1 else b"".join(self._head)
         complete = self._headSize == self.received.size
         self._head = []
         if spool.closesHere():
@@ -538,7 +541,7 @@ class IncomingInstance:
         else:
             waits.addCallbacks(self._stored, self._failed)
 
-    def _settle(self, head: bytes, complete: bool) -> None:
+    def _settle(self, head, complete: bool) -> None:
         """
         In a worker thread: check the object and move it into place.
         """

@@ -456,18 +456,21 @@ class SpoolFile:
             self._closeInThread()
             raise
         if final:
-            if self._unnamed and self._then is not None:
+            # What C{then} holds (the data set's head, perhaps a view of a
+            # receiving buffer) goes with it.
+            then, self._then = self._then, None
+            if self._unnamed and then is not None:
                 # The file stays open and unnamed while C{then} runs, so
                 # that L{moveInThread} can link it straight to its final
                 # name; if C{then} does not, closing it makes it vanish.
                 try:
-                    return self._then()
+                    return then()
                 finally:
                     self._closeInThread()
             self.nameInThread()
             self._closeInThread()
-            if self._then is not None:
-                return self._then()
+            if then is not None:
+                return then()
         return None
 
     def nameInThread(self) -> str:
