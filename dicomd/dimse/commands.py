@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass, fields
 from typing import Callable, Dict, List, Optional, Tuple
 
-from dicomd.codec.elements import IMPLICIT_LITTLE, Truncated
+from dicomd.codec.elements import IMPLICIT_LITTLE
 from dicomd.dimse import status as _status
 from dicomd.dimse.uids import VERIFICATION_SOP_CLASS
 
@@ -127,6 +127,7 @@ _COMMAND_DATA_SET_TYPE = 0x0800
 _US = struct.Struct("<H")
 _UL = struct.Struct("<L")
 _AT = struct.Struct("<HH")
+_IMPLICIT_HEADER = struct.Struct("<HHL")
 
 
 # Command sets have no Specific Character Set: their strings are ASCII.  A
@@ -485,17 +486,20 @@ def decodeCommand(data) -> Message:
     end = len(data)
     pos = 0
     raw = {}
-    readHeader = IMPLICIT_LITTLE.readHeader
+    # Implicit VR little endian headers, read inline: every message
+    # received is decoded here.
+    readHeader = _IMPLICIT_HEADER.unpack_from
     while pos < end:
-        try:
-            tag, _, length, pos = readHeader(data, pos, end)
-        except Truncated:
+        if end - pos < 8:
             raise DIMSEDecodeError("command set ends inside an element header")
-        if tag >> 16 != 0x0000:
-            raise DIMSEDecodeError("element (%04X,%04X) is not in the command group" % (tag >> 16, tag & 0xFFFF))
+        group, element, length = readHeader(data, pos)
+        pos += 8
+        if group != 0x0000:
+            raise DIMSEDecodeError("element (%04X,%04X) is not in the command group" % (group, element))
         if length > end - pos:
-            raise DIMSEDecodeError("element (0000,%04X) of %d bytes runs past the command set" % (tag, length))
-        raw[tag] = data[pos : pos + length]
+            raise DIMSEDecodeError("element (0000,%04X) of %d bytes runs past the command set" % (element, length))
+        # In group 0000 the tag is the element number.
+        raw[element] = data[pos : pos + length]
         pos += length
     commandFieldValue = raw.get(_COMMAND_FIELD)
     if commandFieldValue is None:

@@ -36,7 +36,6 @@ from typing import Callable, List, Optional
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
-from twisted.python.failure import Failure
 
 from dicomd.storage import FILE_MODE
 
