@@ -177,22 +177,12 @@ def walkHead(head, transferSyntaxUID: str, complete: bool, partial: bool = False
     implicit = _scannable(transferSyntaxUID)
     if implicit is None:
         return readHead(head, transferSyntaxUID, complete)
-    data = head
-    scanner = ElementScanner(data, IMPLICIT_LITTLE if implicit else EXPLICIT_LITTLE, stopBefore=_PIXEL_DATA)
-    undefined = UNDEFINED_LENGTH
+    scanner = ElementScanner(head, IMPLICIT_LITTLE if implicit else EXPLICIT_LITTLE, stopBefore=_PIXEL_DATA)
     elements = []
-    add = elements.append
     try:
-        for number, vr, length, valueOffset, nextOffset in scanner:
-            if length == undefined:
-                if vr is not None and vr != "SQ":
-                    # An undefined length UN (a sequence in implicit VR) or
-                    # encapsulated data before the pixel data: pydicom
-                    # knows these.
-                    raise Malformed("undefined length %s" % (vr,))
-                add((number, vr, valueOffset, nextOffset - 8))
-            else:
-                add((number, vr, valueOffset, nextOffset))
+        # Each element as the scanner finds it; those before a truncation
+        # stay in the list.
+        elements.extend(scanner)
         if not (scanner.reached or complete or partial):
             return None
     except Truncated:
@@ -200,7 +190,13 @@ def walkHead(head, transferSyntaxUID: str, complete: bool, partial: bool = False
             return None
     except Malformed:
         return readHead(head, transferSyntaxUID, complete)
-    end = elements[-1][3] if elements else 0
+    for _, vr, length, _, _ in elements:
+        if length == UNDEFINED_LENGTH and vr is not None and vr != "SQ":
+            # An undefined length UN (a sequence in implicit VR) or
+            # encapsulated data before the pixel data: pydicom knows these.
+            return readHead(head, transferSyntaxUID, complete)
+    data = head
+    end = elements[-1][4] if elements else 0
     if type(data) is not bytes or len(data) - end > _KEPT_SLACK:
         # The scan may be kept a while (the last object of each open
         # study is): not with the pixel data that followed the attributes,
@@ -222,8 +218,10 @@ class HeadScan:
 
     @ivar data: the bytes they are in.
     @ivar implicit: whether they are in implicit VR.
-    @ivar elements: C{(tag, VR, value offset, value end)} of each, in the
-        order of the data set; the VR is C{None} in implicit VR.
+    @ivar elements: each as L{ElementScanner} finds it, C{(tag, VR, length,
+        value offset, next offset)}, in the order of the data set; the
+        value of one of undefined length (a sequence) ends 8 bytes before
+        the next offset, at its delimiter.
     """
 
     __slots__ = ("data", "implicit", "elements")
@@ -241,9 +239,9 @@ class HeadScan:
         """
         data = self.data
         found = {}
-        for number, _, start, end in self.elements:
+        for number, _, length, start, end in self.elements:
             if number in tags:
-                found[number] = data[start:end].decode("ascii", "replace").rstrip("\x00 ")
+                found[number] = data[start : end if length != UNDEFINED_LENGTH else end - 8].decode("ascii", "replace").rstrip("\x00 ")
         return found
 
     def dataset(self) -> Dataset:
@@ -260,8 +258,9 @@ class HeadScan:
         newTuple = tuple.__new__
         raw = RawDataElement
         tags = TAG_OBJECTS
-        for number, vr, start, end in self.elements:
-            value = data[start:end]
+        undefined = UNDEFINED_LENGTH
+        for number, vr, length, start, end in self.elements:
+            value = data[start : end if length != undefined else end - 8]
             tag = tags.get(number)
             if tag is None:
                 tag = tagObject(number)
