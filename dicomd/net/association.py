@@ -34,6 +34,9 @@ from dicomd.ul.negotiation import NegotiatedContext
 
 _BUFFER_TYPES = (bytes, bytearray, memoryview)
 
+#: How each final status category is counted (L{Association.counters}).
+_OUTCOMES = {category: category.name.lower() for category in _status.Category}
+
 
 class _Outstanding:
     """
@@ -228,12 +231,15 @@ class Association:
             self.log.warn("Could not send a data set to {peer}: {error}", peer=self.calledAETitle, error=str(error))
 
     def _responseSent(self, response: Message) -> None:
-        if _status.category(response.status) is _status.Category.PENDING:
+        category = _status.category(response.status)
+        if category is _status.Category.PENDING:
             return
         if self._serving.pop(response.messageIDBeingRespondedTo, None) is not None:
-            operation = OPERATION_NAMES.get(response.commandField & 0x7FFF, "0x%04X" % response.commandField)
+            operation = OPERATION_NAMES.get(response.commandField & 0x7FFF)
+            if operation is None:
+                operation = "0x%04X" % response.commandField
             counts = self.counters.setdefault(operation, {})
-            outcome = _status.category(response.status).name.lower()
+            outcome = _OUTCOMES[category]
             counts[outcome] = counts.get(outcome, 0) + 1
 
     def request(self, contextID: int, message: Message, dataSet=None, onPending=None) -> defer.Deferred:

@@ -378,6 +378,10 @@ class ULProvider:
 
         @param data: one or more whole, encoded P-DATA-TF PDUs.
         """
+        if self.state is State.Sta6:
+            # DT-1, as the table would run it: the event of nearly every
+            # message sent, without the round trip through the table.
+            return [SendPDU(data)]
         self._pdu = data
         return self._handle(Event.Evt9)
 
