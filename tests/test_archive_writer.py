@@ -237,3 +237,30 @@ class IndexWriterTests(SynchronousTestCase):
         self.jobs.run()
         self.assertEqual(seen, [["CT.1"]])
         self.assertEqual(sorted(self.rows().values()), ["CT.1", "CT.2"])
+
+
+class RelativePathTests(SynchronousTestCase):
+    """
+    An indexed area records paths relative to its directory, as
+    C{os.path.relpath} gives them, whatever their shape.
+    """
+
+    def test_asRelpath(self):
+        """
+        Paths inside the area, beside it, with dot components, doubled or trailing separators, or the root itself: each as relpath gives it.
+        """
+        for directory in ("/srv/area", "/srv/area/", "/"):
+            area = IndexedArea(None, "AREA", directory)
+            for path in (
+                "/srv/area/CT.1.2.3",
+                "/srv/area/study/CT.1",
+                "/srv/area/.hidden/CT.1",
+                "/srv/area/./CT.1",
+                "/srv/area/../other/CT.1",
+                "/srv/areas/CT.1",
+                "/srv/area//CT.1",
+                "/srv/area/study/",
+                "/srv/area",
+                "/",
+            ):
+                self.assertEqual(area._relative(path), os.path.relpath(path, os.path.abspath(directory)), (directory, path))
