@@ -21,9 +21,16 @@ code before it: C{--baseline CHECKOUT} runs that checkout's code in the
 same turns.  C{--profile} prints a cProfile of one run instead (which
 about doubles the time, evenly enough to rank the parts).
 
-    python bench/replay.py [--corpus DIR] [--corpora ct256] [--output DIR] [--runs 5] [--read 65536] [--baseline CHECKOUT] [--profile]
+C{--index} stores as the daemon does: into an SQLite index, through the
+daemon's L{IndexWriter<dicomd.archive.writer.IndexWriter>}, whose jobs run
+on the same thread after every C{INDEX_BATCH} objects' reads.  The daemon
+runs them in a worker thread, which holds the interpreter lock in turn
+with the reactor; here they are counted without that lock's hand-offs.
 
-This is not a test: it asserts nothing but that every object was stored.
+    python bench/replay.py [--corpus DIR] [--corpora ct256] [--output DIR] [--runs 5] [--read 65536] [--baseline CHECKOUT] [--profile] [--index]
+
+This is not a test: it asserts nothing but that every object was stored
+(and, with C{--index}, indexed).
 """
 
 import argparse
@@ -35,11 +42,19 @@ import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+#: With C{--index}, how many objects the writer's jobs each write: about
+#: what the daemon's writer gathers in its window at 3,000 objects/s.
+INDEX_BATCH = 30
 
-def _replay(checkout: str, paths, output: str, readSize: int, profile: bool) -> float:
+
+def _replay(checkout: str, paths, output: str, readSize: int, profile: bool, indexed: bool = False) -> float:
     """
     In a process whose C{sys.path} starts at C{checkout}: receive C{paths}
     once, in C{output}, and return the CPU seconds per object.
+
+    @param indexed: record them as the daemon does, in an SQLite index
+        written by an L{IndexWriter}, whose jobs run on this thread after
+        every C{INDEX_BATCH} objects' bytes.
     """
     import socket
 
@@ -98,7 +113,18 @@ def _replay(checkout: str, paths, output: str, readSize: int, profile: bool) -> 
     del messages, stream
 
     reactor = Reactor()
-    receiver = buildReceiver(StorageOptions(outputDirectory=output), reactor=reactor, threadpool=AtOnce())
+    writerJobs = []
+    writer = None
+    store = output
+    if indexed:
+        from dicomd.archive.area import IndexedArea
+        from dicomd.archive.index import SQLiteArchiveIndex
+        from dicomd.archive.writer import IndexWriter
+
+        store = os.path.join(output, "store")
+        area = IndexedArea(SQLiteArchiveIndex(os.path.join(output, "index.sqlite")), "STORESCP", store)
+        writer = IndexWriter(area, writerJobs.append, window=0)
+    receiver = buildReceiver(StorageOptions(outputDirectory=store), index=writer, reactor=reactor, threadpool=AtOnce())
     receiver.area.prepare()
     syntax = dicomFile.transferSyntaxUID
     entity = ApplicationEntity("STORESCP", storagePolicy([syntax]), {CStoreRQ.commandField: receiver.scp}, maximumLength=maximumLength)
@@ -144,14 +170,26 @@ def _replay(checkout: str, paths, output: str, readSize: int, profile: bool) -> 
 
         profiler = cProfile.Profile()
         profiler.enable()
+    # The reads that carry about INDEX_BATCH objects, between the writer's
+    # jobs: the batches the daemon's writer gathers at these rates.
+    readsPerBatch = max(1, len(reads) * INDEX_BATCH // len(paths))
     started = time.process_time()
-    for data in reads:
+    for count, data in enumerate(reads, 1):
         feed(data)
+        if writerJobs and count % readsPerBatch == 0:
+            writerJobs.pop(0)()
+    while writerJobs:
+        writerJobs.pop(0)()
     seconds = time.process_time() - started
     if profile:
         profiler.disable()
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(60)
-    stored = sum(len(files) for _, _, files in os.walk(output))
+    stored = sum(len(files) for _, _, files in os.walk(store))
+    if indexed:
+        with area.index.connection() as db:
+            (rows,) = db.execute("SELECT count(*) FROM instance").fetchone()
+        if rows != len(paths):
+            raise SystemExit("indexed %d of %d objects" % (rows, len(paths)))
     if stored != len(paths):
         raise SystemExit("stored %d of %d objects" % (stored, len(paths)))
     return seconds / len(paths)
@@ -166,13 +204,16 @@ def main(argv=None) -> int:
     parser.add_argument("--read", type=int, default=65536, help="bytes per read (default: 65536)")
     parser.add_argument("--baseline", default=None, help="also run this checkout's code, in the same turns")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one run of this checkout instead")
+    parser.add_argument(
+        "--index", action="store_true", help="index what is stored as the daemon does (SQLite, an IndexWriter run on this thread)"
+    )
     parser.add_argument("--child", nargs=3, metavar=("CHECKOUT", "CORPUS", "OUTPUT"), help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.child:
         checkout, corpusDirectory, output = options.child
         sys.path.insert(0, checkout)
         paths = sorted(os.path.join(corpusDirectory, name) for name in os.listdir(corpusDirectory))
-        print(_replay(checkout, paths, output, options.read, options.profile))
+        print(_replay(checkout, paths, output, options.read, options.profile, options.index))
         return 0
     sys.path.insert(0, REPO_ROOT)
     from bench.common import checkoutsInTurn, runInTurns
@@ -182,7 +223,7 @@ def main(argv=None) -> int:
         os.makedirs(options.output, exist_ok=True)
     checkouts = checkoutsInTurn(options.baseline, options.profile)
     runs = 1 if options.profile else options.runs
-    childOptions = ["--read", str(options.read)] + (["--profile"] if options.profile else [])
+    childOptions = ["--read", str(options.read)] + (["--profile"] if options.profile else []) + (["--index"] if options.index else [])
     for name in options.corpora.split(","):
         corpus = next(c for c in CORPORA if c.name == name)
         corpus.make(options.corpus)
