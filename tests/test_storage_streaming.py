@@ -1542,6 +1542,7 @@ class InlineSpoolTests(SynchronousTestCase):
         self.assertRaises(FileNotFoundError, spool.closeHere, lambda: None)
         self.assertIsInstance(spool.error, FileNotFoundError)
         self.assertIsNone(spool._fd)
+        self.assertIsNone(spool._then)
         self.failureResultOf(spool.close(), FileNotFoundError)
 
         failing = self.spool(_spool.InlineWrites())

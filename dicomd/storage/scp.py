@@ -19,12 +19,12 @@ same call) writes what is still waiting, finds the attributes in the data
 set's first bytes (or the file, when they are not enough), checks that the
 data set is the instance the command announced, chooses the final name,
 moves the file into place atomically (an unnamed file is linked there
-directly) and records it in the index.  The attributes are made into
-pydicom's elements only when something reads them.  Only then is the
-C-STORE-RSP sent, so a success response
-always means the file is complete under its final name.  Anything that fails
-before that removes the temporary file: an aborted association, a full disk
-(answered with 0xA700), a data set that does not match its command (0xA900).
+directly) and records it in the index.  Only then is the C-STORE-RSP sent,
+so a success response always means the file is complete under its final
+name.  Anything that fails before that removes the temporary file: an
+aborted association, a full disk (answered with 0xA700), a data set that
+does not match its command (0xA900).  The attributes are made into
+pydicom's elements only when something reads them.
 """
 
 import itertools

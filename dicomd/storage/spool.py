@@ -409,6 +409,7 @@ class SpoolFile:
             return self._runJob(chunks, True)
         except BaseException as e:
             self._error = e
+            self._then = None
             self._resumeIfPaused()
             raise
         finally:
@@ -536,6 +537,7 @@ class SpoolFile:
 
     def _jobFailed(self, failure) -> None:
         self._job = None
+        self._then = None
         if self._error is None:
             self._error = failure.value
         self._waiting = []
