@@ -726,6 +726,8 @@ class OutputDirectoryContentsTests(_Mixin, unittest.TestCase):
         )
         result = yield storescu(server, sources)
         self.assertSent(result, 3)
+        # -xcr's commands run beside the responses, not before them.
+        yield waitUntil(lambda: len(readLines(log)) >= 3, timeout=30, message="the -xcr commands of 3 objects")
         expected = sorted(readLines(log))
         self.assertEqual(len(expected), 3)
         self.assertEqual(sorted(os.listdir(server.outputDirectory)), expected)
