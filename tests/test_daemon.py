@@ -475,6 +475,8 @@ class ConfigurationFileTests(DaemonTestCase):
         study = str(pydicom.dcmread(images[0][0], stop_before_pixels=True).StudyInstanceUID)
         stored = yield storescu(daemon.port, "ARCHIVE", [path for path, _ in images])
         self.assertEqual(stored.output.count(STORED), 1, stored.describe())
+        # Rows are written moments after the responses (group commit).
+        yield waitForIndexed(home, [uid for _, uid in images], os.path.join(home, "index.sqlite"))
 
         directory = makeDirectory(self)
         found = yield runCommand(
@@ -1291,6 +1293,8 @@ class MoveOverTLSTests(DaemonTestCase):
         study = str(pydicom.dcmread(images[0][0], stop_before_pixels=True).StudyInstanceUID)
         stored = yield storescu(daemon.port, "ARCHIVE", [path for path, _ in images])
         self.assertEqual(stored.output.count(STORED), 2, stored.describe())
+        # Rows are written moments after the responses (group commit).
+        yield waitForIndexed(home, [uid for _, uid in images], os.path.join(home, "index.sqlite"))
         moved = yield runCommand(
             [dcmtk("movescu"), "-v", "-S", "-aet", "MOVESCU", "-aec", "ARCHIVE", "-aem", "TLSDEST"]
             + ["-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=" + study, LOCALHOST, str(daemon.port)],
@@ -1327,6 +1331,8 @@ class MoveAsynchronousOperationsTests(DaemonTestCase):
         study = str(pydicom.dcmread(images[0][0], stop_before_pixels=True).StudyInstanceUID)
         stored = yield storescu(daemon.port, "ARCHIVE", [path for path, _ in images])
         self.assertEqual(stored.output.count(STORED), 12, stored.describe())
+        # Rows are written moments after the responses (group commit).
+        yield waitForIndexed(home, [uid for _, uid in images], os.path.join(home, "index.sqlite"))
         moved = yield runCommand(
             [dcmtk("movescu"), "-S", "-aet", "MOVESCU", "-aec", "ARCHIVE", "-aem", "DEST"]
             + ["-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=" + study, LOCALHOST, str(daemon.port)],
