@@ -186,6 +186,7 @@ class StorageService(service.MultiService):
         if archive is not None:
             indexed = IndexedArea(archive.index, titles, config.storage.outputDirectory, quota, router=router, recoveryTitle=config.title)
             self.writer = IndexWriter(indexed, reactor.getThreadPool().callInThread)
+            self._archive = archive
         self.receiver = buildReceiver(storage, index=self.writer, reactor=reactor)
         if forwarding is not None:
             self.receiver.actions.studyObservers.append(lambda episode: self._studyEnded(forwarding, episode.studyInstanceUID))
@@ -221,6 +222,9 @@ class StorageService(service.MultiService):
                 if child is self.receiver.actions:
                     raise StartupError("cannot keep the study journal: %s" % (e,))
                 raise StartupError("cannot use the output directory: %s" % (e,))
+        if self.writer is not None:
+            # Queries of the area find what was acknowledged before them.
+            self._archive.asyncIndex.writesInto(self.area, self.writer)
 
     def stopService(self) -> defer.Deferred:
         """
@@ -230,6 +234,7 @@ class StorageService(service.MultiService):
         stopped = defer.maybeDeferred(service.MultiService.stopService, self)
         if self.writer is not None:
             writer = self.writer
+            self._archive.asyncIndex.stopsWriting(self.area, writer)
             stopped.addCallback(lambda _: deferToThreadPool(self._reactor, self._reactor.getThreadPool(), writer.close, WRITER_GRACE))
         return stopped
 

@@ -101,6 +101,43 @@ class IndexWriterTests(SynchronousTestCase):
         self.assertEqual(self.transactions, 1)
         self.assertTrue(writer.close(timeout=0))
 
+    def test_whenWritten(self):
+        """
+        whenWritten fires at once when nothing waits; else once what was added before it is written, and not before.
+        """
+        from twisted.internet.task import Clock
+
+        clock = Clock()
+        clock.callFromThread = lambda f, *a: f(*a)
+        writer = self.writer()
+        self.assertIsNone(self.successResultOf(writer.whenWritten(clock, 5)))
+        writer.add(self.received(1))
+        written = writer.whenWritten(clock, 5)
+        self.assertNoResult(written)
+        self.jobs.run()
+        self.assertIsNone(self.successResultOf(written))
+        self.assertEqual(list(self.rows().values()), ["CT.1"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_whenWrittenBounded(self):
+        """
+        A writer that cannot write does not hold its waiters longer than their timeout.
+        """
+        from twisted.internet.task import Clock
+
+        clock = Clock()
+        clock.callFromThread = lambda f, *a: f(*a)
+        writer = self.writer()
+        writer.add(self.received(1))
+        written = writer.whenWritten(clock, 5)
+        clock.advance(4.9)
+        self.assertNoResult(written)
+        clock.advance(0.1)
+        self.assertIsNone(self.successResultOf(written))
+        # When the rows are written at last, nothing fires twice.
+        self.jobs.run()
+        self.assertEqual(list(self.rows().values()), ["CT.1"])
+
     def test_additionsGatherForTheWindow(self):
         """
         Before a transaction of additions the writer waits its window, so that the objects arriving meanwhile join it; other operations do not wait.
@@ -264,3 +301,65 @@ class RelativePathTests(SynchronousTestCase):
                 "/",
             ):
                 self.assertEqual(area._relative(path), os.path.relpath(path, os.path.abspath(directory)), (directory, path))
+
+
+class ReadYourWritesTests(SynchronousTestCase):
+    """
+    The queries of an area a writer writes into wait for the rows of what
+    was acknowledged before them.
+    """
+
+    def test_queriesWaitForTheWriter(self):
+        """
+        find and instancesFor run once the area's writer says its rows are written; other areas' queries, and queries once the writer stopped writing there, do not wait.
+        """
+        from twisted.internet import defer
+
+        from dicomd.archive.asyncindex import WRITTEN_WAIT, AsyncArchiveIndex
+
+        class Index:
+            def __init__(self):
+                self.calls = []
+
+            def find(self, area, *args):
+                self.calls.append(("find", area))
+                return iter(())
+
+            def instancesFor(self, area, *args):
+                self.calls.append(("instancesFor", area))
+                return []
+
+        class Writer:
+            def __init__(self):
+                self.waits = []
+
+            def whenWritten(self, reactor, timeout):
+                self.waits.append(defer.Deferred())
+                self.timeout = timeout
+                return self.waits[-1]
+
+        class AtOnce:
+            def callInThreadWithCallback(self, onResult, function, *args, **kwargs):
+                onResult(True, function(*args, **kwargs))
+
+        class Reactor:
+            def callFromThread(self, f, *args):
+                f(*args)
+
+        index, writer = Index(), Writer()
+        asyncIndex = AsyncArchiveIndex(index, reactor=Reactor(), threadpool=AtOnce())
+        asyncIndex.writesInto("area", writer)
+        found = asyncIndex.find("area", "S", None)
+        listed = asyncIndex.instancesFor("area", "S", None)
+        self.assertEqual(index.calls, [])
+        self.assertEqual(writer.timeout, WRITTEN_WAIT)
+        for wait in writer.waits:
+            wait.callback(None)
+        self.successResultOf(found)
+        self.assertEqual(self.successResultOf(listed), [])
+        self.assertEqual(index.calls, [("find", "area"), ("instancesFor", "area")])
+        self.successResultOf(asyncIndex.find("other", "S", None))
+        asyncIndex.stopsWriting("area", object())
+        self.assertNoResult(asyncIndex.instancesFor("area", "S", None))
+        asyncIndex.stopsWriting("area", writer)
+        self.assertEqual(self.successResultOf(asyncIndex.instancesFor("area", "S", None)), [])

@@ -8,9 +8,16 @@ L{dicomd.archive.index} imports no Twisted.
 
 from itertools import islice
 
+from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 
 from dicomd.archive.reindexing import reindex
+
+
+#: The longest a query waits for the rows of what was acknowledged before
+#: it (L{AsyncArchiveIndex.writesInto}): they take about ten milliseconds,
+#: and an index that cannot record must not hold the query longer.
+WRITTEN_WAIT = 5.0
 
 
 class PendingResponses:
@@ -82,6 +89,30 @@ class AsyncArchiveIndex:
         self._reactor = reactor
         self._threadpool = threadpool
         self._queryThreadpool = queryThreadpool if queryThreadpool is not None else threadpool
+        self._writers = {}
+
+    def writesInto(self, area, writer) -> None:
+        """
+        Have the queries of C{area} wait for C{writer}'s rows first
+        (L{IndexWriter.whenWritten<dicomd.archive.writer.IndexWriter.whenWritten>}):
+        an object acknowledged before a C-FIND, C-MOVE or C-GET arrives is
+        found by it, as dcmqrscp finds what it indexed before answering.
+        """
+        self._writers[area] = writer
+
+    def stopsWriting(self, area, writer) -> None:
+        """
+        C{writer} no longer writes into C{area} (unless another took its
+        place since, as when a reload replaces an AE's storage).
+        """
+        if self._writers.get(area) is writer:
+            del self._writers[area]
+
+    def _written(self, area):
+        writer = self._writers.get(area)
+        if writer is None:
+            return defer.succeed(None)
+        return writer.whenWritten(self._reactor, WRITTEN_WAIT)
 
     def _call(self, function, *args, **kwargs):
         return deferToThreadPool(
@@ -133,14 +164,15 @@ class AsyncArchiveIndex:
         @return: a Deferred firing with the L{PendingResponses}, or failing
             with L{dicomd.archive.matching.QueryError}.
         """
-        d = self._query(self._index.find, area, model, identifier, checkIdentifier)
+        d = self._written(area)
+        d.addCallback(lambda _: self._query(self._index.find, area, model, identifier, checkIdentifier))
         d.addCallback(lambda responses: PendingResponses(self._query, responses))
         return d
 
     def instancesFor(self, area, model, identifier, checkIdentifier=False):
-        return self._query(
-            self._index.instancesFor, area, model, identifier, checkIdentifier
-        )
+        d = self._written(area)
+        d.addCallback(lambda _: self._query(self._index.instancesFor, area, model, identifier, checkIdentifier))
+        return d
 
     def reindex(self, area, directory):
         """

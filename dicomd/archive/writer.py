@@ -38,6 +38,7 @@ import time
 from collections import deque
 from typing import Callable, Optional
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from dicomd.archive.area import IndexedArea
@@ -146,6 +147,33 @@ class IndexWriter:
         held, and indexes the files).
         """
         self._submit((_CALL, function))
+
+    def whenWritten(self, reactor, timeout: float) -> defer.Deferred:
+        """
+        On the reactor thread: a L{Deferred} that fires (with C{None}) once
+        every operation asked for so far is written, or after C{timeout}
+        seconds, whichever comes first: a query waits for the rows of the
+        objects acknowledged before it, but not for an index that cannot
+        record.  At once when nothing is waiting.
+        """
+        with self._lock:
+            idle = not self._running and not self._operations
+        if idle:
+            return defer.succeed(None)
+        written = defer.Deferred()
+
+        def fire():
+            if not written.called:
+                timer.cancel()
+                written.callback(None)
+
+        def expire():
+            if not written.called:
+                written.callback(None)
+
+        timer = reactor.callLater(timeout, expire)
+        self.afterWritten(lambda: reactor.callFromThread(fire))
+        return written
 
     def recover(self) -> None:
         self.area.recover()
