@@ -11,7 +11,9 @@ in between leaves files without rows; the next start indexes them
 (L{IndexedArea.recover}) before it serves anyone, so C-FIND, C-MOVE and
 C-GET find every acknowledged instance.  The rows lag the responses by
 about ten milliseconds: the writer lets the objects of that long gather
-in one transaction (L{WINDOW}).
+in one transaction (L{WINDOW}).  A query of the area waits for the rows
+of what was acknowledged before it (L{IndexWriter.whenWritten}), so
+that it finds them, as dcmqrscp finds what it indexed before answering.
 
 An instance's forwarding queue entries are written in the transaction of
 its row (L{dicomd.archive.queue}), so they lag the response as the row
