@@ -147,6 +147,7 @@ class StorageService(service.MultiService):
         forwarding=None,
         router=None,
         coordinator=None,
+        workers=None,
         reactor=None,
     ):
         """
@@ -162,6 +163,8 @@ class StorageService(service.MultiService):
             L{dicomd.workers.CoordinatorLink} that what it stores is
             reported to: the coordinator's own L{StorageService} of the area
             indexes it, tracks its study and runs its actions.
+        @param workers: in a coordinator, its L{dicomd.workers.WorkerPool},
+            told when the index cannot record what workers store here.
         """
         service.MultiService.__init__(self)
         self.key = storageKey(config, quota)
@@ -176,10 +179,14 @@ class StorageService(service.MultiService):
             # what it neither indexes nor tracks nor runs a command for
             # (storescp --fork's defaults) it need not hear of.
             told = archive is not None or storage.tracksStudies or bool(storage.execOnReception)
+            # The response waits for the coordinator only where it would
+            # wait in one process: for a synchronous reception command, or
+            # for a study journal on disk.
+            answered = bool(storage.execOnReception and storage.execSync) or (storage.sync and storage.tracksStudies)
             self.receiver = buildReceiver(
                 storage,
-                index=coordinator.indexFor(self.area) if archive is not None else None,
-                observers=[coordinator.storedIn(self.area)] if told else [],
+                index=coordinator.indexFor(self.area, quota) if archive is not None else None,
+                observers=[coordinator.storedIn(self.area, answered)] if told else [],
                 reactor=reactor,
             )
             return
@@ -187,6 +194,10 @@ class StorageService(service.MultiService):
             indexed = IndexedArea(archive.index, titles, config.storage.outputDirectory, quota, router=router, recoveryTitle=config.title)
             self.writer = IndexWriter(indexed, reactor.getThreadPool().callInThread)
             self._archive = archive
+            if workers is not None:
+                # Workers acknowledge before the writer hears of an object:
+                # they refuse new ones while it cannot record.
+                self.writer.watchFailure(lambda failure: reactor.callFromThread(workers.indexFailing, self.area, failure))
         self.receiver = buildReceiver(storage, index=self.writer, reactor=reactor)
         if forwarding is not None:
             self.receiver.actions.studyObservers.append(lambda episode: self._studyEnded(forwarding, episode.studyInstanceUID))
@@ -634,6 +645,7 @@ class DicomdService(service.MultiService):
                 forwarding=self.forwarding,
                 router=self.router,
                 coordinator=self.coordinator,
+                workers=self.workers,
                 reactor=self.reactor,
             )
             fresh.append(storages[area])

@@ -16,13 +16,20 @@ A worker is built from the front door's own command line
 the same overrides; the coordinator passes it the listening sockets and
 its end of the AMP socket pair as inherited descriptors.
 
-A worker tells the coordinator of each stored object (L{Stored}) and waits
-for the answer before the C-STORE-RSP: the coordinator has then queued the
-index row, tracked the study and run a synchronous reception command.
-What a worker acknowledged is therefore known to the coordinator even when
-the worker is killed right after; the associations of a dead worker end
-(their studies wait for the next association of their origin, as for any
-closed association), and another worker takes its place.
+A worker tells the coordinator of each stored object (L{Reported}) just
+before its C-STORE-RSP, handing the report to the kernel first: what a
+worker acknowledged is known to the coordinator even when the worker is
+killed right after.  The response does not wait for the coordinator, as
+in one process it does not wait for the index writer: the worker refuses
+what the coordinator's writer would (an object larger than the study
+quota; anything while the index cannot record, which the coordinator
+tells every worker, L{IndexState}), and the coordinator indexes, tracks
+and acts behind the response.  Where the response must wait for the
+coordinator (a reception command run with C{--exec-sync}, a study journal
+kept with C{--fsync}) the worker asks and waits (L{Stored}).  The
+associations of a dead worker end (their studies wait for the next
+association of their origin, as for any closed association), and another
+worker takes its place.
 """
 
 import io
@@ -41,7 +48,10 @@ from twisted.logger import Logger, LogLevel
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from dicomd.archive.area import checkSize
 from dicomd.dimse.status import OUT_OF_RESOURCES
+from dicomd.net.sockets import sendNow
+from dicomd.storage.part10 import HeadScan, walkHead
 from dicomd.storage.scp import ReceivedInstance, StoreRefused
 
 #: The descriptor a worker finds its end of the AMP socket pair at; the
@@ -52,6 +62,13 @@ COORDINATOR_FD = 3
 #: index keys and routing conditions are short, and an AMP value holds
 #: 64 KiB at most.
 ATTRIBUTE_LIMIT = 1024
+
+#: The most bytes of a stored object's data set that a worker sends as
+#: the attributes were found in (a L{HeadScan}'s): the coordinator finds
+#: them there again.  Objects whose attributes take more (enhanced
+#: multi-frame ones) send an L{attributeSummary}, within AMP's 64 KiB per
+#: value.
+HEAD_LIMIT = 60 << 10
 
 #: A worker that exits sooner than this after it started is replaced only
 #: after this long, so that one that cannot start does not spin.
@@ -109,16 +126,40 @@ class Pickled(amp.Argument):
         return _AttributeUnpickler(io.BytesIO(inString)).load()
 
 
-class Stored(amp.Command):
+class Reported(amp.Command):
     """
-    Worker to coordinator: an object is stored under its final name;
-    answered once the coordinator has taken it (index, study, reception
-    command), with the status to refuse it with, or 0.  The instance is
-    a L{ReceivedInstance}'s fields (L{instanceFields}).
+    Worker to coordinator: an object is stored under its final name, and
+    its C-STORE-RSP follows; the coordinator indexes it, tracks its study
+    and runs its reception command.  The instance is a
+    L{ReceivedInstance}'s fields (L{instanceFields}).
     """
 
     arguments = [(b"area", amp.Unicode()), (b"association", amp.Integer()), (b"instance", Pickled())]
+    requiresAnswer = False
+
+
+class Stored(amp.Command):
+    """
+    Worker to coordinator: as L{Reported}, for a response that must wait
+    for the coordinator (C{--exec-sync}, C{--fsync} with a study journal);
+    answered once the coordinator has taken it, with the status to refuse
+    it with, or 0.
+    """
+
+    arguments = Reported.arguments
     response = [(b"status", amp.Integer()), (b"comment", amp.Unicode())]
+
+
+class IndexState(amp.Command):
+    """
+    Coordinator to worker: the index of an area stopped recording (the
+    error's text) or records again (C{""}).  Meanwhile the worker refuses
+    what it would store there with 0xA700, as the coordinator's own index
+    writer does.
+    """
+
+    arguments = [(b"area", amp.Unicode()), (b"failure", amp.Unicode())]
+    requiresAnswer = False
 
 
 class Unstored(amp.Command):
@@ -196,9 +237,11 @@ def attributeSummary(attributes: Dataset) -> Dataset:
 def instanceFields(received: ReceivedInstance) -> dict:
     """
     What the coordinator needs of a stored object: a L{ReceivedInstance}'s
-    fields but its association, with the L{attributeSummary}.
+    fields but its association, with its attributes as bytes of the data
+    set (C{head}: the worker leaves making pydicom's elements of them to
+    the coordinator, on another core) or as an L{attributeSummary}.
     """
-    return dict(
+    fields = dict(
         sopClassUID=received.sopClassUID,
         sopInstanceUID=received.sopInstanceUID,
         transferSyntaxUID=received.transferSyntaxUID,
@@ -208,8 +251,30 @@ def instanceFields(received: ReceivedInstance) -> dict:
         receivedAt=received.receivedAt,
         size=received.size,
         path=received.path,
-        attributes=attributeSummary(received.attributes),
     )
+    scan = received.scan
+    if scan is not None and len(scan.data) <= HEAD_LIMIT:
+        fields["head"] = scan.data
+    else:
+        fields["attributes"] = attributeSummary(received.attributes)
+    return fields
+
+
+def receivedInstance(fields: dict, association) -> ReceivedInstance:
+    """
+    The L{ReceivedInstance} of an object a worker stored, from its
+    L{instanceFields}; attributes sent as bytes of the data set are found
+    there again, and made into pydicom's elements when first read.
+    """
+    head = fields.pop("head", None)
+    received = ReceivedInstance(association=association, **fields)
+    if head is not None:
+        attributes = walkHead(head, received.transferSyntaxUID, complete=True, partial=True)
+        if type(attributes) is HeadScan:
+            received.scan = attributes
+        elif attributes is not None:
+            received.attributes = attributes
+    return received
 
 
 # -- the worker's side --------------------------------------------------------------
@@ -234,6 +299,9 @@ class CoordinatorLink(amp.AMP):
         self._serials: Dict[object, int] = {}
         self._nextSerial = 0
         self._lost = defer.Deferred()
+        #: L{dicomd.archive.index.areaKey} -> why the coordinator's index
+        #: cannot record what is stored there, for the areas it cannot.
+        self.indexFailures: Dict[str, str] = {}
 
     def connectionLost(self, reason):
         amp.AMP.connectionLost(self, reason)
@@ -245,9 +313,30 @@ class CoordinatorLink(amp.AMP):
         """
         return self._lost
 
+    def sendBox(self, box) -> None:
+        """
+        Hand each box to the kernel at once rather than on the reactor's
+        next iteration: a report (L{Reported}) is then in the
+        coordinator's socket before the response that follows it leaves,
+        and a worker killed in between has told the coordinator already.
+        """
+        if self.transport is None:
+            raise error.ConnectionLost()
+        data = box.serialize()
+        if not sendNow(self.transport, data):
+            self.transport.write(data)
+
     @Reload.responder
     def reload(self):
         return {"reloaded": self.daemon.reload()}
+
+    @IndexState.responder
+    def indexState(self, area, failure):
+        if failure:
+            self.indexFailures[area] = failure
+        else:
+            self.indexFailures.pop(area, None)
+        return {}
 
     def _serial(self, association) -> int:
         serial = self._serials.get(association)
@@ -270,12 +359,18 @@ class CoordinatorLink(amp.AMP):
         if not self._lost.called:
             self.callRemote(command, **arguments)
 
-    def storedIn(self, area: str):
+    def storedIn(self, area: str, answered: bool = False):
         """
         The storage SCP observer of the area L{dicomd.archive.index.areaKey}
-        C{area}: report each stored object, and hold its response until
-        the coordinator has taken it.
+        C{area}: report each stored object (L{Reported}).
+
+        @param answered: hold each response until the coordinator has
+            taken the object (L{Stored}).
         """
+
+        def reported(received: ReceivedInstance) -> None:
+            if received.path is not None:
+                self.callRemote(Reported, area=area, association=self._serial(received.association), instance=instanceFields(received))
 
         def stored(received: ReceivedInstance) -> Optional[defer.Deferred]:
             if received.path is None:
@@ -283,7 +378,7 @@ class CoordinatorLink(amp.AMP):
             asked = self.callRemote(Stored, area=area, association=self._serial(received.association), instance=instanceFields(received))
             return asked.addCallback(self._taken, received)
 
-        return stored
+        return stored if answered else reported
 
     def _taken(self, answer, received: ReceivedInstance) -> None:
         if answer["status"]:
@@ -295,8 +390,8 @@ class CoordinatorLink(amp.AMP):
                 pass
             raise StoreRefused(answer["status"], answer["comment"])
 
-    def indexFor(self, area: str) -> "RemoteIndex":
-        return RemoteIndex(self, area)
+    def indexFor(self, area: str, quota=None) -> "RemoteIndex":
+        return RemoteIndex(self, area, quota)
 
     def statistics(self) -> "RemoteStatistics":
         return RemoteStatistics(self)
@@ -306,18 +401,32 @@ class RemoteIndex:
     """
     The index of a worker's storage area: the coordinator indexes what
     the area's observer (L{CoordinatorLink.storedIn}) reports, so adding
-    here records nothing; removing tells the coordinator.
+    here records nothing, but refuses what the coordinator's index writer
+    would; removing tells the coordinator.
     """
 
     #: Adding never waits: small objects are finished on the reactor thread.
     returnsAtOnce = True
 
-    def __init__(self, link: CoordinatorLink, area: str):
+    def __init__(self, link: CoordinatorLink, area: str, quota=None):
+        """
+        @param quota: the area's L{dicomd.archive.dcmqrcfg.Quota}, or C{None}.
+        """
         self._link = link
         self._area = area
+        self._quota = quota
 
     def add(self, received: ReceivedInstance) -> None:
-        return None
+        """
+        Refuse an object larger than the study quota, and any object while
+        the coordinator's index cannot record (L{IndexState}).
+
+        @raise StoreRefused: 0xA700 (out of resources).
+        """
+        failure = self._link.indexFailures.get(self._area)
+        if failure is not None:
+            raise StoreRefused(OUT_OF_RESOURCES, "the index cannot record it: %s" % (failure,))
+        checkSize(self._quota, received)
 
     def remove(self, received: ReceivedInstance) -> None:
         """
@@ -405,9 +514,14 @@ class WorkerConnection(amp.AMP):
         self.pool = pool
         self.worker = worker
 
+    @Reported.responder
+    def reported(self, area, association, instance):
+        self.pool.take(area, receivedInstance(instance, self.worker.association(association)))
+        return {}
+
     @Stored.responder
     def stored(self, area, association, instance):
-        received = ReceivedInstance(association=self.worker.association(association), **instance)
+        received = receivedInstance(instance, self.worker.association(association))
         taken = self.pool.storeInto(area, received)
         return taken.addCallbacks(
             lambda _: {"status": 0, "comment": ""},
@@ -546,6 +660,9 @@ class WorkerPool(service.Service):
         self.daemon = None
         self.ports: List = []
         self.workers: List[Worker] = []
+        #: L{dicomd.archive.index.areaKey} -> why its index cannot record,
+        #: for the areas whose index cannot (told to every worker).
+        self.indexFailures: Dict[str, str] = {}
 
     @property
     def statistics(self):
@@ -577,6 +694,8 @@ class WorkerPool(service.Service):
             theirs.close()
         self.reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, OneConnection(connection))
         ours.close()
+        for area, failure in self.indexFailures.items():
+            connection.callRemote(IndexState, area=area, failure=failure)
         self.workers.append(worker)
         self.log.info("Worker {number} started (pid {pid})", number=number, pid=process.pid)
 
@@ -626,12 +745,42 @@ class WorkerPool(service.Service):
                 return storage
         raise StoreRefused(OUT_OF_RESOURCES, "no storage area %s in force" % (area,))
 
+    def indexFailing(self, area: str, failure: Optional[str]) -> None:
+        """
+        The index of C{area} stopped recording (C{failure} says why) or
+        records again (C{None}): tell every worker (L{IndexState}).
+        """
+        if failure is None:
+            self.indexFailures.pop(area, None)
+        else:
+            self.indexFailures[area] = failure
+        for worker in self.workers:
+            if worker.connection.transport is not None:
+                worker.connection.callRemote(IndexState, area=area, failure=failure or "")
+
+    def take(self, area: str, received: ReceivedInstance) -> None:
+        """
+        Take an object a worker stored and acknowledged (L{Reported}):
+        queue its index row and forwarding queue entries, which nothing
+        refuses any more, then track its study and run its reception
+        command.
+        """
+        try:
+            storage = self._storage(area)
+        except StoreRefused as e:
+            self.log.error("Not indexing {path}: {error}; the next start indexes it", path=received.path, error=str(e))
+            return
+        if storage.writer is not None:
+            storage.writer.take(received)
+        acted = defer.maybeDeferred(storage.receiver.actions.instanceStored, received)
+        acted.addErrback(lambda failure: self.log.failure("Acting on {path}", failure, path=received.path))
+
     def storeInto(self, area: str, received: ReceivedInstance) -> defer.Deferred:
         """
-        Take an object a worker stored: queue its index row and forwarding
-        queue entries (the index writer writes them behind the response,
-        and deletes a file it replaced), then track its study and run its
-        reception command.
+        Take an object a worker stored, whose response waits (L{Stored}):
+        queue its index row and forwarding queue entries (the index writer
+        writes them behind the response, and deletes a file it replaced),
+        then track its study and run its reception command.
         """
         try:
             storage = self._storage(area)

@@ -196,6 +196,43 @@ class IndexWriterTests(SynchronousTestCase):
         self.jobs.run()
         self.assertEqual(sorted(self.rows().values()), ["CT.1", "CT.2"])
 
+    def test_failureWatched(self):
+        """
+        Watchers hear once that the index stopped recording, with the error, however many tries fail, and once that it records again; what a worker acknowledged meanwhile (take) is kept, not refused, and written with the rest.
+        """
+        failures = [sqlite3.OperationalError("database or disk is full")] * 3
+        addInstances = self.index.addInstances
+
+        def failing(area, items):
+            if failures:
+                raise failures.pop()
+            return addInstances(area, items)
+
+        told = []
+
+        def sleep(seconds):
+            self.sleeps.append(seconds)
+            self.assertRaises(StoreRefused, writer.add, self.received(10 + len(self.sleeps)))
+            writer.take(self.received(20 + len(self.sleeps)))
+
+        self.patch(self.index, "addInstances", failing)
+        writer = self.writer(sleep=sleep)
+        writer.watchFailure(told.append)
+        writer.add(self.received(1))
+        self.jobs.run()
+        self.assertEqual(told, ["database or disk is full", None])
+        self.assertEqual(sorted(self.rows().values()), ["CT.1", "CT.21", "CT.22", "CT.23"])
+
+    def test_takeChecksNothing(self):
+        """
+        take records an object larger than the study quota, which add refuses: the worker that acknowledged it checked already.
+        """
+        writer = self.writer(quota=Quota(maxStudies=10, maxBytesPerStudy=1000))
+        self.assertRaises(StoreRefused, writer.add, self.received(1, size=1001))
+        writer.take(self.received(2, size=1001))
+        self.jobs.run()
+        self.assertEqual(list(self.rows().values()), ["CT.2"])
+
     def test_faultyInstanceLeftOut(self):
         """
         An error that is not the database's, raised by one object of a batch, leaves that object out of the index, logged with its file, and the others of the batch and those after it in: it does not stall the writer.

@@ -26,8 +26,22 @@ from pydicom.filewriter import write_dataset
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
-from dicomd.storage.part10 import scanHead
-from dicomd.workers import Pickled, attributeSummary
+from twisted.test.proto_helpers import StringTransport
+
+from dicomd.archive.dcmqrcfg import Quota
+from dicomd.dimse.status import OUT_OF_RESOURCES
+from dicomd.storage.part10 import HeadScan, scanHead, walkHead
+from dicomd.storage.scp import ReceivedInstance, StoreRefused
+from dicomd.workers import (
+    HEAD_LIMIT,
+    CoordinatorLink,
+    IndexState,
+    Pickled,
+    WorkerPool,
+    attributeSummary,
+    instanceFields,
+    receivedInstance,
+)
 from tests.storagearea import finalFiles, indexedInstances, waitForIndexed
 from tests.support import (
     LOCALHOST,
@@ -281,3 +295,150 @@ class PickledTests(SynchronousTestCase):
         argument = Pickled()
         self.assertRaises(pickle.UnpicklingError, argument.fromString, pickle.dumps(os.getcwd))
         self.assertRaises(pickle.UnpicklingError, argument.fromString, pickle.dumps(collections.OrderedDict()))
+
+
+def _encoded(dataset) -> bytes:
+    encoded = DicomBytesIO()
+    encoded.is_little_endian, encoded.is_implicit_VR = True, False
+    write_dataset(encoded, dataset)
+    return encoded.getvalue()
+
+
+def _received(path="/data/CT.1", **fields) -> ReceivedInstance:
+    return ReceivedInstance("1.2.840.10008.5.1.4.1.1.2", "1.1.1.7", EXPLICIT, "MODALITY", "DICOMD", "127.0.0.1", 1.5, size=10, path=path, **fields)
+
+
+class InstanceFieldsTests(SynchronousTestCase):
+    """
+    Tests for L{instanceFields} and L{receivedInstance}: a stored object's
+    fields, from a worker to its coordinator.
+    """
+
+    def test_headSentAsFound(self):
+        """
+        Attributes a worker has not made into pydicom's elements go as the bytes they were found in, and the coordinator finds the same attributes there.
+        """
+        dataset = header("1.1.1", 7, PatientName="Doe^J")
+        scan = walkHead(_encoded(dataset), EXPLICIT, complete=True)
+        fields = instanceFields(_received(scan=scan))
+        self.assertEqual(fields["head"], scan.data)
+        self.assertNotIn("attributes", fields)
+        argument = Pickled()
+        received = receivedInstance(argument.fromString(argument.toString(fields)), association=None)
+        self.assertIsInstance(received.scan, HeadScan)
+        self.assertEqual(received.attributes, dataset)
+        self.assertEqual(received.studyInstanceUID, dataset.StudyInstanceUID)
+        self.assertEqual((received.sopInstanceUID, received.path, received.size), ("1.1.1.7", "/data/CT.1", 10))
+
+    def test_summaryOtherwise(self):
+        """
+        Attributes made already, and attributes too long for one AMP value, go as an attributeSummary.
+        """
+        dataset = header("1.1.1", 7, StudyDescription="x" * 64, ImageComments="y" * 10240)
+        received = _received(attributes=dataset)
+        self.assertEqual(instanceFields(received)["attributes"], attributeSummary(dataset))
+        encoded = _encoded(header("1.1.1", 7, ImageComments=("y" * 10240 + "\\") * 6))
+        self.assertGreater(len(encoded), HEAD_LIMIT)
+        fields = instanceFields(_received(scan=walkHead(encoded, EXPLICIT, complete=True)))
+        self.assertNotIn("head", fields)
+        self.assertEqual(fields["attributes"].SOPInstanceUID, "1.1.1.7")
+        self.assertLess(len(Pickled().toString(fields)), 65536)
+
+
+class RemoteIndexTests(SynchronousTestCase):
+    """
+    A worker refuses what its coordinator's index writer would refuse.
+    """
+
+    def setUp(self):
+        self.link = CoordinatorLink(reactor=None)
+        self.path = os.path.join(makeDirectory(self), "CT.1")
+        with open(self.path, "wb") as f:
+            f.write(b"\0" * 100)
+
+    def test_refusedWhileTheIndexCannotRecord(self):
+        """
+        Between the coordinator's IndexState saying its index cannot record and the one saying it records again, objects stored into that area (and no other) are refused with 0xA700, naming the error.
+        """
+        index = self.link.indexFor("/data")
+        other = self.link.indexFor("/other")
+        received = _received(path=self.path)
+        index.add(received)
+        self.link.indexState(area="/data", failure="database or disk is full")
+        refusal = self.assertRaises(StoreRefused, index.add, received)
+        self.assertEqual(refusal.status, OUT_OF_RESOURCES)
+        self.assertIn("database or disk is full", str(refusal))
+        other.add(received)
+        self.link.indexState(area="/data", failure="")
+        index.add(received)
+
+    def test_objectLargerThanTheStudyQuota(self):
+        """
+        An object larger than the area's study quota is refused with 0xA700.
+        """
+        received = _received(path=self.path)
+        self.link.indexFor("/data", Quota(maxStudies=10, maxBytesPerStudy=100)).add(received)
+        index = self.link.indexFor("/data", Quota(maxStudies=10, maxBytesPerStudy=99))
+        self.assertEqual(self.assertRaises(StoreRefused, index.add, received).status, OUT_OF_RESOURCES)
+
+
+class _Connection:
+    def __init__(self):
+        self.transport = StringTransport()
+        self.told = []
+
+    def callRemote(self, command, **arguments):
+        self.told.append((command, arguments))
+
+
+class _Worker:
+    def __init__(self):
+        self.connection = _Connection()
+
+
+class IndexFailingTests(SynchronousTestCase):
+    """
+    Tests for L{WorkerPool.indexFailing}.
+    """
+
+    def test_everyWorkerTold(self):
+        """
+        Each worker is told when an area's index stops recording and when it records again.
+        """
+        pool = WorkerPool(2, [], reactor=object())
+        pool.workers = [_Worker(), _Worker()]
+        pool.indexFailing("/data", "disk I/O error")
+        pool.indexFailing("/data", None)
+        for worker in pool.workers:
+            self.assertEqual(
+                worker.connection.told,
+                [(IndexState, {"area": "/data", "failure": "disk I/O error"}), (IndexState, {"area": "/data", "failure": ""})],
+            )
+        self.assertEqual(pool.indexFailures, {})
+
+    def test_newWorkerTold(self):
+        """
+        A worker started (or started again) while an area's index cannot record is told so at once.
+        """
+
+        class Process:
+            pid = 4321
+
+        class Reactor:
+            transports = []
+
+            def spawnProcess(self, *arguments, **keywords):
+                return Process()
+
+            def adoptStreamConnection(self, fd, family, factory):
+                transport = StringTransport()
+                self.transports.append(transport)
+                factory.buildProtocol(None).makeConnection(transport)
+
+        reactor = Reactor()
+        pool = WorkerPool(1, ["twistd"], reactor=reactor)
+        pool.indexFailing("/data", "disk I/O error")
+        pool._spawn(1)
+        [transport] = reactor.transports
+        self.assertIn(b"IndexState", transport.value())
+        self.assertIn(b"disk I/O error", transport.value())

@@ -88,6 +88,19 @@ def _describeQuota(quota: Optional[Quota]) -> str:
     return "%d studies of %d bytes" % (quota.maxStudies, quota.maxBytesPerStudy)
 
 
+def checkSize(quota: Optional[Quota], received: ReceivedInstance) -> None:
+    """
+    Refuse a stored object that alone is larger than the study quota.
+
+    @raise StoreRefused: it is (0xA700, out of resources).
+    """
+    if quota is None:
+        return
+    size = os.path.getsize(received.path)
+    if size > quota.maxBytesPerStudy:
+        raise StoreRefused(OUT_OF_RESOURCES, "object of %d bytes exceeds the quota of %d bytes per study" % (size, quota.maxBytesPerStudy))
+
+
 def adoptTitleArea(index, title: str, directory: str) -> None:
     """
     Bring the rows an index kept under an AE title (before areas were
@@ -176,17 +189,10 @@ class IndexedArea:
 
     def checkSize(self, received: ReceivedInstance) -> None:
         """
-        Refuse an object that alone is larger than the study quota.
-
-        @raise StoreRefused: it is (0xA700, out of resources).
+        Refuse an object that alone is larger than the study quota
+        (L{checkSize}).
         """
-        if self.quota is None:
-            return
-        size = os.path.getsize(received.path)
-        if size > self.quota.maxBytesPerStudy:
-            raise StoreRefused(
-                OUT_OF_RESOURCES, "object of %d bytes exceeds the quota of %d bytes per study" % (size, self.quota.maxBytesPerStudy)
-            )
+        checkSize(self.quota, received)
 
     def addMany(self, received: List[ReceivedInstance]) -> None:
         """

@@ -33,6 +33,11 @@ Any other error is a fault of one operation, not of the index: the
 additions of a batch that raised one are written again one by one, and
 the one that still raises is logged, naming its file, and left out (the
 file stays where it is), so that it cannot stall the area's index.
+
+Worker processes (L{dicomd.workers}) acknowledge before the coordinator's
+writer hears of an object: they refuse new objects while it reports
+(L{IndexWriter.watchFailure}) that the index cannot record, and what they
+acknowledged meanwhile it keeps as it keeps the rest (L{IndexWriter.take}).
 """
 
 import threading
@@ -109,6 +114,7 @@ class IndexWriter:
         # How many additions are still written one per transaction, to
         # find the one a batch failed on.
         self._isolating = 0
+        self._failureWatchers = []
 
     # -- what StorageArea calls ----------------------------------------------------
 
@@ -126,6 +132,32 @@ class IndexWriter:
         self.area.checkSize(received)
         self._submit((_ADD, received))
         return None
+
+    def take(self, received: ReceivedInstance) -> None:
+        """
+        Record a stored file that a worker process acknowledged already, as
+        L{add} does, but never refuse it: the worker checked its size, and
+        refused objects itself while this writer could not record.
+        """
+        self._submit((_ADD, received))
+
+    def watchFailure(self, watcher: Callable[[Optional[str]], None]) -> None:
+        """
+        Call C{watcher} in the writing thread each time the index stops
+        recording (with the error's text) and starts again (with C{None}).
+        """
+        self._failureWatchers.append(watcher)
+
+    def _failing(self, failure: Optional[str]) -> None:
+        """
+        Record whether the index records (C{failure} C{None}) or not, and
+        tell the watchers when that changes.
+        """
+        changed = (failure is None) != (self._failure is None)
+        self._failure = failure
+        if changed:
+            for watcher in self._failureWatchers:
+                watcher(failure)
 
     def remove(self, received: ReceivedInstance) -> None:
         """
@@ -276,7 +308,7 @@ class IndexWriter:
                         count=len(self._operations),
                         error=str(e),
                     )
-                self._failure = str(e)
+                self._failing(str(e))
                 self._sleep(pause)
                 pause = min(pause * 2, self._retryMax)
                 continue
@@ -293,7 +325,7 @@ class IndexWriter:
                 self._isolating -= 1
             if self._failure is not None:
                 self.log.info("The index records what {area} stores again", area=self.area.name)
-                self._failure = None
+                self._failing(None)
                 pause = self._retryFirst
             with self._lock:
                 for _ in range(count):

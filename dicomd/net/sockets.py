@@ -13,7 +13,8 @@ makes the reads large enough for a whole PDU of the usual sizes.
 Each works on a TLS transport too, through the TCP transport under it, and
 does nothing where the transport or the system lacks what it needs.
 L{sendNow}, which skips the transport's buffer altogether, is for plain
-TCP only: a TLS transport must encrypt first.
+stream sockets only (TCP, and the Unix sockets of worker processes): a
+TLS transport must encrypt first.
 """
 
 import socket
@@ -151,9 +152,9 @@ _IOV_MAX = 1024
 def sendNow(descriptor, data: Union[bytes, Sequence]) -> bool:
     """
     Write C{data} (bytes, or a list of bytes and memoryview pieces) to the
-    socket of a plain TCP transport whose write buffer is empty, in one
-    system call; the part the kernel does not take goes to the transport's
-    buffer, as from C{transport.write}.
+    socket of a plain TCP (or Unix stream) transport whose write buffer is
+    empty, in one system call; the part the kernel does not take goes to
+    the transport's buffer, as from C{transport.write}.
 
     A transport's write copies the pieces into one string, registers the
     socket for writability, and unregisters it once the reactor wrote it:
