@@ -75,23 +75,38 @@ def waitForIndexed(data: str, uids, database: str = None, timeout: float = 30.0)
     return waiting.addCallback(lambda _: indexedInstances(data, database))
 
 
+def _zeros(path: str) -> bool:
+    """
+    Whether the file at C{path} begins with nothing but zeros where a
+    Part 10 file has its preamble and C{DICM}.
+    """
+    try:
+        with open(path, "rb") as f:
+            return not f.read(132).strip(b"\0")
+    except OSError:
+        return False
+
+
 def openDataFiles(pid: int) -> list:
     """
     The regular files with data that a process holds open, by descriptor,
     but the daemon's own (the index and the study journals): a spool file
     of an abandoned object would be one, named or not (spare files, made
-    ahead of need, are empty).
+    ahead of need, are empty, or hold the zeros of the pages allocated for
+    the next object: a spool file starts with a File Meta Information
+    preamble and C{DICM}).
     """
     found = []
     directory = "/proc/%d/fd" % (pid,)
-    for name in os.listdir(directory):
+    for fd in os.listdir(directory):
+        path = os.path.join(directory, fd)
         try:
-            info = os.stat(os.path.join(directory, name))
-            target = os.readlink(os.path.join(directory, name))
+            info = os.stat(path)
+            target = os.readlink(path)
         except OSError:
             continue
         name = os.path.basename(target)
         own = name.startswith(INDEX) or name.endswith(".journal")
-        if (info.st_mode & 0o170000) == 0o100000 and info.st_size > 0 and not own:
+        if (info.st_mode & 0o170000) == 0o100000 and info.st_size > 0 and not own and not _zeros(path):
             found.append(target)
     return found

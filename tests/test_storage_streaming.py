@@ -14,10 +14,13 @@ run yet.
 
 import errno
 import hashlib
+import mmap
 import os
+import shutil
 import signal
 import struct
 import subprocess
+import tempfile
 
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from twisted.internet import defer
@@ -25,7 +28,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from dicomd.dimse import status as _status
 from dicomd.dimse.commands import CEchoRQ, CStoreRQ, decodeCommand, encodeCommand
@@ -351,6 +354,37 @@ class ConcurrentSendersTests(StreamingInteropTestCase):
         self.assertEqual(temporaryFiles(output), [])
 
 
+class InMemoryStorageTests(StreamingInteropTestCase):
+    """
+    Storing into a file system in memory, where each answered object has
+    the next spare's pages allocated for one of its size.
+    """
+
+    @defer.inlineCallbacks
+    def test_objectsOfChangingSizes(self):
+        """
+        Objects larger and smaller than the one before them, from DCMTK's storescu on one association into tmpfs, are each stored whole and nothing more: none keeps the zeros of pages allocated for a larger one.
+        """
+        if not (os.path.isdir("/dev/shm") and _spool.inMemoryFileSystem("/dev/shm")):
+            raise SkipTest("no tmpfs at /dev/shm")
+        output = tempfile.mkdtemp(prefix="dicomd-test-", dir="/dev/shm")
+        self.addCleanup(shutil.rmtree, output, True)
+        sources = makeDirectory(self)
+        paths, digests = [], {}
+        for index, size in enumerate([256, 512, 64, 64, 512, 128, 256, 32]):
+            dataset = makeDataset(rows=size, columns=size)
+            path = writeFile(os.path.join(sources, "%02d.dcm" % (index,)), dataset)
+            digests["CT." + str(dataset.SOPInstanceUID)] = dataSetDigest(path)
+            paths.append(path)
+        daemon = yield startStorescp(self, output)
+        result = yield runCommand(storescuArgv(daemon.port, paths), env=dcmtkEnvironment(), timeout=90)
+        self.assertEqual(result.exitCode, 0, result.describe())
+        stored = storedFiles(output)
+        self.assertEqual({os.path.basename(path): dataSetDigest(path) for path in stored}, digests)
+        self.assertEqual(temporaryFiles(output), [])
+        self.assertEqual(openDataFiles(daemon.transport.pid), [])
+
+
 # -- unit tests: the acceptor on a StringTransport -------------------------------------
 
 
@@ -601,7 +635,7 @@ class WriteFailureTests(SynchronousTestCase):
             if written:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             written.append(True)
-            original(fd, chunks)
+            return original(fd, chunks)
 
         self.patch(_spool, "_writeAll", fillsUp)
         harness.storeWhole(makeDataset(rows=1024, columns=1024, frames=3))
@@ -678,7 +712,7 @@ def _writesCappedAt(limit: int):
     def write(fd, chunks):
         if os.fstat(fd).st_size + sum(len(chunk) for chunk in chunks) > limit:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        _originalWriteAll(fd, chunks)
+        return _originalWriteAll(fd, chunks)
 
     return write
 
@@ -1190,7 +1224,7 @@ class SpoolFileTests(SynchronousTestCase):
         self.spares = _spool.SpareFiles(self.directory, self.pool)
         self.addCleanup(self.spares.close)
 
-    def spool(self, spare=None) -> "_spool.SpoolFile":
+    def spool(self, spare=None, reserved=0) -> "_spool.SpoolFile":
         return _spool.SpoolFile(
             os.path.join(self.directory, "object.part"),
             b"HEAD",
@@ -1199,12 +1233,13 @@ class SpoolFileTests(SynchronousTestCase):
             pause=lambda: None,
             resume=lambda: None,
             spare=spare,
+            reserved=reserved,
         )
 
     def take(self) -> int:
-        fd = self.spares.take()
+        fd, _ = self.spares.take()
         if fd is None:
-            fd = self.spares.take()
+            fd, _ = self.spares.take()
         self.assertIsNotNone(fd, "no O_TMPFILE spare on this system")
         return fd
 
@@ -1296,12 +1331,12 @@ class SpoolFileTests(SynchronousTestCase):
         pool = _HeldThreadPool()
         spares = _spool.SpareFiles(self.directory, pool, size=4, inline=False)
         self.addCleanup(spares.close)
-        self.assertIsNone(spares.take())
+        self.assertEqual(spares.take(), (None, 0))
         self.assertEqual(len(pool.held), 1)
         pool.runAll()
-        taken = [spares.take(), spares.take()]
+        taken = [spares.take()[0], spares.take()[0]]
         self.assertEqual(pool.held, [])
-        taken.append(spares.take())
+        taken.append(spares.take()[0])
         self.assertEqual(len(pool.held), 1)
         pool.runAll()
         self.assertEqual(len(spares._spares), 4)
@@ -1318,10 +1353,10 @@ class SpoolFileTests(SynchronousTestCase):
         pool = _HeldThreadPool()
         spares = _spool.SpareFiles(self.directory, pool, size=4, inline=True)
         self.addCleanup(spares.close)
-        self.assertIsNone(spares.take())
+        self.assertEqual(spares.take(), (None, 0))
         self.assertEqual(pool.held, [])
         self.assertEqual(len(spares._spares), 4)
-        taken = [spares.take() for _ in range(3)]
+        taken = [spares.take()[0] for _ in range(3)]
         self.assertNotIn(None, taken)
         self.assertEqual(pool.held, [])
         self.assertEqual(len(spares._spares), 4)
@@ -1335,6 +1370,74 @@ class SpoolFileTests(SynchronousTestCase):
         self.patch(_spool, "inMemoryFileSystem", lambda path: path == "/in/memory")
         self.assertTrue(_spool.SpareFiles("/in/memory", self.pool).inline)
         self.assertFalse(_spool.SpareFiles("/on/disk", self.pool).inline)
+
+    def reservingSpares(self, **keywords):
+        spares = _spool.SpareFiles(self.directory, self.pool, size=4, inline=True, **keywords)
+        self.addCleanup(spares.close)
+        spares.refill()
+        if not spares.supported:
+            raise SkipTest("no O_TMPFILE spare on this system")
+        return spares
+
+    def test_reserveAllocatesTheNextSpare(self):
+        """
+        reserve allocates the whole pages of an object of the given size in the next spare without any, which take then hands out with that size; the spare after it has none.
+        """
+        spares = self.reservingSpares()
+        page = mmap.PAGESIZE
+        spares.reserve(3 * page + 100)
+        spares.reserve(page - 1)
+        fd, reserved = spares.take()
+        self.assertEqual(reserved, 3 * page)
+        self.assertEqual(os.fstat(fd).st_size, 3 * page)
+        self.assertGreaterEqual(os.fstat(fd).st_blocks * 512, 3 * page)
+        os.close(fd)
+        fd, reserved = spares.take()
+        self.assertEqual((reserved, os.fstat(fd).st_size), (0, 0))
+        os.close(fd)
+
+    def test_reserveOnlyInMemoryAndForSmallObjects(self):
+        """
+        reserve allocates nothing where spares are not made inline (on disk), nor for an object larger than its limit.
+        """
+        spares = self.reservingSpares(reserveLimit=8 * mmap.PAGESIZE)
+        spares.reserve(9 * mmap.PAGESIZE)
+        onDisk = _spool.SpareFiles(self.directory, self.pool, size=4, inline=False)
+        self.addCleanup(onDisk.close)
+        onDisk.refill()
+        onDisk.reserve(mmap.PAGESIZE)
+        for pool in spares, onDisk:
+            fd, reserved = pool.take()
+            self.assertEqual((reserved, os.fstat(fd).st_size), (0, 0))
+            os.close(fd)
+
+    def test_smallerFileCutBack(self):
+        """
+        A file written into a spare allocated for a larger one is cut back to what was written: its bytes and nothing after them.
+        """
+        spares = self.reservingSpares()
+        spares.reserve(8 * mmap.PAGESIZE)
+        fd, reserved = spares.take()
+        spool = self.spool(fd, reserved)
+        spool.write(b"data" * 1000)
+        final = os.path.join(self.directory, "final")
+        self.successResultOf(spool.close(lambda: spool.moveInThread(final)))
+        with open(final, "rb") as f:
+            self.assertEqual(f.read(), b"HEAD" + b"data" * 1000)
+
+    def test_largerFileWrittenWhole(self):
+        """
+        A file larger than what its spare has allocated is written whole.
+        """
+        spares = self.reservingSpares()
+        spares.reserve(mmap.PAGESIZE)
+        fd, reserved = spares.take()
+        spool = self.spool(fd, reserved)
+        spool.write(b"data" * 3000)
+        final = os.path.join(self.directory, "final")
+        self.successResultOf(spool.close(lambda: spool.moveInThread(final)))
+        with open(final, "rb") as f:
+            self.assertEqual(f.read(), b"HEAD" + b"data" * 3000)
 
 
 class InMemoryFileSystemTests(SynchronousTestCase):

@@ -32,7 +32,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from pydicom.dataset import Dataset
 from twisted.internet import defer
@@ -358,14 +358,23 @@ class StorageSCP:
         self._spares = None
         self.inlineWrites = InlineWrites()
 
-    def spareFile(self) -> Optional[int]:
+    def spareFile(self) -> Tuple[Optional[int], int]:
         """
         An unnamed file already created in the area's root, or C{None}
-        (see L{SpareFiles}): the caller owns it.
+        (see L{SpareFiles}), which the caller owns; and how many bytes of
+        it are allocated already.
         """
         if self._spares is None:
             self._spares = SpareFiles(self.area.directory, self.threadpool, mode=self.area.fileMode)
         return self._spares.take()
+
+    def answered(self, fileSize: int) -> None:
+        """
+        A file of C{fileSize} bytes was stored and its object answered:
+        have the next spare ready for one alike (L{SpareFiles.reserve}).
+        """
+        if self._spares is not None:
+            self._spares.reserve(fileSize)
 
     def messageReceived(self, association, context, message):
         refusal = None
@@ -452,6 +461,7 @@ class IncomingInstance:
                 association.callingAETitle,
             )
             self._dataSetOffset = len(fileMeta)
+            spare, reserved = scp.spareFile()
             self._spool = SpoolFile(
                 area.temporaryPath(),
                 fileMeta,
@@ -460,7 +470,8 @@ class IncomingInstance:
                 pause=association.pauseReceiving,
                 resume=association.resumeReceiving,
                 sync=area.sync,
-                spare=scp.spareFile(),
+                spare=spare,
+                reserved=reserved,
                 mode=area.fileMode,
                 inline=scp.inlineWrites if _finishesQuickly(area) and context.transferSyntax != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN else None,
             )
@@ -603,6 +614,8 @@ class IncomingInstance:
             self._unstore()
             return
         self._respond(_status.SUCCESS)
+        if self._spool is not None:
+            scp.answered(self._dataSetOffset + self.received.size)
 
     def _unstore(self) -> None:
         """
