@@ -269,10 +269,15 @@ class SpareFiles:
         while the sender reads the response and sends that next one.  The
         whole pages only, so that an object of the same size or larger
         needs nothing cut back.  Elsewhere, or for an object larger than
-        L{reserveLimit}, nothing.
+        L{reserveLimit}, nothing.  Spares made inline are made here too,
+        when any are missing.
         """
+        if not (self.inline and self.supported):
+            return
+        # Spares made now are not made at the next take, on its object's way.
+        self.refill()
         size &= ~(_PAGE - 1)
-        if not (self.inline and self.supported and 0 < size <= self.reserveLimit):
+        if not 0 < size <= self.reserveLimit:
             return
         for spare in self._spares:
             if spare not in self._reserved:
