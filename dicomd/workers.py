@@ -50,7 +50,7 @@ from twisted.python.failure import Failure
 
 from dicomd.archive.area import checkSize
 from dicomd.dimse.status import OUT_OF_RESOURCES
-from dicomd.net.sockets import sendNow
+from dicomd.net.sockets import directConnection, sendNow
 from dicomd.storage.part10 import HeadScan, walkHead
 from dicomd.storage.scp import ReceivedInstance, StoreRefused
 
@@ -323,7 +323,8 @@ class CoordinatorLink(amp.AMP):
         if self.transport is None:
             raise error.ConnectionLost()
         data = box.serialize()
-        if not sendNow(self.transport, data):
+        direct = directConnection(self.transport)
+        if direct is None or not sendNow(direct, data):
             self.transport.write(data)
 
     @Reload.responder
@@ -376,7 +377,12 @@ class CoordinatorLink(amp.AMP):
             if received.path is None:
                 return None
             asked = self.callRemote(Stored, area=area, association=self._serial(received.association), instance=instanceFields(received))
-            return asked.addCallback(self._taken, received)
+            # AMP ends the chain of an answered command with an errback
+            # that logs and swallows what our callbacks raise: a refusal
+            # must reach the response through a Deferred of our own.
+            taken = defer.Deferred()
+            asked.chainDeferred(taken)
+            return taken.addCallback(self._taken, received)
 
         return stored if answered else reported
 

@@ -24,6 +24,7 @@ import pydicom
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from twisted.internet import defer
+from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted.test.proto_helpers import StringTransport
@@ -380,6 +381,48 @@ class RemoteIndexTests(SynchronousTestCase):
         self.link.indexFor("/data", Quota(maxStudies=10, maxBytesPerStudy=100)).add(received)
         index = self.link.indexFor("/data", Quota(maxStudies=10, maxBytesPerStudy=99))
         self.assertEqual(self.assertRaises(StoreRefused, index.add, received).status, OUT_OF_RESOURCES)
+
+
+class StoredInTests(SynchronousTestCase):
+    """
+    Tests for L{CoordinatorLink.storedIn}: how a worker reports what it
+    stored.
+    """
+
+    def setUp(self):
+        self.link = CoordinatorLink(reactor=None)
+        self.transport = StringTransport()
+        self.link.makeConnection(self.transport)
+        dataset = header("1.1.1", 7)
+        self.received = _received(scan=walkHead(_encoded(dataset), EXPLICIT, complete=True))
+
+    def test_reportedWithoutWaiting(self):
+        """
+        By default the object is reported (Reported, no answer asked) before the observer returns, and the response waits for nothing.
+        """
+        self.assertIsNone(self.link.storedIn("/data")(self.received))
+        sent = self.transport.value()
+        self.assertIn(b"Reported", sent)
+        self.assertNotIn(b"_ask", sent)
+
+    def test_answeredWhenTheResponseMustWait(self):
+        """
+        Where the response must wait for the coordinator (--exec-sync, a journal with --fsync), the worker asks (Stored) and the response waits for the answer; a refusal removes the file.
+        """
+        path = os.path.join(makeDirectory(self), "CT.1")
+        with open(path, "wb") as f:
+            f.write(b"x")
+        self.received.path = path
+        waiting = self.link.storedIn("/data", answered=True)(self.received)
+        sent = self.transport.value()
+        self.assertIn(b"Stored", sent)
+        self.assertIn(b"_ask", sent)
+        self.assertFalse(waiting.called)
+        [asked] = amp.parseString(sent)
+        answer = amp.AmpBox(_answer=asked[b"_ask"], status=b"%d" % (OUT_OF_RESOURCES,), comment=b"full")
+        self.link.dataReceived(answer.serialize())
+        self.assertEqual(self.failureResultOf(waiting, StoreRefused).value.status, OUT_OF_RESOURCES)
+        self.assertFalse(os.path.exists(path))
 
 
 class _Connection:
