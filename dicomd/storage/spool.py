@@ -284,7 +284,9 @@ class SpareFiles:
                 try:
                     os.posix_fallocate(spare, 0, size)
                 except OSError:
-                    # A full file system: the write will say so.
+                    # A full file system: the write will say so.  The spare
+                    # stays as empty as it was.
+                    os.ftruncate(spare, 0)
                     return
                 self._reserved[spare] = size
                 return
