@@ -32,6 +32,9 @@ NET_WIRING = {
     ("dicomd.net.requestor", "connect"),
     ("dicomd.net.acceptor", "AcceptorFactory"),
     ("dicomd.net.acceptor", "ApplicationEntity"),
+    # A worker's reports reach the kernel at once (dicomd.workers).
+    ("dicomd.net.sockets", "directConnection"),
+    ("dicomd.net.sockets", "sendNow"),
 }
 
 #: The pure layers and what of dicomd each may import, besides itself.
