@@ -24,7 +24,7 @@ from dicomd import observers
 from dicomd.cli import logs
 from dicomd.daemon import DicomdService
 from dicomd.startup import StartupError
-from dicomd.workers import COORDINATOR_FD, CoordinatorLink, OneConnection
+from dicomd.workers import COORDINATOR_FD, CoordinatorLink, OneConnection, ReportBacklog
 
 
 def frontDoorConfig(frontDoor: str, arguments):
@@ -63,6 +63,7 @@ def run(reactor, config, overrides):
     link = CoordinatorLink(reactor)
     reactor.adoptStreamConnection(COORDINATOR_FD, socket.AF_UNIX, OneConnection(link))
     daemon = link.daemon = DicomdService(config, overrides=overrides, coordinator=link, reactor=reactor)
+    link.transport.registerProducer(ReportBacklog(daemon.factory), True)
     try:
         daemon.privilegedStartService()
         daemon.startService()

@@ -26,7 +26,9 @@ quota; anything while the index cannot record, which the coordinator
 tells every worker, L{IndexState}), and the coordinator indexes, tracks
 and acts behind the response.  Where the response must wait for the
 coordinator (a reception command run with C{--exec-sync}, a study journal
-kept with C{--fsync}) the worker asks and waits (L{Stored}).  The
+kept with C{--fsync}) the worker asks and waits (L{Stored}).  Reports
+the coordinator has not read hold the worker's associations back
+(L{ReportBacklog}) rather than fill its memory.  The
 associations of a dead worker end (their studies wait for the next
 association of their origin, as for any closed association), and another
 worker takes its place.
@@ -44,9 +46,11 @@ from typing import Dict, List, Optional
 from pydicom.dataset import Dataset
 from twisted.application import service
 from twisted.internet import defer, error, protocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger, LogLevel
 from twisted.protocols import amp
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from dicomd.archive.area import checkSize
 from dicomd.dimse.status import OUT_OF_RESOURCES
@@ -401,6 +405,49 @@ class CoordinatorLink(amp.AMP):
 
     def statistics(self) -> "RemoteStatistics":
         return RemoteStatistics(self)
+
+
+@implementer(IPushProducer)
+class ReportBacklog:
+    """
+    A worker's associations, as the producer of its reports to the
+    coordinator: registered with the link's transport, which pauses it
+    once the reports the coordinator has not read fill its buffer.  Each
+    association open then stops reading (L{pauseReceiving
+    <dicomd.net.association.Association.pauseReceiving>}), so that senders
+    wait rather than the reports filling the worker's memory, and reads
+    again once the coordinator has caught up.
+
+    @ivar factory: the worker's acceptor factory, whose C{connections}
+        are its associations' protocols.
+    """
+
+    log = Logger()
+
+    def __init__(self, factory):
+        self.factory = factory
+        self._paused = []
+
+    def pauseProducing(self) -> None:
+        for proto in list(self.factory.connections):
+            association = proto.association
+            if association is not None:
+                association.pauseReceiving()
+                self._paused.append(association)
+        self.log.warn(
+            "The coordinator has not read this worker's reports: {count} associations wait until it does",
+            count=len(self._paused),
+        )
+
+    def resumeProducing(self) -> None:
+        paused, self._paused = self._paused, []
+        for association in paused:
+            association.resumeReceiving()
+        if paused:
+            self.log.info("The coordinator has read this worker's reports: {count} associations go on", count=len(paused))
+
+    def stopProducing(self) -> None:
+        self.resumeProducing()
 
 
 class RemoteIndex:

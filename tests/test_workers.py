@@ -38,6 +38,7 @@ from dicomd.workers import (
     CoordinatorLink,
     IndexState,
     Pickled,
+    ReportBacklog,
     WorkerPool,
     attributeSummary,
     instanceFields,
@@ -229,6 +230,35 @@ class WorkerTests(DaemonTestCase):
         self.assertIn("Received Final Move Response (Success)", moved.output, moved.describe() + daemon.describe())
         received = sorted(name for _, _, names in os.walk(destination) for name in names)
         self.assertEqual(received, sorted("CT." + uid for _, uid in images))
+
+    @defer.inlineCallbacks
+    def test_coordinatorBehindHoldsSendersBack(self):
+        """The coordinator stopped (SIGSTOP) while storescu streams to a worker: once the reports it has not read fill the link, the worker stops reading its association, and storescu waits instead of the reports piling up in the worker; once the coordinator runs again every object is acknowledged and indexed, and the worker's log says it waited."""
+        with open("/proc/sys/net/core/wmem_default") as f:
+            socketBuffer = int(f.read())
+        # More objects than their reports (a kilobyte or two each) fill
+        # the socket's buffer and the transport's.
+        sources = writeStudy(makeDirectory(self), 600 + socketBuffer // 500)
+        data = os.path.join(makeDirectory(self), "data")
+        daemon = yield startWithWorkers(self, data)
+        daemon.signalProcess(signal.SIGSTOP)
+        self.addCleanup(lambda: daemon.running and daemon.signalProcess(signal.SIGCONT))
+        sender = spawn(self, storescuArgv(daemon.port, [path for path, _ in sources]), env=dcmtkEnvironment(), name="storescu")
+        counts = []
+
+        def stalled():
+            counts.append(sender.output.count(SUCCESS_LINE))
+            return not sender.running or (counts[-1] > 0 and len(counts) > 20 and counts[-20] == counts[-1])
+
+        yield waitUntil(stalled, timeout=60, interval=0.05, message="storescu stalled or done")
+        self.assertTrue(sender.running, "storescu sent everything while the coordinator was stopped:\n" + sender.describe())
+        self.assertLess(counts[-1], len(sources))
+        daemon.signalProcess(signal.SIGCONT)
+        yield sender.whenEnded()
+        self.assertEqual(sender.output.count(SUCCESS_LINE), len(sources), sender.describe())
+        yield waitForIndexed(data, [uid for _, uid in sources])
+        yield daemon.waitForOutput(r"worker \d+: The coordinator has not read this worker's reports: \d+ associations wait", timeout=30)
+        yield daemon.waitForOutput(r"worker \d+: The coordinator has read this worker's reports: \d+ associations go on", timeout=30)
 
     @defer.inlineCallbacks
     def test_coordinatorKilled(self):
@@ -423,6 +453,42 @@ class StoredInTests(SynchronousTestCase):
         self.link.dataReceived(answer.serialize())
         self.assertEqual(self.failureResultOf(waiting, StoreRefused).value.status, OUT_OF_RESOURCES)
         self.assertFalse(os.path.exists(path))
+
+
+class ReportBacklogTests(SynchronousTestCase):
+    """
+    Tests for L{ReportBacklog}.
+    """
+
+    def test_pausesAndResumesEachAssociation(self):
+        """
+        Paused, every open association stops reading (connections still negotiating are left alone); resumed, each reads again, once.
+        """
+
+        class Association:
+            def __init__(self):
+                self.pauses = 0
+
+            def pauseReceiving(self):
+                self.pauses += 1
+
+            def resumeReceiving(self):
+                self.pauses -= 1
+
+        class Protocol:
+            def __init__(self, association):
+                self.association = association
+
+        class Factory:
+            connections = {Protocol(Association()), Protocol(Association()), Protocol(None)}
+
+        backlog = ReportBacklog(Factory())
+        associations = [proto.association for proto in Factory.connections if proto.association is not None]
+        backlog.pauseProducing()
+        self.assertEqual([a.pauses for a in associations], [1, 1])
+        backlog.resumeProducing()
+        backlog.stopProducing()
+        self.assertEqual([a.pauses for a in associations], [0, 0])
 
 
 class _Connection:
