@@ -465,7 +465,11 @@ class AcceptorHarness:
 
     maximumLength = 131072
 
-    def __init__(self, testCase, pool: _HeldThreadPool):
+    def __init__(self, testCase, pool: _HeldThreadPool, window=None):
+        """
+        @param window: the Asynchronous Operations Window the peer
+            proposes and is granted, or C{None} for none.
+        """
         self.testCase = testCase
         self.reactor = _Reactor()
         self.pool = pool
@@ -478,6 +482,7 @@ class AcceptorHarness:
             storagePolicy([ExplicitVRLittleEndian]),
             {CEchoRQ.commandField: VerificationSCP(), CStoreRQ.commandField: receiver.scp},
             maximumLength=self.maximumLength,
+            maximumAsynchronousOperations=window or 1,
         )
         self.factory = AcceptorFactory(entity, reactor=self.reactor)
         self.protocol = self.factory.buildProtocol(PEER)
@@ -487,7 +492,11 @@ class AcceptorHarness:
             "STORESCP",
             "SLOWDISK",
             proposePresentationContexts([(CT_IMAGE_STORAGE, [ExplicitVRLittleEndian])]),
-            UserInformation(maximumLength=self.maximumLength, implementationClassUID="1.2.3.4"),
+            UserInformation(
+                maximumLength=self.maximumLength,
+                implementationClassUID="1.2.3.4",
+                asynchronousOperationsWindow=(window, 1) if window else None,
+            ),
         ).encode()
         self.protocol.dataReceived(request)
         testCase.assertEqual(_pdus(self.transport.value())[0][0], 0x02, "A-ASSOCIATE-AC expected")
@@ -525,6 +534,39 @@ class AcceptorHarness:
         self.command(str(dataset.SOPInstanceUID))
         self.data(encoded, True)
         return encoded
+
+
+class SpareReservationTests(SynchronousTestCase):
+    """
+    The storage SCP has the next spare's pages allocated once it has
+    answered (L{dicomd.storage.spool.SpareFiles.reserve}) only for a peer
+    that waits for each response.
+    """
+
+    def reservations(self, window) -> list:
+        reserved = []
+        self.patch(_spool.SpareFiles, "reserve", lambda spares, size: reserved.append(size))
+        harness = AcceptorHarness(self, _HeldThreadPool(immediate=True), window=window)
+        self.assertEqual(harness.protocol.association.peerOperationsWindow, window or 1)
+        encoded = harness.storeWhole(makeDataset())
+        [response] = harness.responses()
+        self.assertEqual(response.status, _status.SUCCESS)
+        [path] = storedFiles(harness.output)
+        return reserved, os.path.getsize(path), len(encoded)
+
+    def test_withoutAWindow(self):
+        """
+        A peer without a window, which waits for each response, has the next spare allocated for an object the size of the file just stored.
+        """
+        reserved, fileSize, _ = self.reservations(None)
+        self.assertEqual(reserved, [fileSize])
+
+    def test_withAWindow(self):
+        """
+        A peer granted a window sends its next requests without waiting, and keeps the SCP busy: nothing is allocated ahead.
+        """
+        reserved, _, _ = self.reservations(8)
+        self.assertEqual(reserved, [])
 
 
 class SlowDiskTests(SynchronousTestCase):

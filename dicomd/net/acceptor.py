@@ -36,6 +36,7 @@ from dicomd.ul.negotiation import (
     acceptPresentationContexts,
     answerAsynchronousOperationsWindow,
     checkAssociationRequest,
+    invocationWindow,
 )
 from dicomd.ul.pdu import (
     REJECT_REASON_NO_REASON,
@@ -247,6 +248,10 @@ class AcceptorProtocol(AssociationProtocol):
             reactor=self.reactor,
             dimseTimeout=factory.dimseTimeout,
             peerAddress=self.peerAddress,
+            peerOperationsWindow=invocationWindow(
+                request.userInformation.asynchronousOperationsWindow,
+                answer.userInformation.asynchronousOperationsWindow,
+            ),
         )
         factory.associations.add(self)
         self.entityTitle = entity.title

@@ -70,6 +70,9 @@ class Association:
         outstanding at once: 1, unless the acceptor granted the requestor
         an Asynchronous Operations Window (PS3.7 D.3.3.3); C{None} for no
         limit.
+    @ivar peerOperationsWindow: how many requests the peer may have
+        outstanding at once: 1, unless this side, the acceptor, granted it
+        a window.
     @ivar debugging: whether each DIMSE message is logged
         (L{dicomd.net.debug.enabled} when the association was established).
     """
@@ -89,6 +92,7 @@ class Association:
         dimseTimeout: Optional[float] = None,
         peerAddress=None,
         operationsWindow: Optional[int] = 1,
+        peerOperationsWindow: Optional[int] = 1,
     ):
         if reactor is None:
             from twisted.internet import reactor
@@ -102,6 +106,7 @@ class Association:
         self.peerAddress = peerAddress
         self.dimseTimeout = dimseTimeout
         self.operationsWindow = operationsWindow
+        self.peerOperationsWindow = peerOperationsWindow
         self.debugging = debug.enabled()
         self.counters: Dict[str, Dict[str, int]] = {}
         self._reactor = reactor

@@ -614,7 +614,9 @@ class IncomingInstance:
             self._unstore()
             return
         self._respond(_status.SUCCESS)
-        if self._spool is not None:
+        if self._spool is not None and self._association.peerOperationsWindow == 1:
+            # The peer now waits for its next request's turn; one that
+            # has a window is sending it already, and keeps us busy.
             scp.answered(self._dataSetOffset + self.received.size)
 
     def _unstore(self) -> None:
