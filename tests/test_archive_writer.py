@@ -166,9 +166,10 @@ class IndexWriterTests(SynchronousTestCase):
         self.jobs.run()
         self.assertEqual(self.rows(), {str(second.sopInstanceUID): "CT.2.renamed"})
 
-    def test_databaseErrorRefusesUntilItWritesAgain(self):
+    def failThreeTimes(self) -> None:
         """
-        While the index cannot record, what waits is kept and tried again after growing pauses, and new objects are refused with 0xA700, naming the error; once it records again, what waited is written and new objects are taken.
+        Have the index's next three transactions of additions fail as a
+        full disk does.
         """
         failures = [sqlite3.OperationalError("database or disk is full")] * 3
         addInstances = self.index.addInstances
@@ -178,13 +179,19 @@ class IndexWriterTests(SynchronousTestCase):
                 raise failures.pop()
             return addInstances(area, items)
 
+        self.patch(self.index, "addInstances", failing)
+
+    def test_databaseErrorRefusesUntilItWritesAgain(self):
+        """
+        While the index cannot record, what waits is kept and tried again after growing pauses, and new objects are refused with 0xA700, naming the error; once it records again, what waited is written and new objects are taken.
+        """
         refusals = []
 
         def sleep(seconds):
             self.sleeps.append(seconds)
             refusals.append(self.assertRaises(StoreRefused, writer.add, self.received(9)))
 
-        self.patch(self.index, "addInstances", failing)
+        self.failThreeTimes()
         writer = self.writer(sleep=sleep)
         writer.add(self.received(1))
         self.jobs.run()
@@ -200,14 +207,6 @@ class IndexWriterTests(SynchronousTestCase):
         """
         Watchers hear once that the index stopped recording, with the error, however many tries fail, and once that it records again; what a worker acknowledged meanwhile (take) is kept, not refused, and written with the rest.
         """
-        failures = [sqlite3.OperationalError("database or disk is full")] * 3
-        addInstances = self.index.addInstances
-
-        def failing(area, items):
-            if failures:
-                raise failures.pop()
-            return addInstances(area, items)
-
         told = []
 
         def sleep(seconds):
@@ -215,7 +214,7 @@ class IndexWriterTests(SynchronousTestCase):
             self.assertRaises(StoreRefused, writer.add, self.received(10 + len(self.sleeps)))
             writer.take(self.received(20 + len(self.sleeps)))
 
-        self.patch(self.index, "addInstances", failing)
+        self.failThreeTimes()
         writer = self.writer(sleep=sleep)
         writer.watchFailure(told.append)
         writer.add(self.received(1))

@@ -1453,33 +1453,32 @@ class SpoolFileTests(SynchronousTestCase):
             self.assertEqual((reserved, os.fstat(fd).st_size), (0, 0))
             os.close(fd)
 
+    def storedThroughReservedSpare(self, reserve: int, data: bytes) -> bytes:
+        """
+        Write C{data} through a spool started from a spare reserved for
+        C{reserve} bytes, move it to its final name, and read it back.
+        """
+        spares = self.reservingSpares()
+        spares.reserve(reserve)
+        fd, reserved = spares.take()
+        spool = self.spool(fd, reserved)
+        spool.write(data)
+        final = os.path.join(self.directory, "final")
+        self.successResultOf(spool.close(lambda: spool.moveInThread(final)))
+        with open(final, "rb") as f:
+            return f.read()
+
     def test_smallerFileCutBack(self):
         """
         A file written into a spare allocated for a larger one is cut back to what was written: its bytes and nothing after them.
         """
-        spares = self.reservingSpares()
-        spares.reserve(8 * mmap.PAGESIZE)
-        fd, reserved = spares.take()
-        spool = self.spool(fd, reserved)
-        spool.write(b"data" * 1000)
-        final = os.path.join(self.directory, "final")
-        self.successResultOf(spool.close(lambda: spool.moveInThread(final)))
-        with open(final, "rb") as f:
-            self.assertEqual(f.read(), b"HEAD" + b"data" * 1000)
+        self.assertEqual(self.storedThroughReservedSpare(8 * mmap.PAGESIZE, b"data" * 1000), b"HEAD" + b"data" * 1000)
 
     def test_largerFileWrittenWhole(self):
         """
         A file larger than what its spare has allocated is written whole.
         """
-        spares = self.reservingSpares()
-        spares.reserve(mmap.PAGESIZE)
-        fd, reserved = spares.take()
-        spool = self.spool(fd, reserved)
-        spool.write(b"data" * 3000)
-        final = os.path.join(self.directory, "final")
-        self.successResultOf(spool.close(lambda: spool.moveInThread(final)))
-        with open(final, "rb") as f:
-            self.assertEqual(f.read(), b"HEAD" + b"data" * 3000)
+        self.assertEqual(self.storedThroughReservedSpare(mmap.PAGESIZE, b"data" * 3000), b"HEAD" + b"data" * 3000)
 
 
 class InMemoryFileSystemTests(SynchronousTestCase):
