@@ -58,7 +58,7 @@ from dicomd.status import Statistics, StatusResource
 from dicomd.storage.receiver import AreaService, buildReceiver
 from dicomd.storage.state import defaultStateDirectory
 from dicomd.ul.pdu import CONTEXT_RESULT_TITLES
-from dicomd.workers import COORDINATOR_FD, AdoptedPort, CoordinatorLink, SharedPort, WorkerPool, sharable
+from dicomd.workers import COORDINATOR_FD, AdoptedPort, CoordinatorLink, SharedPort, WorkerPool, answeredByCoordinator, sharable
 
 
 #: Seconds a stopping daemon waits for an index that cannot record what
@@ -179,14 +179,10 @@ class StorageService(service.MultiService):
             # what it neither indexes nor tracks nor runs a command for
             # (storescp --fork's defaults) it need not hear of.
             told = archive is not None or storage.tracksStudies or bool(storage.execOnReception)
-            # The response waits for the coordinator only where it would
-            # wait in one process: for a synchronous reception command, or
-            # for a study journal on disk.
-            answered = bool(storage.execOnReception and storage.execSync) or (storage.sync and storage.tracksStudies)
             self.receiver = buildReceiver(
                 storage,
                 index=coordinator.indexFor(self.area, quota) if archive is not None else None,
-                observers=[coordinator.storedIn(self.area, answered)] if told else [],
+                observers=[coordinator.storedIn(self.area, answeredByCoordinator(storage))] if told else [],
                 reactor=reactor,
             )
             return

@@ -25,8 +25,10 @@ what the coordinator's writer would (an object larger than the study
 quota; anything while the index cannot record, which the coordinator
 tells every worker, L{IndexState}), and the coordinator indexes, tracks
 and acts behind the response.  Where the response must wait for the
-coordinator (a reception command run with C{--exec-sync}, a study journal
-kept with C{--fsync}) the worker asks and waits (L{Stored}).  Reports
+coordinator (a reception command run with C{--exec-sync}, end-of-study
+work its study journal must name the object for, a journal kept with
+C{--fsync}: L{answeredByCoordinator}) the worker asks and
+waits (L{Stored}).  Reports
 the coordinator has not read hold the worker's associations back
 (L{ReportBacklog}) rather than fill its memory.  The
 associations of a dead worker end (their studies wait for the next
@@ -145,7 +147,7 @@ class Reported(amp.Command):
 class Stored(amp.Command):
     """
     Worker to coordinator: as L{Reported}, for a response that must wait
-    for the coordinator (C{--exec-sync}, C{--fsync} with a study journal);
+    for the coordinator (L{answeredByCoordinator});
     answered once the coordinator has taken it, with the status to refuse
     it with, or 0.
     """
@@ -282,6 +284,26 @@ def receivedInstance(fields: dict, association) -> ReceivedInstance:
 
 
 # -- the worker's side --------------------------------------------------------------
+
+
+def answeredByCoordinator(storage) -> bool:
+    """
+    Whether a worker's response to a stored object (of an area with these
+    L{dicomd.storage.receiver.StorageOptions}) waits for its
+    coordinator to have taken it: only where the response promises more
+    than a file under its final name (which the coordinator's next start
+    indexes, whatever becomes of the report):
+      - a reception command run with C{--exec-sync};
+      - end-of-study work (C{-xcs}, C{-rns}), which the coordinator's
+        study journal must name the object for, so that a crash does not
+        lose it;
+      - a study journal on disk before the response (C{--fsync}).
+    """
+    if storage.execOnReception and storage.execSync:
+        return True
+    if storage.execOnEndOfStudy or storage.renameOnEndOfStudy:
+        return True
+    return storage.sync and storage.tracksStudies
 
 
 class CoordinatorLink(amp.AMP):

@@ -32,6 +32,7 @@ from twisted.test.proto_helpers import StringTransport
 from dicomd.archive.dcmqrcfg import Quota
 from dicomd.dimse.status import OUT_OF_RESOURCES
 from dicomd.storage.part10 import HeadScan, scanHead, walkHead
+from dicomd.storage.receiver import SORT_STUDY_UID, StorageOptions
 from dicomd.storage.scp import ReceivedInstance, StoreRefused
 from dicomd.workers import (
     HEAD_LIMIT,
@@ -40,6 +41,7 @@ from dicomd.workers import (
     Pickled,
     ReportBacklog,
     WorkerPool,
+    answeredByCoordinator,
     attributeSummary,
     instanceFields,
     receivedInstance,
@@ -453,6 +455,37 @@ class StoredInTests(SynchronousTestCase):
         self.link.dataReceived(answer.serialize())
         self.assertEqual(self.failureResultOf(waiting, StoreRefused).value.status, OUT_OF_RESOURCES)
         self.assertFalse(os.path.exists(path))
+
+
+class AnsweredByCoordinatorTests(SynchronousTestCase):
+    """
+    Tests for L{answeredByCoordinator}: where a worker's response waits
+    for its coordinator.
+    """
+
+    def test_waits(self):
+        """
+        A synchronous reception command, end-of-study work, and a study journal kept with --fsync hold the response for the coordinator.
+        """
+        for options in (
+            StorageOptions(execOnReception="true", execSync=True),
+            StorageOptions(execOnEndOfStudy="true"),
+            StorageOptions(renameOnEndOfStudy=True, sortMode=SORT_STUDY_UID),
+            StorageOptions(sync=True, sortMode=SORT_STUDY_UID),
+        ):
+            self.assertTrue(answeredByCoordinator(options), options)
+
+    def test_doesNotWait(self):
+        """
+        An index, study directories, a reception command run beside the response, or --fsync without a study journal do not.
+        """
+        for options in (
+            StorageOptions(),
+            StorageOptions(sortMode=SORT_STUDY_UID),
+            StorageOptions(execOnReception="true"),
+            StorageOptions(sync=True),
+        ):
+            self.assertFalse(answeredByCoordinator(options), options)
 
 
 class ReportBacklogTests(SynchronousTestCase):
