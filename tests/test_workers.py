@@ -263,6 +263,27 @@ class WorkerTests(DaemonTestCase):
         yield daemon.waitForOutput(r"worker \d+: The coordinator has read this worker's reports: \d+ associations go on", timeout=30)
 
     @defer.inlineCallbacks
+    def test_reportsLostWithTheCoordinatorIndexedAtTheNextStart(self):
+        """The coordinator stopped (SIGSTOP) while storescu stores 50 objects through a worker, which answers without waiting for it, then killed (SIGKILL) with their reports unread: the next start indexes every acknowledged object, as after any crash."""
+        sources = writeStudy(makeDirectory(self), 50)
+        data = os.path.join(makeDirectory(self), "data")
+        daemon = yield startWithWorkers(self, data)
+        pids = list(workerPids(daemon).values())
+        daemon.signalProcess(signal.SIGSTOP)
+        stored = yield runCommand(storescuArgv(daemon.port, [path for path, _ in sources]), env=dcmtkEnvironment())
+        self.assertEqual(stored.output.count(SUCCESS_LINE), 50, stored.describe())
+        self.assertEqual(indexedInstances(data), {})
+        daemon.signalProcess("KILL")
+        daemon.signalProcess(signal.SIGCONT)
+        yield daemon.whenEnded()
+        yield waitUntil(lambda: not any(os.path.exists("/proc/%d" % (pid,)) for pid in pids), timeout=30, message="workers exited")
+        restarted = yield startWithWorkers(self, data)
+        indexed = yield waitForIndexed(data, [uid for _, uid in sources])
+        for source, uid in sources:
+            self.assertComplete(indexed[uid], uid, source)
+        self.assertIn("50 files indexed that the index lacked", restarted.output)
+
+    @defer.inlineCallbacks
     def test_coordinatorKilled(self):
         """The coordinator killed with SIGKILL: its workers notice and exit, leaving no process serving the port."""
         daemon = yield startWithWorkers(self, os.path.join(makeDirectory(self), "data"))
