@@ -465,16 +465,17 @@ class AcceptorHarness:
 
     maximumLength = 131072
 
-    def __init__(self, testCase, pool: _HeldThreadPool, window=None):
+    def __init__(self, testCase, pool: _HeldThreadPool, window=None, index=None):
         """
         @param window: the Asynchronous Operations Window the peer
             proposes and is granted, or C{None} for none.
+        @param index: the storage area's index, or C{None}.
         """
         self.testCase = testCase
         self.reactor = _Reactor()
         self.pool = pool
         self.output = makeDirectory(testCase)
-        receiver = buildReceiver(StorageOptions(outputDirectory=self.output), reactor=self.reactor, threadpool=pool)
+        receiver = buildReceiver(StorageOptions(outputDirectory=self.output), index=index, reactor=self.reactor, threadpool=pool)
         receiver.area.prepare()
         self.scp = receiver.scp
         entity = ApplicationEntity(
@@ -567,6 +568,61 @@ class SpareReservationTests(SynchronousTestCase):
         """
         reserved, _, _ = self.reservations(8)
         self.assertEqual(reserved, [])
+
+
+class _AttributeReadingIndex:
+    """
+    An index that records later and reads every object's attributes, as
+    L{dicomd.archive.writer.IndexWriter} does, and remembers each object
+    it was given, with whether its attributes were made then.
+    """
+
+    returnsAtOnce = True
+    readsAttributes = True
+
+    def __init__(self):
+        self.added = []
+
+    def add(self, received):
+        self.added.append((received, received.scan is None))
+
+    def recover(self):
+        pass
+
+
+class AttributesAfterTheResponseTests(SynchronousTestCase):
+    """
+    For an index that reads the attributes of every object, the storage
+    SCP makes them once it has answered, where the peer waits for each
+    response, rather than leave them to the index writer's thread.
+    """
+
+    def stored(self, window):
+        index = _AttributeReadingIndex()
+        harness = AcceptorHarness(self, _HeldThreadPool(immediate=True), window=window, index=index)
+        dataset = makeDataset()
+        harness.storeWhole(dataset)
+        [response] = harness.responses()
+        self.assertEqual(response.status, _status.SUCCESS)
+        [(received, madeWhenAdded)] = index.added
+        self.assertFalse(madeWhenAdded)
+        return received, dataset
+
+    def test_madeOnceAnswered(self):
+        """
+        Without a window, the attributes are made by the time the SCP is done with the object, from the scan, and the scan let go.
+        """
+        received, dataset = self.stored(None)
+        self.assertIsNone(received.scan)
+        self.assertEqual(received._attributes.SOPInstanceUID, dataset.SOPInstanceUID)
+
+    def test_leftWithAWindow(self):
+        """
+        A peer with a window keeps the SCP busy: the attributes are left for the index writer to make.
+        """
+        received, dataset = self.stored(8)
+        self.assertIsNotNone(received.scan)
+        self.assertEqual(received.attributes.SOPInstanceUID, dataset.SOPInstanceUID)
 
 
 class SlowDiskTests(SynchronousTestCase):

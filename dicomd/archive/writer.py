@@ -73,10 +73,13 @@ class IndexWriter:
     @ivar area: the L{IndexedArea} written to.
     @ivar returnsAtOnce: L{add} does not wait for the database, so the
         storage area may finish a small object on the reactor thread.
+    @ivar readsAttributes: it reads the attributes of every object it
+        records (L{ReceivedInstance.attributes}).
     """
 
     log = Logger()
     returnsAtOnce = True
+    readsAttributes = True
 
     def __init__(
         self,

@@ -81,25 +81,35 @@ class _MadeWhenAsked:
     at them.
     """
 
-    _making = threading.Lock()
-
     def __get__(self, received, owner=None):
         if received is None:
             # The field's default, as dataclasses ask for it.
             return None
         attributes = received._attributes
         if attributes is None:
-            with self._making:
-                attributes = received._attributes
-                if attributes is None:
-                    scan = received.scan
-                    attributes = scan.dataset() if scan is not None else newDataset()
-                    received._attributes = attributes
-                    received.scan = None
+            attributes = _makeAttributes(received)
         return attributes
 
     def __set__(self, received, attributes: Optional[Dataset]) -> None:
         received._attributes = attributes
+
+
+_making = threading.Lock()
+
+
+def _makeAttributes(received) -> Dataset:
+    """
+    Make a L{ReceivedInstance}'s attributes from its scan (or none), once,
+    whichever thread asks first.
+    """
+    with _making:
+        attributes = received._attributes
+        if attributes is None:
+            scan = received.scan
+            attributes = scan.dataset() if scan is not None else newDataset()
+            received._attributes = attributes
+            received.scan = None
+    return attributes
 
 
 @dataclass
@@ -130,6 +140,13 @@ class ReceivedInstance:
     association: object = field(default=None, compare=False, repr=False)
     scan: Optional[HeadScan] = field(default=None, compare=False, repr=False)
 
+    def makeAttributes(self) -> None:
+        """
+        Make L{attributes} from the scan now, if they are still to make.
+        """
+        if self._attributes is None:
+            _makeAttributes(self)
+
     @property
     def studyInstanceUID(self) -> str:
         """
@@ -159,7 +176,8 @@ class StorageArea:
         the reactor thread, and whose C{recover()} indexes, at start-up, the
         files a crash left under final names without a record.  C{None}
         for no index.  One whose C{returnsAtOnce} is true records later
-        and never waits (L{dicomd.archive.writer.IndexWriter}).
+        and never waits (L{dicomd.archive.writer.IndexWriter}); one whose
+        C{readsAttributes} is true reads the attributes of every object.
     @ivar sync: C{fsync} files and directories before answering.
     @ivar recode: C{recode(path)} rewrites a complete temporary file in
         place before it is moved (the re-encoding output options), or
@@ -368,13 +386,20 @@ class StorageSCP:
             self._spares = SpareFiles(self.area.directory, self.threadpool, mode=self.area.fileMode)
         return self._spares.take()
 
-    def answered(self, fileSize: int) -> None:
+    def answered(self, received: ReceivedInstance, fileSize: int) -> None:
         """
-        A file of C{fileSize} bytes was stored and its object answered:
-        have the next spare ready for one alike (L{SpareFiles.reserve}).
+        An object was stored in a file of C{fileSize} bytes and answered,
+        and its sender waits for its next request's turn: do now what
+        would otherwise be done while the next object is on its way to its
+        response.  Have the next spare ready for one alike
+        (L{SpareFiles.reserve}), and make the attributes an index that
+        reads them will read: its writer's thread would make them holding
+        the interpreter lock this thread needs for the next object.
         """
         if self._spares is not None:
             self._spares.reserve(fileSize)
+        if self.area.index is not None and getattr(self.area.index, "readsAttributes", False):
+            received.makeAttributes()
 
     def messageReceived(self, association, context, message):
         refusal = None
@@ -617,7 +642,7 @@ class IncomingInstance:
         if self._spool is not None and self._association.peerOperationsWindow == 1:
             # The peer now waits for its next request's turn; one that
             # has a window is sending it already, and keeps us busy.
-            scp.answered(self._dataSetOffset + self.received.size)
+            scp.answered(self.received, self._dataSetOffset + self.received.size)
 
     def _unstore(self) -> None:
         """
