@@ -13,7 +13,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from dicomd.archive.area import IndexedArea
 from dicomd.archive.dcmqrcfg import Quota
 from dicomd.archive.index import SQLiteArchiveIndex, areaKey
+from dicomd.archive.matching import Level
 from dicomd.archive.queue import Forwarding, ForwardQueue
+from dicomd.archive.sql import HeaderKeys
 from dicomd.archive.writer import IndexWriter
 from dicomd.dimse.status import OUT_OF_RESOURCES
 from dicomd.storage.scp import ReceivedInstance, StoreRefused
@@ -221,6 +223,39 @@ class IndexWriterTests(SynchronousTestCase):
         self.jobs.run()
         self.assertEqual(told, ["database or disk is full", None])
         self.assertEqual(sorted(self.rows().values()), ["CT.1", "CT.21", "CT.22", "CT.23"])
+
+    def test_prepared(self):
+        """
+        prepare reads on the calling thread what an object's rows will hold; the rows written from it are those written from its attributes.
+        """
+        writer = self.writer()
+        prepared = self.received(1)
+        writer.prepare(prepared)
+        self.assertIsInstance(prepared.prepared, HeaderKeys)
+        self.assertEqual(prepared.prepared.uids[Level.IMAGE], str(prepared.sopInstanceUID))
+        writer.add(prepared)
+        self.jobs.run()
+        fromPrepared = self.tableContents()
+        writer.remove(prepared)
+        writer.add(self.received(1))
+        self.jobs.run()
+        self.assertEqual(self.tableContents(), fromPrepared)
+        self.assertEqual(list(self.rows().values()), ["CT.1"])
+
+    def tableContents(self) -> dict:
+        """
+        Every row of the patient, study, series and instance tables, but
+        for their ids.
+        """
+        with sqlite3.connect(os.path.join(self.directory, "index.sqlite")) as db:
+            db.row_factory = sqlite3.Row
+            contents = {}
+            for table in ("patient", "study", "series", "instance"):
+                rows = db.execute(f"SELECT * FROM {table}").fetchall()
+                contents[table] = sorted(
+                    tuple((key, row[key]) for key in row.keys() if key not in ("id", "patient", "study", "series")) for row in rows
+                )
+        return contents
 
     def test_takeChecksNothing(self):
         """

@@ -570,59 +570,58 @@ class SpareReservationTests(SynchronousTestCase):
         self.assertEqual(reserved, [])
 
 
-class _AttributeReadingIndex:
+class _PreparingIndex:
     """
-    An index that records later and reads every object's attributes, as
-    L{dicomd.archive.writer.IndexWriter} does, and remembers each object
-    it was given, with whether its attributes were made then.
+    An index that records later and reads ahead what it will record
+    (C{prepare}), as L{dicomd.archive.writer.IndexWriter} does, and
+    remembers what it was asked, and whether a response was sent by then.
     """
 
     returnsAtOnce = True
-    readsAttributes = True
 
-    def __init__(self):
-        self.added = []
+    def __init__(self, transport):
+        self.transport = transport
+        self.calls = []
 
     def add(self, received):
-        self.added.append((received, received.scan is None))
+        self.calls.append(("add", received, bool(self.transport.value())))
+
+    def prepare(self, received):
+        self.calls.append(("prepare", received, bool(self.transport.value())))
 
     def recover(self):
         pass
 
 
-class AttributesAfterTheResponseTests(SynchronousTestCase):
+class PreparedAfterTheResponseTests(SynchronousTestCase):
     """
-    For an index that reads the attributes of every object, the storage
-    SCP makes them once it has answered, where the peer waits for each
-    response, rather than leave them to the index writer's thread.
+    An index that reads ahead what it will record of an object is asked
+    to once the object is answered, where the peer waits for each
+    response, rather than leave that to the index writer's thread.
     """
 
-    def stored(self, window):
-        index = _AttributeReadingIndex()
-        harness = AcceptorHarness(self, _HeldThreadPool(immediate=True), window=window, index=index)
+    def calls(self, window) -> list:
+        harness = AcceptorHarness(self, _HeldThreadPool(immediate=True), window=window)
+        index = harness.scp.area.index = _PreparingIndex(harness.transport)
         dataset = makeDataset()
         harness.storeWhole(dataset)
         [response] = harness.responses()
         self.assertEqual(response.status, _status.SUCCESS)
-        [(received, madeWhenAdded)] = index.added
-        self.assertFalse(madeWhenAdded)
-        return received, dataset
+        return [(name, str(received.sopInstanceUID), answered) for name, received, answered in index.calls], str(dataset.SOPInstanceUID)
 
-    def test_madeOnceAnswered(self):
+    def test_preparedOnceAnswered(self):
         """
-        Without a window, the attributes are made by the time the SCP is done with the object, from the scan, and the scan let go.
+        Without a window, the object is added before the response and prepared after it.
         """
-        received, dataset = self.stored(None)
-        self.assertIsNone(received.scan)
-        self.assertEqual(received._attributes.SOPInstanceUID, dataset.SOPInstanceUID)
+        calls, uid = self.calls(None)
+        self.assertEqual(calls, [("add", uid, False), ("prepare", uid, True)])
 
     def test_leftWithAWindow(self):
         """
-        A peer with a window keeps the SCP busy: the attributes are left for the index writer to make.
+        A peer with a window keeps the SCP busy: what the index records is left for its writer to read.
         """
-        received, dataset = self.stored(8)
-        self.assertIsNotNone(received.scan)
-        self.assertEqual(received.attributes.SOPInstanceUID, dataset.SOPInstanceUID)
+        calls, uid = self.calls(8)
+        self.assertEqual(calls, [("add", uid, False)])
 
 
 class SlowDiskTests(SynchronousTestCase):

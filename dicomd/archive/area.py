@@ -205,7 +205,11 @@ class IndexedArea:
         """
         router = self.router
         items = [
-            (each.attributes, self._storedFile(each), router.forwardingsFor(each) if router is not None else ())
+            (
+                each.attributes if each.prepared is None else each.prepared,
+                self._storedFile(each),
+                router.forwardingsFor(each) if router is not None else (),
+            )
             for each in received
         ]
         with self._quotaTurn():

@@ -48,10 +48,8 @@ from zope.interface import Interface, implementer
 from dicomd.archive import queue, sql
 from dicomd.archive.matching import (
     Level,
-    attributeText,
     checkFindIdentifier,
     checkRetrieveIdentifier,
-    elementText,
     parseIdentifier,
     uniqueKey,
 )
@@ -209,7 +207,8 @@ class IArchiveIndex(Interface):
 
         @param items: an iterable of (header, L{StoredFile}) pairs, or of
             (header, L{StoredFile}, forwardings) triples that also queue
-            each instance, as L{addInstance} does.
+            each instance, as L{addInstance} does; a header may be given
+            read already, as L{dicomd.archive.sql.HeaderKeys}.
         @return: the list of replaced paths, as L{addInstance} returns them.
         """
 
@@ -569,32 +568,33 @@ class SQLArchiveIndex:
         @param batch: see L{_add}.
         @return: the path of the file it replaced, or C{None}.
         """
-        instance, replaced = self._add(db, area, header, stored, batch)
+        keys = sql.HeaderKeys.of(header)
+        instance, replaced = self._add(db, area, keys, stored, batch)
         if forwardings:
-            study = attributeText(header, uniqueKey(Level.STUDY))
-            queue.enqueue(db, instance, study, forwardings, stored.received)
+            queue.enqueue(db, instance, keys.uids[Level.STUDY], forwardings, stored.received)
         return replaced
 
-    def _add(self, db, area, header, stored, batch):
+    def _add(self, db, area, keys, stored, batch):
         """
         Index an instance in the caller's transaction.
 
+        @param keys: what its header gives the index, L{sql.HeaderKeys}.
         @param batch: the L{_Batch} of the transaction.
         @return: the C{id} of its row, and the path of the file it
             replaced or C{None}.
         """
-        sopInstanceUID = attributeText(header, uniqueKey(Level.IMAGE))
+        sopInstanceUID = keys.uids[Level.IMAGE]
         if not sopInstanceUID:
             raise ValueError("an instance without SOP Instance UID")
-        patient, _ = self._upsert(db, area, Level.PATIENT, header, None, batch)
-        study, oldPatient = self._upsert(db, area, Level.STUDY, header, patient, batch)
+        patient, _ = self._upsert(db, area, Level.PATIENT, keys, None, batch)
+        study, oldPatient = self._upsert(db, area, Level.STUDY, keys, patient, batch)
         batch.received(study, stored.received)
-        series, oldStudy = self._upsert(db, area, Level.SERIES, header, study, batch)
-        columns = [(name, value) for name, value, _ in sql.columns(Level.IMAGE, header)]
+        series, oldStudy = self._upsert(db, area, Level.SERIES, keys, study, batch)
+        columns = list(keys.imageColumns)
         columns += [
             ("series", series),
             ("area", area),
-            ("SpecificCharacterSet", elementText(header.get(0x00080005))),
+            ("SpecificCharacterSet", keys.characterSet),
             ("TransferSyntaxUID", stored.transferSyntaxUID),
             ("path", stored.path),
             ("size", stored.size),
@@ -651,22 +651,23 @@ class SQLArchiveIndex:
         ).fetchone()
         return None if row is None else row[0]
 
-    def _upsert(self, db, area, level, header, parent, batch):
+    def _upsert(self, db, area, level, keys, parent, batch):
         """
         Insert or update the row of a patient, study or series, unless this
         transaction wrote it already with the same values and parent.
 
+        @param keys: the instance's L{sql.HeaderKeys}.
         @param parent: the id of the parent row, or C{None} for a patient.
         @param batch: the L{_Batch} of the transaction.
         @return: the row's id, and the id of its former parent if it had
             another one (else C{None}).
         """
-        uid = attributeText(header, uniqueKey(level))
-        state = (sql.sourceValues(level, header), parent)
+        uid = keys.uids[level]
+        state = (keys.sources[level], parent)
         known = batch.rows.get((level, uid))
         if known is not None and known[1] == state:
             return known[0], None
-        identifier, former = self._write(db, area, level, uid, sql.columns(level, header), parent)
+        identifier, former = self._write(db, area, level, uid, sql.columns(level, keys.header), parent)
         batch.rows[(level, uid)] = (identifier, state)
         return identifier, former
 

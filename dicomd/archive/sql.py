@@ -16,8 +16,10 @@ from dicomd.archive.matching import (
     Unmatchable,
     Wildcard,
     attributeText,
+    elementText,
     keysOfLevel,
     sortableValue,
+    uniqueKey,
 )
 from dicomd.dataset import storedElements
 
@@ -63,6 +65,47 @@ def sourceValues(level, header):
 #: The elements L{sourceValues} reads for each level: its keys' and the
 #: character set.
 _SOURCE_TAGS = {level: tuple(key.tag for key in keysOfLevel(level)) + (_SPECIFIC_CHARACTER_SET,) for level in Level}
+
+#: The levels above an instance's.
+_PARENT_LEVELS = (Level.PATIENT, Level.STUDY, Level.SERIES)
+
+
+class HeaderKeys:
+    """
+    What an instance's header gives the index, read at once: each level's
+    unique key, the source values of its patient, study and series
+    (L{sourceValues}), its own key columns and its character set.
+
+    The storage SCP has them read once it has answered the object, while
+    its sender waits (L{dicomd.archive.writer.IndexWriter.prepare}): the
+    index writer's thread then only writes them, instead of reading them
+    while it holds the interpreter lock that the reactor needs for the
+    next object.  The columns of a patient, study or series are read when
+    its row is written, once per batch (L{columns}).
+
+    @ivar header: the header, a pydicom L{Dataset}.
+    @ivar uids: each level's unique key, by level.
+    @ivar sources: the L{sourceValues} of the patient, study and series,
+        by level.
+    @ivar imageColumns: the instance's key columns, C{(column, value)}.
+    @ivar characterSet: the text of its Specific Character Set.
+    """
+
+    __slots__ = ("header", "uids", "sources", "imageColumns", "characterSet")
+
+    def __init__(self, header):
+        self.header = header
+        self.uids = {level: attributeText(header, uniqueKey(level)) for level in Level}
+        self.sources = {level: sourceValues(level, header) for level in _PARENT_LEVELS}
+        self.imageColumns = [(name, value) for name, value, _ in columns(Level.IMAGE, header)]
+        self.characterSet = elementText(header.get(_SPECIFIC_CHARACTER_SET))
+
+    @classmethod
+    def of(cls, header) -> "HeaderKeys":
+        """
+        The keys of C{header}: itself when it is read already.
+        """
+        return header if type(header) is cls else cls(header)
 
 
 def fromClause(level):

@@ -50,6 +50,7 @@ from twisted.logger import Logger
 
 from dicomd.archive.area import IndexedArea
 from dicomd.archive.index import DATABASE_ERRORS
+from dicomd.archive.sql import HeaderKeys
 from dicomd.dimse.status import OUT_OF_RESOURCES
 from dicomd.storage.scp import ReceivedInstance, StoreRefused
 
@@ -73,13 +74,10 @@ class IndexWriter:
     @ivar area: the L{IndexedArea} written to.
     @ivar returnsAtOnce: L{add} does not wait for the database, so the
         storage area may finish a small object on the reactor thread.
-    @ivar readsAttributes: it reads the attributes of every object it
-        records (L{ReceivedInstance.attributes}).
     """
 
     log = Logger()
     returnsAtOnce = True
-    readsAttributes = True
 
     def __init__(
         self,
@@ -135,6 +133,14 @@ class IndexWriter:
         self.area.checkSize(received)
         self._submit((_ADD, received))
         return None
+
+    def prepare(self, received: ReceivedInstance) -> None:
+        """
+        On the reactor thread, once an object is answered: read what its
+        row will hold (L{HeaderKeys}), so that the writing thread only
+        writes it.
+        """
+        received.prepared = HeaderKeys(received.attributes)
 
     def take(self, received: ReceivedInstance) -> None:
         """

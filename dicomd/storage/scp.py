@@ -125,6 +125,8 @@ class ReceivedInstance:
         not yet made into C{attributes}, or C{None}.
     @ivar association: the association it arrived on, or C{None}; the
         end-of-study tracker tells senders apart by it.
+    @ivar prepared: what its index read of it ahead, once it was
+        answered (the index's C{prepare}), or C{None}.
     """
 
     sopClassUID: str
@@ -139,13 +141,7 @@ class ReceivedInstance:
     path: Optional[str] = None
     association: object = field(default=None, compare=False, repr=False)
     scan: Optional[HeadScan] = field(default=None, compare=False, repr=False)
-
-    def makeAttributes(self) -> None:
-        """
-        Make L{attributes} from the scan now, if they are still to make.
-        """
-        if self._attributes is None:
-            _makeAttributes(self)
+    prepared: object = field(default=None, compare=False, repr=False)
 
     @property
     def studyInstanceUID(self) -> str:
@@ -176,8 +172,10 @@ class StorageArea:
         the reactor thread, and whose C{recover()} indexes, at start-up, the
         files a crash left under final names without a record.  C{None}
         for no index.  One whose C{returnsAtOnce} is true records later
-        and never waits (L{dicomd.archive.writer.IndexWriter}); one whose
-        C{readsAttributes} is true reads the attributes of every object.
+        and never waits (L{dicomd.archive.writer.IndexWriter}); one with a
+        C{prepare(received)} reads there, on the reactor thread, what it
+        will record of an object once the object is answered and its
+        sender waits.
     @ivar sync: C{fsync} files and directories before answering.
     @ivar recode: C{recode(path)} rewrites a complete temporary file in
         place before it is moved (the re-encoding output options), or
@@ -392,14 +390,15 @@ class StorageSCP:
         and its sender waits for its next request's turn: do now what
         would otherwise be done while the next object is on its way to its
         response.  Have the next spare ready for one alike
-        (L{SpareFiles.reserve}), and make the attributes an index that
-        reads them will read: its writer's thread would make them holding
+        (L{SpareFiles.reserve}), and have the index read what it will
+        record of the object: its writer's thread would read it holding
         the interpreter lock this thread needs for the next object.
         """
         if self._spares is not None:
             self._spares.reserve(fileSize)
-        if self.area.index is not None and getattr(self.area.index, "readsAttributes", False):
-            received.makeAttributes()
+        prepare = getattr(self.area.index, "prepare", None)
+        if prepare is not None:
+            prepare(received)
 
     def messageReceived(self, association, context, message):
         refusal = None
