@@ -16,6 +16,7 @@ from dicomd.archive.index import SQLiteArchiveIndex, areaKey
 from dicomd.archive.matching import Level
 from dicomd.archive.queue import Forwarding, ForwardQueue
 from dicomd.archive.sql import HeaderKeys
+from dicomd.archive import writer as writer_module
 from dicomd.archive.writer import IndexWriter
 from dicomd.dimse.status import OUT_OF_RESOURCES
 from dicomd.storage.scp import ReceivedInstance, StoreRefused
@@ -241,6 +242,20 @@ class IndexWriterTests(SynchronousTestCase):
         self.jobs.run()
         self.assertEqual(self.tableContents(), fromPrepared)
         self.assertEqual(list(self.rows().values()), ["CT.1"])
+
+    def test_preparingLeavesFaultsToTheWriter(self):
+        """
+        An object whose keys cannot be read is left unprepared on the reactor thread: the writing thread meets the fault, logs it with the file and leaves the object out.
+        """
+        writer = self.writer()
+        faulty = self.received(1)
+
+        def unreadable(header):
+            raise OverflowError("cannot convert float infinity to integer")
+
+        self.patch(writer_module, "HeaderKeys", unreadable)
+        writer.prepare(faulty)
+        self.assertIsNone(faulty.prepared)
 
     def tableContents(self) -> dict:
         """

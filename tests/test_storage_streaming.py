@@ -1523,6 +1523,23 @@ class SpoolFileTests(SynchronousTestCase):
         with open(final, "rb") as f:
             return f.read()
 
+    def test_spareLeftOutWhenItCannotBeAllocated(self):
+        """
+        A spare whose pages cannot be allocated (a full file system) leaves the pool, so that no spare of unknown size is handed out.
+        """
+        spares = self.reservingSpares()
+        count = len(spares._spares)
+
+        def full(fd, offset, length):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        self.patch(_spool.os, "posix_fallocate", full)
+        spares.reserve(mmap.PAGESIZE)
+        self.assertEqual(len(spares._spares), count - 1)
+        fd, reserved = spares.take()
+        self.assertEqual((reserved, os.fstat(fd).st_size), (0, 0))
+        os.close(fd)
+
     def test_smallerFileCutBack(self):
         """
         A file written into a spare allocated for a larger one is cut back to what was written: its bytes and nothing after them.

@@ -140,7 +140,12 @@ class IndexWriter:
         row will hold (L{HeaderKeys}), so that the writing thread only
         writes it.
         """
-        received.prepared = HeaderKeys(received.attributes)
+        try:
+            received.prepared = HeaderKeys(received.attributes)
+        except Exception:
+            # The writing thread reads it again, and leaves out, with a
+            # log line naming its file, what it cannot record.
+            received.prepared = None
 
     def take(self, received: ReceivedInstance) -> None:
         """

@@ -284,9 +284,10 @@ class SpareFiles:
                 try:
                     os.posix_fallocate(spare, 0, size)
                 except OSError:
-                    # A full file system: the write will say so.  The spare
-                    # stays as empty as it was.
-                    os.ftruncate(spare, 0)
+                    # A full file system, which the next write will report.
+                    # The spare may have grown: it is left out.
+                    self._spares.remove(spare)
+                    os.close(spare)
                     return
                 self._reserved[spare] = size
                 return
