@@ -589,9 +589,6 @@ class _PreparingIndex:
     def prepare(self, received):
         self.calls.append(("prepare", received, bool(self.transport.value())))
 
-    def recover(self):
-        pass
-
 
 class PreparedAfterTheResponseTests(SynchronousTestCase):
     """
