@@ -597,8 +597,13 @@ class PreparedAfterTheResponseTests(SynchronousTestCase):
     response, rather than leave that to the index writer's thread.
     """
 
-    def calls(self, window) -> list:
+    def calls(self, window, others=0) -> list:
+        """
+        @param others: how many more associations are open on the
+            acceptor meanwhile.
+        """
         harness = AcceptorHarness(self, _HeldThreadPool(immediate=True), window=window)
+        harness.factory.associations.update(object() for _ in range(others))
         index = harness.scp.area.index = _PreparingIndex(harness.transport)
         dataset = makeDataset()
         harness.storeWhole(dataset)
@@ -618,6 +623,13 @@ class PreparedAfterTheResponseTests(SynchronousTestCase):
         A peer with a window keeps the SCP busy: what the index records is left for its writer to read.
         """
         calls, uid = self.calls(8)
+        self.assertEqual(calls, [("add", uid, False)])
+
+    def test_leftWithOtherAssociations(self):
+        """
+        Other associations open beside this one keep the reactor busy: what the index records is left for its writer to read, which runs beside the reactor's system calls.
+        """
+        calls, uid = self.calls(None, others=1)
         self.assertEqual(calls, [("add", uid, False)])
 
 

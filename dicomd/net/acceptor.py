@@ -252,6 +252,7 @@ class AcceptorProtocol(AssociationProtocol):
                 request.userInformation.asynchronousOperationsWindow,
                 answer.userInformation.asynchronousOperationsWindow,
             ),
+            openAlongside=factory.associations,
         )
         factory.associations.add(self)
         self.entityTitle = entity.title

@@ -73,6 +73,9 @@ class Association:
     @ivar peerOperationsWindow: how many requests the peer may have
         outstanding at once: 1, unless this side, the acceptor, granted it
         a window.
+    @ivar openAlongside: for an acceptor's association, the set of the
+        associations open on the same acceptor factory, this one included
+        (their protocols); C{None} for a requestor's.
     @ivar debugging: whether each DIMSE message is logged
         (L{dicomd.net.debug.enabled} when the association was established).
     """
@@ -93,6 +96,7 @@ class Association:
         peerAddress=None,
         operationsWindow: Optional[int] = 1,
         peerOperationsWindow: Optional[int] = 1,
+        openAlongside=None,
     ):
         if reactor is None:
             from twisted.internet import reactor
@@ -107,6 +111,7 @@ class Association:
         self.dimseTimeout = dimseTimeout
         self.operationsWindow = operationsWindow
         self.peerOperationsWindow = peerOperationsWindow
+        self.openAlongside = openAlongside
         self.debugging = debug.enabled()
         self.counters: Dict[str, Dict[str, int]] = {}
         self._reactor = reactor
@@ -408,6 +413,17 @@ class Association:
         self._pauses -= 1
         if self._pauses == 0:
             self.protocol.resumeReading()
+
+    @property
+    def waitsAlone(self) -> bool:
+        """
+        Whether, between the peer's requests, nothing else asks for this
+        process's time: the peer waits for each response (no window) and
+        no other association is open beside this one.  Work done then,
+        after a response, is off everyone's way.
+        """
+        alongside = self.openAlongside
+        return self.peerOperationsWindow == 1 and (alongside is None or len(alongside) <= 1)
 
     @property
     def isBusy(self) -> bool:

@@ -638,9 +638,13 @@ class IncomingInstance:
             self._unstore()
             return
         self._respond(_status.SUCCESS)
-        if self._spool is not None and self._association.peerOperationsWindow == 1:
-            # The peer now waits for its next request's turn; one that
-            # has a window is sending it already, and keeps us busy.
+        if self._spool is not None and self._association.waitsAlone:
+            # The peer now waits for its next request's turn, and nothing
+            # else needs this thread meanwhile.  A peer with a window is
+            # sending its next request already, and other associations
+            # keep the reactor busy: what answered() does then would only
+            # take the place of work in the index writer's thread, which
+            # runs beside the reactor's system calls.
             scp.answered(self.received, self._dataSetOffset + self.received.size)
 
     def _unstore(self) -> None:
