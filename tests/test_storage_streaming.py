@@ -1481,8 +1481,7 @@ class SpoolFileTests(SynchronousTestCase):
         spares = _spool.SpareFiles(self.directory, self.pool, size=4, inline=True, **keywords)
         self.addCleanup(spares.close)
         spares.refill()
-        if not spares.supported:
-            raise SkipTest("no O_TMPFILE spare on this system")
+        self.assertTrue(spares.supported, "no O_TMPFILE spare on this system")
         return spares
 
     def test_reserveAllocatesTheNextSpare(self):
