@@ -31,6 +31,7 @@ from dicomd.archive.index import (
     StoredFile,
     StoredInstance,
     StudySummary,
+    _ROWS_PER_INSERT,
     areaKey,
 )
 from dicomd.archive.reindexing import reindex
@@ -1662,6 +1663,60 @@ class UpdateTests(ArchiveMixin, SynchronousTestCase):
             self.matches(STUDY_ROOT, "IMAGE", "SOPInstanceUID", StudyInstanceUID="2.1", SeriesInstanceUID="2.1.1"),
             ["2.1.1.2"],
         )
+
+    def test_batchInstancesSwapSeries(self):
+        """
+        When two instances received again in one batch swap series, the
+        first leaves its former series empty, which is pruned; the second,
+        which moves into it, makes it again.
+        """
+        self.index.addInstances(
+            AREA,
+            [
+                (header("3.1.1", 9, SOPInstanceUID="2.1.1.1"), stored("2.1.1.1", 2000.0)),
+                (header("2.1.1", 9, SOPInstanceUID="3.1.1.1"), stored("3.1.1.1", 2001.0)),
+            ],
+        )
+        self.assertEqual(
+            self.matches(STUDY_ROOT, "IMAGE", "SOPInstanceUID", StudyInstanceUID="3.1", SeriesInstanceUID="3.1.1"),
+            ["2.1.1.1"],
+        )
+        self.assertEqual(
+            self.matches(STUDY_ROOT, "IMAGE", "SOPInstanceUID", StudyInstanceUID="2.1", SeriesInstanceUID="2.1.1"),
+            ["3.1.1.1"],
+        )
+
+    def test_batchNewAndKnownInstances(self):
+        """
+        A batch of new instances, one already indexed and one twice: the
+        new ones get rows, the known one and the second of the pair
+        replace theirs, and the files they replaced are returned in order.
+        """
+        replaced = self.index.addInstances(
+            AREA,
+            [
+                (header("4.1.1", 2), stored("4.1.1.2", 2000.0, path="first.dcm")),
+                (header("1.1.1", 1), stored("1.1.1.1", 2001.0, path="again.dcm")),
+                (header("4.1.1", 3), stored("4.1.1.3", 2002.0)),
+                (header("4.1.1", 2), stored("4.1.1.2", 2003.0, path="second.dcm")),
+            ],
+        )
+        self.assertEqual(replaced, ["1.1.1.1.dcm", "first.dcm"])
+        self.assertEqual(self.counts(), [6, 7, 8, 12])
+        paths = self.index.storedPaths(AREA)
+        self.assertEqual(paths["4.1.1.2"], "second.dcm")
+        self.assertEqual(paths["1.1.1.1"], "again.dcm")
+
+    def test_batchLargerThanOneStatement(self):
+        """
+        A batch of more new instances than one statement inserts
+        (C{_ROWS_PER_INSERT}) indexes them all.
+        """
+        count = _ROWS_PER_INSERT + 3
+        self.index.addInstances(
+            AREA, [(header("4.1.1", n), stored(f"4.1.1.{n}", 2000.0 + n)) for n in range(2, 2 + count)]
+        )
+        self.assertEqual(self.counts(), [6, 7, 8, 10 + count])
 
     def test_removeInstance(self):
         """

@@ -42,6 +42,7 @@ import os
 import sqlite3
 import threading
 from dataclasses import dataclass
+from typing import List, NamedTuple, Sequence, Tuple
 
 from zope.interface import Interface, implementer
 
@@ -452,6 +453,26 @@ SCHEMA_VERSION = 1
 _UNQUEUED = " AND NOT EXISTS (SELECT 1 FROM forward WHERE forward.instance = instance.id)"
 
 
+#: The most instances one C{INSERT} statement writes (a power of two):
+#: each has about 20 columns, and SQLite allows 32,766 parameters in a
+#: statement, PostgreSQL 65,535.
+_ROWS_PER_INSERT = 512
+
+
+class _InstanceRow(NamedTuple):
+    """
+    An instance of a batch being indexed: its SOP Instance UID, its
+    L{sql.HeaderKeys}, its L{StoredFile}, the forwardings it is queued
+    for, and its row's C{(column, value)} pairs.
+    """
+
+    uid: str
+    keys: sql.HeaderKeys
+    stored: StoredFile
+    forwardings: Sequence
+    columns: List[Tuple[str, object]]
+
+
 class _Batch:
     """
     What one transaction adding instances wrote, so that the patient,
@@ -549,47 +570,53 @@ class SQLArchiveIndex:
     def _addBatch(self, area, items):
         """
         Index instances, with their forwarding queue entries, in one
-        transaction.
+        transaction: the rows of their patients, studies and series, then
+        the new instances' rows in one statement (L{_insertInstances}),
+        then the rows of those received again, which replace theirs.
 
         @return: the path of the file each replaced, or C{None}.
         """
         with self.transaction() as db:
             batch = _Batch()
-            replaced = [self._addQueued(db, area, *item, batch=batch) for item in items]
+            rows = [self._instanceRow(db, area, *item, batch=batch) for item in items]
+            inserted = self._insertInstances(db, rows)
+            replaced, pruned = [], False
+            for row in rows:
+                instance = inserted.pop(row.uid, None)
+                old = None
+                if instance is None:
+                    if pruned:
+                        # The series this one moves into may be gone.
+                        batch.rows.clear()
+                        row = self._instanceRow(db, area, row.keys, row.stored, row.forwardings, batch=batch)
+                    instance, old, emptied = self._replace(db, area, row)
+                    pruned = pruned or emptied
+                if row.forwardings:
+                    queue.enqueue(db, instance, row.keys.uids[Level.STUDY], row.forwardings, row.stored.received)
+                replaced.append(old)
             for study, received in batch.newest.items():
                 self._touchStudy(db, study, received)
         return replaced
 
-    def _addQueued(self, db, area, header, stored, forwardings=(), *, batch):
+    def _instanceRow(self, db, area, header, stored, forwardings=(), *, batch):
         """
-        Index an instance and queue it for C{forwardings}, in the caller's
-        transaction.
+        Write the rows of an instance's patient, study and series, in the
+        caller's transaction, and make its own row's columns.
 
-        @param batch: see L{_add}.
-        @return: the path of the file it replaced, or C{None}.
+        @param batch: the L{_Batch} of the transaction.
+        @rtype: L{_InstanceRow}
         """
         keys = sql.HeaderKeys.of(header)
-        instance, replaced = self._add(db, area, keys, stored, batch)
-        if forwardings:
-            queue.enqueue(db, instance, keys.uids[Level.STUDY], forwardings, stored.received)
-        return replaced
-
-    def _add(self, db, area, keys, stored, batch):
-        """
-        Index an instance in the caller's transaction.
-
-        @param keys: what its header gives the index, L{sql.HeaderKeys}.
-        @param batch: the L{_Batch} of the transaction.
-        @return: the C{id} of its row, and the path of the file it
-            replaced or C{None}.
-        """
-        sopInstanceUID = keys.uids[Level.IMAGE]
-        if not sopInstanceUID:
+        uid = keys.uids[Level.IMAGE]
+        if not uid:
             raise ValueError("an instance without SOP Instance UID")
         patient, _ = self._upsert(db, area, Level.PATIENT, keys, None, batch)
         study, oldPatient = self._upsert(db, area, Level.STUDY, keys, patient, batch)
         batch.received(study, stored.received)
         series, oldStudy = self._upsert(db, area, Level.SERIES, keys, study, batch)
+        if self._pruneStudy(db, oldStudy) | self._prunePatient(db, oldPatient):
+            # It may have deleted a row written for an instance before.
+            batch.rows.clear()
         columns = list(keys.imageColumns)
         columns += [
             ("series", series),
@@ -601,30 +628,61 @@ class SQLArchiveIndex:
             ("received", stored.received),
             ("callingAETitle", stored.callingAETitle),
         ]
-        # A new instance, the usual case, in one statement; one received
-        # again replaces its row.
-        old, instance = None, self._insert(db, "instance", columns, onConflict="(area, SOPInstanceUID)")
-        pruned = []
-        if instance is None:
-            old = db.execute(
-                "SELECT id, series, path FROM instance WHERE area = ? AND SOPInstanceUID = ?",
-                (area, sopInstanceUID),
-            ).fetchone()
-            instance = old["id"]
-            assignments = ", ".join(f"{name} = ?" for name, _ in columns)
-            db.execute(
-                f"UPDATE instance SET {assignments} WHERE id = ?",
-                [value for _, value in columns] + [old["id"]],
+        return _InstanceRow(uid, keys, stored, forwardings, columns)
+
+    def _insertInstances(self, db, rows):
+        """
+        Insert the rows of the instances that have none, in one statement:
+        one call into the database for the batch instead of one per
+        instance, each of which hands the interpreter lock to the reactor
+        and back.  An instance that has a row, or that comes twice in
+        C{rows}, is left to L{_replace}.
+
+        @return: the C{id} of each row inserted, by SOP Instance UID.
+        """
+        first, seen = [], set()
+        for row in rows:
+            if row.uid not in seen:
+                seen.add(row.uid)
+                first.append(row.columns)
+        names = ", ".join(name for name, _ in first[0])
+        marks = "(" + ", ".join("?" * len(first[0])) + ")"
+        inserted, start = {}, 0
+        while start < len(first):
+            # A power of two rows at a time, so that the database keeps
+            # few statements prepared (one per size) instead of one for
+            # every size of batch.
+            size = min(_ROWS_PER_INSERT, 1 << ((len(first) - start).bit_length() - 1))
+            chunk = first[start : start + size]
+            start += size
+            cursor = db.execute(
+                f"INSERT INTO instance ({names}) VALUES {', '.join([marks] * len(chunk))}"
+                " ON CONFLICT (area, SOPInstanceUID) DO NOTHING RETURNING id, SOPInstanceUID",
+                [value for columns in chunk for _, value in columns],
             )
-            pruned.append(self._pruneSeries(db, old["series"]))
-        pruned.append(self._pruneStudy(db, oldStudy))
-        pruned.append(self._prunePatient(db, oldPatient))
-        if any(pruned):
-            # It may have deleted a row written for an instance before.
-            batch.rows.clear()
-        if old is not None and old["path"] != stored.path:
-            return instance, old["path"]
-        return instance, None
+            inserted.update((uid, identifier) for identifier, uid in cursor.fetchall())
+        return inserted
+
+    def _replace(self, db, area, row):
+        """
+        Replace the row of an instance received again, in the caller's
+        transaction, and delete its former series if that is left empty.
+
+        @param row: its L{_InstanceRow}.
+        @return: the C{id} of its row, the path of the file it replaced or
+            C{None}, and whether its former series was deleted.
+        """
+        old = db.execute(
+            "SELECT id, series, path FROM instance WHERE area = ? AND SOPInstanceUID = ?",
+            (area, row.uid),
+        ).fetchone()
+        assignments = ", ".join(f"{name} = ?" for name, _ in row.columns)
+        db.execute(
+            f"UPDATE instance SET {assignments} WHERE id = ?",
+            [value for _, value in row.columns] + [old["id"]],
+        )
+        emptied = self._pruneSeries(db, old["series"])
+        return old["id"], (old["path"] if old["path"] != row.stored.path else None), emptied
 
     def _touchStudy(self, db, study, received):
         """
