@@ -10,7 +10,7 @@ no wait for the index while the sender waits for its response.  A crash
 in between leaves files without rows; the next start indexes them
 (L{IndexedArea.recover}) before it serves anyone, so C-FIND, C-MOVE and
 C-GET find every acknowledged instance.  The rows lag the responses by
-about fifty milliseconds: the writer lets the objects of that long gather
+about ten milliseconds: the writer lets the objects of that long gather
 in one transaction (L{WINDOW}).  A query of the area waits for the rows
 of what was acknowledged before it (L{IndexWriter.whenWritten}), so
 that it finds them, as dcmqrscp finds what it indexed before answering.
@@ -57,16 +57,10 @@ from dicomd.storage.scp import ReceivedInstance, StoreRefused
 #: The most rows one transaction writes.
 BATCH = 500
 
-#: Seconds the writer lets additions gather before it writes them.  A
+#: Seconds the writer lets additions gather before it writes them: a
 #: transaction costs about as much as the rows of a few objects, and
-#: objects arrive every millisecond or less from a fast sender; while the
-#: writer writes, it and the reactor hand the interpreter lock to each
-#: other at every statement and system call, so fewer, larger batches
-#: slow the reactor less.  Measured in the daemon receiving 132 KB
-#: objects from one storescu (eleventh session): 0.01 s made batches of
-#: about 25 objects and cost the writer 100-120 us of CPU per object,
-#: 0.05 s batches of about 100 and 80 us.
-WINDOW = 0.05
+#: objects arrive every millisecond or two from a fast sender.
+WINDOW = 0.01
 
 _ADD, _REMOVE, _MOVED, _CALL = "add", "remove", "moved", "call"
 
