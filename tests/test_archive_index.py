@@ -6,6 +6,7 @@ reindexing, on a small archive of patients named in ASCII, Latin-1 and
 UTF-8.
 """
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -193,6 +194,35 @@ def identifier(level, characterSet=None, **keys):
         for keyword, value in keys.items():
             setattr(dataset, keyword, value)
     return roundTrip(dataset)
+
+
+class _Recording:
+    """
+    A connection that records the statements it executes.
+    """
+
+    def __init__(self, db, statements):
+        self._db = db
+        self._statements = statements
+
+    def execute(self, statement, parameters=()):
+        self._statements.append(statement)
+        return self._db.execute(statement, parameters)
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+
+def _table(statement):
+    """
+    The table a statement of the index is about: the word after
+    C{INTO}, C{FROM} or C{UPDATE}.
+    """
+    words = statement.replace("(", " ").split()
+    for index, word in enumerate(words[:-1]):
+        if word in ("INTO", "FROM", "UPDATE"):
+            return words[index + 1]
+    return ""
 
 
 class SQLiteEngine:
@@ -1717,6 +1747,70 @@ class UpdateTests(ArchiveMixin, SynchronousTestCase):
             AREA, [(header("4.1.1", n), stored(f"4.1.1.{n}", 2000.0 + n)) for n in range(2, 2 + count)]
         )
         self.assertEqual(self.counts(), [6, 7, 8, 10 + count])
+
+    def statements(self):
+        """
+        Record the SQL each transaction of the index runs.
+
+        @return: the list the statements are appended to.
+        """
+        statements = []
+        transaction = self.index.transaction
+
+        @contextlib.contextmanager
+        def recording():
+            with transaction() as db:
+                yield _Recording(db, statements)
+
+        self.patch(self.index, "transaction", recording)
+        return statements
+
+    def test_rowsRememberedBetweenBatches(self):
+        """
+        Where the index remembers rows between batches (SQLite), a batch
+        whose instances' patient, study and series the batch before wrote
+        with the same values writes none of them again: only the
+        instances, and the study's receipt time.  Where it does not, it
+        reads each again.
+        """
+        self.index.addInstances(AREA, [(header("4.1.1", 2), stored("4.1.1.2", 2000.0))])
+        statements = self.statements()
+        self.index.addInstances(AREA, [(header("4.1.1", 3), stored("4.1.1.3", 2001.0))])
+        touched = sorted({statement.split()[0] + " " + _table(statement) for statement in statements})
+        if self.index.remembersRows:
+            self.assertEqual(touched, ["INSERT instance", "UPDATE study"])
+        else:
+            self.assertIn("SELECT series", touched)
+        self.assertEqual(self.counts(), [6, 7, 8, 12])
+
+    def test_rememberedRowDeletedElsewhere(self):
+        """
+        A series the index remembers, deleted by another connection (a
+        C{dicomd reindex}, say), is written again by the next batch of its
+        instances.
+        """
+        self.index.addInstances(AREA, [(header("4.1.1", 2), stored("4.1.1.2", 2000.0))])
+        with self.index.transaction() as db:
+            db.execute("DELETE FROM series WHERE SeriesInstanceUID = '4.1.1'")
+        self.index.addInstances(AREA, [(header("4.1.1", 3), stored("4.1.1.3", 2001.0))])
+        self.assertEqual(
+            self.matches(STUDY_ROOT, "IMAGE", "SOPInstanceUID", StudyInstanceUID="4.1", SeriesInstanceUID="4.1.1"),
+            ["4.1.1.3"],
+        )
+
+    def test_rememberedRowPrunedByRemoval(self):
+        """
+        A removal that empties a series, study and patient the index
+        remembers makes the next batch of the series write them again.
+        """
+        self.index.addInstances(AREA, [(header("6.1.1", 2), stored("6.1.1.2", 2000.0))])
+        self.index.removeInstance(AREA, "6.1.1.1")
+        self.index.removeInstance(AREA, "6.1.1.2")
+        self.index.addInstances(AREA, [(header("6.1.1", 3), stored("6.1.1.3", 2001.0))])
+        self.assertEqual(
+            self.matches(STUDY_ROOT, "IMAGE", "SOPInstanceUID", StudyInstanceUID="6.1", SeriesInstanceUID="6.1.1"),
+            ["6.1.1.3"],
+        )
 
     def test_removeInstance(self):
         """

@@ -480,19 +480,25 @@ class _Batch:
     times, are written once.
 
     @ivar rows: the row of each patient, study and series written, by
-        level and unique key: its C{id}, and the source values
-        (L{sql.sourceValues}) and parent it was written with.
+        area, level and unique key: its C{id}, and the source values
+        (L{sql.sourceValues}) and parent it was written with.  The index
+        may keep it from one batch to the next (L{SQLArchiveIndex.remembersRows}).
     @ivar newest: the newest receipt time of each study's instances, by
         the study's C{id}; written when the batch ends.
     """
 
-    def __init__(self):
-        self.rows = {}
+    def __init__(self, rows):
+        self.rows = rows
         self.newest = {}
 
     def received(self, study: int, at: float) -> None:
         if at > self.newest.get(study, at - 1.0):
             self.newest[study] = at
+
+
+#: The most patient, study and series rows an index remembers between
+#: batches (L{SQLArchiveIndex.remembersRows}); it forgets them all beyond.
+_ROWS_REMEMBERED = 10000
 
 
 class SQLArchiveIndex:
@@ -512,9 +518,20 @@ class SQLArchiveIndex:
 
     runName = "ended"
 
+    #: Whether the rows of patients, studies and series written by one
+    #: batch are remembered for the next (L{_Batch.rows}): a series
+    #: received over many batches, or the studies of many senders at
+    #: once, then cost no statement per batch while their values stay
+    #: the same.  Only where this process alone changes those rows; a
+    #: row deleted behind its back fails the batch on its foreign key,
+    #: which forgets them all (L{_addBatch}), and the writer writes the
+    #: batch again.
+    remembersRows = False
+
     def __init__(self):
         self._recovering = None
         self._recoveringLock = threading.Lock()
+        self._rows = {}
 
     def _createRunTable(self, db):
         # Outside the versioned schema, so that an index made before it
@@ -550,6 +567,7 @@ class SQLArchiveIndex:
             return True
 
     def adoptArea(self, former, area):
+        self._rows = {}
         with self.transaction() as db:
             if not db.execute("SELECT 1 FROM patient WHERE area = ? LIMIT 1", (former,)).fetchone():
                 return None
@@ -576,8 +594,25 @@ class SQLArchiveIndex:
 
         @return: the path of the file each replaced, or C{None}.
         """
+        if not self.remembersRows or len(self._rows) > _ROWS_REMEMBERED:
+            self._rows = {}
+        remembered = bool(self._rows)
+        try:
+            return self._addRows(area, items)
+        except sqlite3.IntegrityError:
+            # Another process deleted a row remembered: write them again.
+            self._rows = {}
+            if not remembered:
+                raise
+            return self._addRows(area, items)
+        except BaseException:
+            # Rows remembered may have been rolled back.
+            self._rows = {}
+            raise
+
+    def _addRows(self, area, items):
         with self.transaction() as db:
-            batch = _Batch()
+            batch = _Batch(self._rows)
             rows = [self._instanceRow(db, area, *item, batch=batch) for item in items]
             inserted = self._insertInstances(db, rows)
             replaced, pruned = [], False
@@ -712,7 +747,8 @@ class SQLArchiveIndex:
     def _upsert(self, db, area, level, keys, parent, batch):
         """
         Insert or update the row of a patient, study or series, unless this
-        transaction wrote it already with the same values and parent.
+        transaction (or one before it the index remembers, L{remembersRows})
+        wrote it already with the same values and parent.
 
         @param keys: the instance's L{sql.HeaderKeys}.
         @param parent: the id of the parent row, or C{None} for a patient.
@@ -722,11 +758,11 @@ class SQLArchiveIndex:
         """
         uid = keys.uids[level]
         state = (keys.sources[level], parent)
-        known = batch.rows.get((level, uid))
+        known = batch.rows.get((area, level, uid))
         if known is not None and known[1] == state:
             return known[0], None
         identifier, former = self._write(db, area, level, uid, sql.columns(level, keys.header), parent)
-        batch.rows[(level, uid)] = (identifier, state)
+        batch.rows[(area, level, uid)] = (identifier, state)
         return identifier, former
 
     def _write(self, db, area, level, uid, columns, parent):
@@ -807,6 +843,8 @@ class SQLArchiveIndex:
             return self._remove(db, area, sopInstanceUID)
 
     def _remove(self, db, area, sopInstanceUID, condition=""):
+        # It may delete a row the batches remember (its pruning).
+        self._rows = {}
         row = db.execute(
             "SELECT id, series, path FROM instance"
             f" WHERE area = ? AND SOPInstanceUID = ?{condition}",
@@ -832,6 +870,7 @@ class SQLArchiveIndex:
             return cursor.rowcount > 0
 
     def removeStudy(self, area, studyInstanceUID):
+        self._rows = {}
         with self.transaction() as db:
             study = db.execute(
                 "SELECT id, patient FROM study WHERE area = ? AND StudyInstanceUID = ?",
@@ -986,6 +1025,7 @@ class SQLiteArchiveIndex(SQLArchiveIndex):
     """
 
     dialect = sql.SQLITE
+    remembersRows = True
 
     def __init__(self, path, timeout=30.0, mode=FILE_MODE):
         """
