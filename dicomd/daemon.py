@@ -196,7 +196,10 @@ class StorageService(service.MultiService):
                 self.writer.watchFailure(lambda failure: reactor.callFromThread(workers.indexFailing, self.area, failure))
         self.receiver = buildReceiver(storage, index=self.writer, reactor=reactor)
         if forwarding is not None:
-            self.receiver.actions.studyObservers.append(lambda episode: self._studyEnded(forwarding, episode.studyInstanceUID))
+            # On an index several nodes share, the study's end may be this
+            # node's to bring for entries another node's routes hold.
+            holds = (lambda: True) if isURL(archive.database) else (lambda: router.holdsStudies)
+            self.receiver.actions.studyObservers.append(lambda episode: self._studyEnded(forwarding, holds, episode.studyInstanceUID))
         tracker = self.receiver.actions.tracker
         if archive is not None and isURL(archive.database) and tracker is not None:
             tracker.agreement = SharedStudyEnds(
@@ -206,11 +209,17 @@ class StorageService(service.MultiService):
             AreaService(self.receiver.area).setServiceParent(self)
         self.receiver.actions.setServiceParent(self)
 
-    def _studyEnded(self, forwarding, studyInstanceUID: str) -> None:
+    def _studyEnded(self, forwarding, holds: Callable[[], bool], studyInstanceUID: str) -> None:
         """
         Release the study's held queue entries once the index writer has
-        written those of its last instances.
+        written those of its last instances, where entries may be held
+        (C{holds()}): a route forwards whole studies, or did since the
+        daemon started (L{Router.holdsStudies}), or other nodes share the
+        index.  Elsewhere nothing is held, and the writer's batches go on
+        undivided (a transaction less per study).
         """
+        if not holds():
+            return
         self.writer.afterWritten(lambda: self._reactor.callFromThread(forwarding.studyEnded, self.area, studyInstanceUID))
 
     def startService(self) -> None:

@@ -50,7 +50,7 @@ from twisted.logger import Logger
 from dicomd.archive.index import DATABASE_ERRORS
 from dicomd.archive.queue import Forwarding as QueuedForwarding
 from dicomd.archive.queue import LEASE, ForwardQueue, QueueEntry, RetryPolicy
-from dicomd.archive.routing import Route, forwardingsFor
+from dicomd.archive.routing import AT_END_OF_STUDY, Route, forwardingsFor
 from dicomd.dimse import status as _status
 from dicomd.errors import AssociationError, AssociationRejected
 from dicomd.peers import Peer, destinationTable
@@ -112,15 +112,32 @@ class Router:
     title, replaced as a whole when the configuration is reloaded.  The
     L{dicomd.archive.area.IndexedArea}s ask it in worker threads.
 
-    @ivar routes: each AE title -> its L{Route}s (perhaps none).
     @ivar defaultTitle: the AE whose routes apply to instances sent to an
         AE title no AE has (C{answer-any-called-ae}), or C{None}.
+    @ivar holdsStudies: whether any route has forwarded at the end of a
+        study (L{AT_END_OF_STUDY}) since this router was made, and so
+        held queue entries that the end of their study must release; a
+        route removed by a reload leaves its entries held until then.
     """
 
     def __init__(self, forwarding: "Forwarding", routes: Optional[Dict[str, Sequence[Route]]] = None, defaultTitle: Optional[str] = None):
         self._forwarding = forwarding
+        self.holdsStudies = False
         self.routes = dict(routes or {})
         self.defaultTitle = defaultTitle
+
+    @property
+    def routes(self) -> Dict[str, Sequence[Route]]:
+        """
+        Each AE title -> its L{Route}s (perhaps none).
+        """
+        return self._routes
+
+    @routes.setter
+    def routes(self, routes: Dict[str, Sequence[Route]]) -> None:
+        self._routes = routes
+        if any(route.when == AT_END_OF_STUDY for each in routes.values() for route in each):
+            self.holdsStudies = True
 
     def forwardingsFor(self, received) -> Tuple[QueuedForwarding, ...]:
         routes = self.routes

@@ -18,6 +18,8 @@ from pydicom.uid import generate_uid
 from twisted.internet import defer, threads
 from twisted.trial import unittest
 
+from dicomd.archive.routing import AT_END_OF_STUDY, Route
+from dicomd.forwarding import Router
 from tests.dicomfiles import MR_IMAGE_STORAGE, makeDataset, writeFile
 from tests.support import (
     daemonListening,
@@ -198,6 +200,38 @@ def forwardedLines(daemon):
     The log lines of the batches a daemon delivered.
     """
     return [line for line in daemon.output.splitlines() if "Forwarded" in line]
+
+
+class RouterTests(unittest.SynchronousTestCase):
+    """
+    L{Router.holdsStudies}: whether the end of a study must release held
+    queue entries.
+    """
+
+    def test_receptionRoutesHoldNothing(self):
+        """
+        Routes that forward on reception hold no entry for a study's end.
+        """
+        router = Router(None, {"DICOMD": (Route("PACS"),), "OTHER": ()})
+        self.assertFalse(router.holdsStudies)
+
+    def test_endOfStudyRouteHolds(self):
+        """
+        A route forwarding at the end of a study holds entries.
+        """
+        router = Router(None, {"DICOMD": (Route("PACS"), Route("AI", when=AT_END_OF_STUDY))})
+        self.assertTrue(router.holdsStudies)
+
+    def test_heldAfterReload(self):
+        """
+        Once a route held entries, routes set by a reload without one still
+        hold: the entries it held wait for their study's end.
+        """
+        router = Router(None)
+        self.assertFalse(router.holdsStudies)
+        router.routes = {"DICOMD": (Route("AI", when=AT_END_OF_STUDY),)}
+        router.routes = {"DICOMD": (Route("PACS"),)}
+        self.assertTrue(router.holdsStudies)
 
 
 class ForwardingTests(unittest.TestCase):
