@@ -567,8 +567,8 @@ class SQLArchiveIndex:
             return True
 
     def adoptArea(self, former, area):
-        self._rows = {}
         with self.transaction() as db:
+            self._rows = {}
             if not db.execute("SELECT 1 FROM patient WHERE area = ? LIMIT 1", (former,)).fetchone():
                 return None
             if db.execute("SELECT 1 FROM patient WHERE area = ? LIMIT 1", (area,)).fetchone():
@@ -870,8 +870,9 @@ class SQLArchiveIndex:
             return cursor.rowcount > 0
 
     def removeStudy(self, area, studyInstanceUID):
-        self._rows = {}
         with self.transaction() as db:
+            # Inside the transaction, which batches take their turn with.
+            self._rows = {}
             study = db.execute(
                 "SELECT id, patient FROM study WHERE area = ? AND StudyInstanceUID = ?",
                 (area, studyInstanceUID),
