@@ -726,23 +726,19 @@ class SQLArchiveIndex:
         """
         db.execute("UPDATE study SET lastUpdated = ? WHERE id = ? AND lastUpdated < ?", (received, study, received))
 
-    def _insert(self, db, table, columns, onConflict=None):
+    def _insert(self, db, table, columns):
         """
         Insert a row.
 
-        @param onConflict: the columns of a unique constraint: when a row
-            with the same values exists, insert nothing.
-        @return: the new row's C{id}, or C{None} when C{onConflict} found
-            one.
+        @return: the new row's C{id}.
         """
         names = ", ".join(name for name, _ in columns)
         marks = ", ".join("?" * len(columns))
-        conflict = f" ON CONFLICT {onConflict} DO NOTHING" if onConflict else ""
         row = db.execute(
-            f"INSERT INTO {table} ({names}) VALUES ({marks}){conflict} RETURNING id",
+            f"INSERT INTO {table} ({names}) VALUES ({marks}) RETURNING id",
             [value for _, value in columns],
         ).fetchone()
-        return None if row is None else row[0]
+        return row[0]
 
     def _upsert(self, db, area, level, keys, parent, batch):
         """
