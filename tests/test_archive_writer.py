@@ -16,7 +16,6 @@ from dicomd.archive.index import SQLiteArchiveIndex, areaKey
 from dicomd.archive.matching import Level
 from dicomd.archive.queue import Forwarding, ForwardQueue
 from dicomd.archive.sql import HeaderKeys
-from dicomd.archive import writer as writer_module
 from dicomd.archive.writer import IndexWriter
 from dicomd.dimse.status import OUT_OF_RESOURCES
 from dicomd.storage.scp import ReceivedInstance, StoreRefused
@@ -253,7 +252,7 @@ class IndexWriterTests(SynchronousTestCase):
         def unreadable(header):
             raise OverflowError("cannot convert float infinity to integer")
 
-        self.patch(writer_module, "HeaderKeys", unreadable)
+        self.patch(HeaderKeys, "of", unreadable)
         writer.prepare(faulty)
         self.assertIsNone(faulty.prepared)
 

@@ -206,7 +206,7 @@ class IndexedArea:
         router = self.router
         items = [
             (
-                each.attributes if each.prepared is None else each.prepared,
+                each.head if each.prepared is None else each.prepared,
                 self._storedFile(each),
                 router.forwardingsFor(each) if router is not None else (),
             )

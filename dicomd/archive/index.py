@@ -208,8 +208,9 @@ class IArchiveIndex(Interface):
 
         @param items: an iterable of (header, L{StoredFile}) pairs, or of
             (header, L{StoredFile}, forwardings) triples that also queue
-            each instance, as L{addInstance} does; a header may be given
-            read already, as L{dicomd.archive.sql.HeaderKeys}.
+            each instance, as L{addInstance} does; a header is a pydicom
+            data set, a L{dicomd.storage.part10.HeadScan}, or keys read
+            already (L{dicomd.archive.sql.HeaderKeys}).
         @return: the list of replaced paths, as L{addInstance} returns them.
         """
 
@@ -480,8 +481,8 @@ class _Batch:
     times, are written once.
 
     @ivar rows: the row of each patient, study and series written, by
-        area, level and unique key: its C{id}, and the source values
-        (L{sql.sourceValues}) and parent it was written with.  The index
+        area, level and unique key: its C{id}, and the texts of its keys
+        (L{sql.HeaderKeys.sources}) and parent it was written with.  The index
         may keep it from one batch to the next (L{SQLArchiveIndex.remembersRows}).
     @ivar newest: the newest receipt time of each study's instances, by
         the study's C{id}; written when the batch ends.
@@ -757,7 +758,7 @@ class SQLArchiveIndex:
         known = batch.rows.get((area, level, uid))
         if known is not None and known[1] == state:
             return known[0], None
-        identifier, former = self._write(db, area, level, uid, sql.columns(level, keys.header), parent)
+        identifier, former = self._write(db, area, level, uid, keys.columns(level), parent)
         batch.rows[(area, level, uid)] = (identifier, state)
         return identifier, former
 

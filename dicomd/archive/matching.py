@@ -308,10 +308,14 @@ def elementText(element):
 
 
 def _valuesStripped(text):
+    if "\\" not in text:
+        return text.rstrip("\x00 ")
     return "\\".join(value.rstrip("\x00 ") for value in text.split("\\"))
 
 
 def _uids(text):
+    if "\\" not in text:
+        return text.rstrip(" \x00").strip()
     return "\\".join(value.strip() for value in text.rstrip(" \x00").split("\\"))
 
 
@@ -357,21 +361,21 @@ _ASCII_TEXT = {
 }
 
 
-def _asciiText(element, vr):
+def asciiText(foundVR, value, vr):
     """
     The L{elementText} of an undecoded element, read without building
     pydicom's value: most values are ASCII, which every character set
     decodes alike, and the index reads some thirty per instance.
 
+    @param foundVR: the element's VR as written (C{None} in implicit VR).
+    @param value: its value's bytes.
+    @param vr: the VR of its L{QueryKey}.
     @return: the text, or C{None} when pydicom must decode the value.
     """
-    value = element.value
-    if value is None or not value.isascii() or b"\x1b" in value:
-        return None
-    if element.VR not in (None, vr):
+    if foundVR is not None and foundVR != vr:
         return None
     rule = _ASCII_TEXT.get(vr)
-    if rule is None:
+    if rule is None or value is None or not value.isascii() or b"\x1b" in value:
         return None
     text = rule(value.decode("ascii"))
     return None if text is None else text.strip(" \x00")
@@ -387,15 +391,24 @@ def attributeText(dataset, key):
     if element is None:
         return ""
     if type(element) is RawDataElement:
-        text = _asciiText(element, key.vr)
+        text = asciiText(element.VR, element.value, key.vr)
         if text is not None:
             return text
-        try:
-            return elementText(dataset.get(key.tag))
-        except (ValueError, OverflowError):
-            # pydicom cannot read it (an IS of "1e999"): its text as written.
-            return bytes(element.value or b"").decode("ascii", "replace").strip(" \x00")
+        return decodedText(dataset, key)
     return elementText(element)
+
+
+def decodedText(dataset, key):
+    """
+    The L{elementText} of the element of C{key} in C{dataset} as pydicom
+    decodes it: for values that L{asciiText} leaves to pydicom.
+    """
+    try:
+        return elementText(dataset.get(key.tag))
+    except (ValueError, OverflowError):
+        # pydicom cannot read it (an IS of "1e999"): its text as written.
+        element = storedElement(dataset, key.tag)
+        return bytes(element.value or b"").decode("ascii", "replace").strip(" \x00")
 
 
 def _digits(text):

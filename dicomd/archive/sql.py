@@ -8,6 +8,10 @@ L{dicomd.archive.index} build their statements from these; the schema
 itself is L{dicomd.archive.index.SCHEMA}.
 """
 
+from operator import itemgetter
+
+from pydicom.dataset import Dataset
+
 from dicomd.archive.matching import (
     Level,
     Range,
@@ -15,13 +19,15 @@ from dicomd.archive.matching import (
     UIDList,
     Unmatchable,
     Wildcard,
+    asciiText,
     attributeText,
+    decodedText,
     elementText,
     keysOfLevel,
     sortableValue,
     uniqueKey,
 )
-from dicomd.dataset import storedElements
+from dicomd.storage.part10 import HeadScan
 
 _SPECIFIC_CHARACTER_SET = 0x00080005
 
@@ -34,78 +40,129 @@ TABLES = {
 }
 
 
-def columns(level, header):
+def columns(level, texts):
     """
     The key columns of one level for an instance's header.
 
+    @param texts: the text of each key of the level (as
+        L{attributeText} reads it), by tag, as L{HeaderKeys.texts}.
     @return: a list of (column, value, text) triples; C{text} is the value
         of the attribute the column comes from, which decides whether a
         later instance overwrites it.
     """
     result = []
     for key in keysOfLevel(level):
-        text = attributeText(header, key)
+        text = texts[key.tag]
         result.append((key.keyword, text, text))
         if key.ordered:
             result.append((key.keyword + "Sortable", sortableValue(key, text), text))
     return result
 
 
-def sourceValues(level, header):
-    """
-    What the key columns of one level are computed from, for an instance's
-    header: each key element's VR and value as the header holds them (raw
-    or decoded), and its character set.  Two headers with the same source
-    values give the same L{columns}, which are dearer to compute: an index
-    writing the rows of a study's instances compares these first.
-    """
-    return tuple(None if element is None else (element.VR, element.value) for element in storedElements(header, _SOURCE_TAGS[level]))
-
-
-#: The elements L{sourceValues} reads for each level: its keys' and the
-#: character set.
-_SOURCE_TAGS = {level: tuple(key.tag for key in keysOfLevel(level)) + (_SPECIFIC_CHARACTER_SET,) for level in Level}
-
 #: The levels above an instance's.
 _PARENT_LEVELS = (Level.PATIENT, Level.STUDY, Level.SERIES)
+
+#: Every key, and the tags of the keys of each level.
+_KEYS = tuple(key for level in Level for key in keysOfLevel(level))
+_KEYS_BY_TAG = {key.tag: key for key in _KEYS}
+_KEY_TAGS = frozenset(_KEYS_BY_TAG)
+_NO_TEXTS = dict.fromkeys(_KEY_TAGS, "")
+#: The texts of the keys of each level above an instance's, from
+#: L{HeaderKeys.texts}.
+_PARENT_TEXTS = tuple((level, itemgetter(*[key.tag for key in keysOfLevel(level)])) for level in _PARENT_LEVELS)
+_UNIQUE_TAGS = tuple((level, uniqueKey(level).tag) for level in Level)
+
+#: What L{HeaderKeys.fromScan} reads: the keys and the character set.
+_SCANNED_TAGS = _KEY_TAGS | {_SPECIFIC_CHARACTER_SET}
 
 
 class HeaderKeys:
     """
-    What an instance's header gives the index, read at once: each level's
-    unique key, the source values of its patient, study and series
-    (L{sourceValues}), its own key columns and its character set.
+    What an instance's header gives the index, read at once: the text of
+    each of its keys, each level's unique key among them, and its
+    character set.
 
     The storage SCP has them read once it has answered the object, while
     its sender waits (L{dicomd.archive.writer.IndexWriter.prepare}): the
     index writer's thread then only writes them, instead of reading them
     while it holds the interpreter lock that the reactor needs for the
-    next object.  The columns of a patient, study or series are read when
-    its row is written, once per batch (L{columns}).
+    next object.  Most are read straight from the bytes the data set
+    arrived in (L{fromScan}), without pydicom's elements.
 
-    @ivar header: the header, a pydicom L{Dataset}.
+    @ivar texts: the text of each key (L{attributeText}), by tag, C{""}
+        for those the header lacks.
     @ivar uids: each level's unique key, by level.
-    @ivar sources: the L{sourceValues} of the patient, study and series,
-        by level.
+    @ivar sources: the texts of the keys of the patient, study and series,
+        by level: two instances with the same give their parent the same
+        L{columns}, which the index then need not write again.
     @ivar imageColumns: the instance's key columns, C{(column, value)}.
     @ivar characterSet: the text of its Specific Character Set.
     """
 
-    __slots__ = ("header", "uids", "sources", "imageColumns", "characterSet")
+    __slots__ = ("texts", "uids", "sources", "imageColumns", "characterSet")
 
-    def __init__(self, header):
-        self.header = header
-        self.uids = {level: attributeText(header, uniqueKey(level)) for level in Level}
-        self.sources = {level: sourceValues(level, header) for level in _PARENT_LEVELS}
-        self.imageColumns = [(name, value) for name, value, _ in columns(Level.IMAGE, header)]
-        self.characterSet = elementText(header.get(_SPECIFIC_CHARACTER_SET))
+    def __init__(self, texts: dict, characterSet: str):
+        self.texts = texts
+        self.uids = {level: texts[tag] for level, tag in _UNIQUE_TAGS}
+        self.sources = {level: textsOf(texts) for level, textsOf in _PARENT_TEXTS}
+        self.imageColumns = [(name, value) for name, value, _ in columns(Level.IMAGE, texts)]
+        self.characterSet = characterSet
+
+    @classmethod
+    def fromDataset(cls, header: Dataset) -> "HeaderKeys":
+        """
+        The keys of a pydicom data set.
+        """
+        texts = {key.tag: attributeText(header, key) for key in _KEYS}
+        return cls(texts, elementText(header.get(_SPECIFIC_CHARACTER_SET)))
+
+    @classmethod
+    def fromScan(cls, scan: HeadScan) -> "HeaderKeys":
+        """
+        The keys of a data set's head as found in its bytes: the ASCII
+        values (nearly all) read there as L{asciiText} reads them, the
+        others decoded by pydicom from the data set the scan makes, once.
+        Both give what L{fromDataset} gives for that data set.
+        """
+        raw = scan.rawValues(_SCANNED_TAGS)
+        characterSet = raw.pop(_SPECIFIC_CHARACTER_SET, None)
+        texts = _NO_TEXTS.copy()
+        dataset = None
+        for tag, (foundVR, value) in raw.items():
+            key = _KEYS_BY_TAG[tag]
+            text = asciiText(foundVR, value, key.vr)
+            if text is None:
+                if dataset is None:
+                    dataset = scan.dataset()
+                text = decodedText(dataset, key)
+            texts[tag] = text
+        if characterSet is None:
+            return cls(texts, "")
+        value = characterSet[1]
+        if value.isascii() and b"\\" not in value:
+            return cls(texts, value.decode("ascii").strip(" \x00"))
+        if dataset is None:
+            dataset = scan.dataset()
+        return cls(texts, elementText(dataset.get(_SPECIFIC_CHARACTER_SET)))
 
     @classmethod
     def of(cls, header) -> "HeaderKeys":
         """
-        The keys of C{header}: itself when it is read already.
+        The keys of C{header}: a pydicom data set, a L{HeadScan}, or keys
+        read already (returned as they are).
         """
-        return header if type(header) is cls else cls(header)
+        kind = type(header)
+        if kind is cls:
+            return header
+        if kind is HeadScan:
+            return cls.fromScan(header)
+        return cls.fromDataset(header)
+
+    def columns(self, level) -> list:
+        """
+        The L{columns} of one level.
+        """
+        return columns(level, self.texts)
 
 
 def fromClause(level):

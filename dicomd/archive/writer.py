@@ -141,7 +141,7 @@ class IndexWriter:
         writes it.
         """
         try:
-            received.prepared = HeaderKeys(received.attributes)
+            received.prepared = HeaderKeys.of(received.head)
         except Exception:
             # The writing thread reads it again, and leaves out, with a
             # log line naming its file, what it cannot record.

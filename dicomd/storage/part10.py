@@ -244,6 +244,21 @@ class HeadScan:
                 found[number] = data[start : end if length != UNDEFINED_LENGTH else end - 8].decode("ascii", "replace").rstrip("\x00 ")
         return found
 
+    def rawValues(self, tags) -> dict:
+        """
+        The elements C{tags} that the data set has, by tag, each as C{(VR,
+        value)} exactly as the undecoded element of L{dataset} would hold
+        them (the VR as written, C{None} in implicit VR; the value's bytes),
+        read in one pass without making the data set.
+        """
+        data = self.data
+        undefined = UNDEFINED_LENGTH
+        found = {}
+        for number, vr, length, start, end in self.elements:
+            if number in tags:
+                found[number] = (vr, data[start : end if length != undefined else end - 8])
+        return found
+
     def dataset(self) -> Dataset:
         """
         The elements as a L{Dataset} of undecoded elements (pydicom decodes

@@ -144,6 +144,16 @@ class ReceivedInstance:
     prepared: object = field(default=None, compare=False, repr=False)
 
     @property
+    def head(self):
+        """
+        Its attributes as they are: the L{HeadScan} of its data set's first
+        bytes while nothing has made pydicom's elements of them, else
+        L{attributes}.  The index reads its keys from either.
+        """
+        scan = self.scan
+        return scan if scan is not None else self.attributes
+
+    @property
     def studyInstanceUID(self) -> str:
         """
         The Study Instance UID of its attributes, C{""} when it has none,
