@@ -257,6 +257,7 @@ def instanceFields(received: ReceivedInstance) -> dict:
         receivedAt=received.receivedAt,
         size=received.size,
         path=received.path,
+        fileSize=received.fileSize,
     )
     scan = received.scan
     if scan is not None and len(scan.data) <= HEAD_LIMIT:

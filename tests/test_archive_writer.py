@@ -242,6 +242,19 @@ class IndexWriterTests(SynchronousTestCase):
         self.assertEqual(self.tableContents(), fromPrepared)
         self.assertEqual(list(self.rows().values()), ["CT.1"])
 
+    def test_fileSize(self):
+        """
+        The size the storage SCP knows from writing a file is recorded as it is; without one, the file system is asked.
+        """
+        writer = self.writer()
+        known, unknown = self.received(1, size=100), self.received(2, size=300)
+        known.fileSize = 200
+        writer.add(known)
+        writer.add(unknown)
+        self.jobs.run()
+        [study] = self.index.studiesByLastUpdate(areaKey(self.directory))
+        self.assertEqual(study.size, 500)
+
     def test_preparingLeavesFaultsToTheWriter(self):
         """
         An object whose keys cannot be read is left unprepared on the reactor thread: the writing thread meets the fault, logs it with the file and leaves the object out.

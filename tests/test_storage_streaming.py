@@ -570,6 +570,59 @@ class SpareReservationTests(SynchronousTestCase):
         self.assertEqual(reserved, [])
 
 
+class _RecordingIndex:
+    """
+    An index that records later (as L{dicomd.archive.writer.IndexWriter}
+    does) and keeps what it was given.
+    """
+
+    returnsAtOnce = True
+
+    def __init__(self):
+        self.added = []
+
+    def add(self, received):
+        self.added.append(received)
+
+
+class FileSizeTests(SynchronousTestCase):
+    """
+    The storage SCP tells its index the size of the file it wrote
+    (L{ReceivedInstance.fileSize}), so that the index need not ask the
+    file system; not when it re-encoded the file.
+    """
+
+    def stored(self, dataset, recode=None):
+        harness = AcceptorHarness(self, _HeldThreadPool(immediate=True))
+        index = harness.scp.area.index = _RecordingIndex()
+        harness.scp.area.recode = recode
+        harness.storeWhole(dataset)
+        [response] = harness.responses()
+        self.assertEqual(response.status, _status.SUCCESS)
+        [received] = index.added
+        return received
+
+    def test_written(self):
+        """
+        A file written on the reactor thread and one written in worker threads (larger than the reactor thread takes) both have the size they were written with.
+        """
+        for dataset in (makeDataset(), makeDataset(rows=1024, columns=1024)):
+            received = self.stored(dataset)
+            self.assertEqual(received.fileSize, os.path.getsize(received.path))
+
+    def test_reencoded(self):
+        """
+        A file the area re-encodes has no size known from writing it.
+        """
+
+        def recode(path):
+            with open(path, "ab") as f:
+                f.write(b"\0" * 10)
+
+        received = self.stored(makeDataset(), recode)
+        self.assertIsNone(received.fileSize)
+
+
 class _PreparingIndex:
     """
     An index that records later and reads ahead what it will record

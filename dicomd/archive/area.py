@@ -181,7 +181,7 @@ class IndexedArea:
     def _storedFile(self, received: ReceivedInstance) -> StoredFile:
         return StoredFile(
             self._relative(received.path),
-            os.path.getsize(received.path),
+            received.fileSize if received.fileSize is not None else os.path.getsize(received.path),
             received.transferSyntaxUID,
             received.receivedAt,
             received.callingAETitle,

@@ -119,6 +119,9 @@ class ReceivedInstance:
 
     @ivar path: the file's final absolute path, or C{None} when the SCP
         stores nothing (C{--ignore}).
+    @ivar fileSize: the size of that file, when the SCP knows it from
+        writing it (and did not re-encode it), else C{None}: the index
+        then asks the file system.
     @ivar attributes: the data set's attributes before the pixel data
         (none by default), made from C{scan} when first read.
     @ivar scan: the attributes as found in the data set's first bytes and
@@ -139,6 +142,7 @@ class ReceivedInstance:
     size: int = 0
     attributes: Dataset = _MadeWhenAsked()
     path: Optional[str] = None
+    fileSize: Optional[int] = None
     association: object = field(default=None, compare=False, repr=False)
     scan: Optional[HeadScan] = field(default=None, compare=False, repr=False)
     prepared: object = field(default=None, compare=False, repr=False)
@@ -266,6 +270,8 @@ class StorageArea:
             if move is not None:
                 temporary.nameInThread()
             self.recode(temporaryPath)
+        elif move is not None:
+            received.fileSize = temporary.written
         with self._lock:
             relative = self.naming.place(received)
             final = self.resolve(relative)

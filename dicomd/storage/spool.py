@@ -404,6 +404,13 @@ class SpoolFile:
         self._then: Optional[Callable[[], object]] = None
 
     @property
+    def written(self) -> int:
+        """
+        How many bytes the file holds: once the last job has run, its size.
+        """
+        return self._written
+
+    @property
     def error(self) -> Optional[BaseException]:
         """
         The error that stopped writing, if any; later fragments are dropped.
