@@ -3,9 +3,7 @@ Tests for L{dicomd.archive.sql.HeaderKeys}: an instance's keys read from
 the bytes its data set arrived in are those read from pydicom's data set.
 """
 
-import logging
 import struct
-import warnings
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,20 +12,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from dicomd.archive.matching import KEYS, Level
 from dicomd.archive.sql import HeaderKeys
 from dicomd.storage.part10 import HeadScan, walkHead
+from tests.test_archive_matching import _asciiValues, _quietly
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 IMPLICIT = "1.2.840.10008.1.2"
-
-#: ASCII values weighted towards the characters that delimit and pad, as
-#: in C{tests/test_archive_matching.py}.
-_asciiValues = st.lists(
-    st.one_of(
-        st.sampled_from(list(" \\\x00=^.+-eE09aZ")),
-        st.characters(min_codepoint=0, max_codepoint=0x7F, blacklist_characters="\x1b"),
-    ),
-    max_size=16,
-).map(lambda chars: "".join(chars).encode("ascii"))
-
 
 #: VRs whose explicit encoding has a 4-byte length.
 _LONG_VRS = frozenset(["OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"])
@@ -57,20 +45,6 @@ def _encoded(values, explicit=True, characterSet=None):
     if characterSet is not None:
         encoded += _element(0x00080005, "CS", characterSet, explicit)
     return encoded + b"".join(_element(tag, vr, value, explicit) for tag, vr, value in values)
-
-
-def _quietly(read, *arguments):
-    """
-    Call C{read} without the warnings and log lines pydicom gives for
-    invalid values.
-    """
-    logging.disable(logging.CRITICAL)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return read(*arguments)
-    finally:
-        logging.disable(logging.NOTSET)
 
 
 def _state(keys):
