@@ -7,6 +7,7 @@ and L{runInTurns}, which measures several checkouts' code in turn.
 """
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -72,18 +73,43 @@ def procStatus(pid: int) -> Dict[str, int]:
     return values
 
 
-def cpuSeconds(pid: int, children: bool = False) -> float:
+def cpuSeconds(pid: int, children: bool = False, system: bool = False) -> float:
     """
     User plus system CPU time of a process (all its threads) so far, and
     with C{children} that of its children it has waited for; 0 if the
     process is gone.
+
+    @param system: the system time only (the kernel's work in its system
+        calls).
     """
     try:
         with open("/proc/%d/stat" % (pid,)) as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return sum(int(fields[i]) for i in ((11, 12, 13, 14) if children else (11, 12))) / os.sysconf("SC_CLK_TCK")
+    # utime, stime, then cutime, cstime (those of waited-for children).
+    own, waited = ((12,), (14,)) if system else ((11, 12), (13, 14))
+    return sum(int(fields[i]) for i in own + (waited if children else ())) / os.sysconf("SC_CLK_TCK")
+
+
+def treeCPUSeconds(pid: int, system: bool = False) -> float:
+    """
+    L{cpuSeconds} of a process with its children, those it waited for and
+    those still running (worker processes), and theirs.
+    """
+    total = cpuSeconds(pid, children=True, system=system)
+    try:
+        threads = os.listdir("/proc/%d/task" % (pid,))
+    except OSError:
+        return total
+    for thread in threads:
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, thread)) as f:
+                children = [int(child) for child in f.read().split()]
+        except OSError:
+            continue
+        total += sum(treeCPUSeconds(child, system) for child in children)
+    return total
 
 
 class ServerProcess:
@@ -146,6 +172,21 @@ class ServerProcess:
                 time.sleep(0.05)
         self.stop()
         raise BenchmarkError("%s did not start:\n%s" % (self.name, self.logText()))
+
+    def waitForLog(self, pattern: str, count: int, timeout: float = 30.0) -> None:
+        """
+        Wait until its log has C{count} lines matching the regular
+        expression C{pattern}: worker processes serve once each has logged
+        so, whereas the port the coordinator listens on accepts
+        connections before.  Stop it and raise L{BenchmarkError} if it
+        exits or does not log them within C{timeout} seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while len(re.findall(pattern, self.logText(tail=1 << 20))) < count:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
+                raise BenchmarkError("%s did not start its workers:\n%s" % (self.name, self.logText()))
+            time.sleep(0.05)
 
     def logText(self, tail: int = 4000) -> str:
         """

@@ -23,6 +23,14 @@ is forwarded >= 0.8 x direct, and a backlog that drains at least as fast as
 forwarding on reception.  The backlog run's dicomd retries every 0.02 s
 (C{retry-max = 0.02}), which the backlog figure includes.
 
+Beside each run, the CPU each process spent per object in its time
+(storescu's, dicomd's with its worker processes, storescp's; the kernel's
+share, its system time, in brackets), and after the medians what those
+add up to: the most objects per second the machine's cores could carry
+at that CPU with every core busy.  Where that bound is below a target,
+no overlap of the three reaches it; where a run stays far below its
+bound, something waits (one process's thread the others wait for).
+
 The machine is shared and noisy, so the three are run in turn C{--runs}
 times (direct, forwarded, backlog, direct, ...), and the table gives each
 run, then the median of each, with the direct rate beside the ratios.
@@ -38,7 +46,7 @@ I{backlog-base}): the code before a change, measured beside it.
 C{--workers N} adds the forwarded and backlog runs with C{twistd dicomd
 --workers N}
 (I{forwarded-workers}, I{backlog-workers}): N processes receive, and the
-coordinator forwards.  C{--async-ops N} has this checkout's dicomd propose an
+coordinator forwards; each run starts once every worker serves.  C{--async-ops N} has this checkout's dicomd propose an
 asynchronous operations window of N to the destination (C{[forwarding]
 async-ops}); DCMTK's storescp grants none.  C{--granting N} adds two
 backlog runs drained into C{dicomd storescp}, which grants a window of up
@@ -54,21 +62,26 @@ is not a test: it asserts nothing but that every object arrived.
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from typing import Dict, NamedTuple
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, dcmtkEnvironment, freePort, pythonEnvironment  # noqa: E402
+from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, dcmtkEnvironment, freePort, pythonEnvironment, treeCPUSeconds  # noqa: E402
 from bench.corpus import CORPORA  # noqa: E402
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+#: What each worker process of dicomd logs once it serves.
+WORKERS_READY = r"worker \d+: AcceptorFactory starting on"
 
 
 def storescp(work: str, name: str, port: int) -> ServerProcess:
@@ -111,12 +124,60 @@ def dicomd(
             '[[peer]]\ntitle = "DEST"\nhost = "%s"\nport = %d\n'
             % (min(1, retryMax), retryMax, "async-ops = %d\n" % (asyncOps,) if asyncOps != 1 else "", HOST, destinationPort)
         )
-    argv = TWISTD + ["-n", "--pidfile=", "dicomd", "--config", config, "--listen", "tcp:%d:interface=%s" % (port, HOST), "-q"]
-    argv += ["--workers", str(workers)]
-    return ServerProcess("dicomd", argv, pythonEnvironment(checkout), directory, port, os.path.join(work, "dicomd.log"), startTimeout=60)
+    argv = TWISTD + ["-n", "--pidfile=", "dicomd", "--config", config, "--listen", "tcp:%d:interface=%s" % (port, HOST)]
+    # Quiet, but where worker processes must say that they serve: the
+    # coordinator's port accepts connections before they do.
+    argv += ["--workers", str(workers)] if workers > 1 else ["-q"]
+    server = ServerProcess("dicomd", argv, pythonEnvironment(checkout), directory, port, os.path.join(work, "dicomd.log"), startTimeout=60)
+    if workers > 1:
+        server.waitForLog(WORKERS_READY, workers, timeout=60)
+    return server
 
 
-def send(port: int, paths, timeout: float) -> None:
+class Measure(NamedTuple):
+    """
+    One measure: its seconds, its streaming rate (L{streamingRate}), and
+    the CPU seconds each process spent in its time (C{storescu},
+    C{dicomd}, C{storescp}), the system's share (the kernel's work in
+    their system calls) in C{system}.
+    """
+
+    seconds: float
+    streaming: float
+    cpu: Dict[str, float]
+    system: Dict[str, float]
+
+
+class CPUClock:
+    """
+    The CPU seconds of the measure's processes from its start: storescu,
+    a child this script waits for, by its resource usage; the servers by
+    C{/proc} (dicomd with its worker processes).
+    """
+
+    def __init__(self, **servers: ServerProcess):
+        self._servers = servers
+        self._started = {name: self._times(server) for name, server in servers.items()}
+
+    @staticmethod
+    def _times(server: ServerProcess):
+        return treeCPUSeconds(server.process.pid), treeCPUSeconds(server.process.pid, system=True)
+
+    def measure(self, seconds: float, streaming: float, sent) -> Measure:
+        cpu, system = {"storescu": sent[0]}, {"storescu": sent[1]}
+        for name, server in self._servers.items():
+            total, kernel = self._times(server)
+            cpu[name] = total - self._started[name][0]
+            system[name] = kernel - self._started[name][1]
+        return Measure(seconds, streaming, cpu, system)
+
+
+def send(port: int, paths, timeout: float):
+    """
+    Send C{paths} with DCMTK's storescu to the port; return its CPU
+    seconds, and their system share.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(
         [os.path.join(DCMTK, "storescu"), "-aec", "DICOMD", HOST, str(port)] + list(paths),
         env=dcmtkEnvironment(),
@@ -126,6 +187,8 @@ def send(port: int, paths, timeout: float) -> None:
     )
     if result.returncode != 0:
         raise BenchmarkError("storescu failed:\n%s" % (result.stdout.decode("utf-8", "replace")[-4000:],))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, after.ru_stime - before.ru_stime
 
 
 def streamingRate(directory: str) -> float:
@@ -154,9 +217,11 @@ def waitForFiles(directory: str, count: int, timeout: float) -> float:
 def direct(work, paths, timeout):
     destination = storescp(work, "direct", freePort())
     try:
+        clock = CPUClock(storescp=destination)
         started = time.monotonic()
-        send(destination.port, paths, timeout)
-        return waitForFiles(destination.directory, len(paths), timeout) - started, streamingRate(destination.directory)
+        sent = send(destination.port, paths, timeout)
+        seconds = waitForFiles(destination.directory, len(paths), timeout) - started
+        return clock.measure(seconds, streamingRate(destination.directory), sent)
     finally:
         destination.stop()
 
@@ -165,9 +230,11 @@ def forwarded(work, paths, timeout, **dicomdOptions):
     destination = storescp(work, "forwarded", freePort())
     daemon = dicomd(os.path.join(work, "forwarding"), freePort(), destination.port, retryMax=1, **dicomdOptions)
     try:
+        clock = CPUClock(dicomd=daemon, storescp=destination)
         started = time.monotonic()
-        send(daemon.port, paths, timeout)
-        return waitForFiles(destination.directory, len(paths), timeout) - started, streamingRate(destination.directory)
+        sent = send(daemon.port, paths, timeout)
+        seconds = waitForFiles(destination.directory, len(paths), timeout) - started
+        return clock.measure(seconds, streamingRate(destination.directory), sent)
     finally:
         daemon.stop()
         destination.stop()
@@ -187,8 +254,10 @@ def backlog(work, paths, timeout, receiver=storescp, **dicomdOptions):
         send(daemon.port, paths, timeout)
         destination = receiver(work, "drained", port)
         try:
+            clock = CPUClock(dicomd=daemon, storescp=destination)
             started = time.monotonic()
-            return waitForFiles(destination.directory, len(paths), timeout) - started, streamingRate(destination.directory)
+            seconds = waitForFiles(destination.directory, len(paths), timeout) - started
+            return clock.measure(seconds, streamingRate(destination.directory), (0.0, 0.0))
         finally:
             destination.stop()
     finally:
@@ -269,9 +338,13 @@ def main(argv=None) -> int:
         if name in measures
     ]
     print("%d images of %s (ct256), storescu -> [dicomd ->] storescp, in %s" % (len(paths), corpus.description, options.output or tempfile.gettempdir()))
-    print("%-4s %-16s %10s %10s %8s %11s %8s" % ("run", "", "seconds", "objects/s", "x direct", "streaming/s", "x direct"))
+    print(
+        "%-4s %-16s %10s %10s %8s %11s %8s   %s"
+        % ("run", "", "seconds", "objects/s", "x direct", "streaming/s", "x direct", "CPU us/object: storescu, dicomd, storescp (system in brackets)")
+    )
     rates = {name: [] for name in names}
     streaming = {name: [] for name in names}
+    cpu = {name: [] for name in names}
     if options.output is not None:
         os.makedirs(options.output, exist_ok=True)
     for run in range(1, options.runs + 1):
@@ -291,18 +364,21 @@ def main(argv=None) -> int:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         for name in names:
-            rates[name].append(len(paths) / seconds[name][0])
-            streaming[name].append(seconds[name][1])
+            measure = seconds[name]
+            rates[name].append(len(paths) / measure.seconds)
+            streaming[name].append(measure.streaming)
+            cpu[name].append(measure)
             print(
-                "%-4d %-16s %10.2f %10.1f %8.2f %11.1f %8.2f"
+                "%-4d %-16s %10.2f %10.1f %8.2f %11.1f %8.2f   %s"
                 % (
                     run,
                     name,
-                    seconds[name][0],
+                    measure.seconds,
                     rates[name][-1],
                     rates[name][-1] / rates["direct"][-1],
                     streaming[name][-1],
                     streaming[name][-1] / streaming["direct"][-1],
+                    cpuPerObject([measure], len(paths)),
                 )
             )
     print("median of %d runs (direct %.0f objects/s, streaming %.0f):" % (options.runs, statistics.median(rates["direct"]), statistics.median(streaming["direct"])))
@@ -313,7 +389,29 @@ def main(argv=None) -> int:
             "     %-16s %10.1f objects/s, %.2f x direct; streaming %.1f objects/s, %.2f x direct (medians of the runs' ratios)"
             % (name, statistics.median(rates[name]), statistics.median(ratios), statistics.median(streaming[name]), statistics.median(streamingRatios))
         )
+    cores = os.cpu_count() or 1
+    print("CPU per object, medians of the runs, and the most objects/s %d cores could carry at that CPU, all busy:" % (cores,))
+    for name in names:
+        perObject = statistics.median(sum(m.cpu.values()) for m in cpu[name]) / len(paths)
+        print(
+            "     %-16s %s; all %.0f us: at most %.0f objects/s, %.2f x direct"
+            % (name, cpuPerObject(cpu[name], len(paths)), perObject * 1e6, cores / perObject, cores / perObject / statistics.median(rates["direct"]))
+        )
     return 0
+
+
+def cpuPerObject(measures, count: int) -> str:
+    """
+    The median CPU per object of each process over C{measures}, in
+    microseconds, with its system share in brackets.
+    """
+    parts = []
+    for name in ("storescu", "dicomd", "storescp"):
+        if name in measures[0].cpu and (name != "storescu" or measures[0].cpu[name]):
+            total = statistics.median(m.cpu[name] for m in measures) / count * 1e6
+            system = statistics.median(m.system[name] for m in measures) / count * 1e6
+            parts.append("%s %.0f (%.0f)" % (name, total, system))
+    return ", ".join(parts)
 
 
 if __name__ == "__main__":

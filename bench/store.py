@@ -69,7 +69,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -159,13 +158,7 @@ class Receiver:
         port = freePort()
         running = ServerProcess(self.name, self.argv(output, port, scratch), self.env, scratch, port, logPath)
         if self.ready is not None:
-            pattern, count = self.ready
-            deadline = time.monotonic() + 30
-            while len(re.findall(pattern, running.logText(tail=1 << 20))) < count:
-                if time.monotonic() > deadline or running.process.poll() is not None:
-                    running.stop()
-                    raise BenchmarkError("%s did not start its workers:\n%s" % (self.name, running.logText()))
-                time.sleep(0.05)
+            running.waitForLog(*self.ready)
         return running
 
 
