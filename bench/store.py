@@ -43,8 +43,10 @@ Each measurement starts a fresh receiver, so that its peak RSS (C{VmHWM}
 from C{/proc/PID/status}, the parent's alone for C{--fork}) belongs to
 that run alone; the time is the wall-clock time of storescu, from its
 start to its exit, which includes its own reading of the files (the same
-for every receiver).  After each run the stored files are counted: a run
-that stored fewer objects than it sent fails the benchmark.
+for every receiver).  The CPU column is the receiver's CPU time during
+the run, that of its worker or forked processes included.  After each
+run the stored files are counted: a run that stored fewer objects than
+it sent fails the benchmark.
 
 DCMTK's programs run with C{TCP_NODELAY=1} in their environment: without it
 DCMTK leaves Nagle's algorithm on.  A last table sends part of the small
@@ -82,7 +84,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, cpuSeconds, dcmtkEnvironment, freePort, procStatus, pythonEnvironment  # noqa: E402
+from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, dcmtkEnvironment, freePort, procStatus, pythonEnvironment, treeCPUSeconds  # noqa: E402
 from bench.corpus import CORPORA, ensureCorpus, ensureSendersCorpus  # noqa: E402
 
 MB = 1e6
@@ -307,7 +309,7 @@ def storeOnce(receiver: Receiver, batches: Sequence[List[str]], work: str, outpu
         os.sync()
         time.sleep(0.2)
         startRSS = procStatus(pid)["VmRSS"]
-        startCPU = cpuSeconds(pid, children=True)
+        startCPU = treeCPUSeconds(pid)
         begin = time.perf_counter()
         senders = [
             subprocess.Popen(
@@ -321,7 +323,7 @@ def storeOnce(receiver: Receiver, batches: Sequence[List[str]], work: str, outpu
         outputs = [sender.communicate(timeout=timeout)[0] for sender in senders]
         seconds = time.perf_counter() - begin
         status = procStatus(pid)
-        cpu = cpuSeconds(pid, children=True) - startCPU
+        cpu = treeCPUSeconds(pid) - startCPU
         for sender, out in zip(senders, outputs):
             if sender.returncode != 0:
                 raise BenchmarkError(
