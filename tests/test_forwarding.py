@@ -195,6 +195,23 @@ def sameDataSets(testCase, sent, received):
         testCase.assertEqual(copy, original)
 
 
+def deliveredTo(daemon, title):
+    """
+    How many instances C{daemon}'s log says it delivered to C{title}: it
+    logs a batch once the destination answered each of its C-STOREs.
+    """
+    return sum(int(count) for count in re.findall(r"Forwarded (\d+) instances to %s in " % (re.escape(title),), daemon.output))
+
+
+def whenArrived(daemon, title, directory, count, timeout=60):
+    """
+    Wait until the C{count} instances C{daemon} forwards to C{title} are
+    whole in C{directory}, where a DCMTK storescp writes them: it creates
+    each file before it writes it, and answers once it has written it.
+    """
+    return waitUntil(lambda: deliveredTo(daemon, title) >= count and len(arrived(directory)) == count, timeout=timeout, message=daemon.output)
+
+
 def forwardedLines(daemon):
     """
     The log lines of the batches a daemon delivered.
@@ -276,7 +293,7 @@ class ForwardingTests(unittest.TestCase):
         sent = makeFiles(self, 5)
         result = yield storescu(daemon.port, sent)
         self.assertEqual(result.exitCode, 0, result.describe())
-        yield waitUntil(lambda: len(arrived(destination.directory)) == 5, timeout=60, message=daemon.output)
+        yield whenArrived(daemon, "PACS", destination.directory, 5, timeout=60)
         sameDataSets(self, sent, arrived(destination.directory))
         entries = yield queueEntries(daemon)
         self.assertEqual(entries, [])
@@ -335,7 +352,7 @@ class ForwardingTests(unittest.TestCase):
         sent = makeFiles(self, 10)
         result = yield storescu(daemon.port, sent)
         self.assertEqual(result.exitCode, 0, result.describe())
-        yield waitUntil(lambda: len(arrived(destination.directory)) == 10, timeout=60, message=daemon.output)
+        yield whenArrived(daemon, "PACS", destination.directory, 10, timeout=60)
         sameDataSets(self, sent, arrived(destination.directory))
         yield daemon.waitForOutput(re.escape("Forwarding to PACS: asynchronous operations window not granted, one C-STORE at a time"), timeout=30)
 
@@ -355,7 +372,7 @@ class ForwardingTests(unittest.TestCase):
         entries = yield queueEntries(daemon)
         self.assertEqual(len(entries), 20, entries)
         destination = yield storescpOn(self, port, makeDirectory(self))
-        yield waitUntil(lambda: len(arrived(destination.directory)) == 20, timeout=60, message=daemon.output)
+        yield whenArrived(daemon, "PACS", destination.directory, 20, timeout=60)
         sameDataSets(self, sent, arrived(destination.directory))
 
     @defer.inlineCallbacks
@@ -381,7 +398,7 @@ class ForwardingTests(unittest.TestCase):
         self.assertEqual(result.exitCode, 0, result.describe())
         yield waitForQueued(daemon, 4)
         destination = yield storescpOn(self, port, makeDirectory(self))
-        yield waitUntil(lambda: len(arrived(destination.directory)) == 4, timeout=30, message=daemon.output)
+        yield whenArrived(daemon, "PACS", destination.directory, 4, timeout=30)
         sameDataSets(self, first + second, arrived(destination.directory))
 
     @defer.inlineCallbacks
@@ -403,7 +420,7 @@ class ForwardingTests(unittest.TestCase):
         yield daemon.whenEnded()
         destination = yield storescpOn(self, port, makeDirectory(self))
         again = spawn(self, daemon.argv, env=pythonEnvironment(), cwd=daemon.workingDirectory, name="twistd dicomd again")
-        yield waitUntil(lambda: len(arrived(destination.directory)) == 500, timeout=120, message=again.output)
+        yield whenArrived(again, "PACS", destination.directory, 500, timeout=120)
         sameDataSets(self, sent, arrived(destination.directory))
 
     @defer.inlineCallbacks
@@ -435,7 +452,7 @@ class ForwardingTests(unittest.TestCase):
         self.assertEqual(queuedCount(daemon), 0)
         destination = yield storescpOn(self, port, makeDirectory(self))
         again = spawn(self, daemon.argv, env=pythonEnvironment(), cwd=daemon.workingDirectory, name="twistd dicomd again")
-        yield waitUntil(lambda: len(arrived(destination.directory)) == 100, timeout=120, message=again.output)
+        yield whenArrived(again, "PACS", destination.directory, 100, timeout=120)
         sameDataSets(self, sent, arrived(destination.directory))
         self.assertIn("100 files indexed that the index lacked", again.output)
         self.assertIn("100 forwarding entries queued", again.output)
@@ -482,7 +499,7 @@ class ForwardingTests(unittest.TestCase):
         yield refusing.whenEnded()
         destination = yield storescpOn(self, refusing.port, makeDirectory(self))
         yield retryAll(daemon)
-        yield waitUntil(lambda: len(arrived(destination.directory)) == 3, timeout=60, message=daemon.output)
+        yield whenArrived(daemon, "PACS", destination.directory, 3, timeout=60)
         sameDataSets(self, sent, arrived(destination.directory))
 
     @defer.inlineCallbacks
@@ -518,7 +535,7 @@ class ForwardingTests(unittest.TestCase):
         destination = yield storescpOn(self, port, makeDirectory(self))
         yield waitForQueued(daemon, 5)
         yield retryAll(daemon)
-        yield waitUntil(lambda: len(arrived(destination.directory)) == 5, timeout=60, message=daemon.output)
+        yield whenArrived(daemon, "PACS", destination.directory, 5, timeout=60)
         sameDataSets(self, sent, arrived(destination.directory))
 
     @defer.inlineCallbacks
@@ -538,7 +555,8 @@ class ForwardingTests(unittest.TestCase):
         mrFiles = makeFiles(self, 3, modality="MR", sopClassUID=MR_IMAGE_STORAGE)
         yield storescu(daemon.port, ct, calling="CT01")
         yield storescu(daemon.port, mrFiles, calling="MR01")
-        yield waitUntil(lambda: len(arrived(mr.directory)) == 3 and len(arrived(fromCT01.directory)) == 2, timeout=60, message=daemon.output)
+        yield whenArrived(daemon, "MRVIEW", mr.directory, 3)
+        yield whenArrived(daemon, "CTARCH", fromCT01.directory, 2)
         sameDataSets(self, mrFiles, arrived(mr.directory))
         sameDataSets(self, ct, arrived(fromCT01.directory))
         entries = yield queueEntries(daemon)
@@ -555,7 +573,7 @@ class ForwardingTests(unittest.TestCase):
         )
         sent = makeFiles(self, 4)
         yield storescu(daemon.port, sent)
-        yield waitUntil(lambda: len(arrived(destination.directory)) == 4, timeout=60, message=daemon.output)
+        yield whenArrived(daemon, "PACS", destination.directory, 4, timeout=60)
         yield daemon.waitForOutput(r"Forwarded 4 instances to PACS", timeout=30)
         sameDataSets(self, sent, arrived(destination.directory))
         output = daemon.output
@@ -575,7 +593,7 @@ class ForwardingTests(unittest.TestCase):
         daemon = yield startDaemon(self, "--config", config)
         sent = makeFiles(self, 10)
         yield storescu(daemon.port, sent)
-        yield waitUntil(lambda: len(arrived(destination.directory)) == 10, timeout=60, message=daemon.output)
+        yield whenArrived(daemon, "PACS", destination.directory, 10, timeout=60)
         data = daemon.dataDirectory
 
         def stored():
@@ -598,7 +616,7 @@ class ForwardingTests(unittest.TestCase):
         daemon = yield startDaemon(self, "--config", config, "--status", "tcp:%d:interface=127.0.0.1" % (statusPort,))
         sent = makeFiles(self, 20)
         yield storescu(daemon.port, sent)
-        yield waitUntil(lambda: len(arrived(up.directory)) == 20, timeout=60, message=daemon.output)
+        yield whenArrived(daemon, "UP", up.directory, 20, timeout=60)
         entries = yield queueEntries(daemon)
         self.assertEqual(len(entries), 20)
         self.assertTrue(all(" DOWN " in entry for entry in entries))
