@@ -112,6 +112,11 @@ def treeCPUSeconds(pid: int, system: bool = False) -> float:
     return total
 
 
+#: What each worker process of C{twistd dicomd --workers} and C{dicomd
+#: storescp --fork} logs once it serves (L{ServerProcess.waitForLog}).
+WORKERS_READY = r"worker \d+: AcceptorFactory starting on"
+
+
 class ServerProcess:
     """
     A server process started for a benchmark, with its log in a file; the

@@ -46,8 +46,9 @@ I{backlog-base}): the code before a change, measured beside it.
 C{--workers N} adds the forwarded and backlog runs with C{twistd dicomd
 --workers N}
 (I{forwarded-workers}, I{backlog-workers}): N processes receive, and the
-coordinator forwards; each run starts once every worker serves.  C{--async-ops N} has this checkout's dicomd propose an
-asynchronous operations window of N to the destination (C{[forwarding]
+coordinator forwards; each run starts once every worker serves.
+C{--async-ops N} has this checkout's dicomd propose an asynchronous
+operations window of N to the destination (C{[forwarding]
 async-ops}); DCMTK's storescp grants none.  C{--granting N} adds two
 backlog runs drained into C{dicomd storescp}, which grants a window of up
 to 16: I{backlog>dicomd} proposing none, I{backlog>dicomd-w} proposing N.
@@ -75,13 +76,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, dcmtkEnvironment, freePort, pythonEnvironment, treeCPUSeconds  # noqa: E402
+from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, dcmtkEnvironment, freePort, pythonEnvironment, treeCPUSeconds, WORKERS_READY  # noqa: E402
 from bench.corpus import CORPORA  # noqa: E402
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-
-#: What each worker process of dicomd logs once it serves.
-WORKERS_READY = r"worker \d+: AcceptorFactory starting on"
 
 
 def storescp(work: str, name: str, port: int) -> ServerProcess:
@@ -137,8 +135,8 @@ def dicomd(
 class Measure(NamedTuple):
     """
     One measure: its seconds, its streaming rate (L{streamingRate}), and
-    the CPU seconds each process spent in its time (C{storescu},
-    C{dicomd}, C{storescp}), the system's share (the kernel's work in
+    the CPU seconds each process spent in its time (C{storescu}, when it
+    sent then, C{dicomd}, C{storescp}), the system's share (the kernel's work in
     their system calls) in C{system}.
     """
 
@@ -163,8 +161,12 @@ class CPUClock:
     def _times(server: ServerProcess):
         return treeCPUSeconds(server.process.pid), treeCPUSeconds(server.process.pid, system=True)
 
-    def measure(self, seconds: float, streaming: float, sent) -> Measure:
-        cpu, system = {"storescu": sent[0]}, {"storescu": sent[1]}
+    def measure(self, seconds: float, streaming: float, sent=None) -> Measure:
+        """
+        @param sent: what L{send} returned, when storescu sent in the
+            measure's time.
+        """
+        cpu, system = ({}, {}) if sent is None else ({"storescu": sent[0]}, {"storescu": sent[1]})
         for name, server in self._servers.items():
             total, kernel = self._times(server)
             cpu[name] = total - self._started[name][0]
@@ -257,7 +259,7 @@ def backlog(work, paths, timeout, receiver=storescp, **dicomdOptions):
             clock = CPUClock(dicomd=daemon, storescp=destination)
             started = time.monotonic()
             seconds = waitForFiles(destination.directory, len(paths), timeout) - started
-            return clock.measure(seconds, streamingRate(destination.directory), (0.0, 0.0))
+            return clock.measure(seconds, streamingRate(destination.directory))
         finally:
             destination.stop()
     finally:
@@ -350,13 +352,13 @@ def main(argv=None) -> int:
     for run in range(1, options.runs + 1):
         work = tempfile.mkdtemp(prefix="dicomd-bench-forward-", dir=options.output)
         try:
-            seconds = {}
+            measured = {}
             for name in turnOrder(names, run):
                 os.makedirs(os.path.join(work, name))
                 # The disk starts each measure with nothing of the one
                 # before left to write back, and holds nothing of it.
                 os.sync()
-                seconds[name] = measures[name](os.path.join(work, name))
+                measured[name] = measures[name](os.path.join(work, name))
                 shutil.rmtree(os.path.join(work, name), ignore_errors=True)
         except BenchmarkError as e:
             print("benchmark failed: %s" % (e,), file=sys.stderr)
@@ -364,7 +366,7 @@ def main(argv=None) -> int:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         for name in names:
-            measure = seconds[name]
+            measure = measured[name]
             rates[name].append(len(paths) / measure.seconds)
             streaming[name].append(measure.streaming)
             cpu[name].append(measure)
@@ -407,7 +409,7 @@ def cpuPerObject(measures, count: int) -> str:
     """
     parts = []
     for name in ("storescu", "dicomd", "storescp"):
-        if name in measures[0].cpu and (name != "storescu" or measures[0].cpu[name]):
+        if name in measures[0].cpu:
             total = statistics.median(m.cpu[name] for m in measures) / count * 1e6
             system = statistics.median(m.system[name] for m in measures) / count * 1e6
             parts.append("%s %.0f (%.0f)" % (name, total, system))

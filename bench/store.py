@@ -84,7 +84,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, dcmtkEnvironment, freePort, procStatus, pythonEnvironment, treeCPUSeconds  # noqa: E402
+from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, dcmtkEnvironment, freePort, procStatus, pythonEnvironment, treeCPUSeconds, WORKERS_READY  # noqa: E402
 from bench.corpus import CORPORA, ensureCorpus, ensureSendersCorpus  # noqa: E402
 
 MB = 1e6
@@ -105,7 +105,7 @@ NAMES = {
 
 
 #: What the log of dicomd with worker processes shows once they all serve.
-WORKERS_READY = (r"worker \d+: AcceptorFactory starting on", os.cpu_count() or 1)
+WORKERS_SERVING = (WORKERS_READY, os.cpu_count() or 1)
 
 
 def countStored(directory: str) -> int:
@@ -217,14 +217,14 @@ def receivers(options) -> List[Receiver]:
                 "--state-directory", os.path.join(scratch, "state"), "--workers", str(os.cpu_count() or 1),
             ],
             pythonEnvironment(),
-            WORKERS_READY,
+            WORKERS_SERVING,
         ),
         Receiver(
             "dicomd-fork",
             NAMES["dicomd-fork"],
             lambda output, port, scratch: [python, "-m", "dicomd", "storescp", "-v", "--fork"] + dicomdOptions + ["-od", output, str(port)],
             pythonEnvironment(),
-            WORKERS_READY,
+            WORKERS_SERVING,
         ),
         Receiver("dcmtk", NAMES["dcmtk"], lambda output, port, scratch: [storescp, "-od", output, str(port)], dcmtkEnvironment()),
         Receiver("dcmtk-bp", NAMES["dcmtk-bp"], lambda output, port, scratch: [storescp, "+B", "-od", output, str(port)], dcmtkEnvironment()),

@@ -195,12 +195,14 @@ def sameDataSets(testCase, sent, received):
         testCase.assertEqual(copy, original)
 
 
-def deliveredTo(daemon, title):
+def deliveredTo(daemon, title=None):
     """
-    How many instances C{daemon}'s log says it delivered to C{title}: it
-    logs a batch once the destination answered each of its C-STOREs.
+    How many instances C{daemon}'s log says it delivered to C{title} (to
+    any destination: C{None}): it logs a batch once the destination
+    answered each of its C-STOREs.
     """
-    return sum(int(count) for count in re.findall(r"Forwarded (\d+) instances to %s in " % (re.escape(title),), daemon.output))
+    destination = r"\S+" if title is None else re.escape(title)
+    return sum(int(count) for count in re.findall(r"Forwarded (\d+) instances to %s in " % (destination,), daemon.output))
 
 
 def whenArrived(daemon, title, directory, count, timeout=60):

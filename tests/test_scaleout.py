@@ -29,7 +29,7 @@ from tests.support import (
     waitUntil,
 )
 from tests.test_daemon import SHUT_DOWN, STORED, dicomFiles, instanceUIDs, storescu, writeImages
-from tests.test_forwarding import arrived, makeFiles, startStorescp, storedIn, storescpOn, writeConfig
+from tests.test_forwarding import arrived, deliveredTo, makeFiles, startStorescp, storedIn, storescpOn, writeConfig
 
 
 def arrivedUIDs(directory) -> set:
@@ -120,13 +120,6 @@ def studyForwardingConfig(testCase, port):
 
 def heldCount(url):
     return query(url, "SELECT COUNT(*) FROM forward WHERE state = 'held'")[0][0]
-
-
-def forwarded(node):
-    """
-    How many instances a node's log says it forwarded.
-    """
-    return sum(int(count) for count in re.findall(r"Forwarded (\d+) instances to", node.output))
 
 
 def storeResponses(output):
@@ -253,8 +246,8 @@ class SharedIndexTests(unittest.TestCase):
         for result in sent:
             self.assertIn(STORED, result.output, result.describe())
         uids = sorted(uid for _, uid in images)
-        yield waitUntil(lambda: sum(map(forwarded, nodes)) >= 30, timeout=60, interval=0.1)
-        self.assertEqual(sum(map(forwarded, nodes)), 30, [node.describe() for node in nodes])
+        yield waitUntil(lambda: sum(map(deliveredTo, nodes)) >= 30, timeout=60, interval=0.1)
+        self.assertEqual(sum(map(deliveredTo, nodes)), 30, [node.describe() for node in nodes])
         self.assertEqual(instanceUIDs(arrived(destination.directory)), uids)
         studies = sorted({studyOf(path) for path, _ in images})
         for node in nodes:
@@ -291,7 +284,7 @@ class SharedIndexTests(unittest.TestCase):
         # first time, as node 2 here) finds in the storage area.
         yield waitUntil(lambda: set(uids) <= set(indexedUIDs(self.url)), timeout=60, interval=0.1)
 
-        yield waitUntil(lambda: forwarded(second) >= len(uids), timeout=60, interval=0.1)
+        yield waitUntil(lambda: deliveredTo(second) >= len(uids), timeout=60, interval=0.1)
         self.assertTrue(set(uids) <= set(instanceUIDs(arrived(destination.directory))))
 
     @defer.inlineCallbacks
@@ -352,8 +345,8 @@ class SharedIndexTests(unittest.TestCase):
         stored = yield storescu(first.port, "DICOMD", [following])
         self.assertIn(STORED, stored.output, stored.describe())
         yield waitUntil(lambda: len(arrived(destination.directory)) == 3, timeout=60, interval=0.1, message=first.describe())
-        yield waitUntil(lambda: forwarded(first) + forwarded(second) >= 3, timeout=30, interval=0.1)
-        self.assertEqual(forwarded(first) + forwarded(second), 3, first.describe() + second.describe())
+        yield waitUntil(lambda: deliveredTo(first) + deliveredTo(second) >= 3, timeout=30, interval=0.1)
+        self.assertEqual(deliveredTo(first) + deliveredTo(second), 3, first.describe() + second.describe())
         self.assertEqual(instanceUIDs(arrived(destination.directory)), instanceUIDs(opened))
 
         yield waitUntil(lambda: heldCount(self.url) == 1, timeout=30, interval=0.05, message=first.describe())
