@@ -36,10 +36,13 @@ from dicomd.storage.receiver import SORT_STUDY_UID, StorageOptions
 from dicomd.storage.scp import ReceivedInstance, StoreRefused
 from dicomd.workers import (
     HEAD_LIMIT,
+    AssociationClosed,
     CoordinatorLink,
     IndexState,
     Pickled,
+    Reported,
     ReportBacklog,
+    WorkerConnection,
     WorkerPool,
     answeredByCoordinator,
     attributeSummary,
@@ -476,6 +479,95 @@ class StoredInTests(SynchronousTestCase):
         self.link.dataReceived(answer.serialize())
         self.assertEqual(self.failureResultOf(waiting, StoreRefused).value.status, OUT_OF_RESOURCES)
         self.assertFalse(os.path.exists(path))
+
+
+class _Pool:
+    """
+    What a L{WorkerConnection} takes objects into: records each.
+    """
+
+    def __init__(self):
+        self.taken = []
+
+    def take(self, area, received):
+        self.taken.append((area, received))
+
+
+class _ReportingWorker:
+    """
+    A L{dicomd.workers.Worker}'s associations, by serial; one closed is
+    recorded.
+    """
+
+    def __init__(self):
+        self.closed = []
+
+    def association(self, serial):
+        return "association %d" % (serial,)
+
+    def closeAssociation(self, serial):
+        self.closed.append(serial)
+
+
+class ReportedTests(SynchronousTestCase):
+    """
+    Tests for L{Reported}'s way from a worker (L{CoordinatorLink.storedIn})
+    to its coordinator (L{WorkerConnection}), made and taken without
+    AMP's general command machinery.
+    """
+
+    def setUp(self):
+        self.link = CoordinatorLink(reactor=None)
+        self.sent = StringTransport()
+        self.link.makeConnection(self.sent)
+        self.pool, self.worker = _Pool(), _ReportingWorker()
+        self.connection = WorkerConnection(self.pool, self.worker)
+        self.transport = StringTransport()
+        self.connection.makeConnection(self.transport)
+        self.received = _received(scan=walkHead(_encoded(header("1.1.1", 7, PatientName="Doe^J")), EXPLICIT, complete=True))
+
+    def test_boxAsAMPReadsIt(self):
+        """
+        The box a worker makes reads, by the command's own argument
+        definitions, as what C{callRemote} would have sent.
+        """
+        fields = instanceFields(self.received)
+        arguments = Reported.parseArguments(Reported.box("/data/\u00e9".encode("utf-8"), 3, fields), None)
+        self.assertEqual(arguments, {"area": "/data/\u00e9", "association": 3, "instance": fields})
+
+    def test_taken(self):
+        """
+        Each object a worker reports is taken into the coordinator's pool
+        as the worker stored it, on the worker's association, in order;
+        the commands around the reports are dispatched as before.
+        """
+        report = self.link.storedIn("/data")
+        second = _received(path="/data/CT.2", scan=self.received.scan)
+        report(self.received)
+        report(second)
+        self.link.callRemote(AssociationClosed, association=1)
+        self.connection.dataReceived(self.sent.value())
+        self.assertEqual([area for area, _ in self.pool.taken], ["/data", "/data"])
+        taken = [received for _, received in self.pool.taken]
+        self.assertEqual(taken, [self.received, second])
+        self.assertEqual({received.association for received in taken}, {"association 1"})
+        self.assertEqual(taken[0].attributes.PatientName, "Doe^J")
+        self.assertEqual(self.worker.closed, [1])
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_malformed(self):
+        """
+        A report the coordinator cannot read (here, a pickle naming a
+        function: a worker subverted by what it parsed) is logged and its
+        connection dropped, as AMP does with what a responder raises;
+        nothing is taken.
+        """
+        box = Reported.box(b"/data", 1, {})
+        box[b"instance"] = pickle.dumps(os.getcwd)
+        self.connection.dataReceived(box.serialize())
+        self.assertEqual(self.pool.taken, [])
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(len(self.flushLoggedErrors(pickle.UnpicklingError)), 1)
 
 
 class AnsweredByCoordinatorTests(SynchronousTestCase):
