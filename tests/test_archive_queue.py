@@ -7,6 +7,8 @@ import contextlib
 import os
 
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from twisted.trial import unittest
 
 from dicomd.archive.area import IndexedArea
@@ -14,6 +16,7 @@ from dicomd.archive.dcmqrcfg import Quota
 from dicomd.archive.index import StoredFile
 from dicomd.archive.queue import FAILED, QUEUED, Forwarding, ForwardQueue, RetryPolicy
 from dicomd.archive.routing import AT_END_OF_STUDY, Route, RouteMatch, attributeCondition, forwardingsFor
+from dicomd.storage.part10 import walkHead
 from dicomd.storage.scp import ReceivedInstance
 from tests.test_archive_index import PostgreSQLEngine, SQLiteEngine
 
@@ -41,6 +44,18 @@ def received(dataset, callingAETitle="CT01", calledAETitle="DICOMD"):
         str(dataset.SOPClassUID), str(dataset.SOPInstanceUID), EXPLICIT, callingAETitle, calledAETitle, "127.0.0.1", 0.0,
         attributes=dataset,
     )
+
+
+def scannedInstance(dataset, callingAETitle="CT01"):
+    """
+    An instance as the storage SCP leaves it: its data set's bytes
+    scanned (L{walkHead}), its pydicom data set made only when read.
+    """
+    encoded = DicomBytesIO()
+    encoded.is_little_endian, encoded.is_implicit_VR = True, False
+    write_dataset(encoded, dataset)
+    scan = walkHead(encoded.getvalue(), EXPLICIT, complete=True)
+    return ReceivedInstance(str(dataset.SOPClassUID), str(dataset.SOPInstanceUID), EXPLICIT, callingAETitle, "DICOMD", "127.0.0.1", 0.0, scan=scan)
 
 
 class QueueTests(SQLiteEngine, unittest.TestCase):
@@ -524,6 +539,39 @@ class RoutingTests(unittest.TestCase):
         self.assertTrue(dates.takes(received(header("1.1", 1, StudyDate="20240615"))))
         self.assertFalse(dates.takes(received(header("1.1", 1, StudyDate="20230615"))))
         self.assertIsNone(attributeCondition("StationName", "*"))
+
+    def test_readInTheScan(self):
+        """
+        An instance as the storage SCP leaves it (its data set's bytes
+        scanned, no pydicom data set made) is matched as the same instance
+        with its data set, without making that data set.
+        """
+        matches = [
+            RouteMatch(),
+            RouteMatch(modalities=("MR",)),
+            RouteMatch(modalities=("CT",)),
+            RouteMatch(conditions=(attributeCondition("StationName", "CT*"),)),
+            RouteMatch(conditions=(attributeCondition("StudyDate", "20240101-20241231"),)),
+            RouteMatch(conditions=(attributeCondition("PatientName", "Doe^*"),)),
+        ]
+        for dataset in (
+            header("1.1", 1, StationName="CT_ROOM_1", StudyDate="20240615", PatientName="Doe^J"),
+            header("1.1", 2, modality="MR", StationName="MR1", StudyDate="20230615"),
+        ):
+            for match in matches:
+                scanned = scannedInstance(dataset)
+                self.assertEqual(match.takes(scanned), match.takes(received(dataset)), (match, dataset.SOPInstanceUID))
+                self.assertIsNotNone(scanned.scan, "the data set was made")
+
+    def test_nonASCIIFromTheDataSet(self):
+        """
+        A value the scan cannot read as ASCII is read from the data set,
+        in the instance's character set.
+        """
+        dataset = header("1.1", 1, SpecificCharacterSet="ISO_IR 100", InstitutionName="H\u00f4pital Nord")
+        match = RouteMatch(conditions=(attributeCondition("InstitutionName", "H\u00f4pital*"),))
+        self.assertTrue(match.takes(scannedInstance(dataset)))
+        self.assertFalse(RouteMatch(conditions=(attributeCondition("InstitutionName", "Hopital*"),)).takes(scannedInstance(dataset)))
 
     def test_forwardingsFor(self):
         """

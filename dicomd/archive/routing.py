@@ -23,6 +23,7 @@ from dicomd.archive.matching import (
     UIDList,
     Unmatchable,
     Wildcard,
+    asciiText,
     attributeText,
     conditionFor,
     sortableValue,
@@ -95,6 +96,30 @@ def holds(condition, text: str) -> bool:
     raise TypeError("not a condition: %r" % (condition,))
 
 
+#: The attribute a route's C{modality} reads.
+MODALITY = QueryKey("Modality", 0x00080060, "CS", Level.SERIES)
+
+
+def receivedText(received, key: QueryKey) -> str:
+    """
+    The L{attributeText} of C{key} in a received instance
+    (L{dicomd.storage.scp.ReceivedInstance}): read in the bytes its data
+    set arrived in (its C{scan}) where the value is ASCII, as the index
+    reads its keys, rather than from its C{attributes}, which the first
+    read makes into pydicom's data set (about 25 microseconds for every
+    instance a route looked at).
+    """
+    scan = received.scan
+    if scan is not None:
+        found = scan.rawValues((key.tag,)).get(key.tag)
+        if found is None:
+            return ""
+        text = asciiText(found[0], found[1], key.vr)
+        if text is not None:
+            return text
+    return attributeText(received.attributes, key)
+
+
 @dataclass(frozen=True)
 class RouteMatch:
     """
@@ -121,13 +146,10 @@ class RouteMatch:
             return False
         if self.sopClasses is not None and received.sopClassUID not in self.sopClasses:
             return False
-        attributes = received.attributes
-        if self.modalities is not None:
-            modality = str(attributes.get("Modality", "") or "").strip()
-            if modality not in self.modalities:
-                return False
+        if self.modalities is not None and receivedText(received, MODALITY) not in self.modalities:
+            return False
         for condition in self.conditions:
-            if not holds(condition, attributeText(attributes, condition.key)):
+            if not holds(condition, receivedText(received, condition.key)):
                 return False
         return True
 
