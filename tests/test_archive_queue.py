@@ -7,8 +7,6 @@ import contextlib
 import os
 
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 from twisted.trial import unittest
 
 from dicomd.archive.area import IndexedArea
@@ -18,6 +16,7 @@ from dicomd.archive.queue import FAILED, QUEUED, Forwarding, ForwardQueue, Retry
 from dicomd.archive.routing import AT_END_OF_STUDY, Route, RouteMatch, attributeCondition, forwardingsFor
 from dicomd.storage.part10 import walkHead
 from dicomd.storage.scp import ReceivedInstance
+from tests.dicomfiles import encodedDataSet
 from tests.test_archive_index import PostgreSQLEngine, SQLiteEngine
 
 AREA = "/data/area"
@@ -51,10 +50,7 @@ def scannedInstance(dataset, callingAETitle="CT01"):
     An instance as the storage SCP leaves it: its data set's bytes
     scanned (L{walkHead}), its pydicom data set made only when read.
     """
-    encoded = DicomBytesIO()
-    encoded.is_little_endian, encoded.is_implicit_VR = True, False
-    write_dataset(encoded, dataset)
-    scan = walkHead(encoded.getvalue(), EXPLICIT, complete=True)
+    scan = walkHead(encodedDataSet(dataset), EXPLICIT, complete=True)
     return ReceivedInstance(str(dataset.SOPClassUID), str(dataset.SOPInstanceUID), EXPLICIT, callingAETitle, "DICOMD", "127.0.0.1", 0.0, scan=scan)
 
 

@@ -17,6 +17,7 @@ from typing import Optional, Sequence, Tuple
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from dicomd.archive.matching import (
+    KEYS,
     Level,
     QueryKey,
     SingleValue,
@@ -96,8 +97,8 @@ def holds(condition, text: str) -> bool:
     raise TypeError("not a condition: %r" % (condition,))
 
 
-#: The attribute a route's C{modality} reads.
-MODALITY = QueryKey("Modality", 0x00080060, "CS", Level.SERIES)
+#: The attribute a route's C{modality} reads: the index's key.
+MODALITY = next(key for key in KEYS if key.keyword == "Modality")
 
 
 def receivedText(received, key: QueryKey) -> str:
