@@ -1703,6 +1703,26 @@ class InlineWritesTests(SynchronousTestCase):
         clock.advance(0.1)
         self.assertTrue(inline.admits(10))
 
+    def test_slowFilesBetweenQuickOnesChangeNothing(self):
+        """
+        Slow files with quick ones between them, as a busy machine's
+        other processes make them by holding the cores, do not send files
+        to the threads, however close together: only C{strikes} slow
+        files in a row do, as a disk that stalls makes them.
+        """
+        clock = Clock()
+        inline = _spool.InlineWrites(slow=0.005, strikes=3, window=1.0, backoff=10, clock=clock.seconds)
+        for _ in range(10):
+            inline.took(0.02)
+            inline.took(0.02)
+            inline.took(0.0001)
+            clock.advance(0.01)
+            self.assertTrue(inline.admits(10))
+        inline.took(0.02)
+        inline.took(0.02)
+        inline.took(0.02)
+        self.assertFalse(inline.admits(10))
+
     def test_slowFilesFarApartChangeNothing(self):
         """
         Slow files further apart than C{window} seconds, as the reactor

@@ -112,12 +112,16 @@ class InlineWrites:
 
     A file qualifies when it is small (nothing of it was written yet, so
     all of it is waiting in memory) and files were not slow to finish
-    inline lately: C{strikes} files that took C{slow} seconds or more
-    within C{window} seconds send the files of the next C{backoff} seconds
-    through the worker threads, so that a stalling disk holds up one
-    association's response, not the whole reactor.  One slow file alone
-    does not: the reactor thread also waits now and then for the
-    interpreter lock, or for memory, whatever the disk.
+    inline lately: C{strikes} files in a row that took C{slow} seconds or
+    more, within C{window} seconds, send the files of the next C{backoff}
+    seconds through the worker threads, so that a stalling disk holds up
+    one association's response, not the whole reactor.  A disk that
+    stalls stalls every file.  Slow files between quick ones do not
+    count: the reactor thread also waits now and then for the
+    interpreter lock, for memory, or for a core the machine's other
+    processes hold, whatever the disk (with 32 senders on two cores,
+    several times a second, for 5 to 30 ms; and the worker threads cost
+    those very cores more per file).
 
     @ivar limit: the largest file, in bytes, finished inline.
     """
@@ -150,6 +154,8 @@ class InlineWrites:
         Finishing a file inline took C{seconds}.
         """
         if seconds < self._slow:
+            if self._slowAt:
+                self._slowAt.clear()
             return
         now = self._clock()
         self._slowAt.append(now)
