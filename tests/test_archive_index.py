@@ -1674,6 +1674,32 @@ class UpdateTests(ArchiveMixin, SynchronousTestCase):
         self.assertEqual(self.index.studyUsage(AREA, "4.1").lastUpdated, 2010.0)
         self.assertEqual(self.index.studyUsage(AREA, "6.1").lastUpdated, 1009.0)
 
+    def test_batchStudiesUpdatedInOneStatement(self):
+        """
+        A batch of instances of several studies, as many senders give the
+        index writer, records each study's newest receipt time in one
+        statement, not one per study; a study whose time is newer already
+        keeps it.
+        """
+        statements = self.statements()
+        self.index.addInstances(
+            AREA,
+            [
+                (header("4.1.1", 2), stored("4.1.1.2", 2005.0)),
+                (header("5.1.1", 2), stored("5.1.1.2", 2006.0)),
+                (header("6.1.1", 2), stored("6.1.1.2", 900.0)),
+                (header("4.1.1", 3), stored("4.1.1.3", 2004.0)),
+            ],
+        )
+        touches = [
+            statement
+            for statement in statements
+            if statement.startswith("UPDATE") and _table(statement) == "study" and "SET lastUpdated" in statement
+        ]
+        self.assertEqual(len(touches), 1)
+        updated = {uid: self.index.studyUsage(AREA, uid).lastUpdated for uid in ("4.1", "5.1", "6.1")}
+        self.assertEqual(updated, {"4.1": 2005.0, "5.1": 2006.0, "6.1": 1009.0})
+
     def test_batchRowPrunedThenNeededAgain(self):
         """
         When an instance of a batch leaves a series, study and patient

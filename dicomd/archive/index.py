@@ -630,8 +630,7 @@ class SQLArchiveIndex:
                 if row.forwardings:
                     queue.enqueue(db, instance, row.keys.uids[Level.STUDY], row.forwardings, row.stored.received)
                 replaced.append(old)
-            for study, received in batch.newest.items():
-                self._touchStudy(db, study, received)
+            self._touchStudies(db, batch.newest)
         return replaced
 
     def _instanceRow(self, db, area, header, stored, forwardings=(), *, batch):
@@ -720,12 +719,41 @@ class SQLArchiveIndex:
         emptied = self._pruneSeries(db, old["series"])
         return old["id"], (old["path"] if old["path"] != row.stored.path else None), emptied
 
-    def _touchStudy(self, db, study, received):
+    def _touchStudies(self, db, newest):
         """
-        Record that an object of a study arrived at C{received}, in the
-        caller's transaction: the study's C{lastUpdated} is its newest.
+        Record when the newest object of each study of a batch arrived, in
+        the caller's transaction: a study's C{lastUpdated} is its newest
+        object's, with the L{_touchColumns}.  One statement for the batch
+        rather than one per study: a batch from many senders holds many
+        studies, and each statement is a call into the database that hands
+        the interpreter lock to the reactor and back.
+
+        @param newest: the newest receipt time by study C{id}
+            (L{_Batch.newest}).
         """
-        db.execute("UPDATE study SET lastUpdated = ? WHERE id = ? AND lastUpdated < ?", (received, study, received))
+        extra = self._touchColumns()
+        assignments = "".join(f", {name} = ?" for name, _ in extra)
+        pairs = list(newest.items())
+        for start in range(0, len(pairs), _ROWS_PER_INSERT):
+            chunk = pairs[start : start + _ROWS_PER_INSERT]
+            # Made a power of two long with its last pair again (a row
+            # joined twice takes the same values either way), so that the
+            # database keeps few statements prepared (one per size)
+            # instead of one for every number of studies.
+            chunk += chunk[-1:] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))
+            db.execute(
+                f"UPDATE study SET lastUpdated = newest.column2{assignments}"
+                f" FROM (VALUES {', '.join(['(?, ?)'] * len(chunk))}) AS newest"
+                " WHERE study.id = newest.column1 AND study.lastUpdated < newest.column2",
+                [value for _, value in extra] + [value for pair in chunk for value in pair],
+            )
+
+    def _touchColumns(self):
+        """
+        What else a study's row records of its newest object
+        (L{_touchStudies}): C{(column, value)} pairs; none here.
+        """
+        return ()
 
     def _insert(self, db, table, columns):
         """

@@ -431,15 +431,12 @@ class PostgreSQLArchiveIndex(SQLArchiveIndex):
         with self.connection() as db:
             db.execute("UPDATE node SET ended = 1 WHERE name = ? AND recoveredBy = ? AND ended = 0", (node, self.node))
 
-    def _touchStudy(self, db, study, received):
+    def _touchColumns(self):
         """
-        Record that an object of a study arrived at C{received} on this
-        daemon: the study's C{lastUpdated} and C{lastNode} are those of its
-        newest object.
+        A study's C{lastNode} is the daemon that received its newest
+        object, as its C{lastUpdated} is that object's time.
         """
-        db.execute(
-            "UPDATE study SET lastUpdated = ?, lastNode = ? WHERE id = ? AND lastUpdated < ?", (received, self.node, study, received)
-        )
+        return (("lastNode", self.node),)
 
     def claimStudyEnd(self, area, studyInstanceUID, now, timeout):
         """
