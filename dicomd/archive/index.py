@@ -725,8 +725,9 @@ class SQLArchiveIndex:
         the caller's transaction: a study's C{lastUpdated} is its newest
         object's, with the L{_touchColumns}.  One statement for the batch
         rather than one per study: a batch from many senders holds many
-        studies, and each statement is a call into the database that hands
-        the interpreter lock to the reactor and back.
+        studies, and each statement is a round trip to PostgreSQL's server,
+        or a call into SQLite that hands the interpreter lock to the
+        reactor and back.
 
         @param newest: the newest receipt time by study C{id}
             (L{_Batch.newest}).
