@@ -1010,8 +1010,32 @@ class AdoptedPort(_PortService):
             from twisted.protocols.tls import TLSMemoryBIOFactory
 
             factory = TLSMemoryBIOFactory(tls, False, factory)
-        self.port = self.reactor.adoptStreamPort(self.fd, family, factory)
+        self.port = acceptOneAtATime(self.reactor.adoptStreamPort(self.fd, family, factory))
         os.close(self.fd)
+
+
+def acceptOneAtATime(port):
+    """
+    Make a worker's port accept one connection each time its socket is
+    readable, and return it.
+
+    A Twisted port accepts as many connections as are waiting (up to its
+    C{numberAccepts}, which grows while it finds more): of the workers a
+    burst of connections wakes (32 storescu at once, or the modalities
+    that come back after a network outage), the first took nearly all of
+    them and the others were left idle, with every core but one.  One at
+    a time, each connection goes to whichever worker wakes for it first,
+    and a busy worker, slower to wake, takes fewer (nginx's workers
+    without C{multi_accept} do the same).
+    """
+    accept = port.doRead
+
+    def doRead():
+        port.numberAccepts = 1
+        return accept()
+
+    port.doRead = doRead
+    return port
 
 
 def sharable(where) -> bool:

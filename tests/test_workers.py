@@ -19,13 +19,15 @@ import os
 import pickle
 import re
 import signal
+import socket
 
 import pydicom
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from twisted.internet import defer
 from twisted.protocols import amp
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import protocol, reactor
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from twisted.test.proto_helpers import StringTransport
 
@@ -36,6 +38,7 @@ from dicomd.storage.receiver import SORT_STUDY_UID, StorageOptions
 from dicomd.storage.scp import ReceivedInstance, StoreRefused
 from dicomd.workers import (
     HEAD_LIMIT,
+    AdoptedPort,
     AssociationClosed,
     CoordinatorLink,
     IndexState,
@@ -635,6 +638,46 @@ class ReportBacklogTests(SynchronousTestCase):
         backlog.resumeProducing()
         backlog.stopProducing()
         self.assertEqual([a.pauses for a in associations], [0, 0])
+
+
+class AdoptedPortTests(TestCase):
+    """
+    Tests for L{AdoptedPort}, on the reactor with a real listening socket.
+    """
+
+    def test_acceptsOneConnectionEachTimeReadable(self):
+        """
+        A worker's port takes one waiting connection each time its socket
+        is readable, however many wait: of the workers a burst of
+        connections wakes, each takes some, not the first all of them.
+        """
+        listening = socket.socket()
+        self.addCleanup(listening.close)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        # As the coordinator's port leaves it.
+        listening.setblocking(False)
+        accepted = []
+
+        class Accepted(protocol.Protocol):
+            def connectionMade(self):
+                accepted.append(self)
+
+        adopted = AdoptedPort(os.dup(listening.fileno()), "tcp:0", protocol.Factory.forProtocol(Accepted), reactor)
+        adopted.privilegedStartService()
+        port = adopted.port
+        # The test reads it, not the reactor.
+        port.stopReading()
+        self.addCleanup(port.stopListening)
+        clients = [socket.create_connection(listening.getsockname(), timeout=5) for _ in range(3)]
+        for client in clients:
+            self.addCleanup(client.close)
+        self.addCleanup(lambda: [each.transport.abortConnection() for each in accepted])
+        port.doRead()
+        self.assertEqual(len(accepted), 1)
+        port.doRead()
+        port.doRead()
+        self.assertEqual(len(accepted), 3)
 
 
 class _Connection:
