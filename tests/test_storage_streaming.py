@@ -38,7 +38,7 @@ from dicomd.net.requestor import connect
 from dicomd.services.verification import VerificationSCP
 from dicomd.storage import spool as _spool
 from dicomd.storage.receiver import StorageOptions, buildReceiver, storagePolicy
-from dicomd.storage.scp import TEMPORARY_NAME
+from dicomd.storage.scp import TEMPORARY_NAME, StoreRefused
 from dicomd.ul.fsm import State
 from dicomd.ul.negotiation import UNCOMPRESSED, proposePresentationContexts
 from dicomd.ul.pdu import AAssociateRQ, UserInformation
@@ -803,6 +803,29 @@ class WriteFailureTests(SynchronousTestCase):
         self.assertEqual(written, [True])
         self.assertEqual(storedFiles(harness.output), [])
         self.assertEqual(temporaryFiles(harness.output), [])
+
+
+class ObserverRefusalTests(SynchronousTestCase):
+    """
+    An observer whose L{Deferred} fails with L{StoreRefused} (a worker's
+    coordinator that cannot record the object) answers with the refusal's
+    status, not with 0xC000.
+    """
+
+    def test_refusalOfAnObserverWhoseResponseWaits(self):
+        """
+        0xA700 from an observer's L{Deferred} is answered as 0xA700, with
+        its comment, with one observer waiting and with two.
+        """
+        for others in ([], [lambda received: defer.succeed(None)]):
+            harness = AcceptorHarness(self, _HeldThreadPool(immediate=True))
+            refusal = defer.Deferred()
+            harness.scp.observers.extend([lambda received: refusal] + others)
+            harness.storeWhole(makeDataset())
+            refusal.errback(StoreRefused(_status.OUT_OF_RESOURCES, "the index cannot record it"))
+            [refused] = harness.responses()
+            self.assertEqual(refused.status, _status.OUT_OF_RESOURCES)
+            self.assertEqual(refused.errorComment, "the index cannot record it")
 
 
 class MalformedDataSetTests(SynchronousTestCase):

@@ -641,7 +641,11 @@ class IncomingInstance:
         waits = [w for w in waits if isinstance(w, defer.Deferred)]
         if not waits:
             return None
-        return defer.gatherResults(waits, consumeErrors=True)
+        if len(waits) == 1:
+            return waits[0]
+        # The first failure itself, not gatherResults' FirstError around
+        # it: a refusal (StoreRefused) answers with its own status.
+        return defer.gatherResults(waits, consumeErrors=True).addErrback(lambda failure: failure.value.subFailure)
 
     def _stored(self, _) -> None:
         if self._abandoned:
