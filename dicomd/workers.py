@@ -16,8 +16,9 @@ A worker is built from the front door's own command line
 the same overrides; the coordinator passes it the listening sockets and
 its end of the AMP socket pair as inherited descriptors.
 
-A worker tells the coordinator of each stored object (L{Reported}) just
-before its C-STORE-RSP, handing the report to the kernel first: what a
+A worker tells the coordinator of each stored object (L{Reported}) before
+its C-STORE-RSP: the reports of one turn of its reactor go to the kernel
+in one write at the turn's end, then their responses, so that what a
 worker acknowledged is known to the coordinator even when the worker is
 killed right after.  The response does not wait for the coordinator, as
 in one process it does not wait for the index writer: the worker refuses
@@ -356,6 +357,11 @@ class CoordinatorLink(amp.AMP):
         #: L{dicomd.archive.index.areaKey} -> why the coordinator's index
         #: cannot record what is stored there, for the areas it cannot.
         self.indexFailures: Dict[str, str] = {}
+        # The reports of this turn of the reactor not yet written, and the
+        # responses that wait for them (L{report}).
+        self._reports: List[bytes] = []
+        self._reported: List[defer.Deferred] = []
+        self._flush = None
 
     def connectionLost(self, reason):
         amp.AMP.connectionLost(self, reason)
@@ -370,16 +376,57 @@ class CoordinatorLink(amp.AMP):
     def sendBox(self, box) -> None:
         """
         Hand each box to the kernel at once rather than on the reactor's
-        next iteration: a report (L{Reported}) is then in the
-        coordinator's socket before the response that follows it leaves,
-        and a worker killed in between has told the coordinator already.
+        next iteration, after the reports waiting (L{report}), so that the
+        coordinator reads everything in the order it happened.
         """
         if self.transport is None:
             raise error.ConnectionLost()
-        data = box.serialize()
+        self._write(b"".join(self._reports) + box.serialize())
+        self._reports = []
+
+    def _write(self, data: bytes) -> None:
         direct = directConnection(self.transport)
         if direct is None or not sendNow(direct, data):
             self.transport.write(data)
+
+    def report(self, box) -> defer.Deferred:
+        """
+        Send a report (L{Reported}) with the others of this turn of the
+        reactor, in one write once its events are handled.
+
+        Each write wakes the coordinator, and on a busy machine the kernel
+        may run the coordinator on this worker's core at once, ahead of
+        it: with 32 senders a report took 19 µs of the worker's CPU and
+        108-212 µs of its time.  The objects of one turn (as many as the
+        associations with data waiting) now share one write.
+
+        @return: a L{Deferred} that fires once the report is in the
+            kernel: the response follows it, so that a worker killed in
+            between has told the coordinator already.  It fails with
+            L{error.ConnectionLost} if the coordinator is gone.
+        """
+        if self.transport is None:
+            raise error.ConnectionLost()
+        self._reports.append(box.serialize())
+        reported = defer.Deferred()
+        self._reported.append(reported)
+        if self._flush is None:
+            self._flush = self.reactor.callLater(0, self._sendReports)
+        return reported
+
+    def _sendReports(self) -> None:
+        self._flush = None
+        waiting, self._reported = self._reported, []
+        if self.transport is None or self._lost.called:
+            self._reports = []
+            for reported in waiting:
+                reported.errback(error.ConnectionLost())
+            return
+        if self._reports:
+            self._write(b"".join(self._reports))
+            self._reports = []
+        for reported in waiting:
+            reported.callback(None)
 
     @Reload.responder
     def reload(self):
@@ -425,9 +472,10 @@ class CoordinatorLink(amp.AMP):
 
         key = area.encode("utf-8")
 
-        def reported(received: ReceivedInstance) -> None:
-            if received.path is not None:
-                self.sendBox(Reported.box(key, self._serial(received.association), instanceFields(received)))
+        def reported(received: ReceivedInstance) -> Optional[defer.Deferred]:
+            if received.path is None:
+                return None
+            return self.report(Reported.box(key, self._serial(received.association), instanceFields(received)))
 
         def stored(received: ReceivedInstance) -> Optional[defer.Deferred]:
             if received.path is None:

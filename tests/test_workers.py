@@ -24,9 +24,11 @@ import socket
 import pydicom
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
-from twisted.internet import defer
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.task import Clock
 from twisted.protocols import amp
-from twisted.internet import protocol, reactor
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from twisted.test.proto_helpers import StringTransport
@@ -449,20 +451,59 @@ class StoredInTests(SynchronousTestCase):
     """
 
     def setUp(self):
-        self.link = CoordinatorLink(reactor=None)
+        self.clock = Clock()
+        self.link = CoordinatorLink(reactor=self.clock)
         self.transport = StringTransport()
+        self.writes = []
+        write = self.transport.write
+        self.transport.write = lambda data: (self.writes.append(data), write(data))
         self.link.makeConnection(self.transport)
         dataset = header("1.1.1", 7)
         self.received = _received(scan=walkHead(_encoded(dataset), EXPLICIT, complete=True))
 
-    def test_reportedWithoutWaiting(self):
+    def test_reportedAtTheEndOfTheTurn(self):
         """
-        By default the object is reported (Reported, no answer asked) before the observer returns, and the response waits for nothing.
+        By default the object is reported (Reported, no answer asked) with
+        the others of the reactor's turn, in one write once the turn's
+        events are handled; each response waits for that write only.
         """
-        self.assertIsNone(self.link.storedIn("/data")(self.received))
-        sent = self.transport.value()
-        self.assertIn(b"Reported", sent)
+        report = self.link.storedIn("/data")
+        first = report(self.received)
+        second = report(_received(path="/data/CT.2", scan=self.received.scan))
+        self.assertEqual(self.writes, [])
+        self.assertNoResult(first)
+        self.clock.advance(0)
+        [sent] = self.writes
+        self.assertEqual(sent.count(b"Reported"), 2)
         self.assertNotIn(b"_ask", sent)
+        self.assertIsNone(self.successResultOf(first))
+        self.assertIsNone(self.successResultOf(second))
+
+    def test_reportsGoBeforeWhatFollowsThem(self):
+        """
+        A command sent during the turn (an association closed) goes after
+        the reports waiting, in the order things happened.
+        """
+        waiting = self.link.storedIn("/data")(self.received)
+        self.link.callRemote(AssociationClosed, association=1)
+        [sent] = self.writes
+        self.assertLess(sent.index(b"Reported"), sent.index(b"AssociationClosed"))
+        self.assertNoResult(waiting)
+        self.clock.advance(0)
+        self.assertEqual(len(self.writes), 1)
+        self.assertIsNone(self.successResultOf(waiting))
+
+    def test_coordinatorGoneBeforeTheReport(self):
+        """
+        When the coordinator is gone before the turn's reports are
+        written, the responses waiting for them fail (the worker aborts
+        its associations): nothing is acknowledged that it was not told.
+        """
+        waiting = self.link.storedIn("/data")(self.received)
+        self.link.connectionLost(Failure(ConnectionDone()))
+        self.clock.advance(0)
+        self.assertEqual(self.writes, [])
+        self.failureResultOf(waiting, ConnectionLost)
 
     def test_answeredWhenTheResponseMustWait(self):
         """
@@ -520,7 +561,7 @@ class ReportedTests(SynchronousTestCase):
     """
 
     def setUp(self):
-        self.link = CoordinatorLink(reactor=None)
+        self.link = CoordinatorLink(reactor=Clock())
         self.sent = StringTransport()
         self.link.makeConnection(self.sent)
         self.pool, self.worker = _Pool(), _ReportingWorker()
