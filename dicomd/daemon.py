@@ -43,7 +43,7 @@ from twisted.web import server
 from dicomd.archive.area import IndexedArea, sharedQuotas
 from dicomd.archive.writer import IndexWriter
 from dicomd.archive.databases import isURL
-from dicomd.archive.index import DATABASE_ERRORS, areaKey
+from dicomd.archive.index import DATABASE_ERRORS, SQLiteArchiveIndex, areaKey
 from dicomd.archive.service import INDEX_FILE, Archive
 from dicomd.archive.studyends import SharedStudyEnds
 from dicomd.archive.takeover import TakeOver
@@ -56,6 +56,7 @@ from dicomd.net.acceptor import AcceptorFactory
 from dicomd.startup import StartupError, writableDatabase, writableDirectory
 from dicomd.status import Statistics, StatusResource
 from dicomd.storage.receiver import AreaService, buildReceiver
+from dicomd.storage.spool import InlineWrites
 from dicomd.storage.state import defaultStateDirectory
 from dicomd.ul.pdu import CONTEXT_RESULT_TITLES
 from dicomd.workers import COORDINATOR_FD, AdoptedPort, CoordinatorLink, SharedPort, WorkerPool, answeredByCoordinator, sharable
@@ -188,7 +189,10 @@ class StorageService(service.MultiService):
             return
         if archive is not None:
             indexed = IndexedArea(archive.index, titles, config.storage.outputDirectory, quota, router=router, recoveryTitle=config.title)
-            self.writer = IndexWriter(indexed, reactor.getThreadPool().callInThread)
+            # A local SQLite index is written on the reactor thread where
+            # it can be; a server's (PostgreSQL) in a thread, always.
+            inline = InlineWrites() if isinstance(archive.index, SQLiteArchiveIndex) else None
+            self.writer = IndexWriter(indexed, reactor.getThreadPool().callInThread, reactor=reactor, inline=inline)
             self._archive = archive
             if workers is not None:
                 # Workers acknowledge before the writer hears of an object:

@@ -8,17 +8,20 @@ import sqlite3
 import threading
 import time
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from dicomd.archive.area import IndexedArea
 from dicomd.archive.dcmqrcfg import Quota
-from dicomd.archive.index import SQLiteArchiveIndex, areaKey
+from dicomd.archive import writer as writerModule
+from dicomd.archive.index import WAL_AUTOCHECKPOINT, IndexBusy, SQLiteArchiveIndex, areaKey
 from dicomd.archive.matching import Level
 from dicomd.archive.queue import Forwarding, ForwardQueue
 from dicomd.archive.sql import HeaderKeys
 from dicomd.archive.writer import IndexWriter
 from dicomd.dimse.status import OUT_OF_RESOURCES
 from dicomd.storage.scp import ReceivedInstance, StoreRefused
+from dicomd.storage.spool import InlineWrites
 from tests.test_archive_index import AREA, EXPLICIT, header
 
 
@@ -372,6 +375,155 @@ class IndexWriterTests(SynchronousTestCase):
         self.jobs.run()
         self.assertEqual(seen, [["CT.1"]])
         self.assertEqual(sorted(self.rows().values()), ["CT.1", "CT.2"])
+
+
+class InlineTests(SynchronousTestCase):
+    """
+    Tests for an L{IndexWriter} that writes on the reactor thread
+    (L{IndexWriter.inline}) where it can, and leaves the rest to its
+    thread.
+    """
+
+    def setUp(self):
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.index = SQLiteArchiveIndex(os.path.join(self.directory, "index.sqlite"))
+        self.addCleanup(self.index.close)
+        self.jobs = _Jobs()
+        self.clock = Clock()
+        self.checkpoints = 0
+        checkpoint = self.index.checkpoint
+
+        def counting():
+            self.checkpoints += 1
+            checkpoint()
+
+        self.patch(self.index, "checkpoint", counting)
+
+    def writer(self, inline=None, quota=None) -> IndexWriter:
+        area = IndexedArea(self.index, AREA, self.directory, quota)
+        return IndexWriter(
+            area,
+            self.jobs,
+            window=0.01,
+            sleep=lambda seconds: None,
+            reactor=self.clock,
+            inline=inline or InlineWrites(),
+            onReactorThread=lambda: True,
+        )
+
+    received = IndexWriterTests.received
+
+    def rows(self):
+        return self.index.storedPaths(areaKey(self.directory))
+
+    def test_writtenOnTheReactorThread(self):
+        """
+        Additions asked for on the reactor thread gather for the window and
+        are written there, in one transaction, without a thread.
+        """
+        writer = self.writer()
+        for number in range(1, 4):
+            writer.add(self.received(number))
+        self.assertEqual(self.rows(), {})
+        self.clock.advance(0.01)
+        self.assertEqual(sorted(self.rows().values()), ["CT.1", "CT.2", "CT.3"])
+        self.clock.advance(0)
+        self.assertEqual(self.jobs.held, [])
+        self.assertTrue(writer.close(timeout=0))
+
+    def test_anotherWriterLeavesTheBatchToTheThread(self):
+        """
+        While another writer of the process holds the index, the reactor
+        does not wait for it: the thread writes the batch.
+        """
+        writer = self.writer()
+        writer.add(self.received(1))
+        with self.index._writing:
+            self.clock.advance(0.01)
+            self.assertEqual(self.rows(), {})
+        self.assertEqual(len(self.jobs.held), 1)
+        self.jobs.run()
+        self.assertEqual(list(self.rows().values()), ["CT.1"])
+        self.assertTrue(writer.close(timeout=0))
+
+    def test_failureLeavesTheBatchToTheThread(self):
+        """
+        A batch that fails on the reactor thread is the thread's to write,
+        with its tries again.
+        """
+        writer = self.writer()
+        addInstances = self.index.addInstances
+        failures = [sqlite3.OperationalError("disk I/O error")]
+
+        def failingOnce(area, items):
+            if failures:
+                raise failures.pop()
+            return addInstances(area, items)
+
+        self.patch(self.index, "addInstances", failingOnce)
+        writer.add(self.received(1))
+        self.clock.advance(0.01)
+        self.assertEqual(self.rows(), {})
+        self.jobs.run()
+        self.assertEqual(list(self.rows().values()), ["CT.1"])
+
+    def test_slowBatchesGoToTheThread(self):
+        """
+        Once batches were slow on the reactor thread (L{InlineWrites}), the
+        next ones go to the thread; so do those of an area with a quota.
+        """
+        writer = self.writer(inline=InlineWrites(slow=0.0, strikes=1, clock=lambda: 0.0))
+        writer.add(self.received(1))
+        self.clock.advance(0.01)
+        self.assertEqual(len(self.rows()), 1)
+        self.clock.advance(0)
+        writer.add(self.received(2))
+        self.assertEqual(len(self.jobs.held), 1)
+        self.jobs.run()
+        self.assertEqual(len(self.rows()), 2)
+
+        quoted = self.writer(quota=Quota(maxStudies=10, maxBytesPerStudy=1 << 30))
+        quoted.add(self.received(3))
+        self.assertEqual(len(self.jobs.held), 1)
+
+    def test_writeAheadLogCopiedInAThread(self):
+        """
+        The inline transactions leave the write-ahead log to grow; every
+        L{CHECKPOINT_EVERY} of them, a thread copies it into the database.
+        """
+        self.patch(writerModule, "CHECKPOINT_EVERY", 2)
+        writer = self.writer()
+        for number in range(1, 4):
+            writer.add(self.received(number))
+            self.clock.advance(0.01)
+            self.clock.advance(0)
+        self.assertEqual(self.checkpoints, 0)
+        self.assertEqual(len(self.jobs.held), 1)
+        self.jobs.run()
+        self.assertEqual(self.checkpoints, 1)
+        self.assertEqual(len(self.rows()), 3)
+
+    def test_withoutWaiting(self):
+        """
+        Inside L{SQLiteArchiveIndex.withoutWaiting} a transaction fails at
+        once with L{IndexBusy} while another writer of the process holds
+        the index; outside, and after, transactions wait as before, with
+        SQLite's own waiting and log copying as they were.
+        """
+        with self.index.transaction() as db:
+            db.execute("SELECT 1")
+        with self.index.withoutWaiting():
+            with self.index._writing:
+                with self.assertRaises(IndexBusy):
+                    with self.index.transaction():
+                        pass
+            with self.index.transaction() as db:
+                self.assertEqual(db.execute("PRAGMA wal_autocheckpoint").fetchone()[0], 0)
+                self.assertEqual(db.execute("PRAGMA busy_timeout").fetchone()[0], 0)
+        with self.index.transaction() as db:
+            self.assertEqual(db.execute("PRAGMA wal_autocheckpoint").fetchone()[0], WAL_AUTOCHECKPOINT)
+            self.assertEqual(db.execute("PRAGMA busy_timeout").fetchone()[0], 30000)
 
 
 class RelativePathTests(SynchronousTestCase):

@@ -129,6 +129,18 @@ class IndexDatabaseError(Exception):
 DATABASE_ERRORS = (sqlite3.Error, IndexDatabaseError)
 
 
+class IndexBusy(sqlite3.OperationalError):
+    """
+    A transaction begun without waiting (L{SQLiteArchiveIndex.withoutWaiting})
+    found another writer of this process at work.
+    """
+
+
+#: The pages of write-ahead log after which SQLite copies the log into
+#: the database at a commit (its default).
+WAL_AUTOCHECKPOINT = 1000
+
+
 #: How the previous run of a daemon on an index ended (L{IArchiveIndex.beginRun}).
 RUN_ENDED = "ended"
 RUN_CRASHED = "crashed"
@@ -1069,6 +1081,8 @@ class SQLiteArchiveIndex(SQLArchiveIndex):
         self._timeout = timeout
         self._lock = threading.Lock()
         self._writing = threading.Lock()
+        # Whether each thread is inside withoutWaiting.
+        self._notWaiting = threading.local()
         self._idle = []
         self._closed = False
         self._opened = False
@@ -1142,16 +1156,66 @@ class SQLiteArchiveIndex(SQLArchiveIndex):
         """
         A connection inside one C{BEGIN IMMEDIATE} transaction, committed
         when the block ends and rolled back when it raises; writers of this
-        process take turns.
+        process take turns.  Inside L{withoutWaiting}, it does not wait for
+        another writer, nor check the write-ahead log into the database.
         """
-        with self._writing, self.connection() as db:
-            db.execute("BEGIN IMMEDIATE")
+        if getattr(self._notWaiting, "active", False):
+            if not self._writing.acquire(blocking=False):
+                raise IndexBusy("another writer of this process holds the index")
             try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+                with self.connection() as db:
+                    db.execute("PRAGMA busy_timeout = 0")
+                    db.execute("PRAGMA wal_autocheckpoint = 0")
+                    try:
+                        with self._inTransaction(db):
+                            yield db
+                    finally:
+                        db.execute("PRAGMA busy_timeout = %d" % (self._timeout * 1000,))
+                        db.execute("PRAGMA wal_autocheckpoint = %d" % (WAL_AUTOCHECKPOINT,))
+            finally:
+                self._writing.release()
+            return
+        with self._writing, self.connection() as db, self._inTransaction(db):
+            yield db
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _inTransaction(db):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def withoutWaiting(self):
+        """
+        The transactions this thread begins in the block fail at once with
+        L{IndexBusy} (or C{sqlite3.OperationalError}, "database is
+        locked") where they would wait for another writer, and leave the
+        write-ahead log to grow rather than copy it into the database (an
+        C{fsync} or two) when they commit: for a writer on the reactor
+        thread (L{dicomd.archive.writer.IndexWriter}), which must never
+        stop for the database, and leaves those steps to L{checkpoint} in
+        a worker thread.
+        """
+        self._notWaiting.active = True
+        try:
+            yield
+        finally:
+            self._notWaiting.active = False
+
+    def checkpoint(self):
+        """
+        Copy the write-ahead log into the database as far as readers
+        allow, without waiting for them (SQLite's C{PASSIVE} checkpoint),
+        as SQLite does by itself after a commit that makes the log longer
+        than L{WAL_AUTOCHECKPOINT} pages.  In a worker thread.
+        """
+        with self.connection() as db:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def quotaTurn(self, area):
         """
