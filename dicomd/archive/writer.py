@@ -327,15 +327,21 @@ class IndexWriter:
             self._schedule(self._drain)
             return
         self.inline.took(self._clock() - started)
-        with self._lock:
-            for _ in taken:
-                self._operations.popleft()
         self._sinceCheckpoint += 1
         if self._sinceCheckpoint >= CHECKPOINT_EVERY:
             self._sinceCheckpoint = 0
             self._schedule(self._checkpoint)
-        # The next batch, if any, after the reactor's other work.
-        self._reactor.callLater(0, self._drainHere)
+        with self._lock:
+            for _ in taken:
+                self._operations.popleft()
+            waiting = len(self._operations)
+            if not waiting:
+                self._running = False
+                self._idle.notify_all()
+                return
+        # The next batch after the window (as the thread gathers one),
+        # unless a whole batch waits already.
+        self._reactor.callLater(0 if waiting >= self._batch else self._window, self._drainHere)
 
     def _checkpoint(self) -> None:
         """
