@@ -57,13 +57,23 @@ class _Router:
         self.told.append(list(forwardings))
 
 
-class IndexWriterTests(SynchronousTestCase):
+class _IndexedAreaCase(SynchronousTestCase):
+    """
+    A storage area's directory with its SQLite index, and a thread pool
+    whose jobs wait for the test.
+    """
+
     def setUp(self):
         self.directory = os.path.abspath(self.mktemp())
         os.makedirs(self.directory)
         self.index = SQLiteArchiveIndex(os.path.join(self.directory, "index.sqlite"))
         self.addCleanup(self.index.close)
         self.jobs = _Jobs()
+
+
+class IndexWriterTests(_IndexedAreaCase):
+    def setUp(self):
+        _IndexedAreaCase.setUp(self)
         self.sleeps = []
         self.transactions = 0
         addInstances = self.index.addInstances
@@ -377,7 +387,7 @@ class IndexWriterTests(SynchronousTestCase):
         self.assertEqual(sorted(self.rows().values()), ["CT.1", "CT.2"])
 
 
-class InlineTests(SynchronousTestCase):
+class InlineTests(_IndexedAreaCase):
     """
     Tests for an L{IndexWriter} that writes on the reactor thread
     (L{IndexWriter.inline}) where it can, and leaves the rest to its
@@ -385,11 +395,7 @@ class InlineTests(SynchronousTestCase):
     """
 
     def setUp(self):
-        self.directory = os.path.abspath(self.mktemp())
-        os.makedirs(self.directory)
-        self.index = SQLiteArchiveIndex(os.path.join(self.directory, "index.sqlite"))
-        self.addCleanup(self.index.close)
-        self.jobs = _Jobs()
+        _IndexedAreaCase.setUp(self)
         self.clock = Clock()
         self.checkpoints = 0
         checkpoint = self.index.checkpoint
