@@ -351,8 +351,11 @@ class IndexWriter:
         try:
             self.area.index.checkpoint()
         except DATABASE_ERRORS as e:
-            # The next one, or the next commit of a thread, copies it.
-            self.log.warn("Checking the write-ahead log of {area}'s index into it failed: {error}", area=self.area.name, error=str(e))
+            self.log.warn(
+                "Copying the write-ahead log of the index of {area} into its database failed ({error}); the next copy tries again",
+                area=self.area.name,
+                error=str(e),
+            )
 
     @staticmethod
     def _describe(operation) -> str:
