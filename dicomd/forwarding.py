@@ -110,7 +110,8 @@ class Router:
     """
     Where the instances an area stores are forwarded: the routes of each AE
     title, replaced as a whole when the configuration is reloaded.  The
-    L{dicomd.archive.area.IndexedArea}s ask it in worker threads.
+    L{dicomd.archive.area.IndexedArea}s ask it in worker threads, or on
+    the reactor thread where the index writer writes there.
 
     @ivar defaultTitle: the AE whose routes apply to instances sent to an
         AE title no AE has (C{answer-any-called-ae}), or C{None}.
