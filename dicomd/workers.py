@@ -361,7 +361,6 @@ class CoordinatorLink(amp.AMP):
         # responses that wait for them (L{report}).
         self._reports: List[bytes] = []
         self._reported: List[defer.Deferred] = []
-        self._flush = None
 
     def connectionLost(self, reason):
         amp.AMP.connectionLost(self, reason)
@@ -407,15 +406,15 @@ class CoordinatorLink(amp.AMP):
         """
         if self.transport is None:
             raise error.ConnectionLost()
+        if not self._reported:
+            # The turn's first report: the write waits for its end.
+            self.reactor.callLater(0, self._sendReports)
         self._reports.append(box.serialize())
         reported = defer.Deferred()
         self._reported.append(reported)
-        if self._flush is None:
-            self._flush = self.reactor.callLater(0, self._sendReports)
         return reported
 
     def _sendReports(self) -> None:
-        self._flush = None
         waiting, self._reported = self._reported, []
         if self.transport is None or self._lost.called:
             self._reports = []

@@ -123,6 +123,10 @@ class InlineWrites:
     several times a second, for 5 to 30 ms; and the worker threads cost
     those very cores more per file).
 
+    The index writer paces the batches it writes on the reactor thread
+    with one too (L{dicomd.archive.writer.IndexWriter.inline}), each
+    batch taken as a file with nothing written yet (C{admits(0)}).
+
     @ivar limit: the largest file, in bytes, finished inline.
     """
 
