@@ -48,6 +48,7 @@ Typical use::
 import os
 import re
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
@@ -905,3 +906,13 @@ def abortOf(data: bytes) -> Optional[Tuple[int, int]]:
     if len(data) >= 10 and data[:8] == A_ABORT_PREFIX:
         return data[8], data[9]
     return None
+
+
+def deadPID() -> int:
+    """
+    The PID of a process that has just ended (and that no other has had
+    the time to take).
+    """
+    process = subprocess.Popen([sys.executable, "-c", ""])
+    process.wait()
+    return process.pid

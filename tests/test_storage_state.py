@@ -8,8 +8,9 @@ import os
 
 from twisted.trial import unittest
 
-from dicomd.storage.scp import TEMPORARY_NAME, StorageArea
+from dicomd.storage.scp import TEMPORARY_NAME, StorageArea, hostTag
 from dicomd.storage.state import defaultStateDirectory, makeStateDirectory
+from tests.support import deadPID
 
 
 def noHome(uid):
@@ -80,7 +81,7 @@ class TemporaryFileTests(unittest.SynchronousTestCase):
         self.assertNotEqual(first, second)
         for path in first, second:
             self.assertEqual(os.path.dirname(path), self.directory)
-            self.assertRegex(os.path.basename(path), r"^\.dicomd-%d-\d+\.part$" % (os.getpid(),))
+            self.assertRegex(os.path.basename(path), r"^\.dicomd-%s-%d-\d+\.part$" % (hostTag(), os.getpid()))
             self.assertTrue(TEMPORARY_NAME.match(os.path.basename(path)))
 
     def test_prepareRemovesOnlyTemporaryFiles(self):
@@ -92,8 +93,10 @@ class TemporaryFileTests(unittest.SynchronousTestCase):
         os.makedirs(outside)
         precious = os.path.join(outside, "precious")
         os.makedirs(os.path.join(self.directory, "STUDY"))
+        dead = deadPID()
         kept = [".dicomd-index.sqlite", ".dicomd-1-x.part", "dicomd-1-2.part", ".dicomd-1-2.part.dcm", "1-2.part", "STUDY", ".dicomd-9-9.part"]
-        for name in [precious, ".dicomd-12-3.part", ".dicomd-12-4.part", "STUDY/.dicomd-1-1.part"] + kept[:-2]:
+        removed = [".dicomd-%d-3.part" % (dead,), ".dicomd-%s-%d-4.part" % (hostTag(), dead), ".dicomd-%s-%d-5.part" % (hostTag(), os.getpid())]
+        for name in [precious, "STUDY/.dicomd-1-1.part"] + removed + kept[:-2]:
             with open(os.path.join(self.directory, name), "w") as f:
                 f.write("x")
         os.symlink(precious, os.path.join(self.directory, ".dicomd-9-9.part"))
@@ -102,8 +105,24 @@ class TemporaryFileTests(unittest.SynchronousTestCase):
         self.assertEqual(os.listdir(os.path.join(self.directory, "STUDY")), [".dicomd-1-1.part"])
         self.assertEqual(os.listdir(outside), ["precious"])
 
+    def test_prepareLeavesLiveProcessesFiles(self):
+        """
+        prepare() leaves the temporary files of a live process of this host
+        (another worker or node storing into the same area, in the old
+        form too) and those of another host, and removes those of a dead
+        process of this host.
+        """
+        live, dead = os.getppid(), deadPID()
+        kept = [".dicomd-%s-%d-1.part" % (hostTag(), live), ".dicomd-%d-2.part" % (live,), ".dicomd-%08x-%d-3.part" % ((int(hostTag(), 16) + 1) % (1 << 32), dead)]
+        os.makedirs(self.directory)
+        for name in kept + [".dicomd-%s-%d-4.part" % (hostTag(), dead)]:
+            with open(os.path.join(self.directory, name), "w") as f:
+                f.write("x")
+        self.area.prepare()
+        self.assertEqual(sorted(os.listdir(self.directory)), sorted(kept))
+
     def test_resolveRefusesTemporaryNames(self):
         """No received object is placed under a name prepare() would take for a temporary file, nor under a directory so named."""
-        for relative in (".dicomd-1-2.part", "./.dicomd-1-2.part", ".dicomd-1-2.part/CT.1"):
+        for relative in (".dicomd-1-2.part", "./.dicomd-1-2.part", ".dicomd-1-2.part/CT.1", ".dicomd-0123abcd-1-2.part"):
             self.assertRaises(ValueError, self.area.resolve, relative)
         self.assertEqual(self.area.resolve("S/.dicomd-1-2.part"), os.path.join(self.directory, "S", ".dicomd-1-2.part"))

@@ -33,6 +33,7 @@ from dicomd.net.acceptor import ApplicationEntity
 from dicomd.services.verification import VerificationSCP
 from dicomd.storage import naming
 from dicomd.storage.receiver import StorageOptions, buildReceiver, storagePolicy
+from dicomd.storage.scp import hostTag
 from dicomd.ul.negotiation import ACCEPTOR_PREFERENCES
 from dicomd.ul.pdu import AAssociateRQ, PresentationContextRQ, UserInformation
 from tests.dicomfiles import CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, makeDataset, writeFile
@@ -41,6 +42,7 @@ from tests.support import (
     LOCALHOST,
     REPO_ROOT,
     dcmtk,
+    deadPID,
     dcmtkEnvironment,
     dicomdArgv,
     exchangeBytes,
@@ -778,18 +780,20 @@ class OutputDirectoryContentsTests(_Mixin, unittest.TestCase):
     def test_startRemovesTemporaryFilesOnly(self):
         """
         The start removes the named temporary files a crash left in -od (where O_TMPFILE is missing), nothing else:
-        not a symbolic link of that name, nor the file where it leads, nor names that merely look alike.
+        not a symbolic link of that name, nor the file where it leads, nor names that merely look alike, nor those of
+        a process still running (another storescp storing into the same directory).
         """
         outside = makeDirectory(self)
         precious = os.path.join(outside, "precious")
         output = makeDirectory(self)
-        kept = ["CT.1.2.3", ".dicomd-1-x.part", "notes.part"]
-        for path in [precious, os.path.join(output, ".dicomd-4242-1.part")] + [os.path.join(output, name) for name in kept]:
+        dead = deadPID()
+        kept = ["CT.1.2.3", ".dicomd-1-x.part", "notes.part", ".dicomd-%d-3.part" % (os.getpid(),)]
+        for path in [precious, os.path.join(output, ".dicomd-%s-%d-1.part" % (hostTag(), dead))] + [os.path.join(output, name) for name in kept]:
             with open(path, "w") as f:
                 f.write("keep me")
-        os.symlink(precious, os.path.join(output, ".dicomd-4242-2.part"))
+        os.symlink(precious, os.path.join(output, ".dicomd-%d-2.part" % (dead,)))
         yield startStorescp(self, output=output)
-        self.assertEqual(sorted(os.listdir(output)), sorted(kept + [".dicomd-4242-2.part"]))
+        self.assertEqual(sorted(os.listdir(output)), sorted(kept + [".dicomd-%d-2.part" % (dead,)]))
         self.assertEqual(os.listdir(outside), ["precious"])
 
     @defer.inlineCallbacks

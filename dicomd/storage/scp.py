@@ -30,7 +30,9 @@ pydicom's elements only when something reads them.
 import itertools
 import os
 import re
+import socket
 import threading
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 
@@ -55,10 +57,50 @@ from dicomd.ul.negotiation import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
 #: attributes without going back to the file.
 HEAD_LIMIT = 64 << 10
 
-#: The names of named temporary files, C{.dicomd-PID-N.part}, in the root
-#: of a storage area: nothing else there is ever removed at start-up, and
-#: no received object may be named so.
-TEMPORARY_NAME = re.compile(r"\.dicomd-[0-9]+-[0-9]+\.part\Z")
+#: The names of named temporary files, C{.dicomd-HOST-PID-N.part}, in the
+#: root of a storage area: nothing else there is ever removed at start-up,
+#: and no received object may be named so.  C{HOST} (L{hostTag}) and
+#: C{PID} say whose file it is: several processes may store into one area
+#: (worker processes, the nodes of a cluster on shared storage), and each
+#: removes only the files of dead processes of its own host.  The form
+#: without C{HOST-} is that of earlier versions, taken for this host's.
+TEMPORARY_NAME = re.compile(r"\.dicomd-(?:(?P<host>[0-9a-f]{8})-)?(?P<pid>[0-9]+)-[0-9]+\.part\Z")
+
+
+def hostTag() -> str:
+    """
+    This host's part of L{TEMPORARY_NAME}: eight hexadecimal digits of its
+    name's CRC-32, enough to tell the nodes that share a storage area.
+    """
+    return "%08x" % (zlib.crc32(socket.gethostname().encode("utf-8")),)
+
+
+def _processAlive(pid: int) -> bool:
+    """
+    Whether a process of this host has that PID (one of another user's
+    included).
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def abandonedTemporary(name: str, host: str) -> bool:
+    """
+    Whether C{name} is a named temporary file (L{TEMPORARY_NAME}) whose
+    process is gone: one of this host (C{host}, L{hostTag}), whose PID is
+    ours (a process before us had it) or no live process's.  Another
+    host's files are its own to remove; a live process's are in use.
+    """
+    match = TEMPORARY_NAME.match(name)
+    if match is None or match["host"] not in (None, host):
+        return False
+    pid = int(match["pid"])
+    return pid == os.getpid() or not _processAlive(pid)
 
 
 class StoreRefused(Exception):
@@ -222,6 +264,7 @@ class StorageArea:
         # directories under it may not lead out of it.
         self._realDirectory = os.path.realpath(self.directory)
         self._lock = threading.Lock()
+        self._host = hostTag()
         self._counter = 0
         # Directories known to exist inside the area, so that storing into
         # one costs no system call beyond the rename; one that disappears
@@ -232,13 +275,15 @@ class StorageArea:
         """
         Create the area and remove the named temporary files a crash left
         in its root (L{TEMPORARY_NAME}, and nothing else): none of them was
-        ever acknowledged.  A file a crash left under its final name is
-        complete, and goes into the index.
+        ever acknowledged.  Those of processes still running (another
+        worker, another node) are theirs, in use (L{abandonedTemporary}).
+        A file a crash left under its final name is complete, and goes
+        into the index.
         """
         os.makedirs(self.directory, self.directoryMode, exist_ok=True)
         with os.scandir(self.directory) as entries:
             for entry in entries:
-                if TEMPORARY_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+                if abandonedTemporary(entry.name, self._host) and entry.is_file(follow_symlinks=False):
                     os.unlink(entry.path)
         if self.index is not None:
             self.index.recover()
@@ -250,7 +295,7 @@ class StorageArea:
         atomic, and known to L{prepare}, which removes it after a crash.
         """
         self._counter += 1
-        return os.path.join(self.directory, ".dicomd-%d-%d.part" % (os.getpid(), self._counter))
+        return os.path.join(self.directory, ".dicomd-%s-%d-%d.part" % (self._host, os.getpid(), self._counter))
 
     def settle(self, temporary, received: ReceivedInstance) -> None:
         """
