@@ -39,6 +39,12 @@ median of the runs (C{--repeats}, default 5), DCMTK's absolute rate
 beside each ratio.
 None of them fsyncs (not the default of any of them).
 
+C{--nice N} runs every receiver, DCMTK's and Orthanc's alike, under
+C{nice -n N} (below 0 as root only), as a gateway whose senders share its
+machine might run its receiving service: the one reactor thread that
+serves every association competes for the CPU with each local storescu
+as an equal, where C{storescp --fork} has a process per association.
+
 Each measurement starts a fresh receiver, so that its peak RSS (C{VmHWM}
 from C{/proc/PID/status}, the parent's alone for C{--fork}) belongs to
 that run alone; the time is the wall-clock time of storescu, from its
@@ -61,6 +67,7 @@ Run from the checkout:
                           [--servers dicomd,daemon,dcmtk,dcmtk-bp,orthanc]
                           [--senders 8,32] [--nagle-count 200]
                           [--other-dicomd CHECKOUT] [--dicomd-option=-pdu ...]
+                          [--nice N]
 
 The corpus is made (once, with L{bench.corpus.ensureCorpus}) in C{--corpus}
 if it is not complete there.  This is not a test: it asserts nothing but
@@ -77,7 +84,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -267,7 +274,18 @@ def receivers(options) -> List[Receiver]:
         )
         if not any(key.startswith("other") for key in options.servers):
             options.servers.append("other")
+    if options.nice:
+        every = [replace(r, argv=niced(r.argv, options.nice)) for r in every]
     return [r for r in every if r.key in options.servers]
+
+
+def niced(argv: Callable, niceness: int) -> Callable:
+    """
+    A L{Receiver}'s C{argv} run under C{nice -n niceness}: nice becomes
+    the receiver (it executes it in its own process), so that the PID
+    whose RSS and CPU are measured is still the receiver's.
+    """
+    return lambda output, port, scratch: ["nice", "-n", str(niceness)] + argv(output, port, scratch)
 
 
 @dataclass
@@ -474,12 +492,19 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=600, help="seconds before a storescu run is killed")
     parser.add_argument(
+        "--nice", type=int, default=0,
+        help="run every receiver under nice -n N (below 0: root only; default: 0, as started)",
+    )
+    parser.add_argument(
         "--other-dicomd", dest="otherDicomd", default=None,
         help="also run dicomd from this other checkout (e.g. the previous commit, for before/after figures): "
         "its storescp as receiver 'other' (the default), its daemon as 'other-daemon'",
     )
     options = parser.parse_args(argv)
     options.servers = [s for s in options.servers.split(",") if s]
+    if options.nice < 0 and os.geteuid() != 0:
+        # nice would only warn, and run the receivers as they are.
+        parser.error("--nice: a value below 0 needs root, not uid %d" % (os.geteuid(),))
     try:
         senders = [int(n) for n in options.senders.split(",") if n]
     except ValueError:
@@ -559,6 +584,8 @@ def report(options, where: str, rows, names, manyRows, manyNames, nagleRows) -> 
         % (dcmtkVersion(), REPO_ROOT, platform.python_version(), twisted.__version__, platform.machine(), os.cpu_count())
     )
     print("  dicomd options: %s" % (" ".join(options.dicomdOptions) or "(defaults)",))
+    if options.nice:
+        print("  every receiver under nice -n %d" % (options.nice,))
     if rows:
         printTable(
             "One association per corpus, storescu with TCP_NODELAY=1: median of %d runs taking turns (pynetdicom: %d)"
