@@ -110,12 +110,12 @@ class TemporaryFileTests(unittest.SynchronousTestCase):
         prepare() leaves the temporary files of a live process of this host
         (another worker or node storing into the same area, in the old
         form too) and those of another host, and removes those of a dead
-        process of this host.
+        process of this host (and of a number no PID can be).
         """
         live, dead = os.getppid(), deadPID()
         kept = [".dicomd-%s-%d-1.part" % (hostTag(), live), ".dicomd-%d-2.part" % (live,), ".dicomd-%08x-%d-3.part" % ((int(hostTag(), 16) + 1) % (1 << 32), dead)]
         os.makedirs(self.directory)
-        for name in kept + [".dicomd-%s-%d-4.part" % (hostTag(), dead)]:
+        for name in kept + [".dicomd-%s-%d-4.part" % (hostTag(), dead), ".dicomd-%s-%d-5.part" % (hostTag(), 1 << 70)]:
             with open(os.path.join(self.directory, name), "w") as f:
                 f.write("x")
         self.area.prepare()

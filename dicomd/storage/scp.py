@@ -82,7 +82,8 @@ def _processAlive(pid: int) -> bool:
     """
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
+        # No such process; or a number no PID can be.
         return False
     except PermissionError:
         pass
