@@ -86,7 +86,8 @@ def _processAlive(pid: int) -> bool:
         # No such process; or a number no PID can be.
         return False
     except PermissionError:
-        pass
+        # Another user's process: alive.
+        return True
     return True
 
 
