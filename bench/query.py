@@ -35,7 +35,9 @@ Two measurements, each against both servers in the same run:
 
   2. Retrieval of one study of 500 CT images of 512 x 512 x 16 bit (the
      same 500 files for both servers), in images per second, timed from
-     the DCMTK client's start to its exit, the two servers alternating,
+     the DCMTK client's start to its exit, the two servers taking turns
+     (the one that goes first changing from turn to turn, each run
+     starting on a disk with nothing left to write back),
      C{--move-repeats} runs each (5 by default; the median counts):
 
        - C-MOVE with C{/usr/bin/movescu} to DCMTK's C{/usr/bin/storescp},
@@ -722,7 +724,7 @@ def printRetrieveTable(results: Dict[tuple, List[float]], count: int, repeats: i
         each run.
     """
     print()
-    print("Retrieval of a study of %d CT images of 512x512x16 bit, median of %d runs, servers alternating" % (count, repeats))
+    print("Retrieval of a study of %d CT images of 512x512x16 bit, median of %d runs, servers taking turns" % (count, repeats))
     print("%-7s %-8s| %-22s | %-22s | %6s" % ("", "receiver", "dcmqrscp", "dicomd", "ratio"))
     for operation in ("C-MOVE", "C-GET"):
         for mode in RETRIEVE_MODES:
@@ -888,10 +890,14 @@ def main(argv=None) -> int:
                 moveOnce(work, server, destinationPort, studyUID, options.move_images, "ignore")  # warm the page cache
             for mode in RETRIEVE_MODES:
                 for attempt in range(options.move_repeats):
-                    for server in moveServers:
+                    # Neither server always first, on a receiver fresh from
+                    # the other's run.
+                    for server in moveServers if attempt % 2 == 0 else moveServers[::-1]:
                         log("C-MOVE and C-GET from %s, receiver %s, run %d" % (server.name, mode, attempt + 1))
+                        os.sync()
                         seconds = moveOnce(work, server, destinationPort, studyUID, options.move_images, mode)
                         results.setdefault(("C-MOVE", mode, server.name), []).append(seconds)
+                        os.sync()
                         seconds = getOnce(work, server, studyUID, options.move_images, mode)
                         results.setdefault(("C-GET", mode, server.name), []).append(seconds)
         finally:

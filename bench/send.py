@@ -9,8 +9,10 @@ leaves Nagle's algorithm on and each C-STORE waits for a delayed ACK);
 dicomd sets C{TCP_NODELAY} itself.
 
 Two comparisons, each corpus sent as a directory (C{+sd DIR}) by one
-process per run, one association each, the clients alternating,
-C{--repeats} times (5 by default); the median of each figure counts:
+process per run, one association each, the clients taking turns,
+C{--repeats} times (5 by default), the one that goes first changing from
+turn to turn, and each run starting on a disk with nothing left to write
+back (C{sync}); the median of each figure counts:
 
   1. both clients to the same DCMTK C{storescp}, in three modes:
      C{--ignore} (it reads and decodes every PDU and answers every
@@ -318,7 +320,7 @@ def printTable(title: str, results, repeats: int) -> None:
         each C{(label, Run)}: the median runs.
     """
     print()
-    print("%s, median of %d runs, alternating" % (title, repeats))
+    print("%s, median of %d runs, taking turns" % (title, repeats))
     header = "%-10s %-6s | %-33s | %-33s | %6s %6s | %7s %7s | %5s %5s | %4s %4s" % (
         "corpus", "mode", "DCMTK on the wire", "dicomd on the wire", "ratio", "e2e", "DCMTK", "dicomd", "CPU", "s", "RSS", "MB",
     )
@@ -350,10 +352,20 @@ def printTable(title: str, results, repeats: int) -> None:
           " whose times follow; CPU s and peak RSS MB of the clients, DCMTK first)")
 
 
+def turnOrder(count: int, attempt: int) -> range:
+    """
+    The order of the C{count} clients in turn C{attempt} (from 0): as given
+    in even turns, reversed in odd ones, so that neither always runs first,
+    on a receiver fresh from the other's run.
+    """
+    return range(count) if attempt % 2 == 0 else range(count - 1, -1, -1)
+
+
 def compare(pairs, corpora, modes, options, statsPath):
     """
     Send every corpus in every mode with both C{(client, receiver
-    factory)} pairs, alternating, C{options.repeats} times.
+    factory)} pairs, taking turns (L{turnOrder}), C{options.repeats}
+    times.
 
     @return: the rows of L{printTable}.
     """
@@ -365,8 +377,12 @@ def compare(pairs, corpora, modes, options, statsPath):
                 size = directorySize(corpus.paths(options.corpus))
                 runs = [[], []]
                 for attempt in range(options.repeats):
-                    for index, ((client, _), receiver) in enumerate(zip(pairs, receivers)):
+                    for index in turnOrder(len(pairs), attempt):
+                        (client, _), receiver = pairs[index], receivers[index]
                         sys.stderr.write("%s, %s: %s -> %s, run %d...\n" % (corpus.name, mode, client.name, receiver.name, attempt + 1))
+                        # The receiver writing to disk would otherwise
+                        # write back the run before while this one goes.
+                        os.sync()
                         runs[index].append(client.send(receiver, corpus.directory(options.corpus), corpus.count, statsPath))
                 results.append(
                     (corpus, size, mode) + tuple((client.name, Run.median(clientRuns)) for (client, _), clientRuns in zip(pairs, runs))
