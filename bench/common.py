@@ -3,7 +3,8 @@ What the benchmarks share: where this checkout and DCMTK's programs are,
 the error that stops a benchmark, free ports, the environments of the
 programs they run, a process's CPU time and memory from C{/proc},
 L{ServerProcess}, a server started for a benchmark with its log in a file,
-and L{runInTurns}, which measures several checkouts' code in turn.
+L{runInTurns}, which measures several checkouts' code in turn, and
+L{processorModel} for the tables' headers.
 """
 
 import os
@@ -25,6 +26,25 @@ class BenchmarkError(Exception):
     """
     A server did not start, or a run failed: the numbers would lie.
     """
+
+
+def processorModel() -> str:
+    """
+    The processor's model name as the system reports it (Linux's
+    C{/proc/cpuinfo}), or the machine type elsewhere: the same script ran
+    on one kind of virtual machine one day and on another the next, with
+    DCMTK twice as fast, and a table must say which.
+    """
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
 
 
 def freePort() -> int:

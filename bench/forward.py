@@ -76,7 +76,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, dcmtkEnvironment, freePort, pythonEnvironment, treeCPUSeconds, WORKERS_READY  # noqa: E402
+from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, dcmtkEnvironment, freePort, processorModel, pythonEnvironment, treeCPUSeconds, WORKERS_READY  # noqa: E402
 from bench.corpus import CORPORA  # noqa: E402
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -339,7 +339,10 @@ def main(argv=None) -> int:
         )
         if name in measures
     ]
-    print("%d images of %s (ct256), storescu -> [dicomd ->] storescp, in %s" % (len(paths), corpus.description, options.output or tempfile.gettempdir()))
+    print(
+        "%d images of %s (ct256), storescu -> [dicomd ->] storescp, in %s; %d CPUs (%s)"
+        % (len(paths), corpus.description, options.output or tempfile.gettempdir(), os.cpu_count() or 1, processorModel())
+    )
     print(
         "%-4s %-16s %10s %10s %8s %11s %8s   %s"
         % ("run", "", "seconds", "objects/s", "x direct", "streaming/s", "x direct", "CPU us/object: storescu, dicomd, storescp (system in brackets)")

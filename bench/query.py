@@ -87,7 +87,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from bench.common import DCMTK, HOST, ServerProcess, dcmtkEnvironment, freePort, pythonEnvironment  # noqa: E402
+from bench.common import DCMTK, HOST, ServerProcess, dcmtkEnvironment, freePort, processorModel, pythonEnvironment  # noqa: E402
 
 DICOMD_TITLE = "DICOMD"
 DESTINATION_TITLE = "STORESCP"
@@ -871,8 +871,8 @@ def main(argv=None) -> int:
         studyUID = prepareMoveStudy(work, options.move_images)
 
     print()
-    print("query/retrieve benchmark, %s, Python %s, %s, %d CPUs, load average %.1f"
-          % (platform.node(), platform.python_version(), platform.platform(), os.cpu_count(), os.getloadavg()[0]))
+    print("query/retrieve benchmark, %s, Python %s, %s, %d CPUs (%s), load average %.1f"
+          % (platform.node(), platform.python_version(), platform.platform(), os.cpu_count(), processorModel(), os.getloadavg()[0]))
     if not options.skip_find:
         print("large index: %d instances (%d patients, %d studies); small index: %d instances (%d patients, %d studies)"
               % (large.total, large.patients, large.studyCount, small.total, small.patients, small.studyCount))

@@ -65,7 +65,7 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, dcmtkEnvironment, freePort, pythonEnvironment  # noqa: E402
+from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, dcmtkEnvironment, freePort, processorModel, pythonEnvironment  # noqa: E402
 from bench.corpus import CORPORA, ensureCorpus  # noqa: E402
 
 TIME = "/usr/bin/time"
@@ -463,8 +463,17 @@ def main(argv=None) -> int:
 
     print()
     print(
-        "%s; %s, Python %s, Twisted %s, %s, %d CPUs, load average %.1f"
-        % (dcmtkVersion(), platform.node(), platform.python_version(), twisted.__version__, platform.machine(), os.cpu_count(), os.getloadavg()[0])
+        "%s; %s, Python %s, Twisted %s, %s, %d CPUs (%s), load average %.1f"
+        % (
+            dcmtkVersion(),
+            platform.node(),
+            platform.python_version(),
+            twisted.__version__,
+            platform.machine(),
+            os.cpu_count(),
+            processorModel(),
+            os.getloadavg()[0],
+        )
     )
     printTable("1. dicomd storescu vs DCMTK storescu, both -> DCMTK storescp", same, options.repeats)
     if pipelined:

@@ -91,7 +91,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, dcmtkEnvironment, freePort, procStatus, pythonEnvironment, treeCPUSeconds, WORKERS_READY  # noqa: E402
+from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, dcmtkEnvironment, freePort, processorModel, procStatus, pythonEnvironment, treeCPUSeconds, WORKERS_READY  # noqa: E402
 from bench.corpus import CORPORA, ensureCorpus, ensureSendersCorpus  # noqa: E402
 
 MB = 1e6
@@ -580,8 +580,8 @@ def report(options, where: str, rows, names, manyRows, manyNames, nagleRows) -> 
     print()
     print("C-STORE from DCMTK storescu on %s, receivers writing under %s" % (HOST, where))
     print(
-        "  %s; dicomd from %s; Python %s, Twisted %s, %s, %d CPUs; no fsync"
-        % (dcmtkVersion(), REPO_ROOT, platform.python_version(), twisted.__version__, platform.machine(), os.cpu_count())
+        "  %s; dicomd from %s; Python %s, Twisted %s, %s, %d CPUs (%s); no fsync"
+        % (dcmtkVersion(), REPO_ROOT, platform.python_version(), twisted.__version__, platform.machine(), os.cpu_count(), processorModel())
     )
     print("  dicomd options: %s" % (" ".join(options.dicomdOptions) or "(defaults)",))
     if options.nice:
