@@ -96,12 +96,18 @@ def studyForwardingConfig(testCase, port):
     A configuration forwarding each study the AE DICOMD receives to the
     peer PACS on C{port} once it ends: when its sender moves on to
     another study (there is no end-of-study timeout).
+
+    Its lease is long: nothing here waits for a node to be found dead, and
+    with a lease of a few seconds a live node whose reactor a busy machine
+    held back that long would be taken for dead by the other (its held
+    entries released, its claims taken), which the test would count as a
+    fault of the code.
     """
     return writeConfig(
         testCase,
         """
         [forwarding]
-        lease = 3
+        lease = 120
 
         [[ae]]
         title = "DICOMD"
