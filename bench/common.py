@@ -8,6 +8,7 @@ L{processorModel} for the tables' headers.
 """
 
 import os
+import platform
 import re
 import shutil
 import socket
@@ -35,16 +36,12 @@ def processorModel() -> str:
     on one kind of virtual machine one day and on another the next, with
     DCMTK twice as fast, and a table must say which.
     """
-    import platform
-
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
     except OSError:
-        pass
-    return platform.machine()
+        models = []
+    return models[0] if models else platform.machine()
 
 
 def freePort() -> int:
