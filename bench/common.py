@@ -3,8 +3,9 @@ What the benchmarks share: where this checkout and DCMTK's programs are,
 the error that stops a benchmark, free ports, the environments of the
 programs they run, a process's CPU time and memory from C{/proc},
 L{ServerProcess}, a server started for a benchmark with its log in a file,
-L{runInTurns}, which measures several checkouts' code in turn, and
-L{processorModel} for the tables' headers.
+L{runInTurns}, which measures several checkouts' code in turn, L{inTurn},
+the order of the programs compared in each turn, and L{processorModel}
+for the tables' headers.
 """
 
 import os
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DCMTK = "/usr/bin"
@@ -27,6 +28,17 @@ class BenchmarkError(Exception):
     """
     A server did not start, or a run failed: the numbers would lie.
     """
+
+
+def inTurn(items: Sequence, attempt: int) -> list:
+    """
+    C{items} in the order of turn C{attempt} (from 0): each turn starts
+    one further down the list, so that none always goes first, or always
+    follows the same one (on a disk, the write-back or deletion of what the
+    one before stored).
+    """
+    shift = attempt % len(items) if items else 0
+    return list(items[shift:]) + list(items[:shift])
 
 
 def processorModel() -> str:

@@ -87,7 +87,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from bench.common import DCMTK, HOST, ServerProcess, dcmtkEnvironment, freePort, processorModel, pythonEnvironment  # noqa: E402
+from bench.common import DCMTK, HOST, ServerProcess, dcmtkEnvironment, freePort, inTurn, processorModel, pythonEnvironment  # noqa: E402
 
 DICOMD_TITLE = "DICOMD"
 DESTINATION_TITLE = "STORESCP"
@@ -890,9 +890,7 @@ def main(argv=None) -> int:
                 moveOnce(work, server, destinationPort, studyUID, options.move_images, "ignore")  # warm the page cache
             for mode in RETRIEVE_MODES:
                 for attempt in range(options.move_repeats):
-                    # Neither server always first, on a receiver fresh from
-                    # the other's run.
-                    for server in moveServers if attempt % 2 == 0 else moveServers[::-1]:
+                    for server in inTurn(moveServers, attempt):
                         log("C-MOVE and C-GET from %s, receiver %s, run %d" % (server.name, mode, attempt + 1))
                         os.sync()
                         seconds = moveOnce(work, server, destinationPort, studyUID, options.move_images, mode)

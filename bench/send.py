@@ -65,7 +65,7 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, dcmtkEnvironment, freePort, processorModel, pythonEnvironment  # noqa: E402
+from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, dcmtkEnvironment, freePort, inTurn, processorModel, pythonEnvironment  # noqa: E402
 from bench.corpus import CORPORA, ensureCorpus  # noqa: E402
 
 TIME = "/usr/bin/time"
@@ -352,20 +352,10 @@ def printTable(title: str, results, repeats: int) -> None:
           " whose times follow; CPU s and peak RSS MB of the clients, DCMTK first)")
 
 
-def turnOrder(count: int, attempt: int) -> range:
-    """
-    The order of the C{count} clients in turn C{attempt} (from 0): as given
-    in even turns, reversed in odd ones, so that neither always runs first,
-    on a receiver fresh from the other's run.
-    """
-    return range(count) if attempt % 2 == 0 else range(count - 1, -1, -1)
-
-
 def compare(pairs, corpora, modes, options, statsPath):
     """
     Send every corpus in every mode with both C{(client, receiver
-    factory)} pairs, taking turns (L{turnOrder}), C{options.repeats}
-    times.
+    factory)} pairs, taking turns (L{inTurn}), C{options.repeats} times.
 
     @return: the rows of L{printTable}.
     """
@@ -377,7 +367,7 @@ def compare(pairs, corpora, modes, options, statsPath):
                 size = directorySize(corpus.paths(options.corpus))
                 runs = [[], []]
                 for attempt in range(options.repeats):
-                    for index in turnOrder(len(pairs), attempt):
+                    for index in inTurn(range(len(pairs)), attempt):
                         (client, _), receiver = pairs[index], receivers[index]
                         sys.stderr.write("%s, %s: %s -> %s, run %d...\n" % (corpus.name, mode, client.name, receiver.name, attempt + 1))
                         # The receiver writing to disk would otherwise

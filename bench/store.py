@@ -91,7 +91,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, dcmtkEnvironment, freePort, processorModel, procStatus, pythonEnvironment, treeCPUSeconds, WORKERS_READY  # noqa: E402
+from bench.common import DCMTK, HOST, BenchmarkError, ServerProcess, dcmtkEnvironment, freePort, inTurn, processorModel, procStatus, pythonEnvironment, treeCPUSeconds, WORKERS_READY  # noqa: E402
 from bench.corpus import CORPORA, ensureCorpus, ensureSendersCorpus  # noqa: E402
 
 MB = 1e6
@@ -409,8 +409,7 @@ def measure(receivers, batches, work, output, nodelay, repeats, timeout, label) 
     """
     results = {receiver.name: Result() for receiver in receivers}
     for attempt in range(max(repeats.values())):
-        shift = attempt % len(receivers)
-        for receiver in receivers[shift:] + receivers[:shift]:
+        for receiver in inTurn(receivers, attempt):
             if attempt >= repeats[receiver.key]:
                 continue
             sys.stderr.write("%s -> %s, run %d of %d... " % (label, receiver.name, attempt + 1, repeats[receiver.key]))
